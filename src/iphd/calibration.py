@@ -1,0 +1,248 @@
+"""Rig calibration (thermal intrinsics, depth->thermal extrinsic, clock offset): load, validate, save."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from iphd.errors import CalibrationError
+from iphd.sensors.frames import CameraIntrinsics
+
+CALIBRATION_VERSION = 1
+DEFAULT_CALIBRATION = Path(__file__).resolve().parents[2] / "calibration" / "rig.yaml"
+
+
+@dataclass(frozen=True)
+class RigFrames:
+    """TF frame names of the rig (REP 103 optical frames)."""
+
+    base: str = "camera_link"
+    depth: str = "depth_optical_frame"
+    thermal: str = "thermal_optical_frame"
+
+
+@dataclass(frozen=True)
+class RigCalibration:
+    """Calibration of a D435 + Lepton rig.
+
+    Attributes:
+        thermal: thermal camera intrinsics and distortion at its native resolution.
+        rotation: (3, 3) rotation R of the depth->thermal extrinsic.
+        translation_m: (3,) translation t in metres; a point maps as
+            ``p_thermal = R @ p_depth + t`` (both in optical frames: x right, y down, z forward).
+        thermal_clock_offset_s: seconds added to a thermal stamp to express it on the depth
+            clock (``t_depth_clock = t_thermal + offset``).
+        frames: TF frame names.
+        meta: provenance (date, reprojection RMS, number of views, tool), kept verbatim.
+    """
+
+    thermal: CameraIntrinsics
+    rotation: np.ndarray
+    translation_m: np.ndarray
+    thermal_clock_offset_s: float = 0.0
+    frames: RigFrames = field(default_factory=RigFrames)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def thermal_clock_offset_ns(self) -> int:
+        """Clock offset in integer nanoseconds."""
+        return int(round(self.thermal_clock_offset_s * 1e9))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the YAML-ready mapping in the file format that ``load_calibration`` reads."""
+        return {
+            "version": CALIBRATION_VERSION,
+            "frames": {
+                "base": self.frames.base,
+                "depth": self.frames.depth,
+                "thermal": self.frames.thermal,
+            },
+            "thermal": {
+                "width": self.thermal.width,
+                "height": self.thermal.height,
+                "fx": float(self.thermal.fx),
+                "fy": float(self.thermal.fy),
+                "cx": float(self.thermal.cx),
+                "cy": float(self.thermal.cy),
+                "distortion": [float(d) for d in self.thermal.distortion],
+            },
+            "extrinsic_depth_to_thermal": {
+                "rotation_xyzw": [float(v) for v in rotation_to_quaternion(self.rotation)],
+                "translation_m": [float(v) for v in self.translation_m],
+            },
+            "clock": {"thermal_offset_s": float(self.thermal_clock_offset_s)},
+            "meta": dict(self.meta),
+        }
+
+
+def quaternion_to_rotation(xyzw: np.ndarray) -> np.ndarray:
+    """Return the (3, 3) rotation matrix of a unit quaternion given as (x, y, z, w)."""
+    x, y, z, w = (float(v) for v in xyzw)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def rotation_to_quaternion(rotation: np.ndarray) -> np.ndarray:
+    """Return the unit quaternion (x, y, z, w) with w >= 0 of a (3, 3) rotation matrix."""
+    r = np.asarray(rotation, dtype=np.float64)
+    trace = float(np.trace(r))
+    if trace > 0:
+        s = 2.0 * np.sqrt(trace + 1.0)
+        q = [(r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s, 0.25 * s]
+    else:
+        i = int(np.argmax(np.diag(r)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * np.sqrt(1.0 + r[i, i] - r[j, j] - r[k, k])
+        q = [0.0, 0.0, 0.0, (r[k, j] - r[j, k]) / s]
+        q[i] = 0.25 * s
+        q[j] = (r[j, i] + r[i, j]) / s
+        q[k] = (r[k, i] + r[i, k]) / s
+    quat = np.array(q, dtype=np.float64)
+    quat /= np.linalg.norm(quat)
+    return -quat if quat[3] < 0 else quat
+
+
+def _get(mapping: Any, key: str, where: str, path: Path) -> Any:
+    if not isinstance(mapping, dict):
+        raise CalibrationError(f"{path}: '{where}' must be a mapping, got {type(mapping).__name__}")
+    if key not in mapping:
+        raise CalibrationError(
+            f"{path}: missing key '{where}.{key}'" if where else f"{path}: missing key '{key}'"
+        )
+    return mapping[key]
+
+
+def _number(value: Any, name: str, path: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise CalibrationError(f"{path}: '{name}' must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _vector(value: Any, n: int, name: str, path: Path) -> np.ndarray:
+    if not isinstance(value, (list, tuple)) or len(value) != n:
+        raise CalibrationError(f"{path}: '{name}' must be a list of {n} numbers, got {value!r}")
+    return np.array([_number(v, f"{name}[{i}]", path) for i, v in enumerate(value)])
+
+
+def calibration_from_dict(data: Any, path: Path | str = "<calibration>") -> RigCalibration:
+    """Build and validate a ``RigCalibration`` from the parsed YAML mapping.
+
+    Raises:
+        CalibrationError: naming the missing or bad key.
+    """
+    path = Path(path)
+    if not isinstance(data, dict):
+        raise CalibrationError(f"{path}: expected a YAML mapping at top level, got {data!r:.80}")
+    version = _get(data, "version", "", path)
+    if version != CALIBRATION_VERSION:
+        raise CalibrationError(
+            f"{path}: unsupported calibration version {version!r}; this iphd reads version "
+            f"{CALIBRATION_VERSION}"
+        )
+    th = _get(data, "thermal", "", path)
+    width = _get(th, "width", "thermal", path)
+    height = _get(th, "height", "thermal", path)
+    for key, value in (("width", width), ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise CalibrationError(f"{path}: 'thermal.{key}' must be a positive integer, got {value!r}")
+    fx = _number(_get(th, "fx", "thermal", path), "thermal.fx", path)
+    fy = _number(_get(th, "fy", "thermal", path), "thermal.fy", path)
+    cx = _number(_get(th, "cx", "thermal", path), "thermal.cx", path)
+    cy = _number(_get(th, "cy", "thermal", path), "thermal.cy", path)
+    if fx <= 0 or fy <= 0:
+        raise CalibrationError(f"{path}: 'thermal.fx'/'thermal.fy' must be > 0, got {fx}, {fy}")
+    if not (0 <= cx < width and 0 <= cy < height):
+        raise CalibrationError(
+            f"{path}: principal point ({cx}, {cy}) lies outside the {width}x{height} thermal image"
+        )
+    dist = _vector(_get(th, "distortion", "thermal", path), 5, "thermal.distortion", path)
+    ext = _get(data, "extrinsic_depth_to_thermal", "", path)
+    quat = _vector(
+        _get(ext, "rotation_xyzw", "extrinsic_depth_to_thermal", path),
+        4,
+        "extrinsic_depth_to_thermal.rotation_xyzw",
+        path,
+    )
+    norm = float(np.linalg.norm(quat))
+    if abs(norm - 1.0) > 1e-3:
+        raise CalibrationError(
+            f"{path}: 'extrinsic_depth_to_thermal.rotation_xyzw' must be a unit quaternion "
+            f"(x, y, z, w), its norm is {norm:.6f}"
+        )
+    translation = _vector(
+        _get(ext, "translation_m", "extrinsic_depth_to_thermal", path),
+        3,
+        "extrinsic_depth_to_thermal.translation_m",
+        path,
+    )
+    if np.linalg.norm(translation) > 1.0:
+        raise CalibrationError(
+            f"{path}: 'extrinsic_depth_to_thermal.translation_m' is {translation.tolist()} "
+            "(more than 1 m); the translation is in metres, not millimetres"
+        )
+    clock = _get(data, "clock", "", path)
+    offset = _number(_get(clock, "thermal_offset_s", "clock", path), "clock.thermal_offset_s", path)
+    if abs(offset) > 5.0:
+        raise CalibrationError(
+            f"{path}: 'clock.thermal_offset_s' = {offset} s is implausible (> 5 s); re-run the "
+            "clock-offset calibration or check that both drivers stamp in ROS time"
+        )
+    frames_data = data.get("frames", {}) or {}
+    if not isinstance(frames_data, dict):
+        raise CalibrationError(f"{path}: 'frames' must be a mapping of frame names")
+    frames = RigFrames(**{k: str(v) for k, v in frames_data.items() if k in ("base", "depth", "thermal")})
+    meta = data.get("meta", {}) or {}
+    return RigCalibration(
+        thermal=CameraIntrinsics(
+            width=width,
+            height=height,
+            fx=fx,
+            fy=fy,
+            cx=cx,
+            cy=cy,
+            distortion=(
+                float(dist[0]), float(dist[1]), float(dist[2]), float(dist[3]), float(dist[4])
+            ),
+        ),
+        rotation=quaternion_to_rotation(quat / norm),
+        translation_m=translation,
+        thermal_clock_offset_s=offset,
+        frames=frames,
+        meta=dict(meta),
+    )
+
+
+def load_calibration(path: Path | str = DEFAULT_CALIBRATION) -> RigCalibration:
+    """Load and validate a rig calibration YAML file.
+
+    Raises:
+        CalibrationError: when the file is missing, is not YAML, or has a missing or bad key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CalibrationError(
+            f"calibration file {path} does not exist; pass the rig.yaml written by the "
+            f"calibration tool, or use the nominal one at {DEFAULT_CALIBRATION}"
+        )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CalibrationError(f"{path}: not valid YAML ({exc})") from exc
+    return calibration_from_dict(data, path)
+
+
+def save_calibration(calibration: RigCalibration, path: Path | str) -> None:
+    """Write ``calibration`` as YAML in the format ``load_calibration`` reads."""
+    Path(path).write_text(
+        "# iphd rig calibration (see calibration/README.md for the conventions)\n"
+        + yaml.safe_dump(calibration.to_dict(), sort_keys=False)
+    )

@@ -1,0 +1,33 @@
+"""Exception classes shared by the iphd library; each message says what was wrong and what to do."""
+
+
+class IphdError(Exception):
+    """Base class of every error the iphd library raises on purpose."""
+
+
+class CalibrationError(IphdError):
+    """A rig calibration file is missing, malformed or physically implausible."""
+
+
+class FrameError(IphdError):
+    """An input frame has the wrong encoding, size, dtype or content for the stage that got it."""
+
+
+class CameraInfoError(IphdError):
+    """Camera intrinsics are missing or inconsistent with the images they describe."""
+
+
+class SensorError(IphdError):
+    """A sensor could not be opened, configured or read."""
+
+
+class DeviceNotFoundError(SensorError):
+    """The requested sensor is not connected (the message lists what was found instead)."""
+
+
+class RadiometryError(SensorError):
+    """A thermal stream does not carry TLinear radiometric values in centi-kelvin."""
+
+
+class ConfigError(IphdError):
+    """A stage configuration has an invalid value."""
