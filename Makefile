@@ -1,0 +1,35 @@
+# The two commands that matter: `make demo` (main job) and `make test`. Both set up what is missing.
+SHELL := /bin/bash
+VENV := .venv
+RUN := scripts/env.sh
+SOURCE ?= sim
+DURATION ?= 20
+ARGS ?=
+MSG_FILES := $(wildcard ros2_ws/src/iphd_msgs/msg/*.msg) ros2_ws/src/iphd_msgs/CMakeLists.txt \
+             ros2_ws/src/iphd_msgs/package.xml
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(VENV)/.iphd-setup ros2_ws/install/.iphd-msgs-built
+
+$(VENV)/.iphd-setup: requirements.txt constraints.txt setup.py scripts/setup.sh
+	scripts/setup.sh venv
+
+ros2_ws/install/.iphd-msgs-built: $(VENV)/.iphd-setup $(MSG_FILES)
+	scripts/setup.sh msgs
+
+demo: setup
+	$(RUN) iphd-run --source $(SOURCE) --duration $(DURATION) $(ARGS)
+
+lint: setup
+	$(RUN) ruff check src tests benchmarks launch
+	$(RUN) mypy src/iphd
+
+test: lint
+	$(RUN) python -m pytest -q $(ARGS)
+
+bench: setup
+	$(RUN) python benchmarks/bench_fusion.py
+
+clean:
+	rm -rf $(VENV) ros2_ws/build ros2_ws/install ros2_ws/log

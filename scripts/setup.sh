@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# One-shot set-up of the development environment: system library, venv with pinned wheels, ros2_ws.
+# Usage: scripts/setup.sh [system|venv|msgs|all]   (make calls it; each step is skipped when done)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=${IPHD_VENV:-$ROOT/.venv}
+PYTHON=${PYTHON:-python3.11}
+step=${1:-all}
+
+log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
+die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@";
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo "$@";
+  else die "need root for: $* (run it once by hand with sudo, then re-run make)"; fi
+}
+
+system_step() {
+  # pyrealsense2's wheel links against the system libusb-1.0.
+  if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
+    log "installing libusb-1.0-0 (needed by pyrealsense2)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0 >/dev/null
+  fi
+}
+
+venv_step() {
+  command -v "$PYTHON" >/dev/null || PYTHON=python3
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+    || die "Python 3.11 is required (the ROS 2 Kilted wheels are cp311); found $("$PYTHON" --version)"
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating virtual environment $VENV"
+    "$PYTHON" -m venv "$VENV"
+  fi
+  log "installing pinned requirements (torch 2.13.0 CPU, ROS 2 Kilted wheels, colcon, ...)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.txt -c constraints.txt 2>&1 \
+    | grep -v "is ignored: it is neither a file nor a directory" || true
+  "$VENV/bin/python" -c 'import torch, rclpy, pyrealsense2, flirpy, rosbags, cv2' \
+    || die "the venv is incomplete: see the pip output above"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 \
+    | grep -v "is ignored: it is neither a file nor a directory" || true
+  touch "$VENV/.iphd-setup"
+}
+
+msgs_step() {
+  # The ROS wheels' CMake exports name include dirs under /opt/python/cp311-cp311 (where they
+  # were built); point those at this machine's Python headers and the venv's numpy.
+  local pyinc npinc
+  pyinc=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  npinc=$("$VENV/bin/python" -c 'import numpy, os; print(os.path.join(os.path.dirname(numpy.__file__), "_core", "include"))')
+  local want_py=/opt/python/cp311-cp311/include/python3.11
+  local want_np=/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include
+  if [ "$(readlink -f "$want_py" 2>/dev/null)" != "$(readlink -f "$pyinc")" ] \
+     || [ "$(readlink -f "$want_np" 2>/dev/null)" != "$(readlink -f "$npinc")" ]; then
+    log "linking the include dirs the ROS wheels expect under /opt/python/cp311-cp311"
+    as_root mkdir -p "$(dirname "$want_py")" "$(dirname "$want_np")"
+    as_root ln -sfn "$pyinc" "$want_py"
+    as_root ln -sfn "$npinc" "$want_np"
+  fi
+  log "building ros2_ws (iphd_msgs) with colcon"
+  (
+    cd ros2_ws
+    export PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
+    colcon --log-base log build --packages-select iphd_msgs --event-handlers console_cohesion- \
+      summary+ 2>&1 | grep -v "doesn't contain any 'local_setup" 
+  )
+  [ -d ros2_ws/install/iphd_msgs/lib ] || die "colcon did not produce ros2_ws/install/iphd_msgs"
+  touch ros2_ws/install/.iphd-msgs-built
+}
+
+case "$step" in
+  system) system_step ;;
+  venv) system_step; venv_step ;;
+  msgs) msgs_step ;;
+  all) system_step; venv_step; msgs_step ;;
+  *) die "unknown step '$step' (system|venv|msgs|all)" ;;
+esac

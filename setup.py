@@ -1,0 +1,35 @@
+"""ament_python set-up of the iphd_bringup ROS 2 package (the iphd library lives in src/iphd)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "iphd_bringup"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py") + glob("launch/*.yaml") + glob("launch/*.rviz")),
+        (f"share/{PACKAGE}/calibration", glob("calibration/*.yaml")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="iphd developers",
+    maintainer_email="iphd-dev@example.com",
+    description="Person detection and tracking from depth + thermal cameras, without colour images.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "d435_node = iphd.ros.d435_node:main",
+            "lepton_node = iphd.ros.lepton_node:main",
+            "fusion_node = iphd.ros.fusion_node:main",
+            "sim_source_node = iphd.ros.sim_source_node:main",
+            "iphd-run = iphd.ros.runner:main",
+        ],
+    },
+)
