@@ -1,0 +1,61 @@
+"""Launch the iphd graph: drivers or the built-in rig source, then fusion (and later detector, tracker).
+
+    ros2 launch iphd_bringup detect.launch.py source:=live
+    ros2 launch iphd_bringup detect.launch.py source:=sim namespace:=robot1
+
+The node list comes from ``iphd.graph.build_graph``, the same description the in-process runner
+(``iphd-run``) uses, so both start the same graph.
+"""
+
+from pathlib import Path
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from iphd.graph import PACKAGE, build_graph
+
+ARGUMENTS = {
+    "use_sim_time": ("false", "follow /clock (bag replay)"),
+    "namespace": ("", "namespace of every node and topic"),
+    "params_file": ("", "ROS 2 parameters YAML; empty = the package's launch/iphd_params.yaml"),
+    "source": ("live", "live (D435 + Lepton drivers) or sim (built-in rig source)"),
+    "calibration_file": ("", "rig.yaml; empty = the package's calibration/rig.yaml"),
+    "playback_file": ("", "librealsense recording played by the D435 driver (source live)"),
+    "log_level": ("info", "debug, info, warn or error"),
+}
+
+
+def _nodes(context, *_args, **_kwargs):
+    value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    share = Path(get_package_share_directory(PACKAGE))
+    params_file = value["params_file"] or str(share / "launch" / "iphd_params.yaml")
+    use_sim_time = value["use_sim_time"].lower() in ("true", "1", "yes")
+    specs = build_graph(
+        value["source"],
+        calibration_file=value["calibration_file"],
+        playback_file=value["playback_file"],
+    )
+    return [
+        Node(
+            package=PACKAGE,
+            executable=spec.executable,
+            name=spec.name,
+            namespace=value["namespace"],
+            parameters=[params_file, dict(spec.parameters), {"use_sim_time": use_sim_time}],
+            remappings=list(spec.remappings),
+            arguments=["--ros-args", "--log-level", value["log_level"]],
+            output="screen",
+        )
+        for spec in specs
+    ]
+
+
+def generate_launch_description():
+    return LaunchDescription(
+        [DeclareLaunchArgument(name, default_value=default, description=text)
+         for name, (default, text) in ARGUMENTS.items()]
+        + [OpaqueFunction(function=_nodes)]
+    )

@@ -1,0 +1,121 @@
+"""The node graph of the product, described once for both the launch file and the in-process runner."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from iphd.errors import ConfigError
+
+SOURCES = ("live", "sim")
+PACKAGE = "iphd_bringup"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node of the graph.
+
+    Attributes:
+        name: ROS node name (also its key in the parameters file).
+        executable: console script installed by the package (used by the launch file).
+        module: Python module holding the node class (used by the in-process runner).
+        node_class: class name of the node in ``module``.
+        parameters: parameters set by the graph itself, on top of the parameters file.
+        remappings: (from, to) topic remappings.
+    """
+
+    name: str
+    executable: str
+    module: str
+    node_class: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    remappings: tuple[tuple[str, str], ...] = ()
+
+
+def build_graph(
+    source: str = "sim", *, calibration_file: str = "", playback_file: str = ""
+) -> tuple[NodeSpec, ...]:
+    """Return the nodes to start for ``source``.
+
+    Args:
+        source: ``live`` (D435 + Lepton drivers) or ``sim`` (the built-in rig source).
+        calibration_file: rig.yaml for every node that needs it; empty = the package default.
+        playback_file: a librealsense recording the D435 driver plays instead of a camera
+            (``live`` source only).
+
+    Raises:
+        ConfigError: unknown source, or a playback file with a non-live source.
+    """
+    if source not in SOURCES:
+        raise ConfigError(
+            f"unknown source '{source}'; choose one of {', '.join(SOURCES)} "
+            "(bag replay arrives with the replay tools)"
+        )
+    if playback_file and source != "live":
+        raise ConfigError("playback_file is a D435 recording and only makes sense with source:=live")
+    common: dict[str, Any] = {"calibration_file": calibration_file} if calibration_file else {}
+    nodes: list[NodeSpec] = []
+    if source == "live":
+        d435_params: dict[str, Any] = {"playback_file": playback_file} if playback_file else {}
+        nodes.append(NodeSpec("d435", "d435_node", "iphd.ros.d435_node", "D435Node", d435_params))
+        nodes.append(NodeSpec("lepton", "lepton_node", "iphd.ros.lepton_node", "LeptonNode", common))
+    else:
+        nodes.append(
+            NodeSpec("sim_source", "sim_source_node", "iphd.ros.sim_source_node", "SimSourceNode", common)
+        )
+    nodes.append(NodeSpec("fusion", "fusion_node", "iphd.ros.fusion_node", "FusionNode", common))
+    return tuple(nodes)
+
+
+def load_params_file(path: Path | str) -> dict[str, dict[str, Any]]:
+    """Read a ROS 2 parameters YAML file into ``{node key: {param: value}}``.
+
+    Keys are as written in the file (``/**``, ``fusion``, ``/ns/fusion``); nested parameter
+    mappings are flattened with dots as ROS does.
+
+    Raises:
+        ConfigError: when the file is missing or is not a ROS 2 parameters file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"parameters file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected '<node>: {{ros__parameters: {{...}}}}' entries")
+    result: dict[str, dict[str, Any]] = {}
+    for key, entry in data.items():
+        if not isinstance(entry, dict) or "ros__parameters" not in entry:
+            raise ConfigError(f"{path}: entry '{key}' has no 'ros__parameters' mapping")
+        result[str(key)] = _flatten(entry["ros__parameters"] or {}, "")
+    return result
+
+
+def _flatten(mapping: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def parameters_for(params: Mapping[str, Mapping[str, Any]], node: str, namespace: str = "") -> dict[str, Any]:
+    """Merge the entries of a parsed parameters file that apply to ``node`` in ``namespace``.
+
+    Precedence, lowest first: ``/**``, the bare node name, the fully qualified name.
+    """
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    merged: dict[str, Any] = {}
+    for key in ("/**", node, f"{ns}/{node}", f"/{node}"):
+        if key in params:
+            merged.update(params[key])
+    return merged

@@ -1,0 +1,270 @@
+"""Fusion node: pairs depth and thermal, registers thermal into the depth frame, fixes zero patches."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image
+
+from iphd.calibration import RigCalibration, load_calibration
+from iphd.errors import IphdError
+from iphd.fusion import FusionConfig, FusionPipeline, depth_to_mm
+from iphd.ros import qos
+from iphd.ros.common import RateMeter, declare, diagnostic_array, package_file, spin_node
+from iphd.ros.conversions import (
+    array_to_image,
+    camera_info_to_intrinsics,
+    image_to_array,
+    rig_transforms,
+    stamp_to_ns,
+)
+from iphd.sensors.frames import CameraIntrinsics, DepthFrame, ThermalFrame
+from iphd.sync import Pair, SyncConfig, Synchronizer
+
+DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
+THERMAL_ENCODINGS = ("16UC1", "mono16")
+# A stream counts as stopped after this long without a message (diagnostics go to ERROR).
+STREAM_TIMEOUT_S = 1.0
+
+
+class FusionNode(Node):
+    """Subscribes depth + thermal (+ camera infos), publishes ``thermal/registered``.
+
+    The registered image has the stamp and frame of the depth image it was paired with, the
+    depth image's size (or ``registered_width`` x ``registered_height``), 16UC1 centi-kelvin,
+    0 where there is no thermal coverage left after zero-patch fixing.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("fusion", **kwargs)
+        calibration_file = declare(self, "calibration_file", "", "rig.yaml; empty = package default")
+        max_skew_ms = declare(self, "max_skew_ms", 20.0, "largest depth/thermal skew of a pair, ms")
+        max_wait_ms = declare(self, "max_wait_ms", 100.0, "how long thermal waits for depth, ms")
+        width = declare(self, "registered_width", 0, "registered image width, 0 = depth width")
+        height = declare(self, "registered_height", 0, "registered image height, 0 = depth height")
+        fix = declare(self, "fix_zero_patches", True, "fill registration holes (paper A)")
+        publish_tf = declare(self, "publish_tf", True, "publish the rig's static TF")
+        period = declare(self, "diagnostics_period", 1.0, "diagnostics period, s")
+
+        self._depth_info: CameraIntrinsics | None = None
+        self._errors: dict[str, int] = {}
+        self._last_error = ""
+        self._process_ms: list[float] = []
+        self._depth_rate = RateMeter()
+        self._thermal_rate = RateMeter()
+        self._pair_rate = RateMeter()
+        self._published = 0
+        self._resets_seen = 0
+        self.calibration: RigCalibration | None = None
+        self.pipeline: FusionPipeline | None = None
+        self.sync: Synchronizer[DepthFrame, ThermalFrame] | None = None
+        try:
+            path = calibration_file or str(package_file("calibration/rig.yaml"))
+            self.calibration = load_calibration(path)
+            out_size = (int(width), int(height)) if width and height else None
+            self.pipeline = FusionPipeline(
+                self.calibration, FusionConfig(out_size=out_size, fix_zero_patches=bool(fix))
+            )
+            self.sync = Synchronizer(
+                SyncConfig.from_calibration(
+                    self.calibration,
+                    max_skew_ns=int(max_skew_ms * 1e6),
+                    max_wait_ns=int(max_wait_ms * 1e6),
+                )
+            )
+            self.get_logger().info(f"loaded rig calibration {path}")
+        except (IphdError, FileNotFoundError, ValueError) as exc:
+            # Keep running so diagnostics say why nothing is published.
+            self._fail("calibration", f"{exc}; thermal/registered will not be published")
+
+        self._pub = self.create_publisher(Image, "thermal/registered", qos.RESULT_PUB)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(
+            Image, "depth/image_raw", self._on_depth, qos.SENSOR_SUB,
+            event_callbacks=qos.warn_on_incompatible_qos(self, "depth/image_raw"),
+        )
+        self.create_subscription(CameraInfo, "depth/camera_info", self._on_depth_info, qos.SENSOR_SUB)
+        self.create_subscription(
+            Image, "thermal/image_raw", self._on_thermal, qos.SENSOR_SUB,
+            event_callbacks=qos.warn_on_incompatible_qos(self, "thermal/image_raw"),
+        )
+        self.create_subscription(
+            CameraInfo, "thermal/camera_info", self._on_thermal_info, qos.SENSOR_SUB
+        )
+        self.create_timer(float(period), self._publish_diagnostics)
+        if publish_tf and self.calibration is not None:
+            self._publish_static_tf(self.calibration)
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def _on_depth_info(self, msg: CameraInfo) -> None:
+        try:
+            self._depth_info = camera_info_to_intrinsics(msg)
+        except IphdError as exc:
+            self._fail("depth_camera_info", f"depth/camera_info rejected: {exc}")
+
+    def _on_thermal_info(self, msg: CameraInfo) -> None:
+        if self.calibration is None:
+            return
+        cal = self.calibration.thermal
+        if (msg.width, msg.height) != (cal.width, cal.height):
+            self._fail(
+                "thermal_camera_info",
+                f"thermal/camera_info is {msg.width}x{msg.height} but the rig calibration is for "
+                f"{cal.width}x{cal.height}; registration uses the calibration",
+            )
+
+    def _on_depth(self, msg: Image) -> None:
+        self._depth_rate.tick()
+        if self.sync is None:
+            return
+        if self._depth_info is None:
+            self._fail(
+                "no_depth_camera_info",
+                "no depth/camera_info received yet: depth frames are dropped until the driver "
+                "publishes it (check the topic name and QoS)",
+            )
+            return
+        try:
+            depth_mm = depth_to_mm(image_to_array(msg, DEPTH_ENCODINGS), msg.encoding)
+            if depth_mm.shape != (self._depth_info.height, self._depth_info.width):
+                raise IphdError(
+                    f"depth image is {depth_mm.shape[1]}x{depth_mm.shape[0]} but depth/camera_info "
+                    f"says {self._depth_info.width}x{self._depth_info.height}"
+                )
+        except IphdError as exc:
+            self._fail("bad_depth", f"depth frame dropped: {exc}")
+            return
+        frame = DepthFrame(
+            depth_mm=depth_mm,
+            stamp_ns=stamp_to_ns(msg.header.stamp),
+            frame_id=msg.header.frame_id,
+            intrinsics=self._depth_info,
+        )
+        self._handle(self.sync.push_depth(frame.stamp_ns, frame))
+
+    def _on_thermal(self, msg: Image) -> None:
+        self._thermal_rate.tick()
+        if self.sync is None or self.calibration is None:
+            return
+        try:
+            thermal_ck = image_to_array(msg, THERMAL_ENCODINGS)
+            cal = self.calibration.thermal
+            if thermal_ck.shape != (cal.height, cal.width):
+                raise IphdError(
+                    f"thermal image is {thermal_ck.shape[1]}x{thermal_ck.shape[0]} but the rig "
+                    f"calibration is for {cal.width}x{cal.height}"
+                )
+        except IphdError as exc:
+            self._fail("bad_thermal", f"thermal frame dropped: {exc}")
+            return
+        frame = ThermalFrame(
+            thermal_ck=thermal_ck,
+            stamp_ns=stamp_to_ns(msg.header.stamp),
+            frame_id=msg.header.frame_id,
+            intrinsics=self.calibration.thermal,
+        )
+        self._handle(self.sync.push_thermal(frame.stamp_ns, frame))
+
+    # -- pairs ---------------------------------------------------------------------------------
+
+    def _handle(self, pairs: list[Pair[DepthFrame, ThermalFrame]]) -> None:
+        assert self.sync is not None and self.pipeline is not None
+        if self.sync.stats.resets != self._resets_seen:
+            self._resets_seen = self.sync.stats.resets
+            self.get_logger().warning(
+                "stamps jumped backwards (bag loop or driver restart): sync buffers reset"
+            )
+        for pair in pairs:
+            self._pair_rate.tick()
+            start = time.perf_counter()
+            try:
+                registered_ck = self.pipeline.process(pair.depth, pair.thermal)
+            except IphdError as exc:
+                self._fail("bad_pair", f"pair at depth stamp {pair.depth_stamp_ns} ns dropped: {exc}")
+                continue
+            self._process_ms.append((time.perf_counter() - start) * 1e3)
+            out = array_to_image(
+                registered_ck.astype(np.uint16, copy=False),
+                "16UC1",
+                pair.depth_stamp_ns,
+                pair.depth.frame_id,
+            )
+            self._pub.publish(out)
+            self._published += 1
+
+    # -- reporting -----------------------------------------------------------------------------
+
+    def _fail(self, kind: str, message: str) -> None:
+        self._errors[kind] = self._errors.get(kind, 0) + 1
+        self._last_error = message
+        self.get_logger().error(message, throttle_duration_sec=5.0)
+
+    @property
+    def published(self) -> int:
+        """Registered images published so far."""
+        return self._published
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and rates for diagnostics and the runner's summary."""
+        values: dict[str, Any] = {
+            "depth_rate_hz": self._depth_rate.rate_hz(),
+            "thermal_rate_hz": self._thermal_rate.rate_hz(),
+            "pair_rate_hz": self._pair_rate.rate_hz(),
+            "depth_frames": self._depth_rate.count,
+            "thermal_frames": self._thermal_rate.count,
+            "published": self._published,
+        }
+        if self.sync is not None:
+            s = self.sync.stats
+            values.update(
+                pairs=s.pairs,
+                thermal_drop_fraction=s.thermal_drop_fraction,
+                sync_resets=s.resets,
+                last_skew_ms=(s.last_skew_ns or 0) / 1e6,
+                **{f"thermal_dropped_{k}": v for k, v in s.thermal_dropped.items() if v},
+            )
+        if self._process_ms:
+            arr = np.asarray(self._process_ms[-200:])
+            values.update(process_ms_mean=float(arr.mean()), process_ms_max=float(arr.max()))
+        values.update({f"errors_{k}": v for k, v in self._errors.items()})
+        return values
+
+    def _publish_diagnostics(self) -> None:
+        values = self.stats()
+        level, message = "OK", "pairing and registering"
+        if self.calibration is None:
+            level, message = "ERROR", self._last_error
+        elif self._thermal_rate.age_s() > STREAM_TIMEOUT_S:
+            level, message = "ERROR", "no thermal/image_raw for over 1 s"
+        elif self._depth_rate.age_s() > STREAM_TIMEOUT_S:
+            level, message = "ERROR", "no depth/image_raw for over 1 s"
+        elif self._depth_info is None:
+            level, message = "ERROR", "no depth/camera_info received"
+        elif values.get("thermal_drop_fraction", 0.0) > 0.01:
+            level, message = "WARN", "more than 1 % of thermal frames found no depth partner"
+        elif self._errors:
+            level, message = "WARN", f"input errors: {self._last_error}"
+        self._diag_pub.publish(diagnostic_array(self, "fusion", level, message, values))
+
+    def _publish_static_tf(self, calibration: RigCalibration) -> None:
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            self.get_logger().warning(
+                "tf2_msgs is not installed: the rig's static TF is not published (on a full ROS "
+                "install it is; otherwise run static_transform_publisher from the calibration)"
+            )
+            return
+        pub = self.create_publisher(TFMessage, "/tf_static", qos.STATIC_TF)
+        pub.publish(TFMessage(transforms=rig_transforms(calibration, self.get_clock().now().nanoseconds)))
+        self._tf_pub = pub
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the fusion node until Ctrl-C."""
+    spin_node(FusionNode, args)

@@ -1,0 +1,243 @@
+"""In-process runner of the iphd graph: the same nodes as detect.launch.py, in one process."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.logging import LoggingSeverity
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+
+from iphd.errors import IphdError
+from iphd.graph import NodeSpec, build_graph, load_params_file, parameters_for
+from iphd.ros import qos
+from iphd.ros.common import package_file
+from iphd.ros.conversions import image_to_array, stamp_to_ns
+from iphd.viz import fusion_panel
+
+LOG_LEVELS = {
+    "debug": LoggingSeverity.DEBUG,
+    "info": LoggingSeverity.INFO,
+    "warn": LoggingSeverity.WARN,
+    "error": LoggingSeverity.ERROR,
+}
+
+
+@dataclass
+class RunResult:
+    """What a run of the graph did."""
+
+    duration_s: float
+    nodes: dict[str, Node] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    snapshot: Path | None = None
+
+
+class _Monitor(Node):
+    """Keeps the latest depth, thermal and registered images for the run summary's picture."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("iphd_run_monitor", **kwargs)
+        self.depth: dict[int, Image] = {}
+        self.thermal: Image | None = None
+        self.registered: Image | None = None
+        self.registered_count = 0
+        self.create_subscription(Image, "depth/image_raw", self._on_depth, qos.SENSOR_SUB)
+        self.create_subscription(Image, "thermal/image_raw", self._on_thermal, qos.SENSOR_SUB)
+        self.create_subscription(Image, "thermal/registered", self._on_registered, qos.SENSOR_SUB)
+
+    def _on_depth(self, msg: Image) -> None:
+        self.depth[stamp_to_ns(msg.header.stamp)] = msg
+        while len(self.depth) > 60:
+            self.depth.pop(next(iter(self.depth)))
+
+    def _on_thermal(self, msg: Image) -> None:
+        self.thermal = msg
+
+    def _on_registered(self, msg: Image) -> None:
+        self.registered = msg
+        self.registered_count += 1
+
+    def snapshot(self, path: Path) -> Path | None:
+        """Write depth | thermal | registered of the last pair to ``path``; None if no pair yet."""
+        if self.registered is None or self.thermal is None:
+            return None
+        depth = self.depth.get(stamp_to_ns(self.registered.header.stamp))
+        if depth is None:
+            return None
+        panel = fusion_panel(
+            image_to_array(depth).astype(np.uint16),
+            image_to_array(self.thermal),
+            image_to_array(self.registered),
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), panel)
+        return path
+
+
+def make_nodes(
+    specs: tuple[NodeSpec, ...],
+    params: dict[str, dict[str, Any]],
+    namespace: str = "",
+    use_sim_time: bool = False,
+    context: Context | None = None,
+) -> dict[str, Node]:
+    """Instantiate the graph's nodes with their parameters, namespace and remappings."""
+    nodes: dict[str, Node] = {}
+    for spec in specs:
+        values = {**parameters_for(params, spec.name, namespace), **spec.parameters}
+        values["use_sim_time"] = use_sim_time
+        overrides = [Parameter(k, value=v) for k, v in values.items()]
+        cli = ["--ros-args"] + [a for f, t in spec.remappings for a in ("-r", f"{f}:={t}")]
+        cls = getattr(importlib.import_module(spec.module), spec.node_class)
+        nodes[spec.name] = cls(
+            namespace=namespace,
+            parameter_overrides=overrides,
+            cli_args=cli if spec.remappings else None,
+            context=context,
+        )
+    return nodes
+
+
+def run_graph(
+    source: str = "sim",
+    duration_s: float = 10.0,
+    *,
+    params_file: Path | str | None = None,
+    namespace: str = "",
+    calibration_file: str = "",
+    playback_file: str = "",
+    use_sim_time: bool = False,
+    log_level: str = "info",
+    snapshot: Path | None = None,
+    progress: bool = False,
+) -> RunResult:
+    """Run the graph for ``duration_s`` seconds in this process and return what it did.
+
+    ``rclpy`` is initialised and shut down here, in a context of its own.
+    """
+    specs = build_graph(source, calibration_file=calibration_file, playback_file=playback_file)
+    params = load_params_file(params_file or package_file("launch/iphd_params.yaml"))
+    context = Context()
+    rclpy.init(context=context)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    result = RunResult(duration_s=duration_s)
+    try:
+        nodes = make_nodes(specs, params, namespace, use_sim_time, context)
+        monitor = _Monitor(namespace=namespace, context=context)
+        for node in (*nodes.values(), monitor):
+            node.get_logger().set_level(LOG_LEVELS[log_level])
+            executor.add_node(node)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        start = time.monotonic()
+        spinner.start()
+        next_report = start + 2.0
+        while time.monotonic() - start < duration_s and spinner.is_alive():
+            time.sleep(0.05)
+            if progress and time.monotonic() >= next_report:
+                next_report += 2.0
+                _report(nodes, time.monotonic() - start)
+        result.duration_s = time.monotonic() - start
+        result.nodes = nodes
+        fusion = nodes.get("fusion")
+        result.stats = fusion.stats() if fusion is not None and hasattr(fusion, "stats") else {}
+        if snapshot is not None:
+            result.snapshot = monitor.snapshot(snapshot)
+    finally:
+        executor.shutdown()
+        for node in executor.get_nodes():
+            close = getattr(node, "close", None)
+            if callable(close):
+                close()
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    return result
+
+
+def _report(nodes: dict[str, Node], elapsed_s: float) -> None:
+    fusion = nodes.get("fusion")
+    if fusion is None or not hasattr(fusion, "stats"):
+        return
+    s = fusion.stats()
+    print(
+        f"[{elapsed_s:5.1f} s] depth {s['depth_rate_hz']:4.1f} Hz | thermal "
+        f"{s['thermal_rate_hz']:4.1f} Hz | pairs {s.get('pairs', 0):4d} | registered "
+        f"{s['published']:4d} | fusion {s.get('process_ms_mean', 0.0):5.1f} ms",
+        flush=True,
+    )
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line arguments of ``iphd-run`` (the launch file's arguments, same names)."""
+    p = argparse.ArgumentParser(
+        prog="iphd-run", description="Run the iphd graph in one process (no ros2 launch needed)."
+    )
+    p.add_argument("--source", default="sim", help="live (D435 + Lepton) or sim (built-in rig)")
+    p.add_argument("--duration", type=float, default=0.0, help="seconds to run; 0 = until Ctrl-C")
+    p.add_argument("--params-file", default="", help="ROS 2 parameters YAML (default: the package's)")
+    p.add_argument("--namespace", default="", help="namespace of every node and topic")
+    p.add_argument("--calibration", default="", help="rig.yaml (default: the package's)")
+    p.add_argument("--playback-file", default="", help="librealsense recording (source live)")
+    p.add_argument("--use-sim-time", action="store_true", help="nodes follow /clock")
+    p.add_argument("--log-level", default="info", choices=sorted(LOG_LEVELS))
+    p.add_argument("--out", default="out/demo", help="folder for the run's snapshot picture")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the graph, print progress and a summary; return the exit status."""
+    args = get_args_parser().parse_args(argv)
+    duration = args.duration if args.duration > 0 else float("inf")
+    print(f"iphd-run: source={args.source}, duration={args.duration or 'until Ctrl-C'} s", flush=True)
+    try:
+        result = run_graph(
+            args.source,
+            duration,
+            params_file=args.params_file or None,
+            namespace=args.namespace,
+            calibration_file=args.calibration,
+            playback_file=args.playback_file,
+            use_sim_time=args.use_sim_time,
+            log_level=args.log_level,
+            snapshot=Path(args.out) / "fusion.png",
+            progress=True,
+        )
+    except KeyboardInterrupt:
+        return 130
+    except (IphdError, FileNotFoundError) as exc:
+        print(f"iphd-run: error: {exc}", file=sys.stderr)
+        return 2
+    s = result.stats
+    print("\nsummary")
+    print(f"  ran {result.duration_s:.1f} s, source {args.source}")
+    if s:
+        print(f"  depth frames {s['depth_frames']}, thermal frames {s['thermal_frames']}")
+        print(
+            f"  pairs {s.get('pairs', 0)}, registered images published {s['published']}, "
+            f"thermal frames without a pair {100 * s.get('thermal_drop_fraction', 0.0):.2f} %"
+        )
+        if "process_ms_mean" in s:
+            print(f"  fusion processing {s['process_ms_mean']:.2f} ms mean, {s['process_ms_max']:.2f} ms max")
+        errors = {k: v for k, v in s.items() if k.startswith("errors_")}
+        if errors:
+            print(f"  input errors: {errors}")
+    if result.snapshot:
+        print(f"  wrote {result.snapshot}")
+    return 0 if s.get("published", 0) > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

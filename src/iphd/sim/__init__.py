@@ -1,0 +1,1 @@
+"""Rig simulation: synthetic depth + thermal frames of indoor scenes with people."""

@@ -1,0 +1,126 @@
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from iphd.errors import ConfigError
+from iphd.graph import build_graph, load_params_file, parameters_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_sim_graph_runs_the_builtin_source_then_fusion():
+    names = [spec.name for spec in build_graph("sim")]
+    assert names == ["sim_source", "fusion"]
+
+
+def test_live_graph_runs_both_drivers_and_passes_the_playback_file():
+    specs = {spec.name: spec for spec in build_graph("live", playback_file="/data/rec.db3")}
+    assert list(specs) == ["d435", "lepton", "fusion"]
+    assert specs["d435"].parameters == {"playback_file": "/data/rec.db3"}
+
+
+def test_calibration_file_reaches_every_node_that_reads_it():
+    specs = build_graph("live", calibration_file="/rig/my.yaml")
+    assert {s.name for s in specs if s.parameters.get("calibration_file") == "/rig/my.yaml"} == {
+        "lepton",
+        "fusion",
+    }
+
+
+def test_unknown_source_is_refused_with_the_choices():
+    with pytest.raises(ConfigError, match="live, sim"):
+        build_graph("camera")
+    with pytest.raises(ConfigError, match="source:=live"):
+        build_graph("sim", playback_file="x.db3")
+
+
+def test_params_file_precedence_wildcard_then_node_then_qualified(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "/**:\n  ros__parameters:\n    a: 1\n    b: 1\n"
+        "fusion:\n  ros__parameters:\n    b: 2\n    nested: {x: 3}\n"
+        "/robot/fusion:\n  ros__parameters:\n    b: 4\n"
+    )
+    params = load_params_file(path)
+    assert parameters_for(params, "fusion") == {"a": 1, "b": 2, "nested.x": 3}
+    assert parameters_for(params, "fusion", "robot")["b"] == 4
+    assert parameters_for(params, "d435") == {"a": 1, "b": 1}
+
+
+def test_shipped_params_file_has_an_entry_for_every_node():
+    params = load_params_file(ROOT / "launch" / "iphd_params.yaml")
+    for source in ("sim", "live"):
+        for spec in build_graph(source):
+            assert spec.name in params, spec.name
+
+
+def test_bad_params_file_names_the_entry(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("fusion:\n  max_skew_ms: 3\n")
+    with pytest.raises(ConfigError, match="'fusion' has no 'ros__parameters'"):
+        load_params_file(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_params_file(tmp_path / "missing.yaml")
+
+
+class _Recorder:
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+def _stub_launch_modules(monkeypatch, share: Path) -> None:
+    """Stand-ins for launch/launch_ros (not installable here) that record what the file builds."""
+    launch = types.ModuleType("launch")
+    launch.LaunchDescription = _Recorder
+    actions = types.ModuleType("launch.actions")
+    actions.DeclareLaunchArgument = _Recorder
+    actions.OpaqueFunction = _Recorder
+    subs = types.ModuleType("launch.substitutions")
+
+    class LaunchConfiguration:
+        def __init__(self, name):
+            self.name = name
+
+        def perform(self, context):
+            return context[self.name]
+
+    subs.LaunchConfiguration = LaunchConfiguration
+    launch_ros = types.ModuleType("launch_ros")
+    ros_actions = types.ModuleType("launch_ros.actions")
+    ros_actions.Node = _Recorder
+    ament = types.ModuleType("ament_index_python")
+    packages = types.ModuleType("ament_index_python.packages")
+    packages.get_package_share_directory = lambda name: str(share)
+    for name, module in {
+        "launch": launch,
+        "launch.actions": actions,
+        "launch.substitutions": subs,
+        "launch_ros": launch_ros,
+        "launch_ros.actions": ros_actions,
+        "ament_index_python": ament,
+        "ament_index_python.packages": packages,
+    }.items():
+        monkeypatch.setitem(sys.modules, name, module)
+
+
+def test_launch_file_starts_the_same_graph_as_the_runner(monkeypatch, tmp_path):
+    _stub_launch_modules(monkeypatch, tmp_path)
+    spec = importlib.util.spec_from_file_location("detect_launch", ROOT / "launch" / "detect.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    entities = description.args[0]
+    declared = {e.args[0] for e in entities if e.args and isinstance(e.args[0], str)}
+    assert {"use_sim_time", "namespace", "params_file", "source", "calibration_file",
+            "playback_file", "log_level"} <= declared
+    opaque = next(e for e in entities if "function" in e.kwargs)
+    context = {name: default for name, (default, _) in module.ARGUMENTS.items()}
+    context.update(source="sim", namespace="robot1", use_sim_time="true")
+    nodes = opaque.kwargs["function"](context)
+    assert [n.kwargs["executable"] for n in nodes] == [s.executable for s in build_graph("sim")]
+    assert all(n.kwargs["namespace"] == "robot1" for n in nodes)
+    assert all({"use_sim_time": True} in n.kwargs["parameters"] for n in nodes)
+    assert nodes[0].kwargs["parameters"][0] == str(tmp_path / "launch" / "iphd_params.yaml")
