@@ -35,8 +35,11 @@ class FusionNode(Node):
     """Subscribes depth + thermal (+ camera infos), publishes ``thermal/registered``.
 
     The registered image has the stamp and frame of the depth image it was paired with, the
-    depth image's size (or ``registered_width`` x ``registered_height``), 16UC1 centi-kelvin,
-    0 where there is no thermal coverage left after zero-patch fixing.
+    depth image's size times ``registered_scale`` (or ``registered_width`` x
+    ``registered_height``; the default 0.25 gives 212x120 for 848x480 depth, close to the
+    Lepton's own 160x120 resolution), 16UC1 centi-kelvin, 0 where there is no thermal coverage
+    left after zero-patch fixing. Its camera model is the depth camera's scaled by the same
+    factor (``CameraIntrinsics.scaled``).
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -44,8 +47,11 @@ class FusionNode(Node):
         calibration_file = declare(self, "calibration_file", "", "rig.yaml; empty = package default")
         max_skew_ms = declare(self, "max_skew_ms", 20.0, "largest depth/thermal skew of a pair, ms")
         max_wait_ms = declare(self, "max_wait_ms", 100.0, "how long thermal waits for depth, ms")
-        width = declare(self, "registered_width", 0, "registered image width, 0 = depth width")
-        height = declare(self, "registered_height", 0, "registered image height, 0 = depth height")
+        scale = declare(
+            self, "registered_scale", 0.25, "registered size / depth size (IPHD: 1/6 of 1280x720)"
+        )
+        width = declare(self, "registered_width", 0, "registered width, px; 0 = use the scale")
+        height = declare(self, "registered_height", 0, "registered height, px; 0 = use the scale")
         fix = declare(self, "fix_zero_patches", True, "fill registration holes (paper A)")
         publish_tf = declare(self, "publish_tf", True, "publish the rig's static TF")
         period = declare(self, "diagnostics_period", 1.0, "diagnostics period, s")
@@ -65,9 +71,11 @@ class FusionNode(Node):
         try:
             path = calibration_file or str(package_file("calibration/rig.yaml"))
             self.calibration = load_calibration(path)
-            out_size = (int(width), int(height)) if width and height else None
+            size = {"out_size": (int(width), int(height))} if width and height else {
+                "out_scale": float(scale)
+            }
             self.pipeline = FusionPipeline(
-                self.calibration, FusionConfig(out_size=out_size, fix_zero_patches=bool(fix))
+                self.calibration, FusionConfig(fix_zero_patches=bool(fix), **size)
             )
             self.sync = Synchronizer(
                 SyncConfig.from_calibration(
@@ -77,7 +85,7 @@ class FusionNode(Node):
                 )
             )
             self.get_logger().info(f"loaded rig calibration {path}")
-        except (IphdError, FileNotFoundError, ValueError) as exc:
+        except (IphdError, FileNotFoundError, ValueError, TypeError) as exc:
             # Keep running so diagnostics say why nothing is published.
             self._fail("calibration", f"{exc}; thermal/registered will not be published")
 

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.logging import LoggingSeverity
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -133,7 +133,7 @@ def run_graph(
     params = load_params_file(params_file or package_file("launch/iphd_params.yaml"))
     context = Context()
     rclpy.init(context=context)
-    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor = SingleThreadedExecutor(context=context)
     result = RunResult(duration_s=duration_s)
     try:
         nodes = make_nodes(specs, params, namespace, use_sim_time, context)

@@ -56,20 +56,21 @@ class SimSourceNode(Node):
     def _publish_depth(self) -> None:
         stamp_ns = self.get_clock().now().nanoseconds
         depth_mm = self.rig.render_depth(self._scene_time_s(stamp_ns))
-        self._depth_pub.publish(array_to_image(depth_mm, "16UC1", stamp_ns, self._depth_frame))
+        # Camera info first, so a consumer never sees an image it cannot interpret.
         self._depth_info_pub.publish(
             intrinsics_to_camera_info(self.rig.depth_intrinsics, stamp_ns, self._depth_frame)
         )
+        self._depth_pub.publish(array_to_image(depth_mm, "16UC1", stamp_ns, self._depth_frame))
         self.depth_published += 1
 
     def _publish_thermal(self) -> None:
         capture_ns = self.get_clock().now().nanoseconds
         thermal_ck = self.rig.render_thermal(self._scene_time_s(capture_ns))
         stamp_ns = capture_ns - self.calibration.thermal_clock_offset_ns
-        self._thermal_pub.publish(array_to_image(thermal_ck, "16UC1", stamp_ns, self._thermal_frame))
         self._thermal_info_pub.publish(
             intrinsics_to_camera_info(self.calibration.thermal, stamp_ns, self._thermal_frame)
         )
+        self._thermal_pub.publish(array_to_image(thermal_ck, "16UC1", stamp_ns, self._thermal_frame))
         self.thermal_published += 1
 
 

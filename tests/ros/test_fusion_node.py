@@ -1,0 +1,172 @@
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image
+
+from iphd.calibration import load_calibration
+from iphd.ros import qos
+from iphd.ros.conversions import array_to_image, intrinsics_to_camera_info, stamp_to_ns
+from iphd.ros.fusion_node import FusionNode
+from iphd.sim.standin import StandInConfig, StandInRig
+
+T0 = 1_700_000_000_000_000_000
+DEPTH_PERIOD = 33_333_333
+
+
+class Feeder(Node):
+    """Publishes rig frames like the drivers do and records what the fusion node publishes."""
+
+    def __init__(self, context):
+        super().__init__("feeder", context=context)
+        self.rig = StandInRig(load_calibration(), StandInConfig(width=212, height=120, seed=3))
+        self.depth = self.create_publisher(Image, "depth/image_raw", qos.SENSOR_PUB)
+        self.depth_info = self.create_publisher(CameraInfo, "depth/camera_info", qos.SENSOR_PUB)
+        self.thermal = self.create_publisher(Image, "thermal/image_raw", qos.SENSOR_PUB)
+        self.registered: list[Image] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.create_subscription(Image, "thermal/registered", self.registered.append, qos.SENSOR_SUB)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+
+    def send_info(self):
+        self.depth_info.publish(intrinsics_to_camera_info(self.rig.depth_intrinsics, T0, "depth_optical_frame"))
+
+    def send_depth(self, stamp_ns, image=None):
+        image = self.rig.render_depth((stamp_ns - T0) / 1e9) if image is None else image
+        self.depth.publish(image if isinstance(image, Image) else
+                           array_to_image(image, "16UC1", stamp_ns, "depth_optical_frame"))
+
+    def send_thermal(self, stamp_ns, image=None):
+        image = self.rig.render_thermal((stamp_ns - T0) / 1e9) if image is None else image
+        self.thermal.publish(image if isinstance(image, Image) else
+                             array_to_image(image, "16UC1", stamp_ns, "thermal_optical_frame"))
+
+
+@pytest.fixture
+def graph(executor, ros_context, spin_until):
+    def make(**params):
+        fusion = FusionNode(
+            context=ros_context,
+            parameter_overrides=[Parameter(k, value=v) for k, v in
+                                 {"diagnostics_period": 0.2, "registered_scale": 1.0, **params}.items()],
+        )
+        feeder = Feeder(ros_context)
+        executor.add_node(fusion)
+        executor.add_node(feeder)
+        assert spin_until(executor, lambda: feeder.depth.get_subscription_count() > 0
+                          and feeder.thermal.get_subscription_count() > 0
+                          and fusion.count_subscribers("thermal/registered") > 0)
+        return fusion, feeder
+    return make
+
+
+def _stream(feeder, executor, spin_for, n_depth=9, thermal_at=(1, 4, 7), jitter_ns=3_000_000):
+    for i in range(n_depth):
+        feeder.send_depth(T0 + i * DEPTH_PERIOD)
+        if i in thermal_at:
+            feeder.send_thermal(T0 + i * DEPTH_PERIOD - jitter_ns)
+        spin_for(executor, 0.01)
+
+
+def test_registered_thermal_has_the_paired_depth_stamp_frame_and_size(graph, executor, spin_for, spin_until):
+    fusion, feeder = graph()
+    feeder.send_info()
+    spin_for(executor, 0.1)
+    _stream(feeder, executor, spin_for)
+    assert spin_until(executor, lambda: len(feeder.registered) >= 2)
+    stamps = [stamp_to_ns(m.header.stamp) for m in feeder.registered]
+    assert stamps[:2] == [T0 + 1 * DEPTH_PERIOD, T0 + 4 * DEPTH_PERIOD]
+    msg = feeder.registered[0]
+    assert (msg.encoding, msg.width, msg.height) == ("16UC1", 212, 120)
+    assert msg.header.frame_id == "depth_optical_frame"
+    kelvin = np.frombuffer(bytes(msg.data), np.uint16).reshape(120, 212) / 100.0
+    valid = kelvin[kelvin > 0]
+    assert valid.size > 0.5 * kelvin.size
+    # People (>= 303 K) and the room (<= 296 K) both land in the registered image.
+    assert (valid > 302.0).any() and (valid < 297.0).any()
+
+
+def test_depth_before_camera_info_is_dropped_then_the_node_recovers(graph, executor, spin_for, spin_until):
+    fusion, feeder = graph()
+    _stream(feeder, executor, spin_for)
+    spin_for(executor, 0.2)
+    assert feeder.registered == []
+    assert fusion.stats()["errors_no_depth_camera_info"] >= 1
+    feeder.send_info()
+    spin_for(executor, 0.1)
+    _stream(feeder, executor, spin_for)
+    assert spin_until(executor, lambda: len(feeder.registered) >= 1)
+
+
+def test_bad_frames_are_dropped_with_a_reason_and_nothing_wrong_is_published(graph, executor, spin_for, spin_until):
+    fusion, feeder = graph()
+    feeder.send_info()
+    spin_for(executor, 0.1)
+    rgb = array_to_image(np.zeros((120, 212, 3), np.uint8), "rgb8", T0, "depth_optical_frame")
+    feeder.send_depth(T0, rgb)
+    feeder.send_depth(T0 + DEPTH_PERIOD, np.zeros((60, 80), np.uint16))
+    feeder.send_thermal(T0, np.zeros((60, 80), np.uint16))
+    # A well-formed depth frame paired with an all-zero thermal frame: no output for it.
+    feeder.send_depth(T0 + 2 * DEPTH_PERIOD)
+    feeder.send_thermal(T0 + 2 * DEPTH_PERIOD, np.zeros((120, 160), np.uint16))
+    feeder.send_depth(T0 + 3 * DEPTH_PERIOD)
+    assert spin_until(executor, lambda: fusion.stats().get("errors_bad_pair", 0) >= 1)
+    stats = fusion.stats()
+    assert stats["errors_bad_depth"] == 2 and stats["errors_bad_thermal"] == 1
+    assert feeder.registered == []
+    # The node keeps working on good input.
+    _stream(feeder, executor, spin_for, n_depth=12, thermal_at=(6, 9))
+    assert spin_until(executor, lambda: len(feeder.registered) >= 1)
+
+
+def test_float_depth_in_metres_with_nans_is_accepted(graph, executor, spin_for, spin_until):
+    fusion, feeder = graph()
+    feeder.send_info()
+    spin_for(executor, 0.1)
+    for i in range(6):
+        depth_m = feeder.rig.render_depth(i / 30).astype(np.float32) / 1000.0
+        depth_m[depth_m == 0] = np.nan
+        depth_m[:10, :10] = np.nan
+        stamp = T0 + i * DEPTH_PERIOD
+        feeder.send_depth(stamp, array_to_image(depth_m, "32FC1", stamp, "depth_optical_frame"))
+        if i == 2:
+            feeder.send_thermal(stamp)
+        spin_for(executor, 0.01)
+    assert spin_until(executor, lambda: len(feeder.registered) == 1)
+    assert "errors_bad_depth" not in fusion.stats()
+
+
+def test_missing_calibration_keeps_the_node_up_and_diagnostics_say_why(graph, executor, spin_until, tmp_path):
+    bad = tmp_path / "rig.yaml"
+    bad.write_text("version: 1\nthermal: {width: 160}\n")
+    fusion, feeder = graph(calibration_file=str(bad))
+    assert fusion.pipeline is None
+
+    def error_seen():
+        return any(s.level == DiagnosticStatus.ERROR and "thermal.height" in s.message
+                   for d in feeder.diagnostics for s in d.status)
+    assert spin_until(executor, error_seen)
+
+
+def test_diagnostics_report_rates_pairs_and_stopped_thermal(graph, executor, spin_for, spin_until):
+    fusion, feeder = graph()
+    feeder.send_info()
+    spin_for(executor, 0.1)
+    _stream(feeder, executor, spin_for)
+    assert spin_until(executor, lambda: len(feeder.registered) >= 2)
+    feeder.diagnostics.clear()
+
+    def values():
+        for d in reversed(feeder.diagnostics):
+            for s in d.status:
+                if "fusion" in s.name:
+                    return s, {kv.key: kv.value for kv in s.values}
+        return None, {}
+    assert spin_until(executor, lambda: values()[0] is not None)
+    _, kv = values()
+    assert int(kv["pairs"]) >= 2 and "process_ms_mean" in kv
+    # No thermal for over a second: ERROR.
+    spin_for(executor, 1.2)
+    status, _ = values()
+    assert status.level == DiagnosticStatus.ERROR and "thermal" in status.message
