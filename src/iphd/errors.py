@@ -31,3 +31,11 @@ class RadiometryError(SensorError):
 
 class ConfigError(IphdError):
     """A stage configuration has an invalid value."""
+
+
+class FrameTimeoutError(SensorError):
+    """No frame arrived from a sensor within the configured timeout."""
+
+
+class EndOfStreamError(SensorError):
+    """A recording being played back has no more frames."""
