@@ -1,4 +1,4 @@
-"""Launch the iphd graph: drivers or the built-in rig source, then fusion (and later detector, tracker).
+"""Launch the iphd graph: drivers or the built-in rig source, then fusion.
 
     ros2 launch iphd_bringup detect.launch.py source:=live
     ros2 launch iphd_bringup detect.launch.py source:=sim namespace:=robot1
@@ -10,12 +10,12 @@ The node list comes from ``iphd.graph.build_graph``, the same description the in
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from iphd.graph import PACKAGE, build_graph
+from launch import LaunchDescription
 
 ARGUMENTS = {
     "use_sim_time": ("false", "follow /clock (bag replay)"),
@@ -55,7 +55,9 @@ def _nodes(context, *_args, **_kwargs):
 
 def generate_launch_description():
     return LaunchDescription(
-        [DeclareLaunchArgument(name, default_value=default, description=text)
-         for name, (default, text) in ARGUMENTS.items()]
+        [
+            DeclareLaunchArgument(name, default_value=default, description=text)
+            for name, (default, text) in ARGUMENTS.items()
+        ]
         + [OpaqueFunction(function=_nodes)]
     )

@@ -108,14 +108,23 @@ def _stub_launch_modules(monkeypatch, share: Path) -> None:
 
 def test_launch_file_starts_the_same_graph_as_the_runner(monkeypatch, tmp_path):
     _stub_launch_modules(monkeypatch, tmp_path)
-    spec = importlib.util.spec_from_file_location("detect_launch", ROOT / "launch" / "detect.launch.py")
+    spec = importlib.util.spec_from_file_location(
+        "detect_launch", ROOT / "launch" / "detect.launch.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     description = module.generate_launch_description()
     entities = description.args[0]
     declared = {e.args[0] for e in entities if e.args and isinstance(e.args[0], str)}
-    assert {"use_sim_time", "namespace", "params_file", "source", "calibration_file",
-            "playback_file", "log_level"} <= declared
+    assert {
+        "use_sim_time",
+        "namespace",
+        "params_file",
+        "source",
+        "calibration_file",
+        "playback_file",
+        "log_level",
+    } <= declared
     opaque = next(e for e in entities if "function" in e.kwargs)
     context = {name: default for name, (default, _) in module.ARGUMENTS.items()}
     context.update(source="sim", namespace="robot1", use_sim_time="true")

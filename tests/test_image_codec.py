@@ -15,7 +15,9 @@ def test_uint16_round_trip_keeps_values_and_packs_rows():
 def test_padded_rows_and_big_endian_are_decoded():
     array = np.array([[1, 2], [300, 40000]], dtype=np.uint16)
     rows = [array[r].astype(">u2").tobytes() + b"\xff\xff" for r in range(2)]
-    raw = RawImage(height=2, width=2, encoding="mono16", is_bigendian=True, step=6, data=b"".join(rows))
+    raw = RawImage(
+        height=2, width=2, encoding="mono16", is_bigendian=True, step=6, data=b"".join(rows)
+    )
     out = decode_image(raw)
     assert out.dtype == np.uint16
     np.testing.assert_array_equal(out, array)
@@ -30,7 +32,9 @@ def test_float_depth_and_colour_round_trip():
 
 def test_unaccepted_encoding_names_the_accepted_ones():
     raw = encode_image(np.zeros((2, 2, 3), np.uint8), "rgb8")
-    with pytest.raises(FrameError, match="'rgb8' is not supported here; expected one of 16UC1, 32FC1"):
+    with pytest.raises(
+        FrameError, match="'rgb8' is not supported here; expected one of 16UC1, 32FC1"
+    ):
         decode_image(raw, ("16UC1", "32FC1"))
 
 

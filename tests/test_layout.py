@@ -2,8 +2,18 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ROS_MODULES = ("rclpy", "sensor_msgs", "std_msgs", "geometry_msgs", "visualization_msgs",
-               "diagnostic_msgs", "iphd_msgs", "builtin_interfaces", "tf2_msgs", "rcl_interfaces")
+ROS_MODULES = (
+    "rclpy",
+    "sensor_msgs",
+    "std_msgs",
+    "geometry_msgs",
+    "visualization_msgs",
+    "diagnostic_msgs",
+    "iphd_msgs",
+    "builtin_interfaces",
+    "tf2_msgs",
+    "rcl_interfaces",
+)
 
 
 def _imports(path: Path) -> set[str]:
@@ -34,7 +44,9 @@ def test_every_console_script_points_at_an_existing_main():
     scripts = [
         node.value
         for node in ast.walk(tree)
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and " = iphd." in node.value
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and " = iphd." in node.value
     ]
     assert scripts
     for entry in scripts:
@@ -42,5 +54,7 @@ def test_every_console_script_points_at_an_existing_main():
         module, func = target.split(":")
         path = ROOT / "src" / (module.replace(".", "/") + ".py")
         assert path.is_file(), entry
-        functions = {n.name for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)}
+        functions = {
+            n.name for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)
+        }
         assert func in functions, entry

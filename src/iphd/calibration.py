@@ -1,4 +1,4 @@
-"""Rig calibration (thermal intrinsics, depth->thermal extrinsic, clock offset): load, validate, save."""
+"""Rig calibration (thermal intrinsics, depth->thermal extrinsic, clock offset) file IO."""
 
 from __future__ import annotations
 
@@ -153,7 +153,9 @@ def calibration_from_dict(data: Any, path: Path | str = "<calibration>") -> RigC
     height = _get(th, "height", "thermal", path)
     for key, value in (("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise CalibrationError(f"{path}: 'thermal.{key}' must be a positive integer, got {value!r}")
+            raise CalibrationError(
+                f"{path}: 'thermal.{key}' must be a positive integer, got {value!r}"
+            )
     fx = _number(_get(th, "fx", "thermal", path), "thermal.fx", path)
     fy = _number(_get(th, "fy", "thermal", path), "thermal.fy", path)
     cx = _number(_get(th, "cx", "thermal", path), "thermal.cx", path)
@@ -199,7 +201,9 @@ def calibration_from_dict(data: Any, path: Path | str = "<calibration>") -> RigC
     frames_data = data.get("frames", {}) or {}
     if not isinstance(frames_data, dict):
         raise CalibrationError(f"{path}: 'frames' must be a mapping of frame names")
-    frames = RigFrames(**{k: str(v) for k, v in frames_data.items() if k in ("base", "depth", "thermal")})
+    frames = RigFrames(
+        **{k: str(v) for k, v in frames_data.items() if k in ("base", "depth", "thermal")}
+    )
     meta = data.get("meta", {}) or {}
     return RigCalibration(
         thermal=CameraIntrinsics(
@@ -210,7 +214,11 @@ def calibration_from_dict(data: Any, path: Path | str = "<calibration>") -> RigC
             cx=cx,
             cy=cy,
             distortion=(
-                float(dist[0]), float(dist[1]), float(dist[2]), float(dist[3]), float(dist[4])
+                float(dist[0]),
+                float(dist[1]),
+                float(dist[2]),
+                float(dist[3]),
+                float(dist[4]),
             ),
         ),
         rotation=quaternion_to_rotation(quat / norm),

@@ -1,4 +1,4 @@
-"""The node graph of the product, described once for both the launch file and the in-process runner."""
+"""The product's node graph, described once for the launch file and the in-process runner."""
 
 from __future__ import annotations
 
@@ -56,16 +56,22 @@ def build_graph(
             "(bag replay arrives with the replay tools)"
         )
     if playback_file and source != "live":
-        raise ConfigError("playback_file is a D435 recording and only makes sense with source:=live")
+        raise ConfigError(
+            "playback_file is a D435 recording and only makes sense with source:=live"
+        )
     common: dict[str, Any] = {"calibration_file": calibration_file} if calibration_file else {}
     nodes: list[NodeSpec] = []
     if source == "live":
         d435_params: dict[str, Any] = {"playback_file": playback_file} if playback_file else {}
         nodes.append(NodeSpec("d435", "d435_node", "iphd.ros.d435_node", "D435Node", d435_params))
-        nodes.append(NodeSpec("lepton", "lepton_node", "iphd.ros.lepton_node", "LeptonNode", common))
+        nodes.append(
+            NodeSpec("lepton", "lepton_node", "iphd.ros.lepton_node", "LeptonNode", common)
+        )
     else:
         nodes.append(
-            NodeSpec("sim_source", "sim_source_node", "iphd.ros.sim_source_node", "SimSourceNode", common)
+            NodeSpec(
+                "sim_source", "sim_source_node", "iphd.ros.sim_source_node", "SimSourceNode", common
+            )
         )
     nodes.append(NodeSpec("fusion", "fusion_node", "iphd.ros.fusion_node", "FusionNode", common))
     return tuple(nodes)
@@ -108,7 +114,9 @@ def _flatten(mapping: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return flat
 
 
-def parameters_for(params: Mapping[str, Mapping[str, Any]], node: str, namespace: str = "") -> dict[str, Any]:
+def parameters_for(
+    params: Mapping[str, Mapping[str, Any]], node: str, namespace: str = ""
+) -> dict[str, Any]:
     """Merge the entries of a parsed parameters file that apply to ``node`` in ``namespace``.
 
     Precedence, lowest first: ``/**``, the bare node name, the fully qualified name.

@@ -14,7 +14,9 @@ def colorize_depth(depth_mm: np.ndarray, max_m: float = 8.0) -> np.ndarray:
     return image
 
 
-def colorize_thermal(thermal_ck: np.ndarray, low_k: float = 290.0, high_k: float = 310.0) -> np.ndarray:
+def colorize_thermal(
+    thermal_ck: np.ndarray, low_k: float = 290.0, high_k: float = 310.0
+) -> np.ndarray:
     """(H, W, 3) uint8 BGR false colour of a centi-kelvin image; no-data (0) pixels are black."""
     kelvin = thermal_ck.astype(np.float32) / 100.0
     scaled = np.clip((kelvin - low_k) / (high_k - low_k), 0.0, 1.0)
@@ -29,7 +31,9 @@ def fusion_panel(
     """Side-by-side BGR panel: depth | raw thermal | registered thermal | registered over depth."""
     depth = colorize_depth(depth_mm)
     registered = colorize_thermal(registered_ck)
-    registered = cv2.resize(registered, (depth.shape[1], depth.shape[0]), interpolation=cv2.INTER_NEAREST)
+    registered = cv2.resize(
+        registered, (depth.shape[1], depth.shape[0]), interpolation=cv2.INTER_NEAREST
+    )
     blend = cv2.addWeighted(depth, 0.5, registered, 0.5, 0.0)
     tiles = []
     for title, tile in (
@@ -40,6 +44,8 @@ def fusion_panel(
     ):
         width = int(round(tile.shape[1] * height / tile.shape[0]))
         tile = cv2.resize(tile, (width, height), interpolation=cv2.INTER_NEAREST)
-        cv2.putText(tile, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            tile, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA
+        )
         tiles.append(tile)
     return np.hstack(tiles)

@@ -6,11 +6,10 @@ from collections.abc import Callable
 import pytest
 
 try:
+    import iphd_msgs.msg  # noqa: F401
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
-
-    import iphd_msgs.msg  # noqa: F401
 except ImportError as exc:  # pragma: no cover - environment problem, not a test result
     raise RuntimeError(
         f"ROS tests need rclpy and the colcon-built iphd_msgs ({exc}); run them with `make test`, "
@@ -37,7 +36,7 @@ def executor(ros_context):
 
 
 def _spin_until(executor, predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    """Spin ``executor`` until ``predicate()`` holds or ``timeout_s`` passes; return the predicate."""
+    """Spin ``executor`` until ``predicate()`` holds or ``timeout_s`` passes."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():

@@ -40,7 +40,9 @@ def test_rig_tf_is_the_inverse_of_the_extrinsic():
     cal = load_calibration()
     base_to_depth, depth_to_thermal = rig_transforms(cal, 0)
     assert (base_to_depth.header.frame_id, base_to_depth.child_frame_id) == (
-        "camera_link", "depth_optical_frame")
+        "camera_link",
+        "depth_optical_frame",
+    )
     r = depth_to_thermal.transform.rotation
     t = depth_to_thermal.transform.translation
     pose_rot = quaternion_to_rotation(np.array([r.x, r.y, r.z, r.w]))

@@ -26,21 +26,31 @@ class Feeder(Node):
         self.thermal = self.create_publisher(Image, "thermal/image_raw", qos.SENSOR_PUB)
         self.registered: list[Image] = []
         self.diagnostics: list[DiagnosticArray] = []
-        self.create_subscription(Image, "thermal/registered", self.registered.append, qos.SENSOR_SUB)
+        self.create_subscription(
+            Image, "thermal/registered", self.registered.append, qos.SENSOR_SUB
+        )
         self.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
 
     def send_info(self):
-        self.depth_info.publish(intrinsics_to_camera_info(self.rig.depth_intrinsics, T0, "depth_optical_frame"))
+        self.depth_info.publish(
+            intrinsics_to_camera_info(self.rig.depth_intrinsics, T0, "depth_optical_frame")
+        )
 
     def send_depth(self, stamp_ns, image=None):
         image = self.rig.render_depth((stamp_ns - T0) / 1e9) if image is None else image
-        self.depth.publish(image if isinstance(image, Image) else
-                           array_to_image(image, "16UC1", stamp_ns, "depth_optical_frame"))
+        self.depth.publish(
+            image
+            if isinstance(image, Image)
+            else array_to_image(image, "16UC1", stamp_ns, "depth_optical_frame")
+        )
 
     def send_thermal(self, stamp_ns, image=None):
         image = self.rig.render_thermal((stamp_ns - T0) / 1e9) if image is None else image
-        self.thermal.publish(image if isinstance(image, Image) else
-                             array_to_image(image, "16UC1", stamp_ns, "thermal_optical_frame"))
+        self.thermal.publish(
+            image
+            if isinstance(image, Image)
+            else array_to_image(image, "16UC1", stamp_ns, "thermal_optical_frame")
+        )
 
 
 @pytest.fixture
@@ -48,16 +58,24 @@ def graph(executor, ros_context, spin_until):
     def make(**params):
         fusion = FusionNode(
             context=ros_context,
-            parameter_overrides=[Parameter(k, value=v) for k, v in
-                                 {"diagnostics_period": 0.2, "registered_scale": 1.0, **params}.items()],
+            parameter_overrides=[
+                Parameter(k, value=v)
+                for k, v in {"diagnostics_period": 0.2, "registered_scale": 1.0, **params}.items()
+            ],
         )
         feeder = Feeder(ros_context)
         executor.add_node(fusion)
         executor.add_node(feeder)
-        assert spin_until(executor, lambda: feeder.depth.get_subscription_count() > 0
-                          and feeder.thermal.get_subscription_count() > 0
-                          and fusion.count_subscribers("thermal/registered") > 0)
+        assert spin_until(
+            executor,
+            lambda: (
+                feeder.depth.get_subscription_count() > 0
+                and feeder.thermal.get_subscription_count() > 0
+                and fusion.count_subscribers("thermal/registered") > 0
+            ),
+        )
         return fusion, feeder
+
     return make
 
 
@@ -69,7 +87,9 @@ def _stream(feeder, executor, spin_for, n_depth=9, thermal_at=(1, 4, 7), jitter_
         spin_for(executor, 0.01)
 
 
-def test_registered_thermal_has_the_paired_depth_stamp_frame_and_size(graph, executor, spin_for, spin_until):
+def test_registered_thermal_has_the_paired_depth_stamp_frame_and_size(
+    graph, executor, spin_for, spin_until
+):
     fusion, feeder = graph()
     feeder.send_info()
     spin_for(executor, 0.1)
@@ -87,11 +107,14 @@ def test_registered_thermal_has_the_paired_depth_stamp_frame_and_size(graph, exe
     assert (valid > 302.0).any() and (valid < 297.0).any()
 
 
-def test_depth_before_camera_info_is_dropped_then_the_node_recovers(graph, executor, spin_for, spin_until):
+def test_depth_before_camera_info_is_dropped_then_the_node_recovers(
+    graph, executor, spin_for, spin_until
+):
     fusion, feeder = graph()
-    _stream(feeder, executor, spin_for)
+    _stream(feeder, executor, spin_for, n_depth=40, thermal_at=(1, 20))
     spin_for(executor, 0.2)
     assert feeder.registered == []
+    assert fusion.stats()["depth_dropped_before_camera_info"] == 40
     assert fusion.stats()["errors_no_depth_camera_info"] >= 1
     feeder.send_info()
     spin_for(executor, 0.1)
@@ -99,7 +122,9 @@ def test_depth_before_camera_info_is_dropped_then_the_node_recovers(graph, execu
     assert spin_until(executor, lambda: len(feeder.registered) >= 1)
 
 
-def test_bad_frames_are_dropped_with_a_reason_and_nothing_wrong_is_published(graph, executor, spin_for, spin_until):
+def test_bad_frames_are_dropped_with_a_reason_and_nothing_wrong_is_published(
+    graph, executor, spin_for, spin_until
+):
     fusion, feeder = graph()
     feeder.send_info()
     spin_for(executor, 0.1)
@@ -137,15 +162,21 @@ def test_float_depth_in_metres_with_nans_is_accepted(graph, executor, spin_for, 
     assert "errors_bad_depth" not in fusion.stats()
 
 
-def test_missing_calibration_keeps_the_node_up_and_diagnostics_say_why(graph, executor, spin_until, tmp_path):
+def test_missing_calibration_keeps_the_node_up_and_diagnostics_say_why(
+    graph, executor, spin_until, tmp_path
+):
     bad = tmp_path / "rig.yaml"
     bad.write_text("version: 1\nthermal: {width: 160}\n")
     fusion, feeder = graph(calibration_file=str(bad))
     assert fusion.pipeline is None
 
     def error_seen():
-        return any(s.level == DiagnosticStatus.ERROR and "thermal.height" in s.message
-                   for d in feeder.diagnostics for s in d.status)
+        return any(
+            s.level == DiagnosticStatus.ERROR and "thermal.height" in s.message
+            for d in feeder.diagnostics
+            for s in d.status
+        )
+
     assert spin_until(executor, error_seen)
 
 
@@ -163,6 +194,7 @@ def test_diagnostics_report_rates_pairs_and_stopped_thermal(graph, executor, spi
                 if "fusion" in s.name:
                     return s, {kv.key: kv.value for kv in s.values}
         return None, {}
+
     assert spin_until(executor, lambda: values()[0] is not None)
     _, kv = values()
     assert int(kv["pairs"]) >= 2 and "process_ms_mean" in kv

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
+from iphd.errors import IphdError
 from iphd.graph import PACKAGE
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -130,3 +133,105 @@ def spin_node(factory: Callable[[], Node], args: list[str] | None = None) -> Non
             close()
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+class _RosLogHandler(logging.Handler):
+    """Sends records of the library's ``logging`` loggers to a node's ROS logger."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self._logger = node.get_logger()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = self.format(record)
+        if record.levelno >= logging.ERROR:
+            self._logger.error(message)
+        elif record.levelno >= logging.WARNING:
+            self._logger.warning(message)
+        elif record.levelno >= logging.INFO:
+            self._logger.info(message)
+        else:
+            self._logger.debug(message)
+
+
+def forward_library_logs(node: Node, logger_name: str) -> Callable[[], None]:
+    """Route ``logging`` records of ``logger_name`` to ``node``'s ROS logger; return an undo."""
+    handler = _RosLogHandler(node)
+    library_logger = logging.getLogger(logger_name)
+    library_logger.addHandler(handler)
+    library_logger.setLevel(logging.DEBUG)
+    return lambda: library_logger.removeHandler(handler)
+
+
+class LoopStoppedError(Exception):
+    """Raised inside a frame source's back-off sleep when its ``FrameLoop`` stops."""
+
+
+class FrameLoop:
+    """Runs a blocking frame source in a thread until stopped (used by the driver nodes).
+
+    ``source()`` returns an iterator of frames (it may block, retry and back off; its sleeps
+    should use ``wait`` so that ``stop`` interrupts them). Each frame goes to ``on_frame``. When
+    the iterator raises an ``IphdError`` the loop logs it and starts again after
+    ``retry_s``, so a node survives a misconfigured or unplugged sensor and recovers once it is
+    fixed. When the iterator ends (a recording is exhausted), the loop ends.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        source: Callable[[], Iterator[Any]],
+        on_frame: Callable[[Any], None],
+        retry_s: float = 5.0,
+    ) -> None:
+        self._node = node
+        self._source = source
+        self._on_frame = on_frame
+        self._retry_s = retry_s
+        self._stop = threading.Event()
+        self.last_error = ""
+        self.finished = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"{node.get_name()}_frames", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to ``seconds`` (the drivers' back-off sleep).
+
+        Raises:
+            LoopStoppedError: when ``stop`` is called meanwhile, so a source retrying
+                forever without yielding a frame still ends.
+        """
+        if self._stop.wait(seconds):
+            raise LoopStoppedError
+
+    @property
+    def stopping(self) -> bool:
+        """True once ``stop`` was called."""
+        return self._stop.is_set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for frame in self._source():
+                    if self._stop.is_set():
+                        return
+                    self._on_frame(frame)
+                self.finished = True
+                return
+            except LoopStoppedError:
+                return
+            except IphdError as exc:
+                self.last_error = str(exc)
+                self._node.get_logger().error(f"{exc} (retrying in {self._retry_s:.0f} s)")
+                self._stop.wait(self._retry_s)
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """Stop the thread and wait up to ``timeout_s`` for it to end."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)

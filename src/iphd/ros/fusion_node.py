@@ -1,8 +1,9 @@
-"""Fusion node: pairs depth and thermal, registers thermal into the depth frame, fixes zero patches."""
+"""Fusion node: pairs depth and thermal, registers thermal into the depth frame, fills holes."""
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -44,7 +45,9 @@ class FusionNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("fusion", **kwargs)
-        calibration_file = declare(self, "calibration_file", "", "rig.yaml; empty = package default")
+        calibration_file = declare(
+            self, "calibration_file", "", "rig.yaml; empty = package default"
+        )
         max_skew_ms = declare(self, "max_skew_ms", 20.0, "largest depth/thermal skew of a pair, ms")
         max_wait_ms = declare(self, "max_wait_ms", 100.0, "how long thermal waits for depth, ms")
         scale = declare(
@@ -59,11 +62,12 @@ class FusionNode(Node):
         self._depth_info: CameraIntrinsics | None = None
         self._errors: dict[str, int] = {}
         self._last_error = ""
-        self._process_ms: list[float] = []
+        self._process_ms: deque[float] = deque(maxlen=1000)
         self._depth_rate = RateMeter()
         self._thermal_rate = RateMeter()
         self._pair_rate = RateMeter()
         self._published = 0
+        self._waiting_for_info = 0
         self._resets_seen = 0
         self.calibration: RigCalibration | None = None
         self.pipeline: FusionPipeline | None = None
@@ -71,9 +75,11 @@ class FusionNode(Node):
         try:
             path = calibration_file or str(package_file("calibration/rig.yaml"))
             self.calibration = load_calibration(path)
-            size = {"out_size": (int(width), int(height))} if width and height else {
-                "out_scale": float(scale)
-            }
+            size = (
+                {"out_size": (int(width), int(height))}
+                if width and height
+                else {"out_scale": float(scale)}
+            )
             self.pipeline = FusionPipeline(
                 self.calibration, FusionConfig(fix_zero_patches=bool(fix), **size)
             )
@@ -92,12 +98,20 @@ class FusionNode(Node):
         self._pub = self.create_publisher(Image, "thermal/registered", qos.RESULT_PUB)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(
-            Image, "depth/image_raw", self._on_depth, qos.SENSOR_SUB,
+            Image,
+            "depth/image_raw",
+            self._on_depth,
+            qos.SENSOR_SUB,
             event_callbacks=qos.warn_on_incompatible_qos(self, "depth/image_raw"),
         )
-        self.create_subscription(CameraInfo, "depth/camera_info", self._on_depth_info, qos.SENSOR_SUB)
         self.create_subscription(
-            Image, "thermal/image_raw", self._on_thermal, qos.SENSOR_SUB,
+            CameraInfo, "depth/camera_info", self._on_depth_info, qos.SENSOR_SUB
+        )
+        self.create_subscription(
+            Image,
+            "thermal/image_raw",
+            self._on_thermal,
+            qos.SENSOR_SUB,
             event_callbacks=qos.warn_on_incompatible_qos(self, "thermal/image_raw"),
         )
         self.create_subscription(
@@ -131,11 +145,15 @@ class FusionNode(Node):
         if self.sync is None:
             return
         if self._depth_info is None:
-            self._fail(
-                "no_depth_camera_info",
-                "no depth/camera_info received yet: depth frames are dropped until the driver "
-                "publishes it (check the topic name and QoS)",
-            )
+            # Image and camera info travel on separate topics, so the first images may arrive
+            # before their info; only a lasting absence is an error.
+            self._waiting_for_info += 1
+            if self._depth_rate.count > 30:
+                self._fail(
+                    "no_depth_camera_info",
+                    "no depth/camera_info received: depth frames are dropped until the driver "
+                    "publishes it (check the topic name and QoS)",
+                )
             return
         try:
             depth_mm = depth_to_mm(image_to_array(msg, DEPTH_ENCODINGS), msg.encoding)
@@ -193,7 +211,9 @@ class FusionNode(Node):
             try:
                 registered_ck = self.pipeline.process(pair.depth, pair.thermal)
             except IphdError as exc:
-                self._fail("bad_pair", f"pair at depth stamp {pair.depth_stamp_ns} ns dropped: {exc}")
+                self._fail(
+                    "bad_pair", f"pair at depth stamp {pair.depth_stamp_ns} ns dropped: {exc}"
+                )
                 continue
             self._process_ms.append((time.perf_counter() - start) * 1e3)
             out = array_to_image(
@@ -226,6 +246,7 @@ class FusionNode(Node):
             "depth_frames": self._depth_rate.count,
             "thermal_frames": self._thermal_rate.count,
             "published": self._published,
+            "depth_dropped_before_camera_info": self._waiting_for_info,
         }
         if self.sync is not None:
             s = self.sync.stats
@@ -237,8 +258,12 @@ class FusionNode(Node):
                 **{f"thermal_dropped_{k}": v for k, v in s.thermal_dropped.items() if v},
             )
         if self._process_ms:
-            arr = np.asarray(self._process_ms[-200:])
-            values.update(process_ms_mean=float(arr.mean()), process_ms_max=float(arr.max()))
+            arr = np.asarray(self._process_ms)
+            values.update(
+                process_ms_mean=float(arr.mean()),
+                process_ms_p95=float(np.percentile(arr, 95)),
+                process_ms_max=float(arr.max()),
+            )
         values.update({f"errors_{k}": v for k, v in self._errors.items()})
         return values
 
@@ -269,7 +294,9 @@ class FusionNode(Node):
             )
             return
         pub = self.create_publisher(TFMessage, "/tf_static", qos.STATIC_TF)
-        pub.publish(TFMessage(transforms=rig_transforms(calibration, self.get_clock().now().nanoseconds)))
+        pub.publish(
+            TFMessage(transforms=rig_transforms(calibration, self.get_clock().now().nanoseconds))
+        )
         self._tf_pub = pub
 
 

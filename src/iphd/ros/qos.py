@@ -17,7 +17,9 @@ SENSOR_PUB = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE
 )
 SENSOR_SUB = qos_profile_sensor_data
-RESULT_PUB = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+RESULT_PUB = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE
+)
 STATIC_TF = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,
     depth=1,
@@ -32,7 +34,8 @@ def warn_on_incompatible_qos(node: Node, topic: str):  # noqa: ANN201 - rclpy ev
 
     def _log(event: object) -> None:
         node.get_logger().warning(
-            f"incompatible QoS on '{topic}' (last policy: {getattr(event, 'last_policy_kind', '?')}); "
+            f"incompatible QoS on '{topic}' "
+            f"(last policy: {getattr(event, 'last_policy_kind', '?')}); "
             "the publisher must offer at least best-effort, volatile QoS"
         )
 

@@ -124,13 +124,17 @@ def run_graph(
     log_level: str = "info",
     snapshot: Path | None = None,
     progress: bool = False,
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> RunResult:
     """Run the graph for ``duration_s`` seconds in this process and return what it did.
 
-    ``rclpy`` is initialised and shut down here, in a context of its own.
+    ``rclpy`` is initialised and shut down here, in a context of its own. ``overrides`` maps a
+    node name to parameters that win over the parameters file.
     """
     specs = build_graph(source, calibration_file=calibration_file, playback_file=playback_file)
     params = load_params_file(params_file or package_file("launch/iphd_params.yaml"))
+    for name, values in (overrides or {}).items():
+        params[name] = {**params.get(name, {}), **values}
     context = Context()
     rclpy.init(context=context)
     executor = SingleThreadedExecutor(context=context)
@@ -187,7 +191,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--source", default="sim", help="live (D435 + Lepton) or sim (built-in rig)")
     p.add_argument("--duration", type=float, default=0.0, help="seconds to run; 0 = until Ctrl-C")
-    p.add_argument("--params-file", default="", help="ROS 2 parameters YAML (default: the package's)")
+    p.add_argument(
+        "--params-file", default="", help="ROS 2 parameters YAML (default: the package's)"
+    )
     p.add_argument("--namespace", default="", help="namespace of every node and topic")
     p.add_argument("--calibration", default="", help="rig.yaml (default: the package's)")
     p.add_argument("--playback-file", default="", help="librealsense recording (source live)")
@@ -201,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the graph, print progress and a summary; return the exit status."""
     args = get_args_parser().parse_args(argv)
     duration = args.duration if args.duration > 0 else float("inf")
-    print(f"iphd-run: source={args.source}, duration={args.duration or 'until Ctrl-C'} s", flush=True)
+    print(
+        f"iphd-run: source={args.source}, duration={args.duration or 'until Ctrl-C'} s", flush=True
+    )
     try:
         result = run_graph(
             args.source,
@@ -230,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
             f"thermal frames without a pair {100 * s.get('thermal_drop_fraction', 0.0):.2f} %"
         )
         if "process_ms_mean" in s:
-            print(f"  fusion processing {s['process_ms_mean']:.2f} ms mean, {s['process_ms_max']:.2f} ms max")
+            print(
+                f"  fusion processing {s['process_ms_mean']:.2f} ms mean, "
+                f"{s['process_ms_max']:.2f} ms max"
+            )
         errors = {k: v for k, v in s.items() if k.startswith("errors_")}
         if errors:
             print(f"  input errors: {errors}")

@@ -24,14 +24,18 @@ class SimSourceNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("sim_source", **kwargs)
-        calibration_file = declare(self, "calibration_file", "", "rig.yaml; empty = package default")
+        calibration_file = declare(
+            self, "calibration_file", "", "rig.yaml; empty = package default"
+        )
         width = declare(self, "width", 848, "depth width, px")
         height = declare(self, "height", 480, "depth height, px")
         depth_rate = declare(self, "depth_rate_hz", 30.0, "depth frame rate, Hz")
         thermal_rate = declare(self, "thermal_rate_hz", 8.7, "thermal frame rate, Hz")
         people = declare(self, "people", 2, "people walking in the room")
         seed = declare(self, "seed", 0, "random seed")
-        self.calibration = load_calibration(calibration_file or package_file("calibration/rig.yaml"))
+        self.calibration = load_calibration(
+            calibration_file or package_file("calibration/rig.yaml")
+        )
         self.rig = StandInRig(
             self.calibration,
             StandInConfig(width=int(width), height=int(height), people=int(people), seed=int(seed)),
@@ -40,7 +44,9 @@ class SimSourceNode(Node):
         frames = self.calibration.frames
         self._depth_frame, self._thermal_frame = frames.depth, frames.thermal
         self._depth_pub = self.create_publisher(Image, "depth/image_raw", qos.SENSOR_PUB)
-        self._depth_info_pub = self.create_publisher(CameraInfo, "depth/camera_info", qos.SENSOR_PUB)
+        self._depth_info_pub = self.create_publisher(
+            CameraInfo, "depth/camera_info", qos.SENSOR_PUB
+        )
         self._thermal_pub = self.create_publisher(Image, "thermal/image_raw", qos.SENSOR_PUB)
         self._thermal_info_pub = self.create_publisher(
             CameraInfo, "thermal/camera_info", qos.SENSOR_PUB
@@ -70,7 +76,9 @@ class SimSourceNode(Node):
         self._thermal_info_pub.publish(
             intrinsics_to_camera_info(self.calibration.thermal, stamp_ns, self._thermal_frame)
         )
-        self._thermal_pub.publish(array_to_image(thermal_ck, "16UC1", stamp_ns, self._thermal_frame))
+        self._thermal_pub.publish(
+            array_to_image(thermal_ck, "16UC1", stamp_ns, self._thermal_frame)
+        )
         self.thermal_published += 1
 
 

@@ -1,4 +1,4 @@
-"""Minimal ray-cast stand-in for the rig simulator: a room with walking people seen by D435 + Lepton.
+"""Ray-cast stand-in for the rig simulator: a room with walking people seen by D435 + Lepton.
 
 It exists so that the demo and the graph tests run without hardware until the full rig simulator
 (scenes, articulated people, sensor models, datasets) replaces it. Geometry is analytic: floor and
@@ -53,7 +53,9 @@ class StandInConfig:
     def __post_init__(self) -> None:
         """Reject sizes and counts that cannot be rendered."""
         if self.width < 16 or self.height < 16:
-            raise ValueError(f"stand-in image size must be at least 16x16, got {self.width}x{self.height}")
+            raise ValueError(
+                f"stand-in image size must be at least 16x16, got {self.width}x{self.height}"
+            )
         if not 0 <= self.people <= 8:
             raise ValueError(f"stand-in people must be in [0, 8], got {self.people}")
 
@@ -82,7 +84,9 @@ class StandInRig:
         half = self.depth_intrinsics.scaled(self.config.width // 2, self.config.height // 2)
         self._depth_rays = _pixel_rays(half)
         th = calibration.thermal
-        grid = np.stack(np.meshgrid(np.arange(th.width), np.arange(th.height)), -1).astype(np.float64)
+        grid = np.stack(np.meshgrid(np.arange(th.width), np.arange(th.height)), -1).astype(
+            np.float64
+        )
         normalized = cv2.undistortPoints(
             grid.reshape(-1, 1, 2), th.k, np.asarray(th.distortion)
         ).reshape(th.height, th.width, 2)
@@ -98,7 +102,9 @@ class StandInRig:
         x = np.where(phase < 2 * span, phase - span, 3 * span - phase)
         return np.stack([x, self._z], axis=1)
 
-    def _cast(self, origin: np.ndarray, rays: np.ndarray, t_s: float) -> tuple[np.ndarray, np.ndarray]:
+    def _cast(
+        self, origin: np.ndarray, rays: np.ndarray, t_s: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Return (hit parameter t along the ray, surface temperature K) per ray."""
         dx, dy, dz = rays[..., 0], rays[..., 1], rays[..., 2]
         ox, oy, oz = (float(v) for v in origin)
@@ -121,7 +127,13 @@ class StandInRig:
                 with np.errstate(invalid="ignore", divide="ignore"):
                     t_hit = (-b - np.sqrt(disc)) / (2 * a)
                 y_hit = oy + t_hit * dy
-                hit = (disc > 0) & (t_hit > 0) & (y_hit >= y_top) & (y_hit <= y_bottom) & (t_hit < best)
+                hit = (
+                    (disc > 0)
+                    & (t_hit > 0)
+                    & (y_hit >= y_top)
+                    & (y_hit <= y_bottom)
+                    & (t_hit < best)
+                )
                 best = np.where(hit, t_hit, best)
                 temp = np.where(hit, kelvin, temp)
         return best, temp
@@ -129,7 +141,9 @@ class StandInRig:
     def render_depth(self, t_s: float) -> np.ndarray:
         """(H, W) uint16 depth in millimetres at time ``t_s``; 0 beyond 10 m and on dropouts."""
         z_m, _ = self._cast(np.zeros(3, np.float32), self._depth_rays, t_s)
-        z_m = cv2.resize(z_m, (self.config.width, self.config.height), interpolation=cv2.INTER_NEAREST)
+        z_m = cv2.resize(
+            z_m, (self.config.width, self.config.height), interpolation=cv2.INTER_NEAREST
+        )
         self._frame += 1
         k = self._frame % len(self._noise_bank)
         shift = int(self._rng.integers(0, self.config.width))
@@ -142,13 +156,15 @@ class StandInRig:
         """(120, 160) uint16 Lepton image in centi-kelvin at time ``t_s``."""
         _, kelvin = self._cast(self._thermal_origin, self._thermal_rays, t_s)
         image = cv2.GaussianBlur(kelvin, (3, 3), 0.7) * 100.0
-        image += self._rng.standard_normal(image.shape, dtype=np.float32) * self.config.thermal_noise_ck
+        image += (
+            self._rng.standard_normal(image.shape, dtype=np.float32) * self.config.thermal_noise_ck
+        )
         return np.clip(image, 0, 65535).astype(np.uint16)
 
 
 def _pixel_rays(intr: CameraIntrinsics) -> np.ndarray:
     """(H, W, 3) float32 rays with z = 1 through each pixel centre of a rectified camera."""
     u, v = np.meshgrid(np.arange(intr.width), np.arange(intr.height))
-    return np.dstack(
-        [(u - intr.cx) / intr.fx, (v - intr.cy) / intr.fy, np.ones(u.shape)]
-    ).astype(np.float32)
+    return np.dstack([(u - intr.cx) / intr.fx, (v - intr.cy) / intr.fy, np.ones(u.shape)]).astype(
+        np.float32
+    )

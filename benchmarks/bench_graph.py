@@ -1,0 +1,75 @@
+"""Does the sensor -> fusion graph keep up with 30 Hz depth + 9 Hz thermal on this machine?
+
+Runs the built-in rig source and the fusion node in one process (the same graph as
+``make demo``) at real rate and reports input rates, pairs, thermal frames left without a pair
+and the fusion node's processing time. Run with ``scripts/env.sh python benchmarks/bench_graph.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+
+from iphd.ros.runner import run_graph
+
+
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds to run")
+    parser.add_argument("--width", type=int, default=848, help="depth width, px")
+    parser.add_argument("--height", type=int, default=480, help="depth height, px")
+    parser.add_argument("--thermal-rate", type=float, default=9.0, help="thermal rate, Hz")
+    args = parser.parse_args()
+    result = run_graph(
+        "sim",
+        args.duration,
+        log_level="warn",
+        overrides={
+            "sim_source": {
+                "width": args.width,
+                "height": args.height,
+                "depth_rate_hz": 30.0,
+                "thermal_rate_hz": args.thermal_rate,
+            }
+        },
+    )
+    s = result.stats
+    dropped = 100.0 * s["thermal_drop_fraction"]
+    unpublished = s["thermal_frames"] - s["published"]
+    print(
+        f"machine: {_cpu()}, {os.cpu_count()} cores; command: python benchmarks/bench_graph.py "
+        f"--duration {args.duration:g} --width {args.width} --height {args.height}"
+    )
+    print()
+    print("| measure | value | target |")
+    print("|---|---|---|")
+    print(f"| run length (s) | {result.duration_s:.1f} | |")
+    depth_hz = s["depth_frames"] / result.duration_s
+    print(f"| depth in ({args.width}x{args.height}), Hz | {depth_hz:.2f} | 30 |")
+    thermal_hz = s["thermal_frames"] / result.duration_s
+    print(f"| thermal in, Hz | {thermal_hz:.2f} | {args.thermal_rate:g} |")
+    print(
+        f"| registered images published | {s['published']} of {s['thermal_frames']} thermal frames "
+        f"({unpublished} not) | |"
+    )
+    print(f"| thermal frames without a pair (%) | {dropped:.2f} | < 1 |")
+    print(
+        f"| fusion processing per pair, mean / p95 / max (ms) | {s['process_ms_mean']:.2f} / "
+        f"{s['process_ms_p95']:.2f} / {s['process_ms_max']:.2f} | |"
+    )
+
+
+if __name__ == "__main__":
+    main()

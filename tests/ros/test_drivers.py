@@ -1,0 +1,185 @@
+import threading
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image
+
+from iphd.calibration import load_calibration
+from iphd.ros import qos
+from iphd.ros.conversions import camera_info_to_intrinsics, image_to_array, stamp_to_ns
+from iphd.ros.d435_node import D435Node
+from iphd.ros.fusion_node import FusionNode
+from iphd.ros.lepton_node import LeptonNode
+from iphd.sensors.lepton import FFC_IMMINENT, FFC_IN_PROGRESS, encode_telemetry
+from iphd.sensors.rs_recording import write_depth_recording
+from iphd.sim.standin import StandInConfig, StandInRig
+
+
+class PacedLeptonCapture:
+    """cv2.VideoCapture stand-in serving PureThermal 160x122 Y16 frames at the Lepton's rate."""
+
+    def __init__(self, rig, period_s=1 / 8.7, ffc_frames=(), n=10_000):
+        self.rig, self.period_s, self.ffc_frames, self.n = rig, period_s, set(ffc_frames), n
+        self.index = 0
+        self.lock = threading.Lock()
+
+    def isOpened(self):  # noqa: N802 - OpenCV's name
+        return True
+
+    def set(self, prop, value):
+        return True
+
+    def get(self, prop):
+        return 0.0
+
+    def release(self):
+        pass
+
+    def read(self):
+        time.sleep(self.period_s)
+        with self.lock:
+            i = self.index
+            self.index += 1
+        if i >= self.n:
+            return False, None
+        state = FFC_IN_PROGRESS if i in self.ffc_frames else 3
+        if i + 1 in self.ffc_frames and i not in self.ffc_frames:
+            state = FFC_IMMINENT
+        image = self.rig.render_thermal(i * self.period_s)
+        return True, np.vstack([image, encode_telemetry(frame_counter=i + 1, ffc_state=state)])
+
+
+class Recorder(Node):
+    def __init__(self, context):
+        super().__init__("recorder", context=context)
+        self.msgs: dict[str, list] = {}
+        for topic, kind in (
+            ("depth/image_raw", Image),
+            ("depth/camera_info", CameraInfo),
+            ("thermal/image_raw", Image),
+            ("thermal/camera_info", CameraInfo),
+            ("thermal/registered", Image),
+        ):
+            self.msgs[topic] = []
+            self.create_subscription(kind, topic, self.msgs[topic].append, qos.SENSOR_SUB)
+        self.msgs["/diagnostics"] = []
+        self.create_subscription(
+            DiagnosticArray, "/diagnostics", self.msgs["/diagnostics"].append, 10
+        )
+
+
+@pytest.fixture
+def rig():
+    return StandInRig(load_calibration(), StandInConfig(width=212, height=120, seed=5))
+
+
+@pytest.fixture
+def recording(tmp_path, rig):
+    frames = [rig.render_depth(i / 30) for i in range(45)]
+    stamps = [1000.0 + i * 1000 / 30 for i in range(45)]
+    path = write_depth_recording(tmp_path / "depth.db3", frames, stamps, rig.depth_intrinsics)
+    return path, frames
+
+
+def _close(executor, *nodes):
+    for node in nodes:
+        node.close()
+
+
+def test_d435_node_plays_a_recording_as_a_live_camera(
+    executor, ros_context, spin_until, recording, rig
+):
+    path, frames = recording
+    recorder = Recorder(ros_context)
+    executor.add_node(recorder)
+    d435 = D435Node(
+        context=ros_context, parameter_overrides=[Parameter("playback_file", value=str(path))]
+    )
+    executor.add_node(d435)
+    try:
+        assert spin_until(executor, lambda: len(recorder.msgs["depth/image_raw"]) >= 20, 10.0)
+    finally:
+        _close(executor, d435)
+    images = recorder.msgs["depth/image_raw"]
+    first = image_to_array(images[0])
+    assert images[0].encoding == "16UC1" and images[0].header.frame_id == "depth_optical_frame"
+    assert any(np.array_equal(first, f) for f in frames[:3])
+    stamps = np.array([stamp_to_ns(m.header.stamp) for m in images])
+    # Re-based to now, recorded 30 Hz spacing kept.
+    assert abs(stamps[0] - time.time_ns()) < 10e9
+    np.testing.assert_allclose(np.diff(stamps) / 1e6, 1000 / 30, atol=0.01)
+    intr = camera_info_to_intrinsics(recorder.msgs["depth/camera_info"][0])
+    assert (intr.width, intr.height) == (212, 120)
+    assert intr.fx == pytest.approx(rig.depth_intrinsics.fx, rel=1e-5)
+
+
+def test_lepton_node_drops_ffc_frames_and_publishes_calibrated_camera_info(
+    executor, ros_context, spin_until, rig
+):
+    recorder = Recorder(ros_context)
+    executor.add_node(recorder)
+    capture = PacedLeptonCapture(rig, period_s=0.01, ffc_frames=range(5, 14), n=30)
+    lepton = LeptonNode(capture=capture, context=ros_context)
+    executor.add_node(lepton)
+    try:
+        assert spin_until(executor, lambda: lepton.camera.stats.frames >= 20, 10.0)
+        assert spin_until(executor, lambda: len(recorder.msgs["thermal/image_raw"]) >= 20, 5.0)
+    finally:
+        _close(executor, lepton)
+    assert lepton.camera.stats.dropped_ffc == 10  # 1 imminent + 9 in progress
+    images = recorder.msgs["thermal/image_raw"]
+    assert (images[0].width, images[0].height, images[0].encoding) == (160, 120, "16UC1")
+    kelvin = image_to_array(images[0]) / 100.0
+    assert 290 < np.median(kelvin) < 300
+    info = camera_info_to_intrinsics(recorder.msgs["thermal/camera_info"][0])
+    assert info == load_calibration().thermal
+
+
+def test_live_graph_from_a_recording_and_an_injected_lepton_registers_thermal(
+    executor, ros_context, spin_until, recording, rig
+):
+    path, _ = recording
+    recorder = Recorder(ros_context)
+    fusion = FusionNode(context=ros_context)
+    lepton = LeptonNode(capture=PacedLeptonCapture(rig), context=ros_context)
+    d435 = D435Node(
+        context=ros_context, parameter_overrides=[Parameter("playback_file", value=str(path))]
+    )
+    for node in (recorder, fusion, lepton, d435):
+        executor.add_node(node)
+    try:
+        assert spin_until(executor, lambda: len(recorder.msgs["thermal/registered"]) >= 3, 10.0)
+    finally:
+        _close(executor, d435, lepton)
+    depth_stamps = {stamp_to_ns(m.header.stamp) for m in recorder.msgs["depth/image_raw"]}
+    for msg in recorder.msgs["thermal/registered"]:
+        assert stamp_to_ns(msg.header.stamp) in depth_stamps
+        assert (msg.width, msg.height) == (53, 30)  # default registered_scale 0.25 of 212x120
+
+
+def test_driver_without_a_device_keeps_running_and_reports_the_error(
+    executor, ros_context, spin_until, tmp_path
+):
+    recorder = Recorder(ros_context)
+    executor.add_node(recorder)
+    d435 = D435Node(
+        context=ros_context,
+        parameter_overrides=[Parameter("playback_file", value=str(tmp_path / "missing.db3"))],
+    )
+    executor.add_node(d435)
+
+    def error_reported():
+        return any(
+            s.level == DiagnosticStatus.ERROR and "missing.db3" in s.message
+            for d in recorder.msgs["/diagnostics"]
+            for s in d.status
+        )
+
+    try:
+        assert spin_until(executor, error_reported, 5.0)
+    finally:
+        _close(executor, d435)
