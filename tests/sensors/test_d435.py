@@ -22,11 +22,11 @@ from iphd.sensors.d435 import (
     D435Config,
     check_depth_mode,
     depth_modes,
-    depth_to_mm,
     intrinsics_from_rs,
     intrinsics_to_rs,
     read_depth_units,
     select_serial,
+    z16_to_mm,
 )
 from iphd.sensors.frames import CameraIntrinsics
 from iphd.sensors.rs_recording import mm_to_raw, write_depth_recording
@@ -263,22 +263,22 @@ def test_config_validation_names_the_bad_value():
 # --- pure helpers -------------------------------------------------------------------------------
 
 
-def test_depth_to_mm_is_a_copy_at_millimetre_units():
+def test_z16_to_mm_is_a_copy_at_millimetre_units():
     raw = np.array([[0, 1, 65535]], dtype=np.uint16)
-    out = depth_to_mm(raw, 0.0010000000474974513)
+    out = z16_to_mm(raw, 0.0010000000474974513)
     np.testing.assert_array_equal(out, raw)
     assert out is not raw and not np.shares_memory(out, raw)
 
 
-def test_depth_to_mm_scales_and_invalidates_out_of_range():
+def test_z16_to_mm_scales_and_invalidates_out_of_range():
     np.testing.assert_array_equal(
-        depth_to_mm(np.array([[0, 15, 12345]], np.uint16), 0.0001), [[0, 2, 1234]]
+        z16_to_mm(np.array([[0, 15, 12345]], np.uint16), 0.0001), [[0, 2, 1234]]
     )
     np.testing.assert_array_equal(
-        depth_to_mm(np.array([[100, 6553, 6554]], np.uint16), 0.01), [[1000, 65530, 0]]
+        z16_to_mm(np.array([[100, 6553, 6554]], np.uint16), 0.01), [[1000, 65530, 0]]
     )
     with pytest.raises(FrameError, match="uint16"):
-        depth_to_mm(np.zeros((2, 2), np.float32), 0.001)
+        z16_to_mm(np.zeros((2, 2), np.float32), 0.001)
 
 
 def test_mm_to_raw_rejects_depths_that_do_not_fit():

@@ -2,105 +2,69 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, Image
-
 from iphd.errors import IphdError
-from iphd.ros import qos
-from iphd.ros.common import (
-    FrameLoop,
-    RateMeter,
-    declare,
-    diagnostic_array,
-    forward_library_logs,
-    spin_node,
-)
-from iphd.ros.conversions import array_to_image, intrinsics_to_camera_info
+from iphd.ros.common import declare, spin_node
+from iphd.ros.driver import DriverNode
 from iphd.sensors.d435 import D435Camera, D435Config
 from iphd.sensors.frames import DepthFrame
 
 
-class D435Node(Node):
+class D435Node(DriverNode):
     """Streams the D435 depth camera.
 
     Stamps are capture times mapped into ROS time by ``iphd.sensors.d435`` (the device's
     global-time stamps, which librealsense keeps on the host clock; a recording is re-based so
-    that it plays as if live). A lost device is logged and reopened with back-off; an unknown
-    serial or unsupported mode is logged with what is available, and retried every 5 s.
+    that it plays as if live). A lost device is reopened with back-off; an unknown serial or an
+    unsupported mode is logged with what is available and retried every 5 s.
     """
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__("d435", **kwargs)
+        super().__init__("d435", "depth", retry_s=5.0, **kwargs)
         config = D435Config(
             serial=str(declare(self, "serial", "", "serial number; empty = first D435 found")),
             width=int(declare(self, "width", 848, "depth width, px")),
             height=int(declare(self, "height", 480, "depth height, px")),
             fps=int(declare(self, "fps", 30, "depth frame rate, Hz")),
-            playback_file=str(declare(self, "playback_file", "", "librealsense recording to play")),
+            playback_file=str(
+                declare(self, "playback_file", "", "librealsense recording (.db3) to play")
+            ),
             playback_realtime=bool(
-                declare(self, "playback_realtime", True, "play at recorded pace")
+                declare(self, "playback_realtime", True, "play at the recorded pace")
             ),
             frame_id=str(declare(self, "frame_id", "depth_optical_frame", "depth optical frame")),
         )
-        self._undo_logs = forward_library_logs(self, "iphd.sensors")
-        self._image_pub = self.create_publisher(Image, "depth/image_raw", qos.SENSOR_PUB)
-        self._info_pub = self.create_publisher(CameraInfo, "depth/camera_info", qos.SENSOR_PUB)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._rate = RateMeter()
-        self._loop = FrameLoop(self, self._frames, self._publish)
-        self.camera = D435Camera(config, sleep=self._loop.wait)
-        self.create_timer(1.0, self._publish_diagnostics)
-        self._loop.start()
+        self.camera = D435Camera(config, sleep=self.loop.wait)
+        self.start_streaming()
 
-    def _frames(self):  # noqa: ANN202 - generator of DepthFrame
+    def frames(self) -> Iterator[DepthFrame]:
+        """D435 frames, recovering from device loss; ends with a recording."""
         return self.camera.frames()
 
-    def _publish(self, frame: DepthFrame) -> None:
+    def on_frame(self, frame: DepthFrame) -> None:
+        """Publish depth and its camera info."""
         if frame.intrinsics is None:
             raise IphdError("the D435 stream profile has no intrinsics")
-        self._info_pub.publish(
-            intrinsics_to_camera_info(frame.intrinsics, frame.stamp_ns, frame.frame_id)
-        )
-        self._image_pub.publish(
-            array_to_image(frame.depth_mm, "16UC1", frame.stamp_ns, frame.frame_id)
-        )
-        self._rate.tick()
+        self.hardware_id = self.camera.device_serial
+        self.publish_image(frame.depth_mm, frame.intrinsics, frame.stamp_ns, frame.frame_id)
 
-    @property
-    def published(self) -> int:
-        """Depth images published so far."""
-        return self._rate.count
-
-    def _publish_diagnostics(self) -> None:
+    def status_values(self) -> dict[str, Any]:
+        """Frames, timeouts, reconnects, device and depth units."""
         stats = self.camera.stats
-        values = {
-            "rate_hz": self._rate.rate_hz(),
+        return {
             "frames": stats.frames,
             "timeouts": stats.timeouts,
             "reconnects": stats.reconnects,
             "device": f"{self.camera.device_name} {self.camera.device_serial}".strip(),
             "depth_units_m": self.camera.depth_units_m,
         }
-        if self._loop.finished:
-            level, message = "OK", "end of recording"
-        elif self._loop.last_error and self._rate.age_s() > 1.0:
-            level, message = "ERROR", self._loop.last_error
-        elif self._rate.age_s() > 1.0:
-            level, message = "ERROR", "no depth frame for over 1 s"
-        else:
-            level, message = "OK", "streaming"
-        self._diag_pub.publish(
-            diagnostic_array(self, "d435", level, message, values, self.camera.device_serial)
-        )
 
     def close(self) -> None:
         """Stop streaming and release the camera."""
-        self._loop.stop()
+        super().close()
         self.camera.close()
-        self._undo_logs()
 
 
 def main(args: list[str] | None = None) -> None:

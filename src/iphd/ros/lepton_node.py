@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
-
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, Image
 
 from iphd.calibration import RigCalibration, load_calibration
 from iphd.errors import IphdError
-from iphd.ros import qos
-from iphd.ros.common import (
-    FrameLoop,
-    RateMeter,
-    declare,
-    diagnostic_array,
-    forward_library_logs,
-    package_file,
-    spin_node,
-)
-from iphd.ros.conversions import array_to_image, intrinsics_to_camera_info
+from iphd.ros.common import declare, package_file, spin_node
+from iphd.ros.driver import DriverNode
 from iphd.sensors.frames import ThermalFrame
 from iphd.sensors.lepton import LeptonCamera, LeptonConfig
 
 
-class LeptonNode(Node):
+class LeptonNode(DriverNode):
     """Streams a Lepton 3.5 on a PureThermal board.
 
     Frames during flat-field correction and repeated frames are dropped and counted in the
@@ -39,7 +27,9 @@ class LeptonNode(Node):
     """
 
     def __init__(self, capture: Any = None, **kwargs: Any) -> None:
-        super().__init__("lepton", **kwargs)
+        # A bad frame (all zero while the Lepton boots) ends the frame iterator: start again
+        # soon, the camera stays open.
+        super().__init__("lepton", "thermal", retry_s=1.0, **kwargs)
         calibration_file = declare(
             self, "calibration_file", "", "rig.yaml; empty = package default"
         )
@@ -58,61 +48,36 @@ class LeptonNode(Node):
             drop_repeated=bool(declare(self, "drop_repeated", True, "drop repeated frames")),
             frame_id=frame_id,
         )
-        self._undo_logs = forward_library_logs(self, "iphd.sensors")
-        self._image_pub = self.create_publisher(Image, "thermal/image_raw", qos.SENSOR_PUB)
-        self._info_pub = self.create_publisher(CameraInfo, "thermal/camera_info", qos.SENSOR_PUB)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._rate = RateMeter()
-        # A bad frame (e.g. all zero while the Lepton boots) ends the frame iterator; start
-        # again soon, the camera stays open.
-        self._loop = FrameLoop(self, self._frames, self._publish, retry_s=1.0)
-        self.camera = LeptonCamera(config, capture=capture, sleep=self._loop.wait)
-        self.create_timer(1.0, self._publish_diagnostics)
-        self._loop.start()
+        self.camera = LeptonCamera(config, capture=capture, sleep=self.loop.wait)
+        self.start_streaming()
 
-    def _frames(self):  # noqa: ANN202 - generator of ThermalFrame
+    def frames(self) -> Iterator[ThermalFrame]:
+        """Lepton frames without FFC and repeated ones, recovering from device loss."""
         return self.camera.frames()
 
-    def _publish(self, frame: ThermalFrame) -> None:
-        if self.calibration is not None:
-            self._info_pub.publish(
-                intrinsics_to_camera_info(self.calibration.thermal, frame.stamp_ns, frame.frame_id)
-            )
-        self._image_pub.publish(
-            array_to_image(frame.thermal_ck, "16UC1", frame.stamp_ns, frame.frame_id)
-        )
-        self._rate.tick()
+    def on_frame(self, frame: ThermalFrame) -> None:
+        """Publish the thermal image and the calibrated camera info."""
+        intrinsics = self.calibration.thermal if self.calibration else None
+        self.publish_image(frame.thermal_ck, intrinsics, frame.stamp_ns, frame.frame_id)
 
-    @property
-    def published(self) -> int:
-        """Thermal images published so far."""
-        return self._rate.count
-
-    def _publish_diagnostics(self) -> None:
+    def status_values(self) -> dict[str, Any]:
+        """Frames and drops by reason."""
         stats = self.camera.stats
-        values = {
-            "rate_hz": self._rate.rate_hz(),
+        values: dict[str, Any] = {
             "frames": stats.frames,
             "dropped_ffc": stats.dropped_ffc,
             "dropped_repeated": stats.dropped_repeated,
             "read_failures": stats.read_failures,
             "reconnects": stats.reconnects,
         }
-        if self._loop.last_error and self._rate.age_s() > 1.0:
-            level, message = "ERROR", self._loop.last_error
-        elif self._rate.age_s() > 1.0:
-            level, message = "ERROR", "no thermal frame for over 1 s (FFC lasts about 1 s)"
-        elif self.calibration is None:
-            level, message = "WARN", "no rig calibration: thermal/camera_info not published"
-        else:
-            level, message = "OK", "streaming"
-        self._diag_pub.publish(diagnostic_array(self, "lepton", level, message, values))
+        if self.calibration is None:
+            values["calibration"] = "missing: thermal/camera_info not published"
+        return values
 
     def close(self) -> None:
         """Stop streaming and release the camera."""
-        self._loop.stop()
+        super().close()
         self.camera.close()
-        self._undo_logs()
 
 
 def main(args: list[str] | None = None) -> None:

@@ -162,7 +162,7 @@ def intrinsics_to_rs(intrinsics: CameraIntrinsics) -> Any:
     return out
 
 
-def depth_to_mm(raw: np.ndarray, depth_units_m: float) -> np.ndarray:
+def z16_to_mm(raw: np.ndarray, depth_units_m: float) -> np.ndarray:
     """Return a (H, W) uint16 millimetre copy of a raw Z16 image whose unit is ``depth_units_m``.
 
     With the D435 default unit (0.001 m) this is a plain copy. Other units (e.g. 0.0001 m set
@@ -466,7 +466,7 @@ class D435Camera:
             depth = frameset.get_depth_frame()
             if not depth:
                 raise SensorError("librealsense delivered a frame set without a depth frame")
-            depth_mm = depth_to_mm(np.asanyarray(depth.get_data()), self.depth_units_m)
+            depth_mm = z16_to_mm(np.asanyarray(depth.get_data()), self.depth_units_m)
             domain = depth.get_frame_timestamp_domain().name
             stamp_ns = self._clock.map(float(depth.get_timestamp()), domain, host_ns)
             seq = int(depth.get_frame_number())
