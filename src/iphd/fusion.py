@@ -50,10 +50,8 @@ class FusionConfig:
     def __post_init__(self) -> None:
         """Reject values that cannot work."""
         if self.out_size is not None:
-            if (
-                len(self.out_size) != 2
-                or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0
-                       for v in self.out_size)
+            if len(self.out_size) != 2 or any(
+                isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in self.out_size
             ):
                 raise ValueError(
                     f"FusionConfig.out_size must be (width, height) positive ints or None, "
@@ -168,12 +166,11 @@ class FusionPipeline:
             self._registrar = registrar
         return registrar
 
-    def validate(self, depth: DepthFrame, thermal: ThermalFrame) -> CameraIntrinsics:
-        """Check a pair before processing and return the depth intrinsics.
+    def check_depth(self, depth: DepthFrame) -> CameraIntrinsics:
+        """Check one depth frame on its own and return its intrinsics.
 
         Raises:
-            CameraInfoError: no depth intrinsics yet, or thermal intrinsics whose size differs
-                from the calibration's.
+            CameraInfoError: no depth intrinsics yet.
             FrameError: wrong dtype, dimensionality or size, or an all-zero image.
         """
         intr = depth.intrinsics
@@ -184,9 +181,26 @@ class FusionPipeline:
                 "remapped next to depth/image_raw"
             )
         check_image(
-            depth.depth_mm, "depth image", (intr.height, intr.width), "depth camera_info",
+            depth.depth_mm,
+            "depth image",
+            (intr.height, intr.width),
+            "depth camera_info",
             "the camera_info must describe the image it comes with (same resolution stream)",
         )
+        if not depth.depth_mm.any():
+            raise FrameError(
+                f"depth frame stamped {depth.stamp_ns} ns is all zeros (no valid depth); the "
+                "camera may be covered, starting up or misconfigured, so it is not fused"
+            )
+        return intr
+
+    def check_thermal(self, thermal: ThermalFrame) -> None:
+        """Check one thermal frame on its own against the rig calibration.
+
+        Raises:
+            CameraInfoError: thermal intrinsics whose size differs from the calibration's.
+            FrameError: wrong dtype, dimensionality or size, or an all-zero image.
+        """
         cal = self.calibration.thermal
         th_intr = thermal.intrinsics
         if th_intr is not None and (th_intr.width, th_intr.height) != (cal.width, cal.height):
@@ -196,20 +210,28 @@ class FusionPipeline:
                 "this thermal resolution"
             )
         check_image(
-            thermal.thermal_ck, "thermal image", (cal.height, cal.width), "rig calibration",
+            thermal.thermal_ck,
+            "thermal image",
+            (cal.height, cal.width),
+            "rig calibration",
             "strip the Lepton telemetry rows (160x122 -> 160x120) or use the calibration made "
             "for this thermal resolution",
         )
-        if not depth.depth_mm.any():
-            raise FrameError(
-                f"depth frame stamped {depth.stamp_ns} ns is all zeros (no valid depth); the "
-                "camera may be covered, starting up or misconfigured, so it is not fused"
-            )
         if not thermal.thermal_ck.any():
             raise FrameError(
                 f"thermal frame stamped {thermal.stamp_ns} ns is all zeros; the Lepton may be "
                 "in flat-field correction or not streaming radiometric (TLinear) data"
             )
+
+    def validate(self, depth: DepthFrame, thermal: ThermalFrame) -> CameraIntrinsics:
+        """Check a pair before processing and return the depth intrinsics.
+
+        Raises:
+            CameraInfoError: see ``check_depth`` and ``check_thermal``.
+            FrameError: see ``check_depth`` and ``check_thermal``.
+        """
+        intr = self.check_depth(depth)
+        self.check_thermal(thermal)
         return intr
 
     def process(self, depth: DepthFrame, thermal: ThermalFrame) -> np.ndarray:

@@ -132,13 +132,14 @@ def test_bad_frames_are_dropped_with_a_reason_and_nothing_wrong_is_published(
     feeder.send_depth(T0, rgb)
     feeder.send_depth(T0 + DEPTH_PERIOD, np.zeros((60, 80), np.uint16))
     feeder.send_thermal(T0, np.zeros((60, 80), np.uint16))
-    # A well-formed depth frame paired with an all-zero thermal frame: no output for it.
+    # A well-formed depth frame next to an all-zero thermal frame: no output for it.
     feeder.send_depth(T0 + 2 * DEPTH_PERIOD)
     feeder.send_thermal(T0 + 2 * DEPTH_PERIOD, np.zeros((120, 160), np.uint16))
-    feeder.send_depth(T0 + 3 * DEPTH_PERIOD)
-    assert spin_until(executor, lambda: fusion.stats().get("errors_bad_pair", 0) >= 1)
+    feeder.send_depth(T0 + 3 * DEPTH_PERIOD, np.zeros((120, 212), np.uint16))
+    assert spin_until(executor, lambda: fusion.stats().get("errors_bad_thermal", 0) >= 2)
+    assert spin_until(executor, lambda: fusion.stats().get("errors_bad_depth", 0) >= 3)
     stats = fusion.stats()
-    assert stats["errors_bad_depth"] == 2 and stats["errors_bad_thermal"] == 1
+    assert stats["errors_bad_depth"] == 3 and stats["errors_bad_thermal"] == 2
     assert feeder.registered == []
     # The node keeps working on good input.
     _stream(feeder, executor, spin_for, n_depth=12, thermal_at=(6, 9))

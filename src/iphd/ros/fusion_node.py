@@ -142,7 +142,7 @@ class FusionNode(Node):
 
     def _on_depth(self, msg: Image) -> None:
         self._depth_rate.tick()
-        if self.sync is None:
+        if self.sync is None or self.pipeline is None:
             return
         if self._depth_info is None:
             # Image and camera info travel on separate topics, so the first images may arrive
@@ -156,44 +156,34 @@ class FusionNode(Node):
                 )
             return
         try:
-            depth_mm = depth_to_mm(image_to_array(msg, DEPTH_ENCODINGS), msg.encoding)
-            if depth_mm.shape != (self._depth_info.height, self._depth_info.width):
-                raise IphdError(
-                    f"depth image is {depth_mm.shape[1]}x{depth_mm.shape[0]} but depth/camera_info "
-                    f"says {self._depth_info.width}x{self._depth_info.height}"
-                )
+            frame = DepthFrame(
+                depth_mm=depth_to_mm(image_to_array(msg, DEPTH_ENCODINGS), msg.encoding),
+                stamp_ns=stamp_to_ns(msg.header.stamp),
+                frame_id=msg.header.frame_id,
+                intrinsics=self._depth_info,
+            )
+            self.pipeline.check_depth(frame)
         except IphdError as exc:
+            # Dropped before pairing, so a bad frame never takes a thermal frame's partner.
             self._fail("bad_depth", f"depth frame dropped: {exc}")
             return
-        frame = DepthFrame(
-            depth_mm=depth_mm,
-            stamp_ns=stamp_to_ns(msg.header.stamp),
-            frame_id=msg.header.frame_id,
-            intrinsics=self._depth_info,
-        )
         self._handle(self.sync.push_depth(frame.stamp_ns, frame))
 
     def _on_thermal(self, msg: Image) -> None:
         self._thermal_rate.tick()
-        if self.sync is None or self.calibration is None:
+        if self.sync is None or self.pipeline is None or self.calibration is None:
             return
         try:
-            thermal_ck = image_to_array(msg, THERMAL_ENCODINGS)
-            cal = self.calibration.thermal
-            if thermal_ck.shape != (cal.height, cal.width):
-                raise IphdError(
-                    f"thermal image is {thermal_ck.shape[1]}x{thermal_ck.shape[0]} but the rig "
-                    f"calibration is for {cal.width}x{cal.height}"
-                )
+            frame = ThermalFrame(
+                thermal_ck=image_to_array(msg, THERMAL_ENCODINGS),
+                stamp_ns=stamp_to_ns(msg.header.stamp),
+                frame_id=msg.header.frame_id,
+                intrinsics=self.calibration.thermal,
+            )
+            self.pipeline.check_thermal(frame)
         except IphdError as exc:
             self._fail("bad_thermal", f"thermal frame dropped: {exc}")
             return
-        frame = ThermalFrame(
-            thermal_ck=thermal_ck,
-            stamp_ns=stamp_to_ns(msg.header.stamp),
-            frame_id=msg.header.frame_id,
-            intrinsics=self.calibration.thermal,
-        )
         self._handle(self.sync.push_thermal(frame.stamp_ns, frame))
 
     # -- pairs ---------------------------------------------------------------------------------
