@@ -39,3 +39,7 @@ class FrameTimeoutError(SensorError):
 
 class EndOfStreamError(SensorError):
     """A recording being played back has no more frames."""
+
+
+class DatasetError(IphdError):
+    """A dataset, bag or output folder is missing, malformed or would be overwritten."""

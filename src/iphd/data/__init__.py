@@ -1,0 +1,1 @@
+"""Dataset IO: IPHD format, re-ID crops, rosbags, and the ground truth they carry."""
