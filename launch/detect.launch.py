@@ -1,7 +1,8 @@
-"""Launch the iphd graph: drivers or the built-in rig source, then fusion.
+"""Launch the iphd graph: drivers, the built-in rig source or a bag player, then fusion.
 
     ros2 launch iphd_bringup detect.launch.py source:=live
     ros2 launch iphd_bringup detect.launch.py source:=sim namespace:=robot1
+    ros2 launch iphd_bringup detect.launch.py source:=bag bag:=/data/run1
 
 The node list comes from ``iphd.graph.build_graph``, the same description the in-process runner
 (``iphd-run``) uses, so both start the same graph.
@@ -14,16 +15,17 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from iphd.graph import PACKAGE, build_graph
+from iphd.graph import PACKAGE, build_graph, wants_sim_time
 from launch import LaunchDescription
 
 ARGUMENTS = {
-    "use_sim_time": ("false", "follow /clock (bag replay)"),
+    "use_sim_time": ("", "follow /clock: true or false; empty = true for source bag only"),
     "namespace": ("", "namespace of every node and topic"),
     "params_file": ("", "ROS 2 parameters YAML; empty = the package's launch/iphd_params.yaml"),
-    "source": ("live", "live (D435 + Lepton drivers) or sim (built-in rig source)"),
+    "source": ("live", "live | sim | bag: D435 + Lepton drivers, built-in rig, or a rosbag2"),
     "calibration_file": ("", "rig.yaml; empty = the package's calibration/rig.yaml"),
     "playback_file": ("", "librealsense recording played by the D435 driver (source live)"),
+    "bag": ("", "rosbag2 folder (or .db3/.mcap file) played by bag_player (source bag)"),
     "log_level": ("info", "debug, info, warn or error"),
 }
 
@@ -32,11 +34,13 @@ def _nodes(context, *_args, **_kwargs):
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     share = Path(get_package_share_directory(PACKAGE))
     params_file = value["params_file"] or str(share / "launch" / "iphd_params.yaml")
-    use_sim_time = value["use_sim_time"].lower() in ("true", "1", "yes")
+    sim_time = value["use_sim_time"].strip().lower()
+    use_sim_time = sim_time in ("true", "1", "yes") if sim_time else wants_sim_time(value["source"])
     specs = build_graph(
         value["source"],
         calibration_file=value["calibration_file"],
         playback_file=value["playback_file"],
+        bag=value["bag"],
     )
     return [
         Node(

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from iphd.errors import ConfigError
-from iphd.graph import build_graph, load_params_file, parameters_for
+from iphd.graph import build_graph, load_params_file, parameters_for, wants_sim_time
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +22,21 @@ def test_live_graph_runs_both_drivers_and_passes_the_playback_file():
     assert specs["d435"].parameters == {"playback_file": "/data/rec.db3"}
 
 
+def test_bag_graph_plays_the_bag_into_fusion_on_sim_time():
+    specs = {spec.name: spec for spec in build_graph("bag", bag="/data/run1")}
+    assert list(specs) == ["bag_player", "fusion"]
+    assert specs["bag_player"].parameters == {"bag": "/data/run1"}
+    assert specs["bag_player"].executable == "bag_player_node"
+    assert wants_sim_time("bag") and not wants_sim_time("sim") and not wants_sim_time("live")
+
+
+def test_bag_source_and_bag_path_go_together():
+    with pytest.raises(ConfigError, match="bag:="):
+        build_graph("bag")
+    with pytest.raises(ConfigError, match="only played with source:=bag"):
+        build_graph("live", bag="/data/run1")
+
+
 def test_calibration_file_reaches_every_node_that_reads_it():
     specs = build_graph("live", calibration_file="/rig/my.yaml")
     assert {s.name for s in specs if s.parameters.get("calibration_file") == "/rig/my.yaml"} == {
@@ -31,7 +46,7 @@ def test_calibration_file_reaches_every_node_that_reads_it():
 
 
 def test_unknown_source_is_refused_with_the_choices():
-    with pytest.raises(ConfigError, match="live, sim"):
+    with pytest.raises(ConfigError, match="live, sim, bag"):
         build_graph("camera")
     with pytest.raises(ConfigError, match="source:=live"):
         build_graph("sim", playback_file="x.db3")
@@ -52,8 +67,8 @@ def test_params_file_precedence_wildcard_then_node_then_qualified(tmp_path):
 
 def test_shipped_params_file_has_an_entry_for_every_node():
     params = load_params_file(ROOT / "launch" / "iphd_params.yaml")
-    for source in ("sim", "live"):
-        for spec in build_graph(source):
+    for source in ("sim", "live", "bag"):
+        for spec in build_graph(source, bag="x" if source == "bag" else ""):
             assert spec.name in params, spec.name
 
 
@@ -123,6 +138,7 @@ def test_launch_file_starts_the_same_graph_as_the_runner(monkeypatch, tmp_path):
         "source",
         "calibration_file",
         "playback_file",
+        "bag",
         "log_level",
     } <= declared
     opaque = next(e for e in entities if "function" in e.kwargs)
@@ -133,3 +149,30 @@ def test_launch_file_starts_the_same_graph_as_the_runner(monkeypatch, tmp_path):
     assert all(n.kwargs["namespace"] == "robot1" for n in nodes)
     assert all({"use_sim_time": True} in n.kwargs["parameters"] for n in nodes)
     assert nodes[0].kwargs["parameters"][0] == str(tmp_path / "launch" / "iphd_params.yaml")
+
+
+def _launch_nodes(monkeypatch, tmp_path, **arguments):
+    _stub_launch_modules(monkeypatch, tmp_path)
+    spec = importlib.util.spec_from_file_location(
+        "detect_launch", ROOT / "launch" / "detect.launch.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    entities = module.generate_launch_description().args[0]
+    opaque = next(e for e in entities if "function" in e.kwargs)
+    context = {name: default for name, (default, _) in module.ARGUMENTS.items()}
+    context.update(arguments)
+    return opaque.kwargs["function"](context)
+
+
+def test_launch_file_plays_a_bag_on_sim_time_by_default(monkeypatch, tmp_path):
+    nodes = _launch_nodes(monkeypatch, tmp_path, source="bag", bag="/data/run1")
+    assert [n.kwargs["executable"] for n in nodes] == ["bag_player_node", "fusion_node"]
+    assert {"bag": "/data/run1"} in nodes[0].kwargs["parameters"]
+    assert all({"use_sim_time": True} in n.kwargs["parameters"] for n in nodes)
+    nodes = _launch_nodes(monkeypatch, tmp_path, source="bag", bag="/b", use_sim_time="false")
+    assert all({"use_sim_time": False} in n.kwargs["parameters"] for n in nodes)
+    nodes = _launch_nodes(monkeypatch, tmp_path, source="sim")
+    assert all({"use_sim_time": False} in n.kwargs["parameters"] for n in nodes)
+    with pytest.raises(ConfigError, match="bag:="):
+        _launch_nodes(monkeypatch, tmp_path, source="bag")

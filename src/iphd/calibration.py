@@ -79,6 +79,46 @@ class RigCalibration:
         }
 
 
+# camera_link (x forward, y left, z up) -> optical frame (x right, y down, z forward), REP 103.
+BASE_TO_OPTICAL_XYZW = (-0.5, 0.5, -0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class StaticTransform:
+    """One static TF transform: the pose of ``child`` in ``parent``.
+
+    Attributes:
+        parent: parent frame id.
+        child: child frame id.
+        translation_m: (x, y, z) of the child's origin in the parent frame, metres.
+        rotation_xyzw: unit quaternion (x, y, z, w) of the child's axes in the parent frame.
+    """
+
+    parent: str
+    child: str
+    translation_m: tuple[float, float, float]
+    rotation_xyzw: tuple[float, float, float, float]
+
+
+def rig_static_transforms(calibration: RigCalibration) -> tuple[StaticTransform, StaticTransform]:
+    """Return the rig's static transforms: base -> depth optical, depth -> thermal optical.
+
+    ``camera_link`` (x forward, y left, z up) -> depth optical frame (x right, y down, z
+    forward) is the fixed REP 103 rotation; depth optical -> thermal optical is the inverse of
+    the calibration's extrinsic, because a TF transform gives the child frame's pose in the
+    parent, while the extrinsic maps points from depth to thermal coordinates.
+    """
+    frames = calibration.frames
+    rot_inv = np.asarray(calibration.rotation, dtype=np.float64).T
+    trans = -rot_inv @ np.asarray(calibration.translation_m, dtype=np.float64)
+    qx, qy, qz, qw = (float(v) for v in rotation_to_quaternion(rot_inv))
+    tx, ty, tz = (float(v) for v in trans)
+    return (
+        StaticTransform(frames.base, frames.depth, (0.0, 0.0, 0.0), BASE_TO_OPTICAL_XYZW),
+        StaticTransform(frames.depth, frames.thermal, (tx, ty, tz), (qx, qy, qz, qw)),
+    )
+
+
 def quaternion_to_rotation(xyzw: np.ndarray) -> np.ndarray:
     """Return the (3, 3) rotation matrix of a unit quaternion given as (x, y, z, w)."""
     x, y, z, w = (float(v) for v in xyzw)

@@ -11,7 +11,7 @@ import yaml
 
 from iphd.errors import ConfigError
 
-SOURCES = ("live", "sim")
+SOURCES = ("live", "sim", "bag")
 PACKAGE = "iphd_bringup"
 
 
@@ -37,28 +37,33 @@ class NodeSpec:
 
 
 def build_graph(
-    source: str = "sim", *, calibration_file: str = "", playback_file: str = ""
+    source: str = "sim", *, calibration_file: str = "", playback_file: str = "", bag: str = ""
 ) -> tuple[NodeSpec, ...]:
     """Return the nodes to start for ``source``.
 
     Args:
-        source: ``live`` (D435 + Lepton drivers) or ``sim`` (the built-in rig source).
+        source: ``live`` (D435 + Lepton drivers), ``sim`` (the built-in rig source) or ``bag``
+            (a rosbag2 played by ``bag_player``, which publishes the recorded depth, thermal,
+            camera infos, TF and ground truth).
         calibration_file: rig.yaml for every node that needs it; empty = the package default.
         playback_file: a librealsense recording the D435 driver plays instead of a camera
             (``live`` source only).
+        bag: the rosbag2 folder (or .db3/.mcap file) to play (``bag`` source only).
 
     Raises:
-        ConfigError: unknown source, or a playback file with a non-live source.
+        ConfigError: unknown source, a playback file with a non-live source, a bag source
+            without a bag, or a bag with another source.
     """
     if source not in SOURCES:
-        raise ConfigError(
-            f"unknown source '{source}'; choose one of {', '.join(SOURCES)} "
-            "(bag replay arrives with the replay tools)"
-        )
+        raise ConfigError(f"unknown source '{source}'; choose one of {', '.join(SOURCES)}")
     if playback_file and source != "live":
         raise ConfigError(
             "playback_file is a D435 recording and only makes sense with source:=live"
         )
+    if source == "bag" and not bag:
+        raise ConfigError("source:=bag needs the bag to play: pass bag:=/path/to/bag")
+    if bag and source != "bag":
+        raise ConfigError(f"a bag ({bag}) is only played with source:=bag, not source:={source}")
     common: dict[str, Any] = {"calibration_file": calibration_file} if calibration_file else {}
     nodes: list[NodeSpec] = []
     if source == "live":
@@ -66,6 +71,16 @@ def build_graph(
         nodes.append(NodeSpec("d435", "d435_node", "iphd.ros.d435_node", "D435Node", d435_params))
         nodes.append(
             NodeSpec("lepton", "lepton_node", "iphd.ros.lepton_node", "LeptonNode", common)
+        )
+    elif source == "bag":
+        nodes.append(
+            NodeSpec(
+                "bag_player",
+                "bag_player_node",
+                "iphd.ros.bag_player_node",
+                "BagPlayerNode",
+                {"bag": bag},
+            )
         )
     else:
         nodes.append(
@@ -75,6 +90,15 @@ def build_graph(
         )
     nodes.append(NodeSpec("fusion", "fusion_node", "iphd.ros.fusion_node", "FusionNode", common))
     return tuple(nodes)
+
+
+def wants_sim_time(source: str) -> bool:
+    """Whether the nodes of ``source``'s graph should follow ``/clock`` by default.
+
+    A bag carries its own time (the player publishes it on ``/clock``); live sensors and the
+    built-in source stamp with the system clock.
+    """
+    return source == "bag"
 
 
 def load_params_file(path: Path | str) -> dict[str, dict[str, Any]]:

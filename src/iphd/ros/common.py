@@ -119,12 +119,30 @@ def _stamp_header(node: Node):  # noqa: ANN202 - std_msgs Header
     return Header(stamp=node.get_clock().now().to_msg())
 
 
-def spin_node(factory: Callable[[], Node], args: list[str] | None = None) -> None:
-    """Create a node with ``factory`` and spin it until Ctrl-C or shutdown (console-script main)."""
+def spin_node(
+    factory: Callable[[], Node],
+    args: list[str] | None = None,
+    done: Callable[[Node], bool] | None = None,
+) -> None:
+    """Create a node with ``factory`` and spin it until Ctrl-C or shutdown (console-script main).
+
+    Args:
+        factory: builds the node (rclpy is initialised first; shut down again if it raises).
+        args: command-line arguments for ``rclpy.init``.
+        done: when given, spinning also ends once ``done(node)`` is true.
+    """
     rclpy.init(args=args)
-    node = factory()
     try:
-        rclpy.spin(node)
+        node = factory()
+    except BaseException:
+        rclpy.try_shutdown()
+        raise
+    try:
+        if done is None:
+            rclpy.spin(node)
+        else:
+            while rclpy.ok() and not done(node):
+                rclpy.spin_once(node, timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import TransformStamped
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from iphd.calibration import RigCalibration, rotation_to_quaternion
-from iphd.errors import CameraInfoError
+from iphd.calibration import RigCalibration, rig_static_transforms
+from iphd.data.truth import PersonTruth
 from iphd.image_codec import RawImage, decode_image, encode_image
-from iphd.sensors.frames import CameraIntrinsics
+from iphd.sensors.frames import (
+    CameraIntrinsics,
+    camera_info_fields,
+    intrinsics_from_camera_info,
+)
 
 
 def stamp_to_ns(stamp: Time) -> int:
@@ -66,58 +73,56 @@ def camera_info_to_intrinsics(msg: CameraInfo) -> CameraIntrinsics:
     Raises:
         CameraInfoError: unsupported distortion model or an unfilled K matrix.
     """
-    model = msg.distortion_model or "plumb_bob"
-    if model not in ("plumb_bob", "rational_polynomial", "brown_conrady", "none"):
-        raise CameraInfoError(
-            f"distortion model '{model}' is not supported; publish plumb_bob coefficients"
-        )
-    d = [float(v) for v in msg.d][:5]
-    if model == "rational_polynomial" and any(float(v) != 0.0 for v in list(msg.d)[5:]):
-        raise CameraInfoError("rational_polynomial with k4..k6 != 0 is not supported")
-    d += [0.0] * (5 - len(d))
-    k = [float(v) for v in msg.k]
-    return CameraIntrinsics(
-        width=int(msg.width),
-        height=int(msg.height),
-        fx=k[0],
-        fy=k[4],
-        cx=k[2],
-        cy=k[5],
-        distortion=(d[0], d[1], d[2], d[3], d[4]),
-    )
+    return intrinsics_from_camera_info(msg.width, msg.height, msg.distortion_model, msg.d, msg.k)
 
 
 def intrinsics_to_camera_info(intr: CameraIntrinsics, stamp_ns: int, frame_id: str) -> CameraInfo:
     """Return a CameraInfo (plumb_bob, no rectification) for ``intr``."""
+    fields = camera_info_fields(intr)
     msg = CameraInfo(header=header(stamp_ns, frame_id), width=intr.width, height=intr.height)
-    msg.distortion_model = "plumb_bob"
-    msg.d = [float(v) for v in intr.distortion]
-    msg.k = [intr.fx, 0.0, intr.cx, 0.0, intr.fy, intr.cy, 0.0, 0.0, 1.0]
-    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-    msg.p = [intr.fx, 0.0, intr.cx, 0.0, 0.0, intr.fy, intr.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    msg.distortion_model = fields.distortion_model
+    msg.d = list(fields.d)
+    msg.k = list(fields.k)
+    msg.r = list(fields.r)
+    msg.p = list(fields.p)
     return msg
 
 
 def rig_transforms(calibration: RigCalibration, stamp_ns: int) -> list[TransformStamped]:
-    """Return the static transforms of the rig.
+    """Return the static transforms of the rig (see ``iphd.calibration.rig_static_transforms``)."""
+    messages = []
+    for tf in rig_static_transforms(calibration):
+        msg = TransformStamped(header=header(stamp_ns, tf.parent))
+        msg.child_frame_id = tf.child
+        t = msg.transform.translation
+        t.x, t.y, t.z = tf.translation_m
+        r = msg.transform.rotation
+        r.x, r.y, r.z, r.w = tf.rotation_xyzw
+        messages.append(msg)
+    return messages
 
-    ``camera_link`` (x forward, y left, z up) -> depth optical frame (x right, y down, z
-    forward) is the fixed REP 103 rotation; depth optical -> thermal optical is the inverse of
-    the calibration's extrinsic, because a TF transform gives the child frame's pose in the
-    parent, while the extrinsic maps points from depth to thermal coordinates.
+
+def truth_to_msg(people: Sequence[PersonTruth], stamp_ns: int, frame_id: str) -> Any:
+    """Ground truth of one depth frame as an ``iphd_msgs/PersonTrackArray``.
+
+    The mapping is the one simulator bags use (``iphd.data.rosbag``): id = identity, state =
+    CONFIRMED, score = visibility, box in depth pixels, position and velocity in the depth
+    optical frame.
     """
-    frames = calibration.frames
-    base_to_depth = TransformStamped(header=header(stamp_ns, frames.base))
-    base_to_depth.child_frame_id = frames.depth
-    q = base_to_depth.transform.rotation
-    q.x, q.y, q.z, q.w = -0.5, 0.5, -0.5, 0.5
-    depth_to_thermal = TransformStamped(header=header(stamp_ns, frames.depth))
-    depth_to_thermal.child_frame_id = frames.thermal
-    rot_inv = calibration.rotation.T
-    trans = -rot_inv @ calibration.translation_m
-    t = depth_to_thermal.transform.translation
-    t.x, t.y, t.z = (float(v) for v in trans)
-    qx, qy, qz, qw = (float(v) for v in rotation_to_quaternion(rot_inv))
-    r = depth_to_thermal.transform.rotation
-    r.x, r.y, r.z, r.w = qx, qy, qz, qw
-    return [base_to_depth, depth_to_thermal]
+    from geometry_msgs.msg import Point, Vector3
+    from iphd_msgs.msg import PersonTrack, PersonTrackArray
+
+    msg = PersonTrackArray()
+    msg.header = header(stamp_ns, frame_id)
+    for person in people:
+        track = PersonTrack()
+        track.id = int(person.pid)
+        track.state = PersonTrack.STATE_CONFIRMED
+        track.score = float(person.visibility)
+        track.position = Point(x=person.position_m[0], y=person.position_m[1],
+                               z=person.position_m[2])
+        track.velocity = Vector3(x=person.velocity_mps[0], y=person.velocity_mps[1],
+                                 z=person.velocity_mps[2])
+        track.x1, track.y1, track.x2, track.y2 = (float(v) for v in person.box_xyxy)
+        msg.tracks.append(track)
+    return msg

@@ -21,7 +21,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
 from iphd.errors import IphdError
-from iphd.graph import NodeSpec, build_graph, load_params_file, parameters_for
+from iphd.graph import NodeSpec, build_graph, load_params_file, parameters_for, wants_sim_time
 from iphd.ros import qos
 from iphd.ros.common import package_file
 from iphd.ros.conversions import image_to_array, stamp_to_ns
@@ -33,6 +33,8 @@ LOG_LEVELS = {
     "warn": LoggingSeverity.WARN,
     "error": LoggingSeverity.ERROR,
 }
+# After the bag player's last message, the run goes on this long so fusion handles the tail.
+DRAIN_S = 1.0
 
 
 @dataclass
@@ -42,6 +44,7 @@ class RunResult:
     duration_s: float
     nodes: dict[str, Node] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    player_stats: dict[str, Any] = field(default_factory=dict)
     snapshot: Path | None = None
 
 
@@ -119,7 +122,8 @@ def run_graph(
     namespace: str = "",
     calibration_file: str = "",
     playback_file: str = "",
-    use_sim_time: bool = False,
+    bag: str = "",
+    use_sim_time: bool | None = None,
     log_level: str = "info",
     snapshot: Path | None = None,
     progress: bool = False,
@@ -128,9 +132,15 @@ def run_graph(
     """Run the graph for ``duration_s`` seconds in this process and return what it did.
 
     ``rclpy`` is initialised and shut down here, in a context of its own. ``overrides`` maps a
-    node name to parameters that win over the parameters file.
+    node name to parameters that win over the parameters file. ``use_sim_time`` None means
+    the source's default (``iphd.graph.wants_sim_time``: on for a bag). A bag run ends
+    ``DRAIN_S`` after the player published the bag's last message, if that comes first.
     """
-    specs = build_graph(source, calibration_file=calibration_file, playback_file=playback_file)
+    specs = build_graph(
+        source, calibration_file=calibration_file, playback_file=playback_file, bag=bag
+    )
+    if use_sim_time is None:
+        use_sim_time = wants_sim_time(source)
     params = load_params_file(params_file or package_file("launch/iphd_params.yaml"))
     for name, values in (overrides or {}).items():
         params[name] = {**params.get(name, {}), **values}
@@ -151,9 +161,14 @@ def run_graph(
         # executor was measured to starve the fusion callbacks (GIL), so it is not used.
         start = time.monotonic()
         next_report = start + 2.0
+        player = nodes.get("bag_player")
+        stop_at = start + duration_s
         try:
-            while time.monotonic() - start < duration_s:
+            while time.monotonic() < stop_at:
                 executor.spin_once(timeout_sec=0.05)
+                if player is not None and getattr(player, "finished", False):
+                    stop_at = min(stop_at, time.monotonic() + DRAIN_S)
+                    player = None
                 if progress and time.monotonic() >= next_report:
                     next_report += 2.0
                     _report(nodes, time.monotonic() - start)
@@ -163,6 +178,9 @@ def run_graph(
         result.nodes = nodes
         fusion = nodes.get("fusion")
         result.stats = fusion.stats() if fusion is not None and hasattr(fusion, "stats") else {}
+        player_node = nodes.get("bag_player")
+        if player_node is not None and hasattr(player_node, "stats"):
+            result.player_stats = player_node.stats()
         if snapshot is not None:
             result.snapshot = monitor.snapshot(snapshot)
     finally:
@@ -195,15 +213,31 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="iphd-run", description="Run the iphd graph in one process (no ros2 launch needed)."
     )
-    p.add_argument("--source", default="sim", help="live (D435 + Lepton) or sim (built-in rig)")
-    p.add_argument("--duration", type=float, default=0.0, help="seconds to run; 0 = until Ctrl-C")
+    p.add_argument(
+        "--source",
+        default=None,
+        help="live (D435 + Lepton), sim (built-in rig) or bag (a rosbag2, see --bag); "
+        "default: bag when --bag is given, otherwise sim",
+    )
+    p.add_argument("--bag", default="", help="rosbag2 folder or .db3/.mcap file (source bag)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        help="seconds to run; 0 = until Ctrl-C (a bag run also ends with the bag)",
+    )
     p.add_argument(
         "--params-file", default="", help="ROS 2 parameters YAML (default: the package's)"
     )
     p.add_argument("--namespace", default="", help="namespace of every node and topic")
     p.add_argument("--calibration", default="", help="rig.yaml (default: the package's)")
     p.add_argument("--playback-file", default="", help="librealsense recording (source live)")
-    p.add_argument("--use-sim-time", action="store_true", help="nodes follow /clock")
+    p.add_argument(
+        "--use-sim-time",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="nodes follow /clock (default: on for source bag, off otherwise)",
+    )
     p.add_argument("--log-level", default="info", choices=sorted(LOG_LEVELS))
     p.add_argument("--out", default="out/demo", help="folder for the run's snapshot picture")
     return p
@@ -212,18 +246,20 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the graph, print progress and a summary; return the exit status."""
     args = get_args_parser().parse_args(argv)
+    source = args.source or ("bag" if args.bag else "sim")
     duration = args.duration if args.duration > 0 else float("inf")
-    print(
-        f"iphd-run: source={args.source}, duration={args.duration or 'until Ctrl-C'} s", flush=True
-    )
+    until = "the end of the bag or Ctrl-C" if source == "bag" else "Ctrl-C"
+    length = f"{args.duration:g} s" if args.duration > 0 else f"until {until}"
+    print(f"iphd-run: source={source}, duration {length}", flush=True)
     try:
         result = run_graph(
-            args.source,
+            source,
             duration,
             params_file=args.params_file or None,
             namespace=args.namespace,
             calibration_file=args.calibration,
             playback_file=args.playback_file,
+            bag=args.bag,
             use_sim_time=args.use_sim_time,
             log_level=args.log_level,
             snapshot=Path(args.out) / "fusion.png",
@@ -234,7 +270,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     s = result.stats
     print("\nsummary")
-    print(f"  ran {result.duration_s:.1f} s, source {args.source}")
+    print(f"  ran {result.duration_s:.1f} s, source {source}")
+    player = result.player_stats
+    if player:
+        print(
+            f"  bag {player['bag']}: played {player['position_s']:.1f} of "
+            f"{player['duration_s']:.1f} s, {player['published']} messages published"
+            + (", to the end" if player["finished"] else "")
+        )
+        problems = {k: v for k, v in player.items() if k.startswith(("skipped_", "corrupt_")) and v}
+        if problems:
+            print(f"  bag messages not published: {problems}")
     if s:
         print(f"  depth frames {s['depth_frames']}, thermal frames {s['thermal_frames']}")
         print(

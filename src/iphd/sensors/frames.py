@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,6 +82,71 @@ class CameraIntrinsics:
             cy=(self.cy + 0.5) * sy - 0.5,
             distortion=self.distortion,
         )
+
+
+SUPPORTED_DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "brown_conrady", "none")
+
+
+@dataclass(frozen=True)
+class CameraInfoFields:
+    """The calibration fields of a sensor_msgs/CameraInfo, matrices row-major.
+
+    Attributes:
+        distortion_model: ``plumb_bob``.
+        d: (k1, k2, p1, p2, k3).
+        k: 3x3 camera matrix.
+        r: 3x3 rectification rotation (identity: the image is not rectified further).
+        p: 3x4 projection matrix (K with a zero fourth column: a monocular camera).
+    """
+
+    distortion_model: str
+    d: tuple[float, ...]
+    k: tuple[float, ...]
+    r: tuple[float, ...]
+    p: tuple[float, ...]
+
+
+def camera_info_fields(intr: CameraIntrinsics) -> CameraInfoFields:
+    """Return the CameraInfo calibration fields (plumb_bob, no rectification) of ``intr``."""
+    fx, fy, cx, cy = float(intr.fx), float(intr.fy), float(intr.cx), float(intr.cy)
+    return CameraInfoFields(
+        distortion_model="plumb_bob",
+        d=tuple(float(v) for v in intr.distortion),
+        k=(fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0),
+        r=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+        p=(fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0),
+    )
+
+
+def intrinsics_from_camera_info(
+    width: int, height: int, distortion_model: str, d: Sequence[float], k: Sequence[float]
+) -> CameraIntrinsics:
+    """Return the intrinsics described by the fields of a CameraInfo.
+
+    Raises:
+        CameraInfoError: unsupported distortion model, or an unfilled K matrix.
+    """
+    model = distortion_model or "plumb_bob"
+    if model not in SUPPORTED_DISTORTION_MODELS:
+        raise CameraInfoError(
+            f"distortion model '{model}' is not supported; publish plumb_bob coefficients"
+        )
+    coeffs = [float(v) for v in d]
+    if model == "rational_polynomial" and any(v != 0.0 for v in coeffs[5:]):
+        raise CameraInfoError("rational_polynomial with k4..k6 != 0 is not supported")
+    coeffs = coeffs[:5] + [0.0] * (5 - len(coeffs[:5]))
+    kk = [float(v) for v in k]
+    if len(kk) != 9:
+        raise CameraInfoError(f"camera matrix K must have 9 values, got {len(kk)}")
+    return CameraIntrinsics(
+        width=int(width),
+        height=int(height),
+        fx=kk[0],
+        fy=kk[4],
+        cx=kk[2],
+        cy=kk[5],
+        distortion=(coeffs[0], coeffs[1], coeffs[2], coeffs[3], coeffs[4]),
+    )
 
 
 @dataclass(frozen=True)

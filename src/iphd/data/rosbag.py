@@ -1,0 +1,758 @@
+"""ROS 2 bags of the rig (depth, thermal, colour, static TF, ground truth) through ``rosbags``.
+
+Topics written by ``RigBagWriter`` (relative names as in the live graph, so a namespace given to
+the player applies to them; message types are those of ROS 2 Kilted plus ``iphd_msgs``):
+
+==========================  ===================================  ===============================
+topic                       type                                 content
+==========================  ===================================  ===============================
+``depth/image_raw``         sensor_msgs/msg/Image ``16UC1``      depth in mm, 0 = invalid
+``depth/camera_info``       sensor_msgs/msg/CameraInfo           same stamp as its image
+``thermal/image_raw``       sensor_msgs/msg/Image ``16UC1``      centi-kelvin, thermal clock
+``thermal/camera_info``     sensor_msgs/msg/CameraInfo           the calibration's intrinsics
+``color/image_raw``         sensor_msgs/msg/Image ``rgb8``       only when colour was written
+``/tf_static``              tf2_msgs/msg/TFMessage               once, at the start
+``ground_truth/people``     iphd_msgs/msg/PersonTrackArray       one array per depth frame
+==========================  ===================================  ===============================
+
+``/tf_static`` holds ``camera_link`` -> depth optical and depth optical -> thermal optical from
+the rig calibration (``iphd.calibration.rig_static_transforms``), written once, just before the
+first message and stamped and logged with that message's log time, with transient-local QoS
+offered in the metadata so that a player republishes it latched. The other topics offer
+reliable, keep-last-5, volatile QoS like the drivers. The calibration itself is kept in the
+bag's ``custom_data`` under ``iphd.calibration`` (YAML), so a bag carries what it was made with.
+
+Ground truth uses ``PersonTrackArray`` so replay can be scored with the tracker's own message:
+``header.stamp`` = the stamp of the depth frame the truth belongs to, ``header.frame_id`` = the
+depth optical frame, tracks in ascending ``id``; per person (``iphd.data.truth.PersonTruth``):
+
+* ``id`` = ``pid``; ``state`` = ``STATE_CONFIRMED``; ``score`` = ``visibility`` (0..1);
+* ``position`` / ``velocity`` = ``position_m`` / ``velocity_mps`` (depth optical frame);
+* ``x1, y1, x2, y2`` = ``box_xyxy`` in depth pixels;
+* ``age_s`` = seconds since that ``pid`` was first written in this bag; ``time_since_update_s``
+  = 0; ``embedding`` empty.
+
+``score`` and the box are float32 in the message, so they come back rounded to float32.
+
+Every message has a log time (the bag's receive time), ``stamp_ns`` unless ``log_ns`` is given;
+log times need not be written in order, the reader returns messages in log-time order.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import yaml
+from rosbags.interfaces import (
+    Connection,
+    ConnectionExtRosbag2,
+    Qos,
+    QosDurability,
+    QosHistory,
+    QosLiveliness,
+    QosReliability,
+    QosTime,
+)
+from rosbags.rosbag2 import (
+    CompressionFormat,
+    CompressionMode,
+    Reader,
+    StoragePlugin,
+    Writer,
+    WriterError,
+)
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.typesys.store import Typestore
+
+from iphd.calibration import RigCalibration, calibration_from_dict, rig_static_transforms
+from iphd.errors import CalibrationError, ConfigError, DatasetError, FrameError
+from iphd.image_codec import RawImage, decode_image, encode_image
+from iphd.sensors.frames import (
+    CameraInfoFields,
+    CameraIntrinsics,
+    camera_info_fields,
+    intrinsics_from_camera_info,
+)
+
+from .truth import PersonTruth
+
+LOG = logging.getLogger(__name__)
+
+DEPTH_IMAGE = "depth/image_raw"
+DEPTH_INFO = "depth/camera_info"
+THERMAL_IMAGE = "thermal/image_raw"
+THERMAL_INFO = "thermal/camera_info"
+COLOR_IMAGE = "color/image_raw"
+TF_STATIC = "/tf_static"
+GROUND_TRUTH = "ground_truth/people"
+COLOR_FRAME = "color_optical_frame"
+
+IMAGE = "sensor_msgs/msg/Image"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
+PERSON_TRACKS = "iphd_msgs/msg/PersonTrackArray"
+
+CALIBRATION_KEY = "iphd.calibration"
+COMPRESSIONS = ("zstd", "none")
+STORAGES = ("sqlite3", "mcap")
+
+_REPO_MSG_DIR = Path(__file__).resolve().parents[3] / "ros2_ws" / "src" / "iphd_msgs" / "msg"
+_UINT32_MAX = 2**32 - 1
+
+
+def _qos(depth: int, durability: QosDurability) -> Qos:
+    zero = QosTime(0, 0)  # rmw "unspecified": the defaults (infinite deadline, lifespan, lease)
+    return Qos(
+        QosHistory.KEEP_LAST,
+        depth,
+        QosReliability.RELIABLE,
+        durability,
+        zero,
+        zero,
+        QosLiveliness.AUTOMATIC,
+        zero,
+        False,
+    )
+
+
+SENSOR_QOS = _qos(5, QosDurability.VOLATILE)
+LATCHED_QOS = _qos(1, QosDurability.TRANSIENT_LOCAL)
+
+
+def iphd_msgs_dir() -> Path:
+    """Return the folder holding the ``iphd_msgs`` .msg files.
+
+    The source tree's ``ros2_ws/src/iphd_msgs/msg`` comes first, then ``share/iphd_msgs/msg``
+    under every ``AMENT_PREFIX_PATH`` entry (an installed package).
+
+    Raises:
+        DatasetError: naming the places looked at.
+    """
+    candidates = [_REPO_MSG_DIR]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / "iphd_msgs" / "msg")
+    for folder in candidates:
+        if folder.is_dir() and any(folder.glob("*.msg")):
+            return folder
+    raise DatasetError(
+        "the iphd_msgs message definitions (*.msg) were not found in "
+        f"{', '.join(str(c) for c in candidates)}; run from the source tree or source the "
+        "workspace that installs iphd_msgs (AMENT_PREFIX_PATH)"
+    )
+
+
+@functools.cache
+def typestore() -> Typestore:
+    """Return the message types of bags: ROS 2 Kilted's plus ``iphd_msgs`` (built once).
+
+    Raises:
+        DatasetError: when the ``iphd_msgs`` definitions cannot be found.
+    """
+    store = get_typestore(Stores.ROS2_KILTED)
+    types: dict[str, Any] = {}
+    for path in sorted(iphd_msgs_dir().glob("*.msg")):
+        types.update(get_types_from_msg(path.read_text(), f"iphd_msgs/msg/{path.stem}"))
+    store.register(types)
+    return store
+
+
+def _check_stamp(stamp_ns: int, what: str) -> int:
+    stamp_ns = int(stamp_ns)
+    if stamp_ns < 0:
+        raise DatasetError(f"{what} {stamp_ns} ns is negative; ROS times start at 0")
+    return stamp_ns
+
+
+class RigBagWriter:
+    """Writes the rig's streams and ground truth into a new ROS 2 bag (see the module doc).
+
+    Usable as a context manager; ``close`` writes the bag's metadata. On an exception inside
+    the ``with`` block the bag is still closed, so what was written so far stays readable.
+
+    Args:
+        path: bag folder to create; it must not exist.
+        calibration: the rig calibration (thermal intrinsics, static TF, frame names).
+        depth_intrinsics: camera model of the depth images that will be written.
+        compression: ``zstd`` (per message for sqlite3, per chunk for mcap) or ``none``.
+        storage: ``sqlite3`` (``.db3``) or ``mcap``.
+
+    Raises:
+        ConfigError: unknown compression or storage.
+        DatasetError: ``path`` exists already (bags are never overwritten) or cannot be created.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        calibration: RigCalibration,
+        depth_intrinsics: CameraIntrinsics,
+        *,
+        compression: Literal["zstd", "none"] = "zstd",
+        storage: Literal["sqlite3", "mcap"] = "sqlite3",
+    ) -> None:
+        if compression not in COMPRESSIONS:
+            raise ConfigError(
+                f"bag compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}"
+            )
+        if storage not in STORAGES:
+            raise ConfigError(f"bag storage must be one of {', '.join(STORAGES)}, got {storage!r}")
+        self.path = Path(path)
+        if self.path.exists():
+            raise DatasetError(
+                f"{self.path} already exists; write the bag to a new path or remove the old one "
+                "first (bags are never overwritten)"
+            )
+        self.calibration = calibration
+        self.depth_intrinsics = depth_intrinsics
+        self.counts: dict[str, int] = {}
+        self._store = typestore()
+        self._types = self._store.types
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        self._writer = Writer(self.path, version=Writer.VERSION_LATEST, storage_plugin=plugin)
+        if compression == "zstd":
+            mode = CompressionMode.STORAGE if storage == "mcap" else CompressionMode.MESSAGE
+            self._writer.set_compression(mode, CompressionFormat.ZSTD)
+        self._writer.set_custom_data(
+            CALIBRATION_KEY, yaml.safe_dump(calibration.to_dict(), sort_keys=False)
+        )
+        try:
+            self._writer.open()
+        except (WriterError, OSError) as exc:
+            raise DatasetError(f"cannot create bag {self.path}: {exc}") from exc
+        self._connections: dict[str, Connection] = {}
+        self._first_seen_ns: dict[int, int] = {}
+        self._tf_written = False
+        self._closed = False
+        self._depth_info = camera_info_fields(depth_intrinsics)
+        self._thermal_info = camera_info_fields(calibration.thermal)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def write_depth(self, stamp_ns: int, depth_mm: np.ndarray, log_ns: int | None = None) -> None:
+        """Write ``depth/camera_info`` then ``depth/image_raw``, both stamped ``stamp_ns``.
+
+        Args:
+            stamp_ns: capture time, ns.
+            depth_mm: (H, W) uint16 depth in millimetres, the size of the depth intrinsics.
+            log_ns: receive time in the bag; default ``stamp_ns``.
+
+        Raises:
+            FrameError: wrong dtype or size.
+            DatasetError: negative time, or the bag is closed.
+        """
+        intr = self.depth_intrinsics
+        self._check_image(depth_mm, np.uint16, (intr.height, intr.width), "depth_mm", "depth")
+        frame = self.calibration.frames.depth
+        self._write_info(DEPTH_INFO, stamp_ns, frame, intr, self._depth_info, log_ns)
+        self._write_image(DEPTH_IMAGE, stamp_ns, frame, depth_mm, "16UC1", log_ns)
+
+    def write_thermal(
+        self, stamp_ns: int, thermal_ck: np.ndarray, log_ns: int | None = None
+    ) -> None:
+        """Write ``thermal/camera_info`` then ``thermal/image_raw``, both stamped ``stamp_ns``.
+
+        Args:
+            stamp_ns: capture time on the thermal camera's clock, ns (the calibration's clock
+                offset maps it to the depth clock, as for the live driver).
+            thermal_ck: (H, W) uint16 centi-kelvin, the calibration's thermal size.
+            log_ns: receive time in the bag; default ``stamp_ns``.
+
+        Raises:
+            FrameError: wrong dtype or size.
+            DatasetError: negative time, or the bag is closed.
+        """
+        intr = self.calibration.thermal
+        self._check_image(
+            thermal_ck, np.uint16, (intr.height, intr.width), "thermal_ck", "thermal calibration"
+        )
+        frame = self.calibration.frames.thermal
+        self._write_info(THERMAL_INFO, stamp_ns, frame, intr, self._thermal_info, log_ns)
+        self._write_image(THERMAL_IMAGE, stamp_ns, frame, thermal_ck, "16UC1", log_ns)
+
+    def write_color(self, stamp_ns: int, rgb: np.ndarray, log_ns: int | None = None) -> None:
+        """Write ``color/image_raw`` (rgb8, frame ``color_optical_frame``).
+
+        Args:
+            stamp_ns: capture time, ns.
+            rgb: (H, W, 3) uint8 RGB.
+            log_ns: receive time in the bag; default ``stamp_ns``.
+
+        Raises:
+            FrameError: not an (H, W, 3) uint8 array.
+            DatasetError: negative time, or the bag is closed.
+        """
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise FrameError(
+                f"colour image must be (H, W, 3) uint8 RGB, got shape {rgb.shape} dtype {rgb.dtype}"
+            )
+        self._write_image(COLOR_IMAGE, stamp_ns, COLOR_FRAME, rgb, "rgb8", log_ns)
+
+    def write_ground_truth(
+        self, stamp_ns: int, people: Sequence[PersonTruth], log_ns: int | None = None
+    ) -> None:
+        """Write the people of one depth frame to ``ground_truth/people`` (module doc: mapping).
+
+        Args:
+            stamp_ns: stamp of the depth frame the truth belongs to, ns.
+            people: the people in that frame (may be empty: nobody in view).
+            log_ns: receive time in the bag; default ``stamp_ns``.
+
+        Raises:
+            DatasetError: a pid outside uint32 or repeated in the frame, a visibility outside
+                0..1, a non-finite value, a negative time, or the bag is closed.
+        """
+        stamp_ns = _check_stamp(stamp_ns, "ground-truth stamp")
+        t = self._types
+        track_cls: Any = t["iphd_msgs/msg/PersonTrack"]
+        point_cls, vector_cls = t["geometry_msgs/msg/Point"], t["geometry_msgs/msg/Vector3"]
+        tracks = []
+        seen: set[int] = set()
+        for person in sorted(people, key=lambda p: p.pid):
+            self._check_person(person, seen, stamp_ns)
+            seen.add(person.pid)
+            first = self._first_seen_ns.setdefault(person.pid, stamp_ns)
+            x1, y1, x2, y2 = (float(v) for v in person.box_xyxy)
+            tracks.append(
+                track_cls(
+                    id=int(person.pid),
+                    state=track_cls.STATE_CONFIRMED,
+                    score=float(person.visibility),
+                    position=point_cls(*(float(v) for v in person.position_m)),
+                    velocity=vector_cls(*(float(v) for v in person.velocity_mps)),
+                    x1=x1,
+                    y1=y1,
+                    x2=x2,
+                    y2=y2,
+                    age_s=max(0.0, (stamp_ns - first) / 1e9),
+                    time_since_update_s=0.0,
+                    embedding=np.zeros(0, dtype=np.float32),
+                )
+            )
+        msg = t[PERSON_TRACKS](
+            header=self._header(stamp_ns, self.calibration.frames.depth), tracks=tracks
+        )
+        self._write(GROUND_TRUTH, PERSON_TRACKS, msg, stamp_ns if log_ns is None else log_ns)
+
+    def close(self) -> None:
+        """Write the metadata and close the bag (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close()
+
+    def __enter__(self) -> RigBagWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            with suppress(Exception):  # the original exception is the one to report
+                self.close()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_image(
+        array: np.ndarray, dtype: type, shape: tuple[int, int], name: str, model: str
+    ) -> None:
+        if array.dtype != dtype or array.ndim != 2:
+            raise FrameError(
+                f"{name} must be a 2-D {np.dtype(dtype)} array, got shape {array.shape} "
+                f"dtype {array.dtype}"
+            )
+        if array.shape != shape:
+            raise FrameError(
+                f"{name} is {array.shape[1]}x{array.shape[0]} but the {model} intrinsics are "
+                f"{shape[1]}x{shape[0]}; write images of the size the bag was opened with"
+            )
+
+    @staticmethod
+    def _check_person(person: PersonTruth, seen: set[int], stamp_ns: int) -> None:
+        if not 0 <= int(person.pid) <= _UINT32_MAX:
+            raise DatasetError(f"person id {person.pid} does not fit the message's uint32 id")
+        if person.pid in seen:
+            raise DatasetError(f"person id {person.pid} appears twice in frame {stamp_ns} ns")
+        if not 0.0 <= float(person.visibility) <= 1.0:
+            raise DatasetError(
+                f"person {person.pid}: visibility {person.visibility} is outside 0..1"
+            )
+        values = (*person.box_xyxy, *person.position_m, *person.velocity_mps)
+        if len(values) != 10 or not all(math.isfinite(float(v)) for v in values):
+            raise DatasetError(
+                f"person {person.pid}: box (4), position (3) and velocity (3) must be finite "
+                f"numbers, got {person.box_xyxy}, {person.position_m}, {person.velocity_mps}"
+            )
+
+    def _header(self, stamp_ns: int, frame_id: str) -> Any:
+        t = self._types
+        return t["std_msgs/msg/Header"](
+            stamp=t["builtin_interfaces/msg/Time"](
+                sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000
+            ),
+            frame_id=frame_id,
+        )
+
+    def _write_info(
+        self,
+        topic: str,
+        stamp_ns: int,
+        frame_id: str,
+        intr: CameraIntrinsics,
+        fields: CameraInfoFields,
+        log_ns: int | None,
+    ) -> None:
+        stamp_ns = _check_stamp(stamp_ns, f"{topic} stamp")
+        t = self._types
+        msg = t[CAMERA_INFO](
+            header=self._header(stamp_ns, frame_id),
+            height=intr.height,
+            width=intr.width,
+            distortion_model=fields.distortion_model,
+            d=np.array(fields.d, dtype=np.float64),
+            k=np.array(fields.k, dtype=np.float64),
+            r=np.array(fields.r, dtype=np.float64),
+            p=np.array(fields.p, dtype=np.float64),
+            binning_x=0,
+            binning_y=0,
+            roi=t["sensor_msgs/msg/RegionOfInterest"](
+                x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
+            ),
+        )
+        self._write(topic, CAMERA_INFO, msg, stamp_ns if log_ns is None else log_ns)
+
+    def _write_image(
+        self,
+        topic: str,
+        stamp_ns: int,
+        frame_id: str,
+        array: np.ndarray,
+        encoding: str,
+        log_ns: int | None,
+    ) -> None:
+        stamp_ns = _check_stamp(stamp_ns, f"{topic} stamp")
+        raw = encode_image(array, encoding)
+        msg = self._types[IMAGE](
+            header=self._header(stamp_ns, frame_id),
+            height=raw.height,
+            width=raw.width,
+            encoding=raw.encoding,
+            is_bigendian=0,
+            step=raw.step,
+            data=np.frombuffer(raw.data, dtype=np.uint8),
+        )
+        self._write(topic, IMAGE, msg, stamp_ns if log_ns is None else log_ns)
+
+    def _write(self, topic: str, msgtype: str, msg: object, log_ns: int) -> None:
+        if self._closed:
+            raise DatasetError(f"bag {self.path} is closed; open a new RigBagWriter to write more")
+        log_ns = _check_stamp(log_ns, f"{topic} log time")
+        if not self._tf_written:
+            self._tf_written = True
+            self._write_tf_static(log_ns)
+        self._write_raw(topic, msgtype, self._store.serialize_cdr(msg, msgtype), log_ns)
+
+    def _write_raw(self, topic: str, msgtype: str, data: bytes | memoryview, log_ns: int) -> None:
+        conn = self._connections.get(topic)
+        if conn is None:
+            qos = LATCHED_QOS if topic == TF_STATIC else SENSOR_QOS
+            conn = self._writer.add_connection(
+                topic, msgtype, typestore=self._store, offered_qos_profiles=[qos]
+            )
+            self._connections[topic] = conn
+        self._writer.write(conn, log_ns, data)
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+
+    def _write_tf_static(self, stamp_ns: int) -> None:
+        t = self._types
+        transforms = [
+            t["geometry_msgs/msg/TransformStamped"](
+                header=self._header(stamp_ns, tf.parent),
+                child_frame_id=tf.child,
+                transform=t["geometry_msgs/msg/Transform"](
+                    translation=t["geometry_msgs/msg/Vector3"](*tf.translation_m),
+                    rotation=t["geometry_msgs/msg/Quaternion"](*tf.rotation_xyzw),
+                ),
+            )
+            for tf in rig_static_transforms(self.calibration)
+        ]
+        msg = t[TF_MESSAGE](transforms=transforms)
+        self._write_raw(TF_STATIC, TF_MESSAGE, self._store.serialize_cdr(msg, TF_MESSAGE), stamp_ns)
+
+
+@dataclass(frozen=True)
+class BagTopic:
+    """One topic of a bag.
+
+    Attributes:
+        msgtype: message type, e.g. ``sensor_msgs/msg/Image``.
+        count: number of messages.
+        latched: the recorder offered transient-local QoS (``/tf_static``): a player
+            republishes it latched.
+    """
+
+    msgtype: str
+    count: int
+    latched: bool
+
+
+class RawMessage(NamedTuple):
+    """One serialized message of a bag."""
+
+    topic: str
+    msgtype: str
+    log_ns: int
+    data: bytes
+
+
+class BagReader:
+    """Reads a ROS 2 bag (folder with metadata.yaml, or a bare .db3/.mcap file).
+
+    Opened on construction; use as a context manager or call ``close``. Messages come in
+    log-time order. A message that cannot be deserialized is logged, counted in ``corrupt``
+    (per topic) and skipped.
+
+    Raises:
+        DatasetError: the path does not exist or is not a readable bag.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise DatasetError(
+                f"bag {self.path} does not exist; pass the bag folder (the one holding "
+                "metadata.yaml) or its .db3/.mcap file"
+            )
+        self.corrupt: dict[str, int] = {}
+        self._store = typestore()
+        try:
+            reader = Reader(self.path)
+            reader.open()
+        except Exception as exc:  # rosbags, sqlite (apsw) and yaml errors alike mean "unreadable"
+            raise DatasetError(f"{self.path} is not a readable ROS 2 bag: {exc}") from exc
+        self._reader = reader
+        self._open = True
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise DatasetError(f"bag {self.path} is closed; open a new BagReader to read it")
+
+    @property
+    def topics(self) -> dict[str, BagTopic]:
+        """Topic name -> ``BagTopic`` (type, message count, latched)."""
+        self._check_open()
+        result: dict[str, BagTopic] = {}
+        for name, info in self._reader.topics.items():
+            conns = info.connections
+            msgtype = info.msgtype or conns[0].msgtype
+            latched = any(
+                q.durability == QosDurability.TRANSIENT_LOCAL
+                for c in conns
+                if isinstance(c.ext, ConnectionExtRosbag2)
+                for q in c.ext.offered_qos_profiles
+            )
+            result[name] = BagTopic(msgtype, int(info.msgcount), latched)
+        return result
+
+    @property
+    def message_count(self) -> int:
+        """Number of messages in the bag."""
+        self._check_open()
+        return int(self._reader.message_count)
+
+    @property
+    def start_ns(self) -> int:
+        """Log time of the first message, ns (0 for an empty bag)."""
+        return int(self._reader.start_time) if self.message_count else 0
+
+    @property
+    def end_ns(self) -> int:
+        """Log time of the last message, ns (0 for an empty bag)."""
+        return int(self._reader.end_time) - 1 if self.message_count else 0
+
+    @property
+    def duration_ns(self) -> int:
+        """Log time of the last message minus that of the first, ns."""
+        return self.end_ns - self.start_ns
+
+    @property
+    def calibration(self) -> RigCalibration | None:
+        """The rig calibration a ``RigBagWriter`` stored in the bag; None for other bags.
+
+        Raises:
+            DatasetError: the stored calibration is malformed.
+        """
+        self._check_open()
+        custom = getattr(self._reader.storage, "metadata", None)
+        text = (getattr(custom, "custom", None) or {}).get(CALIBRATION_KEY)
+        if not text:
+            return None
+        try:
+            return calibration_from_dict(yaml.safe_load(text), f"{self.path}:{CALIBRATION_KEY}")
+        except (yaml.YAMLError, CalibrationError) as exc:
+            raise DatasetError(f"{self.path}: the stored calibration is unusable: {exc}") from exc
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def raw_messages(
+        self,
+        topics: Iterable[str] | None = None,
+        start_ns: int | None = None,
+        stop_ns: int | None = None,
+    ) -> Iterator[RawMessage]:
+        """Yield serialized messages in log-time order.
+
+        Args:
+            topics: topics to read; None = all.
+            start_ns: first log time to yield (inclusive); None = from the start.
+            stop_ns: log time to stop at (exclusive); None = to the end.
+
+        Raises:
+            DatasetError: a requested topic is not in the bag (the message lists those that
+                are), or the reader is closed.
+        """
+        self._check_open()
+        connections = self._reader.connections
+        if topics is not None:
+            wanted = set(topics)
+            missing = wanted - {c.topic for c in connections}
+            if missing:
+                raise DatasetError(
+                    f"{self.path} has no topic {', '.join(sorted(missing))}; it has "
+                    f"{', '.join(sorted(self.topics)) or 'no topics'}"
+                )
+            connections = [c for c in connections if c.topic in wanted]
+            if not connections:
+                return
+        for conn, log_ns, data in self._reader.messages(connections, start_ns, stop_ns):
+            yield RawMessage(conn.topic, conn.msgtype, int(log_ns), bytes(data))
+
+    def messages(
+        self,
+        topics: Iterable[str] | None = None,
+        start_ns: int | None = None,
+        stop_ns: int | None = None,
+    ) -> Iterator[tuple[str, str, int, Any]]:
+        """Yield ``(topic, msgtype, log_ns, message)`` with rosbags message objects.
+
+        Arguments as ``raw_messages``. Messages that do not deserialize are counted in
+        ``corrupt`` and skipped.
+        """
+        for raw in self.raw_messages(topics, start_ns, stop_ns):
+            try:
+                msg = self._store.deserialize_cdr(raw.data, raw.msgtype)
+            except Exception as exc:  # a bag's bytes are untrusted: any failure means corrupt
+                count = self.corrupt.get(raw.topic, 0) + 1
+                self.corrupt[raw.topic] = count
+                log = LOG.warning if count == 1 else LOG.debug
+                log(
+                    "%s: skipped a corrupt %s message on %s at log time %d ns (%s: %s)",
+                    self.path,
+                    raw.msgtype,
+                    raw.topic,
+                    raw.log_ns,
+                    type(exc).__name__,
+                    exc,
+                )
+                continue
+            yield raw.topic, raw.msgtype, raw.log_ns, msg
+
+    def close(self) -> None:
+        """Close the bag (idempotent)."""
+        if self._open:
+            self._open = False
+            self._reader.close()
+
+    def __enter__(self) -> BagReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# -- message helpers (rosbags message objects) -----------------------------------------------
+
+
+def header_stamp_ns(msg: Any) -> int:
+    """Return ``msg.header.stamp`` as integer nanoseconds."""
+    stamp = msg.header.stamp
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def image_to_array(msg: Any, accepted: tuple[str, ...] | None = None) -> np.ndarray:
+    """Return the pixels of a rosbags ``sensor_msgs/msg/Image`` (honours step and endianness).
+
+    Raises:
+        FrameError: see ``iphd.image_codec.decode_image``.
+    """
+    data = msg.data
+    return decode_image(
+        RawImage(
+            height=int(msg.height),
+            width=int(msg.width),
+            encoding=str(msg.encoding),
+            is_bigendian=bool(msg.is_bigendian),
+            step=int(msg.step),
+            data=data.tobytes() if isinstance(data, np.ndarray) else bytes(data),
+        ),
+        accepted,
+    )
+
+
+def camera_info_to_intrinsics(msg: Any) -> CameraIntrinsics:
+    """Return the intrinsics of a rosbags ``sensor_msgs/msg/CameraInfo``.
+
+    Raises:
+        CameraInfoError: unsupported distortion model or an unfilled K matrix.
+    """
+    return intrinsics_from_camera_info(msg.width, msg.height, msg.distortion_model, msg.d, msg.k)
+
+
+def tracks_to_truth(msg: Any) -> list[PersonTruth]:
+    """Return the people of a ``ground_truth/people`` PersonTrackArray (inverse of the writer)."""
+    return [
+        PersonTruth(
+            pid=int(t.id),
+            box_xyxy=(float(t.x1), float(t.y1), float(t.x2), float(t.y2)),
+            visibility=float(t.score),
+            position_m=(float(t.position.x), float(t.position.y), float(t.position.z)),
+            velocity_mps=(float(t.velocity.x), float(t.velocity.y), float(t.velocity.z)),
+        )
+        for t in msg.tracks
+    ]
+
+
+def read_ground_truth(path: Path | str, topic: str = GROUND_TRUTH) -> dict[int, list[PersonTruth]]:
+    """Return the ground truth of a bag: depth-frame stamp (ns) -> the people in that frame.
+
+    Raises:
+        DatasetError: the bag is unreadable or has no ``topic``.
+    """
+    truth: dict[int, list[PersonTruth]] = {}
+    with BagReader(path) as reader:
+        for _topic, _type, _log_ns, msg in reader.messages([topic]):
+            truth[header_stamp_ns(msg)] = tracks_to_truth(msg)
+    return truth

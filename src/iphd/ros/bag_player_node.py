@@ -1,0 +1,258 @@
+"""Bag player node: publishes a rosbag2's messages at the recorded pace, with /clock."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from rclpy.publisher import Publisher
+from rclpy.serialization import deserialize_message
+from rosgraph_msgs.msg import Clock as ClockMsg
+
+from iphd.data.playback import BagPlayback, PlaybackConfig
+from iphd.data.rosbag import BagReader, RawMessage
+from iphd.errors import ConfigError, IphdError
+from iphd.ros import qos
+from iphd.ros.common import declare, diagnostic_array, spin_node
+from iphd.ros.conversions import ns_to_stamp
+
+# The player's own pace follows the steady clock (never /clock, which it publishes itself);
+# the tick bounds the timing jitter of a release.
+TICK_S = 0.005
+
+
+def message_class(msgtype: str) -> type | None:
+    """Return the rclpy message class of ``pkg/msg/Name``; None when it is not importable."""
+    parts = msgtype.split("/")
+    if len(parts) != 3:
+        return None
+    package, kind, name = parts
+    try:
+        module = importlib.import_module(f"{package}.{kind}")
+    except ImportError:
+        return None
+    cls = getattr(module, name, None)
+    return cls if isinstance(cls, type) else None
+
+
+class BagPlayerNode(Node):
+    """Plays a bag: each topic on its recorded (relative) name, pace from the log times.
+
+    Sensor topics are published reliable, keep-last 5, like the drivers; topics the recorder
+    offered transient-local (``/tf_static``) are published latched. With ``publish_clock`` the
+    playback position goes out on ``/clock`` every ``clock_period_s``, so nodes with
+    ``use_sim_time`` see the bag's own times (the recorded stamps). Messages are read from the
+    bag one ahead of the playback position, from a steady-clock timer, so the executor stays
+    responsive. Topics whose message type is not installed here are skipped with one warning.
+
+    Attributes:
+        published: messages published per topic.
+        skipped: messages not published per topic, because their type is not installed.
+        corrupt: messages that did not deserialize, per topic.
+
+    Raises:
+        ConfigError: no ``bag`` parameter, or a bad rate, offset or topic list.
+        DatasetError: the bag is missing, unreadable, empty or lacks a requested topic.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("bag_player", **kwargs)
+        bag = declare(self, "bag", "", "rosbag2 folder (or .db3/.mcap file) to play; required")
+        rate = declare(self, "rate", 1.0, "playback speed relative to the recording")
+        loop = declare(self, "loop", False, "start again at the end of the bag")
+        offset = declare(self, "start_offset_s", 0.0, "seconds of the bag skipped at the start")
+        publish_clock = declare(self, "publish_clock", True, "publish the bag's time on /clock")
+        clock_period = declare(self, "clock_period_s", 0.01, "period of /clock messages, s")
+        delay = declare(
+            self, "start_delay_s", 0.5, "wait before the first message so subscribers connect, s"
+        )
+        period = declare(self, "diagnostics_period", 1.0, "diagnostics period, s")
+        # Dynamically typed: an empty list from a parameters file arrives as a byte array.
+        self.declare_parameter(
+            "topics",
+            [],
+            ParameterDescriptor(description="topics to play; empty = all", dynamic_typing=True),
+        )
+        topics = self.get_parameter("topics").value or []
+        if not bag:
+            raise ConfigError(
+                "bag_player needs the 'bag' parameter: the rosbag2 folder to play "
+                "(ros2 run iphd_bringup bag_player_node --ros-args -p bag:=/path/to/bag)"
+            )
+        if not all(isinstance(t, str) for t in topics):
+            raise ConfigError(f"'topics' must be a list of topic names, got {topics!r}")
+        if float(clock_period) <= 0:
+            raise ConfigError(f"clock_period_s must be > 0, got {clock_period}")
+        config = PlaybackConfig(
+            rate=float(rate),
+            loop=bool(loop),
+            start_offset_s=float(offset),
+            topics=tuple(topics),
+        )
+        self.bag_path = str(bag)
+        self._reader = BagReader(self.bag_path)
+        try:
+            self._playback = BagPlayback(self._reader, config)
+        except IphdError:
+            self._reader.close()
+            raise
+        self.published: dict[str, int] = {}
+        self.skipped: dict[str, int] = {}
+        self.corrupt: dict[str, int] = {}
+        self._topic_pubs: dict[str, tuple[Publisher, type]] = {}
+        bag_topics = self._reader.topics
+        for topic in self._playback.topics:
+            info = bag_topics[topic]
+            cls = message_class(info.msgtype)
+            if cls is None:
+                self.skipped[topic] = 0
+                self.get_logger().warning(
+                    f"skipping topic '{topic}': its type {info.msgtype} is not installed here"
+                )
+                continue
+            profile = qos.STATIC_TF if info.latched else qos.SENSOR_PUB
+            self._topic_pubs[topic] = (self.create_publisher(cls, topic, profile), cls)
+            self.published[topic] = 0
+        self._clock_pub = self.create_publisher(ClockMsg, "/clock", 10) if publish_clock else None
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._start_at_ns = self._now_ns() + int(float(delay) * 1e9)
+        self._loops_seen = 0
+        self._end_logged = False
+        self._wall_start = time.monotonic()
+        self._tick_timer = self.create_timer(TICK_S, self._tick, clock=self._steady)
+        if self._clock_pub is not None:
+            self.create_timer(float(clock_period), self._publish_clock, clock=self._steady)
+        self.create_timer(float(period), self._publish_diagnostics, clock=self._steady)
+        self.get_logger().info(
+            f"playing {self.bag_path}: {self._reader.message_count} messages, "
+            f"{self._reader.duration_ns / 1e9:.2f} s at rate {config.rate:g}"
+            + (" (looping)" if config.loop else "")
+        )
+
+    # -- playback ------------------------------------------------------------------------------
+
+    def _now_ns(self) -> int:
+        return self._steady.now().nanoseconds
+
+    @property
+    def finished(self) -> bool:
+        """True once the whole bag was played (never with ``loop``)."""
+        return self._playback.finished
+
+    @property
+    def loops(self) -> int:
+        """How many times the bag started again (``loop``)."""
+        return self._playback.loops
+
+    def bag_time_ns(self) -> int:
+        """The playback position: the bag time published on ``/clock``."""
+        return self._playback.bag_time_ns(self._now_ns())
+
+    def _tick(self) -> None:
+        now = self._now_ns()
+        if not self._playback.started:
+            if now < self._start_at_ns:
+                return
+            self._publish_clock()
+            for raw in self._playback.start(now):
+                self._publish(raw)
+        for raw in self._playback.due(now):
+            self._publish(raw)
+        if self._playback.loops != self._loops_seen:
+            self._loops_seen = self._playback.loops
+            self.get_logger().warning(
+                f"end of bag, playing it again (loop {self._loops_seen}): /clock jumps back from "
+                f"{self._playback.end_ns / 1e9:.3f} s to {self._playback.start_ns / 1e9:.3f} s; "
+                "nodes on sim time see time go backwards"
+            )
+        if self._playback.finished and not self._end_logged:
+            self._end_logged = True
+            self._tick_timer.cancel()
+            self._publish_clock()
+            self.get_logger().info(f"end of bag {self.bag_path}: {self._summary()}")
+
+    def _publish(self, raw: RawMessage) -> None:
+        entry = self._topic_pubs.get(raw.topic)
+        if entry is None:
+            self.skipped[raw.topic] = self.skipped.get(raw.topic, 0) + 1
+            return
+        publisher, cls = entry
+        try:
+            msg: Any = deserialize_message(raw.data, cls)
+        except Exception as exc:  # rclpy raises its own RMWError; the bag's bytes are untrusted
+            self.corrupt[raw.topic] = self.corrupt.get(raw.topic, 0) + 1
+            self.get_logger().warning(
+                f"skipped a corrupt {raw.msgtype} message on '{raw.topic}' at log time "
+                f"{raw.log_ns} ns ({exc})",
+                throttle_duration_sec=5.0,
+            )
+            return
+        publisher.publish(msg)
+        self.published[raw.topic] += 1
+
+    def _publish_clock(self) -> None:
+        if self._clock_pub is not None:
+            self._clock_pub.publish(ClockMsg(clock=ns_to_stamp(self.bag_time_ns())))
+
+    # -- reporting -----------------------------------------------------------------------------
+
+    def _summary(self) -> str:
+        total = sum(self.published.values())
+        text = f"published {total} messages in {time.monotonic() - self._wall_start:.1f} s"
+        skipped = {t: n for t, n in self.skipped.items() if n}
+        corrupt = {t: n for t, n in self.corrupt.items() if n}
+        if skipped:
+            text += f", skipped (type not installed) {skipped}"
+        if corrupt:
+            text += f", corrupt {corrupt}"
+        return text
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for diagnostics and the runner's summary."""
+        duration_s = self._reader.duration_ns / 1e9
+        position_s = (self.bag_time_ns() - self._playback.start_ns) / 1e9
+        values: dict[str, Any] = {
+            "bag": self.bag_path,
+            "position_s": position_s,
+            "duration_s": duration_s,
+            "loops": self.loops,
+            "finished": self.finished,
+            "published": sum(self.published.values()),
+        }
+        values.update({f"published_{t}": n for t, n in self.published.items()})
+        values.update({f"skipped_{t}": n for t, n in self.skipped.items()})
+        values.update({f"corrupt_{t}": n for t, n in self.corrupt.items()})
+        return values
+
+    def _publish_diagnostics(self) -> None:
+        level, message = "OK", "playing"
+        if self.finished:
+            message = "end of bag"
+        elif not self._playback.started:
+            message = "waiting to start"
+        if any(self.corrupt.values()):
+            level, message = "WARN", f"{message}; corrupt messages skipped"
+        elif self.skipped:
+            level = "WARN"
+            message = f"{message}; topics of types not installed are skipped"
+        self._diag_pub.publish(diagnostic_array(self, "bag_player", level, message, self.stats()))
+
+    def close(self) -> None:
+        """Close the bag."""
+        self._reader.close()
+
+
+def main(args: list[str] | None = None) -> None:
+    """Play a bag until its end (or Ctrl-C with ``loop``)."""
+    try:
+        spin_node(BagPlayerNode, args, done=lambda node: bool(getattr(node, "finished", False)))
+    except IphdError as exc:
+        print(f"bag_player: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,213 @@
+import logging
+
+import numpy as np
+import pytest
+from rosbags.rosbag2 import Writer
+
+from iphd.calibration import load_calibration, rig_static_transforms
+from iphd.data.rosbag import (
+    CALIBRATION_KEY,
+    DEPTH_IMAGE,
+    GROUND_TRUTH,
+    IMAGE,
+    PERSON_TRACKS,
+    TF_STATIC,
+    BagReader,
+    RigBagWriter,
+    camera_info_to_intrinsics,
+    header_stamp_ns,
+    image_to_array,
+    read_ground_truth,
+    typestore,
+)
+from iphd.data.truth import PersonTruth
+from iphd.errors import ConfigError, DatasetError, FrameError
+from iphd.sensors.frames import CameraIntrinsics
+
+T0 = 1_700_000_000_000_000_000
+DEPTH_INTR = CameraIntrinsics(64, 48, 40.0, 41.0, 31.5, 23.5, (0.01, -0.02, 0.0, 0.0, 0.001))
+
+
+def _frames(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    depth = [rng.integers(0, 8000, (48, 64), dtype=np.uint16) for _ in range(n)]
+    thermal = [rng.integers(28000, 31000, (120, 160), dtype=np.uint16) for _ in range(n)]
+    return depth, thermal
+
+
+def _people(i: int) -> list[PersonTruth]:
+    people = [
+        PersonTruth(7, (10.0, 5.0, 20.5, 40.0), 1.0, (0.1 * i, 0.2, 3.0), (0.5, 0.0, -0.25)),
+        PersonTruth(2, (30.0, 6.0, 38.0, 44.0), 0.75, (-1.0, 0.25, 4.5)),
+    ]
+    return people[: 1 + i % 2]
+
+
+def _write(path, n=3, **kwargs):
+    cal = load_calibration()
+    depth, thermal = _frames(n)
+    stamps = [T0 + i * 33_333_333 for i in range(n)]
+    with RigBagWriter(path, cal, DEPTH_INTR, **kwargs) as writer:
+        for i, stamp in enumerate(stamps):
+            writer.write_depth(stamp, depth[i])
+            writer.write_thermal(stamp + 1_000_000, thermal[i])
+            writer.write_ground_truth(stamp, _people(i))
+    return cal, depth, thermal, stamps
+
+
+@pytest.mark.parametrize(
+    ("storage", "compression"),
+    [("sqlite3", "zstd"), ("sqlite3", "none"), ("mcap", "zstd"), ("mcap", "none")],
+)
+def test_round_trip_gives_back_exact_images_stamps_and_camera_infos(tmp_path, storage, compression):
+    path = tmp_path / "bag"
+    cal, depth, thermal, stamps = _write(path, storage=storage, compression=compression)
+    got: dict[str, list] = {}
+    with BagReader(path) as reader:
+        assert reader.topics[DEPTH_IMAGE].count == 3
+        assert reader.topics[DEPTH_IMAGE].msgtype == IMAGE
+        assert reader.start_ns == T0
+        assert reader.duration_ns == stamps[-1] + 1_000_000 - T0
+        for topic, _type, log_ns, msg in reader.messages():
+            got.setdefault(topic, []).append((log_ns, msg))
+        assert reader.corrupt == {}
+    assert [header_stamp_ns(m) for _, m in got["depth/image_raw"]] == stamps
+    assert [log for log, _ in got["depth/image_raw"]] == stamps
+    for i, (_, msg) in enumerate(got["depth/image_raw"]):
+        assert msg.encoding == "16UC1" and msg.header.frame_id == cal.frames.depth
+        np.testing.assert_array_equal(image_to_array(msg), depth[i])
+    for i, (_, msg) in enumerate(got["thermal/image_raw"]):
+        assert header_stamp_ns(msg) == stamps[i] + 1_000_000
+        assert msg.header.frame_id == cal.frames.thermal
+        np.testing.assert_array_equal(image_to_array(msg), thermal[i])
+    depth_infos = [m for _, m in got["depth/camera_info"]]
+    assert [header_stamp_ns(m) for m in depth_infos] == stamps
+    assert camera_info_to_intrinsics(depth_infos[0]) == DEPTH_INTR
+    assert camera_info_to_intrinsics(got["thermal/camera_info"][0][1]) == cal.thermal
+
+
+def test_camera_info_comes_before_its_image_in_the_bag(tmp_path):
+    _write(tmp_path / "bag")
+    with BagReader(tmp_path / "bag") as reader:
+        order = [t for t, *_ in reader.raw_messages(["depth/image_raw", "depth/camera_info"])]
+    assert order == ["depth/camera_info", "depth/image_raw"] * 3
+
+
+def test_ground_truth_round_trips_as_person_tracks(tmp_path):
+    _write(tmp_path / "bag")
+    truth = read_ground_truth(tmp_path / "bag")
+    assert list(truth) == [T0 + i * 33_333_333 for i in range(3)]
+    for i, people in enumerate(truth.values()):
+        assert people == sorted(_people(i), key=lambda p: p.pid)
+    with BagReader(tmp_path / "bag") as reader:
+        msgs = [m for *_, m in reader.messages([GROUND_TRUTH])]
+        assert reader.topics[GROUND_TRUTH].msgtype == PERSON_TRACKS
+    track = msgs[2].tracks[0]
+    assert (track.id, track.state, track.time_since_update_s, len(track.embedding)) == (7, 1, 0, 0)
+    assert track.age_s == pytest.approx(2 * 0.033333333)
+    assert msgs[1].tracks[0].age_s == 0.0  # pid 2 first written in frame 1
+    assert msgs[0].header.frame_id == "depth_optical_frame"
+
+
+def test_tf_static_holds_the_rig_transforms_and_is_offered_latched(tmp_path):
+    cal, *_ = _write(tmp_path / "bag")
+    with BagReader(tmp_path / "bag") as reader:
+        assert reader.topics[TF_STATIC].latched and reader.topics[TF_STATIC].count == 1
+        assert not reader.topics[DEPTH_IMAGE].latched
+        ((_, _, log_ns, msg),) = list(reader.messages([TF_STATIC]))
+        stored = reader.calibration
+    assert log_ns == T0
+    expected = rig_static_transforms(cal)
+    assert [(t.header.frame_id, t.child_frame_id) for t in msg.transforms] == [
+        (e.parent, e.child) for e in expected
+    ]
+    tr = msg.transforms[1].transform
+    np.testing.assert_allclose(
+        [tr.translation.x, tr.translation.y, tr.translation.z], expected[1].translation_m
+    )
+    np.testing.assert_allclose(
+        [tr.rotation.x, tr.rotation.y, tr.rotation.z, tr.rotation.w], expected[1].rotation_xyzw
+    )
+    assert stored is not None and stored.thermal == cal.thermal
+    assert (tmp_path / "bag" / "metadata.yaml").read_text().count(CALIBRATION_KEY) == 1
+
+
+def test_existing_path_is_refused(tmp_path):
+    (tmp_path / "bag").mkdir()
+    with pytest.raises(DatasetError, match="already exists"):
+        RigBagWriter(tmp_path / "bag", load_calibration(), DEPTH_INTR)
+    with pytest.raises(ConfigError, match="compression"):
+        RigBagWriter(tmp_path / "new", load_calibration(), DEPTH_INTR, compression="lz4")
+
+
+def test_wrong_image_sizes_and_dtypes_are_refused_with_the_expected_size(tmp_path):
+    with RigBagWriter(tmp_path / "bag", load_calibration(), DEPTH_INTR) as writer:
+        with pytest.raises(FrameError, match="32x24 but the depth intrinsics are 64x48"):
+            writer.write_depth(T0, np.ones((24, 32), np.uint16))
+        with pytest.raises(FrameError, match="uint16"):
+            writer.write_depth(T0, np.ones((48, 64), np.float32))
+        with pytest.raises(FrameError, match="160x120"):
+            writer.write_thermal(T0, np.ones((122, 160), np.uint16))
+        with pytest.raises(FrameError, match="uint8 RGB"):
+            writer.write_color(T0, np.ones((48, 64), np.uint8))
+        with pytest.raises(DatasetError, match="outside 0..1"):
+            writer.write_ground_truth(T0, [PersonTruth(1, (0, 0, 1, 1), 1.5, (0, 0, 1))])
+        with pytest.raises(DatasetError, match="negative"):
+            writer.write_depth(-1, np.ones((48, 64), np.uint16))
+        writer.write_color(T0, np.full((4, 5, 3), 9, np.uint8))
+    with BagReader(tmp_path / "bag") as reader:
+        assert set(reader.topics) == {"color/image_raw", TF_STATIC}
+        ((*_, msg),) = list(reader.messages(["color/image_raw"]))
+    assert msg.encoding == "rgb8" and image_to_array(msg).shape == (4, 5, 3)
+
+
+def test_messages_come_in_log_time_order_whatever_the_write_order(tmp_path):
+    depth, thermal = _frames(2)
+    with RigBagWriter(tmp_path / "bag", load_calibration(), DEPTH_INTR) as writer:
+        writer.write_depth(T0 + 200, depth[0])
+        writer.write_thermal(T0 + 50, thermal[0], log_ns=T0 + 300)
+        writer.write_depth(T0 + 100, depth[1])
+    with BagReader(tmp_path / "bag") as reader:
+        logs = [m.log_ns for m in reader.raw_messages()]
+        assert reader.start_ns == T0 + 100
+    assert logs == sorted(logs) and len(logs) == 7
+
+
+def test_corrupt_message_is_skipped_counted_and_logged(tmp_path, caplog):
+    store = typestore()
+    good = store.types[IMAGE](
+        header=store.types["std_msgs/msg/Header"](
+            stamp=store.types["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id="d"
+        ),
+        height=1,
+        width=2,
+        encoding="16UC1",
+        is_bigendian=0,
+        step=4,
+        data=np.arange(4, dtype=np.uint8),
+    )
+    with Writer(tmp_path / "bag", version=9) as writer:
+        conn = writer.add_connection(DEPTH_IMAGE, IMAGE, typestore=store)
+        writer.write(conn, 1, store.serialize_cdr(good, IMAGE))
+        writer.write(conn, 2, b"\x00\x01\x00\x00garbage that is not an image")
+        writer.write(conn, 3, store.serialize_cdr(good, IMAGE))
+    with caplog.at_level(logging.WARNING, logger="iphd.data.rosbag"):
+        with BagReader(tmp_path / "bag") as reader:
+            logs = [log_ns for _, _, log_ns, _ in reader.messages()]
+            assert reader.corrupt == {DEPTH_IMAGE: 1}
+    assert logs == [1, 3]
+    assert "corrupt" in caplog.text and "log time 2" in caplog.text
+
+
+def test_missing_or_unreadable_bag_raises_dataset_error(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        BagReader(tmp_path / "nope")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "metadata.yaml").write_text("rosbag2_bagfile_information: {version: 1}\n")
+    with pytest.raises(DatasetError, match="not a readable ROS 2 bag"):
+        BagReader(tmp_path / "bad")
+    _write(tmp_path / "bag", n=1)
+    with BagReader(tmp_path / "bag") as reader, pytest.raises(DatasetError, match="no topic"):
+        list(reader.raw_messages(["colour/image"]))
+    with pytest.raises(DatasetError, match="closed"):
+        _ = reader.topics

@@ -1,0 +1,188 @@
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from iphd_msgs.msg import PersonTrackArray
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rosbags.rosbag2 import Writer
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image
+
+from iphd.calibration import load_calibration
+from iphd.data.rosbag import IMAGE, RigBagWriter, typestore
+from iphd.data.truth import PersonTruth
+from iphd.errors import ConfigError, DatasetError
+from iphd.ros.bag_player_node import BagPlayerNode, message_class
+from iphd.ros.conversions import image_to_array, stamp_to_ns
+from iphd.sensors.frames import CameraIntrinsics
+
+T0 = 1_000_000_000_000
+FRAME_NS = 33_333_333
+INTR_W, INTR_H = 64, 48
+
+
+def _write_bag(path, frames: int = 31):
+    """``frames`` depth frames at 30 Hz (1 s for 31), thermal with every 4th, truth with each."""
+    intr = CameraIntrinsics(INTR_W, INTR_H, 40.0, 40.0, 31.5, 23.5)
+    stamps = {"depth": [], "thermal": []}
+    with RigBagWriter(path, load_calibration(), intr) as writer:
+        for i in range(frames):
+            stamp = T0 + i * FRAME_NS
+            writer.write_depth(stamp, np.full((INTR_H, INTR_W), 1000 + i, np.uint16))
+            writer.write_ground_truth(
+                stamp, [PersonTruth(4, (1.0, 2.0, 10.0, 40.0), 0.5, (0.0, 0.1, 2.0))]
+            )
+            stamps["depth"].append(stamp)
+            if i % 4 == 0:
+                writer.write_thermal(stamp + 2_000_000, np.full((120, 160), 30000 + i, np.uint16))
+                stamps["thermal"].append(stamp + 2_000_000)
+    return stamps
+
+
+class _Recorder(Node):
+    def __init__(self, **kwargs):
+        super().__init__("bag_recorder", **kwargs)
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self.msgs: dict[str, list] = {}
+        self.arrival: dict[str, list[float]] = {}
+        for topic, cls in (
+            ("depth/image_raw", Image),
+            ("depth/camera_info", CameraInfo),
+            ("thermal/image_raw", Image),
+            ("ground_truth/people", PersonTrackArray),
+            ("/clock", Clock),
+        ):
+            self.create_subscription(cls, topic, lambda m, t=topic: self._on(t, m), qos)
+
+    def _on(self, topic, msg):
+        self.msgs.setdefault(topic, []).append(msg)
+        self.arrival.setdefault(topic, []).append(time.monotonic())
+
+    def stamps(self, topic):
+        return [stamp_to_ns(m.header.stamp) for m in self.msgs.get(topic, [])]
+
+
+def _player(ros_context, executor, bag, **params):
+    values = {"bag": str(bag), "start_delay_s": 0.3, **params}
+    node = BagPlayerNode(
+        context=ros_context,
+        parameter_overrides=[Parameter(k, value=v) for k, v in values.items()],
+    )
+    executor.add_node(node)
+    return node
+
+
+def _play(ros_context, executor, spin_until, bag, **params):
+    recorder = _Recorder(context=ros_context)
+    executor.add_node(recorder)
+    player = _player(ros_context, executor, bag, **params)
+    assert spin_until(executor, lambda: player.finished, timeout_s=8.0)
+    # Topics travel on separate DDS writers: the last messages may still be in flight.
+    spin_until(
+        executor,
+        lambda: all(
+            len(recorder.msgs.get(t, [])) >= n for t, n in player.published.items() if t != "/clock"
+        ),
+        1.0,
+    )
+    return player, recorder
+
+
+def test_player_publishes_every_message_with_its_recorded_stamp_and_clock(
+    tmp_path, ros_context, executor, spin_until
+):
+    stamps = _write_bag(tmp_path / "bag")
+    player, rec = _play(ros_context, executor, spin_until, tmp_path / "bag")
+    assert rec.stamps("depth/image_raw") == stamps["depth"]
+    assert rec.stamps("depth/camera_info") == stamps["depth"]
+    assert rec.stamps("thermal/image_raw") == stamps["thermal"]
+    assert rec.stamps("ground_truth/people") == stamps["depth"]
+    assert rec.msgs["ground_truth/people"][0].tracks[0].id == 4
+    np.testing.assert_array_equal(
+        image_to_array(rec.msgs["depth/image_raw"][3]), np.full((INTR_H, INTR_W), 1003)
+    )
+    clock = [stamp_to_ns(m.clock) for m in rec.msgs["/clock"]]
+    end = max(stamps["depth"][-1], stamps["thermal"][-1])
+    assert all(T0 <= c <= end for c in clock)
+    assert clock == sorted(clock) and clock[-1] == end and clock.count(T0) < len(clock) // 2
+    span = rec.arrival["depth/image_raw"][-1] - rec.arrival["depth/image_raw"][0]
+    assert 0.8 < span < 1.6  # the recording is 1.0 s long
+    assert player.published["depth/image_raw"] == 31 and player.corrupt == {}
+    if message_class("tf2_msgs/msg/TFMessage") is None:
+        assert player.skipped == {"/tf_static": 1}
+
+
+def test_rate_two_plays_twice_as_fast(tmp_path, ros_context, executor, spin_until):
+    _write_bag(tmp_path / "bag")
+    _, rec = _play(ros_context, executor, spin_until, tmp_path / "bag", rate=2.0)
+    assert len(rec.msgs["depth/image_raw"]) == 31
+    span = rec.arrival["depth/image_raw"][-1] - rec.arrival["depth/image_raw"][0]
+    assert 0.35 < span < 0.75  # half of the 1.0 s recording
+
+
+def test_topics_filter_and_loop(tmp_path, ros_context, executor, spin_until):
+    stamps = _write_bag(tmp_path / "bag", frames=4)
+    recorder = _Recorder(context=ros_context)
+    executor.add_node(recorder)
+    player = _player(
+        ros_context, executor, tmp_path / "bag", loop=True, topics=["depth/image_raw"], rate=4.0
+    )
+    assert spin_until(executor, lambda: len(recorder.msgs.get("depth/image_raw", [])) >= 6, 5.0)
+    assert player.loops >= 1 and not player.finished
+    assert recorder.stamps("depth/image_raw")[:6] == stamps["depth"] + stamps["depth"][:2]
+    assert "thermal/image_raw" not in recorder.msgs
+    assert set(player.published) == {"depth/image_raw"}
+
+
+def test_corrupt_messages_are_counted_and_the_rest_played(
+    tmp_path, ros_context, executor, spin_until
+):
+    store = typestore()
+    t = store.types
+    good = t[IMAGE](
+        header=t["std_msgs/msg/Header"](
+            stamp=t["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id="d"
+        ),
+        height=1,
+        width=2,
+        encoding="16UC1",
+        is_bigendian=0,
+        step=4,
+        data=np.arange(4, dtype=np.uint8),
+    )
+    with Writer(tmp_path / "bag", version=9) as writer:
+        conn = writer.add_connection("depth/image_raw", IMAGE, typestore=store)
+        writer.write(conn, T0, store.serialize_cdr(good, IMAGE))
+        writer.write(conn, T0 + 10_000_000, b"\x00\x01\x00\x00not an image")
+        writer.write(conn, T0 + 20_000_000, store.serialize_cdr(good, IMAGE))
+    statuses = []
+    listener = Node("diag_listener", context=ros_context)
+    listener.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        lambda m: statuses.extend(s for s in m.status if s.name.startswith("bag_player")),
+        10,
+    )
+    executor.add_node(listener)
+    player = _player(ros_context, executor, tmp_path / "bag", diagnostics_period=0.2)
+    assert spin_until(executor, lambda: player.finished, timeout_s=5.0)
+    assert player.corrupt == {"depth/image_raw": 1}
+    assert player.published == {"depth/image_raw": 2}
+    assert player.stats()["corrupt_depth/image_raw"] == 1
+    assert spin_until(executor, lambda: any(s.message.startswith("end of bag") for s in statuses))
+    last = statuses[-1]
+    assert last.level == DiagnosticStatus.WARN and "corrupt" in last.message
+    assert {kv.key: kv.value for kv in last.values}["corrupt_depth/image_raw"] == "1"
+
+
+def test_missing_bag_is_a_clear_error(tmp_path, ros_context):
+    with pytest.raises(ConfigError, match="needs the 'bag' parameter"):
+        BagPlayerNode(context=ros_context)
+    with pytest.raises(DatasetError, match="does not exist"):
+        BagPlayerNode(
+            context=ros_context,
+            parameter_overrides=[Parameter("bag", value=str(tmp_path / "missing"))],
+        )
