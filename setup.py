@@ -29,7 +29,9 @@ setup(
             "lepton_node = iphd.ros.lepton_node:main",
             "fusion_node = iphd.ros.fusion_node:main",
             "sim_source_node = iphd.ros.sim_source_node:main",
+            "bag_player_node = iphd.ros.bag_player_node:main",
             "iphd-run = iphd.ros.runner:main",
+            "iphd-sim = iphd.sim.cli:main",
         ],
     },
 )

@@ -7,6 +7,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
+from simrig import TimedRig
 
 from iphd.calibration import load_calibration
 from iphd.ros import qos
@@ -16,7 +17,6 @@ from iphd.ros.fusion_node import FusionNode
 from iphd.ros.lepton_node import LeptonNode
 from iphd.sensors.lepton import FFC_IMMINENT, FFC_IN_PROGRESS, encode_telemetry
 from iphd.sensors.rs_recording import write_depth_recording
-from iphd.sim.standin import StandInConfig, StandInRig
 
 
 class PacedLeptonCapture:
@@ -74,7 +74,7 @@ class Recorder(Node):
 
 @pytest.fixture
 def rig():
-    return StandInRig(load_calibration(), StandInConfig(width=212, height=120, seed=5))
+    return TimedRig(seed=5)
 
 
 @pytest.fixture

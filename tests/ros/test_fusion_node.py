@@ -4,12 +4,11 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
+from simrig import TimedRig
 
-from iphd.calibration import load_calibration
 from iphd.ros import qos
 from iphd.ros.conversions import array_to_image, intrinsics_to_camera_info, stamp_to_ns
 from iphd.ros.fusion_node import FusionNode
-from iphd.sim.standin import StandInConfig, StandInRig
 
 T0 = 1_700_000_000_000_000_000
 DEPTH_PERIOD = 33_333_333
@@ -20,7 +19,7 @@ class Feeder(Node):
 
     def __init__(self, context):
         super().__init__("feeder", context=context)
-        self.rig = StandInRig(load_calibration(), StandInConfig(width=212, height=120, seed=3))
+        self.rig = TimedRig(seed=3)
         self.depth = self.create_publisher(Image, "depth/image_raw", qos.SENSOR_PUB)
         self.depth_info = self.create_publisher(CameraInfo, "depth/camera_info", qos.SENSOR_PUB)
         self.thermal = self.create_publisher(Image, "thermal/image_raw", qos.SENSOR_PUB)

@@ -1,4 +1,11 @@
-"""Built-in rig source: publishes stand-in depth and thermal streams like the two drivers do."""
+"""Live rig simulator: publishes depth, thermal and ground truth in real time, like the drivers.
+
+Renders the ``iphd.sim`` digital twin of the D435 + Lepton rig frame by frame on timers, so robot
+software can run against it without a bag. The scene lasts ``scene_duration_s`` and then starts
+again. Stamps are the node clock at capture; the thermal stamp is shifted by minus the rig's
+clock offset, as a thermal camera on its own clock would stamp it. A frame whose time has passed
+before it could be rendered is skipped and counted (``frames_skipped``), never published late.
+"""
 
 from __future__ import annotations
 
@@ -11,36 +18,40 @@ from iphd.calibration import load_calibration
 from iphd.ros import qos
 from iphd.ros.common import declare, package_file, spin_node
 from iphd.ros.conversions import array_to_image, intrinsics_to_camera_info
-from iphd.sim.standin import StandInConfig, StandInRig
+from iphd.sim.generate import stream_simulator
+from iphd.sim.rig import PROFILES, SensorConfig
+from iphd.sim.scene import SceneConfig
 
 
 class SimSourceNode(Node):
-    """Publishes ``depth/*`` at ``depth_rate_hz`` and ``thermal/*`` at ``thermal_rate_hz``.
-
-    Stamps are the node clock at render time (the capture time). Thermal stamps are shifted by
-    minus the calibration's clock offset, as a thermal camera on its own clock would stamp
-    them, so the fusion node's offset correction is exercised.
-    """
+    """Publishes ``depth/*``, ``thermal/*`` and ``ground_truth/people`` from the simulator."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("sim_source", **kwargs)
         calibration_file = declare(
             self, "calibration_file", "", "rig.yaml; empty = package default"
         )
-        width = declare(self, "width", 848, "depth width, px")
-        height = declare(self, "height", 480, "depth height, px")
-        depth_rate = declare(self, "depth_rate_hz", 30.0, "depth frame rate, Hz")
-        thermal_rate = declare(self, "thermal_rate_hz", 8.7, "thermal frame rate, Hz")
-        people = declare(self, "people", 2, "people walking in the room")
-        seed = declare(self, "seed", 0, "random seed")
+        profile = str(declare(self, "depth_profile", "aligned_640x360",
+                              f"D435 depth profile: {', '.join(PROFILES)}"))
+        depth_rate = float(declare(self, "depth_rate_hz", 30.0, "depth frame rate, Hz"))
+        thermal_rate = float(declare(self, "thermal_rate_hz", 8.7, "thermal frame rate, Hz"))
+        people = int(declare(self, "people", -1, "people in the scene; -1 = drawn at random"))
+        seed = int(declare(self, "seed", 0, "scene seed"))
+        duration = float(declare(self, "scene_duration_s", 60.0, "scene length before looping"))
+        self.publish_truth = bool(
+            declare(self, "publish_ground_truth", True, "publish ground_truth/people")
+        )
         self.calibration = load_calibration(
             calibration_file or package_file("calibration/rig.yaml")
         )
-        self.rig = StandInRig(
-            self.calibration,
-            StandInConfig(width=int(width), height=int(height), people=int(people), seed=int(seed)),
+        sensors = SensorConfig(
+            depth_profile=profile, depth_rate_hz=depth_rate, thermal_rate_hz=thermal_rate
         )
+        self.sim = stream_simulator(seed, duration, None if people < 0 else people,
+                                    self.calibration, sensors, SceneConfig())
         self._t0_ns = self.get_clock().now().nanoseconds
+        self._next_depth = 0
+        self._next_thermal = 0
         frames = self.calibration.frames
         self._depth_frame, self._thermal_frame = frames.depth, frames.thermal
         self._depth_pub = self.create_publisher(Image, "depth/image_raw", qos.SENSOR_PUB)
@@ -51,37 +62,67 @@ class SimSourceNode(Node):
         self._thermal_info_pub = self.create_publisher(
             CameraInfo, "thermal/camera_info", qos.SENSOR_PUB
         )
+        self._truth_pub = None
+        if self.publish_truth:
+            from iphd_msgs.msg import PersonTrackArray
+
+            self._truth_pub = self.create_publisher(
+                PersonTrackArray, "ground_truth/people", qos.RESULT_PUB
+            )
         self.depth_published = 0
         self.thermal_published = 0
-        self.create_timer(1.0 / float(depth_rate), self._publish_depth)
-        self.create_timer(1.0 / float(thermal_rate), self._publish_thermal)
+        self.frames_skipped = 0
+        self.create_timer(0.25 / depth_rate, self._tick)
 
-    def _scene_time_s(self, stamp_ns: int) -> float:
-        return (stamp_ns - self._t0_ns) / 1e9
+    def _tick(self) -> None:
+        now_ns = self.get_clock().now().nanoseconds
+        elapsed = (now_ns - self._t0_ns) / 1e9
+        sim = self.sim
+        # Depth frames due by now; all but the newest are already late and are skipped.
+        due = int(elapsed * sim.sensors.depth_rate_hz)
+        if due >= self._next_depth:
+            self.frames_skipped += due - self._next_depth
+            self._publish_depth(due, now_ns)
+            self._next_depth = due + 1
+        period = 1.0 / sim.sensors.thermal_rate_hz
+        due = int(elapsed / period)
+        if due >= self._next_thermal:
+            self.frames_skipped += due - self._next_thermal
+            self._publish_thermal(due, now_ns)
+            self._next_thermal = due + 1
 
-    def _publish_depth(self) -> None:
-        stamp_ns = self.get_clock().now().nanoseconds
-        depth_mm = self.rig.render_depth(self._scene_time_s(stamp_ns))
+    def _publish_depth(self, frame: int, stamp_ns: int) -> None:
+        sim = self.sim
+        index = frame % max(sim.n_depth, 1)
+        sample = sim.render_depth(index)
         # Camera info first, so a consumer never sees an image it cannot interpret.
         self._depth_info_pub.publish(
-            intrinsics_to_camera_info(self.rig.depth_intrinsics, stamp_ns, self._depth_frame)
+            intrinsics_to_camera_info(sim.depth_intrinsics, stamp_ns, self._depth_frame)
         )
-        self._depth_pub.publish(array_to_image(depth_mm, "16UC1", stamp_ns, self._depth_frame))
+        self._depth_pub.publish(
+            array_to_image(sample.depth_mm, "16UC1", stamp_ns, self._depth_frame)
+        )
+        if self._truth_pub is not None:
+            from iphd.ros.conversions import truth_to_msg
+
+            self._truth_pub.publish(truth_to_msg(sample.people, stamp_ns, self._depth_frame))
         self.depth_published += 1
 
-    def _publish_thermal(self) -> None:
-        capture_ns = self.get_clock().now().nanoseconds
-        thermal_ck = self.rig.render_thermal(self._scene_time_s(capture_ns))
+    def _publish_thermal(self, frame: int, capture_ns: int) -> None:
+        sim = self.sim
+        sample = sim.render_thermal(frame % max(sim.n_thermal, 1))
+        if sample.frozen:  # flat-field correction: the Lepton driver drops these frames
+            return
         stamp_ns = capture_ns - self.calibration.thermal_clock_offset_ns
         self._thermal_info_pub.publish(
             intrinsics_to_camera_info(self.calibration.thermal, stamp_ns, self._thermal_frame)
         )
         self._thermal_pub.publish(
-            array_to_image(thermal_ck, "16UC1", stamp_ns, self._thermal_frame)
+            array_to_image(sample.thermal_ck, "16UC1", stamp_ns, self._thermal_frame)
         )
         self.thermal_published += 1
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run the built-in rig source until Ctrl-C."""
+    """Run the live rig simulator until Ctrl-C."""
     spin_node(SimSourceNode, args)
