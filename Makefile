@@ -5,6 +5,8 @@ RUN := scripts/env.sh
 SOURCE ?= sim
 DURATION ?= 20
 ARGS ?=
+# Generated data that can be rebuilt (the simulator's demo bag) stays inside the checkout.
+export IPHD_CACHE_DIR ?= $(CURDIR)/out/cache
 MSG_FILES := $(wildcard ros2_ws/src/iphd_msgs/msg/*.msg) ros2_ws/src/iphd_msgs/CMakeLists.txt \
              ros2_ws/src/iphd_msgs/package.xml
 
@@ -30,6 +32,7 @@ test: lint
 
 bench: setup
 	$(RUN) python benchmarks/bench_fusion.py
+	$(RUN) python benchmarks/bench_sim.py
 
 clean:
 	rm -rf $(VENV) ros2_ws/build ros2_ws/install ros2_ws/log

@@ -19,10 +19,14 @@ from iphd.graph import PACKAGE, build_graph, wants_sim_time
 from launch import LaunchDescription
 
 ARGUMENTS = {
-    "use_sim_time": ("", "follow /clock: true or false; empty = true for source bag only"),
+    "use_sim_time": ("", "follow /clock: true or false; empty = true for sources bag and sim"),
     "namespace": ("", "namespace of every node and topic"),
     "params_file": ("", "ROS 2 parameters YAML; empty = the package's launch/iphd_params.yaml"),
-    "source": ("live", "live | sim | bag: D435 + Lepton drivers, built-in rig, or a rosbag2"),
+    "source": (
+        "live",
+        "live | sim | sim_live | bag: D435 + Lepton drivers, the simulator's demo bag, the "
+        "simulator in real time, or a rosbag2",
+    ),
     "calibration_file": ("", "rig.yaml; empty = the package's calibration/rig.yaml"),
     "playback_file": ("", "librealsense recording played by the D435 driver (source live)"),
     "bag": ("", "rosbag2 folder (or .db3/.mcap file) played by bag_player (source bag)"),
@@ -36,6 +40,10 @@ def _nodes(context, *_args, **_kwargs):
     params_file = value["params_file"] or str(share / "launch" / "iphd_params.yaml")
     sim_time = value["use_sim_time"].strip().lower()
     use_sim_time = sim_time in ("true", "1", "yes") if sim_time else wants_sim_time(value["source"])
+    if value["source"] == "sim":  # the simulator's demo bag, generated on first use
+        from iphd.sim.demo import ensure_demo_bag
+
+        ensure_demo_bag()
     specs = build_graph(
         value["source"],
         calibration_file=value["calibration_file"],

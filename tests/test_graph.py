@@ -11,9 +11,20 @@ from iphd.graph import build_graph, load_params_file, parameters_for, wants_sim_
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_sim_graph_runs_the_builtin_source_then_fusion():
-    names = [spec.name for spec in build_graph("sim")]
+def test_sim_graph_loops_the_simulator_demo_bag_into_fusion(monkeypatch, tmp_path):
+    monkeypatch.setenv("IPHD_CACHE_DIR", str(tmp_path))
+    specs = {spec.name: spec for spec in build_graph("sim")}
+    assert list(specs) == ["bag_player", "fusion"]
+    bag = Path(specs["bag_player"].parameters["bag"])
+    assert bag.parent == tmp_path and bag.name.startswith("sim_demo_v")
+    assert specs["bag_player"].parameters["loop"] is True
+    assert wants_sim_time("sim")
+
+
+def test_sim_live_graph_renders_the_simulator_in_real_time():
+    names = [spec.name for spec in build_graph("sim_live")]
     assert names == ["sim_source", "fusion"]
+    assert not wants_sim_time("sim_live")
 
 
 def test_live_graph_runs_both_drivers_and_passes_the_playback_file():
@@ -27,7 +38,7 @@ def test_bag_graph_plays_the_bag_into_fusion_on_sim_time():
     assert list(specs) == ["bag_player", "fusion"]
     assert specs["bag_player"].parameters == {"bag": "/data/run1"}
     assert specs["bag_player"].executable == "bag_player_node"
-    assert wants_sim_time("bag") and not wants_sim_time("sim") and not wants_sim_time("live")
+    assert wants_sim_time("bag") and not wants_sim_time("live")
 
 
 def test_bag_source_and_bag_path_go_together():
@@ -46,7 +57,7 @@ def test_calibration_file_reaches_every_node_that_reads_it():
 
 
 def test_unknown_source_is_refused_with_the_choices():
-    with pytest.raises(ConfigError, match="live, sim, bag"):
+    with pytest.raises(ConfigError, match="live, sim, sim_live, bag"):
         build_graph("camera")
     with pytest.raises(ConfigError, match="source:=live"):
         build_graph("sim", playback_file="x.db3")
@@ -67,7 +78,7 @@ def test_params_file_precedence_wildcard_then_node_then_qualified(tmp_path):
 
 def test_shipped_params_file_has_an_entry_for_every_node():
     params = load_params_file(ROOT / "launch" / "iphd_params.yaml")
-    for source in ("sim", "live", "bag"):
+    for source in ("sim", "sim_live", "live", "bag"):
         for spec in build_graph(source, bag="x" if source == "bag" else ""):
             assert spec.name in params, spec.name
 
@@ -143,9 +154,11 @@ def test_launch_file_starts_the_same_graph_as_the_runner(monkeypatch, tmp_path):
     } <= declared
     opaque = next(e for e in entities if "function" in e.kwargs)
     context = {name: default for name, (default, _) in module.ARGUMENTS.items()}
-    context.update(source="sim", namespace="robot1", use_sim_time="true")
+    context.update(source="sim_live", namespace="robot1", use_sim_time="true")
     nodes = opaque.kwargs["function"](context)
-    assert [n.kwargs["executable"] for n in nodes] == [s.executable for s in build_graph("sim")]
+    assert [n.kwargs["executable"] for n in nodes] == [
+        s.executable for s in build_graph("sim_live")
+    ]
     assert all(n.kwargs["namespace"] == "robot1" for n in nodes)
     assert all({"use_sim_time": True} in n.kwargs["parameters"] for n in nodes)
     assert nodes[0].kwargs["parameters"][0] == str(tmp_path / "launch" / "iphd_params.yaml")
@@ -172,7 +185,20 @@ def test_launch_file_plays_a_bag_on_sim_time_by_default(monkeypatch, tmp_path):
     assert all({"use_sim_time": True} in n.kwargs["parameters"] for n in nodes)
     nodes = _launch_nodes(monkeypatch, tmp_path, source="bag", bag="/b", use_sim_time="false")
     assert all({"use_sim_time": False} in n.kwargs["parameters"] for n in nodes)
-    nodes = _launch_nodes(monkeypatch, tmp_path, source="sim")
+    nodes = _launch_nodes(monkeypatch, tmp_path, source="sim_live")
     assert all({"use_sim_time": False} in n.kwargs["parameters"] for n in nodes)
+
+
+def test_launch_file_plays_the_existing_simulator_demo_bag(monkeypatch, tmp_path):
+    from iphd.sim.demo import demo_bag_path
+
+    monkeypatch.setenv("IPHD_CACHE_DIR", str(tmp_path / "cache"))
+    demo = demo_bag_path()
+    demo.mkdir(parents=True)
+    (demo / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
+    nodes = _launch_nodes(monkeypatch, tmp_path, source="sim")
+    assert [n.kwargs["executable"] for n in nodes] == ["bag_player_node", "fusion_node"]
+    assert {"bag": str(demo), "loop": True} in nodes[0].kwargs["parameters"]
+    assert all({"use_sim_time": True} in n.kwargs["parameters"] for n in nodes)
     with pytest.raises(ConfigError, match="bag:="):
         _launch_nodes(monkeypatch, tmp_path, source="bag")

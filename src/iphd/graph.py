@@ -11,7 +11,7 @@ import yaml
 
 from iphd.errors import ConfigError
 
-SOURCES = ("live", "sim", "bag")
+SOURCES = ("live", "sim", "sim_live", "bag")
 PACKAGE = "iphd_bringup"
 
 
@@ -42,9 +42,11 @@ def build_graph(
     """Return the nodes to start for ``source``.
 
     Args:
-        source: ``live`` (D435 + Lepton drivers), ``sim`` (the built-in rig source) or ``bag``
-            (a rosbag2 played by ``bag_player``, which publishes the recorded depth, thermal,
-            camera infos, TF and ground truth).
+        source: ``live`` (D435 + Lepton drivers), ``sim`` (the built-in simulator's demo bag,
+            played in a loop: ``iphd.sim.demo``; the caller makes sure it exists), ``sim_live``
+            (the simulator rendering in real time, ``sim_source``) or ``bag`` (a rosbag2
+            played by ``bag_player``, which publishes the recorded depth, thermal, camera
+            infos, TF and ground truth).
         calibration_file: rig.yaml for every node that needs it; empty = the package default.
         playback_file: a librealsense recording the D435 driver plays instead of a camera
             (``live`` source only).
@@ -72,14 +74,17 @@ def build_graph(
         nodes.append(
             NodeSpec("lepton", "lepton_node", "iphd.ros.lepton_node", "LeptonNode", common)
         )
-    elif source == "bag":
+    elif source in ("bag", "sim"):
+        if source == "sim":
+            from iphd.sim.demo import demo_bag_path  # light: no simulator imports
+
+            player: dict[str, Any] = {"bag": str(demo_bag_path()), "loop": True}
+        else:
+            player = {"bag": bag}
         nodes.append(
             NodeSpec(
-                "bag_player",
-                "bag_player_node",
-                "iphd.ros.bag_player_node",
-                "BagPlayerNode",
-                {"bag": bag},
+                "bag_player", "bag_player_node", "iphd.ros.bag_player_node", "BagPlayerNode",
+                player,
             )
         )
     else:
@@ -95,10 +100,11 @@ def build_graph(
 def wants_sim_time(source: str) -> bool:
     """Whether the nodes of ``source``'s graph should follow ``/clock`` by default.
 
-    A bag carries its own time (the player publishes it on ``/clock``); live sensors and the
-    built-in source stamp with the system clock.
+    A bag (``bag``, and ``sim``, which plays the simulator's bag) carries its own time, which
+    the player publishes on ``/clock``; live sensors and ``sim_live`` stamp with the system
+    clock.
     """
-    return source == "bag"
+    return source in ("bag", "sim")
 
 
 def load_params_file(path: Path | str) -> dict[str, dict[str, Any]]:

@@ -6,12 +6,12 @@ from iphd.ros.runner import main, run_graph
 
 
 @pytest.mark.slow
-def test_sim_graph_pairs_and_registers_in_one_process(tmp_path):
+def test_sim_live_graph_pairs_and_registers_in_one_process(tmp_path):
     result = run_graph(
-        "sim",
+        "sim_live",
         4.0,
         snapshot=tmp_path / "fusion.png",
-        overrides={"sim_source": {"width": 424, "height": 240}},
+        overrides={"sim_source": {"depth_profile": "depth_424x240"}},
     )
     stats = result.stats
     assert stats["depth_frames"] > 60 and stats["thermal_frames"] > 15
@@ -20,6 +20,24 @@ def test_sim_graph_pairs_and_registers_in_one_process(tmp_path):
     assert not any(k.startswith("errors_") for k in stats), stats
     image = cv2.imread(str(result.snapshot))
     assert image is not None and image.shape[0] == 240
+
+
+@pytest.mark.slow
+def test_sim_source_generates_the_demo_bag_once_then_replays_it(monkeypatch, tmp_path):
+    import iphd.sim.demo as demo
+
+    monkeypatch.setenv("IPHD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(demo, "DEMO_DURATION_S", 3.0)
+    monkeypatch.setattr(demo, "DEMO_PROFILE", "aligned_424x240")
+    result = run_graph("sim", 8.0, snapshot=tmp_path / "fusion.png")
+    bag = demo.demo_bag_path()
+    assert (bag / "metadata.yaml").is_file()
+    stats = result.stats
+    assert stats["depth_frames"] >= 60 and stats["published"] >= 10, stats
+    assert not any(k.startswith("errors_") for k in stats), stats
+    made = (bag / "metadata.yaml").stat().st_mtime_ns
+    assert demo.ensure_demo_bag() == bag  # reused, not regenerated
+    assert (bag / "metadata.yaml").stat().st_mtime_ns == made
 
 
 def test_runner_refuses_an_unknown_source_with_the_choices(capsys):

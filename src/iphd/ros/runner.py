@@ -136,6 +136,10 @@ def run_graph(
     the source's default (``iphd.graph.wants_sim_time``: on for a bag). A bag run ends
     ``DRAIN_S`` after the player published the bag's last message, if that comes first.
     """
+    if source == "sim":
+        from iphd.sim.demo import ensure_demo_bag
+
+        ensure_demo_bag(progress=progress)
     specs = build_graph(
         source, calibration_file=calibration_file, playback_file=playback_file, bag=bag
     )
@@ -216,8 +220,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--source",
         default=None,
-        help="live (D435 + Lepton), sim (built-in rig) or bag (a rosbag2, see --bag); "
-        "default: bag when --bag is given, otherwise sim",
+        help="live (D435 + Lepton), sim (the simulator's demo bag, generated once), sim_live "
+        "(the simulator in real time) or bag (a rosbag2, see --bag); default: bag when --bag "
+        "is given, otherwise sim",
     )
     p.add_argument("--bag", default="", help="rosbag2 folder or .db3/.mcap file (source bag)")
     p.add_argument(
@@ -236,7 +241,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--use-sim-time",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="nodes follow /clock (default: on for source bag, off otherwise)",
+        help="nodes follow /clock (default: on for sources bag and sim, off otherwise)",
     )
     p.add_argument("--log-level", default="info", choices=sorted(LOG_LEVELS))
     p.add_argument("--out", default="out/demo", help="folder for the run's snapshot picture")
