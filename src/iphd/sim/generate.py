@@ -567,9 +567,12 @@ def generate_bag(
                   tuple(events[i : i + chunk]), rgb)
         for i in range(0, len(events), chunk)
     ]
+    name = Path(out).name
     with StagedOutput(Path(out), overwrite) as staged:
-        staged.path.rmdir()  # the bag writer creates its own folder
-        with RigBagWriter(staged.path, calibration, sim.depth_intrinsics,
+        # rosbags names the storage file after the bag folder and records that name inside it,
+        # so the bag is written under its final name, then lifted out of the staging folder.
+        inner = staged.path / name
+        with RigBagWriter(inner, calibration, sim.depth_intrinsics,
                           compression=compression) as writer:  # type: ignore[arg-type]
             for rendered in imap_bounded(render_stream_slice, jobs, workers):
                 for log_ns, kind, sample in rendered:
@@ -583,25 +586,11 @@ def generate_bag(
                 if progress:
                     progress(len(rendered))
             counts = dict(writer.counts)
-        _rename_bag_files(staged.path, Path(out).name)
+        for file in sorted(inner.iterdir()):
+            file.rename(staged.path / file.name)
+        inner.rmdir()
         staged.commit()
     return counts
-
-
-def _rename_bag_files(folder: Path, name: str) -> None:
-    """Name the storage files of a bag written under a staging name after its final name.
-
-    rosbags names them after the folder, and ``metadata.yaml`` lists them by name.
-    """
-    meta = folder / "metadata.yaml"
-    text = meta.read_text()
-    for file in sorted(folder.iterdir()):
-        if file.name == "metadata.yaml" or not file.name.startswith(folder.name):
-            continue
-        new = name + file.name[len(folder.name):]
-        file.rename(folder / new)
-        text = text.replace(file.name, new)
-    meta.write_text(text)
 
 
 def generate_rs_recording(

@@ -54,9 +54,8 @@ from iphd.sim.scene import MAX_PEOPLE, Scene, SceneConfig, generate_scene
 # D435 depth profiles: native depth (~87 x 58 deg) and depth aligned to the colour camera
 # (~69 x 42 deg, what rs.align / realsense-ros align_depth publish, and the IPHD frame).
 DEPTH_HFOV_DEG = {"depth": 87.0, "aligned": 69.4}
-PROFILES = tuple(
-    f"{kind}_{size}" for kind in ("aligned", "depth") for size in ("1280x720", "848x480", "640x360")
-)
+D435_SIZES = ("1280x720", "848x480", "640x360", "424x240")
+PROFILES = tuple(f"{kind}_{size}" for kind in ("aligned", "depth") for size in D435_SIZES)
 START_NS = 1_700_000_000_000_000_000  # stamps of a sequence start here unless told otherwise
 
 
