@@ -1,0 +1,64 @@
+import numpy as np
+from iphd_msgs.msg import PersonTrack, PersonTrackArray
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image
+
+from iphd.ros import qos
+from iphd.ros.conversions import image_to_array, stamp_to_ns
+from iphd.ros.sim_source_node import SimSourceNode
+
+
+class Listener(Node):
+    def __init__(self, context):
+        super().__init__("listener", context=context)
+        self.msgs = {}
+        for topic, kind in (
+            ("depth/image_raw", Image),
+            ("depth/camera_info", CameraInfo),
+            ("thermal/image_raw", Image),
+            ("ground_truth/people", PersonTrackArray),
+        ):
+            self.msgs[topic] = []
+            self.create_subscription(kind, topic, self.msgs[topic].append, qos.SENSOR_SUB)
+
+
+def test_sim_source_publishes_depth_thermal_and_ground_truth_in_real_time(
+    executor, ros_context, spin_until
+):
+    listener = Listener(ros_context)
+    sim = SimSourceNode(
+        context=ros_context,
+        parameter_overrides=[
+            Parameter("depth_profile", value="depth_212x120"),
+            Parameter("people", value=3),
+            Parameter("seed", value=4),
+        ],
+    )
+    executor.add_node(listener)
+    executor.add_node(sim)
+    got = listener.msgs
+    assert spin_until(
+        executor,
+        lambda: len(got["thermal/image_raw"]) >= 5 and len(got["depth/image_raw"]) >= 30,
+        15.0,
+    ), {k: len(v) for k, v in got.items()}
+    depth = image_to_array(got["depth/image_raw"][-1])
+    assert depth.shape == (120, 212) and depth.dtype == np.uint16 and (depth > 0).mean() > 0.5
+    thermal = image_to_array(got["thermal/image_raw"][-1])
+    assert thermal.shape == (120, 160) and 27_000 < np.median(thermal) < 31_000
+    info = got["depth/camera_info"][-1]
+    assert (info.width, info.height) == (212, 120)
+    # Ground truth rides with its depth frame: same stamps, people with their identities.
+    depth_stamps = {stamp_to_ns(m.header.stamp) for m in got["depth/image_raw"]}
+    truth = got["ground_truth/people"]
+    assert truth and {stamp_to_ns(m.header.stamp) for m in truth} <= depth_stamps
+    tracks = [t for m in truth for t in m.tracks]
+    assert tracks and {t.id for t in tracks} <= {0, 1, 2}
+    assert all(t.state == PersonTrack.STATE_CONFIRMED and 0 < t.score <= 1 for t in tracks)
+    assert all(t.position.z > 0.3 and t.x2 > t.x1 for t in tracks)
+    # Depth at 30 Hz, thermal below the Lepton's 9 Hz limit (the first second is an FFC).
+    stamps = sorted(depth_stamps)
+    assert np.median(np.diff(stamps)) / 1e6 < 40.0
+    thermal_stamps = sorted(stamp_to_ns(m.header.stamp) for m in got["thermal/image_raw"])
+    assert np.min(np.diff(thermal_stamps)) / 1e6 > 100.0
