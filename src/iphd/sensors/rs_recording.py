@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -153,4 +154,31 @@ def write_depth_recording(
         sensor.close()
         # librealsense finalises the file when the recorder is destroyed.
         del recorder
+    _make_times_deterministic(path)
     return path
+
+
+def _make_times_deterministic(path: Path) -> None:
+    """Replace the wall-clock write times librealsense stores with the write order.
+
+    ``rs.recorder`` stamps each message (and the header inside it) with the nanoseconds since
+    the recording started, which differ run to run; playback paces by the frames' own
+    timestamps, so the write order carries everything the times did and the same frames give a
+    byte-identical file.
+    """
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT id, timestamp, data FROM messages ORDER BY id").fetchall()
+        for order, (row_id, stamp, data) in enumerate(rows, start=1):
+            data = bytearray(data)
+            # CDR: 4-byte encapsulation, then a header stamp (int32 sec, uint32 nanosec) when the
+            # message starts with one; only a stamp equal to the write time is rewritten.
+            if len(data) >= 12 and int.from_bytes(data[4:8], "little") == stamp // 1_000_000_000:
+                if int.from_bytes(data[8:12], "little") == stamp % 1_000_000_000:
+                    data[4:8] = (order // 1_000_000_000).to_bytes(4, "little")
+                    data[8:12] = (order % 1_000_000_000).to_bytes(4, "little")
+            db.execute(
+                "UPDATE messages SET timestamp = ?, data = ? WHERE id = ?",
+                (order, bytes(data), row_id),
+            )
+    with sqlite3.connect(path) as db:
+        db.execute("VACUUM")

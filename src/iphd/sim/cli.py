@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--profile", choices=PROFILES,
                        default="aligned_848x480" if name == "bag" else "depth_848x480",
                        help="D435 depth profile")
-        p.add_argument("--people", type=int, default=-1,
+        p.add_argument("--people", type=int, default=None,
                        help="people in the scene (default: drawn like the datasets)")
         if name == "bag":
             p.add_argument("--rgb", action="store_true",
@@ -133,7 +133,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             with _bar(args, 0, "frame") as bar:
                 info = generate.generate_bag(
                     args.out, seed=args.seed, duration_s=args.duration, sensors=sensors,
-                    people=None if args.people < 0 else args.people, rgb=args.rgb,
+                    people=args.people, rgb=args.rgb,
                     compression=args.compression, workers=args.workers,
                     overwrite=args.overwrite, calibration=calibration, progress=bar.update,
                 )
@@ -143,7 +143,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             with _bar(args, 0, "frame") as bar:
                 path = generate.generate_rs_recording(
                     args.out, seed=args.seed, duration_s=args.duration, sensors=sensors,
-                    people=None if args.people < 0 else args.people, overwrite=args.overwrite,
+                    people=args.people, overwrite=args.overwrite,
                     calibration=calibration, progress=bar.update,
                 )
             print(f"wrote {path}")

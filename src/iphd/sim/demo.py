@@ -14,7 +14,7 @@ from pathlib import Path
 
 from iphd.errors import DatasetError
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 DEMO_SEED = 0
 DEMO_DURATION_S = 20.0
 DEMO_PROFILE = "aligned_640x360"

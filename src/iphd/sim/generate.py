@@ -10,6 +10,8 @@ renamed into place only when complete (``iphd.data.output.StagedOutput``).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import multiprocessing
 import os
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import yaml
 
 from iphd.calibration import RigCalibration
 from iphd.data import iphd as iphd_io
@@ -104,6 +107,25 @@ def imap_bounded(
             yield result
 
 
+def write_manifest(root: Path, what: str, settings: dict[str, Any]) -> None:
+    """Write ``simulator.yaml``: how a generated dataset was made, enough to make it again."""
+    plain = json.loads(json.dumps(settings, default=_plain))
+    text = yaml.safe_dump({"generator": f"iphd-sim {what}", **plain}, sort_keys=True)
+    (root / "simulator.yaml").write_text(text)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, RigCalibration):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot record {type(value).__name__} in simulator.yaml")
+
+
 # ------------------------------------------------------------------------------------- IPHD
 
 
@@ -173,6 +195,7 @@ def plan_iphd(
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
 ) -> list[IphdPlan]:
     """Cut ``frames`` pairs into sequences of ``frames_per_sequence`` and assign splits."""
+    check_count("--seed", seed)
     check_count("--frames", frames)
     check_count("--frames-per-sequence", frames_per_sequence, 1)
     check_count("--stride", stride, 1)
@@ -200,7 +223,11 @@ def render_iphd_sequence(job: IphdJob) -> IphdSequenceResult:
     n_people = people_count(rng, job.scene.people_weights)
     identities = _population(plan.people_seed, job.population, rng, n_people)
     period = 1.0 / job.sensors.thermal_rate_hz
-    duration = (plan.frames * plan.stride + 2 * job.sensors.thermal_rate_hz) * period + 2.0
+    # Thermal frames frozen by flat-field corrections are skipped: budget for one FFC at start
+    # and one per shortest FFC period, each costing its duration plus a stride.
+    base = (plan.frames * plan.stride + 2 * job.sensors.thermal_rate_hz) * period + 2.0
+    ffc_count = math.ceil(base / job.sensors.ffc_period_s[0]) + 1
+    duration = base + ffc_count * (job.sensors.ffc_duration_s + 2 * plan.stride * period)
     sim = RigSimulator(job.calibration, identities, duration, plan.seed, job.sensors, job.scene)
     registrar = Registrar(sim.depth_intrinsics, job.calibration, IPHD_OUT_SIZE)
     di = sim.depth_intrinsics
@@ -287,6 +314,13 @@ def generate_iphd(
             meta = [m for r in results if r.split == split for m in r.meta]
             iphd_io.finalize_split(staged.path, split, names, meta)
             counts[split] = len(names)
+        write_manifest(staged.path, "iphd", {
+            "seed": seed, "frames": frames, "frames_per_sequence": frames_per_sequence,
+            "stride": stride, "population": population, "sensors": jobs[0].sensors if jobs else
+            sensors, "scene": scene or SceneConfig(), "labels": labels or LabelConfig(),
+            "weak_labels": weak or WeakLabelConfig(), "calibration": calibration,
+            "frames_per_split": counts,
+        })
         staged.commit()
     weights = [len(r.names) for r in results]
     total = max(sum(weights), 1)
@@ -337,6 +371,7 @@ def plan_reid(
     calibration: RigCalibration, sensors: SensorConfig, scene: SceneConfig,
 ) -> list[ReidJob]:
     """Sessions that film every identity ``sessions`` times, in groups of 1-3, train/test apart."""
+    check_count("--seed", seed)
     check_count("--identities", identities, 2)
     check_count("--sessions", sessions, 1)
     check_count("--crops", crops, 1)
@@ -364,15 +399,16 @@ def plan_reid(
 def render_reid_session(job: ReidJob) -> list[reid_io.ReidRecord]:
     """Render one session and write its time-paired depth and RGB crops (runs in a worker)."""
     identities = [make_identity(p, job.people_seed) for p in job.pids]
-    duration = 4.0 * job.crops + 10.0
+    # Long enough for everyone to be seen well several times; rendering stops once they are.
+    duration = 8.0 * job.crops + 30.0
     sim = RigSimulator(job.calibration, identities, duration, job.seed, job.sensors, job.scene)
     di = sim.depth_intrinsics
     scale = sim.rgb_intrinsics.width / di.width
     records: list[reid_io.ReidRecord] = []
     got = dict.fromkeys(job.pids, 0)
     session = f"s{job.session:05d}"
-    # Sample a frame every 1.5 s, keep people seen well enough, until every pid has its crops.
-    step = max(1, int(round(1.5 * job.sensors.depth_rate_hz)))
+    # Sample a frame every second, keep people seen well enough, until every pid has its crops.
+    step = max(1, int(round(1.0 * job.sensors.depth_rate_hz)))
     for index in range(0, sim.n_depth, step):
         if all(v >= job.crops for v in got.values()):
             break
@@ -380,8 +416,13 @@ def render_reid_session(job: ReidJob) -> list[reid_io.ReidRecord]:
         assert sample.rgb is not None
         for person in sample.people:
             x1, y1, x2, y2 = person.box_xyxy
-            if (got[person.pid] >= job.crops or person.visibility < job.min_visibility
-                    or y2 - y1 < job.min_height_px * di.height / 720.0):
+            # Visibility counts only the in-image silhouette, so people cut by the left or right
+            # border are left out explicitly, as are slivers (feet or head cut off by the top or
+            # bottom border are kept: close people look like that in re-ID data too).
+            cut = x1 <= 0 or x2 >= di.width
+            if (got[person.pid] >= job.crops or person.visibility < job.min_visibility or cut
+                    or y2 - y1 < job.min_height_px * di.height / 720.0
+                    or x2 - x1 < 0.2 * (y2 - y1)):
                 continue
             pair_id = job.session * 100_000 + index * 16 + len(records) % 16
             for modality, image, k, camid in (
@@ -406,7 +447,7 @@ def generate_reid(
     """Write a re-ID dataset of time-paired depth and RGB crops; returns records per split."""
     check_count("--workers", workers, 1)
     sensors = sensors or SensorConfig(depth_profile="aligned_848x480", rgb_scale=1.0)
-    scene = scene or SceneConfig(people_weights=(1.0,))
+    scene = scene or SceneConfig(people_in_view_deg=25.0)
     with StagedOutput(Path(out), overwrite) as staged:
         jobs = plan_reid(staged.path, seed, identities, sessions, crops, test_fraction,
                          calibration, sensors, scene)
@@ -422,6 +463,11 @@ def generate_reid(
             reid_io.finalize_split(staged.path, split, recs)
             counts[split] = len(recs)
         reid_io.check_disjoint(split_records["train"], split_records["test"])
+        write_manifest(staged.path, "reid", {
+            "seed": seed, "identities": identities, "sessions": sessions, "crops": crops,
+            "test_fraction": test_fraction, "sensors": sensors, "scene": scene,
+            "calibration": calibration, "records_per_split": counts,
+        })
         staged.commit()
     return counts
 
@@ -490,7 +536,7 @@ def stream_simulator(
     sensors: SensorConfig, scene: SceneConfig,
 ) -> RigSimulator:
     """The simulator of a streamed sequence (one per process, reused across its slices)."""
-    key = (seed, duration_s, people, id(calibration), sensors, scene)
+    key = (seed, duration_s, people, repr(calibration.to_dict()), sensors, scene)
     sim = _SIMS.get(key)
     if sim is None:
         rng = np.random.default_rng([seed, 0x9E0])
@@ -553,6 +599,7 @@ def generate_bag(
     from iphd.data.rosbag import RigBagWriter  # rosbags is only needed here
 
     check_count("--workers", workers, 1)
+    check_count("--seed", seed)
     if not duration_s > 0:
         raise ValueError(f"--duration must be > 0 seconds, got {duration_s}")
     if people is not None:
@@ -614,6 +661,9 @@ def generate_rs_recording(
         raise ValueError(f"--duration must be > 0 seconds, got {duration_s}")
     if out.exists() and not overwrite:
         raise DatasetError(f"{out} exists; pass --overwrite to replace it")
+    check_count("--seed", seed)
+    if people is not None:
+        check_count("--people", people)
     sensors = sensors or SensorConfig(depth_profile="depth_848x480")
     sim = stream_simulator(seed, duration_s, people, calibration, sensors,
                            scene or SceneConfig())

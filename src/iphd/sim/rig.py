@@ -140,6 +140,14 @@ class SensorConfig:
             raise ValueError(f"need 0 < min_z_m < max_z_m, got {self.min_z_m}, {self.max_z_m}")
         if not 0 < self.rgb_scale <= 1:
             raise ValueError(f"rgb_scale must be in (0, 1], got {self.rgb_scale}")
+        lo, hi = self.ffc_period_s
+        if not 0 < lo <= hi:
+            raise ValueError(f"ffc_period_s must be 0 < min <= max seconds, got {(lo, hi)}")
+        if not 0 <= self.ffc_duration_s < lo:
+            raise ValueError(
+                f"ffc_duration_s must be >= 0 and shorter than the FFC period, "
+                f"got {self.ffc_duration_s} with ffc_period_s {(lo, hi)}"
+            )
 
 
 @dataclass(frozen=True)

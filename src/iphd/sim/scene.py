@@ -46,6 +46,8 @@ class SceneConfig:
         camera_height_m: (min, max) height of the depth camera above the floor.
         people_weights: probabilities of 0, 1, 2, ... people in a sequence.
         distractor_scale: multiplies the number of furniture and distractor objects.
+        people_in_view_deg: when set, people only go to places within this many degrees of the
+            camera's optical axis (re-ID sessions, where everyone must be filmed).
     """
 
     room_width_m: tuple[float, float] = (4.0, 9.0)
@@ -55,6 +57,7 @@ class SceneConfig:
     camera_height_m: tuple[float, float] = (0.7, 1.4)
     people_weights: tuple[float, ...] = PEOPLE_WEIGHTS
     distractor_scale: float = 1.0
+    people_in_view_deg: float | None = None
 
     def __post_init__(self) -> None:
         """Reject ranges that cannot make a room."""
@@ -445,7 +448,9 @@ def generate_scene(
 
     actors = []
     for slot, ident in enumerate(identities):
-        actors.append(_make_actor(rng, mats, placer, b, ident, slot, w, d, cam, duration_s, amb))
+        actors.append(_make_actor(rng, mats, placer, b, ident, slot, w, d, cam, duration_s, amb,
+                                  None if config.people_in_view_deg is None else
+                                  (yaw, np.deg2rad(config.people_in_view_deg))))
 
     return Scene(
         width_m=w, depth_m=d, height_m=h, ambient_k=amb, camera_pos=cam, camera_yaw=yaw,
@@ -477,7 +482,7 @@ def _add_chair(b: PrimitiveBuilder, mats: MaterialTable, placer: _Placer,
 def _make_actor(
     rng: np.random.Generator, mats: MaterialTable, placer: _Placer, b: PrimitiveBuilder,
     ident: Identity, slot: int, w: float, d: float, cam: np.ndarray, duration_s: float,
-    amb: float,
+    amb: float, view: tuple[float, float] | None = None,
 ) -> Actor:
     cl = ident.clothing
     skin_k = ident.skin_k
@@ -496,7 +501,8 @@ def _make_actor(
         shoes=mats.add(amb + rng.uniform(1.0, 3.0), cl.shoes_rgb, dropout=0.15),
     )
     x_lo, x_hi = -w / 2 + 0.45, w / 2 - 0.45
-    z_lo, z_hi = float(cam[2]) + 0.45, d / 2 - 0.45
+    # IPHD has people from about 0.5 m to 8 m: paths stay within 7.5 m of the camera.
+    z_lo, z_hi = float(cam[2]) + 0.45, min(d / 2 - 0.45, float(cam[2]) + 7.5)
 
     def spot() -> tuple[float, float]:
         for _ in range(30):
@@ -506,6 +512,11 @@ def _make_actor(
             else:
                 z = float(rng.uniform(z_lo, z_hi))
             x = float(rng.uniform(x_lo, x_hi))
+            if view is not None:
+                # Bearing from the camera; the camera looks along +z turned by its yaw.
+                bearing = np.arctan2(x - cam[0], z - cam[2]) - view[0]
+                if abs(bearing) > view[1]:
+                    continue
             if placer.free(x, z):
                 return x, float(np.clip(z, z_lo, z_hi))
         return float(rng.uniform(x_lo, x_hi)), float(rng.uniform(z_lo, z_hi))

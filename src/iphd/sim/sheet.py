@@ -104,6 +104,7 @@ def write_contact_sheet(
     """Render ``contact_sheet`` and write it as a PNG at ``out``."""
     out = Path(out)
     check_count("--rows", rows, 1)
+    check_count("--seed", seed)
     if out.suffix.lower() != ".png":
         raise ValueError(f"the contact sheet is a PNG; --out must end in .png, got {out}")
     if out.exists() and not overwrite:
