@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from machine import cpu_model
 
 from iphd.calibration import RigCalibration, load_calibration
 from iphd.fusion import IPHD_SCALE, FusionConfig, FusionPipeline
@@ -235,17 +236,8 @@ def bench_keeps_up(
 
 
 def machine() -> str:
-    """Return the CPU model and core counts."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores (benchmark pinned to 1)"
+    """Return the CPU model and core count."""
+    return f"{cpu_model()}, {os.cpu_count()} cores (benchmark pinned to 1)"
 
 
 def get_args_parser() -> argparse.ArgumentParser:

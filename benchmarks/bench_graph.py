@@ -11,20 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
+
+from machine import cpu_model
 
 from iphd.ros.runner import run_graph
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -56,8 +46,9 @@ def main() -> None:
     dropped = 100.0 * s["thermal_drop_fraction"]
     unpublished = s["thermal_frames"] - s["published"]
     print(
-        f"machine: {_cpu()}, {os.cpu_count()} cores; command: python benchmarks/bench_graph.py "
-        f"--duration {args.duration:g} --source {args.source} (depth {args.profile})"
+        f"machine: {cpu_model()}, {os.cpu_count()} cores; command: "
+        f"python benchmarks/bench_graph.py --duration {args.duration:g} --source {args.source} "
+        f"(depth {args.profile})"
     )
     print()
     print("| measure | value | target |")

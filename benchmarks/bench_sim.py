@@ -23,6 +23,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from machine import cpu_model
 
 from iphd.calibration import load_calibration
 from iphd.registration import Registrar
@@ -35,16 +36,7 @@ TARGET_PAIRS_PER_CORE = 10.0
 
 def machine() -> str:
     """Return the CPU model and core count."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def bench_render(pairs: int, people: int, seed: int) -> dict[str, float]:
