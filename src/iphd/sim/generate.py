@@ -15,7 +15,7 @@ import json
 import math
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -473,42 +473,6 @@ def generate_reid(
 
 
 # ------------------------------------------------------------------------------------- streams
-
-
-def stream_events(
-    sim: RigSimulator, *, depth_latency_s: float = 0.008, thermal_latency_s: float = 0.03,
-    rgb: bool = False,
-) -> Iterator[tuple[int, str, Any]]:
-    """Yield ``(log_ns, kind, sample)`` of a sequence in receive-time order.
-
-    ``kind`` is ``depth`` (a ``DepthSample``) or ``thermal`` (a ``ThermalSample``; frames frozen
-    by a flat-field correction are skipped, as the Lepton driver drops them). ``log_ns`` is when
-    a recording host would have received the frame: capture time plus the sensor's latency.
-    """
-    depth_idx = thermal_idx = 0
-    while depth_idx < sim.n_depth or thermal_idx < sim.n_thermal:
-        t_d = sim.depth_time(depth_idx) + depth_latency_s if depth_idx < sim.n_depth else math.inf
-        t_t = (sim.thermal_time(thermal_idx) + thermal_latency_s
-               if thermal_idx < sim.n_thermal else math.inf)
-        if t_d <= t_t:
-            yield sim.start_ns + int(round(t_d * 1e9)), "depth", sim.render_depth(depth_idx,
-                                                                                 rgb=rgb)
-            depth_idx += 1
-        else:
-            sample = sim.render_thermal(thermal_idx)
-            thermal_idx += 1
-            if not sample.frozen:
-                yield sim.start_ns + int(round(t_t * 1e9)), "thermal", sample
-
-
-def take(items: Iterable[T], n: int) -> list[T]:
-    """The first ``n`` items."""
-    out: list[T] = []
-    for item in items:
-        if len(out) >= n:
-            break
-        out.append(item)
-    return out
 
 
 # ------------------------------------------------------------------------------------- bags

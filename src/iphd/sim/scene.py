@@ -23,6 +23,7 @@ from iphd.sim.body import (
     add_body,
     arms_raised_pose,
     bending_pose,
+    make_identity,
     sitting_pose,
     standing_pose,
     walking_pose,
@@ -416,8 +417,6 @@ def generate_scene(
         placer.add(x, z, 0.3, 0.3)
     for _ in range(count(0.8)):
         x, z, yw = wall_spot(0.6)
-        from iphd.sim.body import make_identity  # local: only mannequins need a random shape
-
         shape = make_identity(int(rng.integers(1 << 30)), int(rng.integers(1 << 30))).shape
         plastic = mats.add(amb + rng.uniform(-0.2, 0.4), _rgb(rng, 0.6, 0.95))
         cloth = mats.add(amb + rng.uniform(0.0, 0.6), _rgb(rng, 0.05, 0.9))
