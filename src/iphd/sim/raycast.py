@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-ELLIPSOID, BOX, CAPSULE = 0, 1, 2
-PARAMS = 16
+ELLIPSOID, BOX, CAPSULE, HOLED_BOARD = 0, 1, 2, 3
+PARAMS = 24
 NEAR_M = 0.05
 # Face ids of the room box in its own (world, y up) axes: which plane a ray leaves the room by.
 ROOM_FACES = ("+x wall", "-x wall", "ceiling", "floor", "+z wall", "-z wall")
@@ -30,11 +30,15 @@ class PrimitiveSet:
     """Primitives in world coordinates (metres; y up), ready to be moved into a camera frame.
 
     Attributes:
-        kind: (P,) int32 ELLIPSOID, BOX or CAPSULE.
-        params: (P, 16) float64 world parameters; layout per kind:
+        kind: (P,) int32 ELLIPSOID, BOX, CAPSULE or HOLED_BOARD.
+        params: (P, 24) float64 world parameters; layout per kind:
             ellipsoid: centre(3), M(9, row-major) with ``local = M @ (p - centre)`` on the unit
             sphere; box: centre(3), R(9) world->box rotation, half extents(3); capsule: end a(3),
-            end b(3), radius(1).
+            end b(3), radius(1); holed board (a thin plate with an asymmetric grid of round
+            holes, the calibration target): centre(3), R(9) world->board rotation (board plane
+            = local z 0), half width, half height, hole radius, grid spacing d, columns, rows,
+            x and y of hole (0, 0) in board coordinates; hole (i, j) is at
+            ``(x0 + (2 j + i % 2) d, y0 + i d)``.
         owner: (P,) int32 person slot (0..15) or -1.
         material: (P,) int32 row of the scene's material table.
     """
@@ -98,6 +102,31 @@ class PrimitiveBuilder:
         """Capsule: all points within ``radius`` of the segment a-b."""
         self._add(CAPSULE, [*a, *b, radius], owner, material)
 
+    def holed_board(
+        self, centre: np.ndarray, rotation: np.ndarray, half: tuple[float, float],
+        hole_radius: float, spacing: float, grid: tuple[int, int], first_hole: tuple[float, float],
+        *, material: int,
+    ) -> None:
+        """Thin plate with an asymmetric grid of holes (see ``PrimitiveSet``).
+
+        Args:
+            centre: board centre in world coordinates.
+            rotation: (3, 3) board->world rotation (columns: board x, board y, board normal).
+            half: half width and half height of the plate.
+            hole_radius: radius of every hole.
+            spacing: grid spacing d.
+            grid: (columns, rows) of the asymmetric grid.
+            first_hole: board coordinates of hole (0, 0).
+            material: row of the scene's material table.
+        """
+        rot = np.asarray(rotation, dtype=np.float64)
+        self._add(
+            HOLED_BOARD,
+            [*centre, *rot.T.ravel(), half[0], half[1], hole_radius, spacing, grid[0], grid[1],
+             first_hole[0], first_hole[1]],
+            -1, material,
+        )
+
     def build(self) -> PrimitiveSet:
         """Pack what was added."""
         if not self._kind:
@@ -123,7 +152,7 @@ def to_camera(prims: PrimitiveSet, world_to_cam: np.ndarray, cam_pos: np.ndarray
         if prims.kind[i] == ELLIPSOID:
             out[i, 0:3] = r @ (p[0:3] - cam_pos)
             out[i, 3:12] = (p[3:12].reshape(3, 3) @ r.T).ravel()
-        elif prims.kind[i] == BOX:
+        elif prims.kind[i] in (BOX, HOLED_BOARD):
             out[i, 0:3] = r @ (p[0:3] - cam_pos)
             out[i, 3:12] = (p[3:12].reshape(3, 3) @ r.T).ravel()
         else:
@@ -143,6 +172,9 @@ def camera_aabbs(kind: np.ndarray, params: np.ndarray) -> np.ndarray:
             lo, hi = p[0:3] - ext, p[0:3] + ext
         elif kind[i] == BOX:
             ext = np.abs(p[3:12].reshape(3, 3).T) @ p[12:15]
+            lo, hi = p[0:3] - ext, p[0:3] + ext
+        elif kind[i] == HOLED_BOARD:
+            ext = np.abs(p[3:12].reshape(3, 3).T) @ np.array([p[12], p[13], 0.0])
             lo, hi = p[0:3] - ext, p[0:3] + ext
         else:
             lo = np.minimum(p[0:3], p[3:6]) - p[6]
@@ -245,6 +277,31 @@ def _hit(kind: int, p: np.ndarray, x: float, y: float) -> float:  # pragma: no c
             if t_near > t_far:
                 return np.inf
         return t_near if t_near > NEAR_M else np.inf
+    if kind == 3:  # holed board: the plane z_local = 0, minus the holes
+        o0 = -(p[3] * p[0] + p[4] * p[1] + p[5] * p[2])
+        o1 = -(p[6] * p[0] + p[7] * p[1] + p[8] * p[2])
+        o2 = -(p[9] * p[0] + p[10] * p[1] + p[11] * p[2])
+        d2 = p[9] * x + p[10] * y + p[11]
+        if abs(d2) < 1e-12:
+            return np.inf
+        t = -o2 / d2
+        if t <= NEAR_M:
+            return np.inf
+        u = o0 + t * (p[3] * x + p[4] * y + p[5])
+        w = o1 + t * (p[6] * x + p[7] * y + p[8])
+        if abs(u) > p[12] or abs(w) > p[13]:
+            return np.inf
+        spacing = p[15]
+        row = int(np.floor((w - p[19]) / spacing + 0.5))
+        if 0 <= row < int(p[17]):
+            shift = (row % 2) * spacing
+            col = int(np.floor((u - p[18] - shift) / (2.0 * spacing) + 0.5))
+            if 0 <= col < int(p[16]):
+                du = u - (p[18] + shift + 2.0 * spacing * col)
+                dw = w - (p[19] + spacing * row)
+                if du * du + dw * dw < p[14] * p[14]:
+                    return np.inf
+        return t
     # capsule (segment a-b, radius r); ray origin at 0, direction (x, y, 1)
     ba0 = p[3] - p[0]
     ba1 = p[4] - p[1]
@@ -402,6 +459,9 @@ def normal_at(kind: int, p: np.ndarray, point: np.ndarray) -> np.ndarray:
     if kind == ELLIPSOID:
         m = p[3:12].reshape(3, 3)
         n = (point - p[0:3]) @ m.T @ m
+    elif kind == HOLED_BOARD:
+        n = np.repeat(p[9:12][None, :], point.shape[0], axis=0)
+        n = np.where((n * point).sum(axis=1, keepdims=True) > 0, -n, n)  # towards the camera
     elif kind == BOX:
         r = p[3:12].reshape(3, 3)
         local = (point - p[0:3]) @ r.T

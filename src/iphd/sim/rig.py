@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numba
@@ -39,7 +40,9 @@ from iphd.sim.body import Identity
 from iphd.sim.raycast import (
     BOX,
     ELLIPSOID,
+    HOLED_BOARD,
     N_ROOM_FACES,
+    PrimitiveBuilder,
     PrimitiveSet,
     RayGrid,
     camera_aabbs,
@@ -49,7 +52,8 @@ from iphd.sim.raycast import (
     pinhole_grid,
     to_camera,
 )
-from iphd.sim.scene import MAX_PEOPLE, Scene, SceneConfig, generate_scene
+from iphd.sim.scene import MAX_PEOPLE, Scene, SceneConfig, concat, generate_scene
+from iphd.sim.target import CalibrationTarget
 
 # D435 depth profiles: native depth (~87 x 58 deg) and depth aligned to the colour camera
 # (~69 x 42 deg, what rs.align / realsense-ros align_depth publish, and the IPHD frame).
@@ -229,6 +233,7 @@ class RigSimulator:
         sensors: sensor models.
         scene_config: scene ranges.
         start_ns: stamp of scene time 0.
+        target: a calibration board moving in front of the rig (``iphd.sim.target``).
     """
 
     calibration: RigCalibration
@@ -238,6 +243,7 @@ class RigSimulator:
     sensors: SensorConfig = field(default_factory=SensorConfig)
     scene_config: SceneConfig = field(default_factory=SceneConfig)
     start_ns: int = START_NS
+    target: CalibrationTarget | None = None
 
     def __post_init__(self) -> None:
         if self.duration_s < 0:
@@ -280,6 +286,12 @@ class RigSimulator:
         r2 = ((xx - th.cx) / (th.width / 2)) ** 2 + ((yy - th.cy) / (th.height / 2)) ** 2
         self._vignette = (r2 / r2.max()).astype(np.float64)
         self._static_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._target_material = -1
+        if self.target is not None:
+            row = [self.scene.ambient_k + self.target.spec.temp_offset_k, 0.0, 0.85, 0.85, 0.8,
+                   0.85, 0.85, 0.8, 0.0, 0.0]
+            self.scene.materials = np.vstack([self.scene.materials, row])
+            self._target_material = len(self.scene.materials) - 1
         di_h, di_w = self.depth_intrinsics.height, self.depth_intrinsics.width
         nrng = np.random.default_rng([self.seed, 0xBA4])
         # White noise bank, rolled per frame: drawing 1280x720 normals per frame costs more
@@ -356,6 +368,31 @@ class RigSimulator:
             self._static_cache[key] = cached
         return cached
 
+    def _dynamic(self, t_s: float) -> tuple[PrimitiveSet, list[Any]]:
+        """Moving primitives at ``t_s``: people, the dog, and the calibration target if any."""
+        dynamic, people = self.scene.dynamic_at(t_s)
+        if self.target is None:
+            return dynamic, people
+        spec = self.target.spec
+        rot_cam, origin_cam = self.target.board_pose(t_s)
+        w2c, cam_pos = self._depth_view
+        rot = w2c.T @ rot_cam  # board -> world
+        gx, gy = spec.grid_extent_m
+        centre = cam_pos + w2c.T @ (origin_cam + rot_cam @ np.array([gx / 2, gy / 2, 0.0]))
+        pw, ph = spec.plate_size_m
+        builder = PrimitiveBuilder()
+        builder.holed_board(centre, rot, (pw / 2, ph / 2), spec.hole_radius_m, spec.spacing_m,
+                            spec.pattern_size, (-gx / 2, -gy / 2),
+                            material=self._target_material)
+        return concat(dynamic, builder.build()), people
+
+    def target_points_depth(self, t_s: float) -> np.ndarray:
+        """(N, 3) true hole centres in the depth optical frame at ``t_s`` (metres)."""
+        if self.target is None:
+            raise ValueError("this simulator has no calibration target")
+        rot, origin = self.target.board_pose(t_s)
+        return self.target.spec.object_points() @ rot.T + origin
+
     def _render(self, key: str, grid: RayGrid, w2c: np.ndarray, pos: np.ndarray,
                 dynamic: PrimitiveSet) -> _Render:
         static_z, static_ids = self._static(key, grid, w2c, pos)
@@ -402,7 +439,7 @@ class RigSimulator:
     def render_depth(self, index: int, *, rgb: bool = False) -> DepthSample:
         """Render depth frame ``index`` (and the aligned RGB view when ``rgb``)."""
         t_s = self.depth_time(index)
-        dynamic, people = self.scene.dynamic_at(t_s)
+        dynamic, people = self._dynamic(t_s)
         w2c, pos = self._depth_view
         r = self._render("depth", self._depth_grid, w2c, pos, dynamic)
         truth = self._truth(r, people)
@@ -430,7 +467,7 @@ class RigSimulator:
                                  / self._thermal_period_s)) - 1
             source = max(before, 0)
         t_src = self.thermal_time(source)
-        dynamic, _ = self.scene.dynamic_at(t_src)
+        dynamic, _ = self._dynamic(t_src)
         w2c, pos = self._thermal_view
         image = self._thermal_sensor(
             self._render("thermal", self._thermal_grid, w2c, pos, dynamic), source, t_src
@@ -630,6 +667,10 @@ def _shade(  # pragma: no cover - jitted
                         best = ratio
                         sgn = 1.0 if loc > 0 else -1.0
                         nx, ny, nz = sgn * p[3 + 3 * a], sgn * p[4 + 3 * a], sgn * p[5 + 3 * a]
+            elif k == HOLED_BOARD:
+                nx, ny, nz = p[9], p[10], p[11]
+                if nx * px + ny * py + nz * pz > 0:  # the side facing the camera
+                    nx, ny, nz = -nx, -ny, -nz
             else:
                 bax, bay, baz = p[3] - p[0], p[4] - p[1], p[5] - p[2]
                 dx, dy, dz = px - p[0], py - p[1], pz - p[2]

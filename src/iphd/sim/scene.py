@@ -212,7 +212,7 @@ class Scene:
     def at(self, t_s: float) -> tuple[PrimitiveSet, list[PersonState]]:
         """All primitives at ``t_s`` (static first) and the state of every person."""
         dynamic, people = self.dynamic_at(t_s)
-        return _concat(self.static, dynamic), people
+        return concat(self.static, dynamic), people
 
     def dynamic_at(self, t_s: float) -> tuple[PrimitiveSet, list[PersonState]]:
         """The moving primitives (people, dog) at ``t_s`` and the state of every person."""
@@ -245,7 +245,8 @@ class Scene:
         return self._pose_actor(PrimitiveBuilder(), actor, t_s)
 
 
-def _concat(a: PrimitiveSet, b: PrimitiveSet) -> PrimitiveSet:
+def concat(a: PrimitiveSet, b: PrimitiveSet) -> PrimitiveSet:
+    """The primitives of ``a`` followed by those of ``b``."""
     return PrimitiveSet(
         np.concatenate([a.kind, b.kind]), np.concatenate([a.params, b.params]),
         np.concatenate([a.owner, b.owner]), np.concatenate([a.material, b.material]),
