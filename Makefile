@@ -24,7 +24,7 @@ demo: setup
 	$(RUN) iphd-run --source $(SOURCE) --duration $(DURATION) $(ARGS)
 
 lint: setup
-	$(RUN) ruff check src tests benchmarks launch
+	$(RUN) ruff check src tests benchmarks launch calibration
 	$(RUN) mypy src/iphd
 
 test: lint

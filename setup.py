@@ -32,6 +32,7 @@ setup(
             "bag_player_node = iphd.ros.bag_player_node:main",
             "iphd-run = iphd.ros.runner:main",
             "iphd-sim = iphd.sim.cli:main",
+            "iphd-calibrate = iphd.calib.cli:main",
         ],
     },
 )

@@ -1,0 +1,74 @@
+"""``iphd-calibrate`` on small simulated bags: a loadable rig.yaml + overlay, or a clear refusal."""
+
+import cv2
+import numpy as np
+import pytest
+
+from iphd.calib.cli import main
+from iphd.calib.simulate import recovery_errors
+from iphd.calibration import load_calibration
+from iphd.data.rosbag import RigBagWriter
+
+
+def _write_bag(path, rec, calibration, thermal=None):
+    with RigBagWriter(path, calibration, rec.depth_intrinsics, compression="none") as bag:
+        for stamp, frame in zip(rec.depth_stamps_ns, rec.depth_mm, strict=True):
+            bag.write_depth(int(stamp), frame)
+        for stamp, frame in zip(rec.thermal_stamps_ns, thermal or rec.thermal_ck, strict=True):
+            bag.write_thermal(int(stamp), frame)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory, capture, nominal):
+    return _write_bag(tmp_path_factory.mktemp("calib") / "bag", capture.recording, nominal)
+
+
+def test_cli_bag_writes_loadable_rig_yaml_and_overlay(tmp_path, bag, truth, capture, capsys):
+    out, png = tmp_path / "rig.yaml", tmp_path / "check.png"
+    assert main(["--bag", str(bag), "--out", str(out), "--overlay", str(png), "--quiet"]) == 0
+    cal = load_calibration(out)
+    assert cal.meta["views_used"] >= 8 and "bag" in cal.meta["source"]
+    err = recovery_errors(cal, truth, capture.recording.depth_intrinsics)
+    assert err.translation_mm < 5.0 and err.clock_offset_ms < 5.0
+    image = cv2.imread(str(png))
+    assert image is not None and image.shape[0] == capture.recording.depth_intrinsics.height
+    printed = capsys.readouterr().out
+    assert "coverage" in printed and f"wrote {out}" in printed
+
+
+def test_cli_flat_thermal_bag_exits_2_and_writes_nothing(tmp_path, capture, nominal, capsys):
+    rec = capture.recording
+    flat = [np.full_like(f, 29500) for f in rec.thermal_ck[:40]]
+    short = type(rec)(rec.depth_intrinsics, rec.depth_stamps_ns[:150], rec.depth_mm[:150],
+                      rec.thermal_stamps_ns[:40], flat)
+    bag = _write_bag(tmp_path / "flat_bag", short, nominal)
+    out = tmp_path / "rig.yaml"
+    assert main(["--bag", str(bag), "--out", str(out), "--quiet"]) == 2
+    assert not out.exists()
+    assert "no thermal contrast" in capsys.readouterr().err
+
+
+def test_cli_missing_bag_exits_2(tmp_path, capsys):
+    out = tmp_path / "rig.yaml"
+    assert main(["--bag", str(tmp_path / "nope"), "--out", str(out), "--quiet"]) == 2
+    assert not out.exists()
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_bag_without_thermal_topic_exits_2(tmp_path, capture, nominal, capsys):
+    rec = capture.recording
+    path = tmp_path / "depth_only"
+    with RigBagWriter(path, nominal, rec.depth_intrinsics, compression="none") as writer:
+        for stamp, frame in zip(rec.depth_stamps_ns[:20], rec.depth_mm[:20], strict=True):
+            writer.write_depth(int(stamp), frame)
+    out = tmp_path / "rig.yaml"
+    assert main(["--bag", str(path), "--out", str(out), "--quiet"]) == 2
+    assert not out.exists()
+    assert "thermal/image_raw" in capsys.readouterr().err
+
+
+def test_cli_missing_output_folder_exits_2(tmp_path, capsys):
+    out = tmp_path / "no" / "rig.yaml"
+    assert main(["--sim", "--out", str(out), "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err

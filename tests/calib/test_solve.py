@@ -1,0 +1,130 @@
+"""Recovery of a known simulated rig, and the specific errors for bad recordings."""
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+
+from iphd.calib.simulate import recovery_errors, simulate_capture
+from iphd.calib.solve import (
+    CalibConfig,
+    DegeneratePosesError,
+    NoThermalContrastError,
+    OneModalityError,
+    TooFewViewsError,
+    calibrate,
+    check_views,
+    coverage_text,
+    motion_energy_offset,
+)
+from iphd.errors import CalibrationError
+
+
+def test_recovers_simulated_rig(solved, truth, capture, nominal):
+    assert nominal.thermal_clock_offset_s == 0.0  # the file the solve starts from knows nothing
+    err = recovery_errors(solved.calibration, truth, capture.recording.depth_intrinsics)
+    assert err.translation_mm < 5.0
+    assert err.rotation_deg < 0.3
+    assert err.fx_percent < 1.0 and err.fy_percent < 1.0
+    assert err.clock_offset_ms < 5.0
+    assert solved.intrinsics.rms_px <= 0.3
+    assert solved.extrinsic_rms_px <= 0.3
+    assert err.misregistration_px <= 1.0
+
+
+def test_meta_records_provenance(solved):
+    meta = solved.calibration.meta
+    assert meta["views_used"] >= 8 and meta["views_rejected"] == 0
+    assert meta["reprojection_rms_px"] <= 0.3
+    assert "motion-energy" in meta["clock_offset_method"]
+    assert meta["date"].endswith("+00:00")
+
+
+def test_outlier_view_is_rejected(solved, nominal):
+    from iphd.calib.solve import solve_intrinsics
+
+    views = list(solved.views)
+    bad = views[3]
+    views[3] = dataclasses.replace(bad, thermal_px=bad.thermal_px + np.random.default_rng(0)
+                                   .normal(0, 1.5, bad.thermal_px.shape))
+    result = solve_intrinsics(views, nominal.thermal, CalibConfig())
+    assert not result.kept[3] and result.kept.sum() == len(views) - 1
+    assert result.rms_px < 0.1
+
+
+def test_motion_energy_offset_recovers_shift():
+    t_d = np.arange(0, 20, 1 / 30)
+    speed = lambda t: np.clip(np.sin(t * 1.7) + np.sin(t * 0.6), 0, None)  # noqa: E731
+    e_d = speed(t_d[:-1] + 1 / 60) / 30
+    t_th = np.arange(0.3, 19.5, 1 / 8.7) - 0.07  # stamps 70 ms early: offset +0.07
+    mid = t_th[:-1] + 0.07 + 0.5 / 8.7
+    e_th = speed(mid)
+    offset, corr = motion_energy_offset(t_d, e_d, t_th, e_th)
+    assert abs(offset - 0.07) < 0.005 and corr > 0.9
+
+
+def _slice(rec, stop_s):
+    from iphd.calib.solve import Recording
+
+    d = rec.depth_times_s() < stop_s
+    t = rec.thermal_times_s() < stop_s
+    depth = [f for f, m in zip(rec.depth_mm, d, strict=True) if m]
+    thermal = [f for f, m in zip(rec.thermal_ck, t, strict=True) if m]
+    return Recording(rec.depth_intrinsics, rec.depth_stamps_ns[d], depth,
+                     rec.thermal_stamps_ns[t], thermal)
+
+
+def test_too_few_views(capture, nominal):
+    with pytest.raises(TooFewViewsError, match="only 3 still views"):
+        calibrate(_slice(capture.recording, 6.3), nominal)
+
+
+def test_flat_thermal_says_no_contrast(capture, nominal):
+    rec = capture.recording
+    flat = [np.full_like(f, 29500) for f in rec.thermal_ck]
+    bad = dataclasses.replace(rec, thermal_ck=flat)
+    with pytest.raises(NoThermalContrastError, match="no thermal contrast"):
+        calibrate(bad, nominal)
+
+
+def test_grid_only_in_depth(capture, nominal):
+    rec = _slice(capture.recording, 12.0)
+    blurred = [cv2.GaussianBlur(f, (0, 0), 6) for f in rec.thermal_ck]
+    with pytest.raises(OneModalityError, match="depth only"):
+        calibrate(dataclasses.replace(rec, thermal_ck=blurred), nominal)
+
+
+def test_grid_only_in_thermal(capture, nominal):
+    rec = _slice(capture.recording, 12.0)
+    kernel = np.ones((41, 41), np.uint8)
+    filled = [cv2.dilate(cv2.erode(np.where(f == 0, 65535, f).astype(np.uint16), kernel),
+                         kernel) for f in rec.depth_mm]
+    with pytest.raises(OneModalityError, match="thermal only"):
+        calibrate(dataclasses.replace(rec, depth_mm=filled), nominal)
+
+
+def test_fronto_parallel_poses_are_degenerate(truth, nominal):
+    cap = simulate_capture(truth, poses=8, seed=3, depth_profile="aligned_424x240",
+                           max_tilt_deg=3.0)
+    with pytest.raises(DegeneratePosesError, match="degenerate poses"):
+        calibrate(cap.recording, nominal, CalibConfig(min_views=8))
+
+
+def test_bad_input_errors_are_calibration_errors():
+    for cls in (TooFewViewsError, NoThermalContrastError, OneModalityError,
+                DegeneratePosesError):
+        assert issubclass(cls, CalibrationError)
+
+
+def test_check_views_passes_the_solved_views(solved):
+    check_views(solved.search, CalibConfig())
+
+
+def test_coverage_text_says_enough(solved):
+    text, enough = coverage_text(solved.coverage, len(solved.views),
+                                 CalibConfig(min_coverage=0.5))
+    assert enough and "enough" in text
+    text, enough = coverage_text(solved.coverage, len(solved.views),
+                                 CalibConfig(min_views=50))
+    assert not enough and "NOT enough" in text
