@@ -121,7 +121,12 @@ def _fail_after(monkeypatch, module, name, calls, exc):
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_failure_midway_leaves_nothing_that_looks_complete(tmp_path, monkeypatch, workers):
-    count = _fail_after(monkeypatch, iphd_io, "write_frame", 2, RuntimeError("disk on fire"))
+    if workers == "1":
+        count = _fail_after(monkeypatch, iphd_io, "write_frame", 2, RuntimeError("disk on fire"))
+    else:
+        # Spawned workers do not see this process's monkeypatches: fail in the parent once the
+        # workers have written every frame into the staging folder.
+        count = _fail_after(monkeypatch, iphd_io, "finalize_split", 0, RuntimeError("disk on fire"))
     with pytest.raises(RuntimeError, match="disk on fire"):
         run(["iphd", "--out", str(tmp_path / "ds"), "--frames", "8", "--frames-per-sequence", "4",
              "--workers", workers, "--quiet"])

@@ -41,6 +41,9 @@ from iphd.sim.rig import RigSimulator, SensorConfig, warm_object_boxes
 from iphd.sim.scene import SceneConfig
 
 IPHD_OUT_SIZE = (213, 120)
+# Workers are spawned, not forked: a process that already runs threads (rclpy / Fast DDS in the
+# same process, a test session) can deadlock a forked child on a lock held at fork time.
+START_METHOD = "spawn"
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -69,7 +72,7 @@ def run_parallel(
             if progress:
                 progress(result)
         return results
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context(START_METHOD)
     with ctx.Pool(min(workers, len(jobs))) as pool:
         for result in pool.imap(fn, jobs):
             results.append(result)
@@ -91,7 +94,7 @@ def imap_bounded(
             yield fn(job)
         return
     max_pending = max_pending or 2 * workers
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context(START_METHOD)
     with ctx.Pool(min(workers, len(jobs))) as pool:
         pending: list[Any] = []
         it = iter(jobs)
@@ -338,7 +341,7 @@ def generate_iphd(
 
 
 def _warm_up(calibration: RigCalibration) -> None:
-    """Compile the numba kernels once in the parent, so forked workers inherit them."""
+    """Compile the numba kernels once in the parent; workers load them from numba's cache."""
     sim = RigSimulator(calibration, [make_identity(0, 0)], 1.0, 0,
                        SensorConfig(depth_profile="aligned_848x480", rgb_scale=0.25))
     sim.render_depth(0, rgb=True)
@@ -572,6 +575,8 @@ def generate_bag(
     scene = scene or SceneConfig()
     sim = stream_simulator(seed, duration_s, people, calibration, sensors, scene)
     events = event_list(sim)
+    if workers > 1:
+        _warm_up(calibration)
     chunk = 30
     jobs = [
         StreamJob(seed, duration_s, people, calibration, sensors, scene,
