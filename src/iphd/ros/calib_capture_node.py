@@ -1,0 +1,245 @@
+"""Calibration capture node: records the board, counts usable views, reports coverage live."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image
+
+from iphd.calib.capture import CaptureSession
+from iphd.calib.solve import CalibConfig
+from iphd.calibration import RigCalibration, load_calibration
+from iphd.data.rosbag import RigBagWriter
+from iphd.errors import FrameError, IphdError
+from iphd.fusion import depth_to_mm
+from iphd.ros import qos
+from iphd.ros.common import RateMeter, declare, diagnostic_array, package_file, spin_node
+from iphd.ros.conversions import camera_info_to_intrinsics, image_to_array, stamp_to_ns
+from iphd.sensors.frames import CameraIntrinsics
+from iphd.sim.target import TargetSpec
+
+DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
+THERMAL_ENCODINGS = ("16UC1", "mono16")
+STREAM_TIMEOUT_S = 1.0
+PENDING_THERMAL = 50  # thermal frames held for the bag until the depth camera info opens it
+
+
+class CalibCaptureNode(Node):
+    """Records ``depth/*`` and ``thermal/image_raw`` into a bag and reports calibration coverage.
+
+    The views and coverage are counted by ``iphd.calib.capture.CaptureSession``. Every
+    ``report_period_s`` one INFO line and a /diagnostics status say how far the capture is.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("calib_capture", **kwargs)
+        default = TargetSpec()
+        out_bag = declare(self, "out_bag", "", "rosbag2 folder to record into; empty = no bag")
+        calibration_file = declare(
+            self, "calibration_file", "", "rig.yaml (thermal size, frames); empty = package default"
+        )
+        columns = declare(self, "columns", default.columns, "board holes per row")
+        rows = declare(self, "rows", default.rows, "board rows of holes")
+        spacing_mm = declare(self, "spacing_mm", default.spacing_m * 1000, "board grid spacing, mm")
+        hole_mm = declare(
+            self, "hole_diameter_mm", default.hole_radius_m * 2000, "board hole diameter, mm"
+        )
+        min_views = declare(self, "min_views", 8, "views iphd-calibrate needs")
+        period = declare(self, "report_period_s", 2.0, "progress report period, s")
+
+        spec = TargetSpec(
+            columns=int(columns), rows=int(rows), spacing_m=float(spacing_mm) / 1000.0,
+            hole_radius_m=float(hole_mm) / 2000.0,
+        )
+        self.config = CalibConfig(spec=spec, min_views=int(min_views))
+        path = calibration_file or str(package_file("calibration/rig.yaml"))
+        self.calibration: RigCalibration = load_calibration(path)
+        self.out_bag = str(out_bag)
+        self.state = CaptureSession(self.config, self.calibration.thermal)
+        self.enough = False
+        self._writer: RigBagWriter | None = None
+        self._pending_thermal: deque[tuple[int, np.ndarray]] = deque(maxlen=PENDING_THERMAL)
+        self._depth_info: CameraIntrinsics | None = None
+        self._errors: dict[str, int] = {}
+        self._last_error = ""
+        self._depth_rate = RateMeter()
+        self._thermal_rate = RateMeter()
+        self.depth_info_count = 0
+        self.depth_unrecorded = 0
+
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(
+            Image, "depth/image_raw", self._on_depth, qos.SENSOR_SUB,
+            event_callbacks=qos.warn_on_incompatible_qos(self, "depth/image_raw"),
+        )
+        self.create_subscription(
+            CameraInfo, "depth/camera_info", self._on_depth_info, qos.SENSOR_SUB
+        )
+        self.create_subscription(
+            Image, "thermal/image_raw", self._on_thermal, qos.SENSOR_SUB,
+            event_callbacks=qos.warn_on_incompatible_qos(self, "thermal/image_raw"),
+        )
+        self.create_timer(float(period), self._report)
+        where = f"recording into {self.out_bag}" if self.out_bag else "not recording (no out_bag)"
+        self.get_logger().info(
+            f"calibration capture with rig {path}, board {spec.columns}x{spec.rows} holes, "
+            f"{where}; hold the board still at {self.config.min_views}+ poses over the image"
+        )
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def _on_depth_info(self, msg: CameraInfo) -> None:
+        self.depth_info_count += 1
+        if self._depth_info is not None:
+            return
+        try:
+            self._depth_info = camera_info_to_intrinsics(msg)
+        except IphdError as exc:
+            self._fail("depth_camera_info", f"depth/camera_info rejected: {exc}")
+            return
+        self.state.depth_intrinsics = self._depth_info
+        if self.out_bag:
+            self._open_bag(self._depth_info)
+
+    def _open_bag(self, depth_info: CameraIntrinsics) -> None:
+        try:
+            self._writer = RigBagWriter(self.out_bag, self.calibration, depth_info)
+        except IphdError as exc:
+            self._fail("bag", f"not recording: {exc}")
+            return
+        while self._pending_thermal:
+            self._record_thermal(*self._pending_thermal.popleft())
+
+    def _on_depth(self, msg: Image) -> None:
+        self._depth_rate.tick()
+        try:
+            depth_mm = depth_to_mm(image_to_array(msg, DEPTH_ENCODINGS), msg.encoding)
+            info = self._depth_info
+            if info is not None and depth_mm.shape != (info.height, info.width):
+                raise FrameError(
+                    f"depth image is {depth_mm.shape[1]}x{depth_mm.shape[0]} but "
+                    f"depth/camera_info says {info.width}x{info.height}"
+                )
+        except IphdError as exc:
+            self._fail("bad_depth", f"depth frame dropped: {exc}")
+            return
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        self.state.add_depth(stamp_ns, depth_mm)
+        if self._writer is not None:
+            self._write("depth", self._writer.write_depth, stamp_ns, depth_mm)
+        elif self.out_bag:
+            self.depth_unrecorded += 1
+
+    def _on_thermal(self, msg: Image) -> None:
+        self._thermal_rate.tick()
+        th = self.calibration.thermal
+        try:
+            thermal_ck = image_to_array(msg, THERMAL_ENCODINGS)
+            if thermal_ck.shape != (th.height, th.width):
+                raise FrameError(
+                    f"thermal image is {thermal_ck.shape[1]}x{thermal_ck.shape[0]} but the rig "
+                    f"calibration is for {th.width}x{th.height}"
+                )
+        except IphdError as exc:
+            self._fail("bad_thermal", f"thermal frame dropped: {exc}")
+            return
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        self._record_thermal(stamp_ns, thermal_ck)
+        self._check_view(stamp_ns, thermal_ck)
+
+    def _record_thermal(self, stamp_ns: int, thermal_ck: np.ndarray) -> None:
+        if self._writer is not None:
+            self._write("thermal", self._writer.write_thermal, stamp_ns, thermal_ck)
+        elif self.out_bag and self._depth_info is None:
+            self._pending_thermal.append((stamp_ns, thermal_ck))
+
+    def _write(self, kind: str, write: Any, stamp_ns: int, image: np.ndarray) -> None:
+        try:
+            write(stamp_ns, image)
+        except IphdError as exc:
+            self._fail(f"bag_{kind}", f"{kind} frame not recorded: {exc}")
+
+    # -- views ---------------------------------------------------------------------------------
+
+    def _check_view(self, stamp_ns: int, thermal_ck: np.ndarray) -> None:
+        if self.state.add_thermal(stamp_ns, thermal_ck):
+            self.get_logger().info(f"view {len(self.state.views)} captured")
+            self._check_enough()
+
+    def _check_enough(self) -> None:
+        if self.enough or not self.coverage()[1]:
+            return
+        self.enough = True
+        self.get_logger().info(
+            "enough views and coverage; stop the capture and run: "
+            f"iphd-calibrate --bag {self.out_bag or '<bag>'} --out rig.yaml"
+        )
+
+    def coverage(self) -> tuple[np.ndarray, bool]:
+        """(rows, cols) hole centres per thermal cell, and whether views and coverage suffice."""
+        return self.state.coverage()
+
+    def progress_line(self) -> str:
+        """The one-line progress report."""
+        return self.state.progress_line()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for diagnostics."""
+        counts, enough = self.coverage()
+        values: dict[str, Any] = {
+            "views": len(self.state.views),
+            "min_views": self.config.min_views,
+            "coverage": float((counts > 0).mean()),
+            "enough": enough,
+            "thermal_only_frames": self.state.thermal_only,
+            "depth_only_frames": self.state.depth_only,
+            "no_depth_partner": self.state.no_depth_partner,
+            "depth_frames": self._depth_rate.count,
+            "thermal_frames": self._thermal_rate.count,
+            "depth_rate_hz": self._depth_rate.rate_hz(),
+            "thermal_rate_hz": self._thermal_rate.rate_hz(),
+            "last_reason": self.state.last_reason,
+        }
+        if self._writer is not None:
+            values.update({f"recorded_{k}": v for k, v in self._writer.counts.items()})
+        values.update({f"errors_{k}": v for k, v in self._errors.items()})
+        return values
+
+    def _report(self) -> None:
+        line = self.progress_line()
+        self.get_logger().info(line)
+        self._publish_diagnostics(line)
+
+    def _publish_diagnostics(self, line: str) -> None:
+        level, message = "OK", line
+        if self._thermal_rate.age_s() > STREAM_TIMEOUT_S:
+            level, message = "ERROR", "no thermal/image_raw for over 1 s"
+        elif self._depth_rate.age_s() > STREAM_TIMEOUT_S:
+            level, message = "ERROR", "no depth/image_raw for over 1 s"
+        elif self._depth_info is None:
+            level, message = "ERROR", "no depth/camera_info received"
+        elif self._errors:
+            level, message = "WARN", f"{line}; input errors: {self._last_error}"
+        self._diag_pub.publish(
+            diagnostic_array(self, "calibration capture", level, message, self.stats())
+        )
+
+    def _fail(self, kind: str, message: str) -> None:
+        self._errors[kind] = self._errors.get(kind, 0) + 1
+        self._last_error = message
+        self.get_logger().warning(message, throttle_duration_sec=5.0)
+
+    def close(self) -> None:
+        """Close the bag (writes its metadata); idempotent."""
+        if self._writer is not None:
+            self._writer.close()
+            self.get_logger().info(f"bag {self.out_bag}: {self._writer.counts}")
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the capture node until Ctrl-C."""
+    spin_node(CalibCaptureNode, args)

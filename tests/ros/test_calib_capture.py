@@ -1,0 +1,128 @@
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image
+
+from iphd.calib.simulate import simulate_capture
+from iphd.calibration import load_calibration
+from iphd.data.rosbag import BagReader
+from iphd.ros import qos
+from iphd.ros.calib_capture_node import CalibCaptureNode
+from iphd.ros.conversions import array_to_image, intrinsics_to_camera_info
+
+
+@pytest.fixture(scope="module")
+def capture():
+    return simulate_capture(load_calibration(), poses=5, seed=1, depth_profile="aligned_640x360")
+
+
+class Feeder(Node):
+    """Publishes a calibration recording like the drivers do, one message at a time."""
+
+    def __init__(self, context):
+        super().__init__("feeder", context=context)
+        self.depth = self.create_publisher(Image, "depth/image_raw", qos.SENSOR_PUB)
+        self.depth_info = self.create_publisher(CameraInfo, "depth/camera_info", qos.SENSOR_PUB)
+        self.thermal = self.create_publisher(Image, "thermal/image_raw", qos.SENSOR_PUB)
+        self.diagnostics: list[DiagnosticArray] = []
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+
+
+def waiter(executor, spin_until):
+    return lambda predicate, timeout_s=5.0: spin_until(executor, predicate, timeout_s)
+
+
+def play(feeder, node, rec, spin_until, bad_thermal_at=None):
+    """Publish ``rec`` in stamp order, waiting until the node has taken each message."""
+    events = [(int(t), 0, j) for j, t in enumerate(rec.depth_stamps_ns)]
+    events += [(int(t), 1, k) for k, t in enumerate(rec.thermal_stamps_ns)]
+    for n, (stamp_ns, kind, i) in enumerate(sorted(events)):
+        if kind == 0:
+            infos = node.depth_info_count
+            feeder.depth_info.publish(
+                intrinsics_to_camera_info(rec.depth_intrinsics, stamp_ns, "depth_optical_frame")
+            )
+            assert spin_until(lambda infos=infos: node.depth_info_count > infos)
+            before = node.stats()["depth_frames"]
+            feeder.depth.publish(
+                array_to_image(rec.depth_mm[i], "16UC1", stamp_ns, "depth_optical_frame")
+            )
+            assert spin_until(lambda before=before: node.stats()["depth_frames"] > before)
+        else:
+            before = node.stats()["thermal_frames"]
+            feeder.thermal.publish(
+                array_to_image(rec.thermal_ck[i], "16UC1", stamp_ns, "thermal_optical_frame")
+            )
+            assert spin_until(lambda before=before: node.stats()["thermal_frames"] > before)
+        if n == bad_thermal_at:
+            before = node.stats()["thermal_frames"]
+            small = np.full((60, 80), 30000, np.uint16)
+            feeder.thermal.publish(
+                array_to_image(small, "16UC1", stamp_ns, "thermal_optical_frame")
+            )
+            assert spin_until(lambda before=before: node.stats()["thermal_frames"] > before)
+
+
+def test_capture_counts_views_records_the_bag_and_survives_bad_input(
+    capture, tmp_path, ros_context, executor, spin_until
+):
+    rec = capture.recording
+    bag = tmp_path / "capture"
+    node = CalibCaptureNode(
+        context=ros_context,
+        parameter_overrides=[
+            Parameter("out_bag", value=str(bag)),
+            Parameter("min_views", value=3),
+            Parameter("report_period_s", value=0.2),
+        ],
+    )
+    feeder = Feeder(ros_context)
+    executor.add_node(node)
+    executor.add_node(feeder)
+    wait = waiter(executor, spin_until)
+    assert wait(lambda: node.count_subscribers("/diagnostics") >= 1 and
+                      feeder.count_subscribers("thermal/image_raw") >= 1)
+
+    play(feeder, node, rec, wait, bad_thermal_at=40)
+    assert wait(lambda: any(
+        kv.key == "enough" and kv.value == "True"
+        for msg in feeder.diagnostics for s in msg.status for kv in s.values
+    ), timeout_s=3.0)
+
+    stats = node.stats()
+    assert stats["views"] >= 3
+    assert node.enough and stats["enough"]
+    assert node.progress_line().endswith("enough")
+    assert stats["errors_bad_thermal"] == 1
+    assert stats["thermal_frames"] == len(rec.thermal_ck) + 1
+    node.close()
+
+    with BagReader(bag) as reader:
+        topics = reader.topics
+    assert topics["depth/image_raw"].count == len(rec.depth_mm)
+    assert topics["depth/camera_info"].count == len(rec.depth_mm)
+    assert topics["thermal/image_raw"].count == len(rec.thermal_ck)
+
+
+def test_capture_without_out_bag_records_nothing(capture, tmp_path, ros_context, executor,
+                                                 spin_until):
+    node = CalibCaptureNode(context=ros_context,
+                            parameter_overrides=[Parameter("min_views", value=3)])
+    feeder = Feeder(ros_context)
+    executor.add_node(node)
+    executor.add_node(feeder)
+    wait = waiter(executor, spin_until)
+    assert wait(lambda: feeder.count_subscribers("thermal/image_raw") >= 1)
+    rec = capture.recording
+    small = SimpleNamespace(depth_intrinsics=rec.depth_intrinsics,
+                            depth_stamps_ns=rec.depth_stamps_ns[:30], depth_mm=rec.depth_mm[:30],
+                            thermal_stamps_ns=rec.thermal_stamps_ns[:8],
+                            thermal_ck=rec.thermal_ck[:8])
+    play(feeder, node, small, wait)
+    assert "recorded_depth/image_raw" not in node.stats()
+    node.close()
+    assert list(tmp_path.iterdir()) == []
