@@ -1,0 +1,1 @@
+"""Evaluation of detections against ground truth: the official IPHD average precision."""
