@@ -43,3 +43,7 @@ class EndOfStreamError(SensorError):
 
 class DatasetError(IphdError):
     """A dataset, bag or output folder is missing, malformed or would be overwritten."""
+
+
+class CheckpointError(IphdError):
+    """A model checkpoint is missing, corrupt, or does not match the code that loads it."""

@@ -1,0 +1,185 @@
+"""Checkpoints and the ``Detector`` wrapper: depth_mm + registered thermal_ck in, boxes out.
+
+A checkpoint is a plain dict saved with ``torch.save`` and loaded with ``weights_only=True``:
+the model's ``DetectorConfig``, the ``NormalizeConfig`` its inputs were made with and the state
+dict, so inference rebuilds the model from the file alone (STYLE: every checkpoint stores its
+config, model args and preprocessing constants).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from iphd.detection.model import DetectorConfig, FusionDetector
+from iphd.errors import CheckpointError, ConfigError
+from iphd.normalize import NormalizeConfig, normalize_depth, normalize_thermal
+
+CHECKPOINT_FORMAT = "iphd-detector"
+CHECKPOINT_VERSION = 1
+
+
+def fusion_input(
+    depth_mm: np.ndarray, thermal_ck: np.ndarray, fusion: str, config: NormalizeConfig
+) -> np.ndarray:
+    """(3, H, W) float32 network input for a fusion mode.
+
+    ``early`` is paper A's (T, T, D); ``depth`` is (D, D, D) and ``thermal`` (T, T, T), the
+    single-modality baselines of its ablations.
+    """
+    out_w, out_h = config.out_size
+    out = np.empty((3, out_h, out_w), dtype=np.float32)
+    if fusion == "depth":
+        normalize_depth(depth_mm, config, out=out[0])
+        out[1] = out[0]
+        out[2] = out[0]
+        return out
+    normalize_thermal(thermal_ck, config, out=out[0])
+    out[1] = out[0]
+    if fusion == "thermal":
+        out[2] = out[0]
+    else:
+        normalize_depth(depth_mm, config, out=out[2])
+    return out
+
+
+def _tuples(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def save_checkpoint(
+    path: Path | str, model: FusionDetector, normalize: NormalizeConfig,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` with everything needed to rebuild it; ``extra`` holds training state."""
+    path = Path(path)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "detector_config": dataclasses.asdict(model.config),
+        "normalize_config": dataclasses.asdict(normalize),
+        "state_dict": model.state_dict(),
+        "extra": extra or {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(
+    path: Path | str, map_location: str | torch.device = "cpu"
+) -> tuple[FusionDetector, NormalizeConfig, dict[str, Any]]:
+    """Rebuild a model from a checkpoint file.
+
+    Returns:
+        (model in eval mode, the normalisation its inputs need, the ``extra`` dict).
+
+    Raises:
+        CheckpointError: the file is missing, not a torch file, not an iphd detector checkpoint,
+            from another format version, or its weights do not fit its own config.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"detector checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt file
+        raise CheckpointError(
+            f"{path} is not a readable torch checkpoint ({type(exc).__name__}: {exc}); "
+            "the file is corrupt or truncated"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not an iphd detector checkpoint (no format '{CHECKPOINT_FORMAT}'); "
+            "train one with training/train_detector.py or pass the shipped model"
+        )
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {payload.get('version')}; this code reads "
+            f"version {CHECKPOINT_VERSION}"
+        )
+    try:
+        config = DetectorConfig(**_tuples(payload["detector_config"]))
+        normalize = NormalizeConfig(**_tuples(payload["normalize_config"]))
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise CheckpointError(f"{path}: its stored configuration is invalid ({exc})") from exc
+    model = FusionDetector(config)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{path}: the weights do not match the model its config describes ({exc})"
+        ) from exc
+    model.eval()
+    return model, normalize, dict(payload.get("extra") or {})
+
+
+@dataclass(frozen=True)
+class Detections:
+    """People found in one depth frame.
+
+    Attributes:
+        boxes_xyxy: (N, 4) float32 boxes in depth-image pixels, highest score first.
+        scores: (N,) float32 person probabilities.
+    """
+
+    boxes_xyxy: np.ndarray
+    scores: np.ndarray
+
+
+class Detector:
+    """Runs a detector on a depth image and its registered thermal image.
+
+    Args:
+        model: the network (see ``load_checkpoint``).
+        normalize: input normalisation the model was trained with.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    """
+
+    def __init__(
+        self, model: FusionDetector, normalize: NormalizeConfig, device: str = "auto"
+    ) -> None:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' was asked for but no CUDA device is available")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.normalize = normalize
+        net_h, net_w = model.config.input_size
+        if (normalize.out_size[0], normalize.out_size[1]) != (net_w, net_h):
+            raise ConfigError(
+                f"normalisation output {normalize.out_size} (w, h) does not match the model "
+                f"input {model.config.input_size} (h, w)"
+            )
+
+    @classmethod
+    def from_checkpoint(cls, path: Path | str, device: str = "auto") -> Detector:
+        """Load a checkpoint and wrap it."""
+        model, normalize, _ = load_checkpoint(path)
+        return cls(model, normalize, device)
+
+    @torch.inference_mode()
+    def __call__(self, depth_mm: np.ndarray, thermal_ck: np.ndarray) -> Detections:
+        """Detect people; boxes come back in the pixels of ``depth_mm``.
+
+        Raises:
+            FrameError: wrong dtype or dimensionality, or no valid thermal pixel.
+        """
+        x = fusion_input(depth_mm, thermal_ck, self.model.config.fusion, self.normalize)
+        batch = torch.from_numpy(x)[None].to(self.device)
+        boxes, scores = self.model.detect(batch)[0]
+        net_h, net_w = self.model.config.input_size
+        scale = torch.tensor(
+            [depth_mm.shape[1] / net_w, depth_mm.shape[0] / net_h] * 2, device=boxes.device
+        )
+        return Detections(
+            (boxes * scale).float().cpu().numpy(), scores.float().cpu().numpy()
+        )
