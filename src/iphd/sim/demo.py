@@ -39,7 +39,7 @@ def demo_bag_path() -> Path:
 
 
 def ensure_demo_bag(path: Path | None = None, *, progress: bool = True, workers: int = 2) -> Path:
-    """Return the demo bag, generating it first when it does not exist yet (~15 s, ~200 MB)."""
+    """Return the demo bag, generating it first when it does not exist yet (~10 s, ~194 MB)."""
     from tqdm import tqdm
 
     from iphd.calibration import load_calibration
