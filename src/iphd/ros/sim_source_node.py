@@ -17,7 +17,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from iphd.calibration import load_calibration
 from iphd.ros import qos
 from iphd.ros.common import declare, package_file, spin_node
-from iphd.ros.conversions import array_to_image, intrinsics_to_camera_info
+from iphd.ros.conversions import array_to_image, intrinsics_to_camera_info, truth_to_msg
 from iphd.sim.generate import stream_simulator
 from iphd.sim.rig import PROFILES, SensorConfig
 from iphd.sim.scene import SceneConfig
@@ -103,8 +103,6 @@ class SimSourceNode(Node):
             array_to_image(sample.depth_mm, "16UC1", stamp_ns, self._depth_frame)
         )
         if self._truth_pub is not None:
-            from iphd.ros.conversions import truth_to_msg
-
             self._truth_pub.publish(truth_to_msg(sample.people, stamp_ns, self._depth_frame))
         self.depth_published += 1
 
