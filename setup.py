@@ -33,6 +33,7 @@ setup(
             "iphd-run = iphd.ros.runner:main",
             "iphd-sim = iphd.sim.cli:main",
             "iphd-calibrate = iphd.calib.cli:main",
+            "iphd-eval = iphd.eval.cli:main",
             "calib_capture_node = iphd.ros.calib_capture_node:main",
         ],
     },

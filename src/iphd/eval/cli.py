@@ -1,0 +1,142 @@
+"""``iphd-eval``: score a detector checkpoint on an IPHD split with the official protocol.
+
+    iphd-eval detector --checkpoint runs/detector/best.pt --dataset data/iphd --split test
+    iphd-eval detector --checkpoint model.onnx --dataset data/iphd_sim --labels clean --limit 200
+
+Writes report.md, pr.png, predictions.pkl (the official submission) and metrics.json to --out.
+On bad input (missing checkpoint, incomplete dataset, malformed label) it exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from iphd.data.iphd import IPHD_SPLITS, LABEL_FOLDERS, IphdDataset
+from iphd.errors import CheckpointError, ConfigError, DatasetError, IphdError
+from iphd.eval.detector_eval import DetectorLike, evaluate_detector, write_report
+
+DEFAULT_OUT = Path("out/eval/detector")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The command line of ``iphd-eval``; each subcommand sets ``handler`` to its runner."""
+    parser = argparse.ArgumentParser(
+        prog="iphd-eval", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("detector", parents=[common],
+                       help="AP@0.25/0.5/0.75 of a detector on an IPHD split")
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="detector checkpoint (.pt) or exported model (.onnx)")
+    p.add_argument("--dataset", type=Path, required=True,
+                   help="IPHD root holding iphd_{split}_{depth,thermal}/")
+    p.add_argument("--split", choices=IPHD_SPLITS, default="test", help="default %(default)s")
+    p.add_argument("--labels", choices=tuple(LABEL_FOLDERS), default="weak",
+                   help="ground truth: weak (real IPHD) or clean (simulator only); "
+                   "default %(default)s")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                   help="report folder (default %(default)s)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="default %(default)s (CUDA when available)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N frames")
+    p.add_argument("--any-size", action="store_true",
+                   help="accept frames that are not 1280x720 depth / 213x120 thermal")
+    p.set_defaults(handler=_run_detector)
+    return parser
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    """The scalar entries of a checkpoint's ``extra`` (epoch, step, ...); tensors are skipped."""
+    return {k: v for k, v in values.items() if isinstance(v, str | int | float | bool)}
+
+
+def _load_detector(path: Path, device: str) -> tuple[DetectorLike, dict[str, Any]]:
+    """The detector in ``path`` and the configuration it records, for the report."""
+    if not path.is_file():
+        raise CheckpointError(f"detector checkpoint {path} does not exist")
+    if path.suffix.lower() == ".onnx":
+        try:
+            from iphd.detection.onnx_export import OnnxDetector
+        except ImportError as exc:
+            raise ConfigError(
+                f"evaluating {path} needs iphd.detection.onnx_export.OnnxDetector, which this "
+                f"install does not have ({exc}); evaluate the .pt checkpoint instead"
+            ) from exc
+        onnx_detector = OnnxDetector(path, device=device)
+        recorded: dict[str, Any] = {"format": "onnx"}
+        for attribute, key in (("config", "detector_config"), ("normalize", "normalize_config")):
+            value = getattr(onnx_detector, attribute, None)
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                recorded[key] = dataclasses.asdict(value)
+        return onnx_detector, recorded
+
+    from iphd.detection.detector import Detector, load_checkpoint  # torch: after parsing
+
+    model, normalize, extra = load_checkpoint(path)
+    detector = Detector(model, normalize, device)
+    return detector, {
+        "format": "torch",
+        "device": str(detector.device),
+        "detector_config": dataclasses.asdict(model.config),
+        "normalize_config": dataclasses.asdict(normalize),
+        "training": _jsonable(extra),
+    }
+
+
+def _run_detector(args: argparse.Namespace) -> str:
+    """Evaluate, write the report, and return the summary to print."""
+    size: dict[str, Any] = {"depth_size": None, "thermal_size": None} if args.any_size else {}
+    dataset = IphdDataset(args.dataset, args.split, labels=args.labels, **size)
+    detector, config = _load_detector(args.checkpoint, args.device)
+    try:
+        result = evaluate_detector(detector, dataset, progress=not args.quiet, limit=args.limit)
+    except DatasetError as exc:
+        if args.any_size or "_size=None" not in str(exc):
+            raise
+        raise DatasetError(f"{exc} (on the command line: --any-size)") from exc
+    meta = {
+        "checkpoint": str(args.checkpoint),
+        "dataset": str(args.dataset),
+        "split": args.split,
+        "labels": args.labels,
+        "limit": args.limit,
+        "config": config,
+    }
+    files = write_report(result, args.out, meta)
+    aps = ", ".join(f"AP@{t:.2f} {result.ap[t]:.4f}" for t in result.thresholds)
+    return (
+        f"{aps} on {result.n_frames} frames ({result.n_gt} ground-truth boxes, "
+        f"{result.n_pred} predictions; {args.labels} labels of {args.split}); latency median "
+        f"{result.latency_median_ms:.1f} ms, p95 {result.latency_p95_ms:.1f} ms\n"
+        f"wrote {files.report_md}, {files.pr_png.name}, {files.predictions_pkl.name} and "
+        f"{files.metrics_json.name}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``iphd-eval``; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    args = get_args_parser().parse_args(argv)
+    name = f"iphd-eval {args.command}"
+    try:
+        summary = args.handler(args)
+    except (IphdError, ValueError) as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
