@@ -63,3 +63,15 @@ def test_load_torchvision_state_dict_reports_unreadable_file(tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="broken.pth"):
         load_torchvision_state_dict(ResNetBackbone(18), path)
+
+
+def test_width_scales_every_stage_and_rejects_tiny_widths():
+    model = ResNetBackbone(18, width=16)
+    assert model.out_channels == (32, 64, 128)
+    assert model.conv1.weight.shape == (16, 3, 7, 7)
+    with torch.no_grad():
+        feats = model(torch.randn(1, 3, 64, 96))
+    assert [f.shape[1] for f in feats] == [32, 64, 128]
+    assert ResNetBackbone(50, width=16).out_channels == (128, 256, 512)
+    with pytest.raises(ConfigError, match="width"):
+        ResNetBackbone(18, width=2)

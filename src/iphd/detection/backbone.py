@@ -84,28 +84,34 @@ class ResNetBackbone(nn.Module):
     Args:
         depth: 18, 34 or 50.
         in_channels: channels of the input image (3 for early fusion).
+        width: channels of the stem and of the first stage (64 in torchvision's ResNets, whose
+            weights only load at 64); every later stage doubles it. A narrower trunk is the
+            CPU-speed knob of the shipped detector.
 
     Raises:
-        ConfigError: if ``depth`` is not supported or ``in_channels`` < 1.
+        ConfigError: if ``depth`` is not supported, ``in_channels`` < 1 or ``width`` < 4.
     """
 
-    def __init__(self, depth: int = 50, in_channels: int = 3) -> None:
+    def __init__(self, depth: int = 50, in_channels: int = 3, width: int = 64) -> None:
         super().__init__()
         if depth not in STAGE_BLOCKS:
             raise ConfigError(f"ResNet depth {depth} is not supported; use one of 18, 34, 50")
         if in_channels < 1:
             raise ConfigError(f"in_channels must be >= 1, got {in_channels}")
+        if width < 4:
+            raise ConfigError(f"backbone width must be >= 4, got {width}")
         block: type[BasicBlock] | type[Bottleneck] = BasicBlock if depth < 50 else Bottleneck
         self.depth = depth
         self.in_channels = in_channels
-        self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.width = width
+        self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        planes_in = 64
+        planes_in = width
         stages = []
         for i, n_blocks in enumerate(STAGE_BLOCKS[depth]):
-            planes = 64 * 2**i
+            planes = width * 2**i
             stride = 1 if i == 0 else 2
             blocks: list[nn.Module] = []
             for j in range(n_blocks):
@@ -115,7 +121,7 @@ class ResNetBackbone(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         e = block.expansion
         #: Channels of C3, C4, C5.
-        self.out_channels: tuple[int, int, int] = (128 * e, 256 * e, 512 * e)
+        self.out_channels: tuple[int, int, int] = (2 * width * e, 4 * width * e, 8 * width * e)
         self._init_weights()
 
     def _init_weights(self) -> None:
