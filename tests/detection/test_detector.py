@@ -34,6 +34,14 @@ def test_fusion_inputs_stack_the_right_channels():
     np.testing.assert_array_equal(only_t[2], early[0])  # (T, T, T)
     np.testing.assert_array_equal(only_d[0], early[2])  # (D, D, D)
     assert not np.array_equal(early[0], early[2])
+    for two_stream in ("intermediate", "late"):  # the model splits (T, T, D) itself
+        np.testing.assert_array_equal(fusion_input(depth, thermal, two_stream, NORM), early)
+
+
+def test_fusion_input_rejects_an_unknown_mode():
+    depth, thermal = _frames()
+    with pytest.raises(ConfigError, match="'mid'.*early, depth, thermal, intermediate, late"):
+        fusion_input(depth, thermal, "mid", NORM)
 
 
 def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path):
@@ -45,6 +53,23 @@ def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path):
     for key, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
     assert not loaded.training
+
+
+@pytest.mark.parametrize("fusion", ["intermediate", "late"])
+def test_two_stream_checkpoints_round_trip_and_detect(tmp_path, fusion):
+    config = DetectorConfig(backbone_depth=18, backbone_width=8, head_channels=8,
+                            use_rem=False, fusion=fusion, input_size=(64, 96),
+                            score_threshold=0.0, max_detections=5)
+    torch.manual_seed(0)
+    model = FusionDetector(config)
+    path = save_checkpoint(tmp_path / "m.pt", model, NORM)
+    loaded, _, _ = load_checkpoint(path)
+    assert loaded.config == config
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+    result = Detector(loaded, NORM, device="cpu")(*_frames())
+    assert result.boxes_xyxy.shape == (5, 4) and np.all(np.diff(result.scores) <= 0)
 
 
 def test_bad_checkpoints_are_named(tmp_path):

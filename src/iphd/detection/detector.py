@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from iphd.detection.model import DetectorConfig, FusionDetector
+from iphd.detection.model import FUSION_MODES, DetectorConfig, FusionDetector
 from iphd.errors import CheckpointError, ConfigError
 from iphd.normalize import NormalizeConfig, normalize_depth, normalize_thermal
 
@@ -30,8 +30,16 @@ def fusion_input(
     """(3, H, W) float32 network input for a fusion mode.
 
     ``early`` is paper A's (T, T, D); ``depth`` is (D, D, D) and ``thermal`` (T, T, T), the
-    single-modality baselines of its ablations.
+    single-modality baselines of its ablations. ``intermediate`` and ``late`` also take
+    (T, T, D): the model splits it into its thermal and depth streams itself.
+
+    Raises:
+        ConfigError: if ``fusion`` is not one of ``FUSION_MODES``.
     """
+    if fusion not in FUSION_MODES:
+        raise ConfigError(
+            f"fusion {fusion!r} is not supported; use one of {', '.join(FUSION_MODES)}"
+        )
     out_w, out_h = config.out_size
     out = np.empty((3, out_h, out_w), dtype=np.float32)
     if fusion == "depth":
