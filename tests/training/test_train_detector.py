@@ -1,0 +1,100 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_iphd import make_tiny_iphd
+
+from iphd.detection.detector import Detector, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+TRAINING = REPO / "training"
+SMOKE = TRAINING / "configs" / "detector" / "smoke.yaml"
+sys.path.insert(0, str(TRAINING))
+
+import train_detector  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_tiny_iphd(tmp_path_factory.mktemp("iphd"))
+
+
+def _run(dataset, out, *extra):
+    args = ["--config", str(SMOKE), "--data", str(dataset), "--out", str(out), "--quiet",
+            "--set", "data.any_size=true", *extra]
+    return train_detector.main(args)
+
+
+def test_smoke_run_writes_checkpoints_log_and_curve(dataset, tmp_path):
+    out = tmp_path / "run"
+    assert _run(dataset, out) == 0
+    for name in ("last.pt", "best.pt", "model.pt", "log.csv", "curve.png", "config.yaml",
+                 "summary.json"):
+        assert (out / name).is_file(), name
+    model, normalize, extra = load_checkpoint(out / "model.pt")
+    assert model.config.backbone_width == 8 and normalize.out_size == (128, 64)
+    assert extra["training_config"]["data"]["root"] == str(dataset)
+    rows = (out / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,iteration,lr,loss")
+    assert any(r.split(",")[11] for r in rows[1:])  # a val_ap50 value
+    detector = Detector.from_checkpoint(out / "model.pt", device="cpu")
+    assert detector.model.config.fusion == "early"
+
+
+def test_resume_continues_after_the_saved_epoch(dataset, tmp_path):
+    out = tmp_path / "run"
+    assert _run(dataset, out, "--set", "optim.epochs=1") == 0
+    first = torch.load(out / "last.pt", weights_only=True)["extra"]
+    assert first["epoch"] == 0
+    assert train_detector.main(["--resume", str(out / "last.pt"), "--quiet",
+                                "--set", "optim.epochs=2"]) == 0
+    second = torch.load(out / "last.pt", weights_only=True)["extra"]
+    assert second["epoch"] == 1
+    assert second["iteration"] == 2 * first["iteration"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--set", "model.backbone_dept=18"], "unknown key"),
+        (["--set", "optim.lr=-1"], "optim.lr"),
+        (["--set", "data.labels=noisy"], "data.labels"),
+        (["--set", "oops"], "section.key=value"),
+        (["--set", "data.train_splits=[nothere]"], "unknown IPHD split"),
+    ],
+)
+def test_bad_configs_exit_2_naming_the_problem(dataset, tmp_path, capsys, extra, message):
+    assert _run(dataset, tmp_path / "run", *extra) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_resume_from_a_shipped_model_is_refused(dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run(dataset, out, "--set", "optim.epochs=1") == 0
+    assert train_detector.main(["--resume", str(out / "model.pt")]) == 2
+    assert "no training state" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_with_advice(dataset, tmp_path, capsys):
+    assert _run(dataset, tmp_path / "run", "--set", "optim.lr=1e30",
+                "--set", "optim.warmup_iters=0") == 2
+    assert "lower optim.lr" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_train_one_model(dataset, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(TRAINING / "train_detector.py"), "--config", str(SMOKE), "--data", str(dataset),
+           "--out", str(out), "--quiet", "--set", "data.any_size=true"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "model.pt").is_file()
+    extra = torch.load(out / "last.pt", weights_only=True)["extra"]
+    # 8 frames, batch 2 per process, 2 processes: 2 iterations per epoch, 2 epochs.
+    assert extra["iteration"] == 4
+    assert "2 process(es)" in done.stdout

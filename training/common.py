@@ -1,0 +1,285 @@
+"""Shared pieces of the training scripts: YAML configs with overrides, DDP, CSV logs, curves."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import math
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+
+from iphd.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, an unusable resume checkpoint)."""
+
+
+def load_config(path: Path | None, overrides: Sequence[str] = (),
+                base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read a YAML config (or start from ``base``) and apply ``section.key=value`` overrides.
+
+    Values are parsed as YAML, so ``optim.lr=0.01``, ``data.short_sides=[128,256]`` and
+    ``model.use_rem=false`` have their natural types.
+
+    Raises:
+        ConfigError: unreadable file, a top level that is not a mapping, or a malformed override.
+    """
+    config: dict[str, Any] = copy.deepcopy(dict(base or {}))
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read training config {path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"training config {path} must be a YAML mapping of sections")
+        config = _merge(config, loaded)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) < 2 or not all(parts):
+            raise ConfigError(
+                f"override {item!r} is not 'section.key=value' (e.g. optim.lr=0.01)"
+            )
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from exc
+        node = config
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return config
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def build_dataclass(cls: Any, values: Mapping[str, Any] | None, section: str) -> Any:
+    """Instantiate a frozen config dataclass from a config section, lists turned into tuples.
+
+    Raises:
+        ConfigError: an unknown key (the message lists the valid ones) or an invalid value.
+    """
+    values = dict(values or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {unknown} in config section '{section}'; valid keys: {sorted(names)}"
+        )
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config section '{section}': {exc}") from exc
+
+
+def check_sections(config: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    """Reject unknown top-level sections (typos would otherwise be silently ignored)."""
+    unknown = sorted(set(config) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {unknown}; valid: {sorted(allowed)}")
+
+
+def git_commit() -> str:
+    """Commit hash of the code (with ``+dirty`` when modified), or ``unknown`` outside git."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+            text=True, check=True, timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in a (possibly single-process) run."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that logs, evaluates and writes files."""
+        return self.rank == 0
+
+
+def setup_distributed(device: str = "auto") -> DistInfo:
+    """Join the ``torchrun`` process group when launched by it; one process otherwise.
+
+    NCCL on CUDA, gloo on CPU (so multi-process training can be tested without a GPU).
+
+    Raises:
+        ConfigError: ``device`` is ``cuda`` but CUDA is unavailable, or an unknown device.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but no CUDA device is available")
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world_size > 1:
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    return DistInfo(rank, world_size, local_rank, dev)
+
+
+def cleanup_distributed() -> None:
+    """Leave the process group if one was joined."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every process (no-op when alone)."""
+    if info.world_size > 1:
+        dist.barrier()
+
+
+class CsvLog:
+    """Append-only CSV log with a fixed header; rows may leave columns empty."""
+
+    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+        self.path = Path(path)
+        self.columns = list(columns)
+        if not self.path.is_file():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("w", newline="", encoding="utf-8") as f:
+                csv.writer(f).writerow(self.columns)
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        """Append one row; unknown keys are an error (they would be lost)."""
+        extra = set(row) - set(self.columns)
+        if extra:
+            raise ValueError(f"columns {sorted(extra)} are not in the log header")
+        with self.path.open("a", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerow([_cell(row.get(c)) for c in self.columns])
+
+    def read(self) -> list[dict[str, str]]:
+        """All rows as dicts of strings."""
+        with self.path.open(newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+_COLOURS_BGR = ((180, 90, 30), (40, 40, 220), (40, 160, 40), (160, 60, 160), (0, 140, 230))
+
+
+def plot_curves(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: Path,
+    title: str,
+    xlabel: str,
+    size: tuple[int, int] = (800, 480),
+) -> Path:
+    """Write a PNG line plot, one line per named (x, y) series, each scaled to its own range.
+
+    Each series is normalised to its own min..max (the legend gives the range), so a loss and an
+    AP share one plot without one flattening the other.
+    """
+    width, height = size
+    margin_l, margin_r, margin_t, margin_b = 60, 20, 40, 40 + 18 * len(series)
+    image = np.full((height, width, 3), 255, dtype=np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    x_all = [float(x) for xs, _ in series.values() for x in xs]
+    x_lo, x_hi = (min(x_all), max(x_all)) if x_all else (0.0, 1.0)
+    if x_hi <= x_lo:
+        x_hi = x_lo + 1.0
+    plot_w = width - margin_l - margin_r
+    plot_h = height - margin_t - margin_b
+    cv2.rectangle(image, (margin_l, margin_t), (margin_l + plot_w, margin_t + plot_h), (0, 0, 0))
+    cv2.putText(image, title, (margin_l, 25), font, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(image, f"{xlabel}: {x_lo:g} .. {x_hi:g}", (margin_l, margin_t + plot_h + 18),
+                font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    for i, (name, (xs, ys)) in enumerate(series.items()):
+        colour = _COLOURS_BGR[i % len(_COLOURS_BGR)]
+        x = np.asarray(xs, dtype=np.float64)
+        y = np.asarray(ys, dtype=np.float64)
+        ok = np.isfinite(x) & np.isfinite(y)
+        x, y = x[ok], y[ok]
+        legend_y = margin_t + plot_h + 36 + 18 * i
+        if y.size:
+            y_lo, y_hi = float(y.min()), float(y.max())
+            span = y_hi - y_lo if y_hi > y_lo else 1.0
+            px = margin_l + (x - x_lo) / (x_hi - x_lo) * plot_w
+            py = margin_t + plot_h - (y - y_lo) / span * plot_h
+            pts = np.round(np.column_stack((px, py))).astype(np.int32).reshape(-1, 1, 2)
+            if len(pts) > 1:
+                cv2.polylines(image, [pts], False, colour, 2, cv2.LINE_AA)
+            else:
+                cv2.circle(image, tuple(int(v) for v in pts[0, 0]), 3, colour, -1)
+            label = f"{name}: {y_lo:.4g} .. {y_hi:.4g} (last {y[-1]:.4g})"
+        else:
+            label = f"{name}: no data"
+        cv2.line(image, (margin_l, legend_y - 4), (margin_l + 20, legend_y - 4), colour, 2)
+        cv2.putText(image, label, (margin_l + 28, legend_y), font, 0.45, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"OpenCV could not write {path}")
+    return path
+
+
+def step_lr(base_lr: float, iteration: int, iters_per_epoch: int, warmup_iters: int,
+            milestones: Sequence[int], gamma: float) -> float:
+    """Learning rate at ``iteration``: linear warm-up from base/10, then ×gamma at each milestone.
+
+    Milestones are epochs (paper A: 7 and 9 of 12), so the schedule is the same whatever the
+    dataset size or number of processes.
+    """
+    epoch = iteration / max(iters_per_epoch, 1)
+    lr = base_lr * gamma ** sum(1 for m in milestones if epoch >= m)
+    if warmup_iters > 0 and iteration < warmup_iters:
+        lr *= 0.1 + 0.9 * iteration / warmup_iters
+    return lr
+
+
+def is_finite(value: torch.Tensor) -> bool:
+    """True when a scalar tensor is neither NaN nor infinite."""
+    return math.isfinite(float(value.detach()))
