@@ -48,6 +48,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="default %(default)s (CUDA when available)")
     p.add_argument("--limit", type=int, help="evaluate only the first N frames")
+    p.add_argument("--threads", type=int, default=2,
+                   help="CPU threads for inference (default %(default)s; the latency figures "
+                   "depend on it)")
     p.add_argument("--any-size", action="store_true",
                    help="accept frames that are not 1280x720 depth / 213x120 thermal")
     p.set_defaults(handler=_run_detector)
@@ -59,7 +62,9 @@ def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if isinstance(v, str | int | float | bool)}
 
 
-def _load_detector(path: Path, device: str) -> tuple[DetectorLike, dict[str, Any]]:
+def _load_detector(
+    path: Path, device: str, threads: int
+) -> tuple[DetectorLike, dict[str, Any]]:
     """The detector in ``path`` and the configuration it records, for the report."""
     if not path.is_file():
         raise CheckpointError(f"detector checkpoint {path} does not exist")
@@ -71,7 +76,7 @@ def _load_detector(path: Path, device: str) -> tuple[DetectorLike, dict[str, Any
                 f"evaluating {path} needs iphd.detection.onnx_export.OnnxDetector, which this "
                 f"install does not have ({exc}); evaluate the .pt checkpoint instead"
             ) from exc
-        onnx_detector = OnnxDetector(path, device=device)
+        onnx_detector = OnnxDetector(path, device=device, intra_op_threads=threads)
         recorded: dict[str, Any] = {"format": "onnx"}
         for attribute, key in (("config", "detector_config"), ("normalize", "normalize_config")):
             value = getattr(onnx_detector, attribute, None)
@@ -79,8 +84,11 @@ def _load_detector(path: Path, device: str) -> tuple[DetectorLike, dict[str, Any
                 recorded[key] = dataclasses.asdict(value)
         return onnx_detector, recorded
 
-    from iphd.detection.detector import Detector, load_checkpoint  # torch: after parsing
+    import torch  # after parsing, so --help stays fast
 
+    from iphd.detection.detector import Detector, load_checkpoint
+
+    torch.set_num_threads(threads)
     model, normalize, extra = load_checkpoint(path)
     detector = Detector(model, normalize, device)
     return detector, {
@@ -96,7 +104,9 @@ def _run_detector(args: argparse.Namespace) -> str:
     """Evaluate, write the report, and return the summary to print."""
     size: dict[str, Any] = {"depth_size": None, "thermal_size": None} if args.any_size else {}
     dataset = IphdDataset(args.dataset, args.split, labels=args.labels, **size)
-    detector, config = _load_detector(args.checkpoint, args.device)
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    detector, config = _load_detector(args.checkpoint, args.device, args.threads)
     try:
         result = evaluate_detector(detector, dataset, progress=not args.quiet, limit=args.limit)
     except DatasetError as exc:
@@ -109,6 +119,7 @@ def _run_detector(args: argparse.Namespace) -> str:
         "split": args.split,
         "labels": args.labels,
         "limit": args.limit,
+        "threads": args.threads,
         "config": config,
     }
     files = write_report(result, args.out, meta)
