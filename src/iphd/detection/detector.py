@@ -22,6 +22,23 @@ from iphd.normalize import NormalizeConfig, normalize_depth, normalize_thermal
 
 CHECKPOINT_FORMAT = "iphd-detector"
 CHECKPOINT_VERSION = 1
+#: The detector shipped with the package (trained by training/configs/detector/cpu_sim.yaml).
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "detector.pt"
+
+
+def shipped_checkpoint() -> Path:
+    """Path of the shipped detector checkpoint.
+
+    Raises:
+        CheckpointError: the file is missing from this install.
+    """
+    if not SHIPPED_CHECKPOINT.is_file():
+        raise CheckpointError(
+            f"the shipped detector {SHIPPED_CHECKPOINT} is missing from this install; "
+            "reinstall the package, or train one with training/train_detector.py and pass its "
+            "path as the checkpoint"
+        )
+    return SHIPPED_CHECKPOINT
 
 
 def fusion_input(
@@ -169,9 +186,9 @@ class Detector:
             )
 
     @classmethod
-    def from_checkpoint(cls, path: Path | str, device: str = "auto") -> Detector:
-        """Load a checkpoint and wrap it."""
-        model, normalize, _ = load_checkpoint(path)
+    def from_checkpoint(cls, path: Path | str | None = None, device: str = "auto") -> Detector:
+        """Load a checkpoint (the shipped detector when ``path`` is None) and wrap it."""
+        model, normalize, _ = load_checkpoint(shipped_checkpoint() if path is None else path)
         return cls(model, normalize, device)
 
     @torch.inference_mode()
@@ -181,13 +198,25 @@ class Detector:
         Raises:
             FrameError: wrong dtype or dimensionality, or no valid thermal pixel.
         """
-        x = fusion_input(depth_mm, thermal_ck, self.model.config.fusion, self.normalize)
-        batch = torch.from_numpy(x)[None].to(self.device)
-        boxes, scores = self.model.detect(batch)[0]
-        net_h, net_w = self.model.config.input_size
-        scale = torch.tensor(
-            [depth_mm.shape[1] / net_w, depth_mm.shape[0] / net_h] * 2, device=boxes.device
-        )
-        return Detections(
-            (boxes * scale).float().cpu().numpy(), scores.float().cpu().numpy()
-        )
+        return detect_frame(self.model, self.normalize, depth_mm, thermal_ck, self.device)
+
+
+@torch.inference_mode()
+def detect_frame(
+    model: FusionDetector, normalize: NormalizeConfig, depth_mm: np.ndarray,
+    thermal_ck: np.ndarray, device: torch.device,
+) -> Detections:
+    """Normalise one pair, run ``model.detect`` and scale its boxes to depth-image pixels.
+
+    Shared by the torch and onnxruntime wrappers so both see identical pre- and post-processing.
+
+    Raises:
+        FrameError: wrong dtype or dimensionality, or no valid thermal pixel.
+    """
+    x = fusion_input(depth_mm, thermal_ck, model.config.fusion, normalize)
+    boxes, scores = model.detect(torch.from_numpy(x)[None].to(device))[0]
+    net_h, net_w = model.config.input_size
+    scale = torch.tensor(
+        [depth_mm.shape[1] / net_w, depth_mm.shape[0] / net_h] * 2, device=boxes.device
+    )
+    return Detections((boxes * scale).float().cpu().numpy(), scores.float().cpu().numpy())
