@@ -1,0 +1,1 @@
+"""Paper B cross-modal RGB/depth re-ID: embedder, losses, PK sampler, distillation, extractor."""

@@ -1,0 +1,364 @@
+"""Re-ID crops → L2-normalised embeddings: crop normalisation, embedder checkpoints, extractor."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from iphd.errors import CheckpointError, ConfigError, FrameError
+from iphd.reid.distill import zero_pad
+from iphd.reid.model import Embedder, EmbedderConfig
+
+CHECKPOINT_FORMAT = "iphd-reid-embedder"
+CHECKPOINT_VERSION = 1
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class CropNormalizeConfig:
+    """How re-ID crops become network input (stored in every embedder checkpoint).
+
+    Attributes:
+        depth_min_m: lower depth clip in metres (maps to 0 before the mean/std step).
+        depth_max_m: upper depth clip in metres (maps to 1).
+        depth_mean: mean subtracted from the [0, 1] depth; 0.33 is a person 3 m away with the
+            default clip, a typical indoor re-ID distance. A run on another dataset should
+            measure its own and store it here.
+        depth_std: divisor after the mean, so the depth spans about the range of an
+            ImageNet-normalised channel and ImageNet weights see familiar magnitudes.
+        depth_invalid: normalised value of invalid (0) depth pixels; 0 = the mean, what a
+            zero-padded convolution sees at the border, so holes and letterbox bars carry no
+            signal.
+        rgb_mean: per-channel mean of [0, 1] RGB (ImageNet).
+        rgb_std: per-channel std of [0, 1] RGB (ImageNet).
+    """
+
+    depth_min_m: float = 0.5
+    depth_max_m: float = 8.0
+    depth_mean: float = 0.33
+    depth_std: float = 0.25
+    depth_invalid: float = 0.0
+    rgb_mean: tuple[float, float, float] = _IMAGENET_MEAN
+    rgb_std: tuple[float, float, float] = _IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        """Reject constants that cannot normalise anything; the message names the field."""
+        if not 0.0 <= self.depth_min_m < self.depth_max_m <= 65.535:
+            raise ConfigError(
+                "depth_min_m/depth_max_m must satisfy 0 <= min < max <= 65.535 m, got "
+                f"[{self.depth_min_m}, {self.depth_max_m}]"
+            )
+        if not (np.isfinite(self.depth_mean) and np.isfinite(self.depth_invalid)):
+            raise ConfigError(
+                f"depth_mean and depth_invalid must be finite, got {self.depth_mean}, "
+                f"{self.depth_invalid}"
+            )
+        if not self.depth_std > 0:
+            raise ConfigError(f"depth_std must be > 0, got {self.depth_std}")
+        if len(self.rgb_mean) != 3 or len(self.rgb_std) != 3 or min(self.rgb_std) <= 0:
+            raise ConfigError(
+                f"rgb_mean and rgb_std must be 3 values (std > 0), got {self.rgb_mean} and "
+                f"{self.rgb_std}"
+            )
+
+
+def crop_modality(crop: np.ndarray, strict: bool = True) -> str:
+    """Return ``"depth"`` for an (H, W) uint16 crop, ``"rgb"`` for an (H, W, 3) uint8 one.
+
+    Args:
+        crop: the crop.
+        strict: raise for anything else (and for an empty crop); when False, return ``""``.
+
+    Raises:
+        FrameError: with ``strict``, neither kind of crop, or an empty one; the message says
+            what was expected and what came.
+    """
+    modality = ""
+    if isinstance(crop, np.ndarray):
+        if crop.dtype == np.uint16 and crop.ndim == 2:
+            modality = "depth"
+        elif crop.dtype == np.uint8 and crop.ndim == 3 and crop.shape[2] == 3:
+            modality = "rgb"
+    if strict:
+        if not modality:
+            got = _describe(crop) if isinstance(crop, np.ndarray) else type(crop).__name__
+            raise FrameError(
+                f"expected a depth crop {_EXPECTED['depth']} or an RGB crop {_EXPECTED['rgb']}, "
+                f"got {got}"
+            )
+        if crop.size == 0:
+            raise FrameError(f"the {modality} crop is empty (shape {crop.shape})")
+    return modality
+
+
+def _describe(crop: np.ndarray) -> str:
+    return f"{tuple(crop.shape)} {crop.dtype}"
+
+
+def _check_modality(crop: np.ndarray, expected: str) -> None:
+    if crop_modality(crop, strict=False) != expected:
+        got = _describe(crop) if isinstance(crop, np.ndarray) else type(crop).__name__
+        raise FrameError(f"expected a {expected} crop {_EXPECTED[expected]}, got {got}")
+    if crop.size == 0:
+        raise FrameError(f"the {expected} crop is empty (shape {crop.shape})")
+
+
+_EXPECTED = {"depth": "(H, W) uint16 in mm", "rgb": "(H, W, 3) uint8"}
+
+
+def normalize_depth_crop(
+    depth_mm: np.ndarray,
+    config: CropNormalizeConfig | None = None,
+    size_hw: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Turn a depth crop into network input: 3 replicated channels of normalised depth.
+
+    The crop is first resized to ``size_hw`` with nearest neighbour (averaging would blend
+    invalid zeros into a person's depth); then ``(clip(d, min, max) - min) / (max - min)``,
+    minus ``depth_mean``, over ``depth_std``; invalid pixels take ``depth_invalid``.
+
+    Args:
+        depth_mm: (H, W) uint16 depth in millimetres, 0 = invalid.
+        config: normalisation constants; default ``CropNormalizeConfig()``.
+        size_hw: (H, W) of the output; None keeps the crop's size.
+
+    Returns:
+        (3, H, W) float32.
+
+    Raises:
+        FrameError: not an (H, W) uint16 crop, an empty crop, or no valid depth in the crop.
+    """
+    cfg = config if config is not None else CropNormalizeConfig()
+    _check_modality(depth_mm, "depth")
+    if size_hw is not None and depth_mm.shape != tuple(size_hw):
+        depth_mm = cv2.resize(depth_mm, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_NEAREST)
+    invalid = depth_mm == 0
+    if invalid.all():
+        raise FrameError(
+            "no valid depth in the crop (every pixel is 0); drop the detection or check the "
+            "depth stream"
+        )
+    lo = cfg.depth_min_m * 1000.0
+    hi = cfg.depth_max_m * 1000.0
+    scale = 1.0 / ((hi - lo) * cfg.depth_std)
+    channel = np.clip(depth_mm, lo, hi).astype(np.float32)
+    channel *= np.float32(scale)
+    channel += np.float32(-lo * scale - cfg.depth_mean / cfg.depth_std)
+    channel[invalid] = np.float32(cfg.depth_invalid)
+    return np.repeat(channel[None], 3, axis=0)
+
+
+def normalize_rgb_crop(
+    rgb: np.ndarray,
+    config: CropNormalizeConfig | None = None,
+    size_hw: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Turn an RGB crop into network input: ``(rgb / 255 - mean) / std`` per channel.
+
+    The crop is resized to ``size_hw`` first (area when shrinking, bilinear when enlarging).
+
+    Args:
+        rgb: (H, W, 3) uint8 crop in RGB order.
+        config: normalisation constants; default ``CropNormalizeConfig()``.
+        size_hw: (H, W) of the output; None keeps the crop's size.
+
+    Returns:
+        (3, H, W) float32.
+
+    Raises:
+        FrameError: not an (H, W, 3) uint8 crop, or an empty crop.
+    """
+    cfg = config if config is not None else CropNormalizeConfig()
+    _check_modality(rgb, "rgb")
+    if size_hw is not None and rgb.shape[:2] != tuple(size_hw):
+        shrink = size_hw[0] * size_hw[1] < rgb.shape[0] * rgb.shape[1]
+        rgb = cv2.resize(
+            rgb, (size_hw[1], size_hw[0]),
+            interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR,
+        )
+    mean = np.asarray(cfg.rgb_mean, dtype=np.float32) * np.float32(255.0)
+    inv_std = 1.0 / (np.asarray(cfg.rgb_std, dtype=np.float32) * np.float32(255.0))
+    return np.ascontiguousarray(((rgb.astype(np.float32) - mean) * inv_std).transpose(2, 0, 1))
+
+
+def normalize_crop(
+    crop: np.ndarray,
+    config: CropNormalizeConfig | None = None,
+    size_hw: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, str]:
+    """Normalise a depth or RGB crop, whichever it is; returns ((3, H, W) float32, modality)."""
+    modality = crop_modality(crop)
+    if modality == "depth":
+        return normalize_depth_crop(crop, config, size_hw), modality
+    return normalize_rgb_crop(crop, config, size_hw), modality
+
+
+def save_embedder(
+    path: Path | str,
+    model: Embedder,
+    normalize: CropNormalizeConfig,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` with everything needed to rebuild it; ``extra`` holds training state."""
+    path = Path(path)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "embedder_config": dataclasses.asdict(model.config),
+        "normalize_config": dataclasses.asdict(normalize),
+        "state_dict": model.state_dict(),
+        "extra": extra or {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_embedder(
+    path: Path | str, map_location: str | torch.device = "cpu"
+) -> tuple[Embedder, CropNormalizeConfig, dict[str, Any]]:
+    """Rebuild an embedder from a checkpoint file.
+
+    Returns:
+        (model in eval mode, the crop normalisation it was trained with, the ``extra`` dict).
+
+    Raises:
+        CheckpointError: the file is missing, not a torch file, not an iphd re-ID embedder
+            checkpoint, from another format version, or its weights do not fit its own config.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"re-ID embedder checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt file
+        raise CheckpointError(
+            f"{path} is not a readable torch checkpoint ({type(exc).__name__}: {exc}); "
+            "the file is corrupt or truncated"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not an iphd re-ID embedder checkpoint (no format "
+            f"'{CHECKPOINT_FORMAT}'); save one with iphd.reid.extractor.save_embedder"
+        )
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {payload.get('version')}; this code reads "
+            f"version {CHECKPOINT_VERSION}"
+        )
+    try:
+        config = EmbedderConfig(**_tuples(payload["embedder_config"]))
+        normalize = CropNormalizeConfig(**_tuples(payload["normalize_config"]))
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise CheckpointError(f"{path}: its stored configuration is invalid ({exc})") from exc
+    model = Embedder(config)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{path}: the weights do not match the model its config describes ({exc})"
+        ) from exc
+    model.to(map_location).eval()
+    return model, normalize, dict(payload.get("extra") or {})
+
+
+def _tuples(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+class FeatureExtractor:
+    """Embeds re-ID crops with a trained embedder: arrays in, (N, D) unit vectors out.
+
+    Args:
+        model: an embedder, or the path of a checkpoint written by ``save_embedder``.
+        normalize: the crop normalisation the model was trained with; taken from the checkpoint
+            when ``model`` is a path (and then must be None), default ``CropNormalizeConfig()``.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        batch_size: crops per forward pass (results do not depend on it: the model is in eval
+            mode).
+
+    Raises:
+        CheckpointError: see ``load_embedder``.
+        ConfigError: a bad device or batch size, or ``normalize`` given with a checkpoint.
+    """
+
+    def __init__(
+        self,
+        model: Embedder | Path | str,
+        normalize: CropNormalizeConfig | None = None,
+        device: str = "auto",
+        batch_size: int = 32,
+    ) -> None:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device not in ("cpu", "cuda"):
+            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' was asked for but no CUDA device is available")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if not isinstance(model, Embedder):
+            if normalize is not None:
+                raise ConfigError(
+                    "normalize comes from the checkpoint; do not pass it with a checkpoint path"
+                )
+            model, normalize, _ = load_embedder(model)
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.normalize = normalize if normalize is not None else CropNormalizeConfig()
+        self.batch_size = batch_size
+
+    @property
+    def dim(self) -> int:
+        """Size D of the embeddings."""
+        return self.model.config.embedding_dim
+
+    @property
+    def modality(self) -> str:
+        """What the model embeds (``EmbedderConfig.modality``)."""
+        return self.model.config.modality
+
+    def _prepare(self, crop: np.ndarray) -> tuple[np.ndarray, str]:
+        modality = crop_modality(crop)
+        if self.modality in ("depth", "rgb") and modality != self.modality:
+            got = "RGB" if modality == "rgb" else "depth"
+            raise ConfigError(
+                f"this checkpoint embeds {self.modality} crops, got {got} {_describe(crop)}"
+            )
+        return normalize_crop(crop, self.normalize, self.model.config.input_size)
+
+    def __call__(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """Embed crops of the model's modality (either modality for the baselines).
+
+        Args:
+            crops: depth crops (H, W) uint16 in mm or RGB crops (H, W, 3) uint8, any size
+                (resized to the model's input size).
+
+        Returns:
+            (N, D) float32 L2-normalised embeddings; (0, D) for no crops.
+
+        Raises:
+            ConfigError: a crop of the other modality than the model's.
+            FrameError: a malformed or empty crop, or a depth crop without valid pixels.
+        """
+        out = np.empty((len(crops), self.dim), dtype=np.float32)
+        for start in range(0, len(crops), self.batch_size):
+            prepared = [self._prepare(c) for c in crops[start : start + self.batch_size]]
+            x = torch.from_numpy(np.stack([p[0] for p in prepared])).to(self.device)
+            if self.modality == "zero-padding":
+                x = zero_pad(x, [p[1] for p in prepared])
+            features = F.normalize(self.model.embed(x), dim=1)
+            out[start : start + len(prepared)] = features.cpu().numpy()
+        return out
