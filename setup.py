@@ -30,6 +30,7 @@ setup(
             "d435_node = iphd.ros.d435_node:main",
             "lepton_node = iphd.ros.lepton_node:main",
             "fusion_node = iphd.ros.fusion_node:main",
+            "detector_node = iphd.ros.detector_node:main",
             "sim_source_node = iphd.ros.sim_source_node:main",
             "bag_player_node = iphd.ros.bag_player_node:main",
             "iphd-run = iphd.ros.runner:main",

@@ -1,8 +1,9 @@
-"""Launch the iphd graph: drivers, the built-in rig source or a bag player, then fusion.
+"""Launch the iphd graph: drivers, the built-in rig source or a bag player, fusion, detector.
 
     ros2 launch iphd_bringup detect.launch.py source:=live
     ros2 launch iphd_bringup detect.launch.py source:=sim namespace:=robot1
     ros2 launch iphd_bringup detect.launch.py source:=bag bag:=/data/run1
+    ros2 launch iphd_bringup detect.launch.py source:=sim detector:=true
 
 The node list comes from ``iphd.graph.build_graph``, the same description the in-process runner
 (``iphd-run``) uses, so both start the same graph.
@@ -31,6 +32,8 @@ ARGUMENTS = {
     "playback_file": ("", "librealsense recording played by the D435 driver (source live)"),
     "bag": ("", "rosbag2 folder (or .db3/.mcap file) played by bag_player (source bag)"),
     "log_level": ("info", "debug, info, warn or error"),
+    "detector": ("false", "true = also run the person detector on fusion's output"),
+    "detector_checkpoint": ("", "detector checkpoint (.pt); empty = the shipped model"),
 }
 
 
@@ -49,6 +52,8 @@ def _nodes(context, *_args, **_kwargs):
         calibration_file=value["calibration_file"],
         playback_file=value["playback_file"],
         bag=value["bag"],
+        detector=value["detector"].strip().lower() in ("true", "1", "yes"),
+        detector_checkpoint=value["detector_checkpoint"],
     )
     return [
         Node(

@@ -202,3 +202,27 @@ def test_launch_file_plays_the_existing_simulator_demo_bag(monkeypatch, tmp_path
     assert all({"use_sim_time": True} in n.kwargs["parameters"] for n in nodes)
     with pytest.raises(ConfigError, match="bag:="):
         _launch_nodes(monkeypatch, tmp_path, source="bag")
+
+
+def test_detector_runs_after_fusion_only_when_asked_with_its_checkpoint():
+    assert "detector" not in [s.name for s in build_graph("sim_live")]
+    specs = build_graph("sim_live", detector=True, detector_checkpoint="/m/det.pt")
+    assert [s.name for s in specs] == ["sim_source", "fusion", "detector"]
+    assert specs[-1].executable == "detector_node"
+    assert specs[-1].parameters == {"checkpoint": "/m/det.pt"}
+    assert build_graph("sim_live", detector=True)[-1].parameters == {}
+    with pytest.raises(ConfigError, match="detector:=true"):
+        build_graph("sim_live", detector_checkpoint="/m/det.pt")
+    assert "detector" in load_params_file(ROOT / "launch" / "iphd_params.yaml")
+
+
+def test_launch_file_adds_the_detector_with_its_checkpoint(monkeypatch, tmp_path):
+    nodes = _launch_nodes(
+        monkeypatch, tmp_path, source="sim_live", detector="true", detector_checkpoint="/m/d.pt"
+    )
+    assert [n.kwargs["executable"] for n in nodes] == [
+        "sim_source_node", "fusion_node", "detector_node"
+    ]
+    assert {"checkpoint": "/m/d.pt"} in nodes[-1].kwargs["parameters"]
+    nodes = _launch_nodes(monkeypatch, tmp_path, source="sim_live")
+    assert "detector_node" not in [n.kwargs["executable"] for n in nodes]

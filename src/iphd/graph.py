@@ -37,7 +37,13 @@ class NodeSpec:
 
 
 def build_graph(
-    source: str = "sim", *, calibration_file: str = "", playback_file: str = "", bag: str = ""
+    source: str = "sim",
+    *,
+    calibration_file: str = "",
+    playback_file: str = "",
+    bag: str = "",
+    detector: bool = False,
+    detector_checkpoint: str = "",
 ) -> tuple[NodeSpec, ...]:
     """Return the nodes to start for ``source``.
 
@@ -51,10 +57,14 @@ def build_graph(
         playback_file: a librealsense recording the D435 driver plays instead of a camera
             (``live`` source only).
         bag: the rosbag2 folder (or .db3/.mcap file) to play (``bag`` source only).
+        detector: also start the person detector on fusion's output.
+        detector_checkpoint: the detector's checkpoint; empty = the shipped model (or the
+            parameters file's ``checkpoint``).
 
     Raises:
         ConfigError: unknown source, a playback file with a non-live source, a bag source
-            without a bag, or a bag with another source.
+            without a bag, a bag with another source, or a detector checkpoint without the
+            detector.
     """
     if source not in SOURCES:
         raise ConfigError(f"unknown source '{source}'; choose one of {', '.join(SOURCES)}")
@@ -66,6 +76,11 @@ def build_graph(
         raise ConfigError("source:=bag needs the bag to play: pass bag:=/path/to/bag")
     if bag and source != "bag":
         raise ConfigError(f"a bag ({bag}) is only played with source:=bag, not source:={source}")
+    if detector_checkpoint and not detector:
+        raise ConfigError(
+            f"a detector checkpoint ({detector_checkpoint}) needs the detector: pass "
+            "detector:=true"
+        )
     common: dict[str, Any] = {"calibration_file": calibration_file} if calibration_file else {}
     nodes: list[NodeSpec] = []
     if source == "live":
@@ -94,6 +109,14 @@ def build_graph(
             )
         )
     nodes.append(NodeSpec("fusion", "fusion_node", "iphd.ros.fusion_node", "FusionNode", common))
+    if detector:
+        detector_params = {"checkpoint": detector_checkpoint} if detector_checkpoint else {}
+        nodes.append(
+            NodeSpec(
+                "detector", "detector_node", "iphd.ros.detector_node", "DetectorNode",
+                detector_params,
+            )
+        )
     return tuple(nodes)
 
 

@@ -166,16 +166,20 @@ class Detector:
         model: the network (see ``load_checkpoint``).
         normalize: input normalisation the model was trained with.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        half: run the network in float16 (CUDA autocast) when the device is CUDA; CPU runs
+            stay float32 (``self.half`` says what is in effect).
     """
 
     def __init__(
-        self, model: FusionDetector, normalize: NormalizeConfig, device: str = "auto"
+        self, model: FusionDetector, normalize: NormalizeConfig, device: str = "auto",
+        half: bool = False,
     ) -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device 'cuda' was asked for but no CUDA device is available")
         self.device = torch.device(device)
+        self.half = bool(half) and self.device.type == "cuda"
         self.model = model.to(self.device).eval()
         self.normalize = normalize
         net_h, net_w = model.config.input_size
@@ -186,10 +190,12 @@ class Detector:
             )
 
     @classmethod
-    def from_checkpoint(cls, path: Path | str | None = None, device: str = "auto") -> Detector:
+    def from_checkpoint(
+        cls, path: Path | str | None = None, device: str = "auto", half: bool = False
+    ) -> Detector:
         """Load a checkpoint (the shipped detector when ``path`` is None) and wrap it."""
         model, normalize, _ = load_checkpoint(shipped_checkpoint() if path is None else path)
-        return cls(model, normalize, device)
+        return cls(model, normalize, device, half)
 
     @torch.inference_mode()
     def __call__(self, depth_mm: np.ndarray, thermal_ck: np.ndarray) -> Detections:
@@ -198,7 +204,9 @@ class Detector:
         Raises:
             FrameError: wrong dtype or dimensionality, or no valid thermal pixel.
         """
-        return detect_frame(self.model, self.normalize, depth_mm, thermal_ck, self.device)
+        # Autocast keeps the precision-sensitive ops (box decoding, softmax) in float32.
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.half):
+            return detect_frame(self.model, self.normalize, depth_mm, thermal_ck, self.device)
 
 
 @torch.inference_mode()

@@ -13,6 +13,7 @@ from std_msgs.msg import Header
 
 from iphd.calibration import RigCalibration, rig_static_transforms
 from iphd.data.truth import PersonTruth
+from iphd.detections import PersonDetection
 from iphd.image_codec import RawImage, decode_image, encode_image
 from iphd.sensors.frames import (
     CameraIntrinsics,
@@ -125,4 +126,32 @@ def truth_to_msg(people: Sequence[PersonTruth], stamp_ns: int, frame_id: str) ->
                                  z=person.velocity_mps[2])
         track.x1, track.y1, track.x2, track.y2 = (float(v) for v in person.box_xyxy)
         msg.tracks.append(track)
+    return msg
+
+
+def detections_to_msg(
+    people: Sequence[PersonDetection], stamp_ns: int, frame_id: str, width: int, height: int
+) -> Any:
+    """Detections of one depth frame as an ``iphd_msgs/PersonDetectionArray``.
+
+    Args:
+        people: detections in the order to publish (highest score first).
+        stamp_ns: the depth frame's stamp.
+        frame_id: the depth optical frame.
+        width: depth image width, pixels.
+        height: depth image height, pixels.
+    """
+    from geometry_msgs.msg import Point
+    from iphd_msgs.msg import PersonDetection as PersonDetectionMsg
+    from iphd_msgs.msg import PersonDetectionArray
+
+    msg = PersonDetectionArray(header=header(stamp_ns, frame_id))
+    msg.image_width, msg.image_height = int(width), int(height)
+    for person in people:
+        det = PersonDetectionMsg(score=float(person.score))
+        det.x1, det.y1, det.x2, det.y2 = (float(v) for v in person.box_xyxy)
+        x, y, z = person.position_m
+        det.position = Point(x=float(x), y=float(y), z=float(z))
+        det.temperature_k = float(person.temperature_k)
+        msg.detections.append(det)
     return msg

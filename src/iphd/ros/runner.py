@@ -44,6 +44,7 @@ class RunResult:
     duration_s: float
     nodes: dict[str, Node] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    detector_stats: dict[str, Any] = field(default_factory=dict)
     player_stats: dict[str, Any] = field(default_factory=dict)
     snapshot: Path | None = None
 
@@ -128,6 +129,8 @@ def run_graph(
     snapshot: Path | None = None,
     progress: bool = False,
     overrides: dict[str, dict[str, Any]] | None = None,
+    detector: bool = False,
+    detector_checkpoint: str = "",
 ) -> RunResult:
     """Run the graph for ``duration_s`` seconds in this process and return what it did.
 
@@ -141,7 +144,12 @@ def run_graph(
 
         ensure_demo_bag(progress=progress)
     specs = build_graph(
-        source, calibration_file=calibration_file, playback_file=playback_file, bag=bag
+        source,
+        calibration_file=calibration_file,
+        playback_file=playback_file,
+        bag=bag,
+        detector=detector,
+        detector_checkpoint=detector_checkpoint,
     )
     if use_sim_time is None:
         use_sim_time = wants_sim_time(source)
@@ -182,6 +190,9 @@ def run_graph(
         result.nodes = nodes
         fusion = nodes.get("fusion")
         result.stats = fusion.stats() if fusion is not None and hasattr(fusion, "stats") else {}
+        detector_node = nodes.get("detector")
+        if detector_node is not None and hasattr(detector_node, "stats"):
+            result.detector_stats = detector_node.stats()
         player_node = nodes.get("bag_player")
         if player_node is not None and hasattr(player_node, "stats"):
             result.player_stats = player_node.stats()
@@ -243,6 +254,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help="nodes follow /clock (default: on for sources bag and sim, off otherwise)",
     )
+    p.add_argument(
+        "--detector", action="store_true", help="also run the person detector on fusion's output"
+    )
+    p.add_argument(
+        "--detector-checkpoint", default="", help="detector .pt (default: the shipped model)"
+    )
     p.add_argument("--log-level", default="info", choices=sorted(LOG_LEVELS))
     p.add_argument("--out", default="out/demo", help="folder for the run's snapshot picture")
     return p
@@ -269,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             log_level=args.log_level,
             snapshot=Path(args.out) / "fusion.png",
             progress=True,
+            detector=args.detector,
+            detector_checkpoint=args.detector_checkpoint,
         )
     except (IphdError, FileNotFoundError) as exc:
         print(f"iphd-run: error: {exc}", file=sys.stderr)
@@ -300,6 +319,14 @@ def main(argv: list[str] | None = None) -> int:
         errors = {k: v for k, v in s.items() if k.startswith("errors_")}
         if errors:
             print(f"  input errors: {errors}")
+    d = result.detector_stats
+    if d:
+        print(
+            f"  detector ({d['model']}, {d['device']}): {d['pairs']} pairs, {d['published']} "
+            f"detection arrays published"
+            + (f", {d['inference_ms_mean']:.1f} ms inference mean" if "inference_ms_mean" in d
+               else "")
+        )
     if result.snapshot:
         print(f"  wrote {result.snapshot}")
     return 0 if s.get("published", 0) > 0 else 1

@@ -1,0 +1,441 @@
+"""Detector-node library: stamp pairing, 3D position and temperature per box, debug picture."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import cv2
+import numpy as np
+
+from iphd.errors import ConfigError, FrameError
+from iphd.registration import undistort_normalized
+from iphd.sensors.frames import CameraIntrinsics
+
+if TYPE_CHECKING:
+    from iphd.detection.detector import Detections, Detector
+
+DEVICES = ("auto", "cpu", "cuda")
+
+D = TypeVar("D")
+R = TypeVar("R")
+
+#: Reasons a registered thermal frame can leave the pairer without its depth frame.
+REGISTERED_DROP_REASONS = ("no_depth", "duplicate", "buffer_overflow", "reset")
+
+# The depth statistic looks at the central part of the box: box edges hold background (between
+# the arms, beside the head, between the legs), while the middle of a person box is torso.
+CENTRE_FRACTION_X = 0.5
+CENTRE_Y_RANGE = (0.2, 0.7)  # from the top of the box: chest to hips, below the head
+# The person is the nearest large surface in the box; the background lies behind it. A low
+# percentile of the valid depths lands on the person whenever the person covers more than
+# that share of the central region, and flying pixels or a thin occluder below it are ignored.
+ANCHOR_PERCENTILE = 30.0
+# Depths within this band around the anchor are taken as the person (a body is ~0.3 m deep;
+# the D435's depth noise grows with Z², so the band widens with distance); the median of that
+# cluster is the person's depth.
+CLUSTER_HALF_WIDTH_M = 0.3
+CLUSTER_HALF_WIDTH_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """What the detector node runs.
+
+    Attributes:
+        checkpoint: detector checkpoint file; empty = the model shipped with the package.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``; CUDA runs in float16.
+        score_threshold: lowest score published (the model's own threshold applies first).
+        threads: torch CPU threads (process-wide); 0 = leave torch's default.
+        max_queue: pairs waiting for inference; beyond it the oldest is dropped, so a slow
+            model skips frames instead of falling further and further behind.
+    """
+
+    checkpoint: str = ""
+    device: str = "auto"
+    score_threshold: float = 0.5
+    threads: int = 2
+    max_queue: int = 2
+
+    def __post_init__(self) -> None:
+        """Reject values the node cannot run with."""
+        if self.device not in DEVICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise ConfigError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
+        if self.threads < 0:
+            raise ConfigError(f"threads must be >= 0, got {self.threads}")
+        if self.max_queue < 1:
+            raise ConfigError(f"max_queue must be >= 1, got {self.max_queue}")
+
+    @property
+    def checkpoint_path(self) -> str:
+        """The checkpoint file this config loads."""
+        from iphd.detection.detector import SHIPPED_CHECKPOINT
+
+        return self.checkpoint or str(SHIPPED_CHECKPOINT)
+
+
+def load_detector(config: DetectionConfig) -> Detector:
+    """Load the checkpoint of ``config`` on its device (float16 on CUDA).
+
+    Raises:
+        CheckpointError: the file is missing or not a usable detector checkpoint.
+        ConfigError: ``cuda`` asked for without a CUDA device.
+    """
+    import torch
+
+    from iphd.detection.detector import Detector
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    return Detector.from_checkpoint(config.checkpoint or None, config.device, half=True)
+
+
+@dataclass(frozen=True)
+class StampPair(Generic[D, R]):
+    """A depth frame and the registered thermal frame that carries the same stamp."""
+
+    stamp_ns: int
+    depth: D
+    registered: R
+
+
+@dataclass
+class PairerStats:
+    """What the pairer did.
+
+    Attributes:
+        pairs: pairs emitted.
+        depth_frames: depth frames pushed.
+        registered_frames: registered frames pushed.
+        depth_unpaired: depth frames discarded without a partner (normal: depth runs at 30 Hz,
+            registered thermal at the thermal rate).
+        registered_dropped: registered frames that left without their depth frame, by reason
+            (``REGISTERED_DROP_REASONS``).
+        resets: backward stamp jumps (a looping bag, a restarted driver) that cleared the
+            buffers.
+    """
+
+    pairs: int = 0
+    depth_frames: int = 0
+    registered_frames: int = 0
+    depth_unpaired: int = 0
+    registered_dropped: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(REGISTERED_DROP_REASONS, 0)
+    )
+    resets: int = 0
+
+
+class StampPairer(Generic[D, R]):
+    """Pairs depth frames with the registered thermal frames that carry exactly their stamp.
+
+    The fusion node publishes ``thermal/registered`` with the stamp of the depth frame it was
+    registered into, so pairing is an exact stamp match; the two topics may still arrive in
+    either order. Pairing is monotonic: once a pair at stamp S is emitted, buffered frames older
+    than S are discarded (depth silently, registered thermal counted as ``no_depth``).
+
+    Args:
+        depth_buffer: depth frames kept while their registered partner may still come
+            (30 = 1 s at 30 Hz, longer than fusion's pairing latency).
+        registered_buffer: registered frames kept while their depth frame may still come.
+        max_wait_ns: a registered frame is given up (``no_depth``) once a depth frame this much
+            newer than it has arrived without its own depth frame showing up.
+        clock_jump_ns: a stamp this far behind the newest stamp of its stream resets the
+            buffers (``stats.resets``).
+
+    Raises:
+        ValueError: a buffer size below 1 or a non-positive time.
+    """
+
+    def __init__(
+        self,
+        depth_buffer: int = 30,
+        registered_buffer: int = 10,
+        max_wait_ns: int = 1_000_000_000,
+        clock_jump_ns: int = 1_000_000_000,
+    ) -> None:
+        if depth_buffer < 1 or registered_buffer < 1:
+            raise ValueError(
+                f"buffer sizes must be >= 1, got depth_buffer={depth_buffer}, "
+                f"registered_buffer={registered_buffer}"
+            )
+        if max_wait_ns <= 0 or clock_jump_ns <= 0:
+            raise ValueError(
+                f"times must be > 0 ns, got max_wait_ns={max_wait_ns}, "
+                f"clock_jump_ns={clock_jump_ns}"
+            )
+        self.depth_buffer = depth_buffer
+        self.registered_buffer = registered_buffer
+        self.max_wait_ns = max_wait_ns
+        self.clock_jump_ns = clock_jump_ns
+        self.stats = PairerStats()
+        self._depth: OrderedDict[int, D] = OrderedDict()
+        self._registered: OrderedDict[int, R] = OrderedDict()
+        self._newest_depth: int | None = None
+        self._newest_registered: int | None = None
+        self._last_pair: int | None = None
+
+    def push_depth(self, stamp_ns: int, frame: D) -> list[StampPair[D, R]]:
+        """Add a depth frame; return the pair it completes (zero or one)."""
+        self.stats.depth_frames += 1
+        self._check_jump(stamp_ns, self._newest_depth)
+        self._newest_depth = max(stamp_ns, self._newest_depth or stamp_ns)
+        if stamp_ns in self._registered:
+            return [self._pair(stamp_ns, frame, self._registered.pop(stamp_ns))]
+        if (self._last_pair is not None and stamp_ns <= self._last_pair) or (
+            stamp_ns in self._depth
+        ):
+            self.stats.depth_unpaired += 1
+            return []
+        self._depth[stamp_ns] = frame
+        while len(self._depth) > self.depth_buffer:
+            self._depth.popitem(last=False)
+            self.stats.depth_unpaired += 1
+        # Registered frames whose depth frame is long overdue will not find it any more.
+        for stamp in [s for s in self._registered if s + self.max_wait_ns < stamp_ns]:
+            del self._registered[stamp]
+            self.stats.registered_dropped["no_depth"] += 1
+        return []
+
+    def push_registered(self, stamp_ns: int, frame: R) -> list[StampPair[D, R]]:
+        """Add a registered thermal frame; return the pair it completes (zero or one)."""
+        self.stats.registered_frames += 1
+        self._check_jump(stamp_ns, self._newest_registered)
+        self._newest_registered = max(stamp_ns, self._newest_registered or stamp_ns)
+        if (self._last_pair is not None and stamp_ns <= self._last_pair) or (
+            stamp_ns in self._registered
+        ):
+            self.stats.registered_dropped["duplicate"] += 1
+            return []
+        if stamp_ns in self._depth:
+            return [self._pair(stamp_ns, self._depth.pop(stamp_ns), frame)]
+        self._registered[stamp_ns] = frame
+        self._registered = OrderedDict(sorted(self._registered.items()))
+        while len(self._registered) > self.registered_buffer:
+            self._registered.popitem(last=False)
+            self.stats.registered_dropped["buffer_overflow"] += 1
+        return []
+
+    def reset(self) -> None:
+        """Forget every buffered frame (counted as a reset)."""
+        self.stats.depth_unpaired += len(self._depth)
+        self.stats.registered_dropped["reset"] += len(self._registered)
+        self.stats.resets += 1
+        self._depth.clear()
+        self._registered.clear()
+        self._newest_depth = self._newest_registered = self._last_pair = None
+
+    def _check_jump(self, stamp_ns: int, newest_ns: int | None) -> None:
+        if newest_ns is not None and stamp_ns < newest_ns - self.clock_jump_ns:
+            self.reset()
+
+    def _pair(self, stamp_ns: int, depth: D, registered: R) -> StampPair[D, R]:
+        self._last_pair = stamp_ns
+        for stamp in [s for s in self._depth if s < stamp_ns]:
+            del self._depth[stamp]
+            self.stats.depth_unpaired += 1
+        for stamp in [s for s in self._registered if s < stamp_ns]:
+            del self._registered[stamp]
+            self.stats.registered_dropped["no_depth"] += 1
+        self.stats.pairs += 1
+        return StampPair(stamp_ns, depth, registered)
+
+
+def _box_slices(box_xyxy: Sequence[float], width: int, height: int) -> tuple[slice, slice]:
+    """Rows and columns of the pixels a box (pixel-edge coordinates) overlaps, clipped."""
+    x1, y1, x2, y2 = (float(v) for v in box_xyxy)
+    c0 = min(max(int(np.floor(x1)), 0), width)
+    c1 = min(max(int(np.ceil(x2)), 0), width)
+    r0 = min(max(int(np.floor(y1)), 0), height)
+    r1 = min(max(int(np.ceil(y2)), 0), height)
+    return slice(r0, r1), slice(c0, c1)
+
+
+def robust_depth_m(depth_mm: np.ndarray, box_xyxy: Sequence[float]) -> float:
+    """Depth of the person in a box, metres; NaN when the box holds no valid depth.
+
+    Takes the valid depths of the box's central region (the whole box when that region has
+    none), anchors on a low percentile (the person is in front of the background) and returns
+    the median of the depths clustered around that anchor.
+
+    Args:
+        depth_mm: (H, W) uint16 depth in millimetres, 0 = invalid.
+        box_xyxy: (x1, y1, x2, y2) in depth pixels, pixel (0, 0) spanning [0, 1) x [0, 1).
+    """
+    x1, y1, x2, y2 = (float(v) for v in box_xyxy)
+    w, h = x2 - x1, y2 - y1
+    half = 0.5 * CENTRE_FRACTION_X * w
+    centre = (
+        0.5 * (x1 + x2) - half,
+        y1 + CENTRE_Y_RANGE[0] * h,
+        0.5 * (x1 + x2) + half,
+        y1 + CENTRE_Y_RANGE[1] * h,
+    )
+    height, width = depth_mm.shape
+    values = np.empty(0, dtype=np.float32)
+    for region in (centre, box_xyxy):
+        rows, cols = _box_slices(region, width, height)
+        patch = depth_mm[rows, cols]
+        values = patch[patch > 0].astype(np.float32) / 1000.0
+        if values.size:
+            break
+    if not values.size:
+        return float("nan")
+    anchor = float(np.percentile(values, ANCHOR_PERCENTILE))
+    band = max(CLUSTER_HALF_WIDTH_M, CLUSTER_HALF_WIDTH_FRACTION * anchor)
+    cluster = values[np.abs(values - anchor) <= band]
+    return float(np.median(cluster))
+
+
+def person_position_m(
+    depth_mm: np.ndarray, box_xyxy: Sequence[float], intrinsics: CameraIntrinsics
+) -> tuple[float, float, float]:
+    """3D position of the person in a box: (x, y, z) metres in the depth optical frame.
+
+    The box centre is back-projected through the depth camera at ``robust_depth_m``.
+
+    Args:
+        depth_mm: (H, W) uint16 depth in millimetres, 0 = invalid.
+        box_xyxy: (x1, y1, x2, y2) in depth pixels (pixel-edge coordinates, as the detector's).
+        intrinsics: the depth camera, of the same size as ``depth_mm``.
+
+    Returns:
+        (x right, y down, z forward) in metres; NaN x 3 when the box has no valid depth.
+
+    Raises:
+        FrameError: ``depth_mm`` is not the size of ``intrinsics``.
+    """
+    if depth_mm.ndim != 2 or depth_mm.shape != (intrinsics.height, intrinsics.width):
+        raise FrameError(
+            f"depth image {depth_mm.shape} does not match its camera info "
+            f"{intrinsics.width}x{intrinsics.height}"
+        )
+    z = robust_depth_m(depth_mm, box_xyxy)
+    if not np.isfinite(z):
+        return (float("nan"),) * 3
+    # Intrinsics put pixel centres at integer coordinates; box corners are pixel edges.
+    u = 0.5 * (float(box_xyxy[0]) + float(box_xyxy[2])) - 0.5
+    v = 0.5 * (float(box_xyxy[1]) + float(box_xyxy[3])) - 0.5
+    xn = np.array([(u - intrinsics.cx) / intrinsics.fx])
+    yn = np.array([(v - intrinsics.cy) / intrinsics.fy])
+    if intrinsics.has_distortion:
+        xn, yn = undistort_normalized(xn, yn, intrinsics.distortion)
+    return (float(xn[0] * z), float(yn[0] * z), z)
+
+
+def box_temperature_k(
+    thermal_ck: np.ndarray, box_xyxy: Sequence[float], depth_size: tuple[int, int]
+) -> float:
+    """Median registered thermal reading inside a depth-pixel box, kelvin; NaN without coverage.
+
+    Args:
+        thermal_ck: (h, w) uint16 registered thermal in centi-kelvin, 0 = no coverage; it
+            covers the depth image at its own (usually lower) resolution.
+        box_xyxy: (x1, y1, x2, y2) in depth pixels.
+        depth_size: (width, height) of the depth image the box refers to.
+    """
+    height, width = thermal_ck.shape
+    sx, sy = width / depth_size[0], height / depth_size[1]
+    x1, y1, x2, y2 = (float(v) for v in box_xyxy)
+    rows, cols = _box_slices((x1 * sx, y1 * sy, x2 * sx, y2 * sy), width, height)
+    patch = thermal_ck[rows, cols]
+    values = patch[patch > 0]
+    return float(np.median(values)) / 100.0 if values.size else float("nan")
+
+
+@dataclass(frozen=True)
+class PersonDetection:
+    """One detected person, ready for a message.
+
+    Attributes:
+        box_xyxy: (x1, y1, x2, y2) in depth pixels.
+        score: person probability.
+        position_m: (x, y, z) in the depth optical frame, metres; NaN x 3 without valid depth.
+        temperature_k: median thermal inside the box, kelvin; NaN without coverage.
+    """
+
+    box_xyxy: tuple[float, float, float, float]
+    score: float
+    position_m: tuple[float, float, float]
+    temperature_k: float
+
+
+def describe_detections(
+    detections: Detections,
+    depth_mm: np.ndarray,
+    thermal_ck: np.ndarray,
+    intrinsics: CameraIntrinsics,
+    score_threshold: float = 0.0,
+) -> list[PersonDetection]:
+    """Detections scoring ``score_threshold`` or more, best first, with position and temperature.
+
+    Raises:
+        FrameError: ``depth_mm`` does not match ``intrinsics``.
+    """
+    order = np.argsort(-np.asarray(detections.scores), kind="stable")
+    size = (depth_mm.shape[1], depth_mm.shape[0])
+    people = []
+    for i in order:
+        score = float(detections.scores[i])
+        if score < score_threshold:
+            continue
+        box = tuple(float(v) for v in detections.boxes_xyxy[i])
+        people.append(
+            PersonDetection(
+                box_xyxy=box,  # type: ignore[arg-type]
+                score=score,
+                position_m=person_position_m(depth_mm, box, intrinsics),
+                temperature_k=box_temperature_k(thermal_ck, box, size),
+            )
+        )
+    return people
+
+
+BOX_COLOUR = (0, 255, 0)  # BGR
+
+
+def render_debug_image(
+    depth_mm: np.ndarray,
+    thermal_ck: np.ndarray,
+    detections: Sequence[PersonDetection],
+    max_depth_m: float = 8.0,
+) -> np.ndarray:
+    """Picture of a pair with its detections: thermal in false colour over grey depth.
+
+    Args:
+        depth_mm: (H, W) uint16 depth in millimetres, 0 = invalid (black).
+        thermal_ck: (h, w) uint16 registered thermal, centi-kelvin, 0 = no coverage (grey
+            depth shows through); resized to the depth size.
+        detections: boxes in depth pixels, drawn with score and distance.
+        max_depth_m: depth shown white; nearer is darker.
+
+    Returns:
+        (H, W, 3) uint8 BGR image.
+    """
+    height, width = depth_mm.shape
+    grey = (np.clip(depth_mm.astype(np.float32) / (max_depth_m * 1000.0), 0.0, 1.0) * 255).astype(
+        np.uint8
+    )
+    image = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    thermal = cv2.resize(thermal_ck, (width, height), interpolation=cv2.INTER_NEAREST)
+    covered = thermal > 0
+    if covered.any():
+        kelvin = thermal.astype(np.float32) / 100.0
+        scaled = (np.clip((kelvin - 290.0) / 20.0, 0.0, 1.0) * 255).astype(np.uint8)
+        colour = cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO)
+        blend = cv2.addWeighted(image, 0.4, colour, 0.6, 0.0)
+        image[covered] = blend[covered]
+    scale = max(0.35, min(width, height) / 600.0)
+    for person in detections:
+        x1, y1, x2, y2 = (int(round(v)) for v in person.box_xyxy)
+        cv2.rectangle(image, (x1, y1), (max(x2 - 1, x1), max(y2 - 1, y1)), BOX_COLOUR, 1)
+        z = person.position_m[2]
+        text = f"{person.score:.2f}" + (f" {z:.1f}m" if np.isfinite(z) else "")
+        cv2.putText(
+            image, text, (x1 + 2, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, scale, BOX_COLOUR,
+            1, cv2.LINE_AA,
+        )
+    return image

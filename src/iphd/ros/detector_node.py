@@ -1,0 +1,377 @@
+"""Detector node: pairs depth with registered thermal, runs the person detector, publishes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from iphd_msgs.msg import PersonDetectionArray
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image
+
+from iphd.detections import (
+    DetectionConfig,
+    StampPair,
+    StampPairer,
+    describe_detections,
+    load_detector,
+    render_debug_image,
+)
+from iphd.errors import IphdError
+from iphd.fusion import depth_to_mm
+from iphd.ros import qos
+from iphd.ros.common import RateMeter, declare, diagnostic_array, spin_node
+from iphd.ros.conversions import (
+    array_to_image,
+    camera_info_to_intrinsics,
+    detections_to_msg,
+    image_to_array,
+    stamp_to_ns,
+)
+from iphd.ros.fusion_node import DEPTH_ENCODINGS, STREAM_TIMEOUT_S
+from iphd.sensors.frames import CameraIntrinsics
+
+REGISTERED_ENCODINGS = ("16UC1", "mono16")
+#: Reasons a pair can be dropped between pairing and publishing.
+PAIR_DROP_REASONS = ("queue_full", "stale", "inference_error")
+
+
+@dataclass(frozen=True)
+class _Depth:
+    depth_mm: np.ndarray
+    frame_id: str
+    intrinsics: CameraIntrinsics
+    received_s: float
+
+
+@dataclass(frozen=True)
+class _Registered:
+    thermal_ck: np.ndarray
+    received_s: float
+
+
+@dataclass(frozen=True)
+class _Job:
+    pair: StampPair[_Depth, _Registered]
+    paired_s: float
+
+
+class DetectorNode(Node):
+    """Subscribes depth (+ camera info) and ``thermal/registered``, publishes ``detections``.
+
+    A depth frame and the registered thermal image with exactly its stamp form a pair. Pairs go
+    to an inference thread through a queue of ``max_queue`` (oldest dropped), so the executor
+    keeps serving callbacks while the network runs. Each pair gives one PersonDetectionArray
+    with the depth frame's stamp and frame id, and a ``debug/image`` (bgr8) while that topic has
+    subscribers.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("detector", **kwargs)
+        checkpoint = declare(
+            self, "checkpoint", "", "detector checkpoint (.pt); empty = the shipped model"
+        )
+        device = declare(self, "device", "auto", "auto | cpu | cuda (CUDA runs in float16)")
+        score = declare(self, "score_threshold", 0.5, "lowest detection score published")
+        threads = declare(self, "threads", 2, "torch CPU threads for inference; 0 = default")
+        max_queue = declare(
+            self, "max_queue", 2, "pairs waiting for inference; the oldest is dropped beyond"
+        )
+        period = declare(self, "diagnostics_period", 1.0, "diagnostics period, s")
+
+        # Counters and latencies are written by both the executor and the inference thread.
+        self._lock = threading.Lock()
+        self._errors: dict[str, int] = {}
+        self._last_error = ""
+        self._dropped = dict.fromkeys(PAIR_DROP_REASONS, 0)
+        self._depth_info: CameraIntrinsics | None = None
+        self._depth_rate = RateMeter()
+        self._registered_rate = RateMeter()
+        self._published_rate = RateMeter()
+        self._published = 0
+        self._resets_seen = 0
+        self._waiting_for_info = 0
+        self._stage_ms: dict[str, deque[float]] = {
+            k: deque(maxlen=200) for k in ("pairing_wait", "queue_wait", "inference", "publish")
+        }
+        self._per_frame: deque[int] = deque(maxlen=200)
+        self.pairer: StampPairer[_Depth, _Registered] = StampPairer()
+        self.config: DetectionConfig | None = None
+        self.detector: Any = None
+        try:
+            self.config = DetectionConfig(
+                checkpoint=str(checkpoint),
+                device=str(device),
+                score_threshold=float(score),
+                threads=int(threads),
+                max_queue=int(max_queue),
+            )
+            self.detector = load_detector(self.config)
+            precision = "float16" if self.detector.half else "float32"
+            self.get_logger().info(
+                f"loaded detector {self.config.checkpoint_path} on {self.detector.device} "
+                f"({precision})"
+            )
+        except IphdError as exc:
+            # Keep running so diagnostics say why nothing is published.
+            where = self.config.checkpoint_path if self.config else str(checkpoint)
+            self._fail(
+                "model",
+                f"detector not loaded from {where}: {exc}. Set the 'checkpoint' parameter to a "
+                "trained detector (training/train_detector.py) or fix 'device'; nothing is "
+                "published until then",
+            )
+
+        self._queue: deque[_Job] = deque()
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+        self._pub = self.create_publisher(PersonDetectionArray, "detections", qos.RESULT_PUB)
+        self._debug_pub = self.create_publisher(Image, "debug/image", qos.RESULT_PUB)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(
+            Image,
+            "depth/image_raw",
+            self._on_depth,
+            qos.SENSOR_SUB,
+            event_callbacks=qos.warn_on_incompatible_qos(self, "depth/image_raw"),
+        )
+        self.create_subscription(
+            CameraInfo, "depth/camera_info", self._on_depth_info, qos.SENSOR_SUB
+        )
+        self.create_subscription(
+            Image,
+            "thermal/registered",
+            self._on_registered,
+            qos.SENSOR_SUB,
+            event_callbacks=qos.warn_on_incompatible_qos(self, "thermal/registered"),
+        )
+        self.create_timer(float(period), self._publish_diagnostics)
+        if self.detector is not None:
+            self._thread = threading.Thread(
+                target=self._work, name="detector_inference", daemon=True
+            )
+            self._thread.start()
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def _on_depth_info(self, msg: CameraInfo) -> None:
+        try:
+            self._depth_info = camera_info_to_intrinsics(msg)
+        except IphdError as exc:
+            self._drop("bad_depth_camera_info", f"depth/camera_info rejected: {exc}")
+
+    def _on_depth(self, msg: Image) -> None:
+        self._depth_rate.tick()
+        if self.detector is None:
+            return
+        info = self._depth_info
+        if info is None:
+            # Image and camera info travel on separate topics, so the first images may arrive
+            # before their info; only a lasting absence is an error.
+            self._waiting_for_info += 1
+            if self._waiting_for_info > 30:
+                self._drop(
+                    "no_depth_camera_info",
+                    "depth frames dropped: no depth/camera_info received (check the topic name "
+                    "and QoS)",
+                )
+            return
+        try:
+            depth_mm = depth_to_mm(image_to_array(msg, DEPTH_ENCODINGS), msg.encoding)
+        except IphdError as exc:
+            self._drop("bad_depth", f"depth frame dropped: {exc}")
+            return
+        if depth_mm.shape != (info.height, info.width):
+            self._drop(
+                "depth_size_mismatch",
+                f"depth frame dropped: it is {depth_mm.shape[1]}x{depth_mm.shape[0]} but "
+                f"depth/camera_info is {info.width}x{info.height}",
+            )
+            return
+        frame = _Depth(depth_mm, msg.header.frame_id, info, time.monotonic())
+        self._handle(self.pairer.push_depth(stamp_to_ns(msg.header.stamp), frame))
+
+    def _on_registered(self, msg: Image) -> None:
+        self._registered_rate.tick()
+        if self.detector is None:
+            return
+        try:
+            thermal_ck = image_to_array(msg, REGISTERED_ENCODINGS)
+        except IphdError as exc:
+            self._drop("bad_registered", f"thermal/registered frame dropped: {exc}")
+            return
+        frame = _Registered(thermal_ck, time.monotonic())
+        self._handle(self.pairer.push_registered(stamp_to_ns(msg.header.stamp), frame))
+
+    def _handle(self, pairs: list[StampPair[_Depth, _Registered]]) -> None:
+        if self.pairer.stats.resets != self._resets_seen:
+            self._resets_seen = self.pairer.stats.resets
+            self.get_logger().warning(
+                "stamps jumped backwards (bag loop or driver restart): pairing buffers reset"
+            )
+        assert self.config is not None
+        max_queue = self.config.max_queue
+        now = time.monotonic()
+        for pair in pairs:
+            first = min(pair.depth.received_s, pair.registered.received_s)
+            with self._lock:
+                self._stage_ms["pairing_wait"].append((now - first) * 1e3)
+            with self._wake:
+                if len(self._queue) >= max_queue:
+                    self._queue.popleft()
+                    self._count(self._dropped, "queue_full")
+                self._queue.append(_Job(pair, now))
+                self._wake.notify()
+
+    # -- inference thread ----------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                job = self._queue.popleft()
+            self._process(job)
+
+    def _process(self, job: _Job) -> None:
+        assert self.config is not None
+        start = time.monotonic()
+        if start - job.paired_s > STREAM_TIMEOUT_S:
+            self._count(self._dropped, "stale")
+            return
+        depth, registered = job.pair.depth, job.pair.registered
+        try:
+            found = self.detector(depth.depth_mm, registered.thermal_ck)
+            inferred = time.monotonic()
+            people = describe_detections(
+                found, depth.depth_mm, registered.thermal_ck, depth.intrinsics,
+                self.config.score_threshold,
+            )
+        except (IphdError, RuntimeError) as exc:
+            self._count(self._dropped, "inference_error")
+            self._drop("inference", f"pair at stamp {job.pair.stamp_ns} ns dropped: {exc}")
+            return
+        height, width = depth.depth_mm.shape
+        self._pub.publish(
+            detections_to_msg(people, job.pair.stamp_ns, depth.frame_id, width, height)
+        )
+        if self._debug_pub.get_subscription_count() > 0:
+            picture = render_debug_image(depth.depth_mm, registered.thermal_ck, people)
+            self._debug_pub.publish(
+                array_to_image(picture, "bgr8", job.pair.stamp_ns, depth.frame_id)
+            )
+        done = time.monotonic()
+        with self._lock:
+            self._stage_ms["queue_wait"].append((start - job.paired_s) * 1e3)
+            self._stage_ms["inference"].append((inferred - start) * 1e3)
+            self._stage_ms["publish"].append((done - inferred) * 1e3)
+            self._per_frame.append(len(people))
+            self._published += 1
+            self._published_rate.tick()
+
+    def close(self) -> None:
+        """Stop the inference thread (pending pairs are dropped)."""
+        with self._wake:
+            self._stopping = True
+            self._queue.clear()
+            self._wake.notify_all()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout=5.0)
+
+    def destroy_node(self) -> None:
+        """Stop the inference thread, then destroy the node."""
+        self.close()
+        super().destroy_node()
+
+    # -- reporting -----------------------------------------------------------------------------
+
+    def _count(self, counters: dict[str, int], kind: str) -> None:
+        with self._lock:
+            counters[kind] = counters.get(kind, 0) + 1
+
+    def _fail(self, kind: str, message: str) -> None:
+        self._count(self._errors, kind)
+        self._last_error = message
+        self.get_logger().error(message, throttle_duration_sec=5.0)
+
+    def _drop(self, kind: str, message: str) -> None:
+        self._count(self._errors, kind)
+        self._last_error = message
+        self.get_logger().warning(message, throttle_duration_sec=5.0)
+
+    @property
+    def published(self) -> int:
+        """Detection arrays published so far."""
+        return self._published
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, rates and latencies for diagnostics and the runner's summary."""
+        s = self.pairer.stats
+        with self._lock:
+            dropped = dict(self._dropped)
+            errors = dict(self._errors)
+            per_frame = list(self._per_frame)
+            stage_ms = {k: list(v) for k, v in self._stage_ms.items()}
+            published = self._published
+            published_rate = self._published_rate.rate_hz()
+        values: dict[str, Any] = {
+            "model": self.config.checkpoint_path if self.config else "",
+            "device": str(self.detector.device) if self.detector is not None else "none",
+            "precision": (
+                ("float16" if self.detector.half else "float32") if self.detector else "none"
+            ),
+            "depth_rate_hz": self._depth_rate.rate_hz(),
+            "registered_rate_hz": self._registered_rate.rate_hz(),
+            "published_rate_hz": published_rate,
+            "depth_frames": self._depth_rate.count,
+            "registered_frames": self._registered_rate.count,
+            "pairs": s.pairs,
+            "published": published,
+            "pairing_resets": s.resets,
+            "depth_unpaired": s.depth_unpaired,
+            "depth_dropped_before_camera_info": self._waiting_for_info,
+            **{f"registered_dropped_{k}": v for k, v in s.registered_dropped.items() if v},
+            **{f"pairs_dropped_{k}": v for k, v in dropped.items() if v},
+        }
+        if per_frame:
+            values["detections_per_frame_mean"] = float(np.mean(per_frame))
+        for stage, times in stage_ms.items():
+            if times:
+                arr = np.asarray(times)
+                values[f"{stage}_ms_mean"] = float(arr.mean())
+                values[f"{stage}_ms_max"] = float(arr.max())
+        values.update({f"errors_{k}": v for k, v in errors.items()})
+        return values
+
+    def _publish_diagnostics(self) -> None:
+        values = self.stats()
+        level, message = "OK", "detecting"
+        if self.detector is None:
+            level, message = "ERROR", self._last_error
+        elif self._registered_rate.age_s() > STREAM_TIMEOUT_S:
+            level, message = "ERROR", (
+                f"no thermal/registered for over {STREAM_TIMEOUT_S:g} s (is fusion running?)"
+            )
+        elif self._depth_rate.age_s() > STREAM_TIMEOUT_S:
+            level, message = "ERROR", f"no depth/image_raw for over {STREAM_TIMEOUT_S:g} s"
+        elif self._depth_info is None:
+            level, message = "ERROR", "no depth/camera_info received"
+        elif self._errors:
+            # Queue drops are not listed here: a model slower than the thermal rate skips
+            # pairs by design (see pairs_dropped_queue_full).
+            level, message = "WARN", f"input errors: {self._last_error}"
+        self._diag_pub.publish(diagnostic_array(self, "detector", level, message, values))
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the detector node until Ctrl-C."""
+    spin_node(DetectorNode, args)

@@ -1,0 +1,208 @@
+import math
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from iphd_msgs.msg import PersonDetectionArray
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image
+
+from iphd.detection.detector import save_checkpoint
+from iphd.detection.model import DetectorConfig, FusionDetector
+from iphd.normalize import NormalizeConfig
+from iphd.ros import qos
+from iphd.ros.conversions import array_to_image, intrinsics_to_camera_info, stamp_to_ns
+from iphd.ros.detector_node import DetectorNode
+from iphd.sensors.frames import CameraIntrinsics
+
+T0 = 1_700_000_000_000_000_000
+PERIOD = 33_333_333
+FRAME = "depth_optical_frame"
+INTR = CameraIntrinsics(width=212, height=120, fx=110.0, fy=110.0, cx=105.5, cy=59.5)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    import torch
+
+    torch.manual_seed(0)
+    model = FusionDetector(
+        DetectorConfig(
+            backbone_depth=18, backbone_width=8, head_channels=8, input_size=(64, 112),
+            score_threshold=0.0,
+        )
+    )
+    return save_checkpoint(
+        tmp_path_factory.mktemp("model") / "tiny.pt", model, NormalizeConfig(out_size=(112, 64))
+    )
+
+
+def _depth_mm():
+    depth = np.full((120, 212), 5000, np.uint16)
+    depth[20:110, 90:130] = 2000
+    depth[:, :20] = 0  # no valid depth on the left
+    return depth
+
+
+def _thermal_ck():
+    thermal = np.zeros((30, 53), np.uint16)
+    thermal[:, 8:] = 29_500
+    thermal[5:28, 22:33] = 30_900
+    return thermal
+
+
+class Feeder(Node):
+    """Publishes depth and registered thermal like the fusion node; records the detector."""
+
+    def __init__(self, context):
+        super().__init__("feeder", context=context)
+        self.depth = self.create_publisher(Image, "depth/image_raw", qos.SENSOR_PUB)
+        self.info = self.create_publisher(CameraInfo, "depth/camera_info", qos.SENSOR_PUB)
+        self.registered = self.create_publisher(Image, "thermal/registered", qos.SENSOR_PUB)
+        self.detections: list[PersonDetectionArray] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.debug: list[Image] = []
+        self.create_subscription(PersonDetectionArray, "detections", self.detections.append, 10)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+
+    def subscribe_debug(self):
+        self.create_subscription(Image, "debug/image", self.debug.append, 10)
+
+    def send_info(self):
+        self.info.publish(intrinsics_to_camera_info(INTR, T0, FRAME))
+
+    def send_pair(self, depth_stamp, registered_stamp=None, depth=None):
+        depth = array_to_image(_depth_mm(), "16UC1", depth_stamp, FRAME) if depth is None else depth
+        self.depth.publish(depth)
+        stamp = depth_stamp if registered_stamp is None else registered_stamp
+        self.registered.publish(array_to_image(_thermal_ck(), "16UC1", stamp, FRAME))
+
+
+@pytest.fixture
+def graph(executor, ros_context, spin_until, checkpoint):
+    def make(**params):
+        values = {
+            "checkpoint": str(checkpoint), "score_threshold": 0.0, "threads": 1,
+            "diagnostics_period": 0.1, **params,
+        }
+        node = DetectorNode(
+            context=ros_context,
+            parameter_overrides=[Parameter(k, value=v) for k, v in values.items()],
+        )
+        feeder = Feeder(ros_context)
+        executor.add_node(node)
+        executor.add_node(feeder)
+        assert spin_until(
+            executor,
+            lambda: feeder.registered.get_subscription_count() > 0
+            and feeder.depth.get_subscription_count() > 0
+            and node.count_subscribers("detections") > 0,
+        )
+        feeder.send_info()
+        assert spin_until(executor, lambda: node._depth_info is not None)
+        return node, feeder
+
+    return make
+
+
+def test_a_depth_and_registered_pair_gives_one_detection_array_with_its_stamp(
+    graph, executor, spin_until, spin_for
+):
+    node, feeder = graph()
+    feeder.send_pair(T0)
+    assert spin_until(executor, lambda: len(feeder.detections) == 1)
+    spin_for(executor, 0.1)
+    assert len(feeder.detections) == 1
+    msg = feeder.detections[0]
+    assert stamp_to_ns(msg.header.stamp) == T0 and msg.header.frame_id == FRAME
+    assert (msg.image_width, msg.image_height) == (212, 120)
+    scores = [d.score for d in msg.detections]
+    assert scores and scores == sorted(scores, reverse=True)
+    for d in msg.detections:
+        xyz = (d.position.x, d.position.y, d.position.z)
+        assert all(map(math.isfinite, xyz)) or all(map(math.isnan, xyz))
+        if math.isfinite(d.position.z):
+            assert 1.9 <= d.position.z <= 5.1
+        assert math.isnan(d.temperature_k) or 294.0 <= d.temperature_k <= 310.0
+    assert node.stats()["pairs"] == 1
+    # Nothing on debug/image without a subscriber.
+    assert feeder.debug == [] and node.stats()["published"] == 1
+
+
+def test_registered_thermal_of_another_stamp_gives_nothing(graph, executor, spin_for):
+    node, feeder = graph()
+    feeder.send_pair(T0, registered_stamp=T0 + PERIOD)
+    spin_for(executor, 0.5)
+    assert feeder.detections == []
+    assert node.stats()["pairs"] == 0
+
+
+def test_wrong_encoding_is_dropped_and_the_node_keeps_working(graph, executor, spin_until):
+    node, feeder = graph()
+    rgb = array_to_image(np.zeros((120, 212, 3), np.uint8), "rgb8", T0, FRAME)
+    feeder.send_pair(T0, depth=rgb)
+    small = array_to_image(np.zeros((60, 80), np.uint16), "16UC1", T0 + PERIOD, FRAME)
+    feeder.send_pair(T0 + PERIOD, depth=small)
+    assert spin_until(executor, lambda: node.stats().get("errors_bad_depth", 0) == 1)
+    assert spin_until(executor, lambda: node.stats().get("errors_depth_size_mismatch", 0) == 1)
+    feeder.send_pair(T0 + 2 * PERIOD)
+    assert spin_until(executor, lambda: len(feeder.detections) == 1)
+    assert stamp_to_ns(feeder.detections[0].header.stamp) == T0 + 2 * PERIOD
+
+
+def test_missing_checkpoint_keeps_the_node_up_and_diagnostics_name_the_file(
+    graph, executor, spin_until, spin_for, tmp_path
+):
+    missing = tmp_path / "nowhere.pt"
+    node, feeder = graph(checkpoint=str(missing))
+    assert node.detector is None
+
+    def error_seen():
+        return any(
+            s.level == DiagnosticStatus.ERROR and str(missing) in s.message
+            for d in feeder.diagnostics
+            for s in d.status
+        )
+
+    assert spin_until(executor, error_seen)
+    feeder.send_pair(T0)
+    spin_for(executor, 0.3)
+    assert feeder.detections == []
+
+
+def test_debug_image_is_published_only_while_subscribed(graph, executor, spin_until):
+    node, feeder = graph()
+    feeder.subscribe_debug()
+    assert spin_until(executor, lambda: node.count_subscribers("debug/image") > 0)
+    feeder.send_pair(T0)
+    assert spin_until(executor, lambda: len(feeder.debug) == 1)
+    image = feeder.debug[0]
+    assert (image.encoding, image.width, image.height) == ("bgr8", 212, 120)
+    assert stamp_to_ns(image.header.stamp) == T0
+
+
+def test_diagnostics_report_model_latency_and_silent_thermal(graph, executor, spin_until):
+    node, feeder = graph()
+    feeder.send_pair(T0)
+    assert spin_until(executor, lambda: len(feeder.detections) == 1)
+    feeder.diagnostics.clear()
+
+    def latest():
+        for d in reversed(feeder.diagnostics):
+            for s in d.status:
+                if "detector" in s.name:
+                    return s, {kv.key: kv.value for kv in s.values}
+        return None, {}
+
+    assert spin_until(executor, lambda: latest()[0] is not None)
+    status, kv = latest()
+    assert kv["model"].endswith("tiny.pt") and kv["device"] == "cpu"
+    assert "inference_ms_mean" in kv and "pairing_wait_ms_mean" in kv
+    # Registered thermal silent for more than STREAM_TIMEOUT_S: ERROR.
+    assert spin_until(
+        executor,
+        lambda: latest()[0].level == DiagnosticStatus.ERROR
+        and "thermal/registered" in latest()[0].message,
+        timeout_s=3.0,
+    )

@@ -1,0 +1,167 @@
+import math
+
+import numpy as np
+import pytest
+
+from iphd.detection.detector import Detections
+from iphd.detections import (
+    DetectionConfig,
+    PersonDetection,
+    StampPairer,
+    box_temperature_k,
+    describe_detections,
+    load_detector,
+    person_position_m,
+    render_debug_image,
+)
+from iphd.errors import ConfigError, FrameError
+from iphd.sensors.frames import CameraIntrinsics
+
+MS = 1_000_000
+INTR = CameraIntrinsics(width=212, height=120, fx=110.0, fy=110.0, cx=105.5, cy=59.5)
+
+
+def test_pairs_only_frames_with_the_same_stamp_in_either_arrival_order():
+    pairer = StampPairer[str, str]()
+    assert pairer.push_depth(0, "d0") == []
+    assert pairer.push_depth(33 * MS, "d1") == []
+    # Registered thermal after its depth, then one that arrives before its depth.
+    (pair,) = pairer.push_registered(33 * MS, "r1")
+    assert (pair.stamp_ns, pair.depth, pair.registered) == (33 * MS, "d1", "r1")
+    assert pairer.push_registered(133 * MS, "r4") == []
+    assert pairer.push_depth(100 * MS, "d3") == []
+    (pair,) = pairer.push_depth(133 * MS, "d4")
+    assert (pair.depth, pair.registered) == ("d4", "r4")
+    # A registered stamp no depth frame carried never pairs and is given up eventually.
+    assert pairer.push_registered(150 * MS, "r?") == []
+    for i in range(5, 40):
+        assert pairer.push_depth(i * 33 * MS + 200 * MS, f"d{i}") == []
+    s = pairer.stats
+    assert s.pairs == 2
+    assert s.registered_dropped["no_depth"] == 1
+    # d0 and d3 went silently once newer stamps paired; the rest overflowed the buffer.
+    assert s.depth_unpaired >= 2
+
+
+def test_late_and_duplicate_frames_do_not_pair_twice():
+    pairer = StampPairer[str, str]()
+    pairer.push_depth(10, "a")
+    assert len(pairer.push_registered(10, "r")) == 1
+    assert pairer.push_registered(10, "r again") == []
+    assert pairer.push_depth(5, "late") == []
+    assert pairer.stats.registered_dropped["duplicate"] == 1
+    assert pairer.stats.pairs == 1
+
+
+def test_backward_stamp_jump_resets_the_buffers_and_pairing_resumes():
+    pairer = StampPairer[str, str]()
+    t = 100_000 * MS
+    pairer.push_depth(t, "d")
+    pairer.push_registered(t + 33 * MS, "waiting")
+    pairer.push_depth(0, "loop")
+    assert pairer.stats.resets == 1
+    assert pairer.stats.registered_dropped["reset"] == 1
+    (pair,) = pairer.push_registered(0, "r")
+    assert pair.depth == "loop"
+
+
+def test_pairer_rejects_empty_buffers():
+    with pytest.raises(ValueError, match="depth_buffer=0"):
+        StampPairer(depth_buffer=0)
+
+
+def _wall_and_person(person_mm=2000, wall_mm=5000):
+    depth = np.full((120, 212), wall_mm, np.uint16)
+    depth[20:110, 90:130] = person_mm  # person box (90, 20, 130, 110)
+    return depth
+
+
+def test_position_of_a_person_in_front_of_a_wall_is_the_person_depth_back_projected():
+    depth = _wall_and_person()
+    # A loose box: the wall shows on both sides and the person covers half of it.
+    box = (70.0, 15.0, 150.0, 110.0)
+    x, y, z = person_position_m(depth, box, INTR)
+    assert z == pytest.approx(2.0, abs=1e-6)
+    u, v = (70 + 150) / 2 - 0.5, (15 + 110) / 2 - 0.5
+    assert x == pytest.approx((u - INTR.cx) / INTR.fx * 2.0)
+    assert y == pytest.approx((v - INTR.cy) / INTR.fy * 2.0)
+
+
+def test_position_ignores_noise_and_holes_and_is_nan_without_depth():
+    rng = np.random.default_rng(0)
+    depth = _wall_and_person().astype(np.int32)
+    depth[20:110, 90:130] += rng.integers(-40, 40, size=(90, 40))
+    depth[rng.random(depth.shape) < 0.3] = 0
+    depth[50, 100] = 300  # a flying pixel in front
+    _, _, z = person_position_m(depth.astype(np.uint16), (85, 20, 135, 110), INTR)
+    assert z == pytest.approx(2.0, abs=0.03)
+    assert all(math.isnan(v) for v in person_position_m(np.zeros((120, 212), np.uint16),
+                                                        (85, 20, 135, 110), INTR))
+    with pytest.raises(FrameError, match="camera info"):
+        person_position_m(np.zeros((60, 80), np.uint16), (0, 0, 10, 10), INTR)
+
+
+def test_box_temperature_is_the_median_of_covered_pixels_in_the_scaled_box():
+    thermal = np.zeros((30, 53), np.uint16)  # a quarter of the 212x120 depth image
+    thermal[5:25, 22:33] = 30_900
+    thermal[5:8, 22:33] = 29_300
+    box = (88.0, 20.0, 132.0, 100.0)  # depth pixels -> (22, 5, 33, 25) thermal pixels
+    assert box_temperature_k(thermal, box, (212, 120)) == pytest.approx(309.0)
+    assert math.isnan(box_temperature_k(np.zeros_like(thermal), box, (212, 120)))
+
+
+def test_describe_detections_sorts_thresholds_and_measures():
+    depth = _wall_and_person()
+    thermal = np.full((120, 212), 30_500, np.uint16)
+    dets = Detections(
+        np.array([[0, 0, 10, 10], [85, 20, 135, 110], [1, 1, 5, 5]], np.float32),
+        np.array([0.3, 0.9, 0.1], np.float32),
+    )
+    people = describe_detections(dets, depth, thermal, INTR, score_threshold=0.2)
+    assert [p.score for p in people] == pytest.approx([0.9, 0.3])
+    assert people[0].position_m[2] == pytest.approx(2.0)
+    assert people[0].temperature_k == pytest.approx(305.0)
+
+
+def test_debug_image_is_bgr_of_the_depth_size_with_the_boxes_drawn():
+    depth = _wall_and_person()
+    thermal = np.zeros((30, 53), np.uint16)
+    thermal[5:25, 22:33] = 30_900
+    person = PersonDetection((60.0, 30.0, 150.0, 115.0), 0.87, (0.1, 0.2, 2.0), 309.0)
+    plain = render_debug_image(depth, thermal, [])
+    image = render_debug_image(depth, thermal, [person])
+    assert image.shape == (120, 212, 3) and image.dtype == np.uint8
+    assert tuple(image[60, 60]) == (0, 255, 0)  # left edge of the box
+    assert tuple(plain[60, 60]) != (0, 255, 0)
+    # Thermal is coloured where present, grey depth elsewhere.
+    b, g, r = (int(c) for c in plain[60, 110])
+    assert not (b == g == r)
+    b, g, r = (int(c) for c in plain[5, 5])
+    assert b == g == r
+
+
+def test_detection_config_rejects_unknown_devices_and_thresholds():
+    with pytest.raises(ConfigError, match="device"):
+        DetectionConfig(device="tpu")
+    with pytest.raises(ConfigError, match="score_threshold"):
+        DetectionConfig(score_threshold=1.5)
+
+
+def test_load_detector_runs_float32_on_cpu_and_names_a_missing_file(tmp_path):
+    from iphd.detection.detector import save_checkpoint
+    from iphd.detection.model import DetectorConfig, FusionDetector
+    from iphd.errors import CheckpointError
+    from iphd.normalize import NormalizeConfig
+
+    path = save_checkpoint(
+        tmp_path / "tiny.pt",
+        FusionDetector(DetectorConfig(backbone_depth=18, backbone_width=8, head_channels=8,
+                                      input_size=(64, 112), score_threshold=0.0)),
+        NormalizeConfig(out_size=(112, 64)),
+    )
+    detector = load_detector(DetectionConfig(checkpoint=str(path), device="cpu", threads=0))
+    assert detector.device.type == "cpu" and not detector.half
+    found = detector(_wall_and_person(), np.full((30, 53), 30_000, np.uint16))
+    assert found.boxes_xyxy.shape[1] == 4
+    with pytest.raises(CheckpointError, match="missing.pt"):
+        load_detector(DetectionConfig(checkpoint=str(tmp_path / "missing.pt"), threads=0))
