@@ -24,7 +24,7 @@ demo: setup
 	$(RUN) iphd-run --source $(SOURCE) --duration $(DURATION) $(ARGS)
 
 lint: setup
-	$(RUN) ruff check src tests benchmarks launch calibration
+	$(RUN) ruff check src tests benchmarks launch calibration training
 	$(RUN) mypy src/iphd
 
 test: lint
@@ -33,6 +33,7 @@ test: lint
 bench: setup
 	$(RUN) python benchmarks/bench_fusion.py
 	$(RUN) python benchmarks/bench_sim.py
+	$(RUN) python benchmarks/bench_detector.py
 
 clean:
 	rm -rf $(VENV) ros2_ws/build ros2_ws/install ros2_ws/log

@@ -98,3 +98,25 @@ def test_torchrun_two_cpu_processes_train_one_model(dataset, tmp_path):
     # 8 frames, batch 2 per process, 2 processes: 2 iterations per epoch, 2 epochs.
     assert extra["iteration"] == 4
     assert "2 process(es)" in done.stdout
+
+
+@pytest.mark.slow
+def test_ablation_runner_trains_each_variant_and_writes_the_table(dataset, tmp_path):
+    import ablate_detector
+
+    out = tmp_path / "ablation"
+    rc = ablate_detector.main(["--config", str(SMOKE), "--variants", "thermal,late", "--out",
+                               str(out), "--quiet", "--set", f"data.root={dataset}",
+                               "--set", "data.any_size=true", "--set", "optim.epochs=1"])
+    assert rc == 0
+    table = (out / "ablation.md").read_text()
+    assert "| thermal only (T, T, T) | I |" in table
+    assert "| late fusion (two detectors, NMS merge) | I |" in table
+    assert load_checkpoint(out / "late" / "model.pt")[0].config.fusion == "late"
+
+
+def test_ablation_runner_rejects_unknown_variants(capsys):
+    import ablate_detector
+
+    assert ablate_detector.main(["--variants", "early,colour"]) == 2
+    assert "colour" in capsys.readouterr().err
