@@ -1,0 +1,234 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from iphd.data.reid import CROP_SIZE, finalize_split, write_crop
+from iphd.reid.extractor import load_embedder
+
+REPO = Path(__file__).resolve().parents[2]
+TRAINING = REPO / "training"
+SMOKE = TRAINING / "configs" / "reid" / "smoke.yaml"
+sys.path.insert(0, str(TRAINING))
+
+import train_reid  # noqa: E402
+
+IDENTITIES, SESSIONS, INSTANTS = 6, 2, 3
+
+
+def make_tiny_reid(root: Path, seed: int = 0) -> Path:
+    """A simulator-format re-ID train split: time-paired depth/RGB crops, 2 sessions per person."""
+    rng = np.random.default_rng(seed)
+    width, height = CROP_SIZE
+    records = []
+    for pid in range(IDENTITIES):
+        distance_mm = 1500 + 400 * pid
+        colour = rng.integers(30, 230, size=3)
+        for session in range(SESSIONS):
+            for t in range(INSTANTS):
+                stamp_ns = 1_000_000_000 * t
+                pair_id = (pid * SESSIONS + session) * INSTANTS + t
+                depth = np.zeros((height, width), np.uint16)
+                depth[20:240, 30:100] = distance_mm + rng.integers(-50, 50, size=(220, 70))
+                rgb = np.zeros((height, width, 3), np.uint8)
+                rgb[20:240, 30:100] = np.clip(colour + rng.integers(-20, 20, size=3), 0, 255)
+                for modality, image, camid in (("depth", depth, 2 * session),
+                                               ("rgb", rgb, 2 * session + 1)):
+                    records.append(write_crop(
+                        root, "train", image, pid=pid, camid=camid, modality=modality,
+                        session=f"s{session:05d}", stamp_ns=stamp_ns, pair_id=pair_id,
+                        name=f"s{session}_p{pid}_t{t}",
+                    ))
+    finalize_split(root, "train", records)
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_tiny_reid(tmp_path_factory.mktemp("reid"))
+
+
+@pytest.fixture(scope="module")
+def depth_run(dataset, tmp_path_factory):
+    """A step-I depth run shared by the step-II tests."""
+    out = tmp_path_factory.mktemp("step1") / "depth"
+    assert _run(dataset, out) == 0
+    return out
+
+
+def _run(dataset, out, *extra):
+    args = ["--config", str(SMOKE), "--data", str(dataset), "--out", str(out), "--quiet", *extra]
+    return train_reid.main(args)
+
+
+def _distill(dataset, out, teacher, *extra):
+    return _run(dataset, out, "--set", "step.kind=distill", "--set", f"step.teacher={teacher}",
+                *extra)
+
+
+@pytest.mark.parametrize("loss", ["triplet", "softmax"])
+def test_step1_writes_checkpoints_log_and_curve(dataset, tmp_path, loss):
+    out = tmp_path / "run"
+    assert _run(dataset, out, "--set", f"step.loss={loss}") == 0
+    for name in ("last.pt", "best.pt", "model.pt", "log.csv", "curve.png", "config.yaml",
+                 "summary.json"):
+        assert (out / name).is_file(), name
+    model, normalize, extra = load_embedder(out / "model.pt")
+    assert model.config.modality == "depth" and model.config.input_size == (32, 16)
+    # Softmax has a classifier over the 4 training identities (2 of 6 held out to validate).
+    assert model.config.num_classes == (4 if loss == "softmax" else 0)
+    assert extra["training_config"]["step"]["loss"] == loss
+    assert "optimizer" not in extra and "commit" in extra
+    assert "optimizer" in torch.load(out / "last.pt", weights_only=True)["extra"]
+    rows = (out / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,iteration,lr,loss,val_map")
+    assert any(r.split(",")[4] for r in rows[1:])  # a validation mAP
+
+
+def test_step2_writes_the_depth_rgb_pair_and_keeps_frozen_blocks(dataset, depth_run, tmp_path):
+    out = tmp_path / "distill"
+    assert _distill(dataset, out, depth_run / "model.pt") == 0
+    pair = json.loads((out / "pair.json").read_text())
+    assert pair["direction"] == "depth->rgb"
+    teacher, _, _ = load_embedder(out / pair["depth"])
+    student, _, extra = load_embedder(out / pair["rgb"])
+    assert teacher.config.modality == "depth" and student.config.modality == "rgb"
+    assert extra["teacher"] == str(depth_run / "model.pt")
+    original = load_embedder(depth_run / "model.pt")[0].state_dict()
+    trained = student.state_dict()
+    frozen = [k for k in trained if k.startswith(("backbone.layer3", "backbone.layer4", "fc.",
+                                                  "bnneck."))]
+    assert frozen and all(torch.equal(trained[k], original[k]) for k in frozen)
+    assert not torch.equal(trained["backbone.conv1.weight"], original["backbone.conv1.weight"])
+    rows = (out / "log.csv").read_text().splitlines()
+    assert any(r.split(",")[6] and r.split(",")[7] for r in rows[1:])  # both directions scored
+
+
+def test_step2_refuses_a_teacher_of_the_wrong_modality(dataset, depth_run, tmp_path, capsys):
+    assert _distill(dataset, tmp_path / "run", depth_run / "model.pt",
+                    "--set", "step.direction=rgb->depth") == 2
+    err = capsys.readouterr().err
+    assert "embeds depth crops" in err and "step.direction rgb->depth" in err
+
+
+def test_step2_refuses_a_model_section_unlike_the_teacher(dataset, depth_run, tmp_path, capsys):
+    assert _distill(dataset, tmp_path / "run", depth_run / "model.pt",
+                    "--set", "model.embedding_dim=32") == 2
+    assert "model.embedding_dim" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["one_stream", "zero_padding"])
+def test_baselines_write_one_model_for_both_modalities(dataset, tmp_path, kind):
+    out = tmp_path / kind
+    assert _run(dataset, out, "--set", f"step.kind={kind}", "--set", "optim.epochs=1") == 0
+    model, _, _ = load_embedder(out / "model.pt")
+    assert model.config.modality == {"one_stream": "both", "zero_padding": "zero-padding"}[kind]
+    assert json.loads((out / "summary.json").read_text())["best_val_map"] is not None
+
+
+def test_resume_continues_after_the_saved_epoch(dataset, tmp_path):
+    out = tmp_path / "run"
+    assert _run(dataset, out, "--set", "optim.epochs=1") == 0
+    first = torch.load(out / "last.pt", weights_only=True)["extra"]
+    assert first["epoch"] == 0
+    assert train_reid.main(["--resume", str(out / "last.pt"), "--quiet",
+                            "--set", "optim.epochs=2"]) == 0
+    second = torch.load(out / "last.pt", weights_only=True)["extra"]
+    assert second["epoch"] == 1 and second["iteration"] == 2 * first["iteration"]
+
+
+def test_early_stopping_after_patience_validations_without_progress(dataset, tmp_path,
+                                                                   monkeypatch, capsys):
+    monkeypatch.setattr(train_reid, "_validate", lambda *_: {"val_map": 0.5, "val_rank1": 0.5})
+    out = tmp_path / "run"
+    assert _run(dataset, out, "--set", "optim.epochs=5", "--set", "optim.patience=2") == 0
+    assert torch.load(out / "last.pt", weights_only=True)["extra"]["epoch"] == 2
+    assert torch.load(out / "best.pt", weights_only=True)["extra"]["epoch"] == 0
+    assert "early stop" in capsys.readouterr().out
+
+
+def test_resume_from_a_final_model_is_refused(dataset, depth_run, capsys):
+    assert train_reid.main(["--resume", str(depth_run / "model.pt")]) == 2
+    assert "no training state" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--set", "model.embeding_dim=8"], "unknown key(s) ['embeding_dim']"),
+        (["--set", "step.kindd=single"], "unknown key(s) ['kindd']"),
+        (["--set", "stepp.kind=single"], "unknown config section(s) ['stepp']"),
+        (["--set", "step.kind=three_stream"], "step.kind"),
+        (["--set", "step.modality=thermal"], "step.modality"),
+        (["--set", "model.modality=rgb"], "model.modality"),
+        (["--set", "step.kind=distill"], "step.teacher"),
+        (["--set", "optim.patience=0"], "optim.patience"),
+        (["--set", "data.val_identities=6"], "leaves none to train on"),
+        (["--set", "data.train_split=valid"], "unknown re-ID split"),
+    ],
+)
+def test_bad_configs_exit_2_naming_the_problem(dataset, tmp_path, capsys, extra, message):
+    assert _run(dataset, tmp_path / "run", *extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("train_reid: error:") and message in err
+
+
+def test_augmentation_keeps_invalid_depth_zero():
+    depth = np.arange(1, 33, dtype=np.uint16).reshape(8, 4)
+    depth[2, 1] = 0
+    out = train_reid.augment_crop(depth, flip=True, dy=1, dx=-1)
+    assert out.dtype == np.uint16 and out.shape == depth.shape
+    assert out[3, 1] == 0  # the hole, mirrored to column 2 then moved left and down
+    assert (out[0] == 0).all() and (out[:, -1] == 0).all()  # uncovered border is invalid
+    assert set(np.unique(out)) - {0} <= set(np.unique(depth))
+
+
+def test_eval_writes_table_rows_for_a_pair_and_a_one_stream_model(dataset, depth_run, tmp_path):
+    import eval_reid
+
+    distill = tmp_path / "distill"
+    one = tmp_path / "one"
+    assert _distill(dataset, distill, depth_run / "model.pt", "--set", "optim.epochs=1") == 0
+    assert _run(dataset, one, "--set", "step.kind=one_stream", "--set", "optim.epochs=1") == 0
+    table = tmp_path / "table.md"
+    assert eval_reid.main(["--data", str(dataset), "--split", "train", "--trials", "2",
+                           "--run", f"depth→RGB distillation={distill}",
+                           "--run", f"one-stream={one / 'model.pt'}", "--out", str(table),
+                           "--device", "cpu"]) == 0
+    text = table.read_text()
+    assert text.startswith("| setting | query → gallery |")
+    for name in ("depth→RGB distillation", "one-stream"):
+        assert f"| {name} | depth → RGB |" in text and f"| {name} | RGB → depth |" in text
+
+
+def test_eval_refuses_a_single_modality_step1_model(dataset, depth_run, tmp_path, capsys):
+    import eval_reid
+
+    assert eval_reid.main(["--data", str(dataset), "--split", "train",
+                           "--run", f"x={depth_run / 'model.pt'}", "--out",
+                           str(tmp_path / "t.md")]) == 2
+    assert "cannot be scored cross-modally" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["single", "distill"])
+def test_torchrun_two_cpu_processes_train_one_model(dataset, depth_run, tmp_path, kind):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(TRAINING / "train_reid.py"), "--config", str(SMOKE), "--data", str(dataset),
+           "--out", str(out), "--quiet", "--set", f"step.kind={kind}",
+           "--set", f"step.teacher={depth_run / 'model.pt'}"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / ("model.pt" if kind == "single" else "pair.json")).is_file()
+    extra = torch.load(out / "last.pt", weights_only=True)["extra"]
+    # single: 4 training identities, P = 2 per process, 2 processes: 1 iteration per epoch.
+    # distill: 24 pairs, 4 per batch, 2 processes: 3 iterations per epoch. Two epochs each.
+    assert extra["iteration"] == (2 if kind == "single" else 6)
+    assert "2 process(es)" in done.stdout

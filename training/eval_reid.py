@@ -1,0 +1,134 @@
+"""Score trained re-ID runs cross-modally (both query/gallery assignments) as a Markdown table.
+
+Paper B's comparison: depth → RGB distillation vs RGB → depth vs the one-stream baseline::
+
+    python training/eval_reid.py --data out/sim/reid --split test \
+        --run "depth→RGB distillation=out/train/reid/cpu_sim_distill" \
+        --run "RGB→depth distillation=out/train/reid/cpu_sim_distill_rgb" \
+        --run "one-stream=out/train/reid/one_stream/model.pt" --out out/reid_table.md
+
+A run is a step-II output folder (its ``pair.json`` names the depth and RGB checkpoints) or one
+checkpoint (or a folder holding ``model.pt``) of a one-stream or zero-padding model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from common import DistInfo, setup_distributed
+from iphd.errors import CheckpointError, ConfigError, DatasetError, FrameError
+from iphd.eval.reid_metrics import ReidEvalResult, markdown_header, markdown_row
+from iphd.reid.extractor import CropNormalizeConfig, load_embedder
+from iphd.reid.model import Embedder
+from train_reid import DATA_DEFAULTS, SOURCES, evaluate_cross, open_source
+
+ASSIGNMENTS = {"depth->rgb": "depth → RGB", "rgb->depth": "RGB → depth"}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line options of the re-ID evaluation."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--run", action="append", default=[], metavar="NAME=PATH", required=True,
+                        help="a row name and a step-II folder or a baseline checkpoint "
+                        "(repeatable)")
+    parser.add_argument("--data", type=Path, required=True, help="re-ID dataset folder")
+    parser.add_argument("--source", default="sim", choices=SOURCES, help="dataset layout")
+    parser.add_argument("--split", default="test",
+                        help="split to score (sim: test; biwi: Still or Walking; openreid: "
+                        "a splits.json subset, or 'all')")
+    parser.add_argument("--trials", type=int, default=10, help="single-shot gallery draws")
+    parser.add_argument("--full-gallery", action="store_true",
+                        help="multi-shot: score against the whole gallery instead")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the gallery draws")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--out", type=Path, help="Markdown file to write (default: print only)")
+    return parser
+
+
+def load_run(path: Path) -> tuple[Embedder, Embedder, tuple[CropNormalizeConfig, ...]]:
+    """(depth model, RGB model, their crop normalisations) of a step-II folder or a baseline.
+
+    Raises:
+        CheckpointError: a missing or unreadable checkpoint, or a single-modality model alone.
+    """
+    path = Path(path)
+    if (path / "pair.json").is_file():
+        try:
+            pair = json.loads((path / "pair.json").read_text(encoding="utf-8"))
+            depth, d_norm, _ = load_embedder(path / pair["depth"])
+            rgb, r_norm, _ = load_embedder(path / pair["rgb"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path / 'pair.json'} is unreadable ({exc})") from exc
+        if (depth.config.modality, rgb.config.modality) != ("depth", "rgb"):
+            raise CheckpointError(f"{path / 'pair.json'} does not name a depth and an RGB model")
+        return depth, rgb, (d_norm, r_norm)
+    model, normalize, _ = load_embedder(path / "model.pt" if path.is_dir() else path)
+    if model.config.modality in ("depth", "rgb"):
+        raise CheckpointError(
+            f"{path} embeds only {model.config.modality} crops and cannot be scored cross-modally "
+            "alone; give the step-II output folder (with pair.json) instead"
+        )
+    return model, model, (normalize, normalize)
+
+
+def table_header() -> str:
+    """Header of the comparison table: the metrics table with a query → gallery column."""
+    top, rule = markdown_header().split("\n")
+    return top.replace("| setting |", "| setting | query → gallery |", 1) + "\n" + rule + "---|"
+
+
+def table_rows(name: str, results: Mapping[str, ReidEvalResult]) -> list[str]:
+    """Two rows of a run: depth queries against RGB, then RGB queries against depth."""
+    return [markdown_row(f"{name} | {ASSIGNMENTS[key]}", results[key]) for key in ASSIGNMENTS]
+
+
+def comparison_table(runs: Mapping[str, Path], data: Mapping[str, object], split: str,
+                     info: DistInfo, trials: int = 10, seed: int = 0,
+                     single_shot: bool = True) -> str:
+    """Score every run on one split and return the Markdown table (header and rows).
+
+    Raises:
+        CheckpointError: see ``load_run``.
+        DatasetError: the split cannot be read or has no identity in both modalities.
+    """
+    source = open_source(dict(data), None if split == "all" else split)
+    lines = [table_header()]
+    for name, path in runs.items():
+        depth, rgb, normalize = load_run(path)
+        results = evaluate_cross(depth, rgb, (normalize[0], normalize[1]), source,
+                                 source.records, info.device.type, trials, seed, single_shot)
+        lines += table_rows(name, results)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for bad runs or data)."""
+    args = get_args_parser().parse_args(argv)
+    try:
+        runs: dict[str, Path] = {}
+        for item in args.run:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise ConfigError(f"--run {item!r} is not NAME=PATH")
+            runs[name] = Path(path)
+        info = setup_distributed(args.device)
+        data = {**DATA_DEFAULTS, "source": args.source, "root": str(args.data)}
+        table = comparison_table(runs, data, args.split, info, args.trials, args.seed,
+                                 not args.full_gallery)
+    except (ConfigError, DatasetError, CheckpointError, FrameError) as exc:
+        print(f"eval_reid: error: {exc}", file=sys.stderr)
+        return 2
+    print(table, end="")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table, encoding="utf-8")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
