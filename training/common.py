@@ -10,6 +10,7 @@ import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,16 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
+
+
+def checkpoint_extra(raw: Mapping[str, Any], **values: Any) -> dict[str, Any]:
+    """The ``extra`` of a training checkpoint: the config that ran, the commit, the time."""
+    return {
+        "training_config": dict(raw),
+        "commit": git_commit(),
+        "saved": datetime.now(UTC).isoformat(timespec="seconds"),
+        **values,
+    }
 
 
 @dataclass(frozen=True)

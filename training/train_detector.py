@@ -19,7 +19,6 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +34,15 @@ from common import (
     barrier,
     build_dataclass,
     check_sections,
+    checkpoint_extra,
     cleanup_distributed,
-    git_commit,
     is_finite,
     load_config,
     plot_curves,
     setup_distributed,
     step_lr,
 )
+from iphd.checkpoints import read_payload, require_training_state
 from iphd.data.iphd import IphdDataset
 from iphd.detection.backbone import ResNetBackbone, load_torchvision_state_dict
 from iphd.detection.data import (
@@ -220,32 +220,10 @@ def evaluate_split(
     return evaluate(predictions, truth)
 
 
-def _checkpoint_extra(run: RunConfig, **values: Any) -> dict[str, Any]:
-    return {
-        "training_config": run.raw,
-        "commit": git_commit(),
-        "saved": datetime.now(UTC).isoformat(timespec="seconds"),
-        **values,
-    }
-
-
 def _load_resume(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise CheckpointError(f"resume checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise CheckpointError(f"{path} is not a readable torch checkpoint ({exc})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not an iphd detector checkpoint")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}")
-    extra = payload.get("extra") or {}
-    if "optimizer" not in extra or "training_config" not in extra:
-        raise CheckpointError(
-            f"{path} holds no training state (optimizer, config); resume from a last.pt "
-            "written by train_detector.py, not from a shipped model"
-        )
+    payload = read_payload(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "detector",
+                           "resume from a last.pt written by train_detector.py")
+    require_training_state(payload, path, "train_detector.py")
     return payload
 
 
@@ -388,13 +366,13 @@ def train(run: RunConfig, info: DistInfo, resume: dict[str, Any] | None, quiet: 
             if ap50 is not None and ap50 > best_ap:
                 best_ap = ap50
                 save_checkpoint(out / "best.pt", model, run.normalize,
-                                _checkpoint_extra(run, epoch=epoch, iteration=iteration,
+                                checkpoint_extra(run.raw, epoch=epoch, iteration=iteration,
                                                   metrics=metrics))
             state = {"optimizer": optimizer.state_dict(), "epoch": epoch,
                      "iteration": iteration, "best_ap50": best_ap, "metrics": metrics}
             if use_amp:
                 state["scaler"] = scaler.state_dict()
-            save_checkpoint(last_path, model, run.normalize, _checkpoint_extra(run, **state))
+            save_checkpoint(last_path, model, run.normalize, checkpoint_extra(run.raw, **state))
             _plot(log, out / "curve.png", run)
         barrier(info)
         if max_iters is not None and iteration >= int(max_iters):
@@ -408,8 +386,8 @@ def train(run: RunConfig, info: DistInfo, resume: dict[str, Any] | None, quiet: 
             chosen = payload["extra"]
         else:
             chosen = {"epoch": epochs - 1, "iteration": iteration}
-        save_checkpoint(final, model, run.normalize, _checkpoint_extra(
-            run, epoch=chosen.get("epoch"), iteration=chosen.get("iteration"),
+        save_checkpoint(final, model, run.normalize, checkpoint_extra(
+            run.raw, epoch=chosen.get("epoch"), iteration=chosen.get("iteration"),
             metrics=chosen.get("metrics", {}),
         ))
         if tb is not None:

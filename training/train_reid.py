@@ -22,7 +22,6 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +38,15 @@ from common import (
     barrier,
     build_dataclass,
     check_sections,
+    checkpoint_extra,
     cleanup_distributed,
-    git_commit,
     is_finite,
     load_config,
     plot_curves,
     setup_distributed,
     step_lr,
 )
+from iphd.checkpoints import read_payload, require_training_state
 from iphd.data.reid import ReidRecord
 from iphd.detection.backbone import load_torchvision_state_dict
 from iphd.errors import CheckpointError, ConfigError, DatasetError, FrameError
@@ -515,32 +515,10 @@ def evaluate_cross(depth_model: Embedder, rgb_model: Embedder,
         raise DatasetError(f"cross-modal evaluation failed: {exc}") from exc
 
 
-def _checkpoint_extra(run: RunConfig, **values: Any) -> dict[str, Any]:
-    return {
-        "training_config": run.raw,
-        "commit": git_commit(),
-        "saved": datetime.now(UTC).isoformat(timespec="seconds"),
-        **values,
-    }
-
-
 def _load_resume(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise CheckpointError(f"resume checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise CheckpointError(f"{path} is not a readable torch checkpoint ({exc})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not an iphd re-ID embedder checkpoint")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}")
-    extra = payload.get("extra") or {}
-    if "optimizer" not in extra or "training_config" not in extra:
-        raise CheckpointError(
-            f"{path} holds no training state (optimizer, config); resume from a last.pt "
-            "written by train_reid.py, not from a model.pt"
-        )
+    payload = read_payload(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "re-ID embedder",
+                           "resume from a last.pt written by train_reid.py")
+    require_training_state(payload, path, "train_reid.py")
     return payload
 
 
@@ -749,13 +727,13 @@ def train(run: RunConfig, info: DistInfo, resume: dict[str, Any] | None, quiet: 
                                                          for k, v in metrics.items()), flush=True)
                 if metrics["val_map"] > best:
                     best, stale = metrics["val_map"], 0
-                    save_embedder(out / "best.pt", model, run.normalize, _checkpoint_extra(
-                        run, epoch=epoch, iteration=iteration, metrics=metrics))
+                    save_embedder(out / "best.pt", model, run.normalize, checkpoint_extra(
+                        run.raw, epoch=epoch, iteration=iteration, metrics=metrics))
                 else:
                     stale += 1
             state = {"optimizer": optimizer.state_dict(), "epoch": epoch, "iteration": iteration,
                      "best_map": best, "stale": stale, "metrics": metrics}
-            save_embedder(last_path, model, run.normalize, _checkpoint_extra(run, **state))
+            save_embedder(last_path, model, run.normalize, checkpoint_extra(run.raw, **state))
             _plot(log, out / "curve.png", setup.describe)
             if patience is not None and stale >= int(patience):
                 print(f"early stop: no better validation mAP for {stale} validation(s)",
@@ -782,8 +760,8 @@ def _finish(run: RunConfig, setup: _Setup, out: Path, best: float, iteration: in
     payload = torch.load(source, map_location="cpu", weights_only=True)
     model.load_state_dict(payload["state_dict"])
     chosen = payload["extra"]
-    extra = _checkpoint_extra(run, epoch=chosen.get("epoch"), iteration=chosen.get("iteration"),
-                              metrics=chosen.get("metrics", {}))
+    extra = checkpoint_extra(run.raw, epoch=chosen.get("epoch"),
+                             iteration=chosen.get("iteration"), metrics=chosen.get("metrics", {}))
     written: dict[str, str] = {}
     if setup.teacher is not None:
         first, second = DIRECTIONS[run.step["direction"]]

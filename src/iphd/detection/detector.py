@@ -8,7 +8,6 @@ config, model args and preprocessing constants).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from iphd.checkpoints import (
+    build_config,
+    load_weights,
+    model_payload,
+    read_payload,
+    write_payload,
+)
 from iphd.detection.model import FUSION_MODES, DetectorConfig, FusionDetector
 from iphd.errors import CheckpointError, ConfigError
 from iphd.normalize import NormalizeConfig, normalize_depth, normalize_thermal
@@ -73,29 +79,15 @@ def fusion_input(
     return out
 
 
-def _tuples(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-
-
 def save_checkpoint(
     path: Path | str, model: FusionDetector, normalize: NormalizeConfig,
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` with everything needed to rebuild it; ``extra`` holds training state."""
-    path = Path(path)
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "detector_config": dataclasses.asdict(model.config),
-        "normalize_config": dataclasses.asdict(normalize),
-        "state_dict": model.state_dict(),
-        "extra": extra or {},
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    configs = {"detector_config": model.config, "normalize_config": normalize}
+    return write_payload(
+        path, model_payload(CHECKPOINT_FORMAT, CHECKPOINT_VERSION, configs, model, extra)
+    )
 
 
 def load_checkpoint(
@@ -110,38 +102,14 @@ def load_checkpoint(
         CheckpointError: the file is missing, not a torch file, not an iphd detector checkpoint,
             from another format version, or its weights do not fit its own config.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"detector checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise CheckpointError(
-            f"{path} is not a readable torch checkpoint ({type(exc).__name__}: {exc}); "
-            "the file is corrupt or truncated"
-        ) from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path} is not an iphd detector checkpoint (no format '{CHECKPOINT_FORMAT}'); "
-            "train one with training/train_detector.py or pass the shipped model"
-        )
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint version {payload.get('version')}; this code reads "
-            f"version {CHECKPOINT_VERSION}"
-        )
-    try:
-        config = DetectorConfig(**_tuples(payload["detector_config"]))
-        normalize = NormalizeConfig(**_tuples(payload["normalize_config"]))
-    except (KeyError, TypeError, ValueError, ConfigError) as exc:
-        raise CheckpointError(f"{path}: its stored configuration is invalid ({exc})") from exc
+    payload = read_payload(
+        path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "detector",
+        "train one with training/train_detector.py or pass the shipped model", map_location,
+    )
+    config = build_config(DetectorConfig, payload, "detector_config", path)
+    normalize = build_config(NormalizeConfig, payload, "normalize_config", path)
     model = FusionDetector(config)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(
-            f"{path}: the weights do not match the model its config describes ({exc})"
-        ) from exc
+    load_weights(model, payload, path)
     model.eval()
     return model, normalize, dict(payload.get("extra") or {})
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from iphd.errors import CheckpointError, ConfigError, FrameError
+from iphd.checkpoints import (
+    build_config,
+    load_weights,
+    model_payload,
+    read_payload,
+    write_payload,
+)
+from iphd.errors import ConfigError, FrameError
 from iphd.reid.distill import zero_pad
 from iphd.reid.model import Embedder, EmbedderConfig
 
@@ -210,20 +216,10 @@ def save_embedder(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` with everything needed to rebuild it; ``extra`` holds training state."""
-    path = Path(path)
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "embedder_config": dataclasses.asdict(model.config),
-        "normalize_config": dataclasses.asdict(normalize),
-        "state_dict": model.state_dict(),
-        "extra": extra or {},
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    configs = {"embedder_config": model.config, "normalize_config": normalize}
+    return write_payload(
+        path, model_payload(CHECKPOINT_FORMAT, CHECKPOINT_VERSION, configs, model, extra)
+    )
 
 
 def load_embedder(
@@ -238,44 +234,17 @@ def load_embedder(
         CheckpointError: the file is missing, not a torch file, not an iphd re-ID embedder
             checkpoint, from another format version, or its weights do not fit its own config.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"re-ID embedder checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise CheckpointError(
-            f"{path} is not a readable torch checkpoint ({type(exc).__name__}: {exc}); "
-            "the file is corrupt or truncated"
-        ) from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path} is not an iphd re-ID embedder checkpoint (no format "
-            f"'{CHECKPOINT_FORMAT}'); save one with iphd.reid.extractor.save_embedder"
-        )
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint version {payload.get('version')}; this code reads "
-            f"version {CHECKPOINT_VERSION}"
-        )
-    try:
-        config = EmbedderConfig(**_tuples(payload["embedder_config"]))
-        normalize = CropNormalizeConfig(**_tuples(payload["normalize_config"]))
-    except (KeyError, TypeError, ValueError, ConfigError) as exc:
-        raise CheckpointError(f"{path}: its stored configuration is invalid ({exc})") from exc
+    payload = read_payload(
+        path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "re-ID embedder",
+        "save one with iphd.reid.extractor.save_embedder (training/train_reid.py does)",
+        map_location,
+    )
+    config = build_config(EmbedderConfig, payload, "embedder_config", path)
+    normalize = build_config(CropNormalizeConfig, payload, "normalize_config", path)
     model = Embedder(config)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(
-            f"{path}: the weights do not match the model its config describes ({exc})"
-        ) from exc
+    load_weights(model, payload, path)
     model.to(map_location).eval()
     return model, normalize, dict(payload.get("extra") or {})
-
-
-def _tuples(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
 class FeatureExtractor:
