@@ -321,7 +321,7 @@ def train(run: RunConfig, info: DistInfo, resume: dict[str, Any] | None, quiet: 
             losses = criterion(cls_logits.float(), box_deltas.float(), anchors, targets)
             if not is_finite(losses["loss"]):
                 raise TrainingError(
-                    f"loss is {float(losses['loss'])} at epoch {epoch + 1}, iteration "
+                    f"loss is {float(losses['loss'].detach())} at epoch {epoch + 1}, iteration "
                     f"{iteration}; lower optim.lr or set optim.grad_clip_norm, and resume "
                     f"from {last_path} if it exists"
                 )
