@@ -122,6 +122,43 @@ def git_commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+def trainer_args_parser(description: str, config_dir: str, example: str) -> Any:
+    """The command line shared by the trainers: config, overrides, shortcuts, resume, quiet.
+
+    Args:
+        description: the parser's description.
+        config_dir: where the configs live (for the help text).
+        example: an example override (for the help text).
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", type=Path, help=f"YAML config ({config_dir})")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help=f"override a config value, e.g. --set {example} (repeatable)",
+    )
+    parser.add_argument("--data", type=Path, help="shortcut for --set data.root=PATH")
+    parser.add_argument("--out", type=Path, help="shortcut for --set runtime.out=PATH")
+    parser.add_argument("--device", help="shortcut for --set runtime.device=auto|cpu|cuda")
+    parser.add_argument(
+        "--resume", type=Path,
+        help="continue from a last.pt (its stored config is used; --set still applies)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def overrides_from_args(args: Any) -> list[str]:
+    """``--set`` values plus the ``--data``/``--out``/``--device`` shortcuts, in that order."""
+    overrides = list(args.overrides)
+    for flag, key in ((args.data, "data.root"), (args.out, "runtime.out"),
+                      (args.device, "runtime.device")):
+        if flag is not None:
+            overrides.append(f"{key}={flag}")
+    return overrides
+
+
 def checkpoint_extra(raw: Mapping[str, Any], **values: Any) -> dict[str, Any]:
     """The ``extra`` of a training checkpoint: the config that ran, the commit, the time."""
     return {

@@ -42,9 +42,11 @@ from common import (
     cleanup_distributed,
     is_finite,
     load_config,
+    overrides_from_args,
     plot_curves,
     setup_distributed,
     step_lr,
+    trainer_args_parser,
 )
 from iphd.checkpoints import read_payload, require_training_state
 from iphd.data.reid import ReidRecord
@@ -141,20 +143,9 @@ LOG_COLUMNS = ("epoch", "iteration", "lr", "loss", "val_map", "val_rank1", "val_
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options of the re-ID trainer."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--config", type=Path, help="YAML config (training/configs/reid/)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-        help="override a config value, e.g. --set step.loss=softmax (repeatable)",
+    parser: argparse.ArgumentParser = trainer_args_parser(
+        __doc__.split("\n", 1)[0], "training/configs/reid/", "step.loss=softmax"
     )
-    parser.add_argument("--data", type=Path, help="shortcut for --set data.root=PATH")
-    parser.add_argument("--out", type=Path, help="shortcut for --set runtime.out=PATH")
-    parser.add_argument("--device", help="shortcut for --set runtime.device=auto|cpu|cuda")
-    parser.add_argument(
-        "--resume", type=Path,
-        help="continue from a last.pt (its stored config is used; --set still applies)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -797,11 +788,7 @@ def _plot(log: CsvLog, path: Path, describe: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad configs, data or checkpoints)."""
     args = get_args_parser().parse_args(argv)
-    overrides = list(args.overrides)
-    for flag, key in ((args.data, "data.root"), (args.out, "runtime.out"),
-                      (args.device, "runtime.device")):
-        if flag is not None:
-            overrides.append(f"{key}={flag}")
+    overrides = overrides_from_args(args)
     try:
         resume = None
         if args.resume is not None:
