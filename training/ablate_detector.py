@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from common import git_commit
+from common import git_commit, load_config
 from iphd.data.iphd import IPHD_SPLITS, LABEL_FOLDERS, IphdDataset
 from iphd.detection.data import DetectionDataset
 from iphd.detection.detector import load_checkpoint
 from iphd.errors import CheckpointError, ConfigError, DatasetError
-from train_detector import build_run_config, evaluate_split, load_config
+from train_detector import build_run_config, evaluate_split
 
 HERE = Path(__file__).resolve().parent
 

@@ -8,7 +8,8 @@ import dataclasses
 import math
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -157,6 +158,46 @@ def overrides_from_args(args: Any) -> list[str]:
         if flag is not None:
             overrides.append(f"{key}={flag}")
     return overrides
+
+
+def run_trainer(
+    args: Any,
+    script: str,
+    config_dir: str,
+    load_resume: Callable[[Path], dict[str, Any]],
+    build_run_config: Callable[[dict[str, Any], str], Any],
+    train: Callable[[Any, DistInfo, dict[str, Any] | None, bool], Any],
+) -> int:
+    """What both trainers' ``main`` does after parsing: config or resume, DDP, train, errors.
+
+    The run's config is the YAML (``--config``) or the one stored in ``--resume``'s checkpoint,
+    with ``--set`` and the shortcuts applied; its name (the default output folder) is the config
+    file's stem or the resumed run's folder. Known errors print ``<script>: error: ...`` and
+    return 2.
+    """
+    from iphd.errors import CheckpointError, DatasetError, FrameError
+
+    overrides = overrides_from_args(args)
+    try:
+        resume = None
+        if args.resume is not None:
+            resume = load_resume(args.resume)
+            raw = load_config(args.config, overrides, base=resume["extra"]["training_config"])
+            name = args.resume.parent.name
+        else:
+            if args.config is None:
+                raise ConfigError(f"give --config (see {config_dir}) or --resume")
+            raw = load_config(args.config, overrides)
+            name = args.config.stem
+        run = build_run_config(raw, name)
+        info = setup_distributed(run.runtime["device"])
+        train(run, info, resume, args.quiet)
+    except (ConfigError, DatasetError, CheckpointError, FrameError, TrainingError) as exc:
+        print(f"{script}: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        cleanup_distributed()
+    return 0
 
 
 def checkpoint_extra(raw: Mapping[str, Any], **values: Any) -> dict[str, Any]:

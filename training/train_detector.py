@@ -35,12 +35,9 @@ from common import (
     build_dataclass,
     check_sections,
     checkpoint_extra,
-    cleanup_distributed,
     is_finite,
-    load_config,
-    overrides_from_args,
     plot_curves,
-    setup_distributed,
+    run_trainer,
     step_lr,
     trainer_args_parser,
 )
@@ -56,7 +53,7 @@ from iphd.detection.data import (
 from iphd.detection.detector import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
 from iphd.detection.loss import DetectionLoss, LossConfig
 from iphd.detection.model import DetectorConfig, FusionDetector
-from iphd.errors import CheckpointError, ConfigError, DatasetError, FrameError
+from iphd.errors import ConfigError
 from iphd.eval.iphd_ap import evaluate
 from iphd.normalize import NormalizeConfig
 
@@ -428,29 +425,8 @@ def _plot(log: CsvLog | None, path: Path, run: RunConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad configs or data)."""
     args = get_args_parser().parse_args(argv)
-    overrides = overrides_from_args(args)
-    info: DistInfo | None = None
-    try:
-        resume = None
-        if args.resume is not None:
-            resume = _load_resume(args.resume)
-            base = resume["extra"]["training_config"]
-            raw = load_config(args.config, overrides, base=base)
-            name = args.resume.parent.name
-        else:
-            if args.config is None:
-                raise ConfigError("give --config (see training/configs/detector/) or --resume")
-            raw = load_config(args.config, overrides)
-            name = args.config.stem
-        run = build_run_config(raw, name)
-        info = setup_distributed(run.runtime["device"])
-        train(run, info, resume, args.quiet)
-    except (ConfigError, DatasetError, CheckpointError, FrameError, TrainingError) as exc:
-        print(f"train_detector: error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        cleanup_distributed()
-    return 0
+    return run_trainer(args, "train_detector", "training/configs/detector/", _load_resume,
+                       build_run_config, train)
 
 
 if __name__ == "__main__":

@@ -39,19 +39,16 @@ from common import (
     build_dataclass,
     check_sections,
     checkpoint_extra,
-    cleanup_distributed,
     is_finite,
-    load_config,
-    overrides_from_args,
     plot_curves,
-    setup_distributed,
+    run_trainer,
     step_lr,
     trainer_args_parser,
 )
 from iphd.checkpoints import read_payload, require_training_state
 from iphd.data.reid import ReidRecord
 from iphd.detection.backbone import load_torchvision_state_dict
-from iphd.errors import CheckpointError, ConfigError, DatasetError, FrameError
+from iphd.errors import ConfigError, DatasetError
 from iphd.eval.reid_metrics import ReidEvalResult, cross_modal_eval, evaluate_both_directions
 from iphd.reid.data import (
     BiwiRgbdIdSource,
@@ -788,27 +785,8 @@ def _plot(log: CsvLog, path: Path, describe: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad configs, data or checkpoints)."""
     args = get_args_parser().parse_args(argv)
-    overrides = overrides_from_args(args)
-    try:
-        resume = None
-        if args.resume is not None:
-            resume = _load_resume(args.resume)
-            raw = load_config(args.config, overrides, base=resume["extra"]["training_config"])
-            name = args.resume.parent.name
-        else:
-            if args.config is None:
-                raise ConfigError("give --config (see training/configs/reid/) or --resume")
-            raw = load_config(args.config, overrides)
-            name = args.config.stem
-        run = build_run_config(raw, name)
-        info = setup_distributed(run.runtime["device"])
-        train(run, info, resume, args.quiet)
-    except (ConfigError, DatasetError, CheckpointError, FrameError, TrainingError) as exc:
-        print(f"train_reid: error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        cleanup_distributed()
-    return 0
+    return run_trainer(args, "train_reid", "training/configs/reid/", _load_resume,
+                       build_run_config, train)
 
 
 if __name__ == "__main__":
