@@ -1,0 +1,1 @@
+"""Person tracking: ground-plane constant-velocity Kalman filter, assignment, appearance re-ID."""

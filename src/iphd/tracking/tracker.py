@@ -1,0 +1,660 @@
+"""Multi-person tracker: ground-plane Kalman filters, Hungarian assignment, appearance re-ID."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from iphd.errors import ConfigError, IphdError
+from iphd.tracking.kalman import ConstantVelocityKalman
+
+TENTATIVE, CONFIRMED, LOST = "tentative", "confirmed", "lost"
+TRACK_STATES = (TENTATIVE, CONFIRMED, LOST)
+#: Accepted ``TrackerConfig.up_axis`` values: the tracking-frame axis that points up.
+UP_AXES = ("-y", "y", "z", "-z", "x", "-x")
+
+# Cost of a pair that failed a gate; far above any feasible cost (feasible costs are <= ~3).
+_INFEASIBLE = 1e6
+_NS_PER_S = 1e-9
+
+
+class TimeOrderError(IphdError):
+    """An update's stamp is not later than the previous update's stamp."""
+
+
+def _check_finite(name: str, value: float, low: float, high: float = math.inf) -> None:
+    if not (math.isfinite(value) and low <= value <= high):
+        rng = f">= {low}" if math.isinf(high) else f"in [{low}, {high}]"
+        raise ConfigError(f"{name} must be a finite number {rng}, got {value}")
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Tracker parameters; distances are on the ground plane of the tracking frame.
+
+    Attributes:
+        up_axis: tracking-frame axis that points up: ``-y`` for a camera optical frame (x right,
+            y down, z forward), ``z`` for odom/map; also ``y``, ``-z``, ``x``, ``-x``. The
+            Kalman filter runs on the two other axes; the up coordinate is an EMA of the
+            detections (``up_ema_alpha``).
+        gate_distance_m: largest ground-plane distance between a track's predicted position and
+            a detection it may take.
+        min_iou: least IoU between a detection and the track's last box; only checked when the
+            track was updated on the previous frame and both have boxes; 0 disables.
+        appearance_weight: weight of the cosine distance in the association cost (the rest is
+            the gate-normalised distance); 0 ignores embeddings during association (re-ID of
+            lost tracks still uses them).
+        max_appearance_distance: cosine distance (1 - cos) gate when a track and a detection
+            both have embeddings.
+        confirm_hits: consecutive hits that confirm a tentative track (the first detection is
+            hit 1).
+        max_tentative_misses: consecutive misses a tentative track survives; one more deletes it.
+        lost_timeout_s: a lost track is deleted once it has gone longer than this without a
+            detection.
+        reid_max_distance: cosine distance at or below which an unmatched detection revives a
+            lost track (second stage, appearance only, within ``max_speed_mps`` times the time
+            lost plus ``gate_distance_m`` of where the track was last seen). While a lost track
+            takes part in the first stage it must meet this appearance gate too.
+        max_speed_mps: fastest plausible walking speed; grows the gates of lost tracks.
+        min_score_new: detections scoring below this do not start tracks (they may update
+            tracks).
+        process_accel_std_mps2: Kalman white-noise acceleration standard deviation.
+        measurement_std_m: Kalman position measurement standard deviation.
+        ema_alpha: appearance gallery update ``g <- normalise(alpha * g + (1 - alpha) * e)``.
+        lost_score_decay_per_s: a lost track's score is its last score times
+            ``exp(-decay * time lost)``.
+        up_ema_alpha: up-coordinate smoothing ``u <- alpha * u + (1 - alpha) * measured``.
+        nan_position_min_iou: least IoU with which a detection without a valid depth (NaN
+            position) keeps a track updated on the previous frame alive (box, score and gallery
+            are updated, the Kalman state is not).
+        max_lost_gate_growth_m: cap of the first-stage gate growth of a lost track
+            (``max_speed_mps`` times the time lost).
+    """
+
+    up_axis: str = "-y"
+    gate_distance_m: float = 1.0
+    min_iou: float = 0.0
+    appearance_weight: float = 0.5
+    max_appearance_distance: float = 0.6
+    confirm_hits: int = 3
+    max_tentative_misses: int = 1
+    lost_timeout_s: float = 3.0
+    reid_max_distance: float = 0.35
+    max_speed_mps: float = 2.5
+    min_score_new: float = 0.5
+    process_accel_std_mps2: float = 1.0
+    measurement_std_m: float = 0.15
+    ema_alpha: float = 0.9
+    lost_score_decay_per_s: float = 0.5
+    up_ema_alpha: float = 0.8
+    nan_position_min_iou: float = 0.3
+    max_lost_gate_growth_m: float = 3.0
+
+    def __post_init__(self) -> None:
+        """Reject values the tracker cannot run with."""
+        if self.up_axis not in UP_AXES:
+            raise ConfigError(
+                f"up_axis must be one of {', '.join(UP_AXES)} (-y for a camera optical frame, "
+                f"z for odom/map), got {self.up_axis!r}"
+            )
+        if not (math.isfinite(self.gate_distance_m) and self.gate_distance_m > 0.0):
+            raise ConfigError(f"gate_distance_m must be > 0 metres, got {self.gate_distance_m}")
+        _check_finite("min_iou", self.min_iou, 0.0, 1.0)
+        _check_finite("appearance_weight", self.appearance_weight, 0.0, 1.0)
+        _check_finite("max_appearance_distance", self.max_appearance_distance, 0.0, 2.0)
+        if self.confirm_hits < 1:
+            raise ConfigError(f"confirm_hits must be >= 1, got {self.confirm_hits}")
+        if self.max_tentative_misses < 0:
+            raise ConfigError(f"max_tentative_misses must be >= 0, got {self.max_tentative_misses}")
+        _check_finite("lost_timeout_s", self.lost_timeout_s, 0.0)
+        _check_finite("reid_max_distance", self.reid_max_distance, 0.0, 2.0)
+        _check_finite("max_speed_mps", self.max_speed_mps, 0.0)
+        _check_finite("min_score_new", self.min_score_new, 0.0, 1.0)
+        for name in ("process_accel_std_mps2", "measurement_std_m"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0.0):
+                raise ConfigError(f"{name} must be a positive finite number, got {value}")
+        _check_finite("ema_alpha", self.ema_alpha, 0.0, 1.0)
+        _check_finite("lost_score_decay_per_s", self.lost_score_decay_per_s, 0.0)
+        _check_finite("up_ema_alpha", self.up_ema_alpha, 0.0, 1.0)
+        _check_finite("nan_position_min_iou", self.nan_position_min_iou, 0.0, 1.0)
+        _check_finite("max_lost_gate_growth_m", self.max_lost_gate_growth_m, 0.0)
+
+    @property
+    def up_index(self) -> int:
+        """Index (0, 1, 2) of the up axis in a tracking-frame position."""
+        return "xyz".index(self.up_axis[-1])
+
+    @property
+    def ground_indices(self) -> tuple[int, int]:
+        """Indices of the two ground-plane axes, ascending."""
+        first, second = (i for i in range(3) if i != self.up_index)
+        return first, second
+
+
+@dataclass(frozen=True, eq=False)
+class TrackInput:
+    """One detection handed to the tracker.
+
+    Attributes:
+        box_xyxy: box in depth-image pixels ``(x1, y1, x2, y2)``.
+        score: detector confidence in [0, 1].
+        position_m: position in the tracking frame, metres; all NaN when the detector had no
+            valid depth (any non-finite coordinate counts as no position).
+        embedding: (D,) appearance embedding (L2-normalised float32), or None.
+    """
+
+    box_xyxy: tuple[float, float, float, float]
+    score: float
+    position_m: tuple[float, float, float]
+    embedding: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        """Reject malformed detections before they reach the tracker's state."""
+        if len(self.box_xyxy) != 4:
+            raise ValueError(f"box_xyxy must have 4 values (x1, y1, x2, y2), got {self.box_xyxy}")
+        if len(self.position_m) != 3:
+            raise ValueError(f"position_m must have 3 values (x, y, z), got {self.position_m}")
+        if not math.isfinite(self.score):
+            raise ValueError(f"score must be finite, got {self.score}")
+        if self.embedding is not None and np.ndim(self.embedding) != 1:
+            raise ValueError(
+                f"embedding must be a (D,) vector, got shape {np.shape(self.embedding)}"
+            )
+
+
+@dataclass(frozen=True, eq=False)
+class TrackState:
+    """Snapshot of one track (arrays are copies, never views of the tracker's state).
+
+    Attributes:
+        track_id: id, starting at 1, never reused.
+        state: ``tentative``, ``confirmed`` or ``lost``.
+        score: last detection score; while lost it decays with ``lost_score_decay_per_s``.
+        position_m: (3,) position in the tracking frame, metres (predicted while lost).
+        velocity_mps: (3,) velocity in the tracking frame, m/s; the up component is 0.
+        box_xyxy: (4,) last associated box in depth pixels; None while lost.
+        age_s: time since the track's first detection, seconds.
+        time_since_update_s: time since the track's last detection, seconds.
+        embedding: (D,) float32 L2-normalised appearance gallery (EMA), or None.
+    """
+
+    track_id: int
+    state: str
+    score: float
+    position_m: np.ndarray
+    velocity_mps: np.ndarray
+    box_xyxy: np.ndarray | None
+    age_s: float
+    time_since_update_s: float
+    embedding: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class TrackerStats:
+    """Counters since the tracker was constructed.
+
+    Attributes:
+        created: tracks started (tentative).
+        deleted: tracks deleted (timed out, missed while tentative, or forgotten by reset()).
+        reidentified: lost tracks revived by a detection (first or second stage).
+        confirmed: tentative tracks that became confirmed.
+    """
+
+    created: int = 0
+    deleted: int = 0
+    reidentified: int = 0
+    confirmed: int = 0
+
+
+class _Track:
+    """Mutable state of one live track."""
+
+    __slots__ = (
+        "track_id",
+        "state",
+        "kf",
+        "up_m",
+        "score",
+        "box_xyxy",
+        "gallery",
+        "first_ns",
+        "last_update_ns",
+        "last_seen_ground_m",
+        "hits",
+        "misses",
+    )
+
+    def __init__(
+        self,
+        track_id: int,
+        kf: ConstantVelocityKalman,
+        up_m: float,
+        det: TrackInput,
+        gallery: np.ndarray | None,
+        stamp_ns: int,
+    ) -> None:
+        self.track_id = track_id
+        self.state = TENTATIVE
+        self.kf = kf
+        self.up_m = up_m
+        self.score = float(det.score)
+        self.box_xyxy = np.asarray(det.box_xyxy, dtype=np.float64)
+        self.gallery = gallery
+        self.first_ns = stamp_ns
+        self.last_update_ns = stamp_ns
+        self.last_seen_ground_m = kf.position
+        self.hits = 1
+        self.misses = 0
+
+
+class Tracker:
+    """Tracks people from per-frame detections with 3D positions and optional embeddings.
+
+    Each ``update`` predicts every track to the new stamp, associates in two stages (all tracks
+    by gated distance + appearance with the Hungarian method, then re-identification of lost
+    tracks by appearance), runs the life cycles and returns the live tracks.
+    """
+
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        """Create an empty tracker; ids start at 1."""
+        self.config = config or TrackerConfig()
+        self._up = self.config.up_index
+        self._ground = list(self.config.ground_indices)
+        self._tracks: dict[int, _Track] = {}
+        self._next_id = 1
+        self._stamp_ns: int | None = None
+        self._dim: int | None = None
+        self._assignment: dict[int, int] = {}
+        self._created = self._deleted = self._reidentified = self._confirmed = 0
+
+    @property
+    def stamp_ns(self) -> int | None:
+        """Stamp of the last update, or None before the first one (and after reset())."""
+        return self._stamp_ns
+
+    @property
+    def last_assignment(self) -> dict[int, int]:
+        """Detection index -> track id for the last update, new tentative tracks included."""
+        return dict(self._assignment)
+
+    @property
+    def stats(self) -> TrackerStats:
+        """Counters since construction."""
+        return TrackerStats(self._created, self._deleted, self._reidentified, self._confirmed)
+
+    @property
+    def tracks(self) -> list[TrackState]:
+        """The live tracks as of the last update, ascending id (what update() returned)."""
+        return self._snapshot()
+
+    def reset(self) -> None:
+        """Forget all tracks and the last stamp (after a clock jump or a bag loop).
+
+        Ids keep increasing: a track created after reset() never reuses an earlier id.
+        """
+        self._deleted += len(self._tracks)
+        self._tracks.clear()
+        self._stamp_ns = None
+        self._dim = None
+        self._assignment = {}
+
+    def update(self, stamp_ns: int, detections: Sequence[TrackInput]) -> list[TrackState]:
+        """Predict to ``stamp_ns``, associate, update life cycles; return the live tracks.
+
+        Args:
+            stamp_ns: stamp of the detections, nanoseconds; must increase from call to call.
+            detections: this frame's detections, positions in the tracking frame.
+
+        Returns:
+            Live (not deleted) tracks in ascending id order.
+
+        Raises:
+            TimeOrderError: ``stamp_ns`` is not later than the previous update's stamp; the
+                tracker is left unchanged.
+            ConfigError: an embedding's dimension differs from the other embeddings'.
+        """
+        stamp_ns = int(stamp_ns)
+        prev_ns = self._stamp_ns
+        if prev_ns is not None and stamp_ns <= prev_ns:
+            raise TimeOrderError(
+                f"update stamps must increase: got {stamp_ns} ns after {prev_ns} ns; call "
+                "reset() after a clock jump or when a bag loops"
+            )
+        dets = list(detections)
+        embeddings = self._embeddings(dets)
+        ground = np.full((len(dets), 2), np.nan)
+        up = np.full(len(dets), np.nan)
+        for j, det in enumerate(dets):
+            p = np.asarray(det.position_m, dtype=np.float64)
+            if np.all(np.isfinite(p)):
+                ground[j] = p[self._ground]
+                up[j] = p[self._up]
+        valid = np.isfinite(up)
+
+        if prev_ns is not None:
+            dt_s = (stamp_ns - prev_ns) * _NS_PER_S
+            for track in self._tracks.values():
+                track.kf.predict(dt_s)
+        self._stamp_ns = stamp_ns
+        self._assignment = {}
+
+        tracks = list(self._tracks.values())
+        matched_tracks: set[int] = set()
+        for ti, j in self._associate(tracks, dets, ground, valid, embeddings, prev_ns, stamp_ns):
+            track = tracks[ti]
+            if track.state == LOST:
+                track.state = CONFIRMED
+                self._reidentified += 1
+            self._hit(track, dets[j], ground[j] if valid[j] else None, up[j], embeddings[j])
+            matched_tracks.add(track.track_id)
+            self._assignment[j] = track.track_id
+
+        for track, j in self._reidentify(dets, ground, valid, embeddings, stamp_ns):
+            track.kf = self._new_filter(ground[j])
+            track.up_m = float(up[j])
+            track.state = CONFIRMED
+            self._reidentified += 1
+            self._hit(track, dets[j], None, up[j], embeddings[j])
+            matched_tracks.add(track.track_id)
+            self._assignment[j] = track.track_id
+
+        for track in tracks:
+            if track.track_id not in matched_tracks:
+                self._miss(track, stamp_ns)
+
+        for j, det in enumerate(dets):
+            if j in self._assignment or not valid[j] or det.score < self.config.min_score_new:
+                continue
+            track = _Track(
+                self._next_id,
+                self._new_filter(ground[j]),
+                float(up[j]),
+                det,
+                embeddings[j],
+                stamp_ns,
+            )
+            self._next_id += 1
+            self._created += 1
+            self._tracks[track.track_id] = track
+            self._assignment[j] = track.track_id
+            if self.config.confirm_hits <= 1:
+                track.state = CONFIRMED
+                self._confirmed += 1
+        return self._snapshot()
+
+    def query(
+        self, embedding: np.ndarray, top_k: int = 5, max_distance: float | None = None
+    ) -> list[tuple[int, float]]:
+        """Rank confirmed and lost tracks by the cosine distance of their gallery to a query.
+
+        Args:
+            embedding: (D,) query embedding (for example an RGB crop's), normalised here.
+            top_k: most results returned.
+            max_distance: when given, only tracks at or below this cosine distance.
+
+        Returns:
+            ``(track_id, cosine distance)`` pairs, ascending distance (ties by id).
+
+        Raises:
+            ConfigError: the query is not a finite non-zero (D,) vector, its D differs from the
+                galleries', or ``top_k`` < 1.
+        """
+        if top_k < 1:
+            raise ConfigError(f"top_k must be >= 1, got {top_k}")
+        q = np.asarray(embedding, dtype=np.float64)
+        if q.ndim != 1:
+            raise ConfigError(f"query embedding must be a (D,) vector, got shape {q.shape}")
+        if self._dim is not None and q.shape[0] != self._dim:
+            raise ConfigError(
+                f"query embedding has dimension {q.shape[0]} but the track galleries have "
+                f"dimension {self._dim}; embed the query with the same re-ID model"
+            )
+        norm = float(np.linalg.norm(q)) if np.all(np.isfinite(q)) else math.nan
+        if not (math.isfinite(norm) and norm > 0.0):
+            raise ConfigError("query embedding must be finite and non-zero")
+        q = q / norm
+        results = [
+            (track.track_id, float(1.0 - track.gallery @ q))
+            for track in self._tracks.values()
+            if track.state in (CONFIRMED, LOST) and track.gallery is not None
+        ]
+        if max_distance is not None:
+            results = [r for r in results if r[1] <= max_distance]
+        results.sort(key=lambda r: (r[1], r[0]))
+        return results[:top_k]
+
+    def _embeddings(self, detections: Sequence[TrackInput]) -> list[np.ndarray | None]:
+        """Normalised float64 embeddings per detection (None when absent or unusable).
+
+        A non-finite or zero embedding is treated as absent: one bad crop must not stop the
+        tracker. A dimension that differs from the galleries' is a set-up error and raises.
+        """
+        dim = self._dim
+        out: list[np.ndarray | None] = []
+        for j, det in enumerate(detections):
+            if det.embedding is None:
+                out.append(None)
+                continue
+            e = np.asarray(det.embedding, dtype=np.float64).reshape(-1)
+            if dim is None:
+                dim = e.shape[0]
+            elif e.shape[0] != dim:
+                raise ConfigError(
+                    f"detection {j} has an embedding of dimension {e.shape[0]} but the tracker "
+                    f"holds dimension {dim}; use one re-ID model per tracker (or reset())"
+                )
+            norm = float(np.linalg.norm(e)) if np.all(np.isfinite(e)) else math.nan
+            out.append(e / norm if math.isfinite(norm) and norm > 0.0 else None)
+        self._dim = dim
+        return out
+
+    def _new_filter(self, ground_m: np.ndarray) -> ConstantVelocityKalman:
+        return ConstantVelocityKalman(
+            ground_m,
+            process_accel_std_mps2=self.config.process_accel_std_mps2,
+            measurement_std_m=self.config.measurement_std_m,
+            initial_velocity_std_mps=max(self.config.max_speed_mps, 0.1),
+        )
+
+    def _associate(
+        self,
+        tracks: list[_Track],
+        dets: list[TrackInput],
+        ground: np.ndarray,
+        valid: np.ndarray,
+        embeddings: list[np.ndarray | None],
+        prev_ns: int | None,
+        stamp_ns: int,
+    ) -> list[tuple[int, int]]:
+        """Stage 1: gated distance + appearance cost over all tracks, Hungarian assignment."""
+        cfg = self.config
+        if not tracks or not dets:
+            return []
+        pred = np.stack([t.kf.position for t in tracks])
+        lost = np.array([t.state == LOST for t in tracks])
+        lost_s = np.array([(stamp_ns - t.last_update_ns) * _NS_PER_S for t in tracks])
+        gate = cfg.gate_distance_m + np.where(
+            lost, np.minimum(cfg.max_speed_mps * lost_s, cfg.max_lost_gate_growth_m), 0.0
+        )
+        dist = np.linalg.norm(pred[:, None, :] - ground[None, :, :], axis=2)
+        dist_ok = valid[None, :] & (np.nan_to_num(dist, nan=np.inf) <= gate[:, None])
+        norm_dist = np.nan_to_num(dist / gate[:, None], nan=0.0)
+
+        # IoU gates apply to tracks seen on the previous frame: older boxes are stale.
+        recent = np.array(
+            [t.last_update_ns == prev_ns and t.state != LOST for t in tracks], dtype=bool
+        )
+        iou = _iou_matrix(
+            np.stack([t.box_xyxy for t in tracks]),
+            np.array([d.box_xyxy for d in dets], dtype=np.float64),
+        )
+        iou_ok = ~recent[:, None] | (iou >= cfg.min_iou) | (cfg.min_iou <= 0.0)
+        nan_ok = ~valid[None, :] & recent[:, None] & (iou >= cfg.nan_position_min_iou)
+        geo = np.where(valid[None, :], norm_dist, 1.0 - iou)
+        feasible = (dist_ok & iou_ok) | nan_ok
+
+        w = cfg.appearance_weight
+        cost = geo
+        if w > 0.0:
+            app, both = self._appearance(tracks, embeddings)
+            lost_limit = min(cfg.max_appearance_distance, cfg.reid_max_distance)
+            limit = np.where(lost, lost_limit, cfg.max_appearance_distance)
+            feasible &= ~both | (app <= limit[:, None])
+            cost = np.where(both, (1.0 - w) * geo + w * app, geo)
+        cost = np.where(feasible, cost, _INFEASIBLE)
+        rows, cols = linear_sum_assignment(cost)
+        return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if feasible[r, c]]
+
+    def _appearance(
+        self, tracks: list[_Track], embeddings: list[np.ndarray | None]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Cosine distances (T, N) and the mask of pairs where both sides have an embedding."""
+        n_t, n_d = len(tracks), len(embeddings)
+        app = np.ones((n_t, n_d))
+        has_t = np.array([t.gallery is not None for t in tracks])
+        has_d = np.array([e is not None for e in embeddings])
+        if has_t.any() and has_d.any():
+            g = np.stack([t.gallery for t in tracks if t.gallery is not None])
+            e = np.stack([x for x in embeddings if x is not None])
+            app[np.ix_(has_t, has_d)] = 1.0 - g @ e.T
+        return app, has_t[:, None] & has_d[None, :]
+
+    def _reidentify(
+        self,
+        dets: list[TrackInput],
+        ground: np.ndarray,
+        valid: np.ndarray,
+        embeddings: list[np.ndarray | None],
+        stamp_ns: int,
+    ) -> list[tuple[_Track, int]]:
+        """Stage 2: unmatched detections with embeddings vs lost tracks with galleries."""
+        cfg = self.config
+        cand_d = [
+            j
+            for j in range(len(dets))
+            if j not in self._assignment and valid[j] and embeddings[j] is not None
+        ]
+        taken = set(self._assignment.values())
+        cand_t = [
+            t
+            for t in self._tracks.values()
+            if t.state == LOST and t.gallery is not None and t.track_id not in taken
+        ]
+        if not cand_d or not cand_t:
+            return []
+        g = np.stack([t.gallery for t in cand_t if t.gallery is not None])
+        e = np.stack([e for e in (embeddings[j] for j in cand_d) if e is not None])
+        app = 1.0 - g @ e.T
+        seen = np.stack([t.last_seen_ground_m for t in cand_t])
+        lost_s = np.array([(stamp_ns - t.last_update_ns) * _NS_PER_S for t in cand_t])
+        radius = cfg.max_speed_mps * lost_s + cfg.gate_distance_m
+        dist = np.linalg.norm(seen[:, None, :] - ground[cand_d][None, :, :], axis=2)
+        feasible = (app <= cfg.reid_max_distance) & (dist <= radius[:, None])
+        cost = np.where(feasible, app, _INFEASIBLE)
+        rows, cols = linear_sum_assignment(cost)
+        return [(cand_t[r], cand_d[c]) for r, c in zip(rows, cols, strict=True) if feasible[r, c]]
+
+    def _hit(
+        self,
+        track: _Track,
+        det: TrackInput,
+        ground_m: np.ndarray | None,
+        up_m: float,
+        embedding: np.ndarray | None,
+    ) -> None:
+        """Apply a matched detection; ``ground_m`` None = no Kalman update (no valid depth)."""
+        cfg = self.config
+        stamp_ns = self._stamp_ns
+        assert stamp_ns is not None
+        if ground_m is not None:
+            track.kf.update(ground_m)
+            track.up_m = cfg.up_ema_alpha * track.up_m + (1.0 - cfg.up_ema_alpha) * float(up_m)
+        track.last_seen_ground_m = track.kf.position
+        track.score = float(det.score)
+        track.box_xyxy = np.asarray(det.box_xyxy, dtype=np.float64)
+        if embedding is not None:
+            if track.gallery is None:
+                track.gallery = embedding.copy()
+            else:
+                g = cfg.ema_alpha * track.gallery + (1.0 - cfg.ema_alpha) * embedding
+                norm = float(np.linalg.norm(g))
+                track.gallery = g / norm if norm > 0.0 else embedding.copy()
+        track.last_update_ns = stamp_ns
+        track.misses = 0
+        track.hits += 1
+        if track.state == TENTATIVE and track.hits >= cfg.confirm_hits:
+            track.state = CONFIRMED
+            self._confirmed += 1
+
+    def _miss(self, track: _Track, stamp_ns: int) -> None:
+        """Run the life cycle of a track no detection took this frame."""
+        cfg = self.config
+        track.hits = 0
+        track.misses += 1
+        if track.state == TENTATIVE:
+            if track.misses > cfg.max_tentative_misses:
+                self._delete(track)
+            return
+        track.state = LOST
+        if (stamp_ns - track.last_update_ns) * _NS_PER_S > cfg.lost_timeout_s:
+            self._delete(track)
+
+    def _delete(self, track: _Track) -> None:
+        del self._tracks[track.track_id]
+        self._deleted += 1
+
+    def _snapshot(self) -> list[TrackState]:
+        stamp_ns = self._stamp_ns
+        if stamp_ns is None:
+            return []
+        out = []
+        for track_id in sorted(self._tracks):
+            track = self._tracks[track_id]
+            since_s = (stamp_ns - track.last_update_ns) * _NS_PER_S
+            position = np.zeros(3)
+            velocity = np.zeros(3)
+            position[self._ground] = track.kf.position
+            position[self._up] = track.up_m
+            velocity[self._ground] = track.kf.velocity
+            lost = track.state == LOST
+            score = track.score
+            if lost:
+                score *= math.exp(-self.config.lost_score_decay_per_s * since_s)
+            out.append(
+                TrackState(
+                    track_id=track_id,
+                    state=track.state,
+                    score=score,
+                    position_m=position,
+                    velocity_mps=velocity,
+                    box_xyxy=None if lost else track.box_xyxy.copy(),
+                    age_s=(stamp_ns - track.first_ns) * _NS_PER_S,
+                    time_since_update_s=since_s,
+                    embedding=None if track.gallery is None else track.gallery.astype(np.float32),
+                )
+            )
+        return out
+
+
+def _iou_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
+    """IoU (A, B) between (A, 4) and (B, 4) boxes; 0 where a union is empty."""
+    x1 = np.maximum(a_xyxy[:, None, 0], b_xyxy[None, :, 0])
+    y1 = np.maximum(a_xyxy[:, None, 1], b_xyxy[None, :, 1])
+    x2 = np.minimum(a_xyxy[:, None, 2], b_xyxy[None, :, 2])
+    y2 = np.minimum(a_xyxy[:, None, 3], b_xyxy[None, :, 3])
+    inter = np.clip(x2 - x1, 0.0, None) * np.clip(y2 - y1, 0.0, None)
+    area_a = np.clip(a_xyxy[:, 2] - a_xyxy[:, 0], 0.0, None) * np.clip(
+        a_xyxy[:, 3] - a_xyxy[:, 1], 0.0, None
+    )
+    area_b = np.clip(b_xyxy[:, 2] - b_xyxy[:, 0], 0.0, None) * np.clip(
+        b_xyxy[:, 3] - b_xyxy[:, 1], 0.0, None
+    )
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0.0, inter / union, 0.0)
+    return np.nan_to_num(iou, nan=0.0)

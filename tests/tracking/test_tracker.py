@@ -1,0 +1,491 @@
+import math
+
+import numpy as np
+import pytest
+
+from iphd.errors import ConfigError, IphdError
+from iphd.tracking.tracker import (
+    CONFIRMED,
+    LOST,
+    TENTATIVE,
+    UP_AXES,
+    TimeOrderError,
+    Tracker,
+    TrackerConfig,
+    TrackInput,
+)
+
+NS = 1_000_000_000
+FRAME_NS = 100_000_000  # 10 Hz
+NAN3 = (math.nan, math.nan, math.nan)
+
+
+def det(x, z, *, y=-0.2, score=0.9, box=(100.0, 100.0, 200.0, 400.0), emb=None, position=None):
+    """A detection in the camera optical frame (ground axes x and z, y down)."""
+    return TrackInput(
+        box_xyxy=box,
+        score=score,
+        position_m=position if position is not None else (x, y, z),
+        embedding=None if emb is None else np.asarray(emb, dtype=np.float32),
+    )
+
+
+def unit(*values):
+    v = np.asarray(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def confirmed_tracker(config=None, *, x=0.0, z=3.0, emb=None, frames=3):
+    tracker = Tracker(config)
+    for k in range(frames):
+        tracks = tracker.update((k + 1) * FRAME_NS, [det(x, z, emb=emb)])
+    assert [t.state for t in tracks] == [CONFIRMED]
+    return tracker, tracks[0].track_id, frames * FRAME_NS
+
+
+# --- life cycle -----------------------------------------------------------------------------
+
+
+def test_track_confirms_after_exactly_confirm_hits():
+    tracker = Tracker()
+    states = [tracker.update(k * FRAME_NS, [det(0.0, 3.0)])[0].state for k in range(1, 5)]
+    assert states == [TENTATIVE, TENTATIVE, CONFIRMED, CONFIRMED]
+    assert tracker.stats.confirmed == 1
+    assert tracker.stats.created == 1
+
+    quick = Tracker(TrackerConfig(confirm_hits=1))
+    assert quick.update(FRAME_NS, [det(0.0, 3.0)])[0].state == CONFIRMED
+
+
+def test_tentative_track_survives_max_tentative_misses_and_is_deleted_after_one_more():
+    tracker = Tracker()  # max_tentative_misses = 1
+    tracker.update(1 * FRAME_NS, [det(0.0, 3.0)])
+    assert [t.state for t in tracker.update(2 * FRAME_NS, [])] == [TENTATIVE]
+    assert tracker.update(3 * FRAME_NS, []) == []
+    assert tracker.stats.deleted == 1
+
+    strict = Tracker(TrackerConfig(max_tentative_misses=0))
+    strict.update(1 * FRAME_NS, [det(0.0, 3.0)])
+    assert strict.update(2 * FRAME_NS, []) == []
+
+
+def test_tentative_hits_must_be_consecutive():
+    tracker = Tracker()
+    tracker.update(1 * FRAME_NS, [det(0.0, 3.0)])
+    tracker.update(2 * FRAME_NS, [det(0.0, 3.0)])
+    tracker.update(3 * FRAME_NS, [])  # miss: the count restarts
+    assert tracker.update(4 * FRAME_NS, [det(0.0, 3.0)])[0].state == TENTATIVE
+    assert tracker.update(5 * FRAME_NS, [det(0.0, 3.0)])[0].state == TENTATIVE
+    assert tracker.update(6 * FRAME_NS, [det(0.0, 3.0)])[0].state == CONFIRMED
+
+
+def test_confirmed_track_goes_lost_then_is_deleted_after_lost_timeout():
+    tracker, track_id, last_ns = confirmed_tracker(TrackerConfig(lost_timeout_s=3.0))
+    lost = tracker.update(last_ns + FRAME_NS, [])
+    assert [(t.track_id, t.state) for t in lost] == [(track_id, LOST)]
+    assert lost[0].box_xyxy is None
+    assert lost[0].score == pytest.approx(0.9 * math.exp(-0.5 * 0.1))
+    at_timeout = tracker.update(last_ns + 3 * NS, [])
+    assert [t.state for t in at_timeout] == [LOST]
+    assert at_timeout[0].time_since_update_s == pytest.approx(3.0)
+    assert at_timeout[0].score == pytest.approx(0.9 * math.exp(-0.5 * 3.0))
+    assert tracker.update(last_ns + 3 * NS + FRAME_NS, []) == []
+    assert tracker.stats.deleted == 1
+
+
+def test_low_score_detection_updates_a_track_but_does_not_start_one():
+    tracker, track_id, last_ns = confirmed_tracker()
+    tracks = tracker.update(
+        last_ns + FRAME_NS, [det(0.05, 3.0, score=0.3), det(3.0, 3.0, score=0.3)]
+    )
+    assert [(t.track_id, t.state) for t in tracks] == [(track_id, CONFIRMED)]
+    assert tracks[0].score == pytest.approx(0.3)
+    assert tracker.last_assignment == {0: track_id}
+
+
+def test_ids_start_at_one_are_never_reused_and_output_is_ascending():
+    tracker = Tracker(TrackerConfig(max_tentative_misses=0))
+    tracks = tracker.update(FRAME_NS, [det(2.0, 3.0), det(-2.0, 3.0), det(0.0, 6.0)])
+    assert [t.track_id for t in tracks] == [1, 2, 3]
+    assert tracker.last_assignment == {0: 1, 1: 2, 2: 3}
+    # Track 2 is dropped; a new person starts track 4, listed after 1 and 3.
+    tracks = tracker.update(2 * FRAME_NS, [det(0.0, 6.0), det(-4.0, 8.0), det(2.0, 3.0)])
+    assert [t.track_id for t in tracks] == [1, 3, 4]
+    assert tracker.last_assignment == {0: 3, 1: 4, 2: 1}
+
+
+def test_reset_forgets_tracks_and_ids_keep_increasing():
+    tracker = Tracker()
+    tracker.update(5 * NS, [det(0.0, 3.0), det(2.0, 3.0, emb=unit(1.0, 0.0, 0.0))])
+    tracker.reset()
+    assert tracker.stamp_ns is None
+    assert tracker.tracks == []
+    assert tracker.stats.deleted == 2
+    # An earlier stamp is fine after reset (a looping bag).
+    # A new re-ID model (another embedding dimension) is fine after reset too.
+    tracks = tracker.update(1 * NS, [det(0.0, 3.0, emb=unit(1.0, 0.0))])
+    assert [t.track_id for t in tracks] == [3]
+    assert tracker.stats.created == 3
+
+
+# --- time order -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("offset_ns", [0, -1, -FRAME_NS])
+def test_equal_or_backward_stamp_raises_and_leaves_state_unchanged(offset_ns):
+    tracker = Tracker()
+    twin = Tracker()
+    for k in range(1, 4):
+        tracker.update(k * FRAME_NS, [det(0.1 * k, 3.0)])
+        twin.update(k * FRAME_NS, [det(0.1 * k, 3.0)])
+    before = tracker.tracks
+    with pytest.raises(TimeOrderError, match="reset()") as info:
+        tracker.update(3 * FRAME_NS + offset_ns, [det(5.0, 5.0), det(0.3, 3.0)])
+    assert isinstance(info.value, IphdError)
+    assert "increase" in str(info.value)
+    assert tracker.stamp_ns == 3 * FRAME_NS
+    after = tracker.tracks
+    assert [(t.track_id, t.state) for t in after] == [(t.track_id, t.state) for t in before]
+    np.testing.assert_array_equal(after[0].position_m, before[0].position_m)
+    # The next frame gives exactly what a tracker that never saw the bad call gives.
+    got = tracker.update(4 * FRAME_NS, [det(0.4, 3.0)])
+    want = twin.update(4 * FRAME_NS, [det(0.4, 3.0)])
+    assert [t.track_id for t in got] == [t.track_id for t in want]
+    np.testing.assert_array_equal(got[0].position_m, want[0].position_m)
+    np.testing.assert_array_equal(got[0].velocity_mps, want[0].velocity_mps)
+
+
+# --- gating and association -----------------------------------------------------------------
+
+
+def test_gate_rejects_a_far_detection_which_starts_a_new_track():
+    tracker, track_id, last_ns = confirmed_tracker(TrackerConfig(gate_distance_m=1.0))
+    tracks = tracker.update(last_ns + FRAME_NS, [det(1.5, 3.0)])
+    assert [(t.track_id, t.state) for t in tracks] == [(track_id, LOST), (track_id + 1, TENTATIVE)]
+
+
+def test_detection_inside_the_gate_updates_the_track():
+    tracker, track_id, last_ns = confirmed_tracker(TrackerConfig(gate_distance_m=1.0))
+    tracks = tracker.update(last_ns + FRAME_NS, [det(0.8, 3.0)])
+    assert [(t.track_id, t.state) for t in tracks] == [(track_id, CONFIRMED)]
+    assert 0.0 < tracks[0].position_m[0] < 0.8
+
+
+def test_min_iou_gate_rejects_a_detection_whose_box_moved_away():
+    config = TrackerConfig(min_iou=0.3)
+    tracker, track_id, last_ns = confirmed_tracker(config)
+    far_box = (400.0, 100.0, 500.0, 400.0)
+    tracks = tracker.update(last_ns + FRAME_NS, [det(0.1, 3.0, box=far_box)])
+    assert [t.state for t in tracks] == [LOST, TENTATIVE]
+    tracker, track_id, last_ns = confirmed_tracker(config)
+    near_box = (110.0, 100.0, 210.0, 400.0)
+    tracks = tracker.update(last_ns + FRAME_NS, [det(0.1, 3.0, box=near_box)])
+    assert [(t.track_id, t.state) for t in tracks] == [(track_id, CONFIRMED)]
+
+
+def _walk(tracker, paths, rng, *, noise_m, embs=None):
+    """Feed noisy detections of people on ``paths`` (F, P, 2) in shuffled order; return ids.
+
+    Returns an (F, P) array with the track id that took each person's detection (0 = none).
+    """
+    n_frames, n_people, _ = paths.shape
+    ids = np.zeros((n_frames, n_people), dtype=int)
+    for f in range(n_frames):
+        order = rng.permutation(n_people)
+        dets = []
+        for p in order:
+            x, z = paths[f, p] + rng.normal(0.0, noise_m, 2)
+            dets.append(det(x, z, emb=None if embs is None else embs[p]))
+        tracker.update((f + 1) * FRAME_NS, dets)
+        for j, p in enumerate(order):
+            ids[f, p] = tracker.last_assignment.get(j, 0)
+    return ids
+
+
+def test_people_on_crossing_paths_keep_their_ids():
+    rng = np.random.default_rng(7)
+    t_s = np.arange(50) * 0.1
+    a = np.stack([-2.5 + 1.0 * t_s, 3.0 + 0.5 * t_s], axis=1)  # walks right, away
+    b = np.stack([-2.5 + 1.0 * t_s, 5.5 - 0.5 * t_s], axis=1)  # walks right, closer
+    tracker = Tracker()
+    ids = _walk(tracker, np.stack([a, b], axis=1), rng, noise_m=0.05)
+    # Within a few noise widths of the crossing point no tracker can tell who is who; the ids
+    # must be right everywhere else, after the crossing included.
+    clear = np.linalg.norm(a - b, axis=1) > 0.3
+    assert (~clear).sum() == 5
+    assert ids[0, 0] != ids[0, 1]
+    np.testing.assert_array_equal(ids[clear, 0], ids[0, 0])
+    np.testing.assert_array_equal(ids[clear, 1], ids[0, 1])
+    assert tracker.stats.created == 2
+    final = {t.track_id: t for t in tracker.tracks}
+    np.testing.assert_allclose(final[ids[0, 0]].velocity_mps, [1.0, 0.0, 0.5], atol=0.3)
+    np.testing.assert_allclose(final[ids[0, 1]].velocity_mps, [1.0, 0.0, -0.5], atol=0.3)
+
+
+def test_people_walking_side_by_side_keep_their_ids():
+    rng = np.random.default_rng(3)
+    t_s = np.arange(60) * 0.1
+    a = np.stack([-0.4 + 0.0 * t_s, 2.0 + 0.8 * t_s], axis=1)
+    b = np.stack([0.4 + 0.0 * t_s, 2.0 + 0.8 * t_s], axis=1)
+    tracker = Tracker()
+    ids = _walk(tracker, np.stack([a, b], axis=1), rng, noise_m=0.08)
+    assert ids[0, 0] != ids[0, 1]
+    np.testing.assert_array_equal(ids[:, 0], ids[0, 0])
+    np.testing.assert_array_equal(ids[:, 1], ids[0, 1])
+    assert [t.state for t in tracker.tracks] == [CONFIRMED, CONFIRMED]
+
+
+def _swap_scene(config):
+    """Two people 0.4 m apart who trade places between two frames; returns their id per frame.
+
+    Their embeddings are 0.3 apart in cosine distance: inside the appearance gate, so the
+    cost, not the gate, has to tell them apart.
+    """
+    e1, e2 = unit(1.0, 0.0), unit(0.7, math.sqrt(1.0 - 0.49))
+    tracker = Tracker(config)
+    for k in range(1, 6):
+        tracker.update(k * FRAME_NS, [det(0.0, 3.0, emb=e1), det(0.4, 3.0, emb=e2)])
+    before = dict(tracker.last_assignment)
+    # Person 1 now stands nearer track 2's spot and person 2 nearer track 1's.
+    tracker.update(6 * FRAME_NS, [det(0.3, 3.0, emb=e1), det(0.1, 3.0, emb=e2)])
+    return before, tracker.last_assignment
+
+
+def test_appearance_resolves_an_ambiguous_swap():
+    before, after = _swap_scene(TrackerConfig(appearance_weight=0.5))
+    assert after == before
+    # Without appearance, distance alone follows positions and the identities swap.
+    before, after = _swap_scene(TrackerConfig(appearance_weight=0.0))
+    assert after == {0: before[1], 1: before[0]}
+
+
+def test_appearance_gate_rejects_a_different_person_at_the_same_spot():
+    e1, e2 = unit(1.0, 0.0), unit(0.0, 1.0)
+    tracker, track_id, last_ns = confirmed_tracker(emb=e1)
+    tracks = tracker.update(last_ns + FRAME_NS, [det(0.0, 3.0, emb=e2)])
+    assert [(t.track_id, t.state) for t in tracks] == [(track_id, LOST), (track_id + 1, TENTATIVE)]
+
+
+def test_nan_position_detection_keeps_a_track_alive_through_iou():
+    tracker, track_id, last_ns = confirmed_tracker(x=0.5)
+    box = (105.0, 102.0, 205.0, 398.0)
+    tracks = tracker.update(last_ns + FRAME_NS, [det(0, 0, box=box, score=0.7, position=NAN3)])
+    assert [(t.track_id, t.state) for t in tracks] == [(track_id, CONFIRMED)]
+    np.testing.assert_allclose(tracks[0].box_xyxy, box)
+    assert tracks[0].score == pytest.approx(0.7)
+    assert tracks[0].position_m[0] == pytest.approx(0.5, abs=0.05)
+    assert tracker.last_assignment == {0: track_id}
+    # A box elsewhere cannot: the track is lost and a NaN detection starts nothing.
+    far = (500.0, 100.0, 600.0, 400.0)
+    tracks = tracker.update(last_ns + 2 * FRAME_NS, [det(0, 0, box=far, position=NAN3)])
+    assert [(t.track_id, t.state) for t in tracks] == [(track_id, LOST)]
+    assert tracker.last_assignment == {}
+
+
+def test_nan_position_detection_does_not_revive_a_lost_track():
+    tracker, track_id, last_ns = confirmed_tracker()
+    tracker.update(last_ns + FRAME_NS, [])
+    tracks = tracker.update(last_ns + 2 * FRAME_NS, [det(0, 0, position=NAN3)])
+    assert [(t.track_id, t.state) for t in tracks] == [(track_id, LOST)]
+
+
+@pytest.mark.parametrize(
+    ("gone_s", "shift_m", "revived"),
+    [(1.0, 3.0, True), (1.0, 3.8, False), (2.5, 3.9, True), (2.5, 4.2, False)],
+)
+def test_lost_track_is_revived_within_a_gate_that_grows_with_time_lost(gone_s, shift_m, revived):
+    # No embeddings: only the first stage can revive. Gate = 1 m + min(2.5 m/s * lost, 3 m).
+    tracker, track_id, last_ns = confirmed_tracker()
+    stamp_ns = last_ns + round(gone_s * NS)
+    for ns in range(last_ns + FRAME_NS, stamp_ns, FRAME_NS):
+        tracker.update(ns, [])
+    tracks = tracker.update(stamp_ns, [det(shift_m, 3.0)])
+    assert (tracks[0].state == CONFIRMED) is revived
+    assert tracker.stats.reidentified == int(revived)
+    assert len(tracks) == (1 if revived else 2)
+
+
+# --- re-identification ----------------------------------------------------------------------
+
+
+def _disappear_and_reappear(reappear_emb, *, gone_s=1.5, shift_m=1.0):
+    e1 = unit(0.2, 0.9, 0.1, 0.3)
+    tracker = Tracker()
+    ns = 0
+    for _ in range(10):  # standing still, seen for 1 s
+        ns += FRAME_NS
+        tracker.update(ns, [det(0.0, 3.0, emb=e1)])
+    track_id = tracker.tracks[0].track_id
+    for _ in range(round(gone_s / 0.1)):
+        ns += FRAME_NS
+        assert [t.state for t in tracker.update(ns, [])] == [LOST]
+    ns += FRAME_NS
+    tracks = tracker.update(ns, [det(shift_m, 3.0, emb=reappear_emb)])
+    return tracker, track_id, tracks
+
+
+def test_reidentification_revives_a_lost_track_with_the_same_embedding():
+    tracker, track_id, tracks = _disappear_and_reappear(unit(0.2, 0.9, 0.1, 0.3))
+    assert [(t.track_id, t.state) for t in tracks] == [(track_id, CONFIRMED)]
+    assert tracker.stats.reidentified == 1
+    assert tracker.stats.created == 1
+
+
+def test_reidentification_gives_a_different_embedding_a_new_id():
+    tracker, track_id, tracks = _disappear_and_reappear(unit(0.9, -0.2, 0.3, 0.0))
+    assert [(t.track_id, t.state) for t in tracks] == [(track_id, LOST), (track_id + 1, TENTATIVE)]
+    assert tracker.stats.reidentified == 0
+
+
+def test_second_stage_revives_beyond_the_first_stage_gate_and_restarts_the_filter():
+    # Lost 2 s: the first-stage gate is 1 + min(2.5 * 2, 3) = 4 m, the re-ID gate 1 + 5 = 6 m.
+    e1 = unit(0.2, 0.9, 0.1, 0.3)
+    tracker, track_id, tracks = _disappear_and_reappear(e1, gone_s=2.0, shift_m=5.0)
+    assert [(t.track_id, t.state) for t in tracks] == [(track_id, CONFIRMED)]
+    assert tracker.stats.reidentified == 1
+    np.testing.assert_allclose(tracks[0].position_m, [5.0, -0.2, 3.0], atol=1e-9)
+    np.testing.assert_allclose(tracks[0].velocity_mps, [0.0, 0.0, 0.0])
+    # Beyond max_speed_mps * time lost + gate_distance_m nobody is revived.
+    tracker, track_id, tracks = _disappear_and_reappear(e1, gone_s=2.0, shift_m=6.5)
+    assert [t.track_id for t in tracks] == [track_id, track_id + 1]
+    assert tracker.stats.reidentified == 0
+
+
+# --- embeddings and queries -----------------------------------------------------------------
+
+
+def test_gallery_is_a_normalised_ema_of_the_embeddings():
+    tracker = Tracker(TrackerConfig(ema_alpha=0.5, max_appearance_distance=1.5))
+    tracker.update(FRAME_NS, [det(0.0, 3.0, emb=unit(1.0, 0.0))])
+    tracks = tracker.update(2 * FRAME_NS, [det(0.0, 3.0, emb=unit(0.0, 1.0))])
+    np.testing.assert_allclose(tracks[0].embedding, unit(1.0, 1.0), atol=1e-6)
+    assert tracks[0].embedding.dtype == np.float32
+
+
+def test_query_ranks_confirmed_and_lost_tracks_by_cosine_distance():
+    tracker = Tracker(TrackerConfig(confirm_hits=1))
+    embs = [unit(1.0, 0.0, 0.0), unit(0.0, 1.0, 0.0), unit(1.0, 1.0, 0.0)]
+    tracker.update(FRAME_NS, [det(-2.0, 3.0, emb=embs[0]), det(0.0, 3.0, emb=embs[1])])
+    # Track 1 goes lost, track 3 is new; with confirm_hits=1 both stay queryable.
+    tracker.update(2 * FRAME_NS, [det(0.0, 3.0, emb=embs[1]), det(2.0, 3.0, emb=embs[2])])
+    assert [t.state for t in tracker.tracks] == [LOST, CONFIRMED, CONFIRMED]
+    result = tracker.query(np.array([2.0, 0.2, 0.0]))  # not normalised on purpose
+    assert [track_id for track_id, _ in result] == [1, 3, 2]
+    assert [d for _, d in result] == sorted(d for _, d in result)
+    assert result[0][1] == pytest.approx(1.0 - 2.0 / math.hypot(2.0, 0.2))
+    assert [i for i, _ in tracker.query(embs[0], top_k=2)] == [1, 3]
+    assert [i for i, _ in tracker.query(embs[0], max_distance=0.5)] == [1, 3]
+    assert tracker.query(embs[0], max_distance=0.1) == [(1, pytest.approx(0.0, abs=1e-6))]
+
+
+def test_query_skips_tentative_tracks():
+    tracker = Tracker()
+    tracker.update(FRAME_NS, [det(0.0, 3.0, emb=unit(1.0, 0.0))])
+    assert tracker.query(unit(1.0, 0.0)) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (np.ones(4, dtype=np.float32), "dimension 4.*dimension 3"),
+        (np.zeros(3), "non-zero"),
+        (np.array([1.0, math.nan, 0.0]), "finite"),
+        (np.ones((1, 3)), r"\(D,\)"),
+    ],
+)
+def test_query_validates_the_embedding(query, message):
+    tracker = Tracker(TrackerConfig(confirm_hits=1))
+    tracker.update(FRAME_NS, [det(0.0, 3.0, emb=unit(1.0, 0.0, 0.0))])
+    with pytest.raises(ConfigError, match=message):
+        tracker.query(query)
+
+
+def test_embedding_dimension_mismatch_raises_and_leaves_state_unchanged():
+    tracker = Tracker()
+    tracker.update(FRAME_NS, [det(0.0, 3.0, emb=unit(1.0, 0.0, 0.0))])
+    with pytest.raises(ConfigError, match="dimension 2.*dimension 3"):
+        tracker.update(2 * FRAME_NS, [det(0.0, 3.0, emb=unit(1.0, 0.0))])
+    assert tracker.stamp_ns == FRAME_NS
+    assert tracker.update(2 * FRAME_NS, [det(0.0, 3.0)])[0].track_id == 1
+
+
+def test_bad_embedding_is_ignored_rather_than_stopping_the_tracker():
+    tracker = Tracker()
+    tracks = tracker.update(FRAME_NS, [det(0.0, 3.0, emb=np.zeros(3))])
+    assert tracks[0].embedding is None
+
+
+def test_snapshots_are_copies():
+    tracker, track_id, _ = confirmed_tracker(emb=unit(1.0, 0.0))
+    snap = tracker.tracks[0]
+    snap.position_m[:] = 99.0
+    snap.velocity_mps[:] = 99.0
+    snap.box_xyxy[:] = 99.0
+    snap.embedding[:] = 99.0
+    again = tracker.tracks[0]
+    assert again.position_m[0] == pytest.approx(0.0)
+    assert again.velocity_mps[0] == pytest.approx(0.0)
+    assert again.box_xyxy[0] == pytest.approx(100.0)
+    assert again.embedding[0] == pytest.approx(1.0)
+
+
+# --- frames and config ----------------------------------------------------------------------
+
+
+def test_odom_frame_with_z_up_tracks_on_the_xy_plane():
+    tracker = Tracker(TrackerConfig(up_axis="z"))
+    rng = np.random.default_rng(1)
+    velocity = np.array([0.6, -0.8])
+    for k in range(40):
+        xy = np.array([1.0, 2.0]) + velocity * k * 0.1 + rng.normal(0.0, 0.03, 2)
+        height = 1.0 + rng.normal(0.0, 0.05)
+        tracks = tracker.update((k + 1) * FRAME_NS, [det(0, 0, position=(xy[0], xy[1], height))])
+    (track,) = tracks
+    assert track.state == CONFIRMED
+    np.testing.assert_allclose(track.velocity_mps[:2], velocity, atol=0.2)
+    assert track.velocity_mps[2] == 0.0
+    np.testing.assert_allclose(track.position_m[:2], [1.0 + 0.6 * 3.9, 2.0 - 0.8 * 3.9], atol=0.1)
+    assert track.position_m[2] == pytest.approx(1.0, abs=0.06)
+
+
+def test_optical_frame_velocity_has_no_up_component():
+    tracker = Tracker()
+    for k in range(10):
+        tracks = tracker.update((k + 1) * FRAME_NS, [det(0.1 * k, 3.0, y=-0.3 - 0.05 * k)])
+    assert tracks[0].velocity_mps[1] == 0.0
+    assert tracks[0].velocity_mps[0] > 0.5
+
+
+def test_bad_up_axis_raises_and_names_the_valid_values():
+    with pytest.raises(ConfigError) as info:
+        TrackerConfig(up_axis="up")
+    for axis in UP_AXES:
+        assert axis in str(info.value)
+    assert "'up'" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("gate_distance_m", 0.0),
+        ("min_iou", 1.5),
+        ("appearance_weight", -0.1),
+        ("confirm_hits", 0),
+        ("max_tentative_misses", -1),
+        ("lost_timeout_s", math.nan),
+        ("reid_max_distance", 3.0),
+        ("measurement_std_m", 0.0),
+        ("ema_alpha", 1.2),
+        ("min_score_new", math.inf),
+    ],
+)
+def test_config_rejects_invalid_values_naming_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        TrackerConfig(**{field: value})
+
+
+def test_track_input_rejects_malformed_values():
+    with pytest.raises(ValueError, match="box_xyxy"):
+        TrackInput(box_xyxy=(1.0, 2.0, 3.0), score=0.9, position_m=(0.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="position_m"):
+        TrackInput(box_xyxy=(1.0, 2.0, 3.0, 4.0), score=0.9, position_m=(0.0, 1.0))
