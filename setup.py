@@ -31,6 +31,7 @@ setup(
             "lepton_node = iphd.ros.lepton_node:main",
             "fusion_node = iphd.ros.fusion_node:main",
             "detector_node = iphd.ros.detector_node:main",
+            "tracker_node = iphd.ros.tracker_node:main",
             "sim_source_node = iphd.ros.sim_source_node:main",
             "bag_player_node = iphd.ros.bag_player_node:main",
             "iphd-run = iphd.ros.runner:main",

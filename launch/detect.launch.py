@@ -1,9 +1,10 @@
-"""Launch the iphd graph: drivers, the built-in rig source or a bag player, fusion, detector.
+"""Launch the iphd graph: drivers, rig source or bag player, fusion, detector, tracker.
 
     ros2 launch iphd_bringup detect.launch.py source:=live
     ros2 launch iphd_bringup detect.launch.py source:=sim namespace:=robot1
     ros2 launch iphd_bringup detect.launch.py source:=bag bag:=/data/run1
     ros2 launch iphd_bringup detect.launch.py source:=sim detector:=true
+    ros2 launch iphd_bringup detect.launch.py source:=sim detector:=true tracker:=true
 
 The node list comes from ``iphd.graph.build_graph``, the same description the in-process runner
 (``iphd-run``) uses, so both start the same graph.
@@ -34,6 +35,10 @@ ARGUMENTS = {
     "log_level": ("info", "debug, info, warn or error"),
     "detector": ("false", "true = also run the person detector on fusion's output"),
     "detector_checkpoint": ("", "detector checkpoint (.pt); empty = the shipped model"),
+    "tracker": ("false", "true = also run the person tracker on the detector's output"),
+    "reid_checkpoint": (
+        "", "tracker's depth re-ID embedder (.pt); empty = the shipped one, none = no appearance"
+    ),
 }
 
 
@@ -54,6 +59,8 @@ def _nodes(context, *_args, **_kwargs):
         bag=value["bag"],
         detector=value["detector"].strip().lower() in ("true", "1", "yes"),
         detector_checkpoint=value["detector_checkpoint"],
+        tracker=value["tracker"].strip().lower() in ("true", "1", "yes"),
+        reid_checkpoint=value["reid_checkpoint"],
     )
     return [
         Node(

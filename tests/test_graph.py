@@ -226,3 +226,39 @@ def test_launch_file_adds_the_detector_with_its_checkpoint(monkeypatch, tmp_path
     assert {"checkpoint": "/m/d.pt"} in nodes[-1].kwargs["parameters"]
     nodes = _launch_nodes(monkeypatch, tmp_path, source="sim_live")
     assert "detector_node" not in [n.kwargs["executable"] for n in nodes]
+
+
+def test_tracker_follows_the_detector_and_takes_its_reid_checkpoint():
+    assert "tracker" not in [s.name for s in build_graph("sim_live", detector=True)]
+    specs = build_graph("sim_live", detector=True, tracker=True, reid_checkpoint="/m/reid.pt")
+    assert [s.name for s in specs] == ["sim_source", "fusion", "detector", "tracker"]
+    assert specs[-1].executable == "tracker_node" and specs[-1].node_class == "TrackerNode"
+    assert specs[-1].parameters == {"reid_checkpoint": "/m/reid.pt"}
+    assert build_graph("sim_live", detector=True, tracker=True)[-1].parameters == {}
+    with pytest.raises(ConfigError, match="detector:=true"):
+        build_graph("sim_live", tracker=True)
+    with pytest.raises(ConfigError, match="tracker:=true"):
+        build_graph("sim_live", detector=True, reid_checkpoint="/m/reid.pt")
+
+
+def test_shipped_params_file_sets_every_tracker_config_field():
+    import dataclasses
+
+    from iphd.tracking.tracker import TrackerConfig
+
+    tracker = load_params_file(ROOT / "launch" / "iphd_params.yaml")["tracker"]
+    defaults = TrackerConfig()
+    for f in dataclasses.fields(TrackerConfig):
+        assert tracker[f.name] == getattr(defaults, f.name), f.name
+    assert tracker["reid_checkpoint"] == "" and tracker["publish_embeddings"] is False
+
+
+def test_launch_file_adds_the_tracker_with_its_reid_checkpoint(monkeypatch, tmp_path):
+    nodes = _launch_nodes(
+        monkeypatch, tmp_path, source="sim_live", detector="true", tracker="true",
+        reid_checkpoint="/m/r.pt",
+    )
+    assert [n.kwargs["executable"] for n in nodes][-2:] == ["detector_node", "tracker_node"]
+    assert {"reid_checkpoint": "/m/r.pt"} in nodes[-1].kwargs["parameters"]
+    with pytest.raises(ConfigError, match="detector:=true"):
+        _launch_nodes(monkeypatch, tmp_path, source="sim_live", tracker="true")

@@ -44,6 +44,8 @@ def build_graph(
     bag: str = "",
     detector: bool = False,
     detector_checkpoint: str = "",
+    tracker: bool = False,
+    reid_checkpoint: str = "",
 ) -> tuple[NodeSpec, ...]:
     """Return the nodes to start for ``source``.
 
@@ -60,11 +62,15 @@ def build_graph(
         detector: also start the person detector on fusion's output.
         detector_checkpoint: the detector's checkpoint; empty = the shipped model (or the
             parameters file's ``checkpoint``).
+        tracker: also start the person tracker on the detector's output (needs ``detector``).
+        reid_checkpoint: the tracker's depth re-ID embedder; empty = the shipped one (or the
+            parameters file's ``reid_checkpoint``), ``none`` = track without appearance.
 
     Raises:
         ConfigError: unknown source, a playback file with a non-live source, a bag source
-            without a bag, a bag with another source, or a detector checkpoint without the
-            detector.
+            without a bag, a bag with another source, a detector checkpoint without the
+            detector, the tracker without the detector, or a re-ID checkpoint without the
+            tracker.
     """
     if source not in SOURCES:
         raise ConfigError(f"unknown source '{source}'; choose one of {', '.join(SOURCES)}")
@@ -80,6 +86,14 @@ def build_graph(
         raise ConfigError(
             f"a detector checkpoint ({detector_checkpoint}) needs the detector: pass "
             "detector:=true"
+        )
+    if tracker and not detector:
+        raise ConfigError(
+            "the tracker follows the detector's output: pass detector:=true with tracker:=true"
+        )
+    if reid_checkpoint and not tracker:
+        raise ConfigError(
+            f"a re-ID checkpoint ({reid_checkpoint}) is for the tracker: pass tracker:=true"
         )
     common: dict[str, Any] = {"calibration_file": calibration_file} if calibration_file else {}
     nodes: list[NodeSpec] = []
@@ -115,6 +129,13 @@ def build_graph(
             NodeSpec(
                 "detector", "detector_node", "iphd.ros.detector_node", "DetectorNode",
                 detector_params,
+            )
+        )
+    if tracker:
+        tracker_params = {"reid_checkpoint": reid_checkpoint} if reid_checkpoint else {}
+        nodes.append(
+            NodeSpec(
+                "tracker", "tracker_node", "iphd.ros.tracker_node", "TrackerNode", tracker_params
             )
         )
     return tuple(nodes)

@@ -45,6 +45,7 @@ class RunResult:
     nodes: dict[str, Node] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     detector_stats: dict[str, Any] = field(default_factory=dict)
+    tracker_stats: dict[str, Any] = field(default_factory=dict)
     player_stats: dict[str, Any] = field(default_factory=dict)
     snapshot: Path | None = None
 
@@ -131,6 +132,8 @@ def run_graph(
     overrides: dict[str, dict[str, Any]] | None = None,
     detector: bool = False,
     detector_checkpoint: str = "",
+    tracker: bool = False,
+    reid_checkpoint: str = "",
 ) -> RunResult:
     """Run the graph for ``duration_s`` seconds in this process and return what it did.
 
@@ -150,6 +153,8 @@ def run_graph(
         bag=bag,
         detector=detector,
         detector_checkpoint=detector_checkpoint,
+        tracker=tracker,
+        reid_checkpoint=reid_checkpoint,
     )
     if use_sim_time is None:
         use_sim_time = wants_sim_time(source)
@@ -193,6 +198,9 @@ def run_graph(
         detector_node = nodes.get("detector")
         if detector_node is not None and hasattr(detector_node, "stats"):
             result.detector_stats = detector_node.stats()
+        tracker_node = nodes.get("tracker")
+        if tracker_node is not None and hasattr(tracker_node, "stats"):
+            result.tracker_stats = tracker_node.stats()
         player_node = nodes.get("bag_player")
         if player_node is not None and hasattr(player_node, "stats"):
             result.player_stats = player_node.stats()
@@ -260,6 +268,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--detector-checkpoint", default="", help="detector .pt (default: the shipped model)"
     )
+    p.add_argument(
+        "--tracker", action="store_true",
+        help="also run the person tracker on the detector's output (needs --detector)",
+    )
+    p.add_argument(
+        "--reid-checkpoint", default="",
+        help="tracker's depth re-ID embedder .pt (default: the shipped one; none = no appearance)",
+    )
     p.add_argument("--log-level", default="info", choices=sorted(LOG_LEVELS))
     p.add_argument("--out", default="out/demo", help="folder for the run's snapshot picture")
     return p
@@ -288,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             progress=True,
             detector=args.detector,
             detector_checkpoint=args.detector_checkpoint,
+            tracker=args.tracker,
+            reid_checkpoint=args.reid_checkpoint,
         )
     except (IphdError, FileNotFoundError) as exc:
         print(f"iphd-run: error: {exc}", file=sys.stderr)
@@ -326,6 +344,13 @@ def main(argv: list[str] | None = None) -> int:
             f"detection arrays published"
             + (f", {d['inference_ms_mean']:.1f} ms inference mean" if "inference_ms_mean" in d
                else "")
+        )
+    t = result.tracker_stats
+    if t:
+        print(
+            f"  tracker (re-ID {t['reid_model']}, {t['device']}): {t['published']} track arrays "
+            f"published, {t.get('tracker_created', 0)} tracks created, "
+            f"{t.get('tracker_reidentified', 0)} re-identified"
         )
     if result.snapshot:
         print(f"  wrote {result.snapshot}")

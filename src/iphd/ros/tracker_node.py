@@ -1,0 +1,504 @@
+"""Tracker node: tracks the detector's people in 3D with depth re-ID; answers RGB queries."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from iphd_msgs.msg import PersonDetectionArray, PersonTrackArray, TrackQueryResult
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from visualization_msgs.msg import MarkerArray
+
+from iphd.errors import IphdError
+from iphd.fusion import depth_to_mm
+from iphd.reid.extractor import FeatureExtractor
+from iphd.ros import qos
+from iphd.ros.common import (
+    RateMeter,
+    declare,
+    diagnostic_array,
+    forward_library_logs,
+    spin_node,
+)
+from iphd.ros.conversions import image_to_array, stamp_to_ns
+from iphd.ros.fusion_node import DEPTH_ENCODINGS, STREAM_TIMEOUT_S
+from iphd.ros.tracking_msgs import (
+    DetectionFrame,
+    detections_from_msg,
+    query_result_msg,
+    tracks_to_markers,
+    tracks_to_msg,
+)
+from iphd.tracking.appearance import (
+    DepthPairing,
+    Matched,
+    crop_size,
+    depth_crops,
+    letterbox,
+    load_extractor,
+)
+from iphd.tracking.tracker import (
+    CONFIRMED,
+    LOST,
+    TENTATIVE,
+    TimeOrderError,
+    Tracker,
+    TrackerConfig,
+    TrackInput,
+    TrackState,
+)
+
+QUERY_ENCODINGS = ("rgb8", "bgr8")
+#: What each TrackerConfig field means, for the parameter descriptions (units as in the names).
+TRACKER_PARAMETERS = {
+    "up_axis": "tracking-frame axis pointing up: -y (optical frame), z (odom/map), y, -z, x, -x",
+    "gate_distance_m": "largest ground distance between a track's prediction and its detection",
+    "min_iou": "least IoU with the track's last box (0 disables)",
+    "appearance_weight": "weight of the cosine distance in the association cost, [0, 1]",
+    "max_appearance_distance": "cosine distance gate between a track and a detection",
+    "confirm_hits": "consecutive hits that confirm a tentative track",
+    "max_tentative_misses": "consecutive misses a tentative track survives",
+    "lost_timeout_s": "a lost track is deleted after this long without a detection",
+    "reid_max_distance": "cosine distance at or below which a detection revives a lost track",
+    "max_speed_mps": "fastest plausible walking speed (grows the gates of lost tracks)",
+    "min_score_new": "detections scoring below this start no track",
+    "process_accel_std_mps2": "Kalman white-noise acceleration standard deviation",
+    "measurement_std_m": "Kalman position measurement standard deviation",
+    "ema_alpha": "appearance gallery EMA factor",
+    "lost_score_decay_per_s": "exponential decay rate of a lost track's score",
+}
+
+
+@dataclass(frozen=True)
+class _Depth:
+    depth_mm: np.ndarray
+
+
+class TrackerNode(Node):
+    """Subscribes ``detections`` and ``depth/image_raw``, publishes ``tracks`` and ``markers``.
+
+    Each detections message is paired with the depth frame of its stamp (``DepthPairing``), its
+    people are cropped from that depth and embedded with the depth re-ID model, and the tracker
+    is updated. When the depth frame does not come within the pairer's window, or the depth
+    stream is silent, the detections are tracked without appearance. Embedding and tracking run
+    in a worker thread so the executor keeps pairing. An RGB person crop on ``query/image`` is
+    embedded with the RGB re-ID model and matched against the tracks; the answer goes to
+    ``query/result``.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("tracker", **kwargs)
+        self._undo_logs = forward_library_logs(self, "iphd.tracking")
+        reid_checkpoint = str(declare(
+            self, "reid_checkpoint", "",
+            "depth re-ID embedder (.pt); empty = the shipped one, 'none' = no appearance",
+        ))
+        query_checkpoint = str(declare(
+            self, "query_checkpoint", "",
+            "RGB re-ID embedder for query/image; empty = the shipped one, 'none' = no queries",
+        ))
+        device = str(declare(self, "device", "auto", "auto | cpu | cuda (re-ID embedders)"))
+        self._tracking_frame = str(declare(
+            self, "tracking_frame", "",
+            "frame of the published tracks; empty = the detections' frame (no TF lookup yet)",
+        ))
+        self._with_embeddings = bool(declare(
+            self, "publish_embeddings", False, "fill PersonTrack.embedding"
+        ))
+        self._publish_tentative = bool(declare(
+            self, "publish_tentative", False, "publish and draw tentative tracks too"
+        ))
+        self._query_top_k = int(declare(
+            self, "query_top_k", 5, "most tracks in a query/result answer"
+        ))
+        self._query_max_distance = float(declare(
+            self, "query_max_distance", 2.0,
+            "cosine distance above which a track is left out of a query/result (2 = none)",
+        ))
+        max_queue = int(declare(
+            self, "max_queue", 10,
+            "detection frames waiting for embedding + tracking; the oldest is dropped beyond",
+        ))
+        period = float(declare(self, "diagnostics_period", 1.0, "diagnostics period, s"))
+        defaults = TrackerConfig()
+        tracker_values = {
+            f.name: declare(
+                self, f.name, getattr(defaults, f.name),
+                TRACKER_PARAMETERS.get(f.name, f"iphd.tracking.tracker.TrackerConfig.{f.name}"),
+            )
+            for f in dataclasses.fields(TrackerConfig)
+        }
+
+        # Counters and latencies are written by the executor and the worker thread.
+        self._lock = threading.Lock()
+        self._errors: dict[str, int] = {}
+        self._last_error = ""
+        self._stage_ms: dict[str, deque[float]] = {
+            k: deque(maxlen=200) for k in ("embedding", "tracking")
+        }
+        self._state_counts = dict.fromkeys((TENTATIVE, CONFIRMED, LOST), 0)
+        self._detections_rate = RateMeter()
+        self._depth_rate = RateMeter()
+        self._tracks_rate = RateMeter()
+        self._published = 0
+        self._clock_jumps = 0
+        self._queue_dropped = 0
+        self._started_ns = time.monotonic_ns()
+        self._without_depth = 0
+        self._queries = 0
+        self._frame_warned = False
+        self._frame_id = self._tracking_frame
+        self._pair_lock = threading.Lock()
+        self.pairing: DepthPairing[_Depth, DetectionFrame] = DepthPairing()
+
+        self.tracker: Tracker | None = None
+        self.reid: FeatureExtractor | None = None
+        self.query_extractor: FeatureExtractor | None = None
+        self._tracker_lock = threading.Lock()
+        try:
+            self.config = TrackerConfig(**tracker_values)
+            self.tracker = Tracker(self.config)
+        except IphdError as exc:
+            self.config = defaults
+            self._fail("config", f"tracker not started: {exc}; fix the parameter")
+        self._reid_model = self._load(reid_checkpoint, "depth", device, "reid_checkpoint")
+        self._query_model = self._load(query_checkpoint, "rgb", device, "query_checkpoint")
+
+        self._queue: deque[Matched[_Depth, DetectionFrame]] = deque()
+        self._max_queue = max(1, max_queue)
+        self._wake = threading.Condition()
+        self._stopping = False
+
+        self._tracks_pub = self.create_publisher(PersonTrackArray, "tracks", qos.RESULT_PUB)
+        self._markers_pub = self.create_publisher(MarkerArray, "markers", qos.RESULT_PUB)
+        self._query_pub = self.create_publisher(TrackQueryResult, "query/result", qos.RESULT_PUB)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(
+            PersonDetectionArray, "detections", self._on_detections, qos.SENSOR_SUB,
+            event_callbacks=qos.warn_on_incompatible_qos(self, "detections"),
+        )
+        if self.reid is not None:
+            # Depth is only needed to crop people for the appearance model.
+            self.create_subscription(
+                Image, "depth/image_raw", self._on_depth, qos.SENSOR_SUB,
+                event_callbacks=qos.warn_on_incompatible_qos(self, "depth/image_raw"),
+            )
+        self.create_subscription(Image, "query/image", self._on_query, 10)
+        self.create_timer(period, self._publish_diagnostics)
+        self._thread = threading.Thread(target=self._work, name="tracker_worker", daemon=True)
+        self._thread.start()
+
+    def _load(self, path: str, modality: str, device: str, parameter: str) -> str:
+        """Load an extractor into ``self.reid`` / ``self.query_extractor``; return its name."""
+        try:
+            extractor = load_extractor(path, modality, device)
+        except IphdError as exc:
+            self._fail("model", f"{modality} re-ID embedder not loaded: {exc}. Fix '{parameter}'")
+            extractor = None
+        if extractor is None:
+            return "none"
+        if modality == "depth":
+            self.reid = extractor
+        else:
+            self.query_extractor = extractor
+        name = path or "shipped"
+        self.get_logger().info(f"loaded {modality} re-ID embedder {name} on {extractor.device}")
+        return name
+
+    # -- inputs (executor thread) --------------------------------------------------------------
+
+    def _on_detections(self, msg: PersonDetectionArray) -> None:
+        self._detections_rate.tick()
+        try:
+            frame = detections_from_msg(msg)
+        except IphdError as exc:
+            self._drop("bad_detections", f"detections dropped: {exc}")
+            return
+        if frame.rejected:
+            self._drop(
+                "bad_detection",
+                f"{len(frame.rejected)} detection(s) at stamp {frame.stamp_ns} ns dropped: "
+                + "; ".join(frame.rejected),
+            )
+        if self.reid is None:
+            self._enqueue([Matched(frame.stamp_ns, frame, None)])
+            return
+        with self._pair_lock:
+            ready: list[Matched[_Depth, DetectionFrame]] = []
+            if self._depth_silent():
+                # No depth stream: do not hold detections back for depth that will not come.
+                ready = self.pairing.flush() + [Matched(frame.stamp_ns, frame, None)]
+            else:
+                duplicates = self.pairing.duplicates
+                ready = self.pairing.push_detections(frame.stamp_ns, frame)
+                if self.pairing.duplicates != duplicates:
+                    self._drop(
+                        "duplicate_detections",
+                        f"detections at stamp {frame.stamp_ns} ns dropped: that stamp was "
+                        "already received or processed",
+                    )
+        self._enqueue(ready)
+
+    def _on_depth(self, msg: Image) -> None:
+        self._depth_rate.tick()
+        try:
+            depth_mm = depth_to_mm(image_to_array(msg, DEPTH_ENCODINGS), msg.encoding)
+        except IphdError as exc:
+            self._drop("bad_depth", f"depth frame dropped: {exc}")
+            return
+        with self._pair_lock:
+            ready = self.pairing.push_depth(stamp_to_ns(msg.header.stamp), _Depth(depth_mm))
+        self._enqueue(ready)
+
+    def _on_query(self, msg: Image) -> None:
+        with self._lock:
+            self._queries += 1
+        extractor = self.query_extractor
+        if extractor is None or self.tracker is None:
+            self.get_logger().warning(
+                "query/image ignored: no RGB re-ID embedder loaded; set the 'query_checkpoint' "
+                "parameter to an RGB embedder checkpoint (training/train_reid.py)",
+                throttle_duration_sec=5.0,
+            )
+            return
+        try:
+            rgb = image_to_array(msg, QUERY_ENCODINGS)
+            if msg.encoding == "bgr8":
+                rgb = np.ascontiguousarray(rgb[..., ::-1])
+            embedding = extractor([letterbox(rgb, crop_size(extractor))])[0]
+            with self._tracker_lock:
+                matches = self.tracker.query(embedding, self._query_top_k, self._query_max_distance)
+        except (IphdError, ValueError) as exc:
+            self._drop("bad_query", f"query/image dropped: {exc}")
+            return
+        self._query_pub.publish(
+            query_result_msg(stamp_to_ns(msg.header.stamp), self._frame_id, matches)
+        )
+
+    def _enqueue(self, ready: list[Matched[_Depth, DetectionFrame]]) -> None:
+        if not ready:
+            return
+        with self._wake:
+            for item in ready:
+                if len(self._queue) >= self._max_queue:
+                    self._queue.popleft()
+                    self._queue_dropped += 1
+                self._queue.append(item)
+            self._wake.notify()
+
+    # -- worker thread -------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                if not self._queue and not self._stopping:
+                    self._wake.wait(timeout=0.2)
+                if self._stopping:
+                    return
+                item = self._queue.popleft() if self._queue else None
+            if item is None:
+                self._flush_if_depth_silent()
+                continue
+            try:
+                self._process(item)
+            except (IphdError, ValueError, RuntimeError) as exc:
+                self._drop("tracking", f"detections at stamp {item.stamp_ns} ns dropped: {exc}")
+
+    def _depth_silent(self) -> bool:
+        """No depth frame for STREAM_TIMEOUT_S (counted from start-up until the first one)."""
+        last_ns = self._depth_rate.last_ns or self._started_ns
+        return time.monotonic_ns() - last_ns > STREAM_TIMEOUT_S * 1e9
+
+    def _flush_if_depth_silent(self) -> None:
+        if self.reid is None or not self._depth_silent():
+            return
+        with self._pair_lock:
+            ready = self.pairing.flush() if self.pairing.waiting else []
+        self._enqueue(ready)
+
+    def _embed(self, frame: DetectionFrame, depth: _Depth | None) -> list[np.ndarray | None]:
+        embeddings: list[np.ndarray | None] = [None] * len(frame.inputs)
+        if self.reid is None:
+            return embeddings
+        if depth is None:
+            with self._lock:
+                self._without_depth += 1
+            return embeddings
+        if not frame.inputs:
+            return embeddings
+        if depth.depth_mm.shape != (frame.height, frame.width):
+            self._drop(
+                "depth_size_mismatch",
+                f"no appearance at stamp {frame.stamp_ns} ns: the depth image is "
+                f"{depth.depth_mm.shape[1]}x{depth.depth_mm.shape[0]} but the detections refer "
+                f"to {frame.width}x{frame.height}",
+            )
+            return embeddings
+        start = time.monotonic()
+        crops, indices = depth_crops(
+            depth.depth_mm, [d.box_xyxy for d in frame.inputs], crop_size(self.reid)
+        )
+        if crops:
+            for index, embedding in zip(indices, self.reid(crops), strict=True):
+                embeddings[index] = embedding
+        with self._lock:
+            self._stage_ms["embedding"].append((time.monotonic() - start) * 1e3)
+        return embeddings
+
+    def _process(self, item: Matched[_Depth, DetectionFrame]) -> None:
+        if self.tracker is None:
+            return
+        frame = item.detections
+        embeddings = self._embed(frame, item.depth)
+        inputs = [
+            TrackInput(d.box_xyxy, d.score, d.position_m, e)
+            for d, e in zip(frame.inputs, embeddings, strict=True)
+        ]
+        start = time.monotonic()
+        with self._tracker_lock:
+            try:
+                tracks = self.tracker.update(frame.stamp_ns, inputs)
+            except TimeOrderError:
+                self.get_logger().warning(
+                    f"detections stamp {frame.stamp_ns} ns is not after the last one "
+                    f"({self.tracker.stamp_ns} ns): clock jumped back (bag loop or restart); "
+                    "tracks and pairing reset"
+                )
+                self.tracker.reset()
+                with self._pair_lock:
+                    self.pairing.reset()
+                with self._lock:
+                    self._clock_jumps += 1
+                tracks = self.tracker.update(frame.stamp_ns, inputs)
+        tracked = time.monotonic()
+        self._publish(tracks, frame)
+        with self._lock:
+            self._stage_ms["tracking"].append((tracked - start) * 1e3)
+            self._state_counts = {
+                state: sum(t.state == state for t in tracks) for state in self._state_counts
+            }
+            self._published += 1
+            self._tracks_rate.tick()
+
+    def _publish(self, tracks: list[TrackState], frame: DetectionFrame) -> None:
+        frame_id = self._frame_id = self._output_frame(frame.frame_id)
+        shown = [t for t in tracks if self._publish_tentative or t.state != TENTATIVE]
+        self._tracks_pub.publish(
+            tracks_to_msg(shown, frame.stamp_ns, frame_id, self._with_embeddings)
+        )
+        self._markers_pub.publish(
+            tracks_to_markers(shown, frame.stamp_ns, frame_id, self.config.up_axis)
+        )
+
+    def _output_frame(self, detections_frame: str) -> str:
+        wanted = self._tracking_frame
+        if wanted and wanted != detections_frame and not self._frame_warned:
+            self._frame_warned = True
+            self.get_logger().error(
+                f"tracking_frame '{wanted}' differs from the detections' frame "
+                f"'{detections_frame}', but this node has no TF lookup (tf2_ros is not "
+                f"installed): tracks stay in '{detections_frame}'; leave tracking_frame empty"
+            )
+        return detections_frame
+
+    def close(self) -> None:
+        """Stop the worker thread (queued frames are dropped)."""
+        with self._wake:
+            self._stopping = True
+            self._queue.clear()
+            self._wake.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5.0)
+        self._undo_logs()
+
+    def destroy_node(self) -> None:
+        """Stop the worker thread, then destroy the node."""
+        self.close()
+        super().destroy_node()
+
+    # -- reporting -----------------------------------------------------------------------------
+
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self._errors[kind] = self._errors.get(kind, 0) + 1
+
+    def _fail(self, kind: str, message: str) -> None:
+        self._count(kind)
+        self._last_error = message
+        self.get_logger().error(message, throttle_duration_sec=5.0)
+
+    def _drop(self, kind: str, message: str) -> None:
+        self._count(kind)
+        self._last_error = message
+        self.get_logger().warning(message, throttle_duration_sec=5.0)
+
+    @property
+    def published(self) -> int:
+        """Track arrays published so far."""
+        return self._published
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, rates and latencies for diagnostics and the runner's summary."""
+        with self._lock:
+            errors = dict(self._errors)
+            stage_ms = {k: list(v) for k, v in self._stage_ms.items()}
+            states = dict(self._state_counts)
+            values: dict[str, Any] = {
+                "reid_model": self._reid_model,
+                "query_model": self._query_model,
+                "device": str(self.reid.device) if self.reid is not None else "none",
+                "detections_rate_hz": self._detections_rate.rate_hz(),
+                "depth_rate_hz": self._depth_rate.rate_hz(),
+                "tracks_rate_hz": self._tracks_rate.rate_hz(),
+                "detections_received": self._detections_rate.count,
+                "published": self._published,
+                "queries": self._queries,
+                "clock_jumps": self._clock_jumps,
+                "frames_dropped_queue_full": self._queue_dropped,
+                "frames_without_depth": self._without_depth,
+            }
+        with self._pair_lock:
+            values["frames_waiting_for_depth"] = self.pairing.waiting
+        values.update({f"tracks_{state}": n for state, n in states.items()})
+        if self.tracker is not None:
+            values.update(
+                {f"tracker_{k}": v for k, v in dataclasses.asdict(self.tracker.stats).items()}
+            )
+        for stage, times in stage_ms.items():
+            if times:
+                p50, p95 = np.percentile(np.asarray(times), [50, 95])
+                values[f"{stage}_ms_p50"] = float(p50)
+                values[f"{stage}_ms_p95"] = float(p95)
+        values.update({f"errors_{k}": v for k, v in errors.items()})
+        return values
+
+    def _publish_diagnostics(self) -> None:
+        values = self.stats()
+        level, message = "OK", "tracking"
+        silent = self._detections_rate.age_s()
+        if self.tracker is None:
+            level, message = "ERROR", self._last_error
+        elif self._detections_rate.count and silent > STREAM_TIMEOUT_S:
+            level, message = "ERROR", (
+                f"no detections for {silent:.1f} s (is the detector running?)"
+            )
+        elif self.reid is None:
+            level, message = "WARN", (
+                "appearance disabled (no depth re-ID embedder; see 'reid_checkpoint'): "
+                "tracking by position only"
+            )
+        elif self._errors:
+            level, message = "WARN", f"input errors: {self._last_error}"
+        self._diag_pub.publish(diagnostic_array(self, "tracker", level, message, values))
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the tracker node until Ctrl-C."""
+    spin_node(TrackerNode, args)

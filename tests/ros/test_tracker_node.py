@@ -1,0 +1,346 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import Point
+from iphd_msgs.msg import (
+    PersonDetection,
+    PersonDetectionArray,
+    PersonTrack,
+    PersonTrackArray,
+    TrackQueryResult,
+)
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+from visualization_msgs.msg import Marker, MarkerArray
+
+from iphd.reid.extractor import CropNormalizeConfig, save_embedder
+from iphd.reid.model import Embedder, EmbedderConfig
+from iphd.ros import qos
+from iphd.ros.conversions import array_to_image, header, stamp_to_ns
+from iphd.ros.runner import main as run_main
+from iphd.ros.tracker_node import TrackerNode
+
+T0 = 1_700_000_000_000_000_000
+PERIOD = 100_000_000  # detections at 10 Hz
+FRAME = "depth_optical_frame"
+WIDTH, HEIGHT, F = 212, 120, 110.0
+SPEED_MPS = 1.0
+DEPTH_M = 3.0
+
+
+def _embedder(modality):
+    torch.manual_seed(0 if modality == "depth" else 1)
+    model = Embedder(
+        EmbedderConfig(
+            backbone_depth=18, backbone_width=8, embedding_dim=16, input_size=(32, 16),
+            modality=modality,
+        )
+    )
+    model.train()(torch.randn(4, 3, 32, 16))  # non-trivial BNNeck statistics
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reid")
+    return {
+        m: str(save_embedder(root / f"{m}.pt", _embedder(m), CropNormalizeConfig()))
+        for m in ("depth", "rgb")
+    }
+
+
+def _person(k, x0=-1.0):
+    """Box (depth pixels) and position (optical frame) of a person walking along x at frame k."""
+    x = x0 + SPEED_MPS * k * PERIOD / 1e9
+    u = WIDTH / 2 + F * x / DEPTH_M
+    half_w, half_h = F * 0.25 / DEPTH_M, F * 0.85 / DEPTH_M
+    box = (u - half_w, HEIGHT / 2 - half_h, u + half_w, HEIGHT / 2 + half_h)
+    return box, (x, 0.0, DEPTH_M)
+
+
+def _detections(stamp_ns, people, width=WIDTH, height=HEIGHT):
+    msg = PersonDetectionArray(header=header(stamp_ns, FRAME))
+    msg.image_width, msg.image_height = width, height
+    for box, xyz, score in people:
+        det = PersonDetection(score=score)
+        det.x1, det.y1, det.x2, det.y2 = (float(v) for v in box)
+        det.position = Point(x=xyz[0], y=xyz[1], z=xyz[2])
+        det.temperature_k = 306.0
+        msg.detections.append(det)
+    return msg
+
+
+def _depth(stamp_ns, boxes):
+    depth = np.full((HEIGHT, WIDTH), 6000, np.uint16)
+    for x1, y1, x2, y2 in boxes:
+        depth[int(y1) : int(math.ceil(y2)), int(x1) : int(math.ceil(x2))] = int(DEPTH_M * 1000)
+    return array_to_image(depth, "16UC1", stamp_ns, FRAME)
+
+
+class Feeder(Node):
+    """Publishes detections, depth and queries like the detector; records the tracker."""
+
+    def __init__(self, context):
+        super().__init__("feeder", context=context)
+        self.detections = self.create_publisher(
+            PersonDetectionArray, "detections", qos.RESULT_PUB
+        )
+        self.depth = self.create_publisher(Image, "depth/image_raw", qos.SENSOR_PUB)
+        self.query = self.create_publisher(Image, "query/image", 10)
+        self.tracks: list[PersonTrackArray] = []
+        self.markers: list[MarkerArray] = []
+        self.results: list[TrackQueryResult] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.create_subscription(PersonTrackArray, "tracks", self.tracks.append, 50)
+        self.create_subscription(MarkerArray, "markers", self.markers.append, 50)
+        self.create_subscription(TrackQueryResult, "query/result", self.results.append, 10)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 50)
+
+    def latest_status(self):
+        for d in reversed(self.diagnostics):
+            for s in d.status:
+                if "tracker" in s.name:
+                    return s, {kv.key: kv.value for kv in s.values}
+        return None, {}
+
+
+@pytest.fixture
+def graph(executor, ros_context, spin_until, checkpoints):
+    def make(**params):
+        values = {
+            "reid_checkpoint": checkpoints["depth"], "query_checkpoint": checkpoints["rgb"],
+            "device": "cpu", "diagnostics_period": 0.1, **params,
+        }
+        node = TrackerNode(
+            context=ros_context,
+            parameter_overrides=[Parameter(k, value=v) for k, v in values.items()],
+        )
+        feeder = Feeder(ros_context)
+        executor.add_node(node)
+        executor.add_node(feeder)
+        assert spin_until(
+            executor,
+            lambda: feeder.detections.get_subscription_count() > 0
+            and (node.reid is None or feeder.depth.get_subscription_count() > 0)
+            and feeder.query.get_subscription_count() > 0
+            and node.count_subscribers("tracks") > 0
+            and node.count_subscribers("markers") > 0,
+        )
+        return node, feeder
+
+    return make
+
+
+def _walk(executor, spin_until, feeder, frames, start=0, t0=T0, depth=True):
+    """Publish ``frames`` frames of the walking person; wait for the track array of each."""
+    for k in range(start, start + frames):
+        stamp = t0 + k * PERIOD
+        box, xyz = _person(k)
+        if depth:
+            feeder.depth.publish(_depth(stamp, [box]))
+        feeder.detections.publish(_detections(stamp, [(box, xyz, 0.9)]))
+        assert spin_until(
+            executor,
+            lambda s=stamp: bool(feeder.tracks)
+            and stamp_to_ns(feeder.tracks[-1].header.stamp) == s,
+        )
+
+
+def test_a_walking_person_gets_one_confirmed_track_with_a_stable_id_and_velocity(
+    graph, executor, spin_until
+):
+    node, feeder = graph()
+    _walk(executor, spin_until, feeder, 20)
+    # Tentative tracks are not published: nothing before the third hit.
+    assert [len(m.tracks) for m in feeder.tracks[:2]] == [0, 0]
+    confirmed = [m.tracks for m in feeder.tracks[2:]]
+    assert all(len(t) == 1 and t[0].state == PersonTrack.STATE_CONFIRMED for t in confirmed)
+    assert len({t[0].id for t in confirmed}) == 1
+    last = feeder.tracks[-1]
+    assert stamp_to_ns(last.header.stamp) == T0 + 19 * PERIOD and last.header.frame_id == FRAME
+    track = last.tracks[0]
+    assert track.velocity.x == pytest.approx(SPEED_MPS, abs=0.25)
+    assert abs(track.velocity.y) < 1e-6 and abs(track.velocity.z) < 0.25
+    assert track.position.x == pytest.approx(_person(19)[1][0], abs=0.2)
+    assert track.x2 > track.x1 > 0 and list(track.embedding) == []
+    stats = node.stats()
+    # Every frame was paired with its depth and embedded.
+    assert stats["frames_without_depth"] == 0 and "embedding_ms_p50" in stats
+    assert node.tracker.tracks[0].embedding is not None
+
+
+def test_markers_clear_then_draw_an_upright_cylinder_an_id_and_a_velocity_arrow(
+    graph, executor, spin_until
+):
+    node, feeder = graph(publish_embeddings=True)
+    _walk(executor, spin_until, feeder, 8)
+    assert len(feeder.tracks[-1].tracks[0].embedding) == 16
+    markers = feeder.markers[-1].markers
+    assert markers[0].action == Marker.DELETEALL
+    by_ns = {m.ns: m for m in markers[1:]}
+    assert set(by_ns) == {"tracks", "ids", "velocity"}
+    assert all(m.header.frame_id == FRAME for m in markers)
+    body = by_ns["tracks"]
+    assert body.type == Marker.CYLINDER and body.id == feeder.tracks[-1].tracks[0].id
+    assert (body.scale.x, body.scale.z) == pytest.approx((0.5, 1.7))
+    q = body.pose.orientation
+    axis = _rotate((q.x, q.y, q.z, q.w), (0.0, 0.0, 1.0))
+    assert axis == pytest.approx((0.0, -1.0, 0.0), abs=1e-6)  # optical frame: up is -y
+    assert by_ns["ids"].type == Marker.TEXT_VIEW_FACING and by_ns["ids"].text == f"id {body.id}"
+    assert by_ns["ids"].pose.position.y < body.pose.position.y  # above the head
+    arrow = by_ns["velocity"]
+    assert arrow.type == Marker.ARROW and len(arrow.points) == 2
+    assert arrow.points[1].x - arrow.points[0].x == pytest.approx(SPEED_MPS, abs=0.3)
+    # The first frames (tentative track only) clear the display and draw nothing.
+    assert [len(m.markers) for m in feeder.markers[:2]] == [1, 1]
+
+
+def _rotate(q, v):
+    x, y, z, w = q
+    u = np.array([x, y, z])
+    v = np.asarray(v)
+    return tuple(2 * (u @ v) * u + (w * w - u @ u) * v + 2 * w * np.cross(u, v))
+
+
+def test_malformed_detections_and_depth_are_dropped_and_tracking_goes_on(
+    graph, executor, spin_until
+):
+    node, feeder = graph()
+    _walk(executor, spin_until, feeder, 3)
+    stamp = T0 + 3 * PERIOD
+    box, xyz = _person(3)
+    feeder.depth.publish(_depth(stamp, [box]))
+    bad = [
+        ((float("nan"), 10.0, 20.0, 30.0), xyz, 0.9),
+        ((50.0, 10.0, 40.0, 30.0), xyz, 0.9),
+        (box, xyz, 0.9),
+    ]
+    feeder.detections.publish(_detections(stamp, bad))
+    assert spin_until(executor, lambda: len(feeder.tracks) == 4)
+    assert len(feeder.tracks[-1].tracks) == 1  # the good detection still updated the track
+    assert node.stats()["errors_bad_detection"] == 1
+    # No image size: the whole message is dropped.
+    feeder.detections.publish(_detections(stamp + PERIOD, [(box, xyz, 0.9)], width=0))
+    assert spin_until(executor, lambda: node.stats().get("errors_bad_detections", 0) == 1)
+    # A depth image in a colour encoding is dropped; its detections go on without appearance.
+    rgb = array_to_image(np.zeros((HEIGHT, WIDTH, 3), np.uint8), "rgb8", stamp + PERIOD, FRAME)
+    feeder.depth.publish(rgb)
+    assert spin_until(executor, lambda: node.stats().get("errors_bad_depth", 0) == 1)
+    _walk(executor, spin_until, feeder, 3, start=5)
+    assert len(feeder.tracks) == 7 and len({m.tracks[0].id for m in feeder.tracks[2:]}) == 1
+
+
+def test_detections_without_their_depth_frame_are_still_tracked(graph, executor, spin_until):
+    node, feeder = graph()
+    _walk(executor, spin_until, feeder, 3)
+    # Frame 3's depth is lost: it goes out without appearance when frame 4 pairs.
+    box, xyz = _person(3)
+    feeder.detections.publish(_detections(T0 + 3 * PERIOD, [(box, xyz, 0.9)]))
+    _walk(executor, spin_until, feeder, 2, start=4)
+    assert [stamp_to_ns(m.header.stamp) for m in feeder.tracks] == [
+        T0 + k * PERIOD for k in range(6)
+    ]
+    assert node.stats()["frames_without_depth"] == 1
+
+
+def test_without_any_depth_stream_detections_are_tracked_at_once(graph, executor, spin_until):
+    node, feeder = graph()
+    _walk(executor, spin_until, feeder, 4, depth=False)
+    assert len(feeder.tracks[-1].tracks) == 1
+    assert node.stats()["frames_without_depth"] == 4
+
+
+def test_a_backward_stamp_resets_the_tracks_and_tracking_continues(graph, executor, spin_until):
+    node, feeder = graph()
+    _walk(executor, spin_until, feeder, 4)
+    first_id = feeder.tracks[-1].tracks[0].id
+    _walk(executor, spin_until, feeder, 4, t0=T0 - 10_000_000_000)  # a bag loops
+    assert node.stats()["clock_jumps"] == 1
+    after = feeder.tracks[4:]
+    assert [stamp_to_ns(m.header.stamp) for m in after] == [
+        T0 - 10_000_000_000 + k * PERIOD for k in range(4)
+    ]
+    # Fresh tracks after the reset: tentative at first, then a new confirmed id.
+    assert [len(m.tracks) for m in after[:2]] == [0, 0]
+    assert after[-1].tracks[0].id > first_id
+    assert after[-1].tracks[0].state == PersonTrack.STATE_CONFIRMED
+
+
+def test_an_rgb_query_returns_the_track(graph, executor, spin_until):
+    node, feeder = graph()
+    _walk(executor, spin_until, feeder, 5)
+    track_id = feeder.tracks[-1].tracks[0].id
+    crop = np.random.default_rng(0).integers(0, 256, (64, 32, 3)).astype(np.uint8)
+    feeder.query.publish(array_to_image(crop, "rgb8", T0 + 123, "color_optical_frame"))
+    assert spin_until(executor, lambda: len(feeder.results) == 1)
+    result = feeder.results[0]
+    assert stamp_to_ns(result.header.stamp) == T0 + 123 and result.header.frame_id == FRAME
+    assert list(result.track_ids) == [track_id]
+    assert len(result.distances) == 1 and 0.0 <= result.distances[0] <= 2.0
+
+
+def test_without_appearance_queries_are_ignored_and_diagnostics_warn(
+    graph, executor, spin_until, spin_for
+):
+    node, feeder = graph(reid_checkpoint="none", query_checkpoint="none")
+    assert node.reid is None and node.query_extractor is None
+    _walk(executor, spin_until, feeder, 4, depth=False)
+    assert len(feeder.tracks[-1].tracks) == 1
+    crop = np.zeros((64, 32, 3), np.uint8)
+    feeder.query.publish(array_to_image(crop, "rgb8", T0, "color_optical_frame"))
+    assert spin_until(executor, lambda: node.stats()["queries"] == 1)
+    spin_for(executor, 0.2)
+    assert feeder.results == []
+    assert spin_until(
+        executor,
+        lambda: feeder.latest_status()[0] is not None
+        and feeder.latest_status()[0].level == DiagnosticStatus.WARN
+        and "reid_checkpoint" in feeder.latest_status()[0].message,
+    )
+
+
+def test_another_tracking_frame_without_tf_keeps_the_detections_frame(
+    graph, executor, spin_until
+):
+    node, feeder = graph(tracking_frame="odom")
+    _walk(executor, spin_until, feeder, 3)
+    assert {m.header.frame_id for m in feeder.tracks} == {FRAME}
+
+
+def test_diagnostics_report_rates_latency_and_an_error_when_detections_stop(
+    graph, executor, spin_until
+):
+    node, feeder = graph()
+    _walk(executor, spin_until, feeder, 5)
+    feeder.diagnostics.clear()
+    assert spin_until(executor, lambda: feeder.latest_status()[0] is not None)
+    status, kv = feeder.latest_status()
+    assert status.level == DiagnosticStatus.OK
+    assert kv["reid_model"].endswith("depth.pt") and kv["query_model"].endswith("rgb.pt")
+    assert kv["device"] == "cpu" and float(kv["detections_rate_hz"]) > 0
+    for key in ("embedding_ms_p50", "embedding_ms_p95", "tracking_ms_p50", "tracking_ms_p95"):
+        assert float(kv[key]) >= 0.0
+    assert kv["tracks_confirmed"] == "1" and kv["tracker_created"] == "1"
+    assert spin_until(
+        executor,
+        lambda: feeder.latest_status()[0].level == DiagnosticStatus.ERROR
+        and "no detections" in feeder.latest_status()[0].message,
+        timeout_s=3.0,
+    )
+
+
+def test_runner_starts_the_tracker_after_the_detector(tmp_path, capsys):
+    assert run_main(["--source", "sim_live", "--tracker", "--duration", "1"]) == 2
+    assert "detector:=true" in capsys.readouterr().err
+    argv = [
+        "--source", "sim_live", "--detector", "--tracker", "--reid-checkpoint", "none",
+        "--duration", "5", "--out", str(tmp_path), "--log-level", "error",
+    ]
+    assert run_main(argv) == 0
+    summary = capsys.readouterr().out
+    line = next(x for x in summary.splitlines() if "tracker (re-ID none" in x)
+    assert int(line.split("):")[1].split()[0]) > 0  # track arrays published
