@@ -232,3 +232,44 @@ def test_torchrun_two_cpu_processes_train_one_model(dataset, depth_run, tmp_path
     # distill: 24 pairs, 4 per batch, 2 processes: 3 iterations per epoch. Two epochs each.
     assert extra["iteration"] == (2 if kind == "single" else 6)
     assert "2 process(es)" in done.stdout
+
+
+TINY = ["model.backbone_width=8", "model.embedding_dim=16", "model.input_size=[32, 16]",
+        "data.val_identities=2", "data.trials=2", "step.p=2", "step.k=2", "optim.epochs=1",
+        "optim.batch_size=4", "optim.patience=null", "runtime.workers=0", "runtime.threads=1"]
+
+
+def _compare(dataset, out, *extra):
+    import compare_reid
+
+    args = ["--data", str(dataset), "--out", str(out), "--split", "train", "--trials", "2",
+            "--quiet", *extra]
+    for item in TINY:
+        args += ["--set", item]
+    return compare_reid.main(args)
+
+
+def test_compare_trains_every_run_and_states_the_findings(dataset, tmp_path, capsys):
+    out = tmp_path / "compare"
+    assert _compare(dataset, out) == 0
+    text = (out / "comparison.md").read_text()
+    for row in ("depth → RGB distillation", "RGB → depth distillation", "one-stream baseline",
+                "zero-padding baseline"):
+        assert f"| {row} | depth → RGB |" in text and f"| {row} | RGB → depth |" in text
+    # two claims (vs RGB → depth, vs one-stream) for each of the two query/gallery assignments
+    assert text.count("reproduced") == 4
+    result = json.loads((out / "comparison.json").read_text())
+    assert set(result["map"]) == {"depth_to_rgb", "rgb_to_depth", "one_stream", "zero_padding"}
+    assert all(0.0 <= v <= 1.0 for m in result["map"].values() for v in m.values())
+    # the step-II runs were taught by the step-I runs of this comparison
+    pair = json.loads((out / "rgb_to_depth" / "pair.json").read_text())
+    assert pair["direction"] == "rgb->depth" and pair["teacher"] == str(out / "rgb" / "model.pt")
+
+    stamp = (out / "depth" / "model.pt").stat().st_mtime_ns
+    assert _compare(dataset, out, "--skip-trained") == 0
+    assert (out / "depth" / "model.pt").stat().st_mtime_ns == stamp
+
+
+def test_compare_stops_with_exit_2_when_a_run_fails(dataset, tmp_path, capsys):
+    assert _compare(dataset, tmp_path / "c", "--set", "optim.lr=-1") == 2
+    assert "training depth failed" in capsys.readouterr().err
