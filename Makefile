@@ -34,6 +34,7 @@ bench: setup
 	$(RUN) python benchmarks/bench_fusion.py
 	$(RUN) python benchmarks/bench_sim.py
 	$(RUN) python benchmarks/bench_detector.py
+	$(RUN) python benchmarks/bench_reid.py
 
 clean:
 	rm -rf $(VENV) ros2_ws/build ros2_ws/install ros2_ws/log

@@ -10,14 +10,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from machine import cpu_model
+from machine import cpu_model, peak_rss_mb, summary, timed
 
 from iphd.detection.detector import (
     SHIPPED_CHECKPOINT,
@@ -88,33 +87,6 @@ def synthetic_pair() -> tuple[np.ndarray, np.ndarray]:
     return depth_mm.astype(np.uint16), thermal_ck.astype(np.uint16)
 
 
-def timed(fn: Callable[[], object], warmup: int, iterations: int) -> list[float]:
-    """Return ``iterations`` durations of ``fn`` in milliseconds after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(iterations):
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1e3)
-    return samples
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process's address space in MB.
-
-    VmHWM, not ``getrusage().ru_maxrss``: Linux carries ru_maxrss over from the parent through
-    fork and exec, so every worker would report the parent's peak.
-    """
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def worker(backend: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Load one model with one backend in this (fresh) process and time it."""
     torch.set_num_threads(args.threads)
@@ -151,13 +123,6 @@ def run_worker(backend: str, path: Path, args: argparse.Namespace) -> dict[str, 
     if done.returncode != 0:
         raise RuntimeError(f"{shlex.join(cmd)} failed:\n{done.stderr}")
     return json.loads(done.stdout.splitlines()[-1])
-
-
-def summary(samples: list[float]) -> tuple[float, float, float]:
-    """Return median ms, p95 ms and frames/s at the median."""
-    a = np.asarray(samples)
-    median = float(np.median(a))
-    return median, float(np.percentile(a, 95)), 1e3 / median
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import platform
+import time
+from collections.abc import Callable
+
+import numpy as np
 
 
 def cpu_model() -> str:
@@ -15,3 +19,37 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def timed(fn: Callable[[], object], warmup: int, iterations: int) -> list[float]:
+    """Return ``iterations`` durations of ``fn`` in milliseconds after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return samples
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process's address space in MB.
+
+    VmHWM, not ``getrusage().ru_maxrss``: Linux carries ru_maxrss over from the parent through
+    fork and exec, so every worker would report the parent's peak.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def summary(samples: list[float]) -> tuple[float, float, float]:
+    """Return median ms, p95 ms and frames/s at the median."""
+    a = np.asarray(samples)
+    median = float(np.median(a))
+    return median, float(np.percentile(a, 95)), 1e3 / median
