@@ -45,7 +45,7 @@ venv_step() {
   "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 \
     | quiet_pip || die "pip could not install the iphd package itself (see above)"
   "$VENV/bin/python" \
-    -c 'import torch, rclpy, pyrealsense2, flirpy, rosbags, cv2, numba, onnx, onnxruntime, iphd' \
+    -c 'import torch, rclpy, pyrealsense2, flirpy, rosbags, cv2, numba, onnx, onnxruntime, motmetrics, iphd' \
     || die "the venv is incomplete: see the pip output above"
   touch "$VENV/.iphd-setup"
 }

@@ -13,6 +13,7 @@ from iphd.tracking.tracker import (
     Tracker,
     TrackerConfig,
     TrackInput,
+    detection_problem,
 )
 
 NS = 1_000_000_000
@@ -489,3 +490,18 @@ def test_track_input_rejects_malformed_values():
         TrackInput(box_xyxy=(1.0, 2.0, 3.0), score=0.9, position_m=(0.0, 0.0, 1.0))
     with pytest.raises(ValueError, match="position_m"):
         TrackInput(box_xyxy=(1.0, 2.0, 3.0, 4.0), score=0.9, position_m=(0.0, 1.0))
+
+
+@pytest.mark.parametrize(
+    ("box", "score", "problem"),
+    [
+        ((1.0, 2.0, 10.0, 20.0), 0.9, ""),
+        ((1.0, 2.0, float("nan"), 20.0), 0.9, "not finite"),
+        ((10.0, 2.0, 10.0, 20.0), 0.9, "empty"),
+        ((200.0, 2.0, 210.0, 20.0), 0.9, "outside the 100x50 image"),
+        ((1.0, 2.0, 10.0, 20.0), 1.5, "score 1.5 is not in [0, 1]"),
+    ],
+)
+def test_detection_problem_names_what_is_wrong(box, score, problem):
+    found = detection_problem(box, score, 100, 50)
+    assert (problem in found) if problem else found == ""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import colorsys
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -16,7 +15,14 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from iphd.errors import FrameError
 from iphd.ros.conversions import header, stamp_to_ns
-from iphd.tracking.tracker import CONFIRMED, LOST, TENTATIVE, TrackInput, TrackState
+from iphd.tracking.tracker import (
+    CONFIRMED,
+    LOST,
+    TENTATIVE,
+    TrackInput,
+    TrackState,
+    detection_problem,
+)
 
 STATES = {
     TENTATIVE: PersonTrack.STATE_TENTATIVE,
@@ -72,15 +78,7 @@ def detections_from_msg(msg: PersonDetectionArray) -> DetectionFrame:
     rejected: list[str] = []
     for index, det in enumerate(msg.detections):
         box = (float(det.x1), float(det.y1), float(det.x2), float(det.y2))
-        problem = ""
-        if not all(map(math.isfinite, box)):
-            problem = f"box {box} is not finite"
-        elif box[2] <= box[0] or box[3] <= box[1]:
-            problem = f"box {box} is empty (needs x2 > x1 and y2 > y1)"
-        elif box[2] <= 0 or box[3] <= 0 or box[0] >= width or box[1] >= height:
-            problem = f"box {box} lies outside the {width}x{height} image"
-        elif not 0.0 <= float(det.score) <= 1.0:
-            problem = f"score {det.score} is not in [0, 1]"
+        problem = detection_problem(box, float(det.score), width, height)
         if problem:
             rejected.append(f"detection {index}: {problem}")
             continue

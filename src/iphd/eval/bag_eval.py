@@ -1,0 +1,568 @@
+"""End-to-end evaluation over a bag: detection AP, CLEAR-MOT/IDF1 and latency, report and plots."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+import iphd
+from iphd.data.rosbag import (
+    DEPTH_INFO,
+    GROUND_TRUTH,
+    BagReader,
+    header_stamp_ns,
+    tracks_to_truth,
+)
+from iphd.data.truth import PersonTruth
+from iphd.errors import DatasetError
+from iphd.eval.iphd_ap import DEFAULT_THRESHOLDS, evaluate, plot_pr
+from iphd.eval.mot import (
+    DEFAULT_LABELS,
+    HOTA_UNAVAILABLE,
+    MOT_KEYS,
+    MotFrame,
+    evaluate_mot,
+    mot_frame,
+    track_tuples,
+)
+from iphd.eval.pipeline import (
+    STAGES,
+    OfflineConfig,
+    calibration_source,
+    find_topic,
+    pipeline_for_bag,
+)
+from iphd.sim.labels import LabelConfig, label_people
+from iphd.tracking.tracker import CONFIRMED, LOST, TENTATIVE
+
+DETECTIONS = "detections"
+TRACKS = "tracks"
+#: ``iphd_msgs/PersonTrack.state`` values.
+TRACK_STATES = {0: TENTATIVE, 1: CONFIRMED, 2: LOST}
+#: Latency stages of a recorded bag: bag log time (receipt by the recorder) minus header stamp.
+RECORDED_STAGES = ("detections_log_minus_stamp", "tracks_log_minus_stamp")
+
+
+@dataclass
+class BagEvalResult:
+    """Outcome of :func:`evaluate_offline` or :func:`evaluate_recorded`.
+
+    Attributes:
+        mode: ``offline`` (models run here) or ``recorded`` (the live graph's messages).
+        ap: :func:`iphd.eval.iphd_ap.evaluate` of the detections against the labelled truth
+            boxes (empty when the bag has no detections).
+        mot: :func:`iphd.eval.mot.evaluate_mot` summary.
+        frames: the frames scored for MOT, in time order.
+        latency_ms: stage -> (N,) wall times (offline) or log-minus-stamp delays (recorded), ms.
+        pairs: frames with detector + tracker output (pairs processed or tracks messages).
+        frames_without_truth: output frames whose stamp has no ground truth (not scored).
+        skipped: messages skipped per topic (corrupt or undecodable).
+        counters: other counts (resets, rejected detections, pairs failed, ...).
+    """
+
+    mode: str
+    ap: dict[str, Any]
+    mot: dict[str, float | None]
+    frames: list[MotFrame]
+    latency_ms: dict[str, np.ndarray]
+    pairs: int
+    frames_without_truth: int
+    skipped: dict[str, int]
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+def _stop_ns(reader: BagReader, limit_s: float | None) -> int | None:
+    if limit_s is None:
+        return None
+    if not limit_s > 0:
+        raise ValueError(f"--limit-s must be > 0 seconds, got {limit_s}")
+    return reader.start_ns + int(limit_s * 1e9)
+
+
+def read_truth(reader: BagReader, stop_ns: int | None = None) -> dict[int, list[PersonTruth]]:
+    """The bag's ground truth: depth stamp -> people.
+
+    Raises:
+        DatasetError: the bag has no ground-truth topic (the message says how to make one).
+    """
+    topic = find_topic(reader.topics, GROUND_TRUTH)
+    if topic is None:
+        raise DatasetError(
+            f"{reader.path} has no ground truth: expected a {GROUND_TRUTH} topic "
+            "(iphd_msgs/PersonTrackArray per depth frame) but the bag has "
+            f"{', '.join(sorted(reader.topics)) or 'no topics'}; record a simulated bag with "
+            "ground truth with `iphd-sim bag --out BAG` (or replay one and record the graph)"
+        )
+    truth: dict[int, list[PersonTruth]] = {}
+    # Truth rides along with the depth frames, so it may be logged up to a frame after them.
+    stop = None if stop_ns is None else stop_ns + 1_000_000_000
+    for _t, _type, _log, msg in reader.messages([topic], stop_ns=stop):
+        truth[header_stamp_ns(msg)] = tracks_to_truth(msg)
+    return truth
+
+
+def _label_boxes(people: Sequence[PersonTruth], height: int, labels: LabelConfig) -> np.ndarray:
+    boxes = [p.box_xyxy for p in label_people(people, height, labels)]
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+
+
+def _score(
+    outputs: Sequence[tuple[int, np.ndarray | None, list[tuple[int, str, Any]], int]],
+    truth: Mapping[int, list[PersonTruth]],
+    labels: LabelConfig,
+) -> tuple[dict[str, Any], dict[str, float | None], list[MotFrame], int]:
+    """AP and MOT of (stamp, detection rows or None, track tuples, image height) outputs."""
+    predictions: dict[str, np.ndarray] = {}
+    ground_truth: dict[str, np.ndarray] = {}
+    frames: list[MotFrame] = []
+    without_truth = 0
+    for stamp_ns, rows, tracks, height in outputs:
+        people = truth.get(stamp_ns)
+        if people is None:
+            without_truth += 1
+            continue
+        frames.append(mot_frame(stamp_ns, people, tracks, height, labels))
+        if rows is not None:
+            predictions[str(stamp_ns)] = rows
+            ground_truth[str(stamp_ns)] = _label_boxes(people, height, labels)
+    ap = evaluate(predictions, ground_truth, DEFAULT_THRESHOLDS) if predictions else {}
+    return ap, evaluate_mot(frames), frames, without_truth
+
+
+def evaluate_offline(
+    bag: Path | str,
+    config: OfflineConfig,
+    *,
+    limit_s: float | None = None,
+    labels: LabelConfig = DEFAULT_LABELS,
+    progress: bool = False,
+) -> tuple[BagEvalResult, dict[str, Any]]:
+    """Run the offline pipeline over ``bag`` and score it against the bag's ground truth.
+
+    Returns:
+        The result and what was run (models, calibration) for the report.
+
+    Raises:
+        DatasetError: a missing or unreadable bag, no ground truth, no depth or thermal topic.
+        CheckpointError, ConfigError: see ``OfflinePipeline``.
+    """
+    with BagReader(bag) as reader:
+        stop_ns = _stop_ns(reader, limit_s)
+        truth = read_truth(reader, stop_ns)
+        pipeline = pipeline_for_bag(config, reader)
+        calibration = calibration_source(config, reader)
+        outputs = []
+        latency: dict[str, list[float]] = {s: [] for s in STAGES}
+        with tqdm(unit="pair", desc="evaluating", disable=not progress, file=sys.stderr) as bar:
+            for pair in pipeline.run_bag(reader, stop_ns):
+                rows = np.asarray(
+                    [(*d.box_xyxy, d.score) for d in pair.detections], dtype=np.float64
+                ).reshape(-1, 5)
+                outputs.append((pair.stamp_ns, rows, track_tuples(pair.tracks), pair.image_size[1]))
+                for stage, ms in pair.latency_ms.items():
+                    latency[stage].append(ms)
+                bar.update(1)
+    ap, mot, frames, without_truth = _score(outputs, truth, labels)
+    stats = pipeline.stats
+    result = BagEvalResult(
+        mode="offline",
+        ap=ap,
+        mot=mot,
+        frames=frames,
+        latency_ms={s: np.asarray(v, dtype=np.float64) for s, v in latency.items() if v},
+        pairs=stats.pairs,
+        frames_without_truth=without_truth,
+        skipped=dict(stats.skipped),
+        counters={
+            "pairs_failed": stats.pairs_failed,
+            "sync_resets": stats.sync_resets,
+            "tracker_resets": stats.tracker_resets,
+            "rejected_detections": stats.rejected_detections,
+            **{f"messages_{k}": v for k, v in stats.messages.items()},
+        },
+    )
+    run = {
+        "detector": pipeline.detection_config.checkpoint_path,
+        "reid": (config.reid_checkpoint or "shipped") if pipeline.reid is not None else "none",
+        "appearance": pipeline.reid is not None,
+        "device": str(pipeline.detector.device),
+        "threads": config.threads,
+        "score_threshold": config.score_threshold,
+        "calibration": calibration,
+        "tracker_config": vars(config.tracker).copy(),
+    }
+    return result, run
+
+
+def _track_tuples_from_msg(msg: Any) -> list[tuple[int, str, Any]]:
+    out = []
+    for t in msg.tracks:
+        state = TRACK_STATES.get(int(t.state), f"unknown({int(t.state)})")
+        box = None if state == LOST else (float(t.x1), float(t.y1), float(t.x2), float(t.y2))
+        out.append((int(t.id), state, box))
+    return out
+
+
+def evaluate_recorded(
+    bag: Path | str, *, limit_s: float | None = None, labels: LabelConfig = DEFAULT_LABELS
+) -> tuple[BagEvalResult, dict[str, Any]]:
+    """Score the ``detections`` and ``tracks`` a live graph recorded in ``bag``.
+
+    Topics may carry a namespace (``/robot/tracks``). AP uses the recorded detections (only
+    those the detector published, i.e. above its score threshold); MOT the confirmed tracks;
+    latency is each message's bag log time minus its header stamp.
+
+    Raises:
+        DatasetError: a missing or unreadable bag, no ground truth, no ``tracks`` topic, or no
+            image size (neither ``detections`` nor ``depth/camera_info``).
+    """
+    with BagReader(bag) as reader:
+        stop_ns = _stop_ns(reader, limit_s)
+        truth = read_truth(reader, stop_ns)
+        topics = reader.topics
+        tracks_topic = find_topic(topics, TRACKS)
+        det_topic = find_topic(topics, DETECTIONS)
+        if tracks_topic is None:
+            raise DatasetError(
+                f"{reader.path} has no {TRACKS} topic (it has {', '.join(sorted(topics))}); "
+                "--recorded needs a recording of the live graph (detections and tracks); "
+                "leave --recorded out to run the models on the bag"
+            )
+        height = None
+        info_topic = find_topic(topics, DEPTH_INFO)
+        if info_topic is not None:
+            for _t, _y, _l, msg in reader.messages([info_topic]):
+                height = int(msg.height)
+                break
+        wanted = [t for t in (det_topic, tracks_topic) if t is not None]
+        detections: dict[int, np.ndarray] = {}
+        tracks: list[tuple[int, list[tuple[int, str, Any]]]] = []
+        latency: dict[str, list[float]] = {s: [] for s in RECORDED_STAGES}
+        for topic, _type, log_ns, msg in reader.messages(wanted, stop_ns=stop_ns):
+            stamp = header_stamp_ns(msg)
+            if topic == det_topic:
+                height = height or int(msg.image_height)
+                detections[stamp] = np.asarray(
+                    [(d.x1, d.y1, d.x2, d.y2, d.score) for d in msg.detections],
+                    dtype=np.float64,
+                ).reshape(-1, 5)
+                latency[RECORDED_STAGES[0]].append((log_ns - stamp) / 1e6)
+            else:
+                tracks.append((stamp, _track_tuples_from_msg(msg)))
+                latency[RECORDED_STAGES[1]].append((log_ns - stamp) / 1e6)
+        skipped = dict(reader.corrupt)
+    if height is None:
+        raise DatasetError(
+            f"{bag}: cannot tell the depth image height (no {DETECTIONS} message and no "
+            f"{DEPTH_INFO}); the ground-truth label rule needs it"
+        )
+    outputs = [
+        (stamp, detections.get(stamp) if det_topic else None, tuples, height)
+        for stamp, tuples in tracks
+    ]
+    ap, mot, frames, without_truth = _score(outputs, truth, labels)
+    result = BagEvalResult(
+        mode="recorded",
+        ap=ap,
+        mot=mot,
+        frames=frames,
+        latency_ms={s: np.asarray(v, dtype=np.float64) for s, v in latency.items() if v},
+        pairs=len(tracks),
+        frames_without_truth=without_truth,
+        skipped=skipped,
+        counters={"detections_messages": len(detections), "tracks_messages": len(tracks)},
+    )
+    return result, {"detections_topic": det_topic, "tracks_topic": tracks_topic}
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def latency_summary(latency_ms: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Stage -> ``n``, ``p50``, ``p95``, ``max``, ``mean`` in ms."""
+    out = {}
+    for stage, values in latency_ms.items():
+        if values.size:
+            p50, p95 = np.percentile(values, [50, 95])
+            out[stage] = {
+                "n": int(values.size), "p50": float(p50), "p95": float(p95),
+                "max": float(values.max()), "mean": float(values.mean()),
+            }
+    return out
+
+
+def _finite(value: Any) -> Any:
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+def metrics_dict(result: BagEvalResult, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON-able metrics of ``result``; NaN (undefined) values become None."""
+    ap = {f"{t:.2f}": _finite(float(result.ap["ap"][t])) for t in result.ap.get("thresholds", ())}
+    return {
+        "mode": result.mode,
+        "ap": ap,
+        "n_gt_boxes": result.ap.get("n_gt"),
+        "n_detections": result.ap.get("n_pred"),
+        "mot": dict(result.mot),
+        "hota": None,
+        "hota_note": HOTA_UNAVAILABLE,
+        "latency_ms": latency_summary(result.latency_ms),
+        "pairs": result.pairs,
+        "frames_scored": len(result.frames),
+        "frames_without_truth": result.frames_without_truth,
+        "skipped": dict(result.skipped),
+        "counters": dict(result.counters),
+        "meta": dict(meta),
+    }
+
+
+def git_commit() -> str:
+    """The source tree's commit (``-dirty`` with local changes), or ``unknown``."""
+    root = Path(__file__).resolve().parents[3]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and value.is_integer() and digits == 0:
+        return str(int(value))
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+_MOT_LABELS = {
+    "mota": ("MOTA", 4), "motp": ("MOTP (mean IoU of matches)", 4), "idf1": ("IDF1", 4),
+    "idp": ("IDP", 4), "idr": ("IDR", 4), "num_switches": ("ID switches", 0),
+    "num_fragmentations": ("fragmentations", 0), "mostly_tracked": ("mostly tracked", 0),
+    "partially_tracked": ("partially tracked", 0), "mostly_lost": ("mostly lost", 0),
+    "num_objects": ("ground-truth boxes (num GT)", 0),
+    "num_predictions": ("track boxes (num hyp)", 0),
+    "num_unique_objects": ("ground-truth people", 0), "num_misses": ("misses (FN)", 0),
+    "num_false_positives": ("false positives (FP)", 0), "precision": ("precision", 4),
+    "recall": ("recall", 4), "num_frames": ("frames", 0),
+}
+
+
+def _markdown(metrics: Mapping[str, Any]) -> str:
+    meta = dict(metrics["meta"])
+    recorded = metrics["mode"] == "recorded"
+    what = (
+        "the detections and tracks a live graph recorded in the bag" if recorded
+        else "the offline pipeline (fusion -> detector -> tracker, the nodes' library code)"
+    )
+    lines = [
+        "# End-to-end evaluation over a bag", "",
+        f"Evaluated {what} on `{meta.get('bag')}` against its `ground_truth/people`.", "",
+        "## Detection (IPHD AP protocol)", "", "| metric | value |", "|---|---|",
+    ]
+    if metrics["ap"]:
+        lines += [f"| AP@{t} | {_fmt(v)} |" for t, v in metrics["ap"].items()]
+        lines += [
+            f"| ground-truth boxes | {metrics['n_gt_boxes']} |",
+            f"| detections | {metrics['n_detections']} |",
+        ]
+    else:
+        lines += ["| AP | n/a (no detections in the bag) |"]
+    lines += ["", "![precision-recall curves](pr.png)", "", "## Tracking (CLEAR-MOT, IDF1)", ""]
+    lines += ["| metric | value |", "|---|---|"]
+    for key in MOT_KEYS:
+        label, digits = _MOT_LABELS[key]
+        lines.append(f"| {label} | {_fmt(metrics['mot'][key], digits)} |")
+    lines += [f"| HOTA | n/a ({metrics['hota_note']}) |", "", "![timeline](timeline.png)", ""]
+    lines += ["## Latency (ms)", ""]
+    if recorded:
+        lines += ["Bag log time (receipt by the recorder) minus the header stamp (capture).", ""]
+    else:
+        lines += [
+            "Wall time per pair with `time.perf_counter`, in-process, no queues: fusion = "
+            "synchronisation + registration + zero-patch fixing, detection = network + "
+            "positions, embedding = depth re-ID (absent when appearance is off), tracking = "
+            "tracker update.", "",
+        ]
+    lines += ["| stage | n | p50 | p95 | max |", "|---|---|---|---|---|"]
+    for stage, s in metrics["latency_ms"].items():
+        lines.append(
+            f"| {stage} | {s['n']} | {s['p50']:.2f} | {s['p95']:.2f} | {s['max']:.2f} |"
+        )
+    lines += ["", "![latency histograms](latency.png)", "", "## Counts", ""]
+    skipped = sum(metrics["skipped"].values())
+    lines += [
+        f"- pairs processed: {metrics['pairs']}",
+        f"- frames scored: {metrics['frames_scored']} ({metrics['frames_without_truth']} "
+        "without ground truth at their stamp)",
+        f"- messages skipped: {skipped} {metrics['skipped'] or ''}".rstrip(),
+    ]
+    lines += [f"- {k}: {v}" for k, v in metrics["counters"].items()]
+    config = meta.pop("tracker_config", None)
+    lines += ["", "## Run", ""]
+    lines += [f"- {key}: `{value}`" for key, value in meta.items()]
+    if config is not None:
+        lines += ["", "Tracker configuration:", "", "```json"]
+        lines += [json.dumps(config, indent=2, sort_keys=True), "```"]
+    lines += [
+        "",
+        "Ground truth: the people that pass the IPHD label rule (`iphd.sim.labels.label_people`: "
+        "visibility and box size) at the frame's stamp. AP scores every detection of the frame "
+        "with the official IPHD protocol; MOT matches labelled people to confirmed tracks on "
+        "box IoU >= 0.5 (motmetrics; lost tracks have no box, tentative ones are not "
+        "published).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# -- plots (OpenCV, like iphd_ap.plot_pr) ----------------------------------------------------
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_BLACK = (0, 0, 0)
+
+
+def _write_png(path: Path, image: np.ndarray) -> Path:
+    if not cv2.imwrite(str(path), image):
+        raise DatasetError(f"could not write {path}")
+    return path
+
+
+def _axes(
+    image: np.ndarray, box: tuple[int, int, int, int], x_range: tuple[float, float],
+    y_range: tuple[float, float], title: str, x_label: str,
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Draw a framed panel; return the data -> pixel mapping."""
+    left, top, right, bottom = box
+    (x0, x1), (y0, y1) = x_range, y_range
+    sx = (right - left) / max(x1 - x0, 1e-9)
+    sy = (bottom - top) / max(y1 - y0, 1e-9)
+    cv2.rectangle(image, (left, top), (right, bottom), _BLACK, 1)
+    cv2.putText(image, title, (left, top - 8), _FONT, 0.45, _BLACK, 1, cv2.LINE_AA)
+    cv2.putText(image, x_label, ((left + right) // 2 - 30, bottom + 32), _FONT, 0.4, _BLACK, 1)
+    for frac in (0.0, 0.5, 1.0):
+        xv, yv = x0 + frac * (x1 - x0), y0 + frac * (y1 - y0)
+        cv2.putText(image, f"{xv:.3g}", (int(left + frac * (right - left)) - 10, bottom + 15),
+                    _FONT, 0.35, _BLACK, 1)
+        cv2.putText(image, f"{yv:.3g}", (left - 40, int(bottom - frac * (bottom - top)) + 4),
+                    _FONT, 0.35, _BLACK, 1)
+
+    def to_pixel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        px = left + (np.asarray(x, dtype=np.float64) - x0) * sx
+        py = bottom - (np.asarray(y, dtype=np.float64) - y0) * sy
+        return np.round(np.column_stack((px, py))).astype(np.int32)
+
+    return to_pixel
+
+
+def plot_timeline(
+    frames: Sequence[MotFrame], path: Path, size: tuple[int, int] = (800, 360)
+) -> Path:
+    """Per scored frame: labelled ground-truth people (green) and confirmed tracks (blue)."""
+    width, height = size
+    image = np.full((height, width, 3), 255, dtype=np.uint8)
+    t0 = frames[0].stamp_ns if frames else 0
+    t = np.asarray([(f.stamp_ns - t0) / 1e9 for f in frames], dtype=np.float64)
+    gt = np.asarray([f.gt_ids.size for f in frames], dtype=np.float64)
+    hyp = np.asarray([f.hyp_ids.size for f in frames], dtype=np.float64)
+    y_max = float(max(gt.max(initial=0), hyp.max(initial=0), 1) + 1)
+    to_pixel = _axes(image, (60, 40, width - 20, height - 50), (0.0, float(t.max(initial=1.0))),
+                     (0.0, y_max), "people per frame: ground truth (green), confirmed tracks "
+                     "(blue)", "time (s)")
+    for values, colour, shift in ((gt, (0, 160, 0), 0), (hyp, (200, 80, 0), 2)):
+        if values.size:
+            points = to_pixel(t, values) + np.array([0, shift], dtype=np.int32)
+            cv2.polylines(image, [points.reshape(-1, 1, 2)], False, colour, 2, cv2.LINE_AA)
+    return _write_png(path, image)
+
+
+def plot_latency(latency_ms: Mapping[str, np.ndarray], path: Path, bins: int = 30) -> Path:
+    """One histogram panel per stage (count against ms), p50 and p95 marked."""
+    stages = [s for s, v in latency_ms.items() if v.size]
+    panel_h, width = 180, 800
+    image = np.full((max(1, len(stages)) * panel_h + 20, width, 3), 255, dtype=np.uint8)
+    for row, stage in enumerate(stages):
+        values = latency_ms[stage]
+        hi = float(values.max()) if values.max() > values.min() else float(values.min()) + 1.0
+        lo = min(0.0, float(values.min()))
+        counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
+        top = row * panel_h + 30
+        p50, p95 = np.percentile(values, [50, 95])
+        to_pixel = _axes(
+            image, (60, top, width - 20, top + panel_h - 70), (lo, hi),
+            (0.0, float(counts.max()) or 1.0),
+            f"{stage}: p50 {p50:.1f} ms, p95 {p95:.1f} ms, max {values.max():.1f} ms "
+            f"(n={values.size})",
+            "ms",
+        )
+        for count, a, b in zip(counts, edges[:-1], edges[1:], strict=True):
+            (x1, y1), (x2, y2) = to_pixel(np.array([a, b]), np.array([count, 0.0]))
+            cv2.rectangle(image, (int(x1), int(y1)), (max(int(x2) - 1, int(x1)), int(y2)),
+                          (200, 120, 40), -1)
+        for mark, colour in ((p50, (0, 160, 0)), (p95, (0, 0, 200))):
+            ((x, y_bottom),) = to_pixel(np.array([mark]), np.array([0.0]))
+            cv2.line(image, (int(x), top), (int(x), int(y_bottom)), colour, 1)
+    return _write_png(path, image)
+
+
+@dataclass(frozen=True)
+class BagReportFiles:
+    """Paths written by :func:`write_bag_report`."""
+
+    report_md: Path
+    metrics_json: Path
+    pr_png: Path
+    timeline_png: Path
+    latency_png: Path
+
+
+def write_bag_report(
+    result: BagEvalResult, out_dir: str | os.PathLike[str], meta: Mapping[str, Any]
+) -> BagReportFiles:
+    """Write ``report.md``, ``metrics.json``, ``pr.png``, ``timeline.png`` and ``latency.png``.
+
+    Args:
+        result: the evaluation.
+        out_dir: folder to write; created if missing; files of those names are replaced.
+        meta: what was evaluated (bag, models, ...); date, iphd version and commit are added.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stamped = {
+        **meta,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "iphd_version": iphd.__version__,
+        "commit": git_commit(),
+    }
+    metrics = metrics_dict(result, stamped)
+    files = BagReportFiles(
+        out / "report.md", out / "metrics.json", out / "pr.png", out / "timeline.png",
+        out / "latency.png",
+    )
+    pr = result.ap or {
+        "thresholds": DEFAULT_THRESHOLDS, "ap": dict.fromkeys(DEFAULT_THRESHOLDS, math.nan),
+        "precision": {t: np.zeros(0) for t in DEFAULT_THRESHOLDS},
+        "recall": {t: np.zeros(0) for t in DEFAULT_THRESHOLDS}, "n_gt": 0, "n_pred": 0,
+    }
+    plot_pr(pr, files.pr_png)
+    plot_timeline(result.frames, files.timeline_png)
+    plot_latency(result.latency_ms, files.latency_png)
+    files.metrics_json.write_text(
+        json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8"
+    )
+    files.report_md.write_text(_markdown(metrics), encoding="utf-8")
+    return files

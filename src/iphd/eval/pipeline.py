@@ -1,0 +1,391 @@
+"""The live graph (fusion, detector, tracker) run offline over a bag, with the same library code."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from iphd.calibration import DEFAULT_CALIBRATION, RigCalibration, load_calibration
+from iphd.data.rosbag import (
+    DEPTH_IMAGE,
+    DEPTH_INFO,
+    THERMAL_IMAGE,
+    BagReader,
+    camera_info_to_intrinsics,
+    header_stamp_ns,
+    image_to_array,
+)
+from iphd.detections import DetectionConfig, PersonDetection, describe_detections, load_detector
+from iphd.errors import DatasetError, IphdError
+from iphd.fusion import DEPTH_ENCODINGS, FusionConfig, FusionPipeline, depth_to_mm
+from iphd.sensors.frames import CameraIntrinsics, DepthFrame, ThermalFrame
+from iphd.sync import Pair, SyncConfig, Synchronizer
+from iphd.tracking.appearance import crop_size, depth_crops, load_extractor
+from iphd.tracking.tracker import (
+    TimeOrderError,
+    Tracker,
+    TrackerConfig,
+    TrackInput,
+    TrackState,
+    detection_problem,
+)
+
+if TYPE_CHECKING:
+    from iphd.reid.extractor import FeatureExtractor
+
+LOG = logging.getLogger(__name__)
+
+THERMAL_ENCODINGS = ("16UC1", "mono16")
+#: Latency stages of one pair, in the order they run.
+STAGES = ("fusion", "detection", "embedding", "tracking")
+
+
+def find_topic(topics: Iterable[str], name: str) -> str | None:
+    """The topic called ``name`` or ending in ``/name`` (a namespaced recording); None if absent.
+
+    The exact name wins; among namespaced ones the alphabetically first is taken.
+    """
+    names = sorted(topics)
+    if name in names:
+        return name
+    suffixed = [t for t in names if t.endswith("/" + name.lstrip("/"))]
+    return suffixed[0] if suffixed else None
+
+
+@dataclass(frozen=True)
+class OfflineConfig:
+    """What the offline pipeline runs; the defaults are those of ``launch/iphd_params.yaml``.
+
+    Attributes:
+        detector_checkpoint: detector checkpoint; empty = the shipped model.
+        reid_checkpoint: depth re-ID embedder; empty = the shipped one (appearance off with a
+            warning when none is shipped), ``none`` = appearance off.
+        device: ``cpu`` (deterministic), ``cuda`` or ``auto``.
+        threads: torch CPU threads; fixed so that results and latency are reproducible.
+        score_threshold: lowest detection score handed to the tracker (the detector node's
+            ``score_threshold``); AP is computed on every detection the model returns.
+        tracker: tracker parameters.
+        calibration: rig.yaml; empty = the calibration stored in the bag, else the package's.
+        max_skew_ms: fusion ``max_skew_ms``.
+        max_wait_ms: fusion ``max_wait_ms``.
+        registered_scale: fusion ``registered_scale``.
+        fix_zero_patches: fusion ``fix_zero_patches``.
+    """
+
+    detector_checkpoint: str = ""
+    reid_checkpoint: str = ""
+    device: str = "cpu"
+    threads: int = 2
+    score_threshold: float = 0.5
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    calibration: str = ""
+    max_skew_ms: float = 20.0
+    max_wait_ms: float = 100.0
+    registered_scale: float = 0.25
+    fix_zero_patches: bool = True
+
+    def __post_init__(self) -> None:
+        """Reject values the pipeline cannot run with (the stage configs check the rest)."""
+        if self.threads < 1:
+            raise ValueError(
+                f"threads must be >= 1 (fixed for reproducibility), got {self.threads}"
+            )
+        DetectionConfig(self.detector_checkpoint, self.device, self.score_threshold, self.threads)
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """What the graph would publish for one depth/thermal pair.
+
+    Attributes:
+        stamp_ns: the depth frame's stamp (that of ``detections`` and ``tracks``).
+        detections: every detection of the model, best first, with position and temperature
+            (those scoring ``score_threshold`` or more are the published ones).
+        tracks: the tracker's live tracks after this pair (tentative, confirmed and lost).
+        latency_ms: stage -> wall time in ms (``STAGES``; ``embedding`` only with a re-ID
+            embedder).
+        image_size: (width, height) of the depth image, pixels.
+    """
+
+    stamp_ns: int
+    detections: list[PersonDetection]
+    tracks: list[TrackState]
+    latency_ms: dict[str, float]
+    image_size: tuple[int, int]
+
+
+@dataclass
+class PipelineStats:
+    """Counters of an ``OfflinePipeline`` run.
+
+    Attributes:
+        messages: messages read per topic.
+        skipped: messages skipped per topic (corrupt, undecodable or rejected frames).
+        pairs: pairs processed.
+        pairs_failed: pairs dropped by fusion or inference errors.
+        sync_resets: synchronizer resets (backward stamp jumps).
+        tracker_resets: tracker resets on a stamp not after the previous one.
+        rejected_detections: detections not handed to the tracker (``detection_problem``).
+    """
+
+    messages: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    pairs: int = 0
+    pairs_failed: int = 0
+    sync_resets: int = 0
+    tracker_resets: int = 0
+    rejected_detections: int = 0
+
+
+class OfflinePipeline:
+    """Runs fusion, detection, embedding and tracking on a bag's messages, in log order.
+
+    The stages are the library calls of the fusion, detector and tracker nodes, in-process and
+    without queues, so nothing is dropped for lack of time; on CPU with fixed threads the same
+    bag and models give the same output.
+
+    Args:
+        config: what to run.
+        calibration: rig calibration; None = ``config.calibration`` or, when that is empty,
+            the package's (``run_bag`` passes the bag's own).
+
+    Raises:
+        CheckpointError: a missing or unusable detector or embedder checkpoint.
+        ConfigError: bad device or parameters.
+    """
+
+    def __init__(self, config: OfflineConfig, calibration: RigCalibration | None = None) -> None:
+        import torch
+
+        self.config = config
+        torch.set_num_threads(config.threads)
+        if calibration is None:
+            calibration = load_calibration(config.calibration or DEFAULT_CALIBRATION)
+        self.calibration = calibration
+        self.detection_config = DetectionConfig(
+            config.detector_checkpoint, config.device, config.score_threshold, config.threads
+        )
+        self.detector = load_detector(self.detection_config)
+        self.reid: FeatureExtractor | None = load_extractor(
+            config.reid_checkpoint, "depth", config.device
+        )
+        self.fusion = FusionPipeline(
+            calibration,
+            FusionConfig(
+                out_scale=config.registered_scale, fix_zero_patches=config.fix_zero_patches
+            ),
+        )
+        self.sync_config = SyncConfig.from_calibration(
+            calibration,
+            max_skew_ns=int(config.max_skew_ms * 1e6),
+            max_wait_ns=int(config.max_wait_ms * 1e6),
+        )
+        self.reset()
+
+    def reset(self) -> None:
+        """Start over: empty synchronizer and tracker, zeroed counters."""
+        self.sync: Synchronizer[DepthFrame, ThermalFrame] = Synchronizer(self.sync_config)
+        self.tracker = Tracker(self.config.tracker)
+        self.stats = PipelineStats()
+        self._depth_info: CameraIntrinsics | None = None
+        self._warned: set[str] = set()
+
+    # -- input --------------------------------------------------------------------------------
+
+    def run_bag(
+        self, reader: BagReader, stop_ns: int | None = None
+    ) -> Iterator[PairResult]:
+        """Feed the depth and thermal topics of an open bag (namespaced names accepted).
+
+        Args:
+            reader: the bag.
+            stop_ns: log time to stop at (exclusive); None = the whole bag.
+
+        Raises:
+            DatasetError: the bag has no depth image, depth camera info or thermal image topic.
+        """
+        topics = {}
+        for name in (DEPTH_IMAGE, DEPTH_INFO, THERMAL_IMAGE):
+            topic = find_topic(reader.topics, name)
+            if topic is None:
+                raise DatasetError(
+                    f"{reader.path} has no {name} topic (it has "
+                    f"{', '.join(sorted(reader.topics)) or 'no topics'}); the offline pipeline "
+                    "needs depth/image_raw, depth/camera_info and thermal/image_raw"
+                )
+            topics[topic] = name
+        corrupt_before = dict(reader.corrupt)
+        for topic, _type, _log_ns, msg in reader.messages(list(topics), stop_ns=stop_ns):
+            yield from self.push(topics[topic], msg)
+        for topic, count in reader.corrupt.items():
+            extra = count - corrupt_before.get(topic, 0)
+            if extra:
+                self._count(self.stats.skipped, topics.get(topic, topic), extra)
+        yield from self.finish()
+
+    def push(self, topic: str, msg: Any) -> list[PairResult]:
+        """Feed one message (``depth/image_raw``, ``depth/camera_info`` or ``thermal/image_raw``).
+
+        Returns the pairs it completed, processed. A message that does not decode, or a frame
+        the fusion stage rejects, is skipped with a warning and counted in ``stats.skipped``.
+        """
+        self._count(self.stats.messages, topic)
+        start = time.perf_counter()
+        try:
+            if topic == DEPTH_INFO:
+                self._depth_info = camera_info_to_intrinsics(msg)
+                return []
+            if topic == DEPTH_IMAGE:
+                pairs = self._push_depth(msg)
+            elif topic == THERMAL_IMAGE:
+                pairs = self._push_thermal(msg)
+            else:
+                return []
+        except (IphdError, ValueError) as exc:
+            self._skip(topic, f"{topic} message skipped: {exc}")
+            return []
+        sync_ms = (time.perf_counter() - start) * 1e3
+        return self._process(pairs, sync_ms)
+
+    def finish(self) -> list[PairResult]:
+        """Decide and process the pairs still waiting at the end of the input."""
+        return self._process(self.sync.flush(), 0.0)
+
+    def _push_depth(self, msg: Any) -> list[Pair[DepthFrame, ThermalFrame]]:
+        if self._depth_info is None:
+            raise DatasetError("no depth/camera_info before this depth frame")
+        frame = DepthFrame(
+            depth_mm=depth_to_mm(image_to_array(msg, DEPTH_ENCODINGS), str(msg.encoding)),
+            stamp_ns=header_stamp_ns(msg),
+            frame_id=str(msg.header.frame_id),
+            intrinsics=self._depth_info,
+        )
+        self.fusion.check_depth(frame)
+        return self.sync.push_depth(frame.stamp_ns, frame)
+
+    def _push_thermal(self, msg: Any) -> list[Pair[DepthFrame, ThermalFrame]]:
+        frame = ThermalFrame(
+            thermal_ck=image_to_array(msg, THERMAL_ENCODINGS),
+            stamp_ns=header_stamp_ns(msg),
+            frame_id=str(msg.header.frame_id),
+            intrinsics=self.calibration.thermal,
+        )
+        self.fusion.check_thermal(frame)
+        return self.sync.push_thermal(frame.stamp_ns, frame)
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def _process(
+        self, pairs: list[Pair[DepthFrame, ThermalFrame]], sync_ms: float
+    ) -> list[PairResult]:
+        if self.sync.stats.resets != self.stats.sync_resets:
+            self.stats.sync_resets = self.sync.stats.resets
+            LOG.warning("stamps jumped backwards: synchronizer buffers reset")
+        results = []
+        for pair in pairs:
+            try:
+                results.append(self._process_pair(pair, sync_ms / len(pairs)))
+            except (IphdError, RuntimeError, ValueError) as exc:
+                self.stats.pairs_failed += 1
+                self._warn("pair", f"pair at depth stamp {pair.depth_stamp_ns} ns dropped: {exc}")
+        return results
+
+    def _process_pair(self, pair: Pair[DepthFrame, ThermalFrame], sync_ms: float) -> PairResult:
+        depth = pair.depth
+        assert depth.intrinsics is not None  # check_depth let it in
+        t0 = time.perf_counter()
+        registered_ck = self.fusion.process(depth, pair.thermal)
+        t1 = time.perf_counter()
+        found = self.detector(depth.depth_mm, registered_ck)
+        detections = describe_detections(found, depth.depth_mm, registered_ck, depth.intrinsics)
+        t2 = time.perf_counter()
+        height, width = depth.depth_mm.shape
+        published = [d for d in detections if d.score >= self.config.score_threshold]
+        inputs = self._track_inputs(published, width, height)
+        latency = {"fusion": sync_ms + (t1 - t0) * 1e3, "detection": (t2 - t1) * 1e3}
+        if self.reid is not None:
+            t3 = time.perf_counter()
+            inputs = self._embed(depth.depth_mm, inputs, self.reid)
+            latency["embedding"] = (time.perf_counter() - t3) * 1e3
+        t4 = time.perf_counter()
+        try:
+            tracks = self.tracker.update(pair.depth_stamp_ns, inputs)
+        except TimeOrderError:
+            self.tracker.reset()
+            self.stats.tracker_resets += 1
+            self._warn("time", f"stamp {pair.depth_stamp_ns} ns went back: tracker reset")
+            tracks = self.tracker.update(pair.depth_stamp_ns, inputs)
+        latency["tracking"] = (time.perf_counter() - t4) * 1e3
+        self.stats.pairs += 1
+        return PairResult(pair.depth_stamp_ns, detections, tracks, latency, (width, height))
+
+    def _track_inputs(
+        self, detections: list[PersonDetection], width: int, height: int
+    ) -> list[TrackInput]:
+        inputs = []
+        for det in detections:
+            # The tracker node receives the detections as a message: float32 box and score.
+            box = tuple(float(v) for v in np.asarray(det.box_xyxy, dtype=np.float32))
+            score = float(np.float32(det.score))
+            if detection_problem(box, score, width, height):
+                self.stats.rejected_detections += 1
+                continue
+            inputs.append(TrackInput(box, score, det.position_m))  # type: ignore[arg-type]
+        return inputs
+
+    @staticmethod
+    def _embed(
+        depth_mm: np.ndarray, inputs: list[TrackInput], reid: FeatureExtractor
+    ) -> list[TrackInput]:
+        crops, indices = depth_crops(depth_mm, [d.box_xyxy for d in inputs], crop_size(reid))
+        if not crops:
+            return inputs
+        out = list(inputs)
+        for index, embedding in zip(indices, reid(crops), strict=True):
+            d = inputs[index]
+            out[index] = TrackInput(d.box_xyxy, d.score, d.position_m, embedding)
+        return out
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    @staticmethod
+    def _count(counters: dict[str, int], key: str, n: int = 1) -> None:
+        counters[key] = counters.get(key, 0) + n
+
+    def _skip(self, topic: str, message: str) -> None:
+        self._count(self.stats.skipped, topic)
+        self._warn(topic, message)
+
+    def _warn(self, kind: str, message: str) -> None:
+        # First of a kind as a warning, the rest at debug level: a broken stream stays readable.
+        (LOG.debug if kind in self._warned else LOG.warning)("%s", message)
+        self._warned.add(kind)
+
+
+def pipeline_for_bag(config: OfflineConfig, reader: BagReader) -> OfflinePipeline:
+    """An ``OfflinePipeline`` with the calibration the bag was made with when it stores one.
+
+    An explicit ``config.calibration`` wins; a bag without a stored calibration gets the
+    package's.
+    """
+    calibration = None
+    if not config.calibration:
+        calibration = reader.calibration
+        if calibration is None:
+            LOG.warning(
+                "%s stores no rig calibration: using %s", reader.path, DEFAULT_CALIBRATION
+            )
+    return OfflinePipeline(config, calibration)
+
+
+def calibration_source(config: OfflineConfig, reader: BagReader) -> str:
+    """Which calibration ``pipeline_for_bag`` uses, for the report."""
+    if config.calibration:
+        return str(Path(config.calibration))
+    return "stored in the bag" if reader.calibration is not None else str(DEFAULT_CALIBRATION)

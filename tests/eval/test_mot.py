@@ -1,0 +1,77 @@
+"""CLEAR-MOT / IDF1 of hand-computed tiny sequences, and the frame builder's filtering."""
+
+import math
+
+import numpy as np
+import pytest
+
+from iphd.data.truth import PersonTruth
+from iphd.eval.mot import MOT_KEYS, MotFrame, evaluate_mot, mot_frame
+from iphd.tracking.tracker import CONFIRMED, LOST, TENTATIVE
+
+A = (0.0, 0.0, 10.0, 20.0)
+B = (20.0, 0.0, 30.0, 20.0)
+FAR = (50.0, 50.0, 60.0, 70.0)
+
+
+def _frame(stamp, gt, hyp):
+    def split(pairs):
+        ids = np.asarray([i for i, _ in pairs], dtype=np.int64)
+        return ids, np.asarray([b for _, b in pairs], dtype=np.float64).reshape(-1, 4)
+
+    return MotFrame(stamp, *split(gt), *split(hyp))
+
+
+def test_perfect_tracks_score_one():
+    frames = [_frame(i, [(1, A), (2, B)], [(5, A), (6, B)]) for i in range(4)]
+    m = evaluate_mot(frames)
+    assert m["mota"] == 1.0 and m["idf1"] == 1.0 and m["motp"] == 1.0
+    assert m["num_switches"] == 0 and m["num_objects"] == 8 and m["num_predictions"] == 8
+    assert m["mostly_tracked"] == 2 and m["mostly_lost"] == 0
+    assert set(m) == set(MOT_KEYS)
+
+
+def test_one_switch_one_miss_one_false_positive():
+    frames = [
+        _frame(0, [(1, A), (2, B)], [(10, A), (20, B)]),
+        _frame(1, [(1, A), (2, B)], [(10, A), (30, B)]),  # person 2 switches 20 -> 30
+        _frame(2, [(1, A), (2, B)], [(10, A)]),  # person 2 missed
+        _frame(3, [(1, A)], [(10, A), (40, FAR)]),  # 40 matches nobody
+    ]
+    m = evaluate_mot(frames)
+    # 7 GT boxes; MOTA = 1 - (FN 1 + FP 1 + IDSW 1) / 7.
+    assert (m["num_objects"], m["num_misses"], m["num_false_positives"]) == (7, 1, 1)
+    assert m["num_switches"] == 1
+    assert m["mota"] == pytest.approx(4 / 7)
+    # Best identity mapping: 1<->10 (4 frames), 2<->20 or 30 (1 frame): IDTP 5 of 7 + 7.
+    assert m["idf1"] == pytest.approx(10 / 14)
+    assert m["idp"] == pytest.approx(5 / 7) and m["idr"] == pytest.approx(5 / 7)
+
+
+def test_iou_half_matches_and_below_does_not():
+    wide = (0.0, 0.0, 4.0, 1.0)
+    half = (0.0, 0.0, 2.0, 1.0)  # IoU exactly 0.5
+    below = (0.0, 0.0, 1.9, 1.0)  # IoU 0.475
+    m = evaluate_mot([_frame(0, [(1, wide)], [(5, half)])])
+    assert m["num_misses"] == 0 and m["motp"] == pytest.approx(0.5)
+    m = evaluate_mot([_frame(0, [(1, wide)], [(5, below)])])
+    assert m["num_misses"] == 1 and m["num_false_positives"] == 1 and m["mota"] == -1.0
+
+
+def test_no_frames_gives_zero_counts_and_undefined_ratios():
+    m = evaluate_mot([])
+    assert m["num_objects"] == 0 and m["mota"] is None and m["idf1"] is None
+
+
+def test_mot_frame_uses_label_rule_and_only_confirmed_boxes():
+    people = [
+        PersonTruth(1, (0.0, 0.0, 20.0, 100.0), 1.0, (0.0, 0.0, 2.0)),
+        PersonTruth(2, (30.0, 0.0, 50.0, 100.0), 0.1, (0.0, 0.0, 2.0)),  # too occluded
+        PersonTruth(3, (60.0, 0.0, 80.0, 10.0), 1.0, (0.0, 0.0, 9.0)),  # too small at 480 rows
+    ]
+    tracks = [(7, CONFIRMED, A), (8, TENTATIVE, B), (9, LOST, None), (10, CONFIRMED, None)]
+    frame = mot_frame(5, people, tracks, image_height=480)
+    assert frame.gt_ids.tolist() == [1]
+    assert frame.hyp_ids.tolist() == [7]
+    assert frame.hyp_boxes.shape == (1, 4) and frame.stamp_ns == 5
+    assert not math.isnan(frame.gt_boxes[0, 0])
