@@ -3,8 +3,9 @@
     ros2 launch iphd_bringup detect.launch.py source:=live
     ros2 launch iphd_bringup detect.launch.py source:=sim namespace:=robot1
     ros2 launch iphd_bringup detect.launch.py source:=bag bag:=/data/run1
-    ros2 launch iphd_bringup detect.launch.py source:=sim detector:=true
-    ros2 launch iphd_bringup detect.launch.py source:=sim detector:=true tracker:=true
+    ros2 launch iphd_bringup detect.launch.py source:=sim rviz:=true
+    ros2 launch iphd_bringup detect.launch.py source:=sim tracker:=false
+    ros2 launch iphd_bringup detect.launch.py source:=sim detector:=false   # fusion only
 
 The node list comes from ``iphd.graph.build_graph``, the same description the in-process runner
 (``iphd-run``) uses, so both start the same graph.
@@ -33,13 +34,15 @@ ARGUMENTS = {
     "playback_file": ("", "librealsense recording played by the D435 driver (source live)"),
     "bag": ("", "rosbag2 folder (or .db3/.mcap file) played by bag_player (source bag)"),
     "log_level": ("info", "debug, info, warn or error"),
-    "detector": ("false", "true = also run the person detector on fusion's output"),
+    "detector": ("true", "false = no person detector (and no tracker): fusion only"),
     "detector_checkpoint": ("", "detector checkpoint (.pt); empty = the shipped model"),
-    "tracker": ("false", "true = also run the person tracker on the detector's output"),
+    "tracker": ("true", "false = no person tracker on the detector's output"),
     "reid_checkpoint": (
         "", "tracker's depth re-ID embedder (.pt); empty = the shipped one, none = no appearance"
     ),
+    "rviz": ("false", "true = also start rviz2 with the package's launch/iphd.rviz"),
 }
+TRUE = ("true", "1", "yes")
 
 
 def _nodes(context, *_args, **_kwargs):
@@ -47,7 +50,7 @@ def _nodes(context, *_args, **_kwargs):
     share = Path(get_package_share_directory(PACKAGE))
     params_file = value["params_file"] or str(share / "launch" / "iphd_params.yaml")
     sim_time = value["use_sim_time"].strip().lower()
-    use_sim_time = sim_time in ("true", "1", "yes") if sim_time else wants_sim_time(value["source"])
+    use_sim_time = sim_time in TRUE if sim_time else wants_sim_time(value["source"])
     if value["source"] == "sim":  # the simulator's demo bag, generated on first use
         from iphd.sim.demo import ensure_demo_bag
 
@@ -57,12 +60,12 @@ def _nodes(context, *_args, **_kwargs):
         calibration_file=value["calibration_file"],
         playback_file=value["playback_file"],
         bag=value["bag"],
-        detector=value["detector"].strip().lower() in ("true", "1", "yes"),
+        detector=value["detector"].strip().lower() in TRUE,
         detector_checkpoint=value["detector_checkpoint"],
-        tracker=value["tracker"].strip().lower() in ("true", "1", "yes"),
+        tracker=value["tracker"].strip().lower() in TRUE,
         reid_checkpoint=value["reid_checkpoint"],
     )
-    return [
+    nodes = [
         Node(
             package=PACKAGE,
             executable=spec.executable,
@@ -75,6 +78,19 @@ def _nodes(context, *_args, **_kwargs):
         )
         for spec in specs
     ]
+    if value["rviz"].strip().lower() in TRUE:
+        nodes.append(
+            Node(
+                package="rviz2",
+                executable="rviz2",
+                name="rviz2",
+                namespace=value["namespace"],
+                arguments=["-d", str(share / "launch" / "iphd.rviz")],
+                parameters=[{"use_sim_time": use_sim_time}],
+                output="screen",
+            )
+        )
+    return nodes
 
 
 def generate_launch_description():

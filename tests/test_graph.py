@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_sim_graph_loops_the_simulator_demo_bag_into_fusion(monkeypatch, tmp_path):
     monkeypatch.setenv("IPHD_CACHE_DIR", str(tmp_path))
     specs = {spec.name: spec for spec in build_graph("sim")}
-    assert list(specs) == ["bag_player", "fusion"]
+    assert list(specs) == ["bag_player", "fusion", "detector", "tracker"]
     bag = Path(specs["bag_player"].parameters["bag"])
     assert bag.parent == tmp_path and bag.name.startswith("sim_demo_v")
     assert specs["bag_player"].parameters["loop"] is True
@@ -23,19 +23,19 @@ def test_sim_graph_loops_the_simulator_demo_bag_into_fusion(monkeypatch, tmp_pat
 
 def test_sim_live_graph_renders_the_simulator_in_real_time():
     names = [spec.name for spec in build_graph("sim_live")]
-    assert names == ["sim_source", "fusion"]
+    assert names == ["sim_source", "fusion", "detector", "tracker"]
     assert not wants_sim_time("sim_live")
 
 
 def test_live_graph_runs_both_drivers_and_passes_the_playback_file():
     specs = {spec.name: spec for spec in build_graph("live", playback_file="/data/rec.db3")}
-    assert list(specs) == ["d435", "lepton", "fusion"]
+    assert list(specs) == ["d435", "lepton", "fusion", "detector", "tracker"]
     assert specs["d435"].parameters == {"playback_file": "/data/rec.db3"}
 
 
 def test_bag_graph_plays_the_bag_into_fusion_on_sim_time():
     specs = {spec.name: spec for spec in build_graph("bag", bag="/data/run1")}
-    assert list(specs) == ["bag_player", "fusion"]
+    assert list(specs) == ["bag_player", "fusion", "detector", "tracker"]
     assert specs["bag_player"].parameters == {"bag": "/data/run1"}
     assert specs["bag_player"].executable == "bag_player_node"
     assert wants_sim_time("bag") and not wants_sim_time("live")
@@ -150,7 +150,12 @@ def test_launch_file_starts_the_same_graph_as_the_runner(monkeypatch, tmp_path):
         "calibration_file",
         "playback_file",
         "bag",
+        "detector",
+        "detector_checkpoint",
+        "tracker",
+        "reid_checkpoint",
         "log_level",
+        "rviz",
     } <= declared
     opaque = next(e for e in entities if "function" in e.kwargs)
     context = {name: default for name, (default, _) in module.ARGUMENTS.items()}
@@ -180,7 +185,9 @@ def _launch_nodes(monkeypatch, tmp_path, **arguments):
 
 def test_launch_file_plays_a_bag_on_sim_time_by_default(monkeypatch, tmp_path):
     nodes = _launch_nodes(monkeypatch, tmp_path, source="bag", bag="/data/run1")
-    assert [n.kwargs["executable"] for n in nodes] == ["bag_player_node", "fusion_node"]
+    assert [n.kwargs["executable"] for n in nodes] == [
+        "bag_player_node", "fusion_node", "detector_node", "tracker_node"
+    ]
     assert {"bag": "/data/run1"} in nodes[0].kwargs["parameters"]
     assert all({"use_sim_time": True} in n.kwargs["parameters"] for n in nodes)
     nodes = _launch_nodes(monkeypatch, tmp_path, source="bag", bag="/b", use_sim_time="false")
@@ -196,7 +203,7 @@ def test_launch_file_plays_the_existing_simulator_demo_bag(monkeypatch, tmp_path
     demo = demo_bag_path()
     demo.mkdir(parents=True)
     (demo / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
-    nodes = _launch_nodes(monkeypatch, tmp_path, source="sim")
+    nodes = _launch_nodes(monkeypatch, tmp_path, source="sim", detector="false")
     assert [n.kwargs["executable"] for n in nodes] == ["bag_player_node", "fusion_node"]
     assert {"bag": str(demo), "loop": True} in nodes[0].kwargs["parameters"]
     assert all({"use_sim_time": True} in n.kwargs["parameters"] for n in nodes)
@@ -204,41 +211,60 @@ def test_launch_file_plays_the_existing_simulator_demo_bag(monkeypatch, tmp_path
         _launch_nodes(monkeypatch, tmp_path, source="bag")
 
 
-def test_detector_runs_after_fusion_only_when_asked_with_its_checkpoint():
-    assert "detector" not in [s.name for s in build_graph("sim_live")]
-    specs = build_graph("sim_live", detector=True, detector_checkpoint="/m/det.pt")
-    assert [s.name for s in specs] == ["sim_source", "fusion", "detector"]
-    assert specs[-1].executable == "detector_node"
-    assert specs[-1].parameters == {"checkpoint": "/m/det.pt"}
-    assert build_graph("sim_live", detector=True)[-1].parameters == {}
-    with pytest.raises(ConfigError, match="detector:=true"):
-        build_graph("sim_live", detector_checkpoint="/m/det.pt")
-    assert "detector" in load_params_file(ROOT / "launch" / "iphd_params.yaml")
+def test_detector_and_tracker_run_after_fusion_by_default_and_can_be_turned_off():
+    specs = build_graph("sim_live", detector_checkpoint="/m/det.pt", reid_checkpoint="/m/r.pt")
+    assert [s.name for s in specs] == ["sim_source", "fusion", "detector", "tracker"]
+    assert specs[2].executable == "detector_node" and specs[2].node_class == "DetectorNode"
+    assert specs[2].parameters == {"checkpoint": "/m/det.pt"}
+    assert specs[3].executable == "tracker_node" and specs[3].node_class == "TrackerNode"
+    assert specs[3].parameters == {"reid_checkpoint": "/m/r.pt"}
+    assert [s.parameters for s in build_graph("sim_live")[2:]] == [{}, {}]
+    assert [s.name for s in build_graph("sim_live", tracker=False)] == [
+        "sim_source", "fusion", "detector"
+    ]
+    # The tracker follows the detector's output: no detector, no tracker.
+    assert [s.name for s in build_graph("sim_live", detector=False)] == ["sim_source", "fusion"]
+    with pytest.raises(ConfigError, match="detector:=false"):
+        build_graph("sim_live", detector=False, detector_checkpoint="/m/det.pt")
+    with pytest.raises(ConfigError, match="tracker:=false"):
+        build_graph("sim_live", tracker=False, reid_checkpoint="/m/reid.pt")
+    params = load_params_file(ROOT / "launch" / "iphd_params.yaml")
+    assert "detector" in params and "tracker" in params
 
 
-def test_launch_file_adds_the_detector_with_its_checkpoint(monkeypatch, tmp_path):
+def test_launch_file_runs_the_detector_and_tracker_unless_turned_off(monkeypatch, tmp_path):
     nodes = _launch_nodes(
-        monkeypatch, tmp_path, source="sim_live", detector="true", detector_checkpoint="/m/d.pt"
+        monkeypatch, tmp_path, source="sim_live", detector_checkpoint="/m/d.pt",
+        reid_checkpoint="/m/r.pt",
     )
     assert [n.kwargs["executable"] for n in nodes] == [
-        "sim_source_node", "fusion_node", "detector_node"
+        "sim_source_node", "fusion_node", "detector_node", "tracker_node"
     ]
-    assert {"checkpoint": "/m/d.pt"} in nodes[-1].kwargs["parameters"]
+    assert {"checkpoint": "/m/d.pt"} in nodes[2].kwargs["parameters"]
+    assert {"reid_checkpoint": "/m/r.pt"} in nodes[3].kwargs["parameters"]
+    nodes = _launch_nodes(monkeypatch, tmp_path, source="sim_live", tracker="false")
+    assert [n.kwargs["executable"] for n in nodes][-1] == "detector_node"
+    nodes = _launch_nodes(monkeypatch, tmp_path, source="sim_live", detector="false")
+    assert [n.kwargs["executable"] for n in nodes] == ["sim_source_node", "fusion_node"]
+    with pytest.raises(ConfigError, match="detector:=false"):
+        _launch_nodes(
+            monkeypatch, tmp_path, source="sim_live", detector="false",
+            detector_checkpoint="/m/d.pt",
+        )
+
+
+def test_launch_file_starts_rviz_with_the_package_config_only_when_asked(monkeypatch, tmp_path):
     nodes = _launch_nodes(monkeypatch, tmp_path, source="sim_live")
-    assert "detector_node" not in [n.kwargs["executable"] for n in nodes]
-
-
-def test_tracker_follows_the_detector_and_takes_its_reid_checkpoint():
-    assert "tracker" not in [s.name for s in build_graph("sim_live", detector=True)]
-    specs = build_graph("sim_live", detector=True, tracker=True, reid_checkpoint="/m/reid.pt")
-    assert [s.name for s in specs] == ["sim_source", "fusion", "detector", "tracker"]
-    assert specs[-1].executable == "tracker_node" and specs[-1].node_class == "TrackerNode"
-    assert specs[-1].parameters == {"reid_checkpoint": "/m/reid.pt"}
-    assert build_graph("sim_live", detector=True, tracker=True)[-1].parameters == {}
-    with pytest.raises(ConfigError, match="detector:=true"):
-        build_graph("sim_live", tracker=True)
-    with pytest.raises(ConfigError, match="tracker:=true"):
-        build_graph("sim_live", detector=True, reid_checkpoint="/m/reid.pt")
+    assert "rviz2" not in [n.kwargs["executable"] for n in nodes]
+    nodes = _launch_nodes(
+        monkeypatch, tmp_path, source="sim_live", rviz="true", namespace="robot1",
+        use_sim_time="true",
+    )
+    rviz = nodes[-1].kwargs
+    assert (rviz["package"], rviz["executable"]) == ("rviz2", "rviz2")
+    assert rviz["arguments"] == ["-d", str(tmp_path / "launch" / "iphd.rviz")]
+    assert rviz["namespace"] == "robot1" and {"use_sim_time": True} in rviz["parameters"]
+    assert (ROOT / "launch" / "iphd.rviz").is_file()
 
 
 def test_shipped_params_file_sets_every_tracker_config_field():
@@ -251,14 +277,3 @@ def test_shipped_params_file_sets_every_tracker_config_field():
     for f in dataclasses.fields(TrackerConfig):
         assert tracker[f.name] == getattr(defaults, f.name), f.name
     assert tracker["reid_checkpoint"] == "" and tracker["publish_embeddings"] is False
-
-
-def test_launch_file_adds_the_tracker_with_its_reid_checkpoint(monkeypatch, tmp_path):
-    nodes = _launch_nodes(
-        monkeypatch, tmp_path, source="sim_live", detector="true", tracker="true",
-        reid_checkpoint="/m/r.pt",
-    )
-    assert [n.kwargs["executable"] for n in nodes][-2:] == ["detector_node", "tracker_node"]
-    assert {"reid_checkpoint": "/m/r.pt"} in nodes[-1].kwargs["parameters"]
-    with pytest.raises(ConfigError, match="detector:=true"):
-        _launch_nodes(monkeypatch, tmp_path, source="sim_live", tracker="true")

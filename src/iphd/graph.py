@@ -13,6 +13,13 @@ from iphd.errors import ConfigError
 
 SOURCES = ("live", "sim", "sim_live", "bag")
 PACKAGE = "iphd_bringup"
+# Topics each kind of node publishes (relative names; /diagnostics left out), for RViz and docs.
+SENSOR_TOPICS = (
+    "depth/image_raw", "depth/camera_info", "thermal/image_raw", "thermal/camera_info"
+)
+FUSION_TOPICS = ("thermal/registered", "/tf_static")
+DETECTOR_TOPICS = ("detections", "debug/image")
+TRACKER_TOPICS = ("tracks", "markers", "query/result")
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,7 @@ class NodeSpec:
         node_class: class name of the node in ``module``.
         parameters: parameters set by the graph itself, on top of the parameters file.
         remappings: (from, to) topic remappings.
+        publishes: topics the node publishes (before remapping; ``/diagnostics`` left out).
     """
 
     name: str
@@ -34,6 +42,7 @@ class NodeSpec:
     node_class: str
     parameters: Mapping[str, Any] = field(default_factory=dict)
     remappings: tuple[tuple[str, str], ...] = ()
+    publishes: tuple[str, ...] = ()
 
 
 def build_graph(
@@ -42,9 +51,9 @@ def build_graph(
     calibration_file: str = "",
     playback_file: str = "",
     bag: str = "",
-    detector: bool = False,
+    detector: bool = True,
     detector_checkpoint: str = "",
-    tracker: bool = False,
+    tracker: bool = True,
     reid_checkpoint: str = "",
 ) -> tuple[NodeSpec, ...]:
     """Return the nodes to start for ``source``.
@@ -59,18 +68,18 @@ def build_graph(
         playback_file: a librealsense recording the D435 driver plays instead of a camera
             (``live`` source only).
         bag: the rosbag2 folder (or .db3/.mcap file) to play (``bag`` source only).
-        detector: also start the person detector on fusion's output.
+        detector: start the person detector on fusion's output (off = fusion only).
         detector_checkpoint: the detector's checkpoint; empty = the shipped model (or the
             parameters file's ``checkpoint``).
-        tracker: also start the person tracker on the detector's output (needs ``detector``).
+        tracker: start the person tracker on the detector's output (needs ``detector``; off
+            = no tracks). With ``detector`` off the tracker is left out as well.
         reid_checkpoint: the tracker's depth re-ID embedder; empty = the shipped one (or the
             parameters file's ``reid_checkpoint``), ``none`` = track without appearance.
 
     Raises:
         ConfigError: unknown source, a playback file with a non-live source, a bag source
             without a bag, a bag with another source, a detector checkpoint without the
-            detector, the tracker without the detector, or a re-ID checkpoint without the
-            tracker.
+            detector, or a re-ID checkpoint without the tracker.
     """
     if source not in SOURCES:
         raise ConfigError(f"unknown source '{source}'; choose one of {', '.join(SOURCES)}")
@@ -84,24 +93,31 @@ def build_graph(
         raise ConfigError(f"a bag ({bag}) is only played with source:=bag, not source:={source}")
     if detector_checkpoint and not detector:
         raise ConfigError(
-            f"a detector checkpoint ({detector_checkpoint}) needs the detector: pass "
-            "detector:=true"
+            f"a detector checkpoint ({detector_checkpoint}) needs the detector: drop "
+            "detector:=false"
         )
-    if tracker and not detector:
-        raise ConfigError(
-            "the tracker follows the detector's output: pass detector:=true with tracker:=true"
-        )
+    # The tracker only follows the detector: turning the detector off turns it off too.
+    tracker = tracker and detector
     if reid_checkpoint and not tracker:
         raise ConfigError(
-            f"a re-ID checkpoint ({reid_checkpoint}) is for the tracker: pass tracker:=true"
+            f"a re-ID checkpoint ({reid_checkpoint}) is for the tracker: drop tracker:=false "
+            "(and detector:=false)"
         )
     common: dict[str, Any] = {"calibration_file": calibration_file} if calibration_file else {}
     nodes: list[NodeSpec] = []
     if source == "live":
         d435_params: dict[str, Any] = {"playback_file": playback_file} if playback_file else {}
-        nodes.append(NodeSpec("d435", "d435_node", "iphd.ros.d435_node", "D435Node", d435_params))
         nodes.append(
-            NodeSpec("lepton", "lepton_node", "iphd.ros.lepton_node", "LeptonNode", common)
+            NodeSpec(
+                "d435", "d435_node", "iphd.ros.d435_node", "D435Node", d435_params,
+                publishes=SENSOR_TOPICS[:2],
+            )
+        )
+        nodes.append(
+            NodeSpec(
+                "lepton", "lepton_node", "iphd.ros.lepton_node", "LeptonNode", common,
+                publishes=SENSOR_TOPICS[2:],
+            )
         )
     elif source in ("bag", "sim"):
         if source == "sim":
@@ -113,29 +129,36 @@ def build_graph(
         nodes.append(
             NodeSpec(
                 "bag_player", "bag_player_node", "iphd.ros.bag_player_node", "BagPlayerNode",
-                player,
+                player, publishes=SENSOR_TOPICS,
             )
         )
     else:
         nodes.append(
             NodeSpec(
-                "sim_source", "sim_source_node", "iphd.ros.sim_source_node", "SimSourceNode", common
+                "sim_source", "sim_source_node", "iphd.ros.sim_source_node", "SimSourceNode",
+                common, publishes=SENSOR_TOPICS,
             )
         )
-    nodes.append(NodeSpec("fusion", "fusion_node", "iphd.ros.fusion_node", "FusionNode", common))
+    nodes.append(
+        NodeSpec(
+            "fusion", "fusion_node", "iphd.ros.fusion_node", "FusionNode", common,
+            publishes=FUSION_TOPICS,
+        )
+    )
     if detector:
         detector_params = {"checkpoint": detector_checkpoint} if detector_checkpoint else {}
         nodes.append(
             NodeSpec(
                 "detector", "detector_node", "iphd.ros.detector_node", "DetectorNode",
-                detector_params,
+                detector_params, publishes=DETECTOR_TOPICS,
             )
         )
     if tracker:
         tracker_params = {"reid_checkpoint": reid_checkpoint} if reid_checkpoint else {}
         nodes.append(
             NodeSpec(
-                "tracker", "tracker_node", "iphd.ros.tracker_node", "TrackerNode", tracker_params
+                "tracker", "tracker_node", "iphd.ros.tracker_node", "TrackerNode",
+                tracker_params, publishes=TRACKER_TOPICS,
             )
         )
     return tuple(nodes)

@@ -2,7 +2,7 @@ import cv2
 import pytest
 
 from iphd.errors import ConfigError
-from iphd.ros.runner import main, run_graph
+from iphd.ros.runner import main, run_graph, status_line
 
 
 @pytest.mark.slow
@@ -11,6 +11,7 @@ def test_sim_live_graph_pairs_and_registers_in_one_process(tmp_path):
         "sim_live",
         4.0,
         snapshot=tmp_path / "fusion.png",
+        detector=False,
         overrides={"sim_source": {"depth_profile": "depth_424x240"}},
     )
     stats = result.stats
@@ -29,7 +30,7 @@ def test_sim_source_generates_the_demo_bag_once_then_replays_it(monkeypatch, tmp
     monkeypatch.setenv("IPHD_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(demo, "DEMO_DURATION_S", 3.0)
     monkeypatch.setattr(demo, "DEMO_PROFILE", "aligned_424x240")
-    result = run_graph("sim", 8.0, snapshot=tmp_path / "fusion.png")
+    result = run_graph("sim", 8.0, snapshot=tmp_path / "fusion.png", detector=False)
     bag = demo.demo_bag_path()
     assert (bag / "metadata.yaml").is_file()
     stats = result.stats
@@ -74,7 +75,10 @@ def _write_rig_bag(path, seconds: float = 1.5) -> int:
 
 def test_bag_graph_plays_the_bag_registers_thermal_and_ends_with_the_bag(tmp_path):
     frames = _write_rig_bag(tmp_path / "bag")
-    result = run_graph("bag", 30.0, bag=str(tmp_path / "bag"), snapshot=tmp_path / "fusion.png")
+    result = run_graph(
+        "bag", 30.0, bag=str(tmp_path / "bag"), snapshot=tmp_path / "fusion.png", detector=False
+    )
+    assert set(result.nodes) == {"bag_player", "fusion"}
     assert result.duration_s < 10.0  # ended with the bag, not at the 30 s limit
     assert result.player_stats["finished"] and result.player_stats["published"] > 2 * frames
     stats = result.stats
@@ -96,3 +100,96 @@ def test_runner_bag_source_needs_a_bag_and_a_bag_needs_the_bag_source(tmp_path, 
     assert "only played with source:=bag" in capsys.readouterr().err
     assert main(["--bag", str(tmp_path / "missing"), "--duration", "1"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_detector(tmp_path_factory):
+    """A small untrained detector that scores everything (so every pair gives detections)."""
+    import torch
+
+    from iphd.detection.detector import save_checkpoint
+    from iphd.detection.model import DetectorConfig, FusionDetector
+    from iphd.normalize import NormalizeConfig
+
+    torch.manual_seed(0)
+    model = FusionDetector(
+        DetectorConfig(
+            backbone_depth=18, backbone_width=8, head_channels=8, input_size=(64, 112),
+            score_threshold=0.0,
+        )
+    )
+    return save_checkpoint(
+        tmp_path_factory.mktemp("model") / "tiny.pt", model, NormalizeConfig(out_size=(112, 64))
+    )
+
+
+def _params_file(tmp_path, score_threshold: float):
+    import yaml
+
+    from iphd.ros.common import package_file
+
+    params = yaml.safe_load(package_file("launch/iphd_params.yaml").read_text())
+    params["detector"]["ros__parameters"].update(score_threshold=score_threshold, threads=1)
+    # The untrained detector's scores are low and its boxes rarely confirm a track.
+    params["tracker"]["ros__parameters"].update(publish_tentative=True, min_score_new=0.0)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_default_graph_detects_and_tracks_and_the_summary_says_so(
+    tmp_path, tiny_detector, capsys
+):
+    _write_rig_bag(tmp_path / "bag", seconds=2.0)
+    argv = [
+        "--bag", str(tmp_path / "bag"), "--duration", "30", "--out", str(tmp_path / "out"),
+        "--detector-checkpoint", str(tiny_detector), "--reid-checkpoint", "none",
+        "--params-file", str(_params_file(tmp_path, 0.0)), "--log-level", "error",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    detector = next(x for x in out.splitlines() if x.strip().startswith("detector ("))
+    arrays = int(detector.split("):")[1].split()[0])
+    detections = int(detector.split("published with ")[1].split()[0])
+    assert arrays > 5 and detections >= arrays  # score threshold 0: people in every pair
+    tracker = next(x for x in out.splitlines() if x.strip().startswith("tracker ("))
+    assert "track ids created" in tracker and "confirmed at once" in tracker
+    tracked = int(tracker.split("):")[1].split()[0])
+    received = int(tracker.split(" track arrays for ")[1].split()[0])
+    # DDS discovery may lose the first arrays on a loaded machine; after that, one track array
+    # per detections array (the last may still be in flight when the run stops)
+    assert 0 < received <= arrays and received - 1 <= tracked <= received
+
+
+def test_status_line_shows_people_in_view_tracks_and_latencies(tmp_path, tiny_detector):
+    _write_rig_bag(tmp_path / "bag", seconds=2.0)
+    result = run_graph(
+        "bag", 30.0, bag=str(tmp_path / "bag"), detector_checkpoint=str(tiny_detector),
+        reid_checkpoint="none", params_file=_params_file(tmp_path, 0.0), log_level="error",
+    )
+    assert set(result.nodes) == {"bag_player", "fusion", "detector", "tracker"}
+    detector, tracker = result.detector_stats, result.tracker_stats
+    assert detector["detections_published"] >= detector["published"] > 5
+    assert detector["detections_last"] > 0
+    assert tracker["tracks_confirmed_max"] >= tracker["tracks_confirmed"]
+    assert tracker["tracker_created"] > 0
+    assert tracker["tracks_published"] >= tracker["tracker_created"]
+    line = status_line(result.nodes, 1.0)
+    people = int(line.split("people")[1].split("|")[0])
+    assert people == detector["detections_last"]
+    assert "confirmed tracks" in line and "detector" in line and " ms" in line.split("tracker")[-1]
+
+
+def test_run_fails_when_the_detector_publishes_nothing(tmp_path, capsys):
+    _write_rig_bag(tmp_path / "bag", seconds=1.0)
+    argv = [
+        "--bag", str(tmp_path / "bag"), "--duration", "30", "--out", str(tmp_path / "out"),
+        "--detector-checkpoint", str(tmp_path / "missing.pt"), "--no-tracker",
+        "--log-level", "error",
+    ]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "registered images published" in captured.out
+    assert "detector published no detections" in captured.err
+    # The same bag without the detector is a success: fusion registered thermal.
+    assert main(argv[:6] + ["--no-detector", "--log-level", "error"]) == 0

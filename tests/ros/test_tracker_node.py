@@ -334,10 +334,11 @@ def test_diagnostics_report_rates_latency_and_an_error_when_detections_stop(
 
 
 def test_runner_starts_the_tracker_after_the_detector(tmp_path, capsys):
-    assert run_main(["--source", "sim_live", "--tracker", "--duration", "1"]) == 2
-    assert "detector:=true" in capsys.readouterr().err
+    no_tracker = ["--no-detector", "--reid-checkpoint", "none", "--duration", "1"]
+    assert run_main(["--source", "sim_live", *no_tracker]) == 2
+    assert "tracker:=false" in capsys.readouterr().err
     argv = [
-        "--source", "sim_live", "--detector", "--tracker", "--reid-checkpoint", "none",
+        "--source", "sim_live", "--reid-checkpoint", "none",
         "--duration", "5", "--out", str(tmp_path), "--log-level", "error",
     ]
     assert run_main(argv) == 0

@@ -13,6 +13,7 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
@@ -22,6 +23,13 @@ from iphd.graph import PACKAGE
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 LEVELS = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN, "ERROR": DiagnosticStatus.ERROR}
+# A sensor stream counts as stopped after this long without a message. Diagnostics check their
+# level every WATCH_PERIOD_S and publish at once when it changes, so a stop shows as ERROR
+# within STREAM_TIMEOUT_S + WATCH_PERIOD_S (under 1 s) of the last message, whatever the period.
+STREAM_TIMEOUT_S = 0.6
+WATCH_PERIOD_S = 0.1
+# At most one warning per kind of dropped input in this period (the diagnostics count them all).
+DROP_WARNING_PERIOD_S = 5.0
 
 
 def declare(node: Node, name: str, default: Any, description: str) -> Any:
@@ -105,6 +113,72 @@ def diagnostic_array(
     )
     status.values = [KeyValue(key=str(k), value=_fmt(v)) for k, v in values.items()]
     return DiagnosticArray(header=_stamp_header(node), status=[status])
+
+
+class DiagnosticsReporter:
+    """Publishes a node's one-status ``/diagnostics`` every ``period_s`` and on level changes.
+
+    ``status(values)`` turns the node's ``stats()`` into ``(level, message)``; it is evaluated
+    every ``WATCH_PERIOD_S`` so a stopped stream (ERROR) or its return (OK) is reported at once
+    instead of at the next period. Both timers run on the steady clock: with ``use_sim_time``
+    the report goes on while ``/clock`` stops or jumps back (a paused or looping bag).
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        name: str,
+        period_s: float,
+        stats: Callable[[], dict[str, Any]],
+        status: Callable[[dict[str, Any]], tuple[str, str]],
+    ) -> None:
+        self._node = node
+        self._name = name
+        self._stats = stats
+        self._status = status
+        self.level: str | None = None
+        self._pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._clock = Clock(clock_type=ClockType.STEADY_TIME)
+        node.create_timer(float(period_s), self.publish, clock=self._clock)
+        node.create_timer(WATCH_PERIOD_S, self._watch, clock=self._clock)
+
+    def publish(self) -> None:
+        """Publish the current status now."""
+        values = self._stats()
+        level, message = self._status(values)
+        self.level = level
+        self._pub.publish(diagnostic_array(self._node, self._name, level, message, values))
+
+    def _watch(self) -> None:
+        if self._status(self._stats())[0] != self.level:
+            self.publish()
+
+
+class DropWarnings:
+    """Logs a warning for dropped input at most once per kind every ``period_s``.
+
+    Throttling per kind (not per call site, as rclpy's ``throttle_duration_sec`` does) keeps a
+    flood of one kind of bad message from hiding another kind.
+    """
+
+    def __init__(self, node: Node, period_s: float = DROP_WARNING_PERIOD_S) -> None:
+        self._logger = node.get_logger()
+        self._period_s = period_s
+        self._last: dict[str, float] = {}
+        self._since: dict[str, int] = {}
+
+    def __call__(self, kind: str, message: str) -> None:
+        """Count one dropped input of ``kind``; log ``message`` unless one was logged lately."""
+        now = time.monotonic()
+        self._since[kind] = self._since.get(kind, 0) + 1
+        last = self._last.get(kind)
+        if last is not None and now - last < self._period_s:
+            return
+        hidden = self._since[kind] - 1
+        self._last[kind] = now
+        self._since[kind] = 0
+        note = f" ({hidden} more of this kind since the last warning)" if hidden else ""
+        self._logger.warning(message + note)
 
 
 def _fmt(value: Any) -> str:

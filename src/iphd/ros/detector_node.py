@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
 from iphd_msgs.msg import PersonDetectionArray
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
@@ -25,7 +24,14 @@ from iphd.detections import (
 from iphd.errors import IphdError
 from iphd.fusion import depth_to_mm
 from iphd.ros import qos
-from iphd.ros.common import RateMeter, declare, diagnostic_array, spin_node
+from iphd.ros.common import (
+    STREAM_TIMEOUT_S,
+    DiagnosticsReporter,
+    DropWarnings,
+    RateMeter,
+    declare,
+    spin_node,
+)
 from iphd.ros.conversions import (
     array_to_image,
     camera_info_to_intrinsics,
@@ -33,12 +39,15 @@ from iphd.ros.conversions import (
     image_to_array,
     stamp_to_ns,
 )
-from iphd.ros.fusion_node import DEPTH_ENCODINGS, STREAM_TIMEOUT_S
+from iphd.ros.fusion_node import DEPTH_ENCODINGS
 from iphd.sensors.frames import CameraIntrinsics
 
 REGISTERED_ENCODINGS = ("16UC1", "mono16")
 #: Reasons a pair can be dropped between pairing and publishing.
 PAIR_DROP_REASONS = ("queue_full", "stale", "inference_error")
+# A pair that waited this long for inference is dropped (``stale``): its detections would be
+# too old to track.
+STALE_PAIR_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,10 @@ class DetectorNode(Node):
         self._registered_rate = RateMeter()
         self._published_rate = RateMeter()
         self._published = 0
+        self._detections_published = 0
+        self._detections_last = 0
         self._resets_seen = 0
+        self._warn_drop = DropWarnings(self)
         self._waiting_for_info = 0
         self._stage_ms: dict[str, deque[float]] = {
             k: deque(maxlen=200) for k in ("pairing_wait", "queue_wait", "inference", "publish")
@@ -134,7 +146,9 @@ class DetectorNode(Node):
 
         self._pub = self.create_publisher(PersonDetectionArray, "detections", qos.RESULT_PUB)
         self._debug_pub = self.create_publisher(Image, "debug/image", qos.RESULT_PUB)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.diagnostics = DiagnosticsReporter(
+            self, "detector", float(period), self.stats, self._status
+        )
         self.create_subscription(
             Image,
             "depth/image_raw",
@@ -152,7 +166,6 @@ class DetectorNode(Node):
             qos.SENSOR_SUB,
             event_callbacks=qos.warn_on_incompatible_qos(self, "thermal/registered"),
         )
-        self.create_timer(float(period), self._publish_diagnostics)
         if self.detector is not None:
             self._thread = threading.Thread(
                 target=self._work, name="detector_inference", daemon=True
@@ -245,7 +258,7 @@ class DetectorNode(Node):
     def _process(self, job: _Job) -> None:
         assert self.config is not None
         start = time.monotonic()
-        if start - job.paired_s > STREAM_TIMEOUT_S:
+        if start - job.paired_s > STALE_PAIR_S:
             self._count(self._dropped, "stale")
             return
         depth, registered = job.pair.depth, job.pair.registered
@@ -275,6 +288,8 @@ class DetectorNode(Node):
             self._stage_ms["inference"].append((inferred - start) * 1e3)
             self._stage_ms["publish"].append((done - inferred) * 1e3)
             self._per_frame.append(len(people))
+            self._detections_last = len(people)
+            self._detections_published += len(people)
             self._published += 1
             self._published_rate.tick()
 
@@ -306,7 +321,7 @@ class DetectorNode(Node):
     def _drop(self, kind: str, message: str) -> None:
         self._count(self._errors, kind)
         self._last_error = message
-        self.get_logger().warning(message, throttle_duration_sec=5.0)
+        self._warn_drop(kind, message)
 
     @property
     def published(self) -> int:
@@ -322,6 +337,8 @@ class DetectorNode(Node):
             per_frame = list(self._per_frame)
             stage_ms = {k: list(v) for k, v in self._stage_ms.items()}
             published = self._published
+            detections = self._detections_published
+            detections_last = self._detections_last
             published_rate = self._published_rate.rate_hz()
         values: dict[str, Any] = {
             "model": self.config.checkpoint_path if self.config else "",
@@ -336,6 +353,8 @@ class DetectorNode(Node):
             "registered_frames": self._registered_rate.count,
             "pairs": s.pairs,
             "published": published,
+            "detections_published": detections,
+            "detections_last": detections_last,
             "pairing_resets": s.resets,
             "depth_unpaired": s.depth_unpaired,
             "depth_dropped_before_camera_info": self._waiting_for_info,
@@ -352,24 +371,23 @@ class DetectorNode(Node):
         values.update({f"errors_{k}": v for k, v in errors.items()})
         return values
 
-    def _publish_diagnostics(self) -> None:
-        values = self.stats()
-        level, message = "OK", "detecting"
+    def _status(self, values: dict[str, Any]) -> tuple[str, str]:
         if self.detector is None:
-            level, message = "ERROR", self._last_error
-        elif self._registered_rate.age_s() > STREAM_TIMEOUT_S:
-            level, message = "ERROR", (
-                f"no thermal/registered for over {STREAM_TIMEOUT_S:g} s (is fusion running?)"
+            return "ERROR", self._last_error
+        if self._registered_rate.age_s() > STREAM_TIMEOUT_S:
+            return "ERROR", (
+                f"no thermal/registered for over {STREAM_TIMEOUT_S:g} s (is fusion running? is "
+                "thermal/image_raw coming?)"
             )
-        elif self._depth_rate.age_s() > STREAM_TIMEOUT_S:
-            level, message = "ERROR", f"no depth/image_raw for over {STREAM_TIMEOUT_S:g} s"
-        elif self._depth_info is None:
-            level, message = "ERROR", "no depth/camera_info received"
-        elif self._errors:
+        if self._depth_rate.age_s() > STREAM_TIMEOUT_S:
+            return "ERROR", f"no depth/image_raw for over {STREAM_TIMEOUT_S:g} s"
+        if self._depth_info is None:
+            return "ERROR", "no depth/camera_info received"
+        if self._errors:
             # Queue drops are not listed here: a model slower than the thermal rate skips
             # pairs by design (see pairs_dropped_queue_full).
-            level, message = "WARN", f"input errors: {self._last_error}"
-        self._diag_pub.publish(diagnostic_array(self, "detector", level, message, values))
+            return "WARN", f"input errors: {self._last_error}"
+        return "OK", "detecting"
 
 
 def main(args: list[str] | None = None) -> None:

@@ -7,7 +7,6 @@ from collections import deque
 from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -15,7 +14,15 @@ from iphd.calibration import RigCalibration, load_calibration
 from iphd.errors import IphdError
 from iphd.fusion import FusionConfig, FusionPipeline, depth_to_mm
 from iphd.ros import qos
-from iphd.ros.common import RateMeter, declare, diagnostic_array, package_file, spin_node
+from iphd.ros.common import (
+    STREAM_TIMEOUT_S,
+    DiagnosticsReporter,
+    DropWarnings,
+    RateMeter,
+    declare,
+    package_file,
+    spin_node,
+)
 from iphd.ros.conversions import (
     array_to_image,
     camera_info_to_intrinsics,
@@ -28,8 +35,6 @@ from iphd.sync import Pair, SyncConfig, Synchronizer
 
 DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
 THERMAL_ENCODINGS = ("16UC1", "mono16")
-# A stream counts as stopped after this long without a message (diagnostics go to ERROR).
-STREAM_TIMEOUT_S = 1.0
 
 
 class FusionNode(Node):
@@ -69,6 +74,7 @@ class FusionNode(Node):
         self._published = 0
         self._waiting_for_info = 0
         self._resets_seen = 0
+        self._warn_drop = DropWarnings(self)
         self.calibration: RigCalibration | None = None
         self.pipeline: FusionPipeline | None = None
         self.sync: Synchronizer[DepthFrame, ThermalFrame] | None = None
@@ -96,7 +102,9 @@ class FusionNode(Node):
             self._fail("calibration", f"{exc}; thermal/registered will not be published")
 
         self._pub = self.create_publisher(Image, "thermal/registered", qos.RESULT_PUB)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.diagnostics = DiagnosticsReporter(
+            self, "fusion", float(period), self.stats, self._status
+        )
         self.create_subscription(
             Image,
             "depth/image_raw",
@@ -117,7 +125,6 @@ class FusionNode(Node):
         self.create_subscription(
             CameraInfo, "thermal/camera_info", self._on_thermal_info, qos.SENSOR_SUB
         )
-        self.create_timer(float(period), self._publish_diagnostics)
         if publish_tf and self.calibration is not None:
             self._publish_static_tf(self.calibration)
 
@@ -165,7 +172,7 @@ class FusionNode(Node):
             self.pipeline.check_depth(frame)
         except IphdError as exc:
             # Dropped before pairing, so a bad frame never takes a thermal frame's partner.
-            self._fail("bad_depth", f"depth frame dropped: {exc}")
+            self._drop("bad_depth", f"depth frame dropped: {exc}")
             return
         self._handle(self.sync.push_depth(frame.stamp_ns, frame))
 
@@ -182,7 +189,7 @@ class FusionNode(Node):
             )
             self.pipeline.check_thermal(frame)
         except IphdError as exc:
-            self._fail("bad_thermal", f"thermal frame dropped: {exc}")
+            self._drop("bad_thermal", f"thermal frame dropped: {exc}")
             return
         self._handle(self.sync.push_thermal(frame.stamp_ns, frame))
 
@@ -201,7 +208,7 @@ class FusionNode(Node):
             try:
                 registered_ck = self.pipeline.process(pair.depth, pair.thermal)
             except IphdError as exc:
-                self._fail(
+                self._drop(
                     "bad_pair", f"pair at depth stamp {pair.depth_stamp_ns} ns dropped: {exc}"
                 )
                 continue
@@ -221,6 +228,12 @@ class FusionNode(Node):
         self._errors[kind] = self._errors.get(kind, 0) + 1
         self._last_error = message
         self.get_logger().error(message, throttle_duration_sec=5.0)
+
+    def _drop(self, kind: str, message: str) -> None:
+        """Count a dropped input message and warn (throttled per kind)."""
+        self._errors[kind] = self._errors.get(kind, 0) + 1
+        self._last_error = message
+        self._warn_drop(kind, message)
 
     @property
     def published(self) -> int:
@@ -257,22 +270,20 @@ class FusionNode(Node):
         values.update({f"errors_{k}": v for k, v in self._errors.items()})
         return values
 
-    def _publish_diagnostics(self) -> None:
-        values = self.stats()
-        level, message = "OK", "pairing and registering"
+    def _status(self, values: dict[str, Any]) -> tuple[str, str]:
         if self.calibration is None:
-            level, message = "ERROR", self._last_error
-        elif self._thermal_rate.age_s() > STREAM_TIMEOUT_S:
-            level, message = "ERROR", "no thermal/image_raw for over 1 s"
-        elif self._depth_rate.age_s() > STREAM_TIMEOUT_S:
-            level, message = "ERROR", "no depth/image_raw for over 1 s"
-        elif self._depth_info is None:
-            level, message = "ERROR", "no depth/camera_info received"
-        elif values.get("thermal_drop_fraction", 0.0) > 0.01:
-            level, message = "WARN", "more than 1 % of thermal frames found no depth partner"
-        elif self._errors:
-            level, message = "WARN", f"input errors: {self._last_error}"
-        self._diag_pub.publish(diagnostic_array(self, "fusion", level, message, values))
+            return "ERROR", self._last_error
+        if self._thermal_rate.age_s() > STREAM_TIMEOUT_S:
+            return "ERROR", f"no thermal/image_raw for over {STREAM_TIMEOUT_S:g} s"
+        if self._depth_rate.age_s() > STREAM_TIMEOUT_S:
+            return "ERROR", f"no depth/image_raw for over {STREAM_TIMEOUT_S:g} s"
+        if self._depth_info is None:
+            return "ERROR", "no depth/camera_info received"
+        if values.get("thermal_drop_fraction", 0.0) > 0.01:
+            return "WARN", "more than 1 % of thermal frames found no depth partner"
+        if self._errors:
+            return "WARN", f"input errors: {self._last_error}"
+        return "OK", "pairing and registering"
 
     def _publish_static_tf(self, calibration: RigCalibration) -> None:
         try:

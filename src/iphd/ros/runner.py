@@ -130,9 +130,9 @@ def run_graph(
     snapshot: Path | None = None,
     progress: bool = False,
     overrides: dict[str, dict[str, Any]] | None = None,
-    detector: bool = False,
+    detector: bool = True,
     detector_checkpoint: str = "",
-    tracker: bool = False,
+    tracker: bool = True,
     reid_checkpoint: str = "",
 ) -> RunResult:
     """Run the graph for ``duration_s`` seconds in this process and return what it did.
@@ -219,16 +219,42 @@ def run_graph(
 
 
 def _report(nodes: dict[str, Node], elapsed_s: float) -> None:
+    print(status_line(nodes, elapsed_s), flush=True)
+
+
+def status_line(nodes: dict[str, Node], elapsed_s: float) -> str:
+    """The runner's periodic one-line status: rates, pairs, people in view, tracks, latencies."""
+    parts = [f"[{elapsed_s:5.1f} s]"]
     fusion = nodes.get("fusion")
-    if fusion is None or not hasattr(fusion, "stats"):
-        return
-    s = fusion.stats()
-    print(
-        f"[{elapsed_s:5.1f} s] depth {s['depth_rate_hz']:4.1f} Hz | thermal "
-        f"{s['thermal_rate_hz']:4.1f} Hz | pairs {s.get('pairs', 0):4d} | registered "
-        f"{s['published']:4d} | fusion {s.get('process_ms_mean', 0.0):5.1f} ms",
-        flush=True,
-    )
+    if fusion is not None and hasattr(fusion, "stats"):
+        s = fusion.stats()
+        parts += [
+            f"depth {s['depth_rate_hz']:4.1f} Hz",
+            f"thermal {s['thermal_rate_hz']:4.1f} Hz",
+            f"pairs {s.get('pairs', 0):4d}",
+            f"registered {s['published']:4d}",
+            f"fusion {s.get('process_ms_mean', 0.0):5.1f} ms",
+        ]
+    detector = nodes.get("detector")
+    if detector is not None and hasattr(detector, "stats"):
+        d = detector.stats()
+        parts += [
+            f"people {d.get('detections_last', 0):2d}",
+            f"detector {d.get('inference_ms_mean', 0.0):6.1f} ms",
+        ]
+    tracker = nodes.get("tracker")
+    if tracker is not None and hasattr(tracker, "stats"):
+        t = tracker.stats()
+        parts += [
+            f"confirmed tracks {t.get('tracks_confirmed', 0):2d}",
+            f"tracker {_tracker_latency_ms(t):5.1f} ms",
+        ]
+    return " | ".join(parts)
+
+
+def _tracker_latency_ms(stats: dict[str, Any]) -> float:
+    """Median embedding + tracking time of one detections frame, ms."""
+    return float(stats.get("embedding_ms_p50", 0.0)) + float(stats.get("tracking_ms_p50", 0.0))
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -263,14 +289,20 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="nodes follow /clock (default: on for sources bag and sim, off otherwise)",
     )
     p.add_argument(
-        "--detector", action="store_true", help="also run the person detector on fusion's output"
+        "--detector",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the person detector on fusion's output (default: on; --no-detector = fusion "
+        "only, which also leaves the tracker out)",
     )
     p.add_argument(
         "--detector-checkpoint", default="", help="detector .pt (default: the shipped model)"
     )
     p.add_argument(
-        "--tracker", action="store_true",
-        help="also run the person tracker on the detector's output (needs --detector)",
+        "--tracker",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the person tracker on the detector's output (default: on)",
     )
     p.add_argument(
         "--reid-checkpoint", default="",
@@ -341,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     if d:
         print(
             f"  detector ({d['model']}, {d['device']}): {d['pairs']} pairs, {d['published']} "
-            f"detection arrays published"
+            f"detection arrays published with {d.get('detections_published', 0)} detections"
             + (f", {d['inference_ms_mean']:.1f} ms inference mean" if "inference_ms_mean" in d
                else "")
         )
@@ -349,12 +381,34 @@ def main(argv: list[str] | None = None) -> int:
     if t:
         print(
             f"  tracker (re-ID {t['reid_model']}, {t['device']}): {t['published']} track arrays "
-            f"published, {t.get('tracker_created', 0)} tracks created, "
-            f"{t.get('tracker_reidentified', 0)} re-identified"
+            f"for {t.get('detections_received', 0)} detection arrays received, published with {t.get('tracks_published', 0)} tracks, at most "
+            f"{t.get('tracks_confirmed_max', 0)} confirmed at once, "
+            f"{t.get('tracker_created', 0)} track ids created, "
+            f"{t.get('tracker_reidentified', 0)} re-identified, "
+            f"{_tracker_latency_ms(t):.1f} ms per frame (median)"
         )
     if result.snapshot:
         print(f"  wrote {result.snapshot}")
-    return 0 if s.get("published", 0) > 0 else 1
+    return exit_status(result)
+
+
+def exit_status(result: RunResult) -> int:
+    """Return the run's exit status and say why on stderr when it is not 0.
+
+    1 when no registered thermal image was published, or when the detector ran but published
+    no detections array; 0 otherwise.
+    """
+    if result.stats.get("published", 0) == 0:
+        print("iphd-run: no registered thermal image was published", file=sys.stderr)
+        return 1
+    if "detector" in result.nodes and result.detector_stats.get("published", 0) == 0:
+        print(
+            "iphd-run: the detector published no detections (see its diagnostics or log: "
+            "checkpoint, device)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

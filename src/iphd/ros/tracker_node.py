@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
 from iphd_msgs.msg import PersonDetectionArray, PersonTrackArray, TrackQueryResult
 from rclpy.node import Node
 from sensor_msgs.msg import Image
@@ -21,14 +20,15 @@ from iphd.fusion import depth_to_mm
 from iphd.reid.extractor import FeatureExtractor
 from iphd.ros import qos
 from iphd.ros.common import (
+    DiagnosticsReporter,
+    DropWarnings,
     RateMeter,
     declare,
-    diagnostic_array,
     forward_library_logs,
     spin_node,
 )
 from iphd.ros.conversions import image_to_array, stamp_to_ns
-from iphd.ros.fusion_node import DEPTH_ENCODINGS, STREAM_TIMEOUT_S
+from iphd.ros.fusion_node import DEPTH_ENCODINGS
 from iphd.ros.tracking_msgs import (
     DetectionFrame,
     detections_from_msg,
@@ -56,6 +56,9 @@ from iphd.tracking.tracker import (
 )
 
 QUERY_ENCODINGS = ("rgb8", "bgr8")
+# Detections come at the detector's pace, slower than the sensors' on a CPU: a longer silence
+# than the sensor streams' STREAM_TIMEOUT_S before depth or detections count as stopped.
+SILENCE_S = 1.0
 #: What each TrackerConfig field means, for the parameter descriptions (units as in the names).
 TRACKER_PARAMETERS = {
     "up_axis": "tracking-frame axis pointing up: -y (optical frame), z (odom/map), y, -z, x, -x",
@@ -148,12 +151,15 @@ class TrackerNode(Node):
         self._depth_rate = RateMeter()
         self._tracks_rate = RateMeter()
         self._published = 0
+        self._tracks_published = 0
+        self._confirmed_max = 0
         self._clock_jumps = 0
         self._queue_dropped = 0
         self._started_ns = time.monotonic_ns()
         self._without_depth = 0
         self._queries = 0
         self._frame_warned = False
+        self._warn_drop = DropWarnings(self)
         self._frame_id = self._tracking_frame
         self._pair_lock = threading.Lock()
         self.pairing: DepthPairing[_Depth, DetectionFrame] = DepthPairing()
@@ -179,7 +185,7 @@ class TrackerNode(Node):
         self._tracks_pub = self.create_publisher(PersonTrackArray, "tracks", qos.RESULT_PUB)
         self._markers_pub = self.create_publisher(MarkerArray, "markers", qos.RESULT_PUB)
         self._query_pub = self.create_publisher(TrackQueryResult, "query/result", qos.RESULT_PUB)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.diagnostics = DiagnosticsReporter(self, "tracker", period, self.stats, self._status)
         self.create_subscription(
             PersonDetectionArray, "detections", self._on_detections, qos.SENSOR_SUB,
             event_callbacks=qos.warn_on_incompatible_qos(self, "detections"),
@@ -191,7 +197,6 @@ class TrackerNode(Node):
                 event_callbacks=qos.warn_on_incompatible_qos(self, "depth/image_raw"),
             )
         self.create_subscription(Image, "query/image", self._on_query, 10)
-        self.create_timer(period, self._publish_diagnostics)
         self._thread = threading.Thread(target=self._work, name="tracker_worker", daemon=True)
         self._thread.start()
 
@@ -312,9 +317,9 @@ class TrackerNode(Node):
                 self._drop("tracking", f"detections at stamp {item.stamp_ns} ns dropped: {exc}")
 
     def _depth_silent(self) -> bool:
-        """No depth frame for STREAM_TIMEOUT_S (counted from start-up until the first one)."""
+        """No depth frame for SILENCE_S (counted from start-up until the first one)."""
         last_ns = self._depth_rate.last_ns or self._started_ns
-        return time.monotonic_ns() - last_ns > STREAM_TIMEOUT_S * 1e9
+        return time.monotonic_ns() - last_ns > SILENCE_S * 1e9
 
     def _flush_if_depth_silent(self) -> None:
         if self.reid is None or not self._depth_silent():
@@ -378,16 +383,19 @@ class TrackerNode(Node):
                     self._clock_jumps += 1
                 tracks = self.tracker.update(frame.stamp_ns, inputs)
         tracked = time.monotonic()
-        self._publish(tracks, frame)
+        shown = self._publish(tracks, frame)
         with self._lock:
+            self._tracks_published += shown
             self._stage_ms["tracking"].append((tracked - start) * 1e3)
             self._state_counts = {
                 state: sum(t.state == state for t in tracks) for state in self._state_counts
             }
+            self._confirmed_max = max(self._confirmed_max, self._state_counts[CONFIRMED])
             self._published += 1
             self._tracks_rate.tick()
 
-    def _publish(self, tracks: list[TrackState], frame: DetectionFrame) -> None:
+    def _publish(self, tracks: list[TrackState], frame: DetectionFrame) -> int:
+        """Publish the tracks and their markers; return how many tracks were published."""
         frame_id = self._frame_id = self._output_frame(frame.frame_id)
         shown = [t for t in tracks if self._publish_tentative or t.state != TENTATIVE]
         self._tracks_pub.publish(
@@ -396,6 +404,7 @@ class TrackerNode(Node):
         self._markers_pub.publish(
             tracks_to_markers(shown, frame.stamp_ns, frame_id, self.config.up_axis)
         )
+        return len(shown)
 
     def _output_frame(self, detections_frame: str) -> str:
         wanted = self._tracking_frame
@@ -437,7 +446,7 @@ class TrackerNode(Node):
     def _drop(self, kind: str, message: str) -> None:
         self._count(kind)
         self._last_error = message
-        self.get_logger().warning(message, throttle_duration_sec=5.0)
+        self._warn_drop(kind, message)
 
     @property
     def published(self) -> int:
@@ -459,6 +468,8 @@ class TrackerNode(Node):
                 "tracks_rate_hz": self._tracks_rate.rate_hz(),
                 "detections_received": self._detections_rate.count,
                 "published": self._published,
+                "tracks_published": self._tracks_published,
+                "tracks_confirmed_max": self._confirmed_max,
                 "queries": self._queries,
                 "clock_jumps": self._clock_jumps,
                 "frames_dropped_queue_full": self._queue_dropped,
@@ -479,24 +490,20 @@ class TrackerNode(Node):
         values.update({f"errors_{k}": v for k, v in errors.items()})
         return values
 
-    def _publish_diagnostics(self) -> None:
-        values = self.stats()
-        level, message = "OK", "tracking"
+    def _status(self, values: dict[str, Any]) -> tuple[str, str]:
         silent = self._detections_rate.age_s()
         if self.tracker is None:
-            level, message = "ERROR", self._last_error
-        elif self._detections_rate.count and silent > STREAM_TIMEOUT_S:
-            level, message = "ERROR", (
-                f"no detections for {silent:.1f} s (is the detector running?)"
-            )
-        elif self.reid is None:
-            level, message = "WARN", (
+            return "ERROR", self._last_error
+        if self._detections_rate.count and silent > SILENCE_S:
+            return "ERROR", f"no detections for {silent:.1f} s (is the detector running?)"
+        if self.reid is None:
+            return "WARN", (
                 "appearance disabled (no depth re-ID embedder; see 'reid_checkpoint'): "
                 "tracking by position only"
             )
-        elif self._errors:
-            level, message = "WARN", f"input errors: {self._last_error}"
-        self._diag_pub.publish(diagnostic_array(self, "tracker", level, message, values))
+        if self._errors:
+            return "WARN", f"input errors: {self._last_error}"
+        return "OK", "tracking"
 
 
 def main(args: list[str] | None = None) -> None:
