@@ -21,6 +21,13 @@ FRAME_NS = 100_000_000  # 10 Hz
 NAN3 = (math.nan, math.nan, math.nan)
 
 
+def person_box(x, z):
+    """Box of a 0.5 m x 1.7 m person standing at (x, z) seen by an 848x480 pinhole camera."""
+    f_px, cx, cy = 420.0, 424.0, 240.0
+    u, half_w = cx + f_px * x / z, 0.25 * f_px / z
+    return (u - half_w, cy - 0.85 * f_px / z, u + half_w, cy + 0.85 * f_px / z)
+
+
 def det(x, z, *, y=-0.2, score=0.9, box=(100.0, 100.0, 200.0, 400.0), emb=None, position=None):
     """A detection in the camera optical frame (ground axes x and z, y down)."""
     return TrackInput(
@@ -161,7 +168,8 @@ def test_equal_or_backward_stamp_raises_and_leaves_state_unchanged(offset_ns):
 
 def test_gate_rejects_a_far_detection_which_starts_a_new_track():
     tracker, track_id, last_ns = confirmed_tracker(TrackerConfig(gate_distance_m=1.0))
-    tracks = tracker.update(last_ns + FRAME_NS, [det(1.5, 3.0)])
+    # The box moved with the position (an unchanged box would make it a depth outlier).
+    tracks = tracker.update(last_ns + FRAME_NS, [det(1.5, 3.0, box=(310.0, 100.0, 410.0, 400.0))])
     assert [(t.track_id, t.state) for t in tracks] == [(track_id, LOST), (track_id + 1, TENTATIVE)]
 
 
@@ -236,6 +244,83 @@ def test_people_walking_side_by_side_keep_their_ids():
     assert [t.state for t in tracker.tracks] == [CONFIRMED, CONFIRMED]
 
 
+def _at(x, emb, z=3.0):
+    return det(x, z, emb=emb, box=person_box(x, z))
+
+
+def test_a_lost_track_does_not_take_the_detection_of_a_track_following_it():
+    # Two people 0.6 m apart; B is missed for 3 frames. A's next detection lies 0.28 m from
+    # A's prediction and 0.32 m from B's: A keeps it (B's grown lost gate must not make it
+    # look nearer), and B stays lost.
+    tracker = Tracker()
+    for k in range(1, 6):
+        tracker.update(k * FRAME_NS, [_at(0.0, None), _at(0.6, None)])
+    a_id, b_id = tracker.last_assignment[0], tracker.last_assignment[1]
+    for k in range(6, 9):
+        tracker.update(k * FRAME_NS, [_at(0.0, None)])
+    tracks = {t.track_id: t for t in tracker.update(9 * FRAME_NS, [_at(0.28, None)])}
+    assert tracker.last_assignment == {0: a_id}
+    assert (tracks[a_id].state, tracks[b_id].state) == (CONFIRMED, LOST)
+
+
+def test_a_repeated_detection_of_one_person_starts_no_second_track():
+    # The detector boxes one person twice (overlapping boxes, positions 0.1 m apart).
+    tracker = Tracker()
+    for k in range(1, 8):
+        tracks = tracker.update(
+            k * FRAME_NS,
+            [
+                det(0.0, 3.0, score=0.95, box=(380.0, 100.0, 460.0, 400.0)),
+                det(0.1, 3.0, score=0.9, box=(360.0, 90.0, 470.0, 410.0)),
+            ],
+        )
+    assert [(t.track_id, t.state) for t in tracks] == [(1, CONFIRMED)]
+    assert tracker.stats.created == 1
+    # Two people side by side (0.6 m apart, boxes apart) are not repeats: two tracks.
+    tracker = Tracker()
+    for k in range(1, 4):
+        tracks = tracker.update(k * FRAME_NS, [_at(0.0, None), _at(0.6, None)])
+    assert [t.state for t in tracks] == [CONFIRMED, CONFIRMED]
+    # duplicate_iou=1 turns the rule off: the repeat starts its own track.
+    tracker = Tracker(TrackerConfig(duplicate_iou=1.0))
+    for k in range(1, 4):
+        tracks = tracker.update(
+            k * FRAME_NS,
+            [
+                det(0.0, 3.0, score=0.95, box=(380.0, 100.0, 460.0, 400.0)),
+                det(0.1, 3.0, score=0.9, box=(360.0, 90.0, 470.0, 410.0)),
+            ],
+        )
+    assert len(tracks) == 2
+
+
+def test_a_repeated_detection_does_not_revive_a_lost_track():
+    # Two people 0.6 m apart; B leaves. A second, weaker box on A (overlapping A's box, its
+    # depth 0.3 m off, within B's gate) must not revive B; with the rule off it does.
+    for duplicate_iou, revived in ((TrackerConfig().duplicate_iou, False), (1.0, True)):
+        tracker = Tracker(TrackerConfig(duplicate_iou=duplicate_iou))
+        for k in range(1, 6):
+            tracker.update(k * FRAME_NS, [_at(0.0, None), _at(0.6, None)])
+        b_id = tracker.last_assignment[1]
+        tracker.update(6 * FRAME_NS, [_at(0.0, None)])
+        repeat = det(0.3, 3.0, score=0.6, box=person_box(0.05, 3.0))
+        tracks = {t.track_id: t for t in tracker.update(7 * FRAME_NS, [_at(0.0, None), repeat])}
+        assert (b_id in tracker.last_assignment.values()) is revived
+        assert tracks[b_id].state == (CONFIRMED if revived else LOST)
+
+
+def test_a_depth_outlier_with_an_unchanged_box_keeps_the_track_without_moving_it():
+    tracker, track_id, last_ns = confirmed_tracker(frames=5)
+    # Same box, but the depth statistics put the person 1.6 m further (background).
+    tracks = tracker.update(last_ns + FRAME_NS, [det(0.0, 4.6)])
+    assert [(t.track_id, t.state) for t in tracks] == [(track_id, CONFIRMED)]
+    assert tracks[0].position_m[2] == pytest.approx(3.0, abs=0.05)
+    # Off, the jump is a new person and the track is lost.
+    tracker, track_id, last_ns = confirmed_tracker(TrackerConfig(outlier_min_iou=0.0), frames=5)
+    tracks = tracker.update(last_ns + FRAME_NS, [det(0.0, 4.6)])
+    assert [(t.track_id, t.state) for t in tracks] == [(track_id, LOST), (track_id + 1, TENTATIVE)]
+
+
 def _swap_scene(config):
     """Two people 0.4 m apart who trade places between two frames; returns their id per frame.
 
@@ -245,10 +330,10 @@ def _swap_scene(config):
     e1, e2 = unit(1.0, 0.0), unit(0.7, math.sqrt(1.0 - 0.49))
     tracker = Tracker(config)
     for k in range(1, 6):
-        tracker.update(k * FRAME_NS, [det(0.0, 3.0, emb=e1), det(0.4, 3.0, emb=e2)])
+        tracker.update(k * FRAME_NS, [_at(0.0, e1), _at(0.4, e2)])
     before = dict(tracker.last_assignment)
     # Person 1 now stands nearer track 2's spot and person 2 nearer track 1's.
-    tracker.update(6 * FRAME_NS, [det(0.3, 3.0, emb=e1), det(0.1, 3.0, emb=e2)])
+    tracker.update(6 * FRAME_NS, [_at(0.3, e1), _at(0.1, e2)])
     return before, tracker.last_assignment
 
 
@@ -366,9 +451,9 @@ def test_gallery_is_a_normalised_ema_of_the_embeddings():
 def test_query_ranks_confirmed_and_lost_tracks_by_cosine_distance():
     tracker = Tracker(TrackerConfig(confirm_hits=1))
     embs = [unit(1.0, 0.0, 0.0), unit(0.0, 1.0, 0.0), unit(1.0, 1.0, 0.0)]
-    tracker.update(FRAME_NS, [det(-2.0, 3.0, emb=embs[0]), det(0.0, 3.0, emb=embs[1])])
+    tracker.update(FRAME_NS, [_at(-2.0, embs[0]), _at(0.0, embs[1])])
     # Track 1 goes lost, track 3 is new; with confirm_hits=1 both stay queryable.
-    tracker.update(2 * FRAME_NS, [det(0.0, 3.0, emb=embs[1]), det(2.0, 3.0, emb=embs[2])])
+    tracker.update(2 * FRAME_NS, [_at(0.0, embs[1]), _at(2.0, embs[2])])
     assert [t.state for t in tracker.tracks] == [LOST, CONFIRMED, CONFIRMED]
     result = tracker.query(np.array([2.0, 0.2, 0.0]))  # not normalised on purpose
     assert [track_id for track_id, _ in result] == [1, 3, 2]
@@ -478,6 +563,9 @@ def test_bad_up_axis_raises_and_names_the_valid_values():
         ("measurement_std_m", 0.0),
         ("ema_alpha", 1.2),
         ("min_score_new", math.inf),
+        ("outlier_min_iou", 1.5),
+        ("duplicate_iou", -0.1),
+        ("duplicate_distance_m", math.nan),
     ],
 )
 def test_config_rejects_invalid_values_naming_the_field(field, value):

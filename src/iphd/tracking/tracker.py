@@ -17,7 +17,7 @@ TRACK_STATES = (TENTATIVE, CONFIRMED, LOST)
 #: Accepted ``TrackerConfig.up_axis`` values: the tracking-frame axis that points up.
 UP_AXES = ("-y", "y", "z", "-z", "x", "-x")
 
-# Cost of a pair that failed a gate; far above any feasible cost (feasible costs are <= ~3).
+# Cost of a pair that failed a gate; far above any feasible cost (feasible costs are <= ~5).
 _INFEASIBLE = 1e6
 _NS_PER_S = 1e-9
 
@@ -73,6 +73,20 @@ class TrackerConfig:
             are updated, the Kalman state is not).
         max_lost_gate_growth_m: cap of the first-stage gate growth of a lost track
             (``max_speed_mps`` times the time lost).
+        outlier_min_iou: least IoU with which a detection whose position lies outside the
+            distance gate still follows a confirmed track updated on the previous frame, as a depth
+            outlier (box and score are updated, the Kalman state is not); only after every
+            in-gate pair. 0 disables.
+        duplicate_iou: a detection whose box overlaps a higher-scoring detection's by this IoU
+            or more, within ``duplicate_distance_m`` on the ground, is a repeat of it: it starts
+            no track and revives no lost or tentative track (it may still update a confirmed
+            track seen on the previous frame that no other detection suits). 1 disables.
+        duplicate_distance_m: ground distance within which overlapping detections are repeats.
+
+    Association runs as a cascade: confirmed tracks seen on the previous frame take their
+    detections first, then the other live (tentative) tracks, then lost tracks, each with the
+    detections left over; costs are distances over ``gate_distance_m`` for every track (a lost
+    track's wider gate does not make it look nearer).
     """
 
     up_axis: str = "-y"
@@ -84,8 +98,8 @@ class TrackerConfig:
     max_tentative_misses: int = 1
     lost_timeout_s: float = 3.0
     reid_max_distance: float = 0.35
-    max_speed_mps: float = 2.5
-    min_score_new: float = 0.5
+    max_speed_mps: float = 2.0
+    min_score_new: float = 0.8
     process_accel_std_mps2: float = 1.0
     measurement_std_m: float = 0.15
     ema_alpha: float = 0.9
@@ -93,6 +107,9 @@ class TrackerConfig:
     up_ema_alpha: float = 0.8
     nan_position_min_iou: float = 0.3
     max_lost_gate_growth_m: float = 3.0
+    outlier_min_iou: float = 0.7
+    duplicate_iou: float = 0.3
+    duplicate_distance_m: float = 0.5
 
     def __post_init__(self) -> None:
         """Reject values the tracker cannot run with."""
@@ -123,6 +140,9 @@ class TrackerConfig:
         _check_finite("up_ema_alpha", self.up_ema_alpha, 0.0, 1.0)
         _check_finite("nan_position_min_iou", self.nan_position_min_iou, 0.0, 1.0)
         _check_finite("max_lost_gate_growth_m", self.max_lost_gate_growth_m, 0.0)
+        _check_finite("outlier_min_iou", self.outlier_min_iou, 0.0, 1.0)
+        _check_finite("duplicate_iou", self.duplicate_iou, 0.0, 1.0)
+        _check_finite("duplicate_distance_m", self.duplicate_distance_m, 0.0)
 
     @property
     def up_index(self) -> int:
@@ -277,8 +297,9 @@ class Tracker:
     """Tracks people from per-frame detections with 3D positions and optional embeddings.
 
     Each ``update`` predicts every track to the new stamp, associates in two stages (all tracks
-    by gated distance + appearance with the Hungarian method, then re-identification of lost
-    tracks by appearance), runs the life cycles and returns the live tracks.
+    by gated distance + appearance with the Hungarian method, in a cascade that serves tracks
+    seen on the previous frame first; then re-identification of lost tracks by appearance),
+    runs the life cycles and returns the live tracks.
     """
 
     def __init__(self, config: TrackerConfig | None = None) -> None:
@@ -366,16 +387,20 @@ class Tracker:
 
         tracks = list(self._tracks.values())
         matched_tracks: set[int] = set()
-        for ti, j in self._associate(tracks, dets, ground, valid, embeddings, prev_ns, stamp_ns):
+        duplicates = self._duplicates(dets, ground, valid)
+        for ti, j, outlier in self._associate(
+            tracks, dets, ground, valid, embeddings, prev_ns, stamp_ns, duplicates
+        ):
             track = tracks[ti]
             if track.state == LOST:
                 track.state = CONFIRMED
                 self._reidentified += 1
-            self._hit(track, dets[j], ground[j] if valid[j] else None, up[j], embeddings[j])
+            use = valid[j] and not outlier
+            self._hit(track, dets[j], ground[j] if use else None, up[j], embeddings[j])
             matched_tracks.add(track.track_id)
             self._assignment[j] = track.track_id
 
-        for track, j in self._reidentify(dets, ground, valid, embeddings, stamp_ns):
+        for track, j in self._reidentify(dets, ground, valid, embeddings, stamp_ns, duplicates):
             track.kf = self._new_filter(ground[j])
             track.up_m = float(up[j])
             track.state = CONFIRMED
@@ -390,6 +415,8 @@ class Tracker:
 
         for j, det in enumerate(dets):
             if j in self._assignment or not valid[j] or det.score < self.config.min_score_new:
+                continue
+            if j in duplicates:
                 continue
             track = _Track(
                 self._next_id,
@@ -474,6 +501,36 @@ class Tracker:
         self._dim = dim
         return out
 
+    def _duplicates(
+        self, dets: list[TrackInput], ground: np.ndarray, valid: np.ndarray
+    ) -> set[int]:
+        """Detections that repeat a better one: they must not start a track of their own.
+
+        Detection ``j`` repeats detection ``k`` when their boxes overlap by ``duplicate_iou``
+        or more, their ground positions are within ``duplicate_distance_m``, and ``k`` scores
+        higher (ties: the earlier one).
+        """
+        cfg = self.config
+        if cfg.duplicate_iou >= 1.0 or len(dets) < 2:
+            return set()
+        boxes = np.array([d.box_xyxy for d in dets], dtype=np.float64)
+        iou = _iou_matrix(boxes, boxes)
+        dist = np.linalg.norm(ground[:, None, :] - ground[None, :, :], axis=2)
+        near = (
+            valid[:, None]
+            & valid[None, :]
+            & (np.nan_to_num(dist, nan=np.inf) <= cfg.duplicate_distance_m)
+        )
+        out: set[int] = set()
+        for j in range(len(dets)):
+            for k in range(len(dets)):
+                if k == j or iou[j, k] < cfg.duplicate_iou or not near[j, k]:
+                    continue
+                if (dets[k].score, -k) > (dets[j].score, -j):
+                    out.add(j)
+                    break
+        return out
+
     def _new_filter(self, ground_m: np.ndarray) -> ConstantVelocityKalman:
         return ConstantVelocityKalman(
             ground_m,
@@ -491,20 +548,27 @@ class Tracker:
         embeddings: list[np.ndarray | None],
         prev_ns: int | None,
         stamp_ns: int,
-    ) -> list[tuple[int, int]]:
-        """Stage 1: gated distance + appearance cost over all tracks, Hungarian assignment."""
+        duplicates: set[int],
+    ) -> list[tuple[int, int, bool]]:
+        """Stage 1: gated distance + appearance cost, Hungarian assignment in a cascade.
+
+        Returns (track index, detection index, depth outlier) triples.
+        """
         cfg = self.config
         if not tracks or not dets:
             return []
         pred = np.stack([t.kf.position for t in tracks])
         lost = np.array([t.state == LOST for t in tracks])
+        tentative = np.array([t.state == TENTATIVE for t in tracks])
         lost_s = np.array([(stamp_ns - t.last_update_ns) * _NS_PER_S for t in tracks])
         gate = cfg.gate_distance_m + np.where(
             lost, np.minimum(cfg.max_speed_mps * lost_s, cfg.max_lost_gate_growth_m), 0.0
         )
         dist = np.linalg.norm(pred[:, None, :] - ground[None, :, :], axis=2)
         dist_ok = valid[None, :] & (np.nan_to_num(dist, nan=np.inf) <= gate[:, None])
-        norm_dist = np.nan_to_num(dist / gate[:, None], nan=0.0)
+        # One scale for every track: dividing by each track's own gate would make a lost
+        # track (wider gate) look nearer than a live one at the same distance.
+        norm_dist = np.nan_to_num(dist / cfg.gate_distance_m, nan=0.0)
 
         # IoU gates apply to tracks seen on the previous frame: older boxes are stale.
         recent = np.array(
@@ -518,6 +582,18 @@ class Tracker:
         nan_ok = ~valid[None, :] & recent[:, None] & (iou >= cfg.nan_position_min_iou)
         geo = np.where(valid[None, :], norm_dist, 1.0 - iou)
         feasible = (dist_ok & iou_ok) | nan_ok
+        # A depth outlier: the box still overlaps the track's last box well but the position
+        # jumped out of the gate (background or a partly seen body in the depth statistics).
+        # It may follow the track, after every in-gate detection (cost above 1), without
+        # moving the filter.
+        outlier = np.zeros_like(feasible)
+        if cfg.outlier_min_iou > 0.0:
+            followed = recent & ~tentative
+            outlier = (
+                valid[None, :] & followed[:, None] & ~dist_ok & (iou >= cfg.outlier_min_iou)
+            )
+            geo = np.where(outlier, 2.0 - iou, geo)
+            feasible |= outlier
 
         w = cfg.appearance_weight
         cost = geo
@@ -528,8 +604,33 @@ class Tracker:
             feasible &= ~both | (app <= limit[:, None])
             cost = np.where(both, (1.0 - w) * geo + w * app, geo)
         cost = np.where(feasible, cost, _INFEASIBLE)
-        rows, cols = linear_sum_assignment(cost)
-        return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if feasible[r, c]]
+        # Matching cascade: confirmed tracks seen on the previous frame first, then the other
+        # live tracks, then lost tracks, each with the detections left over. A track that has
+        # missed frames (or a young tentative one) cannot take a detection from a track that
+        # was following it, which would swap or duplicate identities.
+        tiers = np.where(lost, 2, np.where(recent & ~tentative, 0, 1))
+        # A repeat of a better detection (``duplicates``) only goes to a track seen on the
+        # previous frame that no other detection suits (two people close together): it must
+        # neither start, revive nor keep a second track on one person.
+        repeat = np.zeros(len(dets), dtype=bool)
+        repeat[list(duplicates)] = True
+        pairs: list[tuple[int, int, bool]] = []
+        free = np.ones(len(dets), dtype=bool)
+        matched = np.zeros(len(tracks), dtype=bool)
+        for tier, allow_repeats in ((0, False), (0, True), (1, False), (2, False)):
+            rows_t = np.flatnonzero((tiers == tier) & ~matched)
+            cols_t = np.flatnonzero(free & (allow_repeats | ~repeat))
+            if not len(rows_t) or not len(cols_t):
+                continue
+            sub = cost[np.ix_(rows_t, cols_t)]
+            rows, cols = linear_sum_assignment(sub)
+            for r, c in zip(rows, cols, strict=True):
+                ti, j = int(rows_t[r]), int(cols_t[c])
+                if feasible[ti, j]:
+                    pairs.append((ti, j, bool(outlier[ti, j])))
+                    free[j] = False
+                    matched[ti] = True
+        return pairs
 
     def _appearance(
         self, tracks: list[_Track], embeddings: list[np.ndarray | None]
@@ -552,13 +653,17 @@ class Tracker:
         valid: np.ndarray,
         embeddings: list[np.ndarray | None],
         stamp_ns: int,
+        duplicates: set[int],
     ) -> list[tuple[_Track, int]]:
         """Stage 2: unmatched detections with embeddings vs lost tracks with galleries."""
         cfg = self.config
         cand_d = [
             j
             for j in range(len(dets))
-            if j not in self._assignment and valid[j] and embeddings[j] is not None
+            if j not in self._assignment
+            and j not in duplicates
+            and valid[j]
+            and embeddings[j] is not None
         ]
         taken = set(self._assignment.values())
         cand_t = [
