@@ -1,9 +1,13 @@
-"""Does the sensor -> fusion graph keep up with 30 Hz depth + 9 Hz thermal on this machine?
+"""Does the whole graph (fusion, detector, tracker) keep up with the sensors on this machine?
 
-Runs the simulator source and the fusion node in one process at real rate: ``--source sim``
-replays the simulator's demo bag (the graph ``make demo`` runs), ``--source sim_live`` renders
-the simulator in real time in the same process. Reports input rates, pairs, thermal frames left
-without a pair and the fusion node's processing time. Run with
+``--graph full`` (default) runs the default graph of ``make demo`` in one process at real rate
+on the simulator's demo bag (``--source sim``, looping) with the shipped models and reports
+pairs/s through to ``tracks``, the pairs the pipeline itself dropped (fusion pairs vs detection
+arrays vs track arrays, and the nodes' own drop counters), the delay from the pair's capture
+stamp to ``tracks`` (receipt in-process, on the nodes' sim-time clock: the stamps' clock), the
+threads the process used and its peak RSS. ``--graph fusion`` is the fusion-only benchmark:
+input rates, pairs, thermal frames left without a pair and fusion's processing time (with
+``--source sim_live`` the simulator renders in real time in the same process). Run with
 ``scripts/env.sh python benchmarks/bench_graph.py``.
 """
 
@@ -11,20 +15,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import time
+from typing import Any
 
-from machine import cpu_model
+import numpy as np
+from machine import cpu_model, peak_rss_mb
 
-from iphd.ros.runner import run_graph
+from iphd.ros.runner import RunResult, run_graph
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds to run")
-    parser.add_argument("--source", choices=("sim", "sim_live"), default="sim")
-    parser.add_argument("--profile", default="aligned_640x360",
-                        help="D435 depth profile of sim_live (sim plays the demo bag's)")
-    parser.add_argument("--thermal-rate", type=float, default=8.7, help="sim_live thermal Hz")
-    args = parser.parse_args()
+def _threads() -> int:
+    """OS threads of this process now (torch, DDS, executor, the nodes' workers)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def _fusion(args: argparse.Namespace) -> None:
     if args.source == "sim":
         from iphd.sim.demo import DEMO_PROFILE, ensure_demo_bag
 
@@ -34,6 +40,7 @@ def main() -> None:
         args.source,
         args.duration,
         log_level="warn",
+        detector=False,
         overrides={
             "sim_source": {
                 "depth_profile": args.profile,
@@ -47,8 +54,8 @@ def main() -> None:
     unpublished = s["thermal_frames"] - s["published"]
     print(
         f"machine: {cpu_model()}, {os.cpu_count()} cores; command: "
-        f"python benchmarks/bench_graph.py --duration {args.duration:g} --source {args.source} "
-        f"(depth {args.profile})"
+        f"python benchmarks/bench_graph.py --graph fusion --duration {args.duration:g} "
+        f"--source {args.source} (depth {args.profile})"
     )
     print()
     print("| measure | value | target |")
@@ -67,6 +74,103 @@ def main() -> None:
         f"| fusion processing per pair, mean / p95 / max (ms) | {s['process_ms_mean']:.2f} / "
         f"{s['process_ms_p95']:.2f} / {s['process_ms_max']:.2f} | |"
     )
+
+
+def drop_counters(result: RunResult) -> dict[str, int]:
+    """The nodes' own counters of frames they dropped (non-zero only), prefixed by node."""
+    counters: dict[str, int] = {}
+    for node, stats, prefixes in (
+        ("fusion", result.stats, ("thermal_dropped_", "errors_")),
+        ("detector", result.detector_stats,
+         ("pairs_dropped_", "registered_dropped_", "errors_")),
+        ("tracker", result.tracker_stats,
+         ("frames_dropped_", "frames_without_depth", "errors_")),
+    ):
+        for key, value in stats.items():
+            if key.startswith(prefixes) and isinstance(value, int) and value:
+                counters[f"{node}.{key}"] = value
+    return counters
+
+
+def _full(args: argparse.Namespace) -> None:
+    from iphd.sim.demo import DEMO_PROFILE, ensure_demo_bag
+
+    ensure_demo_bag()
+    threads: list[int] = []
+
+    def sample(nodes: dict[str, Any], elapsed_s: float) -> None:
+        threads.append(_threads())
+
+    cpu0 = time.process_time()
+    result = run_graph(
+        "sim", args.duration, log_level="warn", record=True, sample=sample, sample_period_s=1.0
+    )
+    cpu_s = time.process_time() - cpu0
+    recording = result.recording
+    assert recording is not None
+    f, d, t = result.stats, result.detector_stats, result.tracker_stats
+    pairs = int(f.get("pairs", 0))
+    arrays, tracks = int(d.get("published", 0)), int(t.get("published", 0))
+    delays = np.asarray(recording.latency_all_ms["tracks"], dtype=np.float64)
+    p50, p95, worst = (
+        (float(np.percentile(delays, 50)), float(np.percentile(delays, 95)), float(delays.max()))
+        if delays.size else (float("nan"),) * 3
+    )
+    import torch
+
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} cores; command: "
+        f"python benchmarks/bench_graph.py --duration {args.duration:g} "
+        f"(demo bag {DEMO_PROFILE}, looping; detector {d.get('model', '?')} on "
+        f"{d.get('device', '?')}, re-ID {t.get('reid_model', '?')})"
+    )
+    print()
+    print("| measure | value | note |")
+    print("|---|---|---|")
+    print(f"| run length (s) | {result.duration_s:.1f} | bag loops: "
+          f"{result.player_stats.get('loops', 0)} |")
+    print(f"| thermal in, Hz | {f['thermal_frames'] / result.duration_s:.2f} | pairs are made "
+          "at the thermal rate |")
+    print(f"| pairs through to `tracks`, per s | {recording.rate_hz('tracks'):.2f} | "
+          f"first to last `tracks` received; {tracks / result.duration_s:.2f} over the run |")
+    lost = 100.0 * (1.0 - tracks / pairs) if pairs else float("nan")
+    print(f"| pairs dropped by the pipeline (%) | {lost:.1f} | fusion pairs {pairs} -> "
+          f"detection arrays {arrays} -> track arrays {tracks} (a few in flight at the stop) |")
+    counters = drop_counters(result)
+    listed = ", ".join(f"{k} {v}" for k, v in sorted(counters.items())) or "none"
+    print(f"| nodes' drop counters | {sum(counters.values())} | {listed} |")
+    print(f"| capture stamp -> `tracks`, p50 / p95 / max (ms) | {p50:.0f} / {p95:.0f} / "
+          f"{worst:.0f} | n={delays.size}; pair stamp = its depth frame's capture stamp; "
+          "receipt on the sim-time node clock (/clock every 10 ms) |")
+    print(f"| detector inference, mean (ms) | {d.get('inference_ms_mean', float('nan')):.0f} | "
+          f"threads param {result.nodes['detector'].get_parameter('threads').value} |")
+    print(f"| tracker embedding + tracking, p50 (ms) | "
+          f"{t.get('embedding_ms_p50', 0.0) + t.get('tracking_ms_p50', 0.0):.1f} | |")
+    print(f"| process threads, max (OS) | {max(threads, default=0)} | torch intra-op "
+          f"{torch.get_num_threads()}; DDS, executor and worker threads included |")
+    print(f"| CPU used, cores | {cpu_s / result.duration_s:.2f} | process CPU time / run "
+          "length |")
+    print(f"| peak RSS (MB) | {peak_rss_mb():.0f} | |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--graph", choices=("full", "fusion"), default="full",
+                        help="full: fusion + detector + tracker on the demo bag; fusion: fusion "
+                        "only (--source, --profile, --thermal-rate)")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds to run")
+    parser.add_argument("--source", choices=("sim", "sim_live"), default="sim",
+                        help="--graph fusion: the demo bag or the simulator in real time")
+    parser.add_argument("--profile", default="aligned_640x360",
+                        help="D435 depth profile of sim_live (sim plays the demo bag's)")
+    parser.add_argument("--thermal-rate", type=float, default=8.7, help="sim_live thermal Hz")
+    args = parser.parse_args()
+    if args.graph == "full" and args.source != "sim":
+        sys.exit("bench_graph: --graph full plays the demo bag; --source is for --graph fusion")
+    if args.graph == "fusion":
+        _fusion(args)
+    else:
+        _full(args)
 
 
 if __name__ == "__main__":

@@ -178,6 +178,16 @@ class StampPairer(Generic[D, R]):
         self._newest_registered: int | None = None
         self._last_pair: int | None = None
 
+    @property
+    def pending_depth(self) -> int:
+        """Depth frames buffered while their registered partner may still come."""
+        return len(self._depth)
+
+    @property
+    def pending_registered(self) -> int:
+        """Registered frames buffered while their depth frame may still come."""
+        return len(self._registered)
+
     def push_depth(self, stamp_ns: int, frame: D) -> list[StampPair[D, R]]:
         """Add a depth frame; return the pair it completes (zero or one)."""
         self.stats.depth_frames += 1

@@ -1,3 +1,5 @@
+import json
+
 import cv2
 import pytest
 
@@ -48,12 +50,16 @@ def test_runner_refuses_an_unknown_source_with_the_choices(capsys):
         run_graph("camera", 1.0)
 
 
-def _write_rig_bag(path, seconds: float = 1.5) -> int:
-    """A small bag like the rig records: 128x96 depth at 30 Hz, 160x120 thermal near 7.5 Hz."""
+def _write_rig_bag(path, seconds: float = 1.5, truth: bool = False) -> int:
+    """A small bag like the rig records: 128x96 depth at 30 Hz, 160x120 thermal near 7.5 Hz.
+
+    With ``truth`` the person in front of the wall is in ``ground_truth/people`` too.
+    """
     import numpy as np
 
     from iphd.calibration import load_calibration
     from iphd.data.rosbag import RigBagWriter
+    from iphd.data.truth import PersonTruth
     from iphd.sensors.frames import CameraIntrinsics
 
     fx = 0.5 * 128 / np.tan(np.deg2rad(87.0 / 2))
@@ -68,6 +74,9 @@ def _write_rig_bag(path, seconds: float = 1.5) -> int:
         for i in range(frames):
             stamp = t0 + i * 33_333_333
             writer.write_depth(stamp, depth_mm)
+            if truth:
+                person = PersonTruth(7, (50.0, 30.0, 70.0, 90.0), 1.0, (0.0, 0.0, 2.0))
+                writer.write_ground_truth(stamp, [person])
             if i % 4 == 0:
                 writer.write_thermal(stamp + 3_000_000, thermal_ck)
     return frames
@@ -140,14 +149,15 @@ def _params_file(tmp_path, score_threshold: float):
 def test_default_graph_detects_and_tracks_and_the_summary_says_so(
     tmp_path, tiny_detector, capsys
 ):
-    _write_rig_bag(tmp_path / "bag", seconds=2.0)
+    _write_rig_bag(tmp_path / "bag", seconds=2.0, truth=True)
     argv = [
         "--bag", str(tmp_path / "bag"), "--duration", "30", "--out", str(tmp_path / "out"),
         "--detector-checkpoint", str(tiny_detector), "--reid-checkpoint", "none",
-        "--params-file", str(_params_file(tmp_path, 0.0)), "--log-level", "error",
+        "--params-file", str(_params_file(tmp_path, 0.0)), "--log-level", "error", "--no-eval",
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out
+    assert "evaluation" not in out and not (tmp_path / "out" / "eval").exists()
     detector = next(x for x in out.splitlines() if x.strip().startswith("detector ("))
     arrays = int(detector.split("):")[1].split()[0])
     detections = int(detector.split("published with ")[1].split()[0])
@@ -193,3 +203,44 @@ def test_run_fails_when_the_detector_publishes_nothing(tmp_path, capsys):
     assert "detector published no detections" in captured.err
     # The same bag without the detector is a success: fusion registered thermal.
     assert main(argv[:6] + ["--no-detector", "--log-level", "error"]) == 0
+
+
+def _cell(text: str) -> float | None:
+    return None if text == "n/a" else float(text)
+
+
+def test_bag_run_ends_with_the_live_evaluation_report(tmp_path, tiny_detector, capsys):
+    _write_rig_bag(tmp_path / "bag", seconds=2.0, truth=True)
+    out = tmp_path / "out"
+    argv = [
+        "--bag", str(tmp_path / "bag"), "--duration", "30", "--out", str(out),
+        "--detector-checkpoint", str(tiny_detector), "--reid-checkpoint", "none",
+        "--params-file", str(_params_file(tmp_path, 0.0)), "--log-level", "error",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out.splitlines()
+    for name in ("report.md", "metrics.json", "pr.png", "timeline.png", "latency.png"):
+        assert (out / "eval" / name).is_file(), name
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["mode"] == "live" and metrics["meta"]["use_sim_time"] is True
+    # Every tracks message carries a stamp of the bag, and the bag has truth at every stamp.
+    assert metrics["frames_scored"] == metrics["pairs"] > 5
+    assert metrics["frames_without_truth"] == 0
+    header = next(i for i, x in enumerate(printed) if "| pairs | AP@0.5 | MOTA |" in x)
+    cells = [c.strip() for c in printed[header + 2].strip().strip("|").split("|")]
+    pairs, ap, mota, idf1, switches, latency = cells
+    assert int(pairs) == metrics["pairs"]
+    assert _cell(ap) == pytest.approx(metrics["ap"]["0.50"], abs=1e-4)
+    assert _cell(mota) == pytest.approx(metrics["mot"]["mota"], abs=1e-4)
+    assert _cell(idf1) == pytest.approx(metrics["mot"]["idf1"], abs=1e-4)
+    assert int(switches) == metrics["mot"]["num_switches"]
+    p50, p95 = (float(v) for v in latency.split(" / "))
+    delays = metrics["latency_ms"]["tracks_receipt_minus_stamp"]
+    assert delays["n"] == metrics["pairs"]
+    assert p50 == pytest.approx(delays["p50"], abs=0.05)
+    assert p95 == pytest.approx(delays["p95"], abs=0.05)
+    # Sim time: the delay from capture to tracks is real, positive and under the run's length.
+    assert 0.0 < p50 <= p95 < 10_000.0
+    assert any("sim time" in line for line in printed)
+    report = (out / "eval" / "report.md").read_text()
+    assert "/clock" in report and "tracks_receipt_minus_stamp" in report

@@ -53,19 +53,23 @@ TRACKS = "tracks"
 TRACK_STATES = {0: TENTATIVE, 1: CONFIRMED, 2: LOST}
 #: Latency stages of a recorded bag: bag log time (receipt by the recorder) minus header stamp.
 RECORDED_STAGES = ("detections_log_minus_stamp", "tracks_log_minus_stamp")
+#: Latency stages of a live run: receipt by the runner's monitor (node clock) minus header stamp.
+LIVE_STAGES = ("detections_receipt_minus_stamp", "tracks_receipt_minus_stamp")
 
 
 @dataclass
 class BagEvalResult:
-    """Outcome of :func:`evaluate_offline` or :func:`evaluate_recorded`.
+    """Outcome of :func:`evaluate_offline`, :func:`evaluate_recorded` or :func:`evaluate_live`.
 
     Attributes:
-        mode: ``offline`` (models run here) or ``recorded`` (the live graph's messages).
+        mode: ``offline`` (models run here), ``recorded`` (the live graph's messages in a bag)
+            or ``live`` (the messages a running graph published, received in-process).
         ap: :func:`iphd.eval.iphd_ap.evaluate` of the detections against the labelled truth
             boxes (empty when the bag has no detections).
         mot: :func:`iphd.eval.mot.evaluate_mot` summary.
         frames: the frames scored for MOT, in time order.
-        latency_ms: stage -> (N,) wall times (offline) or log-minus-stamp delays (recorded), ms.
+        latency_ms: stage -> (N,) wall times (offline), log-minus-stamp (recorded) or
+            receipt-minus-stamp (live) delays, ms.
         pairs: frames with detector + tracker output (pairs processed or tracks messages).
         frames_without_truth: output frames whose stamp has no ground truth (not scored).
         skipped: messages skipped per topic (corrupt or undecodable).
@@ -206,7 +210,8 @@ def evaluate_offline(
     return result, run
 
 
-def _track_tuples_from_msg(msg: Any) -> list[tuple[int, str, Any]]:
+def track_tuples_from_msg(msg: Any) -> list[tuple[int, str, Any]]:
+    """(id, state, box or None) of a ``PersonTrackArray`` (rosbags or rclpy message)."""
     out = []
     for t in msg.tracks:
         state = TRACK_STATES.get(int(t.state), f"unknown({int(t.state)})")
@@ -215,13 +220,139 @@ def _track_tuples_from_msg(msg: Any) -> list[tuple[int, str, Any]]:
     return out
 
 
+def detection_rows_from_msg(msg: Any) -> np.ndarray:
+    """(N, 5) ``[x1, y1, x2, y2, score]`` of a ``PersonDetectionArray`` (rosbags or rclpy)."""
+    return np.asarray(
+        [(d.x1, d.y1, d.x2, d.y2, d.score) for d in msg.detections], dtype=np.float64
+    ).reshape(-1, 5)
+
+
+@dataclass
+class RecordedFrames:
+    """The ``detections`` and ``tracks`` a live graph published, as plain data, in time order.
+
+    Filled from a bag (:func:`read_recorded`) or by a live subscriber (the runner's monitor);
+    :func:`score_recorded` scores either the same way.
+
+    Attributes:
+        detections: stamp -> (N, 5) ``[x1, y1, x2, y2, score]`` rows; None when there was no
+            ``detections`` topic (AP is then not computed).
+        tracks: (stamp, [(id, state, box or None)]) per ``tracks`` message.
+        latency_ms: stage -> delays (receipt or log time minus header stamp), ms.
+        image_height: depth image height the boxes refer to, rows; None if not known yet.
+        skipped: messages not used, per topic (corrupt, or after a loop of the bag).
+    """
+
+    detections: dict[int, np.ndarray] | None = field(default_factory=dict)
+    tracks: list[tuple[int, list[tuple[int, str, Any]]]] = field(default_factory=list)
+    latency_ms: dict[str, list[float]] = field(default_factory=dict)
+    image_height: int | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def add_detections(self, stamp_ns: int, rows: np.ndarray, image_height: int) -> None:
+        """Keep one detections message (the first seen image height wins)."""
+        if self.detections is None:
+            self.detections = {}
+        self.detections[int(stamp_ns)] = rows
+        self.image_height = self.image_height or int(image_height)
+
+    def add_latency(self, stage: str, ms: float) -> None:
+        """Append one delay of ``stage``, ms."""
+        self.latency_ms.setdefault(stage, []).append(float(ms))
+
+
+def read_recorded(
+    reader: BagReader, stop_ns: int | None = None
+) -> tuple[RecordedFrames, str | None, str]:
+    """Read the recorded ``detections`` and ``tracks`` of an open bag.
+
+    Returns:
+        The frames (latency = bag log time minus header stamp), the detections topic (None
+        when absent) and the tracks topic.
+
+    Raises:
+        DatasetError: no ``tracks`` topic.
+    """
+    topics = reader.topics
+    tracks_topic = find_topic(topics, TRACKS)
+    det_topic = find_topic(topics, DETECTIONS)
+    if tracks_topic is None:
+        raise DatasetError(
+            f"{reader.path} has no {TRACKS} topic (it has {', '.join(sorted(topics))}); "
+            "--recorded needs a recording of the live graph (detections and tracks); "
+            "leave --recorded out to run the models on the bag"
+        )
+    recorded = RecordedFrames(detections={} if det_topic else None)
+    info_topic = find_topic(topics, DEPTH_INFO)
+    if info_topic is not None:
+        for _t, _y, _l, msg in reader.messages([info_topic]):
+            recorded.image_height = int(msg.height)
+            break
+    wanted = [t for t in (det_topic, tracks_topic) if t is not None]
+    for topic, _type, log_ns, msg in reader.messages(wanted, stop_ns=stop_ns):
+        stamp = header_stamp_ns(msg)
+        if topic == det_topic:
+            recorded.add_detections(stamp, detection_rows_from_msg(msg), int(msg.image_height))
+            recorded.add_latency(RECORDED_STAGES[0], (log_ns - stamp) / 1e6)
+        else:
+            recorded.tracks.append((stamp, track_tuples_from_msg(msg)))
+            recorded.add_latency(RECORDED_STAGES[1], (log_ns - stamp) / 1e6)
+    recorded.skipped = dict(reader.corrupt)
+    return recorded, det_topic, tracks_topic
+
+
+def score_recorded(
+    recorded: RecordedFrames,
+    truth: Mapping[int, list[PersonTruth]],
+    *,
+    mode: str = "recorded",
+    labels: LabelConfig = DEFAULT_LABELS,
+    source: str = "the recording",
+) -> BagEvalResult:
+    """Score recorded detections and tracks against ``truth`` (depth stamp -> people).
+
+    AP uses the detections (only those the detector published, i.e. above its score
+    threshold); MOT the confirmed tracks of each ``tracks`` message.
+
+    Raises:
+        DatasetError: the image height is unknown (the ground-truth label rule needs it).
+    """
+    height = recorded.image_height
+    if height is None:
+        raise DatasetError(
+            f"{source}: cannot tell the depth image height (no {DETECTIONS} message and no "
+            f"{DEPTH_INFO}); the ground-truth label rule needs it"
+        )
+    detections = recorded.detections
+    outputs = [
+        (stamp, detections.get(stamp) if detections is not None else None, tuples, height)
+        for stamp, tuples in recorded.tracks
+    ]
+    ap, mot, frames, without_truth = _score(outputs, truth, labels)
+    return BagEvalResult(
+        mode=mode,
+        ap=ap,
+        mot=mot,
+        frames=frames,
+        latency_ms={
+            s: np.asarray(v, dtype=np.float64) for s, v in recorded.latency_ms.items() if v
+        },
+        pairs=len(recorded.tracks),
+        frames_without_truth=without_truth,
+        skipped=dict(recorded.skipped),
+        counters={
+            "detections_messages": len(detections or {}),
+            "tracks_messages": len(recorded.tracks),
+        },
+    )
+
+
 def evaluate_recorded(
     bag: Path | str, *, limit_s: float | None = None, labels: LabelConfig = DEFAULT_LABELS
 ) -> tuple[BagEvalResult, dict[str, Any]]:
     """Score the ``detections`` and ``tracks`` a live graph recorded in ``bag``.
 
-    Topics may carry a namespace (``/robot/tracks``). AP uses the recorded detections (only
-    those the detector published, i.e. above its score threshold); MOT the confirmed tracks;
+    Topics may carry a namespace (``/robot/tracks``). Scoring is :func:`score_recorded`;
     latency is each message's bag log time minus its header stamp.
 
     Raises:
@@ -231,60 +362,31 @@ def evaluate_recorded(
     with BagReader(bag) as reader:
         stop_ns = _stop_ns(reader, limit_s)
         truth = read_truth(reader, stop_ns)
-        topics = reader.topics
-        tracks_topic = find_topic(topics, TRACKS)
-        det_topic = find_topic(topics, DETECTIONS)
-        if tracks_topic is None:
-            raise DatasetError(
-                f"{reader.path} has no {TRACKS} topic (it has {', '.join(sorted(topics))}); "
-                "--recorded needs a recording of the live graph (detections and tracks); "
-                "leave --recorded out to run the models on the bag"
-            )
-        height = None
-        info_topic = find_topic(topics, DEPTH_INFO)
-        if info_topic is not None:
-            for _t, _y, _l, msg in reader.messages([info_topic]):
-                height = int(msg.height)
-                break
-        wanted = [t for t in (det_topic, tracks_topic) if t is not None]
-        detections: dict[int, np.ndarray] = {}
-        tracks: list[tuple[int, list[tuple[int, str, Any]]]] = []
-        latency: dict[str, list[float]] = {s: [] for s in RECORDED_STAGES}
-        for topic, _type, log_ns, msg in reader.messages(wanted, stop_ns=stop_ns):
-            stamp = header_stamp_ns(msg)
-            if topic == det_topic:
-                height = height or int(msg.image_height)
-                detections[stamp] = np.asarray(
-                    [(d.x1, d.y1, d.x2, d.y2, d.score) for d in msg.detections],
-                    dtype=np.float64,
-                ).reshape(-1, 5)
-                latency[RECORDED_STAGES[0]].append((log_ns - stamp) / 1e6)
-            else:
-                tracks.append((stamp, _track_tuples_from_msg(msg)))
-                latency[RECORDED_STAGES[1]].append((log_ns - stamp) / 1e6)
-        skipped = dict(reader.corrupt)
-    if height is None:
-        raise DatasetError(
-            f"{bag}: cannot tell the depth image height (no {DETECTIONS} message and no "
-            f"{DEPTH_INFO}); the ground-truth label rule needs it"
-        )
-    outputs = [
-        (stamp, detections.get(stamp) if det_topic else None, tuples, height)
-        for stamp, tuples in tracks
-    ]
-    ap, mot, frames, without_truth = _score(outputs, truth, labels)
-    result = BagEvalResult(
-        mode="recorded",
-        ap=ap,
-        mot=mot,
-        frames=frames,
-        latency_ms={s: np.asarray(v, dtype=np.float64) for s, v in latency.items() if v},
-        pairs=len(tracks),
-        frames_without_truth=without_truth,
-        skipped=skipped,
-        counters={"detections_messages": len(detections), "tracks_messages": len(tracks)},
-    )
+        recorded, det_topic, tracks_topic = read_recorded(reader, stop_ns)
+    result = score_recorded(recorded, truth, labels=labels, source=str(bag))
     return result, {"detections_topic": det_topic, "tracks_topic": tracks_topic}
+
+
+def evaluate_live(
+    bag: Path | str, recorded: RecordedFrames, *, labels: LabelConfig = DEFAULT_LABELS
+) -> BagEvalResult:
+    """Score what a live graph published while it played ``bag`` against the bag's truth.
+
+    Raises:
+        DatasetError: a missing or unreadable bag, no ground truth, or no image height.
+    """
+    with BagReader(bag) as reader:
+        truth = read_truth(reader)
+    return score_recorded(recorded, truth, mode="live", labels=labels, source=str(bag))
+
+
+def has_ground_truth(bag: Path | str) -> bool:
+    """Whether ``bag`` has a ``ground_truth/people`` topic (False for an unreadable bag)."""
+    try:
+        with BagReader(bag) as reader:
+            return find_topic(reader.topics, GROUND_TRUTH) is not None
+    except DatasetError:
+        return False
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -364,11 +466,11 @@ _MOT_LABELS = {
 
 def _markdown(metrics: Mapping[str, Any]) -> str:
     meta = dict(metrics["meta"])
-    recorded = metrics["mode"] == "recorded"
-    what = (
-        "the detections and tracks a live graph recorded in the bag" if recorded
-        else "the offline pipeline (fusion -> detector -> tracker, the nodes' library code)"
-    )
+    mode = metrics["mode"]
+    what = {
+        "recorded": "the detections and tracks a live graph recorded in the bag",
+        "live": "the detections and tracks the running graph published while it played the bag",
+    }.get(mode, "the offline pipeline (fusion -> detector -> tracker, the nodes' library code)")
     lines = [
         "# End-to-end evaluation over a bag", "",
         f"Evaluated {what} on `{meta.get('bag')}` against its `ground_truth/people`.", "",
@@ -389,8 +491,17 @@ def _markdown(metrics: Mapping[str, Any]) -> str:
         lines.append(f"| {label} | {_fmt(metrics['mot'][key], digits)} |")
     lines += [f"| HOTA | n/a ({metrics['hota_note']}) |", "", "![timeline](timeline.png)", ""]
     lines += ["## Latency (ms)", ""]
-    if recorded:
+    if mode == "recorded":
         lines += ["Bag log time (receipt by the recorder) minus the header stamp (capture).", ""]
+    elif mode == "live":
+        lines += [
+            "Receipt by the runner's monitor (a subscriber in the same process, reliable QoS) "
+            "minus the header stamp, which is the capture stamp of the pair's depth frame "
+            "(its thermal partner is within fusion's `max_skew_ms` of it).",
+            "",
+            f"Clock: {meta.get('latency_clock', 'the monitor node clock')}.",
+            "",
+        ]
     else:
         lines += [
             "Wall time per pair with `time.perf_counter`, in-process, no queues: fusion = "
@@ -566,3 +677,22 @@ def write_bag_report(
     )
     files.report_md.write_text(_markdown(metrics), encoding="utf-8")
     return files
+
+
+def short_table(metrics: Mapping[str, Any], stage: str = LIVE_STAGES[1]) -> list[str]:
+    """The evaluation's headline numbers as a Markdown table, from :func:`metrics_dict` output.
+
+    Columns: pairs (tracks messages scored), AP@0.50, MOTA, IDF1, ID switches and ``stage``'s
+    latency p50 / p95 in ms; ``n/a`` where a value is undefined.
+    """
+    latency = metrics["latency_ms"].get(stage)
+    delay = "n/a" if latency is None else f"{latency['p50']:.1f} / {latency['p95']:.1f}"
+    mot = metrics["mot"]
+    switches = mot.get("num_switches")
+    return [
+        "| pairs | AP@0.5 | MOTA | IDF1 | ID switches | latency to tracks p50 / p95 (ms) |",
+        "|---|---|---|---|---|---|",
+        f"| {metrics['pairs']} | {_fmt(metrics['ap'].get('0.50'))} | {_fmt(mot.get('mota'))} "
+        f"| {_fmt(mot.get('idf1'))} | {'n/a' if switches is None else int(switches)} "
+        f"| {delay} |",
+    ]

@@ -331,6 +331,8 @@ class DetectorNode(Node):
     def stats(self) -> dict[str, Any]:
         """Counters, rates and latencies for diagnostics and the runner's summary."""
         s = self.pairer.stats
+        with self._wake:
+            queue_length = len(self._queue)
         with self._lock:
             dropped = dict(self._dropped)
             errors = dict(self._errors)
@@ -356,6 +358,9 @@ class DetectorNode(Node):
             "detections_published": detections,
             "detections_last": detections_last,
             "pairing_resets": s.resets,
+            "queue_length": queue_length,
+            "pending_depth": self.pairer.pending_depth,
+            "pending_registered": self.pairer.pending_registered,
             "depth_unpaired": s.depth_unpaired,
             "depth_dropped_before_camera_info": self._waiting_for_info,
             **{f"registered_dropped_{k}": v for k, v in s.registered_dropped.items() if v},

@@ -257,6 +257,8 @@ class FusionNode(Node):
                 pairs=s.pairs,
                 thermal_drop_fraction=s.thermal_drop_fraction,
                 sync_resets=s.resets,
+                pending_depth=self.sync.pending_depth,
+                pending_thermal=self.sync.pending_thermal,
                 last_skew_ms=(s.last_skew_ns or 0) / 1e6,
                 **{f"thermal_dropped_{k}": v for k, v in s.thermal_dropped.items() if v},
             )

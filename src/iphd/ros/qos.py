@@ -20,6 +20,11 @@ SENSOR_SUB = qos_profile_sensor_data
 RESULT_PUB = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE
 )
+# A recorder (the runner's evaluation monitor) must see every result: reliable, with a queue
+# deep enough to ride out an executor busy with fusion for a second (tracks come at < 9 Hz).
+RECORD_SUB = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE
+)
 STATIC_TF = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,
     depth=1,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 import rclpy
+from iphd_msgs.msg import PersonDetectionArray, PersonTrackArray
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.logging import LoggingSeverity
@@ -20,7 +23,10 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
+from iphd.data.rosbag import GROUND_TRUTH
 from iphd.errors import IphdError
+from iphd.eval.bag_eval import detection_rows_from_msg, track_tuples_from_msg
+from iphd.eval.live import LiveRecorder
 from iphd.graph import NodeSpec, build_graph, load_params_file, parameters_for, wants_sim_time
 from iphd.ros import qos
 from iphd.ros.common import package_file
@@ -48,13 +54,29 @@ class RunResult:
     tracker_stats: dict[str, Any] = field(default_factory=dict)
     player_stats: dict[str, Any] = field(default_factory=dict)
     snapshot: Path | None = None
+    recording: LiveRecorder | None = None
+    bag: str = ""
+    use_sim_time: bool = False
 
 
 class _Monitor(Node):
-    """Keeps the latest depth, thermal and registered images for the run summary's picture."""
+    """Keeps the latest images for the run summary's picture and, with ``record``, the results.
 
-    def __init__(self, **kwargs: Any) -> None:
+    With ``record`` it subscribes to ``detections`` and ``tracks`` with reliable QoS and hands
+    each message, as plain data with its receipt time on this node's clock (sim time under
+    ``use_sim_time``) and on ``time.monotonic``, to a :class:`LiveRecorder`. ``delays`` False
+    means the node clock is not the clock of the stamps (a bag on system time): no delays.
+    """
+
+    def __init__(self, record: bool = False, delays: bool = True, **kwargs: Any) -> None:
         super().__init__("iphd_run_monitor", **kwargs)
+        self.recording = LiveRecorder() if record else None
+        self._delays = delays
+        if record:
+            self.create_subscription(
+                PersonDetectionArray, "detections", self._on_detections, qos.RECORD_SUB
+            )
+            self.create_subscription(PersonTrackArray, "tracks", self._on_tracks, qos.RECORD_SUB)
         self.depth: dict[int, Image] = {}
         self.thermal: Image | None = None
         self.registered: Image | None = None
@@ -62,6 +84,24 @@ class _Monitor(Node):
         self.create_subscription(Image, "depth/image_raw", self._on_depth, qos.SENSOR_SUB)
         self.create_subscription(Image, "thermal/image_raw", self._on_thermal, qos.SENSOR_SUB)
         self.create_subscription(Image, "thermal/registered", self._on_registered, qos.SENSOR_SUB)
+
+    def _now(self) -> tuple[int | None, float]:
+        return (self.get_clock().now().nanoseconds if self._delays else None), time.monotonic()
+
+    def _on_detections(self, msg: PersonDetectionArray) -> None:
+        assert self.recording is not None
+        now_ns, wall_s = self._now()
+        self.recording.on_detections(
+            stamp_to_ns(msg.header.stamp), detection_rows_from_msg(msg), int(msg.image_height),
+            now_ns, wall_s,
+        )
+
+    def _on_tracks(self, msg: PersonTrackArray) -> None:
+        assert self.recording is not None
+        now_ns, wall_s = self._now()
+        self.recording.on_tracks(
+            stamp_to_ns(msg.header.stamp), track_tuples_from_msg(msg), now_ns, wall_s
+        )
 
     def _on_depth(self, msg: Image) -> None:
         self.depth[stamp_to_ns(msg.header.stamp)] = msg
@@ -134,6 +174,9 @@ def run_graph(
     detector_checkpoint: str = "",
     tracker: bool = True,
     reid_checkpoint: str = "",
+    record: bool = False,
+    sample: Callable[[dict[str, Node], float], None] | None = None,
+    sample_period_s: float = 10.0,
 ) -> RunResult:
     """Run the graph for ``duration_s`` seconds in this process and return what it did.
 
@@ -141,6 +184,10 @@ def run_graph(
     node name to parameters that win over the parameters file. ``use_sim_time`` None means
     the source's default (``iphd.graph.wants_sim_time``: on for a bag). A bag run ends
     ``DRAIN_S`` after the player published the bag's last message, if that comes first.
+    ``record`` keeps the published ``detections`` and ``tracks`` in ``RunResult.recording``
+    (delays measured on the node clock, only under sim time for a bag: a bag's stamps are
+    its recorded times). ``sample(nodes, elapsed_s)`` is called from the spinning thread every
+    ``sample_period_s`` (so it may read the nodes' ``stats()`` safely) and once at the end.
     """
     if source == "sim":
         from iphd.sim.demo import ensure_demo_bag
@@ -164,12 +211,19 @@ def run_graph(
     context = Context()
     rclpy.init(context=context)
     executor = SingleThreadedExecutor(context=context)
-    result = RunResult(duration_s=duration_s)
+    played = next((str(s.parameters.get("bag", "")) for s in specs if s.name == "bag_player"), "")
+    result = RunResult(duration_s=duration_s, bag=played, use_sim_time=use_sim_time)
     started: list[Node] = []
     try:
         nodes = make_nodes(specs, params, namespace, use_sim_time, context)
         started.extend(nodes.values())
-        monitor = _Monitor(namespace=namespace, context=context)
+        monitor = _Monitor(
+            record=record,
+            delays=use_sim_time or not played,
+            namespace=namespace,
+            context=context,
+            parameter_overrides=[Parameter("use_sim_time", value=use_sim_time)],
+        )
         started.append(monitor)
         for node in started:
             node.get_logger().set_level(LOG_LEVELS[log_level])
@@ -178,6 +232,7 @@ def run_graph(
         # executor was measured to starve the fusion callbacks (GIL), so it is not used.
         start = time.monotonic()
         next_report = start + 2.0
+        next_sample = start + sample_period_s
         player = nodes.get("bag_player")
         stop_at = start + duration_s
         try:
@@ -189,8 +244,14 @@ def run_graph(
                 if progress and time.monotonic() >= next_report:
                     next_report += 2.0
                     _report(nodes, time.monotonic() - start)
+                if sample is not None and time.monotonic() >= next_sample:
+                    next_sample += sample_period_s
+                    sample(nodes, time.monotonic() - start)
         except KeyboardInterrupt:
             pass  # Ctrl-C ends the run; the summary still comes
+        if sample is not None:
+            sample(nodes, time.monotonic() - start)
+        result.recording = monitor.recording
         result.duration_s = time.monotonic() - start
         result.nodes = nodes
         fusion = nodes.get("fusion")
@@ -308,8 +369,18 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--reid-checkpoint", default="",
         help="tracker's depth re-ID embedder .pt (default: the shipped one; none = no appearance)",
     )
+    p.add_argument(
+        "--eval",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with source sim or bag and a bag with ground_truth/people: score the detections "
+        "and tracks the graph published (first pass of the bag) and write the report to "
+        "OUT/eval (default: on; needs the detector and the tracker)",
+    )
     p.add_argument("--log-level", default="info", choices=sorted(LOG_LEVELS))
-    p.add_argument("--out", default="out/demo", help="folder for the run's snapshot picture")
+    p.add_argument(
+        "--out", default="out/demo", help="folder for the run's snapshot picture and eval/ report"
+    )
     return p
 
 
@@ -321,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     until = "the end of the bag or Ctrl-C" if source == "bag" else "Ctrl-C"
     length = f"{args.duration:g} s" if args.duration > 0 else f"until {until}"
     print(f"iphd-run: source={source}, duration {length}", flush=True)
+    evaluate = args.eval and source in ("sim", "bag") and args.detector and args.tracker
     try:
         result = run_graph(
             source,
@@ -338,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             detector_checkpoint=args.detector_checkpoint,
             tracker=args.tracker,
             reid_checkpoint=args.reid_checkpoint,
+            record=evaluate,
         )
     except (IphdError, FileNotFoundError) as exc:
         print(f"iphd-run: error: {exc}", file=sys.stderr)
@@ -381,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     if t:
         print(
             f"  tracker (re-ID {t['reid_model']}, {t['device']}): {t['published']} track arrays "
-            f"for {t.get('detections_received', 0)} detection arrays received, published with {t.get('tracks_published', 0)} tracks, at most "
+            f"for {t.get('detections_received', 0)} detection arrays received, published with "
+            f"{t.get('tracks_published', 0)} tracks, at most "
             f"{t.get('tracks_confirmed_max', 0)} confirmed at once, "
             f"{t.get('tracker_created', 0)} track ids created, "
             f"{t.get('tracker_reidentified', 0)} re-identified, "
@@ -389,7 +463,87 @@ def main(argv: list[str] | None = None) -> int:
         )
     if result.snapshot:
         print(f"  wrote {result.snapshot}")
-    return exit_status(result)
+    status = exit_status(result)
+    if evaluate and status == 0:
+        status = _evaluate(result, source, Path(args.out) / "eval")
+    return status
+
+
+def latency_clock(result: RunResult) -> str:
+    """Which clock the live delays were measured on, in words (for the report)."""
+    if not result.use_sim_time:
+        if result.bag:
+            return (
+                "none: the nodes ran on the system clock while the bag's stamps are its recorded "
+                "times, so no delay was measured (run with --use-sim-time)"
+            )
+        return "the monitor node's clock: system time, the clock the drivers stamp with"
+    player = result.nodes.get("bag_player")
+    period_s = player.get_parameter("clock_period_s").value if player is not None else "?"
+    rate = player.get_parameter("rate").value if player is not None else "?"
+    return (
+        "the monitor node's ROS clock with use_sim_time, i.e. sim time from /clock, which the "
+        f"bag player publishes every {period_s} s as the bag position advancing with the steady "
+        f"clock at rate {rate} (a sim-time delay is the real delay times the rate); the /clock "
+        "period bounds the resolution, and a receipt waits for the executor the monitor shares "
+        "with the other nodes"
+    )
+
+
+def _evaluate(result: RunResult, source: str, out_dir: Path) -> int:
+    """Score the run's recording against the bag's ground truth, write the report, print it."""
+    from iphd.eval.bag_eval import (
+        evaluate_live,
+        has_ground_truth,
+        short_table,
+        write_bag_report,
+    )
+
+    if result.recording is None or not result.bag:
+        return 0
+    if not has_ground_truth(result.bag):
+        print(f"  evaluation skipped: {result.bag} has no ground_truth/people topic")
+        return 0
+    recording = result.recording
+    try:
+        evaluation = evaluate_live(result.bag, recording.frames)
+    except IphdError as exc:
+        print(f"iphd-run: evaluation failed: {exc}", file=sys.stderr)
+        return 1
+    d, t = result.detector_stats, result.tracker_stats
+    meta = {
+        "bag": result.bag,
+        "source": source,
+        "run_s": round(result.duration_s, 2),
+        "detector": d.get("model", ""),
+        "detector_device": d.get("device", ""),
+        "reid": t.get("reid_model", ""),
+        "use_sim_time": result.use_sim_time,
+        "latency_clock": latency_clock(result),
+        "bag_loops": result.player_stats.get("loops", 0),
+        "scored": "the first pass of the bag only (messages after a loop are counted in "
+        "skipped, not scored)",
+    }
+    files = write_bag_report(evaluation, out_dir, meta)
+    metrics = json.loads(files.metrics_json.read_text(encoding="utf-8"))
+    print(
+        f"\nevaluation (live graph against {GROUND_TRUTH}, {metrics['frames_scored']} frames "
+        "scored, first pass of the bag)"
+    )
+    for line in short_table(metrics):
+        print(f"  {line}")
+    print(f"  latency: tracks receipt minus capture stamp, {_short_clock(result)}")
+    print(
+        f"  wrote {files.report_md}, {files.metrics_json.name}, {files.pr_png.name}, "
+        f"{files.timeline_png.name}, {files.latency_png.name}"
+    )
+    return 0
+
+
+def _short_clock(result: RunResult) -> str:
+    if not result.use_sim_time:
+        return "not measured (system clock, bag stamps)" if result.bag else "system clock"
+    return "sim time (/clock from the bag player)"
 
 
 def exit_status(result: RunResult) -> int:

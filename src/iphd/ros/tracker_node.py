@@ -455,6 +455,8 @@ class TrackerNode(Node):
 
     def stats(self) -> dict[str, Any]:
         """Counters, rates and latencies for diagnostics and the runner's summary."""
+        with self._wake:
+            queue_length = len(self._queue)
         with self._lock:
             errors = dict(self._errors)
             stage_ms = {k: list(v) for k, v in self._stage_ms.items()}
@@ -473,10 +475,12 @@ class TrackerNode(Node):
                 "queries": self._queries,
                 "clock_jumps": self._clock_jumps,
                 "frames_dropped_queue_full": self._queue_dropped,
+                "queue_length": queue_length,
                 "frames_without_depth": self._without_depth,
             }
         with self._pair_lock:
             values["frames_waiting_for_depth"] = self.pairing.waiting
+            values["pending_depth"] = self.pairing.pairer.pending_depth
         values.update({f"tracks_{state}": n for state, n in states.items()})
         if self.tracker is not None:
             values.update(
