@@ -338,10 +338,12 @@ def _swap_scene(config):
 
 
 def test_appearance_resolves_an_ambiguous_swap():
-    before, after = _swap_scene(TrackerConfig(appearance_weight=0.5))
+    # The boxes follow the positions here, so the box term only adds to the geometric
+    # evidence: leave it out to weigh appearance against distance alone.
+    before, after = _swap_scene(TrackerConfig(appearance_weight=0.5, iou_weight=0.0))
     assert after == before
     # Without appearance, distance alone follows positions and the identities swap.
-    before, after = _swap_scene(TrackerConfig(appearance_weight=0.0))
+    before, after = _swap_scene(TrackerConfig(appearance_weight=0.0, iou_weight=0.0))
     assert after == {0: before[1], 1: before[0]}
 
 
@@ -389,6 +391,118 @@ def test_lost_track_is_revived_within_a_gate_that_grows_with_time_lost(gone_s, s
     assert (tracks[0].state == CONFIRMED) is revived
     assert tracker.stats.reidentified == int(revived)
     assert len(tracks) == (1 if revived else 2)
+
+
+def _walk_then_vanish(config, *, speed=1.0, gone_frames=30):
+    """A person walks +x at ``speed`` for 1 s, then is missed for ``gone_frames`` frames."""
+    tracker = Tracker(config)
+    ns = 0
+    for k in range(11):
+        ns += FRAME_NS
+        tracker.update(ns, [det(-1.0 + speed * 0.1 * k, 3.0)])
+    last_x = tracker.tracks[0].position_m[0]
+    for _ in range(gone_frames):
+        ns += FRAME_NS
+        tracks = tracker.update(ns, [])
+    return tracker, last_x, tracks, ns
+
+
+def test_a_lost_track_is_predicted_with_a_decaying_velocity():
+    # Lost 3 s at 1 m/s: constant velocity would carry it 3 m; with a 0.5 s decay it moves
+    # v * tau * (1 - exp(-t / tau)) ~ 0.5 m and its velocity fades.
+    tracker, last_x, tracks, _ = _walk_then_vanish(TrackerConfig(lost_velocity_decay_s=0.5))
+    (track,) = tracks
+    assert track.state == LOST
+    v0 = 1.0
+    expected = last_x + v0 * 0.5 * -math.expm1(-3.0 / 0.5)
+    assert track.position_m[0] == pytest.approx(expected, abs=0.1)
+    assert track.position_m[0] - last_x < 0.6
+    assert abs(track.velocity_mps[0]) < 0.01
+    assert track.position_m[2] == pytest.approx(3.0, abs=0.05)
+    # 0 = stays where it was last seen.
+    _, last_x, (track,), _ = _walk_then_vanish(TrackerConfig(lost_velocity_decay_s=0.0))
+    assert track.position_m[0] == pytest.approx(last_x, abs=1e-9)
+    np.testing.assert_allclose(track.velocity_mps, 0.0)
+
+
+def test_a_lost_track_is_revived_where_it_stopped_not_where_stale_velocity_took_it():
+    # The person walked +x, was missed 3 s and reappears near where they vanished; a
+    # detection 3 m further (where constant velocity puts the track) is someone else.
+    config = TrackerConfig(max_lost_gate_growth_m=0.5)  # gate 1.5 m once lost 0.25 s
+    tracker, last_x, _, ns = _walk_then_vanish(config)
+    tracks = tracker.update(ns + FRAME_NS, [det(last_x + 0.3, 3.0)])
+    assert [t.state for t in tracks] == [CONFIRMED]
+    tracker, last_x, _, ns = _walk_then_vanish(config)
+    tracks = tracker.update(ns + FRAME_NS, [det(last_x + 3.0, 3.0)])
+    assert [t.state for t in tracks] == [LOST, TENTATIVE]
+
+
+def test_a_revived_track_restarts_its_filter_at_the_detection():
+    tracker, last_x, (lost,), ns = _walk_then_vanish(TrackerConfig(), gone_frames=10)
+    (track,) = tracker.update(ns + FRAME_NS, [det(last_x + 0.8, 3.0)])
+    assert (track.track_id, track.state) == (lost.track_id, CONFIRMED)
+    np.testing.assert_allclose(track.position_m, [last_x + 0.8, -0.2, 3.0], atol=1e-9)
+    np.testing.assert_allclose(track.velocity_mps, 0.0)
+
+
+def _two_boxes_scene(config):
+    """Two people whose measured positions trade places (depth of one read off the other)
+    while their boxes stay put; returns the assignments before and after."""
+    tracker = Tracker(config)
+    box_a, box_b = person_box(0.0, 3.0), person_box(0.5, 3.0)
+    for k in range(1, 6):
+        tracker.update(k * FRAME_NS, [det(0.0, 3.0, box=box_a), det(0.5, 3.3, box=box_b)])
+    before = dict(tracker.last_assignment)
+    tracker.update(6 * FRAME_NS, [det(0.35, 3.25, box=box_a), det(0.05, 3.05, box=box_b)])
+    return before, tracker.last_assignment
+
+
+def test_box_continuity_keeps_ids_when_measured_positions_trade_places():
+    before, after = _two_boxes_scene(TrackerConfig(iou_weight=0.5))
+    assert after == before
+    # Distance only follows the (wrong) positions and swaps the identities.
+    before, after = _two_boxes_scene(TrackerConfig(iou_weight=0.0))
+    assert after == {0: before[1], 1: before[0]}
+
+
+def _second_track_on_one_person(config, emb_new=None):
+    """Track A follows a person; a stray detection 1.2 m behind them (a depth error) starts a
+    tentative track, which then gets every detection (A's gate is 1 m) until it is confirmed.
+    """
+    e = unit(1.0, 0.0, 0.0)
+    e_new = e if emb_new is None else emb_new
+    tracker = Tracker(config)
+    for k in range(1, 4):
+        tracker.update(k * FRAME_NS, [det(0.0, 3.0, emb=e, box=person_box(0.0, 3.0))])
+    (a_id,) = (t.track_id for t in tracker.tracks if t.state == CONFIRMED)
+    stray = det(0.6, 4.2, emb=e_new, box=person_box(0.6, 4.2))
+    tracker.update(4 * FRAME_NS, [det(0.0, 3.0, emb=e, box=person_box(0.0, 3.0)), stray])
+    for k in (5, 6):
+        tracks = tracker.update(k * FRAME_NS, [det(0.0, 4.2, emb=e_new, box=person_box(0.0, 4.2))])
+    return a_id, tracks, tracker
+
+
+def test_a_newly_confirmed_track_near_a_lost_track_continues_it():
+    a_id, tracks, tracker = _second_track_on_one_person(TrackerConfig())
+    assert [(t.track_id, t.state) for t in tracks] == [(a_id, CONFIRMED)]
+    np.testing.assert_allclose(tracks[0].position_m[[0, 2]], [0.0, 4.2], atol=0.1)
+    assert tracker.last_assignment == {0: a_id}
+    assert tracker.stats.reidentified == 1
+    assert tracker.stats.created == 2 and tracker.stats.deleted == 1
+    # Off: the second track keeps its own id and A stays lost.
+    a_id, tracks, _ = _second_track_on_one_person(TrackerConfig(adopt_lost=False))
+    assert [(t.track_id, t.state) for t in tracks] == [(a_id, LOST), (a_id + 1, CONFIRMED)]
+
+
+def test_a_newly_confirmed_track_that_looks_different_does_not_continue_a_lost_track():
+    a_id, tracks, _ = _second_track_on_one_person(TrackerConfig(), emb_new=unit(0.0, 1.0, 0.0))
+    assert [(t.track_id, t.state) for t in tracks] == [(a_id, LOST), (a_id + 1, CONFIRMED)]
+
+
+def test_a_newly_confirmed_track_far_from_a_lost_track_does_not_continue_it():
+    config = TrackerConfig(max_lost_gate_growth_m=0.0)  # lost gate 1 m; 4.2 - 3.0 > 1
+    a_id, tracks, _ = _second_track_on_one_person(config)
+    assert [(t.track_id, t.state) for t in tracks] == [(a_id, LOST), (a_id + 1, CONFIRMED)]
 
 
 # --- re-identification ----------------------------------------------------------------------
@@ -559,6 +673,8 @@ def test_bad_up_axis_raises_and_names_the_valid_values():
         ("confirm_hits", 0),
         ("max_tentative_misses", -1),
         ("lost_timeout_s", math.nan),
+        ("iou_weight", 1.5),
+        ("lost_velocity_decay_s", -0.1),
         ("reid_max_distance", 3.0),
         ("measurement_std_m", 0.0),
         ("ema_alpha", 1.2),

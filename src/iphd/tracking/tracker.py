@@ -54,7 +54,8 @@ class TrackerConfig:
             hit 1).
         max_tentative_misses: consecutive misses a tentative track survives; one more deletes it.
         lost_timeout_s: a lost track is deleted once it has gone longer than this without a
-            detection.
+            detection (people hidden behind others for several seconds come back under their
+            own id).
         reid_max_distance: cosine distance at or below which an unmatched detection revives a
             lost track (second stage, appearance only, within ``max_speed_mps`` times the time
             lost plus ``gate_distance_m`` of where the track was last seen). While a lost track
@@ -82,6 +83,19 @@ class TrackerConfig:
             no track and revives no lost or tentative track (it may still update a confirmed
             track seen on the previous frame that no other detection suits). 1 disables.
         duplicate_distance_m: ground distance within which overlapping detections are repeats.
+        iou_weight: for a track seen on the previous frame, the share of ``1 - IoU`` (with the
+            track's last box) in the geometric cost; the rest is the gate-normalised distance.
+            The box tells apart people whose measured ground positions are alike (the depth of a
+            partly hidden person read from the one in front). 0 = distance only.
+        lost_velocity_decay_s: time constant of the velocity decay of a lost track's
+            prediction: it moves ``v * tau * (1 - exp(-t / tau))`` from where it was last seen
+            (``v``, the velocity at its last detection capped at ``max_speed_mps``), at most
+            ``v * tau``, so a stale velocity does not carry it away. 0 = stays where last seen.
+        adopt_lost: a tentative track confirmed near where a lost track is predicted (within the
+            lost track's first-stage gate, and its appearance gate when both have galleries)
+            continues the lost track, under the lost track's id.
+
+    A lost track that takes a detection (either stage) restarts its Kalman filter there.
 
     Association runs as a cascade: confirmed tracks seen on the previous frame take their
     detections first, then the other live (tentative) tracks, then lost tracks, each with the
@@ -96,7 +110,7 @@ class TrackerConfig:
     max_appearance_distance: float = 0.6
     confirm_hits: int = 3
     max_tentative_misses: int = 1
-    lost_timeout_s: float = 3.0
+    lost_timeout_s: float = 8.0
     reid_max_distance: float = 0.35
     max_speed_mps: float = 2.0
     min_score_new: float = 0.8
@@ -110,6 +124,9 @@ class TrackerConfig:
     outlier_min_iou: float = 0.7
     duplicate_iou: float = 0.3
     duplicate_distance_m: float = 0.5
+    iou_weight: float = 0.5
+    lost_velocity_decay_s: float = 0.5
+    adopt_lost: bool = True
 
     def __post_init__(self) -> None:
         """Reject values the tracker cannot run with."""
@@ -143,6 +160,8 @@ class TrackerConfig:
         _check_finite("outlier_min_iou", self.outlier_min_iou, 0.0, 1.0)
         _check_finite("duplicate_iou", self.duplicate_iou, 0.0, 1.0)
         _check_finite("duplicate_distance_m", self.duplicate_distance_m, 0.0)
+        _check_finite("iou_weight", self.iou_weight, 0.0, 1.0)
+        _check_finite("lost_velocity_decay_s", self.lost_velocity_decay_s, 0.0)
 
     @property
     def up_index(self) -> int:
@@ -241,8 +260,10 @@ class TrackerStats:
 
     Attributes:
         created: tracks started (tentative).
-        deleted: tracks deleted (timed out, missed while tentative, or forgotten by reset()).
-        reidentified: lost tracks revived by a detection (first or second stage).
+        deleted: tracks deleted (timed out, missed while tentative, continued by a lost track
+            on confirmation, or forgotten by reset()).
+        reidentified: lost tracks revived by a detection (first or second stage) or continued
+            by a newly confirmed track (``adopt_lost``).
         confirmed: tentative tracks that became confirmed.
     """
 
@@ -266,6 +287,7 @@ class _Track:
         "first_ns",
         "last_update_ns",
         "last_seen_ground_m",
+        "last_velocity_mps",
         "hits",
         "misses",
     )
@@ -289,6 +311,7 @@ class _Track:
         self.first_ns = stamp_ns
         self.last_update_ns = stamp_ns
         self.last_seen_ground_m = kf.position
+        self.last_velocity_mps = kf.velocity
         self.hits = 1
         self.misses = 0
 
@@ -312,6 +335,7 @@ class Tracker:
         self._stamp_ns: int | None = None
         self._dim: int | None = None
         self._assignment: dict[int, int] = {}
+        self._new_confirmed: list[_Track] = []
         self._created = self._deleted = self._reidentified = self._confirmed = 0
 
     @property
@@ -384,6 +408,7 @@ class Tracker:
                 track.kf.predict(dt_s)
         self._stamp_ns = stamp_ns
         self._assignment = {}
+        self._new_confirmed = []
 
         tracks = list(self._tracks.values())
         matched_tracks: set[int] = set()
@@ -392,10 +417,16 @@ class Tracker:
             tracks, dets, ground, valid, embeddings, prev_ns, stamp_ns, duplicates
         ):
             track = tracks[ti]
+            use = valid[j] and not outlier
             if track.state == LOST:
                 track.state = CONFIRMED
                 self._reidentified += 1
-            use = valid[j] and not outlier
+                if use:
+                    # The filter's constant-velocity prediction has run on while lost: restart
+                    # it at the detection.
+                    track.kf = self._new_filter(ground[j])
+                    track.up_m = float(up[j])
+                    use = False
             self._hit(track, dets[j], ground[j] if use else None, up[j], embeddings[j])
             matched_tracks.add(track.track_id)
             self._assignment[j] = track.track_id
@@ -412,6 +443,7 @@ class Tracker:
         for track in tracks:
             if track.track_id not in matched_tracks:
                 self._miss(track, stamp_ns)
+        self._adopt(stamp_ns)
 
         for j, det in enumerate(dets):
             if j in self._assignment or not valid[j] or det.score < self.config.min_score_new:
@@ -531,6 +563,36 @@ class Tracker:
                     break
         return out
 
+    def _lost_velocity(self, track: _Track) -> np.ndarray:
+        """Velocity at the last detection, its speed capped at ``max_speed_mps``."""
+        v = track.last_velocity_mps
+        speed = float(np.linalg.norm(v))
+        cap = self.config.max_speed_mps
+        return v * (cap / speed) if speed > cap else v
+
+    def _ground_position(self, track: _Track, stamp_ns: int) -> np.ndarray:
+        """Predicted ground position; a lost track's velocity decays from its last detection.
+
+        A lost track moves on from where it was last seen at its last velocity decaying as
+        ``exp(-t / lost_velocity_decay_s)``: it travels at most that velocity times the decay
+        time, so a stale velocity cannot carry it across the scene.
+        """
+        if track.state != LOST:
+            return track.kf.position
+        tau = self.config.lost_velocity_decay_s
+        lost_s = (stamp_ns - track.last_update_ns) * _NS_PER_S
+        reach = tau * -math.expm1(-lost_s / tau) if tau > 0.0 else 0.0
+        return track.last_seen_ground_m + self._lost_velocity(track) * reach
+
+    def _ground_velocity(self, track: _Track, stamp_ns: int) -> np.ndarray:
+        """Ground velocity of ``_ground_position``."""
+        if track.state != LOST:
+            return track.kf.velocity
+        tau = self.config.lost_velocity_decay_s
+        lost_s = (stamp_ns - track.last_update_ns) * _NS_PER_S
+        decay = math.exp(-lost_s / tau) if tau > 0.0 else 0.0
+        return self._lost_velocity(track) * decay
+
     def _new_filter(self, ground_m: np.ndarray) -> ConstantVelocityKalman:
         return ConstantVelocityKalman(
             ground_m,
@@ -557,7 +619,7 @@ class Tracker:
         cfg = self.config
         if not tracks or not dets:
             return []
-        pred = np.stack([t.kf.position for t in tracks])
+        pred = np.stack([self._ground_position(t, stamp_ns) for t in tracks])
         lost = np.array([t.state == LOST for t in tracks])
         tentative = np.array([t.state == TENTATIVE for t in tracks])
         lost_s = np.array([(stamp_ns - t.last_update_ns) * _NS_PER_S for t in tracks])
@@ -580,7 +642,14 @@ class Tracker:
         )
         iou_ok = ~recent[:, None] | (iou >= cfg.min_iou) | (cfg.min_iou <= 0.0)
         nan_ok = ~valid[None, :] & recent[:, None] & (iou >= cfg.nan_position_min_iou)
-        geo = np.where(valid[None, :], norm_dist, 1.0 - iou)
+        # Box continuity: for a track seen on the previous frame, the IoU with its last box
+        # tells apart people whose ground positions read alike (a partly hidden person's depth
+        # taken from the one in front).
+        box_dist = np.where(
+            recent[:, None], (1.0 - cfg.iou_weight) * norm_dist + cfg.iou_weight * (1.0 - iou),
+            norm_dist,
+        )
+        geo = np.where(valid[None, :], box_dist, 1.0 - iou)
         feasible = (dist_ok & iou_ok) | nan_ok
         # A depth outlier: the box still overlaps the track's last box well but the position
         # jumped out of the gate (background or a partly seen body in the depth statistics).
@@ -685,6 +754,70 @@ class Tracker:
         rows, cols = linear_sum_assignment(cost)
         return [(cand_t[r], cand_d[c]) for r, c in zip(rows, cols, strict=True) if feasible[r, c]]
 
+    def _adopt(self, stamp_ns: int) -> None:
+        """A track confirmed this frame continues a lost track that it may be the return of.
+
+        A person whose lost track was not revived (their detections fell just outside its gate,
+        or a second track started on them while the first still followed a part of them) gets a
+        new tentative track. Tentative tracks are not published, so when one is confirmed near
+        where a lost track is predicted (within that lost track's first-stage gate, and within
+        ``reid_max_distance`` in appearance when both have galleries), the lost track takes it
+        over and keeps its id; the nearest such lost track wins.
+        """
+        cfg = self.config
+        if not cfg.adopt_lost:
+            return
+        for new in self._new_confirmed:
+            if new.track_id not in self._tracks or new.state != CONFIRMED:
+                continue
+            best: tuple[float, _Track] | None = None
+            pos = new.kf.position
+            for old in self._tracks.values():
+                if old.state != LOST or old.first_ns >= new.first_ns:
+                    continue
+                lost_s = (stamp_ns - old.last_update_ns) * _NS_PER_S
+                gate = cfg.gate_distance_m + min(
+                    cfg.max_speed_mps * lost_s, cfg.max_lost_gate_growth_m
+                )
+                dist = float(np.linalg.norm(self._ground_position(old, stamp_ns) - pos))
+                if dist > gate:
+                    continue
+                cost = dist / cfg.gate_distance_m
+                if old.gallery is not None and new.gallery is not None:
+                    app = float(1.0 - old.gallery @ new.gallery)
+                    if app > cfg.reid_max_distance:
+                        continue
+                    cost = (1.0 - cfg.appearance_weight) * cost + cfg.appearance_weight * app
+                if best is None or cost < best[0]:
+                    best = (cost, old)
+            if best is not None:
+                self._take_over(best[1], new)
+
+    def _take_over(self, old: _Track, new: _Track) -> None:
+        """``old`` (lost) continues with ``new``'s state; ``new`` is deleted."""
+        old.kf = new.kf
+        old.up_m = new.up_m
+        old.score = new.score
+        old.box_xyxy = new.box_xyxy
+        if old.gallery is None or new.gallery is None:
+            old.gallery = new.gallery if old.gallery is None else old.gallery
+        else:
+            alpha = self.config.ema_alpha
+            g = alpha * old.gallery + (1.0 - alpha) * new.gallery
+            norm = float(np.linalg.norm(g))
+            old.gallery = g / norm if norm > 0.0 else new.gallery
+        old.last_update_ns = new.last_update_ns
+        old.last_seen_ground_m = new.last_seen_ground_m
+        old.last_velocity_mps = new.last_velocity_mps
+        old.hits = new.hits
+        old.misses = 0
+        old.state = CONFIRMED
+        self._reidentified += 1
+        self._delete(new)
+        for j, track_id in self._assignment.items():
+            if track_id == new.track_id:
+                self._assignment[j] = old.track_id
+
     def _hit(
         self,
         track: _Track,
@@ -701,6 +834,7 @@ class Tracker:
             track.kf.update(ground_m)
             track.up_m = cfg.up_ema_alpha * track.up_m + (1.0 - cfg.up_ema_alpha) * float(up_m)
         track.last_seen_ground_m = track.kf.position
+        track.last_velocity_mps = track.kf.velocity
         track.score = float(det.score)
         track.box_xyxy = np.asarray(det.box_xyxy, dtype=np.float64)
         if embedding is not None:
@@ -716,6 +850,7 @@ class Tracker:
         if track.state == TENTATIVE and track.hits >= cfg.confirm_hits:
             track.state = CONFIRMED
             self._confirmed += 1
+            self._new_confirmed.append(track)
 
     def _miss(self, track: _Track, stamp_ns: int) -> None:
         """Run the life cycle of a track no detection took this frame."""
@@ -744,10 +879,10 @@ class Tracker:
             since_s = (stamp_ns - track.last_update_ns) * _NS_PER_S
             position = np.zeros(3)
             velocity = np.zeros(3)
-            position[self._ground] = track.kf.position
-            position[self._up] = track.up_m
-            velocity[self._ground] = track.kf.velocity
             lost = track.state == LOST
+            position[self._ground] = self._ground_position(track, stamp_ns)
+            position[self._up] = track.up_m
+            velocity[self._ground] = self._ground_velocity(track, stamp_ns)
             score = track.score
             if lost:
                 score *= math.exp(-self.config.lost_score_decay_per_s * since_s)
