@@ -345,3 +345,12 @@ def test_runner_starts_the_tracker_after_the_detector(tmp_path, capsys):
     summary = capsys.readouterr().out
     line = next(x for x in summary.splitlines() if "tracker (re-ID none" in x)
     assert int(line.split("):")[1].split()[0]) > 0  # track arrays published
+
+
+def test_every_tracker_config_field_has_a_parameter_description():
+    import dataclasses
+
+    from iphd.ros.tracker_node import TRACKER_PARAMETERS
+    from iphd.tracking.tracker import TrackerConfig
+
+    assert {f.name for f in dataclasses.fields(TrackerConfig)} == set(TRACKER_PARAMETERS)

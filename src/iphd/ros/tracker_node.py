@@ -76,6 +76,20 @@ TRACKER_PARAMETERS = {
     "measurement_std_m": "Kalman position measurement standard deviation",
     "ema_alpha": "appearance gallery EMA factor",
     "lost_score_decay_per_s": "exponential decay rate of a lost track's score",
+    "up_ema_alpha": "smoothing of the up coordinate: u <- alpha * u + (1 - alpha) * measured",
+    "nan_position_min_iou": "least IoU with which a detection without valid depth keeps a "
+    "track alive",
+    "max_lost_gate_growth_m": "cap of the growth of a lost track's distance gate",
+    "outlier_min_iou": "least IoU with which a detection outside the distance gate (a depth "
+    "outlier) still follows a recent confirmed track; 0 disables",
+    "duplicate_iou": "IoU with a stronger detection above which a box is a repeat (starts no "
+    "track); 1 disables",
+    "duplicate_distance_m": "ground distance within which overlapping detections are repeats",
+    "iou_weight": "share of 1 - IoU with the last box in the cost of tracks seen on the "
+    "previous frame; 0 = distance only",
+    "lost_velocity_decay_s": "time constant of the velocity decay of a lost track's prediction",
+    "adopt_lost": "a tentative track confirmed inside a lost track's gate continues the lost "
+    "track's id",
 }
 
 
