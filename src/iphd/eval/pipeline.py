@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -303,10 +304,20 @@ class OfflinePipeline:
         registered_ck = self.fusion.process(depth, pair.thermal)
         t1 = time.perf_counter()
         found = self.detector(depth.depth_mm, registered_ck)
-        detections = describe_detections(found, depth.depth_mm, registered_ck, depth.intrinsics)
+        # Positions only for what the node publishes (as the node does); AP scores every
+        # detection the model returns, so the others are kept with NaN position/temperature.
+        published = describe_detections(
+            found, depth.depth_mm, registered_ck, depth.intrinsics, self.config.score_threshold
+        )
         t2 = time.perf_counter()
+        nan = math.nan
+        detections = published + [
+            PersonDetection(tuple(float(v) for v in box), float(score), (nan, nan, nan), nan)  # type: ignore[arg-type]
+            for box, score in zip(found.boxes_xyxy, found.scores, strict=True)
+            if float(score) < self.config.score_threshold
+        ]
+        detections.sort(key=lambda d: -d.score)
         height, width = depth.depth_mm.shape
-        published = [d for d in detections if d.score >= self.config.score_threshold]
         inputs = self._track_inputs(published, width, height)
         latency = {"fusion": sync_ms + (t1 - t0) * 1e3, "detection": (t2 - t1) * 1e3}
         if self.reid is not None:
