@@ -148,3 +148,13 @@ def test_every_fusion_mode_exports(fusion, tmp_path):
     model = _tiny_model(dataclasses.replace(TINY, fusion=fusion))
     path = export_onnx(model, tmp_path / f"{fusion}.onnx", NORM)
     _assert_same_detections(OnnxDetector(path, device="cpu"), Detector(model, NORM, device="cpu"))
+
+
+def test_the_nodes_load_an_onnx_file_given_as_their_checkpoint(exported):
+    from iphd.detections import DetectionConfig, load_detector
+
+    model, path = exported
+    loaded = load_detector(DetectionConfig(checkpoint=str(path), device="cpu", threads=1))
+    assert isinstance(loaded, OnnxDetector)
+    assert loaded.device.type == "cpu" and loaded.half is False  # reported on /diagnostics
+    _assert_same_detections(loaded, Detector(model, NORM, device="cpu"))

@@ -207,6 +207,10 @@ class OnnxDetector:
         self.config, self.normalize = _read_metadata(path, session)
         self.session = session
         self.model = _OnnxNetwork(self.config, session)
+        # The torch wrapper's attributes the nodes report: where it runs, and in what precision.
+        on_cuda = "CUDAExecutionProvider" in session.get_providers()
+        self.device = torch.device("cuda" if on_cuda else "cpu")
+        self.half = False
 
     @classmethod
     def from_file(

@@ -295,6 +295,8 @@ class DetectorNode(Node):
 
     def close(self) -> None:
         """Stop the inference thread (pending pairs are dropped)."""
+        if not hasattr(self, "_wake"):  # the constructor failed before the thread existed
+            return
         with self._wake:
             self._stopping = True
             self._queue.clear()
