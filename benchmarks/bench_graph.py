@@ -103,7 +103,8 @@ def _full(args: argparse.Namespace) -> None:
 
     cpu0 = time.process_time()
     result = run_graph(
-        "sim", args.duration, log_level="warn", record=True, sample=sample, sample_period_s=1.0
+        "sim", args.duration, log_level="warn", record=True, sample=sample, sample_period_s=1.0,
+        detector_checkpoint=args.detector_checkpoint,
     )
     cpu_s = time.process_time() - cpu0
     recording = result.recording
@@ -120,9 +121,11 @@ def _full(args: argparse.Namespace) -> None:
 
     print(
         f"machine: {cpu_model()}, {os.cpu_count()} cores; command: "
-        f"python benchmarks/bench_graph.py --duration {args.duration:g} "
-        f"(demo bag {DEMO_PROFILE}, looping; detector {d.get('model', '?')} on "
-        f"{d.get('device', '?')}, re-ID {t.get('reid_model', '?')})"
+        f"python benchmarks/bench_graph.py --duration {args.duration:g}"
+        + (f" --detector-checkpoint {args.detector_checkpoint} " if args.detector_checkpoint
+           else " ")
+        + f"(demo bag {DEMO_PROFILE}, looping; detector {d.get('model', '?')} on "
+        + f"{d.get('device', '?')}, re-ID {t.get('reid_model', '?')})"
     )
     print()
     print("| measure | value | note |")
@@ -164,6 +167,8 @@ def main() -> None:
     parser.add_argument("--profile", default="aligned_640x360",
                         help="D435 depth profile of sim_live (sim plays the demo bag's)")
     parser.add_argument("--thermal-rate", type=float, default=8.7, help="sim_live thermal Hz")
+    parser.add_argument("--detector-checkpoint", default="",
+                        help="--graph full: a .pt or .onnx detector (default: the shipped .pt)")
     args = parser.parse_args()
     if args.graph == "full" and args.source != "sim":
         sys.exit("bench_graph: --graph full plays the demo bag; --source is for --graph fusion")
