@@ -60,3 +60,24 @@ def spin_until():
 @pytest.fixture
 def spin_for():
     return _spin_for
+
+
+@pytest.fixture(scope="session")
+def tiny_detector(tmp_path_factory):
+    """A small untrained detector that scores everything (so every pair gives detections)."""
+    import torch
+
+    from iphd.detection.detector import save_checkpoint
+    from iphd.detection.model import DetectorConfig, FusionDetector
+    from iphd.normalize import NormalizeConfig
+
+    torch.manual_seed(0)
+    model = FusionDetector(
+        DetectorConfig(
+            backbone_depth=18, backbone_width=8, head_channels=8, input_size=(64, 112),
+            score_threshold=0.0,
+        )
+    )
+    return save_checkpoint(
+        tmp_path_factory.mktemp("model") / "tiny.pt", model, NormalizeConfig(out_size=(112, 64))
+    )

@@ -8,9 +8,6 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 
-from iphd.detection.detector import save_checkpoint
-from iphd.detection.model import DetectorConfig, FusionDetector
-from iphd.normalize import NormalizeConfig
 from iphd.ros import qos
 from iphd.ros.conversions import array_to_image, intrinsics_to_camera_info, stamp_to_ns
 from iphd.ros.detector_node import DetectorNode
@@ -20,22 +17,6 @@ T0 = 1_700_000_000_000_000_000
 PERIOD = 33_333_333
 FRAME = "depth_optical_frame"
 INTR = CameraIntrinsics(width=212, height=120, fx=110.0, fy=110.0, cx=105.5, cy=59.5)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    import torch
-
-    torch.manual_seed(0)
-    model = FusionDetector(
-        DetectorConfig(
-            backbone_depth=18, backbone_width=8, head_channels=8, input_size=(64, 112),
-            score_threshold=0.0,
-        )
-    )
-    return save_checkpoint(
-        tmp_path_factory.mktemp("model") / "tiny.pt", model, NormalizeConfig(out_size=(112, 64))
-    )
 
 
 def _depth_mm():
@@ -80,10 +61,10 @@ class Feeder(Node):
 
 
 @pytest.fixture
-def graph(executor, ros_context, spin_until, checkpoint):
+def graph(executor, ros_context, spin_until, tiny_detector):
     def make(**params):
         values = {
-            "checkpoint": str(checkpoint), "score_threshold": 0.0, "threads": 1,
+            "checkpoint": str(tiny_detector), "score_threshold": 0.0, "threads": 1,
             "diagnostics_period": 0.1, **params,
         }
         node = DetectorNode(

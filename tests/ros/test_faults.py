@@ -37,27 +37,6 @@ THERMAL_EVERY = 4  # one thermal frame per 4 depth frames: 7.5 Hz, like the Lept
 FRAME = "depth_optical_frame"
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A small untrained detector: every pair gives a detections array."""
-    import torch
-
-    from iphd.detection.detector import save_checkpoint
-    from iphd.detection.model import DetectorConfig, FusionDetector
-    from iphd.normalize import NormalizeConfig
-
-    torch.manual_seed(0)
-    model = FusionDetector(
-        DetectorConfig(
-            backbone_depth=18, backbone_width=8, head_channels=8, input_size=(64, 112),
-            score_threshold=0.0,
-        )
-    )
-    return save_checkpoint(
-        tmp_path_factory.mktemp("model") / "tiny.pt", model, NormalizeConfig(out_size=(112, 64))
-    )
-
-
 class Rig(Node):
     """Publishes depth, camera info and thermal like the drivers; records what the graph says."""
 
@@ -125,13 +104,13 @@ class Rig(Node):
 
 
 @pytest.fixture
-def graph(executor, ros_context, spin_until, checkpoint):
+def graph(executor, ros_context, spin_until, tiny_detector):
     """Fusion and detector nodes with their default diagnostics period, and the rig."""
     fusion = FusionNode(context=ros_context)
     detector = DetectorNode(
         context=ros_context,
         parameter_overrides=[
-            Parameter("checkpoint", value=str(checkpoint)),
+            Parameter("checkpoint", value=str(tiny_detector)),
             Parameter("score_threshold", value=0.0),
             Parameter("threads", value=1),
         ],
@@ -239,11 +218,11 @@ def _write_rig_bag(path, seconds: float, corrupt_at: int | None = None) -> int:
 
 
 def test_a_looping_bag_resets_every_node_once_per_loop_and_the_graph_goes_on(
-    tmp_path, checkpoint, capfd
+    tmp_path, tiny_detector, capfd
 ):
     frames = _write_rig_bag(tmp_path / "bag", seconds=1.6)
     result = run_graph(
-        "bag", 6.0, bag=str(tmp_path / "bag"), detector_checkpoint=str(checkpoint),
+        "bag", 6.0, bag=str(tmp_path / "bag"), detector_checkpoint=str(tiny_detector),
         reid_checkpoint="none",
         overrides={"bag_player": {"loop": True}, "detector": {"score_threshold": 0.0}},
     )

@@ -111,27 +111,6 @@ def test_runner_bag_source_needs_a_bag_and_a_bag_needs_the_bag_source(tmp_path, 
     assert "does not exist" in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def tiny_detector(tmp_path_factory):
-    """A small untrained detector that scores everything (so every pair gives detections)."""
-    import torch
-
-    from iphd.detection.detector import save_checkpoint
-    from iphd.detection.model import DetectorConfig, FusionDetector
-    from iphd.normalize import NormalizeConfig
-
-    torch.manual_seed(0)
-    model = FusionDetector(
-        DetectorConfig(
-            backbone_depth=18, backbone_width=8, head_channels=8, input_size=(64, 112),
-            score_threshold=0.0,
-        )
-    )
-    return save_checkpoint(
-        tmp_path_factory.mktemp("model") / "tiny.pt", model, NormalizeConfig(out_size=(112, 64))
-    )
-
-
 def _params_file(tmp_path, score_threshold: float):
     import yaml
 
