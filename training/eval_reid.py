@@ -22,6 +22,7 @@ from pathlib import Path
 from common import DistInfo, setup_distributed
 from iphd.errors import CheckpointError, ConfigError, DatasetError, FrameError
 from iphd.eval.reid_metrics import ReidEvalResult, markdown_header, markdown_row
+from iphd.reid.data import CropSource
 from iphd.reid.extractor import CropNormalizeConfig, load_embedder
 from iphd.reid.model import Embedder
 from train_reid import DATA_DEFAULTS, SOURCES, evaluate_cross, open_source
@@ -95,10 +96,15 @@ def comparison_table(runs: Mapping[str, Path], data: Mapping[str, object], split
         CheckpointError: see ``load_run``.
         DatasetError: the split cannot be read or has no identity in both modalities.
     """
-    source = open_source(dict(data), None if split == "all" else split)
+    sources: dict[str, CropSource] = {}  # by depth crop geometry (BIWI cuts either)
     lines = [table_header()]
     for name, path in runs.items():
         depth, rgb, normalize = load_run(path)
+        geometry = normalize[0].depth_crop
+        if geometry not in sources:
+            sources[geometry] = open_source(dict(data), None if split == "all" else split,
+                                            geometry)
+        source = sources[geometry]
         results = evaluate_cross(depth, rgb, (normalize[0], normalize[1]), source,
                                  source.records, info.device.type, trials, seed, single_shot)
         lines += table_rows(name, results)

@@ -266,8 +266,11 @@ def _model_config(raw: dict[str, Any]) -> EmbedderConfig:
     return build_dataclass(EmbedderConfig, values, "model")
 
 
-def open_source(data: dict[str, Any], split: Any) -> CropSource:
+def open_source(data: dict[str, Any], split: Any, depth_crop: str = "letterbox") -> CropSource:
     """Open one split of the configured re-ID source (see ``DATA_DEFAULTS``).
+
+    ``depth_crop`` is how BIWI's depth crops are cut from its frames; the simulator's dataset
+    records its own, and open-reid crops come cut.
 
     Raises:
         DatasetError: a missing or malformed dataset, or an unknown split.
@@ -277,9 +280,23 @@ def open_source(data: dict[str, Any], split: Any) -> CropSource:
         return SimReidSource(root, str(split))
     if data["source"] == "biwi":
         subsets = [split] if isinstance(split, str) else list(split)
-        return BiwiRgbdIdSource(root, subsets)
+        return BiwiRgbdIdSource(root, subsets, depth_crop=depth_crop)
     cams = {int(k): str(v) for k, v in dict(data["cam_modality"]).items()}
     return OpenReidSource(root, cams, subset=split)
+
+
+def check_depth_crop(source: CropSource, normalize: CropNormalizeConfig) -> None:
+    """Refuse a model whose depth crop geometry is not the data's.
+
+    Raises:
+        DatasetError: ``source.depth_crop`` differs from ``normalize.depth_crop``.
+    """
+    if source.depth_crop != normalize.depth_crop:
+        raise DatasetError(
+            f"the data's depth crops are {source.depth_crop} but the model is set up for "
+            f"{normalize.depth_crop} crops; set normalize.depth_crop: {source.depth_crop} (or "
+            f"regenerate the data with iphd-sim reid --depth-crop {normalize.depth_crop})"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,12 +316,14 @@ def load_splits(run: RunConfig) -> Splits:
         DatasetError: no training crops, or fewer identities than validation needs.
     """
     data = run.data
-    source = open_source(data, data["train_split"])
+    source = open_source(data, data["train_split"], run.normalize.depth_crop)
+    check_depth_crop(source, run.normalize)
     records = source.records
     if data["train_pids"] is not None:
         records = select(records, pids=[int(p) for p in data["train_pids"]])
     if data["val_split"] is not None:
-        val_source = open_source(data, data["val_split"])
+        val_source = open_source(data, data["val_split"], run.normalize.depth_crop)
+        check_depth_crop(val_source, run.normalize)
         val = val_source.records
     else:
         val_source = source
@@ -447,7 +466,13 @@ def time_pairs(
 
 def embed_records(model: Embedder, normalize: CropNormalizeConfig, source: CropSource,
                   records: Sequence[ReidRecord], device: str) -> np.ndarray:
-    """(N, D) L2-normalised inference embeddings of ``records`` (the extractor's path)."""
+    """(N, D) L2-normalised inference embeddings of ``records`` (the extractor's path).
+
+    Raises:
+        DatasetError: depth records cut another way than ``normalize.depth_crop`` says.
+    """
+    if any(r.modality == "depth" for r in records):
+        check_depth_crop(source, normalize)
     extractor = FeatureExtractor(model, normalize, device=device, batch_size=64)
     return extractor([source.load_crop(r) for r in records])
 

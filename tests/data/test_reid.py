@@ -11,6 +11,8 @@ from iphd.data.reid import (
     check_disjoint,
     crop_person,
     finalize_split,
+    metric_crop,
+    person_depth_mm,
     read_records,
     write_crop,
 )
@@ -267,3 +269,62 @@ def test_writer_and_finalize_refuse_bad_input(tmp_path):
     with pytest.raises(DatasetError, match="recorded twice"):
         finalize_split(tmp_path, "test", [a, a])
     assert not (tmp_path / "test/records.csv").exists()
+
+
+def _standing_person(distance_m, height_m=1.8, width_m=0.5, f=400.0, size=(640, 480)):
+    """Depth image of a flat person of the given size at ``distance_m`` before a far wall."""
+    w, h = size
+    depth = np.full((h, w), 8000, np.uint16)
+    half_w, half_h = 0.5 * f * width_m / distance_m, 0.5 * f * height_m / distance_m
+    box = (w / 2 - half_w, h / 2 - half_h, w / 2 + half_w, h / 2 + half_h)
+    r0, r1 = max(round(box[1]), 0), round(box[3])
+    depth[r0:r1, max(round(box[0]), 0) : round(box[2])] = round(distance_m * 1000)
+    return depth, box
+
+
+def _extent(mask):
+    rows, cols = np.nonzero(mask)
+    return rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+
+
+def test_metric_crop_keeps_body_size_whatever_the_distance():
+    near, near_box = _standing_person(2.0)
+    far, far_box = _standing_person(4.0)
+    tall, tall_box = _standing_person(4.0, height_m=2.0)
+    crops = [metric_crop(d, b, 400.0, 400.0) for d, b in
+             ((near, near_box), (far, far_box), (tall, tall_box))]
+    assert all(c.shape == (CH, CW) and c.dtype == np.uint16 for c in crops)
+    sizes = [_extent((c > 0) & (c < 8000)) for c in crops]
+    # 1.8 m of a 2.4 m window is 192 of 256 rows; 0.5 m of 1.2 m is 53 of 128 columns.
+    for rows, cols in sizes[:2]:
+        assert abs(rows - 192) <= 2 and abs(cols - 53) <= 2
+    assert abs(sizes[2][0] - 213) <= 2  # 2.0 m: taller in the crop, unlike a letterbox
+    # Values are copied, not blended.
+    assert set(np.unique(crops[0])) <= {0, 2000, 8000}
+    letterboxed = [crop_person(d, b, pad=0.0) for d, b in ((near, near_box), (tall, tall_box))]
+    assert _extent(letterboxed[0] < 8000)[0] == _extent(letterboxed[1] < 8000)[0]
+
+
+def test_metric_crop_outside_the_image_is_invalid_and_bad_input_is_refused():
+    depth, box = _standing_person(1.0)  # 2.4 m at 1 m is 960 px: more than the image
+    crop = metric_crop(depth, box, 400.0, 400.0)
+    assert (crop[:20] == 0).all() and (crop[-20:] == 0).all()
+    with pytest.raises(ValueError, match="focal lengths"):
+        metric_crop(depth, box, 0.0, 400.0)
+    with pytest.raises(ValueError, match="window_m"):
+        metric_crop(depth, box, 400.0, 400.0, window_m=(1.0, -1.0))
+    with pytest.raises(ValueError, match="no valid depth"):
+        metric_crop(np.zeros_like(depth), box, 400.0, 400.0)
+    with pytest.raises(ValueError, match="does not overlap"):
+        metric_crop(depth, (700, 10, 720, 40), 400.0, 400.0)
+
+
+def test_person_depth_is_the_centre_median_with_a_whole_box_fallback():
+    depth = np.zeros((100, 100), np.uint16)
+    depth[:, :] = 5000
+    depth[15:85, 30:70] = 2000  # the person's torso at the box centre
+    assert person_depth_mm(depth, (20, 0, 80, 100)) == 2000.0
+    hollow = np.zeros((100, 100), np.uint16)
+    hollow[0:5, :] = 3000  # only the box's top edge has depth
+    assert person_depth_mm(hollow, (0, 0, 100, 100)) == 3000.0
+    assert np.isnan(person_depth_mm(np.zeros((10, 10), np.uint16), (0, 0, 10, 10)))

@@ -88,6 +88,30 @@ def test_bad_normalize_config_names_the_field():
         CropNormalizeConfig(depth_std=0.0)
     with pytest.raises(ConfigError, match="depth_min_m"):
         CropNormalizeConfig(depth_min_m=9.0)
+    with pytest.raises(ConfigError, match="depth_crop must be one of letterbox, metric"):
+        CropNormalizeConfig(depth_crop="square")
+    with pytest.raises(ConfigError, match="depth_reference"):
+        CropNormalizeConfig(depth_reference="floor")
+    with pytest.raises(ConfigError, match="depth_window_m"):
+        CropNormalizeConfig(depth_window_m=(1.0, 0.0))
+    with pytest.raises(ConfigError, match="depth_range_m"):
+        CropNormalizeConfig(depth_range_m=0.0)
+
+
+def test_person_relative_depth_does_not_depend_on_where_the_person_stands():
+    norm = CropNormalizeConfig(depth_reference="person", depth_mean=0.5, depth_std=0.25)
+    crop = np.full((40, 20), 9000, np.uint16)  # wall
+    crop[5:35, 5:15] = 2000  # person
+    crop[30:35, 5:15] = 2300  # a part 30 cm behind the front
+    crop[0, 0] = 0
+    near = normalize_depth_crop(crop, norm)
+    far_crop = np.where(crop > 0, crop.astype(np.int64) + 3000, 0).astype(np.uint16)
+    np.testing.assert_allclose(normalize_depth_crop(far_crop, norm), near, atol=1e-5)
+    # By hand: person at 0.5, 30 cm behind at 0.5 + 0.3 / 2, the wall clipped to 1, hole invalid.
+    assert near[0, 10, 10] == pytest.approx(0.0, abs=1e-5)
+    assert near[0, 32, 10] == pytest.approx(0.15 / 0.25, abs=1e-5)
+    assert near[0, 1, 1] == pytest.approx(0.5 / 0.25, abs=1e-5)
+    assert near[0, 0, 0] == norm.depth_invalid
 
 
 def test_embeddings_are_unit_vectors_and_batch_invariant():

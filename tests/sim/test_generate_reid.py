@@ -7,6 +7,7 @@ import pytest
 
 from iphd.data.reid import ReidDataset, read_records
 from iphd.errors import ConfigError
+from iphd.reid.data import SimReidSource
 from iphd.sim.generate import generate_reid
 
 ARGS = {"seed": 3, "identities": 4, "sessions": 2, "crops": 2, "test_fraction": 0.5}
@@ -51,12 +52,36 @@ def test_reid_crops_are_256x128_depth_and_rgb(reid, records):
         assert {r.modality for r in dataset.records} == {"depth", "rgb"}
 
 
-def test_reid_crops_show_whole_people_not_slivers_at_the_image_border(reid, records):
+@pytest.fixture(scope="module")
+def letterboxed(tmp_path_factory, calibration):
+    out = tmp_path_factory.mktemp("reid") / "letterbox"
+    generate_reid(out, calibration=calibration, workers=1, depth_crop="letterbox", **ARGS)
+    return out
+
+
+def test_the_depth_crop_geometry_is_recorded_and_metric_by_default(reid, letterboxed):
+    assert SimReidSource(reid[0], "train").depth_crop == "metric"
+    assert SimReidSource(letterboxed, "train").depth_crop == "letterbox"
+    # The same moments cut two ways: the metric window (2.4 m tall, the room around the person
+    # included) holds more valid depth than the letterboxed box with its zero bars.
+    metric = ReidDataset(reid[0], "train", "depth")
+    boxed = ReidDataset(letterboxed, "train", "depth")
+    assert [r.pair_id for r in metric.records] == [r.pair_id for r in boxed.records]
+    assert [r.pid for r in metric.records] == [r.pid for r in boxed.records]
+    smaller = 0
+    for i in range(len(metric)):
+        (m, _), (b, _) = metric[i], boxed[i]
+        assert not np.array_equal(m, b)
+        smaller += (m > 0).sum() >= (b > 0).sum()
+    assert smaller == len(metric)
+
+
+def test_reid_crops_show_whole_people_not_slivers_at_the_image_border(letterboxed, records):
     """A person mostly outside the frame has visibility 1 (nothing in front of them) but is no
     re-ID sample: its letterboxed crop is a thin strip of person between zeros."""
     slivers = []
     for split in records:
-        dataset = ReidDataset(reid[0], split, "depth")
+        dataset = ReidDataset(letterboxed, split, "depth")
         for i in range(len(dataset)):
             image, record = dataset[i]
             # A standing person's box is about 0.2-0.45 as wide as tall: the letterboxed box
@@ -107,7 +132,7 @@ def test_reid_identities_are_filmed_in_several_sessions_from_several_viewpoints(
     "kwargs, match",
     [({"identities": 1}, "--identities"), ({"sessions": 0}, "--sessions"),
      ({"crops": 0}, "--crops"), ({"test_fraction": 1.0}, "--test-fraction"),
-     ({"workers": 0}, "--workers")],
+     ({"workers": 0}, "--workers"), ({"depth_crop": "square"}, "--depth-crop")],
 )
 def test_generate_reid_rejects_bad_arguments_before_writing(tmp_path, calibration, kwargs, match):
     with pytest.raises((ConfigError, ValueError), match=match):

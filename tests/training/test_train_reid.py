@@ -170,6 +170,8 @@ def test_resume_from_a_final_model_is_refused(dataset, depth_run, capsys):
         (["--set", "optim.patience=0"], "optim.patience"),
         (["--set", "data.val_identities=6"], "leaves none to train on"),
         (["--set", "data.train_split=valid"], "unknown re-ID split"),
+        (["--set", "normalize.depth_crop=metric"],
+         "the data's depth crops are letterbox but the model is set up for metric crops"),
     ],
 )
 def test_bad_configs_exit_2_naming_the_problem(dataset, tmp_path, capsys, extra, message):

@@ -108,6 +108,102 @@ def crop_person(
     return out
 
 
+#: Depth crop geometries: ``letterbox`` fits the box (pixel scale lost), ``metric`` cuts a
+#: fixed window in metres at the person's distance (body size kept).
+DEPTH_CROPS = ("letterbox", "metric")
+#: (width, height) of the metric window in metres: 1:2 like the crop, room for a tall person
+#: with raised arms.
+METRIC_WINDOW_M = (1.2, 2.4)
+
+
+def person_depth_mm(depth_mm: np.ndarray, box_xyxy: Sequence[float] | np.ndarray) -> float:
+    """Robust distance of the person in a box: median valid depth of the box's centre, mm.
+
+    The centre (middle half of the width, 20-80 % of the height) is mostly torso, so the
+    background and the floor at the box corners do not count. Falls back to the whole box when
+    the centre holds no valid depth.
+
+    Returns:
+        The median depth in mm, or NaN when the box (clipped to the image) has no valid depth.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box_xyxy)
+    height, width = depth_mm.shape[:2]
+    w, h = x2 - x1, y2 - y1
+    for fx0, fx1, fy0, fy1 in ((0.25, 0.75, 0.2, 0.8), (0.0, 1.0, 0.0, 1.0)):
+        c0 = min(max(int(math.floor(x1 + fx0 * w)), 0), width)
+        c1 = min(max(int(math.ceil(x1 + fx1 * w)), 0), width)
+        r0 = min(max(int(math.floor(y1 + fy0 * h)), 0), height)
+        r1 = min(max(int(math.ceil(y1 + fy1 * h)), 0), height)
+        values = depth_mm[r0:r1, c0:c1]
+        values = values[values > 0]
+        if values.size:
+            return float(np.median(values))
+    return math.nan
+
+
+def metric_crop(
+    depth_mm: np.ndarray,
+    box_xyxy: Sequence[float] | np.ndarray,
+    fx_px: float,
+    fy_px: float,
+    window_m: tuple[float, float] = METRIC_WINDOW_M,
+    size: tuple[int, int] = CROP_SIZE,
+) -> np.ndarray:
+    """Cut a fixed-size window in metres around a person out of a depth image.
+
+    The window is ``window_m`` (width, height) at the person's distance
+    (:func:`person_depth_mm`), centred on the box, so a tall or broad person fills more of the
+    crop than a short or slim one: the body size that a letterboxed crop throws away is what
+    tells people apart in depth. Parts outside the image are zero (invalid); the window is
+    resized with nearest neighbour, so depths are never blended.
+
+    Args:
+        depth_mm: (H, W) uint16 depth in millimetres, 0 = invalid.
+        box_xyxy: (x1, y1, x2, y2) person box in pixels of ``depth_mm``.
+        fx_px: horizontal focal length of the depth image, px.
+        fy_px: vertical focal length of the depth image, px.
+        window_m: (width, height) of the window in metres.
+        size: (width, height) of the crop, px.
+
+    Returns:
+        (height, width) uint16 crop in mm.
+
+    Raises:
+        ValueError: malformed image, box, focal lengths or window, a box that misses the image,
+            or no valid depth in the box.
+    """
+    img = np.asarray(depth_mm)
+    if img.ndim != 2 or img.size == 0:
+        raise ValueError(f"depth image must be (H, W), got shape {img.shape}")
+    box = np.asarray(box_xyxy, dtype=np.float64).reshape(-1)
+    if box.shape != (4,) or not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1]:
+        raise ValueError(f"box must be finite (x1, y1, x2, y2) with x2 > x1, y2 > y1, got {box}")
+    if not (math.isfinite(fx_px) and math.isfinite(fy_px) and fx_px > 0 and fy_px > 0):
+        raise ValueError(f"focal lengths must be finite and > 0 px, got fx={fx_px}, fy={fy_px}")
+    if not all(math.isfinite(v) and v > 0 for v in window_m) or len(window_m) != 2:
+        raise ValueError(f"window_m must be (width, height) > 0 m, got {window_m}")
+    height, width = img.shape
+    x1, y1, x2, y2 = box.tolist()
+    if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+        raise ValueError(f"box {box.tolist()} does not overlap the {width}x{height} image")
+    z_mm = person_depth_mm(img, box)
+    if not math.isfinite(z_mm):
+        raise ValueError(f"no valid depth in box {box.tolist()}: its distance is unknown")
+    half_w = 0.5 * window_m[0] * fx_px * 1000.0 / z_mm
+    half_h = 0.5 * window_m[1] * fy_px * 1000.0 / z_mm
+    cx, cy = 0.5 * (x1 + x2), 0.5 * (y1 + y2)
+    out_w, out_h = size
+    # Sample the window on the output grid (nearest pixel centre): no intermediate region,
+    # however large the window is at close range.
+    cols = np.floor(cx - half_w + (np.arange(out_w) + 0.5) * (2.0 * half_w / out_w)).astype(int)
+    rows = np.floor(cy - half_h + (np.arange(out_h) + 0.5) * (2.0 * half_h / out_h)).astype(int)
+    out = np.zeros((out_h, out_w), img.dtype)
+    col_ok = (cols >= 0) & (cols < width)
+    row_ok = (rows >= 0) & (rows < height)
+    out[np.ix_(row_ok, col_ok)] = img[np.ix_(rows[row_ok], cols[col_ok])]
+    return out
+
+
 def _check_split(split: str) -> None:
     if split not in REID_SPLITS:
         raise DatasetError(

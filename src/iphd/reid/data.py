@@ -11,9 +11,19 @@ from typing import Any, Protocol
 
 import cv2
 import numpy as np
+import yaml
 
 from iphd.data.output import read_png
-from iphd.data.reid import CROP_SIZE, MODALITIES, ReidDataset, ReidRecord, crop_person
+from iphd.data.reid import (
+    CROP_SIZE,
+    DEPTH_CROPS,
+    METRIC_WINDOW_M,
+    MODALITIES,
+    ReidDataset,
+    ReidRecord,
+    crop_person,
+    metric_crop,
+)
 from iphd.errors import DatasetError
 
 BIWI_SUBSETS = ("Training", "Still", "Walking")
@@ -26,7 +36,13 @@ _MAX_IDX = 10_000  # open-reid indices have 4 digits, so pid * 10 000 + idx is u
 
 
 class CropSource(Protocol):
-    """Anything that lists re-ID records and loads their crops."""
+    """Anything that lists re-ID records and loads their crops.
+
+    ``depth_crop`` says how its depth crops were cut (``iphd.data.reid.DEPTH_CROPS``); an
+    embedder must be trained and run on crops cut the same way.
+    """
+
+    depth_crop: str
 
     @property
     def records(self) -> tuple[ReidRecord, ...]:
@@ -65,6 +81,26 @@ def _read_depth(path: Path) -> np.ndarray:
     return image
 
 
+def _manifest_depth_crop(root: Path) -> str:
+    """The depth crop geometry recorded in a simulator dataset's ``simulator.yaml``.
+
+    Datasets written before the geometry was recorded hold letterboxed crops.
+    """
+    manifest = root / "simulator.yaml"
+    if not manifest.is_file():
+        return "letterbox"
+    try:
+        settings = yaml.safe_load(manifest.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise DatasetError(f"cannot read {manifest}: {exc}") from exc
+    value = settings.get("depth_crop", "letterbox") if isinstance(settings, dict) else None
+    if value not in DEPTH_CROPS:
+        raise DatasetError(
+            f"{manifest} has depth_crop {value!r}; expected one of {', '.join(DEPTH_CROPS)}"
+        )
+    return str(value)
+
+
 class SimReidSource:
     """The simulator's re-ID crops (``iphd.data.reid`` format) as a :class:`CropSource`."""
 
@@ -81,6 +117,7 @@ class SimReidSource:
         """
         self._dataset = ReidDataset(root, split, modality)
         self._index = {r: i for i, r in enumerate(self._dataset.records)}
+        self.depth_crop = _manifest_depth_crop(Path(root))
 
     @property
     def records(self) -> tuple[ReidRecord, ...]:
@@ -203,6 +240,7 @@ class BiwiRgbdIdSource:
         margin: float = 0.0,
         mask_depth: bool = False,
         pids: Mapping[str, int] | None = None,
+        depth_crop: str = "letterbox",
     ) -> None:
         """Index the frames of the chosen subsets and find the person box of each.
 
@@ -216,15 +254,24 @@ class BiwiRgbdIdSource:
             margin: extra border around the user-map box, as a fraction of its size.
             mask_depth: zero the depth pixels outside the user's mask (background removal).
             pids: sequence folder name → pid, for folders not named by a number.
+            depth_crop: ``letterbox`` (the user-map box) or ``metric`` (a
+                ``METRIC_WINDOW_M`` window at the person's distance, with BIWI's depth focal
+                length) depth crops; RGB crops are always the letterboxed box.
 
         Raises:
-            DatasetError: unknown subset, a missing subset folder, a sequence folder without
-                frames or with a non-numeric name, or a frame of the wrong type or size.
+            DatasetError: unknown subset or depth crop, a missing subset folder, a sequence
+                folder without frames or with a non-numeric name, or a frame of the wrong type
+                or size.
         """
         self.root = Path(root)
         self.geometry = geometry or BiwiGeometry()
         self.margin = margin
         self.mask_depth = mask_depth
+        if depth_crop not in DEPTH_CROPS:
+            raise DatasetError(
+                f"depth_crop must be one of {', '.join(DEPTH_CROPS)}, got {depth_crop!r}"
+            )
+        self.depth_crop = depth_crop
         unknown = [s for s in subsets if s not in BIWI_SUBSETS]
         if unknown or not subsets:
             raise DatasetError(
@@ -333,6 +380,9 @@ class BiwiRgbdIdSource:
                 if found is not None:
                     image = np.where(found[1], image, 0).astype(np.uint16)
         try:
+            if record.modality == "depth" and self.depth_crop == "metric":
+                f = self.geometry.depth_f_px
+                return metric_crop(image, box, f, f, METRIC_WINDOW_M, CROP_SIZE)
             return crop_person(image, box, CROP_SIZE, pad=self.margin)
         except ValueError as exc:
             raise DatasetError(f"cannot crop {path}: {exc}") from exc
@@ -353,8 +403,11 @@ class OpenReidSource:
     mm. Crops of one pid with the same ``idx`` in both modalities are taken to be the same
     instant and share ``pair_id = pid * 10000 + idx``; a crop without a partner in the other
     modality gets -1. ``session`` is ``"cam<cam>"`` and ``stamp_ns`` is 0 (the layout keeps no
-    times).
+    times). The crops are already cut, without their frame's geometry: they count as
+    letterboxed.
     """
+
+    depth_crop = "letterbox"
 
     def __init__(
         self,

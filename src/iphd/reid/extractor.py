@@ -19,12 +19,16 @@ from iphd.checkpoints import (
     read_payload,
     write_payload,
 )
+from iphd.data.reid import DEPTH_CROPS, METRIC_WINDOW_M, person_depth_mm
 from iphd.errors import ConfigError, FrameError
 from iphd.reid.distill import zero_pad
 from iphd.reid.model import Embedder, EmbedderConfig
 
 CHECKPOINT_FORMAT = "iphd-reid-embedder"
 CHECKPOINT_VERSION = 1
+
+#: ``CropNormalizeConfig.depth_reference`` values.
+DEPTH_REFERENCES = ("absolute", "person")
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,6 +51,16 @@ class CropNormalizeConfig:
             signal.
         rgb_mean: per-channel mean of [0, 1] RGB (ImageNet).
         rgb_std: per-channel std of [0, 1] RGB (ImageNet).
+        depth_crop: how depth crops are cut from a frame (``iphd.data.reid.DEPTH_CROPS``):
+            ``letterbox`` fits the person's box into the crop; ``metric`` cuts a window of
+            ``depth_window_m`` at the person's distance, which keeps body size (needs the depth
+            camera's focal lengths). Training data and the tracker must cut crops the same way.
+        depth_window_m: (width, height) in metres of a ``metric`` crop.
+        depth_reference: ``absolute`` clips the depth to [depth_min_m, depth_max_m];
+            ``person`` measures it from the person's own distance (median depth of the crop's
+            centre), clipped to +-``depth_range_m`` and mapped to [0, 1] with the person at 0.5,
+            so where someone stands does not change their input.
+        depth_range_m: half-width of the ``person`` depth range, metres.
     """
 
     depth_min_m: float = 0.5
@@ -56,6 +70,10 @@ class CropNormalizeConfig:
     depth_invalid: float = 0.0
     rgb_mean: tuple[float, float, float] = _IMAGENET_MEAN
     rgb_std: tuple[float, float, float] = _IMAGENET_STD
+    depth_crop: str = "letterbox"
+    depth_window_m: tuple[float, float] = METRIC_WINDOW_M
+    depth_reference: str = "absolute"
+    depth_range_m: float = 1.0
 
     def __post_init__(self) -> None:
         """Reject constants that cannot normalise anything; the message names the field."""
@@ -76,6 +94,20 @@ class CropNormalizeConfig:
                 f"rgb_mean and rgb_std must be 3 values (std > 0), got {self.rgb_mean} and "
                 f"{self.rgb_std}"
             )
+        if self.depth_crop not in DEPTH_CROPS:
+            raise ConfigError(
+                f"depth_crop must be one of {', '.join(DEPTH_CROPS)}, got {self.depth_crop!r}"
+            )
+        window = tuple(self.depth_window_m)
+        if len(window) != 2 or not all(np.isfinite(v) and v > 0 for v in window):
+            raise ConfigError(f"depth_window_m must be (width, height) > 0 m, got {window}")
+        if self.depth_reference not in DEPTH_REFERENCES:
+            raise ConfigError(
+                f"depth_reference must be one of {', '.join(DEPTH_REFERENCES)}, got "
+                f"{self.depth_reference!r}"
+            )
+        if not (np.isfinite(self.depth_range_m) and self.depth_range_m > 0):
+            raise ConfigError(f"depth_range_m must be > 0, got {self.depth_range_m}")
 
 
 def crop_modality(crop: np.ndarray, strict: bool = True) -> str:
@@ -131,7 +163,9 @@ def normalize_depth_crop(
 
     The crop is first resized to ``size_hw`` with nearest neighbour (averaging would blend
     invalid zeros into a person's depth); then ``(clip(d, min, max) - min) / (max - min)``,
-    minus ``depth_mean``, over ``depth_std``; invalid pixels take ``depth_invalid``.
+    minus ``depth_mean``, over ``depth_std``; invalid pixels take ``depth_invalid``. ``min`` and
+    ``max`` are ``depth_min_m``/``depth_max_m``, or with ``depth_reference: person`` the
+    person's distance -/+ ``depth_range_m``.
 
     Args:
         depth_mm: (H, W) uint16 depth in millimetres, 0 = invalid.
@@ -154,8 +188,15 @@ def normalize_depth_crop(
             "no valid depth in the crop (every pixel is 0); drop the detection or check the "
             "depth stream"
         )
-    lo = cfg.depth_min_m * 1000.0
-    hi = cfg.depth_max_m * 1000.0
+    if cfg.depth_reference == "person":
+        height, width = depth_mm.shape
+        # The crop is centred on the person either way: its centre box is the person's.
+        ref = person_depth_mm(depth_mm, (0.0, 0.0, float(width), float(height)))
+        lo = ref - cfg.depth_range_m * 1000.0
+        hi = ref + cfg.depth_range_m * 1000.0
+    else:
+        lo = cfg.depth_min_m * 1000.0
+        hi = cfg.depth_max_m * 1000.0
     scale = 1.0 / ((hi - lo) * cfg.depth_std)
     channel = np.clip(depth_mm, lo, hi).astype(np.float32)
     channel *= np.float32(scale)

@@ -21,6 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from iphd.calibration import DEFAULT_CALIBRATION, load_calibration
+from iphd.data.reid import DEPTH_CROPS
 from iphd.errors import IphdError
 from iphd.sim.labels import WeakLabelConfig
 from iphd.sim.rig import PROFILES, SensorConfig
@@ -66,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sessions", type=int, default=3, help="sessions (viewpoints) per identity")
     p.add_argument("--crops", type=int, default=6, help="time-paired crops per identity/session")
     p.add_argument("--test-fraction", type=float, default=0.3)
+    p.add_argument("--depth-crop", choices=DEPTH_CROPS, default="metric",
+                   help="depth crop geometry: metric keeps body size (the shipped embedder's), "
+                   "letterbox fits the box like the RGB crops")
 
     for name, text in (("bag", "ROS 2 bag with ground truth"),
                        ("rsrec", "librealsense depth recording (.db3)")):
@@ -125,7 +129,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                     args.out, seed=args.seed, identities=args.identities,
                     sessions=args.sessions, crops=args.crops, test_fraction=args.test_fraction,
                     workers=args.workers, overwrite=args.overwrite, calibration=calibration,
-                    progress=bar.update,
+                    progress=bar.update, depth_crop=args.depth_crop,
                 )
             print(f"wrote {args.out}: {counts} crops (depth + RGB)")
         elif args.command == "bag":

@@ -367,11 +367,13 @@ class ReidJob:
     scene: SceneConfig
     min_visibility: float = 0.7
     min_height_px: float = 120.0
+    depth_crop: str = "metric"
 
 
 def plan_reid(
     root: Path, seed: int, identities: int, sessions: int, crops: int, test_fraction: float,
     calibration: RigCalibration, sensors: SensorConfig, scene: SceneConfig,
+    depth_crop: str = "metric",
 ) -> list[ReidJob]:
     """Sessions that film every identity ``sessions`` times, in groups of 1-3, train/test apart."""
     check_count("--seed", seed)
@@ -380,6 +382,10 @@ def plan_reid(
     check_count("--crops", crops, 1)
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"--test-fraction must be in (0, 1), got {test_fraction}")
+    if depth_crop not in reid_io.DEPTH_CROPS:
+        raise ValueError(
+            f"--depth-crop must be one of {', '.join(reid_io.DEPTH_CROPS)}, got {depth_crop!r}"
+        )
     n_test = min(max(1, int(round(identities * test_fraction))), identities - 1)
     rng = np.random.default_rng([seed, 0x4E1D])
     jobs: list[ReidJob] = []
@@ -395,7 +401,7 @@ def plan_reid(
     seeds = sequence_seeds(seed, len(pid_groups), 2)
     for i, (split, group) in enumerate(pid_groups):
         jobs.append(ReidJob(root, split, i, seeds[i], group, seed, crops, calibration, sensors,
-                            scene))
+                            scene, depth_crop=depth_crop))
     return jobs
 
 
@@ -427,12 +433,22 @@ def render_reid_session(job: ReidJob) -> list[reid_io.ReidRecord]:
                     or y2 - y1 < job.min_height_px * di.height / 720.0
                     or x2 - x1 < 0.2 * (y2 - y1)):
                 continue
+            if job.depth_crop == "metric":
+                try:
+                    depth_crop = reid_io.metric_crop(
+                        sample.depth_mm, (x1, y1, x2, y2), di.fx, di.fy
+                    )
+                except ValueError:  # no valid depth on the person: no distance, no crop
+                    continue
+            else:
+                depth_crop = reid_io.crop_person(sample.depth_mm, (x1, y1, x2, y2))
+            rgb_crop = reid_io.crop_person(sample.rgb, (x1 * scale, y1 * scale, x2 * scale,
+                                                        y2 * scale))
             pair_id = job.session * 100_000 + index * 16 + len(records) % 16
-            for modality, image, k, camid in (
-                ("depth", sample.depth_mm, 1.0, 2 * job.session),
-                ("rgb", sample.rgb, scale, 2 * job.session + 1),
+            for modality, crop, camid in (
+                ("depth", depth_crop, 2 * job.session),
+                ("rgb", rgb_crop, 2 * job.session + 1),
             ):
-                crop = reid_io.crop_person(image, (x1 * k, y1 * k, x2 * k, y2 * k))
                 records.append(reid_io.write_crop(
                     job.root, job.split, crop, pid=person.pid, camid=camid, modality=modality,
                     session=session, stamp_ns=sample.stamp_ns, pair_id=pair_id,
@@ -446,14 +462,19 @@ def generate_reid(
     test_fraction: float = 0.3, workers: int = 1, overwrite: bool = False,
     calibration: RigCalibration, sensors: SensorConfig | None = None,
     scene: SceneConfig | None = None, progress: Callable[[int], None] | None = None,
+    depth_crop: str = "metric",
 ) -> dict[str, int]:
-    """Write a re-ID dataset of time-paired depth and RGB crops; returns records per split."""
+    """Write a re-ID dataset of time-paired depth and RGB crops; returns records per split.
+
+    ``depth_crop`` (``iphd.data.reid.DEPTH_CROPS``) is how depth crops are cut; RGB crops are
+    always letterboxed boxes. The manifest records it, and training checks it.
+    """
     check_count("--workers", workers, 1)
     sensors = sensors or SensorConfig(depth_profile="aligned_848x480", rgb_scale=1.0)
     scene = scene or SceneConfig(people_in_view_deg=25.0)
     with StagedOutput(Path(out), overwrite) as staged:
         jobs = plan_reid(staged.path, seed, identities, sessions, crops, test_fraction,
-                         calibration, sensors, scene)
+                         calibration, sensors, scene, depth_crop)
         _warm_up(calibration)
         results = run_parallel(render_reid_session, jobs, workers,
                                (lambda r: progress(1)) if progress else None)
@@ -468,8 +489,8 @@ def generate_reid(
         reid_io.check_disjoint(split_records["train"], split_records["test"])
         write_manifest(staged.path, "reid", {
             "seed": seed, "identities": identities, "sessions": sessions, "crops": crops,
-            "test_fraction": test_fraction, "sensors": sensors, "scene": scene,
-            "calibration": calibration, "records_per_split": counts,
+            "test_fraction": test_fraction, "depth_crop": depth_crop, "sensors": sensors,
+            "scene": scene, "calibration": calibration, "records_per_split": counts,
         })
         staged.commit()
     return counts
