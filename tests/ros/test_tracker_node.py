@@ -14,15 +14,21 @@ from iphd_msgs.msg import (
 )
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 from visualization_msgs.msg import Marker, MarkerArray
 
 from iphd.reid.extractor import CropNormalizeConfig, save_embedder
 from iphd.reid.model import Embedder, EmbedderConfig
 from iphd.ros import qos
-from iphd.ros.conversions import array_to_image, header, stamp_to_ns
+from iphd.ros.conversions import (
+    array_to_image,
+    header,
+    intrinsics_to_camera_info,
+    stamp_to_ns,
+)
 from iphd.ros.runner import main as run_main
 from iphd.ros.tracker_node import TrackerNode
+from iphd.sensors.frames import CameraIntrinsics
 
 T0 = 1_700_000_000_000_000_000
 PERIOD = 100_000_000  # detections at 10 Hz
@@ -47,10 +53,13 @@ def _embedder(modality):
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("reid")
-    return {
+    paths = {
         m: str(save_embedder(root / f"{m}.pt", _embedder(m), CropNormalizeConfig()))
         for m in ("depth", "rgb")
     }
+    metric = CropNormalizeConfig(depth_crop="metric", depth_reference="person")
+    paths["metric"] = str(save_embedder(root / "metric.pt", _embedder("depth"), metric))
+    return paths
 
 
 def _person(k, x0=-1.0):
@@ -90,6 +99,7 @@ class Feeder(Node):
             PersonDetectionArray, "detections", qos.RESULT_PUB
         )
         self.depth = self.create_publisher(Image, "depth/image_raw", qos.SENSOR_PUB)
+        self.depth_info = self.create_publisher(CameraInfo, "depth/camera_info", qos.SENSOR_PUB)
         self.query = self.create_publisher(Image, "query/image", 10)
         self.tracks: list[PersonTrackArray] = []
         self.markers: list[MarkerArray] = []
@@ -232,6 +242,32 @@ def test_malformed_detections_and_depth_are_dropped_and_tracking_goes_on(
     assert spin_until(executor, lambda: node.stats().get("errors_bad_depth", 0) == 1)
     _walk(executor, spin_until, feeder, 3, start=5)
     assert len(feeder.tracks) == 7 and len({m.tracks[0].id for m in feeder.tracks[2:]}) == 1
+
+
+def test_metric_crops_wait_for_the_depth_camera_info_of_the_right_size(
+    graph, executor, spin_until, checkpoints
+):
+    node, feeder = graph(reid_checkpoint=checkpoints["metric"], publish_embeddings=True)
+    assert node.reid.normalize.depth_crop == "metric"
+    _walk(executor, spin_until, feeder, 3)
+    # Without the focal lengths no metric crop can be cut: tracked by position, warned.
+    assert node.stats()["errors_no_depth_info"] == 3
+    assert node.tracker.tracks[0].embedding is None
+    intrinsics = CameraIntrinsics(WIDTH, HEIGHT, F, F, WIDTH / 2, HEIGHT / 2)
+    wrong = CameraIntrinsics(2 * WIDTH, 2 * HEIGHT, F, F, WIDTH, HEIGHT)
+    feeder.depth_info.publish(intrinsics_to_camera_info(wrong, T0, FRAME))
+    assert spin_until(executor, lambda: node._depth_info is not None)
+    _walk(executor, spin_until, feeder, 1, start=3)
+    assert node.stats()["errors_no_depth_info"] == 4  # another size: still no crops
+    feeder.depth_info.publish(intrinsics_to_camera_info(intrinsics, T0, FRAME))
+    assert spin_until(executor, lambda: node._depth_info[0] == WIDTH)
+    _walk(executor, spin_until, feeder, 2, start=4)
+    assert node.stats()["errors_no_depth_info"] == 4
+    assert len(feeder.tracks[-1].tracks[0].embedding) == 16
+    # A camera info that describes no camera is dropped; the one it had is kept.
+    feeder.depth_info.publish(CameraInfo(width=WIDTH, height=HEIGHT))
+    assert spin_until(executor, lambda: node.stats().get("errors_bad_depth_info", 0) == 1)
+    assert node._depth_info[0] == WIDTH
 
 
 def test_detections_without_their_depth_frame_are_still_tracked(graph, executor, spin_until):

@@ -105,6 +105,24 @@ def test_depth_crops_skip_boxes_without_valid_depth_or_outside_the_image():
         depth_crops(depth.astype(np.float32), boxes, (16, 32))
 
 
+def test_metric_depth_crops_need_focal_lengths_and_keep_body_size():
+    depth = np.full((120, 160), 7000, np.uint16)
+    depth[40:80, 20:40] = 2000  # 40 px tall at 2 m
+    depth[50:70, 100:110] = 4000  # 20 px tall at 4 m: the same metric height
+    boxes = [(20, 40, 40, 80), (100, 50, 110, 70)]
+    metric = CropNormalizeConfig(depth_crop="metric")
+    with pytest.raises(ConfigError, match="depth/camera_info"):
+        depth_crops(depth, boxes, (16, 32), metric)
+    crops, indices = depth_crops(depth, boxes, (16, 32), metric, (60.0, 60.0))
+    assert indices == [0, 1]
+    heights = [np.ptp(np.nonzero((c > 0) & (c < 7000))[0]) + 1 for c in crops]
+    # 1.33 m of a 2.4 m window, both times (a letterbox would make both fill the crop).
+    assert heights[0] == heights[1] == 18
+    letterboxed, _ = depth_crops(depth, boxes, (16, 32), CropNormalizeConfig(), (60.0, 60.0))
+    default, _ = depth_crops(depth, boxes, (16, 32))
+    assert all(np.array_equal(a, b) for a, b in zip(letterboxed, default, strict=True))
+
+
 def test_a_box_with_depth_only_in_its_margin_is_skipped():
     depth = np.zeros((60, 80), np.uint16)
     depth[:, 40:] = 3000  # right of the box, within crop_person's 10 % margin

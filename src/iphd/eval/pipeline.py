@@ -322,7 +322,8 @@ class OfflinePipeline:
         latency = {"fusion": sync_ms + (t1 - t0) * 1e3, "detection": (t2 - t1) * 1e3}
         if self.reid is not None:
             t3 = time.perf_counter()
-            inputs = self._embed(depth.depth_mm, inputs, self.reid)
+            focal = (depth.intrinsics.fx, depth.intrinsics.fy)
+            inputs = self._embed(depth.depth_mm, focal, inputs, self.reid)
             latency["embedding"] = (time.perf_counter() - t3) * 1e3
         t4 = time.perf_counter()
         try:
@@ -352,9 +353,12 @@ class OfflinePipeline:
 
     @staticmethod
     def _embed(
-        depth_mm: np.ndarray, inputs: list[TrackInput], reid: FeatureExtractor
+        depth_mm: np.ndarray, focal_px: tuple[float, float], inputs: list[TrackInput],
+        reid: FeatureExtractor,
     ) -> list[TrackInput]:
-        crops, indices = depth_crops(depth_mm, [d.box_xyxy for d in inputs], crop_size(reid))
+        crops, indices = depth_crops(
+            depth_mm, [d.box_xyxy for d in inputs], crop_size(reid), reid.normalize, focal_px
+        )
         if not crops:
             return inputs
         out = list(inputs)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from iphd_msgs.msg import PersonDetectionArray, PersonTrackArray, TrackQueryResult
 from rclpy.node import Node
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 from visualization_msgs.msg import MarkerArray
 
 from iphd.errors import IphdError
@@ -27,7 +27,7 @@ from iphd.ros.common import (
     forward_library_logs,
     spin_node,
 )
-from iphd.ros.conversions import image_to_array, stamp_to_ns
+from iphd.ros.conversions import camera_info_to_intrinsics, image_to_array, stamp_to_ns
 from iphd.ros.fusion_node import DEPTH_ENCODINGS
 from iphd.ros.tracking_msgs import (
     DetectionFrame,
@@ -99,7 +99,7 @@ class _Depth:
 
 
 class TrackerNode(Node):
-    """Subscribes ``detections`` and ``depth/image_raw``, publishes ``tracks`` and ``markers``.
+    """Subscribes ``detections`` and depth (image, camera info), publishes tracks and markers.
 
     Each detections message is paired with the depth frame of its stamp (``DepthPairing``), its
     people are cropped from that depth and embedded with the depth re-ID model, and the tracker
@@ -173,6 +173,7 @@ class TrackerNode(Node):
         self._without_depth = 0
         self._queries = 0
         self._frame_warned = False
+        self._depth_info: tuple[int, int, float, float] | None = None  # width, height, fx, fy
         self._warn_drop = DropWarnings(self)
         self._frame_id = self._tracking_frame
         self._pair_lock = threading.Lock()
@@ -209,6 +210,11 @@ class TrackerNode(Node):
             self.create_subscription(
                 Image, "depth/image_raw", self._on_depth, qos.SENSOR_SUB,
                 event_callbacks=qos.warn_on_incompatible_qos(self, "depth/image_raw"),
+            )
+            # Metric crops are cut at the person's distance: they need the focal lengths.
+            self.create_subscription(
+                CameraInfo, "depth/camera_info", self._on_depth_info, qos.SENSOR_SUB,
+                event_callbacks=qos.warn_on_incompatible_qos(self, "depth/camera_info"),
             )
         self.create_subscription(Image, "query/image", self._on_query, 10)
         self._thread = threading.Thread(target=self._work, name="tracker_worker", daemon=True)
@@ -275,6 +281,15 @@ class TrackerNode(Node):
         with self._pair_lock:
             ready = self.pairing.push_depth(stamp_to_ns(msg.header.stamp), _Depth(depth_mm))
         self._enqueue(ready)
+
+    def _on_depth_info(self, msg: CameraInfo) -> None:
+        try:
+            info = camera_info_to_intrinsics(msg)
+        except IphdError as exc:
+            self._drop("bad_depth_info", f"depth/camera_info ignored: {exc}")
+            return
+        with self._lock:
+            self._depth_info = (info.width, info.height, info.fx, info.fy)
 
     def _on_query(self, msg: Image) -> None:
         with self._lock:
@@ -360,9 +375,24 @@ class TrackerNode(Node):
                 f"to {frame.width}x{frame.height}",
             )
             return embeddings
+        with self._lock:
+            info = self._depth_info
+        focal: tuple[float, float] | None = None
+        if info is not None and (info[0], info[1]) == (frame.width, frame.height):
+            focal = (info[2], info[3])
+        if focal is None and self.reid.normalize.depth_crop == "metric":
+            have = "none received yet" if info is None else f"it is for {info[0]}x{info[1]}"
+            self._drop(
+                "no_depth_info",
+                f"no appearance at stamp {frame.stamp_ns} ns: the re-ID embedder takes metric "
+                f"crops, which need depth/camera_info for the {frame.width}x{frame.height} "
+                f"depth image ({have})",
+            )
+            return embeddings
         start = time.monotonic()
         crops, indices = depth_crops(
-            depth.depth_mm, [d.box_xyxy for d in frame.inputs], crop_size(self.reid)
+            depth.depth_mm, [d.box_xyxy for d in frame.inputs], crop_size(self.reid),
+            self.reid.normalize, focal,
         )
         if crops:
             for index, embedding in zip(indices, self.reid(crops), strict=True):

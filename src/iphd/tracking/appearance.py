@@ -10,10 +10,10 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from iphd.data.reid import CROP_SIZE, crop_person
+from iphd.data.reid import CROP_SIZE, crop_person, metric_crop
 from iphd.detections import StampPair, StampPairer
 from iphd.errors import ConfigError, FrameError
-from iphd.reid.extractor import FeatureExtractor
+from iphd.reid.extractor import CropNormalizeConfig, FeatureExtractor
 
 LOG = logging.getLogger(__name__)
 
@@ -80,24 +80,36 @@ def crop_size(extractor: FeatureExtractor) -> tuple[int, int]:
 def depth_crops(
     depth_mm: np.ndarray, boxes_xyxy: Sequence[Sequence[float]] | np.ndarray,
     size: tuple[int, int] = CROP_SIZE,
+    normalize: CropNormalizeConfig | None = None,
+    focal_px: tuple[float, float] | None = None,
 ) -> tuple[list[np.ndarray], list[int]]:
-    """Cut letterboxed person crops out of a depth image for the re-ID embedder.
+    """Cut person crops out of a depth image for the re-ID embedder, the way it was trained.
 
     Args:
         depth_mm: (H, W) uint16 depth in millimetres, 0 = invalid.
         boxes_xyxy: (N, 4) person boxes in pixels of ``depth_mm``.
         size: (width, height) of each crop in pixels; ``crop_size(extractor)`` saves the
             extractor a second resize.
+        normalize: the extractor's crop settings (``extractor.normalize``): its ``depth_crop``
+            picks letterboxed boxes (the default) or metric windows.
+        focal_px: (fx, fy) of the depth image in pixels; needed for metric crops.
 
     Returns:
-        (crops, indices): the (height, width) uint16 crops (box grown by 10 %, letterboxed) of
-        the boxes with valid depth inside them, and the indices in ``boxes_xyxy`` they come
-        from. Boxes without valid depth, malformed boxes and boxes outside the image are
-        skipped.
+        (crops, indices): the (height, width) uint16 crops of the boxes with valid depth inside
+        them (box grown by 10 % and letterboxed, or a ``depth_window_m`` window at the person's
+        distance), and the indices in ``boxes_xyxy`` they come from. Boxes without valid depth,
+        malformed boxes and boxes outside the image are skipped.
 
     Raises:
         FrameError: ``depth_mm`` is not an (H, W) uint16 image.
+        ConfigError: metric crops without ``focal_px``.
     """
+    metric = normalize is not None and normalize.depth_crop == "metric"
+    if metric and focal_px is None:
+        raise ConfigError(
+            "this re-ID embedder takes metric depth crops, which need the depth camera's focal "
+            "lengths; give depth/camera_info"
+        )
     ok = isinstance(depth_mm, np.ndarray) and depth_mm.ndim == 2
     if not (ok and depth_mm.dtype == np.uint16):
         got = (
@@ -117,7 +129,14 @@ def depth_crops(
         r0, r1 = max(int(np.floor(y1)), 0), min(int(np.ceil(y2)), height)
         if c0 >= c1 or r0 >= r1 or not depth_mm[r0:r1, c0:c1].any():
             continue
-        crops.append(crop_person(depth_mm, (x1, y1, x2, y2), size))
+        if metric:
+            assert normalize is not None and focal_px is not None
+            crops.append(metric_crop(
+                depth_mm, (x1, y1, x2, y2), focal_px[0], focal_px[1],
+                tuple(normalize.depth_window_m), size,  # type: ignore[arg-type]
+            ))
+        else:
+            crops.append(crop_person(depth_mm, (x1, y1, x2, y2), size))
         indices.append(index)
     return crops, indices
 
