@@ -347,10 +347,21 @@ def test_appearance_resolves_an_ambiguous_swap():
     assert after == {0: before[1], 1: before[0]}
 
 
+#: Gates for an embedder that separates people well (the defaults suit the weak shipped one).
+STRONG = {"max_appearance_distance": 0.6, "reid_max_distance": 0.35}
+
+
 def test_appearance_gate_rejects_a_different_person_at_the_same_spot():
     e1, e2 = unit(1.0, 0.0), unit(0.0, 1.0)
+    tracker, track_id, last_ns = confirmed_tracker(TrackerConfig(**STRONG), emb=e1)
+    tracks = tracker.update(last_ns + FRAME_NS, [det(0.0, 3.0, emb=e2)])
+    assert [(t.track_id, t.state) for t in tracks] == [(track_id, LOST), (track_id + 1, TENTATIVE)]
+    # The default gate (1.3) refuses only clear mismatches: orthogonal passes, opposite not.
     tracker, track_id, last_ns = confirmed_tracker(emb=e1)
     tracks = tracker.update(last_ns + FRAME_NS, [det(0.0, 3.0, emb=e2)])
+    assert [(t.track_id, t.state) for t in tracks] == [(track_id, CONFIRMED)]
+    tracker, track_id, last_ns = confirmed_tracker(emb=e1)
+    tracks = tracker.update(last_ns + FRAME_NS, [det(0.0, 3.0, emb=-e1)])
     assert [(t.track_id, t.state) for t in tracks] == [(track_id, LOST), (track_id + 1, TENTATIVE)]
 
 
@@ -495,7 +506,9 @@ def test_a_newly_confirmed_track_near_a_lost_track_continues_it():
 
 
 def test_a_newly_confirmed_track_that_looks_different_does_not_continue_a_lost_track():
-    a_id, tracks, _ = _second_track_on_one_person(TrackerConfig(), emb_new=unit(0.0, 1.0, 0.0))
+    a_id, tracks, _ = _second_track_on_one_person(
+        TrackerConfig(**STRONG), emb_new=unit(0.0, 1.0, 0.0)
+    )
     assert [(t.track_id, t.state) for t in tracks] == [(a_id, LOST), (a_id + 1, CONFIRMED)]
 
 
@@ -508,9 +521,9 @@ def test_a_newly_confirmed_track_far_from_a_lost_track_does_not_continue_it():
 # --- re-identification ----------------------------------------------------------------------
 
 
-def _disappear_and_reappear(reappear_emb, *, gone_s=1.5, shift_m=1.0):
+def _disappear_and_reappear(reappear_emb, *, gone_s=1.5, shift_m=1.0, config=None):
     e1 = unit(0.2, 0.9, 0.1, 0.3)
-    tracker = Tracker()
+    tracker = Tracker(config)
     ns = 0
     for _ in range(10):  # standing still, seen for 1 s
         ns += FRAME_NS
@@ -532,7 +545,8 @@ def test_reidentification_revives_a_lost_track_with_the_same_embedding():
 
 
 def test_reidentification_gives_a_different_embedding_a_new_id():
-    tracker, track_id, tracks = _disappear_and_reappear(unit(0.9, -0.2, 0.3, 0.0))
+    config = TrackerConfig(**STRONG)
+    tracker, track_id, tracks = _disappear_and_reappear(unit(0.9, -0.2, 0.3, 0.0), config=config)
     assert [(t.track_id, t.state) for t in tracks] == [(track_id, LOST), (track_id + 1, TENTATIVE)]
     assert tracker.stats.reidentified == 0
 
