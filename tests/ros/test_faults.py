@@ -34,6 +34,7 @@ from iphd.sensors.frames import CameraIntrinsics
 T0 = 1_700_000_000_000_000_000
 DEPTH_PERIOD_S = 1 / 30
 THERMAL_EVERY = 4  # one thermal frame per 4 depth frames: 7.5 Hz, like the Lepton
+LOOP_FRAMES = 60  # the rig's frames repeat every 2 s (stamps keep increasing)
 FRAME = "depth_optical_frame"
 
 
@@ -43,6 +44,13 @@ class Rig(Node):
     def __init__(self, context):
         super().__init__("rig", context=context)
         self.sim = TimedRig(seed=5)
+        # Rendered once: rendering at 30 Hz in the spinning thread starves the graph on a slow
+        # 2-core machine (messages then pile up and drop, and the timings under test stretch).
+        times = [i * DEPTH_PERIOD_S for i in range(LOOP_FRAMES)]
+        self.depth_frames = [self.sim.render_depth(t) for t in times]
+        self.thermal_frames = {
+            i: self.sim.render_thermal(t) for i, t in enumerate(times) if i % THERMAL_EVERY == 0
+        }
         self.depth = self.create_publisher(Image, "depth/image_raw", qos.SENSOR_PUB)
         self.info = self.create_publisher(CameraInfo, "depth/camera_info", qos.SENSOR_PUB)
         self.thermal = self.create_publisher(Image, "thermal/image_raw", qos.SENSOR_PUB)
@@ -87,16 +95,17 @@ class Rig(Node):
 
     def send(self, depth=True, thermal=True):
         stamp = T0 + round(self.frames * DEPTH_PERIOD_S * 1e9)
-        t_s = self.frames * DEPTH_PERIOD_S
+        index = self.frames % LOOP_FRAMES
         self.frames += 1
         if depth:
             self.info.publish(intrinsics_to_camera_info(self.sim.depth_intrinsics, stamp, FRAME))
-            self.depth.publish(array_to_image(self.sim.render_depth(t_s), "16UC1", stamp, FRAME))
+            self.depth.publish(array_to_image(self.depth_frames[index], "16UC1", stamp, FRAME))
             self.last_sent["depth"] = time.monotonic()
             self.last_stamp["depth"] = stamp
         if thermal:
             image = array_to_image(
-                self.sim.render_thermal(t_s), "16UC1", stamp, "thermal_optical_frame"
+                self.thermal_frames[index - index % THERMAL_EVERY], "16UC1", stamp,
+                "thermal_optical_frame",
             )
             self.thermal.publish(image)
             self.last_sent["thermal"] = time.monotonic()
