@@ -11,6 +11,8 @@ from iphd.detections import (
     box_temperature_k,
     describe_detections,
     load_detector,
+    people_depths_m,
+    people_positions_m,
     person_position_m,
     render_debug_image,
 )
@@ -99,6 +101,38 @@ def test_position_ignores_noise_and_holes_and_is_nan_without_depth():
                                                         (85, 20, 135, 110), INTR))
     with pytest.raises(FrameError, match="camera info"):
         person_position_m(np.zeros((60, 80), np.uint16), (0, 0, 10, 10), INTR)
+
+
+def test_a_partly_hidden_person_gets_their_own_depth_not_that_of_the_person_in_front():
+    depth = np.full((120, 212), 6000, np.uint16)  # a wall at 6 m
+    depth[20:110, 100:140] = 4000  # someone at 4 m: box (100, 20, 140, 110)
+    alone = person_position_m(depth, (100.0, 20.0, 140.0, 110.0), INTR)
+    depth[10:120, 60:118] = 1500  # someone at 1.5 m in front hides 40 % of their middle
+    front, hidden = (55.0, 10.0, 122.0, 120.0), (100.0, 20.0, 140.0, 110.0)
+    # On its own, the hidden person's box reads the person in front: 2.5 m off.
+    assert person_position_m(depth, hidden, INTR)[2] == pytest.approx(1.5)
+    z_front, z_hidden = people_depths_m(depth, [front, hidden])
+    assert z_front == pytest.approx(1.5) and z_hidden == pytest.approx(4.0)
+    positions = people_positions_m(depth, [hidden, front], INTR)
+    assert positions[0] == pytest.approx(alone)
+    assert positions[1, 2] == pytest.approx(1.5)
+
+
+def test_a_person_hidden_in_the_whole_box_has_no_depth_rather_than_someone_elses():
+    depth = np.full((120, 212), 6000, np.uint16)
+    depth[:, 45:165] = 1500  # the person in front hides all of the other's box
+    z_front, z_hidden = people_depths_m(depth, [(40.0, 0.0, 170.0, 120.0), (100, 20, 140, 110)])
+    assert z_front == pytest.approx(1.5) and math.isnan(z_hidden)
+
+
+def test_repeated_boxes_and_neighbours_at_one_depth_keep_their_depth():
+    depth = np.full((120, 212), 6000, np.uint16)
+    depth[20:110, 40:90] = 2000  # two people side by side at 2 m
+    depth[20:110, 90:140] = 2000
+    # Two boxes on the left person (a repeat) and the right person's box touching theirs.
+    boxes = [(38.0, 18.0, 92.0, 112.0), (40.0, 30.0, 90.0, 110.0), (88.0, 18.0, 142.0, 112.0)]
+    assert people_depths_m(depth, boxes) == pytest.approx([2.0, 2.0, 2.0])
+    assert people_depths_m(depth, np.zeros((0, 4))).shape == (0,)
 
 
 def test_box_temperature_is_the_median_of_covered_pixels_in_the_scaled_box():

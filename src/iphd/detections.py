@@ -38,6 +38,13 @@ ANCHOR_PERCENTILE = 30.0
 # cluster is the person's depth.
 CLUSTER_HALF_WIDTH_M = 0.3
 CLUSTER_HALF_WIDTH_FRACTION = 0.1
+# Where another detection's pixels are taken out of a box, the rest is the box's own person only
+# if at least this share of the region's valid pixels is left; otherwise the person is hidden
+# there and the depth is left unknown (NaN) rather than taken from whoever hides them.
+MIN_OWN_FRACTION = 0.5
+# Boxes overlapping by this IoU or more are taken as two boxes on one person, not as one person
+# hiding another.
+REPEAT_IOU = 0.3
 
 
 @dataclass(frozen=True)
@@ -263,7 +270,9 @@ class StampPairer(Generic[D, R]):
         return StampPair(stamp_ns, depth, registered)
 
 
-def _box_slices(box_xyxy: Sequence[float], width: int, height: int) -> tuple[slice, slice]:
+def _box_slices(
+    box_xyxy: Sequence[float] | np.ndarray, width: int, height: int
+) -> tuple[slice, slice]:
     """Rows and columns of the pixels a box (pixel-edge coordinates) overlaps, clipped."""
     x1, y1, x2, y2 = (float(v) for v in box_xyxy)
     c0 = min(max(int(np.floor(x1)), 0), width)
@@ -273,56 +282,157 @@ def _box_slices(box_xyxy: Sequence[float], width: int, height: int) -> tuple[sli
     return slice(r0, r1), slice(c0, c1)
 
 
-def robust_depth_m(depth_mm: np.ndarray, box_xyxy: Sequence[float]) -> float:
-    """Depth of the person in a box, metres; NaN when the box holds no valid depth.
-
-    Takes the valid depths of the box's central region (the whole box when that region has
-    none), anchors on a low percentile (the person is in front of the background) and returns
-    the median of the depths clustered around that anchor.
-
-    Args:
-        depth_mm: (H, W) uint16 depth in millimetres, 0 = invalid.
-        box_xyxy: (x1, y1, x2, y2) in depth pixels, pixel (0, 0) spanning [0, 1) x [0, 1).
-    """
+def _centre_region(box_xyxy: Sequence[float] | np.ndarray) -> tuple[float, float, float, float]:
+    """The part of a person box that is torso: the middle columns, chest to hips."""
     x1, y1, x2, y2 = (float(v) for v in box_xyxy)
     w, h = x2 - x1, y2 - y1
     half = 0.5 * CENTRE_FRACTION_X * w
-    centre = (
+    return (
         0.5 * (x1 + x2) - half,
         y1 + CENTRE_Y_RANGE[0] * h,
         0.5 * (x1 + x2) + half,
         y1 + CENTRE_Y_RANGE[1] * h,
     )
-    height, width = depth_mm.shape
-    values = np.empty(0, dtype=np.float32)
-    for region in (centre, box_xyxy):
-        rows, cols = _box_slices(region, width, height)
-        patch = depth_mm[rows, cols]
-        values = patch[patch > 0].astype(np.float32) / 1000.0
-        if values.size:
-            break
-    if not values.size:
-        return float("nan")
-    anchor = float(np.percentile(values, ANCHOR_PERCENTILE))
-    band = max(CLUSTER_HALF_WIDTH_M, CLUSTER_HALF_WIDTH_FRACTION * anchor)
-    cluster = values[np.abs(values - anchor) <= band]
+
+
+def _band_m(anchor_m: float) -> float:
+    """Half width of the depth band around ``anchor_m`` taken as one person."""
+    return max(CLUSTER_HALF_WIDTH_M, CLUSTER_HALF_WIDTH_FRACTION * anchor_m)
+
+
+def _cluster_depth_m(values_m: np.ndarray) -> float:
+    """Median of the depths clustered around a low percentile of ``values_m`` (non-empty)."""
+    # The anchor is one of the values (not an interpolation between two far apart), so its
+    # cluster is never empty.
+    k = int(ANCHOR_PERCENTILE / 100.0 * (values_m.size - 1))
+    anchor = float(np.partition(values_m, k)[k])
+    cluster = values_m[np.abs(values_m - anchor) <= _band_m(anchor)]
     return float(np.median(cluster))
 
 
-def person_position_m(
-    depth_mm: np.ndarray, box_xyxy: Sequence[float], intrinsics: CameraIntrinsics
-) -> tuple[float, float, float]:
-    """3D position of the person in a box: (x, y, z) metres in the depth optical frame.
+def _box_depth_m(
+    depth_mm: np.ndarray,
+    box_xyxy: Sequence[float] | np.ndarray,
+    in_front: np.ndarray | None = None,
+) -> float:
+    """Person depth in one box, leaving out the pixels of the people ``in_front`` of it.
 
-    The box centre is back-projected through the depth camera at ``robust_depth_m``.
+    ``in_front`` is a (K, 5) array of other detections that overlap this box, rows
+    ``(x1, y1, x2, y2, depth_m)``: inside their box, a pixel within their depth band is theirs.
+    The centre region is tried first, then the whole box; a region counts when at least
+    ``MIN_OWN_FRACTION`` of its valid pixels are left (NaN when neither is).
+    """
+    height, width = depth_mm.shape
+    for region in (_centre_region(box_xyxy), box_xyxy):
+        rows, cols = _box_slices(region, width, height)
+        patch = depth_mm[rows, cols].astype(np.float32) / 1000.0
+        own = patch > 0.0
+        valid = int(own.sum())
+        if not valid:
+            continue
+        if in_front is not None and len(in_front):
+            r = np.arange(rows.start, rows.stop)
+            c = np.arange(cols.start, cols.stop)
+            # Pixel-edge boxes: a pixel belongs to a box it overlaps (as in _box_slices).
+            r0, r1 = np.floor(in_front[:, 1]), np.ceil(in_front[:, 3])
+            c0, c1 = np.floor(in_front[:, 0]), np.ceil(in_front[:, 2])
+            in_rows = (r[None, :] >= r0[:, None]) & (r[None, :] < r1[:, None])  # (K, h)
+            in_cols = (c[None, :] >= c0[:, None]) & (c[None, :] < c1[:, None])  # (K, w)
+            z = in_front[:, 4].astype(np.float32)
+            band = np.maximum(CLUSTER_HALF_WIDTH_M, CLUSTER_HALF_WIDTH_FRACTION * z)
+            near = np.abs(patch[None] - z[:, None, None]) <= band[:, None, None]  # (K, h, w)
+            own &= ~np.any(in_rows[:, :, None] & in_cols[:, None, :] & near, axis=0)
+        kept = int(own.sum())
+        if kept and kept >= MIN_OWN_FRACTION * valid:
+            return _cluster_depth_m(patch[own])
+    return float("nan")
+
+
+def people_depths_m(
+    depth_mm: np.ndarray, boxes_xyxy: Sequence[Sequence[float]] | np.ndarray
+) -> np.ndarray:
+    """Depth of the person in each box, metres; NaN where a box holds no usable depth.
+
+    Each box's depth is first estimated alone: the valid depths of its central region (the
+    whole box when that region has none), anchored on a low percentile (the person is in front
+    of the background), and the median of the depths clustered around that anchor. A partly
+    hidden person's box usually lies over the person in front of them, whose depth that first
+    estimate then returns; so where boxes overlap, each box is estimated again without the
+    pixels that fall inside another box and within that box's depth band. When too little is
+    left (the person is hidden in that region), the depth is NaN rather than someone else's.
 
     Args:
         depth_mm: (H, W) uint16 depth in millimetres, 0 = invalid.
-        box_xyxy: (x1, y1, x2, y2) in depth pixels (pixel-edge coordinates, as the detector's).
-        intrinsics: the depth camera, of the same size as ``depth_mm``.
+        boxes_xyxy: (N, 4) boxes (x1, y1, x2, y2) in depth pixels, pixel (0, 0) spanning
+            [0, 1) x [0, 1).
 
     Returns:
-        (x right, y down, z forward) in metres; NaN x 3 when the box has no valid depth.
+        (N,) float64 depths in metres.
+    """
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    alone = np.array([_box_depth_m(depth_mm, box) for box in boxes], dtype=np.float64)
+    if len(boxes) < 2:
+        return alone
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    overlap = (
+        np.minimum(boxes[:, None, 2], boxes[None, :, 2])
+        > np.maximum(boxes[:, None, 0], boxes[None, :, 0])
+    ) & (
+        np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+        > np.maximum(boxes[:, None, 1], boxes[None, :, 1])
+    )
+    finite = np.isfinite(alone)
+    z = np.where(finite, alone, 0.0)
+    band = np.maximum(CLUSTER_HALF_WIDTH_M, CLUSTER_HALF_WIDTH_FRACTION * z)
+    same = np.abs(z[:, None] - z[None, :]) <= band[:, None]
+    # front[j, i]: box i hides part of box j. Nearer, or at the same depth with the larger
+    # box: the front person's box holds the hidden one's, whose first estimate then reads the
+    # front person's depth.
+    front = (
+        overlap
+        & finite[:, None]
+        & finite[None, :]
+        & ((~same & (z[None, :] < z[:, None])) | (same & (area[None, :] > area[:, None])))
+    )
+    # Two boxes on one person (a repeat the detector's NMS let through) overlap a lot; the
+    # hidden person's box lies inside the front person's and overlaps it little.
+    inter = np.clip(
+        np.minimum(boxes[:, None, 2], boxes[None, :, 2])
+        - np.maximum(boxes[:, None, 0], boxes[None, :, 0]), 0.0, None
+    ) * np.clip(
+        np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+        - np.maximum(boxes[:, None, 1], boxes[None, :, 1]), 0.0, None
+    )
+    iou = inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-9)
+    front &= iou < REPEAT_IOU
+    np.fill_diagonal(front, False)
+    depths = alone.copy()
+    rows = np.column_stack([boxes, z])
+    for j in np.flatnonzero(front.any(axis=1)):
+        depths[j] = _box_depth_m(depth_mm, boxes[j], rows[front[j]])
+    return depths
+
+
+def robust_depth_m(depth_mm: np.ndarray, box_xyxy: Sequence[float]) -> float:
+    """Depth of the person in one box on its own, metres (see :func:`people_depths_m`)."""
+    return float(people_depths_m(depth_mm, [box_xyxy])[0])
+
+
+def people_positions_m(
+    depth_mm: np.ndarray,
+    boxes_xyxy: Sequence[Sequence[float]] | np.ndarray,
+    intrinsics: CameraIntrinsics,
+) -> np.ndarray:
+    """3D position of the person in each box: (N, 3) metres in the depth optical frame.
+
+    Each box centre is back-projected through the depth camera at its
+    :func:`people_depths_m` depth (x right, y down, z forward); NaN rows where a box has no
+    usable depth.
+
+    Args:
+        depth_mm: (H, W) uint16 depth in millimetres, 0 = invalid.
+        boxes_xyxy: (N, 4) boxes in depth pixels (pixel-edge coordinates, as the detector's).
+        intrinsics: the depth camera, of the same size as ``depth_mm``.
 
     Raises:
         FrameError: ``depth_mm`` is not the size of ``intrinsics``.
@@ -332,17 +442,31 @@ def person_position_m(
             f"depth image {depth_mm.shape} does not match its camera info "
             f"{intrinsics.width}x{intrinsics.height}"
         )
-    z = robust_depth_m(depth_mm, box_xyxy)
-    if not np.isfinite(z):
-        return (float("nan"),) * 3
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    z = people_depths_m(depth_mm, boxes)
     # Intrinsics put pixel centres at integer coordinates; box corners are pixel edges.
-    u = 0.5 * (float(box_xyxy[0]) + float(box_xyxy[2])) - 0.5
-    v = 0.5 * (float(box_xyxy[1]) + float(box_xyxy[3])) - 0.5
-    xn = np.array([(u - intrinsics.cx) / intrinsics.fx])
-    yn = np.array([(v - intrinsics.cy) / intrinsics.fy])
-    if intrinsics.has_distortion:
+    u = 0.5 * (boxes[:, 0] + boxes[:, 2]) - 0.5
+    v = 0.5 * (boxes[:, 1] + boxes[:, 3]) - 0.5
+    xn = (u - intrinsics.cx) / intrinsics.fx
+    yn = (v - intrinsics.cy) / intrinsics.fy
+    if intrinsics.has_distortion and len(boxes):
         xn, yn = undistort_normalized(xn, yn, intrinsics.distortion)
-    return (float(xn[0] * z), float(yn[0] * z), z)
+    return np.stack([xn * z, yn * z, z], axis=1).reshape(-1, 3)
+
+
+def person_position_m(
+    depth_mm: np.ndarray, box_xyxy: Sequence[float], intrinsics: CameraIntrinsics
+) -> tuple[float, float, float]:
+    """3D position of the person in one box on its own (see :func:`people_positions_m`).
+
+    Returns:
+        (x right, y down, z forward) in metres; NaN x 3 when the box has no valid depth.
+
+    Raises:
+        FrameError: ``depth_mm`` is not the size of ``intrinsics``.
+    """
+    x, y, z = people_positions_m(depth_mm, [box_xyxy], intrinsics)[0]
+    return (float(x), float(y), float(z))
 
 
 def box_temperature_k(
@@ -394,19 +518,20 @@ def describe_detections(
     Raises:
         FrameError: ``depth_mm`` does not match ``intrinsics``.
     """
-    order = np.argsort(-np.asarray(detections.scores), kind="stable")
+    scores = np.asarray(detections.scores, dtype=np.float64).reshape(-1)
+    order = [int(i) for i in np.argsort(-scores, kind="stable") if scores[i] >= score_threshold]
+    boxes = np.asarray(detections.boxes_xyxy, dtype=np.float64).reshape(-1, 4)[order]
+    # Positions of the kept boxes together: overlapping boxes share out their pixels.
+    positions = people_positions_m(depth_mm, boxes, intrinsics)
     size = (depth_mm.shape[1], depth_mm.shape[0])
     people = []
-    for i in order:
-        score = float(detections.scores[i])
-        if score < score_threshold:
-            continue
-        box = tuple(float(v) for v in detections.boxes_xyxy[i])
+    for k, i in enumerate(order):
+        box = tuple(float(v) for v in boxes[k])
         people.append(
             PersonDetection(
                 box_xyxy=box,  # type: ignore[arg-type]
-                score=score,
-                position_m=person_position_m(depth_mm, box, intrinsics),
+                score=float(scores[i]),
+                position_m=tuple(float(v) for v in positions[k]),  # type: ignore[arg-type]
                 temperature_k=box_temperature_k(thermal_ck, box, size),
             )
         )
