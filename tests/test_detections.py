@@ -179,23 +179,66 @@ def test_detection_config_rejects_unknown_devices_and_thresholds():
         DetectionConfig(device="tpu")
     with pytest.raises(ConfigError, match="score_threshold"):
         DetectionConfig(score_threshold=1.5)
+    with pytest.raises(ConfigError, match="backend"):
+        DetectionConfig(backend="tensorrt")
+    with pytest.raises(ConfigError, match="runs on onnxruntime"):
+        DetectionConfig(checkpoint="model.onnx", backend="torch")
 
 
-def test_load_detector_runs_float32_on_cpu_and_names_a_missing_file(tmp_path):
+def _tiny_checkpoint(path):
     from iphd.detection.detector import save_checkpoint
     from iphd.detection.model import DetectorConfig, FusionDetector
-    from iphd.errors import CheckpointError
     from iphd.normalize import NormalizeConfig
 
-    path = save_checkpoint(
-        tmp_path / "tiny.pt",
+    return save_checkpoint(
+        path,
         FusionDetector(DetectorConfig(backbone_depth=18, backbone_width=8, head_channels=8,
                                       input_size=(64, 112), score_threshold=0.0)),
         NormalizeConfig(out_size=(112, 64)),
     )
-    detector = load_detector(DetectionConfig(checkpoint=str(path), device="cpu", threads=0))
-    assert detector.device.type == "cpu" and not detector.half
-    found = detector(_wall_and_person(), np.full((30, 53), 30_000, np.uint16))
-    assert found.boxes_xyxy.shape[1] == 4
-    with pytest.raises(CheckpointError, match="missing.pt"):
-        load_detector(DetectionConfig(checkpoint=str(tmp_path / "missing.pt"), threads=0))
+
+
+def test_load_detector_runs_float32_on_cpu_and_names_a_missing_file(tmp_path, monkeypatch):
+    from iphd.detection.detector import Detector
+    from iphd.errors import CheckpointError
+
+    monkeypatch.setenv("IPHD_CACHE_DIR", str(tmp_path / "cache"))
+    path = _tiny_checkpoint(tmp_path / "tiny.pt")
+    for backend in ("auto", "torch"):
+        detector = load_detector(
+            DetectionConfig(checkpoint=str(path), device="cpu", threads=0, backend=backend)
+        )
+        assert detector.device.type == "cpu" and not detector.half
+        found = detector(_wall_and_person(), np.full((30, 53), 30_000, np.uint16))
+        assert found.boxes_xyxy.shape[1] == 4
+        assert isinstance(detector, Detector) == (backend == "torch")
+    for backend in ("auto", "torch", "onnxruntime"):
+        with pytest.raises(CheckpointError, match="missing.pt"):
+            load_detector(DetectionConfig(
+                checkpoint=str(tmp_path / "missing.pt"), threads=0, backend=backend
+            ))
+
+
+def test_on_the_cpu_a_checkpoint_runs_on_onnxruntime_exported_once(tmp_path, monkeypatch):
+    from iphd.detection.detector import Detector
+    from iphd.detection.onnx_export import OnnxDetector
+
+    monkeypatch.setenv("IPHD_CACHE_DIR", str(tmp_path / "cache"))
+    path = _tiny_checkpoint(tmp_path / "tiny.pt")
+    config = DetectionConfig(checkpoint=str(path), device="cpu", threads=1)
+    loaded = load_detector(config)
+    assert isinstance(loaded, OnnxDetector)
+    (export,) = (tmp_path / "cache" / "onnx").iterdir()
+    assert export.name.startswith("tiny-") and export.suffix == ".onnx"
+    made = export.stat().st_mtime_ns
+    assert isinstance(load_detector(config), OnnxDetector)
+    assert export.stat().st_mtime_ns == made  # the cached export is reused
+    depth, thermal = _wall_and_person(), np.full((30, 53), 30_000, np.uint16)
+    reference = Detector.from_checkpoint(path, "cpu")(depth, thermal)
+    found = loaded(depth, thermal)
+    np.testing.assert_allclose(found.scores, reference.scores, atol=1e-4)
+    np.testing.assert_allclose(found.boxes_xyxy, reference.boxes_xyxy, atol=1e-2)
+    # A retrained checkpoint (other bytes) gets an export of its own.
+    _tiny_checkpoint(path)
+    load_detector(config)
+    assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 2

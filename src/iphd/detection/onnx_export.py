@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -27,6 +29,7 @@ import torch
 from torch import Tensor
 
 import iphd
+from iphd.cache import cache_dir
 from iphd.detection.detector import Detections, detect_frame, load_checkpoint
 from iphd.detection.model import DetectorConfig, FusionDetector
 from iphd.errors import CheckpointError, ConfigError, IphdError
@@ -126,6 +129,38 @@ def export_onnx(
     return path
 
 
+def cached_onnx(checkpoint: Path | str, folder: Path | None = None) -> Path:
+    """The ONNX export of a detector checkpoint, made on first use and kept in the cache.
+
+    The file is named after the checkpoint and the SHA-256 of its bytes, so a retrained
+    checkpoint gets a new export and an unchanged one is exported once. Several processes may
+    ask at once: each writes its own temporary file and renames it into place.
+
+    Args:
+        checkpoint: a detector checkpoint (.pt).
+        folder: where exports are kept; default ``iphd.cache.cache_dir() / "onnx"``.
+
+    Raises:
+        CheckpointError: the checkpoint is missing or not a usable detector checkpoint.
+    """
+    checkpoint = Path(checkpoint)
+    try:
+        digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16]
+    except OSError as exc:
+        raise CheckpointError(f"detector checkpoint {checkpoint} cannot be read ({exc})") from exc
+    out = (folder or cache_dir() / "onnx") / f"{checkpoint.stem}-{digest}.onnx"
+    if out.is_file():
+        return out
+    model, normalize, _ = load_checkpoint(checkpoint)
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.onnx")
+    try:
+        export_onnx(model, tmp, normalize)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
 def _providers(device: str) -> list[str]:
     available = ort.get_available_providers()
     if device == "cpu":
@@ -196,6 +231,9 @@ class OnnxDetector:
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
+        # Idle worker threads sleep instead of spinning: on a robot computer the other nodes
+        # need those cores between frames.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises a pybind type per failure

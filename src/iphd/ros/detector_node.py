@@ -83,11 +83,18 @@ class DetectorNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("detector", **kwargs)
         checkpoint = declare(
-            self, "checkpoint", "", "detector checkpoint (.pt); empty = the shipped model"
+            self, "checkpoint", "", "detector checkpoint (.pt or .onnx); empty = the shipped model"
         )
         device = declare(self, "device", "auto", "auto | cpu | cuda (CUDA runs in float16)")
+        backend = declare(
+            self, "backend", "auto",
+            "auto | torch | onnxruntime: what runs a .pt checkpoint; auto = torch on CUDA, "
+            "onnxruntime on the CPU (exported once, cached)",
+        )
         score = declare(self, "score_threshold", 0.5, "lowest detection score published")
-        threads = declare(self, "threads", 2, "torch CPU threads for inference; 0 = default")
+        threads = declare(
+            self, "threads", 2, "CPU threads for inference (torch or onnxruntime); 0 = default"
+        )
         max_queue = declare(
             self, "max_queue", 2, "pairs waiting for inference; the oldest is dropped beyond"
         )
@@ -122,12 +129,13 @@ class DetectorNode(Node):
                 score_threshold=float(score),
                 threads=int(threads),
                 max_queue=int(max_queue),
+                backend=str(backend),
             )
             self.detector = load_detector(self.config)
             precision = "float16" if self.detector.half else "float32"
             self.get_logger().info(
                 f"loaded detector {self.config.checkpoint_path} on {self.detector.device} "
-                f"({precision})"
+                f"({precision}, {self._backend()})"
             )
         except IphdError as exc:
             # Keep running so diagnostics say why nothing is published.
@@ -330,6 +338,11 @@ class DetectorNode(Node):
         """Detection arrays published so far."""
         return self._published
 
+    def _backend(self) -> str:
+        if self.detector is None:
+            return "none"
+        return "onnxruntime" if hasattr(self.detector, "session") else "torch"
+
     def stats(self) -> dict[str, Any]:
         """Counters, rates and latencies for diagnostics and the runner's summary."""
         s = self.pairer.stats
@@ -350,6 +363,7 @@ class DetectorNode(Node):
             "precision": (
                 ("float16" if self.detector.half else "float32") if self.detector else "none"
             ),
+            "backend": self._backend(),
             "depth_rate_hz": self._depth_rate.rate_hz(),
             "registered_rate_hz": self._registered_rate.rate_hz(),
             "published_rate_hz": published_rate,
@@ -361,8 +375,11 @@ class DetectorNode(Node):
             "detections_last": detections_last,
             "pairing_resets": s.resets,
             "queue_length": queue_length,
+            "queue_length_cap": self.config.max_queue if self.config else 0,
             "pending_depth": self.pairer.pending_depth,
+            "pending_depth_cap": self.pairer.depth_buffer,
             "pending_registered": self.pairer.pending_registered,
+            "pending_registered_cap": self.pairer.registered_buffer,
             "depth_unpaired": s.depth_unpaired,
             "depth_dropped_before_camera_info": self._waiting_for_info,
             **{f"registered_dropped_{k}": v for k, v in s.registered_dropped.items() if v},

@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from iphd.cache import cache_dir
 from iphd.errors import DatasetError
 
 DEMO_VERSION = 2
@@ -19,14 +20,6 @@ DEMO_SEED = 0
 DEMO_DURATION_S = 20.0
 DEMO_PROFILE = "aligned_640x360"
 DEMO_PEOPLE = 4
-
-
-def cache_dir() -> Path:
-    """Folder for generated data that can be rebuilt at any time."""
-    if os.environ.get("IPHD_CACHE_DIR"):
-        return Path(os.environ["IPHD_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "iphd"
 
 
 def demo_bag_path() -> Path:
