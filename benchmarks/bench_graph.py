@@ -1,14 +1,14 @@
 """Does the whole graph (fusion, detector, tracker) keep up with the sensors on this machine?
 
-``--graph full`` (default) runs the default graph of ``make demo`` in one process at real rate
-on the simulator's demo bag (``--source sim``, looping) with the shipped models and reports
-pairs/s through to ``tracks``, the pairs the pipeline itself dropped (fusion pairs vs detection
-arrays vs track arrays, and the nodes' own drop counters), the delay from the pair's capture
-stamp to ``tracks`` (receipt in-process, on the nodes' sim-time clock: the stamps' clock), the
-threads the process used and its peak RSS. ``--graph fusion`` is the fusion-only benchmark:
-input rates, pairs, thermal frames left without a pair and fusion's processing time (with
-``--source sim_live`` the simulator renders in real time in the same process). Run with
-``scripts/env.sh python benchmarks/bench_graph.py``.
+``--graph full`` (default) runs the default graph of ``make demo`` (one process per node, or all
+in one with ``--no-processes``) at real rate on the simulator's demo bag (``--source sim``,
+looping) with the shipped models and reports pairs/s through to ``tracks``, the pairs the
+pipeline itself dropped (fusion pairs vs detection arrays vs track arrays, and the nodes' own
+drop counters), the delay from the pair's capture stamp to ``tracks`` (receipt by the runner's
+monitor, on the sim-time clock: the stamps' clock), the CPU used and the peak RSS. ``--graph
+fusion`` is the fusion-only benchmark: input rates, pairs, thermal frames left without a pair
+and fusion's processing time (with ``--source sim_live`` the simulator renders in real time in
+the same process). Run with ``scripts/env.sh python benchmarks/bench_graph.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from machine import cpu_model, peak_rss_mb
 
+from iphd.ros.processes import NodeProcess
 from iphd.ros.runner import RunResult, run_graph
 
 
@@ -104,9 +105,13 @@ def _full(args: argparse.Namespace) -> None:
     cpu0 = time.process_time()
     result = run_graph(
         "sim", args.duration, log_level="warn", record=True, sample=sample, sample_period_s=1.0,
-        detector_checkpoint=args.detector_checkpoint,
+        detector_checkpoint=args.detector_checkpoint, processes=args.processes,
     )
     cpu_s = time.process_time() - cpu0
+    children = [n for n in result.nodes.values() if isinstance(n, NodeProcess)]
+    # Node processes: their own CPU time and memory (start-up included), plus this process's.
+    cpu_s += sum(n.cpu_s for n in children)
+    peak_mb = peak_rss_mb() + sum(n.peak_rss_mb for n in children)
     recording = result.recording
     assert recording is not None
     f, d, t = result.stats, result.detector_stats, result.tracker_stats
@@ -122,9 +127,11 @@ def _full(args: argparse.Namespace) -> None:
     print(
         f"machine: {cpu_model()}, {os.cpu_count()} cores; command: "
         f"python benchmarks/bench_graph.py --duration {args.duration:g}"
-        + (f" --detector-checkpoint {args.detector_checkpoint} " if args.detector_checkpoint
-           else " ")
-        + f"(demo bag {DEMO_PROFILE}, looping; detector {d.get('model', '?')} on "
+        + (f" --detector-checkpoint {args.detector_checkpoint}" if args.detector_checkpoint
+           else "")
+        + (" " if args.processes else " --no-processes ")
+        + ("(one process per node, " if args.processes else "(all nodes in one process, ")
+        + f"demo bag {DEMO_PROFILE}, looping; detector {d.get('model', '?')} on "
         + f"{d.get('device', '?')}, re-ID {t.get('reid_model', '?')})"
     )
     print()
@@ -149,11 +156,18 @@ def _full(args: argparse.Namespace) -> None:
           f"threads param {result.nodes['detector'].get_parameter('threads').value} |")
     print(f"| tracker embedding + tracking, p50 (ms) | "
           f"{t.get('embedding_ms_p50', 0.0) + t.get('tracking_ms_p50', 0.0):.1f} | |")
-    print(f"| process threads, max (OS) | {max(threads, default=0)} | torch intra-op "
-          f"{torch.get_num_threads()}; DDS, executor and worker threads included |")
-    print(f"| CPU used, cores | {cpu_s / result.duration_s:.2f} | process CPU time / run "
-          "length |")
-    print(f"| peak RSS (MB) | {peak_rss_mb():.0f} | |")
+    if children:
+        memory = ", ".join(f"{n.name} {n.peak_rss_mb:.0f}" for n in children)
+        print(f"| CPU used, cores | {cpu_s / result.duration_s:.2f} | CPU time of the node "
+              "processes (model loading included) and the runner / run length |")
+        print(f"| peak RSS, all processes (MB) | {peak_mb:.0f} | {memory}, runner "
+              f"{peak_rss_mb():.0f} |")
+    else:
+        print(f"| process threads, max (OS) | {max(threads, default=0)} | torch intra-op "
+              f"{torch.get_num_threads()}; DDS, executor and worker threads included |")
+        print(f"| CPU used, cores | {cpu_s / result.duration_s:.2f} | process CPU time / run "
+              "length |")
+        print(f"| peak RSS (MB) | {peak_mb:.0f} | |")
 
 
 def main() -> None:
@@ -167,6 +181,9 @@ def main() -> None:
     parser.add_argument("--profile", default="aligned_640x360",
                         help="D435 depth profile of sim_live (sim plays the demo bag's)")
     parser.add_argument("--thermal-rate", type=float, default=8.7, help="sim_live thermal Hz")
+    parser.add_argument("--processes", action=argparse.BooleanOptionalAction, default=True,
+                        help="--graph full: one process per node, as ros2 launch (default); "
+                        "--no-processes: all nodes in this process")
     parser.add_argument("--detector-checkpoint", default="",
                         help="--graph full: a .pt or .onnx detector (default: the shipped .pt)")
     args = parser.parse_args()

@@ -1,12 +1,13 @@
 """Soak test: does the whole graph run for long on the looping demo bag with flat memory?
 
 Runs the default graph (bag player looping the simulator's demo bag, fusion, detector, tracker,
-shipped models) in one process at real rate for ``--duration`` seconds. Every ``--period`` s it
-samples the process RSS, the nodes' queue and buffer lengths and their published counts (the
-nodes' ``stats()``, read from the spinning thread); at the end it fits RSS against time over
-the second half (the first half holds the warm-up: model load, allocator and DDS pools,
-first-loop caches) and checks the queues stayed bounded. Writes ``soak.csv`` and ``soak.png``
-to ``--out`` and prints a Markdown table. Run with
+shipped models; one process per node as ``ros2 launch`` runs them, or all in one with
+``--no-processes``) at real rate for ``--duration`` seconds. Every ``--period`` s it samples the
+resident memory (of every process, as of each node's last report), the nodes' queue and buffer
+lengths with their caps and their published counts (the nodes' ``stats()``); at the end it fits
+RSS against time over the second half (the first half holds the warm-up: model load, allocator
+and DDS pools, first-loop caches) and checks the queues stayed bounded. Writes ``soak.csv`` and
+``soak.png`` to ``--out`` and prints a Markdown table. Run with
 ``scripts/env.sh python benchmarks/soak_graph.py --duration 600 --out out/soak``.
 """
 
@@ -23,6 +24,7 @@ import cv2
 import numpy as np
 from machine import cpu_model, peak_rss_mb
 
+from iphd.ros.processes import NodeProcess
 from iphd.ros.runner import run_graph
 
 # A leak of 1 MB/min is 0.5 GB over an 8-hour shift, which matters on a robot computer; RSS
@@ -61,21 +63,12 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def caps(nodes: dict[str, Any]) -> dict[str, int]:
-    """The configured bound of each sampled queue or buffer (``QUEUES`` columns)."""
-    sync = nodes["fusion"].sync.config
-    detector = nodes["detector"].pairer
-    tracker = nodes["tracker"].pairing.pairer
-    return {
-        "fusion_pending_depth": sync.depth_buffer,
-        "fusion_pending_thermal": sync.thermal_buffer,
-        "detector_pending_depth": detector.depth_buffer,
-        "detector_pending_registered": detector.registered_buffer,
-        "detector_queue": int(nodes["detector"].get_parameter("max_queue").value),
-        "tracker_waiting_for_depth": tracker.registered_buffer,
-        "tracker_pending_depth": tracker.depth_buffer,
-        "tracker_queue": int(nodes["tracker"].get_parameter("max_queue").value),
-    }
+def caps(stats: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """The configured bound of each sampled queue or buffer (``QUEUES`` columns).
+
+    The nodes report each bound in ``stats()`` as ``<key>_cap``.
+    """
+    return {column: int(stats[node][f"{key}_cap"]) for column, node, key in QUEUES}
 
 
 def memory_slope(t_min: np.ndarray, rss: np.ndarray) -> float:
@@ -152,6 +145,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=600.0, help="seconds to run")
     parser.add_argument("--period", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--out", type=Path, default=Path("out/soak"), help="folder for CSV, PNG")
+    parser.add_argument("--processes", action=argparse.BooleanOptionalAction, default=True,
+                        help="one process per node, as ros2 launch (default); --no-processes: "
+                        "all nodes in this process")
     args = parser.parse_args()
     from iphd.sim.demo import DEMO_PROFILE, ensure_demo_bag
 
@@ -162,10 +158,17 @@ def main() -> None:
     def sample(nodes: dict[str, Any], elapsed_s: float) -> None:
         if rows and elapsed_s - rows[-1]["t_s"] < 1.0:
             return  # the runner's end-of-run sample, right after a periodic one
-        if not limits:
-            limits.update(caps(nodes))
         stats = {name: node.stats() for name, node in nodes.items() if hasattr(node, "stats")}
-        row: dict[str, float] = {"t_s": round(elapsed_s, 2), "rss_mb": round(rss_mb(), 1)}
+        if not limits and all(stats.get(node) for _, node, _ in QUEUES):
+            limits.update(caps(stats))
+        # One process per node: their resident memory (as of their last report) and the
+        # runner's; or this one process.
+        memory = {n: node.rss_mb for n, node in nodes.items() if isinstance(node, NodeProcess)}
+        row: dict[str, float] = {
+            "t_s": round(elapsed_s, 2),
+            "rss_mb": round(rss_mb() + sum(memory.values()), 1),
+            **{f"rss_{n}_mb": round(v, 1) for n, v in memory.items()},
+        }
         for column, node, key in QUEUES + COUNTS:
             row[column] = stats.get(node, {}).get(key, 0)
         rows.append(row)
@@ -175,7 +178,8 @@ def main() -> None:
 
     wall0 = time.monotonic()
     result = run_graph(
-        "sim", args.duration, log_level="warn", sample=sample, sample_period_s=args.period
+        "sim", args.duration, log_level="warn", sample=sample, sample_period_s=args.period,
+        processes=args.processes,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = args.out / "soak.csv", args.out / "soak.png"
@@ -199,11 +203,18 @@ def main() -> None:
     print("| measure | value | verdict |")
     print("|---|---|---|")
     print(f"| run length (s), bag loops | {result.duration_s:.0f}, {last['bag_loops']} | |")
-    print(f"| RSS first / last / peak (MB) | {rss[0]:.0f} / {rss[-1]:.0f} / {peak_rss_mb():.0f} "
-          "| |")
+    children = [n for n in result.nodes.values() if isinstance(n, NodeProcess)]
+    peak = peak_rss_mb() + sum(n.peak_rss_mb for n in children)
+    where = "all processes" if children else "the process"
+    print(f"| RSS first / last / peak, {where} (MB) | {rss[0]:.0f} / {rss[-1]:.0f} / "
+          f"{peak:.0f} | |")
     verdict = "flat" if flat else ("too few samples" if not np.isfinite(slope) else "GROWING")
     print(f"| RSS slope over the second half (MB/min) | {slope:.2f} | {verdict} "
           f"(threshold {FLAT_MB_PER_MIN:g}) |")
+    for node in children:
+        own = np.asarray([r[f"rss_{node.name}_mb"] for r in rows])
+        print(f"| {node.name}: RSS first / last (MB), slope over the second half (MB/min) | "
+              f"{own[0]:.0f} / {own[-1]:.0f}, {memory_slope(t_min, own):.2f} | |")
     for column, (top, verdict) in queues.items():
         print(f"| max {column} (cap {limits[column]}) | {top} | {verdict} |")
     print(f"| published: pairs / registered / detections / tracks | {last['fusion_pairs']} / "

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from iphd.errors import ConfigError
-from iphd.graph import build_graph, load_params_file, parameters_for, wants_sim_time
+from iphd.graph import build_graph, hold_player, load_params_file, parameters_for, wants_sim_time
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -277,3 +277,14 @@ def test_shipped_params_file_sets_every_tracker_config_field():
     for f in dataclasses.fields(TrackerConfig):
         assert tracker[f.name] == getattr(defaults, f.name), f.name
     assert tracker["reid_checkpoint"] == "" and tracker["publish_embeddings"] is False
+
+
+def test_the_bag_player_can_be_told_to_wait_for_subscribers():
+    specs = build_graph("bag", bag="/data/run")
+    subscribed = ["depth/image_raw", "thermal/image_raw", "depth/image_raw", "detections"]
+    held = {s.name: s for s in hold_player(specs, subscribed)}
+    assert held["bag_player"].parameters == {
+        "bag": "/data/run", "wait_for_subscribers": ["depth/image_raw:2", "thermal/image_raw:1"]
+    }
+    assert held["fusion"] == next(s for s in specs if s.name == "fusion")
+    assert hold_player(specs, ["detections"]) == list(specs)  # no sensor topic: nothing to wait

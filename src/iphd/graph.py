@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,10 @@ SENSOR_TOPICS = (
 FUSION_TOPICS = ("thermal/registered", "/tf_static")
 DETECTOR_TOPICS = ("detections", "debug/image")
 TRACKER_TOPICS = ("tracks", "markers", "query/result")
+# Topics each kind of node subscribes (relative names).
+FUSION_INPUTS = SENSOR_TOPICS
+DETECTOR_INPUTS = ("depth/image_raw", "depth/camera_info", "thermal/registered")
+TRACKER_INPUTS = ("detections", "depth/image_raw", "depth/camera_info", "query/image")
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class NodeSpec:
         parameters: parameters set by the graph itself, on top of the parameters file.
         remappings: (from, to) topic remappings.
         publishes: topics the node publishes (before remapping; ``/diagnostics`` left out).
+        subscribes: topics the node subscribes (before remapping).
     """
 
     name: str
@@ -43,6 +50,7 @@ class NodeSpec:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     remappings: tuple[tuple[str, str], ...] = ()
     publishes: tuple[str, ...] = ()
+    subscribes: tuple[str, ...] = ()
 
 
 def build_graph(
@@ -142,7 +150,7 @@ def build_graph(
     nodes.append(
         NodeSpec(
             "fusion", "fusion_node", "iphd.ros.fusion_node", "FusionNode", common,
-            publishes=FUSION_TOPICS,
+            publishes=FUSION_TOPICS, subscribes=FUSION_INPUTS,
         )
     )
     if detector:
@@ -150,7 +158,7 @@ def build_graph(
         nodes.append(
             NodeSpec(
                 "detector", "detector_node", "iphd.ros.detector_node", "DetectorNode",
-                detector_params, publishes=DETECTOR_TOPICS,
+                detector_params, publishes=DETECTOR_TOPICS, subscribes=DETECTOR_INPUTS,
             )
         )
     if tracker:
@@ -158,10 +166,27 @@ def build_graph(
         nodes.append(
             NodeSpec(
                 "tracker", "tracker_node", "iphd.ros.tracker_node", "TrackerNode",
-                tracker_params, publishes=TRACKER_TOPICS,
+                tracker_params, publishes=TRACKER_TOPICS, subscribes=TRACKER_INPUTS,
             )
         )
     return tuple(nodes)
+
+
+def hold_player(specs: Sequence[NodeSpec], subscribed: Iterable[str]) -> list[NodeSpec]:
+    """``specs`` with the bag player told to wait for the subscribers of its sensor topics.
+
+    Nodes started at the same time in separate processes discover each other only after a
+    second or two: the player's ``wait_for_subscribers`` holds its first message until each
+    sensor topic has as many subscribers as ``subscribed`` (relative topic names, one entry per
+    subscription) lists.
+    """
+    counts = Counter(subscribed)
+    wait = [f"{topic}:{counts[topic]}" for topic in SENSOR_TOPICS if counts[topic]]
+    return [
+        dataclasses.replace(s, parameters={**s.parameters, "wait_for_subscribers": wait})
+        if s.name == "bag_player" and wait else s
+        for s in specs
+    ]
 
 
 def wants_sim_time(source: str) -> bool:

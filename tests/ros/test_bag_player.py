@@ -186,3 +186,46 @@ def test_missing_bag_is_a_clear_error(tmp_path, ros_context):
             context=ros_context,
             parameter_overrides=[Parameter("bag", value=str(tmp_path / "missing"))],
         )
+
+
+def test_player_waits_for_the_subscribers_it_is_told_to_wait_for(
+    tmp_path, ros_context, executor, spin_for, spin_until
+):
+    _write_bag(tmp_path / "bag", frames=4)
+    player = _player(
+        ros_context, executor, tmp_path / "bag", start_delay_s=0.0,
+        wait_for_subscribers=["depth/image_raw:1", "thermal/image_raw:1"],
+    )
+    spin_for(executor, 0.8)
+    assert sum(player.published.values()) == 0  # nobody listens yet
+    recorder = _Recorder(context=ros_context)
+    executor.add_node(recorder)
+    assert spin_until(executor, lambda: player.finished, timeout_s=8.0)
+    spin_until(executor, lambda: len(recorder.msgs.get("depth/image_raw", [])) == 4, 1.0)
+    assert len(recorder.msgs["depth/image_raw"]) == 4  # the first frame reached it too
+
+
+def test_player_starts_anyway_when_subscribers_do_not_come(
+    tmp_path, ros_context, executor, spin_until
+):
+    _write_bag(tmp_path / "bag", frames=4)
+    player = _player(
+        ros_context, executor, tmp_path / "bag", start_delay_s=0.0,
+        wait_for_subscribers=["depth/image_raw:3"], wait_for_subscribers_s=0.5,
+    )
+    start = time.monotonic()
+    assert spin_until(executor, lambda: player.finished, timeout_s=8.0)
+    assert time.monotonic() - start > 0.5
+
+
+def test_bad_wait_for_subscribers_entries_are_refused(tmp_path, ros_context):
+    _write_bag(tmp_path / "bag", frames=2)
+    for entry in ("depth/image_raw", "depth/image_raw:0", ":2", "depth/image_raw:two"):
+        with pytest.raises(ConfigError, match="'topic:count'"):
+            BagPlayerNode(
+                context=ros_context,
+                parameter_overrides=[
+                    Parameter("bag", value=str(tmp_path / "bag")),
+                    Parameter("wait_for_subscribers", value=[entry]),
+                ],
+            )

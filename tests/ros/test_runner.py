@@ -223,3 +223,46 @@ def test_bag_run_ends_with_the_live_evaluation_report(tmp_path, tiny_detector, c
     assert any("sim time" in line for line in printed)
     report = (out / "eval" / "report.md").read_text()
     assert "/clock" in report and "tracks_receipt_minus_stamp" in report
+
+
+def test_processes_run_each_node_in_its_own_process_and_report_back(tmp_path, tiny_detector):
+    import os
+
+    from iphd.ros.processes import NodeProcess
+
+    frames = _write_rig_bag(tmp_path / "bag", seconds=2.0, truth=True)
+    result = run_graph(
+        "bag", 30.0, bag=str(tmp_path / "bag"), detector_checkpoint=str(tiny_detector),
+        reid_checkpoint="none", params_file=_params_file(tmp_path, 0.0), log_level="error",
+        record=True, processes=True,
+    )
+    assert result.processes and set(result.nodes) == {"bag_player", "fusion", "detector", "tracker"}
+    pids = {node.pid for node in result.nodes.values()}
+    assert all(isinstance(node, NodeProcess) for node in result.nodes.values())
+    assert len(pids) == 4 and os.getpid() not in pids
+    assert all(not node.alive and node.rss_mb > 0 for node in result.nodes.values())
+    # The bag ended the run, and the last reports carry everything the nodes did.
+    assert result.duration_s < 25.0 and result.player_stats["finished"]
+    assert result.stats["depth_frames"] == frames
+    assert result.stats["published"] >= result.stats["thermal_frames"] - 2 > 8
+    assert result.detector_stats["published"] > 5
+    assert 0 < result.tracker_stats["published"] <= result.detector_stats["published"]
+    assert result.nodes["detector"].get_parameter("threads").value == 1
+    assert result.nodes["fusion"].get_parameter("use_sim_time").value is True
+    with pytest.raises(KeyError, match="no parameter 'nope'"):
+        result.nodes["fusion"].get_parameter("nope")
+    # The monitor in this process recorded what the tracker published in its own process.
+    assert result.recording is not None and result.recording.frames.tracks
+
+
+def test_a_node_that_fails_in_its_process_stops_the_run_with_its_error(tmp_path, capsys):
+    import multiprocessing
+
+    (tmp_path / "not_a_bag").mkdir()
+    argv = ["--bag", str(tmp_path / "not_a_bag"), "--duration", "30", "--no-detector",
+            "--out", str(tmp_path / "out"), "--log-level", "error"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "node 'bag_player' failed to start" in err and "not_a_bag" in err
+    # The fusion process that had started is stopped too.
+    assert not multiprocessing.active_children()

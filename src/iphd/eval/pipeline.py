@@ -27,7 +27,6 @@ from iphd.errors import DatasetError, IphdError
 from iphd.fusion import DEPTH_ENCODINGS, FusionConfig, FusionPipeline, depth_to_mm
 from iphd.sensors.frames import CameraIntrinsics, DepthFrame, ThermalFrame
 from iphd.sync import Pair, SyncConfig, Synchronizer
-from iphd.tracking.appearance import crop_size, depth_crops, load_extractor
 from iphd.tracking.tracker import (
     TimeOrderError,
     Tracker,
@@ -173,6 +172,8 @@ class OfflinePipeline:
             config.detector_checkpoint, config.device, config.score_threshold, config.threads
         )
         self.detector = load_detector(self.detection_config)
+        from iphd.tracking.appearance import load_extractor  # torch: only when running
+
         self.reid: FeatureExtractor | None = load_extractor(
             config.reid_checkpoint, "depth", config.device
         )
@@ -356,6 +357,8 @@ class OfflinePipeline:
         depth_mm: np.ndarray, focal_px: tuple[float, float], inputs: list[TrackInput],
         reid: FeatureExtractor,
     ) -> list[TrackInput]:
+        from iphd.tracking.appearance import crop_size, depth_crops
+
         crops, indices = depth_crops(
             depth_mm, [d.box_xyxy for d in inputs], crop_size(reid), reid.normalize, focal_px
         )

@@ -72,7 +72,24 @@ class BagPlayerNode(Node):
         delay = declare(
             self, "start_delay_s", 0.5, "wait before the first message so subscribers connect, s"
         )
+        wait_s = declare(
+            self, "wait_for_subscribers_s", 10.0,
+            "longest wait (after start_delay_s) for the wait_for_subscribers counts, s",
+        )
         period = declare(self, "diagnostics_period", 1.0, "diagnostics period, s")
+        self.declare_parameter(
+            "wait_for_subscribers",
+            [],
+            ParameterDescriptor(
+                description="'topic:count' entries: start only once each topic has that many "
+                "subscribers (or wait_for_subscribers_s passed); empty = start after "
+                "start_delay_s",
+                dynamic_typing=True,
+            ),
+        )
+        self._wait_for = parse_subscriber_counts(
+            self.get_parameter("wait_for_subscribers").value or []
+        )
         # Dynamically typed: an empty list from a parameters file arrives as a byte array.
         self.declare_parameter(
             "topics",
@@ -123,6 +140,7 @@ class BagPlayerNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._start_at_ns = self._now_ns() + int(float(delay) * 1e9)
+        self._wait_until_ns = self._start_at_ns + int(max(float(wait_s), 0.0) * 1e9)
         self._loops_seen = 0
         self._end_logged = False
         self._wall_start = time.monotonic()
@@ -158,7 +176,7 @@ class BagPlayerNode(Node):
     def _tick(self) -> None:
         now = self._now_ns()
         if not self._playback.started:
-            if now < self._start_at_ns:
+            if now < self._start_at_ns or (self._wait_for and not self._subscribed(now)):
                 return
             self._publish_clock()
             for raw in self._playback.start(now):
@@ -177,6 +195,31 @@ class BagPlayerNode(Node):
             self._tick_timer.cancel()
             self._publish_clock()
             self.get_logger().info(f"end of bag {self.bag_path}: {self._summary()}")
+
+    def _subscribed(self, now_ns: int) -> bool:
+        """Whether every ``wait_for_subscribers`` topic has its subscribers (or time is up)."""
+        have = {topic: self._subscribers(topic) for topic in self._wait_for}
+        missing = {
+            topic: f"{have[topic]} of {count}"
+            for topic, count in self._wait_for.items()
+            if have[topic] < count
+        }
+        if missing and now_ns < self._wait_until_ns:
+            return False
+        if missing:
+            self.get_logger().warning(
+                f"starting without all subscribers connected ({missing}): the first messages "
+                "may not reach every node"
+            )
+        self._wait_for = {}
+        return True
+
+    def _subscribers(self, topic: str) -> int:
+        """Subscriptions matched with our publisher of ``topic`` (graph count if we have none)."""
+        entry = self._topic_pubs.get(topic)
+        if entry is not None:
+            return int(entry[0].get_subscription_count())
+        return int(self.count_subscribers(topic))
 
     def _publish(self, raw: RawMessage) -> None:
         entry = self._topic_pubs.get(raw.topic)
@@ -247,6 +290,24 @@ class BagPlayerNode(Node):
     def close(self) -> None:
         """Close the bag."""
         self._reader.close()
+
+
+def parse_subscriber_counts(entries: list[Any]) -> dict[str, int]:
+    """``["topic:count", ...]`` -> ``{topic: count}`` (the ``wait_for_subscribers`` parameter).
+
+    Raises:
+        ConfigError: an entry that is not ``topic:count`` with a count >= 1.
+    """
+    counts: dict[str, int] = {}
+    for entry in entries:
+        topic, _, count = str(entry).rpartition(":")
+        if not topic or not count.isdigit() or int(count) < 1:
+            raise ConfigError(
+                f"wait_for_subscribers entries must be 'topic:count' with a count >= 1, got "
+                f"{entry!r}"
+            )
+        counts[topic] = int(count)
+    return counts
 
 
 def main(args: list[str] | None = None) -> None:

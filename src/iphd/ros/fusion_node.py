@@ -258,7 +258,9 @@ class FusionNode(Node):
                 thermal_drop_fraction=s.thermal_drop_fraction,
                 sync_resets=s.resets,
                 pending_depth=self.sync.pending_depth,
+                pending_depth_cap=self.sync.config.depth_buffer,
                 pending_thermal=self.sync.pending_thermal,
+                pending_thermal_cap=self.sync.config.thermal_buffer,
                 last_skew_ms=(s.last_skew_ns or 0) / 1e6,
                 **{f"thermal_dropped_{k}": v for k, v in s.thermal_dropped.items() if v},
             )

@@ -1,9 +1,8 @@
-"""In-process runner of the iphd graph: the same nodes as detect.launch.py, in one process."""
+"""Runs the iphd graph without ros2 launch: detect.launch.py's nodes, in one process or many."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import time
@@ -27,18 +26,24 @@ from iphd.data.rosbag import GROUND_TRUTH
 from iphd.errors import IphdError
 from iphd.eval.bag_eval import detection_rows_from_msg, track_tuples_from_msg
 from iphd.eval.live import LiveRecorder
-from iphd.graph import NodeSpec, build_graph, load_params_file, parameters_for, wants_sim_time
+from iphd.graph import (
+    SENSOR_TOPICS,
+    NodeSpec,
+    build_graph,
+    hold_player,
+    load_params_file,
+    wants_sim_time,
+)
 from iphd.ros import qos
 from iphd.ros.common import package_file
 from iphd.ros.conversions import image_to_array, stamp_to_ns
+from iphd.ros.processes import LOG_LEVELS, NodeProcess, make_nodes, relative_topic
 from iphd.viz import fusion_panel
 
-LOG_LEVELS = {
-    "debug": LoggingSeverity.DEBUG,
-    "info": LoggingSeverity.INFO,
-    "warn": LoggingSeverity.WARN,
-    "error": LoggingSeverity.ERROR,
-}
+#: Sensor topics the runner's monitor subscribes (for the snapshot picture).
+MONITOR_INPUTS = ("depth/image_raw", "thermal/image_raw")
+#: The snapshot picture shows this registered pair (the first ones may precede a steady state).
+SNAPSHOT_AFTER = 10
 # After the bag player's last message, the run goes on this long so fusion handles the tail.
 DRAIN_S = 1.0
 
@@ -48,7 +53,7 @@ class RunResult:
     """What a run of the graph did."""
 
     duration_s: float
-    nodes: dict[str, Node] = field(default_factory=dict)
+    nodes: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     detector_stats: dict[str, Any] = field(default_factory=dict)
     tracker_stats: dict[str, Any] = field(default_factory=dict)
@@ -57,18 +62,28 @@ class RunResult:
     recording: LiveRecorder | None = None
     bag: str = ""
     use_sim_time: bool = False
+    processes: bool = False
 
 
 class _Monitor(Node):
-    """Keeps the latest images for the run summary's picture and, with ``record``, the results.
+    """Takes the run summary's picture and, with ``record``, keeps the results.
 
+    With ``snapshot`` it subscribes to the depth, thermal and registered images until it has
+    written the picture of the ``SNAPSHOT_AFTER``-th registered pair (or, in a shorter run, the
+    last one at the end), then lets them go: the images are large and the nodes need the CPU.
     With ``record`` it subscribes to ``detections`` and ``tracks`` with reliable QoS and hands
     each message, as plain data with its receipt time on this node's clock (sim time under
     ``use_sim_time``) and on ``time.monotonic``, to a :class:`LiveRecorder`. ``delays`` False
     means the node clock is not the clock of the stamps (a bag on system time): no delays.
     """
 
-    def __init__(self, record: bool = False, delays: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        record: bool = False,
+        delays: bool = True,
+        snapshot: Path | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__("iphd_run_monitor", **kwargs)
         self.recording = LiveRecorder() if record else None
         self._delays = delays
@@ -81,9 +96,26 @@ class _Monitor(Node):
         self.thermal: Image | None = None
         self.registered: Image | None = None
         self.registered_count = 0
-        self.create_subscription(Image, "depth/image_raw", self._on_depth, qos.SENSOR_SUB)
-        self.create_subscription(Image, "thermal/image_raw", self._on_thermal, qos.SENSOR_SUB)
-        self.create_subscription(Image, "thermal/registered", self._on_registered, qos.SENSOR_SUB)
+        self.snapshot_path = snapshot
+        self.snapshot_written: Path | None = None
+        self._images: list[Any] = []
+        if snapshot is not None:
+            depth, thermal = MONITOR_INPUTS
+            self._images = [
+                self.create_subscription(Image, depth, self._on_depth, qos.SENSOR_SUB),
+                self.create_subscription(Image, thermal, self._on_thermal, qos.SENSOR_SUB),
+                self.create_subscription(
+                    Image, "thermal/registered", self._on_registered, qos.SENSOR_SUB
+                ),
+            ]
+
+    def release_images(self) -> None:
+        """Once the picture is written, stop receiving images (call outside callbacks)."""
+        if self.snapshot_written is not None and self._images:
+            for subscription in self._images:
+                self.destroy_subscription(subscription)
+            self._images = []
+            self.depth.clear()
 
     def _now(self) -> tuple[int | None, float]:
         return (self.get_clock().now().nanoseconds if self._delays else None), time.monotonic()
@@ -114,6 +146,8 @@ class _Monitor(Node):
     def _on_registered(self, msg: Image) -> None:
         self.registered = msg
         self.registered_count += 1
+        if self.registered_count >= SNAPSHOT_AFTER and self.snapshot_path is not None:
+            self.snapshot_written = self.snapshot_written or self.snapshot(self.snapshot_path)
 
     def snapshot(self, path: Path) -> Path | None:
         """Write depth | thermal | registered of the last pair to ``path``; None if no pair yet."""
@@ -130,30 +164,6 @@ class _Monitor(Node):
         path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(path), panel)
         return path
-
-
-def make_nodes(
-    specs: tuple[NodeSpec, ...],
-    params: dict[str, dict[str, Any]],
-    namespace: str = "",
-    use_sim_time: bool = False,
-    context: Context | None = None,
-) -> dict[str, Node]:
-    """Instantiate the graph's nodes with their parameters, namespace and remappings."""
-    nodes: dict[str, Node] = {}
-    for spec in specs:
-        values = {**parameters_for(params, spec.name, namespace), **spec.parameters}
-        values["use_sim_time"] = use_sim_time
-        overrides = [Parameter(k, value=v) for k, v in values.items()]
-        cli = ["--ros-args"] + [a for f, t in spec.remappings for a in ("-r", f"{f}:={t}")]
-        cls = getattr(importlib.import_module(spec.module), spec.node_class)
-        nodes[spec.name] = cls(
-            namespace=namespace,
-            parameter_overrides=overrides,
-            cli_args=cli if spec.remappings else None,
-            context=context,
-        )
-    return nodes
 
 
 def run_graph(
@@ -175,8 +185,9 @@ def run_graph(
     tracker: bool = True,
     reid_checkpoint: str = "",
     record: bool = False,
-    sample: Callable[[dict[str, Node], float], None] | None = None,
+    sample: Callable[[dict[str, Any], float], None] | None = None,
     sample_period_s: float = 10.0,
+    processes: bool = False,
 ) -> RunResult:
     """Run the graph for ``duration_s`` seconds in this process and return what it did.
 
@@ -188,6 +199,12 @@ def run_graph(
     (delays measured on the node clock, only under sim time for a bag: a bag's stamps are
     its recorded times). ``sample(nodes, elapsed_s)`` is called from the spinning thread every
     ``sample_period_s`` (so it may read the nodes' ``stats()`` safely) and once at the end.
+
+    With ``processes`` every node runs in a process of its own, as ``ros2 launch`` runs them
+    (no shared GIL: the detector's inference does not hold up fusion, the player or the
+    tracker); ``RunResult.nodes`` then holds :class:`NodeProcess` handles, whose ``stats()`` is
+    the node's last report (every ``REPORT_PERIOD_S``, and once more at the stop). Consumers
+    start first and the sensor source last, so the first frames find their subscribers.
     """
     if source == "sim":
         from iphd.sim.demo import ensure_demo_bag
@@ -212,19 +229,30 @@ def run_graph(
     rclpy.init(context=context)
     executor = SingleThreadedExecutor(context=context)
     played = next((str(s.parameters.get("bag", "")) for s in specs if s.name == "bag_player"), "")
-    result = RunResult(duration_s=duration_s, bag=played, use_sim_time=use_sim_time)
+    result = RunResult(
+        duration_s=duration_s, bag=played, use_sim_time=use_sim_time, processes=processes
+    )
     started: list[Node] = []
+    children: list[NodeProcess] = []
     try:
-        nodes = make_nodes(specs, params, namespace, use_sim_time, context)
-        started.extend(nodes.values())
         monitor = _Monitor(
             record=record,
             delays=use_sim_time or not played,
+            snapshot=snapshot,
             namespace=namespace,
             context=context,
             parameter_overrides=[Parameter("use_sim_time", value=use_sim_time)],
         )
         started.append(monitor)
+        nodes: dict[str, Any]
+        if processes:
+            nodes = start_processes(
+                specs, params, namespace, use_sim_time, log_level, children,
+                tuple(relative_topic(s.topic_name, namespace) for s in monitor.subscriptions),
+            )
+        else:
+            nodes = make_nodes(specs, params, namespace, use_sim_time, context)
+            started.extend(nodes.values())
         for node in started:
             node.get_logger().set_level(LOG_LEVELS[log_level])
             executor.add_node(node)
@@ -238,6 +266,9 @@ def run_graph(
         try:
             while time.monotonic() < stop_at:
                 executor.spin_once(timeout_sec=0.05)
+                monitor.release_images()
+                for child in children:
+                    child.poll()
                 if player is not None and getattr(player, "finished", False):
                     stop_at = min(stop_at, time.monotonic() + DRAIN_S)
                     player = None
@@ -249,29 +280,34 @@ def run_graph(
                     sample(nodes, time.monotonic() - start)
         except KeyboardInterrupt:
             pass  # Ctrl-C ends the run; the summary still comes
-        if sample is not None:
-            sample(nodes, time.monotonic() - start)
-        result.recording = monitor.recording
         result.duration_s = time.monotonic() - start
+        # The children's last reports: what they did up to the stop.
+        for child in children:
+            child.stop()
+        if sample is not None:
+            sample(nodes, result.duration_s)
+        result.recording = monitor.recording
         result.nodes = nodes
-        fusion = nodes.get("fusion")
-        result.stats = fusion.stats() if fusion is not None and hasattr(fusion, "stats") else {}
-        detector_node = nodes.get("detector")
-        if detector_node is not None and hasattr(detector_node, "stats"):
-            result.detector_stats = detector_node.stats()
-        tracker_node = nodes.get("tracker")
-        if tracker_node is not None and hasattr(tracker_node, "stats"):
-            result.tracker_stats = tracker_node.stats()
-        player_node = nodes.get("bag_player")
-        if player_node is not None and hasattr(player_node, "stats"):
-            result.player_stats = player_node.stats()
+        for name, attr in (
+            ("fusion", "stats"),
+            ("detector", "detector_stats"),
+            ("tracker", "tracker_stats"),
+            ("bag_player", "player_stats"),
+        ):
+            stats = getattr(nodes.get(name), "stats", None)
+            if callable(stats):
+                setattr(result, attr, stats())
         if snapshot is not None:
-            result.snapshot = monitor.snapshot(snapshot)
+            result.snapshot = monitor.snapshot_written or monitor.snapshot(snapshot)
     finally:
+        for child in children:
+            child.stop()
         for node in started:
             close = getattr(node, "close", None)
             if callable(close):
                 close()
+            # Logger levels are per name and process-wide: leave them as they were.
+            node.get_logger().set_level(LoggingSeverity.UNSET)
             executor.remove_node(node)
             node.destroy_node()
         executor.shutdown()
@@ -279,16 +315,66 @@ def run_graph(
     return result
 
 
-def _report(nodes: dict[str, Node], elapsed_s: float) -> None:
+def start_processes(
+    specs: tuple[NodeSpec, ...],
+    params: dict[str, dict[str, Any]],
+    namespace: str,
+    use_sim_time: bool,
+    log_level: str,
+    children: list[NodeProcess],
+    monitored: tuple[str, ...] = (),
+) -> dict[str, NodeProcess]:
+    """Start one process per node (appended to ``children`` as they start); sources last.
+
+    The consumers (fusion, detector, tracker) start together and are waited for (model
+    loading), then the sensor source (drivers, simulator or bag player); a bag player holds
+    its first message until every consumer (and the runner's monitor, which subscribes the
+    ``monitored`` topics) subscribes to its sensor topics.
+
+    Raises:
+        NodeProcessError: a node failed to start; the ones already started are in ``children``
+            for the caller to stop.
+    """
+    sources = [s for s in specs if set(SENSOR_TOPICS) & set(s.publishes)]
+    consumers = [s for s in specs if s not in sources]
+    batch = [NodeProcess(s, params, namespace, use_sim_time, log_level) for s in consumers]
+    children.extend(batch)
+    for child in batch:
+        child.wait_ready()
+    # What the started nodes (and this process's monitor) really subscribe, which depends on
+    # their parameters (no re-ID model: no depth for the tracker): the player waits for them.
+    subscribed = [t for child in batch for t in child.subscribes] + list(monitored)
+    batch = [
+        NodeProcess(s, params, namespace, use_sim_time, log_level)
+        for s in hold_player(sources, subscribed)
+    ]
+    children.extend(batch)
+    for child in batch:
+        child.wait_ready()
+    return {child.name: child for child in sorted(children, key=lambda c: _order(specs, c.name))}
+
+
+def _order(specs: tuple[NodeSpec, ...], name: str) -> int:
+    return next(i for i, s in enumerate(specs) if s.name == name)
+
+
+def _report(nodes: dict[str, Any], elapsed_s: float) -> None:
     print(status_line(nodes, elapsed_s), flush=True)
 
 
-def status_line(nodes: dict[str, Node], elapsed_s: float) -> str:
-    """The runner's periodic one-line status: rates, pairs, people in view, tracks, latencies."""
+def status_line(nodes: dict[str, Any], elapsed_s: float) -> str:
+    """The runner's periodic one-line status: rates, pairs, people in view, tracks, latencies.
+
+    A node that has not reported yet (a node process still starting) is left out.
+    """
     parts = [f"[{elapsed_s:5.1f} s]"]
-    fusion = nodes.get("fusion")
-    if fusion is not None and hasattr(fusion, "stats"):
-        s = fusion.stats()
+    stats = {
+        name: nodes[name].stats()
+        for name in ("fusion", "detector", "tracker")
+        if callable(getattr(nodes.get(name), "stats", None))
+    }
+    s = stats.get("fusion")
+    if s:
         parts += [
             f"depth {s['depth_rate_hz']:4.1f} Hz",
             f"thermal {s['thermal_rate_hz']:4.1f} Hz",
@@ -296,16 +382,14 @@ def status_line(nodes: dict[str, Node], elapsed_s: float) -> str:
             f"registered {s['published']:4d}",
             f"fusion {s.get('process_ms_mean', 0.0):5.1f} ms",
         ]
-    detector = nodes.get("detector")
-    if detector is not None and hasattr(detector, "stats"):
-        d = detector.stats()
+    d = stats.get("detector")
+    if d:
         parts += [
             f"people {d.get('detections_last', 0):2d}",
             f"detector {d.get('inference_ms_mean', 0.0):6.1f} ms",
         ]
-    tracker = nodes.get("tracker")
-    if tracker is not None and hasattr(tracker, "stats"):
-        t = tracker.stats()
+    t = stats.get("tracker")
+    if t:
         parts += [
             f"confirmed tracks {t.get('tracks_confirmed', 0):2d}",
             f"tracker {_tracker_latency_ms(t):5.1f} ms",
@@ -321,7 +405,9 @@ def _tracker_latency_ms(stats: dict[str, Any]) -> float:
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line arguments of ``iphd-run`` (the launch file's arguments, same names)."""
     p = argparse.ArgumentParser(
-        prog="iphd-run", description="Run the iphd graph in one process (no ros2 launch needed)."
+        prog="iphd-run",
+        description="Run the iphd graph without ros2 launch: the launch file's nodes, one "
+        "process each (or all in one).",
     )
     p.add_argument(
         "--source",
@@ -377,6 +463,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         "and tracks the graph published (first pass of the bag) and write the report to "
         "OUT/eval (default: on; needs the detector and the tracker)",
     )
+    p.add_argument(
+        "--processes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run every node in a process of its own, as ros2 launch does (default: on); "
+        "--no-processes runs them all in this process (one GIL: slower with the detector)",
+    )
     p.add_argument("--log-level", default="info", choices=sorted(LOG_LEVELS))
     p.add_argument(
         "--out", default="out/demo", help="folder for the run's snapshot picture and eval/ report"
@@ -391,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     duration = args.duration if args.duration > 0 else float("inf")
     until = "the end of the bag or Ctrl-C" if source == "bag" else "Ctrl-C"
     length = f"{args.duration:g} s" if args.duration > 0 else f"until {until}"
-    print(f"iphd-run: source={source}, duration {length}", flush=True)
+    layout = "one process per node" if args.processes else "all nodes in one process"
+    print(f"iphd-run: source={source}, duration {length}, {layout}", flush=True)
     evaluate = args.eval and source in ("sim", "bag") and args.detector and args.tracker
     try:
         result = run_graph(
@@ -411,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
             tracker=args.tracker,
             reid_checkpoint=args.reid_checkpoint,
             record=evaluate,
+            processes=args.processes,
         )
     except (IphdError, FileNotFoundError) as exc:
         print(f"iphd-run: error: {exc}", file=sys.stderr)
@@ -445,8 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     d = result.detector_stats
     if d:
         print(
-            f"  detector ({d['model']}, {d['device']}): {d['pairs']} pairs, {d['published']} "
-            f"detection arrays published with {d.get('detections_published', 0)} detections"
+            f"  detector ({d['model']}, {d['device']}, {d.get('backend', '?')}): {d['pairs']} "
+            f"pairs, {d['published']} detection arrays published with "
+            f"{d.get('detections_published', 0)} detections"
             + (f", {d['inference_ms_mean']:.1f} ms inference mean" if "inference_ms_mean" in d
                else "")
         )

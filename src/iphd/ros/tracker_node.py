@@ -122,6 +122,14 @@ class TrackerNode(Node):
             "RGB re-ID embedder for query/image; empty = the shipped one, 'none' = no queries",
         ))
         device = str(declare(self, "device", "auto", "auto | cpu | cuda (re-ID embedders)"))
+        threads = int(declare(
+            self, "threads", 0,
+            "torch CPU threads of the re-ID embedders (process-wide); 0 = torch's default",
+        ))
+        if threads > 0:
+            import torch
+
+            torch.set_num_threads(threads)
         self._tracking_frame = str(declare(
             self, "tracking_frame", "",
             "frame of the published tracks; empty = the detections' frame (no TF lookup yet)",
@@ -520,11 +528,14 @@ class TrackerNode(Node):
                 "clock_jumps": self._clock_jumps,
                 "frames_dropped_queue_full": self._queue_dropped,
                 "queue_length": queue_length,
+                "queue_length_cap": self._max_queue,
                 "frames_without_depth": self._without_depth,
             }
         with self._pair_lock:
             values["frames_waiting_for_depth"] = self.pairing.waiting
+            values["frames_waiting_for_depth_cap"] = self.pairing.pairer.registered_buffer
             values["pending_depth"] = self.pairing.pairer.pending_depth
+            values["pending_depth_cap"] = self.pairing.pairer.depth_buffer
         values.update({f"tracks_{state}": n for state, n in states.items()})
         if self.tracker is not None:
             values.update(
