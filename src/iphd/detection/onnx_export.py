@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
-import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -29,11 +27,11 @@ import torch
 from torch import Tensor
 
 import iphd
-from iphd.cache import cache_dir
 from iphd.detection.detector import Detections, detect_frame, load_checkpoint
 from iphd.detection.model import DetectorConfig, FusionDetector
 from iphd.errors import CheckpointError, ConfigError, IphdError
 from iphd.normalize import NormalizeConfig
+from iphd.onnxrt import cached_export, on_cuda, open_session
 
 ONNX_FORMAT = "iphd-detector-onnx"
 ONNX_FORMAT_VERSION = 1
@@ -132,9 +130,7 @@ def export_onnx(
 def cached_onnx(checkpoint: Path | str, folder: Path | None = None) -> Path:
     """The ONNX export of a detector checkpoint, made on first use and kept in the cache.
 
-    The file is named after the checkpoint and the SHA-256 of its bytes, so a retrained
-    checkpoint gets a new export and an unchanged one is exported once. Several processes may
-    ask at once: each writes its own temporary file and renames it into place.
+    Named after the checkpoint and the SHA-256 of its bytes (``iphd.onnxrt.cached_export``).
 
     Args:
         checkpoint: a detector checkpoint (.pt).
@@ -144,37 +140,12 @@ def cached_onnx(checkpoint: Path | str, folder: Path | None = None) -> Path:
         CheckpointError: the checkpoint is missing or not a usable detector checkpoint.
     """
     checkpoint = Path(checkpoint)
-    try:
-        digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16]
-    except OSError as exc:
-        raise CheckpointError(f"detector checkpoint {checkpoint} cannot be read ({exc})") from exc
-    out = (folder or cache_dir() / "onnx") / f"{checkpoint.stem}-{digest}.onnx"
-    if out.is_file():
-        return out
-    model, normalize, _ = load_checkpoint(checkpoint)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.onnx")
-    try:
-        export_onnx(model, tmp, normalize)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
 
+    def export(path: Path) -> None:
+        model, normalize, _ = load_checkpoint(checkpoint)
+        export_onnx(model, path, normalize)
 
-def _providers(device: str) -> list[str]:
-    available = ort.get_available_providers()
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if device not in ("auto", "cuda"):
-        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device == "cuda":
-        raise ConfigError(
-            "device 'cuda' was asked for but this onnxruntime has no CUDAExecutionProvider "
-            f"(it has {', '.join(available)}); use device 'cpu' or install onnxruntime-gpu"
-        )
-    return ["CPUExecutionProvider"]
+    return cached_export(checkpoint, "detector", export, folder)
 
 
 class _OnnxNetwork(FusionDetector):
@@ -225,29 +196,15 @@ class OnnxDetector:
         self, path: Path | str, device: str = "auto", intra_op_threads: int = 0
     ) -> None:
         path = Path(path)
-        providers = _providers(device)
-        if not path.is_file():
-            raise CheckpointError(f"ONNX detector {path} does not exist")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        # Idle worker threads sleep instead of spinning: on a robot computer the other nodes
-        # need those cores between frames.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as exc:  # onnxruntime raises a pybind type per failure
-            raise CheckpointError(
-                f"{path} is not a loadable ONNX model ({type(exc).__name__}: {exc}); the file "
-                "is corrupt, truncated or newer than this onnxruntime reads: export it again "
-                "with python -m iphd.detection.onnx_export"
-            ) from exc
+        session = open_session(
+            path, device, intra_op_threads,
+            "export it again with python -m iphd.detection.onnx_export",
+        )
         self.config, self.normalize = _read_metadata(path, session)
         self.session = session
         self.model = _OnnxNetwork(self.config, session)
         # The torch wrapper's attributes the nodes report: where it runs, and in what precision.
-        on_cuda = "CUDAExecutionProvider" in session.get_providers()
-        self.device = torch.device("cuda" if on_cuda else "cpu")
+        self.device = torch.device("cuda" if on_cuda(session) else "cpu")
         self.half = False
 
     @classmethod

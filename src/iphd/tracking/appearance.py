@@ -12,8 +12,8 @@ import numpy as np
 
 from iphd.data.reid import CROP_SIZE, crop_person, metric_crop
 from iphd.detections import StampPair, StampPairer
-from iphd.errors import ConfigError, FrameError
-from iphd.reid.extractor import CropNormalizeConfig, FeatureExtractor
+from iphd.errors import CheckpointError, ConfigError, FrameError
+from iphd.reid.extractor import EMBEDDER_BACKENDS, CropNormalizeConfig, FeatureExtractor
 
 LOG = logging.getLogger(__name__)
 
@@ -27,11 +27,15 @@ SHIPPED_DEPTH_EMBEDDER = _MODELS / "reid_depth.pt"
 #: RGB re-ID embedder shipped with the package (cross-modal queries against depth tracks).
 SHIPPED_RGB_EMBEDDER = _MODELS / "reid_rgb.pt"
 SHIPPED_EMBEDDERS = {"depth": SHIPPED_DEPTH_EMBEDDER, "rgb": SHIPPED_RGB_EMBEDDER}
+#: ``load_extractor`` backends: ``auto`` = torch on CUDA, onnxruntime on the CPU.
+EXTRACTOR_BACKENDS = ("auto", *EMBEDDER_BACKENDS)
 #: ``load_extractor`` path that turns the extractor off.
 DISABLED = "none"
 
 
-def load_extractor(path: str, modality: str, device: str = "auto") -> FeatureExtractor | None:
+def load_extractor(
+    path: str, modality: str, device: str = "auto", backend: str = "torch", threads: int = 0
+) -> FeatureExtractor | None:
     """Load the re-ID extractor for ``modality`` crops.
 
     Args:
@@ -39,6 +43,9 @@ def load_extractor(path: str, modality: str, device: str = "auto") -> FeatureExt
             shipped with the package for ``modality``; ``"none"`` = no extractor.
         modality: ``"depth"`` or ``"rgb"``: what the extractor must embed.
         device: ``auto``, ``cpu`` or ``cuda``.
+        backend: ``torch``, ``onnxruntime`` or ``auto`` (torch on CUDA, onnxruntime on the
+            CPU, falling back to torch with a warning when the export cannot be made or run).
+        threads: onnxruntime's threads within an operator; 0 = its default.
 
     Returns:
         The extractor, or None when ``path`` is ``"none"`` or when ``path`` is ``""`` and the
@@ -46,11 +53,15 @@ def load_extractor(path: str, modality: str, device: str = "auto") -> FeatureExt
 
     Raises:
         CheckpointError: an explicit ``path`` that is missing or not an embedder checkpoint.
-        ConfigError: an unknown modality or device, or a checkpoint that embeds another
-            modality than ``modality``.
+        ConfigError: an unknown modality, device or backend, or a checkpoint that embeds
+            another modality than ``modality``.
     """
     if modality not in SHIPPED_EMBEDDERS:
         raise ConfigError(f"modality must be 'depth' or 'rgb', got {modality!r}")
+    if backend not in EXTRACTOR_BACKENDS:
+        raise ConfigError(
+            f"backend must be one of {', '.join(EXTRACTOR_BACKENDS)}, got {backend!r}"
+        )
     if path.strip().lower() == DISABLED:
         return None
     if not path:
@@ -62,13 +73,32 @@ def load_extractor(path: str, modality: str, device: str = "auto") -> FeatureExt
             )
             return None
         path = str(shipped)
-    extractor = FeatureExtractor(path, device=device)
+    extractor = None
+    if backend == "onnxruntime" or (backend == "auto" and not _on_cuda(device)):
+        try:
+            extractor = FeatureExtractor(
+                path, device=device, backend="onnxruntime", intra_op_threads=threads
+            )
+        except CheckpointError:
+            raise
+        except Exception as exc:  # onnx or onnxruntime missing, a failed export: torch runs it
+            if backend == "onnxruntime":
+                raise
+            LOG.warning("no ONNX export of %s (%s): running it on torch", path, exc)
+    if extractor is None:
+        extractor = FeatureExtractor(path, device=device)
     if extractor.modality != modality:
         raise ConfigError(
             f"{path} embeds {extractor.modality} crops but a {modality} embedder is needed; "
             f"pass a checkpoint trained on {modality} crops"
         )
     return extractor
+
+
+def _on_cuda(device: str) -> bool:
+    import torch
+
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
 
 
 def crop_size(extractor: FeatureExtractor) -> tuple[int, int]:
