@@ -122,9 +122,15 @@ class TrackerNode(Node):
             "RGB re-ID embedder for query/image; empty = the shipped one, 'none' = no queries",
         ))
         device = str(declare(self, "device", "auto", "auto | cpu | cuda (re-ID embedders)"))
+        backend = str(declare(
+            self, "backend", "auto",
+            "auto | torch | onnxruntime: what runs the re-ID embedders; auto = torch on CUDA, "
+            "onnxruntime on the CPU (exported once, cached)",
+        ))
         threads = int(declare(
             self, "threads", 0,
-            "torch CPU threads of the re-ID embedders (process-wide); 0 = torch's default",
+            "CPU threads of the re-ID embedders (torch: process-wide; onnxruntime: per "
+            "session); 0 = the library's default",
         ))
         if threads > 0:
             import torch
@@ -177,7 +183,6 @@ class TrackerNode(Node):
         self._confirmed_max = 0
         self._clock_jumps = 0
         self._queue_dropped = 0
-        self._started_ns = time.monotonic_ns()
         self._without_depth = 0
         self._queries = 0
         self._frame_warned = False
@@ -197,8 +202,9 @@ class TrackerNode(Node):
         except IphdError as exc:
             self.config = defaults
             self._fail("config", f"tracker not started: {exc}; fix the parameter")
-        self._reid_model = self._load(reid_checkpoint, "depth", device, "reid_checkpoint")
-        self._query_model = self._load(query_checkpoint, "rgb", device, "query_checkpoint")
+        load = (device, backend, threads)
+        self._reid_model = self._load(reid_checkpoint, "depth", *load, "reid_checkpoint")
+        self._query_model = self._load(query_checkpoint, "rgb", *load, "query_checkpoint")
 
         self._queue: deque[Matched[_Depth, DetectionFrame]] = deque()
         self._max_queue = max(1, max_queue)
@@ -225,13 +231,18 @@ class TrackerNode(Node):
                 event_callbacks=qos.warn_on_incompatible_qos(self, "depth/camera_info"),
             )
         self.create_subscription(Image, "query/image", self._on_query, 10)
+        # Depth silence counts from here, not from before the models loaded: a first ONNX
+        # export takes seconds, and the first frames must still wait for their depth.
+        self._started_ns = time.monotonic_ns()
         self._thread = threading.Thread(target=self._work, name="tracker_worker", daemon=True)
         self._thread.start()
 
-    def _load(self, path: str, modality: str, device: str, parameter: str) -> str:
+    def _load(
+        self, path: str, modality: str, device: str, backend: str, threads: int, parameter: str
+    ) -> str:
         """Load an extractor into ``self.reid`` / ``self.query_extractor``; return its name."""
         try:
-            extractor = load_extractor(path, modality, device)
+            extractor = load_extractor(path, modality, device, backend, threads)
         except IphdError as exc:
             self._fail("model", f"{modality} re-ID embedder not loaded: {exc}. Fix '{parameter}'")
             extractor = None
@@ -242,7 +253,10 @@ class TrackerNode(Node):
         else:
             self.query_extractor = extractor
         name = path or "shipped"
-        self.get_logger().info(f"loaded {modality} re-ID embedder {name} on {extractor.device}")
+        self.get_logger().info(
+            f"loaded {modality} re-ID embedder {name} on {extractor.device} "
+            f"({extractor.backend})"
+        )
         return name
 
     # -- inputs (executor thread) --------------------------------------------------------------
@@ -517,6 +531,7 @@ class TrackerNode(Node):
                 "reid_model": self._reid_model,
                 "query_model": self._query_model,
                 "device": str(self.reid.device) if self.reid is not None else "none",
+                "backend": self.reid.backend if self.reid is not None else "none",
                 "detections_rate_hz": self._detections_rate.rate_hz(),
                 "depth_rate_hz": self._depth_rate.rate_hz(),
                 "tracks_rate_hz": self._tracks_rate.rate_hz(),
