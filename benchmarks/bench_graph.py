@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 import numpy as np
-from machine import cpu_model, peak_rss_mb
+from machine import cpu_model, cpu_times, peak_rss_mb, speed_probe_ms, steal_percent
 
 from iphd.ros.processes import NodeProcess
 from iphd.ros.runner import RunResult, run_graph
@@ -102,12 +102,16 @@ def _full(args: argparse.Namespace) -> None:
     def sample(nodes: dict[str, Any], elapsed_s: float) -> None:
         threads.append(_threads())
 
+    probe_before = speed_probe_ms()
+    machine0 = cpu_times()
     cpu0 = time.process_time()
     result = run_graph(
         "sim", args.duration, log_level="warn", record=True, sample=sample, sample_period_s=1.0,
         detector_checkpoint=args.detector_checkpoint, processes=args.processes,
     )
     cpu_s = time.process_time() - cpu0
+    steal = steal_percent(machine0, cpu_times())
+    probe_after = speed_probe_ms()
     children = [n for n in result.nodes.values() if isinstance(n, NodeProcess)]
     # Node processes: their own CPU time and memory (start-up included), plus this process's.
     cpu_s += sum(n.cpu_s for n in children)
@@ -133,6 +137,10 @@ def _full(args: argparse.Namespace) -> None:
         + ("(one process per node, " if args.processes else "(all nodes in one process, ")
         + f"demo bag {DEMO_PROFILE}, looping; detector {d.get('model', '?')} on "
         + f"{d.get('device', '?')}, re-ID {t.get('reid_model', '?')})"
+    )
+    print(
+        f"speed probe (benchmarks/machine.py, lower is faster): {probe_before:.1f} ms before, "
+        f"{probe_after:.1f} ms after; hypervisor steal during the run {steal:.1f} %"
     )
     print()
     print("| measure | value | note |")

@@ -53,3 +53,29 @@ def summary(samples: list[float]) -> tuple[float, float, float]:
     a = np.asarray(samples)
     median = float(np.median(a))
     return median, float(np.percentile(a, 95)), 1e3 / median
+
+
+def speed_probe_ms(repeats: int = 7) -> float:
+    """Median time of a fixed one-core workload (sorting 2 000 000 floats), in ms.
+
+    On a shared VM the same benchmark can run twice as slow from one hour to the next; printed
+    next to a benchmark's figures, the probe says how fast the machine was at the time.
+    """
+    values = np.random.default_rng(0).random(2_000_000)
+    return float(np.median(timed(lambda: np.sort(values), 1, repeats)))
+
+
+def cpu_times() -> tuple[int, int]:
+    """(all, steal) jiffies of the machine so far, from /proc/stat; (0, 0) where unknown."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return sum(fields[:8]), fields[7] if len(fields) > 7 else 0
+
+
+def steal_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Share of the machine's CPU time the hypervisor gave to others between two ``cpu_times``."""
+    total = after[0] - before[0]
+    return 100.0 * (after[1] - before[1]) / total if total > 0 else float("nan")
