@@ -49,6 +49,10 @@ def test_onnxruntime_embeddings_match_torch(tmp_path, cache, modality):
     assert got.shape == (5, 16) and got.dtype == np.float32
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert onnx_extractor([]).shape == (0, 16)
+    batch = np.random.default_rng(2).standard_normal((3, 3, 32, 16)).astype(np.float32)
+    np.testing.assert_allclose(
+        onnx_extractor.embed_batch(batch), torch_extractor.embed_batch(batch), atol=1e-5
+    )
     # Batches of any size go through the dynamic batch axis.
     small = FeatureExtractor(path, device="cpu", backend="onnxruntime", batch_size=2)
     np.testing.assert_allclose(small(crops), expected, atol=1e-5)

@@ -409,12 +409,19 @@ class FeatureExtractor:
         for start in range(0, len(crops), self.batch_size):
             prepared = [self._prepare(c) for c in crops[start : start + self.batch_size]]
             batch = np.stack([p[0] for p in prepared])
-            if self._onnx is not None:
-                out[start : start + len(prepared)] = self._onnx(batch)
-                continue
-            x = torch.from_numpy(batch).to(self.device)
-            if self.modality == "zero-padding":
-                x = zero_pad(x, [p[1] for p in prepared])
-            features = F.normalize(self.model.embed(x), dim=1)
-            out[start : start + len(prepared)] = features.cpu().numpy()
+            out[start : start + len(prepared)] = self.embed_batch(batch, [p[1] for p in prepared])
         return out
+
+    def embed_batch(self, batch: np.ndarray, modalities: Sequence[str] = ()) -> np.ndarray:
+        """The network alone: (B, 3, H, W) normalised crops → (B, D) unit embeddings.
+
+        ``modalities`` (each crop's, from ``normalize_crop``) is only needed by the
+        zero-padding baseline.
+        """
+        if self._onnx is not None:
+            result: np.ndarray = self._onnx(batch)
+            return result
+        x = torch.from_numpy(batch).to(self.device)
+        if self.modality == "zero-padding":
+            x = zero_pad(x, list(modalities))
+        return F.normalize(self.model.embed(x), dim=1).cpu().numpy()
