@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from iphd.detection.detector import Detections, detect_frame, load_checkpoint
 from iphd.detection.model import DetectorConfig, FusionDetector
 from iphd.errors import CheckpointError, ConfigError, IphdError
 from iphd.normalize import NormalizeConfig
-from iphd.onnxrt import cached_export, on_cuda, open_session
+from iphd.onnxrt import cached_export, on_cuda, open_session, trace_export
 
 ONNX_FORMAT = "iphd-detector-onnx"
 ONNX_FORMAT_VERSION = 1
@@ -87,26 +86,7 @@ def export_onnx(
     was_training = model.training
     model.eval()
     try:
-        # The TorchScript exporter (dynamo=False), not the torch.export one: the network has
-        # no data-dependent control flow, so tracing captures it exactly, in ~1 s for the tiny
-        # test model where dynamo=True took ~18 s and needs onnxscript and onnx-ir besides.
-        # torch 2.13 deprecates it (hence the filter) but ships it; dynamo=True with a dynamic
-        # batch Dim also exports this model correctly, the way out when tracing is removed.
-        # The tracer warns about forward()'s input-shape check, which is static by design.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            torch.onnx.export(
-                model,
-                (dummy,),
-                tmp,
-                dynamo=False,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
-                dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)},
-                do_constant_folding=True,
-            )
+        trace_export(model, dummy, tmp, INPUT_NAME, OUTPUT_NAMES, opset)
         proto = onnx.load(tmp)
         metadata = {
             "iphd_format": ONNX_FORMAT,

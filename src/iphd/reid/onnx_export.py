@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from torch import Tensor, nn
 
 import iphd
 from iphd.errors import CheckpointError, ConfigError
-from iphd.onnxrt import cached_export, on_cuda, open_session
+from iphd.onnxrt import cached_export, on_cuda, open_session, trace_export
 from iphd.reid.model import Embedder, EmbedderConfig
 
 ONNX_FORMAT = "iphd-reid-embedder-onnx"
@@ -62,22 +61,7 @@ def export_embedder_onnx(model: Embedder, path: Path | str, opset: int = DEFAULT
     was_training = model.training
     model.eval()
     try:
-        # TorchScript tracing, as for the detector (iphd.detection.onnx_export): the network
-        # has no data-dependent control flow; forward()'s shape check is static.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            torch.onnx.export(
-                _UnitEmbedding(model),
-                (dummy,),
-                path,
-                dynamo=False,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                do_constant_folding=True,
-            )
+        trace_export(_UnitEmbedding(model), dummy, path, INPUT_NAME, [OUTPUT_NAME], opset)
         proto = onnx.load(path)
         onnx.helper.set_model_props(proto, {
             "iphd_format": ONNX_FORMAT,
