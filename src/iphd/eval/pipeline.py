@@ -174,8 +174,9 @@ class OfflinePipeline:
         self.detector = load_detector(self.detection_config)
         from iphd.tracking.appearance import load_extractor  # torch: only when running
 
+        # The tracker node's default back end (auto: onnxruntime on the CPU), as for the detector.
         self.reid: FeatureExtractor | None = load_extractor(
-            config.reid_checkpoint, "depth", config.device
+            config.reid_checkpoint, "depth", config.device, "auto", config.threads
         )
         self.fusion = FusionPipeline(
             calibration,
