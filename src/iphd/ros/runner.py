@@ -549,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     t = result.tracker_stats
     if t:
         print(
-            f"  tracker (re-ID {t['reid_model']}, {t['device']}): {t['published']} track arrays "
+            f"  tracker (re-ID {t['reid_model']}, {t['device']}, {t.get('backend', '?')}): "
+            f"{t['published']} track arrays "
             f"for {t.get('detections_received', 0)} detection arrays received, published with "
             f"{t.get('tracks_published', 0)} tracks, at most "
             f"{t.get('tracks_confirmed_max', 0)} confirmed at once, "
