@@ -110,6 +110,7 @@ def _full(args: argparse.Namespace) -> None:
         detector_checkpoint=args.detector_checkpoint, processes=args.processes,
     )
     cpu_s = time.process_time() - cpu0
+    runner_cpu_s = cpu_s
     steal = steal_percent(machine0, cpu_times())
     probe_after = speed_probe_ms()
     children = [n for n in result.nodes.values() if isinstance(n, NodeProcess)]
@@ -166,8 +167,12 @@ def _full(args: argparse.Namespace) -> None:
           f"{t.get('embedding_ms_p50', 0.0) + t.get('tracking_ms_p50', 0.0):.1f} | |")
     if children:
         memory = ", ".join(f"{n.name} {n.peak_rss_mb:.0f}" for n in children)
+        per_node = ", ".join(
+            f"{n.name} {n.cpu_s / result.duration_s:.2f}" for n in [*children]
+        )
         print(f"| CPU used, cores | {cpu_s / result.duration_s:.2f} | CPU time of the node "
-              "processes (model loading included) and the runner / run length |")
+              f"processes (model loading included) and the runner / run length: {per_node}, "
+              f"runner {runner_cpu_s / result.duration_s:.2f} |")
         print(f"| peak RSS, all processes (MB) | {peak_mb:.0f} | {memory}, runner "
               f"{peak_rss_mb():.0f} |")
     else:
