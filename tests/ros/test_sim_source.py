@@ -62,3 +62,8 @@ def test_sim_source_publishes_depth_thermal_and_ground_truth_in_real_time(
     assert np.median(np.diff(stamps)) / 1e6 < 40.0
     thermal_stamps = sorted(stamp_to_ns(m.header.stamp) for m in got["thermal/image_raw"])
     assert np.min(np.diff(thermal_stamps)) / 1e6 > 100.0
+    # Stamps are capture instants on the rates' grids, however late the timer fired.
+    depth_steps = np.diff(stamps) * 30.0 / 1e9
+    assert np.allclose(depth_steps, np.round(depth_steps), atol=1e-3)
+    thermal_steps = np.diff(thermal_stamps) * 8.7 / 1e9
+    assert np.allclose(thermal_steps, np.round(thermal_steps), atol=1e-3)

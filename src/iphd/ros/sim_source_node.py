@@ -2,9 +2,11 @@
 
 Renders the ``iphd.sim`` digital twin of the D435 + Lepton rig frame by frame on timers, so robot
 software can run against it without a bag. The scene lasts ``scene_duration_s`` and then starts
-again. Stamps are the node clock at capture; the thermal stamp is shifted by minus the rig's
-clock offset, as a thermal camera on its own clock would stamp it. A frame whose time has passed
-before it could be rendered is skipped and counted (``frames_skipped``), never published late.
+again. Stamps are the frame's capture instant on the node clock (start + index / rate; the frame
+goes out on the first timer tick after it), so they stay periodic on a loaded computer; the
+thermal stamp is shifted by minus the rig's clock offset, as a thermal camera on its own clock
+would stamp it. A frame whose time has passed before it could be rendered is skipped and
+counted (``frames_skipped``), never published late.
 """
 
 from __future__ import annotations
@@ -79,16 +81,19 @@ class SimSourceNode(Node):
         elapsed = (now_ns - self._t0_ns) / 1e9
         sim = self.sim
         # Depth frames due by now; all but the newest are already late and are skipped.
-        due = int(elapsed * sim.sensors.depth_rate_hz)
+        # A frame is stamped with its own capture instant on the node clock, not with when the
+        # timer got to it: stamps stay periodic on a loaded computer, as a camera's do.
+        rate = sim.sensors.depth_rate_hz
+        due = int(elapsed * rate)
         if due >= self._next_depth:
             self.frames_skipped += due - self._next_depth
-            self._publish_depth(due, now_ns)
+            self._publish_depth(due, self._t0_ns + round(due * 1e9 / rate))
             self._next_depth = due + 1
         period = 1.0 / sim.sensors.thermal_rate_hz
         due = int(elapsed / period)
         if due >= self._next_thermal:
             self.frames_skipped += due - self._next_thermal
-            self._publish_thermal(due, now_ns)
+            self._publish_thermal(due, self._t0_ns + round(due * period * 1e9))
             self._next_thermal = due + 1
 
     def _publish_depth(self, frame: int, stamp_ns: int) -> None:
