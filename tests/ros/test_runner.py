@@ -247,11 +247,13 @@ def test_processes_run_each_node_in_its_own_process_and_report_back(tmp_path, ti
     assert len(pids) == 4 and os.getpid() not in pids
     assert all(not node.alive and node.rss_mb > 0 for node in result.nodes.values())
     # The bag ended the run, and the last reports carry everything the nodes did.
-    assert result.duration_s < 25.0 and result.player_stats["finished"]
-    assert result.stats["depth_frames"] == frames
-    assert result.stats["published"] >= result.stats["thermal_frames"] - 2 > 8
-    assert result.detector_stats["published"] > 5
-    assert 0 < result.tracker_stats["published"] <= result.detector_stats["published"]
+    assert result.duration_s < 25.0 and result.player_stats["finished"], result.player_stats
+    assert result.stats["depth_frames"] == frames, result.stats
+    assert result.stats["published"] >= result.stats["thermal_frames"] - 2 > 8, result.stats
+    assert result.detector_stats["published"] > 5, result.detector_stats
+    assert 0 < result.tracker_stats["published"] <= result.detector_stats["published"], (
+        result.tracker_stats
+    )
     assert result.nodes["detector"].get_parameter("threads").value == 1
     assert result.nodes["fusion"].get_parameter("use_sim_time").value is True
     with pytest.raises(KeyError, match="no parameter 'nope'"):

@@ -25,6 +25,8 @@ from iphd.ros.conversions import ns_to_stamp
 # The player's own pace follows the steady clock (never /clock, which it publishes itself);
 # the tick bounds the timing jitter of a release.
 TICK_S = 0.005
+#: Pause between the last awaited subscription matching and the first message.
+SUBSCRIBER_SETTLE_S = 0.25
 
 
 def message_class(msgtype: str) -> type | None:
@@ -141,6 +143,7 @@ class BagPlayerNode(Node):
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._start_at_ns = self._now_ns() + int(float(delay) * 1e9)
         self._wait_until_ns = self._start_at_ns + int(max(float(wait_s), 0.0) * 1e9)
+        self._settle_until_ns: int | None = None
         self._loops_seen = 0
         self._end_logged = False
         self._wall_start = time.monotonic()
@@ -206,6 +209,14 @@ class BagPlayerNode(Node):
         }
         if missing and now_ns < self._wait_until_ns:
             return False
+        if not missing:
+            # Our publisher has matched every subscription; give the subscriptions the same
+            # moment to match our publisher (discovery runs both ways, asynchronously), or a
+            # best-effort reader drops the first messages.
+            if self._settle_until_ns is None:
+                self._settle_until_ns = now_ns + int(SUBSCRIBER_SETTLE_S * 1e9)
+            if now_ns < self._settle_until_ns:
+                return False
         if missing:
             self.get_logger().warning(
                 f"starting without all subscribers connected ({missing}): the first messages "
