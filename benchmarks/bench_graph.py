@@ -168,7 +168,7 @@ def _full(args: argparse.Namespace) -> None:
     if children:
         memory = ", ".join(f"{n.name} {n.peak_rss_mb:.0f}" for n in children)
         per_node = ", ".join(
-            f"{n.name} {n.cpu_s / result.duration_s:.2f}" for n in [*children]
+            f"{n.name} {n.cpu_s / result.duration_s:.2f}" for n in children
         )
         print(f"| CPU used, cores | {cpu_s / result.duration_s:.2f} | CPU time of the node "
               f"processes (model loading included) and the runner / run length: {per_node}, "
