@@ -3,7 +3,7 @@ import pytest
 
 from iphd.sim.body import SKIN_K, make_identity
 from iphd.sim.raycast import camera_aabbs
-from iphd.sim.scene import MAX_PEOPLE, SceneConfig, generate_scene
+from iphd.sim.scene import MAX_PEOPLE, PERSON_GAP_M, SceneConfig, generate_scene
 
 DEFAULT = SceneConfig()
 
@@ -117,6 +117,27 @@ def test_people_stay_inside_the_room():
                 x, y, z = person.pelvis_m
                 assert abs(x) < sc.width_m / 2 and abs(z) < sc.depth_m / 2
                 assert 0.3 < y < 1.3
+
+
+def test_people_do_not_walk_through_each_other():
+    """Paths are planned around the people placed before: nobody passes through anybody.
+
+    Without the planning, 5.6 % of the instants of 4-person scenes had two people closer than
+    0.3 m (and 15 % closer than 0.5 m). Crossings checked every 0.1 s can cut a corner a little,
+    so the floor is 0.4 m; closer than the planned gap is allowed only at a few instants.
+    """
+    times = np.arange(0.0, 40.0, 0.05)
+    instants = too_close = 0
+    for seed in range(8):
+        sc = _scene(seed, people=5, duration_s=40.0)
+        floor = np.array([[a.state_at(float(t))[:2] for t in times] for a in sc.actors])
+        gaps = np.linalg.norm(floor[:, None] - floor[None], axis=-1)
+        pair = np.triu_indices(len(sc.actors), 1)
+        closest = gaps[pair[0], pair[1]].min(axis=0)
+        assert closest.min() > 0.4, f"seed {seed}: two people {closest.min():.2f} m apart"
+        instants += closest.size
+        too_close += int((closest < PERSON_GAP_M).sum())
+    assert too_close <= 0.01 * instants
 
 
 def test_velocity_is_the_derivative_of_the_pelvis_position():

@@ -3,7 +3,8 @@
 A ``Scene`` is drawn once per sequence from a seed and is then a pure function of time:
 ``scene.at(t_s)`` returns every primitive (world frame, metres, y up, floor at y = 0) and where
 each person is. Everything random is drawn at construction, so rendering any frame in any order
-gives the same picture.
+gives the same picture. People are planned one after another, each one's places and paths kept
+``PERSON_GAP_M`` clear of everyone planned before, so nobody walks through anybody.
 
 Materials are rows of one table (``MATERIAL_COLUMNS``): surface temperature in kelvin, the
 probability that the D435 returns no depth on the surface (dark, glossy or glass), colours for
@@ -33,6 +34,10 @@ from iphd.sim.raycast import N_ROOM_FACES, PrimitiveBuilder, PrimitiveSet
 MATERIAL_COLUMNS = ("temp_k", "dropout", "r", "g", "b", "r2", "g2", "b2", "pattern", "grad_k_m")
 MAX_PEOPLE = 15  # person slots are bits of a uint16 mask
 PEOPLE_WEIGHTS = (0.06, 0.2, 0.24, 0.2, 0.14, 0.1, 0.06)  # P(0..6 people in a sequence)
+# People keep this far apart on the floor (pelvis to pelvis): two people walking past each other
+# shoulder to shoulder. Closer than that their bodies would pass through each other.
+PERSON_GAP_M = 0.6
+TRAFFIC_STEP_S = 0.1  # time step at which planned paths are checked against each other
 
 
 @dataclass(frozen=True)
@@ -275,6 +280,37 @@ def _rgb(rng: np.random.Generator, lo: float = 0.2, hi: float = 0.9) -> tuple[fl
     return tuple(float(np.clip(base + t, 0.02, 1.0)) for t in tint)  # type: ignore[return-value]
 
 
+class _Traffic:
+    """The planned floor positions of the people already placed, so later ones avoid them.
+
+    People are planned one after the other: each move (or stay) of a new person is checked,
+    every ``TRAFFIC_STEP_S``, against where every earlier person is at that instant.
+    """
+
+    def __init__(self, duration_s: float) -> None:
+        self.times = np.arange(0.0, duration_s + 2.0 + TRAFFIC_STEP_S, TRAFFIC_STEP_S)
+        self.paths: list[np.ndarray] = []  # (T, 2) x, z per earlier person
+
+    def add(self, actor: Actor) -> None:
+        self.paths.append(
+            np.array([actor.state_at(float(t))[:2] for t in self.times], dtype=np.float64)
+        )
+
+    def clearance(self, t0: float, t1: float, start: tuple[float, float],
+                  end: tuple[float, float]) -> float:
+        """Smallest distance to an earlier person while moving start → end during [t0, t1]."""
+        if not self.paths:
+            return float("inf")
+        lo, hi = np.searchsorted(self.times, [t0, t1])
+        times = self.times[lo:max(hi, lo + 1)]
+        if times.size == 0:
+            return float("inf")
+        a = np.clip((times - t0) / max(t1 - t0, 1e-9), 0.0, 1.0)[:, None]
+        me = np.asarray(start) + a * (np.asarray(end) - np.asarray(start))
+        others = np.stack([p[lo:lo + times.size] for p in self.paths])
+        return float(np.linalg.norm(others - me[None], axis=-1).min())
+
+
 class _Placer:
     """Keeps the floor footprints of placed objects so people's paths avoid them."""
 
@@ -447,10 +483,12 @@ def generate_scene(
         dog = (m, start, end, float(rng.uniform(6.0, 14.0)))
 
     actors = []
+    traffic = _Traffic(duration_s)
     for slot, ident in enumerate(identities):
-        actors.append(_make_actor(rng, mats, placer, b, ident, slot, w, d, cam, duration_s, amb,
-                                  None if config.people_in_view_deg is None else
+        actors.append(_make_actor(rng, mats, placer, traffic, b, ident, slot, w, d, cam,
+                                  duration_s, amb, None if config.people_in_view_deg is None else
                                   (yaw, np.deg2rad(config.people_in_view_deg))))
+        traffic.add(actors[-1])
 
     return Scene(
         width_m=w, depth_m=d, height_m=h, ambient_k=amb, camera_pos=cam, camera_yaw=yaw,
@@ -480,10 +518,11 @@ def _add_chair(b: PrimitiveBuilder, mats: MaterialTable, placer: _Placer,
 
 
 def _make_actor(
-    rng: np.random.Generator, mats: MaterialTable, placer: _Placer, b: PrimitiveBuilder,
-    ident: Identity, slot: int, w: float, d: float, cam: np.ndarray, duration_s: float,
-    amb: float, view: tuple[float, float] | None = None,
+    rng: np.random.Generator, mats: MaterialTable, placer: _Placer, traffic: _Traffic,
+    b: PrimitiveBuilder, ident: Identity, slot: int, w: float, d: float, cam: np.ndarray,
+    duration_s: float, amb: float, view: tuple[float, float] | None = None,
 ) -> Actor:
+    """A person's materials and timeline; their places and paths keep clear of ``traffic``."""
     cl = ident.clothing
     skin_k = ident.skin_k
 
@@ -521,10 +560,23 @@ def _make_actor(
                 return x, float(np.clip(z, z_lo, z_hi))
         return float(rng.uniform(x_lo, x_hi)), float(rng.uniform(z_lo, z_hi))
 
+    def free_spot(t0: float, t1: float) -> tuple[float, float]:
+        """A spot no earlier person comes near during [t0, t1] (else the clearest of 30)."""
+        best, best_gap = spot(), -1.0
+        for _ in range(30):
+            cand = spot()
+            gap = traffic.clearance(t0, t1, cand, cand)
+            if gap >= PERSON_GAP_M:
+                return cand
+            if gap > best_gap:
+                best, best_gap = cand, gap
+        return best
+
     kind = rng.choice(3, p=[0.65, 0.2, 0.15])
     segments: list[Segment] = []
     t = 0.0
-    pos = spot()
+    end_s = duration_s + 2.0
+    pos = free_spot(0.0, 1.0 if kind == 0 else end_s)
     heading = float(rng.uniform(-np.pi, np.pi))
     seat = 0.45
     if kind == 2:  # sitter: a chair where they sit, facing roughly the camera
@@ -536,18 +588,35 @@ def _make_actor(
     phase = float(rng.uniform(0, 2 * np.pi))
     while t < duration_s + 1.0:
         if kind == 0:  # walker: walk to a spot, pause (idle, arms raised or bending)
-            goal = spot()
-            dist = float(np.hypot(goal[0] - pos[0], goal[1] - pos[1]))
-            if dist < 0.3:
+            # The first goal whose path and pause keep clear of everyone placed before; with
+            # none in 20 draws, wait a second where they are, or (if even that is not clear)
+            # take the clearest.
+            best: tuple[float, tuple[float, float], float, float] | None = None
+            for _ in range(20):
+                goal = spot()
+                dist = float(np.hypot(goal[0] - pos[0], goal[1] - pos[1]))
+                if dist < 0.3:
+                    continue
+                dur = dist / float(rng.uniform(0.7, 1.5))
+                pause = float(rng.exponential(2.0))
+                gap = min(traffic.clearance(t, t + dur, pos, goal),
+                          traffic.clearance(t + dur, t + dur + pause, goal, goal))
+                if best is None or gap > best[0]:
+                    best = (gap, goal, dur, pause)
+                if gap >= PERSON_GAP_M:
+                    break
+            if best is None or (best[0] < PERSON_GAP_M
+                                and traffic.clearance(t, t + 1.0, pos, pos) >= PERSON_GAP_M):
+                segments.append(Segment(t, t + 1.0, "stand", pos, pos, heading))
+                t += 1.0
                 continue
-            speed = float(rng.uniform(0.7, 1.5))
+            _, goal, dur, pause = best
+            dist = float(np.hypot(goal[0] - pos[0], goal[1] - pos[1]))
             heading = float(np.arctan2(goal[0] - pos[0], goal[1] - pos[1]))
-            dur = dist / speed
             segments.append(Segment(t, t + dur, "walk", pos, goal, heading, phase))
             phase += 2 * np.pi * dist / (0.82 * ident.shape.height_m)
             t += dur
             pos = goal
-            pause = float(rng.exponential(2.0))
             what = str(rng.choice(["stand", "arms", "bend"], p=[0.7, 0.15, 0.15]))
             segments.append(Segment(t, t + pause, what, pos, pos, heading))
             t += pause
