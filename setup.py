@@ -12,7 +12,7 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     # The shipped detector and re-ID weights live beside the code that loads them.
-    package_data={"iphd": ["models/*.pt"]},
+    package_data={"iphd": ["models/*.pt", "models/*.npz"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

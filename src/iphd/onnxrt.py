@@ -113,28 +113,36 @@ def on_cuda(session: ort.InferenceSession) -> bool:
 
 
 def cached_export(
-    checkpoint: Path, kind: str, export: Callable[[Path], object], folder: Path | None = None
+    checkpoint: Path, kind: str, export: Callable[[Path], object], folder: Path | None = None,
+    variant: str = "", key: str = "",
 ) -> Path:
     """The ONNX export of ``checkpoint``, made by ``export(path)`` on first use and kept.
 
-    The file is named after the checkpoint and the SHA-256 of its bytes, so a retrained
-    checkpoint gets a new export and an unchanged one is exported once. Several processes may
-    ask at once: each writes its own temporary file and renames it into place.
+    The file is named after the checkpoint and the SHA-256 of its bytes followed by ``key``, so
+    a retrained checkpoint (or other export settings) gets a new export and an unchanged one is
+    exported once. Several processes may ask at once: each writes its own temporary file and
+    renames it into place.
 
     Args:
         checkpoint: the checkpoint (.pt) the export is made from.
         kind: what the checkpoint is, for the error message (``detector``, ``re-ID embedder``).
         export: writes the export to the path it is given.
         folder: where exports are kept; default ``iphd.cache.cache_dir() / "onnx"``.
+        variant: added to the file name (``int8``), so variants of one checkpoint are told
+            apart at a glance.
+        key: everything besides the checkpoint that the export depends on (settings, versions,
+            the digest of other inputs), hashed with the checkpoint's bytes.
 
     Raises:
         CheckpointError: the checkpoint cannot be read (and whatever ``export`` raises).
     """
     try:
-        digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16]
+        # An empty key hashes the checkpoint alone: the names of existing exports stay valid.
+        digest = hashlib.sha256(checkpoint.read_bytes() + key.encode()).hexdigest()[:16]
     except OSError as exc:
         raise CheckpointError(f"{kind} checkpoint {checkpoint} cannot be read ({exc})") from exc
-    out = (folder or cache_dir() / "onnx") / f"{checkpoint.stem}-{digest}.onnx"
+    stem = f"{checkpoint.stem}-{variant}" if variant else checkpoint.stem
+    out = (folder or cache_dir() / "onnx") / f"{stem}-{digest}.onnx"
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)

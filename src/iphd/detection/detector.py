@@ -157,6 +157,11 @@ class Detector:
                 f"input {model.config.input_size} (h, w)"
             )
 
+    @property
+    def precision(self) -> str:
+        """What the network computes in: ``float16`` or ``float32``."""
+        return "float16" if self.half else "float32"
+
     @classmethod
     def from_checkpoint(
         cls, path: Path | str | None = None, device: str = "auto", half: bool = False

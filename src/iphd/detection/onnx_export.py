@@ -41,6 +41,9 @@ INPUT_NAME = "input"
 OUTPUT_NAMES: tuple[str, str] = ("cls_logits", "box_deltas")
 #: Largest |onnxruntime − torch| on logits and deltas that ``main`` accepts after exporting.
 EXPORT_ATOL = 1e-4
+#: Metadata key of a model's arithmetic; absent = ``float32`` (``iphd.detection.quantize``
+#: writes ``int8``).
+PRECISION_KEY = "iphd_precision"
 
 
 def _config_from_json(cls: type[Any], text: str) -> Any:
@@ -163,6 +166,7 @@ class OnnxDetector:
     Attributes:
         config: the ``DetectorConfig`` stored in the file.
         normalize: the ``NormalizeConfig`` stored in the file.
+        precision: ``float32``, or ``int8`` for a quantized model.
         model: the network behind a ``FusionDetector`` interface (``detect``, ``anchors``).
         session: the onnxruntime session.
 
@@ -186,6 +190,9 @@ class OnnxDetector:
         # The torch wrapper's attributes the nodes report: where it runs, and in what precision.
         self.device = torch.device("cuda" if on_cuda(session) else "cpu")
         self.half = False
+        self.precision = session.get_modelmeta().custom_metadata_map.get(
+            PRECISION_KEY, "float32"
+        )
 
     @classmethod
     def from_file(

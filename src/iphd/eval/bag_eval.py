@@ -202,6 +202,8 @@ def evaluate_offline(
         "reid": (config.reid_checkpoint or "shipped") if pipeline.reid is not None else "none",
         "appearance": pipeline.reid is not None,
         "device": str(pipeline.detector.device),
+        "detector_backend": config.backend,
+        "detector_precision": pipeline.detector.precision,
         "threads": config.threads,
         "score_threshold": config.score_threshold,
         "calibration": calibration,

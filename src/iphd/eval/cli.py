@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from iphd.data.iphd import IPHD_SPLITS, LABEL_FOLDERS, IphdDataset
+from iphd.detections import BACKENDS, CPU_DEFAULT_BACKEND
 from iphd.errors import CheckpointError, ConfigError, DatasetError, IphdError
 from iphd.eval.detector_eval import DetectorLike, evaluate_detector, write_report
 
@@ -76,6 +77,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="default %(default)s (deterministic)")
     b.add_argument("--threads", type=int, default=2,
                    help="torch CPU threads (default %(default)s; latency depends on it)")
+    b.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="what runs the detector (default %(default)s: torch on CUDA, "
+                   f"{CPU_DEFAULT_BACKEND} on the CPU; onnxruntime-int8 = statically "
+                   "quantized, CPU only)")
     b.add_argument("--limit-s", type=float, help="evaluate only the first S seconds of the bag")
     b.add_argument("--recorded", action="store_true",
                    help="score the detections/tracks a live graph recorded in the bag instead "
@@ -180,6 +185,7 @@ def _run_bag(args: argparse.Namespace) -> str:
             reid_checkpoint=args.reid_checkpoint,
             device=args.device,
             threads=args.threads,
+            backend=args.backend,
         )
         result, run = evaluate_offline(
             args.bag, config, limit_s=args.limit_s, progress=not args.quiet

@@ -37,6 +37,7 @@ from iphd.tracking.tracker import (
 )
 
 if TYPE_CHECKING:
+    from iphd.detection.detector import Detector
     from iphd.reid.extractor import FeatureExtractor
 
 LOG = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class OfflineConfig:
             warning when none is shipped), ``none`` = appearance off.
         device: ``cpu`` (deterministic), ``cuda`` or ``auto``.
         threads: torch CPU threads; fixed so that results and latency are reproducible.
+        backend: what runs the detector (``DetectionConfig.backend``: ``auto``, ``torch``,
+            ``onnxruntime`` or ``onnxruntime-int8``).
         score_threshold: lowest detection score handed to the tracker (the detector node's
             ``score_threshold``); AP is computed on every detection the model returns.
         tracker: tracker parameters.
@@ -82,6 +85,7 @@ class OfflineConfig:
     reid_checkpoint: str = ""
     device: str = "cpu"
     threads: int = 2
+    backend: str = "auto"
     score_threshold: float = 0.5
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     calibration: str = ""
@@ -96,7 +100,10 @@ class OfflineConfig:
             raise ValueError(
                 f"threads must be >= 1 (fixed for reproducibility), got {self.threads}"
             )
-        DetectionConfig(self.detector_checkpoint, self.device, self.score_threshold, self.threads)
+        DetectionConfig(
+            self.detector_checkpoint, self.device, self.score_threshold, self.threads,
+            backend=self.backend,
+        )
 
 
 @dataclass(frozen=True)
@@ -154,13 +161,18 @@ class OfflinePipeline:
         config: what to run.
         calibration: rig calibration; None = ``config.calibration`` or, when that is empty,
             the package's (``run_bag`` passes the bag's own).
+        detector: runs instead of the one ``config`` names (``load_detector``); the
+            quantizer's calibration uses this to collect the inputs a detector is given.
 
     Raises:
         CheckpointError: a missing or unusable detector or embedder checkpoint.
         ConfigError: bad device or parameters.
     """
 
-    def __init__(self, config: OfflineConfig, calibration: RigCalibration | None = None) -> None:
+    def __init__(
+        self, config: OfflineConfig, calibration: RigCalibration | None = None,
+        detector: Detector | None = None,
+    ) -> None:
         import torch
 
         self.config = config
@@ -169,9 +181,10 @@ class OfflinePipeline:
             calibration = load_calibration(config.calibration or DEFAULT_CALIBRATION)
         self.calibration = calibration
         self.detection_config = DetectionConfig(
-            config.detector_checkpoint, config.device, config.score_threshold, config.threads
+            config.detector_checkpoint, config.device, config.score_threshold, config.threads,
+            backend=config.backend,
         )
-        self.detector = load_detector(self.detection_config)
+        self.detector = load_detector(self.detection_config) if detector is None else detector
         from iphd.tracking.appearance import load_extractor  # torch: only when running
 
         # The tracker node's default back end (auto: onnxruntime on the CPU), as for the detector.

@@ -14,6 +14,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
 from iphd.detections import (
+    CPU_DEFAULT_BACKEND,
     DetectionConfig,
     StampPair,
     StampPairer,
@@ -88,8 +89,15 @@ class DetectorNode(Node):
         device = declare(self, "device", "auto", "auto | cpu | cuda (CUDA runs in float16)")
         backend = declare(
             self, "backend", "auto",
-            "auto | torch | onnxruntime: what runs a .pt checkpoint; auto = torch on CUDA, "
-            "onnxruntime on the CPU (exported once, cached)",
+            "auto | torch | onnxruntime | onnxruntime-int8: what runs a .pt checkpoint; auto = "
+            f"torch on CUDA, {CPU_DEFAULT_BACKEND} on the CPU; onnxruntime = float32 ONNX "
+            "export, onnxruntime-int8 = that export statically quantized (CPU only); both made "
+            "once and cached",
+        )
+        int8_calibration = declare(
+            self, "int8_calibration", "",
+            "calibration pairs (.npz) for backend onnxruntime-int8; empty = the shipped ones "
+            "(simulator frames; python -m iphd.detection.quantize calibration writes others)",
         )
         score = declare(self, "score_threshold", 0.5, "lowest detection score published")
         threads = declare(
@@ -130,12 +138,12 @@ class DetectorNode(Node):
                 threads=int(threads),
                 max_queue=int(max_queue),
                 backend=str(backend),
+                int8_calibration=str(int8_calibration),
             )
             self.detector = load_detector(self.config)
-            precision = "float16" if self.detector.half else "float32"
             self.get_logger().info(
                 f"loaded detector {self.config.checkpoint_path} on {self.detector.device} "
-                f"({precision}, {self._backend()})"
+                f"({self.detector.precision}, {self._backend()})"
             )
         except IphdError as exc:
             # Keep running so diagnostics say why nothing is published.
@@ -360,9 +368,7 @@ class DetectorNode(Node):
         values: dict[str, Any] = {
             "model": self.config.checkpoint_path if self.config else "",
             "device": str(self.detector.device) if self.detector is not None else "none",
-            "precision": (
-                ("float16" if self.detector.half else "float32") if self.detector else "none"
-            ),
+            "precision": self.detector.precision if self.detector is not None else "none",
             "backend": self._backend(),
             "depth_rate_hz": self._depth_rate.rate_hz(),
             "registered_rate_hz": self._registered_rate.rate_hz(),
