@@ -212,6 +212,8 @@ def test_load_detector_runs_float32_on_cpu_and_names_a_missing_file(tmp_path, mo
         found = detector(_wall_and_person(), np.full((30, 53), 30_000, np.uint16))
         assert found.boxes_xyxy.shape[1] == 4
         assert isinstance(detector, Detector) == (backend == "torch")
+        # On the CPU ``auto`` runs the int8 model (CPU_DEFAULT_BACKEND).
+        assert detector.precision == ("int8" if backend == "auto" else "float32")
     for backend in ("auto", "torch", "onnxruntime"):
         with pytest.raises(CheckpointError, match="missing.pt"):
             load_detector(DetectionConfig(
@@ -225,7 +227,7 @@ def test_on_the_cpu_a_checkpoint_runs_on_onnxruntime_exported_once(tmp_path, mon
 
     monkeypatch.setenv("IPHD_CACHE_DIR", str(tmp_path / "cache"))
     path = _tiny_checkpoint(tmp_path / "tiny.pt")
-    config = DetectionConfig(checkpoint=str(path), device="cpu", threads=1)
+    config = DetectionConfig(checkpoint=str(path), device="cpu", threads=1, backend="onnxruntime")
     loaded = load_detector(config)
     assert isinstance(loaded, OnnxDetector)
     (export,) = (tmp_path / "cache" / "onnx").iterdir()

@@ -23,14 +23,12 @@ LOG = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda")
 #: ``DetectionConfig.backend`` values.
 BACKENDS = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
-#: What ``backend: auto`` runs off CUDA. ``onnxruntime-int8`` would take its place once it
-#: is at least 1.3x faster per frame at 1 and 2 threads with at most 0.01 less AP@0.5 on the
-#: held-out bag. Measured: AP@0.5 within 0.001 of float32 (0.9276 vs 0.9273 on the held-out
-#: bag of the simulator before walkers avoided each other, 0.9195 vs 0.9185 after), 1.45-1.5x
-#: at 1 thread, but 1.1-1.15x at 2 threads on a loaded 2-core machine; so it stays opt-in.
-#: Its IDF1 on those bags (0.486 vs 0.560, then 0.705 vs 0.601) swings both ways: one bag's
-#: IDF1 turns on a few identity decisions that small score changes flip.
-CPU_DEFAULT_BACKEND = "onnxruntime"
+#: What ``backend: auto`` runs off CUDA: the int8 model, as it is at least 1.3x faster per
+#: frame than float32 onnxruntime at 1 and 2 threads (measured 1.49x and 1.43x, interleaved,
+#: ``benchmarks/bench_detector.py --ab``) with AP@0.5 within 0.001 of float32 on the
+#: simulator's held-out bag (0.9195 vs 0.9185). Falls back to float32 onnxruntime, with a
+#: warning, when quantization fails.
+CPU_DEFAULT_BACKEND = "onnxruntime-int8"
 
 D = TypeVar("D")
 R = TypeVar("R")

@@ -17,6 +17,22 @@ except ImportError as exc:  # pragma: no cover - environment problem, not a test
     ) from exc
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shipped_model_exports():
+    """Build the shipped models' cached exports once, before any node starts.
+
+    A node's first start on the CPU exports its models to ONNX and quantizes the detector
+    (seconds, once per cache folder); the tests that run a graph for a set time should spend
+    it running, not building those.
+    """
+    from iphd.detections import DetectionConfig, load_detector
+    from iphd.tracking.appearance import load_extractor
+
+    load_detector(DetectionConfig(device="cpu"))
+    for modality in ("depth", "rgb"):
+        load_extractor("", modality, "cpu", "auto")
+
+
 @pytest.fixture
 def ros_context():
     context = Context()

@@ -75,7 +75,7 @@ class BagPlayerNode(Node):
             self, "start_delay_s", 0.5, "wait before the first message so subscribers connect, s"
         )
         wait_s = declare(
-            self, "wait_for_subscribers_s", 10.0,
+            self, "wait_for_subscribers_s", 30.0,
             "longest wait (after start_delay_s) for the wait_for_subscribers counts, s",
         )
         period = declare(self, "diagnostics_period", 1.0, "diagnostics period, s")
