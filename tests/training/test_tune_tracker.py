@@ -1,0 +1,79 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+from iphd.data.truth import PersonTruth
+from iphd.errors import ConfigError
+from iphd.tracking.tracker import TrackInput
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "training"))
+
+import tune_tracker  # noqa: E402
+
+HEIGHT = 480
+STEP_NS = 100_000_000
+
+
+def _two_walkers(frames=40, hide=range(0, 0)):
+    """Two people walking apart in front of the camera; detections = their boxes.
+
+    ``hide`` frames lose person 2's detection (the person stays in the ground truth).
+    """
+    recorded, truth = [], {}
+    for k in range(frames):
+        stamp = 1_000_000_000 + k * STEP_NS
+        people, inputs = [], []
+        for pid, (x0, vx) in {1: (200.0, -2.0), 2: (400.0, 2.0)}.items():
+            x = x0 + vx * k
+            box = (x, 100.0, x + 80.0, 340.0)
+            ground = ((x + 40.0 - 320.0) / 100.0, 0.0, 3.0)
+            people.append(PersonTruth(pid, box, 1.0, ground))
+            if not (pid == 2 and k in hide):
+                inputs.append(TrackInput(box, 0.95, ground))
+        truth[stamp] = people
+        recorded.append((stamp, inputs, HEIGHT))
+    return tune_tracker.RecordedBag("walkers", recorded, truth)
+
+
+def test_replay_scores_the_tracker_as_iphd_eval_does():
+    bag = _two_walkers()
+    perfect = tune_tracker.replay(bag, tune_tracker.TrackerConfig(confirm_hits=1))
+    assert perfect["idf1"] == pytest.approx(1.0) and perfect["num_switches"] == 0
+    # Needing 3 hits to confirm misses the first 2 frames of each person: 4 of 80 boxes.
+    late = tune_tracker.replay(bag, tune_tracker.TrackerConfig(confirm_hits=3))
+    assert late["num_misses"] == 4 and late["idf1"] < 1.0
+
+
+def test_a_setting_that_matters_changes_the_table():
+    # Person 2 unseen for 1.5 s: a lost track that times out after 1 s comes back under a new
+    # id, one that waits 8 s keeps it.
+    bag = _two_walkers(frames=60, hide=range(20, 35))
+    combos = tune_tracker.grid(tune_tracker.parse_settings(["lost_timeout_s=1,8"]))
+    text = tune_tracker.table([bag], combos)
+    rows = [line for line in text.splitlines() if line.startswith("| lost_timeout_s")]
+    assert [r.split("|")[1].strip() for r in rows] == ["lost_timeout_s=8.0",
+                                                       "lost_timeout_s=1.0"]
+    best, worst = (float(r.split("|")[2]) for r in rows)
+    assert best > worst
+
+
+def test_settings_are_typed_as_the_tracker_config_and_bad_ones_named():
+    parsed = tune_tracker.parse_settings(["reid_max_distance=0.8,1.3", "confirm_hits=2",
+                                          "adopt_lost=false,true"])
+    assert parsed == {"reid_max_distance": [0.8, 1.3], "confirm_hits": [2],
+                      "adopt_lost": [False, True]}
+    assert len(tune_tracker.grid(parsed)) == 4
+    assert tune_tracker.grid({}) == [{}]
+    with pytest.raises(ConfigError, match="not a tracker setting.*reid_max_distance"):
+        tune_tracker.parse_settings(["reid_max_distanse=1"])
+    with pytest.raises(ConfigError, match="confirm_hits.*not a int"):
+        tune_tracker.parse_settings(["confirm_hits=2.5"])
+    with pytest.raises(ConfigError, match="name=value"):
+        tune_tracker.parse_settings(["lost_timeout_s"])
+
+
+def test_cli_refuses_a_bad_setting_before_reading_any_bag(tmp_path, capsys):
+    code = tune_tracker.main(["--bag", str(tmp_path / "nothing"), "--set", "min_iou=2"])
+    assert code == 2
+    assert "min_iou" in capsys.readouterr().err
