@@ -8,7 +8,8 @@ seeds 4 and 5 stayed within 0.001 of float32, leaving nothing for a float layer 
 
 Calibration data: a small file of depth/thermal pairs in physical units ships with the package
 (``iphd/models/detector_calibration.npz``, 1.8 MB: 16 pairs from the simulator's tuning bags
-``out/sim/tune_bag_seed1`` and ``..._seed2``, written by the ``calibration`` command below;
+``out/sim/tune_bag_seed1`` and ``..._seed2`` as the simulator made them before its people
+avoided each other, written by the ``calibration`` command below;
 never from the held-out bag seed 1000). The network inputs are computed from it with the
 normalisation stored in the model being quantized, so one file serves any checkpoint, and a
 robot or CI machine builds the int8 model from what is installed, with no bag and no
