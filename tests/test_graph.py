@@ -41,6 +41,19 @@ def test_bag_graph_plays_the_bag_into_fusion_on_sim_time():
     assert wants_sim_time("bag") and not wants_sim_time("live")
 
 
+def test_bag_replay_subscribes_reliably_and_live_sensors_with_sensor_qos(monkeypatch, tmp_path):
+    monkeypatch.setenv("IPHD_CACHE_DIR", str(tmp_path))
+    consumers = {"fusion", "detector", "tracker"}
+    for source in ("bag", "sim", "live", "sim_live"):
+        specs = build_graph(source, bag="/data/run1" if source == "bag" else "")
+        replay = {s.name for s in specs if s.parameters.get("input_reliability") == "reliable"}
+        assert replay == (consumers if source in ("bag", "sim") else set()), source
+    specs = {s.name: s for s in build_graph("bag", bag="/b", calibration_file="/c.yaml")}
+    assert specs["fusion"].parameters == {
+        "calibration_file": "/c.yaml", "input_reliability": "reliable", "input_queue_depth": 30
+    }
+
+
 def test_bag_source_and_bag_path_go_together():
     with pytest.raises(ConfigError, match="bag:="):
         build_graph("bag")

@@ -6,6 +6,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 from simrig import TimedRig
 
+from iphd.errors import ConfigError
 from iphd.ros import qos
 from iphd.ros.conversions import array_to_image, intrinsics_to_camera_info, stamp_to_ns
 from iphd.ros.fusion_node import FusionNode
@@ -202,3 +203,38 @@ def test_diagnostics_report_rates_pairs_and_stopped_thermal(graph, executor, spi
     spin_for(executor, 1.2)
     status, _ = values()
     assert status.level == DiagnosticStatus.ERROR and "thermal" in status.message
+
+
+def test_replay_qos_keeps_every_frame_sent_while_the_node_was_busy(
+    graph, executor, spin_for, spin_until
+):
+    # Frames published while the executor is busy wait in the subscription's queue: sensor-data
+    # QoS keeps the newest 5 (live: a late frame is worth less than the next), bag replay's
+    # reliable 30-deep queue keeps them all.
+    received = {}
+    for name, params in (
+        ("sensor", {}),
+        ("replay", {"input_reliability": "reliable", "input_queue_depth": 30}),
+    ):
+        fusion, feeder = graph(**params)
+        feeder.send_info()
+        spin_for(executor, 0.2)
+        for i in range(20):
+            feeder.send_depth(T0 + i * DEPTH_PERIOD)
+        spin_until(executor, lambda f=fusion: f.stats()["depth_frames"] >= 20, timeout_s=2.0)
+        spin_for(executor, 0.3)
+        received[name] = fusion.stats()["depth_frames"]
+        executor.remove_node(fusion)
+        executor.remove_node(feeder)
+        fusion.destroy_node()
+        feeder.destroy_node()
+    assert received["sensor"] <= 5 and received["replay"] == 20, received
+
+
+def test_bad_input_qos_parameters_are_refused_with_the_choices(ros_context):
+    for name, value, match in (
+        ("input_reliability", "best-effort", "best_effort, reliable"),
+        ("input_queue_depth", 0, "input_queue_depth must be an integer >= 1"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            FusionNode(context=ros_context, parameter_overrides=[Parameter(name, value=value)])

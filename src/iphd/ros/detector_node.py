@@ -107,6 +107,7 @@ class DetectorNode(Node):
             self, "max_queue", 2, "pairs waiting for inference; the oldest is dropped beyond"
         )
         period = declare(self, "diagnostics_period", 1.0, "diagnostics period, s")
+        input_qos = qos.declare_input_qos(self)
 
         # Counters and latencies are written by both the executor and the inference thread.
         self._lock = threading.Lock()
@@ -169,17 +170,17 @@ class DetectorNode(Node):
             Image,
             "depth/image_raw",
             self._on_depth,
-            qos.SENSOR_SUB,
+            input_qos,
             event_callbacks=qos.warn_on_incompatible_qos(self, "depth/image_raw"),
         )
         self.create_subscription(
-            CameraInfo, "depth/camera_info", self._on_depth_info, qos.SENSOR_SUB
+            CameraInfo, "depth/camera_info", self._on_depth_info, input_qos
         )
         self.create_subscription(
             Image,
             "thermal/registered",
             self._on_registered,
-            qos.SENSOR_SUB,
+            input_qos,
             event_callbacks=qos.warn_on_incompatible_qos(self, "thermal/registered"),
         )
         if self.detector is not None:

@@ -63,6 +63,7 @@ class FusionNode(Node):
         fix = declare(self, "fix_zero_patches", True, "fill registration holes (paper A)")
         publish_tf = declare(self, "publish_tf", True, "publish the rig's static TF")
         period = declare(self, "diagnostics_period", 1.0, "diagnostics period, s")
+        input_qos = qos.declare_input_qos(self)
 
         self._depth_info: CameraIntrinsics | None = None
         self._errors: dict[str, int] = {}
@@ -109,21 +110,21 @@ class FusionNode(Node):
             Image,
             "depth/image_raw",
             self._on_depth,
-            qos.SENSOR_SUB,
+            input_qos,
             event_callbacks=qos.warn_on_incompatible_qos(self, "depth/image_raw"),
         )
         self.create_subscription(
-            CameraInfo, "depth/camera_info", self._on_depth_info, qos.SENSOR_SUB
+            CameraInfo, "depth/camera_info", self._on_depth_info, input_qos
         )
         self.create_subscription(
             Image,
             "thermal/image_raw",
             self._on_thermal,
-            qos.SENSOR_SUB,
+            input_qos,
             event_callbacks=qos.warn_on_incompatible_qos(self, "thermal/image_raw"),
         )
         self.create_subscription(
-            CameraInfo, "thermal/camera_info", self._on_thermal_info, qos.SENSOR_SUB
+            CameraInfo, "thermal/camera_info", self._on_thermal_info, input_qos
         )
         if publish_tf and self.calibration is not None:
             self._publish_static_tf(self.calibration)

@@ -11,6 +11,9 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 
+from iphd.errors import ConfigError
+from iphd.ros.common import declare
+
 # Drivers keep a short reliable queue: a reliable publisher serves both reliable and
 # best-effort subscribers, so any consumer can connect.
 SENSOR_PUB = QoSProfile(
@@ -25,12 +28,53 @@ RESULT_PUB = QoSProfile(
 RECORD_SUB = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE
 )
+# What the ``input_reliability`` parameter accepts.
+INPUT_RELIABILITY = {
+    "best_effort": ReliabilityPolicy.BEST_EFFORT,
+    "reliable": ReliabilityPolicy.RELIABLE,
+}
 STATIC_TF = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,
     depth=1,
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
+
+
+def declare_input_qos(node: Node) -> QoSProfile:
+    """Declare ``input_reliability`` and ``input_queue_depth``; return the inputs' QoS profile.
+
+    The defaults are ROS's sensor-data QoS (best effort, the 5 newest messages), right for
+    live sensors: a late frame is worth less than the next one. Bag replay asks for reliable
+    inputs and a deeper queue (``iphd.graph.REPLAY_INPUT_QOS``). Volatile either way, so any
+    publisher that offers at least best-effort QoS connects (a reliable subscription needs a
+    reliable publisher: the drivers and the bag player are).
+
+    Raises:
+        ConfigError: an unknown reliability or a queue depth below 1.
+    """
+    reliability = declare(
+        node, "input_reliability", "best_effort",
+        "QoS reliability of the subscribed streams: best_effort (live sensors) or reliable "
+        "(bag replay: nothing lost while the node is busy)",
+    )
+    depth = declare(
+        node, "input_queue_depth", SENSOR_SUB.depth,
+        "messages kept per subscribed stream while the node is busy; older ones are dropped",
+    )
+    if reliability not in INPUT_RELIABILITY:
+        raise ConfigError(
+            f"input_reliability must be one of {', '.join(INPUT_RELIABILITY)}, "
+            f"got {reliability!r}"
+        )
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ConfigError(f"input_queue_depth must be an integer >= 1, got {depth!r}")
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        reliability=INPUT_RELIABILITY[reliability],
+        durability=DurabilityPolicy.VOLATILE,
+    )
 
 
 def warn_on_incompatible_qos(node: Node, topic: str):  # noqa: ANN201 - rclpy event type
@@ -41,7 +85,8 @@ def warn_on_incompatible_qos(node: Node, topic: str):  # noqa: ANN201 - rclpy ev
         node.get_logger().warning(
             f"incompatible QoS on '{topic}' "
             f"(last policy: {getattr(event, 'last_policy_kind', '?')}); "
-            "the publisher must offer at least best-effort, volatile QoS"
+            "the publisher must offer at least this subscription's reliability "
+            "(the node's input_reliability parameter) and volatile durability"
         )
 
     return SubscriptionEventCallbacks(incompatible_qos=_log)

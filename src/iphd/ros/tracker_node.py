@@ -158,6 +158,7 @@ class TrackerNode(Node):
             "detection frames waiting for embedding + tracking; the oldest is dropped beyond",
         ))
         period = float(declare(self, "diagnostics_period", 1.0, "diagnostics period, s"))
+        input_qos = qos.declare_input_qos(self)
         defaults = TrackerConfig()
         tracker_values = {
             f.name: declare(
@@ -216,18 +217,18 @@ class TrackerNode(Node):
         self._query_pub = self.create_publisher(TrackQueryResult, "query/result", qos.RESULT_PUB)
         self.diagnostics = DiagnosticsReporter(self, "tracker", period, self.stats, self._status)
         self.create_subscription(
-            PersonDetectionArray, "detections", self._on_detections, qos.SENSOR_SUB,
+            PersonDetectionArray, "detections", self._on_detections, input_qos,
             event_callbacks=qos.warn_on_incompatible_qos(self, "detections"),
         )
         if self.reid is not None:
             # Depth is only needed to crop people for the appearance model.
             self.create_subscription(
-                Image, "depth/image_raw", self._on_depth, qos.SENSOR_SUB,
+                Image, "depth/image_raw", self._on_depth, input_qos,
                 event_callbacks=qos.warn_on_incompatible_qos(self, "depth/image_raw"),
             )
             # Metric crops are cut at the person's distance: they need the focal lengths.
             self.create_subscription(
-                CameraInfo, "depth/camera_info", self._on_depth_info, qos.SENSOR_SUB,
+                CameraInfo, "depth/camera_info", self._on_depth_info, input_qos,
                 event_callbacks=qos.warn_on_incompatible_qos(self, "depth/camera_info"),
             )
         self.create_subscription(Image, "query/image", self._on_query, 10)
