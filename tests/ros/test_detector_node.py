@@ -62,7 +62,7 @@ class Feeder(Node):
 
 @pytest.fixture
 def graph(executor, ros_context, spin_until, tiny_detector):
-    def make(**params):
+    def make(info=True, **params):
         values = {
             "checkpoint": str(tiny_detector), "score_threshold": 0.0, "threads": 1,
             "diagnostics_period": 0.1, **params,
@@ -80,8 +80,9 @@ def graph(executor, ros_context, spin_until, tiny_detector):
             and feeder.depth.get_subscription_count() > 0
             and node.count_subscribers("detections") > 0,
         )
-        feeder.send_info()
-        assert spin_until(executor, lambda: node._depth_info is not None)
+        if info:
+            feeder.send_info()
+            assert spin_until(executor, lambda: node._depth_info is not None)
         return node, feeder
 
     return make
@@ -109,6 +110,24 @@ def test_a_depth_and_registered_pair_gives_one_detection_array_with_its_stamp(
     assert node.stats()["pairs"] == 1
     # Nothing on debug/image without a subscriber.
     assert feeder.debug == [] and node.stats()["published"] == 1
+
+
+def test_pairs_whose_depth_beat_the_camera_info_are_detected_when_it_comes(
+    graph, executor, spin_until, spin_for
+):
+    node, feeder = graph(info=False, max_queue=5)  # all three are released at once
+    for i in range(3):
+        feeder.send_pair(T0 + i * PERIOD)
+    spin_for(executor, 0.3)
+    assert feeder.detections == [] and node.stats()["depth_held_for_camera_info"] == 3
+    feeder.send_info()
+    assert spin_until(executor, lambda: len(feeder.detections) == 3)
+    assert [stamp_to_ns(m.header.stamp) for m in feeder.detections] == [
+        T0 + i * PERIOD for i in range(3)
+    ]
+    stats = node.stats()
+    assert stats["depth_held_for_camera_info"] == 0
+    assert stats["depth_dropped_before_camera_info"] == 0
 
 
 def test_registered_thermal_of_another_stamp_gives_nothing(graph, executor, spin_for):

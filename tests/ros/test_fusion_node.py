@@ -107,19 +107,41 @@ def test_registered_thermal_has_the_paired_depth_stamp_frame_and_size(
     assert (valid > 302.0).any() and (valid < 297.0).any()
 
 
-def test_depth_before_camera_info_is_dropped_then_the_node_recovers(
+def test_depth_that_beats_its_camera_info_is_held_and_registered_when_it_comes(
+    graph, executor, spin_for, spin_until
+):
+    fusion, feeder = graph()
+    _stream(feeder, executor, spin_for, n_depth=5, thermal_at=(1, 3))
+    spin_for(executor, 0.2)
+    assert feeder.registered == []
+    stats = fusion.stats()
+    assert stats["depth_held_for_camera_info"] == 5
+    assert stats["depth_dropped_before_camera_info"] == 0
+    assert "errors_no_depth_camera_info" not in stats
+    feeder.send_info()
+    assert spin_until(executor, lambda: len(feeder.registered) == 2)
+    assert [stamp_to_ns(m.header.stamp) for m in feeder.registered] == [
+        T0 + DEPTH_PERIOD, T0 + 3 * DEPTH_PERIOD
+    ]
+    assert fusion.stats()["depth_held_for_camera_info"] == 0
+
+
+def test_a_lasting_absence_of_camera_info_is_an_error_and_the_node_recovers(
     graph, executor, spin_for, spin_until
 ):
     fusion, feeder = graph()
     _stream(feeder, executor, spin_for, n_depth=40, thermal_at=(1, 20))
     spin_for(executor, 0.2)
     assert feeder.registered == []
-    assert fusion.stats()["depth_dropped_before_camera_info"] == 40
+    # The newest 30 are held, the 10 before them dropped.
+    assert fusion.stats()["depth_held_for_camera_info"] == 30
+    assert fusion.stats()["depth_dropped_before_camera_info"] == 10
     assert fusion.stats()["errors_no_depth_camera_info"] >= 1
     feeder.send_info()
-    spin_for(executor, 0.1)
-    _stream(feeder, executor, spin_for)
-    assert spin_until(executor, lambda: len(feeder.registered) >= 1)
+    assert spin_until(executor, lambda: len(feeder.registered) == 1)
+    assert stamp_to_ns(feeder.registered[0].header.stamp) == T0 + 20 * DEPTH_PERIOD
+    _stream(feeder, executor, spin_for, n_depth=9)
+    assert spin_until(executor, lambda: len(feeder.registered) >= 2)
 
 
 def test_bad_frames_are_dropped_with_a_reason_and_nothing_wrong_is_published(

@@ -154,6 +154,36 @@ class DiagnosticsReporter:
             self.publish()
 
 
+class HeldForInfo:
+    """Images that came before the first camera info, held until it comes.
+
+    Image and camera info travel on separate topics, so a node's first images often beat their
+    info (always when its executor was busy as the stream started). Holding the newest ``keep``
+    of them loses none of a normal start; ``dropped`` counts what a lasting absence pushed out.
+    """
+
+    def __init__(self, keep: int = 30) -> None:
+        self.keep = keep
+        self.dropped = 0
+        self._held: deque[Any] = deque()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def hold(self, msg: Any) -> None:
+        """Keep ``msg``; beyond ``keep`` the oldest held message is dropped and counted."""
+        if len(self._held) >= self.keep:
+            self._held.popleft()
+            self.dropped += 1
+        self._held.append(msg)
+
+    def release(self) -> list[Any]:
+        """Return the held messages, oldest first, and hold nothing more."""
+        held = list(self._held)
+        self._held.clear()
+        return held
+
+
 class DropWarnings:
     """Logs a warning for dropped input at most once per kind every ``period_s``.
 

@@ -29,6 +29,7 @@ from iphd.ros.common import (
     STREAM_TIMEOUT_S,
     DiagnosticsReporter,
     DropWarnings,
+    HeldForInfo,
     RateMeter,
     declare,
     spin_node,
@@ -123,7 +124,7 @@ class DetectorNode(Node):
         self._detections_last = 0
         self._resets_seen = 0
         self._warn_drop = DropWarnings(self)
-        self._waiting_for_info = 0
+        self._early_depth = HeldForInfo()
         self._stage_ms: dict[str, deque[float]] = {
             k: deque(maxlen=200) for k in ("pairing_wait", "queue_wait", "inference", "publish")
         }
@@ -196,6 +197,9 @@ class DetectorNode(Node):
             self._depth_info = camera_info_to_intrinsics(msg)
         except IphdError as exc:
             self._drop("bad_depth_camera_info", f"depth/camera_info rejected: {exc}")
+            return
+        for early in self._early_depth.release():
+            self._take_depth(early, self._depth_info)
 
     def _on_depth(self, msg: Image) -> None:
         self._depth_rate.tick()
@@ -203,16 +207,19 @@ class DetectorNode(Node):
             return
         info = self._depth_info
         if info is None:
-            # Image and camera info travel on separate topics, so the first images may arrive
-            # before their info; only a lasting absence is an error.
-            self._waiting_for_info += 1
-            if self._waiting_for_info > 30:
+            # The first images may beat their info: held until it comes. Only a lasting
+            # absence is an error.
+            self._early_depth.hold(msg)
+            if self._early_depth.dropped:
                 self._drop(
                     "no_depth_camera_info",
                     "depth frames dropped: no depth/camera_info received (check the topic name "
                     "and QoS)",
                 )
             return
+        self._take_depth(msg, info)
+
+    def _take_depth(self, msg: Image, info: CameraIntrinsics) -> None:
         try:
             depth_mm = depth_to_mm(image_to_array(msg, DEPTH_ENCODINGS), msg.encoding)
         except IphdError as exc:
@@ -388,7 +395,8 @@ class DetectorNode(Node):
             "pending_registered": self.pairer.pending_registered,
             "pending_registered_cap": self.pairer.registered_buffer,
             "depth_unpaired": s.depth_unpaired,
-            "depth_dropped_before_camera_info": self._waiting_for_info,
+            "depth_held_for_camera_info": len(self._early_depth),
+            "depth_dropped_before_camera_info": self._early_depth.dropped,
             **{f"registered_dropped_{k}": v for k, v in s.registered_dropped.items() if v},
             **{f"pairs_dropped_{k}": v for k, v in dropped.items() if v},
         }

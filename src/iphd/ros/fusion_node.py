@@ -18,6 +18,7 @@ from iphd.ros.common import (
     STREAM_TIMEOUT_S,
     DiagnosticsReporter,
     DropWarnings,
+    HeldForInfo,
     RateMeter,
     declare,
     package_file,
@@ -73,7 +74,7 @@ class FusionNode(Node):
         self._thermal_rate = RateMeter()
         self._pair_rate = RateMeter()
         self._published = 0
-        self._waiting_for_info = 0
+        self._early_depth = HeldForInfo()
         self._resets_seen = 0
         self._warn_drop = DropWarnings(self)
         self.calibration: RigCalibration | None = None
@@ -136,6 +137,9 @@ class FusionNode(Node):
             self._depth_info = camera_info_to_intrinsics(msg)
         except IphdError as exc:
             self._fail("depth_camera_info", f"depth/camera_info rejected: {exc}")
+            return
+        for early in self._early_depth.release():
+            self._take_depth(early)
 
     def _on_thermal_info(self, msg: CameraInfo) -> None:
         if self.calibration is None:
@@ -153,16 +157,21 @@ class FusionNode(Node):
         if self.sync is None or self.pipeline is None:
             return
         if self._depth_info is None:
-            # Image and camera info travel on separate topics, so the first images may arrive
-            # before their info; only a lasting absence is an error.
-            self._waiting_for_info += 1
-            if self._depth_rate.count > 30:
+            # The first images may beat their info: held until it comes. Only a lasting
+            # absence is an error.
+            self._early_depth.hold(msg)
+            if self._early_depth.dropped:
                 self._fail(
                     "no_depth_camera_info",
                     "no depth/camera_info received: depth frames are dropped until the driver "
                     "publishes it (check the topic name and QoS)",
                 )
             return
+        self._take_depth(msg)
+
+    def _take_depth(self, msg: Image) -> None:
+        assert self.sync is not None and self.pipeline is not None
+        assert self._depth_info is not None
         try:
             frame = DepthFrame(
                 depth_mm=depth_to_mm(image_to_array(msg, DEPTH_ENCODINGS), msg.encoding),
@@ -250,7 +259,8 @@ class FusionNode(Node):
             "depth_frames": self._depth_rate.count,
             "thermal_frames": self._thermal_rate.count,
             "published": self._published,
-            "depth_dropped_before_camera_info": self._waiting_for_info,
+            "depth_held_for_camera_info": len(self._early_depth),
+            "depth_dropped_before_camera_info": self._early_depth.dropped,
         }
         if self.sync is not None:
             s = self.sync.stats
