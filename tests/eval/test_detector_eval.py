@@ -177,6 +177,29 @@ def test_cli_writes_report_and_prints_summary(tmp_path, checkpoint, capsys):
     assert "AP@0.25" in printed and str(out / "report.md") in printed
 
 
+def test_cli_scores_the_checkpoint_on_the_backend_the_node_runs(
+    tmp_path, checkpoint, capsys, monkeypatch
+):
+    monkeypatch.setenv("IPHD_CACHE_DIR", str(tmp_path / "cache"))
+    _write_split(tmp_path / "data", [[BOX], [BOX, BOX + 40]])
+    metrics = {}
+    for backend in ("torch", "onnxruntime", "onnxruntime-int8"):
+        out = tmp_path / backend
+        assert _cli(checkpoint, tmp_path / "data", out, "--backend", backend) == 0
+        metrics[backend] = json.loads((out / "metrics.json").read_text())
+        assert metrics[backend]["meta"]["backend"] == backend
+        assert metrics[backend]["meta"]["config"]["detector_config"]["backbone_width"] == 8
+    assert metrics["torch"]["meta"]["config"]["format"] == "torch"
+    assert metrics["onnxruntime"]["meta"]["config"]["precision"] == "float32"
+    assert metrics["onnxruntime-int8"]["meta"]["config"]["precision"] == "int8"
+    # The float32 export scores what torch scores.
+    for t in ("0.25", "0.50", "0.75"):
+        assert metrics["onnxruntime"]["ap"][t] == pytest.approx(metrics["torch"]["ap"][t], abs=1e-3)
+    assert main(["detector", "--checkpoint", str(checkpoint), "--dataset", str(tmp_path / "data"),
+                 "--backend", "onnxruntime-int8", "--device", "cuda", "--quiet"]) == 2
+    assert "runs on the CPU" in capsys.readouterr().err
+
+
 def test_cli_missing_checkpoint_exits_2_naming_it(tmp_path, capsys):
     _write_split(tmp_path / "data", [[BOX]])
     missing = tmp_path / "nope.pt"

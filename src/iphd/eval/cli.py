@@ -2,6 +2,7 @@
 
     iphd-eval detector --checkpoint runs/detector/best.pt --dataset data/iphd --split test
     iphd-eval detector --checkpoint model.onnx --dataset data/iphd_sim --labels clean --limit 200
+    iphd-eval detector --checkpoint best.pt --dataset data/iphd --backend onnxruntime-int8
     iphd-eval bag --bag sim_bag --out out/eval/bag                # run the models on the bag
     iphd-eval bag --bag graph_recording --out out/eval/live --recorded   # score a live recording
 
@@ -60,6 +61,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "depend on it)")
     p.add_argument("--any-size", action="store_true",
                    help="accept frames that are not 1280x720 depth / 213x120 thermal")
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="what runs a .pt checkpoint (default %(default)s: the model as "
+                   "trained; auto = what the detector node runs: torch on CUDA, "
+                   f"{CPU_DEFAULT_BACKEND} on the CPU; onnxruntime-int8 = statically "
+                   "quantized, CPU only); an .onnx file always runs on onnxruntime")
+    p.add_argument("--int8-calibration", default="",
+                   help="calibration pairs (.npz) for onnxruntime-int8; default: the shipped "
+                   "ones (python -m iphd.detection.quantize calibration makes your own)")
     p.set_defaults(handler=_run_detector)
 
     b = sub.add_parser("bag", parents=[common],
@@ -95,11 +104,32 @@ def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_detector(
-    path: Path, device: str, threads: int
+    path: Path, device: str, threads: int, backend: str = "torch", int8_calibration: str = ""
 ) -> tuple[DetectorLike, dict[str, Any]]:
-    """The detector in ``path`` and the configuration it records, for the report."""
+    """The detector in ``path`` and the configuration it records, for the report.
+
+    A .pt checkpoint runs on ``backend`` (``iphd.detections.load_detector`` for the ONNX
+    ones: exported, and quantized for ``onnxruntime-int8``, once and cached).
+    """
     if not path.is_file():
         raise CheckpointError(f"detector checkpoint {path} does not exist")
+    if path.suffix.lower() != ".onnx" and backend != "torch":
+        from iphd.detections import DetectionConfig, load_detector
+
+        config = DetectionConfig(
+            checkpoint=str(path), device=device, threads=threads, backend=backend,
+            int8_calibration=int8_calibration,
+        )
+        loaded = load_detector(config)
+        meta = _load_detector_config(path)
+        meta.update(
+            format="onnx" if hasattr(loaded, "session") else "torch",
+            backend=backend,
+            precision=str(getattr(loaded, "precision", "float32")),
+        )
+        if int8_calibration:
+            meta["int8_calibration"] = int8_calibration
+        return loaded, meta
     if path.suffix.lower() == ".onnx":
         try:
             from iphd.detection.onnx_export import OnnxDetector
@@ -126,6 +156,16 @@ def _load_detector(
     return detector, {
         "format": "torch",
         "device": str(detector.device),
+        **_load_detector_config(path, (model, normalize, extra)),
+    }
+
+
+def _load_detector_config(path: Path, loaded: tuple[Any, Any, Any] | None = None) -> dict[str, Any]:
+    """The model, normalization and training configuration recorded in the checkpoint."""
+    from iphd.detection.detector import load_checkpoint
+
+    model, normalize, extra = loaded or load_checkpoint(path)
+    return {
         "detector_config": dataclasses.asdict(model.config),
         "normalize_config": dataclasses.asdict(normalize),
         "training": _jsonable(extra),
@@ -138,7 +178,9 @@ def _run_detector(args: argparse.Namespace) -> str:
     dataset = IphdDataset(args.dataset, args.split, labels=args.labels, **size)
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-    detector, config = _load_detector(args.checkpoint, args.device, args.threads)
+    detector, config = _load_detector(
+        args.checkpoint, args.device, args.threads, args.backend, args.int8_calibration
+    )
     try:
         result = evaluate_detector(detector, dataset, progress=not args.quiet, limit=args.limit)
     except DatasetError as exc:
@@ -152,6 +194,7 @@ def _run_detector(args: argparse.Namespace) -> str:
         "labels": args.labels,
         "limit": args.limit,
         "threads": args.threads,
+        "backend": args.backend,
         "config": config,
     }
     files = write_report(result, args.out, meta)
