@@ -260,3 +260,25 @@ def test_bad_input_qos_parameters_are_refused_with_the_choices(ros_context):
     ):
         with pytest.raises(ConfigError, match=match):
             FusionNode(context=ros_context, parameter_overrides=[Parameter(name, value=value)])
+
+
+def test_thermal_frames_wait_for_depth_that_queued_up_behind_them(
+    graph, executor, spin_for, spin_until
+):
+    # A busy node can take 300 ms of thermal frames before the depth frames queued beside them:
+    # every thermal frame still finds its depth partner.
+    fusion, feeder = graph()
+    feeder.send_info()
+    spin_for(executor, 0.1)
+    thermal_at = (1, 4, 7, 10)
+    for i in thermal_at:
+        feeder.send_thermal(T0 + i * DEPTH_PERIOD - 3_000_000)
+    spin_for(executor, 0.2)
+    for i in range(12):
+        feeder.send_depth(T0 + i * DEPTH_PERIOD)
+        spin_for(executor, 0.01)
+    assert spin_until(executor, lambda: len(feeder.registered) == len(thermal_at))
+    assert [stamp_to_ns(m.header.stamp) for m in feeder.registered] == [
+        T0 + i * DEPTH_PERIOD for i in thermal_at
+    ]
+    assert "thermal_dropped_no_depth_within_skew" not in fusion.stats()

@@ -90,7 +90,7 @@ class OfflineConfig:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     calibration: str = ""
     max_skew_ms: float = 20.0
-    max_wait_ms: float = 100.0
+    max_wait_ms: float = 500.0
     registered_scale: float = 0.25
     fix_zero_patches: bool = True
 
