@@ -46,9 +46,9 @@ def declare_input_qos(node: Node) -> QoSProfile:
 
     The defaults are ROS's sensor-data QoS (best effort, the 5 newest messages), right for
     live sensors: a late frame is worth less than the next one. Bag replay asks for reliable
-    inputs and a deeper queue (``iphd.graph.REPLAY_INPUT_QOS``). Volatile either way, so any
-    publisher that offers at least best-effort QoS connects (a reliable subscription needs a
-    reliable publisher: the drivers and the bag player are).
+    inputs and a deeper queue (``iphd.graph.REPLAY_INPUT_QOS``). Volatile either way. A
+    best-effort subscription takes any publisher; a reliable one needs a reliable publisher,
+    which the drivers, the bag player and the iphd nodes all are.
 
     Raises:
         ConfigError: an unknown reliability or a queue depth below 1.
