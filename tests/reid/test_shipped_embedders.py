@@ -57,5 +57,6 @@ def test_the_shipped_depth_embedder_tells_the_people_of_one_scene_apart(unseen_p
         chance += np.mean(pids[others] == pids[i])
         queries += 1
     assert queries >= 8
-    # Measured 0.89 rank-1 on the 36 test identities (chance about 0.45); leave room.
+    # Measured 0.947 rank-1 on the 40 test identities of its data (chance about 0.39; the
+    # earlier pair 0.884 on the same crops); leave room.
     assert hits / queries >= max(0.65, chance / queries + 0.15)
