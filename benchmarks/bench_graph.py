@@ -136,7 +136,7 @@ def _full(args: argparse.Namespace) -> None:
            else "")
         + (" " if args.processes else " --no-processes ")
         + ("(one process per node, " if args.processes else "(all nodes in one process, ")
-        + f"demo bag {DEMO_PROFILE}, looping; detector {d.get('model', '?')} on "
+        + f"{result.executor}, demo bag {DEMO_PROFILE}, looping; detector {d.get('model', '?')} on "
         + f"{d.get('device', '?')}, re-ID {t.get('reid_model', '?')})"
     )
     print(

@@ -9,7 +9,6 @@ try:
     import iphd_msgs.msg  # noqa: F401
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
 except ImportError as exc:  # pragma: no cover - environment problem, not a test result
     raise RuntimeError(
         f"ROS tests need rclpy and the colcon-built iphd_msgs ({exc}); run them with `make test`, "
@@ -43,7 +42,10 @@ def ros_context():
 
 @pytest.fixture
 def executor(ros_context):
-    ex = SingleThreadedExecutor(context=ros_context)
+    """The executor the product spins its nodes with (IPHD_EXECUTOR, events where rclpy has it)."""
+    from iphd.ros.common import make_executor
+
+    ex = make_executor(ros_context)
     yield ex
     for node in list(ex.get_nodes()):
         ex.remove_node(node)

@@ -231,11 +231,16 @@ def test_bag_run_ends_with_the_live_evaluation_report(tmp_path, tiny_detector, c
     assert "/clock" in report and "tracks_receipt_minus_stamp" in report
 
 
-def test_processes_run_each_node_in_its_own_process_and_report_back(tmp_path, tiny_detector):
+@pytest.mark.parametrize("executor", ["auto", "single"])
+def test_processes_run_each_node_in_its_own_process_and_report_back(
+    tmp_path, tiny_detector, monkeypatch, executor
+):
     import os
 
     from iphd.ros.processes import NodeProcess
 
+    monkeypatch.setenv("IPHD_EXECUTOR", executor)
+    expected = "SingleThreadedExecutor" if executor == "single" else _default_executor()
     frames = _write_rig_bag(tmp_path / "bag", seconds=2.0, truth=True)
     result = run_graph(
         "bag", 30.0, bag=str(tmp_path / "bag"), detector_checkpoint=str(tiny_detector),
@@ -246,6 +251,9 @@ def test_processes_run_each_node_in_its_own_process_and_report_back(tmp_path, ti
     pids = {node.pid for node in result.nodes.values()}
     assert all(isinstance(node, NodeProcess) for node in result.nodes.values())
     assert len(pids) == 4 and os.getpid() not in pids
+    # Every process spins the executor IPHD_EXECUTOR asks for, the runner's own included.
+    assert result.executor == expected
+    assert {node.executor for node in result.nodes.values()} == {expected}
     assert all(not node.alive and node.rss_mb > 0 for node in result.nodes.values())
     # The bag ended the run, and the last reports carry everything the nodes did.
     assert result.duration_s < 25.0 and result.player_stats["finished"], result.player_stats
@@ -261,6 +269,15 @@ def test_processes_run_each_node_in_its_own_process_and_report_back(tmp_path, ti
         result.nodes["fusion"].get_parameter("nope")
     # The monitor in this process recorded what the tracker published in its own process.
     assert result.recording is not None and result.recording.frames.tracks
+
+
+def _default_executor() -> str:
+    """The executor class an unset IPHD_EXECUTOR gives with this rclpy."""
+    try:
+        from rclpy.experimental import EventsExecutor  # noqa: F401
+    except ImportError:
+        return "SingleThreadedExecutor"
+    return "EventsExecutor"
 
 
 def test_a_node_that_fails_in_its_process_stops_the_run_with_its_error(tmp_path, capsys):

@@ -21,13 +21,13 @@ from typing import Any
 
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.logging import LoggingSeverity
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from iphd.errors import IphdError
 from iphd.graph import NodeSpec, parameters_for
+from iphd.ros.common import make_executor
 
 LOG_LEVELS = {
     "debug": LoggingSeverity.DEBUG,
@@ -108,18 +108,26 @@ def _node_main(conn: Connection) -> None:
     context = Context()
     rclpy.init(context=context)
     try:
+        executor = make_executor(context)
         (node,) = make_nodes((spec,), params, namespace, use_sim_time, context).values()
     except Exception as exc:  # the runner shows it and stops the graph
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         rclpy.try_shutdown(context=context)
         return
     node.get_logger().set_level(LOG_LEVELS[log_level])
-    executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     parameters = {name: p.value for name, p in node.get_parameters_by_prefix("").items()}
     subscribes = [relative_topic(sub.topic_name, namespace) for sub in node.subscriptions]
     conn.send(
-        ("ready", {"pid": os.getpid(), "parameters": parameters, "subscribes": subscribes})
+        (
+            "ready",
+            {
+                "pid": os.getpid(),
+                "parameters": parameters,
+                "subscribes": subscribes,
+                "executor": type(executor).__name__,
+            },
+        )
     )
 
     def report(kind: str) -> None:
@@ -156,7 +164,8 @@ class NodeProcess:
     read it: ``stats()`` (the latest the child reported, every ``REPORT_PERIOD_S``),
     ``get_parameter(name).value`` (as declared at start), ``finished`` (a bag player that
     reached the end of its bag), ``subscribes`` (its subscriptions' topics, relative to the
-    namespace, once started), plus ``pid`` and, as of the child's last report, ``rss_mb``,
+    namespace, once started), ``executor`` (the class of the executor spinning it, see
+    ``iphd.ros.common.make_executor``), plus ``pid`` and, as of the child's last report, ``rss_mb``,
     ``peak_rss_mb`` (resident memory now and at its peak) and ``cpu_s`` (CPU time used).
 
     Args:
@@ -187,6 +196,7 @@ class NodeProcess:
         self._parameters: dict[str, Any] = {}
         self.pid: int | None = None
         self.subscribes: list[str] = []
+        self.executor = ""
         self.rss_mb = self.peak_rss_mb = self.cpu_s = float("nan")
         self._closed = False
 
@@ -208,6 +218,7 @@ class NodeProcess:
                     self.pid = int(payload["pid"])
                     self._parameters = dict(payload["parameters"])
                     self.subscribes = list(payload["subscribes"])
+                    self.executor = str(payload["executor"])
                     return
                 if kind == "error":
                     raise NodeProcessError(f"node '{self.name}' failed to start: {payload}")

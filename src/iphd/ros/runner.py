@@ -16,14 +16,13 @@ import numpy as np
 import rclpy
 from iphd_msgs.msg import PersonDetectionArray, PersonTrackArray
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.logging import LoggingSeverity
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
 from iphd.data.rosbag import GROUND_TRUTH
-from iphd.errors import IphdError
+from iphd.errors import ConfigError, IphdError
 from iphd.eval.bag_eval import detection_rows_from_msg, track_tuples_from_msg
 from iphd.eval.live import LiveRecorder
 from iphd.graph import (
@@ -35,7 +34,7 @@ from iphd.graph import (
     wants_sim_time,
 )
 from iphd.ros import qos
-from iphd.ros.common import package_file
+from iphd.ros.common import make_executor, package_file
 from iphd.ros.conversions import image_to_array, stamp_to_ns
 from iphd.ros.processes import LOG_LEVELS, NodeProcess, make_nodes, relative_topic
 from iphd.viz import fusion_panel
@@ -63,6 +62,8 @@ class RunResult:
     bag: str = ""
     use_sim_time: bool = False
     processes: bool = False
+    #: Class of the executor that spun the nodes (the same in every process of a run).
+    executor: str = ""
 
 
 class _Monitor(Node):
@@ -227,10 +228,15 @@ def run_graph(
         params[name] = {**params.get(name, {}), **values}
     context = Context()
     rclpy.init(context=context)
-    executor = SingleThreadedExecutor(context=context)
+    try:
+        executor = make_executor(context)
+    except ConfigError:
+        rclpy.try_shutdown(context=context)
+        raise
     played = next((str(s.parameters.get("bag", "")) for s in specs if s.name == "bag_player"), "")
     result = RunResult(
-        duration_s=duration_s, bag=played, use_sim_time=use_sim_time, processes=processes
+        duration_s=duration_s, bag=played, use_sim_time=use_sim_time, processes=processes,
+        executor=type(executor).__name__,
     )
     started: list[Node] = []
     children: list[NodeProcess] = []

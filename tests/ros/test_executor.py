@@ -1,0 +1,107 @@
+"""Which executor the iphd processes spin: IPHD_EXECUTOR and the fallback without one."""
+
+import builtins
+import time
+
+import pytest
+from rclpy.executors import SingleThreadedExecutor
+
+from iphd.errors import ConfigError
+from iphd.ros.common import make_executor
+
+
+def _has_events_executor() -> bool:
+    try:
+        from rclpy.experimental import EventsExecutor  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _without_events_executor(monkeypatch):
+    """Make ``from rclpy.experimental import EventsExecutor`` fail, as on Jazzy's rclpy."""
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name.startswith("rclpy.experimental"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+
+
+@pytest.mark.parametrize("value", ["", "auto", "events", " Events "])
+def test_unset_auto_and_events_take_the_events_executor_where_rclpy_has_one(
+    ros_context, monkeypatch, value
+):
+    if not _has_events_executor():
+        pytest.skip("this rclpy has no events executor (before Kilted)")
+    monkeypatch.setenv("IPHD_EXECUTOR", value)
+    executor = make_executor(ros_context)
+    try:
+        assert type(executor).__name__ == "EventsExecutor"
+    finally:
+        executor.shutdown()
+
+
+def test_single_takes_the_single_threaded_executor(ros_context, monkeypatch):
+    monkeypatch.setenv("IPHD_EXECUTOR", "single")
+    executor = make_executor(ros_context)
+    assert isinstance(executor, SingleThreadedExecutor)
+    executor.shutdown()
+
+
+def test_auto_falls_back_to_the_single_threaded_executor_without_an_events_executor(
+    ros_context, monkeypatch
+):
+    monkeypatch.delenv("IPHD_EXECUTOR", raising=False)
+    _without_events_executor(monkeypatch)
+    executor = make_executor(ros_context)
+    assert isinstance(executor, SingleThreadedExecutor)
+    executor.shutdown()
+
+
+def test_events_without_an_events_executor_is_a_config_error_that_says_what_to_do(
+    ros_context, monkeypatch
+):
+    monkeypatch.setenv("IPHD_EXECUTOR", "events")
+    _without_events_executor(monkeypatch)
+    with pytest.raises(ConfigError, match="Kilted.*unset it or set it to single"):
+        make_executor(ros_context)
+
+
+def test_an_unknown_executor_is_a_config_error_naming_the_choices(ros_context, monkeypatch):
+    monkeypatch.setenv("IPHD_EXECUTOR", "multi")
+    with pytest.raises(ConfigError, match="IPHD_EXECUTOR='multi'.*auto, events, single"):
+        make_executor(ros_context)
+
+
+def test_the_events_executor_spins_a_node_under_pytest_capture(ros_context, monkeypatch, capsys):
+    # rclpy's events executor enables faulthandler on sys.stderr, which capsys replaces with
+    # an object without a file descriptor; make_executor must still build and spin it.
+    import io
+
+    with pytest.raises(io.UnsupportedOperation):
+        __import__("sys").stderr.fileno()
+    if not _has_events_executor():
+        pytest.skip("this rclpy has no events executor (before Kilted)")
+    from rclpy.node import Node
+    from std_msgs.msg import String
+
+    monkeypatch.delenv("IPHD_EXECUTOR", raising=False)
+    executor = make_executor(ros_context)
+    node = Node("executor_probe", context=ros_context)
+    got: list[str] = []
+    node.create_subscription(String, "probe", lambda msg: got.append(msg.data), 10)
+    pub = node.create_publisher(String, "probe", 10)
+    executor.add_node(node)
+    try:
+        deadline = time.monotonic() + 5.0
+        while not got and time.monotonic() < deadline:
+            pub.publish(String(data="hello"))
+            executor.spin_once(timeout_sec=0.05)
+        assert got and got[0] == "hello"
+    finally:
+        executor.remove_node(node)
+        node.destroy_node()
+        executor.shutdown()
