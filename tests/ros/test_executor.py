@@ -105,3 +105,34 @@ def test_the_events_executor_spins_a_node_under_pytest_capture(ros_context, monk
         executor.remove_node(node)
         node.destroy_node()
         executor.shutdown()
+
+
+@pytest.mark.parametrize("executor", ["auto", "single"])
+def test_a_node_started_as_ros2_run_starts_it_stops_on_ctrl_c(tmp_path, executor):
+    # ros2 launch stops a node with SIGINT; on the events executor, executor.spin() kept a core
+    # busy after the context shut down instead of returning.
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    log = tmp_path / "node.log"
+    env = {**os.environ, "IPHD_EXECUTOR": executor}
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from iphd.ros.fusion_node import main; main()"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )
+        try:
+            deadline = time.monotonic() + 60.0
+            while "loaded rig calibration" not in log.read_text():
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            time.sleep(0.5)  # spinning
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=10.0) == 0, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

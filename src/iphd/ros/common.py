@@ -304,11 +304,10 @@ def spin_node(
         raise
     executor.add_node(node)
     try:
-        if done is None:
-            executor.spin()
-        else:
-            while rclpy.ok() and not done(node):
-                executor.spin_once(timeout_sec=0.1)
+        # Not executor.spin(): after Ctrl-C shuts the context down, rclpy's events executor
+        # (Kilted) keeps spinning a core instead of returning. rclpy.ok() ends this loop.
+        while rclpy.ok() and (done is None or not done(node)):
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
