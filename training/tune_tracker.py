@@ -35,8 +35,9 @@ from iphd.eval.mot import evaluate_mot, mot_frame, track_tuples
 from iphd.sim.labels import LabelConfig
 from iphd.tracking.tracker import TimeOrderError, Tracker, TrackerConfig, TrackInput
 
-#: Version of the recorded-inputs file; part of the cache key.
-RECORD_VERSION = 1
+#: Version of the recorded-inputs file; part of the cache key. 2: the key holds the models'
+#: contents, so a re-trained shipped model is not replayed from an old cache.
+RECORD_VERSION = 2
 
 
 @dataclass
@@ -80,8 +81,35 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
     return RecordedBag(str(bag), frames, truth)
 
 
+def model_files(reid_checkpoint: str = "") -> list[Path]:
+    """The model files ``record_bag`` runs: the shipped detector and the depth embedder."""
+    from iphd.detection.detector import SHIPPED_CHECKPOINT
+    from iphd.tracking.appearance import SHIPPED_DEPTH_EMBEDDER
+
+    files = [Path(SHIPPED_CHECKPOINT)]
+    if reid_checkpoint != "none":
+        files.append(Path(reid_checkpoint) if reid_checkpoint else SHIPPED_DEPTH_EMBEDDER)
+    return files
+
+
+def _file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes; a missing file gives its own marker (the run reports it)."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return f"missing:{path}"
+    return digest.hexdigest()
+
+
 def cached_record(bag: Path, cache: Path | None, **kwargs: Any) -> RecordedBag:
-    """``record_bag``, kept in ``cache`` under a key of the bag's metadata and the settings."""
+    """``record_bag``, kept in ``cache`` under a key of the bag, the settings and the models.
+
+    The key holds the contents of the model files it runs, so a model re-trained in place (the
+    shipped pair replaced) gets a new entry instead of the old model's inputs.
+    """
     if cache is None:
         return record_bag(bag, **kwargs)
     meta = bag / "metadata.yaml"
@@ -89,8 +117,9 @@ def cached_record(bag: Path, cache: Path | None, **kwargs: Any) -> RecordedBag:
         stamp = meta.read_bytes()
     except OSError as exc:
         raise DatasetError(f"{bag} is not a bag folder ({exc}); pass a rosbag2 folder") from exc
+    models = [_file_digest(p) for p in model_files(str(kwargs.get("reid_checkpoint", "")))]
     key = hashlib.sha256(
-        repr((RECORD_VERSION, str(bag.resolve()), stamp, sorted(kwargs.items()))).encode()
+        repr((RECORD_VERSION, str(bag.resolve()), stamp, sorted(kwargs.items()), models)).encode()
     ).hexdigest()[:16]
     path = cache / f"{bag.name}-{key}.pkl"
     if path.is_file():

@@ -77,3 +77,40 @@ def test_cli_refuses_a_bad_setting_before_reading_any_bag(tmp_path, capsys):
     code = tune_tracker.main(["--bag", str(tmp_path / "nothing"), "--set", "min_iou=2"])
     assert code == 2
     assert "min_iou" in capsys.readouterr().err
+
+
+def test_the_cache_is_keyed_on_the_models_contents_not_only_their_names(tmp_path, monkeypatch):
+    # Replacing the shipped re-ID pair keeps its path; the cache must not replay the old one's
+    # embeddings.
+    bag = tmp_path / "bag"
+    bag.mkdir()
+    (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
+    detector, embedder = tmp_path / "detector.pt", tmp_path / "reid_depth.pt"
+    detector.write_bytes(b"detector v1")
+    embedder.write_bytes(b"embedder v1")
+    monkeypatch.setattr(tune_tracker, "model_files", lambda reid="": [detector, embedder])
+    calls = []
+
+    def fake_record(path, **kwargs):
+        calls.append(kwargs)
+        return _two_walkers(frames=3)
+
+    monkeypatch.setattr(tune_tracker, "record_bag", fake_record)
+    cache = tmp_path / "cache"
+    tune_tracker.cached_record(bag, cache, reid_checkpoint="")
+    tune_tracker.cached_record(bag, cache, reid_checkpoint="")
+    assert len(calls) == 1  # the second came from the cache
+    embedder.write_bytes(b"embedder v2")  # re-trained in place
+    recorded = tune_tracker.cached_record(bag, cache, reid_checkpoint="")
+    assert len(calls) == 2 and len(recorded.frames) == 3
+    assert len(list(cache.glob("bag-*.pkl"))) == 2
+
+
+def test_model_files_are_the_shipped_detector_and_the_chosen_depth_embedder(tmp_path):
+    from iphd.detection.detector import SHIPPED_CHECKPOINT
+    from iphd.tracking.appearance import SHIPPED_DEPTH_EMBEDDER
+
+    assert tune_tracker.model_files("") == [SHIPPED_CHECKPOINT, SHIPPED_DEPTH_EMBEDDER]
+    assert tune_tracker.model_files("none") == [SHIPPED_CHECKPOINT]
+    mine = tmp_path / "mine.pt"
+    assert tune_tracker.model_files(str(mine)) == [SHIPPED_CHECKPOINT, mine]
