@@ -136,3 +136,20 @@ def test_a_node_started_as_ros2_run_starts_it_stops_on_ctrl_c(tmp_path, executor
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_a_node_started_as_ros2_run_does_with_a_bad_executor_stops_with_the_reason(
+    tmp_path,
+):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "IPHD_EXECUTOR": "multi"}
+    proc = subprocess.run(
+        [sys.executable, "-c", "from iphd.ros.fusion_node import main; main()"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "FusionNode: error: IPHD_EXECUTOR='multi' is not an executor" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import sys
 import time
 from typing import Any
 
@@ -323,8 +322,4 @@ def parse_subscriber_counts(entries: list[Any]) -> dict[str, int]:
 
 def main(args: list[str] | None = None) -> None:
     """Play a bag until its end (or Ctrl-C with ``loop``)."""
-    try:
-        spin_node(BagPlayerNode, args, done=lambda node: bool(getattr(node, "finished", False)))
-    except IphdError as exc:
-        print(f"bag_player: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    spin_node(BagPlayerNode, args, done=lambda node: bool(getattr(node, "finished", False)))

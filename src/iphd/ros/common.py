@@ -292,6 +292,8 @@ def spin_node(
 
     Args:
         factory: builds the node (rclpy is initialised first; shut down again if it raises).
+            An ``IphdError`` it raises (or a bad ``IPHD_EXECUTOR``) is printed without a
+            traceback and ends the process with status 2.
         args: command-line arguments for ``rclpy.init``.
         done: when given, spinning also ends once ``done(node)`` is true.
     """
@@ -299,6 +301,11 @@ def spin_node(
     try:
         executor = make_executor()
         node = factory()
+    except IphdError as exc:  # bad parameters, files or IPHD_EXECUTOR: say so, no traceback
+        rclpy.try_shutdown()
+        name = getattr(factory, "__name__", "node")
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
     except BaseException:
         rclpy.try_shutdown()
         raise
