@@ -14,7 +14,7 @@ MSG_FILES := $(wildcard ros2_ws/src/iphd_msgs/msg/*.msg) ros2_ws/src/iphd_msgs/C
 
 setup: $(VENV)/.iphd-setup ros2_ws/install/.iphd-msgs-built
 
-$(VENV)/.iphd-setup: requirements.txt constraints.txt setup.py scripts/setup.sh
+$(VENV)/.iphd-setup: requirements.txt requirements-nodeps.txt constraints.txt setup.py scripts/setup.sh
 	scripts/setup.sh venv
 
 ros2_ws/install/.iphd-msgs-built: $(VENV)/.iphd-setup $(MSG_FILES)

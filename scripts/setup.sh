@@ -42,11 +42,15 @@ venv_step() {
   log "installing pinned requirements (torch 2.13.0 CPU, ROS 2 Kilted wheels, colcon, ...)"
   "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.txt -c constraints.txt 2>&1 \
     | quiet_pip || die "pip could not install requirements.txt (see above)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt 2>&1 \
+    | quiet_pip || die "pip could not install requirements-nodeps.txt (see above)"
   "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 \
     | quiet_pip || die "pip could not install the iphd package itself (see above)"
   "$VENV/bin/python" \
     -c 'import torch, rclpy, pyrealsense2, flirpy, rosbags, cv2, numba, onnx, onnxruntime, motmetrics, iphd' \
     || die "the venv is incomplete: see the pip output above"
+  "$VENV/bin/python" -c 'from iphd.eval.mot import hota_metric; assert hota_metric() is not None' \
+    || die "trackeval (HOTA of iphd-eval) does not import: see the pip output above"
   touch "$VENV/.iphd-setup"
 }
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from iphd.data.truth import PersonTruth
 from iphd.errors import ConfigError, DatasetError, IphdError
-from iphd.eval.mot import evaluate_mot, mot_frame, track_tuples
+from iphd.eval.mot import evaluate_hota, evaluate_mot, mot_frame, track_tuples
 from iphd.sim.labels import LabelConfig
 from iphd.tracking.tracker import TimeOrderError, Tracker, TrackerConfig, TrackInput
 
@@ -136,7 +136,10 @@ def cached_record(bag: Path, cache: Path | None, **kwargs: Any) -> RecordedBag:
 
 def replay(recorded: RecordedBag, config: TrackerConfig,
            labels: LabelConfig | None = None) -> dict[str, float | None]:
-    """Run a fresh tracker over the recorded inputs; CLEAR-MOT and ID metrics as iphd-eval."""
+    """Run a fresh tracker over the recorded inputs; CLEAR-MOT, ID and HOTA metrics as iphd-eval.
+
+    ``hota`` is None when trackeval is not installed.
+    """
     labels = labels or LabelConfig()
     tracker = Tracker(config)
     frames = []
@@ -149,7 +152,8 @@ def replay(recorded: RecordedBag, config: TrackerConfig,
         people = recorded.truth.get(stamp_ns)
         if people is not None:
             frames.append(mot_frame(stamp_ns, people, track_tuples(tracks), height, labels))
-    return evaluate_mot(frames)
+    hota = evaluate_hota(frames)
+    return {**evaluate_mot(frames), "hota": None if hota is None else hota["hota"]}
 
 
 def parse_settings(items: Sequence[str]) -> dict[str, list[Any]]:
@@ -215,19 +219,22 @@ def table(bags: Sequence[RecordedBag], combos: Sequence[dict[str, Any]]) -> str:
         mota = [s["mota"] for s in scores]
         mean_idf1 = float(np.mean([v for v in idf1 if v is not None] or [np.nan]))
         mean_mota = float(np.mean([v for v in mota if v is not None] or [np.nan]))
+        hota = [s["hota"] for s in scores if s["hota"] is not None]
+        mean_hota = float(np.mean(hota)) if hota else None
         switches = int(sum(s["num_switches"] or 0 for s in scores))
         label = ", ".join(f"{k}={v}" for k, v in combo.items()) or "defaults"
-        rows.append((mean_idf1, label, mean_mota, switches, idf1))
+        rows.append((mean_idf1, label, mean_mota, mean_hota, switches, idf1))
     rows.sort(key=lambda r: -np.nan_to_num(r[0], nan=-1.0))
     names = [Path(b.name).name for b in bags]
     lines = [
-        "| settings | mean IDF1 | mean MOTA | ID switches | " + " | ".join(
+        "| settings | mean IDF1 | mean MOTA | mean HOTA | ID switches | " + " | ".join(
             f"IDF1 {n}" for n in names) + " |",
-        "|---|---|---|---|" + "---|" * len(names),
+        "|---|---|---|---|---|" + "---|" * len(names),
     ]
-    for mean_idf1, label, mean_mota, switches, idf1 in rows:
+    for mean_idf1, label, mean_mota, mean_hota, switches, idf1 in rows:
+        hota_text = "—" if mean_hota is None else f"{mean_hota:.4f}"
         lines.append(
-            f"| {label} | {mean_idf1:.4f} | {mean_mota:.4f} | {switches} | "
+            f"| {label} | {mean_idf1:.4f} | {mean_mota:.4f} | {hota_text} | {switches} | "
             + " | ".join(_fmt(v) for v in idf1) + " |"
         )
     return "\n".join(lines) + "\n"

@@ -96,7 +96,11 @@ def test_cli_writes_report_with_metrics(sim_bag, tmp_path, capsys):
     assert metrics["meta"]["mode"] == "offline" and metrics["meta"]["commit"]
     report = (out / "report.md").read_text()
     assert "AP@0.50" in report and "MOTA" in report and "ID switches" in report
-    assert "p95" in report and "trackeval not installed" in report
+    assert "p95" in report and "AssA (association)" in report
+    hota = metrics["hota"]
+    # HOTA = sqrt(DetA x AssA) at each IoU threshold; the report gives the means over them.
+    assert 0.0 < hota["hota"] <= 1.0 and 0.0 < hota["deta"] <= 1.0 and 0.0 < hota["assa"] <= 1.0
+    assert hota["hota"] <= max(hota["deta"], hota["assa"])
     assert "offline: AP@0.25" in capsys.readouterr().out
 
 

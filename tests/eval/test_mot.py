@@ -1,4 +1,4 @@
-"""CLEAR-MOT / IDF1 of hand-computed tiny sequences, and the frame builder's filtering."""
+"""CLEAR-MOT, IDF1 and HOTA of hand-computed tiny sequences, and the frame builder's filtering."""
 
 import math
 
@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from iphd.data.truth import PersonTruth
-from iphd.eval.mot import MOT_KEYS, MotFrame, evaluate_mot, mot_frame
+from iphd.eval.mot import (
+    HOTA_KEYS,
+    MOT_KEYS,
+    MotFrame,
+    evaluate_hota,
+    evaluate_mot,
+    hota_metric,
+    mot_frame,
+)
 from iphd.tracking.tracker import CONFIRMED, LOST, TENTATIVE
 
 A = (0.0, 0.0, 10.0, 20.0)
@@ -75,3 +83,50 @@ def test_mot_frame_uses_label_rule_and_only_confirmed_boxes():
     assert frame.hyp_ids.tolist() == [7]
     assert frame.hyp_boxes.shape == (1, 4) and frame.stamp_ns == 5
     assert not math.isnan(frame.gt_boxes[0, 0])
+
+
+# HOTA (Luiten et al. 2021), hand-computed from its definition: per IoU threshold alpha,
+# DetA = TP / (TP + FN + FP), AssA = mean over TPs of TPA / (TPA + FNA + FPA),
+# HOTA = sqrt(DetA * AssA); reported as the mean over alpha = 0.05 .. 0.95 (19 values).
+
+
+def test_hota_of_perfect_tracks_is_one():
+    frames = [_frame(i, [(1, A), (2, B)], [(5, A), (6, B)]) for i in range(4)]
+    h = evaluate_hota(frames)
+    assert h is not None and set(h) == set(HOTA_KEYS)
+    assert all(v == pytest.approx(1.0) for v in h.values())
+
+
+def test_hota_halves_association_when_a_track_changes_id_halfway():
+    # One person, exact boxes; track 10 for frames 0-1, track 20 for frames 2-3. Each match's
+    # TPA 2, FNA 2 (the person's other two frames), FPA 0: AssA 0.5, DetA 1.
+    frames = [_frame(i, [(1, A)], [(10 if i < 2 else 20, A)]) for i in range(4)]
+    h = evaluate_hota(frames)
+    assert h["deta"] == pytest.approx(1.0) and h["assa"] == pytest.approx(0.5)
+    assert h["hota"] == pytest.approx(math.sqrt(0.5))
+    assert h["assre"] == pytest.approx(0.5) and h["asspr"] == pytest.approx(1.0)
+
+
+def test_hota_counts_a_miss_and_a_false_positive():
+    # Frame 0 matched (track 5), frame 1 missed while track 6 sits elsewhere: TP 1, FN 1, FP 1
+    # -> DetA 1/3; the match's TPA 1, FNA 1, FPA 0 -> AssA 1/2.
+    frames = [_frame(0, [(1, A)], [(5, A)]), _frame(1, [(1, A)], [(6, FAR)])]
+    h = evaluate_hota(frames)
+    assert h["deta"] == pytest.approx(1 / 3) and h["assa"] == pytest.approx(0.5)
+    assert h["hota"] == pytest.approx(math.sqrt(1 / 6))
+    assert h["detre"] == pytest.approx(0.5) and h["detpr"] == pytest.approx(0.5)
+
+
+def test_hota_integrates_over_the_iou_threshold():
+    # IoU exactly 0.5 every frame: a match for alpha 0.05 .. 0.50 (10 of 19 thresholds), a miss
+    # and a false positive above; HOTA is 1 at the first ten and 0 at the rest.
+    frames = [_frame(i, [(1, (0.0, 0.0, 4.0, 1.0))], [(5, (0.0, 0.0, 2.0, 1.0))]) for i in range(3)]
+    assert evaluate_hota(frames)["hota"] == pytest.approx(10 / 19)
+
+
+def test_hota_without_people_or_tracks_is_undefined_and_without_trackeval_none(monkeypatch):
+    assert evaluate_hota([]) == dict.fromkeys(HOTA_KEYS)
+    assert evaluate_hota([_frame(0, [], [])]) == dict.fromkeys(HOTA_KEYS)
+    monkeypatch.setitem(__import__("sys").modules, "trackeval.metrics", None)
+    assert hota_metric() is None
+    assert evaluate_hota([_frame(0, [(1, A)], [(5, A)])]) is None

@@ -213,8 +213,9 @@ def test_bag_run_ends_with_the_live_evaluation_report(tmp_path, tiny_detector, c
     assert metrics["frames_without_truth"] == 0
     header = next(i for i, x in enumerate(printed) if "| pairs | AP@0.5 | MOTA |" in x)
     cells = [c.strip() for c in printed[header + 2].strip().strip("|").split("|")]
-    pairs, ap, mota, idf1, switches, latency = cells
+    pairs, ap, mota, idf1, hota, switches, latency = cells
     assert int(pairs) == metrics["pairs"]
+    assert _cell(hota) == pytest.approx(metrics["hota"]["hota"], abs=1e-4)
     assert _cell(ap) == pytest.approx(metrics["ap"]["0.50"], abs=1e-4)
     assert _cell(mota) == pytest.approx(metrics["mot"]["mota"], abs=1e-4)
     assert _cell(idf1) == pytest.approx(metrics["mot"]["idf1"], abs=1e-4)

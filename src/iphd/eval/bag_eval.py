@@ -30,9 +30,11 @@ from iphd.errors import DatasetError
 from iphd.eval.iphd_ap import DEFAULT_THRESHOLDS, evaluate, plot_pr
 from iphd.eval.mot import (
     DEFAULT_LABELS,
+    HOTA_KEYS,
     HOTA_UNAVAILABLE,
     MOT_KEYS,
     MotFrame,
+    evaluate_hota,
     evaluate_mot,
     mot_frame,
     track_tuples,
@@ -67,6 +69,8 @@ class BagEvalResult:
         ap: :func:`iphd.eval.iphd_ap.evaluate` of the detections against the labelled truth
             boxes (empty when the bag has no detections).
         mot: :func:`iphd.eval.mot.evaluate_mot` summary.
+        hota: :func:`iphd.eval.mot.evaluate_hota` summary, or None when trackeval is not
+            installed.
         frames: the frames scored for MOT, in time order.
         latency_ms: stage -> (N,) wall times (offline), log-minus-stamp (recorded) or
             receipt-minus-stamp (live) delays, ms.
@@ -85,6 +89,7 @@ class BagEvalResult:
     frames_without_truth: int
     skipped: dict[str, int]
     counters: dict[str, int] = field(default_factory=dict)
+    hota: dict[str, float | None] | None = None
 
 
 def _stop_ns(reader: BagReader, limit_s: float | None) -> int | None:
@@ -126,8 +131,9 @@ def _score(
     outputs: Sequence[tuple[int, np.ndarray | None, list[tuple[int, str, Any]], int]],
     truth: Mapping[int, list[PersonTruth]],
     labels: LabelConfig,
-) -> tuple[dict[str, Any], dict[str, float | None], list[MotFrame], int]:
-    """AP and MOT of (stamp, detection rows or None, track tuples, image height) outputs."""
+) -> tuple[dict[str, Any], dict[str, float | None], dict[str, float | None] | None,
+           list[MotFrame], int]:
+    """AP, MOT and HOTA of (stamp, detection rows or None, track tuples, image height) outputs."""
     predictions: dict[str, np.ndarray] = {}
     ground_truth: dict[str, np.ndarray] = {}
     frames: list[MotFrame] = []
@@ -142,7 +148,7 @@ def _score(
             predictions[str(stamp_ns)] = rows
             ground_truth[str(stamp_ns)] = _label_boxes(people, height, labels)
     ap = evaluate(predictions, ground_truth, DEFAULT_THRESHOLDS) if predictions else {}
-    return ap, evaluate_mot(frames), frames, without_truth
+    return ap, evaluate_mot(frames), evaluate_hota(frames), frames, without_truth
 
 
 def evaluate_offline(
@@ -178,12 +184,13 @@ def evaluate_offline(
                 for stage, ms in pair.latency_ms.items():
                     latency[stage].append(ms)
                 bar.update(1)
-    ap, mot, frames, without_truth = _score(outputs, truth, labels)
+    ap, mot, hota, frames, without_truth = _score(outputs, truth, labels)
     stats = pipeline.stats
     result = BagEvalResult(
         mode="offline",
         ap=ap,
         mot=mot,
+        hota=hota,
         frames=frames,
         latency_ms={s: np.asarray(v, dtype=np.float64) for s, v in latency.items() if v},
         pairs=stats.pairs,
@@ -330,11 +337,12 @@ def score_recorded(
         (stamp, detections.get(stamp) if detections is not None else None, tuples, height)
         for stamp, tuples in recorded.tracks
     ]
-    ap, mot, frames, without_truth = _score(outputs, truth, labels)
+    ap, mot, hota, frames, without_truth = _score(outputs, truth, labels)
     return BagEvalResult(
         mode=mode,
         ap=ap,
         mot=mot,
+        hota=hota,
         frames=frames,
         latency_ms={
             s: np.asarray(v, dtype=np.float64) for s, v in recorded.latency_ms.items() if v
@@ -420,8 +428,8 @@ def metrics_dict(result: BagEvalResult, meta: Mapping[str, Any]) -> dict[str, An
         "n_gt_boxes": result.ap.get("n_gt"),
         "n_detections": result.ap.get("n_pred"),
         "mot": dict(result.mot),
-        "hota": None,
-        "hota_note": HOTA_UNAVAILABLE,
+        "hota": None if result.hota is None else dict(result.hota),
+        "hota_note": HOTA_UNAVAILABLE if result.hota is None else HOTA_NOTE,
         "latency_ms": latency_summary(result.latency_ms),
         "pairs": result.pairs,
         "frames_scored": len(result.frames),
@@ -466,6 +474,18 @@ _MOT_LABELS = {
 }
 
 
+_HOTA_LABELS = {
+    "hota": "HOTA", "deta": "DetA (detection)", "assa": "AssA (association)",
+    "loca": "LocA (localisation)", "detre": "DetRe", "detpr": "DetPr", "assre": "AssRe",
+    "asspr": "AssPr",
+}
+#: What the report says about its HOTA figures.
+HOTA_NOTE = (
+    "trackeval's HOTA on box IoU, each value the mean over the IoU thresholds 0.05 .. 0.95; "
+    "HOTA = sqrt(DetA x AssA)"
+)
+
+
 def _markdown(metrics: Mapping[str, Any]) -> str:
     meta = dict(metrics["meta"])
     mode = metrics["mode"]
@@ -486,12 +506,19 @@ def _markdown(metrics: Mapping[str, Any]) -> str:
         ]
     else:
         lines += ["| AP | n/a (no detections in the bag) |"]
-    lines += ["", "![precision-recall curves](pr.png)", "", "## Tracking (CLEAR-MOT, IDF1)", ""]
+    lines += ["", "![precision-recall curves](pr.png)", ""]
+    lines += ["## Tracking (CLEAR-MOT, IDF1, HOTA)", ""]
     lines += ["| metric | value |", "|---|---|"]
     for key in MOT_KEYS:
         label, digits = _MOT_LABELS[key]
         lines.append(f"| {label} | {_fmt(metrics['mot'][key], digits)} |")
-    lines += [f"| HOTA | n/a ({metrics['hota_note']}) |", "", "![timeline](timeline.png)", ""]
+    hota = metrics.get("hota")
+    if hota is None:
+        lines += [f"| HOTA | n/a ({metrics['hota_note']}) |", ""]
+    else:
+        lines += [f"| {_HOTA_LABELS[k]} | {_fmt(hota[k])} |" for k in HOTA_KEYS]
+        lines += ["", f"HOTA: {metrics['hota_note']}.", ""]
+    lines += ["![timeline](timeline.png)", ""]
     lines += ["## Latency (ms)", ""]
     if mode == "recorded":
         lines += ["Bag log time (receipt by the recorder) minus the header stamp (capture).", ""]
@@ -684,17 +711,19 @@ def write_bag_report(
 def short_table(metrics: Mapping[str, Any], stage: str = LIVE_STAGES[1]) -> list[str]:
     """The evaluation's headline numbers as a Markdown table, from :func:`metrics_dict` output.
 
-    Columns: pairs (tracks messages scored), AP@0.50, MOTA, IDF1, ID switches and ``stage``'s
-    latency p50 / p95 in ms; ``n/a`` where a value is undefined.
+    Columns: pairs (tracks messages scored), AP@0.50, MOTA, IDF1, HOTA, ID switches and
+    ``stage``'s latency p50 / p95 in ms; ``n/a`` where a value is undefined (HOTA without
+    trackeval).
     """
     latency = metrics["latency_ms"].get(stage)
     delay = "n/a" if latency is None else f"{latency['p50']:.1f} / {latency['p95']:.1f}"
     mot = metrics["mot"]
+    hota = (metrics.get("hota") or {}).get("hota")
     switches = mot.get("num_switches")
     return [
-        "| pairs | AP@0.5 | MOTA | IDF1 | ID switches | latency to tracks p50 / p95 (ms) |",
-        "|---|---|---|---|---|---|",
+        "| pairs | AP@0.5 | MOTA | IDF1 | HOTA | ID switches | latency to tracks p50 / p95 (ms) |",
+        "|---|---|---|---|---|---|---|",
         f"| {metrics['pairs']} | {_fmt(metrics['ap'].get('0.50'))} | {_fmt(mot.get('mota'))} "
-        f"| {_fmt(mot.get('idf1'))} | {'n/a' if switches is None else int(switches)} "
-        f"| {delay} |",
+        f"| {_fmt(mot.get('idf1'))} | {_fmt(hota)} | "
+        f"{'n/a' if switches is None else int(switches)} | {delay} |",
     ]

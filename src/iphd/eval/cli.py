@@ -239,11 +239,12 @@ def _run_bag(args: argparse.Namespace) -> str:
     mot = result.mot
 
     def fmt(key: str) -> str:
-        value = mot[key]
+        value = mot[key] if key in mot else (result.hota or {}).get(key)
         return "n/a" if value is None else f"{value:.4f}"
 
     return (
-        f"{result.mode}: {aps}; MOTA {fmt('mota')}, IDF1 {fmt('idf1')}, ID switches "
+        f"{result.mode}: {aps}; MOTA {fmt('mota')}, IDF1 {fmt('idf1')}, HOTA {fmt('hota')}, "
+        "ID switches "
         f"{int(mot['num_switches'] or 0)} on {len(result.frames)} frames ({result.pairs} pairs, "
         f"{sum(result.skipped.values())} messages skipped)\n"
         f"wrote {files.report_md}, {files.metrics_json.name}, {files.pr_png.name}, "

@@ -1,10 +1,13 @@
-"""CLEAR-MOT and identity (IDF1) metrics of person tracks against ground truth, via motmetrics."""
+"""Tracking metrics against ground truth: CLEAR-MOT and IDF1 (motmetrics), HOTA (trackeval)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -24,10 +27,12 @@ MOT_KEYS = (
 )
 #: The IPHD label rule (visibility and box size) applied to the ground truth.
 DEFAULT_LABELS = LabelConfig()
+#: Summary keys of :func:`evaluate_hota`, in report order.
+HOTA_KEYS = ("hota", "deta", "assa", "loca", "detre", "detpr", "assre", "asspr")
 HOTA_UNAVAILABLE = (
-    "trackeval not installed: PyPI's trackeval 1.3.0 runs on numpy 2.3 but requires "
-    "opencv-python (which clashes with the pinned opencv-python-headless), matplotlib and "
-    "pycocotools, so it is not a dependency"
+    "trackeval is not installed, so HOTA is not reported; install it without its declared "
+    "dependencies (its HOTA needs only numpy and scipy): pip install --no-deps -r "
+    "requirements-nodeps.txt"
 )
 
 
@@ -120,3 +125,59 @@ def evaluate_mot(frames: Sequence[MotFrame], min_iou: float = MIN_IOU) -> dict[s
     row["motp"] = 1.0 - row["motp"]
     row["num_frames"] = float(len(frames))
     return {k: _nan_to_none(row[k]) for k in MOT_KEYS}
+
+
+def hota_metric() -> Any | None:
+    """The HOTA metric object of trackeval, or None when trackeval is not installed.
+
+    trackeval is installed without its declared dependencies (``requirements-nodeps.txt``): on
+    import it prints a line about the optional ones it lacks, which is swallowed here.
+    """
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            from trackeval.metrics import HOTA
+    except ImportError:
+        return None
+    return HOTA()
+
+
+def evaluate_hota(frames: Sequence[MotFrame]) -> dict[str, float | None] | None:
+    """HOTA and its parts over ``frames`` (in time order) with trackeval (Luiten et al., IJCV 2021).
+
+    Ground truth and hypotheses are compared on box IoU, the similarity of trackeval's MOT
+    benchmarks; every value is the mean over the localisation thresholds 0.05, 0.10 .. 0.95, as
+    trackeval reports it. HOTA = sqrt(DetA * AssA): detection (DetA, with DetRe / DetPr) and
+    association (AssA, with AssRe / AssPr) weigh equally, where MOTA is mostly detection and IDF1
+    mostly association. LocA is the mean IoU of the matches.
+
+    Returns:
+        ``HOTA_KEYS`` -> value in [0, 1], or None for all of them when there is no ground truth
+        and no track; None instead of the dict when trackeval is not installed.
+    """
+    metric = hota_metric()
+    if metric is None:
+        return None
+    if not frames or not any(len(f.gt_ids) or len(f.hyp_ids) for f in frames):
+        return dict.fromkeys(HOTA_KEYS)
+    gt_index: dict[int, int] = {}
+    hyp_index: dict[int, int] = {}
+
+    def dense(ids: np.ndarray, index: dict[int, int]) -> np.ndarray:
+        return np.asarray([index.setdefault(int(i), len(index)) for i in ids], dtype=np.int64)
+
+    gt_ids = [dense(f.gt_ids, gt_index) for f in frames]
+    hyp_ids = [dense(f.hyp_ids, hyp_index) for f in frames]
+    data = {
+        "num_timesteps": len(frames),
+        "num_gt_ids": len(gt_index),
+        "num_tracker_ids": len(hyp_index),
+        "num_gt_dets": sum(len(i) for i in gt_ids),
+        "num_tracker_dets": sum(len(i) for i in hyp_ids),
+        "gt_ids": gt_ids,
+        "tracker_ids": hyp_ids,
+        "similarity_scores": [iou_matrix(f.gt_boxes, f.hyp_boxes) for f in frames],
+    }
+    result = metric.eval_sequence(data)
+    names = {"hota": "HOTA", "deta": "DetA", "assa": "AssA", "loca": "LocA", "detre": "DetRe",
+             "detpr": "DetPr", "assre": "AssRe", "asspr": "AssPr"}
+    return {k: _nan_to_none(float(np.mean(result[names[k]]))) for k in HOTA_KEYS}
