@@ -9,6 +9,9 @@ Examples::
     python training/train_detector.py --config training/configs/detector/cpu_sim.yaml
     # resume an interrupted run:
     python training/train_detector.py --resume out/train/detector/cpu_sim/last.pt
+    # fine-tune the shipped model on your own IPHD-format recordings:
+    python training/train_detector.py --config training/configs/detector/cpu_sim_finetune.yaml \
+        --set data.root=/data/my_rig --set runtime.init_checkpoint=src/iphd/models/detector.pt
 """
 
 from __future__ import annotations
@@ -50,7 +53,12 @@ from iphd.detection.data import (
     MultiScaleBatchSampler,
     collate,
 )
-from iphd.detection.detector import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
+from iphd.detection.detector import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    load_checkpoint,
+    save_checkpoint,
+)
 from iphd.detection.loss import DetectionLoss, LossConfig
 from iphd.detection.model import DetectorConfig, FusionDetector
 from iphd.errors import ConfigError
@@ -93,6 +101,10 @@ RUNTIME_DEFAULTS: dict[str, Any] = {
     "val_every": 1,  # epochs between validations
     "tensorboard": False,  # also log to TensorBoard (needs the tensorboard package)
     "backbone_weights": None,  # torchvision-format ResNet state dict (ImageNet initialisation)
+    # A detector checkpoint (train_detector.py's model.pt / best.pt, or the shipped
+    # src/iphd/models/detector.pt) whose weights start the run: fine-tuning on new data. Its
+    # model and normalize sections must equal this config's.
+    "init_checkpoint": None,
 }
 LOG_COLUMNS = (
     "epoch", "iteration", "lr", "loss", "cls", "box", "positives", "negatives_kept",
@@ -174,6 +186,39 @@ def _open_split(data: dict[str, Any], split: str, labels: str) -> IphdDataset:
     return IphdDataset(Path(data["root"]), split, labels=labels, **sizes)
 
 
+#: DetectorConfig fields that shape the weights (the rest is post-processing).
+WEIGHT_FIELDS = ("backbone_depth", "backbone_width", "use_rem", "fusion", "head_channels")
+
+
+def init_from_checkpoint(model: FusionDetector, run: RunConfig, path: Path) -> None:
+    """Start ``model`` from a trained detector's weights (fine-tuning).
+
+    Raises:
+        CheckpointError: ``path`` is missing or not a detector checkpoint.
+        ConfigError: the checkpoint's architecture (``WEIGHT_FIELDS``) or input normalisation
+            differs from the run's; the message names each differing field.
+    """
+    trained, normalize, _ = load_checkpoint(path)
+    differ = [
+        f"model.{f.name}: checkpoint {getattr(trained.config, f.name)!r}, config "
+        f"{getattr(run.model, f.name)!r}"
+        for f in dataclasses.fields(DetectorConfig)
+        if f.name in WEIGHT_FIELDS and getattr(trained.config, f.name) != getattr(run.model, f.name)
+    ] + [
+        f"normalize.{f.name}: checkpoint {getattr(normalize, f.name)!r}, config "
+        f"{getattr(run.normalize, f.name)!r}"
+        for f in dataclasses.fields(NormalizeConfig)
+        if getattr(normalize, f.name) != getattr(run.normalize, f.name)
+    ]
+    if differ:
+        raise ConfigError(
+            f"runtime.init_checkpoint {path} was trained with another model or normalisation "
+            f"than this config ({'; '.join(differ)}); use the config it was trained with "
+            "(stored in the checkpoint) or drop init_checkpoint to train from scratch"
+        )
+    model.load_state_dict(trained.state_dict())
+
+
 def _backbones(model: torch.nn.Module) -> list[ResNetBackbone]:
     return [m for m in model.modules() if isinstance(m, ResNetBackbone)]
 
@@ -248,9 +293,11 @@ def train(run: RunConfig, info: DistInfo, resume: dict[str, Any] | None, quiet: 
     )
 
     model = FusionDetector(run.model)
-    if runtime["backbone_weights"] and resume is None:
+    if runtime["backbone_weights"] and resume is None and not runtime["init_checkpoint"]:
         for backbone in _backbones(model):
             load_torchvision_state_dict(backbone, runtime["backbone_weights"])
+    if runtime["init_checkpoint"] and resume is None:
+        init_from_checkpoint(model, run, Path(runtime["init_checkpoint"]))
     model.to(info.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(

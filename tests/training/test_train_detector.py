@@ -78,6 +78,51 @@ def test_resume_from_a_shipped_model_is_refused(dataset, tmp_path, capsys):
     assert "no training state" in capsys.readouterr().err
 
 
+def _first_conv(path):
+    model, _, _ = load_checkpoint(path)
+    return next(p for n, p in model.named_parameters() if p.ndim == 4).detach().clone()
+
+
+def test_init_checkpoint_starts_from_trained_weights(dataset, tmp_path, capsys):
+    trained = tmp_path / "trained"
+    assert _run(dataset, trained, "--set", "optim.epochs=1") == 0
+    start = _first_conv(trained / "model.pt")
+    # A near-zero learning rate keeps the weights where they started: the trained ones with
+    # init_checkpoint, fresh random ones without.
+    tiny = ("--set", "optim.epochs=1", "--set", "optim.lr=1e-12", "--set", "runtime.seed=5")
+    tuned = tmp_path / "tuned"
+    assert _run(dataset, tuned, *tiny, "--set",
+                f"runtime.init_checkpoint={trained / 'model.pt'}") == 0
+    assert torch.allclose(_first_conv(tuned / "model.pt"), start, atol=1e-6)
+    scratch = tmp_path / "scratch"
+    assert _run(dataset, scratch, *tiny) == 0
+    assert not torch.allclose(_first_conv(scratch / "model.pt"), start, atol=1e-3)
+    # Another architecture cannot take the weights: the error names the field.
+    assert _run(dataset, tmp_path / "wide", "--set", "model.backbone_width=16", "--set",
+                f"runtime.init_checkpoint={trained / 'model.pt'}") == 2
+    assert "model.backbone_width: checkpoint 8, config 16" in capsys.readouterr().err
+    assert _run(dataset, tmp_path / "gone", "--set",
+                f"runtime.init_checkpoint={tmp_path / 'missing.pt'}") == 2
+    assert "missing.pt" in capsys.readouterr().err
+
+
+def test_the_finetune_config_fits_the_shipped_model():
+    # The documented fine-tuning command must be able to start from the shipped weights.
+    from common import load_config
+    from iphd.detection.detector import SHIPPED_CHECKPOINT
+
+    config = TRAINING / "configs" / "detector" / "cpu_sim_finetune.yaml"
+    run = train_detector.build_run_config(load_config(config), config.stem)
+    init = REPO / run.runtime["init_checkpoint"]  # relative to the repository, as data.root
+    assert init.resolve() == Path(SHIPPED_CHECKPOINT).resolve()
+    model = train_detector.FusionDetector(run.model)
+    train_detector.init_from_checkpoint(model, run, init)
+    shipped, _, _ = load_checkpoint(SHIPPED_CHECKPOINT)
+    for (name, a), b in zip(model.state_dict().items(), shipped.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+
+
 def test_non_finite_loss_stops_with_advice(dataset, tmp_path, capsys):
     assert _run(dataset, tmp_path / "run", "--set", "optim.lr=1e30",
                 "--set", "optim.warmup_iters=0") == 2
