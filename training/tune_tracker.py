@@ -56,13 +56,20 @@ class RecordedBag:
 
 
 def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
-               threads: int = 2) -> RecordedBag:
-    """Run the offline pipeline over ``bag`` and keep the tracker's inputs."""
+               threads: int = 2, detector_checkpoint: str = "",
+               score_threshold: float = 0.5) -> RecordedBag:
+    """Run the offline pipeline over ``bag`` and keep the tracker's inputs.
+
+    ``detector_checkpoint`` (empty = the shipped model) and ``score_threshold`` (the detector
+    node's) set what the tracker is given, as in ``iphd-eval bag``.
+    """
     from iphd.data.rosbag import BagReader
     from iphd.eval.bag_eval import read_truth
     from iphd.eval.pipeline import OfflineConfig, pipeline_for_bag
 
-    config = OfflineConfig(backend=backend, reid_checkpoint=reid_checkpoint, threads=threads)
+    config = OfflineConfig(backend=backend, reid_checkpoint=reid_checkpoint, threads=threads,
+                           detector_checkpoint=detector_checkpoint,
+                           score_threshold=score_threshold)
     frames: list[tuple[int, list[TrackInput], int]] = []
     with BagReader(bag) as reader:
         truth = read_truth(reader)
@@ -81,12 +88,15 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
     return RecordedBag(str(bag), frames, truth)
 
 
-def model_files(reid_checkpoint: str = "") -> list[Path]:
-    """The model files ``record_bag`` runs: the shipped detector and the depth embedder."""
+def model_files(reid_checkpoint: str = "", detector_checkpoint: str = "") -> list[Path]:
+    """The model files ``record_bag`` runs: the detector and the depth embedder.
+
+    Empty paths stand for the shipped models; ``"none"`` for the embedder means none runs.
+    """
     from iphd.detection.detector import SHIPPED_CHECKPOINT
     from iphd.tracking.appearance import SHIPPED_DEPTH_EMBEDDER
 
-    files = [Path(SHIPPED_CHECKPOINT)]
+    files = [Path(detector_checkpoint) if detector_checkpoint else Path(SHIPPED_CHECKPOINT)]
     if reid_checkpoint != "none":
         files.append(Path(reid_checkpoint) if reid_checkpoint else SHIPPED_DEPTH_EMBEDDER)
     return files
@@ -117,7 +127,11 @@ def cached_record(bag: Path, cache: Path | None, **kwargs: Any) -> RecordedBag:
         stamp = meta.read_bytes()
     except OSError as exc:
         raise DatasetError(f"{bag} is not a bag folder ({exc}); pass a rosbag2 folder") from exc
-    models = [_file_digest(p) for p in model_files(str(kwargs.get("reid_checkpoint", "")))]
+    models = [
+        _file_digest(p)
+        for p in model_files(str(kwargs.get("reid_checkpoint", "")),
+                             str(kwargs.get("detector_checkpoint", "")))
+    ]
     key = hashlib.sha256(
         repr((RECORD_VERSION, str(bag.resolve()), stamp, sorted(kwargs.items()), models)).encode()
     ).hexdigest()[:16]
@@ -255,6 +269,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="detector backend (auto, torch, onnxruntime, onnxruntime-int8)")
     parser.add_argument("--reid-checkpoint", default="",
                         help="depth embedder; empty = shipped, none = position only")
+    parser.add_argument("--detector-checkpoint", default="",
+                        help="detector checkpoint (.pt); empty = the shipped model")
+    parser.add_argument("--score-threshold", type=float, default=0.5,
+                        help="lowest detection score handed to the tracker (the detector "
+                        "node's score_threshold)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     return parser
@@ -272,7 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"recording the tracker's inputs over {bag}", file=sys.stderr, flush=True)
             bags.append(cached_record(bag, args.cache, backend=args.backend,
                                       reid_checkpoint=args.reid_checkpoint,
-                                      threads=args.threads))
+                                      threads=args.threads,
+                                      detector_checkpoint=args.detector_checkpoint,
+                                      score_threshold=args.score_threshold))
         text = table(bags, combos)
     except IphdError as exc:
         print(f"tune_tracker: {exc}", file=sys.stderr)

@@ -88,7 +88,8 @@ def test_the_cache_is_keyed_on_the_models_contents_not_only_their_names(tmp_path
     detector, embedder = tmp_path / "detector.pt", tmp_path / "reid_depth.pt"
     detector.write_bytes(b"detector v1")
     embedder.write_bytes(b"embedder v1")
-    monkeypatch.setattr(tune_tracker, "model_files", lambda reid="": [detector, embedder])
+    monkeypatch.setattr(tune_tracker, "model_files",
+                        lambda reid="", det="": [Path(det) if det else detector, embedder])
     calls = []
 
     def fake_record(path, **kwargs):
@@ -104,6 +105,12 @@ def test_the_cache_is_keyed_on_the_models_contents_not_only_their_names(tmp_path
     recorded = tune_tracker.cached_record(bag, cache, reid_checkpoint="")
     assert len(calls) == 2 and len(recorded.frames) == 3
     assert len(list(cache.glob("bag-*.pkl"))) == 2
+    # Another detector or node threshold gives the tracker other inputs: a new entry each.
+    mine = tmp_path / "mine.pt"
+    mine.write_bytes(b"fine-tuned detector")
+    tune_tracker.cached_record(bag, cache, reid_checkpoint="", detector_checkpoint=str(mine))
+    tune_tracker.cached_record(bag, cache, reid_checkpoint="", score_threshold=0.3)
+    assert len(calls) == 4 and calls[2]["detector_checkpoint"] == str(mine)
 
 
 def test_model_files_are_the_shipped_detector_and_the_chosen_depth_embedder(tmp_path):
@@ -114,3 +121,5 @@ def test_model_files_are_the_shipped_detector_and_the_chosen_depth_embedder(tmp_
     assert tune_tracker.model_files("none") == [SHIPPED_CHECKPOINT]
     mine = tmp_path / "mine.pt"
     assert tune_tracker.model_files(str(mine)) == [SHIPPED_CHECKPOINT, mine]
+    det = tmp_path / "det.pt"
+    assert tune_tracker.model_files("", str(det)) == [det, SHIPPED_DEPTH_EMBEDDER]
