@@ -322,3 +322,16 @@ def test_find_topic_takes_exact_or_namespaced_names():
     assert find_topic(["/robot/tracks", "tracks_old"], "tracks") == "/robot/tracks"
     assert find_topic(["/robot/mytracks", "depth/image_raw"], "tracks") is None
     assert find_topic(["/r/depth/image_raw"], "depth/image_raw") == "/r/depth/image_raw"
+
+
+def test_report_without_trackeval_says_hota_is_missing_and_how_to_add_it():
+    from iphd.eval.bag_eval import BagEvalResult, _markdown, metrics_dict
+    from iphd.eval.mot import evaluate_mot
+
+    result = BagEvalResult(mode="offline", ap={}, mot=evaluate_mot([]), frames=[],
+                           latency_ms={}, pairs=0, frames_without_truth=0, skipped={})
+    metrics = metrics_dict(result, {"bag": "b"})
+    assert metrics["hota"] is None
+    report = _markdown(metrics)
+    assert "| HOTA | n/a (trackeval is not installed" in report
+    assert "pip install --no-deps -r requirements-nodeps.txt" in report
