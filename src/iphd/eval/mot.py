@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -133,8 +134,11 @@ def hota_metric() -> Any | None:
     trackeval is installed without its declared dependencies (``requirements-nodeps.txt``): on
     import it prints a line about the optional ones it lacks, which is swallowed here.
     """
+    # Only the first import prints; later ones leave stdout alone (other threads may print).
+    quiet = (contextlib.redirect_stdout(io.StringIO()) if "trackeval" not in sys.modules
+             else contextlib.nullcontext())
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with quiet:
             from trackeval.metrics import HOTA
     except ImportError:
         return None
