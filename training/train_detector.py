@@ -10,8 +10,9 @@ Examples::
     # resume an interrupted run:
     python training/train_detector.py --resume out/train/detector/cpu_sim/last.pt
     # fine-tune the shipped model on your own IPHD-format recordings:
+    # (the config starts from src/iphd/models/detector.pt through runtime.init_checkpoint):
     python training/train_detector.py --config training/configs/detector/cpu_sim_finetune.yaml \
-        --set data.root=/data/my_rig --set runtime.init_checkpoint=src/iphd/models/detector.pt
+        --set data.root=/data/my_rig
 """
 
 from __future__ import annotations
