@@ -11,6 +11,9 @@ Examples::
     python training/train_reid.py --config training/configs/reid/cpu_sim_depth.yaml \
         --set step.kind=one_stream --out out/train/reid/one_stream
     python training/train_reid.py --resume out/train/reid/cpu_sim_depth/last.pt
+    # fine-tuning the shipped depth embedder on new people (runtime.init_checkpoint):
+    python training/train_reid.py --config training/configs/reid/cpu_sim_depth_finetune.yaml \
+        --data out/sim/reid_new
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from common import (
 from iphd.checkpoints import read_payload, require_training_state
 from iphd.data.reid import ReidRecord
 from iphd.detection.backbone import load_torchvision_state_dict
-from iphd.errors import ConfigError, DatasetError
+from iphd.errors import CheckpointError, ConfigError, DatasetError
 from iphd.eval.reid_metrics import ReidEvalResult, cross_modal_eval, evaluate_both_directions
 from iphd.reid.data import (
     BiwiRgbdIdSource,
@@ -133,6 +136,9 @@ RUNTIME_DEFAULTS: dict[str, Any] = {
     "log_every": 20,  # iterations between CSV rows
     "val_every": 1,  # epochs between validations
     "backbone_weights": None,  # torchvision-format ResNet state dict (ImageNet initialisation)
+    # step I: start from a trained embedder of the same architecture (fine-tuning on new
+    # people); the classifier is new, sized for this data's identities
+    "init_checkpoint": None,
 }
 LOG_COLUMNS = ("epoch", "iteration", "lr", "loss", "val_map", "val_rank1", "val_map_d2r",
                "val_map_r2d", "seconds")
@@ -210,6 +216,11 @@ def build_run_config(raw: dict[str, Any], name: str) -> RunConfig:
         raise ConfigError(f"optim.patience must be >= 1 or null, got {optim['patience']}")
     if not 0.0 <= float(augment["shift"]) < 0.5:
         raise ConfigError(f"augment.shift must be in [0, 0.5), got {augment['shift']}")
+    if runtime["init_checkpoint"] and step["kind"] != "single":
+        raise ConfigError(
+            f"runtime.init_checkpoint starts step I (step.kind single) from a trained embedder; "
+            f"step.kind {step['kind']} cannot take it (step II starts from step.teacher)"
+        )
     if step["kind"] == "distill":
         model, normalize = _teacher_configs(raw, step)
     else:
@@ -649,6 +660,44 @@ def _optimizer(run: RunConfig, params: list[torch.nn.Parameter]) -> torch.optim.
     return torch.optim.Adam(params, lr=lr, weight_decay=wd)
 
 
+def init_from_checkpoint(model: Embedder, run: RunConfig, path: Path) -> None:
+    """Start a step-I ``model`` from a trained embedder's weights (fine-tuning on new people).
+
+    Everything but the classifier is copied; the classifier stays as built, one output per
+    identity of this run's data.
+
+    Raises:
+        CheckpointError: ``path`` is missing or not a re-ID embedder checkpoint.
+        ConfigError: the checkpoint's architecture, modality or crop normalisation differs from
+            the run's; the message names each differing field.
+    """
+    trained, normalize, _ = load_embedder(path)
+    differ = [
+        f"model.{f.name}: checkpoint {getattr(trained.config, f.name)!r}, config "
+        f"{getattr(model.config, f.name)!r}"
+        for f in dataclasses.fields(EmbedderConfig)
+        if f.name != "num_classes"
+        and getattr(trained.config, f.name) != getattr(model.config, f.name)
+    ] + [
+        f"normalize.{f.name}: checkpoint {getattr(normalize, f.name)!r}, config "
+        f"{getattr(run.normalize, f.name)!r}"
+        for f in dataclasses.fields(CropNormalizeConfig)
+        if getattr(normalize, f.name) != getattr(run.normalize, f.name)
+    ]
+    if differ:
+        raise ConfigError(
+            f"runtime.init_checkpoint {path} was trained with another model or crop "
+            f"normalisation than this config ({'; '.join(differ)}); use the config it was "
+            "trained with (stored in the checkpoint) or drop init_checkpoint to train from scratch"
+        )
+    weights = {k: v for k, v in trained.state_dict().items() if not k.startswith("classifier.")}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    left = [k for k in missing if not k.startswith("classifier.")] + list(unexpected)
+    if left:
+        raise CheckpointError(f"runtime.init_checkpoint {path}: weights do not fit the model "
+                              f"({', '.join(left[:5])}); re-save it with train_reid.py")
+
+
 def train(run: RunConfig, info: DistInfo, resume: dict[str, Any] | None, quiet: bool) -> Path:
     """Run the training loop; returns the output folder."""
     optim, runtime = run.optim, run.runtime
@@ -662,7 +711,9 @@ def train(run: RunConfig, info: DistInfo, resume: dict[str, Any] | None, quiet: 
     splits = load_splits(run)
     setup = _build(run, splits, info)
     model = setup.model
-    if runtime["backbone_weights"] and resume is None and setup.teacher is None:
+    if runtime["init_checkpoint"] and resume is None:
+        init_from_checkpoint(model, run, Path(runtime["init_checkpoint"]))
+    elif runtime["backbone_weights"] and resume is None and setup.teacher is None:
         load_torchvision_state_dict(model.backbone, runtime["backbone_weights"])
     model.to(info.device)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -152,6 +152,57 @@ def test_early_stopping_after_patience_validations_without_progress(dataset, tmp
     assert "early stop" in capsys.readouterr().out
 
 
+def test_init_checkpoint_starts_step1_from_trained_weights(dataset, depth_run, tmp_path, capsys):
+    start = load_embedder(depth_run / "model.pt")[0].state_dict()["backbone.conv1.weight"]
+    # A near-zero learning rate keeps the weights where they started: the trained ones with
+    # init_checkpoint (softmax: a new classifier for this data's identities), fresh ones without.
+    tiny = ("--set", "optim.epochs=1", "--set", "optim.lr=1e-12", "--set", "runtime.seed=5",
+            "--set", "step.loss=softmax")
+    tuned = tmp_path / "tuned"
+    assert _run(dataset, tuned, *tiny, "--set",
+                f"runtime.init_checkpoint={depth_run / 'model.pt'}") == 0
+    model = load_embedder(tuned / "model.pt")[0]
+    assert torch.allclose(model.state_dict()["backbone.conv1.weight"], start, atol=1e-6)
+    assert model.config.num_classes == 4
+    scratch = tmp_path / "scratch"
+    assert _run(dataset, scratch, *tiny) == 0
+    fresh = load_embedder(scratch / "model.pt")[0].state_dict()["backbone.conv1.weight"]
+    assert not torch.allclose(fresh, start, atol=1e-3)
+    # Another architecture or crop cut cannot take the weights: the error names the field.
+    assert _run(dataset, tmp_path / "wide", "--set", "model.backbone_width=16", "--set",
+                f"runtime.init_checkpoint={depth_run / 'model.pt'}") == 2
+    assert "model.backbone_width: checkpoint 8, config 16" in capsys.readouterr().err
+    assert _run(dataset, tmp_path / "cut", "--set", "normalize.depth_std=0.3", "--set",
+                f"runtime.init_checkpoint={depth_run / 'model.pt'}") == 2
+    assert "normalize.depth_std: checkpoint" in capsys.readouterr().err
+    assert _run(dataset, tmp_path / "gone", "--set",
+                f"runtime.init_checkpoint={tmp_path / 'missing.pt'}") == 2
+    assert "missing.pt" in capsys.readouterr().err
+    # Step II starts from its teacher, so it refuses an init checkpoint.
+    assert _distill(dataset, tmp_path / "distill", depth_run / "model.pt", "--set",
+                    f"runtime.init_checkpoint={depth_run / 'model.pt'}") == 2
+    assert "step.kind distill cannot take it" in capsys.readouterr().err
+
+
+def test_the_finetune_config_fits_the_shipped_depth_embedder():
+    # The documented fine-tuning command must be able to start from the shipped weights.
+    from common import load_config
+    from iphd.tracking.appearance import SHIPPED_DEPTH_EMBEDDER
+
+    config = TRAINING / "configs" / "reid" / "cpu_sim_depth_finetune.yaml"
+    raw = load_config(config)
+    raw["data"]["root"] = "unused"
+    run = train_reid.build_run_config(raw, config.stem)
+    init = REPO / run.runtime["init_checkpoint"]  # relative to the repository, as data.root
+    assert init.resolve() == Path(SHIPPED_DEPTH_EMBEDDER).resolve()
+    model = train_reid.Embedder(train_reid.dataclasses.replace(run.model, num_classes=40))
+    train_reid.init_from_checkpoint(model, run, init)
+    shipped = load_embedder(SHIPPED_DEPTH_EMBEDDER)[0].state_dict()
+    for name, value in model.state_dict().items():
+        if not name.startswith("classifier."):
+            assert torch.equal(value, shipped[name]), name
+
+
 def test_resume_from_a_final_model_is_refused(dataset, depth_run, capsys):
     assert train_reid.main(["--resume", str(depth_run / "model.pt")]) == 2
     assert "no training state" in capsys.readouterr().err
