@@ -113,6 +113,9 @@ STEP_DEFAULTS: dict[str, Any] = {
 AUGMENT_DEFAULTS: dict[str, Any] = {
     "flip": True,  # random horizontal flip (a pair's two crops flip together)
     "shift": 0.05,  # random translation up to this fraction of the crop size, zero filled
+    # depth: probability of showing the person cut by an image side edge, as the tracker's crop
+    # of someone entering the view is (20-70 % of the body hidden, window on the visible part)
+    "edge_cut": 0.0,
 }
 OPTIM_DEFAULTS: dict[str, Any] = {
     "optimizer": None,  # sgd (Nesterov) or adam; null = paper B's: sgd for softmax, else adam
@@ -216,6 +219,9 @@ def build_run_config(raw: dict[str, Any], name: str) -> RunConfig:
         raise ConfigError(f"optim.patience must be >= 1 or null, got {optim['patience']}")
     if not 0.0 <= float(augment["shift"]) < 0.5:
         raise ConfigError(f"augment.shift must be in [0, 0.5), got {augment['shift']}")
+    if not 0.0 <= float(augment["edge_cut"]) <= 1.0:
+        raise ConfigError(f"augment.edge_cut must be a probability in [0, 1], got "
+                          f"{augment['edge_cut']}")
     if runtime["init_checkpoint"] and step["kind"] != "single":
         raise ConfigError(
             f"runtime.init_checkpoint starts step I (step.kind single) from a trained embedder; "
@@ -227,6 +233,11 @@ def build_run_config(raw: dict[str, Any], name: str) -> RunConfig:
         _choice("step", "modality", step["modality"], SINGLE_MODALITIES)
         model = _model_config(raw)
         normalize = build_dataclass(CropNormalizeConfig, raw.get("normalize"), "normalize")
+    if float(augment["edge_cut"]) > 0.0 and normalize.depth_crop != "metric":
+        raise ConfigError(
+            "augment.edge_cut imitates the tracker's metric crops of people at an image edge; "
+            f"with normalize.depth_crop {normalize.depth_crop} set it to 0"
+        )
     if runtime["out"] is None:
         runtime["out"] = str(Path("out/train/reid") / name)
     return RunConfig(model, normalize, augment, data, step, optim, runtime, raw)
@@ -376,8 +387,51 @@ def augment_crop(crop: np.ndarray, flip: bool, dy: int, dx: int) -> np.ndarray:
     return out
 
 
+EDGE_CUT_FRACTION = (0.2, 0.7)  # share of the body's width an edge-cut crop hides
+BODY_BAND_MM = 500  # depth band around the person's distance that counts as their body
+BODY_MIN_ROWS = 0.3  # share of a column's rows in that band for it to be the body's (not floor)
+
+
+def edge_cut_crop(crop: np.ndarray, side: int, fraction: float) -> np.ndarray:
+    """The metric depth crop the tracker cuts of this person when an image side edge hides part.
+
+    The tracker centres its window on the visible box, and what lies beyond the image is
+    invalid (0). This finds the body's columns (at least ``BODY_MIN_ROWS`` of the rows between
+    10 % and 80 % of the height within ``BODY_BAND_MM`` of the crop centre's median depth, so
+    the floor near the feet does not count),
+    hides ``fraction`` of them on ``side`` (-1 left, +1 right) and re-centres the window on
+    the rest. A crop without such a body is returned unchanged.
+
+    Args:
+        crop: (H, W) uint16 metric depth crop in mm, person centred.
+        side: -1 hides the left part, +1 the right part.
+        fraction: share of the body's width to hide, in (0, 1).
+    """
+    h, w = crop.shape
+    centre = crop[h // 5: 4 * h // 5, 3 * w // 8: 5 * w // 8]
+    valid = centre[centre > 0]
+    if not valid.size:
+        return crop
+    z = float(np.median(valid))
+    rows = crop[h // 10: 4 * h // 5].astype(np.int32)
+    body = (rows > 0) & (np.abs(rows - z) <= BODY_BAND_MM)
+    cols = np.flatnonzero(body.mean(axis=0) >= BODY_MIN_ROWS)
+    if cols.size < 2:
+        return crop
+    x1, x2 = int(cols[0]), int(cols[-1]) + 1
+    cut = int(round(x1 + (fraction if side < 0 else 1.0 - fraction) * (x2 - x1)))
+    out = crop.copy()
+    if side < 0:
+        out[:, :cut] = 0
+        visible = (cut, x2)
+    else:
+        out[:, cut:] = 0
+        visible = (x1, cut)
+    return augment_crop(out, False, 0, int(round(w / 2 - (visible[0] + visible[1]) / 2)))
+
+
 class _Augmenter:
-    """Per-item random flip and shift, repeatable from (seed, epoch, index)."""
+    """Per-item random flip and shift (and edge cut), repeatable from (seed, epoch, index)."""
 
     def __init__(self, augment: dict[str, Any] | None, seed: int) -> None:
         self.augment = augment
@@ -392,6 +446,16 @@ class _Augmenter:
         my = int(round(float(self.augment["shift"]) * shape[0]))
         mx = int(round(float(self.augment["shift"]) * shape[1]))
         return flip, int(rng.integers(-my, my + 1)), int(rng.integers(-mx, mx + 1))
+
+    def draw_edge_cut(self, index: int) -> tuple[int, float] | None:
+        """(side, fraction) of an edge cut for item ``index``, or None."""
+        p = float((self.augment or {}).get("edge_cut", 0.0))
+        if p <= 0.0:
+            return None
+        rng = np.random.default_rng((self.seed, self.epoch, index, 1))
+        if rng.random() >= p:
+            return None
+        return (-1 if rng.random() < 0.5 else 1), float(rng.uniform(*EDGE_CUT_FRACTION))
 
 
 class CropTrainSet(torch.utils.data.Dataset[tuple[torch.Tensor, int, int]]):
@@ -417,6 +481,9 @@ class CropTrainSet(torch.utils.data.Dataset[tuple[torch.Tensor, int, int]]):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         record = self.records[index]
         crop = self.source.load_crop(record)
+        cut = self.augmenter.draw_edge_cut(index) if crop.ndim == 2 else None
+        if cut is not None:
+            crop = edge_cut_crop(crop, *cut)
         crop = augment_crop(crop, *self.augmenter.draw(index, crop.shape))
         x, modality = normalize_crop(crop, self.normalize, self.size_hw)
         return torch.from_numpy(x), self.labels[index], SINGLE_MODALITIES.index(modality)

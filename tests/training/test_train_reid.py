@@ -221,6 +221,8 @@ def test_resume_from_a_final_model_is_refused(dataset, depth_run, capsys):
         (["--set", "optim.patience=0"], "optim.patience"),
         (["--set", "data.val_identities=6"], "leaves none to train on"),
         (["--set", "data.train_split=valid"], "unknown re-ID split"),
+        (["--set", "augment.edge_cut=1.5"], "augment.edge_cut must be a probability"),
+        (["--set", "augment.edge_cut=0.5"], "with normalize.depth_crop letterbox set it to 0"),
         (["--set", "normalize.depth_crop=metric"],
          "the data's depth crops are letterbox but the model is set up for metric crops"),
     ],
@@ -239,6 +241,49 @@ def test_augmentation_keeps_invalid_depth_zero():
     assert out[3, 1] == 0  # the hole, mirrored to column 2 then moved left and down
     assert (out[0] == 0).all() and (out[:, -1] == 0).all()  # uncovered border is invalid
     assert set(np.unique(out)) - {0} <= set(np.unique(depth))
+
+
+def _person_crop():
+    """A 256x128 metric crop: a 40-column body at 2 m over a wall at 5 m and a floor band."""
+    crop = np.full((256, 128), 5000, np.uint16)
+    crop[200:256] = 2100  # floor around the feet, at the person's distance
+    crop[20:250, 44:84] = 2000
+    crop[:, :6] = 0  # outside the image already
+    return crop
+
+
+@pytest.mark.parametrize("side, hidden", [(-1, 0.25), (1, 0.5)])
+def test_edge_cut_shows_the_person_as_the_tracker_cuts_them_at_an_image_edge(side, hidden):
+    crop = _person_crop()
+    out = train_reid.edge_cut_crop(crop, side, hidden)
+    assert out.dtype == np.uint16 and out.shape == crop.shape
+    body = np.flatnonzero((out[100] > 0) & (np.abs(out[100].astype(int) - 2000) <= 500))
+    # The rest of the body, centred in the window (the tracker centres on the visible box).
+    assert len(body) == pytest.approx(40 * (1 - hidden), abs=1)
+    assert (body[0] + body[-1] + 1) / 2 == pytest.approx(64, abs=1)
+    # Beyond the body on the hidden side is the outside of the image: invalid depth.
+    beyond = out[100, :body[0]] if side < 0 else out[100, body[-1] + 1:]
+    assert (beyond == 0).all()
+    assert set(np.unique(out)) - {0} <= set(np.unique(crop))
+
+
+def test_edge_cut_leaves_a_crop_without_a_body_alone():
+    empty = np.zeros((256, 128), np.uint16)
+    assert (train_reid.edge_cut_crop(empty, 1, 0.5) == 0).all()
+    wall = np.full((256, 128), 5000, np.uint16)
+    wall[:, 40:90] = 0  # the centre holds no valid depth
+    assert np.array_equal(train_reid.edge_cut_crop(wall, -1, 0.5), wall)
+
+
+def test_edge_cut_draws_are_repeatable_and_follow_the_probability():
+    never = train_reid._Augmenter({"flip": True, "shift": 0.0, "edge_cut": 0.0}, seed=1)
+    assert all(never.draw_edge_cut(i) is None for i in range(50))
+    half = train_reid._Augmenter({"flip": True, "shift": 0.0, "edge_cut": 0.5}, seed=1)
+    draws = [half.draw_edge_cut(i) for i in range(400)]
+    assert 150 < sum(d is not None for d in draws) < 250
+    lo, hi = train_reid.EDGE_CUT_FRACTION
+    assert all(lo <= d[1] <= hi and d[0] in (-1, 1) for d in draws if d is not None)
+    assert draws == [half.draw_edge_cut(i) for i in range(400)]
 
 
 def test_eval_writes_table_rows_for_a_pair_and_a_one_stream_model(dataset, depth_run, tmp_path):
