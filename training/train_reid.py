@@ -398,9 +398,9 @@ def edge_cut_crop(crop: np.ndarray, side: int, fraction: float) -> np.ndarray:
     The tracker centres its window on the visible box, and what lies beyond the image is
     invalid (0). This finds the body's columns (at least ``BODY_MIN_ROWS`` of the rows between
     10 % and 80 % of the height within ``BODY_BAND_MM`` of the crop centre's median depth, so
-    the floor near the feet does not count),
-    hides ``fraction`` of them on ``side`` (-1 left, +1 right) and re-centres the window on
-    the rest. A crop without such a body is returned unchanged.
+    the floor near the feet does not count), hides ``fraction`` of them on ``side`` (-1 left,
+    +1 right) and re-centres the window on the rest. A crop without such a body is returned
+    unchanged.
 
     Args:
         crop: (H, W) uint16 metric depth crop in mm, person centred.
