@@ -15,6 +15,9 @@ from iphd.detections import (
     people_positions_m,
     person_position_m,
     render_debug_image,
+    scene_temperature_k,
+    split_cold,
+    thermal_contrast_k,
 )
 from iphd.errors import ConfigError, FrameError
 from iphd.sensors.frames import CameraIntrinsics
@@ -183,6 +186,12 @@ def test_detection_config_rejects_unknown_devices_and_thresholds():
         DetectionConfig(backend="tensorrt")
     with pytest.raises(ConfigError, match="runs on onnxruntime"):
         DetectionConfig(checkpoint="model.onnx", backend="torch")
+    with pytest.raises(ConfigError, match="min_thermal_contrast_k.*0 = no thermal check"):
+        DetectionConfig(min_thermal_contrast_k=-1.0)
+    with pytest.raises(ConfigError, match="min_thermal_contrast_k"):
+        DetectionConfig(min_thermal_contrast_k=float("nan"))
+    with pytest.raises(ConfigError, match="thermal_min_coverage"):
+        DetectionConfig(thermal_min_coverage=1.5)
 
 
 def _tiny_checkpoint(path):
@@ -244,3 +253,72 @@ def test_on_the_cpu_a_checkpoint_runs_on_onnxruntime_exported_once(tmp_path, mon
     _tiny_checkpoint(path)
     load_detector(config)
     assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 2
+
+
+def _room_thermal(object_ck, behind_ck=None, room_ck=29_300):
+    """Registered thermal at full depth resolution: the room, the box (90, 20, 130, 110)."""
+    thermal = np.full((120, 212), room_ck, np.uint16)
+    thermal[20:110, 90:130] = object_ck
+    if behind_ck is not None:  # a warm thing on the wall, seen beside the object's legs
+        thermal[80:110, 90:98] = behind_ck
+    return thermal
+
+
+def test_thermal_contrast_reads_the_object_at_its_depth_not_what_is_behind_it():
+    depth = _wall_and_person()
+    depth[80:110, 90:98] = 5000  # the wall shows beside the legs: a radiator there
+    box = (88.0, 18.0, 132.0, 112.0)
+    scene = scene_temperature_k(_room_thermal(30_400))
+    assert scene == pytest.approx(293.0)
+    # A person: their own pixels are 11 K above the room.
+    contrast, coverage = thermal_contrast_k(depth, _room_thermal(30_400), box, 2.0, scene)
+    assert contrast == pytest.approx(11.0) and coverage == 1.0
+    # A mannequin at room temperature in front of a 330 K radiator stays cold.
+    thermal = _room_thermal(29_320, behind_ck=33_000)
+    scene = scene_temperature_k(thermal)
+    contrast, _ = thermal_contrast_k(depth, thermal, box, 2.0, scene)
+    assert contrast == pytest.approx(0.2, abs=0.01)
+    # At quarter resolution (the fusion node's default) the same object reads the same.
+    quarter = _room_thermal(30_400)[::4, ::4]
+    contrast, coverage = thermal_contrast_k(depth, quarter, box, 2.0, scene_temperature_k(quarter))
+    assert contrast == pytest.approx(11.0) and coverage == 1.0
+
+
+def test_thermal_contrast_is_nan_without_depth_or_thermal_and_reports_coverage():
+    depth = _wall_and_person()
+    thermal = _room_thermal(30_400)
+    box = (88.0, 18.0, 132.0, 112.0)
+    scene = scene_temperature_k(thermal)
+    assert math.isnan(thermal_contrast_k(depth, thermal, box, float("nan"), scene)[0])
+    assert math.isnan(thermal_contrast_k(depth, thermal, box, 2.0, float("nan"))[0])
+    # Nothing at the box's depth: no evidence.
+    assert math.isnan(thermal_contrast_k(depth, thermal, box, 3.5, scene)[0])
+    # Half the box outside the thermal view.
+    thermal[:, 110:] = 0
+    contrast, coverage = thermal_contrast_k(depth, thermal, box, 2.0, scene)
+    assert coverage == pytest.approx(22 / 44) and contrast == pytest.approx(11.0)
+    assert thermal_contrast_k(depth, thermal, (300.0, 0.0, 310.0, 10.0), 2.0, scene) == (
+        pytest.approx(float("nan"), nan_ok=True), 0.0
+    )
+    assert math.isnan(scene_temperature_k(np.zeros((30, 53), np.uint16)))
+
+
+def test_split_cold_rejects_only_measured_cold_boxes_the_thermal_view_covers():
+    def det(contrast, coverage=1.0):
+        return PersonDetection((0.0, 0.0, 10.0, 20.0), 0.9, (0.0, 0.0, 2.0), 300.0,
+                               contrast, coverage)
+
+    warm, cold, unmeasured, edge = det(6.0), det(0.2), det(float("nan")), det(0.1, 0.6)
+    kept, rejected = split_cold([warm, cold, unmeasured, edge], 0.5, 0.9)
+    assert kept == [warm, unmeasured, edge] and rejected == [cold]
+    assert split_cold([warm, cold], 0.0, 0.9) == ([warm, cold], [])
+
+
+def test_describe_detections_measures_the_thermal_contrast():
+    depth = _wall_and_person()
+    dets = Detections(np.array([[88, 18, 132, 112]], np.float32), np.array([0.9], np.float32))
+    (person,) = describe_detections(dets, depth, _room_thermal(30_400), INTR)
+    assert person.thermal_contrast_k == pytest.approx(11.0)
+    assert person.thermal_coverage == 1.0
+    (mannequin,) = describe_detections(dets, depth, _room_thermal(29_320), INTR)
+    assert split_cold([mannequin], 0.5, 0.9) == ([], [mannequin])

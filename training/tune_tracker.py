@@ -36,8 +36,9 @@ from iphd.sim.labels import LabelConfig
 from iphd.tracking.tracker import TimeOrderError, Tracker, TrackerConfig, TrackInput
 
 #: Version of the recorded-inputs file; part of the cache key. 2: the key holds the models'
-#: contents, so a re-trained shipped model is not replayed from an old cache.
-RECORD_VERSION = 2
+#: contents, so a re-trained shipped model is not replayed from an old cache. 3: the detector
+#: node's thermal check takes cold detections out.
+RECORD_VERSION = 3
 
 
 @dataclass
@@ -57,11 +58,13 @@ class RecordedBag:
 
 def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
                threads: int = 2, detector_checkpoint: str = "",
-               score_threshold: float = 0.5) -> RecordedBag:
+               score_threshold: float = 0.5,
+               min_thermal_contrast_k: float = 0.5) -> RecordedBag:
     """Run the offline pipeline over ``bag`` and keep the tracker's inputs.
 
-    ``detector_checkpoint`` (empty = the shipped model) and ``score_threshold`` (the detector
-    node's) set what the tracker is given, as in ``iphd-eval bag``.
+    ``detector_checkpoint`` (empty = the shipped model), ``score_threshold`` and
+    ``min_thermal_contrast_k`` (the detector node's) set what the tracker is given, as in
+    ``iphd-eval bag``.
     """
     from iphd.data.rosbag import BagReader
     from iphd.eval.bag_eval import read_truth
@@ -69,7 +72,8 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
 
     config = OfflineConfig(backend=backend, reid_checkpoint=reid_checkpoint, threads=threads,
                            detector_checkpoint=detector_checkpoint,
-                           score_threshold=score_threshold)
+                           score_threshold=score_threshold,
+                           min_thermal_contrast_k=min_thermal_contrast_k)
     frames: list[tuple[int, list[TrackInput], int]] = []
     with BagReader(bag) as reader:
         truth = read_truth(reader)
@@ -274,6 +278,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--score-threshold", type=float, default=0.5,
                         help="lowest detection score handed to the tracker (the detector "
                         "node's score_threshold)")
+    parser.add_argument("--min-thermal-contrast", type=float, default=0.5, metavar="K",
+                        help="the detector node's min_thermal_contrast_k (0 = no thermal "
+                        "check)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     return parser
@@ -293,7 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       reid_checkpoint=args.reid_checkpoint,
                                       threads=args.threads,
                                       detector_checkpoint=args.detector_checkpoint,
-                                      score_threshold=args.score_threshold))
+                                      score_threshold=args.score_threshold,
+                                      min_thermal_contrast_k=args.min_thermal_contrast))
         text = table(bags, combos)
     except IphdError as exc:
         print(f"tune_tracker: {exc}", file=sys.stderr)

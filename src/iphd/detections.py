@@ -56,6 +56,14 @@ MIN_OWN_FRACTION = 0.5
 # Boxes overlapping by this IoU or more are taken as two boxes on one person, not as one person
 # hiding another.
 REPEAT_IOU = 0.3
+# The thermal evidence of a box is read from the registered thermal pixels whose depth lies
+# within this band of the box's position (the object itself, not what is behind it).
+THERMAL_BAND_M = 0.4
+# Fewer such pixels than this and the box has no thermal evidence either way.
+THERMAL_MIN_PIXELS = 5
+# The warm end of the object's own pixels: a face, hands or a thin shirt are enough, so a
+# person in a coat with their back turned still reads warm.
+THERMAL_PERCENTILE = 90.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,14 @@ class DetectionConfig:
             model skips frames instead of falling further and further behind.
         int8_calibration: calibration pairs (.npz) for ``onnxruntime-int8``; empty = the
             shipped ones (simulator frames, see ``iphd.detection.quantize``).
+        min_thermal_contrast_k: a detection whose thermal contrast (``thermal_contrast_k``:
+            the warm end of the object's own pixels above the scene's median) is below this
+            is not a person (a mannequin, a coat on a stand, furniture: people are warmer than
+            the room) and is not published; 0 disables the check. Only boxes the registered
+            thermal covers enough (``thermal_min_coverage``) are checked: outside the Lepton's
+            narrower view there is no evidence either way.
+        thermal_min_coverage: least fraction of a box's thermal pixels with a reading for the
+            thermal check to apply.
     """
 
     checkpoint: str = ""
@@ -90,9 +106,20 @@ class DetectionConfig:
     max_queue: int = 2
     backend: str = "auto"
     int8_calibration: str = ""
+    min_thermal_contrast_k: float = 0.5
+    thermal_min_coverage: float = 0.9
 
     def __post_init__(self) -> None:
         """Reject values the node cannot run with."""
+        if not (np.isfinite(self.min_thermal_contrast_k) and self.min_thermal_contrast_k >= 0.0):
+            raise ConfigError(
+                "min_thermal_contrast_k must be a finite number >= 0 kelvin (0 = no thermal "
+                f"check), got {self.min_thermal_contrast_k}"
+            )
+        if not 0.0 <= self.thermal_min_coverage <= 1.0:
+            raise ConfigError(
+                f"thermal_min_coverage must be in [0, 1], got {self.thermal_min_coverage}"
+            )
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.backend not in BACKENDS:
@@ -576,12 +603,93 @@ class PersonDetection:
         score: person probability.
         position_m: (x, y, z) in the depth optical frame, metres; NaN x 3 without valid depth.
         temperature_k: median thermal inside the box, kelvin; NaN without coverage.
+        thermal_contrast_k: ``thermal_contrast_k`` of the box, kelvin; NaN when not measured.
+        thermal_coverage: fraction of the box's thermal pixels with a reading (0..1).
     """
 
     box_xyxy: tuple[float, float, float, float]
     score: float
     position_m: tuple[float, float, float]
     temperature_k: float
+    thermal_contrast_k: float = float("nan")
+    thermal_coverage: float = 0.0
+
+
+def scene_temperature_k(thermal_ck: np.ndarray) -> float:
+    """Median of the registered thermal readings, kelvin (NaN with none): the room's level.
+
+    People cover a minority of a frame, so the median is the walls, floor and furniture.
+    """
+    values = thermal_ck[thermal_ck > 0]
+    return float(np.median(values)) / 100.0 if values.size else float("nan")
+
+
+def thermal_contrast_k(
+    depth_mm: np.ndarray,
+    thermal_ck: np.ndarray,
+    box_xyxy: Sequence[float],
+    depth_m: float,
+    scene_k: float,
+) -> tuple[float, float]:
+    """How much warmer than the room the object in a box is, and the box's thermal coverage.
+
+    The object's own pixels are the box's registered thermal pixels whose depth (the depth
+    pixel at the thermal pixel's place) lies within ``THERMAL_BAND_M`` of ``depth_m``, the
+    box's position; the contrast is their ``THERMAL_PERCENTILE``-th percentile minus
+    ``scene_k``. Whatever lies behind the object (a radiator, a screen) does not count.
+
+    Args:
+        depth_mm: (H, W) depth, millimetres, 0 = invalid.
+        thermal_ck: (h, w) registered thermal, centi-kelvin, 0 = no coverage; it covers the
+            depth image at its own resolution.
+        box_xyxy: (x1, y1, x2, y2) in depth pixels.
+        depth_m: the box's depth (its position's z), metres; NaN gives no contrast.
+        scene_k: ``scene_temperature_k`` of the frame.
+
+    Returns:
+        (contrast in kelvin, NaN when the object has fewer than ``THERMAL_MIN_PIXELS`` pixels
+        with a reading or ``depth_m``/``scene_k`` is NaN; fraction of the box's thermal
+        pixels with a reading, 0 for an empty box).
+    """
+    height, width = thermal_ck.shape
+    depth_h, depth_w = depth_mm.shape
+    sx, sy = width / depth_w, height / depth_h
+    x1, y1, x2, y2 = (float(v) for v in box_xyxy)
+    rows, cols = _box_slices((x1 * sx, y1 * sy, x2 * sx, y2 * sy), width, height)
+    patch = thermal_ck[rows, cols]
+    if patch.size == 0:
+        return float("nan"), 0.0
+    covered = patch > 0
+    coverage = float(covered.mean())
+    if not (np.isfinite(depth_m) and np.isfinite(scene_k)):
+        return float("nan"), coverage
+    r = (np.arange(rows.start, rows.stop) * depth_h / height).astype(np.intp)
+    c = (np.arange(cols.start, cols.stop) * depth_w / width).astype(np.intp)
+    depth = depth_mm[np.ix_(r, c)].astype(np.float64) / 1000.0
+    own = covered & (depth > 0.0) & (np.abs(depth - depth_m) < THERMAL_BAND_M)
+    if int(own.sum()) < THERMAL_MIN_PIXELS:
+        return float("nan"), coverage
+    warm = float(np.percentile(patch[own], THERMAL_PERCENTILE)) / 100.0
+    return warm - scene_k, coverage
+
+
+def split_cold(
+    people: Sequence[PersonDetection], min_contrast_k: float, min_coverage: float
+) -> tuple[list[PersonDetection], list[PersonDetection]]:
+    """(people, rejected): a detection is rejected when it is measured colder than a person.
+
+    Rejected: ``min_contrast_k`` > 0, the box's thermal coverage is at least ``min_coverage``
+    and its ``thermal_contrast_k`` is below ``min_contrast_k``. An unmeasured contrast (NaN:
+    no depth, no thermal) keeps the detection.
+    """
+    if min_contrast_k <= 0.0:
+        return list(people), []
+    kept: list[PersonDetection] = []
+    cold: list[PersonDetection] = []
+    for p in people:
+        measured = p.thermal_coverage >= min_coverage and np.isfinite(p.thermal_contrast_k)
+        (cold if measured and p.thermal_contrast_k < min_contrast_k else kept).append(p)
+    return kept, cold
 
 
 def describe_detections(
@@ -593,6 +701,9 @@ def describe_detections(
 ) -> list[PersonDetection]:
     """Detections scoring ``score_threshold`` or more, best first, with position and temperature.
 
+    Each also gets its thermal contrast and coverage (``thermal_contrast_k``); ``split_cold``
+    then takes out the ones colder than a person.
+
     Raises:
         FrameError: ``depth_mm`` does not match ``intrinsics``.
     """
@@ -602,15 +713,21 @@ def describe_detections(
     # Positions of the kept boxes together: overlapping boxes share out their pixels.
     positions = people_positions_m(depth_mm, boxes, intrinsics)
     size = (depth_mm.shape[1], depth_mm.shape[0])
+    scene_k = scene_temperature_k(thermal_ck) if order else float("nan")
     people = []
     for k, i in enumerate(order):
         box = tuple(float(v) for v in boxes[k])
+        contrast, coverage = thermal_contrast_k(
+            depth_mm, thermal_ck, box, float(positions[k][2]), scene_k
+        )
         people.append(
             PersonDetection(
                 box_xyxy=box,  # type: ignore[arg-type]
                 score=float(scores[i]),
                 position_m=tuple(float(v) for v in positions[k]),  # type: ignore[arg-type]
                 temperature_k=box_temperature_k(thermal_ck, box, size),
+                thermal_contrast_k=contrast,
+                thermal_coverage=coverage,
             )
         )
     return people

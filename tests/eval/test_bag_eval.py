@@ -1,5 +1,6 @@
 """``iphd-eval bag``: offline pipeline on a simulator bag, recorded-graph scoring, bad input."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -72,6 +73,26 @@ def test_pipeline_is_deterministic(sim_bag):
     assert digests[0] == digests[1]
     assert all(set(r.latency_ms) == {"fusion", "detection", "tracking"} for r in results)
     assert all(v >= 0.0 for r in results for v in r.latency_ms.values())
+
+
+def test_cold_detections_are_scored_but_not_tracked(sim_bag):
+    # A contrast no person reaches: every measured box is "cold". The model's detections (what
+    # AP scores) stay the same; the tracker gets only the unmeasured ones.
+    runs = {}
+    with BagReader(sim_bag) as reader:
+        stop_ns = reader.start_ns + 3_000_000_000
+        for contrast in (0.0, 100.0):
+            config = dataclasses.replace(CONFIG, min_thermal_contrast_k=contrast)
+            pipeline = pipeline_for_bag(config, reader)
+            runs[contrast] = (_run(pipeline, reader, stop_ns), pipeline.stats.cold_rejected)
+    (off, none_cold), (on, cold) = runs[0.0], runs[100.0]
+    assert none_cold == 0 and cold > 0
+    assert [sorted((d.box_xyxy, d.score) for d in r.detections) for r in off] == [
+        sorted((d.box_xyxy, d.score) for d in r.detections) for r in on
+    ]
+    confirmed = [sum(t.state == "confirmed" for t in r.tracks) for r in on]
+    assert any(sum(t.state == "confirmed" for t in r.tracks) for r in off)
+    assert sum(confirmed) < sum(sum(t.state == "confirmed" for t in r.tracks) for r in off)
 
 
 def test_cli_writes_report_with_metrics(sim_bag, tmp_path, capsys):

@@ -53,11 +53,12 @@ class Feeder(Node):
     def send_info(self):
         self.info.publish(intrinsics_to_camera_info(INTR, T0, FRAME))
 
-    def send_pair(self, depth_stamp, registered_stamp=None, depth=None):
+    def send_pair(self, depth_stamp, registered_stamp=None, depth=None, thermal=None):
         depth = array_to_image(_depth_mm(), "16UC1", depth_stamp, FRAME) if depth is None else depth
         self.depth.publish(depth)
         stamp = depth_stamp if registered_stamp is None else registered_stamp
-        self.registered.publish(array_to_image(_thermal_ck(), "16UC1", stamp, FRAME))
+        thermal = _thermal_ck() if thermal is None else thermal
+        self.registered.publish(array_to_image(thermal, "16UC1", stamp, FRAME))
 
 
 @pytest.fixture
@@ -206,3 +207,23 @@ def test_diagnostics_report_model_latency_and_silent_thermal(graph, executor, sp
         and "thermal/registered" in latest()[0].message,
         timeout_s=3.0,
     )
+
+
+@pytest.mark.parametrize("check", [0.5, 0.0])
+def test_boxes_no_warmer_than_the_room_are_not_published(graph, executor, spin_until, check):
+    # Depth everywhere and the whole view at room temperature: whatever the model boxes is a
+    # thing, not a person. With the check off (0) the same boxes are published.
+    node, feeder = graph(min_thermal_contrast_k=check)
+    depth = np.full((120, 212), 2000, np.uint16)
+    room = np.full((30, 53), 29_500, np.uint16)
+    for i in range(3):
+        stamp = T0 + i * PERIOD
+        feeder.send_pair(stamp, depth=array_to_image(depth, "16UC1", stamp, FRAME), thermal=room)
+        assert spin_until(executor, lambda n=i + 1: len(feeder.detections) == n)
+    found = [d for m in feeder.detections for d in m.detections]
+    rejected = node.stats()["detections_rejected_cold"]
+    if check:
+        # Only boxes without a position (hidden behind a better box: no evidence) get through.
+        assert rejected > 0 and all(math.isnan(d.position.z) for d in found)
+    else:
+        assert rejected == 0 and any(math.isfinite(d.position.z) for d in found)

@@ -201,6 +201,7 @@ def evaluate_offline(
             "sync_resets": stats.sync_resets,
             "tracker_resets": stats.tracker_resets,
             "rejected_detections": stats.rejected_detections,
+            "cold_rejected": stats.cold_rejected,
             **{f"messages_{k}": v for k, v in stats.messages.items()},
         },
     )
@@ -213,6 +214,7 @@ def evaluate_offline(
         "detector_precision": pipeline.detector.precision,
         "threads": config.threads,
         "score_threshold": config.score_threshold,
+        "min_thermal_contrast_k": config.min_thermal_contrast_k,
         "calibration": calibration,
         "tracker_config": vars(config.tracker).copy(),
     }

@@ -90,6 +90,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="what runs the detector (default %(default)s: torch on CUDA, "
                    f"{CPU_DEFAULT_BACKEND} on the CPU; onnxruntime-int8 = statically "
                    "quantized, CPU only)")
+    b.add_argument("--min-thermal-contrast", type=float, default=0.5, metavar="K",
+                   help="the detector node's min_thermal_contrast_k: detections whose own pixels "
+                        "are less than K kelvin warmer than the scene are not tracked (0 = off)")
     b.add_argument("--limit-s", type=float, help="evaluate only the first S seconds of the bag")
     b.add_argument("--recorded", action="store_true",
                    help="score the detections/tracks a live graph recorded in the bag instead "
@@ -229,6 +232,7 @@ def _run_bag(args: argparse.Namespace) -> str:
             device=args.device,
             threads=args.threads,
             backend=args.backend,
+            min_thermal_contrast_k=args.min_thermal_contrast,
         )
         result, run = evaluate_offline(
             args.bag, config, limit_s=args.limit_s, progress=not args.quiet

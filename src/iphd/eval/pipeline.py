@@ -22,7 +22,13 @@ from iphd.data.rosbag import (
     header_stamp_ns,
     image_to_array,
 )
-from iphd.detections import DetectionConfig, PersonDetection, describe_detections, load_detector
+from iphd.detections import (
+    DetectionConfig,
+    PersonDetection,
+    describe_detections,
+    load_detector,
+    split_cold,
+)
 from iphd.errors import DatasetError, IphdError
 from iphd.fusion import DEPTH_ENCODINGS, FusionConfig, FusionPipeline, depth_to_mm
 from iphd.sensors.frames import CameraIntrinsics, DepthFrame, ThermalFrame
@@ -73,6 +79,10 @@ class OfflineConfig:
             ``onnxruntime`` or ``onnxruntime-int8``).
         score_threshold: lowest detection score handed to the tracker (the detector node's
             ``score_threshold``); AP is computed on every detection the model returns.
+        min_thermal_contrast_k: the detector node's thermal check (``DetectionConfig``):
+            detections colder than a person are not handed to the tracker (AP still scores
+            them, as the model's output); 0 = no check.
+        thermal_min_coverage: the detector node's ``thermal_min_coverage``.
         tracker: tracker parameters.
         calibration: rig.yaml; empty = the calibration stored in the bag, else the package's.
         max_skew_ms: fusion ``max_skew_ms``.
@@ -87,6 +97,8 @@ class OfflineConfig:
     threads: int = 2
     backend: str = "auto"
     score_threshold: float = 0.5
+    min_thermal_contrast_k: float = 0.5
+    thermal_min_coverage: float = 0.9
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     calibration: str = ""
     max_skew_ms: float = 20.0
@@ -102,7 +114,8 @@ class OfflineConfig:
             )
         DetectionConfig(
             self.detector_checkpoint, self.device, self.score_threshold, self.threads,
-            backend=self.backend,
+            backend=self.backend, min_thermal_contrast_k=self.min_thermal_contrast_k,
+            thermal_min_coverage=self.thermal_min_coverage,
         )
 
 
@@ -139,6 +152,8 @@ class PipelineStats:
         sync_resets: synchronizer resets (backward stamp jumps).
         tracker_resets: tracker resets on a stamp not after the previous one.
         rejected_detections: detections not handed to the tracker (``detection_problem``).
+        cold_rejected: published-score detections taken out as colder than a person
+            (``min_thermal_contrast_k``).
     """
 
     messages: dict[str, int] = field(default_factory=dict)
@@ -148,6 +163,7 @@ class PipelineStats:
     sync_resets: int = 0
     tracker_resets: int = 0
     rejected_detections: int = 0
+    cold_rejected: int = 0
 
 
 class OfflinePipeline:
@@ -182,7 +198,8 @@ class OfflinePipeline:
         self.calibration = calibration
         self.detection_config = DetectionConfig(
             config.detector_checkpoint, config.device, config.score_threshold, config.threads,
-            backend=config.backend,
+            backend=config.backend, min_thermal_contrast_k=config.min_thermal_contrast_k,
+            thermal_min_coverage=config.thermal_min_coverage,
         )
         self.detector = load_detector(self.detection_config) if detector is None else detector
         from iphd.tracking.appearance import load_extractor  # torch: only when running
@@ -321,12 +338,17 @@ class OfflinePipeline:
         found = self.detector(depth.depth_mm, registered_ck)
         # Positions only for what the node publishes (as the node does); AP scores every
         # detection the model returns, so the others are kept with NaN position/temperature.
-        published = describe_detections(
-            found, depth.depth_mm, registered_ck, depth.intrinsics, self.config.score_threshold
+        published, cold = split_cold(
+            describe_detections(
+                found, depth.depth_mm, registered_ck, depth.intrinsics,
+                self.config.score_threshold,
+            ),
+            self.config.min_thermal_contrast_k, self.config.thermal_min_coverage,
         )
         t2 = time.perf_counter()
+        self.stats.cold_rejected += len(cold)
         nan = math.nan
-        detections = published + [
+        detections = published + cold + [
             PersonDetection(tuple(float(v) for v in box), float(score), (nan, nan, nan), nan)  # type: ignore[arg-type]
             for box, score in zip(found.boxes_xyxy, found.scores, strict=True)
             if float(score) < self.config.score_threshold

@@ -21,6 +21,7 @@ from iphd.detections import (
     describe_detections,
     load_detector,
     render_debug_image,
+    split_cold,
 )
 from iphd.errors import IphdError
 from iphd.fusion import depth_to_mm
@@ -101,6 +102,15 @@ class DetectorNode(Node):
             "(simulator frames; python -m iphd.detection.quantize calibration writes others)",
         )
         score = declare(self, "score_threshold", 0.5, "lowest detection score published")
+        contrast = declare(
+            self, "min_thermal_contrast_k", 0.5,
+            "detections whose own pixels are less than this many kelvin warmer than the scene "
+            "(mannequins, coats, furniture) are not published; 0 = no thermal check",
+        )
+        coverage = declare(
+            self, "thermal_min_coverage", 0.9,
+            "least fraction of a box with a thermal reading for the thermal check to apply",
+        )
         threads = declare(
             self, "threads", 2, "CPU threads for inference (torch or onnxruntime); 0 = default"
         )
@@ -122,6 +132,7 @@ class DetectorNode(Node):
         self._published = 0
         self._detections_published = 0
         self._detections_last = 0
+        self._cold_rejected = 0
         self._resets_seen = 0
         self._warn_drop = DropWarnings(self)
         self._early_depth = HeldForInfo()
@@ -141,6 +152,8 @@ class DetectorNode(Node):
                 max_queue=int(max_queue),
                 backend=str(backend),
                 int8_calibration=str(int8_calibration),
+                min_thermal_contrast_k=float(contrast),
+                thermal_min_coverage=float(coverage),
             )
             self.detector = load_detector(self.config)
             self.get_logger().info(
@@ -289,9 +302,12 @@ class DetectorNode(Node):
         try:
             found = self.detector(depth.depth_mm, registered.thermal_ck)
             inferred = time.monotonic()
-            people = describe_detections(
-                found, depth.depth_mm, registered.thermal_ck, depth.intrinsics,
-                self.config.score_threshold,
+            people, cold = split_cold(
+                describe_detections(
+                    found, depth.depth_mm, registered.thermal_ck, depth.intrinsics,
+                    self.config.score_threshold,
+                ),
+                self.config.min_thermal_contrast_k, self.config.thermal_min_coverage,
             )
         except (IphdError, RuntimeError) as exc:
             self._count(self._dropped, "inference_error")
@@ -314,6 +330,7 @@ class DetectorNode(Node):
             self._per_frame.append(len(people))
             self._detections_last = len(people)
             self._detections_published += len(people)
+            self._cold_rejected += len(cold)
             self._published += 1
             self._published_rate.tick()
 
@@ -372,6 +389,7 @@ class DetectorNode(Node):
             published = self._published
             detections = self._detections_published
             detections_last = self._detections_last
+            cold_rejected = self._cold_rejected
             published_rate = self._published_rate.rate_hz()
         values: dict[str, Any] = {
             "model": self.config.checkpoint_path if self.config else "",
@@ -387,6 +405,7 @@ class DetectorNode(Node):
             "published": published,
             "detections_published": detections,
             "detections_last": detections_last,
+            "detections_rejected_cold": cold_rejected,
             "pairing_resets": s.resets,
             "queue_length": queue_length,
             "queue_length_cap": self.config.max_queue if self.config else 0,
