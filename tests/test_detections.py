@@ -322,3 +322,15 @@ def test_describe_detections_measures_the_thermal_contrast():
     assert person.thermal_coverage == 1.0
     (mannequin,) = describe_detections(dets, depth, _room_thermal(29_320), INTR)
     assert split_cold([mannequin], 0.5, 0.9) == ([], [mannequin])
+
+
+def test_debug_image_draws_cold_boxes_in_their_own_colour():
+    from iphd.detections import COLD_COLOUR
+
+    depth = _wall_and_person()
+    thermal = _room_thermal(29_320)
+    dets = Detections(np.array([[88, 18, 132, 112]], np.float32), np.array([0.9], np.float32))
+    (mannequin,) = describe_detections(dets, depth, thermal, INTR)
+    image = render_debug_image(depth, thermal, [], cold=[mannequin])
+    assert tuple(image[60, 88]) == COLD_COLOUR  # left edge of the box
+    assert tuple(render_debug_image(depth, thermal, [])[60, 88]) != COLD_COLOUR

@@ -734,6 +734,7 @@ def describe_detections(
 
 
 BOX_COLOUR = (0, 255, 0)  # BGR
+COLD_COLOUR = (255, 160, 0)  # BGR: boxes the thermal check left out
 
 
 def render_debug_image(
@@ -741,6 +742,7 @@ def render_debug_image(
     thermal_ck: np.ndarray,
     detections: Sequence[PersonDetection],
     max_depth_m: float = 8.0,
+    cold: Sequence[PersonDetection] = (),
 ) -> np.ndarray:
     """Picture of a pair with its detections: thermal in false colour over grey depth.
 
@@ -750,6 +752,8 @@ def render_debug_image(
             depth shows through); resized to the depth size.
         detections: boxes in depth pixels, drawn with score and distance.
         max_depth_m: depth shown white; nearer is darker.
+        cold: detections the thermal check left out (``split_cold``), drawn in
+            ``COLD_COLOUR`` with their thermal contrast, so the threshold can be judged by eye.
 
     Returns:
         (H, W, 3) uint8 BGR image.
@@ -768,13 +772,15 @@ def render_debug_image(
         blend = cv2.addWeighted(image, 0.4, colour, 0.6, 0.0)
         image[covered] = blend[covered]
     scale = max(0.35, min(width, height) / 600.0)
-    for person in detections:
+    boxes = [(p, BOX_COLOUR, "") for p in detections]
+    boxes += [(p, COLD_COLOUR, f" cold {p.thermal_contrast_k:+.1f}K") for p in cold]
+    for person, box_colour, note in boxes:
         x1, y1, x2, y2 = (int(round(v)) for v in person.box_xyxy)
-        cv2.rectangle(image, (x1, y1), (max(x2 - 1, x1), max(y2 - 1, y1)), BOX_COLOUR, 1)
+        cv2.rectangle(image, (x1, y1), (max(x2 - 1, x1), max(y2 - 1, y1)), box_colour, 1)
         z = person.position_m[2]
-        text = f"{person.score:.2f}" + (f" {z:.1f}m" if np.isfinite(z) else "")
+        text = f"{person.score:.2f}" + (f" {z:.1f}m" if np.isfinite(z) else "") + note
         cv2.putText(
-            image, text, (x1 + 2, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, scale, BOX_COLOUR,
-            1, cv2.LINE_AA,
+            image, text, (x1 + 2, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, scale,
+            box_colour, 1, cv2.LINE_AA,
         )
     return image

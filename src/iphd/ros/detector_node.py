@@ -318,7 +318,9 @@ class DetectorNode(Node):
             detections_to_msg(people, job.pair.stamp_ns, depth.frame_id, width, height)
         )
         if self._debug_pub.get_subscription_count() > 0:
-            picture = render_debug_image(depth.depth_mm, registered.thermal_ck, people)
+            picture = render_debug_image(
+                depth.depth_mm, registered.thermal_ck, people, cold=cold
+            )
             self._debug_pub.publish(
                 array_to_image(picture, "bgr8", job.pair.stamp_ns, depth.frame_id)
             )
