@@ -172,6 +172,24 @@ def test_missing_checkpoint_keeps_the_node_up_and_diagnostics_name_the_file(
     assert feeder.detections == []
 
 
+def test_a_negative_thermal_contrast_is_refused_in_diagnostics_and_nothing_is_published(
+    graph, executor, spin_until, spin_for
+):
+    node, feeder = graph(min_thermal_contrast_k=-1.0)
+    assert node.detector is None
+    assert spin_until(
+        executor,
+        lambda: any(
+            s.level == DiagnosticStatus.ERROR and "min_thermal_contrast_k" in s.message
+            for d in feeder.diagnostics
+            for s in d.status
+        ),
+    )
+    feeder.send_pair(T0)
+    spin_for(executor, 0.3)
+    assert feeder.detections == []
+
+
 def test_debug_image_is_published_only_while_subscribed(graph, executor, spin_until):
     node, feeder = graph()
     feeder.subscribe_debug()
