@@ -37,8 +37,8 @@ from iphd.tracking.tracker import TimeOrderError, Tracker, TrackerConfig, TrackI
 
 #: Version of the recorded-inputs file; part of the cache key. 2: the key holds the models'
 #: contents, so a re-trained shipped model is not replayed from an old cache. 3: the detector
-#: node's thermal check takes cold detections out.
-RECORD_VERSION = 3
+#: node's thermal check takes cold detections out. 4: the check ignores filled-in pixels.
+RECORD_VERSION = 4
 
 
 @dataclass
@@ -59,7 +59,7 @@ class RecordedBag:
 def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
                threads: int = 2, detector_checkpoint: str = "",
                score_threshold: float = 0.5,
-               min_thermal_contrast_k: float = 0.5) -> RecordedBag:
+               min_thermal_contrast_k: float = 0.0) -> RecordedBag:
     """Run the offline pipeline over ``bag`` and keep the tracker's inputs.
 
     ``detector_checkpoint`` (empty = the shipped model), ``score_threshold`` and
@@ -278,7 +278,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--score-threshold", type=float, default=0.5,
                         help="lowest detection score handed to the tracker (the detector "
                         "node's score_threshold)")
-    parser.add_argument("--min-thermal-contrast", type=float, default=0.5, metavar="K",
+    parser.add_argument("--min-thermal-contrast", type=float, default=0.0, metavar="K",
                         help="the detector node's min_thermal_contrast_k (0 = no thermal "
                         "check)")
     parser.add_argument("--threads", type=int, default=2)

@@ -64,6 +64,11 @@ THERMAL_MIN_PIXELS = 5
 # The warm end of the object's own pixels: a face, hands or a thin shirt are enough, so a
 # person in a coat with their back turned still reads warm.
 THERMAL_PERCENTILE = 90.0
+# The fusion node's zero-patch fixing copies the nearest reading into the band beyond the
+# thermal view's edge (up to its search range) and across holes: runs of identical values, which
+# a real (noisy) reading does not make. Pixels in a run this long, along a row or a column, are
+# not evidence.
+FILLED_RUN_PX = 4
 
 
 @dataclass(frozen=True)
@@ -92,8 +97,10 @@ class DetectionConfig:
         min_thermal_contrast_k: a detection whose thermal contrast (``thermal_contrast_k``:
             the warm end of the object's own pixels above the scene's median) is below this
             is not a person (a mannequin, a coat on a stand, furniture: people are warmer than
-            the room) and is not published; 0 disables the check. Only boxes the registered
-            thermal covers enough (``thermal_min_coverage``) are checked: outside the Lepton's
+            the room) and is not published; 0 (the default) disables the check: on the
+            simulator's bags it found no cold false positives inside the thermal view (README).
+            Only boxes the registered thermal covers enough (``thermal_min_coverage``, pixels
+            filled in by the zero-patch fixing not counted) are checked: outside the Lepton's
             narrower view there is no evidence either way.
         thermal_min_coverage: least fraction of a box's thermal pixels with a reading for the
             thermal check to apply.
@@ -106,7 +113,7 @@ class DetectionConfig:
     max_queue: int = 2
     backend: str = "auto"
     int8_calibration: str = ""
-    min_thermal_contrast_k: float = 0.5
+    min_thermal_contrast_k: float = 0.0
     thermal_min_coverage: float = 0.9
 
     def __post_init__(self) -> None:
@@ -624,6 +631,30 @@ def scene_temperature_k(thermal_ck: np.ndarray) -> float:
     return float(np.median(values)) / 100.0 if values.size else float("nan")
 
 
+def filled_pixels(patch: np.ndarray, run: int = FILLED_RUN_PX) -> np.ndarray:
+    """Mask of the non-zero pixels in a row or column run of ``run`` or more identical values.
+
+    Zero-patch fixing (``iphd.noise.fix_zero_patches``) fills the band outside the thermal view
+    and the registration's holes with copies of the nearest reading. Readings are noisy, and
+    at the default ``registered_scale`` (0.25) one Lepton pixel lands on about one output
+    pixel, so readings do not repeat four times in a row (at scales several times larger they
+    could, and this test would drop some readings).
+    """
+    mask = np.zeros(patch.shape, dtype=bool)
+    if run < 2:
+        return patch > 0
+    for arr, out in ((patch, mask), (patch.T, mask.T)):
+        if arr.shape[1] < run:
+            continue
+        same = (arr[:, 1:] == arr[:, :-1]) & (arr[:, 1:] > 0)
+        starts = np.ones((arr.shape[0], arr.shape[1] - run + 1), dtype=bool)
+        for k in range(run - 1):
+            starts &= same[:, k : k + starts.shape[1]]
+        for k in range(run):
+            out[:, k : k + starts.shape[1]] |= starts
+    return mask
+
+
 def thermal_contrast_k(
     depth_mm: np.ndarray,
     thermal_ck: np.ndarray,
@@ -636,7 +667,9 @@ def thermal_contrast_k(
     The object's own pixels are the box's registered thermal pixels whose depth (the depth
     pixel at the thermal pixel's place) lies within ``THERMAL_BAND_M`` of ``depth_m``, the
     box's position; the contrast is their ``THERMAL_PERCENTILE``-th percentile minus
-    ``scene_k``. Whatever lies behind the object (a radiator, a screen) does not count.
+    ``scene_k``. Whatever lies behind the object (a radiator, a screen) does not count, nor do
+    pixels the zero-patch fixing filled in (``filled_pixels``): they are not readings of the
+    object, and beyond the thermal view's edge they copy whatever the edge shows.
 
     Args:
         depth_mm: (H, W) depth, millimetres, 0 = invalid.
@@ -649,7 +682,7 @@ def thermal_contrast_k(
     Returns:
         (contrast in kelvin, NaN when the object has fewer than ``THERMAL_MIN_PIXELS`` pixels
         with a reading or ``depth_m``/``scene_k`` is NaN; fraction of the box's thermal
-        pixels with a reading, 0 for an empty box).
+        pixels with a reading that was not filled in, 0 for an empty box).
     """
     height, width = thermal_ck.shape
     depth_h, depth_w = depth_mm.shape
@@ -659,7 +692,7 @@ def thermal_contrast_k(
     patch = thermal_ck[rows, cols]
     if patch.size == 0:
         return float("nan"), 0.0
-    covered = patch > 0
+    covered = (patch > 0) & ~filled_pixels(patch)
     coverage = float(covered.mean())
     if not (np.isfinite(depth_m) and np.isfinite(scene_k)):
         return float("nan"), coverage

@@ -233,7 +233,8 @@ def test_boxes_no_warmer_than_the_room_are_not_published(graph, executor, spin_u
     # thing, not a person. With the check off (0) the same boxes are published.
     node, feeder = graph(min_thermal_contrast_k=check)
     depth = np.full((120, 212), 2000, np.uint16)
-    room = np.full((30, 53), 29_500, np.uint16)
+    noise = np.random.default_rng(0).normal(0.0, 5.0, (30, 53))  # the Lepton's 0.05 K
+    room = np.round(29_500 + noise).astype(np.uint16)
     for i in range(3):
         stamp = T0 + i * PERIOD
         feeder.send_pair(stamp, depth=array_to_image(depth, "16UC1", stamp, FRAME), thermal=room)

@@ -90,7 +90,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="what runs the detector (default %(default)s: torch on CUDA, "
                    f"{CPU_DEFAULT_BACKEND} on the CPU; onnxruntime-int8 = statically "
                    "quantized, CPU only)")
-    b.add_argument("--min-thermal-contrast", type=float, default=0.5, metavar="K",
+    b.add_argument("--min-thermal-contrast", type=float, default=0.0, metavar="K",
                    help="the detector node's min_thermal_contrast_k: detections whose own pixels "
                         "are less than K kelvin warmer than the scene are not tracked (0 = off)")
     b.add_argument("--limit-s", type=float, help="evaluate only the first S seconds of the bag")

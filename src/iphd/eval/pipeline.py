@@ -97,7 +97,7 @@ class OfflineConfig:
     threads: int = 2
     backend: str = "auto"
     score_threshold: float = 0.5
-    min_thermal_contrast_k: float = 0.5
+    min_thermal_contrast_k: float = 0.0
     thermal_min_coverage: float = 0.9
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     calibration: str = ""

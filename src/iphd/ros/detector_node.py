@@ -103,7 +103,7 @@ class DetectorNode(Node):
         )
         score = declare(self, "score_threshold", 0.5, "lowest detection score published")
         contrast = declare(
-            self, "min_thermal_contrast_k", 0.5,
+            self, "min_thermal_contrast_k", 0.0,
             "detections whose own pixels are less than this many kelvin warmer than the scene "
             "(mannequins, coats, furniture) are not published; 0 = no thermal check",
         )
