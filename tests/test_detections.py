@@ -333,6 +333,12 @@ def test_describe_detections_measures_the_thermal_contrast():
     assert person.thermal_coverage > 0.99
     (mannequin,) = describe_detections(dets, depth, _room_thermal(29_320), INTR)
     assert split_cold([mannequin], 0.5, 0.9) == ([], [mannequin])
+    # With the check off nothing is measured (and nothing would be left out).
+    (unmeasured,) = describe_detections(
+        dets, depth, _room_thermal(29_320), INTR, measure_contrast=False
+    )
+    assert math.isnan(unmeasured.thermal_contrast_k) and unmeasured.thermal_coverage == 0.0
+    assert unmeasured.position_m == mannequin.position_m
 
 
 def test_debug_image_draws_cold_boxes_in_their_own_colour():

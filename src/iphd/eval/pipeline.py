@@ -342,6 +342,7 @@ class OfflinePipeline:
             describe_detections(
                 found, depth.depth_mm, registered_ck, depth.intrinsics,
                 self.config.score_threshold,
+                measure_contrast=self.config.min_thermal_contrast_k > 0.0,
             ),
             self.config.min_thermal_contrast_k, self.config.thermal_min_coverage,
         )

@@ -306,6 +306,7 @@ class DetectorNode(Node):
                 describe_detections(
                     found, depth.depth_mm, registered.thermal_ck, depth.intrinsics,
                     self.config.score_threshold,
+                    measure_contrast=self.config.min_thermal_contrast_k > 0.0,
                 ),
                 self.config.min_thermal_contrast_k, self.config.thermal_min_coverage,
             )
