@@ -369,3 +369,8 @@ def test_filled_pixels_are_runs_of_identical_values_along_rows_or_columns():
     assert np.array_equal(mask, expected)
     patch[0, :] = 0  # no reading is never "filled"
     assert not filled_pixels(patch)[0].any()
+
+
+def test_filled_pixels_needs_a_run_of_two_or_more():
+    with pytest.raises(ValueError, match="run must be >= 2"):
+        filled_pixels(np.zeros((3, 3), np.uint16), run=1)

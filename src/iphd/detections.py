@@ -611,7 +611,8 @@ class PersonDetection:
         position_m: (x, y, z) in the depth optical frame, metres; NaN x 3 without valid depth.
         temperature_k: median thermal inside the box, kelvin; NaN without coverage.
         thermal_contrast_k: ``thermal_contrast_k`` of the box, kelvin; NaN when not measured.
-        thermal_coverage: fraction of the box's thermal pixels with a reading (0..1).
+        thermal_coverage: fraction of the box's thermal pixels with a reading that the
+            zero-patch fixing did not fill in (0..1); 0 when not measured.
     """
 
     box_xyxy: tuple[float, float, float, float]
@@ -635,14 +636,17 @@ def filled_pixels(patch: np.ndarray, run: int = FILLED_RUN_PX) -> np.ndarray:
     """Mask of the non-zero pixels in a row or column run of ``run`` or more identical values.
 
     Zero-patch fixing (``iphd.noise.fix_zero_patches``) fills the band outside the thermal view
-    and the registration's holes with copies of the nearest reading. Readings are noisy, and
-    at the default ``registered_scale`` (0.25) one Lepton pixel lands on about one output
-    pixel, so readings do not repeat four times in a row (at scales several times larger they
-    could, and this test would drop some readings).
+    and the registration's holes with copies of the nearest reading, while real readings are
+    noisy: at the default ``registered_scale`` (0.25), in the first 3 s of two simulator bags,
+    this caught 75-78 % of the filled pixels and 2-3 % of the real ones. At much larger
+    scales one Lepton pixel covers several output pixels and more readings would be caught.
+
+    Raises:
+        ValueError: ``run`` < 2.
     """
-    mask = np.zeros(patch.shape, dtype=bool)
     if run < 2:
-        return patch > 0
+        raise ValueError(f"run must be >= 2 pixels, got {run}")
+    mask = np.zeros(patch.shape, dtype=bool)
     for arr, out in ((patch, mask), (patch.T, mask.T)):
         if arr.shape[1] < run:
             continue
@@ -723,6 +727,25 @@ def split_cold(
         measured = p.thermal_coverage >= min_coverage and np.isfinite(p.thermal_contrast_k)
         (cold if measured and p.thermal_contrast_k < min_contrast_k else kept).append(p)
     return kept, cold
+
+
+def checked_detections(
+    detections: Detections,
+    depth_mm: np.ndarray,
+    thermal_ck: np.ndarray,
+    intrinsics: CameraIntrinsics,
+    config: DetectionConfig,
+) -> tuple[list[PersonDetection], list[PersonDetection]]:
+    """(published, left out as cold): ``describe_detections`` then ``split_cold`` with ``config``.
+
+    What the detector node publishes; the offline pipeline hands the same to the tracker.
+    """
+    check = config.min_thermal_contrast_k > 0.0
+    people = describe_detections(
+        detections, depth_mm, thermal_ck, intrinsics, config.score_threshold,
+        measure_contrast=check,
+    )
+    return split_cold(people, config.min_thermal_contrast_k, config.thermal_min_coverage)
 
 
 def describe_detections(

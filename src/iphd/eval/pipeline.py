@@ -25,9 +25,8 @@ from iphd.data.rosbag import (
 from iphd.detections import (
     DetectionConfig,
     PersonDetection,
-    describe_detections,
+    checked_detections,
     load_detector,
-    split_cold,
 )
 from iphd.errors import DatasetError, IphdError
 from iphd.fusion import DEPTH_ENCODINGS, FusionConfig, FusionPipeline, depth_to_mm
@@ -338,13 +337,8 @@ class OfflinePipeline:
         found = self.detector(depth.depth_mm, registered_ck)
         # Positions only for what the node publishes (as the node does); AP scores every
         # detection the model returns, so the others are kept with NaN position/temperature.
-        published, cold = split_cold(
-            describe_detections(
-                found, depth.depth_mm, registered_ck, depth.intrinsics,
-                self.config.score_threshold,
-                measure_contrast=self.config.min_thermal_contrast_k > 0.0,
-            ),
-            self.config.min_thermal_contrast_k, self.config.thermal_min_coverage,
+        published, cold = checked_detections(
+            found, depth.depth_mm, registered_ck, depth.intrinsics, self.detection_config
         )
         t2 = time.perf_counter()
         self.stats.cold_rejected += len(cold)

@@ -18,10 +18,9 @@ from iphd.detections import (
     DetectionConfig,
     StampPair,
     StampPairer,
-    describe_detections,
+    checked_detections,
     load_detector,
     render_debug_image,
-    split_cold,
 )
 from iphd.errors import IphdError
 from iphd.fusion import depth_to_mm
@@ -109,7 +108,8 @@ class DetectorNode(Node):
         )
         coverage = declare(
             self, "thermal_min_coverage", 0.9,
-            "least fraction of a box with a thermal reading for the thermal check to apply",
+            "least fraction of a box with real thermal readings (not filled in) for the "
+            "thermal check to apply",
         )
         threads = declare(
             self, "threads", 2, "CPU threads for inference (torch or onnxruntime); 0 = default"
@@ -302,13 +302,8 @@ class DetectorNode(Node):
         try:
             found = self.detector(depth.depth_mm, registered.thermal_ck)
             inferred = time.monotonic()
-            people, cold = split_cold(
-                describe_detections(
-                    found, depth.depth_mm, registered.thermal_ck, depth.intrinsics,
-                    self.config.score_threshold,
-                    measure_contrast=self.config.min_thermal_contrast_k > 0.0,
-                ),
-                self.config.min_thermal_contrast_k, self.config.thermal_min_coverage,
+            people, cold = checked_detections(
+                found, depth.depth_mm, registered.thermal_ck, depth.intrinsics, self.config
             )
         except (IphdError, RuntimeError) as exc:
             self._count(self._dropped, "inference_error")
