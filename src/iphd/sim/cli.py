@@ -2,6 +2,7 @@
 
     iphd-sim iphd  --out data/iphd_sim --frames 10000 --workers 2
     iphd-sim reid  --out data/reid_sim --identities 60 --sessions 3
+    iphd-sim reid-walks --out data/reid_walks --sequences 100   # crops as the tracker cuts them
     iphd-sim bag   --out data/sim_bag --duration 30
     iphd-sim rsrec --out data/sim_depth.db3 --duration 5
     iphd-sim sheet --out docs/images/sim_contact_sheet.png
@@ -71,6 +72,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="depth crop geometry: metric keeps body size (the shipped embedder's), "
                    "letterbox fits the box like the RGB crops")
 
+    p = sub.add_parser(
+        "reid-walks", parents=[common],
+        help="re-ID dataset cut from tracking-style sequences (people walking in and out)")
+    p.add_argument("--sequences", type=int, default=20, help="sequences (--people identities "
+                   "each)")
+    p.add_argument("--people", type=int, default=4, help="people per sequence")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds per sequence")
+    p.add_argument("--rate", type=float, default=2.0, help="crops per person per second")
+    p.add_argument("--gap", type=float, default=1.0,
+                   help="seconds unseen after which a person's next crops are a new session")
+    p.add_argument("--test-fraction", type=float, default=0.1,
+                   help="share of the sequences held out for the test split")
+
     for name, text in (("bag", "ROS 2 bag with ground truth"),
                        ("rsrec", "librealsense depth recording (.db3)")):
         p = sub.add_parser(name, parents=[common], help=text)
@@ -130,6 +144,15 @@ def run(argv: Sequence[str] | None = None) -> int:
                     sessions=args.sessions, crops=args.crops, test_fraction=args.test_fraction,
                     workers=args.workers, overwrite=args.overwrite, calibration=calibration,
                     progress=bar.update, depth_crop=args.depth_crop,
+                )
+            print(f"wrote {args.out}: {counts} crops (depth + RGB)")
+        elif args.command == "reid-walks":
+            with _bar(args, args.sequences, "sequence") as bar:
+                counts = generate.generate_reid_walks(
+                    args.out, seed=args.seed, sequences=args.sequences, people=args.people,
+                    duration_s=args.duration, rate_hz=args.rate, gap_s=args.gap,
+                    test_fraction=args.test_fraction, workers=args.workers,
+                    overwrite=args.overwrite, calibration=calibration, progress=bar.update,
                 )
             print(f"wrote {args.out}: {counts} crops (depth + RGB)")
         elif args.command == "bag":

@@ -496,6 +496,157 @@ def generate_reid(
     return counts
 
 
+@dataclass(frozen=True)
+class WalkJob:
+    """One tracking-style sequence cut into re-ID crops: people walking in and out of view."""
+
+    root: Path
+    split: str
+    index: int  # sequence number within the dataset
+    seed: int
+    people: int
+    duration_s: float
+    rate_hz: float
+    gap_s: float
+    calibration: RigCalibration
+    sensors: SensorConfig
+    scene: SceneConfig
+
+
+#: Largest sequence count of a walks dataset: pids are ``index * people + person`` and
+#: sessions ``index * 1000 + person * 100 + visit`` must stay in range.
+MAX_WALK_SEQUENCES = 10_000
+
+
+def plan_walks(
+    root: Path, seed: int, sequences: int, people: int, duration_s: float, rate_hz: float,
+    gap_s: float, test_fraction: float, calibration: RigCalibration, sensors: SensorConfig,
+    scene: SceneConfig,
+) -> list[WalkJob]:
+    """Sequences of the walks layout; the last ``test_fraction`` of them are the test split."""
+    check_count("--seed", seed)
+    check_count("--sequences", sequences, 2)
+    check_count("--people", people, 1)
+    if sequences * people > reid_io.MAX_PID + 1 or sequences > MAX_WALK_SEQUENCES:
+        raise ValueError(
+            f"--sequences {sequences} x --people {people} is more identities than the dataset "
+            f"format holds ({reid_io.MAX_PID + 1}, at most {MAX_WALK_SEQUENCES} sequences)"
+        )
+    if people > 9:
+        raise ValueError(f"--people must be 1..9 for the walks layout, got {people}")
+    if not duration_s > 0 or not rate_hz > 0 or not gap_s >= 0:
+        raise ValueError(
+            f"--duration and --rate must be > 0 and --gap >= 0, got {duration_s}, {rate_hz}, "
+            f"{gap_s}"
+        )
+    if duration_s * sensors.depth_rate_hz >= 100_000:
+        raise ValueError(f"--duration {duration_s} s is too long for the walks layout's pair "
+                         f"ids (under {100_000 / sensors.depth_rate_hz:.0f} s)")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"--test-fraction must be in (0, 1), got {test_fraction}")
+    n_test = min(max(1, int(round(sequences * test_fraction))), sequences - 1)
+    seeds = sequence_seeds(seed, sequences, 3)
+    return [
+        WalkJob(root, "test" if i >= sequences - n_test else "train", i, seeds[i], people,
+                duration_s, rate_hz, gap_s, calibration, sensors, scene)
+        for i in range(sequences)
+    ]
+
+
+def render_walk_sequence(job: WalkJob) -> list[reid_io.ReidRecord]:
+    """Render one walking sequence and write its labelled people's crops (runs in a worker).
+
+    Crops are cut as the tracker cuts them: every person the IPHD label rule counts (people cut
+    off by the image's side edges and partly hidden ones too), a metric depth window centred on
+    the visible box. A person's session is one visit: it ends when they were not labelled for
+    more than ``gap_s``, so matching across sessions is recognising someone who came back.
+    """
+    identities = [make_identity(p, job.seed) for p in range(job.people)]
+    sim = RigSimulator(job.calibration, identities, job.duration_s, job.seed, job.sensors,
+                       job.scene)
+    di = sim.depth_intrinsics
+    scale = sim.rgb_intrinsics.width / di.width
+    step = max(1, int(round(job.sensors.depth_rate_hz / job.rate_hz)))
+    visit = dict.fromkeys(range(job.people), -1)
+    last_seen = dict.fromkeys(range(job.people), -math.inf)
+    records: list[reid_io.ReidRecord] = []
+    for index in range(0, sim.n_depth, step):
+        sample = sim.render_depth(index, rgb=True)
+        assert sample.rgb is not None
+        t = sim.depth_time(index)
+        for person in label_people(sample.people, di.height):
+            local = person.pid
+            box = person.box_xyxy
+            try:
+                depth_crop = reid_io.metric_crop(sample.depth_mm, box, di.fx, di.fy)
+            except ValueError:  # no valid depth on the person: no distance, no crop
+                continue
+            if t - last_seen[local] > job.gap_s:
+                visit[local] += 1
+            last_seen[local] = t
+            if visit[local] >= 100:
+                continue
+            session_id = job.index * 1000 + local * 100 + visit[local]
+            x1, y1, x2, y2 = box
+            rgb_crop = reid_io.crop_person(sample.rgb, (x1 * scale, y1 * scale, x2 * scale,
+                                                        y2 * scale))
+            pair_id = (job.index * 100_000 + index) * 10 + local
+            for modality, crop, camid in (
+                ("depth", depth_crop, 2 * session_id),
+                ("rgb", rgb_crop, 2 * session_id + 1),
+            ):
+                records.append(reid_io.write_crop(
+                    job.root, job.split, crop, pid=job.index * job.people + local, camid=camid,
+                    modality=modality, session=f"w{session_id:07d}", stamp_ns=sample.stamp_ns,
+                    pair_id=pair_id,
+                ))
+    return records
+
+
+def generate_reid_walks(
+    out: Path, *, seed: int, sequences: int = 20, people: int = 4, duration_s: float = 60.0,
+    rate_hz: float = 2.0, gap_s: float = 1.0, test_fraction: float = 0.1, workers: int = 1,
+    overwrite: bool = False, calibration: RigCalibration, sensors: SensorConfig | None = None,
+    scene: SceneConfig | None = None, progress: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """Write a re-ID dataset cut from tracking-style sequences; returns records per split.
+
+    Where :func:`generate_reid` films small groups posing in sessions chosen to show everyone
+    well, this renders what ``iphd-sim bag`` records (the same scene and sensor defaults:
+    ``people`` walking in and out of a room for ``duration_s``) and keeps a time-paired depth
+    (metric window) and RGB crop of every labelled person ``rate_hz`` times a second, people at
+    the image's edges and partly hidden ones included: the crops the tracker embeds. Identities
+    are the sequences' people (``sequence * people + person``); whole sequences are held out
+    for the test split.
+    """
+    check_count("--workers", workers, 1)
+    sensors = sensors or SensorConfig(depth_profile="aligned_848x480")
+    scene = scene or SceneConfig()
+    with StagedOutput(Path(out), overwrite) as staged:
+        jobs = plan_walks(staged.path, seed, sequences, people, duration_s, rate_hz, gap_s,
+                          test_fraction, calibration, sensors, scene)
+        _warm_up(calibration)
+        results = run_parallel(render_walk_sequence, jobs, workers,
+                               (lambda r: progress(1)) if progress else None)
+        counts = {}
+        split_records: dict[str, list[reid_io.ReidRecord]] = {}
+        for split in reid_io.REID_SPLITS:
+            recs = [r for res, job in zip(results, jobs, strict=True) if job.split == split
+                    for r in res]
+            split_records[split] = recs
+            reid_io.finalize_split(staged.path, split, recs)
+            counts[split] = len(recs)
+        reid_io.check_disjoint(split_records["train"], split_records["test"])
+        write_manifest(staged.path, "reid", {
+            "layout": "walks", "seed": seed, "sequences": sequences, "people": people,
+            "duration_s": duration_s, "rate_hz": rate_hz, "gap_s": gap_s,
+            "test_fraction": test_fraction, "depth_crop": "metric", "sensors": sensors,
+            "scene": scene, "calibration": calibration, "records_per_split": counts,
+        })
+        staged.commit()
+    return counts
+
+
 # ------------------------------------------------------------------------------------- streams
 
 
