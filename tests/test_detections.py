@@ -193,6 +193,8 @@ def test_detection_config_rejects_unknown_devices_and_thresholds():
         DetectionConfig(min_thermal_contrast_k=float("nan"))
     with pytest.raises(ConfigError, match="thermal_min_coverage"):
         DetectionConfig(thermal_min_coverage=1.5)
+    with pytest.raises(ConfigError, match="precision must be one of float32, float16"):
+        DetectionConfig(precision="bfloat16")
 
 
 def _tiny_checkpoint(path):
@@ -229,6 +231,27 @@ def test_load_detector_runs_float32_on_cpu_and_names_a_missing_file(tmp_path, mo
             load_detector(DetectionConfig(
                 checkpoint=str(tmp_path / "missing.pt"), threads=0, backend=backend
             ))
+
+
+@pytest.mark.parametrize("precision, half", [("float32", False), ("float16", True)])
+def test_torch_runs_the_precision_asked_for_float32_by_default(tmp_path, monkeypatch, precision,
+                                                               half):
+    from iphd.detection.detector import Detector
+
+    assert DetectionConfig().precision == "float32"
+    asked = []
+    load = Detector.from_checkpoint
+
+    def spy(path=None, device="auto", half=False):
+        asked.append(half)
+        return load(path, device, half)
+
+    monkeypatch.setattr(Detector, "from_checkpoint", spy)
+    path = _tiny_checkpoint(tmp_path / "tiny.pt")
+    detector = load_detector(DetectionConfig(checkpoint=str(path), device="cpu", backend="torch",
+                                             precision=precision, threads=0))
+    assert asked == [half]
+    assert detector.precision == "float32"  # autocast float16 is CUDA's only: the CPU stays
 
 
 def test_on_the_cpu_a_checkpoint_runs_on_onnxruntime_exported_once(tmp_path, monkeypatch):

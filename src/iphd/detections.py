@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("float32", "float16")  # of torch on CUDA; float16 = autocast
 #: ``DetectionConfig.backend`` values.
 BACKENDS = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
 #: What ``backend: auto`` runs off CUDA: the int8 model, as it is at least 1.3x faster per
@@ -78,7 +79,13 @@ class DetectionConfig:
     Attributes:
         checkpoint: detector checkpoint file (.pt, or .onnx for onnxruntime); empty = the model
             shipped with the package.
-        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``; CUDA runs in float16.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        precision: what torch computes the network in on CUDA: ``float32`` (the default) or
+            ``float16`` (autocast); the CPU backends always run float32 (or int8). On an H200
+            (``benchmarks/bench_gpu.py``, README) the shipped model ran 7.1 ms a pair in float32
+            and 8.3 ms in float16, and float16 changed one of 24 boxes (IoU 0.63 to its CPU
+            float32 counterpart) where float32 matched the CPU; float16 may still pay on GPUs
+            without fast float32 (embedded ones): measure it there first.
         backend: what runs a .pt checkpoint: ``torch``; ``onnxruntime`` (the checkpoint is
             exported to ONNX once and cached, see ``onnx_export.cached_onnx``);
             ``onnxruntime-int8`` (that export statically quantized to int8 once and cached,
@@ -115,6 +122,7 @@ class DetectionConfig:
     int8_calibration: str = ""
     min_thermal_contrast_k: float = 0.0
     thermal_min_coverage: float = 0.9
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         """Reject values the node cannot run with."""
@@ -132,6 +140,10 @@ class DetectionConfig:
         if self.backend not in BACKENDS:
             raise ConfigError(
                 f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
         if self.backend == "torch" and self.checkpoint.endswith(".onnx"):
             raise ConfigError(
@@ -165,7 +177,7 @@ class DetectionConfig:
 
 
 def load_detector(config: DetectionConfig) -> Detector:
-    """Load the checkpoint of ``config`` on its device and backend (float16 on CUDA).
+    """Load the checkpoint of ``config`` on its device, backend and precision.
 
     Raises:
         CheckpointError: the file is missing or not a usable detector checkpoint.
@@ -212,7 +224,8 @@ def load_detector(config: DetectionConfig) -> Detector:
             LOG.warning("no ONNX export of %s (%s): running it on torch", path, exc)
             backend = "torch"
     if backend == "torch":
-        return Detector.from_checkpoint(config.checkpoint or None, config.device, half=True)
+        return Detector.from_checkpoint(config.checkpoint or None, config.device,
+                                        half=config.precision == "float16")
     # onnxruntime runs the whole network without the GIL and, on the CPU, in about half the
     # time of torch's per-layer calls.
     from iphd.detection.onnx_export import OnnxDetector

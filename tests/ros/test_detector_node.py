@@ -172,15 +172,17 @@ def test_missing_checkpoint_keeps_the_node_up_and_diagnostics_name_the_file(
     assert feeder.detections == []
 
 
-def test_a_negative_thermal_contrast_is_refused_in_diagnostics_and_nothing_is_published(
-    graph, executor, spin_until, spin_for
+@pytest.mark.parametrize("parameter, value", [("min_thermal_contrast_k", -1.0),
+                                              ("precision", "half")])
+def test_a_bad_parameter_is_refused_in_diagnostics_and_nothing_is_published(
+    graph, executor, spin_until, spin_for, parameter, value
 ):
-    node, feeder = graph(min_thermal_contrast_k=-1.0)
+    node, feeder = graph(**{parameter: value})
     assert node.detector is None
     assert spin_until(
         executor,
         lambda: any(
-            s.level == DiagnosticStatus.ERROR and "min_thermal_contrast_k" in s.message
+            s.level == DiagnosticStatus.ERROR and parameter in s.message
             for d in feeder.diagnostics
             for s in d.status
         ),

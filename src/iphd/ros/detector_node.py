@@ -87,7 +87,13 @@ class DetectorNode(Node):
         checkpoint = declare(
             self, "checkpoint", "", "detector checkpoint (.pt or .onnx); empty = the shipped model"
         )
-        device = declare(self, "device", "auto", "auto | cpu | cuda (CUDA runs in float16)")
+        device = declare(self, "device", "auto", "auto | cpu | cuda")
+        precision = declare(
+            self, "precision", "float32",
+            "float32 | float16: what torch computes the network in on CUDA (float16 = autocast; "
+            "on an H200 it was slower than float32 and moved a box, see the README); the CPU "
+            "runs float32 or int8",
+        )
         backend = declare(
             self, "backend", "auto",
             "auto | torch | onnxruntime | onnxruntime-int8: what runs a .pt checkpoint; auto = "
@@ -147,6 +153,7 @@ class DetectorNode(Node):
             self.config = DetectionConfig(
                 checkpoint=str(checkpoint),
                 device=str(device),
+                precision=str(precision),
                 score_threshold=float(score),
                 threads=int(threads),
                 max_queue=int(max_queue),
