@@ -203,6 +203,26 @@ def test_the_finetune_config_fits_the_shipped_depth_embedder():
             assert torch.equal(value, shipped[name]), name
 
 
+def test_the_walks_configs_build_and_fit_one_another(tmp_path):
+    # walks_depth.yaml trains what walks_distill.yaml distils: one architecture, metric crops.
+    from common import load_config
+    from iphd.tracking.appearance import SHIPPED_DEPTH_EMBEDDER
+
+    depth = load_config(TRAINING / "configs" / "reid" / "walks_depth.yaml")
+    depth["data"]["root"] = "unused"
+    step1 = train_reid.build_run_config(depth, "walks_depth")
+    assert step1.step["kind"] == "single" and step1.normalize.depth_crop == "metric"
+    # The shipped depth model has the walks recipe's architecture: it stands in as the teacher.
+    assert load_embedder(SHIPPED_DEPTH_EMBEDDER)[0].config.backbone_depth == \
+        step1.model.backbone_depth
+    distill = load_config(TRAINING / "configs" / "reid" / "walks_distill.yaml")
+    distill["data"]["root"] = "unused"
+    distill["step"]["teacher"] = str(SHIPPED_DEPTH_EMBEDDER)
+    step2 = train_reid.build_run_config(distill, "walks_distill")
+    assert step2.step["direction"] == "depth->rgb"
+    assert step2.normalize == step1.normalize
+
+
 def test_resume_from_a_final_model_is_refused(dataset, depth_run, capsys):
     assert train_reid.main(["--resume", str(depth_run / "model.pt")]) == 2
     assert "no training state" in capsys.readouterr().err
