@@ -14,6 +14,7 @@ from iphd.eval.mot import (
     evaluate_mot,
     hota_metric,
     mot_frame,
+    with_true_identities,
 )
 from iphd.tracking.tracker import CONFIRMED, LOST, TENTATIVE
 
@@ -54,6 +55,27 @@ def test_one_switch_one_miss_one_false_positive():
     # Best identity mapping: 1<->10 (4 frames), 2<->20 or 30 (1 frame): IDTP 5 of 7 + 7.
     assert m["idf1"] == pytest.approx(10 / 14)
     assert m["idp"] == pytest.approx(5 / 7) and m["idr"] == pytest.approx(5 / 7)
+
+
+def test_true_identities_remove_the_switch_and_keep_the_miss_and_false_positive():
+    frames = [
+        _frame(0, [(1, A), (2, B)], [(10, A), (20, B)]),
+        _frame(1, [(1, A), (2, B)], [(20, A), (10, B)]),  # the two tracks swap people
+        _frame(2, [(1, A), (2, B)], [(10, A)]),  # person 2 missed
+        _frame(3, [(1, A)], [(10, A), (40, FAR)]),  # 40 matches nobody
+    ]
+    real = evaluate_mot(frames)
+    renamed = [with_true_identities(f) for f in frames]
+    true = evaluate_mot(renamed)
+    assert real["num_switches"] == 3 and true["num_switches"] == 0  # swap, and back
+    assert (true["num_misses"], true["num_false_positives"]) == (1, 1)
+    # IDTP 6 of 7 people and 7 hypotheses: the miss and the false positive remain.
+    assert true["idf1"] == pytest.approx(12 / 14)
+    assert true["idf1"] > real["idf1"]
+    assert renamed[1].hyp_ids.tolist() == [1, 2]
+    assert renamed[3].hyp_ids.tolist() == [1, -41]  # unmatched: its own id, below every person
+    empty = with_true_identities(_frame(4, [], [(7, A)]))
+    assert empty.hyp_ids.tolist() == [-8]
 
 
 def test_iou_half_matches_and_below_does_not():

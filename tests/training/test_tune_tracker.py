@@ -43,6 +43,8 @@ def test_replay_scores_the_tracker_as_iphd_eval_does():
     # Needing 3 hits to confirm misses the first 2 frames of each person: 4 of 80 boxes.
     late = tune_tracker.replay(bag, tune_tracker.TrackerConfig(confirm_hits=3))
     assert late["num_misses"] == 4 and late["idf1"] < 1.0
+    # Late confirmation is detection, not association: right identities do not mend it.
+    assert late["idf1_true_ids"] == pytest.approx(late["idf1"])
 
 
 def test_a_setting_that_matters_changes_the_table():
@@ -56,6 +58,11 @@ def test_a_setting_that_matters_changes_the_table():
                                                        "lost_timeout_s=1.0"]
     best, worst = (float(r.split("|")[2]) for r in rows)
     assert best > worst
+    # With every identity right most of the gap closes: the new id was most of the loss (the
+    # rest: the new track's first detections, before it is confirmed).
+    true_best, true_worst = (float(r.split("|")[6]) for r in rows)
+    assert true_worst - worst > 2 * (true_best - true_worst) > 0
+    assert true_best - best < true_worst - worst
 
 
 def test_settings_are_typed_as_the_tracker_config_and_bad_ones_named():
