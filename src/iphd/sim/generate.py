@@ -15,7 +15,7 @@ import json
 import math
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -457,6 +457,31 @@ def render_reid_session(job: ReidJob) -> list[reid_io.ReidRecord]:
     return records
 
 
+def _write_reid_splits(
+    root: Path, jobs: Sequence[ReidJob | WalkJob],
+    render: Callable[[Any], list[reid_io.ReidRecord]], workers: int,
+    calibration: RigCalibration, progress: Callable[[int], None] | None,
+) -> dict[str, int]:
+    """Render ``jobs`` in parallel, write each split's records.csv; returns records per split.
+
+    Raises:
+        DatasetError: an identity is in both splits.
+    """
+    _warm_up(calibration)
+    results = run_parallel(render, list(jobs), workers,
+                           (lambda r: progress(1)) if progress else None)
+    counts = {}
+    split_records: dict[str, list[reid_io.ReidRecord]] = {}
+    for split in reid_io.REID_SPLITS:
+        recs = [r for res, job in zip(results, jobs, strict=True) if job.split == split
+                for r in res]
+        split_records[split] = recs
+        reid_io.finalize_split(root, split, recs)
+        counts[split] = len(recs)
+    reid_io.check_disjoint(split_records["train"], split_records["test"])
+    return counts
+
+
 def generate_reid(
     out: Path, *, seed: int, identities: int = 40, sessions: int = 3, crops: int = 6,
     test_fraction: float = 0.3, workers: int = 1, overwrite: bool = False,
@@ -475,18 +500,8 @@ def generate_reid(
     with StagedOutput(Path(out), overwrite) as staged:
         jobs = plan_reid(staged.path, seed, identities, sessions, crops, test_fraction,
                          calibration, sensors, scene, depth_crop)
-        _warm_up(calibration)
-        results = run_parallel(render_reid_session, jobs, workers,
-                               (lambda r: progress(1)) if progress else None)
-        counts = {}
-        split_records: dict[str, list[reid_io.ReidRecord]] = {}
-        for split in reid_io.REID_SPLITS:
-            recs = [r for res, job in zip(results, jobs, strict=True) if job.split == split
-                    for r in res]
-            split_records[split] = recs
-            reid_io.finalize_split(staged.path, split, recs)
-            counts[split] = len(recs)
-        reid_io.check_disjoint(split_records["train"], split_records["test"])
+        counts = _write_reid_splits(staged.path, jobs, render_reid_session, workers,
+                                    calibration, progress)
         write_manifest(staged.path, "reid", {
             "seed": seed, "identities": identities, "sessions": sessions, "crops": crops,
             "test_fraction": test_fraction, "depth_crop": depth_crop, "sensors": sensors,
@@ -625,18 +640,8 @@ def generate_reid_walks(
     with StagedOutput(Path(out), overwrite) as staged:
         jobs = plan_walks(staged.path, seed, sequences, people, duration_s, rate_hz, gap_s,
                           test_fraction, calibration, sensors, scene)
-        _warm_up(calibration)
-        results = run_parallel(render_walk_sequence, jobs, workers,
-                               (lambda r: progress(1)) if progress else None)
-        counts = {}
-        split_records: dict[str, list[reid_io.ReidRecord]] = {}
-        for split in reid_io.REID_SPLITS:
-            recs = [r for res, job in zip(results, jobs, strict=True) if job.split == split
-                    for r in res]
-            split_records[split] = recs
-            reid_io.finalize_split(staged.path, split, recs)
-            counts[split] = len(recs)
-        reid_io.check_disjoint(split_records["train"], split_records["test"])
+        counts = _write_reid_splits(staged.path, jobs, render_walk_sequence, workers,
+                                    calibration, progress)
         write_manifest(staged.path, "reid", {
             "layout": "walks", "seed": seed, "sequences": sequences, "people": people,
             "duration_s": duration_s, "rate_hz": rate_hz, "gap_s": gap_s,
