@@ -1,8 +1,9 @@
 """GPU benchmark: the shipped detector (float32 and float16) and depth embedder on CUDA vs CPU.
 
-What the detector node (``device: cuda`` runs float16) and the tracker's embedder do on a robot
-with a GPU: milliseconds per call on CUDA, and how far CUDA's answers are from the CPU's on the
-same inputs (boxes matched by IoU, scores, embedding cosine similarity).
+What the detector node (torch on CUDA: ``precision`` float32, or float16 on request) and the
+tracker's embedder do on a robot with a GPU: milliseconds per call on CUDA, and how far CUDA's
+answers are from the CPU's on the same inputs (boxes matched by IoU, scores, embedding cosine
+similarity).
 
     python benchmarks/bench_gpu.py                       # synthetic inputs
     python benchmarks/bench_gpu.py --pairs pairs.npz     # registered pairs and depth crops
