@@ -390,10 +390,11 @@ def test_nan_position_detection_does_not_revive_a_lost_track():
 
 @pytest.mark.parametrize(
     ("gone_s", "shift_m", "revived"),
-    [(1.0, 3.0, True), (1.0, 3.8, False), (2.5, 3.9, True), (2.5, 4.2, False)],
+    [(1.0, 1.6, True), (1.0, 1.9, False), (2.5, 2.8, True), (2.5, 3.0, False),
+     (6.0, 3.9, True), (6.0, 4.2, False)],
 )
 def test_lost_track_is_revived_within_a_gate_that_grows_with_time_lost(gone_s, shift_m, revived):
-    # No embeddings: only the first stage can revive. Gate = 1 m + min(2.5 m/s * lost, 3 m).
+    # No embeddings: only the first stage can revive. Gate = 1 m + min(0.75 m/s * lost, 3 m).
     tracker, track_id, last_ns = confirmed_tracker()
     stamp_ns = last_ns + round(gone_s * NS)
     for ns in range(last_ns + FRAME_NS, stamp_ns, FRAME_NS):
@@ -402,6 +403,25 @@ def test_lost_track_is_revived_within_a_gate_that_grows_with_time_lost(gone_s, s
     assert (tracks[0].state == CONFIRMED) is revived
     assert tracker.stats.reidentified == int(revived)
     assert len(tracks) == (1 if revived else 2)
+
+
+@pytest.mark.parametrize(
+    ("config", "revived"),
+    [
+        (TrackerConfig(), False),
+        (TrackerConfig(max_speed_mps=5.0), False),
+        (TrackerConfig(lost_gate_speed_mps=1.0), True),
+    ],
+)
+def test_lost_gates_grow_at_lost_gate_speed_not_max_speed(config, revived):
+    # Lost 1 s, back 1.9 m away: inside 1 + 1.0 * 1 m, outside 1 + 0.75 * 1 m; the fastest
+    # plausible walking speed does not widen the gate.
+    tracker, _, last_ns = confirmed_tracker(config)
+    stamp_ns = last_ns + NS
+    for ns in range(last_ns + FRAME_NS, stamp_ns, FRAME_NS):
+        tracker.update(ns, [])
+    tracks = tracker.update(stamp_ns, [det(1.9, 3.0)])
+    assert (tracks[0].state == CONFIRMED) is revived
 
 
 def _walk_then_vanish(config, *, speed=1.0, gone_frames=30):
@@ -552,15 +572,16 @@ def test_reidentification_gives_a_different_embedding_a_new_id():
 
 
 def test_second_stage_revives_beyond_the_first_stage_gate_and_restarts_the_filter():
-    # Lost 2 s: the first-stage gate is 1 + min(2.5 * 2, 3) = 4 m, the re-ID gate 1 + 5 = 6 m.
+    # Lost 6 s: the first-stage gate is 1 + min(0.75 * 6, 3) = 4 m, the re-ID gate
+    # 1 + 0.75 * 6 = 5.5 m.
     e1 = unit(0.2, 0.9, 0.1, 0.3)
-    tracker, track_id, tracks = _disappear_and_reappear(e1, gone_s=2.0, shift_m=5.0)
+    tracker, track_id, tracks = _disappear_and_reappear(e1, gone_s=6.0, shift_m=5.0)
     assert [(t.track_id, t.state) for t in tracks] == [(track_id, CONFIRMED)]
     assert tracker.stats.reidentified == 1
     np.testing.assert_allclose(tracks[0].position_m, [5.0, -0.2, 3.0], atol=1e-9)
     np.testing.assert_allclose(tracks[0].velocity_mps, [0.0, 0.0, 0.0])
-    # Beyond max_speed_mps * time lost + gate_distance_m nobody is revived.
-    tracker, track_id, tracks = _disappear_and_reappear(e1, gone_s=2.0, shift_m=6.5)
+    # Beyond lost_gate_speed_mps * time lost + gate_distance_m nobody is revived.
+    tracker, track_id, tracks = _disappear_and_reappear(e1, gone_s=6.0, shift_m=6.0)
     assert [t.track_id for t in tracks] == [track_id, track_id + 1]
     assert tracker.stats.reidentified == 0
 

@@ -62,10 +62,18 @@ class TrackerConfig:
             detection (people hidden behind others for several seconds come back under their
             own id).
         reid_max_distance: cosine distance at or below which an unmatched detection revives a
-            lost track (second stage, appearance only, within ``max_speed_mps`` times the time
-            lost plus ``gate_distance_m`` of where the track was last seen). While a lost track
-            takes part in the first stage it must meet this appearance gate too.
-        max_speed_mps: fastest plausible walking speed; grows the gates of lost tracks.
+            lost track (second stage, appearance only, within ``lost_gate_speed_mps`` times the
+            time lost plus ``gate_distance_m`` of where the track was last seen). While a lost
+            track takes part in the first stage it must meet this appearance gate too.
+        max_speed_mps: fastest plausible walking speed: grows the gate within which a newly
+            confirmed track continues a lost one (``adopt_lost``; three hits are evidence
+            enough), caps the velocity a lost track's prediction moves on with and sets the
+            velocity uncertainty of a new track's filter.
+        lost_gate_speed_mps: how fast the gates in which a single detection revives a lost
+            track grow with the time lost (first and second stage): a slow walk, not the
+            fastest one. A lost person is mostly hidden or just out of view near where they
+            were lost; gates growing at ``max_speed_mps`` let the next person to appear metres
+            away take the lost identity (tuned on 32 simulated bags, see the README).
         min_score_new: detections scoring below this do not start tracks (they may update
             tracks).
         process_accel_std_mps2: Kalman white-noise acceleration standard deviation.
@@ -77,8 +85,9 @@ class TrackerConfig:
         nan_position_min_iou: least IoU with which a detection without a valid depth (NaN
             position) keeps a track updated on the previous frame alive (box, score and gallery
             are updated, the Kalman state is not).
-        max_lost_gate_growth_m: cap of the first-stage gate growth of a lost track
-            (``max_speed_mps`` times the time lost).
+        max_lost_gate_growth_m: cap of the growth of a lost track's first-stage and adoption
+            gates (``lost_gate_speed_mps``, and ``max_speed_mps`` for adoption, times the time
+            lost).
         outlier_min_iou: least IoU with which a detection whose position lies outside the
             distance gate still follows a confirmed track updated on the previous frame, as a depth
             outlier (box and score are updated, the Kalman state is not); only after every
@@ -96,8 +105,9 @@ class TrackerConfig:
             prediction: it moves ``v * tau * (1 - exp(-t / tau))`` from where it was last seen
             (``v``, the velocity at its last detection capped at ``max_speed_mps``), at most
             ``v * tau``, so a stale velocity does not carry it away. 0 = stays where last seen.
-        adopt_lost: a tentative track confirmed near where a lost track is predicted (within the
-            lost track's first-stage gate, and its appearance gate when both have galleries)
+        adopt_lost: a tentative track confirmed near where a lost track is predicted (within
+            ``gate_distance_m`` plus ``max_speed_mps`` times the time lost, capped by
+            ``max_lost_gate_growth_m``, and its appearance gate when both have galleries)
             continues the lost track, under the lost track's id.
 
     A lost track that takes a detection (either stage) restarts its Kalman filter there.
@@ -118,6 +128,7 @@ class TrackerConfig:
     lost_timeout_s: float = 8.0
     reid_max_distance: float = 1.3
     max_speed_mps: float = 2.0
+    lost_gate_speed_mps: float = 0.75
     min_score_new: float = 0.8
     process_accel_std_mps2: float = 1.0
     measurement_std_m: float = 0.15
@@ -152,6 +163,7 @@ class TrackerConfig:
         _check_finite("lost_timeout_s", self.lost_timeout_s, 0.0)
         _check_finite("reid_max_distance", self.reid_max_distance, 0.0, 2.0)
         _check_finite("max_speed_mps", self.max_speed_mps, 0.0)
+        _check_finite("lost_gate_speed_mps", self.lost_gate_speed_mps, 0.0)
         _check_finite("min_score_new", self.min_score_new, 0.0, 1.0)
         for name in ("process_accel_std_mps2", "measurement_std_m"):
             value = getattr(self, name)
@@ -629,7 +641,7 @@ class Tracker:
         tentative = np.array([t.state == TENTATIVE for t in tracks])
         lost_s = np.array([(stamp_ns - t.last_update_ns) * _NS_PER_S for t in tracks])
         gate = cfg.gate_distance_m + np.where(
-            lost, np.minimum(cfg.max_speed_mps * lost_s, cfg.max_lost_gate_growth_m), 0.0
+            lost, np.minimum(cfg.lost_gate_speed_mps * lost_s, cfg.max_lost_gate_growth_m), 0.0
         )
         dist = np.linalg.norm(pred[:, None, :] - ground[None, :, :], axis=2)
         dist_ok = valid[None, :] & (np.nan_to_num(dist, nan=np.inf) <= gate[:, None])
@@ -752,7 +764,7 @@ class Tracker:
         app = 1.0 - g @ e.T
         seen = np.stack([t.last_seen_ground_m for t in cand_t])
         lost_s = np.array([(stamp_ns - t.last_update_ns) * _NS_PER_S for t in cand_t])
-        radius = cfg.max_speed_mps * lost_s + cfg.gate_distance_m
+        radius = cfg.lost_gate_speed_mps * lost_s + cfg.gate_distance_m
         dist = np.linalg.norm(seen[:, None, :] - ground[cand_d][None, :, :], axis=2)
         feasible = (app <= cfg.reid_max_distance) & (dist <= radius[:, None])
         cost = np.where(feasible, app, _INFEASIBLE)
@@ -765,9 +777,11 @@ class Tracker:
         A person whose lost track was not revived (their detections fell just outside its gate,
         or a second track started on them while the first still followed a part of them) gets a
         new tentative track. Tentative tracks are not published, so when one is confirmed near
-        where a lost track is predicted (within that lost track's first-stage gate, and within
-        ``reid_max_distance`` in appearance when both have galleries), the lost track takes it
-        over and keeps its id; the nearest such lost track wins.
+        where a lost track is predicted (within ``gate_distance_m`` plus ``max_speed_mps`` times
+        the time lost, capped by ``max_lost_gate_growth_m``: wider than a single detection's
+        revival gate, as three hits are better evidence; and within ``reid_max_distance`` in
+        appearance when both have galleries), the lost track takes it over and keeps its id;
+        the nearest such lost track wins.
         """
         cfg = self.config
         if not cfg.adopt_lost:
