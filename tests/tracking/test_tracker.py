@@ -525,6 +525,15 @@ def test_a_newly_confirmed_track_near_a_lost_track_continues_it():
     assert [(t.track_id, t.state) for t in tracks] == [(a_id, LOST), (a_id + 1, CONFIRMED)]
 
 
+def test_adoption_gate_grows_at_max_speed_not_lost_gate_speed():
+    # A lost 0.2 s, the new track 1.2 m away: inside 1 + 2.0 * 0.2 m (max_speed_mps), outside
+    # 1 + 0.75 * 0.2 m (lost_gate_speed_mps, a single detection's revival gate).
+    a_id, tracks, _ = _second_track_on_one_person(TrackerConfig(lost_gate_speed_mps=0.0))
+    assert [(t.track_id, t.state) for t in tracks] == [(a_id, CONFIRMED)]
+    a_id, tracks, _ = _second_track_on_one_person(TrackerConfig(max_speed_mps=0.5))
+    assert [(t.track_id, t.state) for t in tracks] == [(a_id, LOST), (a_id + 1, CONFIRMED)]
+
+
 def test_a_newly_confirmed_track_that_looks_different_does_not_continue_a_lost_track():
     a_id, tracks, _ = _second_track_on_one_person(
         TrackerConfig(**STRONG), emb_new=unit(0.0, 1.0, 0.0)
