@@ -123,6 +123,17 @@ def test_cli_writes_report_with_metrics(sim_bag, tmp_path, capsys):
     assert 0.0 < hota["hota"] <= 1.0 and 0.0 < hota["deta"] <= 1.0 and 0.0 < hota["assa"] <= 1.0
     assert hota["hota"] <= max(hota["deta"], hota["assa"])
     assert "offline: AP@0.25" in capsys.readouterr().out
+    # The breakdown counts only the published detections (score >= the node's 0.5), while AP
+    # scores all of them; every published one is of exactly one kind.
+    breakdown = metrics["breakdown"]
+    kinds = ("matched", "second_box", "loose_box", "unlabelled_person", "background")
+    assert 0 < breakdown["detections"] < metrics["n_detections"]
+    assert sum(breakdown[k] for k in kinds) == breakdown["detections"]
+    assert breakdown["matched"] > 10
+    position = breakdown["position"]
+    assert position["with_position"] + position["no_position"] == breakdown["matched"]
+    assert 0.0 <= position["median_m"] <= position["p90_m"]
+    assert "## Where the errors come from" in report
 
 
 def _copy_bag(src, dst, stop_ns, edit):
@@ -198,14 +209,17 @@ def _header(stamp_ns):
     )
 
 
-def _tracks_msg(stamp_ns, rows, scores=None):
-    """rows: (id, state, box or None); scores: per row (ground truth: the visibility)."""
+def _tracks_msg(stamp_ns, rows, scores=None, positions=None):
+    """rows: (id, state, box or None); scores: per row (ground truth: the visibility);
+    positions: per row, metres (default (0, 0, 2))."""
     t = typestore().types
     cls = t["iphd_msgs/msg/PersonTrack"]
     tracks = [
         cls(
             id=i, state=state, score=0.9 if scores is None else scores[k],
-            position=t["geometry_msgs/msg/Point"](0.0, 0.0, 2.0),
+            position=t["geometry_msgs/msg/Point"](
+                *((0.0, 0.0, 2.0) if positions is None else positions[k])
+            ),
             velocity=t["geometry_msgs/msg/Vector3"](0.0, 0.0, 0.0),
             x1=b[0] if b else 0.0, y1=b[1] if b else 0.0, x2=b[2] if b else 0.0,
             y2=b[3] if b else 0.0, age_s=0.0, time_since_update_s=0.0,
@@ -256,7 +270,8 @@ def _write_recording(path, tracks_for, *, ns="/robot/", with_truth=True, frames=
         people = _people(frame)
         if with_truth:
             truth = _tracks_msg(
-                stamp, [(p.pid, 1, p.box_xyxy) for p in people], [p.visibility for p in people]
+                stamp, [(p.pid, 1, p.box_xyxy) for p in people], [p.visibility for p in people],
+                [p.position_m for p in people],
             )
             write(GROUND_TRUTH, PERSON_TRACKS, truth, stamp)
         boxes = [p.box_xyxy for p in people[:2]]
@@ -286,6 +301,16 @@ def test_recorded_tracks_copied_from_truth_score_perfect(tmp_path):
     assert latency["tracks_log_minus_stamp"]["p50"] == pytest.approx(50.0)
     assert latency["detections_log_minus_stamp"]["max"] == pytest.approx(30.0)
     assert "log time" in (out / "report.md").read_text()
+    # The two labelled people, matched every frame; the third is left out by the label rule.
+    # Detections sit at (0, 0, 2): person 1's own position, 1 m beside person 2's.
+    breakdown = metrics["breakdown"]
+    assert breakdown["detections"] == 20 and breakdown["matched"] == 20
+    assert breakdown["second_box"] == breakdown["background"] == 0
+    assert breakdown["recall_by_visibility"]["0.7_and_over"]["recall"] == 1.0
+    assert breakdown["position"]["with_position"] == 20
+    assert breakdown["position"]["median_m"] == pytest.approx(0.5)
+    assert breakdown["position"]["over_0.5_m"] == pytest.approx(0.5)
+    assert breakdown["position"]["over_1_m"] == 0.0
 
 
 def test_recorded_switch_and_miss_give_the_constructed_metrics(tmp_path):

@@ -27,6 +27,7 @@ from iphd.data.rosbag import (
 )
 from iphd.data.truth import PersonTruth
 from iphd.errors import DatasetError
+from iphd.eval.breakdown import DetectionBreakdown, breakdown_markdown
 from iphd.eval.iphd_ap import DEFAULT_THRESHOLDS, evaluate, plot_pr
 from iphd.eval.mot import (
     DEFAULT_LABELS,
@@ -78,6 +79,8 @@ class BagEvalResult:
         frames_without_truth: output frames whose stamp has no ground truth (not scored).
         skipped: messages skipped per topic (corrupt or undecodable).
         counters: other counts (resets, rejected detections, pairs failed, ...).
+        breakdown: :meth:`iphd.eval.breakdown.DetectionBreakdown.summary` of the published
+            detections, or None without detections.
     """
 
     mode: str
@@ -90,6 +93,13 @@ class BagEvalResult:
     skipped: dict[str, int]
     counters: dict[str, int] = field(default_factory=dict)
     hota: dict[str, float | None] | None = None
+    breakdown: dict[str, Any] | None = None
+
+
+#: One frame of output to score: stamp, detection rows ``[x1, y1, x2, y2, score]`` (None: no
+#: detections source), their positions (N, 3) in metres (None: not known), track tuples and
+#: the depth image height.
+Output = tuple[int, np.ndarray | None, np.ndarray | None, list[tuple[int, str, Any]], int]
 
 
 def _stop_ns(reader: BagReader, limit_s: float | None) -> int | None:
@@ -122,33 +132,45 @@ def read_truth(reader: BagReader, stop_ns: int | None = None) -> dict[int, list[
     return truth
 
 
-def _label_boxes(people: Sequence[PersonTruth], height: int, labels: LabelConfig) -> np.ndarray:
-    boxes = [p.box_xyxy for p in label_people(people, height, labels)]
-    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+def _label_boxes(labelled: Sequence[PersonTruth]) -> np.ndarray:
+    return np.asarray([p.box_xyxy for p in labelled], dtype=np.float64).reshape(-1, 4)
 
 
 def _score(
-    outputs: Sequence[tuple[int, np.ndarray | None, list[tuple[int, str, Any]], int]],
+    outputs: Sequence[Output],
     truth: Mapping[int, list[PersonTruth]],
     labels: LabelConfig,
+    published_min_score: float = 0.0,
 ) -> tuple[dict[str, Any], dict[str, float | None], dict[str, float | None] | None,
-           list[MotFrame], int]:
-    """AP, MOT and HOTA of (stamp, detection rows or None, track tuples, image height) outputs."""
+           list[MotFrame], int, dict[str, Any] | None]:
+    """AP, MOT, HOTA and the error breakdown of :data:`Output` frames.
+
+    AP scores every detection row; the breakdown only those scoring ``published_min_score``
+    or more (the ones the detector node publishes).
+    """
     predictions: dict[str, np.ndarray] = {}
     ground_truth: dict[str, np.ndarray] = {}
     frames: list[MotFrame] = []
+    breakdown = DetectionBreakdown()
     without_truth = 0
-    for stamp_ns, rows, tracks, height in outputs:
+    for stamp_ns, rows, positions, tracks, height in outputs:
         people = truth.get(stamp_ns)
         if people is None:
             without_truth += 1
             continue
         frames.append(mot_frame(stamp_ns, people, tracks, height, labels))
         if rows is not None:
+            kept = label_people(people, height, labels)
             predictions[str(stamp_ns)] = rows
-            ground_truth[str(stamp_ns)] = _label_boxes(people, height, labels)
+            ground_truth[str(stamp_ns)] = _label_boxes(kept)
+            published = rows[:, 4] >= published_min_score
+            breakdown.add_frame(
+                rows[published, :4], rows[published, 4],
+                None if positions is None else positions[published], people, kept,
+            )
     ap = evaluate(predictions, ground_truth, DEFAULT_THRESHOLDS) if predictions else {}
-    return ap, evaluate_mot(frames), evaluate_hota(frames), frames, without_truth
+    summary = breakdown.summary() if predictions else None
+    return ap, evaluate_mot(frames), evaluate_hota(frames), frames, without_truth, summary
 
 
 def evaluate_offline(
@@ -180,11 +202,17 @@ def evaluate_offline(
                 rows = np.asarray(
                     [(*d.box_xyxy, d.score) for d in pair.detections], dtype=np.float64
                 ).reshape(-1, 5)
-                outputs.append((pair.stamp_ns, rows, track_tuples(pair.tracks), pair.image_size[1]))
+                positions = np.asarray(
+                    [d.position_m for d in pair.detections], dtype=np.float64
+                ).reshape(-1, 3)
+                outputs.append((pair.stamp_ns, rows, positions, track_tuples(pair.tracks),
+                                pair.image_size[1]))
                 for stage, ms in pair.latency_ms.items():
                     latency[stage].append(ms)
                 bar.update(1)
-    ap, mot, hota, frames, without_truth = _score(outputs, truth, labels)
+    ap, mot, hota, frames, without_truth, breakdown = _score(
+        outputs, truth, labels, published_min_score=config.score_threshold
+    )
     stats = pipeline.stats
     result = BagEvalResult(
         mode="offline",
@@ -192,6 +220,7 @@ def evaluate_offline(
         mot=mot,
         hota=hota,
         frames=frames,
+        breakdown=breakdown,
         latency_ms={s: np.asarray(v, dtype=np.float64) for s, v in latency.items() if v},
         pairs=stats.pairs,
         frames_without_truth=without_truth,
@@ -238,6 +267,13 @@ def detection_rows_from_msg(msg: Any) -> np.ndarray:
     ).reshape(-1, 5)
 
 
+def detection_positions_from_msg(msg: Any) -> np.ndarray:
+    """(N, 3) positions in metres of a ``PersonDetectionArray`` (NaN where it has none)."""
+    return np.asarray(
+        [(d.position.x, d.position.y, d.position.z) for d in msg.detections], dtype=np.float64
+    ).reshape(-1, 3)
+
+
 @dataclass
 class RecordedFrames:
     """The ``detections`` and ``tracks`` a live graph published, as plain data, in time order.
@@ -248,6 +284,8 @@ class RecordedFrames:
     Attributes:
         detections: stamp -> (N, 5) ``[x1, y1, x2, y2, score]`` rows; None when there was no
             ``detections`` topic (AP is then not computed).
+        positions: stamp -> (N, 3) positions of those detections, metres (NaN where none);
+            a stamp without an entry has no positions (not counted in the position errors).
         tracks: (stamp, [(id, state, box or None)]) per ``tracks`` message.
         latency_ms: stage -> delays (receipt or log time minus header stamp), ms.
         image_height: depth image height the boxes refer to, rows; None if not known yet.
@@ -255,16 +293,22 @@ class RecordedFrames:
     """
 
     detections: dict[int, np.ndarray] | None = field(default_factory=dict)
+    positions: dict[int, np.ndarray] = field(default_factory=dict)
     tracks: list[tuple[int, list[tuple[int, str, Any]]]] = field(default_factory=list)
     latency_ms: dict[str, list[float]] = field(default_factory=dict)
     image_height: int | None = None
     skipped: dict[str, int] = field(default_factory=dict)
 
-    def add_detections(self, stamp_ns: int, rows: np.ndarray, image_height: int) -> None:
+    def add_detections(
+        self, stamp_ns: int, rows: np.ndarray, image_height: int,
+        positions: np.ndarray | None = None,
+    ) -> None:
         """Keep one detections message (the first seen image height wins)."""
         if self.detections is None:
             self.detections = {}
         self.detections[int(stamp_ns)] = rows
+        if positions is not None:
+            self.positions[int(stamp_ns)] = positions
         self.image_height = self.image_height or int(image_height)
 
     def add_latency(self, stage: str, ms: float) -> None:
@@ -303,7 +347,10 @@ def read_recorded(
     for topic, _type, log_ns, msg in reader.messages(wanted, stop_ns=stop_ns):
         stamp = header_stamp_ns(msg)
         if topic == det_topic:
-            recorded.add_detections(stamp, detection_rows_from_msg(msg), int(msg.image_height))
+            recorded.add_detections(
+                stamp, detection_rows_from_msg(msg), int(msg.image_height),
+                detection_positions_from_msg(msg),
+            )
             recorded.add_latency(RECORDED_STAGES[0], (log_ns - stamp) / 1e6)
         else:
             recorded.tracks.append((stamp, track_tuples_from_msg(msg)))
@@ -335,11 +382,17 @@ def score_recorded(
             f"{DEPTH_INFO}); the ground-truth label rule needs it"
         )
     detections = recorded.detections
-    outputs = [
-        (stamp, detections.get(stamp) if detections is not None else None, tuples, height)
+    outputs: list[Output] = [
+        (
+            stamp,
+            detections.get(stamp) if detections is not None else None,
+            recorded.positions.get(stamp),
+            tuples,
+            height,
+        )
         for stamp, tuples in recorded.tracks
     ]
-    ap, mot, hota, frames, without_truth = _score(outputs, truth, labels)
+    ap, mot, hota, frames, without_truth, breakdown = _score(outputs, truth, labels)
     return BagEvalResult(
         mode=mode,
         ap=ap,
@@ -349,6 +402,7 @@ def score_recorded(
         latency_ms={
             s: np.asarray(v, dtype=np.float64) for s, v in recorded.latency_ms.items() if v
         },
+        breakdown=breakdown,
         pairs=len(recorded.tracks),
         frames_without_truth=without_truth,
         skipped=dict(recorded.skipped),
@@ -438,6 +492,7 @@ def metrics_dict(result: BagEvalResult, meta: Mapping[str, Any]) -> dict[str, An
         "frames_without_truth": result.frames_without_truth,
         "skipped": dict(result.skipped),
         "counters": dict(result.counters),
+        "breakdown": result.breakdown,
         "meta": dict(meta),
     }
 
@@ -521,6 +576,8 @@ def _markdown(metrics: Mapping[str, Any]) -> str:
         lines += [f"| {_HOTA_LABELS[k]} | {_fmt(hota[k])} |" for k in HOTA_KEYS]
         lines += ["", f"HOTA: {metrics['hota_note']}.", ""]
     lines += ["![timeline](timeline.png)", ""]
+    if metrics.get("breakdown"):
+        lines += breakdown_markdown(metrics["breakdown"])
     lines += ["## Latency (ms)", ""]
     if mode == "recorded":
         lines += ["Bag log time (receipt by the recorder) minus the header stamp (capture).", ""]

@@ -72,7 +72,7 @@ class LiveRecorder:
 
     def on_detections(
         self, stamp_ns: int, rows: np.ndarray, image_height: int, now_ns: int | None,
-        wall_s: float,
+        wall_s: float, positions: np.ndarray | None = None,
     ) -> None:
         """One ``detections`` message: (N, 5) rows, the image height, receipt times.
 
@@ -82,9 +82,10 @@ class LiveRecorder:
             image_height: depth image height, rows.
             now_ns: receipt time on the clock of the stamps (None: not comparable, no delay).
             wall_s: receipt time on ``time.monotonic``, s.
+            positions: (N, 3) positions of the detections, metres (NaN where none), or None.
         """
         if self._observe(DETECTIONS, stamp_ns, now_ns, wall_s):
-            self.frames.add_detections(stamp_ns, rows, image_height)
+            self.frames.add_detections(stamp_ns, rows, image_height, positions)
 
     def on_tracks(
         self, stamp_ns: int, tracks: list[tuple[int, str, Any]], now_ns: int | None,

@@ -23,7 +23,11 @@ from sensor_msgs.msg import Image
 
 from iphd.data.rosbag import GROUND_TRUTH
 from iphd.errors import ConfigError, IphdError
-from iphd.eval.bag_eval import detection_rows_from_msg, track_tuples_from_msg
+from iphd.eval.bag_eval import (
+    detection_positions_from_msg,
+    detection_rows_from_msg,
+    track_tuples_from_msg,
+)
 from iphd.eval.live import LiveRecorder
 from iphd.graph import (
     SENSOR_TOPICS,
@@ -126,7 +130,7 @@ class _Monitor(Node):
         now_ns, wall_s = self._now()
         self.recording.on_detections(
             stamp_to_ns(msg.header.stamp), detection_rows_from_msg(msg), int(msg.image_height),
-            now_ns, wall_s,
+            now_ns, wall_s, detection_positions_from_msg(msg),
         )
 
     def _on_tracks(self, msg: PersonTrackArray) -> None:
