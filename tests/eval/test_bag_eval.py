@@ -286,7 +286,7 @@ def test_recorded_tracks_copied_from_truth_score_perfect(tmp_path):
     # The published tracks: the two labelled people confirmed, plus a lost and a tentative one.
     _write_recording(
         bag,
-        lambda f, people: [(p.pid, 1, p.box_xyxy) for p in people[:2]]
+        lambda f, people: _perfect_tracks(f, people)
         + [(50, 2, None), (51, 0, (0.0, 0.0, 30.0, 90.0))],
     )
     out = tmp_path / "out"
@@ -315,15 +315,7 @@ def test_recorded_tracks_copied_from_truth_score_perfect(tmp_path):
 
 def test_recorded_switch_and_miss_give_the_constructed_metrics(tmp_path):
     bag = tmp_path / "live"
-
-    def tracks(frame, people):
-        rows = []
-        if frame != 3:  # person 1 missed once
-            rows.append((1, 1, people[0].box_xyxy))
-        rows.append((2 if frame < 5 else 7, 1, people[1].box_xyxy))  # id switch at frame 5
-        return rows
-
-    _write_recording(bag, tracks, ns="")
+    _write_recording(bag, _switching_tracks, ns="")
     result, _ = evaluate_recorded(bag)
     mot = result.mot
     assert (mot["num_objects"], mot["num_misses"], mot["num_switches"]) == (20, 1, 1)
@@ -333,6 +325,56 @@ def test_recorded_switch_and_miss_give_the_constructed_metrics(tmp_path):
     assert mot["idf1"] == pytest.approx(28 / 39)
 
 
+def _switching_tracks(frame, people):
+    """Person 1 missed on frame 3; person 2's track id changes at frame 5."""
+    rows = [] if frame == 3 else [(1, 1, people[0].box_xyxy)]
+    return rows + [(2 if frame < 5 else 7, 1, people[1].box_xyxy)]
+
+
+def _perfect_tracks(frame, people):
+    return [(p.pid, 1, p.box_xyxy) for p in people[:2]]
+
+
+def test_several_bags_get_a_report_each_and_a_summary_with_the_mean(tmp_path, capsys):
+    first, second = tmp_path / "a" / "live", tmp_path / "b" / "live"
+    _write_recording(first, _perfect_tracks)
+    _write_recording(second, _switching_tracks)
+    out = tmp_path / "out"
+    status = main(["bag", "--bag", str(first), str(second), "--out", str(out), "--recorded",
+                   "--quiet"])
+    assert status == 0, capsys.readouterr().err
+    # Same bag name twice: the second report folder gets a suffix.
+    assert (out / "live" / "report.md").is_file() and (out / "live-2" / "report.md").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    idf1 = [b["values"]["IDF1"] for b in summary["bags"]]
+    assert idf1 == [pytest.approx(1.0), pytest.approx(28 / 39)]
+    assert summary["mean"]["IDF1"] == pytest.approx((1.0 + 28 / 39) / 2)
+    assert summary["mean"]["ID switches"] == pytest.approx(0.5)
+    assert summary["mean"]["HOTA"] is not None and summary["mean"]["second boxes"] == 0.0
+    md = (out / "summary.md").read_text()
+    assert "2 of 2 bags scored" in md and "| **mean** |" in md and "(live-2/report.md)" in md
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_a_bag_that_cannot_be_scored_is_listed_and_the_others_kept(tmp_path, capsys):
+    good, bad = tmp_path / "good", tmp_path / "no_truth"
+    _write_recording(good, _perfect_tracks)
+    _write_recording(bad, _perfect_tracks, with_truth=False)
+    out = tmp_path / "out"
+    status = main(["bag", "--bag", str(bad), str(good), "--out", str(out), "--recorded",
+                   "--quiet"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "1 of 2 bags could not be scored" in err and "summary.md" in err
+    assert (out / "good" / "metrics.json").is_file()
+    assert not (out / "no_truth" / "metrics.json").exists()
+    md = (out / "summary.md").read_text()
+    assert "1 of 2 bags scored" in md and "Not scored" in md and "no ground truth" in md
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["bags"][0]["error"] and summary["bags"][0]["values"] is None
+    assert summary["mean"]["IDF1"] == pytest.approx(1.0)
+
+
 # -- bad input ------------------------------------------------------------------------------
 
 
@@ -340,6 +382,16 @@ def test_missing_bag_exits_2(tmp_path, capsys):
     assert main(["bag", "--bag", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "iphd-sim bag" in err
+
+
+def test_a_missing_bag_among_several_stops_before_any_is_run(tmp_path, capsys):
+    good = tmp_path / "good"
+    _write_recording(good, _perfect_tracks)
+    out = tmp_path / "o"
+    assert main(["bag", "--bag", str(good), str(tmp_path / "nope"), "--out", str(out),
+                 "--recorded"]) == 2
+    assert "nope does not exist" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_bag_without_truth_exits_2_naming_the_topic(tmp_path, capsys):

@@ -767,6 +767,102 @@ def write_bag_report(
     return files
 
 
+#: Columns of the several-bag summary: label, key path into ``metrics.json``, digits.
+SUMMARY_COLUMNS: tuple[tuple[str, tuple[str, ...], int], ...] = (
+    ("AP@0.5", ("ap", "0.50"), 3),
+    ("MOTA", ("mot", "mota"), 3),
+    ("IDF1", ("mot", "idf1"), 3),
+    ("HOTA", ("hota", "hota"), 3),
+    ("ID switches", ("mot", "num_switches"), 0),
+    ("false positives", ("mot", "num_false_positives"), 0),
+    ("misses", ("mot", "num_misses"), 0),
+    ("second boxes", ("breakdown", "second_box"), 0),
+    ("background boxes", ("breakdown", "background"), 0),
+    ("share of positions > 1 m off", ("breakdown", "position", "over_1_m"), 3),
+)
+
+
+def _lookup(metrics: Mapping[str, Any], path: Sequence[str]) -> float | None:
+    value: Any = metrics
+    for key in path:
+        if not isinstance(value, Mapping) or value.get(key) is None:
+            return None
+        value = value[key]
+    return float(value) if isinstance(value, int | float) else None
+
+
+@dataclass
+class BagSummaryRow:
+    """One bag of a several-bag evaluation: where its report is, or why it has none."""
+
+    bag: str
+    report_dir: str
+    metrics: Mapping[str, Any] | None = None
+    error: str = ""
+
+
+def write_bags_summary(
+    rows: Sequence[BagSummaryRow], out_dir: str | os.PathLike[str]
+) -> tuple[Path, Path]:
+    """Write ``summary.md`` and ``summary.json``: a row per bag and the mean over those scored.
+
+    Each mean is over the bags that have that value (HOTA needs trackeval; AP and the
+    breakdown need detections); a bag that could not be scored is listed with its error.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = {
+        row.report_dir: {label: _lookup(row.metrics, path) for label, path, _ in SUMMARY_COLUMNS}
+        for row in rows if row.metrics is not None
+    }
+    mean: dict[str, float | None] = {}
+    for label, _path, _digits in SUMMARY_COLUMNS:
+        scored = [v[label] for v in table.values()]
+        present = [x for x in scored if x is not None]
+        mean[label] = float(np.mean(present)) if present else None
+
+    def cell(value: float | None, digits: int) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    labels = [label for label, _, _ in SUMMARY_COLUMNS]
+    lines = [
+        "# End-to-end evaluation over several bags", "",
+        f"{len(table)} of {len(rows)} bags scored; each bag's own report is in its folder.", "",
+        "| bag | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|",
+    ]
+    for row in rows:
+        if row.metrics is None:
+            continue
+        own = table[row.report_dir]
+        lines.append(
+            f"| [{row.bag}]({Path(row.report_dir).name}/report.md) | "
+            + " | ".join(cell(own[lb], d) for lb, _, d in SUMMARY_COLUMNS) + " |"
+        )
+    lines.append(
+        "| **mean** | " + " | ".join(cell(mean[lb], max(d, 1)) for lb, _, d in SUMMARY_COLUMNS)
+        + " |"
+    )
+    failed = [row for row in rows if row.metrics is None]
+    if failed:
+        lines += ["", "Not scored:", ""]
+        lines += [f"- `{row.bag}`: {row.error}" for row in failed]
+    md = out / "summary.md"
+    js = out / "summary.json"
+    md.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    payload = {
+        "bags": [
+            {"bag": row.bag, "report_dir": row.report_dir, "error": row.error or None,
+             "values": table.get(row.report_dir)}
+            for row in rows
+        ],
+        "mean": mean,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+    }
+    js.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return md, js
+
+
 def short_table(metrics: Mapping[str, Any], stage: str = LIVE_STAGES[1]) -> list[str]:
     """The evaluation's headline numbers as a Markdown table, from :func:`metrics_dict` output.
 

@@ -5,10 +5,13 @@
     iphd-eval detector --checkpoint best.pt --dataset data/iphd --backend onnxruntime-int8
     iphd-eval bag --bag sim_bag --out out/eval/bag                # run the models on the bag
     iphd-eval bag --bag graph_recording --out out/eval/live --recorded   # score a live recording
+    iphd-eval bag --bag bags/seed* --out out/eval/bags          # several: a report each + summary
 
 ``detector`` writes report.md, pr.png, predictions.pkl (the official submission) and
 metrics.json to --out; ``bag`` writes report.md, metrics.json, pr.png, timeline.png and
-latency.png (AP, CLEAR-MOT/IDF1 and per-stage latency against the bag's ground_truth/people).
+latency.png (AP, CLEAR-MOT/IDF1 and per-stage latency against the bag's ground_truth/people);
+with several bags, one such folder per bag under --out and summary.md / summary.json with a
+row per bag and the mean.
 On bad input (missing checkpoint, incomplete dataset or bag, malformed label) it exits with
 status 2.
 """
@@ -73,8 +76,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bag", parents=[common],
                        help="end to end over a bag with ground truth: AP, MOTA/IDF1, latency")
-    b.add_argument("--bag", type=Path, required=True,
-                   help="bag folder (or .db3/.mcap) with ground_truth/people (iphd-sim bag)")
+    b.add_argument("--bag", type=Path, required=True, nargs="+",
+                   help="bag folder (or .db3/.mcap) with ground_truth/people (iphd-sim bag); "
+                   "several: a report each in --out/<bag name>/ and a summary of them all")
     b.add_argument("--out", type=Path, default=DEFAULT_BAG_OUT,
                    help="report folder (default %(default)s)")
     b.add_argument("--detector-checkpoint", default="",
@@ -211,18 +215,33 @@ def _run_detector(args: argparse.Namespace) -> str:
     )
 
 
-def _run_bag(args: argparse.Namespace) -> str:
-    """Evaluate a bag end to end, write the report, and return the summary to print."""
+def _report_dirs(bags: Sequence[Path], out: Path) -> list[Path]:
+    """One report folder per bag under ``out``, named after the bag (``-2``, ... on a clash)."""
+    dirs: list[Path] = []
+    taken: set[str] = set()
+    for bag in bags:
+        base = bag.stem if bag.suffix in (".db3", ".mcap") else bag.name
+        base = base or "bag"
+        name, k = base, 1
+        while name in taken:
+            k += 1
+            name = f"{base}-{k}"
+        taken.add(name)
+        dirs.append(out / name)
+    return dirs
+
+
+def _evaluate_bag(
+    args: argparse.Namespace, bag: Path, out: Path
+) -> tuple[dict[str, Any], str]:
+    """Evaluate one bag end to end and write its report; returns its metrics and a summary."""
+    import json
+
     from iphd.eval.bag_eval import evaluate_offline, evaluate_recorded, write_bag_report
 
-    if not args.bag.exists():
-        raise DatasetError(
-            f"bag {args.bag} does not exist; pass a bag folder with ground truth (make one with "
-            "`iphd-sim bag --out BAG`)"
-        )
-    meta: dict[str, Any] = {"bag": str(args.bag), "limit_s": args.limit_s}
+    meta: dict[str, Any] = {"bag": str(bag), "limit_s": args.limit_s}
     if args.recorded:
-        result, run = evaluate_recorded(args.bag, limit_s=args.limit_s)
+        result, run = evaluate_recorded(bag, limit_s=args.limit_s)
     else:
         from iphd.eval.pipeline import OfflineConfig
 
@@ -234,10 +253,8 @@ def _run_bag(args: argparse.Namespace) -> str:
             backend=args.backend,
             min_thermal_contrast_k=args.min_thermal_contrast,
         )
-        result, run = evaluate_offline(
-            args.bag, config, limit_s=args.limit_s, progress=not args.quiet
-        )
-    files = write_bag_report(result, args.out, {**meta, "mode": result.mode, **run})
+        result, run = evaluate_offline(bag, config, limit_s=args.limit_s, progress=not args.quiet)
+    files = write_bag_report(result, out, {**meta, "mode": result.mode, **run})
     ap = result.ap.get("ap", {})
     aps = ", ".join(f"AP@{t:.2f} {ap[t]:.4f}" for t in ap) or "AP n/a"
     mot = result.mot
@@ -246,7 +263,7 @@ def _run_bag(args: argparse.Namespace) -> str:
         value = mot[key] if key in mot else (result.hota or {}).get(key)
         return "n/a" if value is None else f"{value:.4f}"
 
-    return (
+    line = (
         f"{result.mode}: {aps}; MOTA {fmt('mota')}, IDF1 {fmt('idf1')}, HOTA {fmt('hota')}, "
         "ID switches "
         f"{int(mot['num_switches'] or 0)} on {len(result.frames)} frames ({result.pairs} pairs, "
@@ -254,6 +271,44 @@ def _run_bag(args: argparse.Namespace) -> str:
         f"wrote {files.report_md}, {files.metrics_json.name}, {files.pr_png.name}, "
         f"{files.timeline_png.name} and {files.latency_png.name}"
     )
+    return json.loads(files.metrics_json.read_text(encoding="utf-8")), line
+
+
+def _run_bag(args: argparse.Namespace) -> str:
+    """Evaluate one bag, or several and their summary; return what to print.
+
+    With several bags every one is tried: a bag that cannot be scored is listed in the
+    summary with its error, and the command then fails (exit 2) after writing it.
+    """
+    from iphd.eval.bag_eval import BagSummaryRow, write_bags_summary
+
+    bags: list[Path] = list(args.bag)
+    missing = [str(b) for b in bags if not b.exists()]
+    if missing:
+        raise DatasetError(
+            f"bag {', '.join(missing)} does not exist; pass bag folders with ground truth "
+            "(make one with `iphd-sim bag --out BAG`)"
+        )
+    if len(bags) == 1:
+        return _evaluate_bag(args, bags[0], args.out)[1]
+    rows: list[BagSummaryRow] = []
+    for bag, out in zip(bags, _report_dirs(bags, args.out), strict=True):
+        try:
+            metrics, line = _evaluate_bag(args, bag, out)
+        except (IphdError, ValueError) as exc:
+            rows.append(BagSummaryRow(str(bag), str(out), None, str(exc)))
+            print(f"{bag}: not scored: {exc}", file=sys.stderr)
+            continue
+        rows.append(BagSummaryRow(str(bag), str(out), metrics))
+        print(f"{bag}: {line}")
+    md, js = write_bags_summary(rows, args.out)
+    failed = [row.bag for row in rows if row.metrics is None]
+    if failed:
+        raise DatasetError(
+            f"{len(failed)} of {len(rows)} bags could not be scored ({', '.join(failed)}); "
+            f"the others are in {md}, each bag's error too"
+        )
+    return f"wrote {md} and {js.name} ({len(rows)} bags)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
