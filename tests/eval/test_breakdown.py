@@ -79,6 +79,15 @@ def test_position_errors_are_ground_distances_and_nan_is_counted_apart():
     assert pos["over_1_m"] == pytest.approx(0.5)
 
 
+def test_truth_without_a_position_is_not_compared():
+    b = DetectionBreakdown()
+    boxed_only = PersonTruth(9, A.box_xyxy, 1.0, NAN3)  # a 2D label
+    _frame(b, [(100, 100, 160, 400, 0.9)], positions=[(0.0, 0.0, 3.0)],
+           people=[boxed_only], labelled=[boxed_only])
+    pos = b.summary()["position"]
+    assert b.matched == 1 and pos["with_position"] == 0 and pos["median_m"] is None
+
+
 def test_without_positions_or_people_the_undefined_values_are_none():
     b = DetectionBreakdown()
     _frame(b, [(100, 100, 160, 400, 0.9)], people=[], labelled=[])

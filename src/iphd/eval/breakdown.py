@@ -59,7 +59,7 @@ class DetectionBreakdown:
         labelled: labelled people per visibility bin (``VISIBILITY_BINS``).
         found: of those, the ones a detection matched.
         position_errors_m: ground distance of each matched detection's position to the
-            person's, metres (detections with a position only).
+            person's, metres (where both have one).
         no_position: matched detections without a position (NaN: no valid depth of their own).
     """
 
@@ -129,6 +129,8 @@ class DetectionBreakdown:
             self.no_position += 1
             return
         truth = np.asarray(person.position_m, dtype=np.float64)
+        if not np.all(np.isfinite(truth)):
+            return  # ground truth without a position (2D labels): nothing to compare
         axes = list(GROUND_AXES)
         self.position_errors_m.append(float(np.linalg.norm(p[axes] - truth[axes])))
 
