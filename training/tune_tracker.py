@@ -47,7 +47,8 @@ from iphd.tracking.tracker import TimeOrderError, Tracker, TrackerConfig, TrackI
 #: Version of the recorded-inputs file; part of the cache key. 2: the key holds the models'
 #: contents, so a re-trained shipped model is not replayed from an old cache. 3: the detector
 #: node's thermal check takes cold detections out. 4: the check ignores filled-in pixels.
-RECORD_VERSION = 4
+#: 5: the box verifier takes extra boxes out.
+RECORD_VERSION = 5
 
 
 @dataclass
@@ -68,11 +69,13 @@ class RecordedBag:
 def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
                threads: int = 2, detector_checkpoint: str = "",
                score_threshold: float = 0.5,
-               min_thermal_contrast_k: float = 0.0) -> RecordedBag:
+               min_thermal_contrast_k: float = 0.0, verifier: str = "",
+               min_verifier_probability: float = -1.0) -> RecordedBag:
     """Run the offline pipeline over ``bag`` and keep the tracker's inputs.
 
-    ``detector_checkpoint`` (empty = the shipped model), ``score_threshold`` and
-    ``min_thermal_contrast_k`` (the detector node's) set what the tracker is given, as in
+    ``detector_checkpoint`` (empty = the shipped model), ``score_threshold``,
+    ``min_thermal_contrast_k``, ``verifier`` (empty = the shipped box verifier, ``none`` = off)
+    and ``min_verifier_probability`` (the detector node's) set what the tracker is given, as in
     ``iphd-eval bag``.
     """
     from iphd.data.rosbag import BagReader
@@ -82,7 +85,8 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
     config = OfflineConfig(backend=backend, reid_checkpoint=reid_checkpoint, threads=threads,
                            detector_checkpoint=detector_checkpoint,
                            score_threshold=score_threshold,
-                           min_thermal_contrast_k=min_thermal_contrast_k)
+                           min_thermal_contrast_k=min_thermal_contrast_k, verifier=verifier,
+                           min_verifier_probability=min_verifier_probability)
     frames: list[tuple[int, list[TrackInput], int]] = []
     with BagReader(bag) as reader:
         truth = read_truth(reader)
@@ -101,17 +105,22 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
     return RecordedBag(str(bag), frames, truth)
 
 
-def model_files(reid_checkpoint: str = "", detector_checkpoint: str = "") -> list[Path]:
-    """The model files ``record_bag`` runs: the detector and the depth embedder.
+def model_files(reid_checkpoint: str = "", detector_checkpoint: str = "",
+                verifier: str = "") -> list[Path]:
+    """The model files ``record_bag`` runs: the detector, the depth embedder, the verifier.
 
-    Empty paths stand for the shipped models; ``"none"`` for the embedder means none runs.
+    Empty paths stand for the shipped models; ``"none"`` for the embedder or the verifier means
+    none runs.
     """
     from iphd.detection.detector import SHIPPED_CHECKPOINT
+    from iphd.detection.verifier import SHIPPED_VERIFIER
     from iphd.tracking.appearance import SHIPPED_DEPTH_EMBEDDER
 
     files = [Path(detector_checkpoint) if detector_checkpoint else Path(SHIPPED_CHECKPOINT)]
     if reid_checkpoint != "none":
         files.append(Path(reid_checkpoint) if reid_checkpoint else SHIPPED_DEPTH_EMBEDDER)
+    if verifier.strip().lower() != "none":
+        files.append(Path(verifier) if verifier else SHIPPED_VERIFIER)
     return files
 
 
@@ -143,7 +152,8 @@ def cached_record(bag: Path, cache: Path | None, **kwargs: Any) -> RecordedBag:
     models = [
         _file_digest(p)
         for p in model_files(str(kwargs.get("reid_checkpoint", "")),
-                             str(kwargs.get("detector_checkpoint", "")))
+                             str(kwargs.get("detector_checkpoint", "")),
+                             str(kwargs.get("verifier", "")))
     ]
     key = hashlib.sha256(
         repr((RECORD_VERSION, str(bag.resolve()), stamp, sorted(kwargs.items()), models)).encode()
@@ -296,6 +306,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-thermal-contrast", type=float, default=0.0, metavar="K",
                         help="the detector node's min_thermal_contrast_k (0 = no thermal "
                         "check)")
+    parser.add_argument("--verifier", default="",
+                        help="the detector node's box verifier (.npz); empty = the shipped one, "
+                        "none = off")
+    parser.add_argument("--min-verifier-probability", type=float, default=-1.0, metavar="P",
+                        help="the detector node's min_verifier_probability (negative = the "
+                        "verifier file's threshold)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     return parser
@@ -316,7 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       threads=args.threads,
                                       detector_checkpoint=args.detector_checkpoint,
                                       score_threshold=args.score_threshold,
-                                      min_thermal_contrast_k=args.min_thermal_contrast))
+                                      min_thermal_contrast_k=args.min_thermal_contrast,
+                                      verifier=args.verifier,
+                                      min_verifier_probability=args.min_verifier_probability))
         text = table(bags, combos)
     except IphdError as exc:
         print(f"tune_tracker: {exc}", file=sys.stderr)

@@ -17,6 +17,7 @@ from iphd.sensors.frames import CameraIntrinsics
 
 if TYPE_CHECKING:
     from iphd.detection.detector import Detections, Detector
+    from iphd.detection.verifier import BoxVerifier
 
 LOG = logging.getLogger(__name__)
 
@@ -111,6 +112,13 @@ class DetectionConfig:
             narrower view there is no evidence either way.
         thermal_min_coverage: least fraction of a box's thermal pixels with a reading for the
             thermal check to apply.
+        verifier: the box verifier (``iphd.detection.verifier``) that checks each detection
+            against its depth, thermal and the frame's other detections: empty = the one shipped
+            with the package, a path = your own (``training/train_verifier.py``), ``none`` = no
+            verifier.
+        min_verifier_probability: a detection the verifier gives less than this probability of
+            being a person of its own is not published; negative (the default) = the threshold
+            stored in the verifier file, chosen when it was trained; 0 publishes every one.
     """
 
     checkpoint: str = ""
@@ -123,6 +131,8 @@ class DetectionConfig:
     min_thermal_contrast_k: float = 0.0
     thermal_min_coverage: float = 0.9
     precision: str = "float32"
+    verifier: str = ""
+    min_verifier_probability: float = -1.0
 
     def __post_init__(self) -> None:
         """Reject values the node cannot run with."""
@@ -130,6 +140,13 @@ class DetectionConfig:
             raise ConfigError(
                 "min_thermal_contrast_k must be a finite number >= 0 kelvin (0 = no thermal "
                 f"check), got {self.min_thermal_contrast_k}"
+            )
+        if not (np.isfinite(self.min_verifier_probability)
+                and self.min_verifier_probability <= 1.0):
+            raise ConfigError(
+                "min_verifier_probability must be at most 1 (0 = publish every detection, "
+                f"negative = the verifier file's own threshold), got "
+                f"{self.min_verifier_probability}"
             )
         if not 0.0 <= self.thermal_min_coverage <= 1.0:
             raise ConfigError(
@@ -748,17 +765,31 @@ def checked_detections(
     thermal_ck: np.ndarray,
     intrinsics: CameraIntrinsics,
     config: DetectionConfig,
-) -> tuple[list[PersonDetection], list[PersonDetection]]:
-    """(published, left out as cold): ``describe_detections`` then ``split_cold`` with ``config``.
+    verifier: BoxVerifier | None = None,
+    measure_contrast: bool = False,
+) -> tuple[list[PersonDetection], list[PersonDetection], list[PersonDetection]]:
+    """(published, left out as cold, left out by the verifier) with ``config``.
 
-    What the detector node publishes; the offline pipeline hands the same to the tracker.
+    ``describe_detections``, then ``split_cold``, then, with a ``verifier``, the box check of
+    ``iphd.detection.verifier`` on what is left (``config.min_verifier_probability``). What the
+    detector node publishes; the offline pipeline hands the same to the tracker. The thermal
+    contrast is measured when the thermal check or the verifier needs it, or when
+    ``measure_contrast`` asks.
     """
     check = config.min_thermal_contrast_k > 0.0
     people = describe_detections(
         detections, depth_mm, thermal_ck, intrinsics, config.score_threshold,
-        measure_contrast=check,
+        measure_contrast=check or verifier is not None or measure_contrast,
     )
-    return split_cold(people, config.min_thermal_contrast_k, config.thermal_min_coverage)
+    people, cold = split_cold(people, config.min_thermal_contrast_k, config.thermal_min_coverage)
+    if verifier is None:
+        return people, cold, []
+    from iphd.detection.verifier import verify
+
+    threshold = config.min_verifier_probability
+    kept, left, _ = verify(people, depth_mm, intrinsics, verifier,
+                           verifier.threshold if threshold < 0.0 else threshold)
+    return [people[i] for i in kept], cold, [people[i] for i in left]
 
 
 def describe_detections(
@@ -808,6 +839,7 @@ def describe_detections(
 
 BOX_COLOUR = (0, 255, 0)  # BGR
 COLD_COLOUR = (255, 160, 0)  # BGR: boxes the thermal check left out
+UNVERIFIED_COLOUR = (160, 160, 160)  # BGR: boxes the box verifier left out
 
 
 def render_debug_image(
@@ -816,6 +848,7 @@ def render_debug_image(
     detections: Sequence[PersonDetection],
     max_depth_m: float = 8.0,
     cold: Sequence[PersonDetection] = (),
+    unverified: Sequence[PersonDetection] = (),
 ) -> np.ndarray:
     """Picture of a pair with its detections: thermal in false colour over grey depth.
 
@@ -827,6 +860,7 @@ def render_debug_image(
         max_depth_m: depth shown white; nearer is darker.
         cold: detections the thermal check left out (``split_cold``), drawn in
             ``COLD_COLOUR`` with their thermal contrast, so the threshold can be judged by eye.
+        unverified: detections the box verifier left out, drawn in ``UNVERIFIED_COLOUR``.
 
     Returns:
         (H, W, 3) uint8 BGR image.
@@ -847,6 +881,7 @@ def render_debug_image(
     scale = max(0.35, min(width, height) / 600.0)
     boxes = [(p, BOX_COLOUR, "") for p in detections]
     boxes += [(p, COLD_COLOUR, f" cold {p.thermal_contrast_k:+.1f}K") for p in cold]
+    boxes += [(p, UNVERIFIED_COLOUR, " extra") for p in unverified]
     for person, box_colour, note in boxes:
         x1, y1, x2, y2 = (int(round(v)) for v in person.box_xyxy)
         cv2.rectangle(image, (x1, y1), (max(x2 - 1, x1), max(y2 - 1, y1)), box_colour, 1)

@@ -95,6 +95,33 @@ def test_cold_detections_are_scored_but_not_tracked(sim_bag):
     assert sum(confirmed) < sum(sum(t.state == "confirmed" for t in r.tracks) for r in off)
 
 
+def test_boxes_the_verifier_leaves_out_are_scored_but_neither_tracked_nor_published(
+    sim_bag, tmp_path, capsys
+):
+    # A verifier giving every box 0.5 with threshold 0.9 leaves every box out: AP (the model's
+    # output) is unchanged, the tracker gets nothing and the breakdown counts nothing published.
+    from iphd.detection.verifier import FEATURE_NAMES, BoxVerifier
+
+    n = len(FEATURE_NAMES)
+    path = tmp_path / "v.npz"
+    BoxVerifier(np.zeros(n), np.ones(n), ((np.zeros((n, 1)), np.zeros(1)),
+                                          (np.zeros((1, 1)), np.zeros(1))), 0.9).save(path)
+    metrics = {}
+    for name, verifier in (("none", "none"), ("all_out", str(path))):
+        out = tmp_path / name
+        assert main(["bag", "--bag", str(sim_bag), "--out", str(out), "--threads", "1",
+                     "--quiet", "--reid-checkpoint", "none", "--limit-s", "2",
+                     "--verifier", verifier]) == 0, capsys.readouterr().err
+        metrics[name] = json.loads((out / "metrics.json").read_text())
+    off, on = metrics["none"], metrics["all_out"]
+    assert on["ap"] == off["ap"] and off["ap"]["0.50"] > 0.5
+    assert off["counters"]["verifier_rejected"] == 0
+    assert on["counters"]["verifier_rejected"] == off["breakdown"]["detections"] > 0
+    assert on["breakdown"]["detections"] == 0 and on["mot"]["num_false_positives"] == 0
+    assert on["meta"]["verifier"] == f"{path} (threshold 0.9)"
+    assert off["meta"]["verifier"] == "none"
+
+
 def test_cli_writes_report_with_metrics(sim_bag, tmp_path, capsys):
     out = tmp_path / "report"
     status = main([

@@ -248,3 +248,58 @@ def test_boxes_no_warmer_than_the_room_are_not_published(graph, executor, spin_u
         assert rejected > 0 and all(math.isnan(d.position.z) for d in found)
     else:
         assert rejected == 0 and any(math.isfinite(d.position.z) for d in found)
+
+
+def _constant_verifier(path, probability_logit=0.0, threshold=0.5):
+    """A verifier file giving every box sigmoid(probability_logit)."""
+    from iphd.detection.verifier import FEATURE_NAMES, BoxVerifier
+
+    n = len(FEATURE_NAMES)
+    BoxVerifier(np.zeros(n), np.ones(n), ((np.zeros((n, 1)), np.zeros(1)),
+                                          (np.zeros((1, 1)), np.array([probability_logit]))),
+                threshold, "test").save(path)
+    return str(path)
+
+
+def test_the_verifier_leaves_out_boxes_and_says_so(graph, executor, spin_until, tmp_path):
+    # Every box gets probability 0.5: a 0.6 threshold leaves all out, the file's 0.5 none.
+    path = _constant_verifier(tmp_path / "v.npz")
+    node, feeder = graph(verifier=path, min_verifier_probability=0.6)
+    feeder.subscribe_debug()
+    assert spin_until(executor, lambda: node.count_subscribers("debug/image") > 0)
+    feeder.send_pair(T0)
+    assert spin_until(executor, lambda: len(feeder.detections) == 1 and len(feeder.debug) == 1)
+    assert list(feeder.detections[0].detections) == []
+    stats = node.stats()
+    assert stats["detections_rejected_verifier"] > 0
+    assert stats["verifier"] == f"{path} (threshold 0.6)"
+
+
+def test_the_verifier_files_own_threshold_applies_by_default(graph, executor, spin_until,
+                                                             tmp_path):
+    node, feeder = graph(verifier=_constant_verifier(tmp_path / "v.npz", threshold=0.5))
+    feeder.send_pair(T0)
+    assert spin_until(executor, lambda: len(feeder.detections) == 1)
+    assert len(feeder.detections[0].detections) > 0
+    assert node.stats()["detections_rejected_verifier"] == 0
+    assert node.stats()["verifier"].endswith("(threshold 0.5)")
+
+
+def test_a_bad_verifier_file_is_an_error_in_diagnostics_and_nothing_is_published(
+    graph, executor, spin_until, spin_for, tmp_path
+):
+    (tmp_path / "bad.npz").write_bytes(b"not a verifier")
+    node, feeder = graph(verifier=str(tmp_path / "bad.npz"))
+    assert node.detector is None
+    assert spin_until(
+        executor,
+        lambda: any(
+            s.level == DiagnosticStatus.ERROR and "box verifier" in s.message
+            and "train_verifier.py" in s.message
+            for d in feeder.diagnostics
+            for s in d.status
+        ),
+    )
+    feeder.send_pair(T0)
+    spin_for(executor, 0.3)
+    assert feeder.detections == []

@@ -96,7 +96,8 @@ def test_the_cache_is_keyed_on_the_models_contents_not_only_their_names(tmp_path
     detector.write_bytes(b"detector v1")
     embedder.write_bytes(b"embedder v1")
     monkeypatch.setattr(tune_tracker, "model_files",
-                        lambda reid="", det="": [Path(det) if det else detector, embedder])
+                        lambda reid="", det="", verifier="": [Path(det) if det else detector,
+                                                              embedder])
     calls = []
 
     def fake_record(path, **kwargs):
@@ -122,11 +123,15 @@ def test_the_cache_is_keyed_on_the_models_contents_not_only_their_names(tmp_path
 
 def test_model_files_are_the_shipped_detector_and_the_chosen_depth_embedder(tmp_path):
     from iphd.detection.detector import SHIPPED_CHECKPOINT
+    from iphd.detection.verifier import SHIPPED_VERIFIER
     from iphd.tracking.appearance import SHIPPED_DEPTH_EMBEDDER
 
-    assert tune_tracker.model_files("") == [SHIPPED_CHECKPOINT, SHIPPED_DEPTH_EMBEDDER]
-    assert tune_tracker.model_files("none") == [SHIPPED_CHECKPOINT]
+    assert tune_tracker.model_files("") == [SHIPPED_CHECKPOINT, SHIPPED_DEPTH_EMBEDDER,
+                                            SHIPPED_VERIFIER]
+    assert tune_tracker.model_files("none", "", "none") == [SHIPPED_CHECKPOINT]
     mine = tmp_path / "mine.pt"
-    assert tune_tracker.model_files(str(mine)) == [SHIPPED_CHECKPOINT, mine]
+    assert tune_tracker.model_files(str(mine), "", "none") == [SHIPPED_CHECKPOINT, mine]
     det = tmp_path / "det.pt"
-    assert tune_tracker.model_files("", str(det)) == [det, SHIPPED_DEPTH_EMBEDDER]
+    assert tune_tracker.model_files("", str(det), "none") == [det, SHIPPED_DEPTH_EMBEDDER]
+    verifier = tmp_path / "v.npz"
+    assert tune_tracker.model_files("none", "", str(verifier)) == [SHIPPED_CHECKPOINT, verifier]

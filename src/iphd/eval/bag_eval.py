@@ -43,6 +43,7 @@ from iphd.eval.mot import (
 from iphd.eval.pipeline import (
     STAGES,
     OfflineConfig,
+    OfflinePipeline,
     calibration_source,
     find_topic,
     pipeline_for_bag,
@@ -141,12 +142,14 @@ def _score(
     truth: Mapping[int, list[PersonTruth]],
     labels: LabelConfig,
     published_min_score: float = 0.0,
+    published_masks: Mapping[int, np.ndarray] | None = None,
 ) -> tuple[dict[str, Any], dict[str, float | None], dict[str, float | None] | None,
            list[MotFrame], int, dict[str, Any] | None]:
     """AP, MOT, HOTA and the error breakdown of :data:`Output` frames.
 
-    AP scores every detection row; the breakdown only those scoring ``published_min_score``
-    or more (the ones the detector node publishes).
+    AP scores every detection row; the breakdown only those the detector node publishes: the
+    rows ``published_masks`` marks for a frame (left out neither by the thermal check nor by
+    the verifier), else those scoring ``published_min_score`` or more.
     """
     predictions: dict[str, np.ndarray] = {}
     ground_truth: dict[str, np.ndarray] = {}
@@ -163,7 +166,8 @@ def _score(
             kept = label_people(people, height, labels)
             predictions[str(stamp_ns)] = rows
             ground_truth[str(stamp_ns)] = _label_boxes(kept)
-            published = rows[:, 4] >= published_min_score
+            mask = None if published_masks is None else published_masks.get(stamp_ns)
+            published = rows[:, 4] >= published_min_score if mask is None else mask
             breakdown.add_frame(
                 rows[published, :4], rows[published, 4],
                 None if positions is None else positions[published], people, kept,
@@ -196,6 +200,7 @@ def evaluate_offline(
         pipeline = pipeline_for_bag(config, reader)
         calibration = calibration_source(config, reader)
         outputs = []
+        masks: dict[int, np.ndarray] = {}
         latency: dict[str, list[float]] = {s: [] for s in STAGES}
         with tqdm(unit="pair", desc="evaluating", disable=not progress, file=sys.stderr) as bar:
             for pair in pipeline.run_bag(reader, stop_ns):
@@ -207,11 +212,13 @@ def evaluate_offline(
                 ).reshape(-1, 3)
                 outputs.append((pair.stamp_ns, rows, positions, track_tuples(pair.tracks),
                                 pair.image_size[1]))
+                masks[pair.stamp_ns] = np.asarray(pair.published, dtype=bool)
                 for stage, ms in pair.latency_ms.items():
                     latency[stage].append(ms)
                 bar.update(1)
     ap, mot, hota, frames, without_truth, breakdown = _score(
-        outputs, truth, labels, published_min_score=config.score_threshold
+        outputs, truth, labels, published_min_score=config.score_threshold,
+        published_masks=masks,
     )
     stats = pipeline.stats
     result = BagEvalResult(
@@ -231,6 +238,7 @@ def evaluate_offline(
             "tracker_resets": stats.tracker_resets,
             "rejected_detections": stats.rejected_detections,
             "cold_rejected": stats.cold_rejected,
+            "verifier_rejected": stats.verifier_rejected,
             **{f"messages_{k}": v for k, v in stats.messages.items()},
         },
     )
@@ -244,10 +252,21 @@ def evaluate_offline(
         "threads": config.threads,
         "score_threshold": config.score_threshold,
         "min_thermal_contrast_k": config.min_thermal_contrast_k,
+        "verifier": _verifier_text(pipeline),
         "calibration": calibration,
         "tracker_config": vars(config.tracker).copy(),
     }
     return result, run
+
+
+def _verifier_text(pipeline: OfflinePipeline) -> str:
+    """The verifier a run used and its threshold, for the report."""
+    if pipeline.verifier is None:
+        return "none"
+    threshold = pipeline.config.min_verifier_probability
+    if threshold < 0.0:
+        threshold = pipeline.verifier.threshold
+    return f"{pipeline.config.verifier or 'shipped'} (threshold {threshold:g})"
 
 
 def track_tuples_from_msg(msg: Any) -> list[tuple[int, str, Any]]:

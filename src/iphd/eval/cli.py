@@ -97,6 +97,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     b.add_argument("--min-thermal-contrast", type=float, default=0.0, metavar="K",
                    help="the detector node's min_thermal_contrast_k: detections whose own pixels "
                         "are less than K kelvin warmer than the scene are not tracked (0 = off)")
+    b.add_argument("--verifier", default="",
+                   help="the detector node's box verifier (.npz): empty = the shipped one, "
+                   "'none' = off")
+    b.add_argument("--min-verifier-probability", type=float, default=-1.0, metavar="P",
+                   help="the detector node's min_verifier_probability (negative = the "
+                   "verifier file's threshold)")
     b.add_argument("--limit-s", type=float, help="evaluate only the first S seconds of the bag")
     b.add_argument("--recorded", action="store_true",
                    help="score the detections/tracks a live graph recorded in the bag instead "
@@ -252,6 +258,8 @@ def _evaluate_bag(
             threads=args.threads,
             backend=args.backend,
             min_thermal_contrast_k=args.min_thermal_contrast,
+            verifier=args.verifier,
+            min_verifier_probability=args.min_verifier_probability,
         )
         result, run = evaluate_offline(bag, config, limit_s=args.limit_s, progress=not args.quiet)
     files = write_bag_report(result, out, {**meta, "mode": result.mode, **run})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ from iphd.data.rosbag import (
     header_stamp_ns,
     image_to_array,
 )
+from iphd.detection.verifier import BoxVerifier, load_box_verifier
 from iphd.detections import (
     DetectionConfig,
     PersonDetection,
@@ -82,6 +83,10 @@ class OfflineConfig:
             detections colder than a person are not handed to the tracker (AP still scores
             them, as the model's output); 0 = no check.
         thermal_min_coverage: the detector node's ``thermal_min_coverage``.
+        verifier: the detector node's box verifier (``DetectionConfig.verifier``: empty = the
+            shipped one, ``none`` = none); detections it leaves out are not handed to the
+            tracker (AP still scores them, as the model's output).
+        min_verifier_probability: the detector node's ``min_verifier_probability``.
         tracker: tracker parameters.
         calibration: rig.yaml; empty = the calibration stored in the bag, else the package's.
         max_skew_ms: fusion ``max_skew_ms``.
@@ -98,6 +103,8 @@ class OfflineConfig:
     score_threshold: float = 0.5
     min_thermal_contrast_k: float = 0.0
     thermal_min_coverage: float = 0.9
+    verifier: str = ""
+    min_verifier_probability: float = -1.0
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     calibration: str = ""
     max_skew_ms: float = 20.0
@@ -114,7 +121,8 @@ class OfflineConfig:
         DetectionConfig(
             self.detector_checkpoint, self.device, self.score_threshold, self.threads,
             backend=self.backend, min_thermal_contrast_k=self.min_thermal_contrast_k,
-            thermal_min_coverage=self.thermal_min_coverage,
+            thermal_min_coverage=self.thermal_min_coverage, verifier=self.verifier,
+            min_verifier_probability=self.min_verifier_probability,
         )
 
 
@@ -130,6 +138,9 @@ class PairResult:
         latency_ms: stage -> wall time in ms (``STAGES``; ``embedding`` only with a re-ID
             embedder).
         image_size: (width, height) of the depth image, pixels.
+        published: per detection (same order), whether the node would publish it: scoring
+            ``score_threshold`` or more and left out by neither the thermal check nor the
+            verifier.
     """
 
     stamp_ns: int
@@ -137,6 +148,7 @@ class PairResult:
     tracks: list[TrackState]
     latency_ms: dict[str, float]
     image_size: tuple[int, int]
+    published: tuple[bool, ...] = ()
 
 
 @dataclass
@@ -153,6 +165,7 @@ class PipelineStats:
         rejected_detections: detections not handed to the tracker (``detection_problem``).
         cold_rejected: published-score detections taken out as colder than a person
             (``min_thermal_contrast_k``).
+        verifier_rejected: published-score detections the box verifier took out.
     """
 
     messages: dict[str, int] = field(default_factory=dict)
@@ -163,6 +176,7 @@ class PipelineStats:
     tracker_resets: int = 0
     rejected_detections: int = 0
     cold_rejected: int = 0
+    verifier_rejected: int = 0
 
 
 class OfflinePipeline:
@@ -198,9 +212,16 @@ class OfflinePipeline:
         self.detection_config = DetectionConfig(
             config.detector_checkpoint, config.device, config.score_threshold, config.threads,
             backend=config.backend, min_thermal_contrast_k=config.min_thermal_contrast_k,
-            thermal_min_coverage=config.thermal_min_coverage,
+            thermal_min_coverage=config.thermal_min_coverage, verifier=config.verifier,
+            min_verifier_probability=config.min_verifier_probability,
         )
         self.detector = load_detector(self.detection_config) if detector is None else detector
+        self.verifier: BoxVerifier | None = load_box_verifier(config.verifier)
+        #: Called per pair with (published, left out by the verifier, depth mm, intrinsics)
+        #: before tracking, the thermal contrast measured (``training/train_verifier.py``).
+        self.on_checked: Callable[
+            [list[PersonDetection], list[PersonDetection], np.ndarray, CameraIntrinsics], None
+        ] | None = None
         from iphd.tracking.appearance import load_extractor  # torch: only when running
 
         # The tracker node's default back end (auto: onnxruntime on the CPU), as for the detector.
@@ -337,18 +358,25 @@ class OfflinePipeline:
         found = self.detector(depth.depth_mm, registered_ck)
         # Positions only for what the node publishes (as the node does); AP scores every
         # detection the model returns, so the others are kept with NaN position/temperature.
-        published, cold = checked_detections(
-            found, depth.depth_mm, registered_ck, depth.intrinsics, self.detection_config
+        published, cold, unverified = checked_detections(
+            found, depth.depth_mm, registered_ck, depth.intrinsics, self.detection_config,
+            self.verifier, measure_contrast=self.on_checked is not None,
         )
         t2 = time.perf_counter()
+        if self.on_checked is not None:
+            self.on_checked(published, unverified, depth.depth_mm, depth.intrinsics)
         self.stats.cold_rejected += len(cold)
+        self.stats.verifier_rejected += len(unverified)
         nan = math.nan
-        detections = published + cold + [
-            PersonDetection(tuple(float(v) for v in box), float(score), (nan, nan, nan), nan)  # type: ignore[arg-type]
+        detections = [(d, True) for d in published] + [
+            (d, False) for d in cold + unverified
+        ] + [
+            (PersonDetection(tuple(float(v) for v in box), float(score), (nan, nan, nan), nan),  # type: ignore[arg-type]
+             False)
             for box, score in zip(found.boxes_xyxy, found.scores, strict=True)
             if float(score) < self.config.score_threshold
         ]
-        detections.sort(key=lambda d: -d.score)
+        detections.sort(key=lambda d: -d[0].score)
         height, width = depth.depth_mm.shape
         inputs = self._track_inputs(published, width, height)
         latency = {"fusion": sync_ms + (t1 - t0) * 1e3, "detection": (t2 - t1) * 1e3}
@@ -367,7 +395,8 @@ class OfflinePipeline:
             tracks = self.tracker.update(pair.depth_stamp_ns, inputs)
         latency["tracking"] = (time.perf_counter() - t4) * 1e3
         self.stats.pairs += 1
-        return PairResult(pair.depth_stamp_ns, detections, tracks, latency, (width, height))
+        return PairResult(pair.depth_stamp_ns, [d for d, _ in detections], tracks, latency,
+                          (width, height), tuple(p for _, p in detections))
 
     def _track_inputs(
         self, detections: list[PersonDetection], width: int, height: int

@@ -13,6 +13,7 @@ from iphd_msgs.msg import PersonDetectionArray
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
+from iphd.detection.verifier import BoxVerifier, load_box_verifier
 from iphd.detections import (
     CPU_DEFAULT_BACKEND,
     DetectionConfig,
@@ -117,6 +118,16 @@ class DetectorNode(Node):
             "least fraction of a box with real thermal readings (not filled in) for the "
             "thermal check to apply",
         )
+        verifier = declare(
+            self, "verifier", "",
+            "box verifier file (.npz, training/train_verifier.py) that leaves out extra boxes "
+            "(a second box on one person, furniture); empty = the shipped one, none = off",
+        )
+        min_probability = declare(
+            self, "min_verifier_probability", -1.0,
+            "detections the verifier gives a lower probability of being a person of their own "
+            "are not published; negative = the threshold stored in the verifier file",
+        )
         threads = declare(
             self, "threads", 2, "CPU threads for inference (torch or onnxruntime); 0 = default"
         )
@@ -139,6 +150,7 @@ class DetectorNode(Node):
         self._detections_published = 0
         self._detections_last = 0
         self._cold_rejected = 0
+        self._verifier_rejected = 0
         self._resets_seen = 0
         self._warn_drop = DropWarnings(self)
         self._early_depth = HeldForInfo()
@@ -149,6 +161,7 @@ class DetectorNode(Node):
         self.pairer: StampPairer[_Depth, _Registered] = StampPairer()
         self.config: DetectionConfig | None = None
         self.detector: Any = None
+        self.verifier: BoxVerifier | None = None
         try:
             self.config = DetectionConfig(
                 checkpoint=str(checkpoint),
@@ -161,6 +174,8 @@ class DetectorNode(Node):
                 int8_calibration=str(int8_calibration),
                 min_thermal_contrast_k=float(contrast),
                 thermal_min_coverage=float(coverage),
+                verifier=str(verifier),
+                min_verifier_probability=float(min_probability),
             )
             self.detector = load_detector(self.config)
             self.get_logger().info(
@@ -176,6 +191,17 @@ class DetectorNode(Node):
                 "trained detector (training/train_detector.py) or fix 'device'; nothing is "
                 "published until then",
             )
+        if self.detector is not None and self.config is not None:
+            try:
+                self.verifier = load_box_verifier(self.config.verifier)
+            except IphdError as exc:
+                self.detector = None
+                self._fail(
+                    "model",
+                    f"box verifier not loaded: {exc}. Set the 'verifier' parameter to a file "
+                    "from training/train_verifier.py, or to none to publish without it; "
+                    "nothing is published until then",
+                )
 
         self._queue: deque[_Job] = deque()
         self._wake = threading.Condition()
@@ -309,8 +335,9 @@ class DetectorNode(Node):
         try:
             found = self.detector(depth.depth_mm, registered.thermal_ck)
             inferred = time.monotonic()
-            people, cold = checked_detections(
-                found, depth.depth_mm, registered.thermal_ck, depth.intrinsics, self.config
+            people, cold, unverified = checked_detections(
+                found, depth.depth_mm, registered.thermal_ck, depth.intrinsics, self.config,
+                self.verifier,
             )
         except (IphdError, RuntimeError) as exc:
             self._count(self._dropped, "inference_error")
@@ -322,7 +349,7 @@ class DetectorNode(Node):
         )
         if self._debug_pub.get_subscription_count() > 0:
             picture = render_debug_image(
-                depth.depth_mm, registered.thermal_ck, people, cold=cold
+                depth.depth_mm, registered.thermal_ck, people, cold=cold, unverified=unverified
             )
             self._debug_pub.publish(
                 array_to_image(picture, "bgr8", job.pair.stamp_ns, depth.frame_id)
@@ -336,6 +363,7 @@ class DetectorNode(Node):
             self._detections_last = len(people)
             self._detections_published += len(people)
             self._cold_rejected += len(cold)
+            self._verifier_rejected += len(unverified)
             self._published += 1
             self._published_rate.tick()
 
@@ -381,6 +409,14 @@ class DetectorNode(Node):
             return "none"
         return "onnxruntime" if hasattr(self.detector, "session") else "torch"
 
+    def _verifier_name(self) -> str:
+        if self.verifier is None or self.config is None:
+            return "none"
+        threshold = self.config.min_verifier_probability
+        if threshold < 0.0:
+            threshold = self.verifier.threshold
+        return f"{self.config.verifier or 'shipped'} (threshold {threshold:g})"
+
     def stats(self) -> dict[str, Any]:
         """Counters, rates and latencies for diagnostics and the runner's summary."""
         s = self.pairer.stats
@@ -395,6 +431,7 @@ class DetectorNode(Node):
             detections = self._detections_published
             detections_last = self._detections_last
             cold_rejected = self._cold_rejected
+            verifier_rejected = self._verifier_rejected
             published_rate = self._published_rate.rate_hz()
         values: dict[str, Any] = {
             "model": self.config.checkpoint_path if self.config else "",
@@ -411,6 +448,8 @@ class DetectorNode(Node):
             "detections_published": detections,
             "detections_last": detections_last,
             "detections_rejected_cold": cold_rejected,
+            "verifier": self._verifier_name(),
+            "detections_rejected_verifier": verifier_rejected,
             "pairing_resets": s.resets,
             "queue_length": queue_length,
             "queue_length_cap": self.config.max_queue if self.config else 0,

@@ -1,0 +1,115 @@
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from iphd.data.truth import PersonTruth
+from iphd.detection.verifier import box_features, load_verifier
+from iphd.detections import PersonDetection
+from iphd.errors import ConfigError, DatasetError
+from iphd.sensors.frames import CameraIntrinsics
+from iphd.tracking.tracker import TrackInput
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "training"))
+
+import train_verifier  # noqa: E402
+
+HEIGHT = 480
+STEP_NS = 100_000_000
+INTR = CameraIntrinsics(width=640, height=480, fx=400.0, fy=400.0, cx=319.5, cy=239.5)
+
+
+def _bag(name, frames=40, seed=0):
+    """Two people walking apart; person 1 also gets a second box (their upper half) whose
+    position is read a metre and a half nearer: each such box starts a false track."""
+    rng = np.random.default_rng(seed)
+    recorded, truth = [], {}
+    depth = np.zeros((HEIGHT, 640), np.uint16)
+    for k in range(frames):
+        stamp = 1_000_000_000 + k * STEP_NS
+        people, dets = [], []
+        for pid, (x0, vx) in {1: (200.0, -2.0), 2: (400.0, 2.0)}.items():
+            x = x0 + vx * k
+            box = (x, 100.0, x + 80.0, 340.0)
+            ground = ((x + 40.0 - 320.0) / 100.0, 0.0, 3.0)
+            people.append(PersonTruth(pid, box, 1.0, ground))
+            dets.append(PersonDetection(box, float(rng.uniform(0.9, 1.0)), ground, math.nan))
+            if pid == 1 and k % 10 != 9:
+                upper = (x + 5.0, 100.0, x + 75.0, 200.0)
+                dets.append(PersonDetection(upper, float(rng.uniform(0.8, 0.89)),
+                                            (ground[0], 0.0, 1.5), math.nan))
+        rows = box_features(dets, depth, INTR)
+        inputs = [TrackInput(d.box_xyxy, d.score, d.position_m) for d in dets]
+        truth[stamp] = people
+        recorded.append((stamp, inputs, HEIGHT, rows))
+    return train_verifier.VerifierBag(name, recorded, truth)
+
+
+def test_labels_mark_matches_extra_boxes_and_people_the_label_rule_leaves_out():
+    stamp, inputs, height, _ = _bag("a").frames[0]
+    people = _bag("a").truth[stamp]
+    assert list(train_verifier.box_labels(inputs, people, height)) == [1, 0, 1]
+    # A person too hidden to be labelled: a box on them is neither right nor wrong.
+    hidden = [PersonTruth(p.pid, p.box_xyxy, 0.05 if p.pid == 2 else 1.0, p.position_m)
+              for p in people]
+    assert list(train_verifier.box_labels(inputs, hidden, height)) == [1, 0, -1]
+    assert train_verifier.box_labels([], people, height).shape == (0,)
+
+
+def test_the_verifier_learns_to_leave_out_second_boxes_and_identity_improves():
+    bags = [_bag("a", seed=0), _bag("b", seed=1), _bag("c", seed=2)]
+    features, labels = train_verifier.dataset(bags)
+    assert features.shape[0] == labels.shape[0] and set(labels) == {0, 1}
+    verifier = train_verifier.fit(features, labels, epochs=40)
+    probabilities = verifier(features)
+    assert probabilities[labels == 1].min() > 0.5 > probabilities[labels == 0].max()
+    threshold, scores = train_verifier.choose_threshold(bags, epochs=40)
+    assert threshold in train_verifier.THRESHOLDS
+    # Every bag was scored once per fold without and with each threshold.
+    assert all(len(v) == 3 for v in scores.values())
+    assert np.mean(scores[threshold]) > np.mean(scores[0.0]) + 0.1
+    text = train_verifier.table(scores, ["a", "c", "b"])
+    assert "| no verifier |" in text and f"| {threshold:.2f} |" in text
+
+
+def test_training_refuses_one_class_and_too_few_bags():
+    with pytest.raises(DatasetError, match="needs both"):
+        train_verifier.fit(np.zeros((4, 3)), np.ones(4, dtype=np.int64))
+    with pytest.raises(ConfigError, match="at least two bags"):
+        train_verifier.choose_threshold([_bag("a")])
+    empty = train_verifier.VerifierBag("e", [], {})
+    with pytest.raises(DatasetError, match="nothing to train on"):
+        train_verifier.dataset([empty])
+
+
+def test_main_writes_a_verifier_the_node_loads_and_scores_other_bags(tmp_path, monkeypatch,
+                                                                     capsys):
+    made = {}
+
+    def fake_record(path, **kwargs):
+        made[path.name] = kwargs
+        return _bag(path.name, seed=len(made))
+
+    monkeypatch.setattr(train_verifier, "record_bag", fake_record)
+    out = tmp_path / "v.npz"
+    code = train_verifier.main([
+        "--bag", str(tmp_path / "a"), str(tmp_path / "b"), "--eval-bag", str(tmp_path / "c"),
+        "--out", str(out), "--epochs", "30", "--report", str(tmp_path / "r.md"),
+    ])
+    assert code == 0
+    verifier = load_verifier(out)
+    assert verifier.threshold in train_verifier.THRESHOLDS
+    assert verifier.source.startswith("2 bags")
+    assert all(kw["score_threshold"] == 0.5 for kw in made.values())
+    text = capsys.readouterr().out
+    assert "Bags it did not train on" in text and (tmp_path / "r.md").read_text() == text
+    # A fixed threshold skips the folds; a bad one is refused before any recording.
+    assert train_verifier.main(["--bag", str(tmp_path / "a"), "--out", str(out),
+                                "--threshold", "0.3", "--epochs", "5"]) == 0
+    assert load_verifier(out).threshold == 0.3
+    made.clear()
+    assert train_verifier.main(["--bag", str(tmp_path / "a"), "--out", str(out),
+                                "--threshold", "1.5"]) == 2
+    assert made == {} and "--threshold" in capsys.readouterr().err

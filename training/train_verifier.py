@@ -1,0 +1,368 @@
+r"""Train the box verifier (``iphd.detection.verifier``) on bags with ground truth.
+
+The verifier decides, for each detection the detector node would publish, whether it is a
+person of its own or an extra box (a second box on someone already detected, a box on
+furniture). This script runs the offline pipeline (``iphd.eval.pipeline``, verifier off) once
+per bag and keeps, per pair, what the tracker was given and each detection's verifier
+features; each detection is labelled by the bag's ground truth (1: it matches a labelled
+person one to one at IoU >= 0.5, as the IPHD protocol counts; 0: any other box; a box on a
+person the label rule leaves out is not used). It then
+
+1. picks the threshold: fits on half the bags, replays the tracker (``tune_tracker.replay``)
+   over the other half with the boxes under each candidate threshold left out, and the other
+   way round; the threshold with the best mean IDF1 wins (ties: the lower one);
+2. fits on every bag and writes the ``.npz`` file the detector node loads, the threshold in it;
+3. with ``--eval-bag``, replays bags it did not train on with and without the verifier.
+
+    python training/train_verifier.py --bag out/sim/tune_bag_seed{1..32} \
+        --out out/verifier/box_verifier.npz --cache out/verifier_cache \
+        --eval-bag out/sim/test_bag_seed100{0..4}
+
+Run the detector node with ``verifier:=out/verifier/box_verifier.npz`` (or ``iphd-eval bag
+--verifier ...``). Train on bags of the detector you run: the verifier learns that detector's
+mistakes. Never report IDF1 on the bags you trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import pickle
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iphd.data.truth import PersonTruth
+from iphd.detection.verifier import FEATURE_NAMES, BoxVerifier, box_features
+from iphd.errors import ConfigError, DatasetError, IphdError
+from iphd.eval.iphd_ap import iou_matrix, match_frame
+from iphd.sim.labels import LabelConfig, label_people
+from iphd.tracking.tracker import TrackerConfig, TrackInput
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tune_tracker import RecordedBag, model_files, replay  # noqa: E402
+
+#: Version of the recorded file; part of the cache key.
+RECORD_VERSION = 1
+#: Thresholds tried when choosing one.
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+#: Label of a box not used for training (on a person the label rule leaves out).
+IGNORE = -1
+
+
+@dataclass
+class VerifierBag:
+    """One bag's tracker inputs, their verifier features and the ground truth.
+
+    Attributes:
+        name: the bag.
+        frames: per pair: (stamp ns, tracker inputs, image height, (N, F) features of the
+            inputs in the same order).
+        truth: stamp ns -> every person in the frame.
+    """
+
+    name: str
+    frames: list[tuple[int, list[TrackInput], int, np.ndarray]]
+    truth: dict[int, list[PersonTruth]]
+
+    def recorded(self, keep: Sequence[np.ndarray] | None = None) -> RecordedBag:
+        """The ``tune_tracker`` replay input; ``keep`` = per-frame masks of the inputs kept."""
+        frames = []
+        for k, (stamp, inputs, height, _) in enumerate(self.frames):
+            mask = None if keep is None else keep[k]
+            frames.append((stamp, [d for i, d in enumerate(inputs) if mask is None or mask[i]],
+                           height))
+        return RecordedBag(self.name, frames, self.truth)
+
+
+def _key(box: Sequence[float], score: float) -> tuple[float, ...]:
+    """How a published detection is found again among the tracker's inputs (float32 values)."""
+    return (*(float(v) for v in np.asarray(box, dtype=np.float32)), float(np.float32(score)))
+
+
+def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
+               threads: int = 2, detector_checkpoint: str = "", score_threshold: float = 0.5,
+               min_thermal_contrast_k: float = 0.0) -> VerifierBag:
+    """Run the offline pipeline (no verifier) over ``bag``; keep inputs, features and truth."""
+    from iphd.data.rosbag import BagReader
+    from iphd.eval.bag_eval import read_truth
+    from iphd.eval.pipeline import OfflineConfig, pipeline_for_bag
+
+    config = OfflineConfig(backend=backend, reid_checkpoint=reid_checkpoint, threads=threads,
+                           detector_checkpoint=detector_checkpoint,
+                           score_threshold=score_threshold,
+                           min_thermal_contrast_k=min_thermal_contrast_k, verifier="none")
+    frames: list[tuple[int, list[TrackInput], int, np.ndarray]] = []
+    with BagReader(bag) as reader:
+        truth = read_truth(reader)
+        pipeline = pipeline_for_bag(config, reader)
+        features: dict[tuple[float, ...], np.ndarray] = {}
+        given: list[list[TrackInput]] = []
+
+        def checked(published: Any, _left: Any, depth_mm: np.ndarray, intrinsics: Any) -> None:
+            features.clear()
+            for person, row in zip(published, box_features(published, depth_mm, intrinsics),
+                                   strict=True):
+                features[_key(person.box_xyxy, person.score)] = row
+
+        update = pipeline.tracker.update
+
+        def keep(stamp_ns: int, detections: Sequence[TrackInput]) -> Any:
+            given.append(list(detections))
+            return update(stamp_ns, detections)
+
+        pipeline.on_checked = checked
+        pipeline.tracker.update = keep  # type: ignore[method-assign]
+        for pair in pipeline.run_bag(reader):
+            inputs = given[-1]
+            rows = np.zeros((len(inputs), len(FEATURE_NAMES)))
+            for i, d in enumerate(inputs):
+                rows[i] = features[_key(d.box_xyxy, d.score)]
+            frames.append((pair.stamp_ns, inputs, pair.image_size[1], rows))
+    return VerifierBag(str(bag), frames, truth)
+
+
+def cached_record(bag: Path, cache: Path | None, **kwargs: Any) -> VerifierBag:
+    """``record_bag``, kept in ``cache`` under a key of the bag, the settings and the models."""
+    if cache is None:
+        return record_bag(bag, **kwargs)
+    try:
+        stamp = (bag / "metadata.yaml").read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{bag} is not a bag folder ({exc}); pass a rosbag2 folder") from exc
+    models = [
+        hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else f"missing:{p}"
+        for p in model_files(str(kwargs.get("reid_checkpoint", "")),
+                             str(kwargs.get("detector_checkpoint", "")), "none")
+    ]
+    key = hashlib.sha256(repr((RECORD_VERSION, FEATURE_NAMES, str(bag.resolve()), stamp,
+                               sorted(kwargs.items()), models)).encode()).hexdigest()[:16]
+    path = cache / f"{bag.name}-verifier-{key}.pkl"
+    if path.is_file():
+        with path.open("rb") as f:
+            return pickle.load(f)  # noqa: S301 - our own cache file
+    recorded = record_bag(bag, **kwargs)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as f:
+        pickle.dump(recorded, f)
+    tmp.replace(path)
+    return recorded
+
+
+def box_labels(inputs: Sequence[TrackInput], people: Sequence[PersonTruth], height: int,
+               labels: LabelConfig | None = None) -> np.ndarray:
+    """Per input: 1 = a labelled person's one-to-one match, 0 = an extra box, ``IGNORE``."""
+    if not inputs:
+        return np.zeros(0, dtype=np.int64)
+    boxes = np.asarray([d.box_xyxy for d in inputs], dtype=np.float64)
+    scores = np.asarray([d.score for d in inputs], dtype=np.float64)
+    labelled = label_people(people, height, labels or LabelConfig())
+    label_boxes = np.asarray([p.box_xyxy for p in labelled], dtype=np.float64).reshape(-1, 4)
+    out = match_frame(boxes, scores, label_boxes, 0.5).astype(np.int64)
+    others = [p for p in people if all(p is not q for q in labelled)]
+    if others:
+        near = iou_matrix(boxes, np.asarray([p.box_xyxy for p in others])).max(axis=1) >= 0.5
+        out[(out == 0) & near] = IGNORE
+    return out
+
+
+def dataset(bags: Sequence[VerifierBag],
+            labels: LabelConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(features, labels) of every scored input of ``bags``, ignored ones left out."""
+    xs, ys = [], []
+    for bag in bags:
+        for stamp, inputs, height, rows in bag.frames:
+            people = bag.truth.get(stamp)
+            if people is None or not inputs:
+                continue
+            y = box_labels(inputs, people, height, labels)
+            use = y != IGNORE
+            xs.append(rows[use])
+            ys.append(y[use])
+    if not xs:
+        raise DatasetError("no detections with ground truth in these bags: nothing to train on")
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def fit(features: np.ndarray, labels: np.ndarray, *, hidden: int = 32, epochs: int = 60,
+        lr: float = 3e-3, weight_decay: float = 1e-4, seed: int = 0,
+        source: str = "") -> BoxVerifier:
+    """A two-hidden-layer perceptron fitted with Adam on the binary cross-entropy (CPU, seeded).
+
+    Raises:
+        DatasetError: only one class in ``labels``.
+    """
+    import torch
+
+    if len(np.unique(labels)) < 2:
+        raise DatasetError(
+            f"the training boxes are all {'people' if labels.all() else 'extra boxes'}: the "
+            "verifier needs both; add bags with mistakes of the detector (or without)"
+        )
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    mean = features.mean(axis=0)
+    std = np.maximum(features.std(axis=0), 1e-6)
+    x = torch.tensor((features - mean) / std, dtype=torch.float32)
+    y = torch.tensor(labels, dtype=torch.float32)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(),
+        torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
+        torch.nn.Linear(hidden, 1),
+    )
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(epochs):
+        order = torch.randperm(len(y), generator=generator)
+        for start in range(0, len(y), 512):
+            batch = order[start:start + 512]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                model(x[batch])[:, 0], y[batch]
+            )
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    layers = [m for m in model if isinstance(m, torch.nn.Linear)]
+    weights = tuple(
+        (m.weight.detach().double().numpy().T.copy(), m.bias.detach().double().numpy().copy())
+        for m in layers
+    )
+    return BoxVerifier(mean, std, weights, 0.5, source)
+
+
+def keep_masks(bag: VerifierBag, verifier: BoxVerifier, threshold: float) -> list[np.ndarray]:
+    """Per frame, which inputs the verifier keeps at ``threshold``."""
+    return [verifier(rows) >= threshold if len(rows) else np.zeros(0, dtype=bool)
+            for _, _, _, rows in bag.frames]
+
+
+def idf1_by_threshold(bags: Sequence[VerifierBag], verifier: BoxVerifier,
+                      thresholds: Sequence[float],
+                      tracker: TrackerConfig | None = None) -> dict[float, list[float]]:
+    """IDF1 of each bag with the boxes under each threshold left out; 0.0 = no verifier."""
+    tracker = tracker or TrackerConfig()
+    out: dict[float, list[float]] = {}
+    for t in (0.0, *thresholds):
+        out[t] = []
+        for bag in bags:
+            keep = None if t == 0.0 else keep_masks(bag, verifier, t)
+            idf1 = replay(bag.recorded(keep), tracker)["idf1"]
+            out[t].append(float("nan") if idf1 is None else float(idf1))
+    return out
+
+
+def choose_threshold(bags: Sequence[VerifierBag], thresholds: Sequence[float] = THRESHOLDS,
+                     **fit_kwargs: Any) -> tuple[float, dict[float, list[float]]]:
+    """Two-fold choice (alternate bags): the threshold with the best mean IDF1 on unseen bags.
+
+    Raises:
+        ConfigError: fewer than two bags.
+    """
+    if len(bags) < 2:
+        raise ConfigError("choosing a threshold needs at least two bags (two folds)")
+    folds = (list(bags[0::2]), list(bags[1::2]))
+    scores: dict[float, list[float]] = {}
+    for train, test in (folds, folds[::-1]):
+        verifier = fit(*dataset(train), **fit_kwargs)
+        for t, values in idf1_by_threshold(test, verifier, thresholds).items():
+            scores.setdefault(t, []).extend(values)
+    best = max(thresholds, key=lambda t: (np.nanmean(scores[t]), -t))
+    return best, scores
+
+
+def table(scores: dict[float, list[float]], names: Sequence[str]) -> str:
+    """Markdown: mean IDF1 per threshold (0 = no verifier), then IDF1 per bag."""
+    lines = ["| threshold | mean IDF1 | " + " | ".join(names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for t, values in scores.items():
+        label = "no verifier" if t == 0.0 else f"{t:.2f}"
+        lines.append(f"| {label} | {np.nanmean(values):.4f} | "
+                     + " | ".join(f"{v:.3f}" for v in values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bag", nargs="+", required=True, type=Path,
+                        help="bags with ground_truth/people to train on (two or more)")
+    parser.add_argument("--out", type=Path, required=True, help="the verifier file (.npz)")
+    parser.add_argument("--eval-bag", nargs="*", default=[], type=Path,
+                        help="bags it does not train on, scored with and without it")
+    parser.add_argument("--cache", type=Path, help="keep each bag's recording here")
+    parser.add_argument("--report", type=Path, help="also write the tables to this Markdown file")
+    parser.add_argument("--threshold", type=float,
+                        help="use this threshold instead of choosing one (skips the two folds)")
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--hidden", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", default="auto",
+                        help="detector backend (auto, torch, onnxruntime, onnxruntime-int8)")
+    parser.add_argument("--detector-checkpoint", default="",
+                        help="detector checkpoint (.pt); empty = the shipped model")
+    parser.add_argument("--reid-checkpoint", default="",
+                        help="depth embedder; empty = shipped, none = position only")
+    parser.add_argument("--score-threshold", type=float, default=0.5,
+                        help="the detector node's score_threshold")
+    parser.add_argument("--min-thermal-contrast", type=float, default=0.0, metavar="K",
+                        help="the detector node's min_thermal_contrast_k")
+    parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Record, choose the threshold, fit on every bag, write the file and the tables."""
+    args = get_args_parser().parse_args(argv)
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        print(f"train_verifier: --threshold must be in (0, 1), got {args.threshold}",
+              file=sys.stderr)
+        return 2
+    if args.epochs < 1 or args.hidden < 1:
+        print("train_verifier: --epochs and --hidden must be at least 1", file=sys.stderr)
+        return 2
+    fit_kwargs = {"epochs": args.epochs, "hidden": args.hidden, "seed": args.seed}
+    settings = {"backend": args.backend, "reid_checkpoint": args.reid_checkpoint,
+                "threads": args.threads, "detector_checkpoint": args.detector_checkpoint,
+                "score_threshold": args.score_threshold,
+                "min_thermal_contrast_k": args.min_thermal_contrast}
+    try:
+        bags, extra = [], []
+        for group, paths in ((bags, args.bag), (extra, args.eval_bag)):
+            for bag in paths:
+                print(f"recording {bag}", file=sys.stderr, flush=True)
+                group.append(cached_record(bag, args.cache, **settings))
+        text = ""
+        if args.threshold is None:
+            threshold, scores = choose_threshold(bags, **fit_kwargs)
+            names = [Path(b.name).name for b in bags[0::2] + bags[1::2]]
+            text += (f"## Threshold, two folds over the training bags (chosen: {threshold})\n\n"
+                     + table(scores, names) + "\n")
+        else:
+            threshold = args.threshold
+        features, labels = dataset(bags)
+        source = f"{len(bags)} bags, {len(labels)} boxes ({int(labels.sum())} people)"
+        verifier = fit(features, labels, source=source, **fit_kwargs)
+        verifier = BoxVerifier(verifier.mean, verifier.std, verifier.weights, threshold, source)
+        verifier.save(args.out)
+        text += f"Wrote {args.out}: threshold {threshold}, trained on {source}.\n"
+        if extra:
+            scores = idf1_by_threshold(extra, verifier, [threshold])
+            text += ("\n## Bags it did not train on\n\n"
+                     + table(scores, [Path(b.name).name for b in extra]))
+    except IphdError as exc:
+        print(f"train_verifier: {exc}", file=sys.stderr)
+        return 2
+    print(text, end="")
+    if args.report is not None:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
