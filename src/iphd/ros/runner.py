@@ -553,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  detector ({d['model']}, {d['device']}, {d.get('backend', '?')}): {d['pairs']} "
             f"pairs, {d['published']} detection arrays published with "
             f"{d.get('detections_published', 0)} detections"
+            + (f" ({d['detections_rejected_verifier']} more left out by the box verifier)"
+               if d.get("detections_rejected_verifier") else "")
             + (f", {d['inference_ms_mean']:.1f} ms inference mean" if "inference_ms_mean" in d
                else "")
         )
