@@ -45,7 +45,14 @@ from iphd.tracking.tracker import TrackerConfig, TrackInput
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tune_tracker import RecordedBag, model_files, replay  # noqa: E402
+from tune_tracker import (  # noqa: E402
+    RecordedBag,
+    add_pipeline_arguments,
+    emit,
+    model_files,
+    pipeline_settings,
+    replay,
+)
 
 #: Version of the recorded file; part of the cache key.
 RECORD_VERSION = 1
@@ -301,17 +308,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", default="auto",
-                        help="detector backend (auto, torch, onnxruntime, onnxruntime-int8)")
-    parser.add_argument("--detector-checkpoint", default="",
-                        help="detector checkpoint (.pt); empty = the shipped model")
-    parser.add_argument("--reid-checkpoint", default="",
-                        help="depth embedder; empty = shipped, none = position only")
-    parser.add_argument("--score-threshold", type=float, default=0.5,
-                        help="the detector node's score_threshold")
-    parser.add_argument("--min-thermal-contrast", type=float, default=0.0, metavar="K",
-                        help="the detector node's min_thermal_contrast_k")
-    parser.add_argument("--threads", type=int, default=2)
+    add_pipeline_arguments(parser, verifier=False)
     return parser
 
 
@@ -326,10 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("train_verifier: --epochs and --hidden must be at least 1", file=sys.stderr)
         return 2
     fit_kwargs = {"epochs": args.epochs, "hidden": args.hidden, "seed": args.seed}
-    settings = {"backend": args.backend, "reid_checkpoint": args.reid_checkpoint,
-                "threads": args.threads, "detector_checkpoint": args.detector_checkpoint,
-                "score_threshold": args.score_threshold,
-                "min_thermal_contrast_k": args.min_thermal_contrast}
+    settings = pipeline_settings(args)
     try:
         bags, extra = [], []
         for group, paths in ((bags, args.bag), (extra, args.eval_bag)):
@@ -357,10 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IphdError as exc:
         print(f"train_verifier: {exc}", file=sys.stderr)
         return 2
-    print(text, end="")
-    if args.report is not None:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(text)
+    emit(text, args.report)
     return 0
 
 

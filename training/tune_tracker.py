@@ -283,17 +283,8 @@ def table(bags: Sequence[RecordedBag], combos: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    """The command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bag", action="append", required=True, type=Path,
-                        help="a bag with ground_truth/people (repeat for several)")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=V1,V2",
-                        help="a TrackerConfig setting and the values to try (repeat; every "
-                        "combination runs); none = the defaults only")
-    parser.add_argument("--cache", type=Path,
-                        help="keep each bag's recorded tracker inputs here (re-runs skip the "
-                        "detector and embedder)")
+def add_pipeline_arguments(parser: argparse.ArgumentParser, verifier: bool = True) -> None:
+    """The detector and embedder settings a recording runs with (the nodes' parameters)."""
     parser.add_argument("--backend", default="auto",
                         help="detector backend (auto, torch, onnxruntime, onnxruntime-int8)")
     parser.add_argument("--reid-checkpoint", default="",
@@ -306,13 +297,48 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-thermal-contrast", type=float, default=0.0, metavar="K",
                         help="the detector node's min_thermal_contrast_k (0 = no thermal "
                         "check)")
-    parser.add_argument("--verifier", default="",
-                        help="the detector node's box verifier (.npz); empty = the shipped one, "
-                        "none = off")
-    parser.add_argument("--min-verifier-probability", type=float, default=-1.0, metavar="P",
-                        help="the detector node's min_verifier_probability (negative = the "
-                        "verifier file's threshold)")
+    if verifier:
+        parser.add_argument("--verifier", default="",
+                            help="the detector node's box verifier (.npz); empty = the shipped "
+                            "one, none = off")
+        parser.add_argument("--min-verifier-probability", type=float, default=-1.0,
+                            metavar="P", help="the detector node's min_verifier_probability "
+                            "(negative = the verifier file's threshold)")
     parser.add_argument("--threads", type=int, default=2)
+
+
+def pipeline_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``add_pipeline_arguments``'s values as ``record_bag`` keywords."""
+    settings = {"backend": args.backend, "reid_checkpoint": args.reid_checkpoint,
+                "threads": args.threads, "detector_checkpoint": args.detector_checkpoint,
+                "score_threshold": args.score_threshold,
+                "min_thermal_contrast_k": args.min_thermal_contrast}
+    if hasattr(args, "verifier"):
+        settings.update(verifier=args.verifier,
+                        min_verifier_probability=args.min_verifier_probability)
+    return settings
+
+
+def emit(text: str, path: Path | None) -> None:
+    """Print ``text`` and, with ``path``, write it there too."""
+    print(text, end="")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bag", action="append", required=True, type=Path,
+                        help="a bag with ground_truth/people (repeat for several)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=V1,V2",
+                        help="a TrackerConfig setting and the values to try (repeat; every "
+                        "combination runs); none = the defaults only")
+    parser.add_argument("--cache", type=Path,
+                        help="keep each bag's recorded tracker inputs here (re-runs skip the "
+                        "detector and embedder)")
+    add_pipeline_arguments(parser)
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     return parser
 
@@ -327,22 +353,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         bags = []
         for bag in args.bag:
             print(f"recording the tracker's inputs over {bag}", file=sys.stderr, flush=True)
-            bags.append(cached_record(bag, args.cache, backend=args.backend,
-                                      reid_checkpoint=args.reid_checkpoint,
-                                      threads=args.threads,
-                                      detector_checkpoint=args.detector_checkpoint,
-                                      score_threshold=args.score_threshold,
-                                      min_thermal_contrast_k=args.min_thermal_contrast,
-                                      verifier=args.verifier,
-                                      min_verifier_probability=args.min_verifier_probability))
+            bags.append(cached_record(bag, args.cache, **pipeline_settings(args)))
         text = table(bags, combos)
     except IphdError as exc:
         print(f"tune_tracker: {exc}", file=sys.stderr)
         return 2
-    print(text, end="")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(text, args.out)
     return 0
 
 

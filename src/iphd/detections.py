@@ -784,11 +784,10 @@ def checked_detections(
     people, cold = split_cold(people, config.min_thermal_contrast_k, config.thermal_min_coverage)
     if verifier is None:
         return people, cold, []
-    from iphd.detection.verifier import verify
+    from iphd.detection.verifier import effective_threshold, verify
 
-    threshold = config.min_verifier_probability
     kept, left, _ = verify(people, depth_mm, intrinsics, verifier,
-                           verifier.threshold if threshold < 0.0 else threshold)
+                           effective_threshold(verifier, config.min_verifier_probability))
     return [people[i] for i in kept], cold, [people[i] for i in left]
 
 

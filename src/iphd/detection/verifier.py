@@ -330,6 +330,19 @@ def load_box_verifier(name: str) -> BoxVerifier | None:
     return load_verifier(name or SHIPPED_VERIFIER)
 
 
+def effective_threshold(verifier: BoxVerifier, min_probability: float) -> float:
+    """The threshold that applies: ``min_probability``, or the file's when it is negative."""
+    return verifier.threshold if min_probability < 0.0 else min_probability
+
+
+def describe(name: str, verifier: BoxVerifier | None, min_probability: float) -> str:
+    """What runs, for diagnostics and reports: ``none`` or ``FILE (threshold T)``."""
+    if verifier is None:
+        return "none"
+    threshold = effective_threshold(verifier, min_probability)
+    return f"{name or 'shipped'} (threshold {threshold:g})"
+
+
 def verify(
     people: Sequence[BoxEvidence], depth_mm: np.ndarray, intrinsics: CameraIntrinsics,
     verifier: BoxVerifier, min_probability: float,

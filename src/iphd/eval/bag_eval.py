@@ -26,6 +26,7 @@ from iphd.data.rosbag import (
     tracks_to_truth,
 )
 from iphd.data.truth import PersonTruth
+from iphd.detection.verifier import describe as describe_verifier
 from iphd.errors import DatasetError
 from iphd.eval.breakdown import DetectionBreakdown, breakdown_markdown
 from iphd.eval.iphd_ap import DEFAULT_THRESHOLDS, evaluate, plot_pr
@@ -43,7 +44,6 @@ from iphd.eval.mot import (
 from iphd.eval.pipeline import (
     STAGES,
     OfflineConfig,
-    OfflinePipeline,
     calibration_source,
     find_topic,
     pipeline_for_bag,
@@ -252,21 +252,12 @@ def evaluate_offline(
         "threads": config.threads,
         "score_threshold": config.score_threshold,
         "min_thermal_contrast_k": config.min_thermal_contrast_k,
-        "verifier": _verifier_text(pipeline),
+        "verifier": describe_verifier(config.verifier, pipeline.verifier,
+                                      config.min_verifier_probability),
         "calibration": calibration,
         "tracker_config": vars(config.tracker).copy(),
     }
     return result, run
-
-
-def _verifier_text(pipeline: OfflinePipeline) -> str:
-    """The verifier a run used and its threshold, for the report."""
-    if pipeline.verifier is None:
-        return "none"
-    threshold = pipeline.config.min_verifier_probability
-    if threshold < 0.0:
-        threshold = pipeline.verifier.threshold
-    return f"{pipeline.config.verifier or 'shipped'} (threshold {threshold:g})"
 
 
 def track_tuples_from_msg(msg: Any) -> list[tuple[int, str, Any]]:

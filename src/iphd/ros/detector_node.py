@@ -14,6 +14,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
 from iphd.detection.verifier import BoxVerifier, load_box_verifier
+from iphd.detection.verifier import describe as describe_verifier
 from iphd.detections import (
     CPU_DEFAULT_BACKEND,
     DetectionConfig,
@@ -409,14 +410,6 @@ class DetectorNode(Node):
             return "none"
         return "onnxruntime" if hasattr(self.detector, "session") else "torch"
 
-    def _verifier_name(self) -> str:
-        if self.verifier is None or self.config is None:
-            return "none"
-        threshold = self.config.min_verifier_probability
-        if threshold < 0.0:
-            threshold = self.verifier.threshold
-        return f"{self.config.verifier or 'shipped'} (threshold {threshold:g})"
-
     def stats(self) -> dict[str, Any]:
         """Counters, rates and latencies for diagnostics and the runner's summary."""
         s = self.pairer.stats
@@ -448,7 +441,10 @@ class DetectorNode(Node):
             "detections_published": detections,
             "detections_last": detections_last,
             "detections_rejected_cold": cold_rejected,
-            "verifier": self._verifier_name(),
+            "verifier": describe_verifier(
+                self.config.verifier if self.config else "", self.verifier,
+                self.config.min_verifier_probability if self.config else -1.0,
+            ),
             "detections_rejected_verifier": verifier_rejected,
             "pairing_resets": s.resets,
             "queue_length": queue_length,
