@@ -26,8 +26,6 @@ mistakes. Never report IDF1 on the bags you trained on.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import pickle
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,7 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tune_tracker import (  # noqa: E402
     RecordedBag,
     add_pipeline_arguments,
+    cached_call,
     emit,
+    model_digests,
     model_files,
     pipeline_settings,
     replay,
@@ -136,29 +136,11 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
 
 def cached_record(bag: Path, cache: Path | None, **kwargs: Any) -> VerifierBag:
     """``record_bag``, kept in ``cache`` under a key of the bag, the settings and the models."""
-    if cache is None:
-        return record_bag(bag, **kwargs)
-    try:
-        stamp = (bag / "metadata.yaml").read_bytes()
-    except OSError as exc:
-        raise DatasetError(f"{bag} is not a bag folder ({exc}); pass a rosbag2 folder") from exc
-    models = [
-        hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else f"missing:{p}"
-        for p in model_files(str(kwargs.get("reid_checkpoint", "")),
-                             str(kwargs.get("detector_checkpoint", "")), "none")
-    ]
-    key = hashlib.sha256(repr((RECORD_VERSION, FEATURE_NAMES, str(bag.resolve()), stamp,
-                               sorted(kwargs.items()), models)).encode()).hexdigest()[:16]
-    path = cache / f"{bag.name}-verifier-{key}.pkl"
-    if path.is_file():
-        with path.open("rb") as f:
-            return pickle.load(f)  # noqa: S301 - our own cache file
-    recorded = record_bag(bag, **kwargs)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("wb") as f:
-        pickle.dump(recorded, f)
-    tmp.replace(path)
+    models = model_digests(model_files(str(kwargs.get("reid_checkpoint", "")),
+                                       str(kwargs.get("detector_checkpoint", "")), "none"))
+    recorded: VerifierBag = cached_call(bag, cache, record_bag,
+                                        (RECORD_VERSION, FEATURE_NAMES, models), "verifier-",
+                                        **kwargs)
     return recorded
 
 

@@ -136,38 +136,52 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def cached_call(bag: Path, cache: Path | None, record: Any, key_parts: tuple[Any, ...],
+                tag: str = "", **kwargs: Any) -> Any:
+    """``record(bag, **kwargs)``, pickled in ``cache`` under a key of the bag and ``key_parts``.
+
+    The key holds the bag's metadata, the keywords and ``key_parts`` (a format version, the
+    digests of the model files run), so a changed bag, setting or model gets a new entry.
+    """
+    if cache is None:
+        return record(bag, **kwargs)
+    meta = bag / "metadata.yaml"
+    try:
+        stamp = meta.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{bag} is not a bag folder ({exc}); pass a rosbag2 folder") from exc
+    key = hashlib.sha256(
+        repr((key_parts, str(bag.resolve()), stamp, sorted(kwargs.items()))).encode()
+    ).hexdigest()[:16]
+    path = cache / f"{bag.name}-{tag}{key}.pkl"
+    if path.is_file():
+        with path.open("rb") as f:
+            return pickle.load(f)  # noqa: S301 - our own cache file
+    recorded = record(bag, **kwargs)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as f:
+        pickle.dump(recorded, f)
+    tmp.replace(path)
+    return recorded
+
+
+def model_digests(files: Sequence[Path]) -> list[str]:
+    """SHA-256 of each model file (a missing one gets its own marker: the run reports it)."""
+    return [_file_digest(p) for p in files]
+
+
 def cached_record(bag: Path, cache: Path | None, **kwargs: Any) -> RecordedBag:
     """``record_bag``, kept in ``cache`` under a key of the bag, the settings and the models.
 
     The key holds the contents of the model files it runs, so a model re-trained in place (the
     shipped pair replaced) gets a new entry instead of the old model's inputs.
     """
-    if cache is None:
-        return record_bag(bag, **kwargs)
-    meta = bag / "metadata.yaml"
-    try:
-        stamp = meta.read_bytes()
-    except OSError as exc:
-        raise DatasetError(f"{bag} is not a bag folder ({exc}); pass a rosbag2 folder") from exc
-    models = [
-        _file_digest(p)
-        for p in model_files(str(kwargs.get("reid_checkpoint", "")),
-                             str(kwargs.get("detector_checkpoint", "")),
-                             str(kwargs.get("verifier", "")))
-    ]
-    key = hashlib.sha256(
-        repr((RECORD_VERSION, str(bag.resolve()), stamp, sorted(kwargs.items()), models)).encode()
-    ).hexdigest()[:16]
-    path = cache / f"{bag.name}-{key}.pkl"
-    if path.is_file():
-        with path.open("rb") as f:
-            return pickle.load(f)  # noqa: S301 - our own cache file
-    recorded = record_bag(bag, **kwargs)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("wb") as f:
-        pickle.dump(recorded, f)
-    tmp.replace(path)
+    models = model_digests(model_files(str(kwargs.get("reid_checkpoint", "")),
+                                       str(kwargs.get("detector_checkpoint", "")),
+                                       str(kwargs.get("verifier", ""))))
+    recorded: RecordedBag = cached_call(bag, cache, record_bag, (RECORD_VERSION, models),
+                                        **kwargs)
     return recorded
 
 
