@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from iphd.detections import _band_m, _box_slices
 from iphd.errors import CheckpointError
 from iphd.sensors.frames import CameraIntrinsics
 
@@ -101,8 +102,6 @@ def _depth_evidence(
     depth_mm: np.ndarray, box_xyxy: Sequence[float], depth_m: float
 ) -> tuple[float, float, float, float, float, float]:
     """(valid, own, front, behind, own columns, own rows) shares of a box's depth pixels."""
-    from iphd.detections import _band_m, _box_slices
-
     height, width = depth_mm.shape
     rows, cols = _box_slices(box_xyxy, width, height)
     patch = depth_mm[rows, cols].astype(np.float32) / 1000.0
