@@ -122,6 +122,25 @@ def test_boxes_the_verifier_leaves_out_are_scored_but_neither_tracked_nor_publis
     assert off["meta"]["verifier"] == "none"
 
 
+def test_the_shipped_verifier_keeps_the_people_and_drops_the_extra_box(sim_bag, tmp_path,
+                                                                       capsys):
+    # A guard on the shipped file: on this short bag (not one it was trained on) the detector
+    # finds both people in every frame plus one second box; the verifier must keep the people.
+    breakdowns = {}
+    for name, verifier in (("none", "none"), ("shipped", "")):
+        out = tmp_path / name
+        assert main(["bag", "--bag", str(sim_bag), "--out", str(out), "--threads", "1",
+                     "--quiet", "--reid-checkpoint", "none", "--verifier", verifier]) == 0, (
+            capsys.readouterr().err
+        )
+        breakdowns[name] = json.loads((out / "metrics.json").read_text())["breakdown"]
+    off, on = breakdowns["none"], breakdowns["shipped"]
+    extra = ("second_box", "loose_box", "background")
+    assert off["matched"] >= 40 and sum(off[k] for k in extra) >= 1
+    assert on["matched"] >= off["matched"] - 1
+    assert sum(on[k] for k in extra) < sum(off[k] for k in extra)
+
+
 def test_cli_writes_report_with_metrics(sim_bag, tmp_path, capsys):
     out = tmp_path / "report"
     status = main([
