@@ -26,6 +26,7 @@ mistakes. Never report IDF1 on the bags you trained on.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -322,8 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             threshold = args.threshold
         features, labels = dataset(bags)
         source = f"{len(bags)} bags, {len(labels)} boxes ({int(labels.sum())} people)"
-        verifier = fit(features, labels, source=source, **fit_kwargs)
-        verifier = BoxVerifier(verifier.mean, verifier.std, verifier.weights, threshold, source)
+        verifier = dataclasses.replace(fit(features, labels, source=source, **fit_kwargs),
+                                       threshold=threshold)
         verifier.save(args.out)
         text += f"Wrote {args.out}: threshold {threshold}, trained on {source}.\n"
         if extra:
