@@ -21,9 +21,12 @@ STEP_NS = 100_000_000
 INTR = CameraIntrinsics(width=640, height=480, fx=400.0, fy=400.0, cx=319.5, cy=239.5)
 
 
-def _bag(name, frames=40, seed=0):
+def _bag(name, frames=40, seed=0, harmless=False):
     """Two people walking apart; person 1 also gets a second box (their upper half) whose
-    position is read a metre and a half nearer: each such box starts a false track."""
+    position is read a metre and a half nearer: each such box starts a false track.
+
+    ``harmless``: the second box scores too low to start a track and lies far from everyone,
+    so it costs no identity and a verifier has nothing to gain."""
     rng = np.random.default_rng(seed)
     recorded, truth = [], {}
     depth = np.zeros((HEIGHT, 640), np.uint16)
@@ -38,8 +41,10 @@ def _bag(name, frames=40, seed=0):
             dets.append(PersonDetection(box, float(rng.uniform(0.9, 1.0)), ground, math.nan))
             if pid == 1 and k % 10 != 9:
                 upper = (x + 5.0, 100.0, x + 75.0, 200.0)
-                dets.append(PersonDetection(upper, float(rng.uniform(0.8, 0.89)),
-                                            (ground[0], 0.0, 1.5), math.nan))
+                score = rng.uniform(0.5, 0.6) if harmless else rng.uniform(0.8, 0.89)
+                dets.append(PersonDetection(upper, float(score),
+                                            (ground[0], 0.0, 8.0 if harmless else 1.5),
+                                            math.nan))
         rows = box_features(dets, depth, INTR)
         inputs = [TrackInput(d.box_xyxy, d.score, d.position_m) for d in dets]
         truth[stamp] = people
@@ -105,6 +110,7 @@ def test_main_writes_a_verifier_the_node_loads_and_scores_other_bags(tmp_path, m
     assert all(kw["score_threshold"] == 0.5 for kw in made.values())
     text = capsys.readouterr().out
     assert "Bags it did not train on" in text and (tmp_path / "r.md").read_text() == text
+    assert "WARNING" not in text  # these bags' second boxes cost identities: it helps
     # A fixed threshold skips the folds; a bad one is refused before any recording.
     assert train_verifier.main(["--bag", str(tmp_path / "a"), "--out", str(out),
                                 "--threshold", "0.3", "--epochs", "5"]) == 0
@@ -113,3 +119,21 @@ def test_main_writes_a_verifier_the_node_loads_and_scores_other_bags(tmp_path, m
     assert train_verifier.main(["--bag", str(tmp_path / "a"), "--out", str(out),
                                 "--threshold", "1.5"]) == 2
     assert made == {} and "--threshold" in capsys.readouterr().err
+
+
+def test_a_verifier_that_does_not_help_is_written_with_a_warning(tmp_path, monkeypatch, capsys):
+    scores = {0.0: [0.8, 0.9], 0.5: [0.8, 0.9], 0.6: [0.7, 0.9]}
+    warning = train_verifier.no_gain_warning(scores, 0.5)
+    assert "does not help" in warning and "verifier:=none" in warning
+    assert "0.8500" in warning
+    assert train_verifier.no_gain_warning({0.0: [0.8], 0.5: [0.81]}, 0.5) == ""
+
+    monkeypatch.setattr(train_verifier, "record_bag",
+                        lambda path, **kw: _bag(path.name, seed=len(path.name), harmless=True))
+    out = tmp_path / "v.npz"
+    assert train_verifier.main(["--bag", str(tmp_path / "a"), str(tmp_path / "bb"),
+                                "--out", str(out), "--epochs", "30"]) == 0
+    captured = capsys.readouterr()
+    assert "WARNING: the verifier does not help" in captured.err
+    assert "WARNING" in captured.out  # in the report too
+    assert load_verifier(out).threshold in train_verifier.THRESHOLDS
