@@ -261,8 +261,26 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
+#: IDF1 difference from the defaults above which a bag counts as better or worse.
+FLIP_MARGIN = 0.01
+
+
+def _better_worse(idf1: Sequence[float | None], base: Sequence[float | None]) -> str:
+    """"better / worse": bags whose IDF1 is above / below the defaults' by ``FLIP_MARGIN``."""
+    pairs = [(v, b) for v, b in zip(idf1, base, strict=True) if v is not None and b is not None]
+    better = sum(v > b + FLIP_MARGIN for v, b in pairs)
+    worse = sum(v < b - FLIP_MARGIN for v, b in pairs)
+    return f"{better} / {worse}"
+
+
 def table(bags: Sequence[RecordedBag], combos: Sequence[dict[str, Any]]) -> str:
-    """Replay every combination on every bag; Markdown, best mean IDF1 first."""
+    """Replay every combination on every bag; Markdown, best mean IDF1 first.
+
+    Beside each mean, how many bags the setting makes better and worse than the defaults
+    (``FLIP_MARGIN``): one bag's IDF1 turns on a handful of identity decisions, so a mean
+    gain that a few bags carry while others lose is noise, not a better setting.
+    """
+    base = [replay(bag, TrackerConfig())["idf1"] for bag in bags] if {} not in combos else None
     rows = []
     for combo in combos:
         try:
@@ -271,6 +289,8 @@ def table(bags: Sequence[RecordedBag], combos: Sequence[dict[str, Any]]) -> str:
             raise ConfigError(f"--set {combo}: {exc}") from exc
         scores = [replay(bag, config) for bag in bags]
         idf1 = [s["idf1"] for s in scores]
+        if not combo:
+            base = idf1
         mota = [s["mota"] for s in scores]
         mean_idf1 = float(np.mean([v for v in idf1 if v is not None] or [np.nan]))
         mean_mota = float(np.mean([v for v in mota if v is not None] or [np.nan]))
@@ -285,16 +305,23 @@ def table(bags: Sequence[RecordedBag], combos: Sequence[dict[str, Any]]) -> str:
     names = [Path(b.name).name for b in bags]
     lines = [
         "| settings | mean IDF1 | mean MOTA | mean HOTA | ID switches | mean IDF1, true ids | "
+        "bags better / worse than the defaults | "
         + " | ".join(f"IDF1 {n}" for n in names) + " |",
-        "|---|---|---|---|---|---|" + "---|" * len(names),
+        "|---|---|---|---|---|---|---|" + "---|" * len(names),
     ]
+    assert base is not None
     for mean_idf1, label, mean_mota, mean_hota, switches, mean_true, idf1 in rows:
         hota_text = "—" if mean_hota is None else f"{mean_hota:.4f}"
+        flips = "—" if label == "defaults" else _better_worse(idf1, base)
         lines.append(
             f"| {label} | {mean_idf1:.4f} | {mean_mota:.4f} | {hota_text} | {switches} | "
-            f"{mean_true:.4f} | " + " | ".join(_fmt(v) for v in idf1) + " |"
+            f"{mean_true:.4f} | {flips} | " + " | ".join(_fmt(v) for v in idf1) + " |"
         )
-    return "\n".join(lines) + "\n"
+    return (
+        "\n".join(lines)
+        + f"\n\nBetter / worse: bags whose IDF1 differs from the defaults' by more than "
+        f"{FLIP_MARGIN}.\n"
+    )
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser, verifier: bool = True) -> None:

@@ -63,6 +63,12 @@ def test_a_setting_that_matters_changes_the_table():
     true_best, true_worst = (float(r.split("|")[6]) for r in rows)
     assert true_worst - worst > 2 * (true_best - true_worst) > 0
     assert true_best - best < true_worst - worst
+    # Against the defaults (lost_timeout_s 8): the same on this bag, and the short memory worse.
+    assert [r.split("|")[7].strip() for r in rows] == ["0 / 0", "0 / 1"]
+    assert "more than 0.01" in text
+    # The defaults in the grid are their own reference.
+    text = tune_tracker.table([bag, bag], tune_tracker.grid({}))
+    assert "| defaults |" in text and "| — |" in text
 
 
 def test_settings_are_typed_as_the_tracker_config_and_bad_ones_named():
