@@ -114,7 +114,15 @@ def test_runner_bag_source_needs_a_bag_and_a_bag_needs_the_bag_source(tmp_path, 
     assert main(["--source", "sim", "--bag", str(tmp_path), "--duration", "1"]) == 2
     assert "only played with source:=bag" in capsys.readouterr().err
     assert main(["--bag", str(tmp_path / "missing"), "--duration", "1"]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "metadata.yaml" in err
+
+
+def test_runner_refuses_a_negative_duration(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--duration", "-1"])
+    assert exc.value.code == 2
+    assert "--duration must be >= 0" in capsys.readouterr().err
 
 
 def _params_file(tmp_path, score_threshold: float):

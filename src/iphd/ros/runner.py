@@ -489,8 +489,19 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the graph, print progress and a summary; return the exit status."""
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.duration < 0:
+        parser.error(f"--duration must be >= 0 seconds (0 = until Ctrl-C), got {args.duration:g}")
     source = args.source or ("bag" if args.bag else "sim")
+    if source == "bag" and args.bag and not Path(args.bag).exists():
+        # Checked before any node starts: loading the models first only delays this error.
+        print(
+            f"iphd-run: error: bag {args.bag} does not exist; pass the bag folder (the one "
+            "holding metadata.yaml) or its .db3/.mcap file",
+            file=sys.stderr,
+        )
+        return 2
     duration = args.duration if args.duration > 0 else float("inf")
     until = "the end of the bag or Ctrl-C" if source == "bag" else "Ctrl-C"
     length = f"{args.duration:g} s" if args.duration > 0 else f"until {until}"
