@@ -157,6 +157,7 @@ def test_cli_writes_report_with_metrics(sim_bag, tmp_path, capsys):
     assert metrics["ap"]["0.50"] > 0.6
     mot = metrics["mot"]
     assert mot["num_objects"] > 10 and mot["mota"] is not None and mot["idf1"] > 0.5
+    assert mot["idf1"] <= metrics["idf1_true_ids"] <= 1.0
     assert set(metrics["latency_ms"]) == {"fusion", "detection", "tracking"}
     assert metrics["latency_ms"]["detection"]["p95"] >= metrics["latency_ms"]["detection"]["p50"]
     assert metrics["pairs"] >= 20 and metrics["skipped"] == {}
@@ -164,11 +165,13 @@ def test_cli_writes_report_with_metrics(sim_bag, tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "AP@0.50" in report and "MOTA" in report and "ID switches" in report
     assert "p95" in report and "AssA (association)" in report
+    assert "IDF1 with every identity right" in report
     hota = metrics["hota"]
     # HOTA = sqrt(DetA x AssA) at each IoU threshold; the report gives the means over them.
     assert 0.0 < hota["hota"] <= 1.0 and 0.0 < hota["deta"] <= 1.0 and 0.0 < hota["assa"] <= 1.0
     assert hota["hota"] <= max(hota["deta"], hota["assa"])
-    assert "offline: AP@0.25" in capsys.readouterr().out
+    assert "offline: AP@0.25" in (printed := capsys.readouterr().out)
+    assert "with true identities" in printed
     # The breakdown counts only the published detections (score >= the node's 0.5), while AP
     # scores all of them; every published one is of exactly one kind.
     breakdown = metrics["breakdown"]
@@ -369,6 +372,8 @@ def test_recorded_switch_and_miss_give_the_constructed_metrics(tmp_path):
     assert mot["mota"] == pytest.approx(1 - 2 / 20)
     # IDTP: 1<->1 (9 frames) + 2<->2 or 7 (5 frames) = 14; IDF1 = 2 * 14 / (20 + 19).
     assert mot["idf1"] == pytest.approx(28 / 39)
+    # With every identity right only the miss is left: IDTP 19, IDF1 = 2 * 19 / (20 + 19).
+    assert result.idf1_true_ids() == pytest.approx(38 / 39)
 
 
 def _switching_tracks(frame, people):
@@ -395,6 +400,8 @@ def test_several_bags_get_a_report_each_and_a_summary_with_the_mean(tmp_path, ca
     idf1 = [b["values"]["IDF1"] for b in summary["bags"]]
     assert idf1 == [pytest.approx(1.0), pytest.approx(28 / 39)]
     assert summary["mean"]["IDF1"] == pytest.approx((1.0 + 28 / 39) / 2)
+    true_ids = [b["values"]["IDF1, true ids"] for b in summary["bags"]]
+    assert true_ids == [pytest.approx(1.0), pytest.approx(38 / 39)]
     assert summary["mean"]["ID switches"] == pytest.approx(0.5)
     assert summary["mean"]["HOTA"] is not None and summary["mean"]["second boxes"] == 0.0
     md = (out / "summary.md").read_text()

@@ -271,15 +271,18 @@ def _evaluate_bag(
         value = mot[key] if key in mot else (result.hota or {}).get(key)
         return "n/a" if value is None else f"{value:.4f}"
 
+    metrics = json.loads(files.metrics_json.read_text(encoding="utf-8"))
+    true_ids = metrics.get("idf1_true_ids")
+    true_ids_text = "n/a" if true_ids is None else f"{true_ids:.4f}"
     line = (
-        f"{result.mode}: {aps}; MOTA {fmt('mota')}, IDF1 {fmt('idf1')}, HOTA {fmt('hota')}, "
-        "ID switches "
+        f"{result.mode}: {aps}; MOTA {fmt('mota')}, IDF1 {fmt('idf1')} ({true_ids_text} with "
+        f"true identities), HOTA {fmt('hota')}, ID switches "
         f"{int(mot['num_switches'] or 0)} on {len(result.frames)} frames ({result.pairs} pairs, "
         f"{sum(result.skipped.values())} messages skipped)\n"
         f"wrote {files.report_md}, {files.metrics_json.name}, {files.pr_png.name}, "
         f"{files.timeline_png.name} and {files.latency_png.name}"
     )
-    return json.loads(files.metrics_json.read_text(encoding="utf-8")), line
+    return metrics, line
 
 
 def _run_bag(args: argparse.Namespace) -> str:
