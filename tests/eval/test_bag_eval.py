@@ -19,25 +19,12 @@ from iphd.data.truth import PersonTruth
 from iphd.eval.bag_eval import evaluate_recorded
 from iphd.eval.cli import main
 from iphd.eval.pipeline import OfflineConfig, OfflinePipeline, find_topic, pipeline_for_bag
-from iphd.sim.cli import run as sim_run
 
 DETECTIONS = "iphd_msgs/msg/PersonDetectionArray"
 CONFIG = OfflineConfig(threads=1, reid_checkpoint="none")
 FRAME_NS = 100_000_000  # recorded bags: 10 Hz
 START_NS = 1_700_000_000_000_000_000
 HEIGHT = 480
-
-
-@pytest.fixture(scope="module")
-def sim_bag(tmp_path_factory):
-    """4 s of the simulator at 848x480 with 2 people (seed 2: both in view, ~25 pairs)."""
-    path = tmp_path_factory.mktemp("sim") / "bag"
-    status = sim_run([
-        "bag", "--out", str(path), "--seed", "2", "--duration", "4", "--people", "2",
-        "--profile", "aligned_848x480", "--workers", "1", "--quiet",
-    ])
-    assert status == 0
-    return path
 
 
 def _run(pipeline, reader, stop_ns=None):

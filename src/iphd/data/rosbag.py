@@ -174,6 +174,87 @@ def _check_stamp(stamp_ns: int, what: str) -> int:
     return stamp_ns
 
 
+def _check_person(
+    person: PersonTruth, seen: set[int], stamp_ns: int, positions_required: bool
+) -> None:
+    if not 0 <= int(person.pid) <= _UINT32_MAX:
+        raise DatasetError(f"person id {person.pid} does not fit the message's uint32 id")
+    if person.pid in seen:
+        raise DatasetError(f"person id {person.pid} appears twice in frame {stamp_ns} ns")
+    if not 0.0 <= float(person.visibility) <= 1.0:
+        raise DatasetError(
+            f"person {person.pid}: visibility {person.visibility} is outside 0..1"
+        )
+    values = (*person.box_xyxy, *person.position_m, *person.velocity_mps)
+    finite = [math.isfinite(float(v)) for v in values]
+    # 2D annotations have no 3D point: position and velocity all NaN is "not known".
+    unknown_3d = not positions_required and not any(finite[4:])
+    if len(values) != 10 or not all(finite[:4]) or not (all(finite[4:]) or unknown_3d):
+        raise DatasetError(
+            f"person {person.pid}: box (4), position (3) and velocity (3) must be finite "
+            f"numbers, got {person.box_xyxy}, {person.position_m}, {person.velocity_mps}"
+        )
+
+
+def ground_truth_msg(
+    store: Typestore,
+    stamp_ns: int,
+    frame_id: str,
+    people: Sequence[PersonTruth],
+    first_seen_ns: dict[int, int],
+    *,
+    positions_required: bool = True,
+) -> Any:
+    """The ``ground_truth/people`` PersonTrackArray of one depth frame (module doc: mapping).
+
+    Args:
+        store: the typestore with ``iphd_msgs`` (:func:`typestore`).
+        stamp_ns: stamp of the depth frame the truth belongs to, ns.
+        frame_id: the depth optical frame.
+        people: the people in that frame (may be empty: nobody in view).
+        first_seen_ns: pid -> stamp first seen, for ``age_s``; updated.
+        positions_required: False accepts people whose position and velocity are all NaN
+            (annotated in 2D only).
+
+    Raises:
+        DatasetError: a pid outside uint32 or repeated in the frame, a visibility outside
+            0..1, or a non-finite value.
+    """
+    t = store.types
+    track_cls: Any = t["iphd_msgs/msg/PersonTrack"]
+    point_cls, vector_cls = t["geometry_msgs/msg/Point"], t["geometry_msgs/msg/Vector3"]
+    tracks = []
+    seen: set[int] = set()
+    for person in sorted(people, key=lambda p: p.pid):
+        _check_person(person, seen, stamp_ns, positions_required)
+        seen.add(person.pid)
+        first = first_seen_ns.setdefault(person.pid, stamp_ns)
+        x1, y1, x2, y2 = (float(v) for v in person.box_xyxy)
+        tracks.append(
+            track_cls(
+                id=int(person.pid),
+                state=track_cls.STATE_CONFIRMED,
+                score=float(person.visibility),
+                position=point_cls(*(float(v) for v in person.position_m)),
+                velocity=vector_cls(*(float(v) for v in person.velocity_mps)),
+                x1=x1,
+                y1=y1,
+                x2=x2,
+                y2=y2,
+                age_s=max(0.0, (stamp_ns - first) / 1e9),
+                time_since_update_s=0.0,
+                embedding=np.zeros(0, dtype=np.float32),
+            )
+        )
+    header = t["std_msgs/msg/Header"](
+        stamp=t["builtin_interfaces/msg/Time"](
+            sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000
+        ),
+        frame_id=frame_id,
+    )
+    return t[PERSON_TRACKS](header=header, tracks=tracks)
+
+
 class RigBagWriter:
     """Writes the rig's streams and ground truth into a new ROS 2 bag (see the module doc).
 
@@ -313,34 +394,8 @@ class RigBagWriter:
                 0..1, a non-finite value, a negative time, or the bag is closed.
         """
         stamp_ns = _check_stamp(stamp_ns, "ground-truth stamp")
-        t = self._types
-        track_cls: Any = t["iphd_msgs/msg/PersonTrack"]
-        point_cls, vector_cls = t["geometry_msgs/msg/Point"], t["geometry_msgs/msg/Vector3"]
-        tracks = []
-        seen: set[int] = set()
-        for person in sorted(people, key=lambda p: p.pid):
-            self._check_person(person, seen, stamp_ns)
-            seen.add(person.pid)
-            first = self._first_seen_ns.setdefault(person.pid, stamp_ns)
-            x1, y1, x2, y2 = (float(v) for v in person.box_xyxy)
-            tracks.append(
-                track_cls(
-                    id=int(person.pid),
-                    state=track_cls.STATE_CONFIRMED,
-                    score=float(person.visibility),
-                    position=point_cls(*(float(v) for v in person.position_m)),
-                    velocity=vector_cls(*(float(v) for v in person.velocity_mps)),
-                    x1=x1,
-                    y1=y1,
-                    x2=x2,
-                    y2=y2,
-                    age_s=max(0.0, (stamp_ns - first) / 1e9),
-                    time_since_update_s=0.0,
-                    embedding=np.zeros(0, dtype=np.float32),
-                )
-            )
-        msg = t[PERSON_TRACKS](
-            header=self._header(stamp_ns, self.calibration.frames.depth), tracks=tracks
+        msg = ground_truth_msg(
+            self._store, stamp_ns, self.calibration.frames.depth, people, self._first_seen_ns
         )
         self._write(GROUND_TRUTH, PERSON_TRACKS, msg, stamp_ns if log_ns is None else log_ns)
 
@@ -381,23 +436,6 @@ class RigBagWriter:
             raise FrameError(
                 f"{name} is {array.shape[1]}x{array.shape[0]} but the {model} intrinsics are "
                 f"{shape[1]}x{shape[0]}; write images of the size the bag was opened with"
-            )
-
-    @staticmethod
-    def _check_person(person: PersonTruth, seen: set[int], stamp_ns: int) -> None:
-        if not 0 <= int(person.pid) <= _UINT32_MAX:
-            raise DatasetError(f"person id {person.pid} does not fit the message's uint32 id")
-        if person.pid in seen:
-            raise DatasetError(f"person id {person.pid} appears twice in frame {stamp_ns} ns")
-        if not 0.0 <= float(person.visibility) <= 1.0:
-            raise DatasetError(
-                f"person {person.pid}: visibility {person.visibility} is outside 0..1"
-            )
-        values = (*person.box_xyxy, *person.position_m, *person.velocity_mps)
-        if len(values) != 10 or not all(math.isfinite(float(v)) for v in values):
-            raise DatasetError(
-                f"person {person.pid}: box (4), position (3) and velocity (3) must be finite "
-                f"numbers, got {person.box_xyxy}, {person.position_m}, {person.velocity_mps}"
             )
 
     def _header(self, stamp_ns: int, frame_id: str) -> Any:
@@ -756,3 +794,103 @@ def read_ground_truth(path: Path | str, topic: str = GROUND_TRUTH) -> dict[int, 
         for _topic, _type, _log_ns, msg in reader.messages([topic]):
             truth[header_stamp_ns(msg)] = tracks_to_truth(msg)
     return truth
+
+
+def copy_bag_with_truth(
+    src: Path | str,
+    dst: Path | str,
+    truth: dict[int, list[PersonTruth]],
+    frame_id: str,
+) -> bool:
+    """Copy bag ``src`` to a new bag ``dst`` with ``truth`` as its ``ground_truth/people``.
+
+    Every other message is copied byte for byte with its topic's type, definition and offered
+    QoS (so ``/tf_static`` stays latched), and the bag's custom data (the stored calibration)
+    is kept; a ground-truth topic already in ``src`` is replaced. ``dst`` is written as sqlite3
+    with zstd message compression. Truth messages are logged at their stamps; people may lack
+    a 3D position (all NaN: annotated in 2D).
+
+    Args:
+        src: the bag to copy.
+        dst: the new bag; it must not exist.
+        truth: depth stamp (ns) -> the people in that frame (empty: nobody there).
+        frame_id: ``header.frame_id`` of the truth messages (the depth optical frame).
+
+    Returns:
+        Whether ``src`` had a ground-truth topic that was replaced.
+
+    Raises:
+        DatasetError: ``src`` is unreadable, ``dst`` exists or cannot be written, or a person
+            is malformed (``ground_truth_msg``).
+    """
+    dst = Path(dst)
+    if dst.exists():
+        raise DatasetError(
+            f"{dst} already exists; write the bag with ground truth to a new path (bags are "
+            "never overwritten)"
+        )
+    store = typestore()
+    first_seen: dict[int, int] = {}
+    pending = [
+        (stamp, store.serialize_cdr(
+            ground_truth_msg(store, stamp, frame_id, people, first_seen,
+                             positions_required=False),
+            PERSON_TRACKS,
+        ))
+        for stamp, people in sorted(truth.items())
+    ]
+    with BagReader(src) as reader:
+        source = reader._reader
+        custom = getattr(getattr(source.storage, "metadata", None), "custom", None) or {}
+        writer = Writer(dst, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.SQLITE3)
+        writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)
+        for key, value in custom.items():
+            writer.set_custom_data(str(key), str(value))
+        try:
+            writer.open()
+        except (WriterError, OSError) as exc:
+            raise DatasetError(f"cannot create bag {dst}: {exc}") from exc
+        replaced = False
+        try:
+            out: dict[int, Connection] = {}
+            by_key: dict[tuple[str, str], Connection] = {}
+            for conn in source.connections:
+                if conn.topic == GROUND_TRUTH:
+                    replaced = True
+                    continue
+                key = (conn.topic, conn.msgtype)
+                if key not in by_key:
+                    by_key[key] = _copy_connection(writer, conn, store)
+                out[conn.id] = by_key[key]
+            truth_conn = writer.add_connection(
+                GROUND_TRUTH, PERSON_TRACKS, typestore=store, offered_qos_profiles=[SENSOR_QOS]
+            )
+            k = 0
+            for conn, log_ns, raw in source.messages([c for c in source.connections
+                                                      if c.id in out]):
+                while k < len(pending) and pending[k][0] <= log_ns:
+                    writer.write(truth_conn, pending[k][0], pending[k][1])
+                    k += 1
+                writer.write(out[conn.id], log_ns, raw)
+            for stamp, serialized in pending[k:]:
+                writer.write(truth_conn, stamp, serialized)
+        finally:
+            writer.close()
+    return replaced
+
+
+def _copy_connection(writer: Writer, conn: Connection, store: Typestore) -> Connection:
+    """A writer connection like ``conn``: its definition when it has one, else the typestore's."""
+    ext = conn.ext if isinstance(conn.ext, ConnectionExtRosbag2) else None
+    fmt = ext.serialization_format if ext is not None else "cdr"
+    qos = list(ext.offered_qos_profiles) if ext is not None else []
+    definition = getattr(conn.msgdef, "data", "")
+    if definition and conn.digest:
+        return writer.add_connection(
+            conn.topic, conn.msgtype, msgdef=definition, rihs01=conn.digest,
+            serialization_format=fmt, offered_qos_profiles=qos,
+        )
+    return writer.add_connection(
+        conn.topic, conn.msgtype, typestore=store, serialization_format=fmt,
+        offered_qos_profiles=qos,
+    )

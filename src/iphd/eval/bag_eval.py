@@ -115,7 +115,12 @@ class BagEvalResult:
 Output = tuple[int, np.ndarray | None, np.ndarray | None, list[tuple[int, str, Any]], int]
 
 
-def _stop_ns(reader: BagReader, limit_s: float | None) -> int | None:
+def stop_ns_for(reader: BagReader, limit_s: float | None) -> int | None:
+    """Log time to stop reading ``reader`` after its first ``limit_s`` seconds (None: all).
+
+    Raises:
+        ValueError: ``limit_s`` is not > 0.
+    """
     if limit_s is None:
         return None
     if not limit_s > 0:
@@ -207,7 +212,7 @@ def evaluate_offline(
         CheckpointError, ConfigError: see ``OfflinePipeline``.
     """
     with BagReader(bag) as reader:
-        stop_ns = _stop_ns(reader, limit_s)
+        stop_ns = stop_ns_for(reader, limit_s)
         truth = read_truth(reader, stop_ns)
         pipeline = pipeline_for_bag(config, reader)
         calibration = calibration_source(config, reader)
@@ -448,7 +453,7 @@ def evaluate_recorded(
             image size (neither ``detections`` nor ``depth/camera_info``).
     """
     with BagReader(bag) as reader:
-        stop_ns = _stop_ns(reader, limit_s)
+        stop_ns = stop_ns_for(reader, limit_s)
         truth = read_truth(reader, stop_ns)
         recorded, det_topic, tracks_topic = read_recorded(reader, stop_ns)
     result = score_recorded(recorded, truth, labels=labels, source=str(bag))

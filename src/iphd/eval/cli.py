@@ -6,6 +6,8 @@
     iphd-eval bag --bag sim_bag --out out/eval/bag                # run the models on the bag
     iphd-eval bag --bag graph_recording --out out/eval/live --recorded   # score a live recording
     iphd-eval bag --bag bags/seed* --out out/eval/bags          # several: a report each + summary
+    iphd-eval export-mot --bag my_bag --out my_bag_mot          # frames to annotate (MOT format)
+    iphd-eval import-mot --bag my_bag --mot my_bag_mot --out my_bag_gt  # annotations -> truth
 
 ``detector`` writes report.md, pr.png, predictions.pkl (the official submission) and
 metrics.json to --out; ``bag`` writes report.md, metrics.json, pr.png, timeline.png and
@@ -108,7 +110,68 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="score the detections/tracks a live graph recorded in the bag instead "
                    "of running the models")
     b.set_defaults(handler=_run_bag)
+
+    e = sub.add_parser("export-mot", parents=[common],
+                       help="write a bag's pairs as a MOT sequence to annotate (ground truth "
+                       "for your own bags)")
+    e.add_argument("--bag", type=Path, required=True, help="bag folder (or .db3/.mcap)")
+    e.add_argument("--out", type=Path, required=True,
+                   help="new folder for img1/, gt/gt.txt, gt/labels.txt, seqinfo.ini and "
+                   "stamps.csv (an existing non-empty folder is refused)")
+    e.add_argument("--every", type=int, default=1,
+                   help="export every N-th pair (default %(default)s: all, about 8.7 a second)")
+    e.add_argument("--no-prefill", dest="prefill", action="store_false",
+                   help="leave gt/gt.txt empty instead of filling it with the pipeline's "
+                   "confirmed tracks to correct")
+    e.add_argument("--limit-s", type=float, help="export only the first S seconds of the bag")
+    e.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    e.set_defaults(handler=_run_export_mot)
+
+    i = sub.add_parser("import-mot",
+                       help="copy a bag with the annotations of an export-mot folder as "
+                       "ground_truth/people")
+    i.add_argument("--bag", type=Path, required=True, help="the bag the frames came from")
+    i.add_argument("--mot", type=Path, required=True,
+                   help="the export-mot folder with the annotated gt/gt.txt (a CVAT 'MOT 1.1' "
+                   "export unpacked into it)")
+    i.add_argument("--out", type=Path, required=True,
+                   help="the new bag with ground truth (must not exist)")
+    i.set_defaults(handler=_run_import_mot)
     return parser
+
+
+def _run_export_mot(args: argparse.Namespace) -> str:
+    """Export a bag for annotation; return what to print."""
+    from iphd.eval.annotation import export_mot
+    from iphd.eval.pipeline import OfflineConfig
+
+    if not args.bag.exists():
+        raise DatasetError(f"bag {args.bag} does not exist; pass a bag folder or .db3/.mcap file")
+    done = export_mot(args.bag, args.out, OfflineConfig(threads=args.threads),
+                      prefill=args.prefill, every=args.every, limit_s=args.limit_s,
+                      progress=not args.quiet)
+    w, h = done.image_size
+    return (
+        f"wrote {done.frames} frames ({w}x{h}, {done.frame_rate_hz:.2f} per s) to "
+        f"{done.out_dir / 'img1'}, {done.prefilled_boxes} boxes of the pipeline's tracks to "
+        f"correct in {done.out_dir / 'gt' / 'gt.txt'}\n"
+        "next: annotate (CVAT: create a task from img1/, upload gt/ as 'MOT 1.1', correct boxes "
+        "and ids, export as 'MOT 1.1' and unpack its gt/ into the folder), then\n"
+        f"  iphd-eval import-mot --bag {args.bag} --mot {done.out_dir} --out BAG_WITH_TRUTH"
+    )
+
+
+def _run_import_mot(args: argparse.Namespace) -> str:
+    """Write a copy of a bag with its annotations as ground truth; return what to print."""
+    from iphd.eval.annotation import describe_skipped, import_mot
+
+    done = import_mot(args.bag, args.mot, args.out)
+    note = " (the bag's earlier ground_truth/people replaced)" if done.replaced_truth else ""
+    return (
+        f"wrote {done.out_bag}: {done.frames} frames of ground truth, {done.boxes} boxes of "
+        f"{done.people} people{note}; rows left out: {describe_skipped(done.skipped)}\n"
+        f"score it: iphd-eval bag --bag {done.out_bag} --out out/eval/{done.out_bag.name}"
+    )
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:

@@ -222,6 +222,9 @@ class OfflinePipeline:
         self.on_checked: Callable[
             [list[PersonDetection], list[PersonDetection], np.ndarray, CameraIntrinsics], None
         ] | None = None
+        #: Called per pair with (depth stamp ns, depth mm, registered thermal centi-K) after
+        #: fusion (``iphd.eval.annotation.export_mot`` saves the frames people annotate).
+        self.on_fused: Callable[[int, np.ndarray, np.ndarray], None] | None = None
         from iphd.tracking.appearance import load_extractor  # torch: only when running
 
         # The tracker node's default back end (auto: onnxruntime on the CPU), as for the detector.
@@ -355,6 +358,8 @@ class OfflinePipeline:
         t0 = time.perf_counter()
         registered_ck = self.fusion.process(depth, pair.thermal)
         t1 = time.perf_counter()
+        if self.on_fused is not None:
+            self.on_fused(pair.depth_stamp_ns, depth.depth_mm, registered_ck)
         found = self.detector(depth.depth_mm, registered_ck)
         # Positions only for what the node publishes (as the node does); AP scores every
         # detection the model returns, so the others are kept with NaN position/temperature.

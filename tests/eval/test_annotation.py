@@ -1,0 +1,183 @@
+"""Ground truth for your own bags: export to MOT for annotation, import the annotations back."""
+
+import configparser
+import math
+
+import cv2
+import pytest
+
+from iphd.data.rosbag import GROUND_TRUTH, TF_STATIC, BagReader, read_ground_truth
+from iphd.errors import DatasetError
+from iphd.eval.annotation import (
+    export_mot,
+    import_mot,
+    read_mot,
+    read_stamps,
+    truth_by_stamp,
+)
+from iphd.eval.bag_eval import evaluate_offline
+from iphd.eval.cli import main
+from iphd.eval.pipeline import OfflineConfig
+
+CONFIG = OfflineConfig(threads=1, reid_checkpoint="none")
+
+
+@pytest.fixture(scope="module")
+def exported(sim_bag, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mot") / "export"
+    summary = export_mot(sim_bag, out, CONFIG)
+    return out, summary
+
+
+def _write_gt(path, rows):
+    path.write_text("".join(",".join(str(v) for v in row) + "\n" for row in rows))
+    return path
+
+
+def test_export_writes_a_mot_sequence_prefilled_with_the_tracks(exported):
+    out, summary = exported
+    assert summary.frames > 10 and summary.image_size == (848, 480)
+    images = sorted((out / "img1").iterdir())
+    assert [p.name for p in images[:2]] == ["000001.jpg", "000002.jpg"]
+    assert len(images) == summary.frames
+    assert cv2.imread(str(images[0])).shape == (480, 848, 3)
+    info = configparser.ConfigParser()
+    info.optionxform = str
+    info.read(out / "seqinfo.ini")
+    seq = info["Sequence"]
+    assert (seq["imDir"], seq["imExt"], int(seq["seqLength"])) == ("img1", ".jpg", summary.frames)
+    assert (int(seq["imWidth"]), int(seq["imHeight"])) == (848, 480)
+    assert 5.0 < float(seq["frameRate"]) < 12.0  # pairs at the Lepton's rate
+    stamps = read_stamps(out / "stamps.csv")
+    assert sorted(stamps) == list(range(1, summary.frames + 1))
+    assert list(stamps.values()) == sorted(stamps.values())
+    assert (out / "gt" / "labels.txt").read_text() == "person\n"
+    # The pipeline's confirmed tracks as editable rows: frame, id, x, y, w, h, 1, person, 1.
+    annotations = read_mot(out / "gt" / "gt.txt", ["person"])
+    assert sum(len(v) for v in annotations.boxes.values()) == summary.prefilled_boxes > 10
+    assert set(annotations.boxes) <= set(stamps)
+
+
+def test_the_true_boxes_imported_back_score_as_the_bag_itself(sim_bag, exported, tmp_path):
+    out, _ = exported
+    stamps = read_stamps(out / "stamps.csv")
+    truth = read_ground_truth(sim_bag)
+    rows = []
+    for frame, stamp in stamps.items():
+        for p in truth[stamp]:
+            x1, y1, x2, y2 = p.box_xyxy
+            rows.append((frame, p.pid + 1, x1, y1, x2 - x1, y2 - y1, 1, 1, p.visibility))
+    _write_gt(out / "gt" / "gt.txt", rows)
+    bag = tmp_path / "with_truth"
+    summary = import_mot(sim_bag, out, bag)
+    assert summary.frames == len(stamps) and summary.boxes == len(rows)
+    assert summary.replaced_truth and summary.skipped == {}
+    with BagReader(bag) as copy, BagReader(sim_bag) as original:
+        assert copy.calibration.to_dict() == original.calibration.to_dict()
+        assert copy.topics[TF_STATIC].latched
+        for topic, info in original.topics.items():
+            if topic != GROUND_TRUTH:
+                assert copy.topics[topic].count == info.count, topic
+    imported = read_ground_truth(bag)
+    assert set(imported) == set(stamps.values())
+    person = next(p for people in imported.values() for p in people)
+    assert all(math.isnan(v) for v in person.position_m)  # 2D annotations: no 3D point
+    # The same frames and boxes (positions aside) give the same tracking scores.
+    ours, _ = evaluate_offline(bag, CONFIG)
+    theirs, _ = evaluate_offline(sim_bag, CONFIG)
+    assert ours.mot == theirs.mot
+    assert {t: float(v) for t, v in ours.ap["ap"].items()} == {
+        t: float(v) for t, v in theirs.ap["ap"].items()
+    }
+    assert ours.breakdown["position"]["with_position"] == 0
+
+
+def test_mot_rows_follow_the_cvat_columns(tmp_path):
+    gt = _write_gt(tmp_path / "gt.txt", [
+        (1, 7, 10, 20, 30, 60, 1, 2, 0.5),   # class 2 = person in labels.txt below
+        (1, 8, 50, 20, 30, 60, 0, 2, 1.0),   # ignored
+        (2, 7, 12, 20, 30, 60, 1, 1, 1.0),   # class 1 = car
+        (2, 9, 90, 10, 20, 40, 1, 2, 1.7),   # visibility clipped to 1
+    ])
+    parsed = read_mot(gt, ["car", "person"])
+    assert parsed.skipped == {"ignored": 1, "other class": 1}
+    assert [(b.track_id, b.box_xyxy, b.visibility) for b in parsed.boxes[1]] == [
+        (7, (10.0, 20.0, 40.0, 80.0), 0.5)
+    ]
+    assert parsed.boxes[2][0].visibility == 1.0
+    # Without labels.txt, class 1 is the person (MOTChallenge); short rows mean person, seen.
+    _write_gt(gt, [(3, 1, 0, 0, 10, 20)])
+    assert read_mot(gt).boxes[3][0].visibility == 1.0
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ("1,2,3,4,5", "at least frame,id,x,y,w,h"),
+    ("1,2,x,4,5,6", "not a number"),
+    ("1,2,3,4,0,6", "width and height must be > 0"),
+    ("0,2,3,4,5,6", "frame numbers start at 1"),
+])
+def test_a_malformed_row_names_its_line(tmp_path, row, message):
+    gt = tmp_path / "gt.txt"
+    gt.write_text("1,1,3,4,5,6\n" + row + "\n")
+    with pytest.raises(DatasetError, match=f"gt.txt:2: .*{message}"):
+        read_mot(gt)
+
+
+def test_a_person_twice_in_a_frame_or_no_person_class_is_refused(tmp_path):
+    gt = _write_gt(tmp_path / "gt.txt", [(1, 1, 0, 0, 5, 5), (1, 1, 9, 0, 5, 5)])
+    with pytest.raises(DatasetError, match="person 1 appears twice in frame 1"):
+        read_mot(gt)
+    with pytest.raises(DatasetError, match="no 'person' class"):
+        read_mot(gt, ["car"])
+
+
+def test_annotations_of_frames_the_export_lacks_are_refused(tmp_path):
+    gt = _write_gt(tmp_path / "gt.txt", [(1, 1, 0, 0, 5, 5), (9, 1, 0, 0, 5, 5)])
+    with pytest.raises(DatasetError, match="annotates frame 9.*export does not have"):
+        truth_by_stamp(read_mot(gt), {1: 100, 2: 200})
+    truth = truth_by_stamp(read_mot(_write_gt(gt, [(1, 4, 0, 0, 5, 5)])), {1: 100, 2: 200})
+    assert [p.pid for p in truth[100]] == [4] and truth[200] == []  # nobody there: scored too
+
+
+def test_import_refuses_another_bag_an_existing_output_and_a_missing_stamps_file(
+    sim_bag, exported, tmp_path
+):
+    out, _ = exported
+    with pytest.raises(DatasetError, match="already exists"):
+        import_mot(sim_bag, out, tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "gt").mkdir()
+    _write_gt(other / "gt" / "gt.txt", [(1, 1, 0, 0, 5, 5)])
+    with pytest.raises(DatasetError, match="stamps.csv does not exist"):
+        import_mot(sim_bag, other, tmp_path / "new")
+    (other / "stamps.csv").write_text("frame,depth_stamp_ns\n1,123\n")
+    with pytest.raises(DatasetError, match="exported from another bag"):
+        import_mot(sim_bag, other, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
+def test_export_refuses_a_folder_that_may_hold_annotation_work(sim_bag, exported):
+    out, _ = exported
+    with pytest.raises(DatasetError, match="not empty"):
+        export_mot(sim_bag, out, CONFIG)
+
+
+def test_cli_exports_every_nth_pair_and_imports(sim_bag, tmp_path, capsys):
+    out = tmp_path / "mot"
+    assert main(["export-mot", "--bag", str(sim_bag), "--out", str(out), "--every", "3",
+                 "--no-prefill", "--threads", "1", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "iphd-eval import-mot" in printed and "MOT 1.1" in printed
+    frames = len(read_stamps(out / "stamps.csv"))
+    assert (out / "gt" / "gt.txt").read_text() == ""
+    _write_gt(out / "gt" / "gt.txt", [(1, 1, 10, 10, 40, 100)])
+    assert main(["import-mot", "--bag", str(sim_bag), "--mot", str(out),
+                 "--out", str(tmp_path / "gt_bag")]) == 0
+    assert f"{frames} frames of ground truth, 1 boxes of 1 people" in capsys.readouterr().out
+    assert main(["export-mot", "--bag", str(tmp_path / "missing"), "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["import-mot", "--bag", str(sim_bag), "--mot", str(out),
+                 "--out", str(tmp_path / "gt_bag")]) == 2
+    assert "already exists" in capsys.readouterr().err
