@@ -182,6 +182,18 @@ def test_frame_meta_refuses_bad_values():
         frame_meta(frame_name(1, 2), 1, 2, 0, [nan_person])
 
 
+def test_frame_meta_writes_null_for_a_person_annotated_in_2d_only():
+    nan3 = (float("nan"),) * 3
+    person = PersonTruth(pid=4, box_xyxy=(1, 2, 3, 4), visibility=1.0, position_m=nan3,
+                         velocity_mps=nan3)
+    record = frame_meta(frame_name(1, 2), 1, 2, 0, [person])["people"][0]
+    assert record["position_m"] is None and record["velocity_mps"] is None
+    half = PersonTruth(pid=4, box_xyxy=(1, 2, 3, 4), visibility=1.0,
+                       position_m=(float("nan"), 0.0, 1.0))
+    with pytest.raises(DatasetError, match="position_m"):
+        frame_meta(frame_name(1, 2), 1, 2, 0, [half])
+
+
 def test_load_meta_is_empty_without_file(tmp_path):
     _write_split(tmp_path)
     (tmp_path / "iphd_train_depth/meta.jsonl").unlink()

@@ -152,6 +152,10 @@ def test_wrong_image_sizes_and_dtypes_are_refused_with_the_expected_size(tmp_pat
             writer.write_color(T0, np.ones((48, 64), np.uint8))
         with pytest.raises(DatasetError, match="outside 0..1"):
             writer.write_ground_truth(T0, [PersonTruth(1, (0, 0, 1, 1), 1.5, (0, 0, 1))])
+        # The simulator's truth always has a 3D point; only imported 2D annotations lack it.
+        nan3 = (float("nan"),) * 3
+        with pytest.raises(DatasetError, match="must be finite"):
+            writer.write_ground_truth(T0, [PersonTruth(1, (0, 0, 1, 1), 1.0, nan3, nan3)])
         with pytest.raises(DatasetError, match="negative"):
             writer.write_depth(-1, np.ones((48, 64), np.uint16))
         writer.write_color(T0, np.full((4, 5, 3), 9, np.uint8))

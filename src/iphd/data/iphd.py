@@ -217,13 +217,23 @@ def _rounded(values: Sequence[float], n: int, decimals: int, what: str) -> list[
     return [_round(v, decimals, what) for v in values]
 
 
+def _rounded_or_none(
+    values: Sequence[float], n: int, decimals: int, what: str
+) -> list[float] | None:
+    """``_rounded``, or None where every value is NaN (ground truth annotated in 2D only)."""
+    if len(values) == n and all(math.isnan(float(v)) for v in values):
+        return None
+    return _rounded(values, n, decimals, what)
+
+
 def frame_meta(
     name: str, seq: int, frame: int, stamp_ns: int, people: Sequence[PersonTruth]
 ) -> dict[str, Any]:
     """Return the ``meta.jsonl`` record of one frame (JSON-able, deterministic).
 
     People are sorted by pid; pixel boxes are rounded to 0.001 px, visibility to 1e-4, positions
-    to 0.1 mm and velocities to 0.1 mm/s.
+    to 0.1 mm and velocities to 0.1 mm/s; a position or velocity that is all NaN (annotated in
+    2D, no 3D point) is written as null.
 
     Args:
         name: the frame's base name; must equal ``frame_name(seq, frame)``.
@@ -251,8 +261,8 @@ def frame_meta(
                 "pid": int(p.pid),
                 "box_xyxy": _rounded(p.box_xyxy, 4, 3, f"{what} box_xyxy"),
                 "visibility": _round(p.visibility, 4, f"{what} visibility"),
-                "position_m": _rounded(p.position_m, 3, 4, f"{what} position_m"),
-                "velocity_mps": _rounded(p.velocity_mps, 3, 4, f"{what} velocity_mps"),
+                "position_m": _rounded_or_none(p.position_m, 3, 4, f"{what} position_m"),
+                "velocity_mps": _rounded_or_none(p.velocity_mps, 3, 4, f"{what} velocity_mps"),
             }
         )
     return {

@@ -1,0 +1,76 @@
+"""Bags with ground truth become IPHD splits the detector trains on."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from iphd.data.iphd import IphdDataset
+from iphd.data.rosbag import copy_bag_with_truth, read_ground_truth
+from iphd.sim.labels import clean_boxes
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "training"))
+
+import bag_to_iphd  # noqa: E402
+
+import train_detector  # noqa: E402
+
+
+def _open(root, split):
+    return IphdDataset(root, split, labels="weak", depth_size=None, thermal_size=None)
+
+
+def test_bags_become_a_split_the_detector_trains_on(sim_bag, tmp_path, capsys):
+    root = tmp_path / "iphd"
+    assert bag_to_iphd.main(["--bag", str(sim_bag), "--out", str(root), "--split", "train",
+                             "--threads", "1", "--quiet"]) == 0
+    assert bag_to_iphd.main(["--bag", str(sim_bag), "--out", str(root), "--split", "valid",
+                             "--every", "2", "--first-seq", "5", "--threads", "1",
+                             "--quiet"]) == 0
+    assert "data.any_size=true" in capsys.readouterr().out
+    train, valid = _open(root, "train"), _open(root, "valid")
+    assert len(train) > 10 and len(valid) == (len(train) + 1) // 2
+    assert valid.names[0].startswith("vid00005_")
+    truth = read_ground_truth(sim_bag)
+    meta = train.load_meta()
+    labelled = 0
+    for k in range(len(train)):
+        sample = train[k]
+        # The depth as recorded and the registered thermal the detector node is given.
+        assert sample.depth_mm.shape == (480, 848) and sample.thermal_ck.shape == (120, 212)
+        expected = clean_boxes(truth[meta[sample.name]["stamp_ns"]], 480)
+        np.testing.assert_allclose(sample.boxes_xyxy, expected, atol=0.01)
+        labelled += len(expected)
+    assert labelled > 10
+    out = tmp_path / "run"
+    assert train_detector.main([
+        "--config", str(REPO / "training/configs/detector/smoke.yaml"), "--data", str(root),
+        "--out", str(out), "--quiet", "--set", "data.any_size=true",
+    ]) == 0
+    assert (out / "model.pt").is_file()
+
+
+def test_a_written_split_and_bags_without_truth_are_refused(sim_bag, tmp_path, capsys):
+    empty = tmp_path / "no_truth"
+    copy_bag_with_truth(sim_bag, empty, {}, "depth_optical_frame")
+    root = tmp_path / "iphd"
+    assert bag_to_iphd.main(["--bag", str(empty), "--out", str(root), "--split", "train",
+                             "--quiet"]) == 2
+    assert "no pair had ground truth" in capsys.readouterr().err
+    assert bag_to_iphd.main(["--bag", str(sim_bag), "--out", str(root), "--split", "train",
+                             "--threads", "1", "--quiet"]) == 0
+    assert bag_to_iphd.main(["--bag", str(sim_bag), "--out", str(root), "--split", "train",
+                             "--quiet"]) == 2
+    assert "written before" in capsys.readouterr().err
+    assert bag_to_iphd.main(["--bag", str(tmp_path / "nope"), "--out", str(root), "--split",
+                             "valid"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("every", ["0", "-1"])
+def test_bad_every_is_refused(tmp_path, every, capsys):
+    assert bag_to_iphd.main(["--bag", str(tmp_path), "--out", str(tmp_path / "o"), "--split",
+                             "train", "--every", every]) == 2
+    assert "--every must be >= 1" in capsys.readouterr().err

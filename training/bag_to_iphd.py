@@ -1,0 +1,160 @@
+r"""Turn bags with ground truth into an IPHD-format split, to fine-tune the detector on them.
+
+Each bag is run through the fusion stage as the graph runs it (synchronisation, registration,
+zero-patch fixing: ``iphd.eval.pipeline``); every pair whose depth stamp has a
+``ground_truth/people`` message becomes one IPHD frame: the depth image as recorded (mm), the
+registered thermal image the detector node is given (centi-kelvin, the fusion's
+``registered_scale`` of the depth size), and the labelled people's boxes (the IPHD label
+rule, ``iphd.sim.labels``) in both ``labels/`` and ``labels_clean/``. Frames keep the bag's
+size, so train with ``data.any_size=true``.
+
+    # your robot's bags, annotated with iphd-eval export-mot / import-mot:
+    python training/bag_to_iphd.py --bag bags/kitchen_gt bags/office_gt --out data/my_rig \
+        --split train
+    python training/bag_to_iphd.py --bag bags/hall_gt --out data/my_rig --split valid
+    python training/train_detector.py --config training/configs/detector/cpu_sim_finetune.yaml \
+        --set data.root=data/my_rig --set data.labels=weak --set data.any_size=true
+
+Each bag is one sequence (``vidNNNNN``, numbered from ``--first-seq``). Keep the bags of a
+room or a day in one split, so that validation measures scenes training did not see.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from iphd.data.iphd import (
+    IPHD_SPLITS,
+    finalize_split,
+    frame_meta,
+    frame_name,
+    split_dir,
+    write_frame,
+)
+from iphd.data.rosbag import BagReader
+from iphd.errors import DatasetError, IphdError
+from iphd.eval.bag_eval import read_truth
+from iphd.eval.pipeline import OfflineConfig, pipeline_for_bag
+from iphd.sim.labels import clean_boxes, label_people
+
+
+@dataclass
+class Converted:
+    """What one bag gave."""
+
+    frames: int
+    boxes: int
+    pairs_without_truth: int
+
+
+def convert_bag(
+    bag: Path, root: Path, split: str, seq: int, names: list[str], metas: list[dict[str, Any]],
+    *, every: int = 1, config: OfflineConfig | None = None, progress: bool = False,
+) -> Converted:
+    """Write the frames of one bag into ``root``'s ``split`` as sequence ``seq``.
+
+    Appends each frame's name and ``meta.jsonl`` record to ``names`` and ``metas``
+    (``finalize_split`` writes them once every bag is done).
+
+    Raises:
+        DatasetError: an unreadable bag, no ground truth or no depth/thermal topics.
+    """
+    images: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    frames = boxes = without = index = 0
+    config = config or OfflineConfig(reid_checkpoint="none", verifier="none")
+    with BagReader(bag) as reader:
+        truth = read_truth(reader)
+        pipeline = pipeline_for_bag(config, reader)
+
+        def keep(stamp_ns: int, depth_mm: np.ndarray, registered_ck: np.ndarray) -> None:
+            images[stamp_ns] = (depth_mm, registered_ck)
+
+        pipeline.on_fused = keep
+        with tqdm(unit="pair", desc=bag.name, disable=not progress, file=sys.stderr) as bar:
+            for pair in pipeline.run_bag(reader):
+                depth_mm, registered_ck = images.pop(pair.stamp_ns)
+                bar.update(1)
+                people = truth.get(pair.stamp_ns)
+                if people is None:
+                    without += 1
+                    continue
+                index += 1
+                if (index - 1) % every:
+                    continue
+                height = depth_mm.shape[0]
+                labelled = clean_boxes(people, height)
+                name = frame_name(seq, frames)
+                write_frame(root, split, name, depth_mm, registered_ck, labelled, labelled)
+                metas.append(frame_meta(name, seq, frames, pair.stamp_ns,
+                                        label_people(people, height)))
+                names.append(name)
+                frames += 1
+                boxes += len(labelled)
+    return Converted(frames, boxes, without)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bag", nargs="+", required=True, type=Path,
+                        help="bags with ground_truth/people (iphd-eval import-mot, iphd-sim bag)")
+    parser.add_argument("--out", type=Path, required=True, help="IPHD dataset root")
+    parser.add_argument("--split", choices=IPHD_SPLITS, required=True)
+    parser.add_argument("--every", type=int, default=1,
+                        help="keep every N-th labelled pair (default %(default)s: all)")
+    parser.add_argument("--first-seq", type=int, default=0,
+                        help="sequence number of the first bag (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Convert the bags; print what was written and how to train on it."""
+    args = get_args_parser().parse_args(argv)
+    if args.every < 1 or args.first_seq < 0:
+        print("bag_to_iphd: --every must be >= 1 and --first-seq >= 0", file=sys.stderr)
+        return 2
+    listing = split_dir(args.out, args.split, "depth") / "list.txt"
+    if listing.exists():
+        print(f"bag_to_iphd: {listing} exists: the split was written before; write to another "
+              "--out or --split (a split is written in one go)", file=sys.stderr)
+        return 2
+    missing = [str(b) for b in args.bag if not b.exists()]
+    if missing:
+        print(f"bag_to_iphd: bag {', '.join(missing)} does not exist", file=sys.stderr)
+        return 2
+    names: list[str] = []
+    metas: list[dict[str, Any]] = []
+    config = OfflineConfig(reid_checkpoint="none", verifier="none", threads=args.threads)
+    try:
+        for k, bag in enumerate(args.bag):
+            done = convert_bag(bag, args.out, args.split, args.first_seq + k, names, metas,
+                               every=args.every, config=config, progress=not args.quiet)
+            note = (f", {done.pairs_without_truth} pairs without ground truth skipped"
+                    if done.pairs_without_truth else "")
+            print(f"{bag}: {done.frames} frames, {done.boxes} labelled people{note}")
+        if not names:
+            raise DatasetError(
+                "no pair had ground truth at its depth stamp, so nothing was written; give "
+                "bags with ground_truth/people (iphd-eval import-mot)"
+            )
+        finalize_split(args.out, args.split, names, metas)
+    except (IphdError, ValueError) as exc:
+        print(f"bag_to_iphd: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(names)} frames to {split_dir(args.out, args.split, 'depth').parent} "
+          f"(split {args.split}); train with --set data.root={args.out} --set data.any_size=true")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
