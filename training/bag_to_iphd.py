@@ -81,6 +81,8 @@ def convert_bag(
         with tqdm(unit="pair", desc=bag.name, disable=not progress, file=sys.stderr) as bar:
             for pair in pipeline.run_bag(reader):
                 depth_mm, registered_ck = images.pop(pair.stamp_ns)
+                for stamp in [s for s in images if s < pair.stamp_ns]:
+                    del images[stamp]  # pairs that failed after fusion
                 bar.update(1)
                 people = truth.get(pair.stamp_ns)
                 if people is None:

@@ -84,6 +84,12 @@ def annotation_image(depth_mm: np.ndarray, registered_ck: np.ndarray) -> np.ndar
     return np.where((thermal > 0)[..., None], blend, depth)
 
 
+def _drop_older(images: dict[int, np.ndarray], stamp_ns: int) -> None:
+    """Forget the images of pairs before ``stamp_ns``: they failed after fusion."""
+    for stamp in [s for s in images if s < stamp_ns]:
+        del images[stamp]
+
+
 def _frame_rate(stamps_ns: list[int]) -> float:
     if len(stamps_ns) < 2:
         return 0.0
@@ -147,6 +153,7 @@ def export_mot(
         with tqdm(unit="pair", desc="exporting", disable=not progress, file=sys.stderr) as bar:
             for pair in pipeline.run_bag(reader, stop_ns_for(reader, limit_s)):
                 image = images.pop(pair.stamp_ns, None)
+                _drop_older(images, pair.stamp_ns)
                 index += 1
                 bar.update(1)
                 if (index - 1) % every or image is None:
