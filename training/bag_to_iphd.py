@@ -114,6 +114,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="keep every N-th labelled pair (default %(default)s: all)")
     parser.add_argument("--first-seq", type=int, default=0,
                         help="sequence number of the first bag (default %(default)s)")
+    parser.add_argument("--calibration", default="",
+                        help="rig.yaml to register thermal with (default: the one each bag "
+                        "stores, else the package's nominal one)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -136,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     names: list[str] = []
     metas: list[dict[str, Any]] = []
-    config = OfflineConfig(reid_checkpoint="none", verifier="none", threads=args.threads)
+    config = OfflineConfig(reid_checkpoint="none", verifier="none", threads=args.threads,
+                           calibration=args.calibration)
     try:
         for k, bag in enumerate(args.bag):
             done = convert_bag(bag, args.out, args.split, args.first_seq + k, names, metas,

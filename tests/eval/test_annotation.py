@@ -2,10 +2,13 @@
 
 import configparser
 import math
+import shutil
 
 import cv2
 import pytest
+import yaml
 
+from iphd.calibration import load_calibration
 from iphd.data.rosbag import GROUND_TRUTH, TF_STATIC, BagReader, read_ground_truth
 from iphd.errors import DatasetError
 from iphd.eval.annotation import (
@@ -27,6 +30,11 @@ def exported(sim_bag, tmp_path_factory):
     out = tmp_path_factory.mktemp("mot") / "export"
     summary = export_mot(sim_bag, out, CONFIG)
     return out, summary
+
+
+def _copy(exported, tmp_path):
+    """A copy of the shared export to annotate (tests must not change each other's gt.txt)."""
+    return shutil.copytree(exported[0], tmp_path / "annotated")
 
 
 def _write_gt(path, rows):
@@ -59,7 +67,7 @@ def test_export_writes_a_mot_sequence_prefilled_with_the_tracks(exported):
 
 
 def test_the_true_boxes_imported_back_score_as_the_bag_itself(sim_bag, exported, tmp_path):
-    out, _ = exported
+    out = _copy(exported, tmp_path)
     stamps = read_stamps(out / "stamps.csv")
     truth = read_ground_truth(sim_bag)
     rows = []
@@ -90,6 +98,27 @@ def test_the_true_boxes_imported_back_score_as_the_bag_itself(sim_bag, exported,
         t: float(v) for t, v in theirs.ap["ap"].items()
     }
     assert ours.breakdown["position"]["with_position"] == 0
+
+
+def test_import_stores_the_rig_calibration_it_is_given(sim_bag, exported, tmp_path, capsys):
+    out = _copy(exported, tmp_path)
+    _write_gt(out / "gt" / "gt.txt", [(1, 1, 10, 10, 40, 100)])
+    rig = load_calibration().to_dict()
+    rig["thermal"]["fx"] += 3.0
+    rig["meta"]["source"] = "my robot, 2026-12-05"
+    path = tmp_path / "my_rig.yaml"
+    path.write_text(yaml.safe_dump(rig))
+    assert main(["import-mot", "--bag", str(sim_bag), "--mot", str(out), "--out",
+                 str(tmp_path / "gt_bag"), "--calibration", str(path)]) == 0
+    assert f"rig calibration: {path}" in capsys.readouterr().out
+    with BagReader(tmp_path / "gt_bag") as copy:
+        assert copy.calibration.to_dict() == load_calibration(path).to_dict()
+    kept = import_mot(sim_bag, out, tmp_path / "kept")
+    assert kept.calibration == "kept from the bag"
+    (tmp_path / "bad.yaml").write_text("thermal: 3\n")
+    assert main(["import-mot", "--bag", str(sim_bag), "--mot", str(out), "--out",
+                 str(tmp_path / "x"), "--calibration", str(tmp_path / "bad.yaml")]) == 2
+    assert "bad.yaml" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_mot_rows_follow_the_cvat_columns(tmp_path):

@@ -801,12 +801,15 @@ def copy_bag_with_truth(
     dst: Path | str,
     truth: dict[int, list[PersonTruth]],
     frame_id: str,
+    calibration: RigCalibration | None = None,
 ) -> bool:
     """Copy bag ``src`` to a new bag ``dst`` with ``truth`` as its ``ground_truth/people``.
 
     Every other message is copied byte for byte with its topic's type, definition and offered
     QoS (so ``/tf_static`` stays latched), and the bag's custom data (the stored calibration)
-    is kept; a ground-truth topic already in ``src`` is replaced. ``dst`` is written as sqlite3
+    is kept, or, with ``calibration``, the calibration is stored in its place (the tools that
+    read the bag then register thermal with it); a ground-truth topic already in ``src`` is
+    replaced. ``dst`` is written as sqlite3
     with zstd message compression. Truth messages are logged at their stamps; people may lack
     a 3D position (all NaN: annotated in 2D).
 
@@ -815,6 +818,7 @@ def copy_bag_with_truth(
         dst: the new bag; it must not exist.
         truth: depth stamp (ns) -> the people in that frame (empty: nobody there).
         frame_id: ``header.frame_id`` of the truth messages (the depth optical frame).
+        calibration: a rig calibration to store in ``dst``; None keeps ``src``'s custom data.
 
     Returns:
         Whether ``src`` had a ground-truth topic that was replaced.
@@ -846,6 +850,10 @@ def copy_bag_with_truth(
         writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)
         for key, value in custom.items():
             writer.set_custom_data(str(key), str(value))
+        if calibration is not None:
+            writer.set_custom_data(
+                CALIBRATION_KEY, yaml.safe_dump(calibration.to_dict(), sort_keys=False)
+            )
         try:
             writer.open()
         except (WriterError, OSError) as exc:

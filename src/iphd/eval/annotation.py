@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from iphd.calibration import load_calibration
 from iphd.data.truth import PersonTruth
 from iphd.errors import DatasetError
 from iphd.eval.pipeline import OfflineConfig, pipeline_for_bag
@@ -336,10 +337,11 @@ class ImportSummary:
     people: int
     skipped: dict[str, int]
     replaced_truth: bool
+    calibration: str
 
 
 def import_mot(
-    bag: Path | str, mot_dir: Path | str, out_bag: Path | str
+    bag: Path | str, mot_dir: Path | str, out_bag: Path | str, calibration: str = ""
 ) -> ImportSummary:
     """Write a copy of ``bag`` with the annotations of ``mot_dir`` as ``ground_truth/people``.
 
@@ -347,11 +349,19 @@ def import_mot(
     ``gt/gt.txt`` (and ``gt/labels.txt``) in it; a CVAT "MOT 1.1" export unpacked there does
     that. Every exported frame gets a ground-truth message, empty where nobody is annotated,
     so false positives there count. The copy keeps every message, topic QoS and the stored
-    calibration; a ground-truth topic already in the bag is replaced.
+    calibration; a ground-truth topic already in the bag is replaced. ``calibration`` (a
+    rig.yaml) is stored in the copy instead, so that every tool reading it registers thermal
+    with your rig: a bag recorded with ``ros2 bag record`` stores none, and the tools would
+    use the package's nominal one.
+
+    Returns:
+        What was written; ``calibration`` says which calibration the copy stores: the file,
+        ``kept from the bag`` or ``none`` (the tools will use the nominal one).
 
     Raises:
         DatasetError: missing or malformed files, annotated frames the export does not have,
             or ``out_bag`` exists.
+        CalibrationError: an unreadable ``calibration``.
     """
     from iphd.data.rosbag import copy_bag_with_truth
 
@@ -364,16 +374,22 @@ def import_mot(
     annotations = read_mot(gt, labels)
     stamps = read_stamps(mot / STAMPS_FILE)
     truth = truth_by_stamp(annotations, stamps, str(gt))
-    frame_id = _check_bag_stamps(bag, stamps.values(), mot / STAMPS_FILE)
-    replaced = copy_bag_with_truth(bag, out_bag, truth, frame_id)
+    frame_id, stored = _check_bag_stamps(bag, stamps.values(), mot / STAMPS_FILE)
+    rig = load_calibration(calibration) if calibration else None
+    replaced = copy_bag_with_truth(bag, out_bag, truth, frame_id, rig)
+    source = calibration if calibration else ("kept from the bag" if stored else "none")
     boxes = sum(len(v) for v in truth.values())
     people = len({p.pid for v in truth.values() for p in v})
     return ImportSummary(Path(out_bag), len(truth), boxes, people, dict(annotations.skipped),
-                         replaced)
+                         replaced, source)
 
 
-def _check_bag_stamps(bag: Path | str, stamps: Iterable[int], source: Path) -> str:
-    """The bag's depth frame id, after checking that the export's stamps are its depth stamps.
+def _check_bag_stamps(
+    bag: Path | str, stamps: Iterable[int], source: Path
+) -> tuple[str, bool]:
+    """The bag's depth frame id and whether it stores a calibration.
+
+    Checks first that the export's stamps are depth stamps of this bag.
 
     Raises:
         DatasetError: the bag has no depth topics, or none of the stamps is one of its depth
@@ -391,6 +407,7 @@ def _check_bag_stamps(bag: Path | str, stamps: Iterable[int], source: Path) -> s
                 "frames of the bag the frames were exported from"
             )
         frame_id = ""
+        stored = reader.calibration is not None
         depth_stamps: set[int] = set()
         for _topic, _type, _log, msg in reader.messages([info]):
             depth_stamps.add(header_stamp_ns(msg))
@@ -401,7 +418,7 @@ def _check_bag_stamps(bag: Path | str, stamps: Iterable[int], source: Path) -> s
             f"none of the {len(wanted)} stamps in {source} is a depth frame of {bag}: the frames "
             "were exported from another bag; import into the bag you exported"
         )
-    return frame_id
+    return frame_id, stored
 
 
 def describe_skipped(skipped: Mapping[str, int]) -> str:

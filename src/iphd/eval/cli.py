@@ -105,6 +105,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     b.add_argument("--min-verifier-probability", type=float, default=-1.0, metavar="P",
                    help="the detector node's min_verifier_probability (negative = the "
                    "verifier file's threshold)")
+    b.add_argument("--calibration", default="",
+                   help="rig.yaml to register thermal with (default: the one the bag stores, "
+                   "else the package's nominal one)")
     b.add_argument("--limit-s", type=float, help="evaluate only the first S seconds of the bag")
     b.add_argument("--recorded", action="store_true",
                    help="score the detections/tracks a live graph recorded in the bag instead "
@@ -124,6 +127,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="leave gt/gt.txt empty instead of filling it with the pipeline's "
                    "confirmed tracks to correct")
     e.add_argument("--limit-s", type=float, help="export only the first S seconds of the bag")
+    e.add_argument("--calibration", default="",
+                   help="rig.yaml to register thermal with (default: the one the bag stores, "
+                   "else the package's nominal one)")
     e.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     e.set_defaults(handler=_run_export_mot)
 
@@ -136,6 +142,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "export unpacked into it)")
     i.add_argument("--out", type=Path, required=True,
                    help="the new bag with ground truth (must not exist)")
+    i.add_argument("--calibration", default="",
+                   help="your rig.yaml, stored in the new bag so that every tool registers "
+                   "thermal with it (a bag from ros2 bag record stores none)")
     i.set_defaults(handler=_run_import_mot)
     return parser
 
@@ -147,7 +156,8 @@ def _run_export_mot(args: argparse.Namespace) -> str:
 
     if not args.bag.exists():
         raise DatasetError(f"bag {args.bag} does not exist; pass a bag folder or .db3/.mcap file")
-    done = export_mot(args.bag, args.out, OfflineConfig(threads=args.threads),
+    config = OfflineConfig(threads=args.threads, calibration=args.calibration)
+    done = export_mot(args.bag, args.out, config,
                       prefill=args.prefill, every=args.every, limit_s=args.limit_s,
                       progress=not args.quiet)
     w, h = done.image_size
@@ -165,11 +175,17 @@ def _run_import_mot(args: argparse.Namespace) -> str:
     """Write a copy of a bag with its annotations as ground truth; return what to print."""
     from iphd.eval.annotation import describe_skipped, import_mot
 
-    done = import_mot(args.bag, args.mot, args.out)
+    done = import_mot(args.bag, args.mot, args.out, args.calibration)
     note = " (the bag's earlier ground_truth/people replaced)" if done.replaced_truth else ""
+    if done.calibration == "none":
+        rig = ("no rig calibration stored: the tools will use the package's nominal one; pass "
+               "--calibration YOUR_RIG.yaml to store yours")
+    else:
+        rig = f"rig calibration: {done.calibration}"
     return (
         f"wrote {done.out_bag}: {done.frames} frames of ground truth, {done.boxes} boxes of "
-        f"{done.people} people{note}; rows left out: {describe_skipped(done.skipped)}\n"
+        f"{done.people} people{note}; rows left out: {describe_skipped(done.skipped)}; "
+        f"{rig}\n"
         f"score it: iphd-eval bag --bag {done.out_bag} --out out/eval/{done.out_bag.name}"
     )
 
@@ -323,6 +339,7 @@ def _evaluate_bag(
             min_thermal_contrast_k=args.min_thermal_contrast,
             verifier=args.verifier,
             min_verifier_probability=args.min_verifier_probability,
+            calibration=args.calibration,
         )
         result, run = evaluate_offline(bag, config, limit_s=args.limit_s, progress=not args.quiet)
     files = write_bag_report(result, out, {**meta, "mode": result.mode, **run})
