@@ -128,10 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.every < 1 or args.first_seq < 0:
         print("bag_to_iphd: --every must be >= 1 and --first-seq >= 0", file=sys.stderr)
         return 2
-    listing = split_dir(args.out, args.split, "depth") / "list.txt"
-    if listing.exists():
-        print(f"bag_to_iphd: {listing} exists: the split was written before; write to another "
-              "--out or --split (a split is written in one go)", file=sys.stderr)
+    images = split_dir(args.out, args.split, "depth") / "images"
+    if images.is_dir() and any(images.iterdir()):
+        print(f"bag_to_iphd: {images} holds frames: the split was written before; write to "
+              "another --out or --split, or remove it (a split is written in one go)",
+              file=sys.stderr)
         return 2
     missing = [str(b) for b in args.bag if not b.exists()]
     if missing:
@@ -156,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         finalize_split(args.out, args.split, names, metas)
     except (IphdError, ValueError) as exc:
         print(f"bag_to_iphd: error: {exc}", file=sys.stderr)
+        if names:
+            folders = split_dir(args.out, args.split, "depth").parent / f"iphd_{args.split}_*"
+            print(f"bag_to_iphd: the split is incomplete: remove {folders} before running again",
+                  file=sys.stderr)
         return 2
     print(f"wrote {len(names)} frames to {split_dir(args.out, args.split, 'depth').parent} "
           f"(split {args.split}); train with --set data.root={args.out} --set data.any_size=true")
