@@ -36,6 +36,10 @@ ARGUMENTS = {
     "log_level": ("info", "debug, info, warn or error"),
     "detector": ("true", "false = no person detector (and no tracker): fusion only"),
     "detector_checkpoint": ("", "detector checkpoint (.pt); empty = the shipped model"),
+    "verifier": (
+        "", "detector's box verifier (.npz); empty = the shipped one, none = off (every box "
+        "above the score threshold is published)"
+    ),
     "tracker": ("true", "false = no person tracker on the detector's output"),
     "reid_checkpoint": (
         "", "tracker's depth re-ID embedder (.pt); empty = the shipped one, none = no appearance"
@@ -62,6 +66,7 @@ def _nodes(context, *_args, **_kwargs):
         bag=value["bag"],
         detector=value["detector"].strip().lower() in TRUE,
         detector_checkpoint=value["detector_checkpoint"],
+        verifier=value["verifier"],
         tracker=value["tracker"].strip().lower() in TRUE,
         reid_checkpoint=value["reid_checkpoint"],
     )

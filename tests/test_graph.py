@@ -165,6 +165,7 @@ def test_launch_file_starts_the_same_graph_as_the_runner(monkeypatch, tmp_path):
         "bag",
         "detector",
         "detector_checkpoint",
+        "verifier",
         "tracker",
         "reid_checkpoint",
         "log_level",
@@ -239,6 +240,9 @@ def test_detector_and_tracker_run_after_fusion_by_default_and_can_be_turned_off(
     assert [s.name for s in build_graph("sim_live", detector=False)] == ["sim_source", "fusion"]
     with pytest.raises(ConfigError, match="detector:=false"):
         build_graph("sim_live", detector=False, detector_checkpoint="/m/det.pt")
+    assert build_graph("sim_live", verifier="none")[2].parameters == {"verifier": "none"}
+    with pytest.raises(ConfigError, match="box verifier .* detector:=false"):
+        build_graph("sim_live", detector=False, verifier="/m/v.npz")
     with pytest.raises(ConfigError, match="tracker:=false"):
         build_graph("sim_live", tracker=False, reid_checkpoint="/m/reid.pt")
     params = load_params_file(ROOT / "launch" / "iphd_params.yaml")
@@ -255,6 +259,8 @@ def test_launch_file_runs_the_detector_and_tracker_unless_turned_off(monkeypatch
     ]
     assert {"checkpoint": "/m/d.pt"} in nodes[2].kwargs["parameters"]
     assert {"reid_checkpoint": "/m/r.pt"} in nodes[3].kwargs["parameters"]
+    nodes = _launch_nodes(monkeypatch, tmp_path, source="sim_live", verifier="none")
+    assert {"verifier": "none"} in nodes[2].kwargs["parameters"]
     nodes = _launch_nodes(monkeypatch, tmp_path, source="sim_live", tracker="false")
     assert [n.kwargs["executable"] for n in nodes][-1] == "detector_node"
     nodes = _launch_nodes(monkeypatch, tmp_path, source="sim_live", detector="false")

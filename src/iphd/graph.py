@@ -66,6 +66,7 @@ def build_graph(
     bag: str = "",
     detector: bool = True,
     detector_checkpoint: str = "",
+    verifier: str = "",
     tracker: bool = True,
     reid_checkpoint: str = "",
 ) -> tuple[NodeSpec, ...]:
@@ -84,6 +85,9 @@ def build_graph(
         detector: start the person detector on fusion's output (off = fusion only).
         detector_checkpoint: the detector's checkpoint; empty = the shipped model (or the
             parameters file's ``checkpoint``).
+        verifier: the detector's box verifier (.npz); empty = the shipped one (or the
+            parameters file's ``verifier``), ``none`` = publish every detection above the
+            score threshold.
         tracker: start the person tracker on the detector's output (needs ``detector``; off
             = no tracks). With ``detector`` off the tracker is left out as well.
         reid_checkpoint: the tracker's depth re-ID embedder; empty = the shipped one (or the
@@ -91,8 +95,8 @@ def build_graph(
 
     Raises:
         ConfigError: unknown source, a playback file with a non-live source, a bag source
-            without a bag, a bag with another source, a detector checkpoint without the
-            detector, or a re-ID checkpoint without the tracker.
+            without a bag, a bag with another source, a detector checkpoint or verifier
+            without the detector, or a re-ID checkpoint without the tracker.
     """
     if source not in SOURCES:
         raise ConfigError(f"unknown source '{source}'; choose one of {', '.join(SOURCES)}")
@@ -108,6 +112,10 @@ def build_graph(
         raise ConfigError(
             f"a detector checkpoint ({detector_checkpoint}) needs the detector: drop "
             "detector:=false"
+        )
+    if verifier and not detector:
+        raise ConfigError(
+            f"a box verifier ({verifier}) is the detector's: drop detector:=false"
         )
     # The tracker only follows the detector: turning the detector off turns it off too.
     tracker = tracker and detector
@@ -161,6 +169,8 @@ def build_graph(
     )
     if detector:
         detector_params = {"checkpoint": detector_checkpoint} if detector_checkpoint else {}
+        if verifier:
+            detector_params["verifier"] = verifier
         detector_params.update(consumer)
         nodes.append(
             NodeSpec(

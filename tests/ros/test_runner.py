@@ -171,9 +171,11 @@ def test_status_line_shows_people_in_view_tracks_and_latencies(tmp_path, tiny_de
     result = run_graph(
         "bag", 30.0, bag=str(tmp_path / "bag"), detector_checkpoint=str(tiny_detector),
         reid_checkpoint="none", params_file=_params_file(tmp_path, 0.0), log_level="error",
+        verifier="none",
     )
     assert set(result.nodes) == {"bag_player", "fusion", "detector", "tracker"}
     detector, tracker = result.detector_stats, result.tracker_stats
+    assert detector["verifier"] == "none"  # verifier:=none reaches the detector node
     assert detector["detections_published"] >= detector["published"] > 5
     assert detector["detections_last"] > 0
     assert tracker["tracks_confirmed_max"] >= tracker["tracks_confirmed"]

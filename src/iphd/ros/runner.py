@@ -187,6 +187,7 @@ def run_graph(
     overrides: dict[str, dict[str, Any]] | None = None,
     detector: bool = True,
     detector_checkpoint: str = "",
+    verifier: str = "",
     tracker: bool = True,
     reid_checkpoint: str = "",
     record: bool = False,
@@ -222,6 +223,7 @@ def run_graph(
         bag=bag,
         detector=detector,
         detector_checkpoint=detector_checkpoint,
+        verifier=verifier,
         tracker=tracker,
         reid_checkpoint=reid_checkpoint,
     )
@@ -456,6 +458,10 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--detector-checkpoint", default="", help="detector .pt (default: the shipped model)"
     )
     p.add_argument(
+        "--verifier", default="",
+        help="the detector's box verifier (.npz); default: the shipped one; none = off",
+    )
+    p.add_argument(
         "--tracker",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -523,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=True,
             detector=args.detector,
             detector_checkpoint=args.detector_checkpoint,
+            verifier=args.verifier,
             tracker=args.tracker,
             reid_checkpoint=args.reid_checkpoint,
             record=evaluate,
