@@ -48,6 +48,7 @@ from tune_tracker import (  # noqa: E402
     RecordedBag,
     add_pipeline_arguments,
     cached_call,
+    calibration_digest,
     emit,
     model_digests,
     model_files,
@@ -95,7 +96,7 @@ def _key(box: Sequence[float], score: float) -> tuple[float, ...]:
 
 def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
                threads: int = 2, detector_checkpoint: str = "", score_threshold: float = 0.5,
-               min_thermal_contrast_k: float = 0.0) -> VerifierBag:
+               min_thermal_contrast_k: float = 0.0, calibration: str = "") -> VerifierBag:
     """Run the offline pipeline (no verifier) over ``bag``; keep inputs, features and truth."""
     from iphd.data.rosbag import BagReader
     from iphd.eval.bag_eval import read_truth
@@ -104,7 +105,8 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
     config = OfflineConfig(backend=backend, reid_checkpoint=reid_checkpoint, threads=threads,
                            detector_checkpoint=detector_checkpoint,
                            score_threshold=score_threshold,
-                           min_thermal_contrast_k=min_thermal_contrast_k, verifier="none")
+                           min_thermal_contrast_k=min_thermal_contrast_k, verifier="none",
+                           calibration=calibration)
     frames: list[tuple[int, list[TrackInput], int, np.ndarray]] = []
     with BagReader(bag) as reader:
         truth = read_truth(reader)
@@ -140,7 +142,8 @@ def cached_record(bag: Path, cache: Path | None, **kwargs: Any) -> VerifierBag:
     models = model_digests(model_files(str(kwargs.get("reid_checkpoint", "")),
                                        str(kwargs.get("detector_checkpoint", "")), "none"))
     recorded: VerifierBag = cached_call(bag, cache, record_bag,
-                                        (RECORD_VERSION, FEATURE_NAMES, models), "verifier-",
+                                        (RECORD_VERSION, FEATURE_NAMES, models,
+                                         calibration_digest(kwargs)), "verifier-",
                                         **kwargs)
     return recorded
 

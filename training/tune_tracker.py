@@ -70,13 +70,14 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
                threads: int = 2, detector_checkpoint: str = "",
                score_threshold: float = 0.5,
                min_thermal_contrast_k: float = 0.0, verifier: str = "",
-               min_verifier_probability: float = -1.0) -> RecordedBag:
+               min_verifier_probability: float = -1.0, calibration: str = "") -> RecordedBag:
     """Run the offline pipeline over ``bag`` and keep the tracker's inputs.
 
     ``detector_checkpoint`` (empty = the shipped model), ``score_threshold``,
     ``min_thermal_contrast_k``, ``verifier`` (empty = the shipped box verifier, ``none`` = off)
     and ``min_verifier_probability`` (the detector node's) set what the tracker is given, as in
-    ``iphd-eval bag``.
+    ``iphd-eval bag``; ``calibration`` (a rig.yaml; empty = the bag's, else the package's)
+    registers the thermal images.
     """
     from iphd.data.rosbag import BagReader
     from iphd.eval.bag_eval import read_truth
@@ -86,7 +87,8 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
                            detector_checkpoint=detector_checkpoint,
                            score_threshold=score_threshold,
                            min_thermal_contrast_k=min_thermal_contrast_k, verifier=verifier,
-                           min_verifier_probability=min_verifier_probability)
+                           min_verifier_probability=min_verifier_probability,
+                           calibration=calibration)
     frames: list[tuple[int, list[TrackInput], int]] = []
     with BagReader(bag) as reader:
         truth = read_truth(reader)
@@ -166,6 +168,12 @@ def cached_call(bag: Path, cache: Path | None, record: Any, key_parts: tuple[Any
     return recorded
 
 
+def calibration_digest(settings: dict[str, Any]) -> str:
+    """SHA-256 of the ``calibration`` file a recording uses ("" for the bag's own)."""
+    path = str(settings.get("calibration", ""))
+    return _file_digest(Path(path)) if path else ""
+
+
 def model_digests(files: Sequence[Path]) -> list[str]:
     """SHA-256 of each model file (a missing one gets its own marker: the run reports it)."""
     return [_file_digest(p) for p in files]
@@ -180,7 +188,8 @@ def cached_record(bag: Path, cache: Path | None, **kwargs: Any) -> RecordedBag:
     models = model_digests(model_files(str(kwargs.get("reid_checkpoint", "")),
                                        str(kwargs.get("detector_checkpoint", "")),
                                        str(kwargs.get("verifier", ""))))
-    recorded: RecordedBag = cached_call(bag, cache, record_bag, (RECORD_VERSION, models),
+    recorded: RecordedBag = cached_call(bag, cache, record_bag,
+                                        (RECORD_VERSION, models, calibration_digest(kwargs)),
                                         **kwargs)
     return recorded
 
@@ -345,6 +354,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, verifier: bool = Tru
         parser.add_argument("--min-verifier-probability", type=float, default=-1.0,
                             metavar="P", help="the detector node's min_verifier_probability "
                             "(negative = the verifier file's threshold)")
+    parser.add_argument("--calibration", default="",
+                        help="rig.yaml to register thermal with (default: the one each bag "
+                        "stores, else the package's nominal one)")
     parser.add_argument("--threads", type=int, default=2)
 
 
@@ -353,7 +365,8 @@ def pipeline_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings = {"backend": args.backend, "reid_checkpoint": args.reid_checkpoint,
                 "threads": args.threads, "detector_checkpoint": args.detector_checkpoint,
                 "score_threshold": args.score_threshold,
-                "min_thermal_contrast_k": args.min_thermal_contrast}
+                "min_thermal_contrast_k": args.min_thermal_contrast,
+                "calibration": args.calibration}
     if hasattr(args, "verifier"):
         settings.update(verifier=args.verifier,
                         min_verifier_probability=args.min_verifier_probability)

@@ -141,3 +141,12 @@ def test_model_files_are_the_shipped_detector_and_the_chosen_depth_embedder(tmp_
     assert tune_tracker.model_files("", str(det), "none") == [det, SHIPPED_DEPTH_EMBEDDER]
     verifier = tmp_path / "v.npz"
     assert tune_tracker.model_files("none", "", str(verifier)) == [SHIPPED_CHECKPOINT, verifier]
+
+
+def test_a_changed_calibration_file_gets_new_recordings(tmp_path):
+    rig = tmp_path / "rig.yaml"
+    rig.write_text("a: 1\n")
+    first = tune_tracker.calibration_digest({"calibration": str(rig)})
+    rig.write_text("a: 2\n")
+    assert tune_tracker.calibration_digest({"calibration": str(rig)}) not in ("", first)
+    assert tune_tracker.calibration_digest({"calibration": ""}) == ""
