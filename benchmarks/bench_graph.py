@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from typing import Any
@@ -103,13 +104,21 @@ def _full(args: argparse.Namespace) -> None:
         threads.append(_threads())
 
     probe_before = speed_probe_ms()
+    # Another workload on the robot (navigation, mapping): processes that keep a core busy.
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(args.busy)]
     machine0 = cpu_times()
     cpu0 = time.process_time()
-    result = run_graph(
-        "sim", args.duration, log_level="warn", record=True, sample=sample, sample_period_s=1.0,
-        detector_checkpoint=args.detector_checkpoint, processes=args.processes,
-        overrides={"bag_player": {"rate": args.rate}},
-    )
+    try:
+        result = run_graph(
+            "sim", args.duration, log_level="warn", record=True, sample=sample,
+            sample_period_s=1.0, detector_checkpoint=args.detector_checkpoint,
+            processes=args.processes, overrides={"bag_player": {"rate": args.rate}},
+        )
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
     cpu_s = time.process_time() - cpu0
     runner_cpu_s = cpu_s
     steal = steal_percent(machine0, cpu_times())
@@ -137,6 +146,7 @@ def _full(args: argparse.Namespace) -> None:
         + (f" --detector-checkpoint {args.detector_checkpoint}" if args.detector_checkpoint
            else "")
         + (f" --rate {args.rate:g}" if args.rate != 1.0 else "")
+        + (f" --busy {args.busy}" if args.busy else "")
         + (" " if args.processes else " --no-processes ")
         + ("(one process per node, " if args.processes else "(all nodes in one process, ")
         + f"{result.executor}, demo bag {DEMO_PROFILE}, looping; detector {d.get('model', '?')} on "
@@ -208,7 +218,12 @@ def main() -> None:
                         "see the headroom")
     parser.add_argument("--detector-checkpoint", default="",
                         help="--graph full: a .pt or .onnx detector (default: the shipped .pt)")
+    parser.add_argument("--busy", type=int, default=0,
+                        help="--graph full: keep this many cores busy with other processes for "
+                        "the run (a robot's other workload), to see what the graph tolerates")
     args = parser.parse_args()
+    if args.busy < 0 or (args.busy and args.graph != "full"):
+        sys.exit("bench_graph: --busy takes a count >= 0, with --graph full")
     if args.graph == "full" and args.source != "sim":
         sys.exit("bench_graph: --graph full plays the demo bag; --source is for --graph fusion")
     if not args.rate > 0:
