@@ -121,6 +121,19 @@ def test_import_stores_the_rig_calibration_it_is_given(sim_bag, exported, tmp_pa
     assert "bad.yaml" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
+def test_export_of_a_window_of_the_bag(sim_bag, tmp_path):
+    with BagReader(sim_bag) as reader:
+        first = reader.start_ns
+    out = tmp_path / "window"
+    summary = export_mot(sim_bag, out, CONFIG, start_s=1.5, limit_s=1.0)
+    stamps = list(read_stamps(out / "stamps.csv").values())
+    assert 5 <= summary.frames == len(stamps) <= 12  # about 1 s of pairs at 8.7 a second
+    # A pair is made when its depth frame's message is read: its stamp lies in the window.
+    assert all(first + 1.4e9 <= s < first + 2.5e9 for s in stamps)
+    with pytest.raises(ValueError, match="past the end"):
+        export_mot(sim_bag, tmp_path / "late", CONFIG, start_s=60.0)
+
+
 def test_mot_rows_follow_the_cvat_columns(tmp_path):
     gt = _write_gt(tmp_path / "gt.txt", [
         (1, 7, 10, 20, 30, 60, 1, 2, 0.5),   # class 2 = person in labels.txt below

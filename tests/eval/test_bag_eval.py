@@ -16,7 +16,7 @@ from iphd.data.rosbag import (
     typestore,
 )
 from iphd.data.truth import PersonTruth
-from iphd.eval.bag_eval import evaluate_recorded
+from iphd.eval.bag_eval import evaluate_offline, evaluate_recorded
 from iphd.eval.cli import main
 from iphd.eval.pipeline import OfflineConfig, OfflinePipeline, find_topic, pipeline_for_bag
 
@@ -416,6 +416,21 @@ def test_a_bag_that_cannot_be_scored_is_listed_and_the_others_kept(tmp_path, cap
 
 
 # -- bad input ------------------------------------------------------------------------------
+
+
+def test_a_window_of_the_bag_is_scored_from_its_start(sim_bag, tmp_path, capsys):
+    whole, _ = evaluate_offline(sim_bag, CONFIG)
+    part, _ = evaluate_offline(sim_bag, CONFIG, start_s=2.0)
+    assert 0 < len(part.frames) < len(whole.frames)
+    with BagReader(sim_bag) as reader:
+        first = reader.start_ns
+    assert part.frames[0].stamp_ns >= first + 2.0e9 > whole.frames[0].stamp_ns
+    assert main(["bag", "--bag", str(sim_bag), "--out", str(tmp_path / "o"), "--recorded",
+                 "--start-s", "1"]) == 2
+    assert "--start-s is for the offline evaluation" in capsys.readouterr().err
+    assert main(["bag", "--bag", str(sim_bag), "--out", str(tmp_path / "o"),
+                 "--start-s", "-1"]) == 2
+    assert "--start-s must be >= 0" in capsys.readouterr().err
 
 
 def test_missing_bag_exits_2(tmp_path, capsys):

@@ -116,6 +116,7 @@ def export_mot(
     every: int = 1,
     limit_s: float | None = None,
     progress: bool = False,
+    start_s: float | None = None,
 ) -> ExportSummary:
     """Write a bag's depth/thermal pairs as a MOT sequence to annotate (CVAT: "MOT 1.1").
 
@@ -123,7 +124,9 @@ def export_mot(
     for every ``every``-th pair, writes ``img1/NNNNNN.jpg`` (:func:`annotation_image`), its
     depth stamp in ``stamps.csv``, and, with ``prefill``, the confirmed tracks of that pair in
     ``gt/gt.txt``, so annotators correct boxes and identities instead of drawing them all.
-    ``gt/labels.txt`` names the one class, ``seqinfo.ini`` the sequence.
+    ``gt/labels.txt`` names the one class, ``seqinfo.ini`` the sequence. ``start_s`` and
+    ``limit_s`` export ``[start_s, start_s + limit_s)`` seconds after the bag's first message
+    (a few minutes out of a long recording).
 
     Raises:
         DatasetError: ``out_dir`` is not empty, the bag is unreadable or lacks a topic the
@@ -131,7 +134,7 @@ def export_mot(
         ValueError: ``every`` < 1.
     """
     from iphd.data.rosbag import BagReader
-    from iphd.eval.bag_eval import stop_ns_for
+    from iphd.eval.bag_eval import window_ns
 
     if every < 1:
         raise ValueError(f"every must be >= 1 (1 = every pair), got {every}")
@@ -144,6 +147,7 @@ def export_mot(
     rows: list[str] = []
     size = (0, 0)
     with BagReader(bag) as reader:
+        start_ns, stop_ns = window_ns(reader, start_s, limit_s)
         pipeline = pipeline_for_bag(config or OfflineConfig(), reader)
 
         def keep_image(stamp_ns: int, depth_mm: np.ndarray, registered_ck: np.ndarray) -> None:
@@ -152,7 +156,7 @@ def export_mot(
         pipeline.on_fused = keep_image
         index = 0
         with tqdm(unit="pair", desc="exporting", disable=not progress, file=sys.stderr) as bar:
-            for pair in pipeline.run_bag(reader, stop_ns_for(reader, limit_s)):
+            for pair in pipeline.run_bag(reader, stop_ns, start_ns):
                 image = images.pop(pair.stamp_ns, None)
                 _drop_older(images, pair.stamp_ns)
                 index += 1

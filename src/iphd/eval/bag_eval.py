@@ -115,17 +115,28 @@ class BagEvalResult:
 Output = tuple[int, np.ndarray | None, np.ndarray | None, list[tuple[int, str, Any]], int]
 
 
-def stop_ns_for(reader: BagReader, limit_s: float | None) -> int | None:
-    """Log time to stop reading ``reader`` after its first ``limit_s`` seconds (None: all).
+def window_ns(
+    reader: BagReader, start_s: float | None = None, limit_s: float | None = None
+) -> tuple[int | None, int | None]:
+    """Log times (start, stop) of ``[start_s, start_s + limit_s)`` after the bag's first message.
+
+    None for either means from the start or to the end.
 
     Raises:
-        ValueError: ``limit_s`` is not > 0.
+        ValueError: ``start_s`` < 0 or past the bag's end, or ``limit_s`` not > 0.
     """
-    if limit_s is None:
-        return None
-    if not limit_s > 0:
+    if start_s is not None and not start_s >= 0:
+        raise ValueError(f"--start-s must be >= 0 seconds, got {start_s}")
+    if limit_s is not None and not limit_s > 0:
         raise ValueError(f"--limit-s must be > 0 seconds, got {limit_s}")
-    return reader.start_ns + int(limit_s * 1e9)
+    start = reader.start_ns + int(start_s * 1e9) if start_s else None
+    if start is not None and start > reader.end_ns:
+        raise ValueError(
+            f"--start-s {start_s:g} is past the end of {reader.path} "
+            f"({reader.duration_ns / 1e9:.1f} s long)"
+        )
+    base = reader.start_ns if start is None else start
+    return start, None if limit_s is None else base + int(limit_s * 1e9)
 
 
 def read_truth(reader: BagReader, stop_ns: int | None = None) -> dict[int, list[PersonTruth]]:
@@ -201,8 +212,12 @@ def evaluate_offline(
     limit_s: float | None = None,
     labels: LabelConfig = DEFAULT_LABELS,
     progress: bool = False,
+    start_s: float | None = None,
 ) -> tuple[BagEvalResult, dict[str, Any]]:
     """Run the offline pipeline over ``bag`` and score it against the bag's ground truth.
+
+    ``start_s`` and ``limit_s`` restrict the run to ``[start_s, start_s + limit_s)`` seconds
+    after the bag's first message (the tracker starts afresh there).
 
     Returns:
         The result and what was run (models, calibration) for the report.
@@ -212,7 +227,7 @@ def evaluate_offline(
         CheckpointError, ConfigError: see ``OfflinePipeline``.
     """
     with BagReader(bag) as reader:
-        stop_ns = stop_ns_for(reader, limit_s)
+        start_ns, stop_ns = window_ns(reader, start_s, limit_s)
         truth = read_truth(reader, stop_ns)
         pipeline = pipeline_for_bag(config, reader)
         calibration = calibration_source(config, reader)
@@ -220,7 +235,7 @@ def evaluate_offline(
         masks: dict[int, np.ndarray] = {}
         latency: dict[str, list[float]] = {s: [] for s in STAGES}
         with tqdm(unit="pair", desc="evaluating", disable=not progress, file=sys.stderr) as bar:
-            for pair in pipeline.run_bag(reader, stop_ns):
+            for pair in pipeline.run_bag(reader, stop_ns, start_ns):
                 rows = np.asarray(
                     [(*d.box_xyxy, d.score) for d in pair.detections], dtype=np.float64
                 ).reshape(-1, 5)
@@ -453,7 +468,7 @@ def evaluate_recorded(
             image size (neither ``detections`` nor ``depth/camera_info``).
     """
     with BagReader(bag) as reader:
-        stop_ns = stop_ns_for(reader, limit_s)
+        _, stop_ns = window_ns(reader, None, limit_s)
         truth = read_truth(reader, stop_ns)
         recorded, det_topic, tracks_topic = read_recorded(reader, stop_ns)
     result = score_recorded(recorded, truth, labels=labels, source=str(bag))

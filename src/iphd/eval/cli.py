@@ -109,7 +109,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     b.add_argument("--calibration", default="",
                    help="rig.yaml to register thermal with (default: the one the bag stores, "
                    "else the package's nominal one)")
-    b.add_argument("--limit-s", type=float, help="evaluate only the first S seconds of the bag")
+    b.add_argument("--start-s", type=float,
+                   help="start S seconds into the bag (offline only; the tracker starts afresh)")
+    b.add_argument("--limit-s", type=float,
+                   help="evaluate only S seconds of the bag (from --start-s, else its start)")
     b.add_argument("--recorded", action="store_true",
                    help="score the detections/tracks a live graph recorded in the bag instead "
                    "of running the models")
@@ -127,7 +130,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-prefill", dest="prefill", action="store_false",
                    help="leave gt/gt.txt empty instead of filling it with the pipeline's "
                    "confirmed tracks to correct")
-    e.add_argument("--limit-s", type=float, help="export only the first S seconds of the bag")
+    e.add_argument("--start-s", type=float, help="start S seconds into the bag")
+    e.add_argument("--limit-s", type=float,
+                   help="export only S seconds of the bag (from --start-s, else its start)")
     e.add_argument("--calibration", default="",
                    help="rig.yaml to register thermal with (default: the one the bag stores, "
                    "else the package's nominal one)")
@@ -160,6 +165,7 @@ def _run_export_mot(args: argparse.Namespace) -> str:
     config = OfflineConfig(threads=args.threads, calibration=args.calibration)
     done = export_mot(args.bag, args.out, config,
                       prefill=args.prefill, every=args.every, limit_s=args.limit_s,
+                      start_s=args.start_s,
                       progress=not args.quiet)
     w, h = done.image_size
     return (
@@ -325,8 +331,11 @@ def _evaluate_bag(
 
     from iphd.eval.bag_eval import evaluate_offline, evaluate_recorded, write_bag_report
 
-    meta: dict[str, Any] = {"bag": str(bag), "limit_s": args.limit_s}
+    meta: dict[str, Any] = {"bag": str(bag), "start_s": args.start_s, "limit_s": args.limit_s}
     if args.recorded:
+        if args.start_s is not None:
+            raise ValueError("--start-s is for the offline evaluation; a recording is scored "
+                             "from its start (--limit-s still applies)")
         result, run = evaluate_recorded(bag, limit_s=args.limit_s)
     else:
         from iphd.eval.pipeline import OfflineConfig
@@ -342,7 +351,8 @@ def _evaluate_bag(
             min_verifier_probability=args.min_verifier_probability,
             calibration=args.calibration,
         )
-        result, run = evaluate_offline(bag, config, limit_s=args.limit_s, progress=not args.quiet)
+        result, run = evaluate_offline(bag, config, limit_s=args.limit_s, start_s=args.start_s,
+                                       progress=not args.quiet)
     files = write_bag_report(result, out, {**meta, "mode": result.mode, **run})
     ap = result.ap.get("ap", {})
     aps = ", ".join(f"AP@{t:.2f} {ap[t]:.4f}" for t in ap) or "AP n/a"

@@ -255,13 +255,14 @@ class OfflinePipeline:
     # -- input --------------------------------------------------------------------------------
 
     def run_bag(
-        self, reader: BagReader, stop_ns: int | None = None
+        self, reader: BagReader, stop_ns: int | None = None, start_ns: int | None = None
     ) -> Iterator[PairResult]:
         """Feed the depth and thermal topics of an open bag (namespaced names accepted).
 
         Args:
             reader: the bag.
             stop_ns: log time to stop at (exclusive); None = the whole bag.
+            start_ns: log time to start at (inclusive); None = from the first message.
 
         Raises:
             DatasetError: the bag has no depth image, depth camera info or thermal image topic.
@@ -277,7 +278,9 @@ class OfflinePipeline:
                 )
             topics[topic] = name
         corrupt_before = dict(reader.corrupt)
-        for topic, _type, _log_ns, msg in reader.messages(list(topics), stop_ns=stop_ns):
+        for topic, _type, _log_ns, msg in reader.messages(
+            list(topics), start_ns=start_ns, stop_ns=stop_ns
+        ):
             yield from self.push(topics[topic], msg)
         for topic, count in reader.corrupt.items():
             extra = count - corrupt_before.get(topic, 0)
