@@ -157,6 +157,7 @@ def test_mot_rows_follow_the_cvat_columns(tmp_path):
     ("1,2,x,4,5,6", "not a number"),
     ("1,2,3,4,0,6", "width and height must be > 0"),
     ("0,2,3,4,5,6", "frame numbers start at 1"),
+    ("1,-2,3,4,5,6", "ids must be whole numbers from 0"),
 ])
 def test_a_malformed_row_names_its_line(tmp_path, row, message):
     gt = tmp_path / "gt.txt"
@@ -220,6 +221,7 @@ def test_cli_exports_every_nth_pair_and_imports(sim_bag, tmp_path, capsys):
     assert main(["export-mot", "--bag", str(tmp_path / "missing"), "--out",
                  str(tmp_path / "x")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # nothing left behind for a bag that is not there
     assert main(["import-mot", "--bag", str(sim_bag), "--mot", str(out),
                  "--out", str(tmp_path / "gt_bag")]) == 2
     assert "already exists" in capsys.readouterr().err

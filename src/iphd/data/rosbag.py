@@ -246,13 +246,17 @@ def ground_truth_msg(
                 embedding=np.zeros(0, dtype=np.float32),
             )
         )
-    header = t["std_msgs/msg/Header"](
-        stamp=t["builtin_interfaces/msg/Time"](
+    return t[PERSON_TRACKS](header=_header(t, stamp_ns, frame_id), tracks=tracks)
+
+
+def _header(types: Any, stamp_ns: int, frame_id: str) -> Any:
+    """A ``std_msgs/Header`` of ``types`` (a typestore's) stamped ``stamp_ns``."""
+    return types["std_msgs/msg/Header"](
+        stamp=types["builtin_interfaces/msg/Time"](
             sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000
         ),
         frame_id=frame_id,
     )
-    return t[PERSON_TRACKS](header=header, tracks=tracks)
 
 
 class RigBagWriter:
@@ -439,13 +443,7 @@ class RigBagWriter:
             )
 
     def _header(self, stamp_ns: int, frame_id: str) -> Any:
-        t = self._types
-        return t["std_msgs/msg/Header"](
-            stamp=t["builtin_interfaces/msg/Time"](
-                sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000
-            ),
-            frame_id=frame_id,
-        )
+        return _header(self._types, stamp_ns, frame_id)
 
     def _write_info(
         self,
@@ -809,9 +807,8 @@ def copy_bag_with_truth(
     QoS (so ``/tf_static`` stays latched), and the bag's custom data (the stored calibration)
     is kept, or, with ``calibration``, the calibration is stored in its place (the tools that
     read the bag then register thermal with it); a ground-truth topic already in ``src`` is
-    replaced. ``dst`` is written as sqlite3
-    with zstd message compression. Truth messages are logged at their stamps; people may lack
-    a 3D position (all NaN: annotated in 2D).
+    replaced. ``dst`` is written as sqlite3 with zstd message compression. Truth messages are
+    logged at their stamps; people may lack a 3D position (all NaN: annotated in 2D).
 
     Args:
         src: the bag to copy.

@@ -28,6 +28,8 @@ IMAGE_DIR = "img1"
 IMAGE_EXT = ".jpg"
 #: Weight of the registered thermal image over the false-colour depth in the exported frames.
 THERMAL_WEIGHT = 0.5
+#: Largest person id the ground-truth message holds (``PersonTrack.id`` is uint32).
+UINT32_MAX = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -140,8 +142,6 @@ def export_mot(
         raise ValueError(f"every must be >= 1 (1 = every pair), got {every}")
     out = Path(out_dir)
     _check_empty(out)
-    (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
-    (out / "gt").mkdir(exist_ok=True)
     images: dict[int, np.ndarray] = {}
     stamps: list[int] = []
     rows: list[str] = []
@@ -149,6 +149,9 @@ def export_mot(
     with BagReader(bag) as reader:
         start_ns, stop_ns = window_ns(reader, start_s, limit_s)
         pipeline = pipeline_for_bag(config or OfflineConfig(), reader)
+        # Only once the bag and the models are in hand: a bad argument leaves no folder behind.
+        (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
+        (out / "gt").mkdir(exist_ok=True)
 
         def keep_image(stamp_ns: int, depth_mm: np.ndarray, registered_ck: np.ndarray) -> None:
             images[stamp_ns] = annotation_image(depth_mm, registered_ck)
@@ -283,6 +286,10 @@ def read_mot(path: Path | str, labels: list[str] | None = None) -> MotAnnotation
             raise DatasetError(f"{path}:{line}: not a number in '{text}'") from None
         if frame < 1:
             raise DatasetError(f"{path}:{line}: frame numbers start at 1, got {frame}")
+        if not 0 <= track_id <= UINT32_MAX:
+            raise DatasetError(
+                f"{path}:{line}: ids must be whole numbers from 0 to {UINT32_MAX}, got {track_id}"
+            )
         if not all(math.isfinite(v) for v in (x, y, w, h, visibility)) or w <= 0 or h <= 0:
             raise DatasetError(
                 f"{path}:{line}: box width and height must be > 0 and finite, got '{text}'"

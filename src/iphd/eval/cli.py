@@ -35,6 +35,10 @@ from iphd.eval.detector_eval import DetectorLike, evaluate_detector, write_repor
 
 DEFAULT_OUT = Path("out/eval/detector")
 DEFAULT_BAG_OUT = Path("out/eval/bag")
+CALIBRATION_HELP = (
+    "rig.yaml to register thermal with (default: the one the bag stores, else the package's "
+    "nominal one)"
+)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -107,8 +111,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="the detector node's min_verifier_probability (negative = the "
                    "verifier file's threshold)")
     b.add_argument("--calibration", default="",
-                   help="rig.yaml to register thermal with (default: the one the bag stores, "
-                   "else the package's nominal one)")
+                   help=CALIBRATION_HELP)
     b.add_argument("--start-s", type=float,
                    help="start S seconds into the bag (offline only; the tracker starts afresh)")
     b.add_argument("--limit-s", type=float,
@@ -134,8 +137,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit-s", type=float,
                    help="export only S seconds of the bag (from --start-s, else its start)")
     e.add_argument("--calibration", default="",
-                   help="rig.yaml to register thermal with (default: the one the bag stores, "
-                   "else the package's nominal one)")
+                   help=CALIBRATION_HELP)
     e.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     e.set_defaults(handler=_run_export_mot)
 
@@ -160,13 +162,10 @@ def _run_export_mot(args: argparse.Namespace) -> str:
     from iphd.eval.annotation import export_mot
     from iphd.eval.pipeline import OfflineConfig
 
-    if not args.bag.exists():
-        raise DatasetError(f"bag {args.bag} does not exist; pass a bag folder or .db3/.mcap file")
     config = OfflineConfig(threads=args.threads, calibration=args.calibration)
     done = export_mot(args.bag, args.out, config,
                       prefill=args.prefill, every=args.every, limit_s=args.limit_s,
-                      start_s=args.start_s,
-                      progress=not args.quiet)
+                      start_s=args.start_s, progress=not args.quiet)
     w, h = done.image_size
     return (
         f"wrote {done.frames} frames ({w}x{h}, {done.frame_rate_hz:.2f} per s) to "

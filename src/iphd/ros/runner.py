@@ -21,8 +21,8 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
-from iphd.data.rosbag import GROUND_TRUTH
-from iphd.errors import ConfigError, IphdError
+from iphd.data.rosbag import GROUND_TRUTH, BagReader
+from iphd.errors import ConfigError, DatasetError, IphdError
 from iphd.eval.bag_eval import (
     detection_positions_from_msg,
     detection_rows_from_msg,
@@ -500,14 +500,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration < 0:
         parser.error(f"--duration must be >= 0 seconds (0 = until Ctrl-C), got {args.duration:g}")
     source = args.source or ("bag" if args.bag else "sim")
-    if source == "bag" and args.bag and not Path(args.bag).exists():
-        # Checked before any node starts: loading the models first only delays this error.
-        print(
-            f"iphd-run: error: bag {args.bag} does not exist; pass the bag folder (the one "
-            "holding metadata.yaml) or its .db3/.mcap file",
-            file=sys.stderr,
-        )
-        return 2
+    if source == "bag" and args.bag:
+        # Opened before any node starts: loading the models first only delays this error.
+        try:
+            BagReader(args.bag).close()
+        except DatasetError as exc:
+            print(f"iphd-run: error: {exc}", file=sys.stderr)
+            return 2
     duration = args.duration if args.duration > 0 else float("inf")
     until = "the end of the bag or Ctrl-C" if source == "bag" else "Ctrl-C"
     length = f"{args.duration:g} s" if args.duration > 0 else f"until {until}"
