@@ -42,8 +42,8 @@ from iphd.data.iphd import (
 from iphd.data.rosbag import BagReader
 from iphd.errors import DatasetError, IphdError
 from iphd.eval.bag_eval import read_truth
-from iphd.eval.pipeline import OfflineConfig, pipeline_for_bag
-from iphd.sim.labels import clean_boxes, label_people
+from iphd.eval.pipeline import FusedImages, OfflineConfig, pipeline_for_bag
+from iphd.sim.labels import label_people
 
 
 @dataclass
@@ -67,36 +67,30 @@ def convert_bag(
     Raises:
         DatasetError: an unreadable bag, no ground truth or no depth/thermal topics.
     """
-    images: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    fused = FusedImages()
     frames = boxes = without = index = 0
     config = config or OfflineConfig(reid_checkpoint="none", verifier="none")
     with BagReader(bag) as reader:
         truth = read_truth(reader)
         pipeline = pipeline_for_bag(config, reader)
-
-        def keep(stamp_ns: int, depth_mm: np.ndarray, registered_ck: np.ndarray) -> None:
-            images[stamp_ns] = (depth_mm, registered_ck)
-
-        pipeline.on_fused = keep
+        pipeline.on_fused = fused.keep
         with tqdm(unit="pair", desc=bag.name, disable=not progress, file=sys.stderr) as bar:
             for pair in pipeline.run_bag(reader):
-                depth_mm, registered_ck = images.pop(pair.stamp_ns)
-                for stamp in [s for s in images if s < pair.stamp_ns]:
-                    del images[stamp]  # pairs that failed after fusion
+                images = fused.take(pair.stamp_ns)
                 bar.update(1)
                 people = truth.get(pair.stamp_ns)
-                if people is None:
+                if people is None or images is None:
                     without += 1
                     continue
+                depth_mm, registered_ck = images
                 index += 1
                 if (index - 1) % every:
                     continue
-                height = depth_mm.shape[0]
-                labelled = clean_boxes(people, height)
+                labelled = label_people(people, depth_mm.shape[0])
+                xyxy = np.asarray([p.box_xyxy for p in labelled], dtype=np.float64).reshape(-1, 4)
                 name = frame_name(seq, frames)
-                write_frame(root, split, name, depth_mm, registered_ck, labelled, labelled)
-                metas.append(frame_meta(name, seq, frames, pair.stamp_ns,
-                                        label_people(people, height)))
+                write_frame(root, split, name, depth_mm, registered_ck, xyxy, xyxy)
+                metas.append(frame_meta(name, seq, frames, pair.stamp_ns, labelled))
                 names.append(name)
                 frames += 1
                 boxes += len(labelled)

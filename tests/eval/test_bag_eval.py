@@ -488,3 +488,14 @@ def test_report_without_trackeval_says_hota_is_missing_and_how_to_add_it():
     report = _markdown(metrics)
     assert "| HOTA | n/a (trackeval is not installed" in report
     assert "pip install --no-deps -r requirements-nodeps.txt" in report
+
+
+def test_fused_images_are_handed_over_once_and_earlier_ones_forgotten():
+    from iphd.eval.pipeline import FusedImages
+
+    fused, depth, thermal = FusedImages(), np.zeros((2, 2)), np.ones((1, 1))
+    for stamp in (10, 20, 30):
+        fused.keep(stamp, depth, thermal)
+    assert fused.take(20) == (depth, thermal)
+    assert fused.take(10) is None  # a pair before one already handed over: it had failed
+    assert fused.take(20) is None and fused.take(30) is not None

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from iphd.calibration import load_calibration
 from iphd.data.truth import PersonTruth
 from iphd.errors import DatasetError
-from iphd.eval.pipeline import OfflineConfig, pipeline_for_bag
+from iphd.eval.pipeline import FusedImages, OfflineConfig, pipeline_for_bag
 from iphd.viz import colorize_depth, colorize_thermal
 
 #: The class names of ``gt/labels.txt``; a MOT row's class id is a 1-based line of it.
@@ -87,12 +87,6 @@ def annotation_image(depth_mm: np.ndarray, registered_ck: np.ndarray) -> np.ndar
     return np.where((thermal > 0)[..., None], blend, depth)
 
 
-def _drop_older(images: dict[int, np.ndarray], stamp_ns: int) -> None:
-    """Forget the images of pairs before ``stamp_ns``: they failed after fusion."""
-    for stamp in [s for s in images if s < stamp_ns]:
-        del images[stamp]
-
-
 def _frame_rate(stamps_ns: list[int]) -> float:
     if len(stamps_ns) < 2:
         return 0.0
@@ -142,7 +136,7 @@ def export_mot(
         raise ValueError(f"every must be >= 1 (1 = every pair), got {every}")
     out = Path(out_dir)
     _check_empty(out)
-    images: dict[int, np.ndarray] = {}
+    fused = FusedImages()
     stamps: list[int] = []
     rows: list[str] = []
     size = (0, 0)
@@ -152,20 +146,16 @@ def export_mot(
         # Only once the bag and the models are in hand: a bad argument leaves no folder behind.
         (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
         (out / "gt").mkdir(exist_ok=True)
-
-        def keep_image(stamp_ns: int, depth_mm: np.ndarray, registered_ck: np.ndarray) -> None:
-            images[stamp_ns] = annotation_image(depth_mm, registered_ck)
-
-        pipeline.on_fused = keep_image
+        pipeline.on_fused = fused.keep
         index = 0
         with tqdm(unit="pair", desc="exporting", disable=not progress, file=sys.stderr) as bar:
             for pair in pipeline.run_bag(reader, stop_ns, start_ns):
-                image = images.pop(pair.stamp_ns, None)
-                _drop_older(images, pair.stamp_ns)
+                images = fused.take(pair.stamp_ns)
                 index += 1
                 bar.update(1)
-                if (index - 1) % every or image is None:
+                if (index - 1) % every or images is None:
                     continue
+                image = annotation_image(*images)
                 frame = len(stamps) + 1
                 if not cv2.imwrite(str(out / IMAGE_DIR / f"{frame:06d}{IMAGE_EXT}"), image):
                     raise DatasetError(f"could not write {out / IMAGE_DIR} (disk full?)")

@@ -179,6 +179,28 @@ class PipelineStats:
     verifier_rejected: int = 0
 
 
+class FusedImages:
+    """Keeps the fused images of ``OfflinePipeline.on_fused`` until their pair comes out.
+
+    Several pairs can be fused before the first of them is returned, so the images are held
+    by stamp; ``take`` hands one over and forgets those of earlier pairs (which failed after
+    fusion), so a long bag does not accumulate them.
+    """
+
+    def __init__(self) -> None:
+        self._images: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def keep(self, stamp_ns: int, depth_mm: np.ndarray, registered_ck: np.ndarray) -> None:
+        """The ``on_fused`` callback."""
+        self._images[stamp_ns] = (depth_mm, registered_ck)
+
+    def take(self, stamp_ns: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(depth mm, registered thermal centi-K) of the pair at ``stamp_ns``; None if unseen."""
+        for stamp in [s for s in self._images if s < stamp_ns]:
+            del self._images[stamp]
+        return self._images.pop(stamp_ns, None)
+
+
 class OfflinePipeline:
     """Runs fusion, detection, embedding and tracking on a bag's messages, in log order.
 
