@@ -500,8 +500,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration < 0:
         parser.error(f"--duration must be >= 0 seconds (0 = until Ctrl-C), got {args.duration:g}")
     source = args.source or ("bag" if args.bag else "sim")
-    if source == "bag" and args.bag:
-        # Opened before any node starts: loading the models first only delays this error.
+    if source == "bag" and args.bag and not Path(args.bag).exists():
+        # Before any node starts (loading the models first only delays this error), with the
+        # reader's own message; a bag that exists but does not read fails in the player's
+        # process, which stops the run with its error.
         try:
             BagReader(args.bag).close()
         except DatasetError as exc:
