@@ -595,6 +595,139 @@ def test_second_stage_revives_beyond_the_first_stage_gate_and_restarts_the_filte
     assert tracker.stats.reidentified == 0
 
 
+# --- memory of deleted tracks ----------------------------------------------------------------
+
+E_A = unit(0.2, 0.9, 0.1, 0.3)
+E_B = unit(0.9, -0.2, 0.3, 0.0)
+E_C = unit(-0.3, 0.1, 0.9, 0.2)
+
+
+def _away_and_back(people, back_emb, *, away_s=10.0, back_x=3.0, config=None):
+    """People (x, embedding) seen for 1 s, all gone for ``away_s`` (deleted at 8 s), then one
+    person confirmed at ``back_x`` with ``back_emb``. Returns the tracker, the first ids and
+    the tracks after the return."""
+    tracker = Tracker(config or TrackerConfig(lost_timeout_s=8.0))
+    ns = 0
+    for _ in range(10):
+        ns += FRAME_NS
+        tracks = tracker.update(ns, [det(x, 3.0, emb=e) for x, e in people])
+    ids = [t.track_id for t in tracks]
+    ns += round(away_s * NS)
+    assert tracker.update(ns, []) == []
+    for _ in range(3):
+        ns += FRAME_NS
+        tracks = tracker.update(ns, [det(back_x, 3.0, emb=back_emb)])
+    return tracker, ids, tracks
+
+
+def test_a_person_back_after_their_track_was_deleted_gets_their_id_again():
+    # Back 3 m from where either was seen, long after the lost timeout: only appearance.
+    tracker, ids, tracks = _away_and_back([(-1.0, E_A), (1.0, E_B)], E_B)
+    assert [(t.track_id, t.state) for t in tracks] == [(ids[1], CONFIRMED)]
+    assert tracker.stats.recalled == 1
+    assert tracker.stats.created == 3 and tracker.stats.reidentified == 0
+    # The detections of the confirming frame are reported under the remembered id.
+    assert tracker.last_assignment == {0: ids[1]}
+    # A remembered id is given once: the person is followed under it from now on.
+    more = tracker.update(tracker.stamp_ns + FRAME_NS, [det(3.0, 3.0, emb=E_B)])
+    assert [t.track_id for t in more] == [ids[1]]
+
+
+def test_a_tentative_track_keeps_its_new_id_until_it_is_confirmed():
+    tracker = Tracker()
+    ns = 0
+    for _ in range(10):
+        ns += FRAME_NS
+        tracker.update(ns, [det(0.0, 3.0, emb=E_A)])
+    ns += 10 * NS
+    tracker.update(ns, [])
+    states = []
+    for _ in range(3):
+        ns += FRAME_NS
+        states += [(t.track_id, t.state) for t in tracker.update(ns, [det(3.0, 3.0, emb=E_A)])]
+    assert states == [(2, TENTATIVE), (2, TENTATIVE), (1, CONFIRMED)]
+
+
+def test_someone_who_looks_different_gets_a_new_id():
+    tracker, ids, tracks = _away_and_back([(0.0, E_A)], E_C)
+    assert [t.track_id for t in tracks] == [max(ids) + 1]
+    assert tracker.stats.recalled == 0
+
+
+def test_a_remembered_id_needs_a_clear_margin_over_the_next_one():
+    # About as near to two remembered people: neither id is given.
+    between = unit(*(0.55 * np.asarray(E_A) + 0.45 * np.asarray(E_B)))
+    config = TrackerConfig(memory_max_distance=1.0)
+    tracker, ids, tracks = _away_and_back([(-1.0, E_A), (1.0, E_B)], between, config=config)
+    assert [t.track_id for t in tracks] == [max(ids) + 1]
+    assert tracker.stats.recalled == 0
+    # With no margin asked, the nearer one is given.
+    config = TrackerConfig(memory_max_distance=1.0, memory_margin=0.0)
+    tracker, ids, tracks = _away_and_back([(-1.0, E_A), (1.0, E_B)], between, config=config)
+    assert [t.track_id for t in tracks] == [ids[0]]
+
+
+@pytest.mark.parametrize(
+    "config, recalled",
+    [
+        (TrackerConfig(), True),
+        (TrackerConfig(memory_s=0.0), False),  # off
+        (TrackerConfig(memory_s=1.0), False),  # forgotten: 10 s since the last detection
+        (TrackerConfig(memory_max_distance=0.0, memory_margin=0.0), True),  # same embedding
+    ],
+)
+def test_memory_settings(config, recalled):
+    tracker, ids, tracks = _away_and_back([(0.0, E_A)], E_A, config=config)
+    assert [t.track_id for t in tracks] == ([ids[0]] if recalled else [ids[0] + 1])
+    assert tracker.stats.recalled == int(recalled)
+
+
+def test_memory_keeps_the_newest_memory_size_ids():
+    config = TrackerConfig(memory_size=1)
+    # Two people deleted together: only the later entry (the second) is kept.
+    tracker, ids, tracks = _away_and_back([(-1.0, E_A), (1.0, E_B)], E_A, config=config)
+    assert [t.track_id for t in tracks] == [max(ids) + 1]
+    tracker, ids, tracks = _away_and_back([(-1.0, E_A), (1.0, E_B)], E_B, config=config)
+    assert [t.track_id for t in tracks] == [ids[1]]
+
+
+def test_a_lost_track_is_continued_before_memory_is_asked():
+    # Person A is lost (not yet deleted) and B's track was deleted: a newly confirmed track
+    # near A's prediction that looks like A continues A (adoption), memory is not used.
+    tracker = Tracker(TrackerConfig(lost_timeout_s=2.0))
+    ns = 0
+    for _ in range(10):
+        ns += FRAME_NS
+        ids = [t.track_id for t in tracker.update(ns, [det(-3.0, 3.0, emb=E_B)])]
+    ns += 3 * NS
+    assert tracker.update(ns, []) == []  # B deleted, remembered
+    for _ in range(10):
+        ns += FRAME_NS
+        a_id = tracker.update(ns, [det(0.0, 3.0, emb=E_A)])[0].track_id
+    ns += FRAME_NS
+    tracker.update(ns, [])  # A lost
+    for _ in range(3):
+        ns += FRAME_NS
+        tracks = tracker.update(ns, [det(0.2, 3.0, emb=E_A, box=(300.0, 100.0, 400.0, 400.0))])
+    assert [t.track_id for t in tracks if t.state == CONFIRMED] == [a_id]
+    assert a_id != ids[0] and tracker.stats.recalled == 0
+
+
+def test_reset_forgets_remembered_ids():
+    tracker = Tracker()
+    ns = 0
+    for _ in range(10):
+        ns += FRAME_NS
+        first = tracker.update(ns, [det(0.0, 3.0, emb=E_A)])[0].track_id
+    ns += 10 * NS
+    tracker.update(ns, [])
+    tracker.reset()
+    for k in range(3):
+        tracks = tracker.update((k + 1) * FRAME_NS, [det(0.0, 3.0, emb=E_A)])
+    assert [t.track_id for t in tracks] == [first + 1]
+    assert tracker.stats.recalled == 0
+
+
 # --- embeddings and queries -----------------------------------------------------------------
 
 
@@ -726,6 +859,10 @@ def test_bad_up_axis_raises_and_names_the_valid_values():
         ("outlier_min_iou", 1.5),
         ("duplicate_iou", -0.1),
         ("duplicate_distance_m", math.nan),
+        ("memory_s", -1.0),
+        ("memory_max_distance", 2.5),
+        ("memory_margin", math.nan),
+        ("memory_size", 0),
     ],
 )
 def test_config_rejects_invalid_values_naming_the_field(field, value):

@@ -109,6 +109,17 @@ class TrackerConfig:
             ``gate_distance_m`` plus ``max_speed_mps`` times the time lost, capped by
             ``max_lost_gate_growth_m``, and its appearance gate when both have galleries)
             continues the lost track, under the lost track's id.
+        memory_s: how long the appearance gallery of a track deleted after ``lost_timeout_s``
+            is remembered; 0 disables. A newly confirmed track that continues no lost track
+            takes a remembered id when its gallery is within ``memory_max_distance`` of that
+            id's and nearer to it than to any other remembered gallery by ``memory_margin``:
+            a person who was away longer than ``lost_timeout_s`` comes back under their id.
+            Position plays no part (the person may come back anywhere), so the appearance
+            gates are tighter than a lost track's.
+        memory_max_distance: cosine distance gate of a remembered id.
+        memory_margin: least cosine distance by which the nearest remembered gallery must beat
+            the next one (with a single remembered id, only ``memory_max_distance`` applies).
+        memory_size: most remembered ids; the oldest is forgotten first.
 
     A lost track that takes a detection (either stage) restarts its Kalman filter there.
 
@@ -143,6 +154,10 @@ class TrackerConfig:
     iou_weight: float = 0.5
     lost_velocity_decay_s: float = 0.5
     adopt_lost: bool = True
+    memory_s: float = 60.0
+    memory_max_distance: float = 0.8
+    memory_margin: float = 0.3
+    memory_size: int = 32
 
     def __post_init__(self) -> None:
         """Reject values the tracker cannot run with."""
@@ -179,6 +194,14 @@ class TrackerConfig:
         _check_finite("duplicate_distance_m", self.duplicate_distance_m, 0.0)
         _check_finite("iou_weight", self.iou_weight, 0.0, 1.0)
         _check_finite("lost_velocity_decay_s", self.lost_velocity_decay_s, 0.0)
+        _check_finite("memory_s", self.memory_s, 0.0)
+        _check_finite("memory_max_distance", self.memory_max_distance, 0.0, 2.0)
+        _check_finite("memory_margin", self.memory_margin, 0.0, 2.0)
+        if self.memory_size < 1:
+            raise ConfigError(
+                f"memory_size must be >= 1, got {self.memory_size}; use memory_s 0 to turn "
+                "the memory off"
+            )
 
     @property
     def up_index(self) -> int:
@@ -249,7 +272,9 @@ class TrackState:
     """Snapshot of one track (arrays are copies, never views of the tracker's state).
 
     Attributes:
-        track_id: id, starting at 1, never reused.
+        track_id: id, starting at 1; never given to another track, except that a person who
+            comes back after their track was deleted may get their remembered id again
+            (``TrackerConfig.memory_s``).
         state: ``tentative``, ``confirmed`` or ``lost``.
         score: last detection score; while lost it decays with ``lost_score_decay_per_s``.
         position_m: (3,) position in the tracking frame, metres (predicted while lost).
@@ -282,12 +307,15 @@ class TrackerStats:
         reidentified: lost tracks revived by a detection (first or second stage) or continued
             by a newly confirmed track (``adopt_lost``).
         confirmed: tentative tracks that became confirmed.
+        recalled: newly confirmed tracks that took the remembered id of a deleted track
+            (``memory_s``).
     """
 
     created: int = 0
     deleted: int = 0
     reidentified: int = 0
     confirmed: int = 0
+    recalled: int = 0
 
 
 class _Track:
@@ -353,7 +381,11 @@ class Tracker:
         self._dim: int | None = None
         self._assignment: dict[int, int] = {}
         self._new_confirmed: list[_Track] = []
+        # Deleted tracks' galleries: id -> (gallery, stamp of the track's last detection), oldest
+        # first.
+        self._memory: dict[int, tuple[np.ndarray, int]] = {}
         self._created = self._deleted = self._reidentified = self._confirmed = 0
+        self._recalled = 0
 
     @property
     def stamp_ns(self) -> int | None:
@@ -368,7 +400,8 @@ class Tracker:
     @property
     def stats(self) -> TrackerStats:
         """Counters since construction."""
-        return TrackerStats(self._created, self._deleted, self._reidentified, self._confirmed)
+        return TrackerStats(self._created, self._deleted, self._reidentified, self._confirmed,
+                            self._recalled)
 
     @property
     def tracks(self) -> list[TrackState]:
@@ -378,10 +411,12 @@ class Tracker:
     def reset(self) -> None:
         """Forget all tracks and the last stamp (after a clock jump or a bag loop).
 
-        Ids keep increasing: a track created after reset() never reuses an earlier id.
+        Ids keep increasing: a track created after reset() never reuses an earlier id (the
+        remembered ids are forgotten too).
         """
         self._deleted += len(self._tracks)
         self._tracks.clear()
+        self._memory.clear()
         self._stamp_ns = None
         self._dim = None
         self._assignment = {}
@@ -461,6 +496,7 @@ class Tracker:
             if track.track_id not in matched_tracks:
                 self._miss(track, stamp_ns)
         self._adopt(stamp_ns)
+        self._recall(stamp_ns)
 
         for j, det in enumerate(dets):
             if j in self._assignment or not valid[j] or det.score < self.config.min_score_new:
@@ -812,6 +848,44 @@ class Tracker:
             if best is not None:
                 self._take_over(best[1], new)
 
+    def _recall(self, stamp_ns: int) -> None:
+        """A track confirmed this frame that continues no lost track takes a remembered id.
+
+        A person away longer than ``lost_timeout_s`` had their track deleted; their gallery is
+        kept for ``memory_s``. A newly confirmed track (not yet published under its own id,
+        unless tentative tracks are published) whose gallery is within
+        ``memory_max_distance`` of a remembered one, and nearer to it than to any other by
+        ``memory_margin``, takes that id, which is then forgotten.
+        """
+        cfg = self.config
+        if cfg.memory_s <= 0.0 or not self._memory:
+            return
+        for key in [k for k, (_, seen) in self._memory.items()
+                    if (stamp_ns - seen) * _NS_PER_S > cfg.memory_s]:
+            del self._memory[key]
+        for new in self._new_confirmed:
+            if (not self._memory or new.gallery is None or new.state != CONFIRMED
+                    or self._tracks.get(new.track_id) is not new):
+                continue
+            ids = list(self._memory)
+            galleries = np.stack([self._memory[k][0] for k in ids])
+            app = 1.0 - galleries @ new.gallery
+            order = np.argsort(app, kind="stable")
+            best = float(app[order[0]])
+            if best > cfg.memory_max_distance:
+                continue
+            if len(ids) > 1 and float(app[order[1]]) - best < cfg.memory_margin:
+                continue
+            old_id = ids[int(order[0])]
+            del self._memory[old_id]
+            del self._tracks[new.track_id]
+            for j, track_id in self._assignment.items():
+                if track_id == new.track_id:
+                    self._assignment[j] = old_id
+            new.track_id = old_id
+            self._tracks[old_id] = new
+            self._recalled += 1
+
     def _take_over(self, old: _Track, new: _Track) -> None:
         """``old`` (lost) continues with ``new``'s state; ``new`` is deleted."""
         old.kf = new.kf
@@ -883,6 +957,10 @@ class Tracker:
         track.state = LOST
         if (stamp_ns - track.last_update_ns) * _NS_PER_S > cfg.lost_timeout_s:
             self._delete(track)
+            if cfg.memory_s > 0.0 and track.gallery is not None:
+                self._memory[track.track_id] = (track.gallery.copy(), track.last_update_ns)
+                while len(self._memory) > cfg.memory_size:
+                    del self._memory[next(iter(self._memory))]
 
     def _delete(self, track: _Track) -> None:
         del self._tracks[track.track_id]
