@@ -587,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{t.get('tracks_confirmed_max', 0)} confirmed at once, "
             f"{t.get('tracker_created', 0)} track ids created, "
             f"{t.get('tracker_reidentified', 0)} re-identified, "
+            f"{t.get('tracker_recalled', 0)} given a remembered id, "
             f"{_tracker_latency_ms(t):.1f} ms per frame (median)"
         )
     if result.snapshot:
