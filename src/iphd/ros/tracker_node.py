@@ -91,8 +91,8 @@ TRACKER_PARAMETERS = {
     "lost_velocity_decay_s": "time constant of the velocity decay of a lost track's prediction",
     "adopt_lost": "a tentative track confirmed inside a lost track's gate continues the lost "
     "track's id",
-    "memory_s": "how long a deleted track's appearance is remembered, so that its person gets "
-    "the id back on return; 0 disables",
+    "memory_s": "how long (from its last detection) a deleted track's appearance is "
+    "remembered, so that its person gets the id back on return; 0 disables",
     "memory_max_distance": "cosine distance gate of a remembered id",
     "memory_margin": "least cosine distance by which the nearest remembered id must beat the "
     "next one",

@@ -109,13 +109,13 @@ class TrackerConfig:
             ``gate_distance_m`` plus ``max_speed_mps`` times the time lost, capped by
             ``max_lost_gate_growth_m``, and its appearance gate when both have galleries)
             continues the lost track, under the lost track's id.
-        memory_s: how long the appearance gallery of a track deleted after ``lost_timeout_s``
-            is remembered; 0 disables. A newly confirmed track that continues no lost track
-            takes a remembered id when its gallery is within ``memory_max_distance`` of that
-            id's and nearer to it than to any other remembered gallery by ``memory_margin``:
-            a person who was away longer than ``lost_timeout_s`` comes back under their id.
-            Position plays no part (the person may come back anywhere), so the appearance
-            gates are tighter than a lost track's.
+        memory_s: how long, counted from its last detection, the appearance gallery of a track
+            deleted after ``lost_timeout_s`` is remembered; 0 disables. A newly confirmed track
+            that continues no lost track takes a remembered id when its gallery is within
+            ``memory_max_distance`` of that id's and nearer to it than to any other remembered
+            gallery by ``memory_margin``: a person who was away longer than ``lost_timeout_s``
+            comes back under their id. Position plays no part (the person may come back
+            anywhere), so the appearance gates are tighter than a lost track's.
         memory_max_distance: cosine distance gate of a remembered id.
         memory_margin: least cosine distance by which the nearest remembered gallery must beat
             the next one (with a single remembered id, only ``memory_max_distance`` applies).
@@ -879,9 +879,7 @@ class Tracker:
             old_id = ids[int(order[0])]
             del self._memory[old_id]
             del self._tracks[new.track_id]
-            for j, track_id in self._assignment.items():
-                if track_id == new.track_id:
-                    self._assignment[j] = old_id
+            self._rename_assigned(new.track_id, old_id)
             new.track_id = old_id
             self._tracks[old_id] = new
             self._recalled += 1
@@ -907,9 +905,13 @@ class Tracker:
         old.state = CONFIRMED
         self._reidentified += 1
         self._delete(new)
+        self._rename_assigned(new.track_id, old.track_id)
+
+    def _rename_assigned(self, from_id: int, to_id: int) -> None:
+        """This frame's detections assigned to track ``from_id`` are reported under ``to_id``."""
         for j, track_id in self._assignment.items():
-            if track_id == new.track_id:
-                self._assignment[j] = old.track_id
+            if track_id == from_id:
+                self._assignment[j] = to_id
 
     def _hit(
         self,
