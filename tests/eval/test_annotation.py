@@ -55,7 +55,8 @@ def test_export_writes_a_mot_sequence_prefilled_with_the_tracks(exported):
     seq = info["Sequence"]
     assert (seq["imDir"], seq["imExt"], int(seq["seqLength"])) == ("img1", ".jpg", summary.frames)
     assert (int(seq["imWidth"]), int(seq["imHeight"])) == (848, 480)
-    assert 5.0 < float(seq["frameRate"]) < 12.0  # pairs at the Lepton's rate
+    # Pairs at the Lepton's rate, as an integer: MOTChallenge and datumaro parse it with int().
+    assert 5 <= int(seq["frameRate"]) <= 12
     stamps = read_stamps(out / "stamps.csv")
     assert sorted(stamps) == list(range(1, summary.frames + 1))
     assert list(stamps.values()) == sorted(stamps.values())
@@ -158,12 +159,42 @@ def test_mot_rows_follow_the_cvat_columns(tmp_path):
     ("1,2,3,4,0,6", "width and height must be > 0"),
     ("0,2,3,4,5,6", "frame numbers start at 1"),
     ("1,-2,3,4,5,6", "ids must be whole numbers from 0"),
+    ("1,-1,3,4,5,6", "drawn as shapes, not tracks, in CVAT: draw people as tracks"),
 ])
 def test_a_malformed_row_names_its_line(tmp_path, row, message):
     gt = tmp_path / "gt.txt"
     gt.write_text("1,1,3,4,5,6\n" + row + "\n")
     with pytest.raises(DatasetError, match=f"gt.txt:2: .*{message}"):
         read_mot(gt)
+
+
+def test_boxes_cvat_marked_occluded_are_kept_and_counted_as_below_the_label_rule(tmp_path):
+    # CVAT without a `visibility` attribute writes 1 - occluded: 0 for a box marked occluded.
+    gt = _write_gt(tmp_path / "gt.txt", [
+        (1, 1, 10, 20, 30, 60, 1, 1, 0.0),   # marked occluded
+        (1, 2, 50, 20, 30, 60, 1, 1, 1.0),
+        (2, 1, 12, 20, 30, 60, 1, 1, 0.19),  # just below the label rule's 0.2
+        (2, 2, 52, 20, 30, 60, 1, 1, 0.2),   # at it: a label
+        (3, 1, 12, 20, 30, 60, 0, 1, 0.0),   # ignored: left out, not counted again
+    ])
+    parsed = read_mot(gt)
+    assert parsed.low_visibility == 2 and parsed.skipped == {"ignored": 1}
+    assert [b.visibility for b in parsed.boxes[1]] == [0.0, 1.0]  # kept as annotated
+
+
+def test_import_reports_boxes_the_label_rule_leaves_out(sim_bag, exported, tmp_path, capsys):
+    out = _copy(exported, tmp_path)
+    _write_gt(out / "gt" / "gt.txt", [(1, 1, 10, 10, 40, 100, 1, 1, 0.0),
+                                      (2, 1, 10, 10, 40, 100, 1, 1, 1.0)])
+    assert main(["import-mot", "--bag", str(sim_bag), "--mot", str(out),
+                 "--out", str(tmp_path / "gt_bag")]) == 0
+    printed = capsys.readouterr()
+    assert "2 boxes of 1 people" in printed.out
+    line = "1 boxes with visibility < 0.2 (CVAT writes 0 for boxes marked occluded"
+    assert line in printed.out and "left out of scoring and training" in printed.out
+    assert "warning: " + line in printed.err
+    stamps = read_stamps(out / "stamps.csv")
+    assert [p.visibility for p in read_ground_truth(tmp_path / "gt_bag")[stamps[1]]] == [0.0]
 
 
 def test_a_person_twice_in_a_frame_or_no_person_class_is_refused(tmp_path):
@@ -217,7 +248,9 @@ def test_cli_exports_every_nth_pair_and_imports(sim_bag, tmp_path, capsys):
     _write_gt(out / "gt" / "gt.txt", [(1, 1, 10, 10, 40, 100)])
     assert main(["import-mot", "--bag", str(sim_bag), "--mot", str(out),
                  "--out", str(tmp_path / "gt_bag")]) == 0
-    assert f"{frames} frames of ground truth, 1 boxes of 1 people" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert f"{frames} frames of ground truth, 1 boxes of 1 people" in printed.out
+    assert "0 boxes with visibility < 0.2" in printed.out and "warning" not in printed.err
     assert main(["export-mot", "--bag", str(tmp_path / "missing"), "--out",
                  str(tmp_path / "x")]) == 2
     assert "does not exist" in capsys.readouterr().err

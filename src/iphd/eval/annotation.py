@@ -18,6 +18,7 @@ from iphd.calibration import load_calibration
 from iphd.data.truth import PersonTruth
 from iphd.errors import DatasetError
 from iphd.eval.pipeline import FusedImages, OfflineConfig, pipeline_for_bag
+from iphd.sim.labels import LabelConfig
 from iphd.viz import colorize_depth, colorize_thermal
 
 #: The class names of ``gt/labels.txt``; a MOT row's class id is a 1-based line of it.
@@ -30,6 +31,10 @@ IMAGE_EXT = ".jpg"
 THERMAL_WEIGHT = 0.5
 #: Largest person id the ground-truth message holds (``PersonTrack.id`` is uint32).
 UINT32_MAX = 2**32 - 1
+#: The id CVAT writes for boxes drawn as shapes instead of tracks (they have no identity).
+SHAPE_ID = -1
+#: Visibility below which the label rule (``iphd.sim.labels``) leaves a person out.
+MIN_VISIBILITY = LabelConfig().min_visibility
 
 
 @dataclass(frozen=True)
@@ -62,10 +67,15 @@ class ExportSummary:
 
 @dataclass
 class MotAnnotations:
-    """A parsed ``gt.txt``: the person boxes per frame and the rows left out, by reason."""
+    """A parsed ``gt.txt``: the person boxes per frame and the rows left out, by reason.
+
+    ``low_visibility`` counts the boxes kept whose visibility is below ``MIN_VISIBILITY``: the
+    label rule leaves them out of scoring and training.
+    """
 
     boxes: dict[int, list[MotBox]] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
+    low_visibility: int = 0
 
     def skip(self, reason: str) -> None:
         """Count one row left out for ``reason``."""
@@ -185,7 +195,8 @@ def export_mot(
     info["Sequence"] = {
         "name": Path(bag).stem if Path(bag).suffix in (".db3", ".mcap") else Path(bag).name,
         "imDir": IMAGE_DIR,
-        "frameRate": f"{rate:.2f}",
+        # An integer: MOTChallenge's and datumaro's readers parse it with int().
+        "frameRate": str(max(1, round(rate))),
         "seqLength": str(len(stamps)),
         "imWidth": str(size[0]),
         "imHeight": str(size[1]),
@@ -239,11 +250,14 @@ def read_mot(path: Path | str, labels: list[str] | None = None) -> MotAnnotation
     Rows marked ignored (7th column 0) and rows of another class than ``person`` (8th column,
     a 1-based line of ``labels``; without labels class 1 is the person, as in MOTChallenge)
     are left out and counted in ``skipped``. Missing optional columns mean "not ignored",
-    person, visibility 1.
+    person, visibility 1. Boxes kept with visibility below ``MIN_VISIBILITY`` are counted in
+    ``low_visibility``: CVAT writes visibility 0 for a box marked occluded when its task has no
+    ``visibility`` attribute.
 
     Raises:
         DatasetError: the file is missing, or a row is malformed (the message names the line
-            and the value), or a person appears twice in one frame.
+            and the value), or has id -1 (a box CVAT drew as a shape, without identity), or a
+            person appears twice in one frame.
     """
     path = Path(path)
     if not path.is_file():
@@ -276,6 +290,12 @@ def read_mot(path: Path | str, labels: list[str] | None = None) -> MotAnnotation
             raise DatasetError(f"{path}:{line}: not a number in '{text}'") from None
         if frame < 1:
             raise DatasetError(f"{path}:{line}: frame numbers start at 1, got {frame}")
+        if track_id == SHAPE_ID:
+            # Tracking metrics need identities; a shape has none.
+            raise DatasetError(
+                f"{path}:{line}: id {SHAPE_ID} marks boxes drawn as shapes, not tracks, in CVAT: "
+                "draw people as tracks (or convert shapes to tracks) and export again"
+            )
         if not 0 <= track_id <= UINT32_MAX:
             raise DatasetError(
                 f"{path}:{line}: ids must be whole numbers from 0 to {UINT32_MAX}, got {track_id}"
@@ -295,6 +315,8 @@ def read_mot(path: Path | str, labels: list[str] | None = None) -> MotAnnotation
         seen.add((frame, track_id))
         box = (x, y, x + w, y + h)
         vis = min(max(visibility, 0.0), 1.0)
+        if vis < MIN_VISIBILITY:
+            out.low_visibility += 1
         out.boxes.setdefault(frame, []).append(MotBox(frame, track_id, box, vis))
     return out
 
@@ -330,7 +352,11 @@ def truth_by_stamp(
 
 @dataclass
 class ImportSummary:
-    """What :func:`import_mot` wrote."""
+    """What :func:`import_mot` wrote.
+
+    ``low_visibility``: boxes written whose visibility is below ``MIN_VISIBILITY``, which
+    scoring and training leave out (``MotAnnotations.low_visibility``).
+    """
 
     out_bag: Path
     frames: int
@@ -339,6 +365,7 @@ class ImportSummary:
     skipped: dict[str, int]
     replaced_truth: bool
     calibration: str
+    low_visibility: int = 0
 
 
 def import_mot(
@@ -382,7 +409,7 @@ def import_mot(
     boxes = sum(len(v) for v in truth.values())
     people = len({p.pid for v in truth.values() for p in v})
     return ImportSummary(Path(out_bag), len(truth), boxes, people, dict(annotations.skipped),
-                         replaced, source)
+                         replaced, source, annotations.low_visibility)
 
 
 def _check_bag_stamps(
