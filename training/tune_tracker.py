@@ -9,7 +9,7 @@ a Markdown table, best mean IDF1 first, and writes it with ``--out``. Its "true 
 scores the same confirmed boxes with every identity right: the gap to mean IDF1 is what
 association costs, the rest of the way to 1 is detection and track confirmation.
 
-    python training/tune_tracker.py --bag out/sim/tune_bag_seed1 --bag out/sim/tune_bag_seed2 \
+    python training/tune_tracker.py --bag out/sim/tune_bag_seed1 out/sim/tune_bag_seed2 \
         --set reid_max_distance=0.8,1.0,1.3 --set lost_timeout_s=4,8 --cache out/tune_tracker
 
 Tune on bags of their own, never on the bag you report: with a handful of bags one setting
@@ -19,7 +19,6 @@ often wins only because one bag flips, so read the per-bag columns before changi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import itertools
 import pickle
@@ -41,6 +40,7 @@ from iphd.eval.mot import (
     track_tuples,
     with_true_identities,
 )
+from iphd.eval.tracker_settings import parse_settings
 from iphd.sim.labels import LabelConfig
 from iphd.tracking.tracker import TimeOrderError, Tracker, TrackerConfig, TrackInput
 
@@ -220,45 +220,6 @@ def replay(recorded: RecordedBag, config: TrackerConfig,
             "idf1_true_ids": true_ids}
 
 
-def parse_settings(items: Sequence[str]) -> dict[str, list[Any]]:
-    """``["name=v1,v2", ...]`` -> ``{name: [values]}``, typed as the TrackerConfig field.
-
-    Raises:
-        ConfigError: not ``name=values``, an unknown name or a value of the wrong type.
-    """
-    fields = {f.name: f for f in dataclasses.fields(TrackerConfig)}
-    defaults = TrackerConfig()
-    out: dict[str, list[Any]] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        name = name.strip()
-        if not sep or not text.strip():
-            raise ConfigError(f"--set takes name=value[,value...], got {item!r}")
-        if name not in fields:
-            raise ConfigError(
-                f"--set: {name!r} is not a tracker setting; the settings are "
-                f"{', '.join(sorted(fields))}"
-            )
-        kind = type(getattr(defaults, name))
-        values: list[Any] = []
-        for raw in text.split(","):
-            raw = raw.strip()
-            try:
-                if kind is bool:
-                    if raw.lower() not in ("true", "false"):
-                        raise ValueError(raw)
-                    values.append(raw.lower() == "true")
-                else:
-                    values.append(kind(raw))
-            except ValueError:
-                raise ConfigError(
-                    f"--set {name}: {raw!r} is not a {kind.__name__} (default "
-                    f"{getattr(defaults, name)!r})"
-                ) from None
-        out[name] = values
-    return out
-
-
 def grid(settings: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Every combination of the settings (one empty combination: the defaults)."""
     names = list(settings)
@@ -384,8 +345,9 @@ def emit(text: str, path: Path | None) -> None:
 def get_args_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bag", action="append", required=True, type=Path,
-                        help="a bag with ground_truth/people (repeat for several)")
+    parser.add_argument("--bag", nargs="+", action="extend", required=True, type=Path,
+                        help="bags with ground_truth/people (several after one --bag, or "
+                        "--bag repeated)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=V1,V2",
                         help="a TrackerConfig setting and the values to try (repeat; every "
                         "combination runs); none = the defaults only")

@@ -16,9 +16,11 @@ from iphd.data.rosbag import (
     typestore,
 )
 from iphd.data.truth import PersonTruth
+from iphd.errors import DatasetError
 from iphd.eval.bag_eval import evaluate_offline, evaluate_recorded
 from iphd.eval.cli import main
 from iphd.eval.pipeline import OfflineConfig, OfflinePipeline, find_topic, pipeline_for_bag
+from iphd.tracking.tracker import TrackerConfig
 
 DETECTIONS = "iphd_msgs/msg/PersonDetectionArray"
 CONFIG = OfflineConfig(threads=1, reid_checkpoint="none")
@@ -431,6 +433,58 @@ def test_a_window_of_the_bag_is_scored_from_its_start(sim_bag, tmp_path, capsys)
     assert main(["bag", "--bag", str(sim_bag), "--out", str(tmp_path / "o"),
                  "--start-s", "-1"]) == 2
     assert "--start-s must be >= 0" in capsys.readouterr().err
+
+
+def test_score_threshold_and_tracker_settings_reach_the_offline_run(tmp_path, monkeypatch,
+                                                                   capsys):
+    import iphd.eval.bag_eval
+
+    seen = []
+
+    def fake_offline(bag, config, **kwargs):
+        seen.append(config)
+        raise DatasetError("stop here")
+
+    monkeypatch.setattr(iphd.eval.bag_eval, "evaluate_offline", fake_offline)
+    args = ["bag", "--bag", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    assert seen[-1].score_threshold == 0.5 and seen[-1].tracker == TrackerConfig()
+    assert main([*args, "--score-threshold", "0.3", "--set", "lost_timeout_s=4",
+                 "--set", "adopt_lost=false"]) == 2
+    assert "stop here" in capsys.readouterr().err
+    assert seen[-1].score_threshold == 0.3
+    assert seen[-1].tracker == TrackerConfig(lost_timeout_s=4.0, adopt_lost=False)
+
+
+def test_the_report_lists_the_score_threshold_and_tracker_settings_run(sim_bag, tmp_path,
+                                                                       capsys):
+    out = tmp_path / "o"
+    assert main(["bag", "--bag", str(sim_bag), "--out", str(out), "--threads", "1", "--quiet",
+                 "--reid-checkpoint", "none", "--limit-s", "1", "--score-threshold", "0.6",
+                 "--set", "min_score_new=0.9"]) == 0, capsys.readouterr().err
+    meta = json.loads((out / "metrics.json").read_text())["meta"]
+    assert meta["score_threshold"] == 0.6 and meta["tracker_set"] == "min_score_new=0.9"
+    assert meta["tracker_config"]["min_score_new"] == 0.9
+    report = (out / "report.md").read_text()
+    assert "- tracker_set: `min_score_new=0.9`" in report and '"min_score_new": 0.9' in report
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--set", "lost_timout_s=4"], "'lost_timout_s' is not a tracker setting"),
+    (["--set", "confirm_hits=many"], "confirm_hits: 'many' is not a int"),
+    (["--set", "min_iou=2"], "min_iou must be"),
+    (["--set", "lost_timeout_s=4,8"], "one value per setting"),
+    (["--score-threshold", "1.5"], "--score-threshold must be in"),
+    (["--recorded", "--set", "lost_timeout_s=4"], "--set is for the offline evaluation"),
+])
+def test_bad_tracker_settings_stop_before_any_bag_is_read(tmp_path, capsys, extra, message):
+    first, second = tmp_path / "a", tmp_path / "b"  # empty folders: reading them would fail
+    first.mkdir()
+    second.mkdir()
+    assert main(["bag", "--bag", str(first), str(second), "--out", str(tmp_path / "o"),
+                 *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_missing_bag_exits_2(tmp_path, capsys):

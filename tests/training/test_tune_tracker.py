@@ -150,3 +150,11 @@ def test_a_changed_calibration_file_gets_new_recordings(tmp_path):
     rig.write_text("a: 2\n")
     assert tune_tracker.calibration_digest({"calibration": str(rig)}) not in ("", first)
     assert tune_tracker.calibration_digest({"calibration": ""}) == ""
+
+
+def test_bags_are_taken_after_one_bag_option_or_repeated():
+    parser = tune_tracker.get_args_parser()
+    several = parser.parse_args(["--bag", "a", "b", "--set", "min_iou=0.1"]).bag
+    repeated = parser.parse_args(["--bag", "a", "--bag", "b"]).bag
+    assert several == repeated == [Path("a"), Path("b")]
+    assert parser.parse_args(["--bag", "a", "b", "--bag", "c"]).bag == [Path(p) for p in "abc"]

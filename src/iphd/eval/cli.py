@@ -6,6 +6,7 @@
     iphd-eval bag --bag sim_bag --out out/eval/bag                # run the models on the bag
     iphd-eval bag --bag graph_recording --out out/eval/live --recorded   # score a live recording
     iphd-eval bag --bag bags/seed* --out out/eval/bags          # several: a report each + summary
+    iphd-eval bag --bag my_bag_gt --set lost_timeout_s=4 --score-threshold 0.4  # other settings
     iphd-eval export-mot --bag my_bag --out my_bag_mot          # frames to annotate (MOT format)
     iphd-eval import-mot --bag my_bag --mot my_bag_mot --out my_bag_gt  # annotations -> truth
 
@@ -26,12 +27,15 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iphd.data.iphd import IPHD_SPLITS, LABEL_FOLDERS, IphdDataset
-from iphd.detections import BACKENDS, CPU_DEFAULT_BACKEND
+from iphd.detections import BACKENDS, CPU_DEFAULT_BACKEND, DetectionConfig
 from iphd.errors import CheckpointError, ConfigError, DatasetError, IphdError
 from iphd.eval.detector_eval import DetectorLike, evaluate_detector, write_report
+
+if TYPE_CHECKING:
+    from iphd.tracking.tracker import TrackerConfig
 
 DEFAULT_OUT = Path("out/eval/detector")
 DEFAULT_BAG_OUT = Path("out/eval/bag")
@@ -101,6 +105,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="what runs the detector (default %(default)s: torch on CUDA, "
                    f"{CPU_DEFAULT_BACKEND} on the CPU; onnxruntime-int8 = statically "
                    "quantized, CPU only)")
+    b.add_argument("--score-threshold", type=float, default=DetectionConfig.score_threshold,
+                   metavar="S",
+                   help="the detector node's score_threshold: lowest detection score handed "
+                   "to the tracker (default %(default)s; AP scores every detection)")
     b.add_argument("--min-thermal-contrast", type=float, default=0.0, metavar="K",
                    help="the detector node's min_thermal_contrast_k: detections whose own pixels "
                         "are less than K kelvin warmer than the scene are not tracked (0 = off)")
@@ -112,6 +120,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "verifier file's threshold)")
     b.add_argument("--calibration", default="",
                    help=CALIBRATION_HELP)
+    b.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a TrackerConfig setting for the run (repeat for several; offline "
+                   "only), as training/tune_tracker.py takes them, e.g. lost_timeout_s=4")
     b.add_argument("--start-s", type=float,
                    help="start S seconds into the bag (offline only; the tracker starts afresh)")
     b.add_argument("--limit-s", type=float,
@@ -172,16 +183,26 @@ def _run_export_mot(args: argparse.Namespace) -> str:
         f"{done.out_dir / 'img1'}, {done.prefilled_boxes} boxes of the pipeline's tracks to "
         f"correct in {done.out_dir / 'gt' / 'gt.txt'}\n"
         "next: annotate (CVAT: create a task from img1/, upload gt/ as 'MOT 1.1', correct boxes "
-        "and ids, export as 'MOT 1.1' and unpack its gt/ into the folder), then\n"
+        "and ids, draw new people as tracks, not shapes, export as 'MOT 1.1' and unpack its gt/ "
+        "into the folder), then\n"
         f"  iphd-eval import-mot --bag {args.bag} --mot {done.out_dir} --out BAG_WITH_TRUTH"
     )
 
 
 def _run_import_mot(args: argparse.Namespace) -> str:
     """Write a copy of a bag with its annotations as ground truth; return what to print."""
-    from iphd.eval.annotation import describe_skipped, import_mot
+    from iphd.eval.annotation import MIN_VISIBILITY, describe_skipped, import_mot
 
     done = import_mot(args.bag, args.mot, args.out, args.calibration)
+    hidden = (
+        f"{done.low_visibility} boxes with visibility < {MIN_VISIBILITY} (CVAT writes 0 for "
+        "boxes marked occluded unless the task has a `visibility` attribute): they are left "
+        "out of scoring and training like people hidden in the simulator"
+    )
+    if done.low_visibility:
+        print(f"iphd-eval import-mot: warning: {hidden}; if they should count, unmark "
+              "'occluded' or give the task a `visibility` attribute (the visible fraction, "
+              "0..1), export again and import into a new --out", file=sys.stderr)
     note = " (the bag's earlier ground_truth/people replaced)" if done.replaced_truth else ""
     if done.calibration == "none":
         rig = ("no rig calibration stored: the tools will use the package's nominal one; pass "
@@ -192,6 +213,7 @@ def _run_import_mot(args: argparse.Namespace) -> str:
         f"wrote {done.out_bag}: {done.frames} frames of ground truth, {done.boxes} boxes of "
         f"{done.people} people{note}; rows left out: {describe_skipped(done.skipped)}; "
         f"{rig}\n"
+        f"{hidden}\n"
         f"score it: iphd-eval bag --bag {done.out_bag} --out out/eval/{done.out_bag.name}"
     )
 
@@ -322,10 +344,31 @@ def _report_dirs(bags: Sequence[Path], out: Path) -> list[Path]:
     return dirs
 
 
+def _offline_tracker(args: argparse.Namespace) -> TrackerConfig:
+    """The offline run's tracker settings (the defaults and ``--set``), checked before any bag.
+
+    Raises:
+        ConfigError: a bad ``--set`` or ``--score-threshold``.
+        ValueError: ``--set`` with ``--recorded``.
+    """
+    from iphd.eval.tracker_settings import tracker_config
+
+    if args.recorded and args.set:
+        raise ValueError("--set is for the offline evaluation; a recording's tracks are scored "
+                         "as the live tracker made them")
+    if not 0.0 <= args.score_threshold <= 1.0:
+        raise ConfigError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
+    return tracker_config(args.set)
+
+
 def _evaluate_bag(
-    args: argparse.Namespace, bag: Path, out: Path
+    args: argparse.Namespace, bag: Path, out: Path, tracker: TrackerConfig
 ) -> tuple[dict[str, Any], str]:
-    """Evaluate one bag end to end and write its report; returns its metrics and a summary."""
+    """Evaluate one bag end to end and write its report; returns its metrics and a summary.
+
+    ``tracker``: the tracker settings of an offline run (a recording's tracks are scored as
+    they are).
+    """
     import json
 
     from iphd.eval.bag_eval import evaluate_offline, evaluate_recorded, write_bag_report
@@ -339,16 +382,20 @@ def _evaluate_bag(
     else:
         from iphd.eval.pipeline import OfflineConfig
 
+        if args.set:
+            meta["tracker_set"] = " ".join(args.set)
         config = OfflineConfig(
             detector_checkpoint=args.detector_checkpoint,
             reid_checkpoint=args.reid_checkpoint,
             device=args.device,
             threads=args.threads,
             backend=args.backend,
+            score_threshold=args.score_threshold,
             min_thermal_contrast_k=args.min_thermal_contrast,
             verifier=args.verifier,
             min_verifier_probability=args.min_verifier_probability,
             calibration=args.calibration,
+            tracker=tracker,
         )
         result, run = evaluate_offline(bag, config, limit_s=args.limit_s, start_s=args.start_s,
                                        progress=not args.quiet)
@@ -390,12 +437,13 @@ def _run_bag(args: argparse.Namespace) -> str:
             f"bag {', '.join(missing)} does not exist; pass bag folders with ground truth "
             "(make one with `iphd-sim bag --out BAG`)"
         )
+    tracker = _offline_tracker(args)
     if len(bags) == 1:
-        return _evaluate_bag(args, bags[0], args.out)[1]
+        return _evaluate_bag(args, bags[0], args.out, tracker)[1]
     rows: list[BagSummaryRow] = []
     for bag, out in zip(bags, _report_dirs(bags, args.out), strict=True):
         try:
-            metrics, line = _evaluate_bag(args, bag, out)
+            metrics, line = _evaluate_bag(args, bag, out, tracker)
         except (IphdError, ValueError) as exc:
             rows.append(BagSummaryRow(str(bag), str(out), None, str(exc)))
             print(f"{bag}: not scored: {exc}", file=sys.stderr)
