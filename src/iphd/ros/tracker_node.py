@@ -63,7 +63,8 @@ SILENCE_S = 1.0
 TRACKER_PARAMETERS = {
     "up_axis": "tracking-frame axis pointing up: -y (optical frame), z (odom/map), y, -z, x, -x",
     "gate_distance_m": "largest ground distance between a track's prediction and its detection",
-    "min_iou": "least IoU with the track's last box (0 disables)",
+    "min_iou": "least IoU with the track's last box, for tracks seen on the previous frame "
+               "(0 disables)",
     "appearance_weight": "weight of the cosine distance in the association cost, [0, 1]",
     "max_appearance_distance": "cosine distance gate between a track and a detection",
     "confirm_hits": "consecutive hits that confirm a tentative track",

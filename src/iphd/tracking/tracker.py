@@ -44,7 +44,10 @@ class TrackerConfig:
         gate_distance_m: largest ground-plane distance between a track's predicted position and
             a detection it may take.
         min_iou: least IoU between a detection and the track's last box; only checked when the
-            track was updated on the previous frame and both have boxes; 0 disables.
+            track was updated on the previous frame and both have boxes; 0 disables. From one
+            frame to the next a person's box keeps overlapping its last one; a box that does
+            not is someone else, however near their ground positions read (a person entering
+            beside a person near the camera, or next to one whose depth reads wrong).
         appearance_weight: weight of the cosine distance in the association cost (the rest is
             the gate-normalised distance); 0 ignores embeddings during association (re-ID of
             lost tracks still uses them).
@@ -131,7 +134,7 @@ class TrackerConfig:
 
     up_axis: str = "-y"
     gate_distance_m: float = 1.0
-    min_iou: float = 0.0
+    min_iou: float = 0.1
     appearance_weight: float = 0.3
     max_appearance_distance: float = 1.3
     confirm_hits: int = 3
