@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ class NodeSpec:
     """One node of the graph.
 
     Attributes:
-        name: ROS node name (also its key in the parameters file).
+        name: ROS node name (its block in the parameters file is ``/**/<name>``).
         executable: console script installed by the package (used by the launch file).
         module: Python module holding the node class (used by the in-process runner).
         node_class: class name of the node in ``module``.
@@ -128,7 +129,9 @@ def build_graph(
     consumer: dict[str, Any] = dict(REPLAY_INPUT_QOS) if source in ("bag", "sim") else {}
     nodes: list[NodeSpec] = []
     if source == "live":
-        d435_params: dict[str, Any] = {"playback_file": playback_file} if playback_file else {}
+        d435_params: dict[str, Any] = dict(common)
+        if playback_file:
+            d435_params["playback_file"] = playback_file
         nodes.append(
             NodeSpec(
                 "d435", "d435_node", "iphd.ros.d435_node", "D435Node", d435_params,
@@ -181,10 +184,14 @@ def build_graph(
     if tracker:
         tracker_params = {"reid_checkpoint": reid_checkpoint} if reid_checkpoint else {}
         tracker_params.update(consumer)
+        # Depth is only cropped for the re-ID model: without one the tracker subscribes none.
+        tracker_inputs = tuple(
+            t for t in TRACKER_INPUTS if reid_checkpoint != "none" or not t.startswith("depth/")
+        )
         nodes.append(
             NodeSpec(
                 "tracker", "tracker_node", "iphd.ros.tracker_node", "TrackerNode",
-                tracker_params, publishes=TRACKER_TOPICS, subscribes=TRACKER_INPUTS,
+                tracker_params, publishes=TRACKER_TOPICS, subscribes=tracker_inputs,
             )
         )
     return tuple(nodes)
@@ -194,9 +201,11 @@ def hold_player(specs: Sequence[NodeSpec], subscribed: Iterable[str]) -> list[No
     """``specs`` with the bag player told to wait for the subscribers of its sensor topics.
 
     Nodes started at the same time in separate processes discover each other only after a
-    second or two: the player's ``wait_for_subscribers`` holds its first message until each
-    sensor topic has as many subscribers as ``subscribed`` (relative topic names, one entry per
-    subscription) lists.
+    second or two, and the consumers then load their models: the player's
+    ``wait_for_subscribers`` holds its first message until each sensor topic has as many
+    subscribers as ``subscribed`` (relative topic names, one entry per subscription) lists, so a
+    one-shot bag loses nothing. ``detect.launch.py`` passes the graph's ``subscribes``;
+    ``iphd-run`` what its started nodes really subscribe.
     """
     counts = Counter(subscribed)
     wait = [f"{topic}:{counts[topic]}" for topic in SENSOR_TOPICS if counts[topic]]
@@ -220,7 +229,7 @@ def wants_sim_time(source: str) -> bool:
 def load_params_file(path: Path | str) -> dict[str, dict[str, Any]]:
     """Read a ROS 2 parameters YAML file into ``{node key: {param: value}}``.
 
-    Keys are as written in the file (``/**``, ``fusion``, ``/ns/fusion``); nested parameter
+    Keys are as written in the file (``/**``, ``/**/fusion``, ``/ns/fusion``); nested parameter
     mappings are flattened with dots as ROS does.
 
     Raises:
@@ -259,11 +268,47 @@ def parameters_for(
 ) -> dict[str, Any]:
     """Merge the entries of a parsed parameters file that apply to ``node`` in ``namespace``.
 
-    Precedence, lowest first: ``/**``, the bare node name, the fully qualified name.
+    Entries match as rcl matches them for ``ros2 launch`` (checked against rclpy): a key is a
+    fully qualified node name, ``/`` prepended when missing, so a bare ``fusion`` is the node
+    outside any namespace only; ``*`` stands for one name token and ``**`` for any number of
+    them (``/**`` is every node, ``/**/fusion`` a ``fusion`` node in any namespace). Matching
+    entries apply in file order, a later one winning, as in rclpy.
     """
     ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    name = f"{ns}/{node}"
     merged: dict[str, Any] = {}
-    for key in ("/**", node, f"{ns}/{node}", f"/{node}"):
-        if key in params:
-            merged.update(params[key])
+    for key, values in params.items():
+        if _key_pattern(key).fullmatch(name):
+            merged.update(values)
     return merged
+
+
+def with_overrides(
+    params: Mapping[str, Mapping[str, Any]],
+    overrides: Mapping[str, Mapping[str, Any]],
+    namespace: str = "",
+) -> dict[str, dict[str, Any]]:
+    """``params`` with ``overrides`` (``{node: {param: value}}``) winning for ``namespace``'s nodes.
+
+    Each override goes into its node's fully qualified entry, moved to the end of the file
+    order, where it wins over every wildcard entry.
+    """
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    result = {key: dict(values) for key, values in params.items()}
+    for node, values in overrides.items():
+        key = f"{ns}/{node}"
+        result[key] = {**result.pop(key, {}), **values}
+    return result
+
+
+def _key_pattern(key: str) -> re.Pattern[str]:
+    """The node names a parameters-file key matches, as a regular expression."""
+    parts = []
+    for token in key.strip("/").split("/"):
+        if token == "**":
+            parts.append("(?:/[^/]+)*")
+        elif token == "*":
+            parts.append("/[^/]+")
+        else:
+            parts.append("/" + re.escape(token))
+    return re.compile("".join(parts))

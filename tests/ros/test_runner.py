@@ -132,10 +132,11 @@ def _params_file(tmp_path, score_threshold: float):
 
     params = yaml.safe_load(package_file("launch/iphd_params.yaml").read_text())
     # The box verifier judges a trained detector's boxes; the untrained one's say nothing.
-    params["detector"]["ros__parameters"].update(score_threshold=score_threshold, threads=1,
-                                                 verifier="none")
+    params["/**/detector"]["ros__parameters"].update(
+        score_threshold=score_threshold, threads=1, verifier="none"
+    )
     # The untrained detector's scores are low and its boxes rarely confirm a track.
-    params["tracker"]["ros__parameters"].update(publish_tentative=True, min_score_new=0.0)
+    params["/**/tracker"]["ros__parameters"].update(publish_tentative=True, min_score_new=0.0)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path

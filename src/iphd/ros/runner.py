@@ -36,6 +36,7 @@ from iphd.graph import (
     hold_player,
     load_params_file,
     wants_sim_time,
+    with_overrides,
 )
 from iphd.ros import qos
 from iphd.ros.common import make_executor, package_file
@@ -229,9 +230,11 @@ def run_graph(
     )
     if use_sim_time is None:
         use_sim_time = wants_sim_time(source)
-    params = load_params_file(params_file or package_file("launch/iphd_params.yaml"))
-    for name, values in (overrides or {}).items():
-        params[name] = {**params.get(name, {}), **values}
+    params = with_overrides(
+        load_params_file(params_file or package_file("launch/iphd_params.yaml")),
+        overrides or {},
+        namespace,
+    )
     context = Context()
     rclpy.init(context=context)
     try:

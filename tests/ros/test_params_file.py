@@ -1,0 +1,124 @@
+"""The parameters file as rcl hands it to the nodes under ros2 launch, and as they declare it."""
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rclpy.context import Context
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from iphd.graph import SOURCES, build_graph, load_params_file, parameters_for
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "launch" / "iphd_params.yaml"
+# Parameters every rclpy node has, whatever the file says.
+BUILT_IN = ("use_sim_time", "start_type_description_service")
+
+
+def _graph_nodes():
+    """Every node any source's graph starts, by name."""
+    specs = {}
+    for source in SOURCES:
+        for spec in build_graph(source, bag="x.db3" if source == "bag" else ""):
+            specs[spec.name] = spec
+    return specs
+
+
+def _rcl_parameters(params_file, names, namespaces):
+    """What rclpy gives each ``(name, namespace)`` node from ``--ros-args --params-file``."""
+    context = Context()
+    rclpy.init(context=context, args=["iphd", "--ros-args", "--params-file", str(params_file)])
+    found = {}
+    try:
+        for namespace in namespaces:
+            for name in names:
+                node = Node(
+                    name, namespace=namespace, context=context,
+                    automatically_declare_parameters_from_overrides=True,
+                )
+                found[name, namespace] = {
+                    k: p.value for k, p in node.get_parameters_by_prefix("").items()
+                    if k not in BUILT_IN
+                }
+                node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+    return found
+
+
+def test_shipped_file_reaches_each_node_in_any_namespace_as_the_runner_reads_it():
+    names = list(_graph_nodes())
+    params = load_params_file(SHIPPED)
+    namespaces = ("", "robot1", "fleet/robot1")
+    rcl = _rcl_parameters(SHIPPED, names, namespaces)
+    for (name, namespace), values in rcl.items():
+        assert values == parameters_for(params, name, namespace), (name, namespace)
+        assert values == rcl[name, ""], (name, namespace)
+    # The shipped detector runs one inference thread (the node's own default is 2).
+    assert rcl["detector", "robot1"]["threads"] == 1
+
+
+def test_runner_matches_node_names_and_wildcards_as_rcl_does(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(
+        "/**:\n  ros__parameters:\n    a: 0\n    w: 1\n"
+        "/**/fusion:\n  ros__parameters:\n    a: 1\n    b: 1\n"
+        "fusion:\n  ros__parameters:\n    a: 2\n    c: 2\n"
+        "/robot1/fusion:\n  ros__parameters:\n    d: 3\n"
+        "/*/fusion:\n  ros__parameters:\n    e: 4\n"
+        "/fleet/**:\n  ros__parameters:\n    w: 5\n"
+        "robot1/detector:\n  ros__parameters:\n    a: 6\n"
+    )
+    params = load_params_file(path)
+    namespaces = ("", "robot1", "fleet/robot1")
+    rcl = _rcl_parameters(path, ("fusion", "detector"), namespaces)
+    for (name, namespace), values in rcl.items():
+        assert values == parameters_for(params, name, namespace), (name, namespace)
+    # Later entries win; a bare name is the node outside any namespace only.
+    assert rcl["fusion", ""] == {"a": 2, "b": 1, "c": 2, "w": 1}
+    assert rcl["fusion", "robot1"] == {"a": 1, "b": 1, "d": 3, "e": 4, "w": 1}
+    assert rcl["fusion", "fleet/robot1"] == {"a": 1, "b": 1, "w": 5}
+    assert rcl["detector", "robot1"] == {"a": 6, "w": 1}
+
+
+def test_every_parameter_of_the_shipped_file_is_declared_by_its_node(ros_context, tmp_path):
+    from iphd.calibration import load_calibration
+    from iphd.data.rosbag import RigBagWriter
+    from iphd.sensors.frames import CameraIntrinsics
+
+    bag = tmp_path / "bag"
+    intrinsics = CameraIntrinsics(32, 24, 20.0, 20.0, 15.5, 11.5)
+    with RigBagWriter(bag, load_calibration(), intrinsics) as writer:
+        writer.write_depth(1_000_000_000, np.full((24, 32), 1000, np.uint16))
+    # Enough for each node to declare its parameters without a device or a model.
+    cheap = {
+        "d435": {"playback_file": str(tmp_path / "missing.db3")},
+        "lepton": {"device": "/dev/null"},
+        "bag_player": {"bag": str(bag)},
+        "detector": {"checkpoint": str(tmp_path / "missing.pt"), "verifier": "none"},
+        "tracker": {"reid_checkpoint": "none", "query_checkpoint": "none"},
+    }
+    params = load_params_file(SHIPPED)
+    specs = _graph_nodes()
+    assert set(params) == {"/**"} | {f"/**/{name}" for name in specs}
+    declared = {}
+    for name, spec in specs.items():
+        cls = getattr(importlib.import_module(spec.module), spec.node_class)
+        node = cls(
+            context=ros_context,
+            parameter_overrides=[Parameter(k, value=v) for k, v in cheap.get(name, {}).items()],
+        )
+        try:
+            declared[name] = set(node.get_parameters_by_prefix(""))
+        finally:
+            close = getattr(node, "close", None)
+            if callable(close):
+                close()
+            node.destroy_node()
+    for name in specs:
+        undeclared = set(params[f"/**/{name}"]) - declared[name]
+        assert not undeclared, f"{name} does not declare {sorted(undeclared)}"
+    for key in params["/**"]:
+        assert any(key in names for names in declared.values()), key
