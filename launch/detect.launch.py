@@ -18,7 +18,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from iphd.graph import PACKAGE, build_graph, wants_sim_time
+from iphd.graph import PACKAGE, build_graph, hold_player, wants_sim_time
 from launch import LaunchDescription
 
 ARGUMENTS = {
@@ -70,6 +70,9 @@ def _nodes(context, *_args, **_kwargs):
         tracker=value["tracker"].strip().lower() in TRUE,
         reid_checkpoint=value["reid_checkpoint"],
     )
+    # A bag player holds its first message until fusion, detector and tracker subscribe (they
+    # load models first), as iphd-run's does: a one-shot bag loses none of its start.
+    specs = hold_player(specs, [topic for spec in specs for topic in spec.subscribes])
     nodes = [
         Node(
             package=PACKAGE,

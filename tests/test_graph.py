@@ -6,7 +6,14 @@ from pathlib import Path
 import pytest
 
 from iphd.errors import ConfigError
-from iphd.graph import build_graph, hold_player, load_params_file, parameters_for, wants_sim_time
+from iphd.graph import (
+    build_graph,
+    hold_player,
+    load_params_file,
+    parameters_for,
+    wants_sim_time,
+    with_overrides,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,6 +71,7 @@ def test_bag_source_and_bag_path_go_together():
 def test_calibration_file_reaches_every_node_that_reads_it():
     specs = build_graph("live", calibration_file="/rig/my.yaml")
     assert {s.name for s in specs if s.parameters.get("calibration_file") == "/rig/my.yaml"} == {
+        "d435",
         "lepton",
         "fusion",
     }
@@ -76,24 +84,40 @@ def test_unknown_source_is_refused_with_the_choices():
         build_graph("sim", playback_file="x.db3")
 
 
-def test_params_file_precedence_wildcard_then_node_then_qualified(tmp_path):
+def test_params_file_entries_match_node_names_as_rcl_does_later_ones_winning(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text(
         "/**:\n  ros__parameters:\n    a: 1\n    b: 1\n"
-        "fusion:\n  ros__parameters:\n    b: 2\n    nested: {x: 3}\n"
+        "/**/fusion:\n  ros__parameters:\n    b: 5\n    nested: {x: 3}\n"
+        "fusion:\n  ros__parameters:\n    b: 2\n"
         "/robot/fusion:\n  ros__parameters:\n    b: 4\n"
+        "/*/fusion:\n  ros__parameters:\n    c: 6\n"
     )
     params = load_params_file(path)
+    # A bare name is the node outside any namespace; '/**/name' is the node in any namespace.
     assert parameters_for(params, "fusion") == {"a": 1, "b": 2, "nested.x": 3}
-    assert parameters_for(params, "fusion", "robot")["b"] == 4
-    assert parameters_for(params, "d435") == {"a": 1, "b": 1}
+    assert parameters_for(params, "fusion", "robot") == {"a": 1, "b": 4, "nested.x": 3, "c": 6}
+    assert parameters_for(params, "fusion", "/a/b/") == {"a": 1, "b": 5, "nested.x": 3}
+    assert parameters_for(params, "d435", "robot") == {"a": 1, "b": 1}
 
 
-def test_shipped_params_file_has_an_entry_for_every_node():
+def test_runner_overrides_win_over_the_params_file_in_any_namespace():
+    params = {"/**": {"a": 1}, "/**/fusion": {"b": 2}, "/robot/fusion": {"c": 3}}
+    for namespace in ("", "robot"):
+        merged = with_overrides(params, {"fusion": {"b": 7, "c": 7}}, namespace)
+        assert parameters_for(merged, "fusion", namespace) == {"a": 1, "b": 7, "c": 7}
+    merged = with_overrides(params, {"fusion": {"b": 7}}, "robot")
+    assert parameters_for(merged, "fusion", "robot") == {"a": 1, "b": 7, "c": 3}
+    assert params["/robot/fusion"] == {"c": 3}  # the parsed file is left as it was
+
+
+def test_shipped_params_file_reaches_every_node_in_any_namespace():
     params = load_params_file(ROOT / "launch" / "iphd_params.yaml")
     for source in ("sim", "sim_live", "live", "bag"):
         for spec in build_graph(source, bag="x" if source == "bag" else ""):
-            assert spec.name in params, spec.name
+            for namespace in ("", "robot1"):
+                own = parameters_for(params, spec.name, namespace).keys() - params["/**"].keys()
+                assert own, (spec.name, namespace)
 
 
 def test_bad_params_file_names_the_entry(tmp_path):
@@ -202,8 +226,19 @@ def test_launch_file_plays_a_bag_on_sim_time_by_default(monkeypatch, tmp_path):
     assert [n.kwargs["executable"] for n in nodes] == [
         "bag_player_node", "fusion_node", "detector_node", "tracker_node"
     ]
-    assert {"bag": "/data/run1"} in nodes[0].kwargs["parameters"]
+    # The player holds the bag until fusion, detector and tracker subscribe (as iphd-run's).
+    assert {
+        "bag": "/data/run1",
+        "wait_for_subscribers": [
+            "depth/image_raw:3", "depth/camera_info:3", "thermal/image_raw:1",
+            "thermal/camera_info:1",
+        ],
+    } in nodes[0].kwargs["parameters"]
     assert all({"use_sim_time": True} in n.kwargs["parameters"] for n in nodes)
+    nodes = _launch_nodes(monkeypatch, tmp_path, source="bag", bag="/b", reid_checkpoint="none")
+    assert nodes[0].kwargs["parameters"][1]["wait_for_subscribers"][:2] == [
+        "depth/image_raw:2", "depth/camera_info:2"  # no re-ID model: the tracker needs no depth
+    ]
     nodes = _launch_nodes(monkeypatch, tmp_path, source="bag", bag="/b", use_sim_time="false")
     assert all({"use_sim_time": False} in n.kwargs["parameters"] for n in nodes)
     nodes = _launch_nodes(monkeypatch, tmp_path, source="sim_live")
@@ -219,7 +254,14 @@ def test_launch_file_plays_the_existing_simulator_demo_bag(monkeypatch, tmp_path
     (demo / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
     nodes = _launch_nodes(monkeypatch, tmp_path, source="sim", detector="false")
     assert [n.kwargs["executable"] for n in nodes] == ["bag_player_node", "fusion_node"]
-    assert {"bag": str(demo), "loop": True} in nodes[0].kwargs["parameters"]
+    assert {
+        "bag": str(demo),
+        "loop": True,
+        "wait_for_subscribers": [
+            "depth/image_raw:1", "depth/camera_info:1", "thermal/image_raw:1",
+            "thermal/camera_info:1",
+        ],
+    } in nodes[0].kwargs["parameters"]
     assert all({"use_sim_time": True} in n.kwargs["parameters"] for n in nodes)
     with pytest.raises(ConfigError, match="bag:="):
         _launch_nodes(monkeypatch, tmp_path, source="bag")
@@ -246,7 +288,7 @@ def test_detector_and_tracker_run_after_fusion_by_default_and_can_be_turned_off(
     with pytest.raises(ConfigError, match="tracker:=false"):
         build_graph("sim_live", tracker=False, reid_checkpoint="/m/reid.pt")
     params = load_params_file(ROOT / "launch" / "iphd_params.yaml")
-    assert "detector" in params and "tracker" in params
+    assert parameters_for(params, "detector") and parameters_for(params, "tracker")
 
 
 def test_launch_file_runs_the_detector_and_tracker_unless_turned_off(monkeypatch, tmp_path):
@@ -286,12 +328,22 @@ def test_launch_file_starts_rviz_with_the_package_config_only_when_asked(monkeyp
     assert (ROOT / "launch" / "iphd.rviz").is_file()
 
 
+def test_package_xml_declares_every_package_the_launch_file_runs(monkeypatch, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(ROOT / "package.xml").getroot()
+    runs = {e.text for e in root if e.tag in ("depend", "exec_depend")}
+    nodes = _launch_nodes(monkeypatch, tmp_path, source="sim_live", rviz="true")
+    started = {n.kwargs["package"] for n in nodes} - {root.findtext("name")}
+    assert started == {"rviz2"} and started | {"launch", "launch_ros"} <= runs
+
+
 def test_shipped_params_file_sets_every_tracker_config_field():
     import dataclasses
 
     from iphd.tracking.tracker import TrackerConfig
 
-    tracker = load_params_file(ROOT / "launch" / "iphd_params.yaml")["tracker"]
+    tracker = parameters_for(load_params_file(ROOT / "launch" / "iphd_params.yaml"), "tracker")
     defaults = TrackerConfig()
     for f in dataclasses.fields(TrackerConfig):
         assert tracker[f.name] == getattr(defaults, f.name), f.name
