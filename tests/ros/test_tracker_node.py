@@ -14,6 +14,7 @@ from iphd_msgs.msg import (
 )
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -339,12 +340,50 @@ def test_without_appearance_queries_are_ignored_and_diagnostics_warn(
     )
 
 
-def test_another_tracking_frame_without_tf_keeps_the_detections_frame(
-    graph, executor, spin_until
+def test_another_tracking_frame_keeps_the_detections_frame_and_says_why(
+    graph, executor, spin_until, capfd
 ):
     node, feeder = graph(tracking_frame="odom")
     _walk(executor, spin_until, feeder, 3)
     assert {m.header.frame_id for m in feeder.tracks} == {FRAME}
+    err = capfd.readouterr().err
+    assert "tracking_frame 'odom'" in err and "not implemented yet" in err
+    assert "tf2_ros" not in err
+
+
+def test_an_up_axis_other_than_the_optical_frames_is_refused_and_the_node_keeps_running(
+    graph, executor, spin_until, capfd
+):
+    # Tracks stay in the detections' optical frame (no transform into odom/map yet), where up
+    # is -y: the tracker does not start with up_axis z, and says why.
+    node, feeder = graph(tracking_frame="odom", up_axis="z")
+    assert node.tracker is None
+    assert "up_axis must match the frame the tracks are in: -y" in capfd.readouterr().err
+    assert spin_until(
+        executor,
+        lambda: feeder.latest_status()[0] is not None
+        and feeder.latest_status()[0].level == DiagnosticStatus.ERROR
+        and "up_axis" in feeder.latest_status()[0].message,
+    )
+
+
+def test_every_input_takes_the_input_qos_and_warns_on_an_incompatible_publisher(
+    graph, executor, spin_until, capfd
+):
+    node, feeder = graph(input_reliability="reliable", input_queue_depth=7)
+    inputs = {s.topic: s.qos_profile for s in node.subscriptions}
+    assert set(inputs) == {"detections", "depth/image_raw", "depth/camera_info", "query/image"}
+    for topic, profile in inputs.items():
+        assert (profile.reliability, profile.depth) == (ReliabilityPolicy.RELIABLE, 7), topic
+    # A best-effort publisher cannot serve a reliable subscription: the node says what to fix.
+    feeder.create_publisher(Image, "query/image", qos.SENSOR_SUB)
+    seen = []
+    assert spin_until(
+        executor,
+        lambda: seen.append(capfd.readouterr().err)
+        or "incompatible QoS on 'query/image'" in "".join(seen),
+    )
+    assert "input_reliability" in "".join(seen)
 
 
 def test_diagnostics_report_rates_latency_and_an_error_when_detections_stop(

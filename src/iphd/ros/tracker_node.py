@@ -15,7 +15,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from visualization_msgs.msg import MarkerArray
 
-from iphd.errors import IphdError
+from iphd.errors import ConfigError, IphdError
 from iphd.fusion import depth_to_mm
 from iphd.reid.extractor import FeatureExtractor
 from iphd.ros import qos
@@ -56,12 +56,16 @@ from iphd.tracking.tracker import (
 )
 
 QUERY_ENCODINGS = ("rgb8", "bgr8")
+# Tracks stay in the detections' frame, the depth camera's optical frame (x right, y down).
+OPTICAL_UP_AXIS = "-y"
 # Detections come at the detector's pace, slower than the sensors' on a CPU: a longer silence
 # than the sensor streams' STREAM_TIMEOUT_S before depth or detections count as stopped.
 SILENCE_S = 1.0
 #: What each TrackerConfig field means, for the parameter descriptions (units as in the names).
 TRACKER_PARAMETERS = {
-    "up_axis": "tracking-frame axis pointing up: -y (optical frame), z (odom/map), y, -z, x, -x",
+    "up_axis": "axis pointing up in the tracks' frame: -y for the camera optical frame, the "
+    "detections' frame the tracks are in (other axes are refused until tracks can be "
+    "transformed into odom/map)",
     "gate_distance_m": "largest ground distance between a track's prediction and its detection",
     "min_iou": "least IoU with the track's last box, for tracks seen on the previous frame "
                "(0 disables)",
@@ -146,7 +150,9 @@ class TrackerNode(Node):
             torch.set_num_threads(threads)
         self._tracking_frame = str(declare(
             self, "tracking_frame", "",
-            "frame of the published tracks; empty = the detections' frame (no TF lookup yet)",
+            "frame of the published tracks: only the detections' frame (empty) for now; "
+            "transforming tracks into odom/map is not implemented yet, another frame is "
+            "ignored with an error",
         ))
         self._with_embeddings = bool(declare(
             self, "publish_embeddings", False, "fill PersonTrack.embedding"
@@ -207,6 +213,13 @@ class TrackerNode(Node):
         self._tracker_lock = threading.Lock()
         try:
             self.config = TrackerConfig(**tracker_values)
+            if self.config.up_axis != OPTICAL_UP_AXIS:
+                raise ConfigError(
+                    f"up_axis is '{self.config.up_axis}', but up_axis must match the frame the "
+                    f"tracks are in: {OPTICAL_UP_AXIS} for the camera optical frame. Tracks stay "
+                    "in the detections' optical frame (transforming them into a tracking_frame "
+                    f"such as odom or map is not implemented yet): set up_axis to {OPTICAL_UP_AXIS}"
+                )
             self.tracker = Tracker(self.config)
         except IphdError as exc:
             self.config = defaults
@@ -239,7 +252,10 @@ class TrackerNode(Node):
                 CameraInfo, "depth/camera_info", self._on_depth_info, input_qos,
                 event_callbacks=qos.warn_on_incompatible_qos(self, "depth/camera_info"),
             )
-        self.create_subscription(Image, "query/image", self._on_query, 10)
+        self.create_subscription(
+            Image, "query/image", self._on_query, input_qos,
+            event_callbacks=qos.warn_on_incompatible_qos(self, "query/image"),
+        )
         # Depth silence counts from here, not from before the models loaded: a first ONNX
         # export takes seconds, and the first frames must still wait for their depth.
         self._started_ns = time.monotonic_ns()
@@ -487,8 +503,9 @@ class TrackerNode(Node):
             self._frame_warned = True
             self.get_logger().error(
                 f"tracking_frame '{wanted}' differs from the detections' frame "
-                f"'{detections_frame}', but this node has no TF lookup (tf2_ros is not "
-                f"installed): tracks stay in '{detections_frame}'; leave tracking_frame empty"
+                f"'{detections_frame}', but transforming tracks into another frame is not "
+                f"implemented yet: tracks are published in '{detections_frame}'; leave "
+                "tracking_frame empty"
             )
         return detections_frame
 
