@@ -117,6 +117,38 @@ def test_d435_node_plays_a_recording_as_a_live_camera(
     assert intr.fx == pytest.approx(rig.depth_intrinsics.fx, rel=1e-5)
 
 
+def test_d435_frame_id_comes_from_the_rig_calibration_unless_set(
+    executor, ros_context, spin_until, recording, tmp_path
+):
+    from iphd.calibration import DEFAULT_CALIBRATION
+
+    rig = tmp_path / "rig.yaml"
+    text = DEFAULT_CALIBRATION.read_text()
+    assert "depth: depth_optical_frame" in text
+    rig.write_text(text.replace("depth: depth_optical_frame", "depth: front_depth_optical"))
+    path, _ = recording
+    recorder = Recorder(ros_context)
+    executor.add_node(recorder)
+    images = recorder.msgs["depth/image_raw"]
+    for params, frame in (
+        ({"calibration_file": str(rig)}, "front_depth_optical"),
+        ({"calibration_file": str(rig), "frame_id": "my_depth"}, "my_depth"),
+    ):
+        d435 = D435Node(
+            context=ros_context,
+            parameter_overrides=[
+                Parameter(k, value=v) for k, v in {"playback_file": str(path), **params}.items()
+            ],
+        )
+        executor.add_node(d435)
+        try:
+            assert spin_until(
+                executor, lambda f=frame: any(m.header.frame_id == f for m in images), 10.0
+            ), {m.header.frame_id for m in images}
+        finally:
+            _close(executor, d435)
+
+
 def test_lepton_node_drops_ffc_frames_and_publishes_calibrated_camera_info(
     executor, ros_context, spin_until, rig
 ):
