@@ -77,7 +77,8 @@ class CalibCaptureNode(Node):
             event_callbacks=qos.warn_on_incompatible_qos(self, "depth/image_raw"),
         )
         self.create_subscription(
-            CameraInfo, "depth/camera_info", self._on_depth_info, qos.SENSOR_SUB
+            CameraInfo, "depth/camera_info", self._on_depth_info, qos.SENSOR_SUB,
+            event_callbacks=qos.warn_on_incompatible_qos(self, "depth/camera_info"),
         )
         self.create_subscription(
             Image, "thermal/image_raw", self._on_thermal, qos.SENSOR_SUB,

@@ -222,7 +222,8 @@ class DetectorNode(Node):
             event_callbacks=qos.warn_on_incompatible_qos(self, "depth/image_raw"),
         )
         self.create_subscription(
-            CameraInfo, "depth/camera_info", self._on_depth_info, input_qos
+            CameraInfo, "depth/camera_info", self._on_depth_info, input_qos,
+            event_callbacks=qos.warn_on_incompatible_qos(self, "depth/camera_info"),
         )
         self.create_subscription(
             Image,

@@ -124,7 +124,8 @@ class FusionNode(Node):
             event_callbacks=qos.warn_on_incompatible_qos(self, "depth/image_raw"),
         )
         self.create_subscription(
-            CameraInfo, "depth/camera_info", self._on_depth_info, input_qos
+            CameraInfo, "depth/camera_info", self._on_depth_info, input_qos,
+            event_callbacks=qos.warn_on_incompatible_qos(self, "depth/camera_info"),
         )
         self.create_subscription(
             Image,
@@ -134,7 +135,8 @@ class FusionNode(Node):
             event_callbacks=qos.warn_on_incompatible_qos(self, "thermal/image_raw"),
         )
         self.create_subscription(
-            CameraInfo, "thermal/camera_info", self._on_thermal_info, input_qos
+            CameraInfo, "thermal/camera_info", self._on_thermal_info, input_qos,
+            event_callbacks=qos.warn_on_incompatible_qos(self, "thermal/camera_info"),
         )
         if publish_tf and self.calibration is not None:
             self._publish_static_tf(self.calibration)
