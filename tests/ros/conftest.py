@@ -80,6 +80,20 @@ def spin_for():
     return _spin_for
 
 
+@pytest.fixture
+def spin_until_logged(capfd):
+    """``(executor, text) -> stderr so far`` once a node has logged ``text`` (asserted)."""
+
+    def wait(executor, text: str) -> str:
+        seen: list[str] = []
+        assert _spin_until(
+            executor, lambda: seen.append(capfd.readouterr().err) or text in "".join(seen)
+        ), f"nothing logged {text!r}"
+        return "".join(seen)
+
+    return wait
+
+
 @pytest.fixture(scope="session")
 def tiny_detector(tmp_path_factory):
     """A small untrained detector that scores everything: every pair gives 8 detections."""
