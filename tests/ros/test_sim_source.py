@@ -1,4 +1,5 @@
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from iphd_msgs.msg import PersonTrack, PersonTrackArray
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -21,6 +22,8 @@ class Listener(Node):
         ):
             self.msgs[topic] = []
             self.create_subscription(kind, topic, self.msgs[topic].append, qos.SENSOR_SUB)
+        self.diagnostics = []
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
 
 
 def test_sim_source_publishes_depth_thermal_and_ground_truth_in_real_time(
@@ -67,3 +70,38 @@ def test_sim_source_publishes_depth_thermal_and_ground_truth_in_real_time(
     assert np.allclose(depth_steps, np.round(depth_steps), atol=1e-3)
     thermal_steps = np.diff(thermal_stamps) * 8.7 / 1e9
     assert np.allclose(thermal_steps, np.round(thermal_steps), atol=1e-3)
+
+
+def test_sim_source_reports_what_it_published_and_warns_when_it_falls_behind(
+    executor, ros_context, spin_until
+):
+    listener = Listener(ros_context)
+    sim = SimSourceNode(
+        context=ros_context,
+        parameter_overrides=[
+            Parameter("depth_profile", value="depth_212x120"),
+            Parameter("people", value=1),
+            Parameter("diagnostics_period", value=0.2),
+        ],
+    )
+    executor.add_node(listener)
+    executor.add_node(sim)
+
+    def status():
+        found = [s for m in listener.diagnostics for s in m.status if s.name.endswith("sim_source")]
+        return found[-1] if found else None
+
+    assert spin_until(
+        executor,
+        lambda: status() is not None
+        and int({v.key: v.value for v in status().values}.get("depth_published", 0)) > 0,
+        10.0,
+    )
+    values = {v.key: v.value for v in status().values}
+    assert values["depth_profile"] == "depth_212x120" and float(values["depth_rate_hz"]) == 30.0
+    # A computer that cannot render at the rates skips frames: the status says what to change.
+    counts = {"depth_published": 80, "thermal_published": 20, "frames_skipped": 20}
+    level, message = sim._status(counts)
+    assert level == "WARN" and "depth_rate_hz" in message and "20 of 120" in message
+    assert sim._status({**counts, "frames_skipped": 5})[0] == "OK"
+    assert status().level in (DiagnosticStatus.OK, DiagnosticStatus.WARN)

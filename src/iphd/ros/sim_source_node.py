@@ -6,7 +6,8 @@ again. Stamps are the frame's capture instant on the node clock (start + index /
 goes out on the first timer tick after it), so they stay periodic on a loaded computer; the
 thermal stamp is shifted by minus the rig's clock offset, as a thermal camera on its own clock
 would stamp it. A frame whose time has passed before it could be rendered is skipped and
-counted (``frames_skipped``), never published late.
+counted (``frames_skipped``), never published late; ``/diagnostics`` warns when more than
+``MAX_SKIPPED_FRACTION`` of the frames were skipped (the computer cannot render at the rates).
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from iphd.calibration import load_calibration
 from iphd.ros import qos
-from iphd.ros.common import declare, package_file, spin_node
+from iphd.ros.common import DiagnosticsReporter, declare, package_file, spin_node
 from iphd.ros.conversions import array_to_image, intrinsics_to_camera_info, truth_to_msg
 from iphd.sim.generate import stream_simulator
 from iphd.sim.rig import PROFILES, SensorConfig
 from iphd.sim.scene import SceneConfig
+
+#: Share of the frames due that may be skipped before ``/diagnostics`` warns.
+MAX_SKIPPED_FRACTION = 0.1
 
 
 class SimSourceNode(Node):
@@ -43,6 +47,7 @@ class SimSourceNode(Node):
         self.publish_truth = bool(
             declare(self, "publish_ground_truth", True, "publish ground_truth/people")
         )
+        period = float(declare(self, "diagnostics_period", 1.0, "diagnostics period, s"))
         self.calibration = load_calibration(
             calibration_file or package_file("calibration/rig.yaml")
         )
@@ -74,7 +79,28 @@ class SimSourceNode(Node):
         self.depth_published = 0
         self.thermal_published = 0
         self.frames_skipped = 0
+        self.diagnostics = DiagnosticsReporter(self, "sim_source", period, self.stats, self._status)
         self.create_timer(0.25 / depth_rate, self._tick)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``/diagnostics``."""
+        return {
+            "depth_published": self.depth_published,
+            "thermal_published": self.thermal_published,
+            "frames_skipped": self.frames_skipped,
+            "depth_rate_hz": self.sim.sensors.depth_rate_hz,
+            "thermal_rate_hz": self.sim.sensors.thermal_rate_hz,
+            "depth_profile": self.sim.sensors.depth_profile,
+        }
+
+    def _status(self, values: dict[str, Any]) -> tuple[str, str]:
+        due = values["depth_published"] + values["thermal_published"] + values["frames_skipped"]
+        if due and values["frames_skipped"] > MAX_SKIPPED_FRACTION * due:
+            return "WARN", (
+                f"{values['frames_skipped']} of {due} frames skipped: rendering cannot keep up; "
+                "lower depth_rate_hz or choose a smaller depth_profile"
+            )
+        return "OK", "simulating the rig"
 
     def _tick(self) -> None:
         now_ns = self.get_clock().now().nanoseconds
