@@ -96,7 +96,8 @@ def _key(box: Sequence[float], score: float) -> tuple[float, ...]:
 
 def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
                threads: int = 2, detector_checkpoint: str = "", score_threshold: float = 0.5,
-               min_thermal_contrast_k: float = 0.0, calibration: str = "") -> VerifierBag:
+               min_thermal_contrast_k: float = 0.0, calibration: str = "",
+               int8_calibration: str = "") -> VerifierBag:
     """Run the offline pipeline (no verifier) over ``bag``; keep inputs, features and truth."""
     from iphd.data.rosbag import BagReader
     from iphd.eval.bag_eval import read_truth
@@ -106,7 +107,7 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
                            detector_checkpoint=detector_checkpoint,
                            score_threshold=score_threshold,
                            min_thermal_contrast_k=min_thermal_contrast_k, verifier="none",
-                           calibration=calibration)
+                           calibration=calibration, int8_calibration=int8_calibration)
     frames: list[tuple[int, list[TrackInput], int, np.ndarray]] = []
     with BagReader(bag) as reader:
         truth = read_truth(reader)
@@ -140,7 +141,8 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
 def cached_record(bag: Path, cache: Path | None, **kwargs: Any) -> VerifierBag:
     """``record_bag``, kept in ``cache`` under a key of the bag, the settings and the models."""
     models = model_digests(model_files(str(kwargs.get("reid_checkpoint", "")),
-                                       str(kwargs.get("detector_checkpoint", "")), "none"))
+                                       str(kwargs.get("detector_checkpoint", "")), "none",
+                                       str(kwargs.get("int8_calibration", ""))))
     recorded: VerifierBag = cached_call(bag, cache, record_bag,
                                         (RECORD_VERSION, FEATURE_NAMES, models,
                                          calibration_digest(kwargs)), "verifier-",

@@ -70,14 +70,16 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
                threads: int = 2, detector_checkpoint: str = "",
                score_threshold: float = 0.5,
                min_thermal_contrast_k: float = 0.0, verifier: str = "",
-               min_verifier_probability: float = -1.0, calibration: str = "") -> RecordedBag:
+               min_verifier_probability: float = -1.0, calibration: str = "",
+               int8_calibration: str = "") -> RecordedBag:
     """Run the offline pipeline over ``bag`` and keep the tracker's inputs.
 
     ``detector_checkpoint`` (empty = the shipped model), ``score_threshold``,
     ``min_thermal_contrast_k``, ``verifier`` (empty = the shipped box verifier, ``none`` = off)
     and ``min_verifier_probability`` (the detector node's) set what the tracker is given, as in
     ``iphd-eval bag``; ``calibration`` (a rig.yaml; empty = the bag's, else the package's)
-    registers the thermal images.
+    registers the thermal images; ``int8_calibration`` (the detector node's; empty = the
+    shipped pairs) quantizes the int8 detector.
     """
     from iphd.data.rosbag import BagReader
     from iphd.eval.bag_eval import read_truth
@@ -88,7 +90,7 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
                            score_threshold=score_threshold,
                            min_thermal_contrast_k=min_thermal_contrast_k, verifier=verifier,
                            min_verifier_probability=min_verifier_probability,
-                           calibration=calibration)
+                           calibration=calibration, int8_calibration=int8_calibration)
     frames: list[tuple[int, list[TrackInput], int]] = []
     with BagReader(bag) as reader:
         truth = read_truth(reader)
@@ -108,11 +110,11 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
 
 
 def model_files(reid_checkpoint: str = "", detector_checkpoint: str = "",
-                verifier: str = "") -> list[Path]:
+                verifier: str = "", int8_calibration: str = "") -> list[Path]:
     """The model files ``record_bag`` runs: the detector, the depth embedder, the verifier.
 
     Empty paths stand for the shipped models; ``"none"`` for the embedder or the verifier means
-    none runs.
+    none runs. A given ``int8_calibration`` is listed too: it changes the int8 detector.
     """
     from iphd.detection.detector import SHIPPED_CHECKPOINT
     from iphd.detection.verifier import SHIPPED_VERIFIER
@@ -123,6 +125,8 @@ def model_files(reid_checkpoint: str = "", detector_checkpoint: str = "",
         files.append(Path(reid_checkpoint) if reid_checkpoint else SHIPPED_DEPTH_EMBEDDER)
     if verifier.strip().lower() != "none":
         files.append(Path(verifier) if verifier else SHIPPED_VERIFIER)
+    if int8_calibration:
+        files.append(Path(int8_calibration))
     return files
 
 
@@ -187,7 +191,8 @@ def cached_record(bag: Path, cache: Path | None, **kwargs: Any) -> RecordedBag:
     """
     models = model_digests(model_files(str(kwargs.get("reid_checkpoint", "")),
                                        str(kwargs.get("detector_checkpoint", "")),
-                                       str(kwargs.get("verifier", ""))))
+                                       str(kwargs.get("verifier", "")),
+                                       str(kwargs.get("int8_calibration", ""))))
     recorded: RecordedBag = cached_call(bag, cache, record_bag,
                                         (RECORD_VERSION, models, calibration_digest(kwargs)),
                                         **kwargs)
@@ -318,6 +323,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, verifier: bool = Tru
     parser.add_argument("--calibration", default="",
                         help="rig.yaml to register thermal with (default: the one each bag "
                         "stores, else the package's nominal one)")
+    parser.add_argument("--int8-calibration", default="",
+                        help="the detector node's int8_calibration (.npz): calibration pairs "
+                        "for the int8 detector the CPU runs; default: the shipped ones")
     parser.add_argument("--threads", type=int, default=2)
 
 
@@ -331,6 +339,8 @@ def pipeline_settings(args: argparse.Namespace) -> dict[str, Any]:
     if hasattr(args, "verifier"):
         settings.update(verifier=args.verifier,
                         min_verifier_probability=args.min_verifier_probability)
+    if args.int8_calibration:  # only when given: earlier cache keys stay valid
+        settings["int8_calibration"] = args.int8_calibration
     return settings
 
 

@@ -258,3 +258,26 @@ def test_cli_exports_every_nth_pair_and_imports(sim_bag, tmp_path, capsys):
     assert main(["import-mot", "--bag", str(sim_bag), "--mot", str(out),
                  "--out", str(tmp_path / "gt_bag")]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_export_runs_the_models_and_int8_calibration_it_is_given(tmp_path, monkeypatch, capsys):
+    import iphd.eval.annotation
+
+    seen = []
+
+    def fake_export(bag, out, config, **kwargs):
+        seen.append(config)
+        raise DatasetError("stop here")
+
+    monkeypatch.setattr(iphd.eval.annotation, "export_mot", fake_export)
+    args = ["export-mot", "--bag", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    assert (seen[-1].detector_checkpoint, seen[-1].verifier, seen[-1].int8_calibration) == (
+        "", "", ""
+    )
+    assert main([*args, "--detector-checkpoint", "mine.pt", "--verifier", "none",
+                 "--int8-calibration", "mine.npz"]) == 2
+    assert "stop here" in capsys.readouterr().err
+    assert (seen[-1].detector_checkpoint, seen[-1].verifier, seen[-1].int8_calibration) == (
+        "mine.pt", "none", "mine.npz"
+    )

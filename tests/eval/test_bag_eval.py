@@ -449,10 +449,11 @@ def test_score_threshold_and_tracker_settings_reach_the_offline_run(tmp_path, mo
     args = ["bag", "--bag", str(tmp_path), "--out", str(tmp_path / "o")]
     assert main(args) == 2
     assert seen[-1].score_threshold == 0.5 and seen[-1].tracker == TrackerConfig()
+    assert seen[-1].int8_calibration == ""
     assert main([*args, "--score-threshold", "0.3", "--set", "lost_timeout_s=4",
-                 "--set", "adopt_lost=false"]) == 2
+                 "--set", "adopt_lost=false", "--int8-calibration", "mine.npz"]) == 2
     assert "stop here" in capsys.readouterr().err
-    assert seen[-1].score_threshold == 0.3
+    assert seen[-1].score_threshold == 0.3 and seen[-1].int8_calibration == "mine.npz"
     assert seen[-1].tracker == TrackerConfig(lost_timeout_s=4.0, adopt_lost=False)
 
 
@@ -465,6 +466,7 @@ def test_the_report_lists_the_score_threshold_and_tracker_settings_run(sim_bag, 
     meta = json.loads((out / "metrics.json").read_text())["meta"]
     assert meta["score_threshold"] == 0.6 and meta["tracker_set"] == "min_score_new=0.9"
     assert meta["tracker_config"]["min_score_new"] == 0.9
+    assert meta["int8_calibration"] == "shipped"
     report = (out / "report.md").read_text()
     assert "- tracker_set: `min_score_new=0.9`" in report and '"min_score_new": 0.9' in report
 

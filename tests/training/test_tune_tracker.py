@@ -102,8 +102,8 @@ def test_the_cache_is_keyed_on_the_models_contents_not_only_their_names(tmp_path
     detector.write_bytes(b"detector v1")
     embedder.write_bytes(b"embedder v1")
     monkeypatch.setattr(tune_tracker, "model_files",
-                        lambda reid="", det="", verifier="": [Path(det) if det else detector,
-                                                              embedder])
+                        lambda reid="", det="", verifier="", int8="": [
+                            Path(det) if det else detector, embedder])
     calls = []
 
     def fake_record(path, **kwargs):
@@ -141,6 +141,17 @@ def test_model_files_are_the_shipped_detector_and_the_chosen_depth_embedder(tmp_
     assert tune_tracker.model_files("", str(det), "none") == [det, SHIPPED_DEPTH_EMBEDDER]
     verifier = tmp_path / "v.npz"
     assert tune_tracker.model_files("none", "", str(verifier)) == [SHIPPED_CHECKPOINT, verifier]
+    # Your own int8 calibration pairs change the int8 detector: a new file, new recordings.
+    pairs = tmp_path / "pairs.npz"
+    assert tune_tracker.model_files("none", "", "none", str(pairs)) == [SHIPPED_CHECKPOINT, pairs]
+
+
+def test_int8_calibration_reaches_the_recording_only_when_given():
+    parser = tune_tracker.get_args_parser()
+    args = parser.parse_args(["--bag", "a"])
+    assert "int8_calibration" not in tune_tracker.pipeline_settings(args)
+    args = parser.parse_args(["--bag", "a", "--int8-calibration", "pairs.npz"])
+    assert tune_tracker.pipeline_settings(args)["int8_calibration"] == "pairs.npz"
 
 
 def test_a_changed_calibration_file_gets_new_recordings(tmp_path):

@@ -281,6 +281,7 @@ def evaluate_offline(
         "device": str(pipeline.detector.device),
         "detector_backend": config.backend,
         "detector_precision": pipeline.detector.precision,
+        "int8_calibration": config.int8_calibration or "shipped",
         "threads": config.threads,
         "score_threshold": config.score_threshold,
         "min_thermal_contrast_k": config.min_thermal_contrast_k,

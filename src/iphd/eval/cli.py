@@ -37,6 +37,11 @@ from iphd.eval.detector_eval import DetectorLike, evaluate_detector, write_repor
 if TYPE_CHECKING:
     from iphd.tracking.tracker import TrackerConfig
 
+INT8_CALIBRATION_HELP = (
+    "calibration pairs (.npz) for the int8 detector (onnxruntime-int8, which auto runs on the "
+    "CPU), as the detector node's int8_calibration; default: the shipped ones (python -m "
+    "iphd.detection.quantize calibration makes your own)"
+)
 DEFAULT_OUT = Path("out/eval/detector")
 DEFAULT_BAG_OUT = Path("out/eval/bag")
 CALIBRATION_HELP = (
@@ -80,9 +85,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "trained; auto = what the detector node runs: torch on CUDA, "
                    f"{CPU_DEFAULT_BACKEND} on the CPU; onnxruntime-int8 = statically "
                    "quantized, CPU only); an .onnx file always runs on onnxruntime")
-    p.add_argument("--int8-calibration", default="",
-                   help="calibration pairs (.npz) for onnxruntime-int8; default: the shipped "
-                   "ones (python -m iphd.detection.quantize calibration makes your own)")
+    p.add_argument("--int8-calibration", default="", help=INT8_CALIBRATION_HELP)
     p.set_defaults(handler=_run_detector)
 
     b = sub.add_parser("bag", parents=[common],
@@ -105,6 +108,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="what runs the detector (default %(default)s: torch on CUDA, "
                    f"{CPU_DEFAULT_BACKEND} on the CPU; onnxruntime-int8 = statically "
                    "quantized, CPU only)")
+    b.add_argument("--int8-calibration", default="", help=INT8_CALIBRATION_HELP)
     b.add_argument("--score-threshold", type=float, default=DetectionConfig.score_threshold,
                    metavar="S",
                    help="the detector node's score_threshold: lowest detection score handed "
@@ -149,6 +153,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="export only S seconds of the bag (from --start-s, else its start)")
     e.add_argument("--calibration", default="",
                    help=CALIBRATION_HELP)
+    e.add_argument("--detector-checkpoint", default="",
+                   help="detector checkpoint (.pt) whose tracks prefill gt.txt; default: the "
+                   "shipped model")
+    e.add_argument("--verifier", default="",
+                   help="the detector node's box verifier (.npz): empty = the shipped one, "
+                   "'none' = off")
+    e.add_argument("--int8-calibration", default="", help=INT8_CALIBRATION_HELP)
     e.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     e.set_defaults(handler=_run_export_mot)
 
@@ -173,7 +184,9 @@ def _run_export_mot(args: argparse.Namespace) -> str:
     from iphd.eval.annotation import export_mot
     from iphd.eval.pipeline import OfflineConfig
 
-    config = OfflineConfig(threads=args.threads, calibration=args.calibration)
+    config = OfflineConfig(threads=args.threads, calibration=args.calibration,
+                           detector_checkpoint=args.detector_checkpoint, verifier=args.verifier,
+                           int8_calibration=args.int8_calibration)
     done = export_mot(args.bag, args.out, config,
                       prefill=args.prefill, every=args.every, limit_s=args.limit_s,
                       start_s=args.start_s, progress=not args.quiet)
@@ -390,6 +403,7 @@ def _evaluate_bag(
             device=args.device,
             threads=args.threads,
             backend=args.backend,
+            int8_calibration=args.int8_calibration,
             score_threshold=args.score_threshold,
             min_thermal_contrast_k=args.min_thermal_contrast,
             verifier=args.verifier,

@@ -77,6 +77,8 @@ class OfflineConfig:
         threads: torch CPU threads; fixed so that results and latency are reproducible.
         backend: what runs the detector (``DetectionConfig.backend``: ``auto``, ``torch``,
             ``onnxruntime`` or ``onnxruntime-int8``).
+        int8_calibration: the detector node's ``int8_calibration`` (calibration pairs for the
+            int8 model, which ``auto`` runs on the CPU); empty = the shipped ones.
         score_threshold: lowest detection score handed to the tracker (the detector node's
             ``score_threshold``); AP is computed on every detection the model returns.
         min_thermal_contrast_k: the detector node's thermal check (``DetectionConfig``):
@@ -100,6 +102,7 @@ class OfflineConfig:
     device: str = "cpu"
     threads: int = 2
     backend: str = "auto"
+    int8_calibration: str = ""
     score_threshold: float = 0.5
     min_thermal_contrast_k: float = 0.0
     thermal_min_coverage: float = 0.9
@@ -123,6 +126,7 @@ class OfflineConfig:
             backend=self.backend, min_thermal_contrast_k=self.min_thermal_contrast_k,
             thermal_min_coverage=self.thermal_min_coverage, verifier=self.verifier,
             min_verifier_probability=self.min_verifier_probability,
+            int8_calibration=self.int8_calibration,
         )
 
 
@@ -236,6 +240,7 @@ class OfflinePipeline:
             backend=config.backend, min_thermal_contrast_k=config.min_thermal_contrast_k,
             thermal_min_coverage=config.thermal_min_coverage, verifier=config.verifier,
             min_verifier_probability=config.min_verifier_probability,
+            int8_calibration=config.int8_calibration,
         )
         self.detector = load_detector(self.detection_config) if detector is None else detector
         self.verifier: BoxVerifier | None = load_box_verifier(config.verifier)
