@@ -1,0 +1,69 @@
+"""Rigid transforms from TF messages, as the tracker node applies them to detections."""
+
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+from geometry_msgs.msg import Quaternion, Transform, Vector3
+from rclpy.node import Node
+
+from iphd.ros.frames import (
+    RigidTransform,
+    Tf2Lookup,
+    quaternion_matrix,
+    tf_lookup,
+    transform_from_msg,
+)
+
+
+def _msg(translation, quaternion):
+    return Transform(translation=Vector3(x=translation[0], y=translation[1], z=translation[2]),
+                     rotation=Quaternion(x=quaternion[0], y=quaternion[1], z=quaternion[2],
+                                         w=quaternion[3]))
+
+
+def test_quaternions_become_rotation_matrices():
+    np.testing.assert_allclose(quaternion_matrix(0, 0, 0, 1), np.eye(3))
+    s = math.sqrt(0.5)
+    # 90 degrees about z: x -> y.
+    np.testing.assert_allclose(quaternion_matrix(0, 0, s, s) @ [1, 0, 0], [0, 1, 0], atol=1e-12)
+    # Not normalised (as some publishers send): the same rotation.
+    np.testing.assert_allclose(quaternion_matrix(0, 0, 2, 2), quaternion_matrix(0, 0, s, s),
+                               atol=1e-12)
+    for bad in ((0, 0, 0, 0), (math.nan, 0, 0, 1)):
+        with pytest.raises(ValueError, match="not a rotation"):
+            quaternion_matrix(*bad)
+
+
+def test_the_optical_frame_convention_maps_forward_to_x():
+    # camera_link -> depth optical frame of REP 103 (the calibration's static TF): the optical
+    # z (forward) is camera_link's x, optical x (right) is -y, optical y (down) is -z.
+    to_link = transform_from_msg(_msg((0.0, 0.0, 0.0), (-0.5, 0.5, -0.5, 0.5)))
+    assert to_link.apply((0.0, 0.0, 2.0)) == pytest.approx((2.0, 0.0, 0.0))
+    assert to_link.apply((1.0, 0.0, 0.0)) == pytest.approx((0.0, -1.0, 0.0))
+    assert to_link.apply((0.0, 1.0, 0.0)) == pytest.approx((0.0, 0.0, -1.0))
+
+
+def test_a_transform_moves_points_and_leaves_no_position_as_none():
+    t = transform_from_msg(_msg((2.0, -1.0, 0.5), (0.0, 0.0, 0.0, 1.0)))
+    assert t.apply((1.0, 1.0, 1.0)) == (3.0, 0.0, 1.5)
+    assert all(math.isnan(v) for v in t.apply((math.nan, math.nan, math.nan)))
+    assert all(math.isnan(v) for v in t.apply((1.0, math.inf, 1.0)))
+    with pytest.raises(ValueError, match="not finite"):
+        transform_from_msg(_msg((math.nan, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0)))
+    assert isinstance(t, RigidTransform)
+
+
+def test_tf_lookup_is_tf2_where_installed_and_none_without_it(ros_context):
+    node = Node("frames_test", context=ros_context)
+    try:
+        lookup = tf_lookup(node, 0.05)
+        if importlib.util.find_spec("tf2_ros") is None:
+            assert lookup is None
+        else:  # a full ROS install: a transform nobody publishes is a LookupError
+            assert isinstance(lookup, Tf2Lookup)
+            with pytest.raises(LookupError):
+                lookup("odom", "depth_optical_frame", 1)
+    finally:
+        node.destroy_node()
