@@ -20,13 +20,14 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from iphd.reid.extractor import CropNormalizeConfig, save_embedder
 from iphd.reid.model import Embedder, EmbedderConfig
-from iphd.ros import qos
+from iphd.ros import qos, tracker_node
 from iphd.ros.conversions import (
     array_to_image,
     header,
     intrinsics_to_camera_info,
     stamp_to_ns,
 )
+from iphd.ros.frames import RigidTransform
 from iphd.ros.runner import main as run_main
 from iphd.ros.tracker_node import TrackerNode
 from iphd.sensors.frames import CameraIntrinsics
@@ -340,22 +341,23 @@ def test_without_appearance_queries_are_ignored_and_diagnostics_warn(
     )
 
 
-def test_another_tracking_frame_keeps_the_detections_frame_and_says_why(
-    graph, executor, spin_until, capfd
+def test_without_tf2_another_tracking_frame_keeps_the_detections_frame_and_says_why(
+    graph, executor, spin_until, capfd, monkeypatch
 ):
+    monkeypatch.setattr(tracker_node, "tf_lookup", lambda node, timeout_s: None)  # no tf2_ros
     node, feeder = graph(tracking_frame="odom")
     _walk(executor, spin_until, feeder, 3)
     assert {m.header.frame_id for m in feeder.tracks} == {FRAME}
     err = capfd.readouterr().err
-    assert "tracking_frame 'odom'" in err and "not implemented yet" in err
-    assert "tf2_ros" not in err
+    assert "tracking_frame 'odom'" in err and "tf2_ros is not installed" in err
 
 
-def test_an_up_axis_other_than_the_optical_frames_is_refused_and_the_node_keeps_running(
-    graph, executor, spin_until, capfd
+def test_without_tf2_an_up_axis_other_than_the_optical_frames_is_refused(
+    graph, executor, spin_until, capfd, monkeypatch
 ):
-    # Tracks stay in the detections' optical frame (no transform into odom/map yet), where up
-    # is -y: the tracker does not start with up_axis z, and says why.
+    # Without a transform tracks stay in the detections' optical frame, where up is -y: the
+    # tracker does not start with up_axis z, says why, and the node keeps running.
+    monkeypatch.setattr(tracker_node, "tf_lookup", lambda node, timeout_s: None)
     node, feeder = graph(tracking_frame="odom", up_axis="z")
     assert node.tracker is None
     assert "up_axis must match the frame the tracks are in: -y" in capfd.readouterr().err
@@ -365,6 +367,71 @@ def test_an_up_axis_other_than_the_optical_frames_is_refused_and_the_node_keeps_
         and feeder.latest_status()[0].level == DiagnosticStatus.ERROR
         and "up_axis" in feeder.latest_status()[0].message,
     )
+
+
+# The camera looks along odom's x from 1 m up, the robot 2 m along x: optical (x right, y down,
+# z forward) -> odom (x forward, y left, z up).
+TO_ODOM = RigidTransform(
+    np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]), np.array([2.0, 0.0, 1.0])
+)
+
+
+class FakeTf:
+    """Stands in for tf2: the transform above, or no transform at the stamps in ``missing``."""
+
+    def __init__(self, missing=()):
+        self.missing = set(missing)
+        self.asked = []
+
+    def __call__(self, target, source, stamp_ns):
+        self.asked.append((target, source, stamp_ns))
+        if stamp_ns in self.missing:
+            raise LookupError("extrapolation into the future")
+        return TO_ODOM
+
+
+def test_with_tf_people_are_tracked_and_published_in_the_tracking_frame(
+    graph, executor, spin_until, monkeypatch
+):
+    tf = FakeTf()
+    monkeypatch.setattr(tracker_node, "tf_lookup", lambda node, timeout_s: tf)
+    node, feeder = graph(tracking_frame="odom", up_axis="z")
+    _walk(executor, spin_until, feeder, 12)
+    assert tf.asked[0] == ("odom", FRAME, T0)
+    last = feeder.tracks[-1]
+    assert last.header.frame_id == "odom"
+    assert all(m.header.frame_id == "odom" for m in feeder.markers[-1].markers)
+    track = last.tracks[0]
+    # Walking +x in the optical frame at 3 m is walking -y in odom, 5 m ahead, 1 m up.
+    x, _, z = _person(11)[1]
+    assert (track.position.x, track.position.y) == pytest.approx((2.0 + z, -x), abs=0.2)
+    assert track.position.z == pytest.approx(1.0, abs=1e-6)
+    assert track.velocity.y == pytest.approx(-SPEED_MPS, abs=0.25)
+    assert abs(track.velocity.x) < 0.25 and track.velocity.z == 0.0
+
+
+def test_detections_without_a_transform_are_dropped_and_reported(
+    graph, executor, spin_until, monkeypatch
+):
+    missing = T0 + 5 * PERIOD
+    tf = FakeTf(missing=[missing])
+    monkeypatch.setattr(tracker_node, "tf_lookup", lambda node, timeout_s: tf)
+    node, feeder = graph(tracking_frame="odom", up_axis="z")
+    _walk(executor, spin_until, feeder, 5)
+    box, xyz = _person(5)
+    feeder.depth.publish(_depth(missing, [box]))
+    feeder.detections.publish(_detections(missing, [(box, xyz, 0.9)]))
+    assert spin_until(executor, lambda: node.stats().get("errors_no_transform", 0) == 1)
+    assert spin_until(
+        executor,
+        lambda: feeder.latest_status()[0] is not None
+        and feeder.latest_status()[0].level == DiagnosticStatus.WARN
+        and "no transform" in feeder.latest_status()[0].message,
+    )
+    # The track goes on with the next frame; the dropped one published nothing.
+    _walk(executor, spin_until, feeder, 3, start=6)
+    assert missing not in {stamp_to_ns(m.header.stamp) for m in feeder.tracks}
+    assert len({m.tracks[0].id for m in feeder.tracks[2:]}) == 1
 
 
 def test_every_input_takes_the_input_qos_and_warns_on_an_incompatible_publisher(

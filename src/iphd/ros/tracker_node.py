@@ -28,6 +28,7 @@ from iphd.ros.common import (
     spin_node,
 )
 from iphd.ros.conversions import camera_info_to_intrinsics, image_to_array, stamp_to_ns
+from iphd.ros.frames import FrameLookup, tf_lookup
 from iphd.ros.fusion_node import DEPTH_ENCODINGS
 from iphd.ros.tracking_msgs import (
     DetectionFrame,
@@ -56,16 +57,15 @@ from iphd.tracking.tracker import (
 )
 
 QUERY_ENCODINGS = ("rgb8", "bgr8")
-# Tracks stay in the detections' frame, the depth camera's optical frame (x right, y down).
+# Up in the detections' frame, the depth camera's optical frame (x right, y down).
 OPTICAL_UP_AXIS = "-y"
 # Detections come at the detector's pace, slower than the sensors' on a CPU: a longer silence
 # than the sensor streams' STREAM_TIMEOUT_S before depth or detections count as stopped.
 SILENCE_S = 1.0
 #: What each TrackerConfig field means, for the parameter descriptions (units as in the names).
 TRACKER_PARAMETERS = {
-    "up_axis": "axis pointing up in the tracks' frame: -y for the camera optical frame, the "
-    "detections' frame the tracks are in (other axes are refused until tracks can be "
-    "transformed into odom/map)",
+    "up_axis": "axis pointing up in the tracking frame: -y for the camera optical frame (the "
+    "detections' frame: no tracking_frame, or no tf2_ros), z for odom/map; also y, -z, x, -x",
     "gate_distance_m": "largest ground distance between a track's prediction and its detection",
     "min_iou": "least IoU with the track's last box, for tracks seen on the previous frame "
                "(0 disables)",
@@ -150,9 +150,14 @@ class TrackerNode(Node):
             torch.set_num_threads(threads)
         self._tracking_frame = str(declare(
             self, "tracking_frame", "",
-            "frame of the published tracks: only the detections' frame (empty) for now; "
-            "transforming tracks into odom/map is not implemented yet, another frame is "
-            "ignored with an error",
+            "frame the tracker works and publishes in (odom or map on a moving robot, with "
+            "up_axis z): detections are transformed there through TF at their stamp; empty = "
+            "the detections' frame (needs tf2_ros, which comes with ROS from apt)",
+        ))
+        tf_timeout_s = float(declare(
+            self, "tf_timeout_s", 0.1,
+            "how long a detection frame waits for its transform into tracking_frame, s; a "
+            "frame without one is dropped",
         ))
         self._with_embeddings = bool(declare(
             self, "publish_embeddings", False, "fill PersonTrack.embedding"
@@ -204,6 +209,10 @@ class TrackerNode(Node):
         self._depth_info: tuple[int, int, float, float] | None = None  # width, height, fx, fy
         self._warn_drop = DropWarnings(self)
         self._frame_id = self._tracking_frame
+        # Detections into tracking_frame, None = tracks stay in the detections' frame.
+        self._to_tracking: FrameLookup | None = None
+        if self._tracking_frame:
+            self._to_tracking = tf_lookup(self, tf_timeout_s)
         self._pair_lock = threading.Lock()
         self.pairing: DepthPairing[_Depth, DetectionFrame] = DepthPairing()
 
@@ -213,12 +222,19 @@ class TrackerNode(Node):
         self._tracker_lock = threading.Lock()
         try:
             self.config = TrackerConfig(**tracker_values)
-            if self.config.up_axis != OPTICAL_UP_AXIS:
+            if self._to_tracking is None and self.config.up_axis != OPTICAL_UP_AXIS:
+                why = ("tf2_ros is not installed, so tracks stay in the detections' frame"
+                       if self._tracking_frame else "tracking_frame is empty")
                 raise ConfigError(
                     f"up_axis is '{self.config.up_axis}', but up_axis must match the frame the "
-                    f"tracks are in: {OPTICAL_UP_AXIS} for the camera optical frame. Tracks stay "
-                    "in the detections' optical frame (transforming them into a tracking_frame "
-                    f"such as odom or map is not implemented yet): set up_axis to {OPTICAL_UP_AXIS}"
+                    f"tracks are in: {OPTICAL_UP_AXIS} for the camera optical frame ({why}); "
+                    f"set up_axis to {OPTICAL_UP_AXIS}"
+                )
+            if self._to_tracking is not None and self.config.up_axis == OPTICAL_UP_AXIS:
+                self.get_logger().warning(
+                    f"tracking_frame '{self._tracking_frame}' with up_axis {OPTICAL_UP_AXIS}: "
+                    "odom and map have z up (REP 103); set up_axis to z unless this frame is "
+                    "an optical one"
                 )
             self.tracker = Tracker(self.config)
         except IphdError as exc:
@@ -452,10 +468,24 @@ class TrackerNode(Node):
         if self.tracker is None:
             return
         frame = item.detections
+        positions = [d.position_m for d in frame.inputs]
+        if self._to_tracking is not None and frame.frame_id != self._tracking_frame:
+            try:
+                transform = self._to_tracking(self._tracking_frame, frame.frame_id, frame.stamp_ns)
+            except LookupError as exc:
+                self._drop(
+                    "no_transform",
+                    f"detections at {frame.stamp_ns} ns dropped: no transform from "
+                    f"'{frame.frame_id}' into tracking_frame '{self._tracking_frame}' at their "
+                    f"stamp ({exc}); is the robot's TF (e.g. odom -> base_link -> camera) "
+                    "published?",
+                )
+                return
+            positions = [transform.apply(p) for p in positions]
         embeddings = self._embed(frame, item.depth)
         inputs = [
-            TrackInput(d.box_xyxy, d.score, d.position_m, e)
-            for d, e in zip(frame.inputs, embeddings, strict=True)
+            TrackInput(d.box_xyxy, d.score, p, e)
+            for d, p, e in zip(frame.inputs, positions, embeddings, strict=True)
         ]
         start = time.monotonic()
         with self._tracker_lock:
@@ -499,13 +529,15 @@ class TrackerNode(Node):
 
     def _output_frame(self, detections_frame: str) -> str:
         wanted = self._tracking_frame
+        if self._to_tracking is not None:
+            return wanted
         if wanted and wanted != detections_frame and not self._frame_warned:
             self._frame_warned = True
             self.get_logger().error(
                 f"tracking_frame '{wanted}' differs from the detections' frame "
-                f"'{detections_frame}', but transforming tracks into another frame is not "
-                f"implemented yet: tracks are published in '{detections_frame}'; leave "
-                "tracking_frame empty"
+                f"'{detections_frame}', but tf2_ros is not installed (ROS from apt has it), so "
+                f"nothing can transform them: tracks are published in '{detections_frame}'; "
+                "install tf2_ros or leave tracking_frame empty"
             )
         return detections_frame
 
