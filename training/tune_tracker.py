@@ -32,6 +32,7 @@ import numpy as np
 
 from iphd.data.truth import PersonTruth
 from iphd.errors import ConfigError, DatasetError, IphdError
+from iphd.eval.cli import INT8_CALIBRATION_HELP
 from iphd.eval.mot import (
     MotFrame,
     evaluate_hota,
@@ -323,9 +324,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, verifier: bool = Tru
     parser.add_argument("--calibration", default="",
                         help="rig.yaml to register thermal with (default: the one each bag "
                         "stores, else the package's nominal one)")
-    parser.add_argument("--int8-calibration", default="",
-                        help="the detector node's int8_calibration (.npz): calibration pairs "
-                        "for the int8 detector the CPU runs; default: the shipped ones")
+    parser.add_argument("--int8-calibration", default="", help=INT8_CALIBRATION_HELP)
     parser.add_argument("--threads", type=int, default=2)
 
 

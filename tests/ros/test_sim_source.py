@@ -26,20 +26,24 @@ class Listener(Node):
         self.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
 
 
-def test_sim_source_publishes_depth_thermal_and_ground_truth_in_real_time(
-    executor, ros_context, spin_until
-):
+def _start(executor, ros_context, **params):
+    """A small simulator (212x120 depth) and a listener, both spinning on ``executor``."""
     listener = Listener(ros_context)
     sim = SimSourceNode(
         context=ros_context,
         parameter_overrides=[
-            Parameter("depth_profile", value="depth_212x120"),
-            Parameter("people", value=3),
-            Parameter("seed", value=4),
+            Parameter(k, value=v) for k, v in {"depth_profile": "depth_212x120", **params}.items()
         ],
     )
     executor.add_node(listener)
     executor.add_node(sim)
+    return listener, sim
+
+
+def test_sim_source_publishes_depth_thermal_and_ground_truth_in_real_time(
+    executor, ros_context, spin_until
+):
+    listener, sim = _start(executor, ros_context, people=3, seed=4)
     got = listener.msgs
     assert spin_until(
         executor,
@@ -75,17 +79,7 @@ def test_sim_source_publishes_depth_thermal_and_ground_truth_in_real_time(
 def test_sim_source_reports_what_it_published_and_warns_when_it_falls_behind(
     executor, ros_context, spin_until
 ):
-    listener = Listener(ros_context)
-    sim = SimSourceNode(
-        context=ros_context,
-        parameter_overrides=[
-            Parameter("depth_profile", value="depth_212x120"),
-            Parameter("people", value=1),
-            Parameter("diagnostics_period", value=0.2),
-        ],
-    )
-    executor.add_node(listener)
-    executor.add_node(sim)
+    listener, sim = _start(executor, ros_context, people=1, diagnostics_period=0.2)
 
     def status():
         found = [s for m in listener.diagnostics for s in m.status if s.name.endswith("sim_source")]
