@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from iphd.calibration import quaternion_to_rotation
+
 
 @dataclass(frozen=True)
 class RigidTransform:
@@ -47,12 +49,7 @@ def quaternion_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
     norm = float(np.linalg.norm(q))
     if not math.isfinite(norm) or norm < 1e-9:
         raise ValueError(f"rotation quaternion {tuple(q)} is not a rotation (zero or not finite)")
-    x, y, z, w = q / norm
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    return quaternion_to_rotation(q / norm)
 
 
 def transform_from_msg(transform: Any) -> RigidTransform:
