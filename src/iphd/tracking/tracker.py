@@ -52,12 +52,14 @@ class TrackerConfig:
             the gate-normalised distance); 0 ignores embeddings during association (re-ID of
             lost tracks still uses them).
         max_appearance_distance: cosine distance (1 - cos) gate when a track and a detection
-            both have embeddings. The defaults (weight 0.3, gates 1.3) suit the shipped depth
-            embedder, which tells a returning person from the others only weakly (after more
-            than 1 s unseen, median cosine distance about 0.6 to their own gallery and 0.85 to
-            others' on the tuning bags): its distance nudges the assignment and only clear
-            mismatches are refused; tighter gates cut the tracks that position alone keeps
-            (tuned on the simulator's tuning bags, see the README).
+            both have embeddings. The defaults (weight 0.5, gates 1.3) suit the shipped depth
+            embedder, which tells the people in view apart from one frame to the next (the
+            same person at median cosine distance 0.16 from their gallery, the others in view
+            at 0.86) but a returning person from the others only weakly (after more than 1 s
+            unseen, about 0.6 to their own gallery): its distance weighs as much
+            as position and box overlap in the assignment, and only clear mismatches are
+            refused; tighter gates cut the tracks that position alone keeps (tuned on the
+            simulator's tuning bags, see the README).
         confirm_hits: consecutive hits that confirm a tentative track (the first detection is
             hit 1).
         max_tentative_misses: consecutive misses a tentative track survives; one more deletes it.
@@ -135,7 +137,7 @@ class TrackerConfig:
     up_axis: str = "-y"
     gate_distance_m: float = 1.0
     min_iou: float = 0.1
-    appearance_weight: float = 0.3
+    appearance_weight: float = 0.5
     max_appearance_distance: float = 1.3
     confirm_hits: int = 3
     max_tentative_misses: int = 1
@@ -144,7 +146,7 @@ class TrackerConfig:
     max_speed_mps: float = 2.0
     lost_gate_speed_mps: float = 0.75
     min_score_new: float = 0.8
-    process_accel_std_mps2: float = 1.0
+    process_accel_std_mps2: float = 0.5
     measurement_std_m: float = 0.15
     ema_alpha: float = 0.9
     lost_score_decay_per_s: float = 0.5
@@ -154,7 +156,7 @@ class TrackerConfig:
     outlier_min_iou: float = 0.7
     duplicate_iou: float = 0.3
     duplicate_distance_m: float = 0.5
-    iou_weight: float = 0.5
+    iou_weight: float = 0.3
     lost_velocity_decay_s: float = 0.5
     adopt_lost: bool = True
     memory_s: float = 60.0
