@@ -509,7 +509,10 @@ def _two_boxes_scene(config):
 
 
 def test_box_continuity_keeps_ids_when_measured_positions_trade_places():
-    before, after = _two_boxes_scene(TrackerConfig(iou_weight=0.5))
+    before, after = _two_boxes_scene(TrackerConfig())
+    assert after == before
+    # The box term of the cost keeps them without the IoU gate too.
+    before, after = _two_boxes_scene(TrackerConfig(min_iou=0.0))
     assert after == before
     # Distance only follows the (wrong) positions and swaps the identities.
     before, after = _two_boxes_scene(TrackerConfig(iou_weight=0.0, min_iou=0.0))
