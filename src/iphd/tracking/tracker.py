@@ -56,10 +56,10 @@ class TrackerConfig:
             embedder, which tells the people in view apart from one frame to the next (the
             same person at median cosine distance 0.16 from their gallery, the others in view
             at 0.86) but a returning person from the others only weakly (after more than 1 s
-            unseen, about 0.6 to their own gallery): its distance weighs as much
-            as position and box overlap in the assignment, and only clear mismatches are
-            refused; tighter gates cut the tracks that position alone keeps (tuned on the
-            simulator's tuning bags, see the README).
+            unseen, about 0.6 to their own gallery): its distance weighs as much as position
+            and box overlap in the assignment, and only clear mismatches are refused; tighter
+            gates cut the tracks that position alone keeps (tuned on the simulator's tuning
+            bags, see the README).
         confirm_hits: consecutive hits that confirm a tentative track (the first detection is
             hit 1).
         max_tentative_misses: consecutive misses a tentative track survives; one more deletes it.
