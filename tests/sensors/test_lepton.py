@@ -16,6 +16,7 @@ from iphd.sensors.lepton import (
     LeptonConfig,
     decode_telemetry,
     encode_telemetry,
+    find_purethermal,
 )
 
 
@@ -288,9 +289,29 @@ def test_missing_video_device_is_not_found():
 
 @pytest.mark.filterwarnings("ignore:Video4Linux not found")
 def test_auto_detection_without_a_purethermal_is_not_found():
-    if Lepton.find_video_device() is not None:
+    if find_purethermal() is not None:
         pytest.skip("a PureThermal is connected")
     with pytest.raises(DeviceNotFoundError, match="no PureThermal"):
+        LeptonCamera().open()
+
+
+def test_search_without_any_video_device_finds_no_purethermal(monkeypatch):
+    # flirpy 0.3 lists /sys/class/video4linux and raises when the folder does not exist.
+    def no_v4l_folder():
+        raise FileNotFoundError("[Errno 2] No such file or directory: '/sys/class/video4linux/'")
+
+    monkeypatch.setattr(Lepton, "find_video_device", staticmethod(no_v4l_folder))
+    assert find_purethermal() is None
+    with pytest.raises(DeviceNotFoundError, match="no PureThermal"):
+        LeptonCamera().open()
+
+
+def test_search_that_cannot_read_sysfs_says_so(monkeypatch):
+    def unreadable():
+        raise PermissionError("[Errno 13] Permission denied: '/sys/class/video4linux/'")
+
+    monkeypatch.setattr(Lepton, "find_video_device", staticmethod(unreadable))
+    with pytest.raises(DeviceNotFoundError, match="cannot search for the PureThermal.*Permission"):
         LeptonCamera().open()
 
 

@@ -332,6 +332,25 @@ class _FrameTap:
         return getattr(self.capture, name)
 
 
+def find_purethermal() -> int | None:
+    """Video device index of the PureThermal (USB 1e4e:0100), None when there is none.
+
+    flirpy's search lists ``/sys/class/video4linux``; flirpy 0.3 (the version that keeps
+    Ubuntu 24.04's NumPy 1.26) raises FileNotFoundError when that folder is missing, which
+    only means that no video device exists at all.
+
+    Raises:
+        ImportError, OSError: the search itself failed (pyudev missing, sysfs unreadable).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            index = Lepton.find_video_device()
+    except FileNotFoundError:
+        return None
+    return None if index is None else int(index)
+
+
 class LeptonCamera:
     """Lepton 3.5 on a PureThermal board, read through flirpy's ``Lepton.grab``.
 
@@ -429,9 +448,7 @@ class LeptonCamera:
             index: int | None = int(device)
         else:
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    index = Lepton.find_video_device()
+                index = find_purethermal()
             except (ImportError, OSError) as exc:
                 raise DeviceNotFoundError(
                     f"cannot search for the PureThermal ({exc}); {hint}"
