@@ -2,15 +2,23 @@
 
 import dataclasses
 
+import cv2
 import numpy as np
 import pytest
 from simscene import EMPTY_ROOM, empty_room, place, true_room_depth, walk
 
 from iphd.calibration import calibration_from_dict
-from iphd.registration import Registrar
+from iphd.registration import Registrar, distort_normalized
 from iphd.sensors.lepton import FFC_COMPLETE, FFC_IN_PROGRESS, decode_telemetry
 from iphd.sim.body import make_identity
-from iphd.sim.rig import PROFILES, RigSimulator, SensorConfig, depth_profile, warm_object_boxes
+from iphd.sim.rig import (
+    PROFILES,
+    RigSimulator,
+    SensorConfig,
+    depth_profile,
+    undistort_points,
+    warm_object_boxes,
+)
 from iphd.sim.scene import SceneConfig
 
 QUIET = SensorConfig(radiometric_offset_k=0.0, vignetting_k=(0.0, 0.0))
@@ -474,3 +482,37 @@ def test_scene_config_of_the_simulator_is_used(calibration):
     assert len(sim.scene.static) == 0
     other = RigSimulator(calibration, [], 1.0, 0, scene_config=SceneConfig())
     assert len(other.scene.static) > 0
+
+
+_LEPTON_K = np.array([[147.0, 0.0, 80.0], [0.0, 147.0, 60.0], [0.0, 0.0, 1.0]])
+_LEPTON_DIST = (-0.32, 0.12, 0.001, -0.0005, -0.02)
+_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-9)
+
+
+def _distorted_pixels():
+    x, y = np.meshgrid(np.linspace(-0.5, 0.5, 9), np.linspace(-0.4, 0.4, 7))
+    xd, yd = distort_normalized(x.ravel(), y.ravel(), _LEPTON_DIST)
+    fx, cx, fy, cy = _LEPTON_K[0, 0], _LEPTON_K[0, 2], _LEPTON_K[1, 1], _LEPTON_K[1, 2]
+    pix = np.stack([fx * xd + cx, fy * yd + cy], -1)
+    return np.stack([x.ravel(), y.ravel()], -1), pix.reshape(-1, 1, 2)
+
+
+def test_undistort_points_inverts_the_plumb_bob_model():
+    truth, pix = _distorted_pixels()
+    norm = undistort_points(pix, _LEPTON_K, np.array(_LEPTON_DIST), _CRITERIA)
+    np.testing.assert_allclose(norm.reshape(-1, 2), truth, atol=1e-8)
+
+
+def test_undistort_points_uses_opencv_4s_iterative_call_where_it_exists(monkeypatch):
+    # OpenCV 4 (Ubuntu 24.04, NumPy 1.26 robots) has no criteria keyword on undistortPoints.
+    calls = []
+    _, pix = _distorted_pixels()
+
+    def iterative(src, k, dist, r, p, criteria):
+        calls.append((src.shape, r, p, criteria))
+        return np.full_like(src, 7.0)
+
+    monkeypatch.setattr(cv2, "undistortPointsIter", iterative, raising=False)
+    norm = undistort_points(pix, _LEPTON_K, np.array(_LEPTON_DIST), _CRITERIA)
+    assert calls == [(pix.shape, None, None, _CRITERIA)]
+    assert np.all(norm == 7.0)
