@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -313,6 +316,21 @@ def test_search_that_cannot_read_sysfs_says_so(monkeypatch):
     monkeypatch.setattr(Lepton, "find_video_device", staticmethod(unreadable))
     with pytest.raises(DeviceNotFoundError, match="cannot search for the PureThermal.*Permission"):
         LeptonCamera().open()
+
+
+def test_without_flirpy_only_the_live_lepton_stops():
+    # The simulator shares this module's telemetry code and must not need flirpy.
+    code = (
+        "import sys; sys.modules['flirpy'] = None\n"
+        "import iphd.sim.rig, iphd.sensors.lepton as lepton\n"
+        "try:\n"
+        "    lepton.LeptonCamera().open()\n"
+        "except lepton.SensorError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "refused: flirpy does not import" in out.stdout
+    assert "requirements-robot.txt" in out.stdout
 
 
 def test_config_validation_names_the_bad_value():

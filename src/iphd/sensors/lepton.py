@@ -14,7 +14,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from flirpy.camera.lepton import Lepton
 
 from iphd.errors import (
     ConfigError,
@@ -332,6 +331,26 @@ class _FrameTap:
         return getattr(self.capture, name)
 
 
+def flirpy_lepton() -> Any:
+    """Return flirpy's ``Lepton`` class, imported when a real Lepton is opened.
+
+    The simulator and the offline tools share this module's telemetry code and never need
+    flirpy, so a missing or broken flirpy only stops the live Lepton.
+
+    Raises:
+        SensorError: flirpy is not installed or does not import (flirpy 0.3 imports
+            ``pkg_resources``, which setuptools 82 and later no longer have).
+    """
+    try:
+        from flirpy.camera.lepton import Lepton
+    except Exception as exc:  # any failure to import means the same to the user
+        raise SensorError(
+            f"flirpy does not import ({type(exc).__name__}: {exc}); install it as "
+            "requirements-robot.txt says (flirpy 0.3.0 needs setuptools < 82 for pkg_resources)"
+        ) from exc
+    return Lepton
+
+
 def find_purethermal() -> int | None:
     """Video device index of the PureThermal (USB 1e4e:0100), None when there is none.
 
@@ -340,12 +359,14 @@ def find_purethermal() -> int | None:
     only means that no video device exists at all.
 
     Raises:
+        SensorError: flirpy does not import (``flirpy_lepton``).
         ImportError, OSError: the search itself failed (pyudev missing, sysfs unreadable).
     """
+    lepton_class = flirpy_lepton()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            index = Lepton.find_video_device()
+            index = lepton_class.find_video_device()
     except FileNotFoundError:
         return None
     return None if index is None else int(index)
@@ -414,7 +435,7 @@ class LeptonCamera:
         """
         if self._lepton is not None:
             return
-        lepton = Lepton()
+        lepton = flirpy_lepton()()
         capture = self._capture if self._capture is not None else self._open_device(lepton)
         if not capture.isOpened():
             capture.release()
