@@ -35,7 +35,7 @@ def test_unset_auto_and_events_take_the_events_executor_where_rclpy_has_one(
     ros_context, monkeypatch, value
 ):
     if not _has_events_executor():
-        pytest.skip("this rclpy has no events executor (before Kilted)")
+        pytest.skip("this rclpy has no events executor (Jazzy before rclpy 7.1.4)")
     monkeypatch.setenv("IPHD_EXECUTOR", value)
     executor = make_executor(ros_context)
     try:
@@ -84,7 +84,7 @@ def test_the_events_executor_spins_a_node_under_pytest_capture(ros_context, monk
     with pytest.raises(io.UnsupportedOperation):
         __import__("sys").stderr.fileno()
     if not _has_events_executor():
-        pytest.skip("this rclpy has no events executor (before Kilted)")
+        pytest.skip("this rclpy has no events executor (Jazzy before rclpy 7.1.4)")
     from rclpy.node import Node
     from std_msgs.msg import String
 

@@ -235,11 +235,11 @@ def make_executor(context: Context | None = None) -> Executor:
     """The executor an iphd process spins its nodes with, as ``IPHD_EXECUTOR`` asks.
 
     ``auto`` (unset) and ``events`` take rclpy's events executor (C++, in
-    ``rclpy.experimental`` from ROS 2 Kilted on): it dispatches each callback as its event
-    arrives instead of rebuilding a Python wait set on every wake-up, which cost the demo
-    graph a quarter to a third of its CPU (README, Benchmarks). ``auto`` falls back to the
-    ``SingleThreadedExecutor`` where rclpy has no events executor (Jazzy); ``single`` always
-    takes it.
+    ``rclpy.experimental`` from ROS 2 Kilted on, and in Jazzy since rclpy 7.1.4): it
+    dispatches each callback as its event arrives instead of rebuilding a Python wait set on
+    every wake-up, which cost the demo graph a quarter to a third of its CPU (README,
+    Benchmarks). ``auto`` falls back to the ``SingleThreadedExecutor`` where rclpy has no
+    events executor (Jazzy before rclpy 7.1.4); ``single`` always takes it.
 
     Raises:
         ConfigError: ``IPHD_EXECUTOR`` is not one of ``auto``, ``events``, ``single``, or is
@@ -257,8 +257,9 @@ def make_executor(context: Context | None = None) -> Executor:
         except ImportError:
             if choice == "events":
                 raise ConfigError(
-                    f"{EXECUTOR_ENV}=events needs rclpy's events executor (ROS 2 Kilted or "
-                    "later); this rclpy has none: unset it or set it to single"
+                    f"{EXECUTOR_ENV}=events needs rclpy's events executor (ROS 2 Kilted, or "
+                    "Jazzy with rclpy 7.1.4 or later); this rclpy has none: unset it or set it "
+                    "to single"
                 ) from None
         else:
             return _with_stderr_file(lambda: EventsExecutor(context=context))
