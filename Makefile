@@ -37,4 +37,5 @@ bench: setup
 	$(RUN) python benchmarks/bench_reid.py
 
 clean:
-	rm -rf $(VENV) ros2_ws/build ros2_ws/install ros2_ws/log
+	rm -rf $(VENV) ros2_ws/build ros2_ws/install ros2_ws/log \
+		.venv-jazzy ros2_ws/build-jazzy ros2_ws/install-jazzy ros2_ws/log-jazzy

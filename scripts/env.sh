@@ -4,7 +4,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${IPHD_VENV:-$ROOT/.venv}
-MSGS=$ROOT/ros2_ws/install/iphd_msgs
+MSGS=${IPHD_MSGS:-$ROOT/ros2_ws/install/iphd_msgs}
 export VIRTUAL_ENV=$VENV
 export PATH="$VENV/bin:$PATH"
 export AMENT_PREFIX_PATH="$MSGS:$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"

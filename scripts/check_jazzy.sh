@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Run the test suite against ROS 2 Jazzy's wheels instead of Kilted's (a check by hand; CI runs
+# Kilted). Usage: scripts/check_jazzy.sh [PYTEST ARGS...]   (after `make setup`, which links the
+# include dirs the ROS wheels' CMake exports name; about 1 min of pip and 15 s of colcon once)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=${IPHD_JAZZY_VENV:-$ROOT/.venv-jazzy}
+PYTHON=${PYTHON:-python3.11}
+
+quiet_pip() { grep -v "is ignored: it is neither a file nor a directory" || true; }
+log() { printf '\033[1;34m[jazzy]\033[0m %s\n' "$*"; }
+die() { printf '\033[1;31m[jazzy] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+[ -e /opt/python/cp311-cp311/include/python3.11 ] \
+  || die "run 'make setup' first: it links the include dirs the ROS wheels' CMake exports name"
+if [ ! -f "$VENV/.iphd-jazzy" ]; then
+  [ -x "$VENV/bin/python" ] || { log "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
+  log "installing requirements.txt with ROS 2 Jazzy's wheels in place of Kilted's"
+  # Kilted's ROS pins (and constraints.txt, which pins Kilted's dependencies) stay out.
+  grep -v '^ros-' requirements.txt > "$VENV/requirements-no-ros.txt"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$VENV/requirements-no-ros.txt" \
+    -r requirements-jazzy.txt 2>&1 | quiet_pip
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt 2>&1 \
+    | quiet_pip
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 \
+    | quiet_pip
+  "$VENV/bin/python" -c 'import importlib.metadata as m; v = m.version("ros-rclpy"); assert v.startswith("7."), v' \
+    || die "the venv's rclpy is not Jazzy's (7.x): see the pip output above"
+  touch "$VENV/.iphd-jazzy"
+fi
+MSGS_BASE=$ROOT/ros2_ws/install-jazzy
+if [ ! -f "$MSGS_BASE/.iphd-msgs-built" ]; then
+  log "building iphd_msgs with Jazzy's rosidl into ros2_ws/install-jazzy"
+  (
+    cd ros2_ws
+    export PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
+    colcon --log-base log-jazzy build --build-base build-jazzy --install-base install-jazzy \
+      --packages-select iphd_msgs --event-handlers console_cohesion- summary+ 2>&1 \
+      | { grep -v "doesn't contain any 'local_setup" || true; }
+  ) || die "colcon build of iphd_msgs against Jazzy failed (see above)"
+  [ -d "$MSGS_BASE/iphd_msgs/lib" ] || die "colcon did not produce ros2_ws/install-jazzy/iphd_msgs"
+  touch "$MSGS_BASE/.iphd-msgs-built"
+fi
+log "pytest with rclpy $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("ros-rclpy"))')"
+IPHD_VENV=$VENV IPHD_MSGS=$MSGS_BASE/iphd_msgs exec scripts/env.sh python -m pytest "$@"
