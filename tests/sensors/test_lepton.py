@@ -298,23 +298,23 @@ def test_auto_detection_without_a_purethermal_is_not_found():
         LeptonCamera().open()
 
 
-def test_search_without_any_video_device_finds_no_purethermal(monkeypatch):
-    # flirpy 0.3 lists /sys/class/video4linux and raises when the folder does not exist.
-    def no_v4l_folder():
-        raise FileNotFoundError("[Errno 2] No such file or directory: '/sys/class/video4linux/'")
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        # flirpy 0.3 lists /sys/class/video4linux and raises when the folder does not exist:
+        # no video device at all, so no PureThermal.
+        (FileNotFoundError("No such file or directory: '/sys/class/video4linux/'"),
+         "no PureThermal"),
+        (PermissionError("Permission denied: '/sys/class/video4linux/'"),
+         "cannot search for the PureThermal.*Permission denied"),
+    ],
+)
+def test_a_failed_device_search_says_what_was_found(monkeypatch, error, message):
+    def search():
+        raise error
 
-    monkeypatch.setattr(Lepton, "find_video_device", staticmethod(no_v4l_folder))
-    assert find_purethermal() is None
-    with pytest.raises(DeviceNotFoundError, match="no PureThermal"):
-        LeptonCamera().open()
-
-
-def test_search_that_cannot_read_sysfs_says_so(monkeypatch):
-    def unreadable():
-        raise PermissionError("[Errno 13] Permission denied: '/sys/class/video4linux/'")
-
-    monkeypatch.setattr(Lepton, "find_video_device", staticmethod(unreadable))
-    with pytest.raises(DeviceNotFoundError, match="cannot search for the PureThermal.*Permission"):
+    monkeypatch.setattr(Lepton, "find_video_device", staticmethod(search))
+    with pytest.raises(DeviceNotFoundError, match=message):
         LeptonCamera().open()
 
 
