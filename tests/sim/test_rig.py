@@ -2,7 +2,6 @@
 
 import dataclasses
 
-import cv2
 import numpy as np
 import pytest
 from simscene import EMPTY_ROOM, empty_room, place, true_room_depth, walk
@@ -15,8 +14,8 @@ from iphd.sim.rig import (
     PROFILES,
     RigSimulator,
     SensorConfig,
+    _distorted_grid,
     depth_profile,
-    undistort_points,
     warm_object_boxes,
 )
 from iphd.sim.scene import SceneConfig
@@ -484,35 +483,16 @@ def test_scene_config_of_the_simulator_is_used(calibration):
     assert len(other.scene.static) > 0
 
 
-_LEPTON_K = np.array([[147.0, 0.0, 80.0], [0.0, 147.0, 60.0], [0.0, 0.0, 1.0]])
-_LEPTON_DIST = (-0.32, 0.12, 0.001, -0.0005, -0.02)
-_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-9)
 
-
-def _distorted_pixels():
-    x, y = np.meshgrid(np.linspace(-0.5, 0.5, 9), np.linspace(-0.4, 0.4, 7))
-    xd, yd = distort_normalized(x.ravel(), y.ravel(), _LEPTON_DIST)
-    fx, cx, fy, cy = _LEPTON_K[0, 0], _LEPTON_K[0, 2], _LEPTON_K[1, 1], _LEPTON_K[1, 2]
-    pix = np.stack([fx * xd + cx, fy * yd + cy], -1)
-    return np.stack([x.ravel(), y.ravel()], -1), pix.reshape(-1, 1, 2)
-
-
-def test_undistort_points_inverts_the_plumb_bob_model():
-    truth, pix = _distorted_pixels()
-    norm = undistort_points(pix, _LEPTON_K, np.array(_LEPTON_DIST), _CRITERIA)
-    np.testing.assert_allclose(norm.reshape(-1, 2), truth, atol=1e-8)
-
-
-def test_undistort_points_uses_opencv_4s_iterative_call_where_it_exists(monkeypatch):
-    # OpenCV 4 (Ubuntu 24.04, NumPy 1.26 robots) has no criteria keyword on undistortPoints.
-    calls = []
-    _, pix = _distorted_pixels()
-
-    def iterative(src, k, dist, r, p, criteria):
-        calls.append((src.shape, r, p, criteria))
-        return np.full_like(src, 7.0)
-
-    monkeypatch.setattr(cv2, "undistortPointsIter", iterative, raising=False)
-    norm = undistort_points(pix, _LEPTON_K, np.array(_LEPTON_DIST), _CRITERIA)
-    assert calls == [(pix.shape, None, None, _CRITERIA)]
-    assert np.all(norm == 7.0)
+def test_thermal_rays_reproject_onto_their_pixel_centres(calibration):
+    # The simulated Lepton's rays invert its plumb_bob distortion (no OpenCV call, so the
+    # same on OpenCV 4 and 5), at the renderer's 2x supersampling.
+    intr = calibration.thermal
+    grid = _distorted_grid(intr, 2)
+    xd, yd = distort_normalized(grid.x, grid.y, intr.distortion)
+    u = intr.k[0, 0] * xd + intr.k[0, 2]
+    v = intr.k[1, 1] * yd + intr.k[1, 2]
+    centres_u = (np.arange(2 * intr.width) + 0.5) / 2 - 0.5
+    centres_v = (np.arange(2 * intr.height) + 0.5) / 2 - 0.5
+    np.testing.assert_allclose(u, np.broadcast_to(centres_u, u.shape), atol=1e-6)
+    np.testing.assert_allclose(v, np.broadcast_to(centres_v[:, None], v.shape), atol=1e-6)

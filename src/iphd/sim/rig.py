@@ -34,6 +34,7 @@ from scipy.special import ndtr
 
 from iphd.calibration import RigCalibration
 from iphd.data.truth import PersonTruth
+from iphd.registration import undistort_normalized
 from iphd.sensors.frames import CameraIntrinsics
 from iphd.sensors.lepton import FFC_COMPLETE, FFC_IN_PROGRESS, encode_telemetry
 from iphd.sim.body import Identity
@@ -548,41 +549,16 @@ class RigSimulator:
         return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
-def undistort_points(
-    pts: np.ndarray, k: np.ndarray, distortion: np.ndarray,
-    criteria: tuple[int, int, float],
-) -> np.ndarray:
-    """``cv2.undistortPoints`` with an iteration criterion, on OpenCV 4 and 5.
-
-    OpenCV 5 takes the criterion as a keyword of ``undistortPoints``; OpenCV 4 (Ubuntu
-    24.04's, and the last pip wheels that run with NumPy 1.26, which ROS 2 Jazzy and Kilted
-    are built against) has it in ``undistortPointsIter`` only.
-
-    Args:
-        pts: (N, 1, 2) float64 pixel coordinates.
-        k: (3, 3) camera matrix.
-        distortion: plumb_bob coefficients.
-        criteria: OpenCV termination criteria (type, max iterations, epsilon).
-
-    Returns:
-        (N, 1, 2) float64 normalised image coordinates.
-    """
-    if hasattr(cv2, "undistortPointsIter"):
-        return cv2.undistortPointsIter(pts, k, distortion, None, None, criteria)
-    return cv2.undistortPoints(pts, k, distortion, criteria=criteria)
-
-
 def _distorted_grid(intr: CameraIntrinsics, supersample: int) -> RayGrid:
     """Rays of a distorted camera at ``supersample`` x its resolution (sub-pixel centres)."""
     w, h = intr.width * supersample, intr.height * supersample
     u = (np.arange(w) + 0.5) / supersample - 0.5
     v = (np.arange(h) + 0.5) / supersample - 0.5
     uu, vv = np.meshgrid(u, v)
-    pts = np.stack([uu, vv], axis=-1).reshape(-1, 1, 2)
-    norm = undistort_points(pts, intr.k, np.asarray(intr.distortion, dtype=np.float64),
-                            (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-9))
-    norm = norm.reshape(h, w, 2)
-    return RayGrid(np.ascontiguousarray(norm[..., 0]), np.ascontiguousarray(norm[..., 1]))
+    k = intr.k
+    x, y = undistort_normalized((uu - k[0, 2]) / k[0, 0], (vv - k[1, 2]) / k[1, 1],
+                                intr.distortion)
+    return RayGrid(np.ascontiguousarray(x), np.ascontiguousarray(y))
 
 
 def _smooth_field(
