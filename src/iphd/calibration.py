@@ -10,10 +10,14 @@ import numpy as np
 import yaml
 
 from iphd.errors import CalibrationError
+from iphd.resources import candidate_paths, find_package_file
 from iphd.sensors.frames import CameraIntrinsics
 
 CALIBRATION_VERSION = 1
-DEFAULT_CALIBRATION = Path(__file__).resolve().parents[2] / "calibration" / "rig.yaml"
+_NOMINAL = "calibration/rig.yaml"
+#: The package's nominal rig calibration: in the source tree, or in the share folder of the
+#: install (colcon, pip); the first place looked at when neither has it (the error names all).
+DEFAULT_CALIBRATION = find_package_file(_NOMINAL) or candidate_paths(_NOMINAL)[0]
 
 
 @dataclass(frozen=True)
@@ -277,6 +281,13 @@ def load_calibration(path: Path | str = DEFAULT_CALIBRATION) -> RigCalibration:
     """
     path = Path(path)
     if not path.is_file():
+        if path == DEFAULT_CALIBRATION:
+            raise CalibrationError(
+                f"the package's nominal calibration {_NOMINAL} is not installed (looked in "
+                f"{', '.join(str(p) for p in candidate_paths(_NOMINAL))}); rebuild and source "
+                "the workspace (colcon build), or pass the rig.yaml written by the calibration "
+                "tool"
+            )
         raise CalibrationError(
             f"calibration file {path} does not exist; pass the rig.yaml written by the "
             f"calibration tool, or use the nominal one at {DEFAULT_CALIBRATION}"

@@ -13,9 +13,9 @@ from typing import Any
 import yaml
 
 from iphd.errors import ConfigError
+from iphd.resources import PACKAGE  # noqa: F401 - the launch file takes it from here
 
 SOURCES = ("live", "sim", "sim_live", "bag")
-PACKAGE = "iphd_bringup"
 # Topics each kind of node publishes (relative names; /diagnostics left out), for RViz and docs.
 SENSOR_TOPICS = (
     "depth/image_raw", "depth/camera_info", "thermal/image_raw", "thermal/camera_info"

@@ -9,7 +9,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import rclpy
@@ -21,9 +20,7 @@ from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedE
 from rclpy.node import Node
 
 from iphd.errors import ConfigError, IphdError
-from iphd.graph import PACKAGE
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
+from iphd.resources import package_file  # noqa: F401 - re-exported for the nodes
 
 LEVELS = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN, "ERROR": DiagnosticStatus.ERROR}
 # A sensor stream counts as stopped after this long without a message. Diagnostics check their
@@ -39,31 +36,6 @@ def declare(node: Node, name: str, default: Any, description: str) -> Any:
     """Declare a parameter with a description and return its value."""
     node.declare_parameter(name, default, ParameterDescriptor(description=description))
     return node.get_parameter(name).value
-
-
-def package_file(relative: str) -> Path:
-    """Return a file shipped with the package (source tree first, then the ament share dir).
-
-    Raises:
-        FileNotFoundError: naming both places looked at.
-    """
-    candidates = [REPO_ROOT / relative]
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        try:
-            candidates.append(Path(get_package_share_directory(PACKAGE)) / relative)
-        except PackageNotFoundError:
-            pass
-    except ImportError:
-        pass
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"{relative} not found in {', '.join(str(c.parent) for c in candidates)}; "
-        "is the iphd_bringup package installed (colcon build / pip install -e .)?"
-    )
 
 
 class RateMeter:
