@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run the test suite against ROS 2 Jazzy's wheels instead of Kilted's (a check by hand; CI runs
-# Kilted). Usage: scripts/check_jazzy.sh [PYTEST ARGS...]   (after `make setup`, which links the
-# include dirs the ROS wheels' CMake exports name; about 1 min of pip and 15 s of colcon once)
+# Kilted). Usage: scripts/check_jazzy.sh [PYTEST ARGS...]   (after `make setup`, which installs
+# libusb; about 1 min of pip and 15 s of colcon once). It points the include dirs the ROS wheels'
+# CMake exports name at .venv-jazzy while it builds iphd_msgs; the next `make` build of iphd_msgs
+# points them back at .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -12,8 +14,8 @@ quiet_pip() { grep -v "is ignored: it is neither a file nor a directory" || true
 log() { printf '\033[1;34m[jazzy]\033[0m %s\n' "$*"; }
 die() { printf '\033[1;31m[jazzy] error:\033[0m %s\n' "$*" >&2; exit 1; }
 
-[ -e /opt/python/cp311-cp311/include/python3.11 ] \
-  || die "run 'make setup' first: it links the include dirs the ROS wheels' CMake exports name"
+# shellcheck source=scripts/ros_includes.sh
+. "$ROOT/scripts/ros_includes.sh"   # as_root, link_ros_includes
 if [ ! -f "$VENV/.iphd-jazzy" ]; then
   [ -x "$VENV/bin/python" ] || { log "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
   log "installing requirements.txt with ROS 2 Jazzy's wheels in place of Kilted's"
@@ -32,6 +34,7 @@ fi
 MSGS_BASE=$ROOT/ros2_ws/install-jazzy
 if [ ! -f "$MSGS_BASE/.iphd-msgs-built" ]; then
   log "building iphd_msgs with Jazzy's rosidl into ros2_ws/install-jazzy"
+  link_ros_includes "$VENV"
   (
     cd ros2_ws
     export PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"

@@ -15,11 +15,8 @@ quiet_pip() { grep -v "is ignored: it is neither a file nor a directory" || true
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
 
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@";
-  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo "$@";
-  else die "need root for: $* (run it once by hand with sudo, then re-run make)"; fi
-}
+# shellcheck source=scripts/ros_includes.sh
+. "$ROOT/scripts/ros_includes.sh"   # as_root, link_ros_includes
 
 system_step() {
   # pyrealsense2's wheel links against the system libusb-1.0.
@@ -55,20 +52,7 @@ venv_step() {
 }
 
 msgs_step() {
-  # The ROS wheels' CMake exports name include dirs under /opt/python/cp311-cp311 (where they
-  # were built); point those at this machine's Python headers and the venv's numpy.
-  local pyinc npinc
-  pyinc=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
-  npinc=$("$VENV/bin/python" -c 'import numpy, os; print(os.path.join(os.path.dirname(numpy.__file__), "_core", "include"))')
-  local want_py=/opt/python/cp311-cp311/include/python3.11
-  local want_np=/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include
-  if [ "$(readlink -f "$want_py" 2>/dev/null)" != "$(readlink -f "$pyinc")" ] \
-     || [ "$(readlink -f "$want_np" 2>/dev/null)" != "$(readlink -f "$npinc")" ]; then
-    log "linking the include dirs the ROS wheels expect under /opt/python/cp311-cp311"
-    as_root mkdir -p "$(dirname "$want_py")" "$(dirname "$want_np")"
-    as_root ln -sfn "$pyinc" "$want_py"
-    as_root ln -sfn "$npinc" "$want_np"
-  fi
+  link_ros_includes "$VENV"
   log "building ros2_ws (iphd_msgs) with colcon"
   (
     cd ros2_ws
