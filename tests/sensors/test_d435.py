@@ -14,13 +14,16 @@ from iphd.errors import (
     DeviceNotFoundError,
     EndOfStreamError,
     FrameError,
+    FrameTimeoutError,
     SensorError,
 )
 from iphd.sensors.clock import Backoff, ClockMapper, ms_to_ns
 from iphd.sensors.d435 import (
     D435Camera,
     D435Config,
+    check_color_mode,
     check_depth_mode,
+    color_modes,
     depth_modes,
     intrinsics_from_rs,
     intrinsics_to_rs,
@@ -260,6 +263,142 @@ def test_config_validation_names_the_bad_value():
         D435Config(frame_timeout_ms=0)
 
 
+# --- the colour stream (off by default) ----------------------------------------------------------
+
+COLOR_INTRINSICS = CameraIntrinsics(80, 60, fx=61.0, fy=61.5, cx=39.5, cy=29.5)
+
+
+def _color_frames(n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(11)
+    frames = []
+    for i in range(n):
+        image = rng.integers(0, 256, size=(60, 80, 3), dtype=np.uint8)
+        image[0, 0] = (i, 2 * i, 3 * i)
+        frames.append(image)
+    return frames
+
+
+@pytest.fixture
+def color_recording(tmp_path):
+    depth, color = _depth_frames(8), _color_frames(8)
+    stamps = [12_345.0 + PERIOD_MS * i for i in range(8)]
+    rotation = np.array([[np.cos(0.1), -np.sin(0.1), 0.0], [np.sin(0.1), np.cos(0.1), 0.0],
+                         [0.0, 0.0, 1.0]])
+    path = write_depth_recording(
+        tmp_path / "rgbd.db3", depth, stamps, INTRINSICS, frame_numbers=range(40, 48),
+        color_frames=color, color_intrinsics=COLOR_INTRINSICS, color_delay_ms=2.0,
+        depth_to_color=(rotation, np.array([0.015, 0.001, -0.002])),
+    )
+    return path, depth, color, rotation
+
+
+def test_colour_playback_gives_each_depth_frame_once_and_every_colour_frame(color_recording):
+    path, depth, color, rotation = color_recording
+    config = D435Config(playback_file=str(path), playback_realtime=False, color=True)
+    got_depth, got_color = [], []
+    with D435Camera(config) as camera:
+        assert camera.color_intrinsics == COLOR_INTRINSICS
+        r, t = camera.depth_to_color
+        np.testing.assert_allclose(r, rotation, atol=1e-6)  # librealsense stores it column-major
+        np.testing.assert_allclose(t, [0.015, 0.001, -0.002], atol=1e-7)
+        for frame in camera.frames():
+            got_depth.append(frame)
+            if (c := camera.take_color()) is not None:
+                got_color.append(c)
+        if (c := camera.take_color()) is not None:  # the last one, after the last depth frame
+            got_color.append(c)
+        assert camera.take_color() is None
+    # The pipeline repeats the depth frame in the sets made for colour frames: not returned twice.
+    assert [f.seq for f in got_depth] == list(range(40, 48))
+    for frame, expected in zip(got_depth, depth, strict=True):
+        np.testing.assert_array_equal(frame.depth_mm, expected)
+    assert [c.seq for c in got_color] == list(range(40, 48))
+    assert camera.stats.color_frames == 8
+    depth_stamp = {f.seq: f.stamp_ns for f in got_depth}
+    for c, expected in zip(got_color, color, strict=True):
+        assert c.rgb.dtype == np.uint8 and c.rgb.shape == (60, 80, 3)
+        np.testing.assert_array_equal(c.rgb, expected)
+        assert c.frame_id == "color_optical_frame" and c.intrinsics == COLOR_INTRINSICS
+        # One clock mapping for both streams keeps the recorded 2 ms between them.
+        assert abs((c.stamp_ns - depth_stamp[c.seq]) - 2_000_000) < 2_000
+
+
+def test_colour_stays_off_by_default_on_a_colour_recording(color_recording):
+    path, depth, _color, _rotation = color_recording
+    with D435Camera(D435Config(playback_file=str(path), playback_realtime=False)) as camera:
+        frames = list(camera.frames())
+        assert camera.take_color() is None
+        assert camera.color_intrinsics is None and camera.depth_to_color is None
+    assert [f.seq for f in frames] == list(range(40, 48))
+    assert camera.stats.color_frames == 0
+
+
+def test_colour_on_a_depth_only_recording_says_to_turn_it_off(recording):
+    path, _, _ = recording
+    config = D435Config(playback_file=str(path), playback_realtime=False, color=True)
+    with pytest.raises(SensorError, match="colour stream is on: turn it off"):
+        D435Camera(config).open()
+
+
+def _software_rgbd_device():
+    device = _software_device()
+    sensor = device.add_sensor("RGB Camera")
+    for width, height, fps in ((1280, 720, 30), (640, 480, 30)):
+        stream = rs.video_stream()
+        stream.type = rs.stream.color
+        stream.index = 0
+        stream.uid = 100 + width
+        stream.width, stream.height, stream.fps = width, height, fps
+        stream.bpp = 3
+        stream.fmt = rs.format.rgb8
+        stream.intrinsics = intrinsics_to_rs(COLOR_INTRINSICS.scaled(width, height))
+        sensor.add_video_stream(stream)
+    return device
+
+
+def test_colour_modes_come_from_the_device_and_are_checked_before_streaming():
+    device = _software_rgbd_device()
+    color_sensor = device.query_sensors()[1]
+    assert color_modes(color_sensor) == [(1280, 720, 30), (640, 480, 30)]
+    assert color_modes(device.first_depth_sensor()) == []
+    context = _Context([device])
+    config = D435Config(serial="SW0001", color=True, color_width=1920, color_height=1080)
+    with pytest.raises(ConfigError, match="offered RGB8 modes: 1280x720@30, 640x480@30"):
+        D435Camera(config, context_factory=lambda: context).open()
+    depth_only = _Context([_software_device()])
+    with pytest.raises(ConfigError, match="no colour camera"):
+        D435Camera(D435Config(color=True), context_factory=lambda: depth_only).open()
+
+
+def test_check_color_mode_lists_offered_modes():
+    check_color_mode([(640, 480, 30)], 640, 480, 30)
+    with pytest.raises(ConfigError, match=r"640x480@15 .* offered RGB8 modes: 640x480@30"):
+        check_color_mode([(640, 480, 30)], 640, 480, 15)
+
+
+def test_colour_config_validation_names_the_bad_value():
+    with pytest.raises(ConfigError, match="color_width.*0"):
+        D435Config(color=True, color_width=0)
+    with pytest.raises(ConfigError, match="color must be true or false"):
+        D435Config(color="yes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="color_frame_id"):
+        D435Config(color=True, color_frame_id="")
+
+
+def test_write_depth_recording_checks_the_colour_frames(tmp_path):
+    depth = _depth_frames(2)
+    with pytest.raises(ValueError, match="need color_intrinsics"):
+        write_depth_recording(tmp_path / "a.db3", depth, [0.0, 33.0], INTRINSICS,
+                              color_frames=_color_frames(2))
+    with pytest.raises(ValueError, match="2 depth frames but 1 colour"):
+        write_depth_recording(tmp_path / "a.db3", depth, [0.0, 33.0], INTRINSICS,
+                              color_frames=_color_frames(1), color_intrinsics=COLOR_INTRINSICS)
+    with pytest.raises(ValueError, match=r"colour frame 0 has shape \(60, 80\)"):
+        write_depth_recording(tmp_path / "a.db3", depth, [0.0, 33.0], INTRINSICS,
+                              color_frames=[f[..., 0] for f in _color_frames(2)],
+                              color_intrinsics=COLOR_INTRINSICS)
+
+
 # --- pure helpers -------------------------------------------------------------------------------
 
 
@@ -439,6 +578,41 @@ def test_frames_reconnects_with_backoff_after_device_loss():
     assert camera.stats.frames == 5
     # loss -> 0.5, open fails -> 1.0, 2.0, then a frame resets; loss after timeouts -> 0.5
     assert sleeps == [0.5, 1.0, 2.0, 0.5]
+
+
+class _FakeColor(_FakeDepth):
+    def get_data(self):
+        return np.full((4, 6, 3), self.number % 256, np.uint8)
+
+
+class _StalledDepthPipeline:
+    """Depth frame 1 repeated beside a new colour frame in every set, as when depth stalls."""
+
+    def __init__(self):
+        self.color = 0
+
+    def try_wait_for_frames(self, timeout_ms):
+        time.sleep(0.01)
+        self.color += 1
+        color = _FakeColor(self.color)
+        return True, SimpleNamespace(
+            get_depth_frame=lambda: _FakeDepth(1), get_color_frame=lambda: color
+        )
+
+    def stop(self):
+        pass
+
+
+def test_colour_frames_alone_do_not_hide_a_stalled_depth_stream():
+    camera = D435Camera(D435Config(color=True, frame_timeout_ms=100))
+    camera._pipeline = _StalledDepthPipeline()
+    camera.intrinsics = INTRINSICS
+    assert camera.read().seq == 1
+    with pytest.raises(FrameTimeoutError, match="no depth frame within 100 ms"):
+        camera.read()
+    assert camera.stats.timeouts == 1
+    assert camera.stats.color_frames >= 5  # kept coming, and were kept
+    assert camera.take_color().rgb.shape == (4, 6, 3)
 
 
 def test_frames_does_not_retry_configuration_errors():

@@ -24,7 +24,7 @@ from iphd.errors import (
     SensorError,
 )
 from iphd.sensors.clock import Backoff, ClockMapper
-from iphd.sensors.frames import CameraIntrinsics, DepthFrame
+from iphd.sensors.frames import CameraIntrinsics, ColorFrame, DepthFrame
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,11 @@ class D435Config:
         retry_max_s: largest reconnect delay in seconds (exponential back-off in between).
         reconnect_after_timeouts: consecutive frame timeouts that count as a device loss (live).
         frame_id: optical frame written into every ``DepthFrame``.
+        color: also stream the RGB camera (rgb8 at ``fps``; off by default: colour images show
+            who people are). Its frames are taken with ``D435Camera.take_color``.
+        color_width: colour width in pixels (live only; playback uses the recorded mode).
+        color_height: colour height in pixels (live only).
+        color_frame_id: optical frame written into every ``ColorFrame``.
     """
 
     serial: str = ""
@@ -74,10 +79,15 @@ class D435Config:
     retry_max_s: float = 8.0
     reconnect_after_timeouts: int = 3
     frame_id: str = "depth_optical_frame"
+    color: bool = False
+    color_width: int = 640
+    color_height: int = 480
+    color_frame_id: str = "color_optical_frame"
 
     def __post_init__(self) -> None:
         """Reject values the driver cannot use, naming the field and the value."""
-        for name in ("width", "height", "fps", "frame_timeout_ms", "reconnect_after_timeouts"):
+        for name in ("width", "height", "fps", "frame_timeout_ms", "reconnect_after_timeouts",
+                     "color_width", "color_height"):
             _positive_int(getattr(self, name), name)
         if not isinstance(self.serial, str):
             raise ConfigError(f"D435Config.serial must be a string, got {self.serial!r}")
@@ -98,6 +108,10 @@ class D435Config:
             )
         if not self.frame_id:
             raise ConfigError("D435Config.frame_id must not be empty")
+        if not isinstance(self.color, bool):
+            raise ConfigError(f"D435Config.color must be true or false, got {self.color!r}")
+        if self.color and not self.color_frame_id:
+            raise ConfigError("D435Config.color_frame_id must not be empty")
 
     @property
     def is_playback(self) -> bool:
@@ -111,11 +125,13 @@ class D435Stats:
 
     Attributes:
         frames: frames returned by ``read``.
+        color_frames: colour frames received (``config.color``).
         timeouts: waits that ended without a frame.
         reconnects: device losses after which the driver closed the camera to reopen it.
     """
 
     frames: int = 0
+    color_frames: int = 0
     timeouts: int = 0
     reconnects: int = 0
 
@@ -214,12 +230,50 @@ def select_serial(found: Sequence[tuple[str, str]], wanted: str) -> str:
 
 def depth_modes(sensor: Any) -> list[tuple[int, int, int]]:
     """Return the Z16 depth modes (width, height, fps) a librealsense sensor offers, sorted."""
+    return _modes(sensor, rs.stream.depth, rs.format.z16)
+
+
+def color_modes(sensor: Any) -> list[tuple[int, int, int]]:
+    """Return the RGB8 colour modes (width, height, fps) a librealsense sensor offers, sorted."""
+    return _modes(sensor, rs.stream.color, rs.format.rgb8)
+
+
+def _modes(sensor: Any, stream: Any, fmt: Any) -> list[tuple[int, int, int]]:
     modes = set()
     for profile in sensor.get_stream_profiles():
-        if profile.stream_type() == rs.stream.depth and profile.format() == rs.format.z16:
+        if profile.stream_type() == stream and profile.format() == fmt:
             video = profile.as_video_stream_profile()
             modes.add((int(video.width()), int(video.height()), int(profile.fps())))
     return sorted(modes, reverse=True)
+
+
+def check_color_mode(
+    offered: Iterable[tuple[int, int, int]], width: int, height: int, fps: int
+) -> None:
+    """Check that (width, height, fps) RGB8 is among the ``offered`` colour modes.
+
+    Raises:
+        ConfigError: listing the offered modes.
+    """
+    offered = sorted(set(offered), reverse=True)
+    if (width, height, fps) in offered:
+        return
+    listing = ", ".join(f"{w}x{h}@{f}" for w, h, f in offered) or "none"
+    raise ConfigError(
+        f"colour mode {width}x{height}@{fps} RGB8 is not offered by this camera; offered RGB8 "
+        f"modes: {listing}. Set color_width/color_height (and fps, shared with depth) to one of "
+        "them, or turn the colour stream off"
+    )
+
+
+def extrinsics_from_rs(extrinsics: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(rotation (3, 3), translation (3,) m) of librealsense extrinsics: ``p_to = R p_from + t``.
+
+    librealsense stores the rotation column-major.
+    """
+    rotation = np.asarray(extrinsics.rotation, dtype=np.float64).reshape(3, 3).T
+    translation = np.asarray(extrinsics.translation, dtype=np.float64).reshape(3)
+    return rotation, translation
 
 
 def check_depth_mode(
@@ -281,6 +335,12 @@ class D435Camera:
     at which it was read and later frames keep the recorded spacing (see ``ClockMapper``). With
     ``playback_realtime`` a replay is also delivered at that spacing, so it looks live.
 
+    With ``config.color`` the RGB camera streams too. librealsense's pipeline hands out a frame
+    set whenever either stream has a new frame, repeating the other's last one; ``read`` returns
+    each depth frame once, and the colour frames that came since the last call wait in
+    ``take_color`` (the latest one; stamped on the depth frames' clock mapping, except a live
+    ``hardware_clock`` colour stream, which has its own device clock and so its own offset).
+
     Args:
         config: driver configuration.
         clock_ns: host clock in ns used for receive times (injectable for tests).
@@ -302,6 +362,10 @@ class D435Camera:
         self._sleep = sleep
         self._context_factory = context_factory
         self._clock = ClockMapper(rebase=self.config.is_playback)
+        self._color_clock = ClockMapper()  # a live colour sensor's own hardware clock
+        self._last_depth_seq: int | None = None
+        self._last_color_seq: int | None = None
+        self._pending_color: ColorFrame | None = None
         self._pipeline: Any = None
         self._playback: Any = None
         self._finished = False
@@ -309,6 +373,10 @@ class D435Camera:
         self._pace_origin: tuple[int, int] | None = None
         self.depth_units_m = 0.001
         self.intrinsics: CameraIntrinsics | None = None
+        self.color_intrinsics: CameraIntrinsics | None = None
+        #: (rotation, translation m) taking depth-frame points into the colour frame, from the
+        #: device (or recording); None without the colour stream.
+        self.depth_to_color: tuple[np.ndarray, np.ndarray] | None = None
         self.device_name = ""
         self.device_serial = ""
 
@@ -354,6 +422,9 @@ class D435Camera:
         else:
             self._open_live()
         self._clock.reset()
+        self._color_clock.reset()
+        self._last_depth_seq = self._last_color_seq = None
+        self._pending_color = None
         self._pace_origin = None
         self._finished = False
         self._consecutive_timeouts = 0
@@ -377,6 +448,8 @@ class D435Camera:
         rs_config = rs.config()
         rs_config.enable_device_from_file(str(path), repeat_playback=False)
         rs_config.enable_stream(rs.stream.depth)
+        if self.config.color:
+            rs_config.enable_stream(rs.stream.color)
         try:
             device = rs_config.resolve(pipeline).get_device()
             playback = device.as_playback()
@@ -388,9 +461,12 @@ class D435Camera:
             self.depth_units_m = read_depth_units(device)
             profile = pipeline.start(rs_config)
         except RuntimeError as exc:
+            wanted = (
+                "a depth and a colour stream (the colour stream is on: turn it off to play a "
+                "depth-only recording)" if self.config.color else "a depth stream"
+            )
             raise SensorError(
-                f"cannot play {path} ({exc}); it must be a librealsense recording with a depth "
-                "stream"
+                f"cannot play {path} ({exc}); it must be a librealsense recording with {wanted}"
             ) from exc
         self._finish_open(pipeline, profile, device)
         self._playback = playback
@@ -412,17 +488,35 @@ class D435Camera:
         except RuntimeError as exc:
             raise SensorError(f"RealSense {serial} has no usable depth sensor: {exc}") from exc
         check_depth_mode(modes, cfg.width, cfg.height, cfg.fps)
+        if cfg.color:
+            try:
+                offered = [m for sensor in device.query_sensors() for m in color_modes(sensor)]
+            except RuntimeError as exc:
+                raise SensorError(f"RealSense {serial}: cannot list its sensors: {exc}") from exc
+            if not offered:
+                raise ConfigError(
+                    f"RealSense {serial} has no colour camera (no RGB8 stream); turn the colour "
+                    "stream off"
+                )
+            check_color_mode(offered, cfg.color_width, cfg.color_height, cfg.fps)
         self.depth_units_m = read_depth_units(device)
         pipeline = rs.pipeline(context)
         rs_config = rs.config()
         rs_config.enable_device(serial)
         rs_config.enable_stream(rs.stream.depth, cfg.width, cfg.height, rs.format.z16, cfg.fps)
+        if cfg.color:
+            rs_config.enable_stream(
+                rs.stream.color, cfg.color_width, cfg.color_height, rs.format.rgb8, cfg.fps
+            )
         try:
             profile = pipeline.start(rs_config)
         except RuntimeError as exc:
+            color = (
+                f" and colour {cfg.color_width}x{cfg.color_height}" if cfg.color else ""
+            )
             raise SensorError(
-                f"cannot start depth {cfg.width}x{cfg.height}@{cfg.fps} on RealSense {serial}: "
-                f"{exc}; is another process using the camera?"
+                f"cannot start depth {cfg.width}x{cfg.height}@{cfg.fps}{color} on RealSense "
+                f"{serial}: {exc}; is another process using the camera?"
             ) from exc
         self._finish_open(pipeline, profile, device)
 
@@ -430,9 +524,15 @@ class D435Camera:
         try:
             stream = profile.get_stream(rs.stream.depth).as_video_stream_profile()
             self.intrinsics = intrinsics_from_rs(stream.get_intrinsics())
+            if self.config.color:
+                color = profile.get_stream(rs.stream.color).as_video_stream_profile()
+                self.color_intrinsics = intrinsics_from_rs(color.get_intrinsics())
+                self.depth_to_color = extrinsics_from_rs(stream.get_extrinsics_to(color))
         except RuntimeError as exc:
             pipeline.stop()
-            raise SensorError(f"the depth stream has no intrinsics: {exc}") from exc
+            raise SensorError(
+                f"the depth (or colour) stream has no intrinsics or extrinsics: {exc}"
+            ) from exc
         except CameraInfoError:
             pipeline.stop()
             raise
@@ -460,16 +560,27 @@ class D435Camera:
         """
         if self._pipeline is None:
             raise SensorError("the D435 is not open; call open() or use 'with D435Camera(...)'")
+        start = time.monotonic()
         try:
-            frameset = self._wait_for_frameset()
-            host_ns = self._clock_ns()
-            depth = frameset.get_depth_frame()
-            if not depth:
-                raise SensorError("librealsense delivered a frame set without a depth frame")
+            while True:
+                frameset = self._wait_for_frameset()
+                host_ns = self._clock_ns()
+                if self.config.color:
+                    self._keep_color(frameset, host_ns)
+                depth = frameset.get_depth_frame()
+                seq = int(depth.get_frame_number()) if depth else -1
+                if self.config.color and (not depth or seq == self._last_depth_seq):
+                    # A set made for a new colour frame, depth repeated (or not yet there).
+                    if (time.monotonic() - start) * 1000.0 > self.config.frame_timeout_ms:
+                        self._timed_out()
+                    continue
+                if not depth:
+                    raise SensorError("librealsense delivered a frame set without a depth frame")
+                break
+            self._last_depth_seq = seq
             depth_mm = z16_to_mm(np.asanyarray(depth.get_data()), self.depth_units_m)
             domain = depth.get_frame_timestamp_domain().name
             stamp_ns = self._clock.map(float(depth.get_timestamp()), domain, host_ns)
-            seq = int(depth.get_frame_number())
         except RuntimeError as exc:
             raise SensorError(f"librealsense error while reading depth: {exc}") from exc
         if self._playback is not None and self.config.playback_realtime:
@@ -482,6 +593,33 @@ class D435Camera:
             frame_id=self.config.frame_id,
             intrinsics=self.intrinsics,
             seq=seq,
+        )
+
+    def take_color(self) -> ColorFrame | None:
+        """The latest colour frame received since the last call, or None (``config.color``)."""
+        frame, self._pending_color = self._pending_color, None
+        return frame
+
+    def _keep_color(self, frameset: Any, host_ns: int) -> None:
+        color = frameset.get_color_frame()
+        if not color:
+            return
+        seq = int(color.get_frame_number())
+        if seq == self._last_color_seq:
+            return
+        self._last_color_seq = seq
+        domain = color.get_frame_timestamp_domain().name
+        # One mapping with depth keeps the two streams' recorded or host-clock spacing; a live
+        # colour sensor's hardware clock is its own, so it gets its own offset.
+        clock = self._color_clock if domain == "hardware_clock" and not self.is_playback else (
+            self._clock
+        )
+        stamp_ns = clock.map(float(color.get_timestamp()), domain, host_ns)
+        rgb = np.array(np.asanyarray(color.get_data()), dtype=np.uint8, copy=True)
+        self.stats.color_frames += 1
+        self._pending_color = ColorFrame(
+            rgb=rgb, stamp_ns=stamp_ns, frame_id=self.config.color_frame_id,
+            intrinsics=self.color_intrinsics, seq=seq,
         )
 
     def _pace(self, stamp_ns: int) -> None:

@@ -169,6 +169,25 @@ class DepthFrame:
 
 
 @dataclass(frozen=True)
+class ColorFrame:
+    """One colour image of the D435's RGB camera (off unless asked for: it shows people).
+
+    Attributes:
+        rgb: (H, W, 3) uint8, red-green-blue.
+        stamp_ns: capture time in nanoseconds on the same clock as the depth frames.
+        frame_id: optical frame of the colour camera.
+        intrinsics: camera model of ``rgb``; None when not known.
+        seq: driver frame counter.
+    """
+
+    rgb: np.ndarray
+    stamp_ns: int
+    frame_id: str = "color_optical_frame"
+    intrinsics: CameraIntrinsics | None = None
+    seq: int = 0
+
+
+@dataclass(frozen=True)
 class ThermalFrame:
     """One radiometric thermal image.
 

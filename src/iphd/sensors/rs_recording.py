@@ -50,6 +50,10 @@ def write_depth_recording(
     name: str = DEFAULT_DEVICE_NAME,
     serial: str = DEFAULT_SERIAL,
     compress: bool = True,
+    color_frames: Sequence[np.ndarray] | None = None,
+    color_intrinsics: CameraIntrinsics | None = None,
+    color_delay_ms: float = 2.0,
+    depth_to_color: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
     """Write a librealsense recording of a depth stream that ``D435Camera`` can play back.
 
@@ -75,6 +79,13 @@ def write_depth_recording(
         name: device name recorded in the file.
         serial: device serial recorded in the file.
         compress: store depth compressed (librealsense default, lossless).
+        color_frames: optional (H, W, 3) uint8 RGB images, one per depth frame, written as the
+            colour stream of a second sensor ("RGB Camera", RGB8); their size comes from
+            ``color_intrinsics`` (required with them).
+        color_intrinsics: camera model of the colour stream.
+        color_delay_ms: each colour frame's timestamp after its depth frame's.
+        depth_to_color: (rotation (3, 3), translation (3,) m) taking depth-frame points into
+            the colour frame; default a 15 mm shift along x (the D435's depth-to-RGB offset).
 
     Returns:
         The path written.
@@ -114,6 +125,18 @@ def write_depth_recording(
             )
     if fps is None:
         fps = max(1, round(1000.0 / float(np.median(np.diff(stamps))))) if n > 1 else 30
+    if color_frames is not None:
+        if color_intrinsics is None:
+            raise ValueError("color_frames need color_intrinsics (their size and camera model)")
+        if len(color_frames) != n:
+            raise ValueError(f"got {n} depth frames but {len(color_frames)} colour frames")
+        cshape = (color_intrinsics.height, color_intrinsics.width, 3)
+        for i, image in enumerate(color_frames):
+            if image.shape != cshape or image.dtype != np.uint8:
+                raise ValueError(
+                    f"colour frame {i} has shape {image.shape} dtype {image.dtype}; expected "
+                    f"{cshape} uint8 RGB (the size comes from color_intrinsics)"
+                )
     raws = [mm_to_raw(frame, depth_units) for frame in frames_mm]
     if path.exists():
         path.unlink()
@@ -133,12 +156,34 @@ def write_depth_recording(
     stream.intrinsics = intrinsics_to_rs(intrinsics)
     profile = sensor.add_video_stream(stream).as_video_stream_profile()
     sensor.add_read_only_option(rs.option.depth_units, depth_units)
+    color_sensor = color_profile = None
+    if color_frames is not None and color_intrinsics is not None:
+        color_sensor = device.add_sensor("RGB Camera")
+        cstream = rs.video_stream()
+        cstream.type = rs.stream.color
+        cstream.index = 0
+        cstream.uid = 1
+        cstream.width = color_intrinsics.width
+        cstream.height = color_intrinsics.height
+        cstream.fps = fps
+        cstream.bpp = 3
+        cstream.fmt = rs.format.rgb8
+        cstream.intrinsics = intrinsics_to_rs(color_intrinsics)
+        color_profile = color_sensor.add_video_stream(cstream).as_video_stream_profile()
+        rotation, translation = depth_to_color or (np.eye(3), np.array([0.015, 0.0, 0.0]))
+        extrinsics = rs.extrinsics()
+        extrinsics.rotation = [float(v) for v in np.asarray(rotation, dtype=np.float64).T.ravel()]
+        extrinsics.translation = [float(v) for v in np.asarray(translation, dtype=np.float64)]
+        profile.register_extrinsics_to(color_profile, extrinsics)
     recorder = rs.recorder(str(path), device, compress)
     rs_domain = getattr(rs.timestamp_domain, domain)
     sensor.open(profile)
     sensor.start(lambda _: None)
+    if color_sensor is not None:
+        color_sensor.open(color_profile)
+        color_sensor.start(lambda _: None)
     try:
-        for raw, stamp, number in zip(raws, stamps, numbers, strict=True):
+        for i, (raw, stamp, number) in enumerate(zip(raws, stamps, numbers, strict=True)):
             sw_frame = rs.software_video_frame()
             sw_frame.pixels = raw
             sw_frame.bpp = 2
@@ -149,9 +194,23 @@ def write_depth_recording(
             sw_frame.profile = profile
             sw_frame.depth_units = depth_units
             sensor.on_video_frame(sw_frame)
+            if color_sensor is not None and color_frames is not None and color_intrinsics:
+                rgb = np.ascontiguousarray(color_frames[i])
+                c_frame = rs.software_video_frame()
+                c_frame.pixels = rgb
+                c_frame.bpp = 3
+                c_frame.stride = 3 * color_intrinsics.width
+                c_frame.timestamp = float(stamp) + float(color_delay_ms)
+                c_frame.domain = rs_domain
+                c_frame.frame_number = number
+                c_frame.profile = color_profile
+                color_sensor.on_video_frame(c_frame)
     finally:
         sensor.stop()
         sensor.close()
+        if color_sensor is not None:
+            color_sensor.stop()
+            color_sensor.close()
         # librealsense finalises the file when the recorder is destroyed.
         del recorder
     _make_times_deterministic(path)
