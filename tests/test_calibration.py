@@ -161,3 +161,23 @@ def test_quaternion_sign_is_normalised() -> None:
     q = np.array([0.1, -0.2, 0.3, -0.9])
     q /= np.linalg.norm(q)
     np.testing.assert_allclose(rotation_to_quaternion(quaternion_to_rotation(q)), -q, atol=1e-12)
+
+
+def test_extrinsic_pose_is_the_child_frames_pose_in_the_parent():
+    from iphd.calibration import extrinsic_pose, quaternion_to_rotation
+
+    angle = 0.3
+    rotation = np.array([[np.cos(angle), 0.0, np.sin(angle)], [0.0, 1.0, 0.0],
+                         [-np.sin(angle), 0.0, np.cos(angle)]])
+    translation = np.array([0.015, -0.002, 0.004])
+    pose = extrinsic_pose("depth", "color", rotation, translation)
+    assert (pose.parent, pose.child) == ("depth", "color")
+    # A point given in the child (colour) frame, taken into the parent (depth) frame by the pose,
+    # maps back onto itself through the extrinsic.
+    p_child = np.array([0.3, -0.2, 2.0])
+    p_parent = quaternion_to_rotation(np.array(pose.rotation_xyzw)) @ p_child + np.array(
+        pose.translation_m
+    )
+    np.testing.assert_allclose(rotation @ p_parent + translation, p_child, atol=1e-12)
+    # The colour camera's origin, in the depth frame.
+    np.testing.assert_allclose(pose.translation_m, -rotation.T @ translation, atol=1e-12)

@@ -113,14 +113,27 @@ def rig_static_transforms(calibration: RigCalibration) -> tuple[StaticTransform,
     parent, while the extrinsic maps points from depth to thermal coordinates.
     """
     frames = calibration.frames
-    rot_inv = np.asarray(calibration.rotation, dtype=np.float64).T
-    trans = -rot_inv @ np.asarray(calibration.translation_m, dtype=np.float64)
-    qx, qy, qz, qw = (float(v) for v in rotation_to_quaternion(rot_inv))
-    tx, ty, tz = (float(v) for v in trans)
     return (
         StaticTransform(frames.base, frames.depth, (0.0, 0.0, 0.0), BASE_TO_OPTICAL_XYZW),
-        StaticTransform(frames.depth, frames.thermal, (tx, ty, tz), (qx, qy, qz, qw)),
+        extrinsic_pose(
+            frames.depth, frames.thermal, calibration.rotation, calibration.translation_m
+        ),
     )
+
+
+def extrinsic_pose(
+    parent: str, child: str, rotation: Any, translation_m: Any
+) -> StaticTransform:
+    """The static transform of an extrinsic that maps ``parent`` points into ``child``.
+
+    ``p_child = rotation @ p_parent + translation_m``; TF wants the child frame's pose in the
+    parent, which is the inverse.
+    """
+    rot_inv = np.asarray(rotation, dtype=np.float64).reshape(3, 3).T
+    trans = -rot_inv @ np.asarray(translation_m, dtype=np.float64).reshape(3)
+    qx, qy, qz, qw = (float(v) for v in rotation_to_quaternion(rot_inv))
+    tx, ty, tz = (float(v) for v in trans)
+    return StaticTransform(parent, child, (tx, ty, tz), (qx, qy, qz, qw))
 
 
 def quaternion_to_rotation(xyzw: np.ndarray) -> np.ndarray:

@@ -149,6 +149,83 @@ def test_d435_frame_id_comes_from_the_rig_calibration_unless_set(
             _close(executor, d435)
 
 
+def test_d435_colour_is_off_unless_enabled_then_published_with_its_transform(
+    executor, ros_context, spin_until, tmp_path, rig
+):
+    import importlib.util
+
+    from iphd.sensors.frames import CameraIntrinsics
+
+    has_tf2_msgs = importlib.util.find_spec("tf2_msgs") is not None  # not on PyPI; apt has it
+
+    n = 20
+    color_intr = CameraIntrinsics(96, 72, fx=70.0, fy=70.0, cx=47.5, cy=35.5)
+    colors = [np.full((72, 96, 3), (i, 100, 200), np.uint8) for i in range(n)]
+    path = write_depth_recording(
+        tmp_path / "rgbd.db3", [rig.render_depth(i / 30) for i in range(n)],
+        [1000.0 + i * 1000 / 30 for i in range(n)], rig.depth_intrinsics,
+        color_frames=colors, color_intrinsics=color_intr, color_delay_ms=3.0,
+    )
+    recorder = Recorder(ros_context)
+    for topic, kind in (("color/image_raw", Image), ("color/camera_info", CameraInfo)):
+        recorder.msgs[topic] = []
+        recorder.create_subscription(kind, topic, recorder.msgs[topic].append, qos.SENSOR_SUB)
+    recorder.msgs["/tf_static"] = []
+    if has_tf2_msgs:
+        from tf2_msgs.msg import TFMessage
+
+        recorder.create_subscription(
+            TFMessage, "/tf_static", recorder.msgs["/tf_static"].append, qos.STATIC_TF
+        )
+    executor.add_node(recorder)
+    depth_images = recorder.msgs["depth/image_raw"]
+    off = D435Node(
+        context=ros_context, parameter_overrides=[Parameter("playback_file", value=str(path))]
+    )
+    executor.add_node(off)
+    try:
+        assert spin_until(executor, lambda: len(depth_images) >= 10, 10.0)
+        assert off.count_subscribers("color/image_raw") == 1  # the recorder listens ...
+        assert off.count_publishers("color/image_raw") == 0  # ... and nobody publishes colour
+    finally:
+        _close(executor, off)
+    assert recorder.msgs["color/image_raw"] == []
+    depth_images.clear()
+    on = D435Node(
+        context=ros_context,
+        parameter_overrides=[Parameter("playback_file", value=str(path)),
+                             Parameter("enable_color", value=True)],
+    )
+    executor.add_node(on)
+    try:
+        assert spin_until(executor, lambda: len(recorder.msgs["color/image_raw"]) >= n - 2, 10.0)
+        if has_tf2_msgs:
+            assert spin_until(executor, lambda: recorder.msgs["/tf_static"], 5.0)
+    finally:
+        _close(executor, on)
+    images = recorder.msgs["color/image_raw"]
+    assert images[0].encoding == "rgb8" and images[0].header.frame_id == "color_optical_frame"
+    assert (images[0].width, images[0].height) == (96, 72)
+    firsts = [int(image_to_array(m)[0, 0, 0]) for m in images]
+    assert firsts == sorted(firsts) and len(set(firsts)) == len(firsts)  # in order, no repeats
+    info = camera_info_to_intrinsics(recorder.msgs["color/camera_info"][0])
+    assert info == color_intr
+    depth_stamps = [stamp_to_ns(m.header.stamp) for m in depth_images]
+    color_stamps = [stamp_to_ns(m.header.stamp) for m in images]
+    # Each colour frame 3 ms after its depth frame, on the same (re-based) clock.
+    for k, stamp in zip(firsts, color_stamps, strict=True):
+        assert abs(stamp - depth_stamps[k] - 3_000_000) < 10_000
+    if not has_tf2_msgs:
+        return  # the transform itself: tests/test_calibration.py (extrinsic_pose)
+    tf = recorder.msgs["/tf_static"][0].transforms[0]
+    assert (tf.header.frame_id, tf.child_frame_id) == ("depth_optical_frame", "color_optical_frame")
+    # librealsense's default shift maps depth points 15 mm along x into the colour frame, so the
+    # colour camera sits 15 mm along -x in the depth frame.
+    t = tf.transform.translation
+    assert (t.x, t.y, t.z) == pytest.approx((-0.015, 0.0, 0.0), abs=1e-7)
+    assert tf.transform.rotation.w == pytest.approx(1.0)
+
+
 def test_lepton_node_drops_ffc_frames_and_publishes_calibrated_camera_info(
     executor, ros_context, spin_until, rig
 ):

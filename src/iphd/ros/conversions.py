@@ -11,7 +11,7 @@ from geometry_msgs.msg import TransformStamped
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from iphd.calibration import RigCalibration, rig_static_transforms
+from iphd.calibration import RigCalibration, StaticTransform, rig_static_transforms
 from iphd.data.truth import PersonTruth
 from iphd.detections import PersonDetection
 from iphd.image_codec import RawImage, decode_image, encode_image
@@ -91,8 +91,15 @@ def intrinsics_to_camera_info(intr: CameraIntrinsics, stamp_ns: int, frame_id: s
 
 def rig_transforms(calibration: RigCalibration, stamp_ns: int) -> list[TransformStamped]:
     """Return the static transforms of the rig (see ``iphd.calibration.rig_static_transforms``)."""
+    return transforms_to_msgs(rig_static_transforms(calibration), stamp_ns)
+
+
+def transforms_to_msgs(
+    transforms: Sequence[StaticTransform], stamp_ns: int
+) -> list[TransformStamped]:
+    """``TransformStamped`` messages of static transforms (the child frame's pose in the parent)."""
     messages = []
-    for tf in rig_static_transforms(calibration):
+    for tf in transforms:
         msg = TransformStamped(header=header(stamp_ns, tf.parent))
         msg.child_frame_id = tf.child
         t = msg.transform.translation

@@ -1,16 +1,24 @@
-"""D435 driver node: depth/image_raw (16UC1 mm) and depth/camera_info, live or from a recording."""
+"""D435 driver node: depth/image_raw (16UC1 mm) and depth/camera_info, live or from a recording.
+
+With ``enable_color`` (off by default) it also publishes the RGB camera: ``color/image_raw``
+(rgb8), ``color/camera_info`` and the depth -> colour static transform from the device.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
 
-from iphd.calibration import RigFrames, load_calibration
+from sensor_msgs.msg import CameraInfo, Image
+
+from iphd.calibration import RigFrames, extrinsic_pose, load_calibration
 from iphd.errors import IphdError
+from iphd.ros import qos
 from iphd.ros.common import declare, package_file, spin_node
+from iphd.ros.conversions import array_to_image, intrinsics_to_camera_info, transforms_to_msgs
 from iphd.ros.driver import DriverNode
 from iphd.sensors.d435 import D435Camera, D435Config
-from iphd.sensors.frames import DepthFrame
+from iphd.sensors.frames import ColorFrame, DepthFrame
 
 
 class D435Node(DriverNode):
@@ -22,6 +30,10 @@ class D435Node(DriverNode):
     unsupported mode is logged with what is available and retried every 5 s. The frame id is
     the rig calibration's depth frame, like the Lepton driver's and the fusion node's, unless
     the ``frame_id`` parameter names another.
+
+    The colour camera streams only with ``enable_color`` (colour images show who people are):
+    then each colour frame is published with the next depth frame, stamped at its own capture,
+    and the device's depth -> colour extrinsics go out once on ``/tf_static``.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -44,7 +56,36 @@ class D435Node(DriverNode):
                 declare(self, "playback_realtime", True, "play at the recorded pace")
             ),
             frame_id=frame_id or self._calibrated_frame(calibration_file),
+            color=bool(declare(
+                self, "enable_color", False,
+                "also publish the RGB camera on color/image_raw (rgb8): off by default, since "
+                "colour images show who people are",
+            )),
+            color_width=int(declare(self, "color_width", 640, "colour width, px")),
+            color_height=int(declare(self, "color_height", 480, "colour height, px")),
+            color_frame_id=str(declare(
+                self, "color_frame_id", "color_optical_frame", "colour optical frame"
+            )),
         )
+        self._color_pub = self._color_info_pub = self._tf_pub = None
+        self._tf_sent: tuple[str, str, tuple[float, ...]] | None = None
+        if config.color:
+            self._color_pub = self.create_publisher(Image, "color/image_raw", qos.SENSOR_PUB)
+            self._color_info_pub = self.create_publisher(
+                CameraInfo, "color/camera_info", qos.SENSOR_PUB
+            )
+            try:
+                from tf2_msgs.msg import TFMessage
+            except ImportError:
+                self.get_logger().warning(
+                    "tf2_msgs is not installed: the depth -> colour transform is not published"
+                )
+            else:
+                self._tf_pub = self.create_publisher(TFMessage, "/tf_static", qos.STATIC_TF)
+            self.get_logger().warning(
+                "enable_color is on: RGB images, which show who people are, are published on "
+                "color/image_raw"
+            )
         self.camera = D435Camera(config, sleep=self.loop.wait)
         self.start_streaming()
 
@@ -70,6 +111,31 @@ class D435Node(DriverNode):
             raise IphdError("the D435 stream profile has no intrinsics")
         self.hardware_id = self.camera.device_serial
         self.publish_image(frame.depth_mm, frame.intrinsics, frame.stamp_ns, frame.frame_id)
+        if self._color_pub is not None:
+            color = self.camera.take_color()
+            if color is not None:
+                self._publish_color(color, frame)
+
+    def _publish_color(self, color: ColorFrame, depth: DepthFrame) -> None:
+        """Publish a colour frame, after the depth -> colour transform once (and when it moves)."""
+        extrinsics = self.camera.depth_to_color
+        if self._tf_pub is not None and extrinsics is not None:
+            pose = extrinsic_pose(depth.frame_id, color.frame_id, *extrinsics)
+            key = (pose.parent, pose.child, pose.translation_m + pose.rotation_xyzw)
+            if key != self._tf_sent:
+                from tf2_msgs.msg import TFMessage
+
+                msgs = transforms_to_msgs([pose], color.stamp_ns)
+                self._tf_pub.publish(TFMessage(transforms=msgs))
+                self._tf_sent = key
+        if color.intrinsics is not None and self._color_info_pub is not None:
+            self._color_info_pub.publish(
+                intrinsics_to_camera_info(color.intrinsics, color.stamp_ns, color.frame_id)
+            )
+        if self._color_pub is not None:
+            self._color_pub.publish(
+                array_to_image(color.rgb, "rgb8", color.stamp_ns, color.frame_id)
+            )
 
     def status_values(self) -> dict[str, Any]:
         """Frames, timeouts, reconnects, device and depth units."""
@@ -80,6 +146,8 @@ class D435Node(DriverNode):
             "reconnects": stats.reconnects,
             "device": f"{self.camera.device_name} {self.camera.device_serial}".strip(),
             "depth_units_m": self.camera.depth_units_m,
+            "color": "on" if self.camera.config.color else "off",
+            **({"color_frames": stats.color_frames} if self.camera.config.color else {}),
         }
 
     def close(self) -> None:
