@@ -255,14 +255,25 @@ def check_color_mode(
     Raises:
         ConfigError: listing the offered modes.
     """
-    offered = sorted(set(offered), reverse=True)
-    if (width, height, fps) in offered:
+    _check_mode(
+        offered, (width, height, fps), "colour", "RGB8",
+        "Set color_width/color_height (and fps, shared with depth) to one of them, or turn the "
+        "colour stream off",
+    )
+
+
+def _check_mode(
+    offered: Iterable[tuple[int, int, int]], wanted: tuple[int, int, int], stream: str,
+    fmt: str, hint: str,
+) -> None:
+    modes = sorted(set(offered), reverse=True)
+    if wanted in modes:
         return
-    listing = ", ".join(f"{w}x{h}@{f}" for w, h, f in offered) or "none"
+    listing = ", ".join(f"{w}x{h}@{f}" for w, h, f in modes) or "none"
+    width, height, fps = wanted
     raise ConfigError(
-        f"colour mode {width}x{height}@{fps} RGB8 is not offered by this camera; offered RGB8 "
-        f"modes: {listing}. Set color_width/color_height (and fps, shared with depth) to one of "
-        "them, or turn the colour stream off"
+        f"{stream} mode {width}x{height}@{fps} {fmt} is not offered by this camera; offered "
+        f"{fmt} modes: {listing}. {hint}"
     )
 
 
@@ -284,13 +295,9 @@ def check_depth_mode(
     Raises:
         ConfigError: listing the offered modes.
     """
-    offered = sorted(set(offered), reverse=True)
-    if (width, height, fps) in offered:
-        return
-    listing = ", ".join(f"{w}x{h}@{f}" for w, h, f in offered) or "none"
-    raise ConfigError(
-        f"depth mode {width}x{height}@{fps} Z16 is not offered by this camera; offered Z16 modes: "
-        f"{listing}. Set width/height/fps to one of them (the D435 default is 848x480@30)"
+    _check_mode(
+        offered, (width, height, fps), "depth", "Z16",
+        "Set width/height/fps to one of them (the D435 default is 848x480@30)",
     )
 
 

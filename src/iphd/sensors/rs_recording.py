@@ -6,6 +6,7 @@ import math
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyrealsense2 as rs
@@ -144,31 +145,13 @@ def write_depth_recording(
     device.register_info(rs.camera_info.name, name)
     device.register_info(rs.camera_info.serial_number, serial)
     sensor = device.add_sensor("Stereo Module")
-    stream = rs.video_stream()
-    stream.type = rs.stream.depth
-    stream.index = 0
-    stream.uid = 0
-    stream.width = intrinsics.width
-    stream.height = intrinsics.height
-    stream.fps = fps
-    stream.bpp = 2
-    stream.fmt = rs.format.z16
-    stream.intrinsics = intrinsics_to_rs(intrinsics)
+    stream = _video_stream(rs.stream.depth, 0, intrinsics, fps, rs.format.z16, 2)
     profile = sensor.add_video_stream(stream).as_video_stream_profile()
     sensor.add_read_only_option(rs.option.depth_units, depth_units)
     color_sensor = color_profile = None
     if color_frames is not None and color_intrinsics is not None:
         color_sensor = device.add_sensor("RGB Camera")
-        cstream = rs.video_stream()
-        cstream.type = rs.stream.color
-        cstream.index = 0
-        cstream.uid = 1
-        cstream.width = color_intrinsics.width
-        cstream.height = color_intrinsics.height
-        cstream.fps = fps
-        cstream.bpp = 3
-        cstream.fmt = rs.format.rgb8
-        cstream.intrinsics = intrinsics_to_rs(color_intrinsics)
+        cstream = _video_stream(rs.stream.color, 1, color_intrinsics, fps, rs.format.rgb8, 3)
         color_profile = color_sensor.add_video_stream(cstream).as_video_stream_profile()
         rotation, translation = depth_to_color or (np.eye(3), np.array([0.015, 0.0, 0.0]))
         extrinsics = rs.extrinsics()
@@ -215,6 +198,23 @@ def write_depth_recording(
         del recorder
     _make_times_deterministic(path)
     return path
+
+
+def _video_stream(
+    kind: Any, uid: int, intrinsics: CameraIntrinsics, fps: int, fmt: Any, bpp: int
+) -> Any:
+    """An ``rs.video_stream`` description of a software sensor's stream."""
+    stream = rs.video_stream()
+    stream.type = kind
+    stream.index = 0
+    stream.uid = uid
+    stream.width = intrinsics.width
+    stream.height = intrinsics.height
+    stream.fps = fps
+    stream.bpp = bpp
+    stream.fmt = fmt
+    stream.intrinsics = intrinsics_to_rs(intrinsics)
+    return stream
 
 
 def _make_times_deterministic(path: Path) -> None:
