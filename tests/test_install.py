@@ -6,6 +6,7 @@ a node, tool, model or data file that only exists in the source tree fails here.
 """
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -95,3 +96,58 @@ def test_an_installed_tool_runs_on_the_installed_calibration(installed, tmp_path
                          timeout=240)
     assert run.returncode == 0, run.stdout + run.stderr
     assert (tmp_path / "bag" / "metadata.yaml").is_file()
+
+
+LAUNCH_PROBE = """
+import importlib.util, json, sys, types
+
+class Recorder:
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+class LaunchConfiguration:
+    def __init__(self, name):
+        self.name = name
+
+    def perform(self, context):
+        return context[self.name]
+
+# launch and launch_ros are not installable here: record what the file builds. The ament
+# index is the real one, so the share folder comes from AMENT_PREFIX_PATH as under ros2 launch.
+modules = {name: types.ModuleType(name) for name in
+           ("launch", "launch.actions", "launch.substitutions", "launch_ros", "launch_ros.actions")}
+modules["launch"].LaunchDescription = Recorder
+modules["launch.actions"].DeclareLaunchArgument = Recorder
+modules["launch.actions"].OpaqueFunction = Recorder
+modules["launch.substitutions"].LaunchConfiguration = LaunchConfiguration
+modules["launch_ros.actions"].Node = Recorder
+sys.modules.update(modules)
+spec = importlib.util.spec_from_file_location("detect_launch", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+entities = module.generate_launch_description().args[0]
+opaque = next(e for e in entities if "function" in e.kwargs)
+context = {name: default for name, (default, _) in module.ARGUMENTS.items()}
+context.update(source="live", rviz="true")
+for node in opaque.kwargs["function"](context):
+    print(json.dumps({"package": node.kwargs["package"], "executable": node.kwargs["executable"],
+                      "parameters": [p for p in node.kwargs["parameters"] if isinstance(p, str)],
+                      "arguments": node.kwargs.get("arguments", [])}))
+"""
+
+
+def test_the_installed_launch_file_names_installed_executables_and_files(installed, tmp_path):
+    prefix, env = installed
+    share = prefix / "share" / "iphd_bringup"
+    run = subprocess.run([sys.executable, "-c", LAUNCH_PROBE, str(share / "launch" /
+                          "detect.launch.py")], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    nodes = [json.loads(line) for line in run.stdout.splitlines()]
+    ours = [n for n in nodes if n["package"] == "iphd_bringup"]
+    assert [n["executable"] for n in ours] == [s.executable for s in build_graph("live")]
+    for node in ours:
+        assert os.access(prefix / "lib" / "iphd_bringup" / node["executable"], os.X_OK)
+        assert node["parameters"] == [str(share / "launch" / "iphd_params.yaml")]
+    rviz = next(n for n in nodes if n["package"] == "rviz2")
+    assert rviz["arguments"] == ["-d", str(share / "launch" / "iphd.rviz")]
