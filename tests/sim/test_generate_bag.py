@@ -228,6 +228,33 @@ def test_recording_plays_back_through_the_d435_driver(tmp_path, calibration):
     np.testing.assert_allclose(gaps, 1e9 / 30, atol=2e3)
 
 
+def test_recording_with_rgb_plays_its_colour_view_through_the_driver(tmp_path, calibration):
+    sensors = SensorConfig(depth_profile="depth_424x240")
+    path = generate_rs_recording(tmp_path / "rgbd.db3", seed=3, duration_s=0.3,
+                                 calibration=calibration, sensors=sensors, people=1, rgb=True)
+    config = D435Config(playback_file=str(path), playback_realtime=False, color=True)
+    depth, color = [], []
+    with D435Camera(config) as camera:
+        for frame in camera.frames():
+            depth.append(frame)
+            if (c := camera.take_color()) is not None:
+                color.append(c)
+        if (c := camera.take_color()) is not None:
+            color.append(c)
+        rotation, translation = camera.depth_to_color
+    sim = stream_simulator(3, 0.3, 1, calibration, sensors, SceneConfig())
+    assert len(depth) == len(color) == sim.n_depth == 9
+    ri = sim.rgb_intrinsics
+    assert color[0].intrinsics is not None
+    assert (color[0].intrinsics.width, color[0].intrinsics.height) == (ri.width, ri.height)
+    np.testing.assert_allclose(rotation, np.eye(3))
+    np.testing.assert_allclose(translation, 0.0)
+    stamps = {f.seq: f.stamp_ns for f in depth}
+    for j in (0, 4, 8):
+        np.testing.assert_array_equal(color[j].rgb, sim.render_depth(j, rgb=True).rgb)
+        assert color[j].stamp_ns == stamps[color[j].seq]
+
+
 def test_recording_is_byte_identical_for_the_same_seed(tmp_path, calibration):
     args = {"seed": 2, "duration_s": 0.3, "calibration": calibration, "people": 1,
             "sensors": SensorConfig(depth_profile="depth_640x360")}

@@ -95,9 +95,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="D435 depth profile")
         p.add_argument("--people", type=int, default=None,
                        help="people in the scene (default: drawn like the datasets)")
+        p.add_argument("--rgb", action="store_true",
+                       help="also record the colour camera (off by default: privacy)")
         if name == "bag":
-            p.add_argument("--rgb", action="store_true",
-                           help="also record color/image_raw (off by default: privacy)")
             p.add_argument("--compression", choices=("zstd", "none"), default="zstd")
 
     p = sub.add_parser("sheet", parents=[common], help="contact sheet PNG")
@@ -171,7 +171,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                 path = generate.generate_rs_recording(
                     args.out, seed=args.seed, duration_s=args.duration, sensors=sensors,
                     people=args.people, overwrite=args.overwrite,
-                    calibration=calibration, progress=bar.update,
+                    calibration=calibration, progress=bar.update, rgb=args.rgb,
                 )
             print(f"wrote {path}")
         else:

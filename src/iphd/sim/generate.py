@@ -790,9 +790,13 @@ def generate_rs_recording(
     out: Path, *, seed: int, duration_s: float, calibration: RigCalibration,
     sensors: SensorConfig | None = None, scene: SceneConfig | None = None,
     people: int | None = None, overwrite: bool = False,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, rgb: bool = False,
 ) -> Path:
     """Write a librealsense recording (``.db3``) of the simulated depth stream.
+
+    With ``rgb`` the recording also holds the RGB camera's stream (the simulator's colour view,
+    ``sensors.rgb_scale`` of the depth size, seen from the depth camera), for the D435 driver's
+    ``enable_color``.
 
     The file is what ``rs.recorder`` writes (see ``iphd.sensors.rs_recording``), so the D435
     driver plays it back like a camera. librealsense takes the frames in one call, so the
@@ -813,18 +817,24 @@ def generate_rs_recording(
     sensors = sensors or SensorConfig(depth_profile="depth_848x480")
     sim = stream_simulator(seed, duration_s, people, calibration, sensors,
                            scene or SceneConfig())
-    frames, stamps = [], []
+    frames, stamps, colors = [], [], []
     for j in range(sim.n_depth):
-        sample = sim.render_depth(j)
+        sample = sim.render_depth(j, rgb=rgb)
         frames.append(sample.depth_mm)
         stamps.append((sample.stamp_ns - sim.start_ns) / 1e6)
+        if sample.rgb is not None:
+            colors.append(sample.rgb)
         if progress:
             progress(1)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.partial-{os.getpid()}.db3")
     try:
-        write_depth_recording(tmp, frames, stamps, sim.depth_intrinsics,
-                              fps=int(round(sensors.depth_rate_hz)))
+        write_depth_recording(
+            tmp, frames, stamps, sim.depth_intrinsics, fps=int(round(sensors.depth_rate_hz)),
+            color_frames=colors if rgb else None,
+            color_intrinsics=sim.rgb_intrinsics if rgb else None, color_delay_ms=0.0,
+            depth_to_color=(np.eye(3), np.zeros(3)),  # the simulated RGB view is the depth's
+        )
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
