@@ -68,7 +68,8 @@ class D435Node(DriverNode):
             )),
         )
         self._color_pub = self._color_info_pub = self._tf_pub = None
-        self._tf_sent: tuple[str, str, tuple[float, ...]] | None = None
+        # The extrinsics last published on /tf_static (the camera sets new ones at each open).
+        self._tf_sent: tuple[Any, Any] | None = None
         if config.color:
             self._color_pub = self.create_publisher(Image, "color/image_raw", qos.SENSOR_PUB)
             self._color_info_pub = self.create_publisher(
@@ -117,17 +118,14 @@ class D435Node(DriverNode):
                 self._publish_color(color, frame)
 
     def _publish_color(self, color: ColorFrame, depth: DepthFrame) -> None:
-        """Publish a colour frame, after the depth -> colour transform once (and when it moves)."""
+        """Publish a colour frame, after the depth -> colour transform once per camera open."""
         extrinsics = self.camera.depth_to_color
-        if self._tf_pub is not None and extrinsics is not None:
-            pose = extrinsic_pose(depth.frame_id, color.frame_id, *extrinsics)
-            key = (pose.parent, pose.child, pose.translation_m + pose.rotation_xyzw)
-            if key != self._tf_sent:
-                from tf2_msgs.msg import TFMessage
+        if self._tf_pub is not None and extrinsics is not None and extrinsics is not self._tf_sent:
+            from tf2_msgs.msg import TFMessage
 
-                msgs = transforms_to_msgs([pose], color.stamp_ns)
-                self._tf_pub.publish(TFMessage(transforms=msgs))
-                self._tf_sent = key
+            pose = extrinsic_pose(depth.frame_id, color.frame_id, *extrinsics)
+            self._tf_pub.publish(TFMessage(transforms=transforms_to_msgs([pose], color.stamp_ns)))
+            self._tf_sent = extrinsics
         if color.intrinsics is not None and self._color_info_pub is not None:
             self._color_info_pub.publish(
                 intrinsics_to_camera_info(color.intrinsics, color.stamp_ns, color.frame_id)
