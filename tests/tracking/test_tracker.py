@@ -917,3 +917,46 @@ def test_track_input_rejects_malformed_values():
 def test_detection_problem_names_what_is_wrong(box, score, problem):
     found = detection_problem(box, score, 100, 50)
     assert (problem in found) if problem else found == ""
+
+
+# --- reconfiguring a running tracker ----------------------------------------------------------
+
+
+def _standing(tracker, x=0.0, z=3.0, frames=3):
+    for k in range(frames):
+        tracks = tracker.update((k + 1) * FRAME_NS, [det(x, z, box=person_box(x, z))])
+    return tracks[0].track_id, frames * FRAME_NS
+
+
+def test_reconfigure_applies_new_gates_at_once_and_keeps_the_tracks():
+    # A standing person's detection 0.3 m away: within the default 1 m gate, the same track.
+    moved = det(0.3, 3.0, box=person_box(0.3, 3.0))
+    before = Tracker()
+    track_id, ns = _standing(before)
+    assert [t.track_id for t in before.update(ns + FRAME_NS, [moved])] == [track_id]
+    tracker = Tracker()
+    track_id, ns = _standing(tracker)
+    tracker.reconfigure(TrackerConfig(gate_distance_m=0.2, measurement_std_m=0.3))
+    assert tracker.config.gate_distance_m == 0.2
+    assert tracker._tracks[track_id].kf._r[0, 0] == pytest.approx(0.09)
+    # Outside the new gate: a new tentative track, the old one lost.
+    tracks = tracker.update(ns + FRAME_NS, [moved])
+    assert {(t.track_id, t.state) for t in tracks} == {(track_id, LOST), (track_id + 1, TENTATIVE)}
+    # Back where the person was: the track is revived under its id.
+    tracks = tracker.update(ns + 2 * FRAME_NS, [det(0.0, 3.0, box=person_box(0.0, 3.0))])
+    assert (track_id, CONFIRMED) in {(t.track_id, t.state) for t in tracks}
+
+
+def test_reconfigure_refuses_another_up_axis_and_keeps_the_old_config():
+    tracker, _, _ = confirmed_tracker()
+    before = tracker.config
+    with pytest.raises(ConfigError, match="up_axis cannot change"):
+        tracker.reconfigure(TrackerConfig(up_axis="z"))
+    assert tracker.config is before
+
+
+def test_reconfigure_forgets_the_oldest_remembered_ids_beyond_a_smaller_memory_size():
+    tracker, ids, _ = _away_and_back([(-1.0, E_A), (1.0, E_B)], E_C)
+    assert set(tracker._memory) == set(ids)
+    tracker.reconfigure(TrackerConfig(memory_size=1))
+    assert list(tracker._memory) == [ids[1]]  # deleted together: the later entry is kept

@@ -59,6 +59,21 @@ class ConstantVelocityKalman:
             [self._r[0, 0], self._r[1, 1], initial_velocity_std_mps**2, initial_velocity_std_mps**2]
         )
 
+    def set_noise(self, *, process_accel_std_mps2: float, measurement_std_m: float) -> None:
+        """Use new noise levels from the next predict / update on (the state is kept).
+
+        Raises:
+            ConfigError: a standard deviation is not a positive finite number.
+        """
+        for name, value in (
+            ("process_accel_std_mps2", process_accel_std_mps2),
+            ("measurement_std_m", measurement_std_m),
+        ):
+            if not (math.isfinite(value) and value > 0.0):
+                raise ConfigError(f"{name} must be a positive finite number, got {value}")
+        self._accel_var = float(process_accel_std_mps2) ** 2
+        self._r = float(measurement_std_m) ** 2 * _I2
+
     @property
     def position(self) -> np.ndarray:
         """(2,) estimated ground-plane position, metres (a copy)."""

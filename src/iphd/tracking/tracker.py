@@ -413,6 +413,31 @@ class Tracker:
         """The live tracks as of the last update, ascending id (what update() returned)."""
         return self._snapshot()
 
+    def reconfigure(self, config: TrackerConfig) -> None:
+        """Use ``config`` from the next update on, keeping the tracks, their ids and galleries.
+
+        Every gate, weight and time applies at once; the live tracks' Kalman filters take the
+        new noise levels, and the memory of deleted tracks is cut to ``memory_size`` (oldest
+        forgotten first). The up axis cannot change: the tracks' positions are in its frame.
+
+        Raises:
+            ConfigError: ``config.up_axis`` differs from the current one.
+        """
+        if config.up_axis != self.config.up_axis:
+            raise ConfigError(
+                f"up_axis cannot change while tracking (it is {self.config.up_axis!r}, asked "
+                f"{config.up_axis!r}): the tracks' positions are in that frame; restart the "
+                "tracker with the new up_axis"
+            )
+        for track in self._tracks.values():
+            track.kf.set_noise(
+                process_accel_std_mps2=config.process_accel_std_mps2,
+                measurement_std_m=config.measurement_std_m,
+            )
+        self.config = config
+        while len(self._memory) > config.memory_size:
+            del self._memory[next(iter(self._memory))]
+
     def reset(self) -> None:
         """Forget all tracks and the last stamp (after a clock jump or a bag loop).
 
