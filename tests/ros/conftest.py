@@ -114,3 +114,26 @@ def tiny_detector(tmp_path_factory):
     return save_checkpoint(
         tmp_path_factory.mktemp("model") / "tiny.pt", model, NormalizeConfig(out_size=(112, 64))
     )
+
+
+@pytest.fixture
+def set_remote_parameters():
+    """``(executor, client_node, node_name, **values) -> SetParametersResult``.
+
+    Sets ``values`` on the node named ``node_name`` through its parameter services, as
+    ``ros2 param set`` (one value) and ``ros2 param load`` do, atomically: all or none.
+    """
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    def call(executor, client_node, node_name: str, **values):
+        client = AsyncParameterClient(client_node, node_name)
+        ready = _spin_until(executor, client.services_are_ready)
+        assert ready, f"no parameter services on {node_name}"
+        future = client.set_parameters_atomically(
+            [Parameter(k, value=v) for k, v in values.items()]
+        )
+        assert _spin_until(executor, future.done), f"{node_name} did not answer"
+        return future.result().result
+
+    return call

@@ -305,3 +305,32 @@ def test_a_bad_verifier_file_is_an_error_in_diagnostics_and_nothing_is_published
     feeder.send_pair(T0)
     spin_for(executor, 0.3)
     assert feeder.detections == []
+
+
+def test_thresholds_change_at_run_time_and_bad_values_are_refused(
+    graph, executor, spin_until, set_remote_parameters
+):
+    node, feeder = graph()
+    feeder.send_pair(T0)
+    assert spin_until(executor, lambda: len(feeder.detections) == 1)
+    scores = sorted(d.score for d in feeder.detections[0].detections)
+    assert len(scores) >= 2
+    # Half way between two scores: the lower ones are left out from the next pair on.
+    threshold = float(scores[-2] + scores[-1]) / 2
+    result = set_remote_parameters(executor, feeder, "detector", score_threshold=threshold)
+    assert result.successful, result.reason
+    assert node.config.score_threshold == threshold
+    feeder.send_pair(T0 + PERIOD)
+    assert spin_until(executor, lambda: len(feeder.detections) == 2)
+    assert [d.score for d in feeder.detections[1].detections] == [scores[-1]]
+    # A value the node cannot use, or a parameter read at start: refused, nothing changes.
+    for values, says in (
+        ({"score_threshold": 1.5}, "score_threshold must be in [0, 1]"),
+        ({"score_threshold": 0.0, "thermal_min_coverage": 2.0}, "thermal_min_coverage"),
+        ({"checkpoint": "other.pt"}, "read-only"),
+        ({"threads": 4}, "read-only"),
+    ):
+        result = set_remote_parameters(executor, feeder, "detector", **values)
+        assert not result.successful and says in result.reason, result.reason
+    assert node.config.score_threshold == threshold
+    assert node.get_parameter("score_threshold").value == threshold

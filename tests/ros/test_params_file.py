@@ -10,11 +10,17 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from iphd.graph import SOURCES, build_graph, load_params_file, parameters_for
+from iphd.ros import detector_node, tracker_node
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "launch" / "iphd_params.yaml"
 # Parameters every rclpy node has, whatever the file says.
 BUILT_IN = ("use_sim_time", "start_type_description_service")
+# What each node lets `ros2 param set` change while it runs.
+DYNAMIC = {
+    "detector": detector_node.DYNAMIC_PARAMETERS,
+    "tracker": tracker_node.DYNAMIC_TRACKER_PARAMETERS | tracker_node.DYNAMIC_OUTPUT_PARAMETERS,
+}
 
 
 def _graph_nodes():
@@ -103,7 +109,7 @@ def test_every_parameter_of_the_shipped_file_is_declared_by_its_node(ros_context
     params = load_params_file(SHIPPED)
     specs = _graph_nodes()
     assert set(params) == {"/**"} | {f"/**/{name}" for name in specs}
-    declared = {}
+    declared, writable = {}, {}
     for name, spec in specs.items():
         cls = getattr(importlib.import_module(spec.module), spec.node_class)
         node = cls(
@@ -112,6 +118,10 @@ def test_every_parameter_of_the_shipped_file_is_declared_by_its_node(ros_context
         )
         try:
             declared[name] = set(node.get_parameters_by_prefix(""))
+            writable[name] = {
+                d.name for d in node.describe_parameters(sorted(declared[name]))
+                if not d.read_only
+            } - set(BUILT_IN)
         finally:
             close = getattr(node, "close", None)
             if callable(close):
@@ -122,3 +132,8 @@ def test_every_parameter_of_the_shipped_file_is_declared_by_its_node(ros_context
         assert not undeclared, f"{name} does not declare {sorted(undeclared)}"
     for key in params["/**"]:
         assert any(key in names for names in declared.values()), key
+    # Only the parameters a node applies at run time can be set while it runs; the others
+    # are read-only, so `ros2 param set` refuses them instead of being silently ignored.
+    assert writable == {
+        name: set(DYNAMIC.get(name, ())) for name in specs
+    }

@@ -491,3 +491,61 @@ def test_every_tracker_config_field_has_a_parameter_description():
     from iphd.tracking.tracker import TrackerConfig
 
     assert {f.name for f in dataclasses.fields(TrackerConfig)} == set(TRACKER_PARAMETERS)
+
+
+def test_dynamic_parameters_apply_at_once_and_keep_the_tracks(
+    graph, executor, spin_until, set_remote_parameters
+):
+    node, feeder = graph()
+    _walk(executor, spin_until, feeder, 5)
+    track_id = feeder.tracks[-1].tracks[0].id
+    assert list(feeder.tracks[-1].tracks[0].embedding) == []
+    result = set_remote_parameters(
+        executor, feeder, "tracker", publish_embeddings=True, gate_distance_m=0.8,
+        measurement_std_m=0.3, query_top_k=2,
+    )
+    assert result.successful, result.reason
+    assert node.config.gate_distance_m == 0.8 and node.tracker.config is node.config
+    assert node.get_parameter("gate_distance_m").value == 0.8
+    # The live track's filter took the new measurement noise.
+    assert node.tracker._tracks[track_id].kf._r[0, 0] == pytest.approx(0.09)
+    _walk(executor, spin_until, feeder, 2, start=5)
+    (track,) = feeder.tracks[-1].tracks
+    assert track.id == track_id and len(track.embedding) == 16
+
+
+def test_bad_or_read_only_parameter_changes_are_refused_and_change_nothing(
+    graph, executor, spin_until, set_remote_parameters
+):
+    node, feeder = graph()
+    _walk(executor, spin_until, feeder, 4)
+    before = node.config
+    # Values the tracker cannot use: the reason names the parameter; all or none are applied.
+    for values, named in (
+        ({"gate_distance_m": -1.0}, "gate_distance_m"),
+        ({"min_iou": 0.5, "appearance_weight": 1.5}, "appearance_weight"),
+        ({"min_iou": 0.5, "query_top_k": 0}, "query_top_k"),
+        ({"publish_tentative": True, "query_max_distance": 3.0}, "query_max_distance"),
+    ):
+        result = set_remote_parameters(executor, feeder, "tracker", **values)
+        assert not result.successful and named in result.reason, result.reason
+    assert node.config is before and node.tracker.config is before
+    assert node.get_parameter("min_iou").value == before.min_iou
+    assert node._query_top_k == 5 and node._publish_tentative is False
+    # Parameters read once at start are read-only: a set is refused, not silently ignored.
+    for name, value in (("up_axis", "z"), ("reid_checkpoint", "other.pt"), ("max_queue", 3)):
+        result = set_remote_parameters(executor, feeder, "tracker", **{name: value})
+        assert not result.successful and "read-only" in result.reason, result.reason
+    # Still tracking the same person.
+    _walk(executor, spin_until, feeder, 2, start=4)
+    assert len(feeder.tracks[-1].tracks) == 1
+
+
+def test_parameter_changes_are_refused_while_the_tracker_is_not_started(
+    graph, executor, spin_until, set_remote_parameters
+):
+    node, feeder = graph(confirm_hits=0)
+    assert node.tracker is None
+    result = set_remote_parameters(executor, feeder, "tracker", confirm_hits=3)
+    assert not result.successful
+    assert "did not start" in result.reason and "confirm_hits" in result.reason

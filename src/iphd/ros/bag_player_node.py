@@ -86,6 +86,7 @@ class BagPlayerNode(Node):
                 "subscribers (or wait_for_subscribers_s passed); empty = start after "
                 "start_delay_s",
                 dynamic_typing=True,
+                read_only=True,
             ),
         )
         self._wait_for = parse_subscriber_counts(
@@ -95,7 +96,9 @@ class BagPlayerNode(Node):
         self.declare_parameter(
             "topics",
             [],
-            ParameterDescriptor(description="topics to play; empty = all", dynamic_typing=True),
+            ParameterDescriptor(
+                description="topics to play; empty = all", dynamic_typing=True, read_only=True
+            ),
         )
         topics = self.get_parameter("topics").value or []
         if not bag:

@@ -8,16 +8,17 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.context import Context
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 
 from iphd.errors import ConfigError, IphdError
 from iphd.resources import package_file  # noqa: F401 - re-exported for the nodes
@@ -32,10 +33,50 @@ WATCH_PERIOD_S = 0.1
 DROP_WARNING_PERIOD_S = 5.0
 
 
-def declare(node: Node, name: str, default: Any, description: str) -> Any:
-    """Declare a parameter with a description and return its value."""
-    node.declare_parameter(name, default, ParameterDescriptor(description=description))
+def declare(
+    node: Node, name: str, default: Any, description: str, *, dynamic: bool = False
+) -> Any:
+    """Declare a parameter with a description and return its value.
+
+    A parameter is read once, at start, unless ``dynamic``: the others are declared read-only,
+    so ``ros2 param set`` refuses them ("Trying to set a read-only parameter") instead of
+    storing a value the node never reads. A parameters file or ``-p`` still sets them at start.
+    A dynamic parameter's changes reach the node through ``on_parameters_set``.
+    """
+    node.declare_parameter(
+        name, default, ParameterDescriptor(description=description, read_only=not dynamic)
+    )
     return node.get_parameter(name).value
+
+
+def on_parameters_set(
+    node: Node, names: Collection[str], apply: Callable[[dict[str, Any]], None]
+) -> None:
+    """Apply run-time changes (``ros2 param set``) of a node's dynamic parameters, or refuse them.
+
+    ``apply`` gets the new values of those of ``names`` in one set request (parameters set
+    together are applied together) and raises ``IphdError`` when it cannot use them: then
+    nothing changes, the request fails with that reason and the node logs it. Changes of
+    other parameters (``use_sim_time``) pass through untouched. Register it after the node's
+    last ``declare``: rclpy runs these callbacks for declarations too.
+    """
+    wanted = frozenset(names)
+
+    def callback(parameters: list[Parameter[Any]]) -> SetParametersResult:
+        changes = {p.name: p.value for p in parameters if p.name in wanted}
+        if not changes:
+            return SetParametersResult(successful=True)
+        try:
+            apply(changes)
+        except IphdError as exc:
+            node.get_logger().warning(f"parameters not changed: {exc}")
+            return SetParametersResult(successful=False, reason=str(exc))
+        node.get_logger().info(
+            "parameters changed: " + ", ".join(f"{k} = {v!r}" for k, v in changes.items())
+        )
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(callback)
 
 
 class RateMeter:

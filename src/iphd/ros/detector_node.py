@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -24,7 +25,7 @@ from iphd.detections import (
     load_detector,
     render_debug_image,
 )
-from iphd.errors import IphdError
+from iphd.errors import ConfigError, IphdError
 from iphd.fusion import depth_to_mm
 from iphd.ros import qos
 from iphd.ros.common import (
@@ -34,6 +35,7 @@ from iphd.ros.common import (
     HeldForInfo,
     RateMeter,
     declare,
+    on_parameters_set,
     spin_node,
 )
 from iphd.ros.conversions import (
@@ -52,6 +54,11 @@ PAIR_DROP_REASONS = ("queue_full", "stale", "inference_error")
 # A pair that waited this long for inference is dropped (``stale``): its detections would be
 # too old to track.
 STALE_PAIR_S = 1.0
+# The thresholds applied to each pair's detections: `ros2 param set` changes them at once.
+DYNAMIC_PARAMETERS = (
+    "score_threshold", "min_thermal_contrast_k", "thermal_min_coverage",
+    "min_verifier_probability",
+)
 
 
 @dataclass(frozen=True)
@@ -108,16 +115,20 @@ class DetectorNode(Node):
             "calibration pairs (.npz) for backend onnxruntime-int8; empty = the shipped ones "
             "(simulator frames; python -m iphd.detection.quantize calibration writes others)",
         )
-        score = declare(self, "score_threshold", 0.5, "lowest detection score published")
+        score = declare(
+            self, "score_threshold", 0.5, "lowest detection score published", dynamic=True
+        )
         contrast = declare(
             self, "min_thermal_contrast_k", 0.0,
             "detections whose own pixels are less than this many kelvin warmer than the scene "
             "(mannequins, coats, furniture) are not published; 0 = no thermal check",
+            dynamic=True,
         )
         coverage = declare(
             self, "thermal_min_coverage", 0.9,
             "least fraction of a box with real thermal readings (not filled in) for the "
             "thermal check to apply",
+            dynamic=True,
         )
         verifier = declare(
             self, "verifier", "",
@@ -128,6 +139,7 @@ class DetectorNode(Node):
             self, "min_verifier_probability", -1.0,
             "detections the verifier gives a lower probability of being a person of their own "
             "are not published; negative = the threshold stored in the verifier file",
+            dynamic=True,
         )
         threads = declare(
             self, "threads", 2, "CPU threads for inference (torch or onnxruntime); 0 = default"
@@ -232,11 +244,22 @@ class DetectorNode(Node):
             input_qos,
             event_callbacks=qos.warn_on_incompatible_qos(self, "thermal/registered"),
         )
+        on_parameters_set(self, DYNAMIC_PARAMETERS, self._set_parameters)
         if self.detector is not None:
             self._thread = threading.Thread(
                 target=self._work, name="detector_inference", daemon=True
             )
             self._thread.start()
+
+    def _set_parameters(self, changes: dict[str, Any]) -> None:
+        """Apply run-time parameter changes from the next pair on (``on_parameters_set``)."""
+        if self.config is None:
+            raise ConfigError(
+                f"the detector did not start ({self._last_error}): fix the parameters file "
+                "and restart the node"
+            )
+        # One frozen config replaces the other: a pair in inference uses one or the other whole.
+        self.config = dataclasses.replace(self.config, **changes)
 
     # -- inputs --------------------------------------------------------------------------------
 

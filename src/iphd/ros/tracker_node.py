@@ -25,6 +25,7 @@ from iphd.ros.common import (
     RateMeter,
     declare,
     forward_library_logs,
+    on_parameters_set,
     spin_node,
 )
 from iphd.ros.conversions import camera_info_to_intrinsics, image_to_array, stamp_to_ns
@@ -105,6 +106,25 @@ TRACKER_PARAMETERS = {
 }
 
 
+# Read by the tracker at every update, so `ros2 param set` changes them at once (up_axis is
+# the frame of the tracks' positions and stays as started).
+DYNAMIC_TRACKER_PARAMETERS = frozenset(
+    f.name for f in dataclasses.fields(TrackerConfig) if f.name != "up_axis"
+)
+DYNAMIC_OUTPUT_PARAMETERS = frozenset(
+    ("publish_embeddings", "publish_tentative", "query_top_k", "query_max_distance")
+)
+
+
+def _check_query(top_k: int, max_distance: float) -> None:
+    if top_k < 1:
+        raise ConfigError(f"query_top_k must be >= 1, got {top_k}")
+    if not 0.0 <= max_distance <= 2.0:
+        raise ConfigError(
+            f"query_max_distance must be a cosine distance in [0, 2], got {max_distance}"
+        )
+
+
 @dataclass(frozen=True)
 class _Depth:
     depth_mm: np.ndarray
@@ -160,17 +180,19 @@ class TrackerNode(Node):
             "frame without one is dropped",
         ))
         self._with_embeddings = bool(declare(
-            self, "publish_embeddings", False, "fill PersonTrack.embedding"
+            self, "publish_embeddings", False, "fill PersonTrack.embedding", dynamic=True
         ))
         self._publish_tentative = bool(declare(
-            self, "publish_tentative", False, "publish and draw tentative tracks too"
+            self, "publish_tentative", False, "publish and draw tentative tracks too",
+            dynamic=True,
         ))
         self._query_top_k = int(declare(
-            self, "query_top_k", 5, "most tracks in a query/result answer"
+            self, "query_top_k", 5, "most tracks in a query/result answer", dynamic=True
         ))
         self._query_max_distance = float(declare(
             self, "query_max_distance", 2.0,
             "cosine distance above which a track is left out of a query/result (2 = none)",
+            dynamic=True,
         ))
         max_queue = int(declare(
             self, "max_queue", 10,
@@ -183,6 +205,7 @@ class TrackerNode(Node):
             f.name: declare(
                 self, f.name, getattr(defaults, f.name),
                 TRACKER_PARAMETERS.get(f.name, f"iphd.tracking.tracker.TrackerConfig.{f.name}"),
+                dynamic=f.name in DYNAMIC_TRACKER_PARAMETERS,
             )
             for f in dataclasses.fields(TrackerConfig)
         }
@@ -221,6 +244,7 @@ class TrackerNode(Node):
         self.query_extractor: FeatureExtractor | None = None
         self._tracker_lock = threading.Lock()
         try:
+            _check_query(self._query_top_k, self._query_max_distance)
             self.config = TrackerConfig(**tracker_values)
             if self._to_tracking is None and self.config.up_axis != OPTICAL_UP_AXIS:
                 why = ("tf2_ros is not installed, so tracks stay in the detections' frame"
@@ -272,11 +296,35 @@ class TrackerNode(Node):
             Image, "query/image", self._on_query, input_qos,
             event_callbacks=qos.warn_on_incompatible_qos(self, "query/image"),
         )
+        on_parameters_set(
+            self, DYNAMIC_TRACKER_PARAMETERS | DYNAMIC_OUTPUT_PARAMETERS, self._set_parameters
+        )
         # Depth silence counts from here, not from before the models loaded: a first ONNX
         # export takes seconds, and the first frames must still wait for their depth.
         self._started_ns = time.monotonic_ns()
         self._thread = threading.Thread(target=self._work, name="tracker_worker", daemon=True)
         self._thread.start()
+
+    def _set_parameters(self, changes: dict[str, Any]) -> None:
+        """Apply run-time parameter changes at once, all or none (``on_parameters_set``)."""
+        if self.tracker is None:
+            raise ConfigError(
+                f"the tracker did not start ({self._last_error}): fix the parameters file and "
+                "restart the node"
+            )
+        tracker_changes = {k: v for k, v in changes.items() if k in DYNAMIC_TRACKER_PARAMETERS}
+        config = dataclasses.replace(self.config, **tracker_changes)
+        top_k = int(changes.get("query_top_k", self._query_top_k))
+        max_distance = float(changes.get("query_max_distance", self._query_max_distance))
+        _check_query(top_k, max_distance)
+        with self._tracker_lock:
+            self.tracker.reconfigure(config)
+            self.config = config
+            self._query_top_k, self._query_max_distance = top_k, max_distance
+            self._with_embeddings = bool(changes.get("publish_embeddings", self._with_embeddings))
+            self._publish_tentative = bool(
+                changes.get("publish_tentative", self._publish_tentative)
+            )
 
     def _load(
         self, path: str, modality: str, device: str, backend: str, threads: int, parameter: str
