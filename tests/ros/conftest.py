@@ -120,20 +120,24 @@ def tiny_detector(tmp_path_factory):
 def set_remote_parameters():
     """``(executor, client_node, node_name, **values) -> SetParametersResult``.
 
-    Sets ``values`` on the node named ``node_name`` through its parameter services, as
-    ``ros2 param set`` (one value) and ``ros2 param load`` do, atomically: all or none.
+    Sets ``values`` on the node named ``node_name`` through its parameter services in one
+    atomic request (all or none). With ``one_by_one=True`` they go as ``ros2 param set`` and
+    ``ros2 param load`` send them, each set on its own, and the list of results comes back.
     """
     from rclpy.parameter import Parameter
     from rclpy.parameter_client import AsyncParameterClient
 
-    def call(executor, client_node, node_name: str, **values):
+    def call(executor, client_node, node_name: str, one_by_one=False, **values):
         client = AsyncParameterClient(client_node, node_name)
         ready = _spin_until(executor, client.services_are_ready)
         assert ready, f"no parameter services on {node_name}"
-        future = client.set_parameters_atomically(
-            [Parameter(k, value=v) for k, v in values.items()]
-        )
+        parameters = [Parameter(k, value=v) for k, v in values.items()]
+        if one_by_one:
+            future = client.set_parameters(parameters)
+        else:
+            future = client.set_parameters_atomically(parameters)
         assert _spin_until(executor, future.done), f"{node_name} did not answer"
-        return future.result().result
+        response = future.result()
+        return response.results if one_by_one else response.result
 
     return call

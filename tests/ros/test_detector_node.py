@@ -334,3 +334,17 @@ def test_thresholds_change_at_run_time_and_bad_values_are_refused(
         assert not result.successful and says in result.reason, result.reason
     assert node.config.score_threshold == threshold
     assert node.get_parameter("score_threshold").value == threshold
+
+
+def test_a_dumped_file_loaded_one_value_at_a_time_sets_the_writable_values_only(
+    graph, executor, spin_until, set_remote_parameters
+):
+    node, feeder = graph()
+    results = set_remote_parameters(
+        executor, feeder, "detector", one_by_one=True,
+        checkpoint=node.get_parameter("checkpoint").value, score_threshold=0.25,
+        thermal_min_coverage=0.5,
+    )
+    assert [r.successful for r in results] == [False, True, True]
+    assert "read-only" in results[0].reason
+    assert (node.config.score_threshold, node.config.thermal_min_coverage) == (0.25, 0.5)
