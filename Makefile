@@ -7,7 +7,8 @@ DURATION ?= 20
 ARGS ?=
 # Generated data that can be rebuilt (the simulator's demo bag) stays inside the checkout.
 export IPHD_CACHE_DIR ?= $(CURDIR)/out/cache
-MSG_FILES := $(wildcard ros2_ws/src/iphd_msgs/msg/*.msg) ros2_ws/src/iphd_msgs/CMakeLists.txt \
+MSG_FILES := $(wildcard ros2_ws/src/iphd_msgs/msg/*.msg ros2_ws/src/iphd_msgs/srv/*.srv) \
+             ros2_ws/src/iphd_msgs/CMakeLists.txt \
              ros2_ws/src/iphd_msgs/package.xml
 
 .PHONY: setup demo test lint bench clean

@@ -32,7 +32,9 @@ if [ ! -f "$VENV/.iphd-jazzy" ]; then
   touch "$VENV/.iphd-jazzy"
 fi
 MSGS_BASE=$ROOT/ros2_ws/install-jazzy
-if [ ! -f "$MSGS_BASE/.iphd-msgs-built" ]; then
+# Built once, and again whenever an interface file changed since (as make's MSG_FILES rule).
+if [ ! -f "$MSGS_BASE/.iphd-msgs-built" ] \
+    || [ -n "$(find ros2_ws/src/iphd_msgs -type f -newer "$MSGS_BASE/.iphd-msgs-built")" ]; then
   log "building iphd_msgs with Jazzy's rosidl into ros2_ws/install-jazzy"
   link_ros_includes "$VENV"
   (

@@ -12,6 +12,7 @@ from iphd_msgs.msg import (
     PersonTrackArray,
     TrackQueryResult,
 )
+from iphd_msgs.srv import QueryTracks
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import ReliabilityPolicy
@@ -319,6 +320,65 @@ def test_an_rgb_query_returns_the_track(graph, executor, spin_until):
     assert stamp_to_ns(result.header.stamp) == T0 + 123 and result.header.frame_id == FRAME
     assert list(result.track_ids) == [track_id]
     assert len(result.distances) == 1 and 0.0 <= result.distances[0] <= 2.0
+
+
+def _ask(executor, spin_until, feeder, image, top_k=0):
+    """Call the tracker's query/tracks service; return its response."""
+    client = feeder.create_client(QueryTracks, "query/tracks")
+    assert spin_until(executor, client.service_is_ready)
+    future = client.call_async(QueryTracks.Request(image=image, top_k=top_k))
+    assert spin_until(executor, future.done)
+    return future.result()
+
+
+def test_the_query_service_answers_as_the_topic_does(graph, executor, spin_until):
+    node, feeder = graph()
+    # Two people walking side by side, 1.5 m apart.
+    for k in range(5):
+        stamp = T0 + k * PERIOD
+        people = [_person(k), _person(k, x0=0.5)]
+        feeder.depth.publish(_depth(stamp, [box for box, _ in people]))
+        feeder.detections.publish(
+            _detections(stamp, [(box, xyz, 0.9) for box, xyz in people])
+        )
+        assert spin_until(
+            executor,
+            lambda s=stamp: bool(feeder.tracks)
+            and stamp_to_ns(feeder.tracks[-1].header.stamp) == s,
+        )
+    ids = {t.id for t in feeder.tracks[-1].tracks}
+    assert len(ids) == 2
+    crop = np.random.default_rng(0).integers(0, 256, (64, 32, 3)).astype(np.uint8)
+    image = array_to_image(crop, "rgb8", T0 + 123, "color_optical_frame")
+    feeder.query.publish(image)
+    assert spin_until(executor, lambda: len(feeder.results) == 1)
+    response = _ask(executor, spin_until, feeder, image)
+    assert response.success and response.message == ""
+    answer = response.result
+    assert stamp_to_ns(answer.header.stamp) == T0 + 123 and answer.header.frame_id == FRAME
+    assert list(answer.track_ids) == list(feeder.results[0].track_ids)
+    assert set(answer.track_ids) == ids
+    assert list(answer.distances) == pytest.approx(list(feeder.results[0].distances), abs=1e-6)
+    # top_k asks for fewer than the node's query_top_k.
+    nearest = _ask(executor, spin_until, feeder, image, top_k=1).result
+    assert list(nearest.track_ids) == list(answer.track_ids[:1])
+    # A refused image: success false and why, no answer; the node goes on.
+    bad = array_to_image(crop[..., 0].copy(), "mono8", T0, "color_optical_frame")
+    response = _ask(executor, spin_until, feeder, bad)
+    assert not response.success and "mono8" in response.message
+    assert list(response.result.track_ids) == []
+    assert _ask(executor, spin_until, feeder, image).success
+
+
+def test_without_an_rgb_embedder_the_query_service_says_which_parameter_to_set(
+    graph, executor, spin_until
+):
+    node, feeder = graph(query_checkpoint="none")
+    crop = np.zeros((64, 32, 3), np.uint8)
+    response = _ask(
+        executor, spin_until, feeder, array_to_image(crop, "rgb8", T0, "color_optical_frame")
+    )
+    assert not response.success and "query_checkpoint" in response.message
 
 
 def test_without_appearance_queries_are_ignored_and_diagnostics_warn(

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from iphd_msgs.msg import PersonDetectionArray, PersonTrackArray, TrackQueryResult
+from iphd_msgs.srv import QueryTracks
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from visualization_msgs.msg import MarkerArray
@@ -114,6 +115,10 @@ DYNAMIC_TRACKER_PARAMETERS = frozenset(
 DYNAMIC_OUTPUT_PARAMETERS = frozenset(
     ("publish_embeddings", "publish_tentative", "query_top_k", "query_max_distance")
 )
+
+
+class _QueryUnavailableError(IphdError):
+    """A query cannot be answered: no RGB embedder, or no tracker."""
 
 
 def _check_query(top_k: int, max_distance: float) -> None:
@@ -296,6 +301,7 @@ class TrackerNode(Node):
             Image, "query/image", self._on_query, input_qos,
             event_callbacks=qos.warn_on_incompatible_qos(self, "query/image"),
         )
+        self.create_service(QueryTracks, "query/tracks", self._on_query_service)
         on_parameters_set(
             self, DYNAMIC_TRACKER_PARAMETERS | DYNAMIC_OUTPUT_PARAMETERS, self._set_parameters
         )
@@ -403,29 +409,55 @@ class TrackerNode(Node):
             self._depth_info = (info.width, info.height, info.fx, info.fy)
 
     def _on_query(self, msg: Image) -> None:
-        with self._lock:
-            self._queries += 1
-        extractor = self.query_extractor
-        if extractor is None or self.tracker is None:
-            self.get_logger().warning(
-                "query/image ignored: no RGB re-ID embedder loaded; set the 'query_checkpoint' "
-                "parameter to an RGB embedder checkpoint (training/train_reid.py)",
-                throttle_duration_sec=5.0,
-            )
-            return
         try:
-            rgb = image_to_array(msg, QUERY_ENCODINGS)
-            if msg.encoding == "bgr8":
-                rgb = np.ascontiguousarray(rgb[..., ::-1])
-            embedding = extractor([letterbox(rgb, crop_size(extractor))])[0]
-            with self._tracker_lock:
-                matches = self.tracker.query(embedding, self._query_top_k, self._query_max_distance)
+            matches = self._match(msg, 0)
+        except _QueryUnavailableError as exc:
+            self.get_logger().warning(f"query/image ignored: {exc}", throttle_duration_sec=5.0)
+            return
         except (IphdError, ValueError) as exc:
             self._drop("bad_query", f"query/image dropped: {exc}")
             return
         self._query_pub.publish(
             query_result_msg(stamp_to_ns(msg.header.stamp), self._frame_id, matches)
         )
+
+    def _on_query_service(
+        self, request: QueryTracks.Request, response: QueryTracks.Response
+    ) -> QueryTracks.Response:
+        stamp_ns = stamp_to_ns(request.image.header.stamp)
+        try:
+            matches = self._match(request.image, int(request.top_k))
+        except _QueryUnavailableError as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        except (IphdError, ValueError) as exc:
+            self._count("bad_query")
+            response.success, response.message = False, f"query image refused: {exc}"
+            return response
+        response.success = True
+        response.result = query_result_msg(stamp_ns, self._frame_id, matches)
+        return response
+
+    def _match(self, image: Image, top_k: int) -> list[tuple[int, float]]:
+        """The live tracks nearest to an RGB person crop (``top_k`` 0 = ``query_top_k``)."""
+        with self._lock:
+            self._queries += 1
+        extractor = self.query_extractor
+        if extractor is None or self.tracker is None:
+            why = (
+                "no RGB re-ID embedder loaded; set the 'query_checkpoint' parameter to an RGB "
+                "embedder checkpoint (training/train_reid.py)"
+                if extractor is None else f"the tracker did not start ({self._last_error})"
+            )
+            raise _QueryUnavailableError(why)
+        rgb = image_to_array(image, QUERY_ENCODINGS)
+        if image.encoding == "bgr8":
+            rgb = np.ascontiguousarray(rgb[..., ::-1])
+        embedding = extractor([letterbox(rgb, crop_size(extractor))])[0]
+        with self._tracker_lock:
+            return self.tracker.query(
+                embedding, top_k or self._query_top_k, self._query_max_distance
+            )
 
     def _enqueue(self, ready: list[Matched[_Depth, DetectionFrame]]) -> None:
         if not ready:
