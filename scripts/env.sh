@@ -9,6 +9,8 @@ export VIRTUAL_ENV=$VENV
 export PATH="$VENV/bin:$PATH"
 export AMENT_PREFIX_PATH="$MSGS:$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 export LD_LIBRARY_PATH="$MSGS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export PYTHONPATH="$MSGS/lib/python3.11/site-packages${PYTHONPATH:+:$PYTHONPATH}"
+# colcon installs the interfaces' Python modules under the venv's python version.
+PYVER=$("$VENV/bin/python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+export PYTHONPATH="$MSGS/lib/python$PYVER/site-packages${PYTHONPATH:+:$PYTHONPATH}"
 export RMW_IMPLEMENTATION=${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
 exec "$@"
