@@ -39,4 +39,5 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) ros2_ws/build ros2_ws/install ros2_ws/log \
-		.venv-jazzy ros2_ws/build-jazzy ros2_ws/install-jazzy ros2_ws/log-jazzy
+		.venv-jazzy ros2_ws/build-jazzy ros2_ws/install-jazzy ros2_ws/log-jazzy \
+		.venv-robot ros2_ws/build-robot ros2_ws/install-robot ros2_ws/log-robot
