@@ -153,3 +153,21 @@ def test_a_node_started_as_ros2_run_does_with_a_bad_executor_stops_with_the_reas
     assert proc.returncode == 2, proc.stderr
     assert "FusionNode: error: IPHD_EXECUTOR='multi' is not an executor" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_whole_number_for_a_decimal_parameter_stops_the_node_with_how_to_write_it(tmp_path):
+    # rclpy types parameters by their default: `lost_timeout_s: 10` in a parameters file is an
+    # integer, and the node would die with rclpy's traceback.
+    import subprocess
+    import sys
+
+    params = tmp_path / "params.yaml"
+    params.write_text("/**/tracker:\n  ros__parameters:\n    lost_timeout_s: 10\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", "from iphd.ros.tracker_node import main; main()",
+         "--ros-args", "--params-file", str(params)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "parameter 'lost_timeout_s' must be a number with a decimal point" in proc.stderr
+    assert "2.0, not 2" in proc.stderr and "Traceback" not in proc.stderr

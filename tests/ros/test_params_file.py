@@ -4,13 +4,16 @@ import importlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rclpy
 from rclpy.context import Context
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from iphd.errors import ConfigError
 from iphd.graph import SOURCES, build_graph, load_params_file, parameters_for
 from iphd.ros import detector_node, tracker_node
+from iphd.ros.common import declare
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "launch" / "iphd_params.yaml"
@@ -137,3 +140,56 @@ def test_every_parameter_of_the_shipped_file_is_declared_by_its_node(ros_context
     assert writable == {
         name: set(DYNAMIC.get(name, ())) for name in specs
     }
+
+
+@pytest.mark.parametrize(
+    "default, given, says",
+    [
+        (1.0, 1, "a number with a decimal point (a whole number needs one too"),
+        (3, 3.0, "a whole number"),
+        (True, "yes", "true or false"),
+        ("auto", 1, "a string"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_with_what_to_write(
+    ros_context, default, given, says
+):
+    node = Node(
+        "typed", context=ros_context, parameter_overrides=[Parameter("value", value=given)]
+    )
+    try:
+        with pytest.raises(ConfigError, match="parameter 'value' must be") as caught:
+            declare(node, "value", default, "a typed parameter")
+        assert says in str(caught.value) and repr(default) in str(caught.value)
+        # A value of the right type is taken as it is.
+        assert declare(node, "other", default, "a typed parameter") == default
+    finally:
+        node.destroy_node()
+
+
+def _wrong_type(value):
+    return 1 if isinstance(value, str) else "not a number"
+
+
+def test_every_node_stops_cleanly_on_a_parameter_of_the_wrong_type(tmp_path):
+    # As `ros2 run` does: the node's constructor raises ConfigError (spin_node prints it and
+    # exits 2), then rclpy's shutdown destroys the half-built node, which must not fail.
+    params = load_params_file(SHIPPED)
+    for name, spec in _graph_nodes().items():
+        cls = getattr(importlib.import_module(spec.module), spec.node_class)
+        values = {k: v for k, v in params[f"/**/{name}"].items() if v is not None and v != []}
+        context = Context()
+        rclpy.init(context=context)
+        try:
+            with pytest.raises(ConfigError, match="must be") as caught:
+                cls(
+                    context=context,
+                    parameter_overrides=[
+                        Parameter(k, value=_wrong_type(v)) for k, v in values.items()
+                    ],
+                )
+            # The traceback keeps the half-built node alive, as spin_node's handler does.
+            assert caught.traceback
+            rclpy.try_shutdown(context=context)
+        finally:
+            rclpy.try_shutdown(context=context)

@@ -16,6 +16,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.context import Context
+from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -43,10 +44,25 @@ def declare(
     storing a value the node never reads. A parameters file or ``-p`` still sets them at start.
     A dynamic parameter's changes reach the node through ``on_parameters_set``.
     """
-    node.declare_parameter(
-        name, default, ParameterDescriptor(description=description, read_only=not dynamic)
-    )
+    try:
+        node.declare_parameter(
+            name, default, ParameterDescriptor(description=description, read_only=not dynamic)
+        )
+    except InvalidParameterTypeException as exc:
+        raise ConfigError(_type_problem(name, default, exc)) from exc
     return node.get_parameter(name).value
+
+
+def _type_problem(name: str, default: Any, exc: Exception) -> str:
+    """Why a parameter's value was refused for its type, and how to write it."""
+    kinds = {bool: "true or false", int: "a whole number", float: "a number with a decimal "
+             "point", str: "a string"}
+    kind = kinds.get(type(default), f"a {type(default).__name__}")
+    hint = " (a whole number needs one too: 2.0, not 2)" if isinstance(default, float) else ""
+    return (
+        f"parameter '{name}' must be {kind}{hint}, like its default {default!r}; fix it in the "
+        f"parameters file or the -p / launch argument that sets it ({exc})"
+    )
 
 
 def on_parameters_set(

@@ -117,6 +117,10 @@ DYNAMIC_OUTPUT_PARAMETERS = frozenset(
 )
 
 
+def _nothing() -> None:
+    pass
+
+
 class _QueryUnavailableError(IphdError):
     """A query cannot be answered: no RGB embedder, or no tracker."""
 
@@ -622,14 +626,24 @@ class TrackerNode(Node):
         return detections_frame
 
     def close(self) -> None:
-        """Stop the worker thread (queued frames are dropped)."""
-        with self._wake:
-            self._stopping = True
-            self._queue.clear()
-            self._wake.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5.0)
-        self._undo_logs()
+        """Stop the worker thread (queued frames are dropped); idempotent.
+
+        Also safe on a node whose constructor raised (a parameter of the wrong type): rclpy
+        destroys such a node at shutdown too.
+        """
+        wake = getattr(self, "_wake", None)
+        if wake is not None:
+            with wake:
+                self._stopping = True
+                self._queue.clear()
+                wake.notify_all()
+        thread = getattr(self, "_thread", None)
+        if thread is not None and thread.is_alive():
+            thread.join(timeout=5.0)
+        undo = getattr(self, "_undo_logs", None)
+        if undo is not None:
+            undo()
+            self._undo_logs = _nothing
 
     def destroy_node(self) -> None:
         """Stop the worker thread, then destroy the node."""
