@@ -44,15 +44,10 @@ class ConstantVelocityKalman:
             ConfigError: a standard deviation is not a positive finite number.
             ValueError: ``position_m`` is not two finite numbers.
         """
-        for name, value in (
-            ("process_accel_std_mps2", process_accel_std_mps2),
-            ("measurement_std_m", measurement_std_m),
-            ("initial_velocity_std_mps", initial_velocity_std_mps),
-        ):
-            if not (math.isfinite(value) and value > 0.0):
-                raise ConfigError(f"{name} must be a positive finite number, got {value}")
-        self._accel_var = float(process_accel_std_mps2) ** 2
-        self._r = float(measurement_std_m) ** 2 * _I2
+        _check_std("initial_velocity_std_mps", initial_velocity_std_mps)
+        self.set_noise(
+            process_accel_std_mps2=process_accel_std_mps2, measurement_std_m=measurement_std_m
+        )
         z = _as_position(position_m)
         self._x = np.array([z[0], z[1], 0.0, 0.0])
         self._p = np.diag(
@@ -65,12 +60,8 @@ class ConstantVelocityKalman:
         Raises:
             ConfigError: a standard deviation is not a positive finite number.
         """
-        for name, value in (
-            ("process_accel_std_mps2", process_accel_std_mps2),
-            ("measurement_std_m", measurement_std_m),
-        ):
-            if not (math.isfinite(value) and value > 0.0):
-                raise ConfigError(f"{name} must be a positive finite number, got {value}")
+        _check_std("process_accel_std_mps2", process_accel_std_mps2)
+        _check_std("measurement_std_m", measurement_std_m)
         self._accel_var = float(process_accel_std_mps2) ** 2
         self._r = float(measurement_std_m) ** 2 * _I2
 
@@ -140,3 +131,8 @@ def _as_position(value: Sequence[float] | np.ndarray) -> np.ndarray:
     if z.shape != (2,) or not np.all(np.isfinite(z)):
         raise ValueError(f"a ground-plane position must be two finite numbers, got {value!r}")
     return z
+
+
+def _check_std(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0.0):
+        raise ConfigError(f"{name} must be a positive finite number, got {value}")
