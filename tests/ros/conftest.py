@@ -141,3 +141,55 @@ def set_remote_parameters():
         return response.results if one_by_one else response.result
 
     return call
+
+
+@pytest.fixture(scope="session")
+def _vision_msgs_build(tmp_path_factory):
+    """The test stand-in of vision_msgs (tests/ros/standin), colcon-built once per session."""
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if importlib.util.find_spec("colcon_core") is None:
+        pytest.skip("needs colcon to build the vision_msgs stand-in")
+    base = tmp_path_factory.mktemp("vision_msgs")
+    build = subprocess.run(
+        [sys.executable, "-m", "colcon", "--log-base", str(base / "log"), "build",
+         "--base-paths", str(Path(__file__).parent / "standin"),
+         "--build-base", str(base / "build"), "--install-base", str(base / "install")],
+        cwd=base, capture_output=True, text=True, timeout=300,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    return base / "install" / "vision_msgs"
+
+
+@pytest.fixture
+def vision_msgs(_vision_msgs_build):
+    """``vision_msgs.msg`` importable for one test, as where ros-<distro>-vision-msgs is installed.
+
+    Its C libraries are loaded by path (the process started without them on LD_LIBRARY_PATH);
+    afterwards the module is forgotten again, so other tests see no vision_msgs.
+    """
+    import ctypes
+    import importlib
+    import sys
+
+    pending = sorted((_vision_msgs_build / "lib").glob("*.so"))
+    for _ in range(len(pending)):  # in dependency order, whatever the names sort to
+        left = []
+        for lib in pending:
+            try:
+                ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+            except OSError:
+                left.append(lib)
+        pending = left
+    assert not pending, f"could not load {pending}"
+    site = str(next((_vision_msgs_build / "lib").glob("python*/site-packages")))
+    sys.path.insert(0, site)
+    try:
+        yield importlib.import_module("vision_msgs.msg")
+    finally:
+        sys.path.remove(site)
+        for name in [n for n in sys.modules if n == "vision_msgs" or n.startswith("vision_msgs.")]:
+            del sys.modules[name]

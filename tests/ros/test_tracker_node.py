@@ -609,3 +609,71 @@ def test_parameter_changes_are_refused_while_the_tracker_is_not_started(
     result = set_remote_parameters(executor, feeder, "tracker", confirm_hits=3)
     assert not result.successful
     assert "did not start" in result.reason and "confirm_hits" in result.reason
+
+
+def test_tracks_as_vision_msgs_leave_out_lost_tracks_and_stand_along_the_up_axis(vision_msgs):
+    from iphd.ros.tracking_msgs import PERSON_HEIGHT_M, tracks_to_vision
+    from iphd.tracking.tracker import CONFIRMED, LOST, TENTATIVE, TrackState
+
+    def state(track_id, status, position, score=0.9):
+        return TrackState(
+            track_id, status, score, np.asarray(position, dtype=np.float64), np.zeros(3),
+            None, 1.0, 0.0, None,
+        )
+
+    tracks = [
+        state(4, CONFIRMED, (0.5, 0.1, 3.0), score=0.8),
+        state(5, LOST, (1.0, 0.1, 3.0)),
+        state(6, TENTATIVE, (-0.5, 0.1, 2.0)),
+        state(7, CONFIRMED, (math.nan, math.nan, math.nan)),
+    ]
+    msg = tracks_to_vision(vision_msgs, tracks, T0 + 5, FRAME, "-y")
+    assert isinstance(msg, vision_msgs.Detection3DArray)
+    assert stamp_to_ns(msg.header.stamp) == T0 + 5 and msg.header.frame_id == FRAME
+    assert [d.id for d in msg.detections] == ["4", "6"]
+    first = msg.detections[0]
+    assert first.header.frame_id == FRAME
+    centre = first.bbox.center.position
+    assert (centre.x, centre.y, centre.z) == pytest.approx((0.5, 0.1, 3.0))
+    assert first.bbox.size.z == pytest.approx(PERSON_HEIGHT_M)
+    # The box's own z axis is the optical frame's up, -y.
+    q = first.bbox.center.orientation
+    assert _rotate((q.x, q.y, q.z, q.w), (0, 0, 1)) == pytest.approx([0, -1, 0])
+    (result,) = first.results
+    assert result.hypothesis.class_id == "person"
+    assert result.hypothesis.score == pytest.approx(0.8)
+    assert result.pose.pose.position.z == pytest.approx(3.0)
+    # In odom (up z) the box stands upright as it is.
+    upright = tracks_to_vision(vision_msgs, tracks[:1], T0, "odom", "z").detections[0]
+    q = upright.bbox.center.orientation
+    assert _rotate((q.x, q.y, q.z, q.w), (0, 0, 1)) == pytest.approx([0, 0, 1])
+
+
+def test_where_vision_msgs_is_installed_the_tracks_are_published_as_detection3d_too(
+    vision_msgs, graph, executor, spin_until
+):
+    node, feeder = graph()
+    received = []
+    feeder.create_subscription(
+        vision_msgs.Detection3DArray, "vision_tracks", received.append, 50
+    )
+    assert spin_until(executor, lambda: node.count_subscribers("vision_tracks") > 0)
+    _walk(executor, spin_until, feeder, 5)
+    assert spin_until(executor, lambda: len(received) >= 5)
+    track_id = feeder.tracks[-1].tracks[0].id
+    last = received[-1]
+    assert last.header == feeder.tracks[-1].header
+    assert [d.id for d in last.detections] == [str(track_id)]
+    # Tentative tracks are not published by default, as in tracks.
+    assert [len(m.detections) for m in received[:2]] == [0, 0]
+    assert node.stats()["vision_msgs"] == "on"
+
+
+def test_without_vision_msgs_the_tracker_says_so_and_publishes_no_vision_tracks(
+    graph, executor, spin_until
+):
+    node, feeder = graph()
+    assert node.stats()["vision_msgs"] == "not installed"
+    assert node.count_publishers("vision_tracks") == 0
+    node_off, _ = graph(publish_vision_msgs=False)
+    assert node_off.stats()["vision_msgs"] == "off"

@@ -35,9 +35,11 @@ from iphd.ros.fusion_node import DEPTH_ENCODINGS
 from iphd.ros.tracking_msgs import (
     DetectionFrame,
     detections_from_msg,
+    load_vision_msgs,
     query_result_msg,
     tracks_to_markers,
     tracks_to_msg,
+    tracks_to_vision,
 )
 from iphd.tracking.appearance import (
     DepthPairing,
@@ -195,6 +197,11 @@ class TrackerNode(Node):
             self, "publish_tentative", False, "publish and draw tentative tracks too",
             dynamic=True,
         ))
+        publish_vision = bool(declare(
+            self, "publish_vision_msgs", True,
+            "also publish vision_tracks (vision_msgs/Detection3DArray) where vision_msgs is "
+            "installed, while it has subscribers",
+        ))
         self._query_top_k = int(declare(
             self, "query_top_k", 5, "most tracks in a query/result answer", dynamic=True
         ))
@@ -285,6 +292,21 @@ class TrackerNode(Node):
         self._tracks_pub = self.create_publisher(PersonTrackArray, "tracks", qos.RESULT_PUB)
         self._markers_pub = self.create_publisher(MarkerArray, "markers", qos.RESULT_PUB)
         self._query_pub = self.create_publisher(TrackQueryResult, "query/result", qos.RESULT_PUB)
+        # vision_msgs for other tools (people layers, Foxglove), when installed.
+        self._vision = load_vision_msgs() if publish_vision else None
+        self._vision_pub = None
+        if self._vision is not None:
+            self._vision_pub = self.create_publisher(
+                self._vision.Detection3DArray, "vision_tracks", qos.RESULT_PUB
+            )
+        elif publish_vision:
+            self.get_logger().info(
+                "vision_msgs is not installed: vision_tracks is not published (apt install "
+                "ros-$ROS_DISTRO-vision-msgs, or set publish_vision_msgs to false)"
+            )
+        self._vision_state = (
+            "on" if self._vision is not None else "not installed" if publish_vision else "off"
+        )
         self.diagnostics = DiagnosticsReporter(self, "tracker", period, self.stats, self._status)
         self.create_subscription(
             PersonDetectionArray, "detections", self._on_detections, input_qos,
@@ -609,6 +631,11 @@ class TrackerNode(Node):
         self._markers_pub.publish(
             tracks_to_markers(shown, frame.stamp_ns, frame_id, self.config.up_axis)
         )
+        vision, vision_pub = self._vision, self._vision_pub
+        if vision is not None and vision_pub is not None and vision_pub.get_subscription_count():
+            vision_pub.publish(
+                tracks_to_vision(vision, shown, frame.stamp_ns, frame_id, self.config.up_axis)
+            )
         return len(shown)
 
     def _output_frame(self, detections_frame: str) -> str:
@@ -682,6 +709,7 @@ class TrackerNode(Node):
             values: dict[str, Any] = {
                 "reid_model": self._reid_model,
                 "query_model": self._query_model,
+                "vision_msgs": self._vision_state,
                 "device": str(self.reid.device) if self.reid is not None else "none",
                 "backend": self.reid.backend if self.reid is not None else "none",
                 "detections_rate_hz": self._detections_rate.rate_hz(),

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import colorsys
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Duration
-from geometry_msgs.msg import Point, Quaternion, Vector3
+from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
 from iphd_msgs.msg import PersonDetectionArray, PersonTrack, PersonTrackArray, TrackQueryResult
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
@@ -200,3 +203,52 @@ def query_result_msg(
     msg.track_ids = [int(track_id) for track_id, _ in matches]
     msg.distances = [float(distance) for _, distance in matches]
     return msg
+
+
+#: class_id of the tracks in vision_msgs messages.
+VISION_CLASS_ID = "person"
+
+
+def load_vision_msgs() -> ModuleType | None:
+    """``vision_msgs.msg`` where it is installed, else None.
+
+    ROS from apt has it (ros-<distro>-vision-msgs, a rosdep key of package.xml); the PyPI wheels
+    of the development machines do not.
+    """
+    try:
+        return importlib.import_module("vision_msgs.msg")
+    except ImportError:
+        return None
+
+
+def tracks_to_vision(
+    vision: ModuleType, tracks: Sequence[TrackState], stamp_ns: int, frame_id: str,
+    up_axis: str = "-y",
+) -> Any:
+    """The tracks as a ``vision_msgs/Detection3DArray`` (``vision``: ``load_vision_msgs()``).
+
+    One Detection3D per track that took a detection (lost tracks, whose positions are only
+    predicted, are left out): ``id`` the track id as a string, one hypothesis ``person`` with
+    the track's score and pose, and a box of ``PERSON_DIAMETER_M`` x ``PERSON_DIAMETER_M`` x
+    ``PERSON_HEIGHT_M`` centred on the track position, its z axis along the up axis (the
+    markers' cylinder). Velocity and life-cycle state are in ``tracks`` only; vision_msgs has
+    no field for them.
+    """
+    head = header(stamp_ns, frame_id)
+    orientation = quaternion_z_to(up_vector(up_axis))
+    out = vision.Detection3DArray(header=head)
+    for track in tracks:
+        position = np.asarray(track.position_m, dtype=np.float64)
+        if track.state == LOST or not np.all(np.isfinite(position)):
+            continue
+        centre = Point(x=float(position[0]), y=float(position[1]), z=float(position[2]))
+        detection = vision.Detection3D(header=head, id=str(int(track.track_id)))
+        detection.bbox.center = Pose(position=centre, orientation=orientation)
+        detection.bbox.size = Vector3(x=PERSON_DIAMETER_M, y=PERSON_DIAMETER_M, z=PERSON_HEIGHT_M)
+        result = vision.ObjectHypothesisWithPose()
+        result.hypothesis.class_id = VISION_CLASS_ID
+        result.hypothesis.score = float(track.score)
+        result.pose.pose = Pose(position=centre, orientation=orientation)
+        detection.results = [result]
+        out.detections.append(detection)
+    return out
