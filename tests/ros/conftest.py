@@ -1,5 +1,6 @@
 """Fixtures for tests that run real rclpy nodes (in-process, on a private DDS domain)."""
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -144,16 +145,19 @@ def set_remote_parameters():
 
 
 @pytest.fixture(scope="session")
-def _vision_msgs_build(tmp_path_factory):
-    """The test stand-in of vision_msgs (tests/ros/standin), colcon-built once per session."""
+def _standin_build(tmp_path_factory):
+    """The test stand-ins of tests/ros/standin (vision_msgs, tf2_msgs), colcon-built once.
+
+    Returns the install base (one prefix per package under it).
+    """
     import importlib.util
     import subprocess
     import sys
     from pathlib import Path
 
     if importlib.util.find_spec("colcon_core") is None:
-        pytest.skip("needs colcon to build the vision_msgs stand-in")
-    base = tmp_path_factory.mktemp("vision_msgs")
+        pytest.skip("needs colcon to build the interface stand-ins")
+    base = tmp_path_factory.mktemp("standin")
     build = subprocess.run(
         [sys.executable, "-m", "colcon", "--log-base", str(base / "log"), "build",
          "--base-paths", str(Path(__file__).parent / "standin"),
@@ -161,21 +165,26 @@ def _vision_msgs_build(tmp_path_factory):
         cwd=base, capture_output=True, text=True, timeout=300,
     )
     assert build.returncode == 0, build.stdout + build.stderr
-    return base / "install" / "vision_msgs"
+    return base / "install"
 
 
-@pytest.fixture
-def vision_msgs(_vision_msgs_build):
-    """``vision_msgs.msg`` importable for one test, as where ros-<distro>-vision-msgs is installed.
+@contextlib.contextmanager
+def _interfaces(request, package: str):
+    """``<package>.msg``: the installed one where there is one (ROS from apt), else the stand-in.
 
-    Its C libraries are loaded by path (the process started without them on LD_LIBRARY_PATH);
-    afterwards the module is forgotten again, so other tests see no vision_msgs.
+    The stand-in's C libraries are loaded by path (the process started without them on
+    LD_LIBRARY_PATH); afterwards its modules are forgotten again, so other tests do not see it.
     """
     import ctypes
     import importlib
+    import importlib.util
     import sys
 
-    pending = sorted((_vision_msgs_build / "lib").glob("*.so"))
+    if importlib.util.find_spec(package) is not None:
+        yield importlib.import_module(f"{package}.msg")
+        return
+    prefix = request.getfixturevalue("_standin_build") / package
+    pending = sorted((prefix / "lib").glob("*.so"))
     for _ in range(len(pending)):  # in dependency order, whatever the names sort to
         left = []
         for lib in pending:
@@ -185,11 +194,25 @@ def vision_msgs(_vision_msgs_build):
                 left.append(lib)
         pending = left
     assert not pending, f"could not load {pending}"
-    site = str(next((_vision_msgs_build / "lib").glob("python*/site-packages")))
+    site = str(next((prefix / "lib").glob("python*/site-packages")))
     sys.path.insert(0, site)
     try:
-        yield importlib.import_module("vision_msgs.msg")
+        yield importlib.import_module(f"{package}.msg")
     finally:
         sys.path.remove(site)
-        for name in [n for n in sys.modules if n == "vision_msgs" or n.startswith("vision_msgs.")]:
+        for name in [n for n in sys.modules if n == package or n.startswith(f"{package}.")]:
             del sys.modules[name]
+
+
+@pytest.fixture
+def vision_msgs(request):
+    """``vision_msgs.msg`` for one test, as where ros-<distro>-vision-msgs is installed."""
+    with _interfaces(request, "vision_msgs") as module:
+        yield module
+
+
+@pytest.fixture
+def tf2_msgs(request):
+    """``tf2_msgs.msg`` for one test, as where ROS from apt is installed."""
+    with _interfaces(request, "tf2_msgs") as module:
+        yield module

@@ -16,7 +16,7 @@ from iphd.data.rosbag import IMAGE, RigBagWriter, typestore
 from iphd.data.truth import PersonTruth
 from iphd.errors import ConfigError, DatasetError
 from iphd.ros.bag_player_node import BagPlayerNode, message_class
-from iphd.ros.conversions import image_to_array, stamp_to_ns
+from iphd.ros.conversions import image_to_array, rig_transforms, stamp_to_ns
 from iphd.sensors.frames import CameraIntrinsics
 
 T0 = 1_000_000_000_000
@@ -229,3 +229,30 @@ def test_bad_wait_for_subscribers_entries_are_refused(tmp_path, ros_context):
                     Parameter("wait_for_subscribers", value=[entry]),
                 ],
             )
+
+
+def test_a_bags_tf_static_is_played_latched_where_tf2_msgs_is_installed(
+    tmp_path, ros_context, executor, spin_until, tf2_msgs
+):
+    from iphd.ros import qos
+
+    _write_bag(tmp_path / "bag")
+    player, _ = _play(ros_context, executor, spin_until, tmp_path / "bag")
+    assert player.skipped == {} and player.published["/tf_static"] == 1
+    # Played once at the start; a listener that comes after the end of the bag gets it.
+    late = Node("late_listener", context=ros_context)
+    got = []
+    late.create_subscription(tf2_msgs.TFMessage, "/tf_static", got.append, qos.STATIC_TF)
+    executor.add_node(late)
+    assert spin_until(executor, lambda: bool(got))
+    frames = {(t.header.frame_id, t.child_frame_id) for t in got[0].transforms}
+    assert frames == {
+        ("camera_link", "depth_optical_frame"), ("depth_optical_frame", "thermal_optical_frame")
+    }
+    # The recorded transforms, as the bag writer made them from the calibration.
+    first = next(t for t in got[0].transforms if t.child_frame_id == "thermal_optical_frame")
+    (expected,) = (
+        t for t in rig_transforms(load_calibration(), T0)
+        if t.child_frame_id == "thermal_optical_frame"
+    )
+    assert first.transform == expected.transform

@@ -150,13 +150,10 @@ def test_d435_frame_id_comes_from_the_rig_calibration_unless_set(
 
 
 def test_d435_colour_is_off_unless_enabled_then_published_with_its_transform(
-    executor, ros_context, spin_until, tmp_path, rig
+    executor, ros_context, spin_until, tmp_path, rig, tf2_msgs
 ):
-    import importlib.util
-
     from iphd.sensors.frames import CameraIntrinsics
 
-    has_tf2_msgs = importlib.util.find_spec("tf2_msgs") is not None  # not on PyPI; apt has it
 
     n = 20
     color_intr = CameraIntrinsics(96, 72, fx=70.0, fy=70.0, cx=47.5, cy=35.5)
@@ -171,12 +168,9 @@ def test_d435_colour_is_off_unless_enabled_then_published_with_its_transform(
         recorder.msgs[topic] = []
         recorder.create_subscription(kind, topic, recorder.msgs[topic].append, qos.SENSOR_SUB)
     recorder.msgs["/tf_static"] = []
-    if has_tf2_msgs:
-        from tf2_msgs.msg import TFMessage
-
-        recorder.create_subscription(
-            TFMessage, "/tf_static", recorder.msgs["/tf_static"].append, qos.STATIC_TF
-        )
+    recorder.create_subscription(
+        tf2_msgs.TFMessage, "/tf_static", recorder.msgs["/tf_static"].append, qos.STATIC_TF
+    )
     executor.add_node(recorder)
     depth_images = recorder.msgs["depth/image_raw"]
     off = D435Node(
@@ -199,8 +193,7 @@ def test_d435_colour_is_off_unless_enabled_then_published_with_its_transform(
     executor.add_node(on)
     try:
         assert spin_until(executor, lambda: len(recorder.msgs["color/image_raw"]) >= n - 2, 10.0)
-        if has_tf2_msgs:
-            assert spin_until(executor, lambda: recorder.msgs["/tf_static"], 5.0)
+        assert spin_until(executor, lambda: recorder.msgs["/tf_static"], 5.0)
     finally:
         _close(executor, on)
     images = recorder.msgs["color/image_raw"]
@@ -215,9 +208,10 @@ def test_d435_colour_is_off_unless_enabled_then_published_with_its_transform(
     # Each colour frame 3 ms after its depth frame, on the same (re-based) clock.
     for k, stamp in zip(firsts, color_stamps, strict=True):
         assert abs(stamp - depth_stamps[k] - 3_000_000) < 10_000
-    if not has_tf2_msgs:
-        return  # the transform itself: tests/test_calibration.py (extrinsic_pose)
-    tf = recorder.msgs["/tf_static"][0].transforms[0]
+    # Once per camera open (the recording is played once), on the colour frame's stamp.
+    assert len(recorder.msgs["/tf_static"]) == 1
+    (tf,) = recorder.msgs["/tf_static"][0].transforms
+    assert stamp_to_ns(tf.header.stamp) == color_stamps[0]
     assert (tf.header.frame_id, tf.child_frame_id) == ("depth_optical_frame", "color_optical_frame")
     # librealsense's default shift maps depth points 15 mm along x into the colour frame, so the
     # colour camera sits 15 mm along -x in the depth frame.

@@ -296,3 +296,45 @@ def test_camera_info_inputs_warn_on_an_incompatible_publisher(graph, executor, s
     feeder.create_publisher(CameraInfo, "thermal/camera_info", qos.SENSOR_SUB)
     err = spin_until_logged(executor, "incompatible QoS on 'thermal/camera_info'")
     assert "input_reliability" in err
+
+
+def _apply(tf, point):
+    """A TransformStamped applied to a point of its child frame: the point in its parent."""
+    r, t = tf.transform.rotation, tf.transform.translation
+    u, w = np.array([r.x, r.y, r.z]), r.w
+    p = np.asarray(point, dtype=np.float64)
+    rotated = 2 * (u @ p) * u + (w * w - u @ u) * p + 2 * w * np.cross(u, p)
+    return rotated + np.array([t.x, t.y, t.z])
+
+
+def test_the_rig_static_tf_is_latched_on_tf_static_with_rep103_and_the_extrinsic(
+    graph, executor, spin_until, ros_context, tf2_msgs
+):
+    from iphd.calibration import load_calibration
+
+    fusion, _ = graph()
+    # A listener that starts after the node published still gets it (transient local).
+    late = Node("late_listener", context=ros_context)
+    got = []
+    late.create_subscription(tf2_msgs.TFMessage, "/tf_static", got.append, qos.STATIC_TF)
+    executor.add_node(late)
+    assert spin_until(executor, lambda: bool(got))
+    transforms = {(t.header.frame_id, t.child_frame_id): t for t in got[0].transforms}
+    assert set(transforms) == {
+        ("camera_link", "depth_optical_frame"), ("depth_optical_frame", "thermal_optical_frame")
+    }
+    # REP 103: the optical frame looks along camera_link's x, its x is camera_link's -y and
+    # its y (down) is camera_link's -z.
+    optical = transforms["camera_link", "depth_optical_frame"]
+    assert _apply(optical, (0, 0, 1)) == pytest.approx([1, 0, 0], abs=1e-9)
+    assert _apply(optical, (1, 0, 0)) == pytest.approx([0, -1, 0], abs=1e-9)
+    assert _apply(optical, (0, 1, 0)) == pytest.approx([0, 0, -1], abs=1e-9)
+    # The thermal camera's pose in the depth frame undoes the calibration's extrinsic: a
+    # point in thermal coordinates, moved into depth coordinates and back, is where it was.
+    calibration = load_calibration()
+    thermal = transforms["depth_optical_frame", "thermal_optical_frame"]
+    for point in ((0.0, 0.0, 2.0), (0.3, -0.2, 4.0)):
+        in_depth = _apply(thermal, point)
+        back = np.asarray(calibration.rotation) @ in_depth + np.asarray(calibration.translation_m)
+        assert back == pytest.approx(point, abs=1e-9)
+    assert fusion.calibration is not None
