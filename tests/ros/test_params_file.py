@@ -193,3 +193,28 @@ def test_every_node_stops_cleanly_on_a_parameter_of_the_wrong_type(tmp_path):
             rclpy.try_shutdown(context=context)
         finally:
             rclpy.try_shutdown(context=context)
+
+
+def test_an_unexpected_error_while_applying_a_change_refuses_it_and_the_node_goes_on(
+    ros_context, executor, spin_until, set_remote_parameters
+):
+    from iphd.ros.common import on_parameters_set
+
+    node = Node("changing", context=ros_context)
+    client = Node("client", context=ros_context)
+    declare(node, "gain", 1.0, "a run-time parameter", dynamic=True)
+    applied = []
+
+    def apply(changes):
+        if changes["gain"] < 0:
+            raise ZeroDivisionError("a bug in the node")
+        applied.append(changes)
+
+    on_parameters_set(node, ["gain"], apply)
+    executor.add_node(node)
+    executor.add_node(client)
+    result = set_remote_parameters(executor, client, "changing", gain=-1.0)
+    assert not result.successful and "ZeroDivisionError: a bug in the node" in result.reason
+    assert node.get_parameter("gain").value == 1.0
+    assert set_remote_parameters(executor, client, "changing", gain=2.0).successful
+    assert applied == [{"gain": 2.0}] and node.get_parameter("gain").value == 2.0

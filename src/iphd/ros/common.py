@@ -87,6 +87,10 @@ def on_parameters_set(
         except IphdError as exc:
             node.get_logger().warning(f"parameters not changed: {exc}")
             return SetParametersResult(successful=False, reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bad value must not take the node down
+            reason = f"{type(exc).__name__}: {exc}"
+            node.get_logger().error(f"parameters not changed, unexpected error: {reason}")
+            return SetParametersResult(successful=False, reason=reason)
         node.get_logger().info(
             "parameters changed: " + ", ".join(f"{k} = {v!r}" for k, v in changes.items())
         )
