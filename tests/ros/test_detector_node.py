@@ -320,6 +320,7 @@ def test_thresholds_change_at_run_time_and_bad_values_are_refused(
     result = set_remote_parameters(executor, feeder, "detector", score_threshold=threshold)
     assert result.successful, result.reason
     assert node.config.score_threshold == threshold
+    assert node.stats()["score_threshold"] == threshold  # what /diagnostics shows
     feeder.send_pair(T0 + PERIOD)
     assert spin_until(executor, lambda: len(feeder.detections) == 2)
     assert [d.score for d in feeder.detections[1].detections] == [scores[-1]]

@@ -455,6 +455,11 @@ class DetectorNode(Node):
             "device": str(self.detector.device) if self.detector is not None else "none",
             "precision": self.detector.precision if self.detector is not None else "none",
             "backend": self._backend(),
+            # The thresholds in force (ros2 param set changes them while the node runs).
+            "score_threshold": self.config.score_threshold if self.config else float("nan"),
+            "min_thermal_contrast_k": (
+                self.config.min_thermal_contrast_k if self.config else float("nan")
+            ),
             "depth_rate_hz": self._depth_rate.rate_hz(),
             "registered_rate_hz": self._registered_rate.rate_hz(),
             "published_rate_hz": published_rate,
