@@ -677,3 +677,26 @@ def test_without_vision_msgs_the_tracker_says_so_and_publishes_no_vision_tracks(
     assert node.count_publishers("vision_tracks") == 0
     node_off, _ = graph(publish_vision_msgs=False)
     assert node_off.stats()["vision_msgs"] == "off"
+
+
+def test_an_embedder_failure_refuses_that_query_and_the_service_goes_on(
+    graph, executor, spin_until
+):
+    node, feeder = graph()
+    _walk(executor, spin_until, feeder, 4)
+    real = node.query_extractor
+
+    class Failing:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def __call__(self, crops):
+            raise RuntimeError("onnxruntime: out of memory")
+
+    node.query_extractor = Failing()
+    crop = np.zeros((64, 32, 3), np.uint8)
+    image = array_to_image(crop, "rgb8", T0, "color_optical_frame")
+    response = _ask(executor, spin_until, feeder, image)
+    assert not response.success and "out of memory" in response.message
+    node.query_extractor = real
+    assert _ask(executor, spin_until, feeder, image).success

@@ -440,7 +440,7 @@ class TrackerNode(Node):
         except _QueryUnavailableError as exc:
             self.get_logger().warning(f"query/image ignored: {exc}", throttle_duration_sec=5.0)
             return
-        except (IphdError, ValueError) as exc:
+        except (IphdError, ValueError, RuntimeError) as exc:  # RuntimeError: the embedder's
             self._drop("bad_query", f"query/image dropped: {exc}")
             return
         self._query_pub.publish(
@@ -456,7 +456,7 @@ class TrackerNode(Node):
         except _QueryUnavailableError as exc:
             response.success, response.message = False, str(exc)
             return response
-        except (IphdError, ValueError) as exc:
+        except (IphdError, ValueError, RuntimeError) as exc:
             self._count("bad_query")
             response.success, response.message = False, f"query image refused: {exc}"
             return response
