@@ -349,3 +349,24 @@ def test_a_dumped_file_loaded_one_value_at_a_time_sets_the_writable_values_only(
     assert [r.successful for r in results] == [False, True, True]
     assert "read-only" in results[0].reason
     assert (node.config.score_threshold, node.config.thermal_min_coverage) == (0.25, 0.5)
+
+
+def test_an_internal_error_costs_one_pair_and_the_inference_thread_goes_on(
+    graph, executor, spin_until
+):
+    node, feeder = graph()
+    real = node._process
+    calls = []
+
+    def once_broken(job):
+        calls.append(job)
+        if len(calls) == 1:
+            raise KeyError("a bug")
+        real(job)
+
+    node._process = once_broken
+    feeder.send_pair(T0)
+    assert spin_until(executor, lambda: node.stats().get("errors_internal") == 1)
+    feeder.send_pair(T0 + PERIOD)
+    assert spin_until(executor, lambda: len(feeder.detections) == 1)
+    assert stamp_to_ns(feeder.detections[0].header.stamp) == T0 + PERIOD

@@ -700,3 +700,27 @@ def test_an_embedder_failure_refuses_that_query_and_the_service_goes_on(
     assert not response.success and "out of memory" in response.message
     node.query_extractor = real
     assert _ask(executor, spin_until, feeder, image).success
+
+
+def test_an_internal_error_costs_one_frame_and_the_worker_goes_on(graph, executor, spin_until):
+    node, feeder = graph()
+    real = node._process
+    calls = []
+
+    def once_broken(item):
+        calls.append(item)
+        if len(calls) == 2:
+            raise KeyError("a bug")
+        real(item)
+
+    node._process = once_broken
+    # _walk waits for a track array per frame: send the broken frame on its own.
+    _walk(executor, spin_until, feeder, 1)
+    box, xyz = _person(1)
+    feeder.depth.publish(_depth(T0 + PERIOD, [box]))
+    feeder.detections.publish(_detections(T0 + PERIOD, [(box, xyz, 0.9)]))
+    assert spin_until(executor, lambda: node.stats().get("errors_internal") == 1)
+    _walk(executor, spin_until, feeder, 4, start=2)
+    assert len(calls) == 6 and len(feeder.tracks) == 5
+    (track,) = feeder.tracks[-1].tracks
+    assert track.state == PersonTrack.STATE_CONFIRMED

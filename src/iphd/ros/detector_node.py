@@ -348,7 +348,15 @@ class DetectorNode(Node):
                 if self._stopping:
                     return
                 job = self._queue.popleft()
-            self._process(job)
+            try:
+                self._process(job)
+            except Exception as exc:  # noqa: BLE001 - a bug must cost one pair, not the thread
+                self._count(self._dropped, "inference_error")
+                self._fail(
+                    "internal",
+                    f"pair at stamp {job.pair.stamp_ns} ns dropped by an internal error "
+                    f"({type(exc).__name__}: {exc}); please report it with the log",
+                )
 
     def _process(self, job: _Job) -> None:
         assert self.config is not None

@@ -513,6 +513,12 @@ class TrackerNode(Node):
                 self._process(item)
             except (IphdError, ValueError, RuntimeError) as exc:
                 self._drop("tracking", f"detections at stamp {item.stamp_ns} ns dropped: {exc}")
+            except Exception as exc:  # noqa: BLE001 - a bug must cost one frame, not the thread
+                self._fail(
+                    "internal",
+                    f"detections at stamp {item.stamp_ns} ns dropped by an internal error "
+                    f"({type(exc).__name__}: {exc}); please report it with the log",
+                )
 
     def _depth_silent(self) -> bool:
         """No depth frame for SILENCE_S (counted from start-up until the first one)."""
