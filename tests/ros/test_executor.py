@@ -171,3 +171,51 @@ def test_a_whole_number_for_a_decimal_parameter_stops_the_node_with_how_to_write
     assert proc.returncode == 2, proc.stderr
     assert "parameter 'lost_timeout_s' must be a number with a decimal point" in proc.stderr
     assert "2.0, not 2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["events", "single"])
+def test_a_failing_callback_drops_its_message_and_the_node_goes_on(
+    kind, monkeypatch, ros_context
+):
+    import rclpy
+    from std_msgs.msg import String
+
+    from iphd.ros.common import CallbackGuard
+
+    if kind == "events" and not _has_events_executor():
+        pytest.skip("this rclpy has no events executor")
+    monkeypatch.setenv("IPHD_EXECUTOR", kind)
+    executor = make_executor(ros_context)
+    node = rclpy.create_node("fragile", context=ros_context)
+    got, logged = [], []
+
+    def on_message(msg):
+        if msg.data == "bad":
+            raise KeyError("a bug")
+        got.append(msg.data)
+
+    node.create_subscription(String, "chatter", on_message, 10)
+    pub = node.create_publisher(String, "chatter", 10)
+    executor.add_node(node)
+    guard = CallbackGuard(logged.append)
+
+    def spin_until(condition):
+        deadline = time.monotonic() + 5.0
+        while not condition() and time.monotonic() < deadline:
+            guard.spin_once(executor, 0.02)
+        return condition()
+
+    try:
+        for k in (1, 2):
+            pub.publish(String(data="bad"))
+            assert spin_until(lambda k=k: guard.errors == k)
+            pub.publish(String(data=f"good {k}"))
+            assert spin_until(lambda k=k: len(got) == k)
+        assert got == ["good 1", "good 2"] and guard.errors == 2
+        # The traceback once, then (within 5 s) nothing more for the same error.
+        assert len(logged) == 1 and "KeyError: 'a bug'" in logged[0]
+        assert "Traceback" in logged[0] and "its message is dropped" in logged[0]
+    finally:
+        executor.remove_node(node)
+        node.destroy_node()
+        executor.shutdown()

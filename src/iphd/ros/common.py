@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
 from typing import Any
@@ -317,6 +318,44 @@ def _with_stderr_file(build: Callable[[], Executor]) -> Executor:
     return build()
 
 
+class CallbackGuard:
+    """Spins an executor once, and keeps spinning when a callback raises.
+
+    rclpy hands a callback's exception out of ``spin_once``, which ended the node's process: a
+    bug met by one message took the whole node down, under ``ros2 launch`` for good. Here the
+    message is dropped and the error logged (with its traceback the first time each kind
+    occurs, then once every 5 s) and counted in ``errors``; the node goes on. With the events
+    executor, another message of the same topic that was already waiting may be lost with it.
+    """
+
+    def __init__(self, log: Callable[[str], object]) -> None:
+        self._log = log
+        self._seen: set[str] = set()
+        self._last_log = 0.0
+        self.errors = 0
+
+    def spin_once(self, executor: Executor, timeout_sec: float) -> None:
+        """``executor.spin_once(timeout_sec)``, logging and counting a callback's exception."""
+        try:
+            executor.spin_once(timeout_sec=timeout_sec)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad message must not end the node
+            self.errors += 1
+            kind = f"{type(exc).__name__}: {exc}"
+            now = time.monotonic()
+            if kind not in self._seen:
+                self._seen.add(kind)
+                self._log(
+                    f"a callback failed ({kind}); its message is dropped and the node goes "
+                    f"on; please report it with this log:\n{traceback.format_exc()}"
+                )
+                self._last_log = now
+            elif now - self._last_log >= DROP_WARNING_PERIOD_S:
+                self._log(f"a callback failed again ({kind}; {self.errors} in all)")
+                self._last_log = now
+
+
 def spin_node(
     factory: Callable[[], Node],
     args: list[str] | None = None,
@@ -344,11 +383,12 @@ def spin_node(
         rclpy.try_shutdown()
         raise
     executor.add_node(node)
+    guard = CallbackGuard(node.get_logger().error)
     try:
         # Not executor.spin(): after Ctrl-C shuts the context down, rclpy's events executor
         # (Kilted) keeps spinning a core instead of returning. rclpy.ok() ends this loop.
         while rclpy.ok() and (done is None or not done(node)):
-            executor.spin_once(timeout_sec=0.1)
+            guard.spin_once(executor, 0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

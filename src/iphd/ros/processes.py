@@ -27,7 +27,7 @@ from rclpy.parameter import Parameter
 
 from iphd.errors import IphdError
 from iphd.graph import NodeSpec, parameters_for
-from iphd.ros.common import make_executor
+from iphd.ros.common import CallbackGuard, make_executor
 
 LOG_LEVELS = {
     "debug": LoggingSeverity.DEBUG,
@@ -136,9 +136,10 @@ def _node_main(conn: Connection) -> None:
         conn.send((kind, {"stats": stats, **_usage()}))
 
     next_report = time.monotonic()
+    guard = CallbackGuard(node.get_logger().error)
     try:
         while True:
-            executor.spin_once(timeout_sec=0.02)
+            guard.spin_once(executor, 0.02)
             if time.monotonic() >= next_report:
                 next_report += REPORT_PERIOD_S
                 report("stats")

@@ -39,7 +39,7 @@ from iphd.graph import (
     with_overrides,
 )
 from iphd.ros import qos
-from iphd.ros.common import make_executor, package_file
+from iphd.ros.common import CallbackGuard, make_executor, package_file
 from iphd.ros.conversions import image_to_array, stamp_to_ns
 from iphd.ros.processes import LOG_LEVELS, NodeProcess, make_nodes, relative_topic
 from iphd.viz import fusion_panel
@@ -278,9 +278,10 @@ def run_graph(
         next_sample = start + sample_period_s
         player = nodes.get("bag_player")
         stop_at = start + duration_s
+        guard = CallbackGuard(monitor.get_logger().error)
         try:
             while time.monotonic() < stop_at:
-                executor.spin_once(timeout_sec=0.05)
+                guard.spin_once(executor, 0.05)
                 monitor.release_images()
                 for child in children:
                     child.poll()
