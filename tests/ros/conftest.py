@@ -216,3 +216,27 @@ def tf2_msgs(request):
     """``tf2_msgs.msg`` for one test, as where ROS from apt is installed."""
     with _interfaces(request, "tf2_msgs") as module:
         yield module
+
+
+@pytest.fixture
+def break_once():
+    """``(node, method, at) -> calls``: the node's ``method`` raises KeyError on call ``at``.
+
+    Every call (the broken one included) is recorded in the returned list; the others run the
+    real method. For the worker threads' last-resort handlers.
+    """
+
+    def install(node, method: str, at: int) -> list:
+        real = getattr(node, method)
+        calls: list = []
+
+        def broken(*args, **kwargs):
+            calls.append(args)
+            if len(calls) == at:
+                raise KeyError("a bug")
+            return real(*args, **kwargs)
+
+        setattr(node, method, broken)
+        return calls
+
+    return install

@@ -352,19 +352,10 @@ def test_a_dumped_file_loaded_one_value_at_a_time_sets_the_writable_values_only(
 
 
 def test_an_internal_error_costs_one_pair_and_the_inference_thread_goes_on(
-    graph, executor, spin_until
+    graph, executor, spin_until, break_once
 ):
     node, feeder = graph()
-    real = node._process
-    calls = []
-
-    def once_broken(job):
-        calls.append(job)
-        if len(calls) == 1:
-            raise KeyError("a bug")
-        real(job)
-
-    node._process = once_broken
+    break_once(node, "_process", 1)
     feeder.send_pair(T0)
     assert spin_until(executor, lambda: node.stats().get("errors_internal") == 1)
     feeder.send_pair(T0 + PERIOD)

@@ -702,18 +702,11 @@ def test_an_embedder_failure_refuses_that_query_and_the_service_goes_on(
     assert _ask(executor, spin_until, feeder, image).success
 
 
-def test_an_internal_error_costs_one_frame_and_the_worker_goes_on(graph, executor, spin_until):
+def test_an_internal_error_costs_one_frame_and_the_worker_goes_on(
+    graph, executor, spin_until, break_once
+):
     node, feeder = graph()
-    real = node._process
-    calls = []
-
-    def once_broken(item):
-        calls.append(item)
-        if len(calls) == 2:
-            raise KeyError("a bug")
-        real(item)
-
-    node._process = once_broken
+    calls = break_once(node, "_process", 2)
     # _walk waits for a track array per frame: send the broken frame on its own.
     _walk(executor, spin_until, feeder, 1)
     box, xyz = _person(1)
