@@ -40,4 +40,6 @@ bench: setup
 clean:
 	rm -rf $(VENV) ros2_ws/build ros2_ws/install ros2_ws/log \
 		.venv-jazzy ros2_ws/build-jazzy ros2_ws/install-jazzy ros2_ws/log-jazzy \
-		.venv-robot ros2_ws/build-robot ros2_ws/install-robot ros2_ws/log-robot
+		.venv-robot ros2_ws/build-robot ros2_ws/install-robot ros2_ws/log-robot \
+		.venv-robot-kilted ros2_ws/build-robot-kilted ros2_ws/install-robot-kilted \
+		ros2_ws/log-robot-kilted

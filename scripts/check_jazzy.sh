@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the test suite against ROS 2 Jazzy's wheels instead of Kilted's (a check by hand; CI runs
-# Kilted). Usage: scripts/check_jazzy.sh [--robot] [PYTEST ARGS...]   (after `make setup`, which
+# Kilted). Usage: scripts/check_jazzy.sh [--robot | --robot-kilted] [PYTEST ARGS...]   (after
+# `make setup`, which
 # installs libusb; about 1 min of pip and 15 s of colcon once). It points the include dirs the
 # ROS wheels' CMake exports name at the venv while it builds iphd_msgs; the next `make` build of
 # iphd_msgs points them back at .venv.
@@ -10,20 +11,26 @@
 # versions of what apt brings (NumPy 1.26.4, SciPy 1.11.4, PyYAML 6.0.1), in .venv-robot. Its
 # torch is PyPI's 2.13.0 (a CUDA build, several GB with its libraries; it runs on the CPU here),
 # which needs setuptools 77 or newer: pip puts one beside apt's 68, as it would on the robot.
+# --robot-kilted: the same with ROS 2 Kilted's wheels (requirements.txt's), in .venv-robot-kilted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 ROBOT=0
-if [ "${1:-}" = --robot ]; then ROBOT=1; shift; fi
+DISTRO=jazzy
+case "${1:-}" in
+  --robot) ROBOT=1; shift ;;
+  --robot-kilted) ROBOT=1; DISTRO=kilted; shift ;;
+esac
 if [ "$ROBOT" = 1 ]; then
-  VENV=${IPHD_JAZZY_VENV:-$ROOT/.venv-robot}
+  if [ "$DISTRO" = kilted ]; then SUFFIX=robot-kilted; else SUFFIX=robot; fi
+  VENV=${IPHD_JAZZY_VENV:-$ROOT/.venv-$SUFFIX}
   PYTHON=${PYTHON:-python3.12}
-  SUFFIX=robot
 else
   VENV=${IPHD_JAZZY_VENV:-$ROOT/.venv-jazzy}
   PYTHON=${PYTHON:-python3.11}
   SUFFIX=jazzy
 fi
+if [ "$DISTRO" = kilted ]; then RCLPY_MAJOR=9; else RCLPY_MAJOR=7; fi
 
 quiet_pip() { grep -v "is ignored: it is neither a file nor a directory" || true; }
 log() { printf '\033[1;34m[%s]\033[0m %s\n' "$SUFFIX" "$*"; }
@@ -34,16 +41,21 @@ die() { printf '\033[1;31m[%s] error:\033[0m %s\n' "$SUFFIX" "$*" >&2; exit 1; }
 if [ ! -f "$VENV/.iphd-jazzy" ]; then
   [ -x "$VENV/bin/python" ] || { log "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
   if [ "$ROBOT" = 1 ]; then
-    log "installing requirements-robot.txt with ROS 2 Jazzy's wheels, as on Ubuntu 24.04"
+    log "installing requirements-robot.txt with ROS 2 $DISTRO's wheels, as on Ubuntu 24.04"
     # What apt gives Ubuntu 24.04 (rosdep's python3-* keys), and the tools the tests and the
     # interface build need; the robot's own pins come from requirements-robot.txt.
     printf '%s\n' numpy==1.26.4 scipy==1.11.4 PyYAML==6.0.1 torch==2.13.0 \
       > "$VENV/constraints-noble.txt"
     grep -E '^(pytest|pytest-timeout|colcon-common-extensions|tqdm)==' requirements.txt \
       > "$VENV/requirements-tools.txt"
+    if [ "$DISTRO" = kilted ]; then
+      grep '^ros-' requirements.txt > "$VENV/requirements-ros.txt"
+    else
+      cp requirements-jazzy.txt "$VENV/requirements-ros.txt"
+    fi
     "$VENV/bin/pip" install -q --disable-pip-version-check -c "$VENV/constraints-noble.txt" \
-      -r requirements-robot.txt -r requirements-jazzy.txt -r "$VENV/requirements-tools.txt" \
-      numpy scipy PyYAML 2>&1 | quiet_pip
+      -r requirements-robot.txt -r "$VENV/requirements-ros.txt" \
+      -r "$VENV/requirements-tools.txt" numpy scipy PyYAML 2>&1 | quiet_pip
   else
     log "installing requirements.txt with ROS 2 Jazzy's wheels in place of Kilted's"
     # Kilted's ROS pins (and constraints.txt, which pins Kilted's dependencies) stay out.
@@ -55,15 +67,16 @@ if [ ! -f "$VENV/.iphd-jazzy" ]; then
     | quiet_pip
   "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 \
     | quiet_pip
-  "$VENV/bin/python" -c 'import importlib.metadata as m; v = m.version("ros-rclpy"); assert v.startswith("7."), v' \
-    || die "the venv's rclpy is not Jazzy's (7.x): see the pip output above"
+  "$VENV/bin/python" -c "import importlib.metadata as m, sys; v = m.version('ros-rclpy'); \
+sys.exit(0 if v.startswith('$RCLPY_MAJOR.') else f'rclpy {v}')" \
+    || die "the venv's rclpy is not $DISTRO's ($RCLPY_MAJOR.x): see the pip output above"
   touch "$VENV/.iphd-jazzy"
 fi
 MSGS_BASE=$ROOT/ros2_ws/install-$SUFFIX
 # Built once, and again whenever an interface file changed since (as make's MSG_FILES rule).
 if [ ! -f "$MSGS_BASE/.iphd-msgs-built" ] \
     || [ -n "$(find ros2_ws/src/iphd_msgs -type f -newer "$MSGS_BASE/.iphd-msgs-built")" ]; then
-  log "building iphd_msgs with Jazzy's rosidl into ros2_ws/install-$SUFFIX"
+  log "building iphd_msgs with $DISTRO's rosidl into ros2_ws/install-$SUFFIX"
   link_ros_includes "$VENV"
   (
     cd ros2_ws
@@ -72,7 +85,7 @@ if [ ! -f "$MSGS_BASE/.iphd-msgs-built" ] \
       --install-base "install-$SUFFIX" \
       --packages-select iphd_msgs --event-handlers console_cohesion- summary+ 2>&1 \
       | { grep -v "doesn't contain any 'local_setup" || true; }
-  ) || die "colcon build of iphd_msgs against Jazzy failed (see above)"
+  ) || die "colcon build of iphd_msgs against $DISTRO failed (see above)"
   [ -d "$MSGS_BASE/iphd_msgs/lib" ] \
     || die "colcon did not produce ros2_ws/install-$SUFFIX/iphd_msgs"
   touch "$MSGS_BASE/.iphd-msgs-built"
