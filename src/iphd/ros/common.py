@@ -323,9 +323,10 @@ class CallbackGuard:
 
     rclpy hands a callback's exception out of ``spin_once``, which ended the node's process: a
     bug met by one message took the whole node down, under ``ros2 launch`` for good. Here the
-    message is dropped and the error logged (with its traceback the first time each kind
-    occurs, then once every 5 s) and counted in ``errors``; the node goes on. With the events
-    executor, another message of the same topic that was already waiting may be lost with it.
+    message is dropped and the error logged (with its traceback the first time an error type
+    is raised at a place, then once every 5 s) and counted in ``errors``; the node goes on.
+    With the events executor, another message of the same topic that was already waiting may
+    be lost with it.
     """
 
     def __init__(self, log: Callable[[str], object]) -> None:
@@ -342,17 +343,23 @@ class CallbackGuard:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad message must not end the node
             self.errors += 1
-            kind = f"{type(exc).__name__}: {exc}"
+            # The same error is the same type raised at the same place: its message may carry
+            # a stamp that differs on every message.
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            kind = f"{type(exc).__name__} at {where.filename}:{where.lineno}"
             now = time.monotonic()
             if kind not in self._seen:
                 self._seen.add(kind)
                 self._log(
-                    f"a callback failed ({kind}); its message is dropped and the node goes "
-                    f"on; please report it with this log:\n{traceback.format_exc()}"
+                    f"a callback failed ({type(exc).__name__}: {exc}); its message is dropped "
+                    f"and the node goes on; please report it with this log:\n"
+                    f"{traceback.format_exc()}"
                 )
                 self._last_log = now
             elif now - self._last_log >= DROP_WARNING_PERIOD_S:
-                self._log(f"a callback failed again ({kind}; {self.errors} in all)")
+                self._log(
+                    f"a callback failed again ({type(exc).__name__}: {exc}; {self.errors} in all)"
+                )
                 self._last_log = now
 
 

@@ -119,10 +119,6 @@ DYNAMIC_OUTPUT_PARAMETERS = frozenset(
 )
 
 
-def _nothing() -> None:
-    pass
-
-
 class _QueryUnavailableError(IphdError):
     """A query cannot be answered: no RGB embedder, or no tracker."""
 
@@ -675,8 +671,7 @@ class TrackerNode(Node):
             thread.join(timeout=5.0)
         undo = getattr(self, "_undo_logs", None)
         if undo is not None:
-            undo()
-            self._undo_logs = _nothing
+            undo()  # removing a handler twice is a no-op
 
     def destroy_node(self) -> None:
         """Stop the worker thread, then destroy the node."""
