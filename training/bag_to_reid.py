@@ -1,0 +1,338 @@
+r"""Cut re-ID training crops out of bags with ground truth, to fine-tune the depth embedder.
+
+The tracker re-identifies people with a depth embedder trained on simulated people. Your robot
+sees other people, rooms and depth noise; bags annotated with identities (``iphd-eval
+export-mot`` / ``import-mot``, or ``iphd-sim bag``) hold what it needs to learn them. Each
+labelled person (the IPHD label rule, as ``iphd-eval`` scores) of a depth frame becomes one
+metric depth crop, cut exactly as the tracker cuts it (``iphd.data.reid.metric_crop`` on the
+depth image as recorded, with the bag's depth ``camera_info``), at most ``--rate`` times a
+second per person. A person's session is one visit: it ends when they were not labelled for
+more than ``--gap`` seconds, so step-I validation (every crop queries the other sessions)
+measures what the tracker needs, recognising someone who came back.
+
+    # your bags with ground truth: most for training, a few others for the test split
+    python training/bag_to_reid.py --bag bags/ward_a_gt bags/ward_b_gt --out data/my_reid \
+        --split train
+    python training/bag_to_reid.py --bag bags/ward_c_gt --out data/my_reid --split test
+    # fine-tune the shipped depth embedder on them (cpu_sim_depth_finetune.yaml: its
+    # architecture and crop settings, started from its weights)
+    python training/train_reid.py --config training/configs/reid/cpu_sim_depth_finetune.yaml \
+        --data data/my_reid --out out/train/reid/my_depth
+
+The output is the simulator's re-ID layout (``iphd.data.reid``: ``<split>/depth/<pid>/*.png``,
+``<split>/records.csv``, and ``simulator.yaml`` saying the crops are metric, which training
+checks), depth crops only: step II (the RGB network for ``query/image``) needs time-paired RGB
+crops, so distil it from the new depth model on a dataset that has them. Identities are
+numbered per bag, since annotation tools number each bag's people from 1; with
+``--shared-ids`` one id is one person across the bags (the same staff on several days).
+``identities_<split>.csv`` maps each dataset pid back to its bag and id. Train and test
+identities must differ, which is checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm import tqdm
+
+from iphd.data.reid import (
+    MAX_PID,
+    METRIC_WINDOW_M,
+    REID_SPLITS,
+    ReidRecord,
+    check_disjoint,
+    finalize_split,
+    metric_crop,
+    read_records,
+    write_crop,
+)
+from iphd.data.rosbag import (
+    DEPTH_IMAGE,
+    DEPTH_INFO,
+    BagReader,
+    camera_info_to_intrinsics,
+    header_stamp_ns,
+    image_to_array,
+)
+from iphd.errors import DatasetError, FrameError, IphdError
+from iphd.eval.bag_eval import read_truth
+from iphd.eval.pipeline import find_topic
+from iphd.fusion import DEPTH_ENCODINGS, depth_to_mm
+from iphd.sim.labels import label_people
+
+#: Written next to the splits; ``train_reid.py`` reads its ``depth_crop``.
+MANIFEST = "simulator.yaml"
+GENERATOR = "training/bag_to_reid.py"
+
+
+@dataclass
+class Identities:
+    """Dataset pids of (bag number, bag's person id), numbered from ``first_pid`` as first seen.
+
+    Bags are told apart by their place on the command line, not their names: two recordings
+    are often both called ``bag`` in folders of their own.
+    """
+
+    first_pid: int = 0
+    shared: bool = False
+    pids: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    def pid(self, bag: int, person: int) -> int:
+        """The dataset pid of ``person`` in bag number ``bag``.
+
+        Raises:
+            DatasetError: more identities than the dataset format holds.
+        """
+        key = (-1, person) if self.shared else (bag, person)
+        if key not in self.pids:
+            pid = self.first_pid + len(self.pids)
+            if pid > MAX_PID:
+                raise DatasetError(
+                    f"more than {MAX_PID + 1} identities: the re-ID format numbers them "
+                    f"0..{MAX_PID}; write fewer bags into one dataset"
+                )
+            self.pids[key] = pid
+        return self.pids[key]
+
+    def rows(self) -> list[tuple[int, int, int]]:
+        """(pid, bag number, bag's person id) per identity; the bag is -1 with ``shared``."""
+        return sorted((pid, bag, person) for (bag, person), pid in self.pids.items())
+
+
+@dataclass
+class Cut:
+    """What one bag gave."""
+
+    crops: int = 0
+    frames_without_truth: int = 0
+    people_without_depth: int = 0
+    bad_frames: int = 0
+
+
+@dataclass
+class _Visits:
+    """Per person: the visit count, when they were last labelled and last cropped."""
+
+    visit: dict[int, int] = field(default_factory=dict)
+    last_seen_ns: dict[int, int] = field(default_factory=dict)
+    last_kept_ns: dict[int, int] = field(default_factory=dict)
+
+    def session(self, pid: int, stamp_ns: int, gap_s: float) -> int:
+        """The person's visit number at ``stamp_ns`` (a gap longer than ``gap_s`` starts one)."""
+        seen = self.last_seen_ns.get(pid)
+        if seen is None or (stamp_ns - seen) * 1e-9 > gap_s:
+            self.visit[pid] = self.visit.get(pid, -1) + 1
+        self.last_seen_ns[pid] = stamp_ns
+        return self.visit[pid]
+
+    def due(self, pid: int, stamp_ns: int, rate_hz: float) -> bool:
+        """Whether a crop of ``pid`` is due (at most ``rate_hz`` a second), and mark it kept."""
+        kept = self.last_kept_ns.get(pid)
+        # Half a depth frame of slack, so 2 Hz of a 30 Hz camera is every 15th frame.
+        if kept is not None and (stamp_ns - kept) * 1e-9 < 1.0 / rate_hz - 0.017:
+            return False
+        self.last_kept_ns[pid] = stamp_ns
+        return True
+
+
+def cut_bag(
+    bag: Path, root: Path, split: str, bag_index: int, identities: Identities,
+    records: list[ReidRecord], sessions: dict[str, int], *, rate_hz: float = 2.0,
+    gap_s: float = 1.0, progress: bool = False,
+) -> Cut:
+    """Write the depth crops of one bag's labelled people into ``root``'s ``split``.
+
+    Appends the crops' records to ``records`` (``finalize_split`` writes them once every bag is
+    done); ``sessions`` numbers the sessions of the whole split (their camera ids).
+
+    Raises:
+        DatasetError: an unreadable bag, or one without ground truth, depth or depth
+            camera_info.
+    """
+    cut = Cut()
+    visits = _Visits()
+    with BagReader(bag) as reader:
+        truth = read_truth(reader)
+        depth_topic = find_topic(reader.topics, DEPTH_IMAGE)
+        info_topic = find_topic(reader.topics, DEPTH_INFO)
+        if depth_topic is None or info_topic is None:
+            raise DatasetError(
+                f"{bag} needs {DEPTH_IMAGE} and {DEPTH_INFO} (the crops are cut at the person's "
+                f"distance with the depth camera's focal lengths); it has "
+                f"{', '.join(sorted(reader.topics))}"
+            )
+        focal: tuple[float, float] | None = None
+        total = reader.topics[depth_topic].count
+        with tqdm(total=total, unit="frame", desc=bag.name, disable=not progress,
+                  file=sys.stderr) as bar:
+            for topic, _type, _log, msg in reader.messages([depth_topic, info_topic]):
+                if topic == info_topic:
+                    try:
+                        k = camera_info_to_intrinsics(msg)
+                    except IphdError:
+                        cut.bad_frames += 1
+                        continue
+                    focal = (k.fx, k.fy)
+                    continue
+                bar.update(1)
+                stamp_ns = header_stamp_ns(msg)
+                people = truth.get(stamp_ns)
+                if people is None or focal is None:
+                    cut.frames_without_truth += people is None
+                    cut.bad_frames += people is not None
+                    continue
+                try:
+                    depth_mm = depth_to_mm(image_to_array(msg, DEPTH_ENCODINGS), str(msg.encoding))
+                except FrameError:
+                    cut.bad_frames += 1
+                    continue
+                for person in label_people(people, depth_mm.shape[0]):
+                    pid = identities.pid(bag_index, person.pid)
+                    visit = visits.session(pid, stamp_ns, gap_s)
+                    if not visits.due(pid, stamp_ns, rate_hz):
+                        continue
+                    try:
+                        crop = metric_crop(depth_mm, person.box_xyxy, *focal)
+                    except ValueError:  # no valid depth on the person: no distance, no crop
+                        cut.people_without_depth += 1
+                        continue
+                    session = f"b{bag_index:03d}p{pid:05d}v{visit:03d}"
+                    camid = 2 * sessions.setdefault(session, len(sessions))  # odd ids: RGB
+                    records.append(write_crop(
+                        root, split, crop, pid=pid, camid=camid, modality="depth",
+                        session=session, stamp_ns=stamp_ns,
+                    ))
+                    cut.crops += 1
+    return cut
+
+
+def _other_split(root: Path, split: str) -> list[ReidRecord]:
+    other = next(s for s in REID_SPLITS if s != split)
+    return read_records(root, other) if (root / other / "records.csv").is_file() else []
+
+
+def _write_manifest(root: Path, split: str, settings: dict[str, Any]) -> None:
+    """Add this split's settings to ``simulator.yaml`` (metric crops; refuses another kind)."""
+    path = root / MANIFEST
+    manifest: dict[str, Any] = {}
+    if path.is_file():
+        loaded = yaml.safe_load(path.read_text())
+        manifest = loaded if isinstance(loaded, dict) else {}
+    manifest.update({"generator": GENERATOR, "depth_crop": "metric",
+                     "depth_window_m": list(METRIC_WINDOW_M)})
+    manifest.setdefault("splits", {})[split] = settings
+    path.write_text(yaml.safe_dump(manifest, sort_keys=True))
+
+
+def _check_root(root: Path, split: str) -> None:
+    """Refuse a split written before and a dataset of letterboxed crops.
+
+    Raises:
+        DatasetError: naming what to do.
+    """
+    if (root / split / "records.csv").is_file() or (root / split / "depth").is_dir():
+        raise DatasetError(
+            f"{root / split} was written before; write to another --out or --split, or remove "
+            "it (a split is written in one go)"
+        )
+    path = root / MANIFEST
+    if path.is_file():
+        loaded = yaml.safe_load(path.read_text())
+        crop = loaded.get("depth_crop", "letterbox") if isinstance(loaded, dict) else None
+        if crop != "metric":
+            raise DatasetError(
+                f"{path} says its crops are {crop!r}, these are metric: write to another --out"
+            )
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bag", nargs="+", required=True, type=Path,
+                        help="bags with ground_truth/people (iphd-eval import-mot, iphd-sim bag)")
+    parser.add_argument("--out", type=Path, required=True, help="re-ID dataset root")
+    parser.add_argument("--split", choices=REID_SPLITS, required=True)
+    parser.add_argument("--rate", type=float, default=2.0,
+                        help="most crops per person and second (default %(default)s)")
+    parser.add_argument("--gap", type=float, default=1.0,
+                        help="seconds unlabelled that end a person's session (default "
+                        "%(default)s)")
+    parser.add_argument("--shared-ids", action="store_true",
+                        help="a ground-truth id is one person in every bag (default: per bag)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Cut the crops; print what was written and how to train on it."""
+    args = get_args_parser().parse_args(argv)
+    if not (math.isfinite(args.rate) and args.rate > 0 and math.isfinite(args.gap)
+            and args.gap >= 0):
+        print("bag_to_reid: --rate must be > 0 and --gap >= 0", file=sys.stderr)
+        return 2
+    missing = [str(b) for b in args.bag if not b.exists()]
+    if missing:
+        print(f"bag_to_reid: bag {', '.join(missing)} does not exist", file=sys.stderr)
+        return 2
+    root: Path = args.out
+    records: list[ReidRecord] = []
+    try:
+        _check_root(root, args.split)
+        other = _other_split(root, args.split)
+        identities = Identities(max((r.pid for r in other), default=-1) + 1, args.shared_ids)
+        sessions: dict[str, int] = {}
+        for k, bag in enumerate(args.bag):
+            done = cut_bag(bag, root, args.split, k, identities, records, sessions,
+                           rate_hz=args.rate, gap_s=args.gap, progress=not args.quiet)
+            notes = [f"{n} {what}" for n, what in (
+                (done.frames_without_truth, "depth frames without ground truth"),
+                (done.people_without_depth, "labelled people without valid depth"),
+                (done.bad_frames, "unreadable frames or frames before camera_info"),
+            ) if n]
+            print(f"{bag}: {done.crops} crops" + (f" ({', '.join(notes)} skipped)" if notes
+                                                    else ""))
+        if not records:
+            raise DatasetError(
+                "no labelled person with valid depth in any bag, so nothing was written; give "
+                "bags with ground_truth/people at the depth frames' stamps (iphd-eval "
+                "import-mot)"
+            )
+        check_disjoint(records, other)
+        finalize_split(root, args.split, records)
+    except (IphdError, ValueError) as exc:
+        print(f"bag_to_reid: error: {exc}", file=sys.stderr)
+        if records:
+            print(f"bag_to_reid: the split is incomplete: remove {root / args.split} before "
+                  "running again", file=sys.stderr)
+        return 2
+    with open(root / f"identities_{args.split}.csv", "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(("pid", "bag", "bag_id"))
+        writer.writerows((pid, str(args.bag[bag]) if bag >= 0 else "", person)
+                         for pid, bag, person in identities.rows())
+    _write_manifest(root, args.split, {
+        "bags": [str(b) for b in args.bag], "rate_hz": args.rate, "gap_s": args.gap,
+        "shared_ids": args.shared_ids,
+    })
+    by_pid: dict[int, set[str]] = {}
+    for r in records:
+        by_pid.setdefault(r.pid, set()).add(r.session)
+    revisited = sum(len(s) > 1 for s in by_pid.values())
+    print(f"wrote {len(records)} depth crops of {len(by_pid)} identities ({revisited} seen in "
+          f"more than one session, which step-I validation needs) to {root / args.split}")
+    if args.split == "train":
+        print(f"fine-tune: python training/train_reid.py --config "
+              f"training/configs/reid/cpu_sim_depth_finetune.yaml --data {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
