@@ -381,6 +381,14 @@ def test_without_an_rgb_embedder_the_query_service_says_which_parameter_to_set(
     assert not response.success and "query_checkpoint" in response.message
 
 
+def test_an_own_depth_embedder_beside_the_shipped_rgb_one_is_flagged_at_start(
+    graph, executor, spin_until_logged
+):
+    graph(query_checkpoint="")  # the shipped RGB network, distilled from another depth model
+    err = spin_until_logged(executor, "distilled from the shipped depth embedder")
+    assert "query_checkpoint" in err
+
+
 def test_without_appearance_queries_are_ignored_and_diagnostics_warn(
     graph, executor, spin_until, spin_for
 ):

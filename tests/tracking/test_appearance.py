@@ -14,6 +14,7 @@ from iphd.tracking.appearance import (
     depth_crops,
     letterbox,
     load_extractor,
+    query_pair_problem,
 )
 
 
@@ -191,3 +192,15 @@ def test_a_backward_jump_releases_the_old_timeline_first():
     pairing.push_detections(2_000_000_000, "x")
     pairing.reset()
     assert pairing.waiting == 0 and pairing.push_depth(2_000_000_000, "d2") == []
+
+
+def test_an_own_depth_embedder_beside_the_shipped_rgb_one_is_a_problem_for_queries():
+    # The shipped RGB network answers in the shipped depth embedder's space only.
+    problem = query_pair_problem("out/train/reid/my_depth/model.pt", "")
+    assert problem is not None
+    assert "my_depth/model.pt" in problem and "query_checkpoint" in problem
+    assert "step.teacher" in problem
+    # The shipped pair, a pair of your own, or queries or appearance switched off are fine.
+    for depth, rgb in (("", ""), ("mine.pt", "my_rgb.pt"), ("mine.pt", "none"),
+                       ("none", ""), ("", "my_rgb.pt")):
+        assert query_pair_problem(depth, rgb) is None

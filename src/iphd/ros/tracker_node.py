@@ -48,6 +48,7 @@ from iphd.tracking.appearance import (
     depth_crops,
     letterbox,
     load_extractor,
+    query_pair_problem,
 )
 from iphd.tracking.tracker import (
     CONFIRMED,
@@ -279,6 +280,9 @@ class TrackerNode(Node):
         load = (device, backend, threads)
         self._reid_model = self._load(reid_checkpoint, "depth", *load, "reid_checkpoint")
         self._query_model = self._load(query_checkpoint, "rgb", *load, "query_checkpoint")
+        pair_problem = query_pair_problem(reid_checkpoint, query_checkpoint)
+        if pair_problem is not None and self.query_extractor is not None:
+            self.get_logger().warning(pair_problem)
 
         self._queue: deque[Matched[_Depth, DetectionFrame]] = deque()
         self._max_queue = max(1, max_queue)

@@ -171,6 +171,26 @@ def depth_crops(
     return crops, indices
 
 
+def query_pair_problem(depth_path: str, rgb_path: str) -> str | None:
+    """Why RGB queries cannot be compared with the depth galleries, or None when they may be.
+
+    An RGB query embedding means something only in the space of the depth embedder its network
+    was distilled from (step II). The shipped RGB network was distilled from the shipped depth
+    embedder, so a depth embedder of your own (``training/bag_to_reid.py`` and a fine-tune, say)
+    next to the shipped RGB network gives query distances that mean nothing, without any error.
+    Paths as the tracker node's parameters: ``""`` = shipped, ``"none"`` = off.
+    """
+    if rgb_path != "" or depth_path in ("", DISABLED):
+        return None
+    return (
+        f"reid_checkpoint is {depth_path} but query_checkpoint is the shipped RGB embedder, "
+        "which was distilled from the shipped depth embedder: its query distances to these "
+        "depth galleries mean nothing. Distil an RGB network from your depth embedder "
+        "(training/train_reid.py with cpu_sim_distill.yaml and step.teacher=<your depth .pt>) "
+        "and give its model_rgb.pt as query_checkpoint, or set query_checkpoint to 'none'"
+    )
+
+
 def letterbox(image: np.ndarray, size: tuple[int, int] = CROP_SIZE) -> np.ndarray:
     """Fit a whole person crop (a re-ID query) into ``size`` (width, height), aspect kept.
 
