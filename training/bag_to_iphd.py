@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from common import bag_dataset_parser
 from iphd.data.iphd import (
     IPHD_SPLITS,
     finalize_split,
@@ -99,11 +100,7 @@ def convert_bag(
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bag", nargs="+", required=True, type=Path,
-                        help="bags with ground_truth/people (iphd-eval import-mot, iphd-sim bag)")
-    parser.add_argument("--out", type=Path, required=True, help="IPHD dataset root")
-    parser.add_argument("--split", choices=IPHD_SPLITS, required=True)
+    parser = bag_dataset_parser(__doc__.split("\n\n")[0], "IPHD", IPHD_SPLITS)
     parser.add_argument("--every", type=int, default=1,
                         help="keep every N-th labelled pair (default %(default)s: all)")
     parser.add_argument("--first-seq", type=int, default=0,

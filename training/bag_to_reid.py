@@ -43,6 +43,7 @@ from typing import Any
 import yaml
 from tqdm import tqdm
 
+from common import bag_dataset_parser
 from iphd.data.reid import (
     MAX_PID,
     METRIC_WINDOW_M,
@@ -255,11 +256,7 @@ def _check_root(root: Path, split: str) -> None:
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bag", nargs="+", required=True, type=Path,
-                        help="bags with ground_truth/people (iphd-eval import-mot, iphd-sim bag)")
-    parser.add_argument("--out", type=Path, required=True, help="re-ID dataset root")
-    parser.add_argument("--split", choices=REID_SPLITS, required=True)
+    parser = bag_dataset_parser(__doc__.split("\n\n")[0], "re-ID", REID_SPLITS)
     parser.add_argument("--rate", type=float, default=2.0,
                         help="most crops per person and second (default %(default)s)")
     parser.add_argument("--gap", type=float, default=1.0,

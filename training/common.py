@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import csv
 import dataclasses
@@ -147,6 +148,18 @@ def trainer_args_parser(description: str, config_dir: str, example: str) -> Any:
         help="continue from a last.pt (its stored config is used; --set still applies)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def bag_dataset_parser(
+    description: str, dataset: str, splits: Sequence[str]
+) -> argparse.ArgumentParser:
+    """The ``--bag``, ``--out`` and ``--split`` of the scripts that turn bags into datasets."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--bag", nargs="+", required=True, type=Path,
+                        help="bags with ground_truth/people (iphd-eval import-mot, iphd-sim bag)")
+    parser.add_argument("--out", type=Path, required=True, help=f"{dataset} dataset root")
+    parser.add_argument("--split", choices=list(splits), required=True)
     return parser
 
 
