@@ -1,4 +1,4 @@
-"""Score trained re-ID runs cross-modally (both query/gallery assignments) as a Markdown table.
+"""Score trained re-ID runs as a Markdown table: pairs both ways across modalities, others within.
 
 Paper B's comparison: depth → RGB distillation vs RGB → depth vs the one-stream baseline::
 
@@ -8,7 +8,14 @@ Paper B's comparison: depth → RGB distillation vs RGB → depth vs the one-str
         --run "one-stream=out/train/reid/one_stream/model.pt" --out out/reid_table.md
 
 A run is a step-II output folder (its ``pair.json`` names the depth and RGB checkpoints) or one
-checkpoint (or a folder holding ``model.pt``) of a one-stream or zero-padding model.
+checkpoint (or a folder holding ``model.pt``) of a one-stream or zero-padding model. A
+single-modality model (step I, the tracker's depth embedder) is scored within its modality:
+every crop queries the crops of the other sessions, as step I validates. That compares a depth
+embedder fine-tuned on your people with the shipped one, on people neither was trained on::
+
+    python training/eval_reid.py --data data/my_reid --split test \
+        --run "shipped=src/iphd/models/reid_depth.pt" \
+        --run "fine-tuned=out/train/reid/my_depth/model.pt"
 """
 
 from __future__ import annotations
@@ -25,17 +32,18 @@ from iphd.eval.reid_metrics import ReidEvalResult, markdown_header, markdown_row
 from iphd.reid.data import CropSource
 from iphd.reid.extractor import CropNormalizeConfig, load_embedder
 from iphd.reid.model import Embedder
-from train_reid import DATA_DEFAULTS, SOURCES, evaluate_cross, open_source
+from train_reid import DATA_DEFAULTS, SOURCES, evaluate_cross, evaluate_single, open_source
 
 ASSIGNMENTS = {"depth->rgb": "depth → RGB", "rgb->depth": "RGB → depth"}
+MODALITY_NAMES = {"depth": "depth", "rgb": "RGB"}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options of the re-ID evaluation."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--run", action="append", default=[], metavar="NAME=PATH", required=True,
-                        help="a row name and a step-II folder or a baseline checkpoint "
-                        "(repeatable)")
+                        help="a row name and a step-II folder, a baseline checkpoint or a "
+                        "single-modality model (repeatable)")
     parser.add_argument("--data", type=Path, required=True, help="re-ID dataset folder")
     parser.add_argument("--source", default="sim", choices=SOURCES, help="dataset layout")
     parser.add_argument("--split", default="test",
@@ -50,11 +58,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_run(path: Path) -> tuple[Embedder, Embedder, tuple[CropNormalizeConfig, ...]]:
+def load_run(
+    path: Path,
+) -> tuple[Embedder, Embedder | None, tuple[CropNormalizeConfig, CropNormalizeConfig]]:
     """(depth model, RGB model, their crop normalisations) of a step-II folder or a baseline.
 
+    A single-modality model comes back first with None for the second.
+
     Raises:
-        CheckpointError: a missing or unreadable checkpoint, or a single-modality model alone.
+        CheckpointError: a missing or unreadable checkpoint.
     """
     path = Path(path)
     if (path / "pair.json").is_file():
@@ -69,10 +81,7 @@ def load_run(path: Path) -> tuple[Embedder, Embedder, tuple[CropNormalizeConfig,
         return depth, rgb, (d_norm, r_norm)
     model, normalize, _ = load_embedder(path / "model.pt" if path.is_dir() else path)
     if model.config.modality in ("depth", "rgb"):
-        raise CheckpointError(
-            f"{path} embeds only {model.config.modality} crops and cannot be scored cross-modally "
-            "alone; give the step-II output folder (with pair.json) instead"
-        )
+        return model, None, (normalize, normalize)
     return model, model, (normalize, normalize)
 
 
@@ -92,9 +101,14 @@ def comparison_table(runs: Mapping[str, Path], data: Mapping[str, object], split
                      single_shot: bool = True) -> str:
     """Score every run on one split and return the Markdown table (header and rows).
 
+    A pair or a baseline gives two rows (each modality's queries against the other's
+    gallery); a single-modality model one (its modality's queries against the crops of the
+    other sessions).
+
     Raises:
         CheckpointError: see ``load_run``.
-        DatasetError: the split cannot be read or has no identity in both modalities.
+        DatasetError: the split cannot be read, has no identity in both modalities (pairs and
+            baselines) or none seen in two sessions (single-modality models).
     """
     sources: dict[str, CropSource] = {}  # by depth crop geometry (BIWI cuts either)
     lines = [table_header()]
@@ -105,6 +119,13 @@ def comparison_table(runs: Mapping[str, Path], data: Mapping[str, object], split
             sources[geometry] = open_source(dict(data), None if split == "all" else split,
                                             geometry)
         source = sources[geometry]
+        if rgb is None:
+            modality = depth.config.modality
+            result = evaluate_single(depth, normalize[0], source, source.records, modality,
+                                     info.device.type, trials, seed, single_shot)
+            lines.append(markdown_row(f"{name} | {MODALITY_NAMES[modality]} → "
+                                      f"{MODALITY_NAMES[modality]}, other sessions", result))
+            continue
         results = evaluate_cross(depth, rgb, (normalize[0], normalize[1]), source,
                                  source.records, info.device.type, trials, seed, single_shot)
         lines += table_rows(name, results)

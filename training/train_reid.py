@@ -557,7 +557,7 @@ def embed_records(model: Embedder, normalize: CropNormalizeConfig, source: CropS
 
 def evaluate_single(model: Embedder, normalize: CropNormalizeConfig, source: CropSource,
                     records: Sequence[ReidRecord], modality: str, device: str, trials: int,
-                    seed: int = 0) -> ReidEvalResult:
+                    seed: int = 0, single_shot: bool = True) -> ReidEvalResult:
     """Within-modality mAP for step I: every crop queries the others of other sessions.
 
     Sessions stand in for cameras (same-identity, same-session crops are excluded), so a query
@@ -573,11 +573,13 @@ def evaluate_single(model: Embedder, normalize: CropNormalizeConfig, source: Cro
     cams = np.array([sessions[r.session] for r in recs], dtype=np.int64)
     try:
         return cross_modal_eval(feats, pids, pairs, feats, pids, pairs, query_camids=cams,
-                                gallery_camids=cams, trials=trials, seed=seed)
+                                gallery_camids=cams, trials=trials, seed=seed,
+                                single_shot=single_shot)
     except ValueError as exc:
         raise DatasetError(
-            f"step-I validation needs identities seen in two sessions ({exc}); use another "
-            "data.val_split or more data.val_identities"
+            f"scoring a single-modality model needs identities seen in two sessions ({exc}); "
+            "give crops of people seen in more than one session (validation: another "
+            "data.val_split or more data.val_identities)"
         ) from exc
 
 

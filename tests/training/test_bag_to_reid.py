@@ -21,7 +21,7 @@ from iphd.data.rosbag import (
 )
 from iphd.reid.extractor import CropNormalizeConfig
 from iphd.sim.labels import label_people
-from iphd.tracking.appearance import depth_crops
+from iphd.tracking.appearance import SHIPPED_DEPTH_EMBEDDER, depth_crops
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "training"))
@@ -77,9 +77,17 @@ def test_labelled_people_become_crops_cut_as_the_tracker_cuts_them(sim_bag, tmp_
         assert person in label_people(truth[record.stamp_ns], depth.shape[0])
         expected, _ = depth_crops(depth, [person.box_xyxy], normalize=normalize, focal_px=focal)
         np.testing.assert_array_equal(crop, expected[0])
-    # The test split continues the numbering, so no identity is in both.
-    assert _cut([sim_bag], root, "test") == 0
+    # The test split continues the numbering, so no identity is in both. (The bag twice, as
+    # one person's two visits: scoring needs people seen in more than one session.)
+    assert _cut([sim_bag, sim_bag], root, "test", "--shared-ids") == 0
     assert sorted({r.pid for r in read_records(root, "test")}) == [2, 3]
+    # The shipped depth embedder scored on them as a fine-tuned one would be.
+    import eval_reid
+
+    capsys.readouterr()
+    assert eval_reid.main(["--data", str(root), "--split", "test", "--trials", "2",
+                           "--device", "cpu", "--run", f"shipped={SHIPPED_DEPTH_EMBEDDER}"]) == 0
+    assert "| shipped | depth → depth, other sessions |" in capsys.readouterr().out
     manifest = yaml.safe_load((root / "simulator.yaml").read_text())
     assert manifest["depth_crop"] == "metric" and set(manifest["splits"]) == {"train", "test"}
     assert manifest["splits"]["train"]["rate_hz"] == 4.0

@@ -324,13 +324,22 @@ def test_eval_writes_table_rows_for_a_pair_and_a_one_stream_model(dataset, depth
         assert f"| {name} | depth → RGB |" in text and f"| {name} | RGB → depth |" in text
 
 
-def test_eval_refuses_a_single_modality_step1_model(dataset, depth_run, tmp_path, capsys):
+def test_eval_scores_a_single_modality_model_across_sessions(dataset, depth_run, tmp_path):
     import eval_reid
 
-    assert eval_reid.main(["--data", str(dataset), "--split", "train",
-                           "--run", f"x={depth_run / 'model.pt'}", "--out",
-                           str(tmp_path / "t.md")]) == 2
-    assert "cannot be scored cross-modally" in capsys.readouterr().err
+    table = tmp_path / "t.md"
+    assert eval_reid.main(["--data", str(dataset), "--split", "train", "--trials", "2",
+                           "--run", f"step I={depth_run / 'model.pt'}", "--out", str(table),
+                           "--device", "cpu"]) == 0
+    rows = table.read_text().splitlines()[2:]
+    # One row, as step I validates: every depth crop queries those of the other sessions.
+    assert len(rows) == 1 and rows[0].startswith("| step I | depth → depth, other sessions |")
+    model, normalize, _ = load_embedder(depth_run / "model.pt")
+    source = train_reid.open_source({**train_reid.DATA_DEFAULTS, "source": "sim",
+                                     "root": str(dataset)}, "train")
+    expected = train_reid.evaluate_single(model, normalize, source, source.records, "depth",
+                                          "cpu", 2)
+    assert f"{100 * expected.mAP:.1f}" in rows[0]
 
 
 @pytest.mark.slow
