@@ -72,6 +72,9 @@ from iphd.sim.labels import label_people
 #: Written next to the splits; ``train_reid.py`` reads its ``depth_crop``.
 MANIFEST = "simulator.yaml"
 GENERATOR = "training/bag_to_reid.py"
+FINETUNE_CONFIG = (
+    Path(__file__).resolve().parent / "configs" / "reid" / "cpu_sim_depth_finetune.yaml"
+)
 
 
 @dataclass
@@ -326,9 +329,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {len(records)} depth crops of {len(by_pid)} identities ({revisited} seen in "
           f"more than one session, which step-I validation needs) to {root / args.split}")
     if args.split == "train":
-        print(f"fine-tune: python training/train_reid.py --config "
-              f"training/configs/reid/cpu_sim_depth_finetune.yaml --data {root}")
+        print(finetune_hint(root, len(by_pid)))
     return 0
+
+
+def finetune_hint(root: Path, identities: int) -> str:
+    """The fine-tuning command for a train split of ``identities`` people.
+
+    ``cpu_sim_depth_finetune.yaml`` holds out some training identities for validation; a small
+    split (a home's three people with ``--shared-ids``) cannot spare them, so the hint
+    validates on the test split instead.
+    """
+    config = FINETUNE_CONFIG
+    held = int(yaml.safe_load(config.read_text())["data"]["val_identities"])
+    command = (f"python training/train_reid.py --config "
+               f"{config.relative_to(config.parents[3])} --data {root}")
+    if identities > 2 * held:
+        return f"fine-tune: {command}"
+    return (f"fine-tune: {command} --set data.val_split=test\n(the config holds out {held} of "
+            f"the training identities for validation, too many of {identities}: validate on "
+            "the test split, written with --split test from other bags)")
 
 
 if __name__ == "__main__":

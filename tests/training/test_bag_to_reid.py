@@ -54,6 +54,8 @@ def test_labelled_people_become_crops_cut_as_the_tracker_cuts_them(sim_bag, tmp_
     assert _cut([sim_bag], root, "train", "--rate", "4") == 0
     out = capsys.readouterr().out
     assert "wrote" in out and "cpu_sim_depth_finetune.yaml" in out
+    # Two people cannot spare the config's 12 validation identities: validate on the test split.
+    assert "--set data.val_split=test" in out
     records = read_records(root, "train")
     truth = read_ground_truth(sim_bag)
     frames = _depth_frames(sim_bag)
@@ -96,14 +98,18 @@ def test_labelled_people_become_crops_cut_as_the_tracker_cuts_them(sim_bag, tmp_
 def test_the_crops_train_the_depth_embedder(sim_bag, tmp_path):
     root = tmp_path / "reid"
     assert _cut([sim_bag], root, "train") == 0
+    assert _cut([sim_bag, sim_bag], root, "test", "--shared-ids") == 0
     out = tmp_path / "run"
-    # train_reid reads the crop kind from the manifest and refuses letterbox settings.
+    # train_reid reads the crop kind from the manifest and refuses letterbox settings; too few
+    # people to hold some out, it validates on the test split, as the printed hint says.
     smoke = ["--config", str(REPO / "training/configs/reid/smoke.yaml"), "--data", str(root),
-             "--quiet", "--set", "data.val_identities=0"]
+             "--quiet", "--set", "data.val_split=test"]
     assert train_reid.main([*smoke, "--out", str(tmp_path / "letterbox")]) == 2
     assert train_reid.main([*smoke, "--out", str(out), "--set",
                             "normalize.depth_crop=metric"]) == 0
     assert (out / "model.pt").is_file()
+    with open(out / "log.csv", encoding="utf-8") as f:
+        assert any(row.get("val_map") for row in csv.DictReader(f))
 
 
 def test_sessions_are_visits_and_ids_are_per_bag_unless_shared(sim_bag, tmp_path):
@@ -149,3 +155,10 @@ def test_bad_input_is_refused_with_what_to_do(sim_bag, tmp_path, capsys):
 def test_bad_rates_and_gaps_are_refused(tmp_path, option, capsys):
     assert _cut([tmp_path], tmp_path / "o", "train", *option) == 2
     assert "--rate must be > 0 and --gap >= 0" in capsys.readouterr().err
+
+
+def test_the_hint_holds_out_validation_identities_only_when_there_are_enough():
+    many = bag_to_reid.finetune_hint(Path("data/my_reid"), 200)
+    assert many == ("fine-tune: python training/train_reid.py --config "
+                    "training/configs/reid/cpu_sim_depth_finetune.yaml --data data/my_reid")
+    assert "data.val_split=test" in bag_to_reid.finetune_hint(Path("d"), 20)
