@@ -202,5 +202,6 @@ def test_an_own_depth_embedder_beside_the_shipped_rgb_one_is_a_problem_for_queri
     assert "step.teacher" in problem
     # The shipped pair, a pair of your own, or queries or appearance switched off are fine.
     for depth, rgb in (("", ""), ("mine.pt", "my_rgb.pt"), ("mine.pt", "none"),
-                       ("none", ""), ("", "my_rgb.pt")):
+                       ("none", ""), ("", "my_rgb.pt"),
+                       (str(appearance.SHIPPED_DEPTH_EMBEDDER), "")):
         assert query_pair_problem(depth, rgb) is None

@@ -178,9 +178,12 @@ def query_pair_problem(depth_path: str, rgb_path: str) -> str | None:
     was distilled from (step II). The shipped RGB network was distilled from the shipped depth
     embedder, so a depth embedder of your own (``training/bag_to_reid.py`` and a fine-tune, say)
     next to the shipped RGB network gives query distances that mean nothing, without any error.
-    Paths as the tracker node's parameters: ``""`` = shipped, ``"none"`` = off.
+    Paths as the tracker node's parameters: ``""`` = shipped, ``"none"`` = off; the shipped
+    depth file named by its path is the shipped one too.
     """
     if rgb_path != "" or depth_path in ("", DISABLED):
+        return None
+    if Path(depth_path).resolve() == SHIPPED_DEPTH_EMBEDDER.resolve():
         return None
     return (
         f"reid_checkpoint is {depth_path} but query_checkpoint is the shipped RGB embedder, "
