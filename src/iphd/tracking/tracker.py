@@ -435,8 +435,7 @@ class Tracker:
                 measurement_std_m=config.measurement_std_m,
             )
         self.config = config
-        while len(self._memory) > config.memory_size:
-            del self._memory[next(iter(self._memory))]
+        self._trim_memory()
 
     def reset(self) -> None:
         """Forget all tracks and the last stamp (after a clock jump or a bag loop).
@@ -991,8 +990,12 @@ class Tracker:
             self._delete(track)
             if cfg.memory_s > 0.0 and track.gallery is not None:
                 self._memory[track.track_id] = (track.gallery.copy(), track.last_update_ns)
-                while len(self._memory) > cfg.memory_size:
-                    del self._memory[next(iter(self._memory))]
+                self._trim_memory()
+
+    def _trim_memory(self) -> None:
+        """Forget the oldest remembered galleries beyond ``memory_size``."""
+        while len(self._memory) > self.config.memory_size:
+            del self._memory[next(iter(self._memory))]
 
     def _delete(self, track: _Track) -> None:
         del self._tracks[track.track_id]
