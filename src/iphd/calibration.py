@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +136,52 @@ def extrinsic_pose(
     qx, qy, qz, qw = (float(v) for v in rotation_to_quaternion(rot_inv))
     tx, ty, tz = (float(v) for v in trans)
     return StaticTransform(parent, child, (tx, ty, tz), (qx, qy, qz, qw))
+
+
+def points_transform(
+    transforms: Iterable[StaticTransform], source: str, target: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The map of points from frame ``source`` into frame ``target`` through static transforms.
+
+    The transforms form a tree (as ``/tf_static`` does); the path between the two frames may go
+    up to a common parent and down again (depth optical <- ``camera_link`` -> colour optical).
+
+    Returns:
+        ``(rotation, translation_m)`` with ``p_target = rotation @ p_source + translation_m``.
+
+    Raises:
+        CalibrationError: no chain of transforms joins the two frames, naming the frames known.
+    """
+    # frame -> [(neighbour, R, t)] with p_neighbour = R @ p_frame + t
+    edges: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {}
+    for tf in transforms:
+        quat = np.asarray(tf.rotation_xyzw, dtype=np.float64)
+        norm = float(np.linalg.norm(quat))
+        if not math.isfinite(norm) or norm < 1e-6:
+            raise CalibrationError(
+                f"transform {tf.parent} -> {tf.child} has no valid rotation {tf.rotation_xyzw}"
+            )
+        rot = quaternion_to_rotation(quat / norm)
+        trans = np.asarray(tf.translation_m, dtype=np.float64)
+        # A transform is the child's pose in the parent: p_parent = R @ p_child + t.
+        edges.setdefault(tf.child, []).append((tf.parent, rot, trans))
+        edges.setdefault(tf.parent, []).append((tf.child, rot.T, -rot.T @ trans))
+    reached: dict[str, tuple[np.ndarray, np.ndarray]] = {source: (np.eye(3), np.zeros(3))}
+    queue = [source]
+    while queue and target not in reached:
+        frame = queue.pop(0)
+        rot, trans = reached[frame]
+        for other, r, t in edges.get(frame, []):
+            if other not in reached:
+                reached[other] = (r @ rot, r @ trans + t)
+                queue.append(other)
+    if target not in reached:
+        known = ", ".join(sorted(edges)) or "none"
+        raise CalibrationError(
+            f"no static transform joins '{source}' and '{target}' (frames known: {known}); "
+            "record /tf_static with the camera's transforms"
+        )
+    return reached[target]
 
 
 def quaternion_to_rotation(xyzw: np.ndarray) -> np.ndarray:

@@ -4,9 +4,17 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Writer
 
-from iphd.calibration import load_calibration, rig_static_transforms
+from iphd.calibration import (
+    StaticTransform,
+    load_calibration,
+    points_transform,
+    rig_static_transforms,
+)
 from iphd.data.rosbag import (
     CALIBRATION_KEY,
+    COLOR_FRAME,
+    COLOR_IMAGE,
+    COLOR_INFO,
     DEPTH_IMAGE,
     GROUND_TRUTH,
     IMAGE,
@@ -18,10 +26,11 @@ from iphd.data.rosbag import (
     header_stamp_ns,
     image_to_array,
     read_ground_truth,
+    read_static_transforms,
     typestore,
 )
 from iphd.data.truth import PersonTruth
-from iphd.errors import ConfigError, DatasetError, FrameError
+from iphd.errors import CalibrationError, ConfigError, DatasetError, FrameError
 from iphd.sensors.frames import CameraIntrinsics
 
 T0 = 1_700_000_000_000_000_000
@@ -158,11 +167,53 @@ def test_wrong_image_sizes_and_dtypes_are_refused_with_the_expected_size(tmp_pat
             writer.write_ground_truth(T0, [PersonTruth(1, (0, 0, 1, 1), 1.0, nan3, nan3)])
         with pytest.raises(DatasetError, match="negative"):
             writer.write_depth(-1, np.ones((48, 64), np.uint16))
+        # Colour needs its camera model, so that it can be related to depth.
+        with pytest.raises(DatasetError, match="no colour intrinsics"):
+            writer.write_color(T0, np.full((4, 5, 3), 9, np.uint8))
+
+
+def test_colour_is_written_with_its_camera_info_and_transform(tmp_path):
+    color = CameraIntrinsics(5, 4, 3.0, 3.0, 2.0, 1.5)
+    with RigBagWriter(tmp_path / "bag", load_calibration(), DEPTH_INTR,
+                      color_intrinsics=color) as writer:
+        with pytest.raises(FrameError, match="the colour intrinsics are 5x4"):
+            writer.write_color(T0, np.full((5, 4, 3), 9, np.uint8))
         writer.write_color(T0, np.full((4, 5, 3), 9, np.uint8))
     with BagReader(tmp_path / "bag") as reader:
-        assert set(reader.topics) == {"color/image_raw", TF_STATIC}
-        ((*_, msg),) = list(reader.messages(["color/image_raw"]))
+        assert set(reader.topics) == {COLOR_IMAGE, COLOR_INFO, TF_STATIC}
+        ((*_, info), (*_, msg)) = list(reader.messages([COLOR_IMAGE, COLOR_INFO]))
+        transforms = read_static_transforms(reader)
     assert msg.encoding == "rgb8" and image_to_array(msg).shape == (4, 5, 3)
+    assert camera_info_to_intrinsics(info) == color
+    assert info.header.frame_id == msg.header.frame_id == COLOR_FRAME
+    depth_frame = load_calibration().frames.depth
+    # The simulator's colour view is rendered from the depth camera: the identity.
+    rotation, translation = points_transform(transforms, depth_frame, COLOR_FRAME)
+    np.testing.assert_allclose(rotation, np.eye(3))
+    np.testing.assert_allclose(translation, 0.0)
+
+
+def test_static_transforms_chain_through_a_common_parent():
+    # A D435 as its driver describes it: both optical frames hang below camera_link.
+    optical = (-0.5, 0.5, -0.5, 0.5)
+    transforms = [
+        StaticTransform("camera_link", "depth_optical", (0.0, 0.0, 0.0), optical),
+        StaticTransform("camera_link", "color_optical", (0.0, -0.015, 0.0), optical),
+        StaticTransform("base_link", "camera_link", (0.2, 0.0, 1.0), (0.0, 0.0, 0.0, 1.0)),
+    ]
+    rotation, translation = points_transform(transforms, "depth_optical", "color_optical")
+    # 15 mm to the right of depth (y = -0.015 in camera_link is +x in optical): a point
+    # straight ahead of depth lies 15 mm to the left in colour.
+    np.testing.assert_allclose(rotation, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(rotation @ [0.0, 0.0, 2.0] + translation, [-0.015, 0.0, 2.0],
+                               atol=1e-12)
+    back = points_transform(transforms, "color_optical", "depth_optical")
+    np.testing.assert_allclose(back[1], [0.015, 0.0, 0.0], atol=1e-12)
+    up = points_transform(transforms, "depth_optical", "base_link")
+    np.testing.assert_allclose(up[0] @ [0.0, 0.0, 2.0] + up[1], [2.2, 0.0, 1.0], atol=1e-12)
+    with pytest.raises(CalibrationError, match="no static transform joins 'depth_optical' and "
+                       "'thermal'.*base_link, camera_link"):
+        points_transform(transforms, "depth_optical", "thermal")
 
 
 def test_messages_come_in_log_time_order_whatever_the_write_order(tmp_path):

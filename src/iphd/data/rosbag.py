@@ -11,16 +11,20 @@ topic                       type                                 content
 ``thermal/image_raw``       sensor_msgs/msg/Image ``16UC1``      centi-kelvin, thermal clock
 ``thermal/camera_info``     sensor_msgs/msg/CameraInfo           the calibration's intrinsics
 ``color/image_raw``         sensor_msgs/msg/Image ``rgb8``       only when colour was written
+``color/camera_info``       sensor_msgs/msg/CameraInfo           same stamp as its image
 ``/tf_static``              tf2_msgs/msg/TFMessage               once, at the start
 ``ground_truth/people``     iphd_msgs/msg/PersonTrackArray       one array per depth frame
 ==========================  ===================================  ===============================
 
 ``/tf_static`` holds ``camera_link`` -> depth optical and depth optical -> thermal optical from
-the rig calibration (``iphd.calibration.rig_static_transforms``), written once, just before the
-first message and stamped and logged with that message's log time, with transient-local QoS
-offered in the metadata so that a player republishes it latched. The other topics offer
-reliable, keep-last-5, volatile QoS like the drivers. The calibration itself is kept in the
-bag's ``custom_data`` under ``iphd.calibration`` (YAML), so a bag carries what it was made with.
+the rig calibration (``iphd.calibration.rig_static_transforms``), plus depth optical ->
+``color_optical_frame`` when the writer has colour intrinsics (the identity: the simulator
+renders colour from the depth camera's viewpoint, a depth-aligned colour stream), written
+once, just before the first message and stamped and logged with that message's log time, with
+transient-local QoS offered in the metadata so that a player republishes it latched. The other
+topics offer reliable, keep-last-5, volatile QoS like the drivers. The calibration itself is
+kept in the bag's ``custom_data`` under ``iphd.calibration`` (YAML), so a bag carries what it
+was made with.
 
 Ground truth uses ``PersonTrackArray`` so replay can be scored with the tracker's own message:
 ``header.stamp`` = the stamp of the depth frame the truth belongs to, ``header.frame_id`` = the
@@ -74,7 +78,12 @@ from rosbags.rosbag2 import (
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
-from iphd.calibration import RigCalibration, calibration_from_dict, rig_static_transforms
+from iphd.calibration import (
+    RigCalibration,
+    StaticTransform,
+    calibration_from_dict,
+    rig_static_transforms,
+)
 from iphd.errors import CalibrationError, ConfigError, DatasetError, FrameError
 from iphd.image_codec import RawImage, decode_image, encode_image
 from iphd.sensors.frames import (
@@ -93,6 +102,7 @@ DEPTH_INFO = "depth/camera_info"
 THERMAL_IMAGE = "thermal/image_raw"
 THERMAL_INFO = "thermal/camera_info"
 COLOR_IMAGE = "color/image_raw"
+COLOR_INFO = "color/camera_info"
 TF_STATIC = "/tf_static"
 GROUND_TRUTH = "ground_truth/people"
 COLOR_FRAME = "color_optical_frame"
@@ -269,6 +279,8 @@ class RigBagWriter:
         path: bag folder to create; it must not exist.
         calibration: the rig calibration (thermal intrinsics, static TF, frame names).
         depth_intrinsics: camera model of the depth images that will be written.
+        color_intrinsics: camera model of the colour images, seen from the depth camera's
+            origin (a depth-aligned stream); None = no colour is written.
         compression: ``zstd`` (per message for sqlite3, per chunk for mcap) or ``none``.
         storage: ``sqlite3`` (``.db3``) or ``mcap``.
 
@@ -283,6 +295,7 @@ class RigBagWriter:
         calibration: RigCalibration,
         depth_intrinsics: CameraIntrinsics,
         *,
+        color_intrinsics: CameraIntrinsics | None = None,
         compression: Literal["zstd", "none"] = "zstd",
         storage: Literal["sqlite3", "mcap"] = "sqlite3",
     ) -> None:
@@ -300,6 +313,7 @@ class RigBagWriter:
             )
         self.calibration = calibration
         self.depth_intrinsics = depth_intrinsics
+        self.color_intrinsics = color_intrinsics
         self.counts: dict[str, int] = {}
         self._store = typestore()
         self._types = self._store.types
@@ -321,6 +335,9 @@ class RigBagWriter:
         self._closed = False
         self._depth_info = camera_info_fields(depth_intrinsics)
         self._thermal_info = camera_info_fields(calibration.thermal)
+        self._color_info = None if color_intrinsics is None else camera_info_fields(
+            color_intrinsics
+        )
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -366,21 +383,34 @@ class RigBagWriter:
         self._write_image(THERMAL_IMAGE, stamp_ns, frame, thermal_ck, "16UC1", log_ns)
 
     def write_color(self, stamp_ns: int, rgb: np.ndarray, log_ns: int | None = None) -> None:
-        """Write ``color/image_raw`` (rgb8, frame ``color_optical_frame``).
+        """Write ``color/camera_info`` then ``color/image_raw`` (rgb8, ``color_optical_frame``).
 
         Args:
             stamp_ns: capture time, ns.
-            rgb: (H, W, 3) uint8 RGB.
+            rgb: (H, W, 3) uint8 RGB, the size of the colour intrinsics.
             log_ns: receive time in the bag; default ``stamp_ns``.
 
         Raises:
-            FrameError: not an (H, W, 3) uint8 array.
-            DatasetError: negative time, or the bag is closed.
+            FrameError: not an (H, W, 3) uint8 array of the colour intrinsics' size.
+            DatasetError: the writer has no colour intrinsics, a negative time, or the bag is
+                closed.
         """
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise FrameError(
                 f"colour image must be (H, W, 3) uint8 RGB, got shape {rgb.shape} dtype {rgb.dtype}"
             )
+        intr = self.color_intrinsics
+        if intr is None or self._color_info is None:
+            raise DatasetError(
+                "this bag writer has no colour intrinsics: give color_intrinsics to RigBagWriter "
+                "(a colour stream without camera_info cannot be related to depth)"
+            )
+        if rgb.shape[:2] != (intr.height, intr.width):
+            raise FrameError(
+                f"rgb is {rgb.shape[1]}x{rgb.shape[0]} but the colour intrinsics are "
+                f"{intr.width}x{intr.height}; write images of the size the bag was opened with"
+            )
+        self._write_info(COLOR_INFO, stamp_ns, COLOR_FRAME, intr, self._color_info, log_ns)
         self._write_image(COLOR_IMAGE, stamp_ns, COLOR_FRAME, rgb, "rgb8", log_ns)
 
     def write_ground_truth(
@@ -424,6 +454,15 @@ class RigBagWriter:
         else:
             with suppress(Exception):  # the original exception is the one to report
                 self.close()
+
+    def static_transforms(self) -> list[StaticTransform]:
+        """What ``/tf_static`` holds: the rig's transforms, then depth -> colour if colour."""
+        transforms = list(rig_static_transforms(self.calibration))
+        if self.color_intrinsics is not None:
+            transforms.append(StaticTransform(
+                self.calibration.frames.depth, COLOR_FRAME, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0)
+            ))
+        return transforms
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -526,7 +565,7 @@ class RigBagWriter:
                     rotation=t["geometry_msgs/msg/Quaternion"](*tf.rotation_xyzw),
                 ),
             )
-            for tf in rig_static_transforms(self.calibration)
+            for tf in self.static_transforms()
         ]
         msg = t[TF_MESSAGE](transforms=transforms)
         self._write_raw(TF_STATIC, TF_MESSAGE, self._store.serialize_cdr(msg, TF_MESSAGE), stamp_ns)
@@ -779,6 +818,25 @@ def tracks_to_truth(msg: Any) -> list[PersonTruth]:
         )
         for t in msg.tracks
     ]
+
+
+def read_static_transforms(reader: BagReader) -> list[StaticTransform]:
+    """Every transform on a bag's ``/tf_static`` (all its messages: each publisher latches one).
+
+    A bag without ``/tf_static`` gives an empty list.
+    """
+    transforms: list[StaticTransform] = []
+    topics = [name for name, topic in reader.topics.items()
+              if name.endswith(TF_STATIC) and topic.msgtype == TF_MESSAGE]
+    for _topic, _type, _log_ns, msg in reader.messages(topics):
+        for tf in msg.transforms:
+            tr, q = tf.transform.translation, tf.transform.rotation
+            transforms.append(StaticTransform(
+                str(tf.header.frame_id), str(tf.child_frame_id),
+                (float(tr.x), float(tr.y), float(tr.z)),
+                (float(q.x), float(q.y), float(q.z), float(q.w)),
+            ))
+    return transforms
 
 
 def read_ground_truth(path: Path | str, topic: str = GROUND_TRUTH) -> dict[int, list[PersonTruth]]:

@@ -734,8 +734,9 @@ def generate_bag(
 
     Topics (see ``iphd.data.rosbag``): depth image + camera info at 30 Hz, thermal image + camera
     info (< 9 Hz, FFC frames dropped, stamps on the thermal clock), ``/tf_static``, the
-    ground-truth topic per depth frame, and ``color/image_raw`` only with ``rgb``. Message log
-    times are receive times (capture + sensor latency).
+    ground-truth topic per depth frame, and ``color/image_raw`` + ``color/camera_info`` (a
+    depth-aligned view, ``/tf_static`` holding the identity depth -> colour) only with ``rgb``.
+    Message log times are receive times (capture + sensor latency).
 
     Returns:
         messages written per topic.
@@ -766,6 +767,7 @@ def generate_bag(
         # so the bag is written under its final name, then lifted out of the staging folder.
         inner = staged.path / name
         with RigBagWriter(inner, calibration, sim.depth_intrinsics,
+                          color_intrinsics=sim.rgb_intrinsics if rgb else None,
                           compression=compression) as writer:  # type: ignore[arg-type]
             for rendered in imap_bounded(render_stream_slice, jobs, workers):
                 for log_ns, kind, sample in rendered:
