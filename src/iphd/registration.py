@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import numpy as np
@@ -10,7 +11,7 @@ from iphd.calibration import RigCalibration
 from iphd.errors import CameraInfoError, FrameError
 from iphd.sensors.frames import CameraIntrinsics
 
-#: Points closer than this to the thermal camera's image plane (metres) count as behind it.
+#: Points closer than this to a camera's image plane (metres) count as behind it.
 MIN_THERMAL_Z_M = 1e-3
 #: Largest depth a uint16 millimetre image can hold.
 MAX_DEPTH_M = 65.535
@@ -92,6 +93,60 @@ def undistort_normalized(
         x = (xd - dx) / radial
         y = (yd - dy) / radial
     return x, y
+
+
+def project_box(
+    box_xyxy: tuple[float, float, float, float],
+    distance_m: float,
+    source: CameraIntrinsics,
+    target: CameraIntrinsics,
+    rotation: np.ndarray,
+    translation_m: np.ndarray,
+) -> tuple[float, float, float, float]:
+    """Where a box of ``source``'s image, at ``distance_m``, lies in ``target``'s image.
+
+    Used to find a person seen by the depth camera in the colour image: the box's corners and
+    edge midpoints are put at the person's distance (along the optical axis, as depth is
+    measured), moved into the target camera's frame and projected with its distortion. Both
+    cameras' pixel centres are at integer coordinates (``CameraIntrinsics``).
+
+    Args:
+        box_xyxy: (x1, y1, x2, y2) in ``source`` pixels.
+        distance_m: the person's depth, metres.
+        source: the camera of ``box_xyxy`` (depth).
+        target: the camera to find the box in (colour).
+        rotation: (3, 3), with ``translation_m`` the map ``p_target = rotation @ p_source +
+            translation_m``.
+        translation_m: (3,) metres.
+
+    Returns:
+        (x1, y1, x2, y2), the bounding box of the projected points in ``target`` pixels (it
+        may reach outside the image).
+
+    Raises:
+        ValueError: a distance that is not positive and finite, or a box point that ends up
+            behind the target camera.
+    """
+    if not (math.isfinite(distance_m) and distance_m > 0):
+        raise ValueError(f"distance must be > 0 m, got {distance_m}")
+    x1, y1, x2, y2 = (float(v) for v in box_xyxy)
+    xm, ym = 0.5 * (x1 + x2), 0.5 * (y1 + y2)
+    u = np.array([x1, xm, x2, x2, x2, xm, x1, x1])
+    v = np.array([y1, y1, y1, ym, y2, y2, y2, ym])
+    xn, yn = (u - source.cx) / source.fx, (v - source.cy) / source.fy
+    if source.has_distortion:
+        xn, yn = undistort_normalized(xn, yn, source.distortion)
+    points = np.stack([xn, yn, np.ones_like(xn)]) * distance_m
+    moved = np.asarray(rotation, np.float64) @ points + np.asarray(
+        translation_m, np.float64
+    ).reshape(3, 1)
+    if not (moved[2] > MIN_THERMAL_Z_M).all():
+        raise ValueError("the box lies behind the target camera")
+    xt, yt = moved[0] / moved[2], moved[1] / moved[2]
+    if target.has_distortion:
+        xt, yt = distort_normalized(xt, yt, target.distortion)
+    ut, vt = target.fx * xt + target.cx, target.fy * yt + target.cy
+    return float(ut.min()), float(vt.min()), float(ut.max()), float(vt.max())
 
 
 def max_monotonic_radius(distortion: tuple[float, float, float, float, float]) -> float:
