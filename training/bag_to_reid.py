@@ -21,9 +21,20 @@ measures what the tracker needs, recognising someone who came back.
 
 The output is the simulator's re-ID layout (``iphd.data.reid``: ``<split>/depth/<pid>/*.png``,
 ``<split>/records.csv``, and ``simulator.yaml`` saying the crops are metric, which training
-checks), depth crops only: step II (the RGB network for ``query/image``) needs time-paired RGB
-crops, so distil it from the new depth model on a dataset that has them. Identities are
-numbered per bag, since annotation tools number each bag's people from 1; with
+checks). A fine-tuned depth model needs a new RGB network for ``query/image`` (step II distils
+it from the depth model on time-paired crops). ``--rgb`` cuts those pairs from bags that
+recorded the colour camera too (the iphd d435 node's ``enable_color``, ``iphd-sim bag --rgb``):
+each depth crop gets an RGB crop from the colour frame closest in time (``--rgb-tolerance``),
+the person's depth box carried into the colour image at their distance through
+``color/camera_info`` and the depth -> colour transform on ``/tf_static``. A person the colour
+camera does not see (it sees less than the depth camera) keeps an unpaired depth crop. Colour
+images show who people are: record them only with the people's consent, and keep the
+recordings out of the robot's normal logs.
+
+    python training/bag_to_reid.py --bag bags/ward_rgb_a bags/ward_rgb_b --out data/my_reid \
+        --split train --rgb
+
+Identities are numbered per bag, since annotation tools number each bag's people from 1; with
 ``--shared-ids`` one id is one person across the bags (the same staff on several days).
 ``identities_<split>.csv`` maps each dataset pid back to its bag and id. Train and test
 identities must differ, which is checked.
@@ -35,46 +46,62 @@ import argparse
 import csv
 import math
 import sys
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from tqdm import tqdm
 
 from common import bag_dataset_parser
+from iphd.calibration import StaticTransform, points_transform
 from iphd.data.reid import (
     MAX_PID,
     METRIC_WINDOW_M,
     REID_SPLITS,
     ReidRecord,
     check_disjoint,
+    crop_person,
     finalize_split,
     metric_crop,
+    person_depth_mm,
     read_records,
     write_crop,
 )
 from iphd.data.rosbag import (
+    COLOR_IMAGE,
+    COLOR_INFO,
     DEPTH_IMAGE,
     DEPTH_INFO,
     BagReader,
     camera_info_to_intrinsics,
     header_stamp_ns,
     image_to_array,
+    read_static_transforms,
 )
-from iphd.errors import DatasetError, FrameError, IphdError
+from iphd.errors import CalibrationError, DatasetError, FrameError, IphdError
 from iphd.eval.bag_eval import read_truth
 from iphd.eval.pipeline import find_topic
 from iphd.fusion import DEPTH_ENCODINGS, depth_to_mm
+from iphd.registration import project_box
+from iphd.sensors.frames import CameraIntrinsics
 from iphd.sim.labels import label_people
 
 #: Written next to the splits; ``train_reid.py`` reads its ``depth_crop``.
 MANIFEST = "simulator.yaml"
 GENERATOR = "training/bag_to_reid.py"
+#: Colour encodings read (the D435 publishes rgb8; bgr8 is turned into RGB).
+COLOR_ENCODINGS = ("rgb8", "bgr8")
+#: Least share of a person's box (projected into the colour image) inside that image for an
+#: RGB crop: the colour camera sees less than the depth camera, and half a person is no query.
+MIN_COLOR_VIEW = 0.9
 FINETUNE_CONFIG = (
     Path(__file__).resolve().parent / "configs" / "reid" / "cpu_sim_depth_finetune.yaml"
 )
+DISTILL_CONFIG = Path(__file__).resolve().parent / "configs" / "reid" / "cpu_sim_distill.yaml"
 
 
 @dataclass
@@ -116,8 +143,10 @@ class Cut:
     """What one bag gave."""
 
     crops: int = 0
+    rgb_crops: int = 0
     frames_without_truth: int = 0
     people_without_depth: int = 0
+    people_without_color: int = 0
     bad_frames: int = 0
 
 
@@ -147,22 +176,162 @@ class _Visits:
         return True
 
 
+@dataclass
+class _Person:
+    """One person's depth crop, with what finding them in the colour image needs."""
+
+    pid: int
+    session: str
+    camid: int
+    crop: np.ndarray
+    box_xyxy: tuple[float, float, float, float]
+    distance_m: float
+
+
+@dataclass
+class _DepthFrame:
+    """The crops of one depth frame, waiting for the colour frame closest in time."""
+
+    stamp_ns: int
+    frame_id: str
+    intrinsics: CameraIntrinsics
+    people: list[_Person]
+
+
+class _Split:
+    """Writes a split's crops: depth alone, or depth with its time-paired RGB crop."""
+
+    def __init__(self, root: Path, split: str, records: list[ReidRecord]) -> None:
+        self.root, self.split, self.records = root, split, records
+
+    def write(self, stamp_ns: int, person: _Person, rgb: tuple[int, np.ndarray] | None) -> None:
+        """Write ``person``'s depth crop, and ``rgb`` = (colour stamp, RGB crop) as its pair."""
+        pair_id = -1 if rgb is None else len(self.records)  # unique: records only grow
+        self.records.append(write_crop(
+            self.root, self.split, person.crop, pid=person.pid, camid=person.camid,
+            modality="depth", session=person.session, stamp_ns=stamp_ns, pair_id=pair_id,
+        ))
+        if rgb is not None:
+            self.records.append(write_crop(
+                self.root, self.split, rgb[1], pid=person.pid, camid=person.camid + 1,
+                modality="rgb", session=person.session, stamp_ns=rgb[0], pair_id=pair_id,
+            ))
+
+
+class _ColorPairing:
+    """Pairs depth frames with the colour frame closest in time and cuts the people's RGB crops.
+
+    Messages come in receive order, so a depth frame waits until a colour frame stamped more
+    than ``tolerance_ns`` after it arrives (none later can be closer) or the bag ends.
+    """
+
+    def __init__(self, bag: Path, transforms: list[StaticTransform], tolerance_ns: int,
+                 out: _Split, cut: Cut) -> None:
+        self.bag, self.transforms, self.tolerance_ns = bag, transforms, tolerance_ns
+        self.out, self.cut = out, cut
+        self.intrinsics: CameraIntrinsics | None = None
+        self.frames: deque[tuple[int, Any]] = deque()
+        self.pending: deque[_DepthFrame] = deque()
+        self._extrinsics: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+
+    def add_color(self, msg: Any) -> None:
+        """Take a colour image; resolve the depth frames it is too late for."""
+        stamp = header_stamp_ns(msg)
+        self.frames.append((stamp, msg))
+        while self.pending and self.pending[0].stamp_ns + self.tolerance_ns < stamp:
+            self._resolve(self.pending.popleft())
+        oldest = self.pending[0].stamp_ns if self.pending else stamp
+        while self.frames and self.frames[0][0] < oldest - self.tolerance_ns:
+            self.frames.popleft()
+
+    def add_depth(self, frame: _DepthFrame) -> None:
+        """Queue a depth frame's people until its colour frame is known."""
+        self.pending.append(frame)
+
+    def finish(self) -> None:
+        """Resolve what is left at the end of the bag."""
+        while self.pending:
+            self._resolve(self.pending.popleft())
+
+    def _extrinsic(self, depth: str, color: str) -> tuple[np.ndarray, np.ndarray]:
+        key = (depth, color)
+        if key not in self._extrinsics:
+            try:
+                self._extrinsics[key] = points_transform(self.transforms, depth, color)
+            except CalibrationError as exc:
+                raise DatasetError(
+                    f"{self.bag}: {exc} (the iphd d435 node publishes depth -> colour on "
+                    "/tf_static when enable_color is on)"
+                ) from exc
+        return self._extrinsics[key]
+
+    def _resolve(self, frame: _DepthFrame) -> None:
+        near = [(abs(s - frame.stamp_ns), s, m) for s, m in self.frames
+                if abs(s - frame.stamp_ns) <= self.tolerance_ns]
+        view = None  # (colour stamp, RGB image, rotation, translation)
+        if near and self.intrinsics is not None:
+            _, stamp, msg = min(near, key=lambda n: (n[0], n[1]))
+            try:
+                image = image_to_array(msg, COLOR_ENCODINGS)
+            except FrameError:
+                self.cut.bad_frames += 1
+            else:
+                if str(msg.encoding) == "bgr8":
+                    image = np.ascontiguousarray(image[..., ::-1])
+                view = (stamp, image,
+                        *self._extrinsic(frame.frame_id, str(msg.header.frame_id)))
+        for person in frame.people:
+            rgb = None
+            if view is not None and self.intrinsics is not None:
+                stamp, image, rotation, translation = view
+                crop = _rgb_crop(image, person, frame.intrinsics, self.intrinsics, rotation,
+                                 translation)
+                rgb = None if crop is None else (stamp, crop)
+            self.cut.people_without_color += rgb is None
+            self.cut.rgb_crops += rgb is not None
+            self.out.write(frame.stamp_ns, person, rgb)
+
+
+def _rgb_crop(
+    image: np.ndarray, person: _Person, depth: CameraIntrinsics, color: CameraIntrinsics,
+    rotation: np.ndarray, translation: np.ndarray,
+) -> np.ndarray | None:
+    """The person's RGB crop, or None when the colour camera does not see most of them."""
+    if image.shape[:2] != (color.height, color.width):
+        return None
+    try:
+        box = project_box(person.box_xyxy, person.distance_m, depth, color, rotation,
+                          translation)
+    except ValueError:
+        return None
+    x1, y1, x2, y2 = box
+    inside = (max(0.0, min(x2, color.width) - max(x1, 0.0))
+              * max(0.0, min(y2, color.height) - max(y1, 0.0)))
+    if inside < MIN_COLOR_VIEW * (x2 - x1) * (y2 - y1):
+        return None
+    return crop_person(image, box)
+
+
 def cut_bag(
     bag: Path, root: Path, split: str, bag_index: int, identities: Identities,
     records: list[ReidRecord], sessions: dict[str, int], *, rate_hz: float = 2.0,
-    gap_s: float = 1.0, progress: bool = False,
+    gap_s: float = 1.0, rgb: bool = False, rgb_tolerance_s: float = 0.02,
+    progress: bool = False,
 ) -> Cut:
-    """Write the depth crops of one bag's labelled people into ``root``'s ``split``.
+    """Write the crops of one bag's labelled people into ``root``'s ``split``.
 
     Appends the crops' records to ``records`` (``finalize_split`` writes them once every bag is
-    done); ``sessions`` numbers the sessions of the whole split (their camera ids).
+    done); ``sessions`` numbers the sessions of the whole split (their camera ids). With
+    ``rgb``, each depth crop is paired with an RGB crop from the colour frame closest in time
+    (within ``rgb_tolerance_s``) when the colour camera sees the person.
 
     Raises:
         DatasetError: an unreadable bag, or one without ground truth, depth or depth
-            camera_info.
+            camera_info, or (with ``rgb``) colour or the depth -> colour transform.
     """
     cut = Cut()
     visits = _Visits()
+    out = _Split(root, split, records)
     with BagReader(bag) as reader:
         truth = read_truth(reader)
         depth_topic = find_topic(reader.topics, DEPTH_IMAGE)
@@ -173,23 +342,45 @@ def cut_bag(
                 f"distance with the depth camera's focal lengths); it has "
                 f"{', '.join(sorted(reader.topics))}"
             )
-        focal: tuple[float, float] | None = None
+        topics = [depth_topic, info_topic]
+        color_topic = color_info_topic = None
+        pairing = None
+        if rgb:
+            color_topic = find_topic(reader.topics, COLOR_IMAGE)
+            color_info_topic = find_topic(reader.topics, COLOR_INFO)
+            if color_topic is None or color_info_topic is None:
+                raise DatasetError(
+                    f"{bag} has no {COLOR_IMAGE} and {COLOR_INFO}, which --rgb needs: record the "
+                    "colour camera too (the iphd d435 node's enable_color, iphd-sim bag --rgb) "
+                    "or leave out --rgb"
+                )
+            topics += [color_topic, color_info_topic]
+            pairing = _ColorPairing(bag, read_static_transforms(reader),
+                                    int(round(rgb_tolerance_s * 1e9)), out, cut)
+        intrinsics: CameraIntrinsics | None = None
         total = reader.topics[depth_topic].count
         with tqdm(total=total, unit="frame", desc=bag.name, disable=not progress,
                   file=sys.stderr) as bar:
-            for topic, _type, _log, msg in reader.messages([depth_topic, info_topic]):
-                if topic == info_topic:
+            for topic, _type, _log, msg in reader.messages(topics):
+                if topic in (info_topic, color_info_topic):
                     try:
                         k = camera_info_to_intrinsics(msg)
                     except IphdError:
                         cut.bad_frames += 1
                         continue
-                    focal = (k.fx, k.fy)
+                    if topic == info_topic:
+                        intrinsics = k
+                    elif pairing is not None:
+                        pairing.intrinsics = k
+                    continue
+                if topic == color_topic:
+                    if pairing is not None:
+                        pairing.add_color(msg)
                     continue
                 bar.update(1)
                 stamp_ns = header_stamp_ns(msg)
                 people = truth.get(stamp_ns)
-                if people is None or focal is None:
+                if people is None or intrinsics is None:
                     cut.frames_without_truth += people is None
                     cut.bad_frames += people is not None
                     continue
@@ -198,23 +389,31 @@ def cut_bag(
                 except FrameError:
                     cut.bad_frames += 1
                     continue
+                frame = _DepthFrame(stamp_ns, str(msg.header.frame_id), intrinsics, [])
                 for person in label_people(people, depth_mm.shape[0]):
                     pid = identities.pid(bag_index, person.pid)
                     visit = visits.session(pid, stamp_ns, gap_s)
                     if not visits.due(pid, stamp_ns, rate_hz):
                         continue
                     try:
-                        crop = metric_crop(depth_mm, person.box_xyxy, *focal)
+                        crop = metric_crop(depth_mm, person.box_xyxy, intrinsics.fx,
+                                           intrinsics.fy)
                     except ValueError:  # no valid depth on the person: no distance, no crop
                         cut.people_without_depth += 1
                         continue
                     session = f"b{bag_index:03d}p{pid:05d}v{visit:03d}"
                     camid = 2 * sessions.setdefault(session, len(sessions))  # odd ids: RGB
-                    records.append(write_crop(
-                        root, split, crop, pid=pid, camid=camid, modality="depth",
-                        session=session, stamp_ns=stamp_ns,
-                    ))
+                    distance_m = person_depth_mm(depth_mm, person.box_xyxy) / 1000.0
+                    frame.people.append(_Person(pid, session, camid, crop,
+                                                tuple(person.box_xyxy), distance_m))
                     cut.crops += 1
+                if pairing is not None:
+                    pairing.add_depth(frame)
+                else:
+                    for p in frame.people:
+                        out.write(stamp_ns, p, None)
+        if pairing is not None:
+            pairing.finish()
     return cut
 
 
@@ -267,6 +466,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "%(default)s)")
     parser.add_argument("--shared-ids", action="store_true",
                         help="a ground-truth id is one person in every bag (default: per bag)")
+    parser.add_argument("--rgb", action="store_true",
+                        help="pair each depth crop with an RGB crop from the bag's colour camera "
+                        "(color/image_raw, color/camera_info, depth -> colour on /tf_static), "
+                        "for distilling the RGB query network")
+    parser.add_argument("--rgb-tolerance", type=float, default=0.02,
+                        help="most seconds between a depth frame and the colour frame paired "
+                        "with it (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -277,6 +483,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (math.isfinite(args.rate) and args.rate > 0 and math.isfinite(args.gap)
             and args.gap >= 0):
         print("bag_to_reid: --rate must be > 0 and --gap >= 0", file=sys.stderr)
+        return 2
+    if not (math.isfinite(args.rgb_tolerance) and 0 <= args.rgb_tolerance <= 1):
+        print("bag_to_reid: --rgb-tolerance must be 0..1 s (a colour frame of the same moment)",
+              file=sys.stderr)
         return 2
     missing = [str(b) for b in args.bag if not b.exists()]
     if missing:
@@ -291,14 +501,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         sessions: dict[str, int] = {}
         for k, bag in enumerate(args.bag):
             done = cut_bag(bag, root, args.split, k, identities, records, sessions,
-                           rate_hz=args.rate, gap_s=args.gap, progress=not args.quiet)
+                           rate_hz=args.rate, gap_s=args.gap, rgb=args.rgb,
+                           rgb_tolerance_s=args.rgb_tolerance, progress=not args.quiet)
             notes = [f"{n} {what}" for n, what in (
                 (done.frames_without_truth, "depth frames without ground truth"),
                 (done.people_without_depth, "labelled people without valid depth"),
                 (done.bad_frames, "unreadable frames or frames before camera_info"),
             ) if n]
-            print(f"{bag}: {done.crops} crops" + (f" ({', '.join(notes)} skipped)" if notes
-                                                    else ""))
+            paired = ""
+            if args.rgb:
+                paired = f", {done.rgb_crops} with an RGB crop"
+                if done.people_without_color:
+                    paired += (f" ({done.people_without_color} without: no colour frame within "
+                               f"{args.rgb_tolerance} s, or the person outside the colour view)")
+            print(f"{bag}: {done.crops} crops{paired}"
+                  + (f" ({', '.join(notes)} skipped)" if notes else ""))
         if not records:
             raise DatasetError(
                 "no labelled person with valid depth in any bag, so nothing was written; give "
@@ -320,35 +537,48 @@ def main(argv: Sequence[str] | None = None) -> int:
                          for pid, bag, person in identities.rows())
     _write_manifest(root, args.split, {
         "bags": [str(b) for b in args.bag], "rate_hz": args.rate, "gap_s": args.gap,
-        "shared_ids": args.shared_ids,
+        "shared_ids": args.shared_ids, "rgb": args.rgb,
+        **({"rgb_tolerance_s": args.rgb_tolerance} if args.rgb else {}),
     })
     by_pid: dict[int, set[str]] = {}
     for r in records:
         by_pid.setdefault(r.pid, set()).add(r.session)
     revisited = sum(len(s) > 1 for s in by_pid.values())
-    print(f"wrote {len(records)} depth crops of {len(by_pid)} identities ({revisited} seen in "
+    depth = sum(r.modality == "depth" for r in records)
+    pairs = f" and {len(records) - depth} RGB crops paired with them" if args.rgb else ""
+    print(f"wrote {depth} depth crops{pairs} of {len(by_pid)} identities ({revisited} seen in "
           f"more than one session, which step-I validation needs) to {root / args.split}")
     if args.split == "train":
-        print(finetune_hint(root, len(by_pid)))
+        print(finetune_hint(root, len(by_pid), rgb=args.rgb))
     return 0
 
 
-def finetune_hint(root: Path, identities: int) -> str:
+def finetune_hint(root: Path, identities: int, rgb: bool = False) -> str:
     """The fine-tuning command for a train split of ``identities`` people.
 
+    With ``rgb``, also the distillation of the RGB query network from the result.
     ``cpu_sim_depth_finetune.yaml`` holds out some training identities for validation; a small
     split (a home's three people with ``--shared-ids``) cannot spare them, so the hint
     validates on the test split instead.
     """
     config = FINETUNE_CONFIG
     held = int(yaml.safe_load(config.read_text())["data"]["val_identities"])
+    small = identities <= 2 * held
+    val = " --set data.val_split=test" if small else ""
+    run = "out/train/reid/my_depth"
     command = (f"python training/train_reid.py --config "
-               f"{config.relative_to(config.parents[3])} --data {root}")
-    if identities > 2 * held:
-        return f"fine-tune: {command}"
-    return (f"fine-tune: {command} --set data.val_split=test\n(the config holds out {held} of "
-            f"the training identities for validation, too many of {identities}: validate on "
-            "the test split, written with --split test from other bags)")
+               f"{config.relative_to(config.parents[3])} --data {root} --out {run}{val}")
+    lines = [f"fine-tune: {command}"]
+    if rgb:
+        distill = DISTILL_CONFIG.relative_to(DISTILL_CONFIG.parents[3])
+        lines.append(f"then distil the RGB query network from it: python training/train_reid.py "
+                     f"--config {distill} --data {root} --out out/train/reid/my_rgb --set "
+                     f"step.teacher={run}/model.pt{val}")
+    if small:
+        lines.append(f"(the configs hold out {held} of the training identities for validation, "
+                     f"too many of {identities}: validate on the test split, written with "
+                     "--split test from other bags)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

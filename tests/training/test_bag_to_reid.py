@@ -3,13 +3,18 @@
 import csv
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 import yaml
 
-from iphd.data.reid import CROP_SIZE, ReidDataset, read_records
+from iphd.calibration import StaticTransform
+from iphd.data.reid import CROP_SIZE, ReidDataset, crop_person, person_depth_mm, read_records
 from iphd.data.rosbag import (
+    COLOR_IMAGE,
+    COLOR_INFO,
     DEPTH_IMAGE,
     DEPTH_INFO,
     BagReader,
@@ -19,7 +24,10 @@ from iphd.data.rosbag import (
     image_to_array,
     read_ground_truth,
 )
+from iphd.errors import DatasetError
+from iphd.registration import project_box
 from iphd.reid.extractor import CropNormalizeConfig
+from iphd.sensors.frames import CameraIntrinsics
 from iphd.sim.labels import label_people
 from iphd.tracking.appearance import SHIPPED_DEPTH_EMBEDDER, depth_crops
 
@@ -160,5 +168,128 @@ def test_bad_rates_and_gaps_are_refused(tmp_path, option, capsys):
 def test_the_hint_holds_out_validation_identities_only_when_there_are_enough():
     many = bag_to_reid.finetune_hint(Path("data/my_reid"), 200)
     assert many == ("fine-tune: python training/train_reid.py --config "
-                    "training/configs/reid/cpu_sim_depth_finetune.yaml --data data/my_reid")
+                    "training/configs/reid/cpu_sim_depth_finetune.yaml --data data/my_reid "
+                    "--out out/train/reid/my_depth")
     assert "data.val_split=test" in bag_to_reid.finetune_hint(Path("d"), 20)
+
+
+@pytest.fixture(scope="module")
+def rgb_bag(tmp_path_factory):
+    """The sim_bag's scene (seed 2, two people) for 3 s, with the colour camera recorded."""
+    from iphd.sim.cli import run as sim_run
+
+    path = tmp_path_factory.mktemp("sim_rgb") / "bag"
+    assert sim_run(["bag", "--out", str(path), "--seed", "2", "--duration", "3", "--people", "2",
+                    "--profile", "aligned_848x480", "--workers", "1", "--quiet", "--rgb"]) == 0
+    return path
+
+
+def _color_frames(bag):
+    """colour stamp -> RGB image, and the colour camera's intrinsics."""
+    frames, k = {}, None
+    with BagReader(bag) as reader:
+        for topic, _t, _l, msg in reader.messages([COLOR_IMAGE, COLOR_INFO]):
+            if topic == COLOR_INFO:
+                k = camera_info_to_intrinsics(msg)
+            else:
+                frames[header_stamp_ns(msg)] = image_to_array(msg)
+    return frames, k
+
+
+def test_rgb_crops_pair_each_depth_crop_with_the_colour_view_of_that_moment(
+    rgb_bag, tmp_path, capsys
+):
+    root, depth_only = tmp_path / "reid", tmp_path / "depth_only"
+    assert _cut([rgb_bag], root, "train", "--rgb", "--rate", "4") == 0
+    out = capsys.readouterr().out
+    assert "with an RGB crop" in out and "cpu_sim_distill.yaml" in out
+    assert "step.teacher=out/train/reid/my_depth/model.pt --set data.val_split=test" in out
+    assert _cut([rgb_bag], depth_only, "train", "--rate", "4") == 0
+    records = read_records(root, "train")
+    depth = [r for r in records if r.modality == "depth"]
+    rgb = {r.pair_id: r for r in records if r.modality == "rgb"}
+    # The depth crops are those of a depth-only cut; each has one RGB partner of its person,
+    # session and moment, under the session's odd camera id.
+    assert [(r.path, r.pid, r.stamp_ns) for r in depth] == [
+        (r.path, r.pid, r.stamp_ns) for r in read_records(depth_only, "train")]
+    assert len(rgb) == len(depth) >= 16 and all(r.pair_id >= 0 for r in depth)
+    for r in depth:
+        partner = rgb[r.pair_id]
+        assert (partner.pid, partner.session, partner.camid, partner.stamp_ns) == (
+            r.pid, r.session, r.camid + 1, r.stamp_ns)
+    # Each RGB crop is the person's depth box carried into the colour image at their distance:
+    # for the simulator's depth-aligned colour view, the box scaled to the colour size.
+    truth, frames = read_ground_truth(rgb_bag), _depth_frames(rgb_bag)
+    colors, color_k = _color_frames(rgb_bag)
+    with BagReader(rgb_bag) as reader:
+        depth_k = next(camera_info_to_intrinsics(m) for *_, m in reader.messages([DEPTH_INFO]))
+    scale = color_k.width / depth_k.width
+    assert scale == 0.5
+    dataset = ReidDataset(root, "train", "rgb")
+    for k in (0, len(dataset) - 1):
+        crop, record = dataset[k]
+        person = next(p for p in truth[record.stamp_ns] if p.pid == record.pid)
+        distance_m = person_depth_mm(frames[record.stamp_ns][0], person.box_xyxy) / 1000.0
+        box = project_box(person.box_xyxy, distance_m, depth_k, color_k, np.eye(3), np.zeros(3))
+        np.testing.assert_allclose(box, np.asarray(person.box_xyxy) * scale + 0.5 * (scale - 1),
+                                   atol=1e-6)
+        np.testing.assert_array_equal(crop, crop_person(colors[record.stamp_ns], box))
+    # Step II reads the pairs: the RGB network distils from a step-I depth run on them.
+    assert _cut([rgb_bag, rgb_bag], root, "test", "--rgb", "--shared-ids") == 0
+    smoke = ["--config", str(REPO / "training/configs/reid/smoke.yaml"), "--data", str(root),
+             "--quiet", "--set", "data.val_split=test", "--set", "normalize.depth_crop=metric"]
+    assert train_reid.main([*smoke, "--out", str(tmp_path / "depth")]) == 0
+    assert train_reid.main([*smoke, "--out", str(tmp_path / "rgb"), "--set", "step.kind=distill",
+                            "--set", f"step.teacher={tmp_path / 'depth' / 'model.pt'}"]) == 0
+    assert (tmp_path / "rgb" / "pair.json").is_file()
+    manifest = yaml.safe_load((root / "simulator.yaml").read_text())
+    assert manifest["splits"]["train"]["rgb"] is True
+
+
+def test_rgb_needs_the_colour_camera(sim_bag, tmp_path, capsys):
+    assert _cut([sim_bag], tmp_path / "reid", "train", "--rgb") == 2
+    err = capsys.readouterr().err
+    assert "which --rgb needs" in err and "enable_color" in err
+    assert _cut([sim_bag], tmp_path / "reid2", "train", "--rgb-tolerance", "-1") == 2
+    assert "--rgb-tolerance must be 0..1 s" in capsys.readouterr().err
+
+
+def _image_msg(stamp_ns, rgb, encoding, frame_id="color"):
+    data = rgb[..., ::-1] if encoding == "bgr8" else rgb
+    stamp = SimpleNamespace(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
+    return SimpleNamespace(
+        header=SimpleNamespace(stamp=stamp, frame_id=frame_id), height=rgb.shape[0],
+        width=rgb.shape[1], encoding=encoding, is_bigendian=0, step=3 * rgb.shape[1],
+        data=np.ascontiguousarray(data).reshape(-1))
+
+
+def test_colour_pairing_takes_the_closest_frame_in_time_or_none(tmp_path):
+    k = CameraIntrinsics(64, 48, 50.0, 50.0, 31.5, 23.5)
+    ms = 1_000_000
+    images = {t: np.full((48, 64, 3), (t // ms, 7, 200), np.uint8) for t in (0, 33 * ms, 66 * ms)}
+    records, cut = [], bag_to_reid.Cut()
+    transforms = [StaticTransform("depth", "color", (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))]
+    pairing = bag_to_reid._ColorPairing(Path("bag"), transforms, 20 * ms,
+                                        bag_to_reid._Split(tmp_path, "train", records), cut)
+    pairing.intrinsics = k
+    person = bag_to_reid._Person(3, "s", 4, np.ones((256, 128), np.uint16),
+                                 (20.0, 10.0, 40.0, 40.0), 2.0)
+    # Depth at 10 ms pairs with colour at 0 ms (10 ms off, not 33 ms's 23), 50 ms with 66 ms
+    # (16 ms, not 17), 200 ms with nothing; bgr8 colour comes out as RGB.
+    for stamp, (t, image) in zip((10 * ms, 50 * ms, 200 * ms), images.items(), strict=True):
+        pairing.add_depth(bag_to_reid._DepthFrame(stamp, "depth", k, [person]))
+        pairing.add_color(_image_msg(t, image, "bgr8" if t else "rgb8"))
+    pairing.finish()
+    assert (cut.rgb_crops, cut.people_without_color) == (2, 1)
+    rgb = sorted((r.stamp_ns, r.pair_id) for r in records if r.modality == "rgb")
+    assert [s for s, _ in rgb] == [0, 66 * ms]
+    crop = cv2.imread(str(tmp_path / "train" / records[-2].path), cv2.IMREAD_UNCHANGED)
+    assert records[-2].modality == "rgb" and tuple(crop[128, 64]) == (200, 7, 66)  # BGR on disk
+    assert [r.pair_id for r in records if r.stamp_ns == 200 * ms] == [-1]
+    # A colour frame the static transforms do not reach is an error naming what to record.
+    lost = bag_to_reid._ColorPairing(Path("bag"), [], 20 * ms, pairing.out, cut)
+    lost.intrinsics = k
+    lost.add_depth(bag_to_reid._DepthFrame(0, "depth", k, [person]))
+    lost.add_color(_image_msg(0, images[0], "rgb8", frame_id="elsewhere"))
+    with pytest.raises(DatasetError, match="no static transform joins 'depth' and 'elsewhere'"):
+        lost.finish()
