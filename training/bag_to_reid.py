@@ -101,7 +101,9 @@ MIN_COLOR_VIEW = 0.9
 FINETUNE_CONFIG = (
     Path(__file__).resolve().parent / "configs" / "reid" / "cpu_sim_depth_finetune.yaml"
 )
-DISTILL_CONFIG = Path(__file__).resolve().parent / "configs" / "reid" / "cpu_sim_distill.yaml"
+DISTILL_CONFIG = (
+    Path(__file__).resolve().parent / "configs" / "reid" / "cpu_sim_distill_finetune.yaml"
+)
 
 
 @dataclass
@@ -572,8 +574,9 @@ def finetune_hint(root: Path, identities: int, rgb: bool = False) -> str:
     if rgb:
         distill = DISTILL_CONFIG.relative_to(DISTILL_CONFIG.parents[3])
         lines.append(f"then distil the RGB query network from it: python training/train_reid.py "
-                     f"--config {distill} --data {root} --out out/train/reid/my_rgb --set "
-                     f"step.teacher={run}/model.pt{val}")
+                     f"--config {distill} --data {root} --out out/train/reid/my_pair --set "
+                     f"step.teacher={run}/model.pt{val}\n(score both against the shipped pair "
+                     "with eval_reid.py on the test split before using them)")
     if small:
         lines.append(f"(the configs hold out {held} of the training identities for validation, "
                      f"too many of {identities}: validate on the test split, written with "

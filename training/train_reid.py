@@ -140,7 +140,9 @@ RUNTIME_DEFAULTS: dict[str, Any] = {
     "val_every": 1,  # epochs between validations
     "backbone_weights": None,  # torchvision-format ResNet state dict (ImageNet initialisation)
     # step I: start from a trained embedder of the same architecture (fine-tuning on new
-    # people); the classifier is new, sized for this data's identities
+    # people); the classifier is new, sized for this data's identities. Step II: start the
+    # student's trainable blocks from a trained student (the shipped reid_rgb.pt); the frozen
+    # blocks stay the teacher's
     "init_checkpoint": None,
 }
 LOG_COLUMNS = ("epoch", "iteration", "lr", "loss", "val_map", "val_rank1", "val_map_d2r",
@@ -222,10 +224,11 @@ def build_run_config(raw: dict[str, Any], name: str) -> RunConfig:
     if not 0.0 <= float(augment["edge_cut"]) <= 1.0:
         raise ConfigError(f"augment.edge_cut must be a probability in [0, 1], got "
                           f"{augment['edge_cut']}")
-    if runtime["init_checkpoint"] and step["kind"] != "single":
+    if runtime["init_checkpoint"] and step["kind"] not in ("single", "distill"):
         raise ConfigError(
-            f"runtime.init_checkpoint starts step I (step.kind single) from a trained embedder; "
-            f"step.kind {step['kind']} cannot take it (step II starts from step.teacher)"
+            f"runtime.init_checkpoint starts step I (step.kind single) from a trained embedder, "
+            f"or step II's student (distill) from a trained one; step.kind {step['kind']} "
+            "cannot take it"
         )
     if step["kind"] == "distill":
         model, normalize = _teacher_configs(raw, step)
@@ -730,10 +733,14 @@ def _optimizer(run: RunConfig, params: list[torch.nn.Parameter]) -> torch.optim.
 
 
 def init_from_checkpoint(model: Embedder, run: RunConfig, path: Path) -> None:
-    """Start a step-I ``model`` from a trained embedder's weights (fine-tuning on new people).
+    """Start ``model`` from a trained embedder's weights (fine-tuning on new people).
 
-    Everything but the classifier is copied; the classifier stays as built, one output per
-    identity of this run's data.
+    Step I: everything but the classifier is copied; the classifier stays as built, one output
+    per identity of this run's data. Step II (``model`` is a student, frozen from
+    ``step.freeze_from``): only the trainable blocks are copied, from a trained student of the
+    same modality (the shipped ``reid_rgb.pt``), and the frozen ones stay the new teacher's, so
+    a few people's pairs only have to adapt a student that already maps the modality, not
+    learn one from the teacher's depth weights.
 
     Raises:
         CheckpointError: ``path`` is missing or not a re-ID embedder checkpoint.
@@ -741,6 +748,12 @@ def init_from_checkpoint(model: Embedder, run: RunConfig, path: Path) -> None:
             the run's; the message names each differing field.
     """
     trained, normalize, _ = load_embedder(path)
+    if run.step["kind"] == "distill" and trained.config.modality != model.config.modality:
+        raise ConfigError(
+            f"runtime.init_checkpoint {path} embeds {trained.config.modality}, the student "
+            f"{model.config.modality}: give a trained {model.config.modality} student (for "
+            "depth -> RGB, src/iphd/models/reid_rgb.pt) or drop init_checkpoint"
+        )
     differ = [
         f"model.{f.name}: checkpoint {getattr(trained.config, f.name)!r}, config "
         f"{getattr(model.config, f.name)!r}"
@@ -759,6 +772,12 @@ def init_from_checkpoint(model: Embedder, run: RunConfig, path: Path) -> None:
             f"normalisation than this config ({'; '.join(differ)}); use the config it was "
             "trained with (stored in the checkpoint) or drop init_checkpoint to train from scratch"
         )
+    if run.step["kind"] == "distill":
+        for block in model.trainable_blocks():
+            for mine, theirs in zip(model.block_modules(block), trained.block_modules(block),
+                                    strict=True):
+                mine.load_state_dict(theirs.state_dict())
+        return
     weights = {k: v for k, v in trained.state_dict().items() if not k.startswith("classifier.")}
     missing, unexpected = model.load_state_dict(weights, strict=False)
     left = [k for k in missing if not k.startswith("classifier.")] + list(unexpected)

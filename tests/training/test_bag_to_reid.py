@@ -202,7 +202,7 @@ def test_rgb_crops_pair_each_depth_crop_with_the_colour_view_of_that_moment(
     root, depth_only = tmp_path / "reid", tmp_path / "depth_only"
     assert _cut([rgb_bag], root, "train", "--rgb", "--rate", "4") == 0
     out = capsys.readouterr().out
-    assert "with an RGB crop" in out and "cpu_sim_distill.yaml" in out
+    assert "with an RGB crop" in out and "cpu_sim_distill_finetune.yaml" in out
     assert "step.teacher=out/train/reid/my_depth/model.pt --set data.val_split=test" in out
     assert _cut([rgb_bag], depth_only, "train", "--rate", "4") == 0
     records = read_records(root, "train")

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from iphd.data.reid import CROP_SIZE, finalize_split, write_crop
+from iphd.reid.distill import make_student
 from iphd.reid.extractor import load_embedder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -178,10 +179,40 @@ def test_init_checkpoint_starts_step1_from_trained_weights(dataset, depth_run, t
     assert _run(dataset, tmp_path / "gone", "--set",
                 f"runtime.init_checkpoint={tmp_path / 'missing.pt'}") == 2
     assert "missing.pt" in capsys.readouterr().err
-    # Step II starts from its teacher, so it refuses an init checkpoint.
+    # Step II's student is the other modality: a depth model cannot start it.
     assert _distill(dataset, tmp_path / "distill", depth_run / "model.pt", "--set",
                     f"runtime.init_checkpoint={depth_run / 'model.pt'}") == 2
-    assert "step.kind distill cannot take it" in capsys.readouterr().err
+    assert "embeds depth, the student rgb" in capsys.readouterr().err
+    assert _run(dataset, tmp_path / "one", "--set", "step.kind=one_stream", "--set",
+                f"runtime.init_checkpoint={depth_run / 'model.pt'}") == 2
+    assert "step.kind one_stream cannot take it" in capsys.readouterr().err
+
+
+def test_step2_starts_its_student_from_a_trained_student(dataset, depth_run, tmp_path):
+    # A new teacher (a fine-tuned depth model) and few pairs: the student's trainable blocks
+    # start from a trained RGB student (the shipped one), its frozen blocks are the teacher's.
+    from common import load_config
+
+    first = tmp_path / "first"
+    assert _distill(dataset, first, depth_run / "model.pt", "--set", "optim.epochs=1") == 0
+    pair = json.loads((first / "pair.json").read_text())
+    trained_rgb = first / pair["rgb"]
+    raw = load_config(SMOKE)
+    raw["data"]["root"] = str(dataset)
+    raw["step"].update(kind="distill", teacher=str(depth_run / "model.pt"))
+    raw["runtime"]["init_checkpoint"] = str(trained_rgb)
+    run = train_reid.build_run_config(raw, "again")
+    teacher = load_embedder(depth_run / "model.pt")[0]
+    student = make_student(teacher, "rgb", run.step["freeze_from"])
+    train_reid.init_from_checkpoint(student, run, trained_rgb)
+    earlier, own, theirs = (m.state_dict() for m in (load_embedder(trained_rgb)[0], student,
+                                                     teacher))
+    lower = ("backbone.conv1.", "backbone.bn1.", "backbone.layer1.", "backbone.layer2.")
+    assert not torch.equal(earlier["backbone.conv1.weight"], theirs["backbone.conv1.weight"])
+    for key, value in own.items():
+        assert torch.equal(value, (earlier if key.startswith(lower) else theirs)[key]), key
+    assert _distill(dataset, tmp_path / "again", depth_run / "model.pt", "--set",
+                    f"runtime.init_checkpoint={trained_rgb}", "--set", "optim.epochs=1") == 0
 
 
 def test_the_finetune_config_fits_the_shipped_depth_embedder():
@@ -201,6 +232,28 @@ def test_the_finetune_config_fits_the_shipped_depth_embedder():
     for name, value in model.state_dict().items():
         if not name.startswith("classifier."):
             assert torch.equal(value, shipped[name]), name
+
+
+def test_the_distill_finetune_config_starts_from_the_shipped_rgb_student():
+    # Its student takes the shipped RGB network's lower blocks; the teacher (here the shipped
+    # depth embedder, standing in for a fine-tuned one) gives the rest.
+    from common import load_config
+    from iphd.tracking.appearance import SHIPPED_DEPTH_EMBEDDER
+
+    config = TRAINING / "configs" / "reid" / "cpu_sim_distill_finetune.yaml"
+    raw = load_config(config)
+    raw["data"]["root"] = "unused"
+    raw["step"]["teacher"] = str(SHIPPED_DEPTH_EMBEDDER)
+    run = train_reid.build_run_config(raw, config.stem)
+    init = REPO / run.runtime["init_checkpoint"]
+    teacher = load_embedder(SHIPPED_DEPTH_EMBEDDER)[0]
+    student = make_student(teacher, "rgb", run.step["freeze_from"])
+    train_reid.init_from_checkpoint(student, run, init)
+    shipped_rgb = load_embedder(init)[0]
+    assert shipped_rgb.config.modality == "rgb"
+    # The shipped pair was distilled this way, so the student is the shipped RGB network.
+    ours, theirs = student.state_dict(), shipped_rgb.state_dict()
+    assert all(torch.equal(value, theirs[name]) for name, value in ours.items())
 
 
 def test_the_walks_configs_build_and_fit_one_another(tmp_path):
