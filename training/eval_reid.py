@@ -7,8 +7,10 @@ Paper B's comparison: depth → RGB distillation vs RGB → depth vs the one-str
         --run "RGB→depth distillation=out/train/reid/cpu_sim_distill_rgb" \
         --run "one-stream=out/train/reid/one_stream/model.pt" --out out/reid_table.md
 
-A run is a step-II output folder (its ``pair.json`` names the depth and RGB checkpoints) or one
-checkpoint (or a folder holding ``model.pt``) of a one-stream or zero-padding model. A
+A run is a step-II output folder (its ``pair.json`` names the depth and RGB checkpoints), two
+checkpoints ``DEPTH,RGB`` scored as a pair (the shipped pair, or a fine-tuned depth model with
+the shipped RGB network), or one checkpoint (or a folder holding ``model.pt``) of a one-stream
+or zero-padding model. A
 single-modality model (step I, the tracker's depth embedder) is scored within its modality:
 every crop queries the crops of the other sessions, as step I validates. That compares a depth
 embedder fine-tuned on your people with the shipped one, on people neither was trained on::
@@ -42,8 +44,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options of the re-ID evaluation."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--run", action="append", default=[], metavar="NAME=PATH", required=True,
-                        help="a row name and a step-II folder, a baseline checkpoint or a "
-                        "single-modality model (repeatable)")
+                        help="a row name and a step-II folder, DEPTH,RGB checkpoints, a baseline "
+                        "checkpoint or a single-modality model (repeatable)")
     parser.add_argument("--data", type=Path, required=True, help="re-ID dataset folder")
     parser.add_argument("--source", default="sim", choices=SOURCES, help="dataset layout")
     parser.add_argument("--split", default="test",
@@ -63,11 +65,23 @@ def load_run(
 ) -> tuple[Embedder, Embedder | None, tuple[CropNormalizeConfig, CropNormalizeConfig]]:
     """(depth model, RGB model, their crop normalisations) of a step-II folder or a baseline.
 
-    A single-modality model comes back first with None for the second.
+    ``DEPTH,RGB`` names a pair by its two checkpoints. A single-modality model comes back first
+    with None for the second.
 
     Raises:
-        CheckpointError: a missing or unreadable checkpoint.
+        CheckpointError: a missing or unreadable checkpoint, or a pair whose checkpoints are not
+            a depth and an RGB model.
     """
+    if "," in str(path):
+        depth_path, rgb_path = (Path(p) for p in str(path).split(",", 1))
+        depth, d_norm, _ = load_embedder(depth_path)
+        rgb, r_norm, _ = load_embedder(rgb_path)
+        if (depth.config.modality, rgb.config.modality) != ("depth", "rgb"):
+            raise CheckpointError(
+                f"{path} is not DEPTH,RGB: the models embed {depth.config.modality} and "
+                f"{rgb.config.modality}"
+            )
+        return depth, rgb, (d_norm, r_norm)
     path = Path(path)
     if (path / "pair.json").is_file():
         try:

@@ -367,14 +367,25 @@ def test_eval_writes_table_rows_for_a_pair_and_a_one_stream_model(dataset, depth
     assert _distill(dataset, distill, depth_run / "model.pt", "--set", "optim.epochs=1") == 0
     assert _run(dataset, one, "--set", "step.kind=one_stream", "--set", "optim.epochs=1") == 0
     table = tmp_path / "table.md"
+    pair = json.loads((distill / "pair.json").read_text())
+    by_files = f"{distill / pair['depth']},{distill / pair['rgb']}"
     assert eval_reid.main(["--data", str(dataset), "--split", "train", "--trials", "2",
                            "--run", f"depth→RGB distillation={distill}",
-                           "--run", f"one-stream={one / 'model.pt'}", "--out", str(table),
+                           "--run", f"one-stream={one / 'model.pt'}",
+                           "--run", f"by files={by_files}", "--out", str(table),
                            "--device", "cpu"]) == 0
     text = table.read_text()
     assert text.startswith("| setting | query → gallery |")
-    for name in ("depth→RGB distillation", "one-stream"):
+    for name in ("depth→RGB distillation", "one-stream", "by files"):
         assert f"| {name} | depth → RGB |" in text and f"| {name} | RGB → depth |" in text
+    # DEPTH,RGB is the folder's pair: the same rows.
+    rows = {line.split(" | ", 1)[1] for line in text.splitlines() if line.startswith(
+        ("| depth→RGB distillation", "| by files"))}
+    assert len(rows) == 2
+    # Two depth models are no pair.
+    depth = distill / pair["depth"]
+    assert eval_reid.main(["--data", str(dataset), "--split", "train", "--run",
+                           f"x={depth},{depth}", "--device", "cpu"]) == 2
 
 
 def test_eval_scores_a_single_modality_model_across_sessions(dataset, depth_run, tmp_path):
