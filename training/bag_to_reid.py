@@ -224,8 +224,13 @@ class _ColorPairing:
     """Pairs depth frames with the colour frame closest in time and cuts the people's RGB crops.
 
     Messages come in receive order, so a depth frame waits until a colour frame stamped more
-    than ``tolerance_ns`` after it arrives (none later can be closer) or the bag ends.
+    than ``tolerance_ns`` after it arrives (none later can be closer), a depth frame
+    ``WAIT_S`` later arrives (the colour stream stopped: its crops are written unpaired rather
+    than held), or the bag ends.
     """
+
+    #: Longest a depth frame waits for its colour frame, in seconds of depth stamps.
+    WAIT_S = 2.0
 
     def __init__(self, bag: Path, transforms: list[StaticTransform], tolerance_ns: int,
                  out: _Split, cut: Cut) -> None:
@@ -248,6 +253,9 @@ class _ColorPairing:
 
     def add_depth(self, frame: _DepthFrame) -> None:
         """Queue a depth frame's people until its colour frame is known."""
+        wait_ns = int(self.WAIT_S * 1e9)
+        while self.pending and frame.stamp_ns - self.pending[0].stamp_ns > wait_ns:
+            self._resolve(self.pending.popleft())
         self.pending.append(frame)
 
     def finish(self) -> None:

@@ -286,6 +286,15 @@ def test_colour_pairing_takes_the_closest_frame_in_time_or_none(tmp_path):
     crop = cv2.imread(str(tmp_path / "train" / records[-2].path), cv2.IMREAD_UNCHANGED)
     assert records[-2].modality == "rgb" and tuple(crop[128, 64]) == (200, 7, 66)  # BGR on disk
     assert [r.pair_id for r in records if r.stamp_ns == 200 * ms] == [-1]
+    # Once colour stops, depth frames do not pile up waiting for it.
+    before = len(records)
+    for stamp in range(1000 * ms, 4500 * ms, 500 * ms):
+        pairing.add_depth(bag_to_reid._DepthFrame(stamp, "depth", k, [person]))
+    # (1.0 and 1.5 s, more than 2 s before the last; the 5 later ones still wait)
+    assert [(r.stamp_ns, r.pair_id) for r in records[before:]] == [(1000 * ms, -1),
+                                                                    (1500 * ms, -1)]
+    assert len(pairing.pending) == 5
+    pairing.finish()
     # A colour frame the static transforms do not reach is an error naming what to record.
     lost = bag_to_reid._ColorPairing(Path("bag"), [], 20 * ms, pairing.out, cut)
     lost.intrinsics = k
