@@ -284,17 +284,22 @@ def test_registrar_rejects_bad_parameters() -> None:
 def test_a_box_moves_into_another_camera_by_its_parallax_at_the_persons_distance():
     depth = CameraIntrinsics(848, 480, 420.0, 420.0, 423.5, 239.5)
     color = CameraIntrinsics(640, 480, 600.0, 600.0, 319.5, 239.5)
-    box = (323.5, 99.5, 423.5, 379.5)
+    # Box edges: pixel i spans i..i+1, so the right edge 424 is the principal point 423.5 + 0.5.
+    box = (324.0, 100.0, 424.0, 380.0)
     # The colour camera 15 mm to the right: a point 2 m away is 15 mm left of its axis.
     x1, y1, x2, y2 = project_box(box, 2.0, depth, color, np.eye(3), np.array([-0.015, 0, 0]))
     shift = -600.0 * 0.015 / 2.0
     scale = 600.0 / 420.0
-    np.testing.assert_allclose([x1, x2], [319.5 - 100 * scale + shift, 319.5 + shift], atol=1e-9)
-    np.testing.assert_allclose([y1, y2], [239.5 - 140 * scale, 239.5 + 140 * scale], atol=1e-9)
+    np.testing.assert_allclose([x1, x2], [320 - 100 * scale + shift, 320 + shift], atol=1e-9)
+    np.testing.assert_allclose([y1, y2], [240 - 140 * scale, 240 + 140 * scale], atol=1e-9)
     # Barrel distortion in the target pulls the box's far corners towards the centre.
     barrel = CameraIntrinsics(640, 480, 600.0, 600.0, 319.5, 239.5, (-0.2, 0.0, 0.0, 0.0, 0.0))
     bx1, by1, _, by2 = project_box(box, 2.0, depth, barrel, np.eye(3), np.zeros(3))
-    assert bx1 > 319.5 - 100 * scale and by1 > 239.5 - 140 * scale and by2 < 239.5 + 140 * scale
+    assert bx1 > 320 - 100 * scale and by1 > 240 - 140 * scale and by2 < 240 + 140 * scale
+    # The same camera at half the size: the box halves.
+    half = depth.scaled(424, 240)
+    np.testing.assert_allclose(project_box(box, 2.0, depth, half, np.eye(3), np.zeros(3)),
+                               np.asarray(box) / 2, atol=1e-9)
     # A source box that round-trips through its own camera comes back unchanged.
     np.testing.assert_allclose(project_box(box, 3.0, depth, depth, np.eye(3), np.zeros(3)), box)
     with pytest.raises(ValueError, match="distance must be > 0 m"):

@@ -107,8 +107,10 @@ def project_box(
 
     Used to find a person seen by the depth camera in the colour image: the box's corners and
     edge midpoints are put at the person's distance (along the optical axis, as depth is
-    measured), moved into the target camera's frame and projected with its distortion. Both
-    cameras' pixel centres are at integer coordinates (``CameraIntrinsics``).
+    measured), moved into the target camera's frame and projected with its distortion. Boxes
+    are in pixel-edge coordinates (pixel ``i`` spans ``i .. i + 1``, as ``PersonTruth`` and
+    detections), the cameras' models put pixel centres at integers (``CameraIntrinsics``); so
+    for a target that is the source resampled by ``s``, the box comes back times ``s``.
 
     Args:
         box_xyxy: (x1, y1, x2, y2) in ``source`` pixels.
@@ -129,7 +131,7 @@ def project_box(
     """
     if not (math.isfinite(distance_m) and distance_m > 0):
         raise ValueError(f"distance must be > 0 m, got {distance_m}")
-    x1, y1, x2, y2 = (float(v) for v in box_xyxy)
+    x1, y1, x2, y2 = (float(v) - 0.5 for v in box_xyxy)  # edges -> the model's coordinates
     xm, ym = 0.5 * (x1 + x2), 0.5 * (y1 + y2)
     u = np.array([x1, xm, x2, x2, x2, xm, x1, x1])
     v = np.array([y1, y1, y1, ym, y2, y2, y2, ym])
@@ -145,7 +147,7 @@ def project_box(
     xt, yt = moved[0] / moved[2], moved[1] / moved[2]
     if target.has_distortion:
         xt, yt = distort_normalized(xt, yt, target.distortion)
-    ut, vt = target.fx * xt + target.cx, target.fy * yt + target.cy
+    ut, vt = target.fx * xt + target.cx + 0.5, target.fy * yt + target.cy + 0.5
     return float(ut.min()), float(vt.min()), float(ut.max()), float(vt.max())
 
 

@@ -218,7 +218,8 @@ def test_rgb_crops_pair_each_depth_crop_with_the_colour_view_of_that_moment(
         assert (partner.pid, partner.session, partner.camid, partner.stamp_ns) == (
             r.pid, r.session, r.camid + 1, r.stamp_ns)
     # Each RGB crop is the person's depth box carried into the colour image at their distance:
-    # for the simulator's depth-aligned colour view, the box scaled to the colour size.
+    # for the simulator's depth-aligned colour view, the box scaled to the colour size, as the
+    # simulator's own re-ID generator cuts its RGB crops.
     truth, frames = read_ground_truth(rgb_bag), _depth_frames(rgb_bag)
     colors, color_k = _color_frames(rgb_bag)
     with BagReader(rgb_bag) as reader:
@@ -231,8 +232,7 @@ def test_rgb_crops_pair_each_depth_crop_with_the_colour_view_of_that_moment(
         person = next(p for p in truth[record.stamp_ns] if p.pid == record.pid)
         distance_m = person_depth_mm(frames[record.stamp_ns][0], person.box_xyxy) / 1000.0
         box = project_box(person.box_xyxy, distance_m, depth_k, color_k, np.eye(3), np.zeros(3))
-        np.testing.assert_allclose(box, np.asarray(person.box_xyxy) * scale + 0.5 * (scale - 1),
-                                   atol=1e-6)
+        np.testing.assert_allclose(box, np.asarray(person.box_xyxy) * scale, atol=1e-6)
         np.testing.assert_array_equal(crop, crop_person(colors[record.stamp_ns], box))
     # Step II reads the pairs: the RGB network distils from a step-I depth run on them.
     assert _cut([rgb_bag, rgb_bag], root, "test", "--rgb", "--shared-ids") == 0
