@@ -10,20 +10,29 @@ import numpy as np
 import pytest
 import yaml
 
-from iphd.calibration import StaticTransform
+from iphd.calibration import (
+    BASE_TO_OPTICAL_XYZW,
+    StaticTransform,
+    load_calibration,
+    quaternion_to_rotation,
+    rotation_to_quaternion,
+)
 from iphd.data.reid import CROP_SIZE, ReidDataset, crop_person, person_depth_mm, read_records
 from iphd.data.rosbag import (
+    COLOR_FRAME,
     COLOR_IMAGE,
     COLOR_INFO,
     DEPTH_IMAGE,
     DEPTH_INFO,
     BagReader,
+    RigBagWriter,
     camera_info_to_intrinsics,
     copy_bag_with_truth,
     header_stamp_ns,
     image_to_array,
     read_ground_truth,
 )
+from iphd.data.truth import PersonTruth
 from iphd.errors import DatasetError
 from iphd.registration import project_box
 from iphd.reid.extractor import CropNormalizeConfig
@@ -32,6 +41,7 @@ from iphd.sim.labels import label_people
 from iphd.tracking.appearance import SHIPPED_DEPTH_EMBEDDER, depth_crops
 
 REPO = Path(__file__).resolve().parents[2]
+T0 = 1_700_000_000_000_000_000
 sys.path.insert(0, str(REPO / "training"))
 
 import bag_to_reid  # noqa: E402
@@ -302,3 +312,63 @@ def test_colour_pairing_takes_the_closest_frame_in_time_or_none(tmp_path):
     lost.add_color(_image_msg(0, images[0], "rgb8", frame_id="elsewhere"))
     with pytest.raises(DatasetError, match="no static transform joins 'depth' and 'elsewhere'"):
         lost.finish()
+
+
+def test_a_d435_layout_carries_the_box_through_camera_link_into_a_turned_colour_camera(
+    tmp_path, capsys
+):
+    # As a D435 driver lays its frames out: both optical frames below camera_link, the colour
+    # camera 15 mm to the right and, here, turned 8 degrees left so that the box moves far.
+    calibration = load_calibration()
+    depth_k = CameraIntrinsics(848, 480, 420.0, 420.0, 423.5, 239.5)
+    color_k = CameraIntrinsics(640, 480, 600.0, 600.0, 319.5, 239.5)
+    to_optical = quaternion_to_rotation(np.array(BASE_TO_OPTICAL_XYZW))
+    yaw = np.radians(8.0)
+    turn = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
+    color_rot, color_pos = turn @ to_optical, np.array([0.0, -0.015, 0.0])
+    color_pose = StaticTransform(calibration.frames.base, COLOR_FRAME, tuple(color_pos),
+                                 tuple(rotation_to_quaternion(color_rot)))
+
+    class D435Writer(RigBagWriter):
+        def static_transforms(self):
+            return [*super().static_transforms()[:2], color_pose]
+
+    box, distance = (400.0, 100.0, 460.0, 400.0), 2.0
+    depth = np.full((480, 848), 4000, np.uint16)
+    depth[100:400, 400:460] = 2000
+    # Where the person is in colour, worked out here from the poses (pixel edges, as boxes).
+    u = np.array([box[0], box[2], box[0], box[2]]) - 0.5
+    v = np.array([box[1], box[1], box[3], box[3]]) - 0.5
+    in_depth = np.stack([(u - depth_k.cx) / depth_k.fx, (v - depth_k.cy) / depth_k.fy,
+                         np.ones(4)]) * distance
+    in_color = color_rot.T @ (to_optical @ in_depth - color_pos[:, None])
+    cu = color_k.fx * in_color[0] / in_color[2] + color_k.cx + 0.5
+    cv = color_k.fy * in_color[1] / in_color[2] + color_k.cy + 0.5
+    expected = (cu.min(), cv.min(), cu.max(), cv.max())
+    assert expected[0] > box[0] * 640 / 848 + 60  # far from where an aligned camera has it
+    color = np.zeros((480, 640, 3), np.uint8)
+    color[int(round(expected[1])):int(round(expected[3])),
+          int(round(expected[0])):int(round(expected[2]))] = (220, 30, 30)
+    bag = tmp_path / "d435"
+    person = PersonTruth(7, box, 1.0, (0.0, 0.0, distance))
+    with D435Writer(bag, calibration, depth_k, color_intrinsics=color_k) as writer:
+        for j in range(6):
+            stamp = T0 + j * 33_333_333
+            writer.write_depth(stamp, depth)
+            writer.write_ground_truth(stamp, [person])
+            writer.write_color(stamp + 3_000_000, color)  # 3 ms after depth, as the driver
+    root = tmp_path / "reid"
+    assert _cut([bag], root, "train", "--rgb", "--rate", "30") == 0
+    assert "6 crops, 6 with an RGB crop" in capsys.readouterr().out
+    dataset = ReidDataset(root, "train", "rgb")
+    assert len(dataset) == 6
+    crop, record = dataset[0]
+    assert record.stamp_ns == T0 + 3_000_000
+    red = (crop[..., 0] > 150) & (crop[..., 1] < 80)
+    rows, cols = np.flatnonzero(red.any(axis=1)), np.flatnonzero(red.any(axis=0))
+    # The person is the crop's middle, whole: the box padded by 10 % on each side and
+    # letterboxed, so 1/1.2 of the crop's height, centred.
+    assert red.sum() == len(rows) * len(cols)
+    assert len(rows) == pytest.approx(256 / 1.2, abs=3)
+    assert (rows[0] + rows[-1]) / 2 == pytest.approx(127.5, abs=1.5)
+    assert (cols[0] + cols[-1]) / 2 == pytest.approx(63.5, abs=1.5)
