@@ -84,7 +84,7 @@ from iphd.data.rosbag import (
 )
 from iphd.errors import CalibrationError, DatasetError, FrameError, IphdError
 from iphd.eval.bag_eval import read_truth
-from iphd.eval.pipeline import find_topic
+from iphd.eval.pipeline import camera_topics
 from iphd.fusion import DEPTH_ENCODINGS, depth_to_mm
 from iphd.registration import project_box
 from iphd.sensors.frames import CameraIntrinsics
@@ -344,26 +344,26 @@ def cut_bag(
     out = _Split(root, split, records)
     with BagReader(bag) as reader:
         truth = read_truth(reader)
-        depth_topic = find_topic(reader.topics, DEPTH_IMAGE)
-        info_topic = find_topic(reader.topics, DEPTH_INFO)
-        if depth_topic is None or info_topic is None:
+        depth_topics = camera_topics(reader.topics, DEPTH_IMAGE, DEPTH_INFO)
+        if depth_topics is None:
             raise DatasetError(
                 f"{bag} needs {DEPTH_IMAGE} and {DEPTH_INFO} (the crops are cut at the person's "
                 f"distance with the depth camera's focal lengths); it has "
                 f"{', '.join(sorted(reader.topics))}"
             )
+        depth_topic, info_topic = depth_topics
         topics = [depth_topic, info_topic]
         color_topic = color_info_topic = None
         pairing = None
         if rgb:
-            color_topic = find_topic(reader.topics, COLOR_IMAGE)
-            color_info_topic = find_topic(reader.topics, COLOR_INFO)
-            if color_topic is None or color_info_topic is None:
+            color_topics = camera_topics(reader.topics, COLOR_IMAGE, COLOR_INFO)
+            if color_topics is None:
                 raise DatasetError(
                     f"{bag} has no {COLOR_IMAGE} and {COLOR_INFO}, which --rgb needs: record the "
                     "colour camera too (the iphd d435 node's enable_color, iphd-sim bag --rgb) "
                     "or leave out --rgb"
                 )
+            color_topic, color_info_topic = color_topics
             topics += [color_topic, color_info_topic]
             pairing = _ColorPairing(bag, read_static_transforms(reader),
                                     int(round(rgb_tolerance_s * 1e9)), out, cut)

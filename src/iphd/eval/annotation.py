@@ -424,12 +424,11 @@ def _check_bag_stamps(
             frames (the export was made from another bag).
     """
     from iphd.data.rosbag import DEPTH_IMAGE, DEPTH_INFO, BagReader, header_stamp_ns
-    from iphd.eval.pipeline import find_topic
+    from iphd.eval.pipeline import camera_topics
 
     with BagReader(bag) as reader:
-        info = find_topic(reader.topics, DEPTH_INFO)
-        image = find_topic(reader.topics, DEPTH_IMAGE)
-        if info is None or image is None:
+        found = camera_topics(reader.topics, DEPTH_IMAGE, DEPTH_INFO)
+        if found is None:
             raise DatasetError(
                 f"{bag} has no {DEPTH_IMAGE} and {DEPTH_INFO}; ground truth belongs to the depth "
                 "frames of the bag the frames were exported from"
@@ -437,7 +436,7 @@ def _check_bag_stamps(
         frame_id = ""
         stored = reader.calibration is not None
         depth_stamps: set[int] = set()
-        for _topic, _type, _log, msg in reader.messages([info]):
+        for _topic, _type, _log, msg in reader.messages([found[1]]):
             depth_stamps.add(header_stamp_ns(msg))
             frame_id = frame_id or str(msg.header.frame_id)
     wanted = set(stamps)

@@ -65,6 +65,15 @@ def find_topic(topics: Iterable[str], name: str) -> str | None:
     return suffixed[0] if suffixed else None
 
 
+def camera_topics(topics: Iterable[str], image: str, info: str) -> tuple[str, str] | None:
+    """A camera's image and camera_info topics (``find_topic``); None unless both are there."""
+    names = list(topics)
+    image_topic, info_topic = find_topic(names, image), find_topic(names, info)
+    if image_topic is None or info_topic is None:
+        return None
+    return image_topic, info_topic
+
+
 @dataclass(frozen=True)
 class OfflineConfig:
     """What the offline pipeline runs; the defaults are those of ``launch/iphd_params.yaml``.
