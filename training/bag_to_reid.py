@@ -1,4 +1,4 @@
-r"""Cut re-ID training crops out of bags with ground truth, to fine-tune the depth embedder.
+r"""Cut re-ID training crops out of bags with ground truth, to fine-tune the re-ID embedders.
 
 The tracker re-identifies people with a depth embedder trained on simulated people. Your robot
 sees other people, rooms and depth noise; bags annotated with identities (``iphd-eval
@@ -418,7 +418,8 @@ def cut_bag(
                                                 tuple(person.box_xyxy), distance_m))
                     cut.crops += 1
                 if pairing is not None:
-                    pairing.add_depth(frame)
+                    if frame.people:
+                        pairing.add_depth(frame)
                 else:
                     for p in frame.people:
                         out.write(stamp_ns, p, None)
