@@ -145,6 +145,8 @@ def points_transform(
 
     The transforms form a tree (as ``/tf_static`` does); the path between the two frames may go
     up to a common parent and down again (depth optical <- ``camera_link`` -> colour optical).
+    A frame has one parent: a later transform of the same child replaces an earlier one, as tf2
+    does (a driver publishes new extrinsics each time the camera opens).
 
     Returns:
         ``(rotation, translation_m)`` with ``p_target = rotation @ p_source + translation_m``.
@@ -154,7 +156,8 @@ def points_transform(
     """
     # frame -> [(neighbour, R, t)] with p_neighbour = R @ p_frame + t
     edges: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {}
-    for tf in transforms:
+    latest = {tf.child: tf for tf in transforms}
+    for tf in latest.values():
         quat = np.asarray(tf.rotation_xyzw, dtype=np.float64)
         norm = float(np.linalg.norm(quat))
         if not math.isfinite(norm) or norm < 1e-6:

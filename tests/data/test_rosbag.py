@@ -209,6 +209,10 @@ def test_static_transforms_chain_through_a_common_parent():
                                atol=1e-12)
     back = points_transform(transforms, "color_optical", "depth_optical")
     np.testing.assert_allclose(back[1], [0.015, 0.0, 0.0], atol=1e-12)
+    # The camera opened again with new extrinsics: the later transform of the child counts.
+    moved = StaticTransform("camera_link", "color_optical", (0.0, -0.02, 0.0), optical)
+    again = points_transform([*transforms, moved], "depth_optical", "color_optical")
+    np.testing.assert_allclose(again[1], [-0.02, 0.0, 0.0], atol=1e-12)
     up = points_transform(transforms, "depth_optical", "base_link")
     np.testing.assert_allclose(up[0] @ [0.0, 0.0, 2.0] + up[1], [2.2, 0.0, 1.0], atol=1e-12)
     with pytest.raises(CalibrationError, match="no static transform joins 'depth_optical' and "
