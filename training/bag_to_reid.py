@@ -188,6 +188,7 @@ class _Person:
     crop: np.ndarray
     box_xyxy: tuple[float, float, float, float]
     distance_m: float
+    visibility: float = 1.0
 
 
 @dataclass
@@ -233,9 +234,9 @@ class _ColorPairing:
     WAIT_S = 2.0
 
     def __init__(self, bag: Path, transforms: list[StaticTransform], tolerance_ns: int,
-                 out: _Split, cut: Cut) -> None:
+                 out: _Split, cut: Cut, min_visibility: float = 0.0) -> None:
         self.bag, self.transforms, self.tolerance_ns = bag, transforms, tolerance_ns
-        self.out, self.cut = out, cut
+        self.out, self.cut, self.min_visibility = out, cut, min_visibility
         self.intrinsics: CameraIntrinsics | None = None
         self.frames: deque[tuple[int, Any]] = deque()
         self.pending: deque[_DepthFrame] = deque()
@@ -292,7 +293,8 @@ class _ColorPairing:
                         *self._extrinsic(frame.frame_id, str(msg.header.frame_id)))
         for person in frame.people:
             rgb = None
-            if view is not None and self.intrinsics is not None:
+            if (view is not None and self.intrinsics is not None
+                    and person.visibility >= self.min_visibility):
                 stamp, image, rotation, translation = view
                 crop = _rgb_crop(image, person, frame.intrinsics, self.intrinsics, rotation,
                                  translation)
@@ -326,14 +328,15 @@ def cut_bag(
     bag: Path, root: Path, split: str, bag_index: int, identities: Identities,
     records: list[ReidRecord], sessions: dict[str, int], *, rate_hz: float = 2.0,
     gap_s: float = 1.0, rgb: bool = False, rgb_tolerance_s: float = 0.02,
-    progress: bool = False,
+    rgb_min_visibility: float = 0.0, progress: bool = False,
 ) -> Cut:
     """Write the crops of one bag's labelled people into ``root``'s ``split``.
 
     Appends the crops' records to ``records`` (``finalize_split`` writes them once every bag is
     done); ``sessions`` numbers the sessions of the whole split (their camera ids). With
     ``rgb``, each depth crop is paired with an RGB crop from the colour frame closest in time
-    (within ``rgb_tolerance_s``) when the colour camera sees the person.
+    (within ``rgb_tolerance_s``) when the colour camera sees the person and at least
+    ``rgb_min_visibility`` of them is unhidden (the ground truth's visibility).
 
     Raises:
         DatasetError: an unreadable bag, or one without ground truth, depth or depth
@@ -366,7 +369,8 @@ def cut_bag(
             color_topic, color_info_topic = color_topics
             topics += [color_topic, color_info_topic]
             pairing = _ColorPairing(bag, read_static_transforms(reader),
-                                    int(round(rgb_tolerance_s * 1e9)), out, cut)
+                                    int(round(rgb_tolerance_s * 1e9)), out, cut,
+                                    rgb_min_visibility)
         intrinsics: CameraIntrinsics | None = None
         total = reader.topics[depth_topic].count
         with tqdm(total=total, unit="frame", desc=bag.name, disable=not progress,
@@ -415,7 +419,8 @@ def cut_bag(
                     camid = 2 * sessions.setdefault(session, len(sessions))  # odd ids: RGB
                     distance_m = person_depth_mm(depth_mm, person.box_xyxy) / 1000.0
                     frame.people.append(_Person(pid, session, camid, crop,
-                                                tuple(person.box_xyxy), distance_m))
+                                                tuple(person.box_xyxy), distance_m,
+                                                person.visibility))
                     cut.crops += 1
                 if pairing is not None:
                     if frame.people:
@@ -484,6 +489,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rgb-tolerance", type=float, default=0.02,
                         help="most seconds between a depth frame and the colour frame paired "
                         "with it (default %(default)s)")
+    parser.add_argument("--rgb-min-visibility", type=float, default=0.0,
+                        help="least visible fraction of a person (ground truth) for an RGB pair; "
+                        "more hidden people keep unpaired depth crops (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -499,6 +507,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bag_to_reid: --rgb-tolerance must be 0..1 s (a colour frame of the same moment)",
               file=sys.stderr)
         return 2
+    if not 0 <= args.rgb_min_visibility <= 1:  # also refuses nan
+        print("bag_to_reid: --rgb-min-visibility must be a fraction, 0..1", file=sys.stderr)
+        return 2
     missing = [str(b) for b in args.bag if not b.exists()]
     if missing:
         print(f"bag_to_reid: bag {', '.join(missing)} does not exist", file=sys.stderr)
@@ -513,7 +524,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for k, bag in enumerate(args.bag):
             done = cut_bag(bag, root, args.split, k, identities, records, sessions,
                            rate_hz=args.rate, gap_s=args.gap, rgb=args.rgb,
-                           rgb_tolerance_s=args.rgb_tolerance, progress=not args.quiet)
+                           rgb_tolerance_s=args.rgb_tolerance,
+                           rgb_min_visibility=args.rgb_min_visibility, progress=not args.quiet)
             notes = [f"{n} {what}" for n, what in (
                 (done.frames_without_truth, "depth frames without ground truth"),
                 (done.people_without_depth, "labelled people without valid depth"),
@@ -523,8 +535,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.rgb:
                 paired = f", {done.rgb_crops} with an RGB crop"
                 if done.people_without_color:
+                    hidden = (f", or more than {1 - args.rgb_min_visibility:.0%} hidden"
+                              if args.rgb_min_visibility > 0 else "")
                     paired += (f" ({done.people_without_color} without: no colour frame within "
-                               f"{args.rgb_tolerance} s, or the person outside the colour view)")
+                               f"{args.rgb_tolerance} s, or the person outside the colour "
+                               f"view{hidden})")
             print(f"{bag}: {done.crops} crops{paired}"
                   + (f" ({', '.join(notes)} skipped)" if notes else ""))
         if not records:
@@ -549,7 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _write_manifest(root, args.split, {
         "bags": [str(b) for b in args.bag], "rate_hz": args.rate, "gap_s": args.gap,
         "shared_ids": args.shared_ids, "rgb": args.rgb,
-        **({"rgb_tolerance_s": args.rgb_tolerance} if args.rgb else {}),
+        **({"rgb_tolerance_s": args.rgb_tolerance,
+            "rgb_min_visibility": args.rgb_min_visibility} if args.rgb else {}),
     })
     by_pid: dict[int, set[str]] = {}
     for r in records:

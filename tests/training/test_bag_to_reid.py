@@ -262,6 +262,8 @@ def test_rgb_needs_the_colour_camera(sim_bag, tmp_path, capsys):
     assert "which --rgb needs" in err and "enable_color" in err
     assert _cut([sim_bag], tmp_path / "reid2", "train", "--rgb-tolerance", "-1") == 2
     assert "--rgb-tolerance must be 0..1 s" in capsys.readouterr().err
+    assert _cut([sim_bag], tmp_path / "reid3", "train", "--rgb-min-visibility", "nan") == 2
+    assert "--rgb-min-visibility must be a fraction" in capsys.readouterr().err
 
 
 def _image_msg(stamp_ns, rgb, encoding, frame_id="color"):
@@ -305,6 +307,15 @@ def test_colour_pairing_takes_the_closest_frame_in_time_or_none(tmp_path):
                                                                     (1500 * ms, -1)]
     assert len(pairing.pending) == 5
     pairing.finish()
+    # A person hidden more than the pairing allows keeps an unpaired depth crop.
+    strict = bag_to_reid._ColorPairing(Path("bag"), transforms, 20 * ms, pairing.out, cut,
+                                       min_visibility=0.7)
+    strict.intrinsics = k
+    half_hidden = bag_to_reid._Person(5, "h", 6, person.crop, person.box_xyxy, 2.0, 0.5)
+    strict.add_depth(bag_to_reid._DepthFrame(9000 * ms, "depth", k, [half_hidden, person]))
+    strict.add_color(_image_msg(9000 * ms, images[0], "rgb8"))
+    strict.finish()
+    assert [r.pair_id >= 0 for r in records[-3:]] == [False, True, True]  # depth, depth + rgb
     # A colour frame the static transforms do not reach is an error naming what to record.
     lost = bag_to_reid._ColorPairing(Path("bag"), [], 20 * ms, pairing.out, cut)
     lost.intrinsics = k
