@@ -189,8 +189,9 @@ def query_pair_problem(depth_path: str, rgb_path: str) -> str | None:
         f"reid_checkpoint is {depth_path} but query_checkpoint is the shipped RGB embedder, "
         "which was distilled from the shipped depth embedder: its query distances to these "
         "depth galleries mean nothing. Distil an RGB network from your depth embedder "
-        "(training/train_reid.py with cpu_sim_distill.yaml and step.teacher=<your depth .pt>) "
-        "and give its model_rgb.pt as query_checkpoint, or set query_checkpoint to 'none'"
+        "(training/bag_to_reid.py --rgb, then training/train_reid.py with "
+        "cpu_sim_distill_finetune.yaml and step.teacher=<your depth .pt>) and give its "
+        "model_rgb.pt as query_checkpoint, or set query_checkpoint to 'none'"
     )
 
 
