@@ -10,9 +10,9 @@ Paper B's comparison: depth → RGB distillation vs RGB → depth vs the one-str
 A run is a step-II output folder (its ``pair.json`` names the depth and RGB checkpoints), two
 checkpoints ``DEPTH,RGB`` scored as a pair (the shipped pair, or a fine-tuned depth model with
 the shipped RGB network), or one checkpoint (or a folder holding ``model.pt``) of a one-stream
-or zero-padding model. A
-single-modality model (step I, the tracker's depth embedder) is scored within its modality:
-every crop queries the crops of the other sessions, as step I validates. That compares a depth
+or zero-padding model. A single-modality model (step I, the tracker's depth embedder) is
+scored within its modality: every crop queries the crops of the other sessions, as step I
+validates. That compares a depth
 embedder fine-tuned on your people with the shipped one, on people neither was trained on::
 
     python training/eval_reid.py --data data/my_reid --split test \
@@ -73,30 +73,38 @@ def load_run(
             a depth and an RGB model.
     """
     if "," in str(path):
-        depth_path, rgb_path = (Path(p) for p in str(path).split(",", 1))
-        depth, d_norm, _ = load_embedder(depth_path)
-        rgb, r_norm, _ = load_embedder(rgb_path)
-        if (depth.config.modality, rgb.config.modality) != ("depth", "rgb"):
-            raise CheckpointError(
-                f"{path} is not DEPTH,RGB: the models embed {depth.config.modality} and "
-                f"{rgb.config.modality}"
-            )
-        return depth, rgb, (d_norm, r_norm)
+        depth_path, rgb_path = str(path).split(",", 1)
+        return _load_pair(Path(depth_path), Path(rgb_path), f"{path} (DEPTH,RGB)")
     path = Path(path)
     if (path / "pair.json").is_file():
         try:
             pair = json.loads((path / "pair.json").read_text(encoding="utf-8"))
-            depth, d_norm, _ = load_embedder(path / pair["depth"])
-            rgb, r_norm, _ = load_embedder(path / pair["rgb"])
-        except (OSError, ValueError, KeyError) as exc:
+            depth_path, rgb_path = path / pair["depth"], path / pair["rgb"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{path / 'pair.json'} is unreadable ({exc})") from exc
-        if (depth.config.modality, rgb.config.modality) != ("depth", "rgb"):
-            raise CheckpointError(f"{path / 'pair.json'} does not name a depth and an RGB model")
-        return depth, rgb, (d_norm, r_norm)
+        return _load_pair(depth_path, rgb_path, str(path / "pair.json"))
     model, normalize, _ = load_embedder(path / "model.pt" if path.is_dir() else path)
     if model.config.modality in ("depth", "rgb"):
         return model, None, (normalize, normalize)
     return model, model, (normalize, normalize)
+
+
+def _load_pair(
+    depth_path: Path, rgb_path: Path, where: str
+) -> tuple[Embedder, Embedder, tuple[CropNormalizeConfig, CropNormalizeConfig]]:
+    """A depth and an RGB model scored as a pair; ``where`` names them in errors.
+
+    Raises:
+        CheckpointError: a missing or unreadable checkpoint, or not a depth and an RGB model.
+    """
+    depth, d_norm, _ = load_embedder(depth_path)
+    rgb, r_norm, _ = load_embedder(rgb_path)
+    if (depth.config.modality, rgb.config.modality) != ("depth", "rgb"):
+        raise CheckpointError(
+            f"{where} does not name a depth and an RGB model: they embed "
+            f"{depth.config.modality} and {rgb.config.modality}"
+        )
+    return depth, rgb, (d_norm, r_norm)
 
 
 def table_header() -> str:
