@@ -54,16 +54,15 @@ def _cut(bag, root, split, *extra):
                              "--quiet", *extra])
 
 
-def _depth_frames(bag):
-    """depth stamp -> (depth mm, (fx, fy)) of a bag."""
-    frames, focal = {}, None
+def _camera_frames(bag, image_topic=DEPTH_IMAGE, info_topic=DEPTH_INFO):
+    """stamp -> (image, the camera's intrinsics then) of one camera of a bag."""
+    frames, k = {}, None
     with BagReader(bag) as reader:
-        for topic, _t, _l, msg in reader.messages([DEPTH_IMAGE, DEPTH_INFO]):
-            if topic == DEPTH_INFO:
+        for topic, _t, _l, msg in reader.messages([image_topic, info_topic]):
+            if topic == info_topic:
                 k = camera_info_to_intrinsics(msg)
-                focal = (k.fx, k.fy)
             else:
-                frames[header_stamp_ns(msg)] = (image_to_array(msg), focal)
+                frames[header_stamp_ns(msg)] = (image_to_array(msg), k)
     return frames
 
 
@@ -76,7 +75,7 @@ def test_labelled_people_become_crops_cut_as_the_tracker_cuts_them(sim_bag, tmp_
     assert "--set data.val_split=test" in out
     records = read_records(root, "train")
     truth = read_ground_truth(sim_bag)
-    frames = _depth_frames(sim_bag)
+    frames = _camera_frames(sim_bag)
     assert {r.modality for r in records} == {"depth"} and {r.pair_id for r in records} == {-1}
     # Both people of the bag, numbered from 0; every labelled appearance at most 4 times a second.
     assert sorted({r.pid for r in records}) == [0, 1]
@@ -93,9 +92,10 @@ def test_labelled_people_become_crops_cut_as_the_tracker_cuts_them(sim_bag, tmp_
         crop, record = dataset[k]
         assert crop.shape == (CROP_SIZE[1], CROP_SIZE[0]) and crop.dtype == np.uint16
         person = next(p for p in truth[record.stamp_ns] if p.pid == bag_id[record.pid])
-        depth, focal = frames[record.stamp_ns]
+        depth, k = frames[record.stamp_ns]
         assert person in label_people(truth[record.stamp_ns], depth.shape[0])
-        expected, _ = depth_crops(depth, [person.box_xyxy], normalize=normalize, focal_px=focal)
+        expected, _ = depth_crops(depth, [person.box_xyxy], normalize=normalize,
+                                  focal_px=(k.fx, k.fy))
         np.testing.assert_array_equal(crop, expected[0])
     # The test split continues the numbering, so no identity is in both. (The bag twice, as
     # one person's two visits: scoring needs people seen in more than one session.)
@@ -194,18 +194,6 @@ def rgb_bag(tmp_path_factory):
     return path
 
 
-def _color_frames(bag):
-    """colour stamp -> RGB image, and the colour camera's intrinsics."""
-    frames, k = {}, None
-    with BagReader(bag) as reader:
-        for topic, _t, _l, msg in reader.messages([COLOR_IMAGE, COLOR_INFO]):
-            if topic == COLOR_INFO:
-                k = camera_info_to_intrinsics(msg)
-            else:
-                frames[header_stamp_ns(msg)] = image_to_array(msg)
-    return frames, k
-
-
 def test_rgb_crops_pair_each_depth_crop_with_the_colour_view_of_that_moment(
     rgb_bag, tmp_path, capsys
 ):
@@ -230,10 +218,9 @@ def test_rgb_crops_pair_each_depth_crop_with_the_colour_view_of_that_moment(
     # Each RGB crop is the person's depth box carried into the colour image at their distance:
     # for the simulator's depth-aligned colour view, the box scaled to the colour size, as the
     # simulator's own re-ID generator cuts its RGB crops.
-    truth, frames = read_ground_truth(rgb_bag), _depth_frames(rgb_bag)
-    colors, color_k = _color_frames(rgb_bag)
-    with BagReader(rgb_bag) as reader:
-        depth_k = next(camera_info_to_intrinsics(m) for *_, m in reader.messages([DEPTH_INFO]))
+    truth, frames = read_ground_truth(rgb_bag), _camera_frames(rgb_bag)
+    colors = _camera_frames(rgb_bag, COLOR_IMAGE, COLOR_INFO)
+    depth_k, color_k = (next(iter(f.values()))[1] for f in (frames, colors))
     scale = color_k.width / depth_k.width
     assert scale == 0.5
     dataset = ReidDataset(root, "train", "rgb")
@@ -243,7 +230,7 @@ def test_rgb_crops_pair_each_depth_crop_with_the_colour_view_of_that_moment(
         distance_m = person_depth_mm(frames[record.stamp_ns][0], person.box_xyxy) / 1000.0
         box = project_box(person.box_xyxy, distance_m, depth_k, color_k, np.eye(3), np.zeros(3))
         np.testing.assert_allclose(box, np.asarray(person.box_xyxy) * scale, atol=1e-6)
-        np.testing.assert_array_equal(crop, crop_person(colors[record.stamp_ns], box))
+        np.testing.assert_array_equal(crop, crop_person(colors[record.stamp_ns][0], box))
     # Step II reads the pairs: the RGB network distils from a step-I depth run on them.
     assert _cut([rgb_bag, rgb_bag], root, "test", "--rgb", "--shared-ids") == 0
     smoke = ["--config", str(REPO / "training/configs/reid/smoke.yaml"), "--data", str(root),
