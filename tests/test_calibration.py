@@ -181,3 +181,38 @@ def test_extrinsic_pose_is_the_child_frames_pose_in_the_parent():
     np.testing.assert_allclose(rotation @ p_parent + translation, p_child, atol=1e-12)
     # The colour camera's origin, in the depth frame.
     np.testing.assert_allclose(pose.translation_m, -rotation.T @ translation, atol=1e-12)
+
+
+def test_empty_base_frame_leaves_the_depth_frame_to_its_driver(nominal, tmp_path: Path) -> None:
+    from iphd.calibration import rig_static_transforms
+
+    nominal["frames"] = {"base": "", "depth": "camera_depth_optical_frame",
+                         "thermal": "lepton_optical_frame"}
+    path = tmp_path / "rig.yaml"
+    path.write_text(yaml.safe_dump(nominal))
+    cal = load_calibration(path)
+    (only,) = rig_static_transforms(cal)
+    assert (only.parent, only.child) == ("camera_depth_optical_frame", "lepton_optical_frame")
+    save_calibration(cal, tmp_path / "again.yaml")
+    assert load_calibration(tmp_path / "again.yaml").frames == cal.frames
+    nominal["frames"] = {"base": None}  # "base:" with nothing after it in the file
+    assert calibration_from_dict(nominal).frames.base == ""
+    # The nominal rig places the depth frame under camera_link itself.
+    base, thermal = rig_static_transforms(load_calibration())
+    assert (base.parent, base.child, thermal.parent) == (
+        "camera_link", "depth_optical_frame", "depth_optical_frame"
+    )
+
+
+@pytest.mark.parametrize(
+    ("frames", "match"),
+    [
+        ({"depth": ""}, "'frames.depth' is empty"),
+        ({"thermal": " "}, "'frames.thermal' is empty"),
+        ({"depth": "cam", "thermal": "cam"}, "both 'cam'"),
+    ],
+)
+def test_camera_frames_must_be_named_and_distinct(nominal, frames, match) -> None:
+    nominal["frames"] = frames
+    with pytest.raises(CalibrationError, match=match):
+        calibration_from_dict(nominal)

@@ -24,7 +24,12 @@ DEFAULT_CALIBRATION = find_package_file(_NOMINAL) or candidate_paths(_NOMINAL)[0
 
 @dataclass(frozen=True)
 class RigFrames:
-    """TF frame names of the rig (REP 103 optical frames)."""
+    """TF frame names of the rig (REP 103 optical frames).
+
+    ``base`` empty means another node places the depth frame in TF (``realsense2_camera``
+    publishes ``camera_link`` -> ``camera_depth_optical_frame`` itself): the rig's static TF is
+    then only depth -> thermal, so the depth frame keeps one parent.
+    """
 
     base: str = "camera_link"
     depth: str = "depth_optical_frame"
@@ -106,20 +111,24 @@ class StaticTransform:
     rotation_xyzw: tuple[float, float, float, float]
 
 
-def rig_static_transforms(calibration: RigCalibration) -> tuple[StaticTransform, StaticTransform]:
+def rig_static_transforms(calibration: RigCalibration) -> tuple[StaticTransform, ...]:
     """Return the rig's static transforms: base -> depth optical, depth -> thermal optical.
 
     ``camera_link`` (x forward, y left, z up) -> depth optical frame (x right, y down, z
     forward) is the fixed REP 103 rotation; depth optical -> thermal optical is the inverse of
     the calibration's extrinsic, because a TF transform gives the child frame's pose in the
-    parent, while the extrinsic maps points from depth to thermal coordinates.
+    parent, while the extrinsic maps points from depth to thermal coordinates. With an empty
+    ``frames.base`` only depth -> thermal is returned (the depth driver places its frame).
     """
     frames = calibration.frames
+    thermal = extrinsic_pose(
+        frames.depth, frames.thermal, calibration.rotation, calibration.translation_m
+    )
+    if not frames.base:
+        return (thermal,)
     return (
         StaticTransform(frames.base, frames.depth, (0.0, 0.0, 0.0), BASE_TO_OPTICAL_XYZW),
-        extrinsic_pose(
-            frames.depth, frames.thermal, calibration.rotation, calibration.translation_m
-        ),
+        thermal,
     )
 
 
@@ -309,9 +318,22 @@ def calibration_from_dict(data: Any, path: Path | str = "<calibration>") -> RigC
     frames_data = data.get("frames", {}) or {}
     if not isinstance(frames_data, dict):
         raise CalibrationError(f"{path}: 'frames' must be a mapping of frame names")
-    frames = RigFrames(
-        **{k: str(v) for k, v in frames_data.items() if k in ("base", "depth", "thermal")}
-    )
+    names = {
+        k: "" if v is None else str(v).strip()
+        for k, v in frames_data.items() if k in ("base", "depth", "thermal")
+    }
+    for key in ("depth", "thermal"):
+        if key in names and not names[key]:
+            raise CalibrationError(
+                f"{path}: 'frames.{key}' is empty; give the {key} camera's optical frame id "
+                f"(the frame_id of its images), or leave the key out for the default"
+            )
+    if names.get("depth") and names.get("depth") == names.get("thermal", RigFrames.thermal):
+        raise CalibrationError(
+            f"{path}: 'frames.depth' and 'frames.thermal' are both '{names['depth']}'; the two "
+            "cameras need frames of their own"
+        )
+    frames = RigFrames(**names)
     meta = data.get("meta", {}) or {}
     return RigCalibration(
         thermal=CameraIntrinsics(

@@ -338,3 +338,50 @@ def test_the_rig_static_tf_is_latched_on_tf_static_with_rep103_and_the_extrinsic
         back = np.asarray(calibration.rotation) @ in_depth + np.asarray(calibration.translation_m)
         assert back == pytest.approx(point, abs=1e-9)
     assert fusion.calibration is not None
+
+
+def test_a_rig_beside_realsense2_camera_hangs_thermal_off_the_drivers_depth_frame(
+    graph, executor, spin_for, spin_until, ros_context, tf2_msgs, tmp_path
+):
+    import yaml
+
+    from iphd.calibration import DEFAULT_CALIBRATION
+
+    data = yaml.safe_load(DEFAULT_CALIBRATION.read_text())
+    # realsense2_camera places camera_depth_optical_frame under camera_link itself: the rig's
+    # TF must not give that frame a second parent.
+    data["frames"] = {"base": "", "depth": "camera_depth_optical_frame", "thermal": "lepton"}
+    path = tmp_path / "rig.yaml"
+    path.write_text(yaml.safe_dump(data))
+    fusion, feeder = graph(calibration_file=str(path))
+    late = Node("late_listener", context=ros_context)
+    got = []
+    late.create_subscription(tf2_msgs.TFMessage, "/tf_static", got.append, qos.STATIC_TF)
+    executor.add_node(late)
+    assert spin_until(executor, lambda: bool(got))
+    assert [(t.header.frame_id, t.child_frame_id) for t in got[0].transforms] == [
+        ("camera_depth_optical_frame", "lepton")
+    ]
+    # The feeder's depth images are in depth_optical_frame, not the calibration's frame: said
+    # once, on /diagnostics too, and the frames are still registered.
+    feeder.send_info()
+    spin_for(executor, 0.1)
+    _stream(feeder, executor, spin_for)
+    assert spin_until(executor, lambda: len(feeder.registered) >= 2)
+    stats = fusion.stats()
+    assert stats["errors_depth_frame_id"] == 1
+    assert spin_until(executor, lambda: any(
+        "frames.depth: depth_optical_frame in rig.yaml" in s.message
+        for d in feeder.diagnostics for s in d.status
+    ))
+
+
+def test_depth_in_the_calibrations_frame_raises_no_frame_warning(
+    graph, executor, spin_for, spin_until
+):
+    fusion, feeder = graph()
+    feeder.send_info()
+    spin_for(executor, 0.1)
+    _stream(feeder, executor, spin_for)
+    assert spin_until(executor, lambda: len(feeder.registered) >= 2)
+    assert "errors_depth_frame_id" not in fusion.stats()

@@ -86,6 +86,8 @@ class FusionNode(Node):
         self._early_depth = HeldForInfo()
         self._resets_seen = 0
         self._warn_drop = DropWarnings(self)
+        self._publish_tf = bool(publish_tf)
+        self._frame_warned = False
         self.calibration: RigCalibration | None = None
         self.pipeline: FusionPipeline | None = None
         self.sync: Synchronizer[DepthFrame, ThermalFrame] | None = None
@@ -195,7 +197,24 @@ class FusionNode(Node):
             # Dropped before pairing, so a bad frame never takes a thermal frame's partner.
             self._drop("bad_depth", f"depth frame dropped: {exc}")
             return
+        self._check_frame(frame.frame_id)
         self._handle(self.sync.push_depth(frame.stamp_ns, frame))
+
+    def _check_frame(self, frame_id: str) -> None:
+        """Say once when the rig's TF hangs the thermal camera off another frame than depth's."""
+        assert self.calibration is not None
+        expected = self.calibration.frames.depth
+        if self._frame_warned or not self._publish_tf or frame_id == expected:
+            return
+        self._frame_warned = True
+        self._errors["depth_frame_id"] = 1
+        self._last_error = (
+            f"depth images arrive in frame '{frame_id}' but the rig calibration's frames.depth "
+            f"is '{expected}', so the thermal camera's static TF is not joined to them: set "
+            f"frames.depth: {frame_id} in rig.yaml (and frames.base: '' when the depth driver "
+            "publishes its own TF, as realsense2_camera does)"
+        )
+        self.get_logger().warning(self._last_error)
 
     def _on_thermal(self, msg: Image) -> None:
         self._thermal_rate.tick()
