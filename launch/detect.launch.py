@@ -6,6 +6,9 @@
     ros2 launch iphd_bringup detect.launch.py source:=sim rviz:=true
     ros2 launch iphd_bringup detect.launch.py source:=sim tracker:=false
     ros2 launch iphd_bringup detect.launch.py source:=sim detector:=false   # fusion only
+    ros2 launch iphd_bringup detect.launch.py source:=external \
+        depth_topic:=/camera/camera/depth/image_rect_raw \
+        depth_info_topic:=/camera/camera/depth/camera_info   # drivers started elsewhere
 
 The node list comes from ``iphd.graph.build_graph``, the same description the in-process runner
 (``iphd-run``) uses, so both start the same graph.
@@ -18,7 +21,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from iphd.graph import PACKAGE, build_graph, hold_player, wants_sim_time
+from iphd.graph import PACKAGE, TOPIC_ARGUMENTS, build_graph, hold_player, wants_sim_time
 from launch import LaunchDescription
 
 ARGUMENTS = {
@@ -27,8 +30,9 @@ ARGUMENTS = {
     "params_file": ("", "ROS 2 parameters YAML; empty = the package's launch/iphd_params.yaml"),
     "source": (
         "live",
-        "live | sim | sim_live | bag: D435 + Lepton drivers, the simulator's demo bag, the "
-        "simulator in real time, or a rosbag2",
+        "live | sim | sim_live | bag | external: D435 + Lepton drivers, the simulator's demo "
+        "bag, the simulator in real time, a rosbag2, or drivers started elsewhere (no source "
+        "node; see depth_topic ...)",
     ),
     "calibration_file": ("", "rig.yaml; empty = the package's calibration/rig.yaml"),
     "playback_file": ("", "librealsense recording played by the D435 driver (source live)"),
@@ -45,6 +49,10 @@ ARGUMENTS = {
         "", "tracker's depth re-ID embedder (.pt); empty = the shipped one, none = no appearance"
     ),
     "rviz": ("false", "true = also start rviz2 with the package's launch/iphd.rviz"),
+    **{
+        argument: ("", f"topic to use instead of {topic} (e.g. another driver's); empty = {topic}")
+        for argument, topic in TOPIC_ARGUMENTS.items()
+    },
 }
 TRUE = ("true", "1", "yes")
 
@@ -69,10 +77,13 @@ def _nodes(context, *_args, **_kwargs):
         verifier=value["verifier"],
         tracker=value["tracker"].strip().lower() in TRUE,
         reid_checkpoint=value["reid_checkpoint"],
+        topics={topic: value[argument] for argument, topic in TOPIC_ARGUMENTS.items()},
     )
     # A bag player holds its first message until fusion, detector and tracker subscribe (they
     # load models first), as iphd-run's does: a one-shot bag loses none of its start.
-    specs = hold_player(specs, [topic for spec in specs for topic in spec.subscribes])
+    specs = hold_player(specs, [topic for spec in specs for topic in spec.inputs])
+    # RViz shows the depth image: under the same name as the nodes use.
+    sensor_remappings = sorted({pair for spec in specs for pair in spec.remappings})
     nodes = [
         Node(
             package=PACKAGE,
@@ -95,6 +106,7 @@ def _nodes(context, *_args, **_kwargs):
                 namespace=value["namespace"],
                 arguments=["-d", str(share / "launch" / "iphd.rviz")],
                 parameters=[{"use_sim_time": use_sim_time}],
+                remappings=sensor_remappings,
                 output="screen",
             )
         )

@@ -7,6 +7,8 @@ import pytest
 
 from iphd.errors import ConfigError
 from iphd.graph import (
+    SENSOR_TOPICS,
+    TOPIC_ARGUMENTS,
     build_graph,
     hold_player,
     load_params_file,
@@ -78,7 +80,7 @@ def test_calibration_file_reaches_every_node_that_reads_it():
 
 
 def test_unknown_source_is_refused_with_the_choices():
-    with pytest.raises(ConfigError, match="live, sim, sim_live, bag"):
+    with pytest.raises(ConfigError, match="live, sim, sim_live, bag, external"):
         build_graph("camera")
     with pytest.raises(ConfigError, match="source:=live"):
         build_graph("sim", playback_file="x.db3")
@@ -359,3 +361,80 @@ def test_the_bag_player_can_be_told_to_wait_for_subscribers():
     }
     assert held["fusion"] == next(s for s in specs if s.name == "fusion")
     assert hold_player(specs, ["detections"]) == list(specs)  # no sensor topic: nothing to wait
+
+
+REALSENSE = {
+    "depth/image_raw": "/camera/camera/depth/image_rect_raw",
+    "depth/camera_info": "/camera/camera/depth/camera_info",
+    "thermal/image_raw": "lepton/image_raw",
+}
+
+
+def test_external_graph_starts_no_source_and_listens_live():
+    specs = {s.name: s for s in build_graph("external")}
+    assert list(specs) == ["fusion", "detector", "tracker"]
+    assert not any(s.parameters.get("input_reliability") for s in specs.values())
+    assert not wants_sim_time("external")
+    with pytest.raises(ConfigError, match="source:=live"):
+        build_graph("external", playback_file="rec.bag")
+
+
+def test_sensor_topics_are_renamed_in_every_node_that_uses_them():
+    for source in ("external", "live", "bag", "sim_live"):
+        specs = build_graph(source, bag="/b" if source == "bag" else "", topics=REALSENSE)
+        for spec in specs:
+            used = set(spec.subscribes) | set(spec.publishes)
+            assert dict(spec.remappings) == {k: v for k, v in REALSENSE.items() if k in used}
+            assert "thermal/camera_info" not in dict(spec.remappings)
+    specs = {s.name: s for s in build_graph("external", topics=REALSENSE)}
+    assert specs["fusion"].inputs == (
+        "/camera/camera/depth/image_rect_raw", "/camera/camera/depth/camera_info",
+        "lepton/image_raw", "thermal/camera_info",
+    )
+    assert specs["tracker"].topic("depth/image_raw") == "/camera/camera/depth/image_rect_raw"
+    assert specs["tracker"].topic("detections") == "detections"
+    # Empty or unchanged names leave the topic alone (the launch file passes every argument).
+    blank = {t: "" for t in SENSOR_TOPICS} | {"thermal/image_raw": "thermal/image_raw"}
+    assert all(not s.remappings for s in build_graph("external", topics=blank))
+
+
+@pytest.mark.parametrize(
+    ("topics", "match"),
+    [
+        ({"depth/image_raw": "/camera/depth image"}, "depth_topic: '/camera/depth image' is not"),
+        ({"thermal/camera_info": "/lepton//info"}, "thermal_info_topic"),
+        ({"depth/camera_info": "/2cam/info"}, "depth_info_topic"),
+        ({"depth/image_raw": "/camera/depth/"}, "not a ROS 2 topic name"),
+        ({"color/image_raw": "/x"}, "'color/image_raw' is not one of the graph's sensor topics"),
+    ],
+)
+def test_bad_topic_names_are_refused_naming_the_argument(topics, match):
+    with pytest.raises(ConfigError, match=match):
+        build_graph("external", topics=topics)
+
+
+def test_the_bag_player_waits_for_the_renamed_topics():
+    specs = build_graph("bag", bag="/data/rs", topics=REALSENSE)
+    # As the launch file lists them (remapped names) and as iphd-run does (relative to the
+    # namespace, so without the leading slash outside one).
+    for subscribed in (
+        [t for s in specs for t in s.inputs],
+        [t.lstrip("/") for s in specs for t in s.inputs],
+    ):
+        held = {s.name: s for s in hold_player(specs, subscribed)}
+        assert held["bag_player"].parameters["wait_for_subscribers"] == [
+            "/camera/camera/depth/image_rect_raw:3", "/camera/camera/depth/camera_info:3",
+            "lepton/image_raw:1", "thermal/camera_info:1",
+        ]
+
+
+def test_launch_file_passes_the_topic_arguments_to_every_node_and_rviz(monkeypatch, tmp_path):
+    arguments = {a: REALSENSE.get(t, "") for a, t in TOPIC_ARGUMENTS.items()}
+    nodes = _launch_nodes(monkeypatch, tmp_path, source="external", rviz="true", **arguments)
+    assert [n.kwargs["executable"] for n in nodes] == [
+        "fusion_node", "detector_node", "tracker_node", "rviz2"
+    ]
+    specs = build_graph("external", topics=REALSENSE)
+    assert [n.kwargs["remappings"] for n in nodes[:3]] == [list(s.remappings) for s in specs]
+    assert dict(nodes[3].kwargs["remappings"]) == REALSENSE
+    assert all({"use_sim_time": False} in n.kwargs["parameters"] for n in nodes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import re
 from collections import Counter
@@ -15,11 +16,31 @@ import yaml
 from iphd.errors import ConfigError
 from iphd.resources import PACKAGE  # noqa: F401 - the launch file takes it from here
 
-SOURCES = ("live", "sim", "sim_live", "bag")
+SOURCES = ("live", "sim", "sim_live", "bag", "external")
 # Topics each kind of node publishes (relative names; /diagnostics left out), for RViz and docs.
 SENSOR_TOPICS = (
     "depth/image_raw", "depth/camera_info", "thermal/image_raw", "thermal/camera_info"
 )
+#: Launch argument (``iphd-run`` option with dashes) -> the sensor topic it renames, so the graph
+#: runs on other drivers' topics (``realsense2_camera``'s ``/camera/camera/depth/image_rect_raw``).
+TOPIC_ARGUMENTS: Mapping[str, str] = {
+    "depth_topic": "depth/image_raw",
+    "depth_info_topic": "depth/camera_info",
+    "thermal_topic": "thermal/image_raw",
+    "thermal_info_topic": "thermal/camera_info",
+}
+#: The ones the offline tools take (``--depth-topic``, ...): thermal/camera_info is not read
+#: offline, where thermal is registered with the rig calibration.
+OFFLINE_TOPIC_ARGUMENTS: Mapping[str, str] = {
+    k: v for k, v in TOPIC_ARGUMENTS.items() if k != "thermal_info_topic"
+}
+#: The depth camera's alone (tools that read only depth: ``import-mot``, ``bag_to_reid.py``).
+DEPTH_TOPIC_ARGUMENTS: Mapping[str, str] = {
+    k: v for k, v in TOPIC_ARGUMENTS.items() if k.startswith("depth_")
+}
+# A ROS 2 topic name: absolute, relative or private (~/), tokens of letters, digits and
+# underscores that do not start with a digit (no substitutions).
+_TOPIC_NAME = re.compile(r"^(/|~/)?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
 FUSION_TOPICS = ("thermal/registered", "/tf_static")
 DETECTOR_TOPICS = ("detections", "debug/image")
 TRACKER_TOPICS = ("tracks", "markers", "query/result")
@@ -58,6 +79,69 @@ class NodeSpec:
     publishes: tuple[str, ...] = ()
     subscribes: tuple[str, ...] = ()
 
+    def topic(self, name: str) -> str:
+        """``name`` as this node uses it, after its remappings."""
+        return dict(self.remappings).get(name, name)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The topics the node subscribes, after its remappings."""
+        return tuple(self.topic(t) for t in self.subscribes)
+
+
+def sensor_remappings(topics: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    """Remappings from the graph's sensor topics to ``topics`` (sensor topic -> real name).
+
+    Empty names, and names equal to the sensor topic, leave it as it is.
+
+    Raises:
+        ConfigError: a key that is not a sensor topic, or a name that is not a ROS 2 topic name.
+    """
+    remappings = []
+    for sensor, name in (topics or {}).items():
+        if sensor not in SENSOR_TOPICS:
+            raise ConfigError(
+                f"'{sensor}' is not one of the graph's sensor topics ({', '.join(SENSOR_TOPICS)})"
+            )
+        name = str(name).strip()
+        if not name or name == sensor:
+            continue
+        if not _TOPIC_NAME.match(name):
+            argument = next(a for a, t in TOPIC_ARGUMENTS.items() if t == sensor)
+            raise ConfigError(
+                f"{argument}: '{name}' is not a ROS 2 topic name (letters, digits and "
+                "underscores in '/'-separated parts that do not start with a digit, e.g. "
+                "/camera/camera/depth/image_rect_raw)"
+            )
+        remappings.append((sensor, name))
+    return tuple(remappings)
+
+
+def add_topic_arguments(
+    parser: argparse.ArgumentParser, arguments: Mapping[str, str], what: str
+) -> None:
+    """Options ``--depth-topic``, ... (``arguments``: option name -> the topic it renames).
+
+    ``what`` says where the topic comes from ("a driver", "the bag"), for the help.
+    """
+    for argument, topic in arguments.items():
+        parser.add_argument(
+            "--" + argument.replace("_", "-"), default="", metavar="TOPIC",
+            help=f"{what}'s topic to use as {topic}, e.g. realsense2_camera's; default: "
+            f"{topic}",
+        )
+
+
+def topics_from_args(
+    args: argparse.Namespace, arguments: Mapping[str, str]
+) -> dict[str, str]:
+    """The topics ``add_topic_arguments``' options rename: {topic: the name given}."""
+    return {
+        topic: value
+        for argument, topic in arguments.items()
+        if (value := str(getattr(args, argument, "") or "").strip())
+    }
+
 
 def build_graph(
     source: str = "sim",
@@ -70,6 +154,7 @@ def build_graph(
     verifier: str = "",
     tracker: bool = True,
     reid_checkpoint: str = "",
+    topics: Mapping[str, str] | None = None,
 ) -> tuple[NodeSpec, ...]:
     """Return the nodes to start for ``source``.
 
@@ -78,7 +163,8 @@ def build_graph(
             played in a loop: ``iphd.sim.demo``; the caller makes sure it exists), ``sim_live``
             (the simulator rendering in real time, ``sim_source``) or ``bag`` (a rosbag2
             played by ``bag_player``, which publishes the recorded depth, thermal, camera
-            infos, TF and ground truth).
+            infos, TF and ground truth) or ``external`` (no source node: drivers started
+            elsewhere, such as ``realsense2_camera``, publish the sensor topics).
         calibration_file: rig.yaml for every node that needs it; empty = the package default.
         playback_file: a librealsense recording the D435 driver plays instead of a camera
             (``live`` source only).
@@ -93,14 +179,18 @@ def build_graph(
             = no tracks). With ``detector`` off the tracker is left out as well.
         reid_checkpoint: the tracker's depth re-ID embedder; empty = the shipped one (or the
             parameters file's ``reid_checkpoint``), ``none`` = track without appearance.
+        topics: sensor topic (``depth/image_raw``, ``depth/camera_info``, ``thermal/image_raw``,
+            ``thermal/camera_info``) -> the name to use instead, in every node that publishes
+            or subscribes it (``TOPIC_ARGUMENTS`` names the launch arguments).
 
     Raises:
         ConfigError: unknown source, a playback file with a non-live source, a bag source
             without a bag, a bag with another source, a detector checkpoint or verifier
-            without the detector, or a re-ID checkpoint without the tracker.
+            without the detector, a re-ID checkpoint without the tracker, or a bad topic name.
     """
     if source not in SOURCES:
         raise ConfigError(f"unknown source '{source}'; choose one of {', '.join(SOURCES)}")
+    remap = sensor_remappings(topics)
     if playback_file and source != "live":
         raise ConfigError(
             "playback_file is a D435 recording and only makes sense with source:=live"
@@ -157,7 +247,7 @@ def build_graph(
                 player, publishes=SENSOR_TOPICS,
             )
         )
-    else:
+    elif source == "sim_live":
         nodes.append(
             NodeSpec(
                 "sim_source", "sim_source_node", "iphd.ros.sim_source_node", "SimSourceNode",
@@ -194,7 +284,16 @@ def build_graph(
                 tracker_params, publishes=TRACKER_TOPICS, subscribes=tracker_inputs,
             )
         )
-    return tuple(nodes)
+    return tuple(
+        dataclasses.replace(
+            spec,
+            remappings=tuple(
+                (sensor, name) for sensor, name in remap
+                if sensor in spec.publishes or sensor in spec.subscribes
+            ),
+        )
+        for spec in nodes
+    )
 
 
 def hold_player(specs: Sequence[NodeSpec], subscribed: Iterable[str]) -> list[NodeSpec]:
@@ -204,11 +303,14 @@ def hold_player(specs: Sequence[NodeSpec], subscribed: Iterable[str]) -> list[No
     second or two, and the consumers then load their models: the player's
     ``wait_for_subscribers`` holds its first message until each sensor topic has as many
     subscribers as ``subscribed`` (relative topic names, one entry per subscription) lists, so a
-    one-shot bag loses nothing. ``detect.launch.py`` passes the graph's ``subscribes``;
-    ``iphd-run`` what its started nodes really subscribe.
+    one-shot bag loses nothing. ``detect.launch.py`` passes the graph's ``inputs`` (remapped
+    ``subscribes``); ``iphd-run`` what its started nodes really subscribe. The player waits on
+    the sensor topics under their remapped names (``build_graph``'s ``topics``).
     """
-    counts = Counter(subscribed)
-    wait = [f"{topic}:{counts[topic]}" for topic in SENSOR_TOPICS if counts[topic]]
+    counts = Counter(topic.lstrip("/") for topic in subscribed)
+    player = next((s for s in specs if s.name == "bag_player"), None)
+    names = [player.topic(topic) for topic in SENSOR_TOPICS] if player else []
+    wait = [f"{name}:{counts[name.lstrip('/')]}" for name in names if counts[name.lstrip("/")]]
     return [
         dataclasses.replace(s, parameters={**s.parameters, "wait_for_subscribers": wait})
         if s.name == "bag_player" and wait else s

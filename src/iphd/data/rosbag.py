@@ -48,7 +48,7 @@ import functools
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,6 +283,9 @@ class RigBagWriter:
             origin (a depth-aligned stream); None = no colour is written.
         compression: ``zstd`` (per message for sqlite3, per chunk for mcap) or ``none``.
         storage: ``sqlite3`` (``.db3``) or ``mcap``.
+        topics: topic -> the name to write it under instead, as another driver would record
+            it (``depth/image_raw`` -> ``/camera/camera/depth/image_rect_raw``); ``counts``
+            uses the names written.
 
     Raises:
         ConfigError: unknown compression or storage.
@@ -298,6 +301,7 @@ class RigBagWriter:
         color_intrinsics: CameraIntrinsics | None = None,
         compression: Literal["zstd", "none"] = "zstd",
         storage: Literal["sqlite3", "mcap"] = "sqlite3",
+        topics: Mapping[str, str] | None = None,
     ) -> None:
         if compression not in COMPRESSIONS:
             raise ConfigError(
@@ -315,6 +319,7 @@ class RigBagWriter:
         self.depth_intrinsics = depth_intrinsics
         self.color_intrinsics = color_intrinsics
         self.counts: dict[str, int] = {}
+        self._topics = dict(topics or {})
         self._store = typestore()
         self._types = self._store.types
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
@@ -544,6 +549,7 @@ class RigBagWriter:
         self._write_raw(topic, msgtype, self._store.serialize_cdr(msg, msgtype), log_ns)
 
     def _write_raw(self, topic: str, msgtype: str, data: bytes | memoryview, log_ns: int) -> None:
+        topic = self._topics.get(topic, topic)
         conn = self._connections.get(topic)
         if conn is None:
             qos = LATCHED_QOS if topic == TF_STATIC else SENSOR_QOS

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,13 @@ from iphd.eval.bag_eval import (
 from iphd.eval.live import LiveRecorder
 from iphd.graph import (
     SENSOR_TOPICS,
+    TOPIC_ARGUMENTS,
     NodeSpec,
+    add_topic_arguments,
     build_graph,
     hold_player,
     load_params_file,
+    topics_from_args,
     wants_sim_time,
     with_overrides,
 )
@@ -195,6 +198,7 @@ def run_graph(
     sample: Callable[[dict[str, Any], float], None] | None = None,
     sample_period_s: float = 10.0,
     processes: bool = False,
+    topics: Mapping[str, str] | None = None,
 ) -> RunResult:
     """Run the graph for ``duration_s`` seconds in this process and return what it did.
 
@@ -212,6 +216,7 @@ def run_graph(
     tracker); ``RunResult.nodes`` then holds :class:`NodeProcess` handles, whose ``stats()`` is
     the node's last report (every ``REPORT_PERIOD_S``, and once more at the stop). Consumers
     start first and the sensor source last, so the first frames find their subscribers.
+    ``topics`` renames sensor topics (``iphd.graph.build_graph``), for the monitor as well.
     """
     if source == "sim":
         from iphd.sim.demo import ensure_demo_bag
@@ -227,7 +232,9 @@ def run_graph(
         verifier=verifier,
         tracker=tracker,
         reid_checkpoint=reid_checkpoint,
+        topics=topics,
     )
+    remapped = sorted({pair for spec in specs for pair in spec.remappings})
     if use_sim_time is None:
         use_sim_time = wants_sim_time(source)
     params = with_overrides(
@@ -257,6 +264,10 @@ def run_graph(
             namespace=namespace,
             context=context,
             parameter_overrides=[Parameter("use_sim_time", value=use_sim_time)],
+            cli_args=(
+                ["--ros-args"] + [a for f, t in remapped for a in ("-r", f"{f}:={t}")]
+                if remapped else None
+            ),
         )
         started.append(monitor)
         nodes: dict[str, Any]
@@ -429,8 +440,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--source",
         default=None,
         help="live (D435 + Lepton), sim (the simulator's demo bag, generated once), sim_live "
-        "(the simulator in real time) or bag (a rosbag2, see --bag); default: bag when --bag "
-        "is given, otherwise sim",
+        "(the simulator in real time), bag (a rosbag2, see --bag) or external (drivers started "
+        "elsewhere, see --depth-topic ...); default: bag when --bag is given, otherwise sim",
     )
     p.add_argument("--bag", default="", help="rosbag2 folder or .db3/.mcap file (source bag)")
     p.add_argument(
@@ -490,6 +501,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="run every node in a process of its own, as ros2 launch does (default: on); "
         "--no-processes runs them all in this process (one GIL: slower with the detector)",
     )
+    add_topic_arguments(p, TOPIC_ARGUMENTS, "a driver (or the bag)")
     p.add_argument("--log-level", default="info", choices=sorted(LOG_LEVELS))
     p.add_argument(
         "--out", default="out/demo", help="folder for the run's snapshot picture and eval/ report"
@@ -539,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
             reid_checkpoint=args.reid_checkpoint,
             record=evaluate,
             processes=args.processes,
+            topics=topics_from_args(args, TOPIC_ARGUMENTS),
         )
     except (IphdError, FileNotFoundError) as exc:
         print(f"iphd-run: error: {exc}", file=sys.stderr)
