@@ -24,3 +24,34 @@ def sim_bag(tmp_path_factory):
     ])
     assert status == 0
     return path
+
+
+#: realsense2_camera's depth topics and a Lepton driver's, for bags of other drivers' names.
+OTHER_DRIVERS = {
+    "depth/image_raw": "/camera/camera/depth/image_rect_raw",
+    "depth/camera_info": "/camera/camera/depth/camera_info",
+    "thermal/image_raw": "/lepton/image_raw",
+}
+
+
+@pytest.fixture(scope="session")
+def other_drivers_bag(sim_bag, tmp_path_factory):
+    """(bag, topics): the first 2 s of ``sim_bag``, its depth and thermal topics renamed as
+    ``OTHER_DRIVERS`` (given as ``topics``: sensor topic -> the name in the bag)."""
+    from rosbags.rosbag2 import Writer
+
+    from iphd.data.rosbag import BagReader, typestore
+
+    path = tmp_path_factory.mktemp("other_drivers") / "bag"
+    store = typestore()
+    writer = Writer(path, version=Writer.VERSION_LATEST)
+    writer.open()
+    connections = {}
+    with BagReader(sim_bag) as reader:
+        for raw in reader.raw_messages(stop_ns=reader.start_ns + 2_000_000_000):
+            topic = OTHER_DRIVERS.get(raw.topic, raw.topic)
+            if topic not in connections:
+                connections[topic] = writer.add_connection(topic, raw.msgtype, typestore=store)
+            writer.write(connections[topic], raw.log_ns, raw.data)
+    writer.close()
+    return path, dict(OTHER_DRIVERS)

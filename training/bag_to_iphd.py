@@ -44,6 +44,7 @@ from iphd.data.rosbag import BagReader
 from iphd.errors import DatasetError, IphdError
 from iphd.eval.bag_eval import read_truth
 from iphd.eval.pipeline import FusedImages, OfflineConfig, pipeline_for_bag
+from iphd.graph import OFFLINE_TOPIC_ARGUMENTS, add_topic_arguments, topics_from_args
 from iphd.sim.labels import label_people
 
 
@@ -109,6 +110,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="rig.yaml to register thermal with (default: the one each bag "
                         "stores, else the package's nominal one)")
     parser.add_argument("--threads", type=int, default=2)
+    add_topic_arguments(parser, OFFLINE_TOPIC_ARGUMENTS, "the bag")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -132,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     names: list[str] = []
     metas: list[dict[str, Any]] = []
     config = OfflineConfig(reid_checkpoint="none", verifier="none", threads=args.threads,
-                           calibration=args.calibration)
+                           calibration=args.calibration,
+                           topics=topics_from_args(args, OFFLINE_TOPIC_ARGUMENTS))
     try:
         for k, bag in enumerate(args.bag):
             done = convert_bag(bag, args.out, args.split, args.first_seq + k, names, metas,

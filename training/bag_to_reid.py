@@ -47,7 +47,7 @@ import csv
 import math
 import sys
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,8 +84,9 @@ from iphd.data.rosbag import (
 )
 from iphd.errors import CalibrationError, DatasetError, FrameError, IphdError
 from iphd.eval.bag_eval import read_truth
-from iphd.eval.pipeline import camera_topics
+from iphd.eval.pipeline import camera_topics, topic_label
 from iphd.fusion import DEPTH_ENCODINGS, depth_to_mm
+from iphd.graph import DEPTH_TOPIC_ARGUMENTS, add_topic_arguments, topics_from_args
 from iphd.registration import project_box
 from iphd.sensors.frames import CameraIntrinsics
 from iphd.sim.labels import label_people
@@ -328,7 +329,8 @@ def cut_bag(
     bag: Path, root: Path, split: str, bag_index: int, identities: Identities,
     records: list[ReidRecord], sessions: dict[str, int], *, rate_hz: float = 2.0,
     gap_s: float = 1.0, rgb: bool = False, rgb_tolerance_s: float = 0.02,
-    rgb_min_visibility: float = 0.0, progress: bool = False,
+    rgb_min_visibility: float = 0.0, renamed: Mapping[str, str] | None = None,
+    progress: bool = False,
 ) -> Cut:
     """Write the crops of one bag's labelled people into ``root``'s ``split``.
 
@@ -336,7 +338,9 @@ def cut_bag(
     done); ``sessions`` numbers the sessions of the whole split (their camera ids). With
     ``rgb``, each depth crop is paired with an RGB crop from the colour frame closest in time
     (within ``rgb_tolerance_s``) when the colour camera sees the person and at least
-    ``rgb_min_visibility`` of them is unhidden (the ground truth's visibility).
+    ``rgb_min_visibility`` of them is unhidden (the ground truth's visibility). ``renamed``
+    names the bag's depth and colour topics when a driver recorded them under its own names
+    (``depth/image_raw`` -> ``/camera/camera/depth/image_rect_raw``, ...).
 
     Raises:
         DatasetError: an unreadable bag, or one without ground truth, depth or depth
@@ -347,24 +351,28 @@ def cut_bag(
     out = _Split(root, split, records)
     with BagReader(bag) as reader:
         truth = read_truth(reader)
-        depth_topics = camera_topics(reader.topics, DEPTH_IMAGE, DEPTH_INFO)
+        depth_topics = camera_topics(reader.topics, DEPTH_IMAGE, DEPTH_INFO, renamed)
         if depth_topics is None:
             raise DatasetError(
-                f"{bag} needs {DEPTH_IMAGE} and {DEPTH_INFO} (the crops are cut at the person's "
-                f"distance with the depth camera's focal lengths); it has "
-                f"{', '.join(sorted(reader.topics))}"
+                f"{bag} needs {topic_label(DEPTH_IMAGE, renamed)} and "
+                f"{topic_label(DEPTH_INFO, renamed)} (the crops are cut at the person's distance "
+                f"with the depth camera's focal lengths); it has "
+                f"{', '.join(sorted(reader.topics))} (a driver's own names go in --depth-topic "
+                "and --depth-info-topic)"
             )
         depth_topic, info_topic = depth_topics
         topics = [depth_topic, info_topic]
         color_topic = color_info_topic = None
         pairing = None
         if rgb:
-            color_topics = camera_topics(reader.topics, COLOR_IMAGE, COLOR_INFO)
+            color_topics = camera_topics(reader.topics, COLOR_IMAGE, COLOR_INFO, renamed)
             if color_topics is None:
                 raise DatasetError(
-                    f"{bag} has no {COLOR_IMAGE} and {COLOR_INFO}, which --rgb needs: record the "
-                    "colour camera too (the iphd d435 node's enable_color, iphd-sim bag --rgb) "
-                    "or leave out --rgb"
+                    f"{bag} has no {topic_label(COLOR_IMAGE, renamed)} and "
+                    f"{topic_label(COLOR_INFO, renamed)}, which --rgb needs: record the colour "
+                    "camera too (the iphd d435 node's enable_color, iphd-sim bag --rgb; another "
+                    "driver's names go in --color-topic and --color-info-topic) or leave out "
+                    "--rgb"
                 )
             color_topic, color_info_topic = color_topics
             topics += [color_topic, color_info_topic]
@@ -472,6 +480,10 @@ def _check_root(root: Path, split: str) -> None:
             )
 
 
+#: ``--color-topic`` and ``--color-info-topic`` (``--rgb`` with another driver's names).
+COLOR_TOPIC_ARGUMENTS = {"color_topic": COLOR_IMAGE, "color_info_topic": COLOR_INFO}
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = bag_dataset_parser(__doc__.split("\n\n")[0], "re-ID", REID_SPLITS)
@@ -492,6 +504,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rgb-min-visibility", type=float, default=0.0,
                         help="least visible fraction of a person (ground truth) for an RGB pair; "
                         "more hidden people keep unpaired depth crops (default %(default)s)")
+    add_topic_arguments(parser, {**DEPTH_TOPIC_ARGUMENTS, **COLOR_TOPIC_ARGUMENTS}, "the bag")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -525,7 +538,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             done = cut_bag(bag, root, args.split, k, identities, records, sessions,
                            rate_hz=args.rate, gap_s=args.gap, rgb=args.rgb,
                            rgb_tolerance_s=args.rgb_tolerance,
-                           rgb_min_visibility=args.rgb_min_visibility, progress=not args.quiet)
+                           rgb_min_visibility=args.rgb_min_visibility,
+                           renamed=topics_from_args(
+                               args, {**DEPTH_TOPIC_ARGUMENTS, **COLOR_TOPIC_ARGUMENTS}
+                           ),
+                           progress=not args.quiet)
             notes = [f"{n} {what}" for n, what in (
                 (done.frames_without_truth, "depth frames without ground truth"),
                 (done.people_without_depth, "labelled people without valid depth"),

@@ -97,8 +97,12 @@ def _key(box: Sequence[float], score: float) -> tuple[float, ...]:
 def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
                threads: int = 2, detector_checkpoint: str = "", score_threshold: float = 0.5,
                min_thermal_contrast_k: float = 0.0, calibration: str = "",
-               int8_calibration: str = "") -> VerifierBag:
-    """Run the offline pipeline (no verifier) over ``bag``; keep inputs, features and truth."""
+               int8_calibration: str = "",
+               topics: dict[str, str] | None = None) -> VerifierBag:
+    """Run the offline pipeline (no verifier) over ``bag``; keep inputs, features and truth.
+
+    The settings are ``tune_tracker.record_bag``'s.
+    """
     from iphd.data.rosbag import BagReader
     from iphd.eval.bag_eval import read_truth
     from iphd.eval.pipeline import OfflineConfig, pipeline_for_bag
@@ -107,7 +111,8 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
                            detector_checkpoint=detector_checkpoint,
                            score_threshold=score_threshold,
                            min_thermal_contrast_k=min_thermal_contrast_k, verifier="none",
-                           calibration=calibration, int8_calibration=int8_calibration)
+                           calibration=calibration, int8_calibration=int8_calibration,
+                           topics=topics or {})
     frames: list[tuple[int, list[TrackInput], int, np.ndarray]] = []
     with BagReader(bag) as reader:
         truth = read_truth(reader)

@@ -42,6 +42,7 @@ from iphd.eval.mot import (
     with_true_identities,
 )
 from iphd.eval.tracker_settings import parse_settings
+from iphd.graph import OFFLINE_TOPIC_ARGUMENTS, add_topic_arguments, topics_from_args
 from iphd.sim.labels import LabelConfig
 from iphd.tracking.tracker import TimeOrderError, Tracker, TrackerConfig, TrackInput
 
@@ -72,7 +73,8 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
                score_threshold: float = 0.5,
                min_thermal_contrast_k: float = 0.0, verifier: str = "",
                min_verifier_probability: float = -1.0, calibration: str = "",
-               int8_calibration: str = "") -> RecordedBag:
+               int8_calibration: str = "",
+               topics: dict[str, str] | None = None) -> RecordedBag:
     """Run the offline pipeline over ``bag`` and keep the tracker's inputs.
 
     ``detector_checkpoint`` (empty = the shipped model), ``score_threshold``,
@@ -80,7 +82,8 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
     and ``min_verifier_probability`` (the detector node's) set what the tracker is given, as in
     ``iphd-eval bag``; ``calibration`` (a rig.yaml; empty = the bag's, else the package's)
     registers the thermal images; ``int8_calibration`` (the detector node's; empty = the
-    shipped pairs) quantizes the int8 detector.
+    shipped pairs) quantizes the int8 detector; ``topics`` names the bag's depth and thermal
+    topics when another driver recorded them (``OfflineConfig.topics``).
     """
     from iphd.data.rosbag import BagReader
     from iphd.eval.bag_eval import read_truth
@@ -91,7 +94,8 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
                            score_threshold=score_threshold,
                            min_thermal_contrast_k=min_thermal_contrast_k, verifier=verifier,
                            min_verifier_probability=min_verifier_probability,
-                           calibration=calibration, int8_calibration=int8_calibration)
+                           calibration=calibration, int8_calibration=int8_calibration,
+                           topics=topics or {})
     frames: list[tuple[int, list[TrackInput], int]] = []
     with BagReader(bag) as reader:
         truth = read_truth(reader)
@@ -326,6 +330,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, verifier: bool = Tru
                         "stores, else the package's nominal one)")
     parser.add_argument("--int8-calibration", default="", help=INT8_CALIBRATION_HELP)
     parser.add_argument("--threads", type=int, default=2)
+    add_topic_arguments(parser, OFFLINE_TOPIC_ARGUMENTS, "the bag")
 
 
 def pipeline_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -340,6 +345,9 @@ def pipeline_settings(args: argparse.Namespace) -> dict[str, Any]:
                         min_verifier_probability=args.min_verifier_probability)
     if args.int8_calibration:  # only when given: earlier cache keys stay valid
         settings["int8_calibration"] = args.int8_calibration
+    topics = topics_from_args(args, OFFLINE_TOPIC_ARGUMENTS)
+    if topics:  # the same
+        settings["topics"] = topics
     return settings
 
 

@@ -260,6 +260,35 @@ def test_cli_exports_every_nth_pair_and_imports(sim_bag, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+def test_a_bag_of_other_drivers_topics_is_exported_and_imported_with_the_names_given(
+    other_drivers_bag, tmp_path, capsys
+):
+    bag, topics = other_drivers_bag
+    names = ["--depth-topic", topics["depth/image_raw"],
+             "--thermal-topic", topics["thermal/image_raw"]]  # depth/camera_info: found
+    out = tmp_path / "mot"
+    assert main(["export-mot", "--bag", str(bag), "--out", str(out), "--no-prefill",
+                 "--threads", "1", "--quiet"]) == 2
+    assert "--depth-topic" in capsys.readouterr().err
+    assert not out.exists()  # refused before anything was written: the same --out works
+    assert main(["export-mot", "--bag", str(bag), "--out", str(out), "--no-prefill",
+                 "--threads", "1", "--quiet", *names]) == 0
+    stamps = read_stamps(out / "stamps.csv")
+    assert len(stamps) >= 8
+    _write_gt(out / "gt" / "gt.txt", [(1, 1, 10, 10, 40, 100)])
+    argv = ["import-mot", "--bag", str(bag), "--mot", str(out), "--out", str(tmp_path / "gt")]
+    assert main(argv) == 2
+    assert "no depth/image_raw and depth/camera_info" in capsys.readouterr().err
+    assert main([*argv, *names[:2]]) == 0
+    truth = read_ground_truth(tmp_path / "gt")
+    assert sorted(truth) == sorted(stamps.values())
+    # The truth is in the driver's depth frame, as the depth images are.
+    with BagReader(tmp_path / "gt") as reader:
+        frame = next(m.header.frame_id for *_, m in reader.messages([GROUND_TRUTH]))
+        depth = next(m.header.frame_id for *_, m in reader.messages([topics["depth/image_raw"]]))
+    assert frame == depth
+
+
 def test_export_runs_the_models_and_int8_calibration_it_is_given(tmp_path, monkeypatch, capsys):
     import iphd.eval.annotation
 

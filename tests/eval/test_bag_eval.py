@@ -533,6 +533,45 @@ def test_find_topic_takes_exact_or_namespaced_names():
     assert find_topic(["/r/depth/image_raw"], "depth/image_raw") == "/r/depth/image_raw"
 
 
+def test_find_topic_takes_a_renamed_topic_only():
+    names = ["/camera/camera/depth/image_rect_raw", "depth/image_raw"]
+    renamed = {"depth/image_raw": "/camera/camera/depth/image_rect_raw"}
+    assert find_topic(names, "depth/image_raw", renamed) == names[0]
+    assert find_topic(names, "depth/image_raw", {"depth/image_raw": "camera/camera/depth/"
+                                                 "image_rect_raw"}) == names[0]
+    assert find_topic(names, "depth/image_raw", {"depth/image_raw": "/other"}) is None
+    assert find_topic(names, "depth/image_raw", {"depth/image_raw": ""}) == "depth/image_raw"
+
+
+def test_a_bag_of_other_drivers_topics_runs_with_the_topics_named(
+    sim_bag, other_drivers_bag, tmp_path, capsys
+):
+    with BagReader(sim_bag) as reader:
+        stop_ns = reader.start_ns + 2_000_000_000
+        expected = _digest(_run(pipeline_for_bag(CONFIG, reader), reader, stop_ns))
+    renamed, topics = other_drivers_bag
+    config = dataclasses.replace(CONFIG, topics=topics)
+    with BagReader(renamed) as reader:
+        with pytest.raises(DatasetError, match="--depth-topic"):
+            _run(pipeline_for_bag(CONFIG, reader), reader)
+        assert _digest(_run(pipeline_for_bag(config, reader), reader)) == expected
+        wrong = dataclasses.replace(CONFIG, topics={**topics, "thermal/image_raw": "/t"})
+        with pytest.raises(DatasetError, match=r"no /t \(given for thermal/image_raw\) topic"):
+            _run(pipeline_for_bag(wrong, reader), reader)
+    with pytest.raises(ValueError, match="thermal/camera_info"):
+        OfflineConfig(topics={"thermal/camera_info": "/lepton/camera_info"})
+    # The command line: the same names as iphd-run's and the launch file's arguments.
+    out = tmp_path / "report"
+    assert main([
+        "bag", "--bag", str(renamed), "--out", str(out), "--threads", "1", "--quiet",
+        "--reid-checkpoint", "none", "--depth-topic", topics["depth/image_raw"],
+        "--depth-info-topic", topics["depth/camera_info"],
+        "--thermal-topic", topics["thermal/image_raw"],
+    ]) == 0
+    assert (out / "report.md").is_file()
+    assert f"on {len(expected)} frames" in capsys.readouterr().out
+
+
 def test_report_without_trackeval_says_hota_is_missing_and_how_to_add_it():
     from iphd.eval.bag_eval import BagEvalResult, _markdown, metrics_dict
     from iphd.eval.mot import evaluate_mot

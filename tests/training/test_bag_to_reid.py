@@ -312,8 +312,17 @@ def test_colour_pairing_takes_the_closest_frame_in_time_or_none(tmp_path):
         lost.finish()
 
 
+REALSENSE = {  # realsense2_camera's names (camera_namespace and camera_name "camera")
+    DEPTH_IMAGE: "/camera/camera/depth/image_rect_raw",
+    DEPTH_INFO: "/camera/camera/depth/camera_info",
+    COLOR_IMAGE: "/camera/camera/color/image_raw",
+    COLOR_INFO: "/camera/camera/color/camera_info",
+}
+
+
+@pytest.mark.parametrize("topics", [{}, REALSENSE], ids=["iphd", "realsense2_camera"])
 def test_a_d435_layout_carries_the_box_through_camera_link_into_a_turned_colour_camera(
-    tmp_path, capsys
+    tmp_path, capsys, topics
 ):
     # As a D435 driver lays its frames out: both optical frames below camera_link, the colour
     # camera 15 mm to the right and, here, turned 8 degrees left so that the box moves far.
@@ -349,14 +358,30 @@ def test_a_d435_layout_carries_the_box_through_camera_link_into_a_turned_colour_
           int(round(expected[0])):int(round(expected[2]))] = (220, 30, 30)
     bag = tmp_path / "d435"
     person = PersonTruth(7, box, 1.0, (0.0, 0.0, distance))
-    with D435Writer(bag, calibration, depth_k, color_intrinsics=color_k) as writer:
+    with D435Writer(bag, calibration, depth_k, color_intrinsics=color_k,
+                    topics=topics) as writer:
         for j in range(6):
             stamp = T0 + j * 33_333_333
             writer.write_depth(stamp, depth)
             writer.write_ground_truth(stamp, [person])
             writer.write_color(stamp + 3_000_000, color)  # 3 ms after depth, as the driver
     root = tmp_path / "reid"
-    assert _cut([bag], root, "train", "--rgb", "--rate", "30") == 0
+    options = [f"--{name}={topics[topic]}" for name, topic in (
+        ("depth-topic", DEPTH_IMAGE), ("depth-info-topic", DEPTH_INFO),
+        ("color-topic", COLOR_IMAGE), ("color-info-topic", COLOR_INFO)) if topic in topics]
+    if topics:
+        # image_rect_raw is not guessed: the error says how to name it. The other three end in
+        # our names and are found under the camera's namespace, as the full names given are.
+        assert _cut([bag], tmp_path / "unnamed", "train", "--rgb") == 2
+        assert "--depth-topic and --depth-info-topic" in capsys.readouterr().err
+        assert _cut([bag], tmp_path / "named", "train", "--rgb", "--rate", "30",
+                    options[0]) == 0
+        assert "6 crops, 6 with an RGB crop" in capsys.readouterr().out
+        assert _cut([bag], tmp_path / "wrong", "train", "--rgb", options[0],
+                    "--color-topic=/camera/camera/color/image_rect") == 2
+        assert "no /camera/camera/color/image_rect (given for color/image_raw)" in (
+            capsys.readouterr().err)
+    assert _cut([bag], root, "train", "--rgb", "--rate", "30", *options) == 0
     assert "6 crops, 6 with an RGB crop" in capsys.readouterr().out
     dataset = ReidDataset(root, "train", "rgb")
     assert len(dataset) == 6

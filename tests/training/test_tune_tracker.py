@@ -154,6 +154,34 @@ def test_int8_calibration_reaches_the_recording_only_when_given():
     assert tune_tracker.pipeline_settings(args)["int8_calibration"] == "pairs.npz"
 
 
+def test_a_drivers_topic_names_reach_the_recording_only_when_given(monkeypatch):
+    import train_verifier
+
+    import iphd.eval.pipeline as pipeline
+
+    parser = tune_tracker.get_args_parser()
+    assert "topics" not in tune_tracker.pipeline_settings(parser.parse_args(["--bag", "a"]))
+    args = parser.parse_args(["--bag", "a", "--depth-topic", "/camera/camera/depth/image_rect_raw",
+                              "--thermal-topic", " "])
+    settings = tune_tracker.pipeline_settings(args)
+    assert settings["topics"] == {"depth/image_raw": "/camera/camera/depth/image_rect_raw"}
+    # Both recorders run the pipeline with them (stopped at the bag, which is not there).
+    seen = []
+
+    def stop(config, reader):
+        seen.append(config.topics)
+        raise ConfigError("stop")
+
+    monkeypatch.setattr(pipeline, "pipeline_for_bag", stop)
+    monkeypatch.setattr("iphd.data.rosbag.BagReader.__init__", lambda self, path: None)
+    monkeypatch.setattr("iphd.data.rosbag.BagReader.__exit__", lambda self, *a: None)
+    monkeypatch.setattr("iphd.eval.bag_eval.read_truth", lambda reader: {})
+    for record in (tune_tracker.record_bag, train_verifier.record_bag):
+        with pytest.raises(ConfigError, match="stop"):
+            record(Path("a"), topics=settings["topics"])
+    assert seen == [settings["topics"]] * 2
+
+
 def test_a_changed_calibration_file_gets_new_recordings(tmp_path):
     rig = tmp_path / "rig.yaml"
     rig.write_text("a: 1\n")

@@ -29,7 +29,7 @@ import hashlib
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -50,6 +50,7 @@ from iphd.detection.onnx_export import (
     cached_onnx,
 )
 from iphd.errors import CheckpointError, ConfigError, DatasetError, IphdError
+from iphd.graph import OFFLINE_TOPIC_ARGUMENTS, add_topic_arguments, topics_from_args
 from iphd.normalize import NormalizeConfig
 from iphd.onnxrt import cached_export
 
@@ -207,14 +208,16 @@ class _PairCapture:
 
 
 def calibration_pairs_from_bags(
-    bags: Sequence[Path | str], pairs_per_bag: int = DEFAULT_PAIRS_PER_BAG
+    bags: Sequence[Path | str], pairs_per_bag: int = DEFAULT_PAIRS_PER_BAG,
+    topics: Mapping[str, str] | None = None,
 ) -> CalibrationPairs:
     """Detector inputs from bags, made as the offline pipeline makes them for its detector.
 
     Each bag runs through ``iphd.eval.pipeline.OfflinePipeline`` (synchronisation, thermal
     registration and hole filling with the bag's own rig calibration); of its N pairs, those
     at the centres of ``pairs_per_bag`` equal parts are kept (N is taken as the number of
-    thermal messages, one pair each). Never pass a held-out evaluation bag.
+    thermal messages, one pair each). Never pass a held-out evaluation bag. ``topics`` names
+    the bags' depth and thermal topics as ``OfflineConfig.topics`` does.
 
     Raises:
         DatasetError: a bag is missing or unreadable, or gives no pair.
@@ -225,12 +228,13 @@ def calibration_pairs_from_bags(
     depth, thermal, sources = [], [], []
     for bag in bags:
         with BagReader(bag) as reader:
-            topic = find_topic(reader.topics, THERMAL_IMAGE)
+            topic = find_topic(reader.topics, THERMAL_IMAGE, topics)
             count = reader.topics[topic].count if topic is not None else 0
             wanted = {int((i + 0.5) * count / pairs_per_bag) for i in range(pairs_per_bag)}
             capture = _PairCapture(wanted, Path(bag).name)
             pipeline = OfflinePipeline(
-                OfflineConfig(reid_checkpoint="none"), reader.calibration,
+                OfflineConfig(reid_checkpoint="none", topics=dict(topics or {})),
+                reader.calibration,
                 detector=cast("Detector", capture),
             )
             for _ in pipeline.run_bag(reader):
@@ -398,6 +402,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", type=Path, required=True, help=".npz file to write")
     c.add_argument("--pairs-per-bag", type=int, default=DEFAULT_PAIRS_PER_BAG,
                    help="default %(default)s")
+    add_topic_arguments(c, OFFLINE_TOPIC_ARGUMENTS, "the bag")
     return parser
 
 
@@ -409,7 +414,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "calibration":
             if args.pairs_per_bag < 1:
                 raise ConfigError(f"--pairs-per-bag must be >= 1, got {args.pairs_per_bag}")
-            pairs = calibration_pairs_from_bags(args.bag, args.pairs_per_bag)
+            pairs = calibration_pairs_from_bags(
+                args.bag, args.pairs_per_bag, topics_from_args(args, OFFLINE_TOPIC_ARGUMENTS)
+            )
             out = write_calibration(args.out, pairs)
             print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): {len(pairs)} pairs from "
                   f"{', '.join(str(b) for b in args.bag)}")

@@ -153,7 +153,9 @@ def export_mot(
     with BagReader(bag) as reader:
         start_ns, stop_ns = window_ns(reader, start_s, limit_s)
         pipeline = pipeline_for_bag(config or OfflineConfig(), reader)
-        # Only once the bag and the models are in hand: a bad argument leaves no folder behind.
+        pipeline.input_topics(reader)
+        # Only once the bag, its topics and the models are in hand: a bad argument leaves no
+        # folder behind.
         (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
         (out / "gt").mkdir(exist_ok=True)
         pipeline.on_fused = fused.keep
@@ -369,7 +371,11 @@ class ImportSummary:
 
 
 def import_mot(
-    bag: Path | str, mot_dir: Path | str, out_bag: Path | str, calibration: str = ""
+    bag: Path | str,
+    mot_dir: Path | str,
+    out_bag: Path | str,
+    calibration: str = "",
+    topics: Mapping[str, str] | None = None,
 ) -> ImportSummary:
     """Write a copy of ``bag`` with the annotations of ``mot_dir`` as ``ground_truth/people``.
 
@@ -380,7 +386,8 @@ def import_mot(
     calibration; a ground-truth topic already in the bag is replaced. ``calibration`` (a
     rig.yaml) is stored in the copy instead, so that every tool reading it registers thermal
     with your rig: a bag recorded with ``ros2 bag record`` stores none, and the tools would
-    use the package's nominal one.
+    use the package's nominal one. ``topics`` names the bag's depth topics when they are not
+    ``depth/image_raw`` and ``depth/camera_info`` (as ``OfflineConfig.topics``).
 
     Returns:
         What was written; ``calibration`` says which calibration the copy stores: the file,
@@ -402,7 +409,7 @@ def import_mot(
     annotations = read_mot(gt, labels)
     stamps = read_stamps(mot / STAMPS_FILE)
     truth = truth_by_stamp(annotations, stamps, str(gt))
-    frame_id, stored = _check_bag_stamps(bag, stamps.values(), mot / STAMPS_FILE)
+    frame_id, stored = _check_bag_stamps(bag, stamps.values(), mot / STAMPS_FILE, topics)
     rig = load_calibration(calibration) if calibration else None
     replaced = copy_bag_with_truth(bag, out_bag, truth, frame_id, rig)
     source = calibration if calibration else ("kept from the bag" if stored else "none")
@@ -413,7 +420,8 @@ def import_mot(
 
 
 def _check_bag_stamps(
-    bag: Path | str, stamps: Iterable[int], source: Path
+    bag: Path | str, stamps: Iterable[int], source: Path,
+    topics: Mapping[str, str] | None = None,
 ) -> tuple[str, bool]:
     """The bag's depth frame id and whether it stores a calibration.
 
@@ -424,14 +432,16 @@ def _check_bag_stamps(
             frames (the export was made from another bag).
     """
     from iphd.data.rosbag import DEPTH_IMAGE, DEPTH_INFO, BagReader, header_stamp_ns
-    from iphd.eval.pipeline import camera_topics
+    from iphd.eval.pipeline import camera_topics, topic_label
 
     with BagReader(bag) as reader:
-        found = camera_topics(reader.topics, DEPTH_IMAGE, DEPTH_INFO)
+        found = camera_topics(reader.topics, DEPTH_IMAGE, DEPTH_INFO, topics)
         if found is None:
             raise DatasetError(
-                f"{bag} has no {DEPTH_IMAGE} and {DEPTH_INFO}; ground truth belongs to the depth "
-                "frames of the bag the frames were exported from"
+                f"{bag} has no {topic_label(DEPTH_IMAGE, topics)} and "
+                f"{topic_label(DEPTH_INFO, topics)}; ground truth belongs to the depth frames "
+                "of the bag the frames were exported from (name a driver's own topics with "
+                "--depth-topic and --depth-info-topic)"
             )
         frame_id = ""
         stored = reader.calibration is not None

@@ -33,6 +33,12 @@ from iphd.data.iphd import IPHD_SPLITS, LABEL_FOLDERS, IphdDataset
 from iphd.detections import BACKENDS, CPU_DEFAULT_BACKEND, DetectionConfig
 from iphd.errors import CheckpointError, ConfigError, DatasetError, IphdError
 from iphd.eval.detector_eval import DetectorLike, evaluate_detector, write_report
+from iphd.graph import (
+    DEPTH_TOPIC_ARGUMENTS,
+    OFFLINE_TOPIC_ARGUMENTS,
+    add_topic_arguments,
+    topics_from_args,
+)
 
 if TYPE_CHECKING:
     from iphd.tracking.tracker import TrackerConfig
@@ -131,6 +137,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="start S seconds into the bag (offline only; the tracker starts afresh)")
     b.add_argument("--limit-s", type=float,
                    help="evaluate only S seconds of the bag (from --start-s, else its start)")
+    add_topic_arguments(b, OFFLINE_TOPIC_ARGUMENTS, "the bag")
     b.add_argument("--recorded", action="store_true",
                    help="score the detections/tracks a live graph recorded in the bag instead "
                    "of running the models")
@@ -161,6 +168,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "'none' = off")
     e.add_argument("--int8-calibration", default="", help=INT8_CALIBRATION_HELP)
     e.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    add_topic_arguments(e, OFFLINE_TOPIC_ARGUMENTS, "the bag")
     e.set_defaults(handler=_run_export_mot)
 
     i = sub.add_parser("import-mot",
@@ -175,6 +183,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     i.add_argument("--calibration", default="",
                    help="your rig.yaml, stored in the new bag so that every tool registers "
                    "thermal with it (a bag from ros2 bag record stores none)")
+    add_topic_arguments(i, DEPTH_TOPIC_ARGUMENTS, "the bag")
     i.set_defaults(handler=_run_import_mot)
     return parser
 
@@ -186,7 +195,8 @@ def _run_export_mot(args: argparse.Namespace) -> str:
 
     config = OfflineConfig(threads=args.threads, calibration=args.calibration,
                            detector_checkpoint=args.detector_checkpoint, verifier=args.verifier,
-                           int8_calibration=args.int8_calibration)
+                           int8_calibration=args.int8_calibration,
+                           topics=topics_from_args(args, OFFLINE_TOPIC_ARGUMENTS))
     done = export_mot(args.bag, args.out, config,
                       prefill=args.prefill, every=args.every, limit_s=args.limit_s,
                       start_s=args.start_s, progress=not args.quiet)
@@ -206,7 +216,8 @@ def _run_import_mot(args: argparse.Namespace) -> str:
     """Write a copy of a bag with its annotations as ground truth; return what to print."""
     from iphd.eval.annotation import MIN_VISIBILITY, describe_skipped, import_mot
 
-    done = import_mot(args.bag, args.mot, args.out, args.calibration)
+    done = import_mot(args.bag, args.mot, args.out, args.calibration,
+                      topics_from_args(args, DEPTH_TOPIC_ARGUMENTS))
     hidden = (
         f"{done.low_visibility} boxes with visibility < {MIN_VISIBILITY} (CVAT writes 0 for "
         "boxes marked occluded unless the task has a `visibility` attribute): they are left "
@@ -410,6 +421,7 @@ def _evaluate_bag(
             min_verifier_probability=args.min_verifier_probability,
             calibration=args.calibration,
             tracker=tracker,
+            topics=topics_from_args(args, OFFLINE_TOPIC_ARGUMENTS),
         )
         result, run = evaluate_offline(bag, config, limit_s=args.limit_s, start_s=args.start_s,
                                        progress=not args.quiet)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,7 @@ from iphd.detections import (
 )
 from iphd.errors import DatasetError, IphdError
 from iphd.fusion import DEPTH_ENCODINGS, FusionConfig, FusionPipeline, depth_to_mm
+from iphd.graph import OFFLINE_TOPIC_ARGUMENTS
 from iphd.sensors.frames import CameraIntrinsics, DepthFrame, ThermalFrame
 from iphd.sync import Pair, SyncConfig, Synchronizer
 from iphd.tracking.tracker import (
@@ -53,22 +54,39 @@ THERMAL_ENCODINGS = ("16UC1", "mono16")
 STAGES = ("fusion", "detection", "embedding", "tracking")
 
 
-def find_topic(topics: Iterable[str], name: str) -> str | None:
+def find_topic(
+    topics: Iterable[str], name: str, renamed: Mapping[str, str] | None = None
+) -> str | None:
     """The topic called ``name`` or ending in ``/name`` (a namespaced recording); None if absent.
 
-    The exact name wins; among namespaced ones the alphabetically first is taken.
+    The exact name wins; among namespaced ones the alphabetically first is taken. When
+    ``renamed`` gives ``name`` another topic (``--depth-topic``), only that one is looked for,
+    with or without its leading slash.
     """
     names = sorted(topics)
+    if renamed and renamed.get(name):
+        wanted = renamed[name]
+        return next((t for t in names if t.lstrip("/") == wanted.lstrip("/")), None)
     if name in names:
         return name
     suffixed = [t for t in names if t.endswith("/" + name.lstrip("/"))]
     return suffixed[0] if suffixed else None
 
 
-def camera_topics(topics: Iterable[str], image: str, info: str) -> tuple[str, str] | None:
+def topic_label(name: str, renamed: Mapping[str, str] | None = None) -> str:
+    """How an error names the topic looked for: ``name``, or its replacement and ``name``."""
+    if renamed and renamed.get(name):
+        return f"{renamed[name]} (given for {name})"
+    return name
+
+
+def camera_topics(
+    topics: Iterable[str], image: str, info: str, renamed: Mapping[str, str] | None = None
+) -> tuple[str, str] | None:
     """A camera's image and camera_info topics (``find_topic``); None unless both are there."""
     names = list(topics)
-    image_topic, info_topic = find_topic(names, image), find_topic(names, info)
+    image_topic = find_topic(names, image, renamed)
+    info_topic = find_topic(names, info, renamed)
     if image_topic is None or info_topic is None:
         return None
     return image_topic, info_topic
@@ -104,6 +122,9 @@ class OfflineConfig:
         max_wait_ms: fusion ``max_wait_ms``.
         registered_scale: fusion ``registered_scale``.
         fix_zero_patches: fusion ``fix_zero_patches``.
+        topics: the bag's topics to read instead of ``depth/image_raw``, ``depth/camera_info``
+            and ``thermal/image_raw`` (``iphd.graph.OFFLINE_TOPIC_ARGUMENTS``); empty = those
+            names.
     """
 
     detector_checkpoint: str = ""
@@ -123,12 +144,19 @@ class OfflineConfig:
     max_wait_ms: float = 500.0
     registered_scale: float = 0.25
     fix_zero_patches: bool = True
+    topics: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Reject values the pipeline cannot run with (the stage configs check the rest)."""
         if self.threads < 1:
             raise ValueError(
                 f"threads must be >= 1 (fixed for reproducibility), got {self.threads}"
+            )
+        unknown = sorted(set(self.topics) - set(OFFLINE_TOPIC_ARGUMENTS.values()))
+        if unknown:
+            raise ValueError(
+                f"topics renames {', '.join(unknown)}, which the offline pipeline does not read "
+                f"(it reads {', '.join(OFFLINE_TOPIC_ARGUMENTS.values())})"
             )
         DetectionConfig(
             self.detector_checkpoint, self.device, self.score_threshold, self.threads,
@@ -303,16 +331,7 @@ class OfflinePipeline:
         Raises:
             DatasetError: the bag has no depth image, depth camera info or thermal image topic.
         """
-        topics = {}
-        for name in (DEPTH_IMAGE, DEPTH_INFO, THERMAL_IMAGE):
-            topic = find_topic(reader.topics, name)
-            if topic is None:
-                raise DatasetError(
-                    f"{reader.path} has no {name} topic (it has "
-                    f"{', '.join(sorted(reader.topics)) or 'no topics'}); the offline pipeline "
-                    "needs depth/image_raw, depth/camera_info and thermal/image_raw"
-                )
-            topics[topic] = name
+        topics = self.input_topics(reader)
         corrupt_before = dict(reader.corrupt)
         for topic, _type, _log_ns, msg in reader.messages(
             list(topics), start_ns=start_ns, stop_ns=stop_ns
@@ -323,6 +342,27 @@ class OfflinePipeline:
             if extra:
                 self._count(self.stats.skipped, topics.get(topic, topic), extra)
         yield from self.finish()
+
+    def input_topics(self, reader: BagReader) -> dict[str, str]:
+        """The bag's topics ``run_bag`` reads: {the bag's topic: the pipeline's name for it}.
+
+        Raises:
+            DatasetError: the bag has no depth image, depth camera info or thermal image topic
+                (under ``config.topics``' names when given).
+        """
+        topics = {}
+        for name in (DEPTH_IMAGE, DEPTH_INFO, THERMAL_IMAGE):
+            topic = find_topic(reader.topics, name, self.config.topics)
+            if topic is None:
+                raise DatasetError(
+                    f"{reader.path} has no {topic_label(name, self.config.topics)} topic (it "
+                    f"has {', '.join(sorted(reader.topics)) or 'no topics'}); the offline "
+                    "pipeline needs depth/image_raw, depth/camera_info and thermal/image_raw: "
+                    "name a driver's own topics with --depth-topic, --depth-info-topic and "
+                    "--thermal-topic"
+                )
+            topics[topic] = name
+        return topics
 
     def push(self, topic: str, msg: Any) -> list[PairResult]:
         """Feed one message (``depth/image_raw``, ``depth/camera_info`` or ``thermal/image_raw``).
