@@ -10,8 +10,9 @@ from iphd.calibration import load_calibration
 from iphd.data.rosbag import RigBagWriter
 
 
-def _write_bag(path, rec, calibration, thermal=None):
-    with RigBagWriter(path, calibration, rec.depth_intrinsics, compression="none") as bag:
+def _write_bag(path, rec, calibration, thermal=None, topics=None):
+    with RigBagWriter(path, calibration, rec.depth_intrinsics, compression="none",
+                      topics=topics) as bag:
         for stamp, frame in zip(rec.depth_stamps_ns, rec.depth_mm, strict=True):
             bag.write_depth(int(stamp), frame)
         for stamp, frame in zip(rec.thermal_stamps_ns, thermal or rec.thermal_ck, strict=True):
@@ -35,6 +36,28 @@ def test_cli_bag_writes_loadable_rig_yaml_and_overlay(tmp_path, bag, truth, capt
     assert image is not None and image.shape[0] == capture.recording.depth_intrinsics.height
     printed = capsys.readouterr().out
     assert "coverage" in printed and f"wrote {out}" in printed
+
+
+def test_cli_reads_a_bag_of_other_drivers_topics_named_on_the_command_line(
+    tmp_path, bag, truth, capture, nominal, capsys
+):
+    # As `ros2 bag record` of realsense2_camera and a Lepton driver would name them.
+    topics = {"depth/image_raw": "/camera/camera/depth/image_rect_raw",
+              "depth/camera_info": "/camera/camera/depth/camera_info",
+              "thermal/image_raw": "/lepton/image_raw"}
+    other = _write_bag(tmp_path / "other", capture.recording, nominal, topics=topics)
+    out = tmp_path / "rig.yaml"
+    assert main(["--bag", str(other), "--out", str(out), "--quiet"]) == 2
+    assert not out.exists() and "--depth-topic" in capsys.readouterr().err
+    assert main(["--bag", str(other), "--out", str(out), "--quiet",
+                 "--depth-topic", topics["depth/image_raw"],
+                 "--thermal-topic", topics["thermal/image_raw"]]) == 0  # info: found
+    assert main(["--bag", str(bag), "--out", str(tmp_path / "ours.yaml"), "--quiet"]) == 0
+    mine, ours = load_calibration(out), load_calibration(tmp_path / "ours.yaml")
+    # The same solve (to the solver's float noise) as from the bag under our names.
+    np.testing.assert_allclose(mine.translation_m, ours.translation_m, atol=1e-6)
+    assert mine.thermal_clock_offset_s == pytest.approx(ours.thermal_clock_offset_s, abs=1e-6)
+    assert recovery_errors(mine, truth, capture.recording.depth_intrinsics).translation_mm < 5.0
 
 
 def test_cli_flat_thermal_bag_exits_2_and_writes_nothing(tmp_path, capture, nominal, capsys):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from iphd.calibration import (
     save_calibration,
 )
 from iphd.errors import IphdError
+from iphd.graph import OFFLINE_TOPIC_ARGUMENTS, add_topic_arguments, topics_from_args
 from iphd.sensors.frames import CameraIntrinsics
 from iphd.sim.target import TargetSpec
 
@@ -66,25 +67,42 @@ def get_args_parser() -> argparse.ArgumentParser:
                      "t = (20, 40, -10) mm, ~2 deg rotation, fx +5 %%)")
     sim.add_argument("--true-clock-offset", type=float,
                      help="true thermal clock offset in s (default 0.04, or the true file's)")
+    add_topic_arguments(parser, OFFLINE_TOPIC_ARGUMENTS, "the bag")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 
 
-def _find_topic(names: Sequence[str], suffix: str, path: Path) -> str:
-    """The bag topic that is ``suffix`` or ends with ``/suffix`` (namespaced recordings)."""
-    hits = [n for n in names if n.lstrip("/") == suffix or n.endswith("/" + suffix)]
+def _find_topic(
+    names: Sequence[str], suffix: str, path: Path, renamed: Mapping[str, str] | None = None
+) -> str:
+    """The bag topic that is ``suffix`` or ends with ``/suffix`` (namespaced recordings).
+
+    A topic ``renamed`` gives for ``suffix`` (``--depth-topic``) is the only one looked for.
+    """
+    wanted = (renamed or {}).get(suffix, "")
+    if wanted:
+        hits = [n for n in names if n.lstrip("/") == wanted.lstrip("/")]
+    else:
+        hits = [n for n in names if n.lstrip("/") == suffix or n.endswith("/" + suffix)]
     if len(hits) != 1:
         found = "none" if not hits else ", ".join(hits)
+        name = f"{wanted} (given for {suffix})" if wanted else suffix
         raise CalibrationInputError(
-            f"{path}: need exactly one topic named {suffix} (found {found}; the bag has "
+            f"{path}: need exactly one topic named {name} (found {found}; the bag has "
             f"{', '.join(sorted(names)) or 'no topics'}); record it with "
-            f"ros2 bag record {' '.join(BAG_TOPICS)}"
+            f"ros2 bag record {' '.join(BAG_TOPICS)}, or name a driver's own topics with "
+            "--depth-topic, --depth-info-topic and --thermal-topic"
         )
     return hits[0]
 
 
-def read_bag(path: Path, quiet: bool = False) -> Recording:
+def read_bag(
+    path: Path, quiet: bool = False, topics: Mapping[str, str] | None = None
+) -> Recording:
     """Read the depth and thermal streams of a calibration bag into memory.
+
+    ``topics`` names the bag's depth and thermal topics when a driver recorded them under its
+    own names (``depth/image_raw`` -> ``/camera/camera/depth/image_rect_raw``, ...).
 
     Raises:
         DatasetError: unreadable bag.
@@ -99,7 +117,9 @@ def read_bag(path: Path, quiet: bool = False) -> Recording:
 
     with BagReader(path) as reader:
         names = list(reader.topics)
-        depth_topic, info_topic, thermal_topic = (_find_topic(names, s, path) for s in BAG_TOPICS)
+        depth_topic, info_topic, thermal_topic = (
+            _find_topic(names, s, path, topics) for s in BAG_TOPICS
+        )
         intr: CameraIntrinsics | None = None
         depth: dict[int, np.ndarray] = {}
         thermal: dict[int, np.ndarray] = {}
@@ -169,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             source = (f"simulated capture (seed {args.seed}, {args.poses} poses, "
                       f"{args.profile})")
         else:
-            rec = read_bag(args.bag, args.quiet)
+            rec = read_bag(args.bag, args.quiet, topics_from_args(args, OFFLINE_TOPIC_ARGUMENTS))
             source = f"bag {args.bag}"
         say(f"{len(rec.depth_mm)} depth and {len(rec.thermal_ck)} thermal frames")
         result = calibrate(rec, initial, cfg, source=source, progress=say)
