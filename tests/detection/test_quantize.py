@@ -203,3 +203,26 @@ def test_cli_quantizes_a_checkpoint(tmp_path, calibration, capsys):
                                                           "m.pt"]
     assert main(["quantize", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_takes_calibration_pairs_from_a_bag_of_other_drivers_topics(
+    other_drivers_bag, tmp_path, capsys
+):
+    bag, topics = other_drivers_bag
+    out = tmp_path / "pairs.npz"
+    assert main(["calibration", "--bag", str(bag), "--out", str(out),
+                 "--pairs-per-bag", "3"]) == 2
+    assert "--depth-topic" in capsys.readouterr().err and not out.exists()
+    assert main(["calibration", "--bag", str(bag), "--out", str(out), "--pairs-per-bag", "3",
+                 "--depth-topic", topics["depth/image_raw"],
+                 "--thermal-topic", topics["thermal/image_raw"]]) == 0
+    pairs = read_calibration(out)
+    assert len(pairs) == 3
+    # depth/camera_info was found under the camera's namespace: naming it changes nothing.
+    assert main(["calibration", "--bag", str(bag), "--out", str(tmp_path / "again.npz"),
+                 "--pairs-per-bag", "3", *[f"--{k}={v}" for k, v in (
+                     ("depth-topic", topics["depth/image_raw"]),
+                     ("depth-info-topic", topics["depth/camera_info"]),
+                     ("thermal-topic", topics["thermal/image_raw"]))]]) == 0
+    again = read_calibration(tmp_path / "again.npz")
+    np.testing.assert_array_equal(pairs.depth_mm, again.depth_mm)

@@ -74,3 +74,18 @@ def test_bad_every_is_refused(tmp_path, every, capsys):
     assert bag_to_iphd.main(["--bag", str(tmp_path), "--out", str(tmp_path / "o"), "--split",
                              "train", "--every", every]) == 2
     assert "--every must be >= 1" in capsys.readouterr().err
+
+
+def test_a_bag_of_other_drivers_topics_is_read_with_the_names_given(
+    other_drivers_bag, tmp_path, capsys
+):
+    bag, topics = other_drivers_bag
+    root = tmp_path / "iphd"
+    argv = ["--bag", str(bag), "--out", str(root), "--split", "train", "--threads", "1",
+            "--quiet"]
+    assert bag_to_iphd.main(argv) == 2
+    assert "--depth-topic" in capsys.readouterr().err
+    assert bag_to_iphd.main([*argv, "--depth-topic", topics["depth/image_raw"],
+                             "--thermal-topic", topics["thermal/image_raw"]]) == 0
+    dataset = _open(root, "train")
+    assert len(dataset) >= 8  # the pairs of its 2 s with people labelled
