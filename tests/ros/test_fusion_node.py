@@ -385,3 +385,17 @@ def test_depth_in_the_calibrations_frame_raises_no_frame_warning(
     _stream(feeder, executor, spin_for)
     assert spin_until(executor, lambda: len(feeder.registered) >= 2)
     assert "errors_depth_frame_id" not in fusion.stats()
+
+
+def test_diagnostics_name_the_remapped_topics_that_do_not_come(ros_context, spin_for, executor):
+    fusion = FusionNode(
+        context=ros_context,
+        cli_args=["--ros-args", "-r", "thermal/image_raw:=/lepton/image_raw"],
+    )
+    executor.add_node(fusion)
+    spin_for(executor, 0.7)
+    level, message = fusion._status(fusion.stats())
+    assert level == "ERROR"
+    assert message.startswith("no /lepton/image_raw (thermal/image_raw) for over")
+    fusion._thermal_rate.tick()  # thermal comes: depth, not remapped, is named as it is
+    assert fusion._status(fusion.stats())[1].startswith("no depth/image_raw for over")

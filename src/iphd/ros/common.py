@@ -35,6 +35,20 @@ WATCH_PERIOD_S = 0.1
 DROP_WARNING_PERIOD_S = 5.0
 
 
+def topic_label(node: Node, name: str) -> str:
+    """How a message names the node's topic ``name``: as it is, or remapped and then ``name``.
+
+    A node started with ``depth_topic:=/camera/camera/depth/image_rect_raw`` says "no
+    /camera/camera/depth/image_rect_raw (depth/image_raw) for over 1 s", the topic to look at.
+    """
+    try:
+        resolved = node.resolve_topic_name(name)
+        expanded = node.resolve_topic_name(name, only_expand=True)
+    except Exception:  # noqa: BLE001 - a label must never break the message it goes into
+        return name
+    return name if resolved == expanded else f"{resolved} ({name})"
+
+
 def declare(
     node: Node, name: str, default: Any, description: str, *, dynamic: bool = False
 ) -> Any:

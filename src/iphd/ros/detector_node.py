@@ -37,6 +37,7 @@ from iphd.ros.common import (
     declare,
     on_parameters_set,
     spin_node,
+    topic_label,
 )
 from iphd.ros.conversions import (
     array_to_image,
@@ -284,8 +285,8 @@ class DetectorNode(Node):
             if self._early_depth.dropped:
                 self._drop(
                     "no_depth_camera_info",
-                    "depth frames dropped: no depth/camera_info received (check the topic name "
-                    "and QoS)",
+                    f"depth frames dropped: no {topic_label(self, 'depth/camera_info')} "
+                    "received (check the topic name and QoS)",
                 )
             return
         self._take_depth(msg, info)
@@ -300,7 +301,7 @@ class DetectorNode(Node):
             self._drop(
                 "depth_size_mismatch",
                 f"depth frame dropped: it is {depth_mm.shape[1]}x{depth_mm.shape[0]} but "
-                f"depth/camera_info is {info.width}x{info.height}",
+                f"{topic_label(self, 'depth/camera_info')} is {info.width}x{info.height}",
             )
             return
         frame = _Depth(depth_mm, msg.header.frame_id, info, time.monotonic())
@@ -511,13 +512,15 @@ class DetectorNode(Node):
             return "ERROR", self._last_error
         if self._registered_rate.age_s() > STREAM_TIMEOUT_S:
             return "ERROR", (
-                f"no thermal/registered for over {STREAM_TIMEOUT_S:g} s (is fusion running? is "
-                "thermal/image_raw coming?)"
+                f"no {topic_label(self, 'thermal/registered')} for over {STREAM_TIMEOUT_S:g} s "
+                "(is fusion running? is the thermal camera's image coming?)"
             )
         if self._depth_rate.age_s() > STREAM_TIMEOUT_S:
-            return "ERROR", f"no depth/image_raw for over {STREAM_TIMEOUT_S:g} s"
+            return "ERROR", (
+                f"no {topic_label(self, 'depth/image_raw')} for over {STREAM_TIMEOUT_S:g} s"
+            )
         if self._depth_info is None:
-            return "ERROR", "no depth/camera_info received"
+            return "ERROR", f"no {topic_label(self, 'depth/camera_info')} received"
         if self._errors:
             # Queue drops are not listed here: a model slower than the thermal rate skips
             # pairs by design (see pairs_dropped_queue_full).

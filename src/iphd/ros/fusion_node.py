@@ -23,6 +23,7 @@ from iphd.ros.common import (
     declare,
     package_file,
     spin_node,
+    topic_label,
 )
 from iphd.ros.conversions import (
     array_to_image,
@@ -149,7 +150,10 @@ class FusionNode(Node):
         try:
             self._depth_info = camera_info_to_intrinsics(msg)
         except IphdError as exc:
-            self._fail("depth_camera_info", f"depth/camera_info rejected: {exc}")
+            self._fail(
+                "depth_camera_info",
+                f"{topic_label(self, 'depth/camera_info')} rejected: {exc}",
+            )
             return
         for early in self._early_depth.release():
             self._take_depth(early)
@@ -161,7 +165,8 @@ class FusionNode(Node):
         if (msg.width, msg.height) != (cal.width, cal.height):
             self._fail(
                 "thermal_camera_info",
-                f"thermal/camera_info is {msg.width}x{msg.height} but the rig calibration is for "
+                f"{topic_label(self, 'thermal/camera_info')} is {msg.width}x{msg.height} but "
+                "the rig calibration is for "
                 f"{cal.width}x{cal.height}; registration uses the calibration",
             )
 
@@ -176,7 +181,8 @@ class FusionNode(Node):
             if self._early_depth.dropped:
                 self._fail(
                     "no_depth_camera_info",
-                    "no depth/camera_info received: depth frames are dropped until the driver "
+                    f"no {topic_label(self, 'depth/camera_info')} received: depth frames are "
+                    "dropped until the driver "
                     "publishes it (check the topic name and QoS)",
                 )
             return
@@ -319,11 +325,15 @@ class FusionNode(Node):
         if self.calibration is None:
             return "ERROR", self._last_error
         if self._thermal_rate.age_s() > STREAM_TIMEOUT_S:
-            return "ERROR", f"no thermal/image_raw for over {STREAM_TIMEOUT_S:g} s"
+            return "ERROR", (
+                f"no {topic_label(self, 'thermal/image_raw')} for over {STREAM_TIMEOUT_S:g} s"
+            )
         if self._depth_rate.age_s() > STREAM_TIMEOUT_S:
-            return "ERROR", f"no depth/image_raw for over {STREAM_TIMEOUT_S:g} s"
+            return "ERROR", (
+                f"no {topic_label(self, 'depth/image_raw')} for over {STREAM_TIMEOUT_S:g} s"
+            )
         if self._depth_info is None:
-            return "ERROR", "no depth/camera_info received"
+            return "ERROR", f"no {topic_label(self, 'depth/camera_info')} received"
         if values.get("thermal_drop_fraction", 0.0) > 0.01:
             return "WARN", "more than 1 % of thermal frames found no depth partner"
         if self._errors:

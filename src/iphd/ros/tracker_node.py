@@ -28,6 +28,7 @@ from iphd.ros.common import (
     forward_library_logs,
     on_parameters_set,
     spin_node,
+    topic_label,
 )
 from iphd.ros.conversions import camera_info_to_intrinsics, image_to_array, stamp_to_ns
 from iphd.ros.frames import FrameLookup, tf_lookup
@@ -429,7 +430,9 @@ class TrackerNode(Node):
         try:
             info = camera_info_to_intrinsics(msg)
         except IphdError as exc:
-            self._drop("bad_depth_info", f"depth/camera_info ignored: {exc}")
+            self._drop(
+                "bad_depth_info", f"{topic_label(self, 'depth/camera_info')} ignored: {exc}"
+            )
             return
         with self._lock:
             self._depth_info = (info.width, info.height, info.fx, info.fy)
@@ -560,7 +563,8 @@ class TrackerNode(Node):
             self._drop(
                 "no_depth_info",
                 f"no appearance at stamp {frame.stamp_ns} ns: the re-ID embedder takes metric "
-                f"crops, which need depth/camera_info for the {frame.width}x{frame.height} "
+                f"crops, which need {topic_label(self, 'depth/camera_info')} for the "
+                f"{frame.width}x{frame.height} "
                 f"depth image ({have})",
             )
             return embeddings
