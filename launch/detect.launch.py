@@ -21,7 +21,14 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from iphd.graph import PACKAGE, TOPIC_ARGUMENTS, build_graph, hold_player, wants_sim_time
+from iphd.graph import (
+    PACKAGE,
+    TOPIC_ARGUMENTS,
+    build_graph,
+    hold_player,
+    rviz_fixed_frame,
+    wants_sim_time,
+)
 from launch import LaunchDescription
 
 ARGUMENTS = {
@@ -98,13 +105,17 @@ def _nodes(context, *_args, **_kwargs):
         for spec in specs
     ]
     if value["rviz"].strip().lower() in TRUE:
+        # Fixed frame: the depth frame of the calibration in use, which the config's default
+        # (the nominal rig's) is not for every rig.
+        fixed_frame = rviz_fixed_frame(value["calibration_file"])
         nodes.append(
             Node(
                 package="rviz2",
                 executable="rviz2",
                 name="rviz2",
                 namespace=value["namespace"],
-                arguments=["-d", str(share / "launch" / "iphd.rviz")],
+                arguments=["-d", str(share / "launch" / "iphd.rviz")]
+                + (["-f", fixed_frame] if fixed_frame else []),
                 parameters=[{"use_sim_time": use_sim_time}],
                 remappings=sensor_remappings,
                 output="screen",

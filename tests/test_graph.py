@@ -325,9 +325,29 @@ def test_launch_file_starts_rviz_with_the_package_config_only_when_asked(monkeyp
     )
     rviz = nodes[-1].kwargs
     assert (rviz["package"], rviz["executable"]) == ("rviz2", "rviz2")
-    assert rviz["arguments"] == ["-d", str(tmp_path / "launch" / "iphd.rviz")]
+    assert rviz["arguments"] == [
+        "-d", str(tmp_path / "launch" / "iphd.rviz"), "-f", "depth_optical_frame"
+    ]
     assert rviz["namespace"] == "robot1" and {"use_sim_time": True} in rviz["parameters"]
     assert (ROOT / "launch" / "iphd.rviz").is_file()
+
+
+def test_rviz_looks_from_the_depth_frame_of_the_calibration_in_use(monkeypatch, tmp_path):
+    import yaml
+
+    from iphd.calibration import DEFAULT_CALIBRATION
+
+    data = yaml.safe_load(DEFAULT_CALIBRATION.read_text())
+    data["frames"] = {"base": "", "depth": "camera_depth_optical_frame"}
+    rig = tmp_path / "rig.yaml"
+    rig.write_text(yaml.safe_dump(data))
+    nodes = _launch_nodes(monkeypatch, tmp_path, source="external", rviz="true",
+                          calibration_file=str(rig))
+    assert nodes[-1].kwargs["arguments"][2:] == ["-f", "camera_depth_optical_frame"]
+    # A calibration that does not load leaves the config's frame (fusion says what is wrong).
+    nodes = _launch_nodes(monkeypatch, tmp_path, source="external", rviz="true",
+                          calibration_file=str(tmp_path / "missing.yaml"))
+    assert nodes[-1].kwargs["arguments"] == ["-d", str(tmp_path / "launch" / "iphd.rviz")]
 
 
 def test_package_xml_declares_every_package_the_launch_file_runs(monkeypatch, tmp_path):

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from iphd.errors import ConfigError
+from iphd.errors import ConfigError, IphdError
 from iphd.resources import PACKAGE  # noqa: F401 - the launch file takes it from here
 
 SOURCES = ("live", "sim", "sim_live", "bag", "external")
@@ -316,6 +316,21 @@ def hold_player(specs: Sequence[NodeSpec], subscribed: Iterable[str]) -> list[No
         if s.name == "bag_player" and wait else s
         for s in specs
     ]
+
+
+def rviz_fixed_frame(calibration_file: str = "") -> str | None:
+    """RViz's fixed frame for a rig: the calibration's ``frames.depth``, where the nodes' output is.
+
+    ``launch/iphd.rviz`` names the nominal rig's frame; a rig calibrated with other frame names
+    (``camera_depth_optical_frame`` beside realsense2_camera) would show nothing in it. None
+    when the calibration does not load (the fusion node reports why).
+    """
+    from iphd.calibration import DEFAULT_CALIBRATION, load_calibration
+
+    try:
+        return load_calibration(calibration_file or DEFAULT_CALIBRATION).frames.depth
+    except (IphdError, OSError):
+        return None
 
 
 def wants_sim_time(source: str) -> bool:
