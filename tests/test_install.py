@@ -150,4 +150,7 @@ def test_the_installed_launch_file_names_installed_executables_and_files(install
         assert os.access(prefix / "lib" / "iphd_bringup" / node["executable"], os.X_OK)
         assert node["parameters"] == [str(share / "launch" / "iphd_params.yaml")]
     rviz = next(n for n in nodes if n["package"] == "rviz2")
-    assert rviz["arguments"] == ["-d", str(share / "launch" / "iphd.rviz")]
+    # In the calibration's depth frame, read from the install's nominal rig.yaml.
+    assert rviz["arguments"] == [
+        "-d", str(share / "launch" / "iphd.rviz"), "-f", "depth_optical_frame"
+    ]

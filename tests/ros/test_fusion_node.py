@@ -100,6 +100,7 @@ def test_registered_thermal_has_the_paired_depth_stamp_frame_and_size(
     msg = feeder.registered[0]
     assert (msg.encoding, msg.width, msg.height) == ("16UC1", 212, 120)
     assert msg.header.frame_id == "depth_optical_frame"
+    assert "errors_depth_frame_id" not in fusion.stats()  # the calibration's frames.depth
     kelvin = np.frombuffer(bytes(msg.data), np.uint16).reshape(120, 212) / 100.0
     valid = kelvin[kelvin > 0]
     assert valid.size > 0.5 * kelvin.size
@@ -374,17 +375,6 @@ def test_a_rig_beside_realsense2_camera_hangs_thermal_off_the_drivers_depth_fram
         "frames.depth: depth_optical_frame in rig.yaml" in s.message
         for d in feeder.diagnostics for s in d.status
     ))
-
-
-def test_depth_in_the_calibrations_frame_raises_no_frame_warning(
-    graph, executor, spin_for, spin_until
-):
-    fusion, feeder = graph()
-    feeder.send_info()
-    spin_for(executor, 0.1)
-    _stream(feeder, executor, spin_for)
-    assert spin_until(executor, lambda: len(feeder.registered) >= 2)
-    assert "errors_depth_frame_id" not in fusion.stats()
 
 
 def test_diagnostics_name_the_remapped_topics_that_do_not_come(ros_context, spin_for, executor):
