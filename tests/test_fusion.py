@@ -97,6 +97,11 @@ def test_missing_depth_intrinsics_say_camera_info_not_received(
         ("thermal", np.ones((122, 160), np.uint16), ["160x122", "160x120", "telemetry"]),
         ("thermal", np.ones((120, 160), np.float64), ["thermal image", "float64"]),
         ("thermal", np.zeros((120, 160), np.uint16), ["all zeros", "flat-field"]),
+        # Another driver's thermal in the wrong units: 0.1 K, raw counts, AGC.
+        ("thermal", np.full((120, 160), 2950, np.uint16), ["median 2950", "0.01 K"]),
+        ("thermal", np.full((120, 160), 8190, np.uint16), ["not read as centi-kelvin"]),
+        ("thermal", np.full((120, 160), 128, np.uint16), ["TLinear"]),
+        ("thermal", np.full((120, 160), 41_000, np.uint16), ["median 41000"]),
     ],
 )
 def test_bad_frames_raise_frame_error(
@@ -111,6 +116,18 @@ def test_bad_frames_raise_frame_error(
         FusionPipeline(calibration).process(depth, thermal)
     for fragment in fragments:
         assert fragment in str(info.value)
+
+
+def test_thermal_of_cold_and_hot_scenes_still_reads_as_centi_kelvin(
+    calibration: RigCalibration,
+) -> None:
+    depth, thermal = scene(calibration)
+    for median_ck in (20_000, 26_000, 33_000, 40_000):  # -73 to 127 deg C
+        image = np.full((120, 160), median_ck, np.uint16)
+        image[:10] = 0  # no coverage is not part of the median
+        image[10:20] = 60_000  # a hot spot
+        frame = dataclasses.replace(thermal, thermal_ck=image)
+        FusionPipeline(calibration).process(depth, frame)
 
 
 def test_thermal_camera_info_of_another_resolution_is_rejected(

@@ -17,6 +17,10 @@ from iphd.sensors.frames import CameraIntrinsics, DepthFrame, ThermalFrame
 IPHD_SCALE = 1.0 / 6.0
 #: Depth image encodings ``depth_to_mm`` accepts.
 DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
+#: Range of a thermal frame's median (its non-zero pixels) that reads as centi-kelvin: -73 to
+#: 127 deg C. A Lepton at 0.1 K resolution gives about 2 950 for a room at 22 deg C, raw
+#: counts about 8 000 and AGC 0-255, all far outside it.
+CENTI_KELVIN_MEDIAN = (20_000, 40_000)
 
 
 @dataclass(frozen=True)
@@ -199,7 +203,8 @@ class FusionPipeline:
 
         Raises:
             CameraInfoError: thermal intrinsics whose size differs from the calibration's.
-            FrameError: wrong dtype, dimensionality or size, or an all-zero image.
+            FrameError: wrong dtype, dimensionality or size, an all-zero image, or values that
+                are not centi-kelvin (``CENTI_KELVIN_MEDIAN``).
         """
         cal = self.calibration.thermal
         th_intr = thermal.intrinsics
@@ -221,6 +226,15 @@ class FusionPipeline:
             raise FrameError(
                 f"thermal frame stamped {thermal.stamp_ns} ns is all zeros; the Lepton may be "
                 "in flat-field correction or not streaming radiometric (TLinear) data"
+            )
+        median = float(np.median(thermal.thermal_ck[thermal.thermal_ck > 0]))
+        low, high = CENTI_KELVIN_MEDIAN
+        if not low <= median <= high:
+            raise FrameError(
+                f"thermal frame stamped {thermal.stamp_ns} ns does not read as centi-kelvin "
+                f"(median {median:.0f}; a 22 deg C room is about 29 500): set the thermal "
+                "driver to radiometric TLinear output at 0.01 K resolution (0.1 K gives about "
+                "2 950, raw or AGC counts are not temperatures)"
             )
 
     def validate(self, depth: DepthFrame, thermal: ThermalFrame) -> CameraIntrinsics:
