@@ -110,7 +110,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="rig.yaml to register thermal with (default: the one each bag "
                         "stores, else the package's nominal one)")
     parser.add_argument("--threads", type=int, default=2)
-    add_topic_arguments(parser, OFFLINE_TOPIC_ARGUMENTS, "the bag")
+    add_topic_arguments(parser, OFFLINE_TOPIC_ARGUMENTS, "the bag's")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 

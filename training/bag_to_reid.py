@@ -84,7 +84,7 @@ from iphd.data.rosbag import (
 )
 from iphd.errors import CalibrationError, DatasetError, FrameError, IphdError
 from iphd.eval.bag_eval import read_truth
-from iphd.eval.pipeline import camera_topics, topic_label
+from iphd.eval.pipeline import bag_topic_label, camera_topics
 from iphd.fusion import DEPTH_ENCODINGS, depth_to_mm
 from iphd.graph import DEPTH_TOPIC_ARGUMENTS, add_topic_arguments, topics_from_args
 from iphd.registration import project_box
@@ -354,9 +354,9 @@ def cut_bag(
         depth_topics = camera_topics(reader.topics, DEPTH_IMAGE, DEPTH_INFO, renamed)
         if depth_topics is None:
             raise DatasetError(
-                f"{bag} needs {topic_label(DEPTH_IMAGE, renamed)} and "
-                f"{topic_label(DEPTH_INFO, renamed)} (the crops are cut at the person's distance "
-                f"with the depth camera's focal lengths); it has "
+                f"{bag} needs {bag_topic_label(DEPTH_IMAGE, renamed)} and "
+                f"{bag_topic_label(DEPTH_INFO, renamed)} (the crops are cut at the person's "
+                f"distance with the depth camera's focal lengths); it has "
                 f"{', '.join(sorted(reader.topics))} (a driver's own names go in --depth-topic "
                 "and --depth-info-topic)"
             )
@@ -368,8 +368,8 @@ def cut_bag(
             color_topics = camera_topics(reader.topics, COLOR_IMAGE, COLOR_INFO, renamed)
             if color_topics is None:
                 raise DatasetError(
-                    f"{bag} has no {topic_label(COLOR_IMAGE, renamed)} and "
-                    f"{topic_label(COLOR_INFO, renamed)}, which --rgb needs: record the colour "
+                    f"{bag} has no {bag_topic_label(COLOR_IMAGE, renamed)} and "
+                    f"{bag_topic_label(COLOR_INFO, renamed)}, which --rgb needs: record the colour "
                     "camera too (the iphd d435 node's enable_color, iphd-sim bag --rgb; another "
                     "driver's names go in --color-topic and --color-info-topic) or leave out "
                     "--rgb"
@@ -504,7 +504,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rgb-min-visibility", type=float, default=0.0,
                         help="least visible fraction of a person (ground truth) for an RGB pair; "
                         "more hidden people keep unpaired depth crops (default %(default)s)")
-    add_topic_arguments(parser, {**DEPTH_TOPIC_ARGUMENTS, **COLOR_TOPIC_ARGUMENTS}, "the bag")
+    add_topic_arguments(parser, {**DEPTH_TOPIC_ARGUMENTS, **COLOR_TOPIC_ARGUMENTS}, "the bag's")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 

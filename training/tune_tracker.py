@@ -330,7 +330,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, verifier: bool = Tru
                         "stores, else the package's nominal one)")
     parser.add_argument("--int8-calibration", default="", help=INT8_CALIBRATION_HELP)
     parser.add_argument("--threads", type=int, default=2)
-    add_topic_arguments(parser, OFFLINE_TOPIC_ARGUMENTS, "the bag")
+    add_topic_arguments(parser, OFFLINE_TOPIC_ARGUMENTS, "the bag's")
 
 
 def pipeline_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -122,13 +122,13 @@ def add_topic_arguments(
 ) -> None:
     """Options ``--depth-topic``, ... (``arguments``: option name -> the topic it renames).
 
-    ``what`` says where the topic comes from ("a driver", "the bag"), for the help.
+    ``what`` says whose topic it is ("the drivers'", "the bag's"), for the help.
     """
     for argument, topic in arguments.items():
         parser.add_argument(
             "--" + argument.replace("_", "-"), default="", metavar="TOPIC",
-            help=f"{what}'s topic to use as {topic}, e.g. realsense2_camera's; default: "
-            f"{topic}",
+            help=f"{what} topic to use as {topic}, under another driver's name (e.g. "
+            f"realsense2_camera's); default: {topic}",
         )
 
 

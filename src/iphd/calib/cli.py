@@ -67,7 +67,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                      "t = (20, 40, -10) mm, ~2 deg rotation, fx +5 %%)")
     sim.add_argument("--true-clock-offset", type=float,
                      help="true thermal clock offset in s (default 0.04, or the true file's)")
-    add_topic_arguments(parser, OFFLINE_TOPIC_ARGUMENTS, "the bag")
+    add_topic_arguments(parser, OFFLINE_TOPIC_ARGUMENTS, "the bag's")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 

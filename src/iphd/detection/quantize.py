@@ -402,7 +402,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", type=Path, required=True, help=".npz file to write")
     c.add_argument("--pairs-per-bag", type=int, default=DEFAULT_PAIRS_PER_BAG,
                    help="default %(default)s")
-    add_topic_arguments(c, OFFLINE_TOPIC_ARGUMENTS, "the bag")
+    add_topic_arguments(c, OFFLINE_TOPIC_ARGUMENTS, "the bag's")
     return parser
 
 

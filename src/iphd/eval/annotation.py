@@ -432,14 +432,14 @@ def _check_bag_stamps(
             frames (the export was made from another bag).
     """
     from iphd.data.rosbag import DEPTH_IMAGE, DEPTH_INFO, BagReader, header_stamp_ns
-    from iphd.eval.pipeline import camera_topics, topic_label
+    from iphd.eval.pipeline import bag_topic_label, camera_topics
 
     with BagReader(bag) as reader:
         found = camera_topics(reader.topics, DEPTH_IMAGE, DEPTH_INFO, topics)
         if found is None:
             raise DatasetError(
-                f"{bag} has no {topic_label(DEPTH_IMAGE, topics)} and "
-                f"{topic_label(DEPTH_INFO, topics)}; ground truth belongs to the depth frames "
+                f"{bag} has no {bag_topic_label(DEPTH_IMAGE, topics)} and "
+                f"{bag_topic_label(DEPTH_INFO, topics)}; ground truth belongs to the depth frames "
                 "of the bag the frames were exported from (name a driver's own topics with "
                 "--depth-topic and --depth-info-topic)"
             )

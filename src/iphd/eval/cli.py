@@ -137,7 +137,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="start S seconds into the bag (offline only; the tracker starts afresh)")
     b.add_argument("--limit-s", type=float,
                    help="evaluate only S seconds of the bag (from --start-s, else its start)")
-    add_topic_arguments(b, OFFLINE_TOPIC_ARGUMENTS, "the bag")
+    add_topic_arguments(b, OFFLINE_TOPIC_ARGUMENTS, "the bag's")
     b.add_argument("--recorded", action="store_true",
                    help="score the detections/tracks a live graph recorded in the bag instead "
                    "of running the models")
@@ -168,7 +168,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "'none' = off")
     e.add_argument("--int8-calibration", default="", help=INT8_CALIBRATION_HELP)
     e.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    add_topic_arguments(e, OFFLINE_TOPIC_ARGUMENTS, "the bag")
+    add_topic_arguments(e, OFFLINE_TOPIC_ARGUMENTS, "the bag's")
     e.set_defaults(handler=_run_export_mot)
 
     i = sub.add_parser("import-mot",
@@ -183,7 +183,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     i.add_argument("--calibration", default="",
                    help="your rig.yaml, stored in the new bag so that every tool registers "
                    "thermal with it (a bag from ros2 bag record stores none)")
-    add_topic_arguments(i, DEPTH_TOPIC_ARGUMENTS, "the bag")
+    add_topic_arguments(i, DEPTH_TOPIC_ARGUMENTS, "the bag's")
     i.set_defaults(handler=_run_import_mot)
     return parser
 

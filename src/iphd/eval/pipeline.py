@@ -73,7 +73,7 @@ def find_topic(
     return suffixed[0] if suffixed else None
 
 
-def topic_label(name: str, renamed: Mapping[str, str] | None = None) -> str:
+def bag_topic_label(name: str, renamed: Mapping[str, str] | None = None) -> str:
     """How an error names the topic looked for: ``name``, or its replacement and ``name``."""
     if renamed and renamed.get(name):
         return f"{renamed[name]} (given for {name})"
@@ -355,7 +355,7 @@ class OfflinePipeline:
             topic = find_topic(reader.topics, name, self.config.topics)
             if topic is None:
                 raise DatasetError(
-                    f"{reader.path} has no {topic_label(name, self.config.topics)} topic (it "
+                    f"{reader.path} has no {bag_topic_label(name, self.config.topics)} topic (it "
                     f"has {', '.join(sorted(reader.topics)) or 'no topics'}); the offline "
                     "pipeline needs depth/image_raw, depth/camera_info and thermal/image_raw: "
                     "name a driver's own topics with --depth-topic, --depth-info-topic and "

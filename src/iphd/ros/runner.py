@@ -501,7 +501,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="run every node in a process of its own, as ros2 launch does (default: on); "
         "--no-processes runs them all in this process (one GIL: slower with the detector)",
     )
-    add_topic_arguments(p, TOPIC_ARGUMENTS, "a driver (or the bag)")
+    add_topic_arguments(p, TOPIC_ARGUMENTS, "the drivers' (or the bag's)")
     p.add_argument("--log-level", default="info", choices=sorted(LOG_LEVELS))
     p.add_argument(
         "--out", default="out/demo", help="folder for the run's snapshot picture and eval/ report"
