@@ -14,6 +14,7 @@ from iphd.graph import (
     load_params_file,
     parameters_for,
     wants_sim_time,
+    with_camera_infos,
     with_overrides,
 )
 
@@ -388,6 +389,8 @@ REALSENSE = {
     "depth/camera_info": "/camera/camera/depth/camera_info",
     "thermal/image_raw": "lepton/image_raw",
 }
+# thermal/camera_info, not given: the one beside the renamed image, as drivers publish it.
+REMAPPED = {**REALSENSE, "thermal/camera_info": "lepton/camera_info"}
 
 
 def test_external_graph_starts_no_source_and_listens_live():
@@ -404,12 +407,11 @@ def test_sensor_topics_are_renamed_in_every_node_that_uses_them():
         specs = build_graph(source, bag="/b" if source == "bag" else "", topics=REALSENSE)
         for spec in specs:
             used = set(spec.subscribes) | set(spec.publishes)
-            assert dict(spec.remappings) == {k: v for k, v in REALSENSE.items() if k in used}
-            assert "thermal/camera_info" not in dict(spec.remappings)
+            assert dict(spec.remappings) == {k: v for k, v in REMAPPED.items() if k in used}
     specs = {s.name: s for s in build_graph("external", topics=REALSENSE)}
     assert specs["fusion"].inputs == (
         "/camera/camera/depth/image_rect_raw", "/camera/camera/depth/camera_info",
-        "lepton/image_raw", "thermal/camera_info",
+        "lepton/image_raw", "lepton/camera_info",
     )
     assert specs["tracker"].topic("depth/image_raw") == "/camera/camera/depth/image_rect_raw"
     assert specs["tracker"].topic("detections") == "detections"
@@ -433,6 +435,22 @@ def test_bad_topic_names_are_refused_naming_the_argument(topics, match):
         build_graph("external", topics=topics)
 
 
+def test_a_renamed_image_takes_the_camera_info_beside_it_unless_one_is_given():
+    aligned = "/camera/camera/aligned_depth_to_color/image_raw"
+    assert with_camera_infos({"depth/image_raw": aligned, "thermal/image_raw": "image"}) == {
+        "depth/image_raw": aligned,
+        # Not /camera/camera/depth/camera_info: the aligned image has the colour camera's model.
+        "depth/camera_info": "/camera/camera/aligned_depth_to_color/camera_info",
+        "thermal/image_raw": "image", "thermal/camera_info": "camera_info",
+    }
+    given = {"depth/image_raw": "/a/image", "depth/camera_info": "/b/info", "color/image_raw": ""}
+    assert with_camera_infos(given) == {"depth/image_raw": "/a/image",
+                                        "depth/camera_info": "/b/info"}
+    assert with_camera_infos({"color/image_raw": "/c/image_raw"})["color/camera_info"] == (
+        "/c/camera_info"
+    )
+
+
 def test_the_bag_player_waits_for_the_renamed_topics():
     specs = build_graph("bag", bag="/data/rs", topics=REALSENSE)
     # As the launch file lists them (remapped names) and as iphd-run does (relative to the
@@ -444,7 +462,7 @@ def test_the_bag_player_waits_for_the_renamed_topics():
         held = {s.name: s for s in hold_player(specs, subscribed)}
         assert held["bag_player"].parameters["wait_for_subscribers"] == [
             "/camera/camera/depth/image_rect_raw:3", "/camera/camera/depth/camera_info:3",
-            "lepton/image_raw:1", "thermal/camera_info:1",
+            "lepton/image_raw:1", "lepton/camera_info:1",
         ]
 
 
@@ -456,5 +474,5 @@ def test_launch_file_passes_the_topic_arguments_to_every_node_and_rviz(monkeypat
     ]
     specs = build_graph("external", topics=REALSENSE)
     assert [n.kwargs["remappings"] for n in nodes[:3]] == [list(s.remappings) for s in specs]
-    assert dict(nodes[3].kwargs["remappings"]) == REALSENSE
+    assert dict(nodes[3].kwargs["remappings"]) == REMAPPED
     assert all({"use_sim_time": False} in n.kwargs["parameters"] for n in nodes)

@@ -38,6 +38,12 @@ OFFLINE_TOPIC_ARGUMENTS: Mapping[str, str] = {
 DEPTH_TOPIC_ARGUMENTS: Mapping[str, str] = {
     k: v for k, v in TOPIC_ARGUMENTS.items() if k.startswith("depth_")
 }
+#: Each camera's info topic -> its image topic, for ``with_camera_infos``.
+CAMERA_INFO_OF_IMAGE: Mapping[str, str] = {
+    "depth/camera_info": "depth/image_raw",
+    "thermal/camera_info": "thermal/image_raw",
+    "color/camera_info": "color/image_raw",
+}
 # A ROS 2 topic name: absolute, relative or private (~/), tokens of letters, digits and
 # underscores that do not start with a digit (no substitutions).
 _TOPIC_NAME = re.compile(r"^(/|~/)?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -89,22 +95,40 @@ class NodeSpec:
         return tuple(self.topic(t) for t in self.subscribes)
 
 
+def with_camera_infos(topics: Mapping[str, str] | None) -> dict[str, str]:
+    """``topics`` (topic -> the name to use) with each renamed image's camera_info beside it.
+
+    A camera driver publishes ``<namespace>/camera_info`` beside ``<namespace>/<image>``
+    (image_transport's convention: realsense2_camera's ``/camera/camera/depth/image_rect_raw``
+    and ``/camera/camera/depth/camera_info``), so an image given without its info takes that
+    one, not another camera's found by name (``aligned_depth_to_color`` has the colour camera's
+    model). Empty names are left out; a camera_info given explicitly wins.
+    """
+    out = {topic: str(name).strip() for topic, name in (topics or {}).items()}
+    out = {topic: name for topic, name in out.items() if name}
+    for info, image in CAMERA_INFO_OF_IMAGE.items():
+        if image in out and info not in out:
+            head, slash, _ = out[image].rpartition("/")
+            out[info] = f"{head}{slash}camera_info"
+    return out
+
+
 def sensor_remappings(topics: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
     """Remappings from the graph's sensor topics to ``topics`` (sensor topic -> real name).
 
-    Empty names, and names equal to the sensor topic, leave it as it is.
+    Empty names, and names equal to the sensor topic, leave it as it is; an image renamed
+    without its camera_info takes the one beside it (``with_camera_infos``).
 
     Raises:
         ConfigError: a key that is not a sensor topic, or a name that is not a ROS 2 topic name.
     """
     remappings = []
-    for sensor, name in (topics or {}).items():
+    for sensor, name in with_camera_infos(topics).items():
         if sensor not in SENSOR_TOPICS:
             raise ConfigError(
                 f"'{sensor}' is not one of the graph's sensor topics ({', '.join(SENSOR_TOPICS)})"
             )
-        name = str(name).strip()
-        if not name or name == sensor:
+        if name == sensor:
             continue
         if not _TOPIC_NAME.match(name):
             argument = next(a for a, t in TOPIC_ARGUMENTS.items() if t == sensor)

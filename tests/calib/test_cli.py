@@ -51,7 +51,7 @@ def test_cli_reads_a_bag_of_other_drivers_topics_named_on_the_command_line(
     assert not out.exists() and "--depth-topic" in capsys.readouterr().err
     assert main(["--bag", str(other), "--out", str(out), "--quiet",
                  "--depth-topic", topics["depth/image_raw"],
-                 "--thermal-topic", topics["thermal/image_raw"]]) == 0  # info: found
+                 "--thermal-topic", topics["thermal/image_raw"]]) == 0  # info: beside it
     assert main(["--bag", str(bag), "--out", str(tmp_path / "ours.yaml"), "--quiet"]) == 0
     mine, ours = load_calibration(out), load_calibration(tmp_path / "ours.yaml")
     # The same solve (to the solver's float noise) as from the bag under our names.

@@ -218,7 +218,7 @@ def test_cli_takes_calibration_pairs_from_a_bag_of_other_drivers_topics(
                  "--thermal-topic", topics["thermal/image_raw"]]) == 0
     pairs = read_calibration(out)
     assert len(pairs) == 3
-    # depth/camera_info was found under the camera's namespace: naming it changes nothing.
+    # depth/camera_info is the one beside the depth image: naming it changes nothing.
     assert main(["calibration", "--bag", str(bag), "--out", str(tmp_path / "again.npz"),
                  "--pairs-per-bag", "3", *[f"--{k}={v}" for k, v in (
                      ("depth-topic", topics["depth/image_raw"]),

@@ -265,7 +265,7 @@ def test_a_bag_of_other_drivers_topics_is_exported_and_imported_with_the_names_g
 ):
     bag, topics = other_drivers_bag
     names = ["--depth-topic", topics["depth/image_raw"],
-             "--thermal-topic", topics["thermal/image_raw"]]  # depth/camera_info: found
+             "--thermal-topic", topics["thermal/image_raw"]]  # depth/camera_info: beside it
     out = tmp_path / "mot"
     assert main(["export-mot", "--bag", str(bag), "--out", str(out), "--no-prefill",
                  "--threads", "1", "--quiet"]) == 2

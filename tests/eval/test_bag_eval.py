@@ -541,6 +541,13 @@ def test_find_topic_takes_a_renamed_topic_only():
                                                  "image_rect_raw"}) == names[0]
     assert find_topic(names, "depth/image_raw", {"depth/image_raw": "/other"}) is None
     assert find_topic(names, "depth/image_raw", {"depth/image_raw": ""}) == "depth/image_raw"
+    # A renamed image's camera_info is the one beside it, not another camera's of that name.
+    aligned = "/camera/camera/aligned_depth_to_color/"
+    names = [f"{aligned}image_raw", f"{aligned}camera_info", "/camera/camera/depth/camera_info"]
+    renamed = {"depth/image_raw": f"{aligned}image_raw"}
+    assert find_topic(names, "depth/camera_info", renamed) == f"{aligned}camera_info"
+    assert find_topic(names[:1] + names[2:], "depth/camera_info", renamed) is None
+    assert find_topic(names, "depth/camera_info") == "/camera/camera/depth/camera_info"
 
 
 def test_a_bag_of_other_drivers_topics_runs_with_the_topics_named(

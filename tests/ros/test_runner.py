@@ -276,8 +276,11 @@ def test_bag_run_ends_with_the_live_evaluation_report(tmp_path, tiny_detector, c
 
 
 def test_iphd_run_takes_the_topic_arguments_for_every_process(tmp_path, tiny_detector, capsys):
+    # As the drivers record them: each camera_info beside its image. Only the images are named
+    # below; the nodes take the camera_info beside each.
     topics = {"depth/image_raw": "/camera/camera/depth/image_rect_raw",
-              "thermal/image_raw": "lepton/image_raw"}
+              "depth/camera_info": "/camera/camera/depth/camera_info",
+              "thermal/image_raw": "lepton/image_raw", "thermal/camera_info": "lepton/camera_info"}
     _write_rig_bag(tmp_path / "bag", seconds=2.0, truth=True, topics=topics)
     out = tmp_path / "out"
     assert main([

@@ -370,8 +370,9 @@ def test_a_d435_layout_carries_the_box_through_camera_link_into_a_turned_colour_
         ("depth-topic", DEPTH_IMAGE), ("depth-info-topic", DEPTH_INFO),
         ("color-topic", COLOR_IMAGE), ("color-info-topic", COLOR_INFO)) if topic in topics]
     if topics:
-        # image_rect_raw is not guessed: the error says how to name it. The other three end in
-        # our names and are found under the camera's namespace, as the full names given are.
+        # image_rect_raw is not guessed: the error says how to name it. Its camera_info is the
+        # one beside it; the colour topics end in our names and are found under the camera's
+        # namespace, as the full names given are.
         assert _cut([bag], tmp_path / "unnamed", "train", "--rgb") == 2
         assert "--depth-topic and --depth-info-topic" in capsys.readouterr().err
         assert _cut([bag], tmp_path / "named", "train", "--rgb", "--rate", "30",

@@ -27,7 +27,12 @@ from iphd.calibration import (
     save_calibration,
 )
 from iphd.errors import IphdError
-from iphd.graph import OFFLINE_TOPIC_ARGUMENTS, add_topic_arguments, topics_from_args
+from iphd.graph import (
+    OFFLINE_TOPIC_ARGUMENTS,
+    add_topic_arguments,
+    topics_from_args,
+    with_camera_infos,
+)
 from iphd.sensors.frames import CameraIntrinsics
 from iphd.sim.target import TargetSpec
 
@@ -79,7 +84,7 @@ def _find_topic(
 
     A topic ``renamed`` gives for ``suffix`` (``--depth-topic``) is the only one looked for.
     """
-    wanted = (renamed or {}).get(suffix, "")
+    wanted = with_camera_infos(renamed).get(suffix, "")
     if wanted:
         hits = [n for n in names if n.lstrip("/") == wanted.lstrip("/")]
     else:

@@ -31,7 +31,7 @@ from iphd.detections import (
 )
 from iphd.errors import DatasetError, IphdError
 from iphd.fusion import DEPTH_ENCODINGS, FusionConfig, FusionPipeline, depth_to_mm
-from iphd.graph import OFFLINE_TOPIC_ARGUMENTS
+from iphd.graph import OFFLINE_TOPIC_ARGUMENTS, with_camera_infos
 from iphd.sensors.frames import CameraIntrinsics, DepthFrame, ThermalFrame
 from iphd.sync import Pair, SyncConfig, Synchronizer
 from iphd.tracking.tracker import (
@@ -61,10 +61,12 @@ def find_topic(
 
     The exact name wins; among namespaced ones the alphabetically first is taken. When
     ``renamed`` gives ``name`` another topic (``--depth-topic``), only that one is looked for,
-    with or without its leading slash.
+    with or without its leading slash; a renamed image's camera_info is the one beside it
+    unless given (``iphd.graph.with_camera_infos``).
     """
     names = sorted(topics)
-    if renamed and renamed.get(name):
+    renamed = with_camera_infos(renamed)
+    if renamed.get(name):
         wanted = renamed[name]
         return next((t for t in names if t.lstrip("/") == wanted.lstrip("/")), None)
     if name in names:
@@ -75,7 +77,8 @@ def find_topic(
 
 def bag_topic_label(name: str, renamed: Mapping[str, str] | None = None) -> str:
     """How an error names the topic looked for: ``name``, or its replacement and ``name``."""
-    if renamed and renamed.get(name):
+    renamed = with_camera_infos(renamed)
+    if renamed.get(name):
         return f"{renamed[name]} (given for {name})"
     return name
 
