@@ -57,7 +57,10 @@ ARGUMENTS = {
     ),
     "rviz": ("false", "true = also start rviz2 with the package's launch/iphd.rviz"),
     **{
-        argument: ("", f"topic to use instead of {topic} (e.g. another driver's); empty = {topic}")
+        argument: (
+            "", f"topic to use instead of {topic} (e.g. another driver's); empty = {topic}"
+            + (", or the camera_info beside the image topic given" if "info" in argument else "")
+        )
         for argument, topic in TOPIC_ARGUMENTS.items()
     },
 }

@@ -152,7 +152,8 @@ def add_topic_arguments(
         parser.add_argument(
             "--" + argument.replace("_", "-"), default="", metavar="TOPIC",
             help=f"{what} topic to use as {topic}, under another driver's name (e.g. "
-            f"realsense2_camera's); default: {topic}",
+            f"realsense2_camera's); default: {topic}"
+            + (", or the camera_info beside the image topic given" if "info" in argument else ""),
         )
 
 
