@@ -7,6 +7,7 @@
     iphd-eval bag --bag graph_recording --out out/eval/live --recorded   # score a live recording
     iphd-eval bag --bag bags/seed* --out out/eval/bags          # several: a report each + summary
     iphd-eval bag --bag my_bag_gt --set lost_timeout_s=4 --score-threshold 0.4  # other settings
+    iphd-eval check --bag my_bag                                # will it run? what to change
     iphd-eval export-mot --bag my_bag --out my_bag_mot          # frames to annotate (MOT format)
     iphd-eval import-mot --bag my_bag --mot my_bag_mot --out my_bag_gt  # annotations -> truth
 
@@ -36,6 +37,7 @@ from iphd.eval.detector_eval import DetectorLike, evaluate_detector, write_repor
 from iphd.graph import (
     DEPTH_TOPIC_ARGUMENTS,
     OFFLINE_TOPIC_ARGUMENTS,
+    TOPIC_ARGUMENTS,
     add_topic_arguments,
     topics_from_args,
 )
@@ -171,6 +173,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_topic_arguments(e, OFFLINE_TOPIC_ARGUMENTS, "the bag's")
     e.set_defaults(handler=_run_export_mot)
 
+    k = sub.add_parser("check",
+                       help="will a bag run through the pipeline? each input's topic, encoding, "
+                       "size, units, rate and pairing, and what to change (no model runs)")
+    k.add_argument("--bag", type=Path, required=True, help="bag folder (or .db3/.mcap)")
+    k.add_argument("--calibration", default="", help=CALIBRATION_HELP)
+    k.add_argument("--seconds", type=float, default=10.0,
+                   help="how much of the bag to read (default %(default)s)")
+    add_topic_arguments(k, TOPIC_ARGUMENTS, "the bag's")
+    k.set_defaults(handler=_run_check)
+
     i = sub.add_parser("import-mot",
                        help="copy a bag with the annotations of an export-mot folder as "
                        "ground_truth/people")
@@ -186,6 +198,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_topic_arguments(i, DEPTH_TOPIC_ARGUMENTS, "the bag's")
     i.set_defaults(handler=_run_import_mot)
     return parser
+
+
+def _run_check(args: argparse.Namespace) -> str:
+    """Check a bag; print what was found; fail (exit 2) when there is a problem."""
+    from iphd.eval.bag_check import check_bag, format_check
+
+    if not args.bag.exists():
+        raise DatasetError(f"bag {args.bag} does not exist")
+    if not args.seconds > 0:
+        raise ValueError(f"--seconds must be > 0, got {args.seconds:g}")
+    check = check_bag(args.bag, topics_from_args(args, TOPIC_ARGUMENTS),
+                      calibration=args.calibration, seconds=args.seconds)
+    text = format_check(check)
+    if check.problems:
+        print(text)
+        raise DatasetError(f"{len(check.problems)} problem(s) in {args.bag}: see above")
+    return text
 
 
 def _run_export_mot(args: argparse.Namespace) -> str:

@@ -1,0 +1,365 @@
+"""``iphd-eval check``: will a bag run through the pipeline, and if not, what to change.
+
+A bag recorded on a robot (``ros2 bag record`` of its drivers) fails in the offline tools for a
+handful of reasons: topics under other names, another encoding or unit, a camera_info of another
+size, thermal that is not centi-kelvin, clocks that do not pair, frames that do not match the
+calibration, no ground truth. This reads the start of the bag, looks at each of the pipeline's
+inputs as the pipeline would read it, and says what it found and what to do about each problem,
+without running a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iphd.calibration import DEFAULT_CALIBRATION, RigCalibration, load_calibration
+from iphd.data.rosbag import (
+    CAMERA_INFO,
+    DEPTH_IMAGE,
+    DEPTH_INFO,
+    GROUND_TRUTH,
+    IMAGE,
+    PERSON_TRACKS,
+    THERMAL_IMAGE,
+    THERMAL_INFO,
+    BagReader,
+    camera_info_to_intrinsics,
+    header_stamp_ns,
+    image_to_array,
+)
+from iphd.errors import IphdError
+from iphd.eval.pipeline import THERMAL_ENCODINGS, bag_topic_label, find_topic
+from iphd.fusion import CENTI_KELVIN_MEDIAN, DEPTH_ENCODINGS, depth_to_mm
+
+#: The pipeline's inputs in the order they are reported: (role, topic, type, required).
+ROLES: tuple[tuple[str, str, str, bool], ...] = (
+    ("depth image", DEPTH_IMAGE, IMAGE, True),
+    ("depth info", DEPTH_INFO, CAMERA_INFO, True),
+    ("thermal image", THERMAL_IMAGE, IMAGE, True),
+    ("thermal info", THERMAL_INFO, CAMERA_INFO, False),
+    ("ground truth", GROUND_TRUTH, PERSON_TRACKS, False),
+)
+#: Images decoded per topic to describe it (encoding, size, values).
+SAMPLE_IMAGES = 5
+#: Thermal frames whose depth partner is looked for.
+SAMPLE_PAIRS = 50
+#: Least share of sampled thermal frames with a depth frame within ``max_skew_ms``.
+MIN_PAIRED = 0.5
+
+
+@dataclass
+class TopicCheck:
+    """What was found for one of the pipeline's inputs.
+
+    Attributes:
+        role: what the pipeline uses it for (``depth image``, ...).
+        wanted: the topic looked for, as errors name it (a renamed one with its role's name).
+        topic: the bag's topic; None when there is none.
+        count: messages in the whole bag.
+        rate_hz: messages per second over the part read; None with fewer than two.
+        details: what the first messages hold (encoding, size, frame, values).
+    """
+
+    role: str
+    wanted: str
+    topic: str | None = None
+    count: int = 0
+    rate_hz: float | None = None
+    details: str = ""
+
+
+@dataclass
+class BagCheck:
+    """The result of ``check_bag``.
+
+    Attributes:
+        bag: the bag's path.
+        duration_s: the bag's length.
+        calibration: where the rig calibration comes from (the file, stored in the bag, or the
+            package's nominal one).
+        topics: one entry per role of ``ROLES``.
+        paired: share of the sampled thermal frames with a depth frame within the fusion's
+            ``max_skew_ms``; None when a stream is missing.
+        median_skew_ms: median of |depth - thermal| stamps of those thermal frames' nearest
+            depth frames (thermal stamps moved by the calibration's clock offset).
+        problems: what stops the pipeline or makes its output wrong, each with what to do.
+        notes: what does not stop it but should be known (no ground truth, ...).
+    """
+
+    bag: str
+    duration_s: float = 0.0
+    calibration: str = ""
+    topics: list[TopicCheck] = field(default_factory=list)
+    paired: float | None = None
+    median_skew_ms: float | None = None
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_bag(
+    bag: Path | str,
+    topics: Mapping[str, str] | None = None,
+    calibration: str = "",
+    seconds: float = 10.0,
+    max_skew_ms: float = 20.0,
+) -> BagCheck:
+    """Check the first ``seconds`` of ``bag`` as the offline pipeline would read it.
+
+    Args:
+        bag: the bag folder (or .db3/.mcap file).
+        topics: the bag's topics under other names (``OfflineConfig.topics``).
+        calibration: rig.yaml to check against; empty = the bag's own, else the package's.
+        seconds: how much of the bag to read.
+        max_skew_ms: the fusion node's ``max_skew_ms``.
+
+    Raises:
+        DatasetError: the bag does not open.
+        CalibrationError: ``calibration`` does not load.
+    """
+    result = BagCheck(str(bag))
+    with BagReader(bag) as reader:
+        result.duration_s = reader.duration_ns / 1e9
+        rig = _calibration(reader, calibration, result)
+        stop_ns = reader.start_ns + int(seconds * 1e9)
+        samples: dict[str, list[tuple[int, Any]]] = {}
+        for role, name, msgtype, required in ROLES:
+            check = TopicCheck(role, bag_topic_label(name, topics))
+            result.topics.append(check)
+            check.topic = find_topic(reader.topics, name, topics)
+            if check.topic is None:
+                _missing(result, check, name, required)
+                continue
+            info = reader.topics[check.topic]
+            check.count = info.count
+            if info.msgtype != msgtype:
+                result.problems.append(
+                    f"{check.topic} ({role}) is {info.msgtype}, not {msgtype}: give the "
+                    f"{role}'s topic with --{_option(name)}"
+                )
+                continue
+            samples[name] = _read(reader, check, stop_ns)
+        _describe(result, samples, rig)
+        _pairs(result, samples, rig, max_skew_ms)
+    return result
+
+
+def _option(topic: str) -> str:
+    return {
+        DEPTH_IMAGE: "depth-topic", DEPTH_INFO: "depth-info-topic",
+        THERMAL_IMAGE: "thermal-topic", THERMAL_INFO: "thermal-info-topic",
+    }.get(topic, "")
+
+
+def _calibration(reader: BagReader, path: str, result: BagCheck) -> RigCalibration:
+    if path:
+        result.calibration = path
+        return load_calibration(path)
+    stored = reader.calibration
+    if stored is not None:
+        result.calibration = "stored in the bag"
+        return stored
+    result.calibration = f"none stored: the package's nominal {DEFAULT_CALIBRATION}"
+    result.notes.append(
+        "the bag stores no rig calibration, so the tools register thermal with the nominal "
+        "one: pass yours with --calibration (iphd-calibrate makes it), or store it in the bag "
+        "with iphd-eval import-mot --calibration"
+    )
+    return load_calibration(DEFAULT_CALIBRATION)
+
+
+def _missing(result: BagCheck, check: TopicCheck, name: str, required: bool) -> None:
+    if name == GROUND_TRUTH:
+        result.notes.append(
+            "no ground_truth/people: the models run (iphd-run --bag), but iphd-eval bag and the "
+            "training tools need ground truth (iphd-eval export-mot, annotate, import-mot)"
+        )
+    elif required:
+        option = _option(name)
+        result.problems.append(
+            f"no {check.wanted} topic: record it, or name the driver's topic with --{option}"
+        )
+
+
+def _read(reader: BagReader, check: TopicCheck, stop_ns: int) -> list[tuple[int, Any]]:
+    """The messages of the part read (log time, message); the topic's rate from them."""
+    assert check.topic is not None
+    read = [(log_ns, msg) for _t, _y, log_ns, msg in reader.messages([check.topic],
+                                                                      stop_ns=stop_ns)]
+    if len(read) > 1 and read[-1][0] > read[0][0]:
+        check.rate_hz = (len(read) - 1) / ((read[-1][0] - read[0][0]) / 1e9)
+    return read
+
+
+def _describe(
+    result: BagCheck, samples: dict[str, list[tuple[int, Any]]], rig: RigCalibration
+) -> None:
+    checks = {c.role: c for c in result.topics}
+    depth_size = None
+    depth = samples.get(DEPTH_IMAGE, [])
+    if depth:
+        check = checks["depth image"]
+        msg = depth[0][1]
+        depth_size = (int(msg.width), int(msg.height))
+        check.details = f"{msg.encoding} {msg.width}x{msg.height}, frame {msg.header.frame_id}"
+        if msg.encoding not in DEPTH_ENCODINGS:
+            result.problems.append(
+                f"{check.topic}: depth encoding {msg.encoding}, not one of "
+                f"{', '.join(DEPTH_ENCODINGS)} (millimetres in 16UC1/mono16, metres in 32FC1)"
+            )
+        else:
+            values = _depth_values(depth[:SAMPLE_IMAGES])
+            if values is not None:
+                check.details += f", median {values[0]:.2f} m, {values[1]:.0%} valid"
+        if msg.header.frame_id != rig.frames.depth:
+            result.notes.append(
+                f"depth images are in frame {msg.header.frame_id} but the calibration's "
+                f"frames.depth is {rig.frames.depth}: on the robot the thermal camera's TF "
+                f"would not join them; set frames.depth: {msg.header.frame_id} in rig.yaml"
+            )
+    info = samples.get(DEPTH_INFO, [])
+    if info:
+        check = checks["depth info"]
+        msg = info[0][1]
+        check.details = f"{msg.width}x{msg.height}, {msg.distortion_model or 'no model'}"
+        try:
+            k = camera_info_to_intrinsics(msg)
+            check.details += f", fx {k.fx:.1f} fy {k.fy:.1f}"
+        except IphdError as exc:
+            result.problems.append(f"{check.topic}: {exc}")
+        if depth_size is not None and (int(msg.width), int(msg.height)) != depth_size:
+            result.problems.append(
+                f"{check.topic} is {msg.width}x{msg.height} but the depth images are "
+                f"{depth_size[0]}x{depth_size[1]}: give the camera_info of that image with "
+                "--depth-info-topic"
+            )
+    thermal = samples.get(THERMAL_IMAGE, [])
+    cal = rig.thermal
+    if thermal:
+        check = checks["thermal image"]
+        msg = thermal[0][1]
+        check.details = f"{msg.encoding} {msg.width}x{msg.height}, frame {msg.header.frame_id}"
+        if msg.encoding not in THERMAL_ENCODINGS:
+            result.problems.append(
+                f"{check.topic}: thermal encoding {msg.encoding}, not one of "
+                f"{', '.join(THERMAL_ENCODINGS)} (centi-kelvin)"
+            )
+        elif (int(msg.width), int(msg.height)) != (cal.width, cal.height):
+            result.problems.append(
+                f"{check.topic} is {msg.width}x{msg.height} but the calibration is for "
+                f"{cal.width}x{cal.height}: strip telemetry rows, or calibrate this resolution"
+            )
+        else:
+            median = _thermal_median(thermal[:SAMPLE_IMAGES])
+            if median is not None:
+                check.details += f", median {median / 100:.1f} K"
+                low, high = CENTI_KELVIN_MEDIAN
+                if not low <= median <= high:
+                    result.problems.append(
+                        f"{check.topic}: median {median:.0f} does not read as centi-kelvin "
+                        "(a 22 deg C room is about 29 500): set the thermal driver to "
+                        "radiometric TLinear output at 0.01 K resolution"
+                    )
+    tinfo = samples.get(THERMAL_INFO, [])
+    if tinfo:
+        check = checks["thermal info"]
+        msg = tinfo[0][1]
+        check.details = f"{msg.width}x{msg.height}"
+        if (int(msg.width), int(msg.height)) != (cal.width, cal.height):
+            result.notes.append(
+                f"{check.topic} is {msg.width}x{msg.height} but the calibration is for "
+                f"{cal.width}x{cal.height}: the live fusion node reports it; use the "
+                "calibration made for this camera"
+            )
+    truth = samples.get(GROUND_TRUTH, [])
+    if truth:
+        people = {int(t.id) for _l, m in truth for t in m.tracks}
+        checks["ground truth"].details = f"{len(people)} people in the part read"
+
+
+def _depth_values(read: list[tuple[int, Any]]) -> tuple[float, float] | None:
+    """Median valid depth (m) and valid share of the sampled depth images."""
+    valid, total = [], 0
+    for _log, msg in read:
+        try:
+            mm = depth_to_mm(image_to_array(msg, DEPTH_ENCODINGS), msg.encoding)
+        except IphdError:
+            return None
+        total += mm.size
+        valid.append(mm[mm > 0])
+    kept = np.concatenate(valid) if valid else np.zeros(0)
+    if not kept.size:
+        return None
+    return float(np.median(kept)) / 1000.0, kept.size / max(total, 1)
+
+
+def _thermal_median(read: list[tuple[int, Any]]) -> float | None:
+    """Median of the sampled thermal images' non-zero pixels."""
+    values = []
+    for _log, msg in read:
+        try:
+            image = image_to_array(msg, THERMAL_ENCODINGS)
+        except IphdError:
+            return None
+        values.append(image[image > 0])
+    kept = np.concatenate(values) if values else np.zeros(0)
+    return float(np.median(kept)) if kept.size else None
+
+
+def _pairs(
+    result: BagCheck, samples: dict[str, list[tuple[int, Any]]], rig: RigCalibration,
+    max_skew_ms: float,
+) -> None:
+    """How many thermal frames find a depth frame within ``max_skew_ms`` (fusion's rule)."""
+    depth = samples.get(DEPTH_IMAGE, [])
+    thermal = samples.get(THERMAL_IMAGE, [])
+    if not depth or not thermal:
+        return
+    depth_ns = np.array(sorted(header_stamp_ns(m) for _l, m in depth), dtype=np.int64)
+    offset = rig.thermal_clock_offset_ns
+    skews = []
+    for _log, msg in thermal[:SAMPLE_PAIRS]:
+        t = header_stamp_ns(msg) + offset
+        k = int(np.searchsorted(depth_ns, t))
+        near = [abs(int(depth_ns[j]) - t) for j in (k - 1, k) if 0 <= j < len(depth_ns)]
+        skews.append(min(near) / 1e6)
+    result.paired = float(np.mean([s <= max_skew_ms for s in skews]))
+    result.median_skew_ms = float(np.median(skews))
+    if result.paired < MIN_PAIRED:
+        result.problems.append(
+            f"only {result.paired:.0%} of the thermal frames have a depth frame within "
+            f"{max_skew_ms:g} ms (median {result.median_skew_ms:.0f} ms apart): both drivers "
+            "must stamp in ROS time on one clock; a constant latency goes in the calibration's "
+            "clock.thermal_offset_s"
+        )
+
+
+def format_check(check: BagCheck) -> str:
+    """The check as the command prints it."""
+    lines = [
+        f"{check.bag}: {check.duration_s:.1f} s; calibration: {check.calibration}",
+    ]
+    width = max(len(c.role) for c in check.topics)
+    for c in check.topics:
+        if c.topic is None:
+            lines.append(f"  {c.role:<{width}}  not found (looked for {c.wanted})")
+            continue
+        rate = f", {c.rate_hz:.1f} Hz" if c.rate_hz is not None else ""
+        details = f"; {c.details}" if c.details else ""
+        lines.append(f"  {c.role:<{width}}  {c.topic}: {c.count} messages{rate}{details}")
+    if check.paired is not None:
+        lines.append(
+            f"  {'pairs':<{width}}  {check.paired:.0%} of the thermal frames read have a depth "
+            f"frame within the fusion's skew (median {check.median_skew_ms:.1f} ms apart)"
+        )
+    for note in check.notes:
+        lines.append(f"note: {note}")
+    for problem in check.problems:
+        lines.append(f"problem: {problem}")
+    if not check.problems:
+        lines.append("no problem found: the offline tools and iphd-run --bag can read this bag")
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""``iphd-eval check``: a bag's inputs as the pipeline reads them, and what to change."""
+
+import numpy as np
+import pytest
+import yaml
+
+from iphd.calibration import DEFAULT_CALIBRATION, load_calibration
+from iphd.data.rosbag import RigBagWriter
+from iphd.eval.bag_check import check_bag, format_check
+from iphd.eval.cli import main
+from iphd.sensors.frames import CameraIntrinsics
+
+T0 = 1_700_000_000_000_000_000
+
+
+def _bag(path, *, thermal_ck=29500, thermal_shift_ns=3_000_000):
+    """1 s like the rig records: 128x96 depth at 30 Hz, thermal at a quarter of that."""
+    calibration = load_calibration()
+    fx = 0.5 * 128 / np.tan(np.deg2rad(87.0 / 2))
+    depth = np.full((96, 128), 3000, np.uint16)
+    depth[:10] = 0
+    with RigBagWriter(path, calibration, CameraIntrinsics(128, 96, fx, fx, 63.5, 47.5)) as writer:
+        for i in range(30):
+            stamp = T0 + i * 33_333_333
+            writer.write_depth(stamp, depth)
+            if i % 4 == 0:
+                # Logged when it arrives, whatever clock stamped it.
+                writer.write_thermal(stamp + thermal_shift_ns,
+                                     np.full((120, 160), thermal_ck, np.uint16),
+                                     log_ns=stamp + 3_000_000)
+    return path
+
+
+def test_a_simulator_bag_reads_as_the_pipeline_needs(sim_bag, capsys):
+    check = check_bag(sim_bag)
+    assert not check.problems and not check.notes
+    roles = {c.role: c for c in check.topics}
+    assert roles["depth image"].topic == "depth/image_raw"
+    assert roles["depth image"].rate_hz == pytest.approx(30.0, rel=0.05)
+    assert "16UC1 848x480, frame depth_optical_frame" in roles["depth image"].details
+    assert "median 2" in roles["thermal image"].details  # about 29x K
+    assert roles["ground truth"].count > 0
+    assert check.paired == 1.0 and check.median_skew_ms < 20
+    assert main(["check", "--bag", str(sim_bag)]) == 0
+    assert "no problem found" in capsys.readouterr().out
+
+
+def test_other_drivers_topics_are_named_and_each_info_is_the_one_beside_its_image(
+    other_drivers_bag, capsys
+):
+    bag, topics = other_drivers_bag
+    assert main(["check", "--bag", str(bag)]) == 2
+    out = capsys.readouterr()
+    assert "problem: no depth/image_raw topic: record it, or name the driver's topic with " \
+        "--depth-topic" in out.out
+    assert "problem: no thermal/image_raw topic" in out.out and "2 problem(s)" in out.err
+    assert main(["check", "--bag", str(bag), "--depth-topic", topics["depth/image_raw"],
+                 "--thermal-topic", topics["thermal/image_raw"]]) == 0
+    out = capsys.readouterr().out
+    assert f"depth info     {topics['depth/camera_info']}: " in out
+    # The copy stores no calibration: the tools fall back to the nominal one, and say so.
+    assert "note: the bag stores no rig calibration" in out
+
+
+def test_each_problem_is_named_with_what_to_do(tmp_path):
+    good = check_bag(_bag(tmp_path / "good"))
+    assert not good.problems and good.paired == 1.0
+    # A Lepton driver at 0.1 K resolution.
+    deci = check_bag(_bag(tmp_path / "deci", thermal_ck=2950))
+    assert any("median 2950 does not read as centi-kelvin" in p for p in deci.problems)
+    # Thermal stamped on another clock: no depth frame near any of them.
+    clocks = check_bag(_bag(tmp_path / "clocks", thermal_shift_ns=1_000_000_000_000))
+    assert clocks.paired == 0.0
+    assert any("only 0% of the thermal frames" in p and "ROS time" in p for p in clocks.problems)
+    # A camera_info that is not the depth image's.
+    info = check_bag(good.bag, topics={"depth/camera_info": "thermal/camera_info"})
+    assert any("is 160x120 but the depth images are 128x96" in p for p in info.problems)
+    # Depth in another frame than the calibration given: a note; the pipeline still runs.
+    data = yaml.safe_load(DEFAULT_CALIBRATION.read_text())
+    data["frames"] = {"base": "", "depth": "camera_depth_optical_frame"}
+    rig = tmp_path / "rig.yaml"
+    rig.write_text(yaml.safe_dump(data))
+    frame = check_bag(good.bag, calibration=str(rig))
+    assert not frame.problems and frame.calibration == str(rig)
+    assert any("set frames.depth: depth_optical_frame in rig.yaml" in n for n in frame.notes)
+    assert good.calibration == "stored in the bag"
+    text = format_check(deci)
+    assert text.splitlines()[0].startswith(f"{deci.bag}: 1.0 s")
+    assert "problem: " in text and "no problem found" not in text
