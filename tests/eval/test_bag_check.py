@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import yaml
+from rosbags.rosbag2 import Writer
 
 from iphd.calibration import DEFAULT_CALIBRATION, load_calibration
-from iphd.data.rosbag import RigBagWriter
+from iphd.data.rosbag import BagReader, RigBagWriter, typestore
 from iphd.eval.bag_check import check_bag, format_check
 from iphd.eval.cli import main
 from iphd.sensors.frames import CameraIntrinsics
@@ -84,6 +85,26 @@ def test_each_problem_is_named_with_what_to_do(tmp_path):
     assert not frame.problems and frame.calibration == str(rig)
     assert any("set frames.depth: depth_optical_frame in rig.yaml" in n for n in frame.notes)
     assert good.calibration == "stored in the bag"
+    # Frames whose pixels do not fit their size: named, as the pipeline would drop them.
+    torn = tmp_path / "torn"
+    store = typestore()
+    writer = Writer(torn, version=Writer.VERSION_LATEST)
+    writer.open()
+    connections = {}
+    with BagReader(good.bag) as reader:
+        for raw in reader.raw_messages():
+            data = raw.data
+            if raw.topic == "thermal/image_raw":
+                msg = store.deserialize_cdr(raw.data, raw.msgtype)
+                msg.data = msg.data[:1000]
+                data = store.serialize_cdr(msg, raw.msgtype)
+            if raw.topic not in connections:
+                connections[raw.topic] = writer.add_connection(raw.topic, raw.msgtype,
+                                                               typestore=store)
+            writer.write(connections[raw.topic], raw.log_ns, data)
+    writer.close()
+    broken = check_bag(torn)
+    assert [p for p in broken.problems if p.startswith("thermal/image_raw: ")], broken.problems
     text = format_check(deci)
     assert text.splitlines()[0].startswith(f"{deci.bag}: 1.0 s")
     assert "problem: " in text and "no problem found" not in text

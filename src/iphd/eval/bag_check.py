@@ -212,7 +212,11 @@ def _describe(
                 f"{', '.join(DEPTH_ENCODINGS)} (millimetres in 16UC1/mono16, metres in 32FC1)"
             )
         else:
-            values = _depth_values(depth[:SAMPLE_IMAGES])
+            try:
+                values = _depth_values(depth[:SAMPLE_IMAGES])
+            except IphdError as exc:
+                result.problems.append(f"{check.topic}: {exc}")
+                values = None
             if values is not None:
                 check.details += f", median {values[0]:.2f} m, {values[1]:.0%} valid"
         if msg.header.frame_id != rig.frames.depth:
@@ -254,7 +258,11 @@ def _describe(
                 f"{cal.width}x{cal.height}: strip telemetry rows, or calibrate this resolution"
             )
         else:
-            median = _thermal_median(thermal[:SAMPLE_IMAGES])
+            try:
+                median = _thermal_median(thermal[:SAMPLE_IMAGES])
+            except IphdError as exc:
+                result.problems.append(f"{check.topic}: {exc}")
+                median = None
             if median is not None:
                 check.details += f", median {median / 100:.1f} K"
                 low, high = CENTI_KELVIN_MEDIAN
@@ -282,13 +290,14 @@ def _describe(
 
 
 def _depth_values(read: list[tuple[int, Any]]) -> tuple[float, float] | None:
-    """Median valid depth (m) and valid share of the sampled depth images."""
+    """Median valid depth (m) and valid share of the sampled depth images; None if all invalid.
+
+    Raises:
+        IphdError: an image that does not decode (its size does not fit its buffer, ...).
+    """
     valid, total = [], 0
     for _log, msg in read:
-        try:
-            mm = depth_to_mm(image_to_array(msg, DEPTH_ENCODINGS), msg.encoding)
-        except IphdError:
-            return None
+        mm = depth_to_mm(image_to_array(msg, DEPTH_ENCODINGS), msg.encoding)
         total += mm.size
         valid.append(mm[mm > 0])
     kept = np.concatenate(valid) if valid else np.zeros(0)
@@ -298,13 +307,14 @@ def _depth_values(read: list[tuple[int, Any]]) -> tuple[float, float] | None:
 
 
 def _thermal_median(read: list[tuple[int, Any]]) -> float | None:
-    """Median of the sampled thermal images' non-zero pixels."""
+    """Median of the sampled thermal images' non-zero pixels; None if all are zero.
+
+    Raises:
+        IphdError: an image that does not decode.
+    """
     values = []
     for _log, msg in read:
-        try:
-            image = image_to_array(msg, THERMAL_ENCODINGS)
-        except IphdError:
-            return None
+        image = image_to_array(msg, THERMAL_ENCODINGS)
         values.append(image[image > 0])
     kept = np.concatenate(values) if values else np.zeros(0)
     return float(np.median(kept)) if kept.size else None
