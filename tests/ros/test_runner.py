@@ -4,7 +4,7 @@ import cv2
 import pytest
 
 from iphd.errors import ConfigError
-from iphd.ros.runner import main, run_graph, status_line
+from iphd.ros.runner import exit_status, main, run_graph, status_line
 
 
 @pytest.mark.slow
@@ -109,7 +109,7 @@ def test_bag_graph_plays_the_bag_registers_thermal_and_ends_with_the_bag(tmp_pat
     assert cv2.imread(str(result.snapshot)) is not None
 
 
-def test_the_graph_runs_on_other_drivers_topics_named_by_the_topic_arguments(tmp_path):
+def test_the_graph_runs_on_other_drivers_topics_named_by_the_topic_arguments(tmp_path, capsys):
     topics = {
         "depth/image_raw": "/camera/camera/depth/image_rect_raw",
         "depth/camera_info": "/camera/camera/depth/camera_info",
@@ -127,9 +127,15 @@ def test_the_graph_runs_on_other_drivers_topics_named_by_the_topic_arguments(tmp
     assert stats["published"] >= stats["thermal_frames"] - 1 > 8, stats
     assert not any(k.startswith("errors_") for k in stats), stats
     assert cv2.imread(str(result.snapshot)) is not None  # the monitor found them too
-    # Without the names the same bag reaches nobody: nothing is guessed in the live graph.
+    # Without the names the same bag reaches nobody: nothing is guessed in the live graph,
+    # and the run's end says where to look.
     result = run_graph("bag", 30.0, bag=str(tmp_path / "bag"), detector=False)
     assert result.stats["depth_frames"] == 0
+    capsys.readouterr()
+    assert exit_status(result) == 1
+    err = capsys.readouterr().err
+    assert "no depth and thermal image reached fusion" in err and "--depth-topic" in err
+    assert f"iphd-eval check --bag {tmp_path / 'bag'}" in err
 
 
 def test_the_external_source_starts_no_driver_and_waits_for_one(tmp_path):

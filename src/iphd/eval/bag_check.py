@@ -371,5 +371,8 @@ def format_check(check: BagCheck) -> str:
     for problem in check.problems:
         lines.append(f"problem: {problem}")
     if not check.problems:
-        lines.append("no problem found: the offline tools and iphd-run --bag can read this bag")
+        lines.append(
+            "no problem found: with the same topic options, the offline tools and iphd-run "
+            "--bag can read this bag"
+        )
     return "\n".join(lines)

@@ -699,7 +699,20 @@ def exit_status(result: RunResult) -> int:
     no detections array; 0 otherwise.
     """
     if result.stats.get("published", 0) == 0:
-        print("iphd-run: no registered thermal image was published", file=sys.stderr)
+        stats = result.stats
+        why = ""
+        if stats and not (stats.get("depth_frames") and stats.get("thermal_frames")):
+            missing = " and ".join(
+                what for what, key in (("depth", "depth_frames"), ("thermal", "thermal_frames"))
+                if not stats.get(key)
+            )
+            why = (
+                f": no {missing} image reached fusion (check the topic names: a driver's own go "
+                "in --depth-topic / --thermal-topic"
+                + (f"; iphd-eval check --bag {result.bag} lists the bag's" if result.bag else "")
+                + ")"
+            )
+        print(f"iphd-run: no registered thermal image was published{why}", file=sys.stderr)
         return 1
     if "detector" in result.nodes and result.detector_stats.get("published", 0) == 0:
         print(
