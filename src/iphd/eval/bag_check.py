@@ -199,31 +199,20 @@ def _describe(
     result: BagCheck, samples: dict[str, list[tuple[int, Any]]], rig: RigCalibration
 ) -> None:
     checks = {c.role: c for c in result.topics}
-    depth_size = None
+    cal = rig.thermal
     depth = samples.get(DEPTH_IMAGE, [])
     if depth:
         check = checks["depth image"]
-        msg = depth[0][1]
-        depth_size = (int(msg.width), int(msg.height))
-        check.details = f"{msg.encoding} {msg.width}x{msg.height}, frame {msg.header.frame_id}"
-        if msg.encoding not in DEPTH_ENCODINGS:
-            result.problems.append(
-                f"{check.topic}: depth encoding {msg.encoding}, not one of "
-                f"{', '.join(DEPTH_ENCODINGS)} (millimetres in 16UC1/mono16, metres in 32FC1)"
-            )
-        else:
-            try:
-                values = _depth_values(depth[:SAMPLE_IMAGES])
-            except IphdError as exc:
-                result.problems.append(f"{check.topic}: {exc}")
-                values = None
-            if values is not None:
-                check.details += f", median {values[0]:.2f} m, {values[1]:.0%} valid"
-        if msg.header.frame_id != rig.frames.depth:
+        values = _measure(result, check, depth, DEPTH_ENCODINGS, "millimetres in 16UC1/mono16, "
+                          "metres in 32FC1", _depth_values)
+        if values is not None:
+            check.details += f", median {values[0]:.2f} m, {values[1]:.0%} valid"
+        frame_id = depth[0][1].header.frame_id
+        if frame_id != rig.frames.depth:
             result.notes.append(
-                f"depth images are in frame {msg.header.frame_id} but the calibration's "
-                f"frames.depth is {rig.frames.depth}: on the robot the thermal camera's TF "
-                f"would not join them; set frames.depth: {msg.header.frame_id} in rig.yaml"
+                f"depth images are in frame {frame_id} but the calibration's frames.depth is "
+                f"{rig.frames.depth}: on the robot the thermal camera's TF would not join them; "
+                f"set frames.depth: {frame_id} in rig.yaml"
             )
     info = samples.get(DEPTH_INFO, [])
     if info:
@@ -235,43 +224,27 @@ def _describe(
             check.details += f", fx {k.fx:.1f} fy {k.fy:.1f}"
         except IphdError as exc:
             result.problems.append(f"{check.topic}: {exc}")
-        if depth_size is not None and (int(msg.width), int(msg.height)) != depth_size:
+        image = depth[0][1] if depth else None
+        if image is not None and (msg.width, msg.height) != (image.width, image.height):
             result.problems.append(
                 f"{check.topic} is {msg.width}x{msg.height} but the depth images are "
-                f"{depth_size[0]}x{depth_size[1]}: give the camera_info of that image with "
+                f"{image.width}x{image.height}: give the camera_info of that image with "
                 "--depth-info-topic"
             )
     thermal = samples.get(THERMAL_IMAGE, [])
-    cal = rig.thermal
     if thermal:
         check = checks["thermal image"]
-        msg = thermal[0][1]
-        check.details = f"{msg.encoding} {msg.width}x{msg.height}, frame {msg.header.frame_id}"
-        if msg.encoding not in THERMAL_ENCODINGS:
-            result.problems.append(
-                f"{check.topic}: thermal encoding {msg.encoding}, not one of "
-                f"{', '.join(THERMAL_ENCODINGS)} (centi-kelvin)"
-            )
-        elif (int(msg.width), int(msg.height)) != (cal.width, cal.height):
-            result.problems.append(
-                f"{check.topic} is {msg.width}x{msg.height} but the calibration is for "
-                f"{cal.width}x{cal.height}: strip telemetry rows, or calibrate this resolution"
-            )
-        else:
-            try:
-                median = _thermal_median(thermal[:SAMPLE_IMAGES])
-            except IphdError as exc:
-                result.problems.append(f"{check.topic}: {exc}")
-                median = None
-            if median is not None:
-                check.details += f", median {median / 100:.1f} K"
-                low, high = CENTI_KELVIN_MEDIAN
-                if not low <= median <= high:
-                    result.problems.append(
-                        f"{check.topic}: median {median:.0f} does not read as centi-kelvin "
-                        "(a 22 deg C room is about 29 500): set the thermal driver to "
-                        "radiometric TLinear output at 0.01 K resolution"
-                    )
+        median = _measure(result, check, thermal, THERMAL_ENCODINGS, "centi-kelvin",
+                          _thermal_median, (cal.width, cal.height))
+        if median is not None:
+            check.details += f", median {median / 100:.1f} K"
+            low, high = CENTI_KELVIN_MEDIAN
+            if not low <= median <= high:
+                result.problems.append(
+                    f"{check.topic}: median {median:.0f} does not read as centi-kelvin (a 22 "
+                    "deg C room is about 29 500): set the thermal driver to radiometric TLinear "
+                    "output at 0.01 K resolution"
+                )
     tinfo = samples.get(THERMAL_INFO, [])
     if tinfo:
         check = checks["thermal info"]
@@ -287,6 +260,41 @@ def _describe(
     if truth:
         people = {int(t.id) for _l, m in truth for t in m.tracks}
         checks["ground truth"].details = f"{len(people)} people in the part read"
+
+
+def _measure(
+    result: BagCheck,
+    check: TopicCheck,
+    read: list[tuple[int, Any]],
+    encodings: tuple[str, ...],
+    units: str,
+    measure: Any,
+    size: tuple[int, int] | None = None,
+) -> Any:
+    """Describe an image topic by its first message and ``measure`` its first images.
+
+    A problem is added, and None returned, for an encoding not in ``encodings``, a size other
+    than ``size`` (the calibration's) or images that do not decode.
+    """
+    msg = read[0][1]
+    check.details = f"{msg.encoding} {msg.width}x{msg.height}, frame {msg.header.frame_id}"
+    if msg.encoding not in encodings:
+        result.problems.append(
+            f"{check.topic}: encoding {msg.encoding}, not one of {', '.join(encodings)} "
+            f"({units})"
+        )
+        return None
+    if size is not None and (int(msg.width), int(msg.height)) != size:
+        result.problems.append(
+            f"{check.topic} is {msg.width}x{msg.height} but the calibration is for "
+            f"{size[0]}x{size[1]}: strip telemetry rows, or calibrate this resolution"
+        )
+        return None
+    try:
+        return measure(read[:SAMPLE_IMAGES])
+    except IphdError as exc:
+        result.problems.append(f"{check.topic}: {exc}")
+        return None
 
 
 def _depth_values(read: list[tuple[int, Any]]) -> tuple[float, float] | None:
