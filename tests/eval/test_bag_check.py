@@ -105,6 +105,10 @@ def test_each_problem_is_named_with_what_to_do(tmp_path):
     writer.close()
     broken = check_bag(torn)
     assert [p for p in broken.problems if p.startswith("thermal/image_raw: ")], broken.problems
+    # A stream that starts late is not looked at in the part read, and that is said.
+    late = check_bag(good.bag, seconds=0.002)  # thermal comes 3 ms after depth
+    assert any("thermal/image_raw (thermal image) has no message in the first 0.002 s" in n
+               for n in late.notes)
     text = format_check(deci)
     assert text.splitlines()[0].startswith(f"{deci.bag}: 1.0 s")
     assert "problem: " in text and "no problem found" not in text

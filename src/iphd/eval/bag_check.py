@@ -143,6 +143,11 @@ def check_bag(
                 )
                 continue
             samples[name] = _read(reader, check, stop_ns)
+            if not samples[name]:
+                result.notes.append(
+                    f"{check.topic} ({role}) has no message in the first {seconds:g} s, so it "
+                    "was not looked at: read more with --seconds"
+                )
         _describe(result, samples, rig)
         _pairs(result, samples, rig, max_skew_ms)
     return result
