@@ -23,6 +23,21 @@ DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
 CENTI_KELVIN_MEDIAN = (20_000, 40_000)
 
 
+def centi_kelvin_problem(median: float) -> str | None:
+    """What is wrong with thermal whose non-zero pixels have this median; None if nothing.
+
+    The text follows the name of the frame or topic and a colon.
+    """
+    low, high = CENTI_KELVIN_MEDIAN
+    if low <= median <= high:
+        return None
+    return (
+        f"median {median:.0f} does not read as centi-kelvin (a 22 deg C room is about "
+        "29 500): set the thermal driver to radiometric TLinear output at 0.01 K resolution "
+        "(0.1 K gives about 2 950, raw or AGC counts are not temperatures)"
+    )
+
+
 @dataclass(frozen=True)
 class FusionConfig:
     """Configuration of the fusion stage.
@@ -227,15 +242,9 @@ class FusionPipeline:
                 f"thermal frame stamped {thermal.stamp_ns} ns is all zeros; the Lepton may be "
                 "in flat-field correction or not streaming radiometric (TLinear) data"
             )
-        median = float(np.median(thermal.thermal_ck[thermal.thermal_ck > 0]))
-        low, high = CENTI_KELVIN_MEDIAN
-        if not low <= median <= high:
-            raise FrameError(
-                f"thermal frame stamped {thermal.stamp_ns} ns does not read as centi-kelvin "
-                f"(median {median:.0f}; a 22 deg C room is about 29 500): set the thermal "
-                "driver to radiometric TLinear output at 0.01 K resolution (0.1 K gives about "
-                "2 950, raw or AGC counts are not temperatures)"
-            )
+        problem = centi_kelvin_problem(float(np.median(thermal.thermal_ck[thermal.thermal_ck > 0])))
+        if problem:
+            raise FrameError(f"thermal frame stamped {thermal.stamp_ns} ns: {problem}")
 
     def validate(self, depth: DepthFrame, thermal: ThermalFrame) -> CameraIntrinsics:
         """Check a pair before processing and return the depth intrinsics.

@@ -34,7 +34,8 @@ from iphd.data.rosbag import (
 )
 from iphd.errors import IphdError
 from iphd.eval.pipeline import THERMAL_ENCODINGS, bag_topic_label, find_topic
-from iphd.fusion import CENTI_KELVIN_MEDIAN, DEPTH_ENCODINGS, depth_to_mm
+from iphd.fusion import DEPTH_ENCODINGS, centi_kelvin_problem, depth_to_mm
+from iphd.graph import TOPIC_ARGUMENTS
 
 #: The pipeline's inputs in the order they are reported: (role, topic, type, required).
 ROLES: tuple[tuple[str, str, str, bool], ...] = (
@@ -154,10 +155,8 @@ def check_bag(
 
 
 def _option(topic: str) -> str:
-    return {
-        DEPTH_IMAGE: "depth-topic", DEPTH_INFO: "depth-info-topic",
-        THERMAL_IMAGE: "thermal-topic", THERMAL_INFO: "thermal-info-topic",
-    }.get(topic, "")
+    """The command-line option that names ``topic`` (``depth-topic``, ...)."""
+    return next((a.replace("_", "-") for a, t in TOPIC_ARGUMENTS.items() if t == topic), "")
 
 
 def _calibration(reader: BagReader, path: str, result: BagCheck) -> RigCalibration:
@@ -243,13 +242,9 @@ def _describe(
                           _thermal_median, (cal.width, cal.height))
         if median is not None:
             check.details += f", median {median / 100:.1f} K"
-            low, high = CENTI_KELVIN_MEDIAN
-            if not low <= median <= high:
-                result.problems.append(
-                    f"{check.topic}: median {median:.0f} does not read as centi-kelvin (a 22 "
-                    "deg C room is about 29 500): set the thermal driver to radiometric TLinear "
-                    "output at 0.01 K resolution"
-                )
+            problem = centi_kelvin_problem(median)
+            if problem:
+                result.problems.append(f"{check.topic}: {problem}")
     tinfo = samples.get(THERMAL_INFO, [])
     if tinfo:
         check = checks["thermal info"]
