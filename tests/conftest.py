@@ -55,3 +55,22 @@ def other_drivers_bag(sim_bag, tmp_path_factory):
             writer.write(connections[topic], raw.log_ns, raw.data)
     writer.close()
     return path, dict(OTHER_DRIVERS)
+
+
+#: What a robot's ``ros2 bag record`` of image_transport topics holds instead of raw images:
+#: realsense2_camera's depth through compressedDepth (PNG), a Lepton driver's thermal through
+#: compressed (16-bit PNG).
+TRANSPORTS = {"depth/image_raw": "compressedDepth", "thermal/image_raw": "compressed"}
+
+
+@pytest.fixture(scope="session")
+def compressed_bag(sim_bag, tmp_path_factory):
+    """(bag, topics): the first 2 s of ``sim_bag`` under ``OTHER_DRIVERS``' names, with depth
+    and thermal recorded only through image_transport's transports (``TRANSPORTS``);
+    ``topics`` gives each image's raw name, as a user names it (``--depth-topic
+    /camera/camera/depth/image_rect_raw``)."""
+    from transport_bags import write_transport_bag
+
+    path = tmp_path_factory.mktemp("compressed") / "bag"
+    write_transport_bag(sim_bag, path, TRANSPORTS, rename=OTHER_DRIVERS, stop_ns=2_000_000_000)
+    return path, {k: v for k, v in OTHER_DRIVERS.items() if k in TRANSPORTS}

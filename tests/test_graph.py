@@ -428,6 +428,11 @@ def test_sensor_topics_are_renamed_in_every_node_that_uses_them():
         ({"depth/camera_info": "/2cam/info"}, "depth_info_topic"),
         ({"depth/image_raw": "/camera/depth/"}, "not a ROS 2 topic name"),
         ({"color/image_raw": "/x"}, "'color/image_raw' is not one of the graph's sensor topics"),
+        # The nodes take raw images; a bag of compressed ones plays decoded on the raw name.
+        ({"depth/image_raw": "/camera/camera/depth/image_rect_raw/compressedDepth"},
+         r"depth_topic: .* is a compressed image_transport topic, and the nodes take raw "
+         r"sensor_msgs/Image: give the raw topic \(/camera/camera/depth/image_rect_raw\)"),
+        ({"thermal/image_raw": "/lepton/image_raw/compressed"}, "source:=bag, whose player"),
     ],
 )
 def test_bad_topic_names_are_refused_naming_the_argument(topics, match):
@@ -449,6 +454,13 @@ def test_a_renamed_image_takes_the_camera_info_beside_it_unless_one_is_given():
     assert with_camera_infos({"color/image_raw": "/c/image_raw"})["color/camera_info"] == (
         "/c/camera_info"
     )
+    # An image on a compressed transport: the camera_info beside the image it stands for.
+    compressed = {"depth/image_raw": "/cam/depth/image_rect_raw/compressedDepth",
+                  "color/image_raw": "/cam/color/image_raw/compressed"}
+    assert with_camera_infos(compressed) == compressed | {
+        "depth/camera_info": "/cam/depth/camera_info",
+        "color/camera_info": "/cam/color/camera_info",
+    }
 
 
 def test_the_bag_player_waits_for_the_renamed_topics():

@@ -15,6 +15,7 @@ import yaml
 
 from iphd.errors import ConfigError, IphdError
 from iphd.resources import PACKAGE  # noqa: F401 - the launch file takes it from here
+from iphd.transports import base_topic, transport_of
 
 SOURCES = ("live", "sim", "sim_live", "bag", "external")
 # Topics each kind of node publishes (relative names; /diagnostics left out), for RViz and docs.
@@ -102,13 +103,15 @@ def with_camera_infos(topics: Mapping[str, str] | None) -> dict[str, str]:
     (image_transport's convention: realsense2_camera's ``/camera/camera/depth/image_rect_raw``
     and ``/camera/camera/depth/camera_info``), so an image given without its info takes that
     one, not another camera's found by name (``aligned_depth_to_color`` has the colour camera's
-    model). Empty names are left out; a camera_info given explicitly wins.
+    model). An image given on a compressed transport (``.../image_rect_raw/compressedDepth``)
+    has its camera_info beside the image it stands for. Empty names are left out; a
+    camera_info given explicitly wins.
     """
     out = {topic: str(name).strip() for topic, name in (topics or {}).items()}
     out = {topic: name for topic, name in out.items() if name}
     for info, image in CAMERA_INFO_OF_IMAGE.items():
         if image in out and info not in out:
-            head, slash, _ = out[image].rpartition("/")
+            head, slash, _ = base_topic(out[image]).rpartition("/")
             out[info] = f"{head}{slash}camera_info"
     return out
 
@@ -136,6 +139,14 @@ def sensor_remappings(topics: Mapping[str, str] | None) -> tuple[tuple[str, str]
                 f"{argument}: '{name}' is not a ROS 2 topic name (letters, digits and "
                 "underscores in '/'-separated parts that do not start with a digit, e.g. "
                 "/camera/camera/depth/image_rect_raw)"
+            )
+        if transport_of(name) is not None:
+            argument = next(a for a, t in TOPIC_ARGUMENTS.items() if t == sensor)
+            raise ConfigError(
+                f"{argument}: '{name}' is a compressed image_transport topic, and the nodes "
+                f"take raw sensor_msgs/Image: give the raw topic ({base_topic(name)}). A bag "
+                "that holds only compressed images plays through source:=bag, whose player "
+                "publishes them decoded under that raw name"
             )
         remappings.append((sensor, name))
     return tuple(remappings)

@@ -95,3 +95,21 @@ def test_cli_missing_output_folder_exits_2(tmp_path, capsys):
     out = tmp_path / "no" / "rig.yaml"
     assert main(["--sim", "--out", str(out), "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_bag_topics_recorded_only_through_image_transport_are_found(tmp_path):
+    from iphd.calib.cli import _find_topic
+    from iphd.calib.solve import CalibrationInputError
+
+    names = ["/camera/camera/depth/image_rect_raw/compressed",
+             "/camera/camera/depth/image_rect_raw/compressedDepth",
+             "/camera/camera/depth/camera_info", "/lepton/image_raw/compressed"]
+    topics = {"depth/image_raw": "/camera/camera/depth/image_rect_raw",
+              "thermal/image_raw": "/lepton/image_raw"}
+    found = [_find_topic(names, s, tmp_path, topics)
+             for s in ("depth/image_raw", "depth/camera_info", "thermal/image_raw")]
+    assert found == [names[1], names[2], names[3]]
+    assert _find_topic(["ns/depth/image_raw/compressedDepth"], "depth/image_raw", tmp_path) \
+        == "ns/depth/image_raw/compressedDepth"
+    with pytest.raises(CalibrationInputError, match="depth/camera_info"):
+        _find_topic(["depth/camera_info/compressed"], "depth/camera_info", tmp_path)

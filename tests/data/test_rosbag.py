@@ -10,6 +10,7 @@ from iphd.calibration import (
     points_transform,
     rig_static_transforms,
 )
+from iphd.compressed_images import COMPRESSED_IMAGE
 from iphd.data.rosbag import (
     CALIBRATION_KEY,
     COLOR_FRAME,
@@ -23,6 +24,7 @@ from iphd.data.rosbag import (
     BagReader,
     RigBagWriter,
     camera_info_to_intrinsics,
+    compress_image,
     header_stamp_ns,
     image_to_array,
     read_ground_truth,
@@ -270,3 +272,32 @@ def test_missing_or_unreadable_bag_raises_dataset_error(tmp_path):
         list(reader.raw_messages(["colour/image"]))
     with pytest.raises(DatasetError, match="closed"):
         _ = reader.topics
+
+
+def test_compressed_images_are_read_as_the_images_they_stand_for(compressed_bag, sim_bag):
+    bag, topics = compressed_bag
+    depth = topics["depth/image_raw"] + "/compressedDepth"
+    with BagReader(sim_bag) as reader:
+        expected = next(m for t, _y, _l, m in reader.messages(["depth/image_raw"]))
+    with BagReader(bag) as reader:
+        assert reader.topics[depth].msgtype == COMPRESSED_IMAGE
+        topic, msgtype, _log, msg = next(reader.messages([depth]))
+        assert (topic, msgtype, msg.encoding) == (depth, IMAGE, "16UC1")
+        assert msg.header.stamp == expected.header.stamp
+        assert msg.header.frame_id == expected.header.frame_id
+        np.testing.assert_array_equal(image_to_array(msg), image_to_array(expected))
+        _t, msgtype, _l, msg = next(reader.messages([depth], decompress=False))
+        assert msgtype == COMPRESSED_IMAGE and msg.format == "16UC1; compressedDepth png"
+    # One that does not decode is skipped, counted and its reason kept.
+    store = typestore()
+    torn = compress_image(expected, store=store)
+    torn.data = torn.data[:20]
+    with Writer(tmp := bag.parent / "torn", version=9) as writer:
+        conn = writer.add_connection("d/compressedDepth", COMPRESSED_IMAGE, typestore=store)
+        writer.write(conn, 1, store.serialize_cdr(torn, COMPRESSED_IMAGE))
+        writer.write(conn, 2, store.serialize_cdr(compress_image(expected, store=store),
+                                                  COMPRESSED_IMAGE))
+    with BagReader(tmp) as reader:
+        assert len(list(reader.messages())) == 1
+        assert reader.corrupt == {"d/compressedDepth": 1}
+        assert reader.errors["d/compressedDepth"].startswith("FrameError: compressed image")

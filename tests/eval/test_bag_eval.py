@@ -601,3 +601,40 @@ def test_fused_images_are_handed_over_once_and_earlier_ones_forgotten():
     assert fused.take(20) == (depth, thermal)
     assert fused.take(10) is None  # a pair before one already handed over: it had failed
     assert fused.take(20) is None and fused.take(30) is not None
+
+
+def test_images_recorded_only_through_image_transport_are_found_and_decoded(
+    sim_bag, compressed_bag, tmp_path, capsys
+):
+    """A robot records .../image_rect_raw/compressedDepth, not raw depth: the user names the
+    raw topic (or nothing, for iphd's own names) and the pipeline gives the raw bag's results."""
+    names = ["/cam/depth/image_rect_raw/compressed", "/cam/depth/image_rect_raw/compressedDepth",
+             "/cam/depth/camera_info", "/lepton/image_raw/compressedDepth",
+             "/lepton/image_raw/compressed", "/ns/depth/image_raw/compressedDepth"]
+    depth = {"depth/image_raw": "/cam/depth/image_rect_raw"}
+    assert find_topic(names, "depth/image_raw", depth) == names[1]  # depth's own transport
+    assert find_topic(names, "depth/camera_info", depth) == "/cam/depth/camera_info"
+    assert find_topic(names, "thermal/image_raw", {"thermal/image_raw": "/lepton/image_raw"}) \
+        == "/lepton/image_raw/compressed"  # compressedDepth would zero centi-kelvin
+    assert find_topic(names, "depth/image_raw") == "/ns/depth/image_raw/compressedDepth"
+    # A transport topic given as it is, and its camera_info beside the image it stands for.
+    given = {"depth/image_raw": names[0]}
+    assert find_topic(names, "depth/image_raw", given) == names[0]
+    assert find_topic(names, "depth/camera_info", given) == "/cam/depth/camera_info"
+    assert find_topic(names + ["/cam/depth/image_rect_raw"], "depth/image_raw", depth) \
+        == "/cam/depth/image_rect_raw"  # raw wins
+    with BagReader(sim_bag) as reader:
+        stop_ns = reader.start_ns + 2_000_000_000
+        expected = _digest(_run(pipeline_for_bag(CONFIG, reader), reader, stop_ns))
+    bag, topics = compressed_bag
+    config = dataclasses.replace(CONFIG, topics=topics)
+    with BagReader(bag) as reader:
+        assert _digest(_run(pipeline_for_bag(config, reader), reader)) == expected
+        assert reader.corrupt == {}
+    out = tmp_path / "report"
+    assert main([
+        "bag", "--bag", str(bag), "--out", str(out), "--threads", "1", "--quiet",
+        "--reid-checkpoint", "none", "--depth-topic", topics["depth/image_raw"],
+        "--thermal-topic", topics["thermal/image_raw"],
+    ]) == 0
+    assert f"on {len(expected)} frames" in capsys.readouterr().out

@@ -243,6 +243,29 @@ def test_rgb_crops_pair_each_depth_crop_with_the_colour_view_of_that_moment(
     assert manifest["splits"]["train"]["rgb"] is True
 
 
+def test_depth_and_colour_recorded_through_image_transport_give_the_same_crops(
+    rgb_bag, tmp_path
+):
+    from transport_bags import write_transport_bag
+
+    compressed = write_transport_bag(rgb_bag, tmp_path / "bag", {
+        DEPTH_IMAGE: "compressedDepth", COLOR_IMAGE: "compressed"})
+    raw_root, root = tmp_path / "raw", tmp_path / "compressed"
+    assert _cut([rgb_bag], raw_root, "train", "--rgb", "--rate", "4") == 0
+    assert _cut([compressed], root, "train", "--rgb", "--rate", "4") == 0
+    raw, records = read_records(raw_root, "train"), read_records(root, "train")
+    assert len(records) >= 32 and {r.modality for r in records} == {"depth", "rgb"}
+    fields = [(r.pid, r.session, r.camid, r.stamp_ns, r.modality, r.pair_id) for r in raw]
+    assert [(r.pid, r.session, r.camid, r.stamp_ns, r.modality, r.pair_id)
+            for r in records] == fields
+    # PNG is lossless: the crops are the raw bag's, pixel for pixel.
+    for a, b in zip(raw[::7], records[::7], strict=True):
+        crops = [cv2.imread(str(r / "train" / x.path), cv2.IMREAD_UNCHANGED)
+                 for r, x in ((raw_root, a), (root, b))]
+        assert crops[0] is not None and crops[0].size > 0
+        np.testing.assert_array_equal(crops[0], crops[1])
+
+
 def test_rgb_needs_the_colour_camera(sim_bag, tmp_path, capsys):
     assert _cut([sim_bag], tmp_path / "reid", "train", "--rgb") == 2
     err = capsys.readouterr().err

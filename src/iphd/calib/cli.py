@@ -35,6 +35,7 @@ from iphd.graph import (
 )
 from iphd.sensors.frames import CameraIntrinsics
 from iphd.sim.target import TargetSpec
+from iphd.transports import transport_of, transport_topics
 
 BAG_TOPICS = ("depth/image_raw", "depth/camera_info", "thermal/image_raw")
 
@@ -82,13 +83,22 @@ def _find_topic(
 ) -> str:
     """The bag topic that is ``suffix`` or ends with ``/suffix`` (namespaced recordings).
 
-    A topic ``renamed`` gives for ``suffix`` (``--depth-topic``) is the only one looked for.
+    A topic ``renamed`` gives for ``suffix`` (``--depth-topic``) is the only one looked for;
+    an image found on neither takes its ``compressedDepth`` / ``compressed`` transport.
     """
     wanted = with_camera_infos(renamed).get(suffix, "")
-    if wanted:
-        hits = [n for n in names if n.lstrip("/") == wanted.lstrip("/")]
-    else:
-        hits = [n for n in names if n.lstrip("/") == suffix or n.endswith("/" + suffix)]
+    hits: list[str] = []
+    candidates = [wanted or suffix]
+    if transport_of(candidates[0]) is None and "image" in suffix:
+        # An image recorded only through image_transport's compressed transports.
+        candidates += transport_topics(candidates[0], depth=suffix.startswith("depth/"))
+    for candidate in candidates:
+        if wanted:
+            hits = [n for n in names if n.lstrip("/") == candidate.lstrip("/")]
+        else:
+            hits = [n for n in names if n.lstrip("/") == candidate or n.endswith("/" + candidate)]
+        if hits:
+            break
     if len(hits) != 1:
         found = "none" if not hits else ", ".join(hits)
         name = f"{wanted} (given for {suffix})" if wanted else suffix

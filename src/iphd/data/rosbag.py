@@ -84,6 +84,7 @@ from iphd.calibration import (
     calibration_from_dict,
     rig_static_transforms,
 )
+from iphd.compressed_images import COMPRESSED_IMAGE, decode_compressed, encode_compressed
 from iphd.errors import CalibrationError, ConfigError, DatasetError, FrameError
 from iphd.image_codec import RawImage, decode_image, encode_image
 from iphd.sensors.frames import (
@@ -606,8 +607,8 @@ class BagReader:
     """Reads a ROS 2 bag (folder with metadata.yaml, or a bare .db3/.mcap file).
 
     Opened on construction; use as a context manager or call ``close``. Messages come in
-    log-time order. A message that cannot be deserialized is logged, counted in ``corrupt``
-    (per topic) and skipped.
+    log-time order. A message that cannot be deserialized (or decompressed) is logged,
+    counted in ``corrupt`` (per topic, with the first one's reason in ``errors``) and skipped.
 
     Raises:
         DatasetError: the path does not exist or is not a readable bag.
@@ -621,6 +622,7 @@ class BagReader:
                 "metadata.yaml) or its .db3/.mcap file"
             )
         self.corrupt: dict[str, int] = {}
+        self.errors: dict[str, str] = {}
         self._store = typestore()
         try:
             reader = Reader(self.path)
@@ -731,18 +733,26 @@ class BagReader:
         topics: Iterable[str] | None = None,
         start_ns: int | None = None,
         stop_ns: int | None = None,
+        decompress: bool = True,
     ) -> Iterator[tuple[str, str, int, Any]]:
         """Yield ``(topic, msgtype, log_ns, message)`` with rosbags message objects.
 
-        Arguments as ``raw_messages``. Messages that do not deserialize are counted in
-        ``corrupt`` and skipped.
+        Arguments as ``raw_messages``. With ``decompress``, a ``sensor_msgs/CompressedImage``
+        (image_transport's ``compressed`` and ``compressedDepth``) comes as the
+        ``sensor_msgs/Image`` it stands for (``decompress_image``), under its own topic.
+        Messages that do not deserialize or decode are counted in ``corrupt`` and skipped;
+        the first of each topic is logged with the reason.
         """
         for raw in self.raw_messages(topics, start_ns, stop_ns):
             try:
                 msg = self._store.deserialize_cdr(raw.data, raw.msgtype)
+                msgtype = raw.msgtype
+                if decompress and msgtype == COMPRESSED_IMAGE:
+                    msg, msgtype = decompress_image(msg, self._store), IMAGE
             except Exception as exc:  # a bag's bytes are untrusted: any failure means corrupt
                 count = self.corrupt.get(raw.topic, 0) + 1
                 self.corrupt[raw.topic] = count
+                self.errors.setdefault(raw.topic, f"{type(exc).__name__}: {exc}")
                 log = LOG.warning if count == 1 else LOG.debug
                 log(
                     "%s: skipped a corrupt %s message on %s at log time %d ns (%s: %s)",
@@ -754,7 +764,7 @@ class BagReader:
                     exc,
                 )
                 continue
-            yield raw.topic, raw.msgtype, raw.log_ns, msg
+            yield raw.topic, msgtype, raw.log_ns, msg
 
     def close(self) -> None:
         """Close the bag (idempotent)."""
@@ -781,6 +791,48 @@ def header_stamp_ns(msg: Any) -> int:
     """Return ``msg.header.stamp`` as integer nanoseconds."""
     stamp = msg.header.stamp
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def decompress_image(msg: Any, store: Typestore | None = None) -> Any:
+    """The rosbags ``sensor_msgs/msg/Image`` a rosbags ``CompressedImage`` stands for.
+
+    Header as recorded; pixels as ``iphd.compressed_images.decode_compressed`` decodes them
+    (a ``32FC1`` compressedDepth in metres, ``16UC1`` as it was).
+
+    Raises:
+        FrameError: the image does not decode, or cannot be what its format says.
+    """
+    pixels, encoding = decode_compressed(str(msg.format), msg.data)
+    raw = encode_image(pixels, encoding)
+    types = (store or typestore()).types
+    return types[IMAGE](
+        header=msg.header,
+        height=raw.height,
+        width=raw.width,
+        encoding=raw.encoding,
+        is_bigendian=0,
+        step=raw.step,
+        data=np.frombuffer(raw.data, dtype=np.uint8),
+    )
+
+
+def compress_image(
+    msg: Any, transport: str = "compressedDepth", codec: str = "png",
+    store: Typestore | None = None,
+) -> Any:
+    """The rosbags ``CompressedImage`` image_transport would publish for a rosbags ``Image``.
+
+    The inverse of ``decompress_image`` (``iphd.compressed_images.encode_compressed``), for
+    writing bags as a robot records them.
+
+    Raises:
+        FrameError: an image that does not decode, or an encoding the transport cannot hold.
+    """
+    fmt, data = encode_compressed(image_to_array(msg), str(msg.encoding), transport, codec)
+    types = (store or typestore()).types
+    return types[COMPRESSED_IMAGE](
+        header=msg.header, format=fmt, data=np.frombuffer(data, dtype=np.uint8)
+    )
 
 
 def image_to_array(msg: Any, accepted: tuple[str, ...] | None = None) -> np.ndarray:

@@ -42,6 +42,7 @@ from iphd.tracking.tracker import (
     TrackState,
     detection_problem,
 )
+from iphd.transports import transport_of, transport_topics
 
 if TYPE_CHECKING:
     from iphd.detection.detector import Detector
@@ -62,17 +63,27 @@ def find_topic(
     The exact name wins; among namespaced ones the alphabetically first is taken. When
     ``renamed`` gives ``name`` another topic (``--depth-topic``), only that one is looked for,
     with or without its leading slash; a renamed image's camera_info is the one beside it
-    unless given (``iphd.graph.with_camera_infos``).
+    unless given (``iphd.graph.with_camera_infos``). An image recorded only through
+    image_transport's compressed transports is found as ``<image>/compressedDepth`` or
+    ``<image>/compressed`` (``iphd.transports.transport_topics``; ``BagReader.messages``
+    decodes them).
     """
     names = sorted(topics)
     renamed = with_camera_infos(renamed)
-    if renamed.get(name):
-        wanted = renamed[name]
-        return next((t for t in names if t.lstrip("/") == wanted.lstrip("/")), None)
-    if name in names:
-        return name
-    suffixed = [t for t in names if t.endswith("/" + name.lstrip("/"))]
-    return suffixed[0] if suffixed else None
+    wanted = renamed.get(name) or name
+    candidates = [wanted]
+    if transport_of(wanted) is None:
+        candidates += transport_topics(wanted, depth=name == DEPTH_IMAGE)
+    for candidate in candidates:
+        if renamed.get(name):
+            found = next((t for t in names if t.lstrip("/") == candidate.lstrip("/")), None)
+        elif candidate in names:
+            found = candidate
+        else:
+            found = next((t for t in names if t.endswith("/" + candidate.lstrip("/"))), None)
+        if found is not None:
+            return found
+    return None
 
 
 def bag_topic_label(name: str, renamed: Mapping[str, str] | None = None) -> str:

@@ -1,0 +1,35 @@
+"""Bags as a robot records image_transport topics: images as CompressedImage on a transport."""
+
+from iphd.compressed_images import COMPRESSED_IMAGE
+from iphd.data.rosbag import BagReader, compress_image, typestore
+
+
+def write_transport_bag(src, dst, transports, *, rename=None, stop_ns=None, edit=None):
+    """Copy bag ``src`` to ``dst``, each image topic of ``transports`` (topic -> transport)
+    written as a CompressedImage on ``<name>/<transport>``; ``rename`` gives topics other
+    names (``name``), ``stop_ns`` ends the copy at that log time, and ``edit(topic, index,
+    msg)`` may change the ``index``-th compressed message of a topic before it is written."""
+    from rosbags.rosbag2 import Writer
+
+    rename = rename or {}
+    store = typestore()
+    writer = Writer(dst, version=Writer.VERSION_LATEST)
+    writer.open()
+    connections, counts = {}, {}
+    with BagReader(src) as reader:
+        stop = None if stop_ns is None else reader.start_ns + stop_ns
+        for raw in reader.raw_messages(stop_ns=stop):
+            topic, msgtype, data = rename.get(raw.topic, raw.topic), raw.msgtype, raw.data
+            if raw.topic in transports:
+                msg = compress_image(store.deserialize_cdr(data, msgtype), transports[raw.topic],
+                                     store=store)
+                index = counts[raw.topic] = counts.get(raw.topic, -1) + 1
+                if edit is not None:
+                    msg = edit(raw.topic, index, msg)
+                topic, msgtype = f"{topic}/{transports[raw.topic]}", COMPRESSED_IMAGE
+                data = store.serialize_cdr(msg, msgtype)
+            if topic not in connections:
+                connections[topic] = writer.add_connection(topic, msgtype, typestore=store)
+            writer.write(connections[topic], raw.log_ns, data)
+    writer.close()
+    return dst
