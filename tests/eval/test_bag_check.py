@@ -112,3 +112,43 @@ def test_each_problem_is_named_with_what_to_do(tmp_path):
     text = format_check(deci)
     assert text.splitlines()[0].startswith(f"{deci.bag}: 1.0 s")
     assert "problem: " in text and "no problem found" not in text
+
+
+def test_compressed_transports_are_read_and_what_they_lose_is_named(compressed_bag, tmp_path):
+    from transport_bags import write_transport_bag
+
+    from iphd.compressed_images import encode_compressed
+
+    bag, topics = compressed_bag
+    check = check_bag(bag, topics=topics)
+    assert not check.problems, check.problems
+    roles = {c.role: c for c in check.topics}
+    depth = "/camera/camera/depth/image_rect_raw"
+    assert roles["depth image"].topic == f"{depth}/compressedDepth"
+    assert "16UC1 848x480" in roles["depth image"].details
+    assert "median 2" in roles["thermal image"].details  # about 29x K, decoded
+    assert any(n.startswith(f"{depth}/compressedDepth (depth image) is image_transport's "
+                            "compressedDepth: the offline tools decode it") and
+               n.endswith(f"so give --depth-topic {depth}") for n in check.notes)
+    assert check.paired == 1.0
+    # Thermal through compressedDepth comes out black (its depth_max), and one torn depth
+    # image: both named.
+    _fmt, black_png = encode_compressed(np.zeros((120, 160), np.uint16), "16UC1")
+
+    def black_and_torn(topic, index, msg):
+        if topic == "thermal/image_raw":
+            msg.data = np.frombuffer(black_png, np.uint8)
+        elif index == 4:
+            msg.data = msg.data[:30]
+        return msg
+
+    path = write_transport_bag(_bag(tmp_path / "good"), tmp_path / "black", {
+        "depth/image_raw": "compressedDepth", "thermal/image_raw": "compressedDepth"},
+        edit=black_and_torn)
+    black = check_bag(path)
+    assert any(p.startswith("thermal/image_raw/compressedDepth: every pixel of the thermal "
+                            "images read is 0") and "compressedDepth sets every value above its "
+                            "depth_max" in p for p in black.problems), black.problems
+    assert any(p.startswith("depth/image_raw/compressedDepth: 1 of its messages in the part "
+                            "read were skipped, the first because FrameError:")
+               for p in black.problems), black.problems

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from iphd.calibration import DEFAULT_CALIBRATION, RigCalibration, load_calibration
+from iphd.compressed_images import COMPRESSED_IMAGE
 from iphd.data.rosbag import (
     CAMERA_INFO,
     DEPTH_IMAGE,
@@ -36,6 +37,7 @@ from iphd.errors import IphdError
 from iphd.eval.pipeline import THERMAL_ENCODINGS, bag_topic_label, find_topic
 from iphd.fusion import DEPTH_ENCODINGS, centi_kelvin_problem, depth_to_mm
 from iphd.graph import TOPIC_ARGUMENTS
+from iphd.transports import base_topic, transport_of
 
 #: The pipeline's inputs in the order they are reported: (role, topic, type, required).
 ROLES: tuple[tuple[str, str, str, bool], ...] = (
@@ -137,13 +139,23 @@ def check_bag(
                 continue
             info = reader.topics[check.topic]
             check.count = info.count
-            if info.msgtype != msgtype:
+            compressed = msgtype == IMAGE and info.msgtype == COMPRESSED_IMAGE
+            if info.msgtype != msgtype and not compressed:
                 result.problems.append(
                     f"{check.topic} ({role}) is {info.msgtype}, not {msgtype}: give the "
                     f"{role}'s topic with --{_option(name)}"
                 )
                 continue
+            if compressed:
+                _compressed_note(result, check, role, name)
+            corrupt = reader.corrupt.get(check.topic, 0)
             samples[name] = _read(reader, check, stop_ns)
+            if reader.corrupt.get(check.topic, 0) > corrupt:
+                skipped = reader.corrupt[check.topic] - corrupt
+                result.problems.append(
+                    f"{check.topic}: {skipped} of its messages in the part read were skipped, "
+                    f"the first because {reader.errors[check.topic]}"
+                )
             if not samples[name]:
                 result.notes.append(
                     f"{check.topic} ({role}) has no message in the first {seconds:g} s, so it "
@@ -152,6 +164,18 @@ def check_bag(
         _describe(result, samples, rig)
         _pairs(result, samples, rig, max_skew_ms)
     return result
+
+
+def _compressed_note(result: BagCheck, check: TopicCheck, role: str, name: str) -> None:
+    """Say how the tools read an image recorded through a compressed transport."""
+    assert check.topic is not None
+    transport = transport_of(check.topic) or "a compressed transport"
+    raw = base_topic(check.topic)
+    result.notes.append(
+        f"{check.topic} ({role}) is image_transport's {transport}: the offline tools decode "
+        f"it; the live graph (iphd-run --bag, source:=bag) gets it decoded from the bag player "
+        f"as {raw}" + ("" if raw.lstrip("/") == name else f", so give --{_option(name)} {raw}")
+    )
 
 
 def _option(topic: str) -> str:
@@ -238,6 +262,7 @@ def _describe(
     thermal = samples.get(THERMAL_IMAGE, [])
     if thermal:
         check = checks["thermal image"]
+        problems = len(result.problems)
         median = _measure(result, check, thermal, THERMAL_ENCODINGS, "centi-kelvin",
                           _thermal_median, (cal.width, cal.height))
         if median is not None:
@@ -245,6 +270,18 @@ def _describe(
             problem = centi_kelvin_problem(median)
             if problem:
                 result.problems.append(f"{check.topic}: {problem}")
+        elif len(result.problems) == problems:  # read and decoded, but all zero
+            why = "check the driver's output"
+            if transport_of(check.topic or "") == "compressedDepth":
+                why = (
+                    "compressedDepth sets every value above its depth_max (10 m, that is "
+                    "10 000, by default) to 0, and a room is about 29 500 centi-kelvin: record "
+                    "the thermal image raw, or through the compressed transport with format png"
+                )
+            result.problems.append(
+                f"{check.topic}: every pixel of the thermal images read is 0, and fusion "
+                f"drops such frames; {why}"
+            )
     tinfo = samples.get(THERMAL_INFO, [])
     if tinfo:
         check = checks["thermal info"]
