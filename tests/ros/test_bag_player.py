@@ -256,3 +256,57 @@ def test_a_bags_tf_static_is_played_latched_where_tf2_msgs_is_installed(
         if t.child_frame_id == "thermal_optical_frame"
     )
     assert first.transform == expected.transform
+
+
+def test_compressed_images_are_also_published_decoded_on_their_raw_topic(
+    tmp_path, ros_context, executor, spin_until
+):
+    """A robot's bag of image_transport topics feeds the graph: compressedDepth and compressed
+    images come out as the Images they stand for, with their stamps and frames."""
+    from transport_bags import write_transport_bag
+
+    stamps = _write_bag(tmp_path / "raw", frames=8)
+
+    def tear(topic, index, msg):
+        if topic == "depth/image_raw" and index == 3:
+            msg.data = msg.data[:40]
+        return msg
+
+    write_transport_bag(tmp_path / "raw", tmp_path / "bag", {
+        "depth/image_raw": "compressedDepth", "thermal/image_raw": "compressed"}, edit=tear)
+    player, rec = _play(ros_context, executor, spin_until, tmp_path / "bag")
+    torn = T0 + 3 * FRAME_NS
+    assert rec.stamps("depth/image_raw") == [s for s in stamps["depth"] if s != torn]
+    assert rec.stamps("thermal/image_raw") == stamps["thermal"]
+    depth = rec.msgs["depth/image_raw"][4]
+    assert depth.encoding == "16UC1" and depth.header.frame_id == "depth_optical_frame"
+    np.testing.assert_array_equal(image_to_array(depth), np.full((INTR_H, INTR_W), 1005))
+    np.testing.assert_array_equal(image_to_array(rec.msgs["thermal/image_raw"][1]),
+                                  np.full((120, 160), 30004))
+    assert player.published["depth/image_raw/compressedDepth"] == 8
+    assert player.undecodable == {"depth/image_raw/compressedDepth": 1}
+    assert "did not decode" in player._summary()
+    assert player.stats()["undecodable_depth/image_raw/compressedDepth"] == 1
+    # decompress:=false plays the bag as recorded.
+    player = _player(ros_context, executor, tmp_path / "bag", decompress=False)
+    assert "depth/image_raw" not in player.published
+    assert "depth/image_raw/compressedDepth" in player.published
+
+
+def test_decoded_topics_leave_raw_images_alone_and_pick_a_transport_per_image():
+    from iphd.ros.bag_player_node import decoded_topics
+
+    image = "sensor_msgs/msg/Image"
+    compressed = "sensor_msgs/msg/CompressedImage"
+    assert decoded_topics({
+        "/cam/depth/image_rect_raw/compressed": compressed,
+        "/cam/depth/image_rect_raw/compressedDepth": compressed,
+        "/cam/color/image_raw/compressed": compressed,
+        "/cam/color/image_raw": image,  # recorded raw as well: left as it is
+        "/lepton/image_raw/compressed": compressed,
+        "/lepton/image_raw/compressedDepth": compressed,
+        "/other/compressed": "std_msgs/msg/String",
+    }) == {
+        "/cam/depth/image_rect_raw/compressedDepth": "/cam/depth/image_rect_raw",
+        "/lepton/image_raw/compressed": "/lepton/image_raw",
+    }

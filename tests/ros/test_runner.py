@@ -109,13 +109,17 @@ def test_bag_graph_plays_the_bag_registers_thermal_and_ends_with_the_bag(tmp_pat
     assert cv2.imread(str(result.snapshot)) is not None
 
 
+#: realsense2_camera's and a Lepton driver's names for the graph's sensor topics.
+REALSENSE_AND_LEPTON = {
+    "depth/image_raw": "/camera/camera/depth/image_rect_raw",
+    "depth/camera_info": "/camera/camera/depth/camera_info",
+    "thermal/image_raw": "/lepton/image_raw",
+    "thermal/camera_info": "/lepton/camera_info",
+}
+
+
 def test_the_graph_runs_on_other_drivers_topics_named_by_the_topic_arguments(tmp_path, capsys):
-    topics = {
-        "depth/image_raw": "/camera/camera/depth/image_rect_raw",
-        "depth/camera_info": "/camera/camera/depth/camera_info",
-        "thermal/image_raw": "/lepton/image_raw",
-        "thermal/camera_info": "/lepton/camera_info",
-    }
+    topics = REALSENSE_AND_LEPTON
     frames = _write_rig_bag(tmp_path / "bag", topics=topics)
     result = run_graph(
         "bag", 30.0, bag=str(tmp_path / "bag"), snapshot=tmp_path / "fusion.png",
@@ -136,6 +140,24 @@ def test_the_graph_runs_on_other_drivers_topics_named_by_the_topic_arguments(tmp
     err = capsys.readouterr().err
     assert "no depth and thermal image reached fusion" in err and "--depth-topic" in err
     assert f"iphd-eval check --bag {tmp_path / 'bag'}" in err
+
+
+def test_a_bag_of_compressed_images_runs_through_the_graph_decoded_by_the_player(tmp_path):
+    from transport_bags import write_transport_bag
+
+    frames = _write_rig_bag(tmp_path / "raw", topics=REALSENSE_AND_LEPTON)
+    write_transport_bag(tmp_path / "raw", tmp_path / "bag", {
+        REALSENSE_AND_LEPTON["depth/image_raw"]: "compressedDepth",
+        REALSENSE_AND_LEPTON["thermal/image_raw"]: "compressed",
+    })
+    # The raw names, as on the robot: the player publishes the decoded images there.
+    topics = {k: v for k, v in REALSENSE_AND_LEPTON.items() if "image" in k}
+    result = run_graph("bag", 30.0, bag=str(tmp_path / "bag"), detector=False, topics=topics)
+    assert result.player_stats["finished"]
+    stats = result.stats
+    assert stats["depth_frames"] == frames and stats["thermal_frames"] == (frames + 3) // 4
+    assert stats["published"] >= stats["thermal_frames"] - 1 > 8, stats
+    assert not any(k.startswith("errors_") for k in stats), stats
 
 
 def test_the_external_source_starts_no_driver_and_waits_for_one(tmp_path):

@@ -13,13 +13,16 @@ from rclpy.node import Node
 from rclpy.publisher import Publisher
 from rclpy.serialization import deserialize_message
 from rosgraph_msgs.msg import Clock as ClockMsg
+from sensor_msgs.msg import CompressedImage, Image
 
+from iphd.compressed_images import COMPRESSED_IMAGE, decode_compressed
 from iphd.data.playback import BagPlayback, PlaybackConfig
 from iphd.data.rosbag import BagReader, RawMessage
 from iphd.errors import ConfigError, IphdError
 from iphd.ros import qos
 from iphd.ros.common import declare, diagnostic_array, spin_node
-from iphd.ros.conversions import ns_to_stamp
+from iphd.ros.conversions import array_to_image, ns_to_stamp, stamp_to_ns
+from iphd.transports import base_topic, transport_topics
 
 # The player's own pace follows the steady clock (never /clock, which it publishes itself);
 # the tick bounds the timing jitter of a release.
@@ -51,11 +54,15 @@ class BagPlayerNode(Node):
     ``use_sim_time`` see the bag's own times (the recorded stamps). Messages are read from the
     bag one ahead of the playback position, from a steady-clock timer, so the executor stays
     responsive. Topics whose message type is not installed here are skipped with one warning.
+    Images recorded only through image_transport's compressed transports are also published
+    decoded on their raw topic (``decompress``; ``decoded_topics``), so a robot's bag of
+    ``.../image_rect_raw/compressedDepth`` feeds the graph as ``.../image_rect_raw``.
 
     Attributes:
         published: messages published per topic.
         skipped: messages not published per topic, because their type is not installed.
         corrupt: messages that did not deserialize, per topic.
+        undecodable: compressed images that did not decode, per compressed topic.
 
     Raises:
         ConfigError: no ``bag`` parameter, or a bad rate, offset or topic list.
@@ -78,6 +85,12 @@ class BagPlayerNode(Node):
             "longest wait (after start_delay_s) for the wait_for_subscribers counts, s",
         )
         period = declare(self, "diagnostics_period", 1.0, "diagnostics period, s")
+        decompress = declare(
+            self, "decompress", True,
+            "publish each compressed image topic (image_transport's <image>/compressed and "
+            "<image>/compressedDepth) that has no raw <image> in the bag decoded on <image>, "
+            "as image_transport's republish would",
+        )
         self.declare_parameter(
             "wait_for_subscribers",
             [],
@@ -126,6 +139,7 @@ class BagPlayerNode(Node):
         self.published: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
         self.corrupt: dict[str, int] = {}
+        self.undecodable: dict[str, int] = {}
         self._topic_pubs: dict[str, tuple[Publisher, type]] = {}
         bag_topics = self._reader.topics
         for topic in self._playback.topics:
@@ -140,6 +154,18 @@ class BagPlayerNode(Node):
             profile = qos.STATIC_TF if info.latched else qos.SENSOR_PUB
             self._topic_pubs[topic] = (self.create_publisher(cls, topic, profile), cls)
             self.published[topic] = 0
+        # Compressed image topic -> the raw topic its images are published decoded on.
+        self._decoded: dict[str, str] = {}
+        if decompress:
+            self._decoded = decoded_topics(
+                {t: bag_topics[t].msgtype for t in self._playback.topics if t in self._topic_pubs}
+            )
+        for topic, raw_topic in self._decoded.items():
+            self._topic_pubs[raw_topic] = (
+                self.create_publisher(Image, raw_topic, qos.SENSOR_PUB), Image
+            )
+            self.published[raw_topic] = 0
+            self.get_logger().info(f"publishing {topic} decoded, as an Image on {raw_topic}")
         self._clock_pub = self.create_publisher(ClockMsg, "/clock", 10) if publish_clock else None
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -252,6 +278,26 @@ class BagPlayerNode(Node):
             return
         publisher.publish(msg)
         self.published[raw.topic] += 1
+        raw_topic = self._decoded.get(raw.topic)
+        if raw_topic is not None:
+            self._publish_decoded(raw.topic, raw_topic, msg)
+
+    def _publish_decoded(self, topic: str, raw_topic: str, msg: CompressedImage) -> None:
+        try:
+            pixels, encoding = decode_compressed(msg.format, bytes(msg.data))
+            image = array_to_image(
+                pixels, encoding, stamp_to_ns(msg.header.stamp), msg.header.frame_id
+            )
+        except IphdError as exc:
+            self.undecodable[topic] = self.undecodable.get(topic, 0) + 1
+            self.get_logger().warning(
+                f"cannot decode a compressed image of '{topic}', so {raw_topic} misses it: "
+                f"{exc}",
+                throttle_duration_sec=5.0,
+            )
+            return
+        self._topic_pubs[raw_topic][0].publish(image)
+        self.published[raw_topic] += 1
 
     def _publish_clock(self) -> None:
         if self._clock_pub is not None:
@@ -268,6 +314,8 @@ class BagPlayerNode(Node):
             text += f", skipped (type not installed) {skipped}"
         if corrupt:
             text += f", corrupt {corrupt}"
+        if self.undecodable:
+            text += f", compressed images that did not decode {self.undecodable}"
         return text
 
     def stats(self) -> dict[str, Any]:
@@ -285,6 +333,7 @@ class BagPlayerNode(Node):
         values.update({f"published_{t}": n for t, n in self.published.items()})
         values.update({f"skipped_{t}": n for t, n in self.skipped.items()})
         values.update({f"corrupt_{t}": n for t, n in self.corrupt.items()})
+        values.update({f"undecodable_{t}": n for t, n in self.undecodable.items()})
         return values
 
     def _publish_diagnostics(self) -> None:
@@ -293,7 +342,7 @@ class BagPlayerNode(Node):
             message = "end of bag"
         elif not self._playback.started:
             message = "waiting to start"
-        if any(self.corrupt.values()):
+        if any(self.corrupt.values()) or self.undecodable:
             level, message = "WARN", f"{message}; corrupt messages skipped"
         elif self.skipped:
             level = "WARN"
@@ -303,6 +352,28 @@ class BagPlayerNode(Node):
     def close(self) -> None:
         """Close the bag."""
         self._reader.close()
+
+
+def decoded_topics(msgtypes: dict[str, str]) -> dict[str, str]:
+    """Compressed image topics -> the raw topic to publish them decoded on.
+
+    ``msgtypes`` maps a bag's topics to their types. A ``sensor_msgs/msg/CompressedImage`` on
+    ``<image>/compressed`` or ``<image>/compressedDepth`` is decoded onto ``<image>`` unless
+    the bag has ``<image>`` itself; of two transports of one image, a depth image (``depth``
+    in its name) takes ``compressedDepth``, any other ``compressed``
+    (``iphd.transports.transport_topics``).
+    """
+    decoded: dict[str, str] = {}
+    for topic, msgtype in sorted(msgtypes.items()):
+        raw_topic = base_topic(topic)
+        if msgtype != COMPRESSED_IMAGE or raw_topic == topic or raw_topic in msgtypes:
+            continue
+        if raw_topic in decoded.values():
+            continue
+        preferred = transport_topics(raw_topic, depth="depth" in raw_topic.lower())
+        chosen = next(t for t in preferred if msgtypes.get(t) == COMPRESSED_IMAGE)
+        decoded[chosen] = raw_topic
+    return decoded
 
 
 def parse_subscriber_counts(entries: list[Any]) -> dict[str, int]:
