@@ -144,9 +144,11 @@ def sensor_remappings(topics: Mapping[str, str] | None) -> tuple[tuple[str, str]
             argument = next(a for a, t in TOPIC_ARGUMENTS.items() if t == sensor)
             raise ConfigError(
                 f"{argument}: '{name}' is a compressed image_transport topic, and the nodes "
-                f"take raw sensor_msgs/Image: give the raw topic ({base_topic(name)}). A bag "
-                "that holds only compressed images plays through source:=bag, whose player "
-                "publishes them decoded under that raw name"
+                f"take raw sensor_msgs/Image: give the raw topic ({base_topic(name)}). A "
+                "driver on another computer that sends only compressed images can be decoded "
+                "beside the nodes with image_transport's republish; a bag that holds only "
+                "compressed images plays through source:=bag, whose player publishes them "
+                "decoded under that raw name"
             )
         remappings.append((sensor, name))
     return tuple(remappings)
