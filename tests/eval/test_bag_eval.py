@@ -550,12 +550,17 @@ def test_find_topic_takes_a_renamed_topic_only():
     assert find_topic(names, "depth/camera_info") == "/camera/camera/depth/camera_info"
 
 
+def _first_two_seconds(bag):
+    """The digest of the pipeline's results on the first 2 s of ``bag`` (as the copies hold)."""
+    with BagReader(bag) as reader:
+        stop_ns = reader.start_ns + 2_000_000_000
+        return _digest(_run(pipeline_for_bag(CONFIG, reader), reader, stop_ns))
+
+
 def test_a_bag_of_other_drivers_topics_runs_with_the_topics_named(
     sim_bag, other_drivers_bag, tmp_path, capsys
 ):
-    with BagReader(sim_bag) as reader:
-        stop_ns = reader.start_ns + 2_000_000_000
-        expected = _digest(_run(pipeline_for_bag(CONFIG, reader), reader, stop_ns))
+    expected = _first_two_seconds(sim_bag)
     renamed, topics = other_drivers_bag
     config = dataclasses.replace(CONFIG, topics=topics)
     with BagReader(renamed) as reader:
@@ -623,9 +628,7 @@ def test_images_recorded_only_through_image_transport_are_found_and_decoded(
     assert find_topic(names, "depth/camera_info", given) == "/cam/depth/camera_info"
     assert find_topic(names + ["/cam/depth/image_rect_raw"], "depth/image_raw", depth) \
         == "/cam/depth/image_rect_raw"  # raw wins
-    with BagReader(sim_bag) as reader:
-        stop_ns = reader.start_ns + 2_000_000_000
-        expected = _digest(_run(pipeline_for_bag(CONFIG, reader), reader, stop_ns))
+    expected = _first_two_seconds(sim_bag)
     bag, topics = compressed_bag
     config = dataclasses.replace(CONFIG, topics=topics)
     with BagReader(bag) as reader:

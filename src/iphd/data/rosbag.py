@@ -528,16 +528,7 @@ class RigBagWriter:
         log_ns: int | None,
     ) -> None:
         stamp_ns = _check_stamp(stamp_ns, f"{topic} stamp")
-        raw = encode_image(array, encoding)
-        msg = self._types[IMAGE](
-            header=self._header(stamp_ns, frame_id),
-            height=raw.height,
-            width=raw.width,
-            encoding=raw.encoding,
-            is_bigendian=0,
-            step=raw.step,
-            data=np.frombuffer(raw.data, dtype=np.uint8),
-        )
+        msg = _image_msg(self._store, self._header(stamp_ns, frame_id), array, encoding)
         self._write(topic, IMAGE, msg, stamp_ns if log_ns is None else log_ns)
 
     def _write(self, topic: str, msgtype: str, msg: object, log_ns: int) -> None:
@@ -803,10 +794,14 @@ def decompress_image(msg: Any, store: Typestore | None = None) -> Any:
         FrameError: the image does not decode, or cannot be what its format says.
     """
     pixels, encoding = decode_compressed(str(msg.format), msg.data)
+    return _image_msg(store or typestore(), msg.header, pixels, encoding)
+
+
+def _image_msg(store: Typestore, header: Any, pixels: np.ndarray, encoding: str) -> Any:
+    """A rosbags ``sensor_msgs/msg/Image`` holding ``pixels`` (little-endian, packed rows)."""
     raw = encode_image(pixels, encoding)
-    types = (store or typestore()).types
-    return types[IMAGE](
-        header=msg.header,
+    return store.types[IMAGE](
+        header=header,
         height=raw.height,
         width=raw.width,
         encoding=raw.encoding,
