@@ -120,6 +120,11 @@ def test_compressed_transports_are_read_and_what_they_lose_is_named(compressed_b
     from iphd.compressed_images import encode_compressed
 
     bag, topics = compressed_bag
+    # Without the names, the problem lists the bag's images by the names the options take.
+    unnamed = check_bag(bag)
+    assert any(p.startswith("no depth/image_raw topic") and p.endswith(
+        "(the bag's Image topics: /camera/camera/depth/image_rect_raw (compressedDepth), "
+        "/lepton/image_raw (compressed))") for p in unnamed.problems), unnamed.problems
     check = check_bag(bag, topics=topics)
     assert not check.problems, check.problems
     roles = {c.role: c for c in check.topics}

@@ -135,7 +135,7 @@ def check_bag(
             result.topics.append(check)
             check.topic = find_topic(reader.topics, name, topics)
             if check.topic is None:
-                _missing(result, check, name, required)
+                _missing(result, check, name, required, reader.topics)
                 continue
             info = reader.topics[check.topic]
             check.count = info.count
@@ -200,7 +200,9 @@ def _calibration(reader: BagReader, path: str, result: BagCheck) -> RigCalibrati
     return load_calibration(DEFAULT_CALIBRATION)
 
 
-def _missing(result: BagCheck, check: TopicCheck, name: str, required: bool) -> None:
+def _missing(
+    result: BagCheck, check: TopicCheck, name: str, required: bool, topics: Mapping[str, Any]
+) -> None:
     if name == GROUND_TRUTH:
         result.notes.append(
             "no ground_truth/people: the models run (iphd-run --bag), but iphd-eval bag and the "
@@ -208,9 +210,27 @@ def _missing(result: BagCheck, check: TopicCheck, name: str, required: bool) -> 
         )
     elif required:
         option = _option(name)
+        wanted = CAMERA_INFO if name.endswith("camera_info") else IMAGE
+        candidates = _candidates(topics, wanted)
         result.problems.append(
             f"no {check.wanted} topic: record it, or name the driver's topic with --{option}"
+            + (f" (the bag's {wanted.rpartition('/')[2]} topics: {candidates})"
+               if candidates else "")
         )
+
+
+def _candidates(topics: Mapping[str, Any], msgtype: str) -> str:
+    """The bag's topics of ``msgtype``, named as the topic options take them.
+
+    An image on a compressed transport is named by its raw topic, the transport in brackets.
+    """
+    names = []
+    for topic, info in sorted(topics.items()):
+        if info.msgtype == msgtype:
+            names.append(topic)
+        elif msgtype == IMAGE and info.msgtype == COMPRESSED_IMAGE and transport_of(topic):
+            names.append(f"{base_topic(topic)} ({transport_of(topic)})")
+    return ", ".join(names)
 
 
 def _read(reader: BagReader, check: TopicCheck, stop_ns: int) -> list[tuple[int, Any]]:
