@@ -8,48 +8,17 @@ wheels) :func:`tf_lookup` returns None and the node tracks in the detections' fr
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from iphd.calibration import quaternion_to_rotation
+# The transforms themselves are library code (``iphd.tf_buffer``, used offline too).
+from iphd.tf_buffer import FrameLookup, RigidTransform, quaternion_matrix
 
-
-@dataclass(frozen=True)
-class RigidTransform:
-    """``p_target = rotation @ p_source + translation``, metres.
-
-    Attributes:
-        rotation: (3, 3) rotation matrix.
-        translation: (3,) translation, metres.
-    """
-
-    rotation: np.ndarray
-    translation: np.ndarray
-
-    def apply(self, point: Sequence[float]) -> tuple[float, float, float]:
-        """``point`` in the target frame; a point with a non-finite coordinate stays all NaN."""
-        p = np.asarray(point, dtype=np.float64)
-        if p.shape != (3,) or not np.all(np.isfinite(p)):
-            return (math.nan, math.nan, math.nan)
-        q = self.rotation @ p + self.translation
-        return (float(q[0]), float(q[1]), float(q[2]))
-
-
-def quaternion_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
-    """(3, 3) rotation of the quaternion ``(x, y, z, w)``, normalised first.
-
-    Raises:
-        ValueError: a non-finite or zero quaternion.
-    """
-    q = np.array([x, y, z, w], dtype=np.float64)
-    norm = float(np.linalg.norm(q))
-    if not math.isfinite(norm) or norm < 1e-9:
-        raise ValueError(f"rotation quaternion {tuple(q)} is not a rotation (zero or not finite)")
-    return quaternion_to_rotation(q / norm)
+__all__ = [
+    "FrameLookup", "RigidTransform", "Tf2Lookup", "quaternion_matrix", "tf_lookup",
+    "transform_from_msg",
+]
 
 
 def transform_from_msg(transform: Any) -> RigidTransform:
@@ -63,17 +32,6 @@ def transform_from_msg(transform: Any) -> RigidTransform:
     if not np.all(np.isfinite(translation)):
         raise ValueError(f"translation {tuple(translation)} is not finite")
     return RigidTransform(quaternion_matrix(r.x, r.y, r.z, r.w), translation)
-
-
-class FrameLookup(Protocol):
-    """``(target, source, stamp ns) -> transform`` of points from ``source`` into ``target``.
-
-    Raises ``LookupError`` (with tf2's reason) when the transform is not known for the stamp.
-    """
-
-    def __call__(self, target: str, source: str, stamp_ns: int) -> RigidTransform:
-        """Points from ``source`` into ``target`` at ``stamp_ns``."""
-        ...
 
 
 class Tf2Lookup:
