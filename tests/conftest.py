@@ -26,6 +26,22 @@ def sim_bag(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def pan_bag(tmp_path_factory):
+    """``sim_bag``'s scene from a robot turning in place (30 degrees either side, a swing in
+    4 s), with its odometry on /tf."""
+    from iphd.sim.cli import run as sim_run
+
+    path = tmp_path_factory.mktemp("pan") / "bag"
+    status = sim_run([
+        "bag", "--out", str(path), "--seed", "2", "--duration", "4", "--people", "2",
+        "--profile", "aligned_848x480", "--workers", "1", "--quiet", "--pan-deg", "30",
+        "--pan-period", "4",
+    ])
+    assert status == 0
+    return path
+
+
 #: realsense2_camera's depth topics and a Lepton driver's, for bags of other drivers' names.
 OTHER_DRIVERS = {
     "depth/image_raw": "/camera/camera/depth/image_rect_raw",

@@ -301,3 +301,30 @@ def test_compressed_images_are_read_as_the_images_they_stand_for(compressed_bag,
         assert len(list(reader.messages())) == 1
         assert reader.corrupt == {"d/compressedDepth": 1}
         assert reader.errors["d/compressedDepth"].startswith("FrameError: compressed image")
+
+
+def test_a_robots_odometry_on_tf_is_read_into_a_transform_buffer(tmp_path, caplog):
+    from iphd.calibration import StaticTransform
+    from iphd.data.rosbag import read_transform_buffer
+
+    calibration = load_calibration()
+    s = 1_000_000_000
+    # Recorded in a namespace, as a robot's bag of /robot1/tf can be.
+    with RigBagWriter(tmp_path / "bag", calibration, DEPTH_INTR,
+                      topics={"/tf": "/robot1/tf"}) as writer:
+        for k, x in enumerate((0.0, 1.0)):
+            writer.write_tf(T0 + k * s, [StaticTransform("odom", "camera_link", (x, 0.0, 0.0),
+                                                         (0.0, 0.0, 0.0, 1.0))])
+        writer.write_tf(T0 + 2 * s, [StaticTransform("odom", "camera_link", (0.0, 0.0, 0.0),
+                                                     (0.0, 0.0, 0.0, 0.0))])  # not a rotation
+    with BagReader(tmp_path / "bag") as reader:
+        assert reader.topics["/robot1/tf"].count == 3
+        with caplog.at_level(logging.WARNING):
+            tf = read_transform_buffer(reader)
+    assert "skipped a transform on /robot1/tf" in caplog.text
+    assert tf.frames == ["camera_link", "depth_optical_frame", "odom", "thermal_optical_frame"]
+    # Halfway between the two samples, through /tf_static's camera_link -> optical.
+    to_odom = tf("odom", calibration.frames.depth, T0 + s // 2)
+    np.testing.assert_allclose(to_odom.apply((0.0, 0.0, 2.0)), (2.5, 0.0, 0.0), atol=1e-9)
+    with pytest.raises(LookupError, match="after the last"):
+        tf("odom", "camera_link", T0 + 2 * s)

@@ -71,6 +71,9 @@ def test_depth_profiles_are_the_d435_modes():
         ({"min_z_m": 3.0, "max_z_m": 2.0}, "min_z_m"),
         ({"rgb_scale": 0.0}, "rgb_scale"),
         ({"depth_profile": "nope"}, "unknown depth profile"),
+        ({"pan_deg": -5.0}, "pan_deg"),
+        ({"pan_deg": float("nan")}, "pan_deg"),
+        ({"pan_deg": 30.0, "pan_period_s": 0.0}, "pan_period_s"),
     ],
 )
 def test_sensor_config_rejects_impossible_settings(kwargs, match):
@@ -496,3 +499,43 @@ def test_thermal_rays_reproject_onto_their_pixel_centres(calibration):
     centres_v = (np.arange(2 * intr.height) + 0.5) / 2 - 0.5
     np.testing.assert_allclose(u, np.broadcast_to(centres_u, u.shape), atol=1e-6)
     np.testing.assert_allclose(v, np.broadcast_to(centres_v[:, None], v.shape), atol=1e-6)
+
+
+# --- a turning rig ---------------------------------------------------------------------------
+
+
+def test_a_turning_rig_sees_a_standing_person_move_and_odometry_puts_them_back(calibration):
+    """The rig turns in place (a robot looking around): a person standing still moves across
+    the image, and through the rig's odometry (odom -> camera_link, /tf) and its static
+    transforms they stay where they are, on a gravity-aligned floor (odom z up)."""
+    from iphd.calibration import rig_static_transforms
+    from iphd.tf_buffer import TransformBuffer
+
+    ident = make_identity(8, 0)
+    sensors = dataclasses.replace(QUIET, pan_deg=30.0, pan_period_s=4.0)
+    sim = empty_room(calibration, (ident,), seed=3, sensors=sensors)
+    place(sim, 0, 4.0)
+    assert sim.moving and sim.yaw_offset_rad(1.0) == pytest.approx(np.radians(30.0))
+    tf = TransformBuffer()
+    for static in rig_static_transforms(calibration):
+        tf.add(static.parent, static.child, static.translation_m, static.rotation_xyzw)
+    seen, placed = [], []
+    for index in (0, 15, 30, 45, 60):  # 0, 0.5, 1, 1.5 and 2 s: a swing out and back
+        sample = sim.render_depth(index)
+        odom = sim.odom_transform(sample.t_s)
+        assert (odom.parent, odom.child) == ("odom", calibration.frames.base)
+        tf.add(odom.parent, odom.child, odom.translation_m, odom.rotation_xyzw, sample.stamp_ns)
+        (person,) = sample.people
+        seen.append(person.position_m)
+        placed.append(tf("odom", calibration.frames.depth, sample.stamp_ns)
+                      .apply(person.position_m))
+    seen, placed = np.array(seen), np.array(placed)
+    assert np.ptp(seen[:, 0]) > 1.5  # 30 degrees at 4 m: across the image
+    np.testing.assert_allclose(placed, placed[[0]].repeat(5, 0), atol=2e-3)  # they sway
+    # 4 m ahead at the start, on odom's floor plane (z up: the pelvis below the camera).
+    assert np.hypot(*placed[0, :2]) == pytest.approx(4.0, abs=0.1)
+    assert abs(placed[0, 1]) < 0.1 and -1.0 < placed[0, 2] < 0.5
+    # A static rig has no odometry to publish and does not move.
+    still = empty_room(calibration, (ident,), seed=3)
+    assert not still.moving and still.yaw_offset_rad(1.0) == 0.0
+    assert still.depth_view(2.0)[0] is still.depth_view(0.0)[0]

@@ -93,6 +93,7 @@ from iphd.sensors.frames import (
     camera_info_fields,
     intrinsics_from_camera_info,
 )
+from iphd.tf_buffer import TransformBuffer
 
 from .truth import PersonTruth
 
@@ -105,6 +106,9 @@ THERMAL_INFO = "thermal/camera_info"
 COLOR_IMAGE = "color/image_raw"
 COLOR_INFO = "color/camera_info"
 TF_STATIC = "/tf_static"
+TF = "/tf"
+#: The last name of the topics tf2 listens to (``/tf``, ``/tf_static``, namespaced or not).
+TF_TOPICS = ("tf", "tf_static")
 GROUND_TRUTH = "ground_truth/people"
 COLOR_FRAME = "color_optical_frame"
 
@@ -552,9 +556,17 @@ class RigBagWriter:
         self._writer.write(conn, log_ns, data)
         self.counts[topic] = self.counts.get(topic, 0) + 1
 
-    def _write_tf_static(self, stamp_ns: int) -> None:
+    def write_tf(
+        self, stamp_ns: int, transforms: Sequence[StaticTransform], log_ns: int | None = None
+    ) -> None:
+        """Write moving transforms (the robot's odometry) on ``/tf``, stamped ``stamp_ns``."""
+        stamp_ns = _check_stamp(stamp_ns, "/tf stamp")
+        msg = self._tf_message(stamp_ns, transforms)
+        self._write(TF, TF_MESSAGE, msg, stamp_ns if log_ns is None else log_ns)
+
+    def _tf_message(self, stamp_ns: int, transforms: Sequence[StaticTransform]) -> Any:
         t = self._types
-        transforms = [
+        return t[TF_MESSAGE](transforms=[
             t["geometry_msgs/msg/TransformStamped"](
                 header=self._header(stamp_ns, tf.parent),
                 child_frame_id=tf.child,
@@ -563,9 +575,11 @@ class RigBagWriter:
                     rotation=t["geometry_msgs/msg/Quaternion"](*tf.rotation_xyzw),
                 ),
             )
-            for tf in self.static_transforms()
-        ]
-        msg = t[TF_MESSAGE](transforms=transforms)
+            for tf in transforms
+        ])
+
+    def _write_tf_static(self, stamp_ns: int) -> None:
+        msg = self._tf_message(stamp_ns, self.static_transforms())
         self._write_raw(TF_STATIC, TF_MESSAGE, self._store.serialize_cdr(msg, TF_MESSAGE), stamp_ns)
 
 
@@ -890,6 +904,32 @@ def read_static_transforms(reader: BagReader) -> list[StaticTransform]:
                 (float(q.x), float(q.y), float(q.z), float(q.w)),
             ))
     return transforms
+
+
+def read_transform_buffer(reader: BagReader) -> TransformBuffer:
+    """A ``TransformBuffer`` of every transform on the bag's ``/tf`` and ``/tf_static``.
+
+    Namespaced recordings (``/robot1/tf``) count too. Transforms that are not rigid (a zero
+    quaternion, a non-finite translation) are skipped with one warning, as tf2 refuses them.
+    """
+    buffer = TransformBuffer()
+    topics = {
+        name: name.endswith("tf_static") for name, topic in reader.topics.items()
+        if topic.msgtype == TF_MESSAGE and name.rstrip("/").rpartition("/")[2] in TF_TOPICS
+    }
+    bad = 0
+    for topic, _type, _log_ns, msg in reader.messages(list(topics)):
+        for tf in msg.transforms:
+            tr, q = tf.transform.translation, tf.transform.rotation
+            try:
+                buffer.add(str(tf.header.frame_id), str(tf.child_frame_id),
+                           (tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w),
+                           None if topics[topic] else header_stamp_ns(tf))
+            except ValueError as exc:
+                bad += 1
+                if bad == 1:
+                    LOG.warning("%s: skipped a transform on %s: %s", reader.path, topic, exc)
+    return buffer
 
 
 def read_ground_truth(path: Path | str, topic: str = GROUND_TRUTH) -> dict[int, list[PersonTruth]]:

@@ -99,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="also record the colour camera (off by default: privacy)")
         if name == "bag":
             p.add_argument("--compression", choices=("zstd", "none"), default="zstd")
+            p.add_argument("--pan-deg", type=float, default=0.0,
+                           help="the robot turns in place: its yaw swings this many degrees "
+                           "either side (0 = static rig); odom -> camera_link goes on /tf")
+            p.add_argument("--pan-period", type=float, default=12.0,
+                           help="seconds of one full swing of --pan-deg (default 12)")
 
     p = sub.add_parser("sheet", parents=[common], help="contact sheet PNG")
     p.add_argument("--rows", type=int, default=4)
@@ -156,7 +161,8 @@ def run(argv: Sequence[str] | None = None) -> int:
                 )
             print(f"wrote {args.out}: {counts} crops (depth + RGB)")
         elif args.command == "bag":
-            sensors = SensorConfig(depth_profile=args.profile)
+            sensors = SensorConfig(depth_profile=args.profile, pan_deg=args.pan_deg,
+                                   pan_period_s=args.pan_period)
             with _bar(args, 0, "frame") as bar:
                 info = generate.generate_bag(
                     args.out, seed=args.seed, duration_s=args.duration, sensors=sensors,

@@ -736,6 +736,8 @@ def generate_bag(
     info (< 9 Hz, FFC frames dropped, stamps on the thermal clock), ``/tf_static``, the
     ground-truth topic per depth frame, and ``color/image_raw`` + ``color/camera_info`` (a
     depth-aligned view, ``/tf_static`` holding the identity depth -> colour) only with ``rgb``.
+    A turning rig (``sensors.pan_deg``) also has ``/tf``: ``odom`` -> the calibration's base
+    frame at each depth stamp (``RigSimulator.odom_transform``).
     Message log times are receive times (capture + sensor latency).
 
     Returns:
@@ -772,6 +774,9 @@ def generate_bag(
             for rendered in imap_bounded(render_stream_slice, jobs, workers):
                 for log_ns, kind, sample in rendered:
                     if kind == "depth":
+                        if sim.moving:  # the robot's odometry, as its base driver publishes it
+                            writer.write_tf(sample.stamp_ns, [sim.odom_transform(sample.t_s)],
+                                            log_ns)
                         writer.write_depth(sample.stamp_ns, sample.depth_mm, log_ns)
                         writer.write_ground_truth(sample.stamp_ns, sample.people, log_ns)
                         if sample.rgb is not None:

@@ -23,6 +23,7 @@ Sensor models (all parameters in ``SensorConfig``):
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,13 @@ import numba
 import numpy as np
 from scipy.special import ndtr
 
-from iphd.calibration import RigCalibration
+from iphd.calibration import (
+    BASE_TO_OPTICAL_XYZW,
+    RigCalibration,
+    StaticTransform,
+    quaternion_to_rotation,
+    rotation_to_quaternion,
+)
 from iphd.data.truth import PersonTruth
 from iphd.registration import undistort_normalized
 from iphd.sensors.frames import CameraIntrinsics
@@ -108,6 +115,10 @@ class SensorConfig:
         ffc_period_s: (min, max) seconds between automatic flat-field corrections.
         ffc_duration_s: how long an FFC freezes the image.
         rgb_scale: size of the RGB view relative to the depth image.
+        pan_deg: the robot turning in place: the rig's yaw swings by up to this many degrees
+            either side of the scene's camera yaw (0 = a static rig), about the vertical
+            through the depth camera (``RigSimulator.yaw_offset_rad``).
+        pan_period_s: seconds of one full swing (``pan_deg`` > 0).
     """
 
     depth_profile: str = "aligned_1280x720"
@@ -130,9 +141,15 @@ class SensorConfig:
     ffc_period_s: tuple[float, float] = (150.0, 210.0)
     ffc_duration_s: float = 1.0
     rgb_scale: float = 0.5
+    pan_deg: float = 0.0
+    pan_period_s: float = 12.0
 
     def __post_init__(self) -> None:
         """Reject impossible sensor settings with a message naming the field."""
+        if not (math.isfinite(self.pan_deg) and 0 <= self.pan_deg <= 180):
+            raise ValueError(f"pan_deg must be 0..180 degrees, got {self.pan_deg}")
+        if not (math.isfinite(self.pan_period_s) and self.pan_period_s > 0):
+            raise ValueError(f"pan_period_s must be > 0 seconds, got {self.pan_period_s}")
         depth_profile(self.depth_profile)
         if not 0 < self.thermal_rate_hz < 9.0:
             raise ValueError(
@@ -268,6 +285,7 @@ class RigSimulator:
         t = np.asarray(self.calibration.translation_m, dtype=np.float64)
         self._depth_view = (w2c, self.scene.camera_pos)
         self._thermal_view = (rot @ w2c, self.scene.camera_pos + w2c.T @ (-rot.T @ t))
+        self._thermal_from_depth = (rot, t)
         srng = np.random.default_rng([self.seed, 0x7E5])
         offset = s.thermal_clock_offset_s
         if offset is None:
@@ -349,10 +367,73 @@ class RigSimulator:
 
     # ----------------------------------------------------------------------------- rendering
 
+    # ----------------------------------------------------------------------------- rig pose
+
+    @property
+    def moving(self) -> bool:
+        """True when the rig turns (``SensorConfig.pan_deg``)."""
+        return self.sensors.pan_deg > 0
+
+    def yaw_offset_rad(self, t_s: float) -> float:
+        """The rig's yaw at scene time ``t_s`` relative to the scene's camera yaw (0 static).
+
+        ``pan_deg * sin(2 pi t / pan_period_s)``: a robot looking left and right in place.
+        """
+        if not self.moving:
+            return 0.0
+        s = self.sensors
+        return math.radians(s.pan_deg) * math.sin(2.0 * math.pi * t_s / s.pan_period_s)
+
+    def depth_view(self, t_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(world_to_camera, position)`` of the depth camera at scene time ``t_s``."""
+        w2c, pos = self._depth_view
+        if not self.moving:
+            return w2c, pos
+        # The rig turns about the world's vertical (y) through the depth camera.
+        a = self.yaw_offset_rad(t_s)
+        turn = np.array([[math.cos(a), 0.0, math.sin(a)], [0.0, 1.0, 0.0],
+                         [-math.sin(a), 0.0, math.cos(a)]])
+        return w2c @ turn.T, pos
+
+    def thermal_view(self, t_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(world_to_camera, position)`` of the thermal camera at scene time ``t_s``."""
+        if not self.moving:
+            return self._thermal_view
+        w2c, pos = self.depth_view(t_s)
+        rot, t = self._thermal_from_depth
+        return rot @ w2c, pos + w2c.T @ (-rot.T @ t)
+
+    def odom_transform(self, t_s: float, odom_frame: str = "odom") -> StaticTransform:
+        """The rig's pose at ``t_s`` in an odometry frame fixed where it started (``/tf``).
+
+        ``odom_frame`` has REP 103 axes, gravity-aligned (z up, x the camera's heading at time
+        0 on the floor plane) with its origin at the depth camera's start; the child is the
+        calibration's ``frames.base`` (``camera_link``), or ``frames.depth`` where base is
+        empty. A robot's odometry drifts; this one is exact.
+        """
+        w2c0, pos0 = self.depth_view(0.0)
+        w2c, pos = self.depth_view(t_s)
+        # Odom axes in world coordinates (world: y up): x the heading at time 0, z up.
+        heading = w2c0[2] * np.array([1.0, 0.0, 1.0])
+        x = heading / max(float(np.linalg.norm(heading)), 1e-9)
+        z = np.array([0.0, 1.0, 0.0])
+        odom_from_world = np.stack([x, np.cross(z, x), z])
+        pose = odom_from_world @ w2c.T  # depth optical axes in odom
+        frames = self.calibration.frames
+        child = frames.base or frames.depth
+        if frames.base:  # camera_link's axes: the optical frame's pose in base, undone
+            pose = pose @ quaternion_to_rotation(np.asarray(BASE_TO_OPTICAL_XYZW)).T
+        xyzw = rotation_to_quaternion(pose)
+        translation = odom_from_world @ (pos - pos0)
+        return StaticTransform(
+            odom_frame, child, tuple(float(v) for v in translation),  # type: ignore[arg-type]
+            tuple(float(v) for v in xyzw),  # type: ignore[arg-type]
+        )
+
     def _static(self, key: str, grid: RayGrid, w2c: np.ndarray,
                 pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Room and static objects seen from a view, cast once (the rig does not move)."""
-        cached = self._static_cache.get(key)
+        """Room and static objects seen from a view, cast once (each frame when it turns)."""
+        cached = None if self.moving else self._static_cache.get(key)
         if cached is None:
             h, w = grid.shape
             z = np.empty((h, w), np.float64)
@@ -366,7 +447,8 @@ class RigSimulator:
                 cast_primitives(grid.x, grid.y, static.kind, params, boxes, static.owner,
                                 N_ROOM_FACES, z, ids, np.zeros((h, w), np.uint16))
             cached = (z, ids)
-            self._static_cache[key] = cached
+            if not self.moving:
+                self._static_cache[key] = cached
         return cached
 
     def _dynamic(self, t_s: float) -> tuple[PrimitiveSet, list[Any]]:
@@ -441,7 +523,7 @@ class RigSimulator:
         """Render depth frame ``index`` (and the aligned RGB view when ``rgb``)."""
         t_s = self.depth_time(index)
         dynamic, people = self._dynamic(t_s)
-        w2c, pos = self._depth_view
+        w2c, pos = self.depth_view(t_s)
         r = self._render("depth", self._depth_grid, w2c, pos, dynamic)
         truth = self._truth(r, people)
         depth_mm = self._depth_sensor(r, index)
@@ -469,7 +551,7 @@ class RigSimulator:
             source = max(before, 0)
         t_src = self.thermal_time(source)
         dynamic, _ = self._dynamic(t_src)
-        w2c, pos = self._thermal_view
+        w2c, pos = self.thermal_view(t_src)
         image = self._thermal_sensor(
             self._render("thermal", self._thermal_grid, w2c, pos, dynamic), source, t_src
         )
@@ -697,8 +779,8 @@ def _shade(  # pragma: no cover - jitted
 
 
 def warm_object_boxes(sim: RigSimulator, size_m: float = 0.3) -> np.ndarray:
-    """(M, 4) xyxy depth-image boxes around the scene's warm distractors that are in view."""
-    w2c, pos = sim._depth_view
+    """(M, 4) xyxy depth-image boxes around the scene's warm distractors in view at time 0."""
+    w2c, pos = sim.depth_view(0.0)
     di = sim.depth_intrinsics
     out = []
     for centre in sim.scene.warm_objects:
