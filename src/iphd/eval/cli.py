@@ -135,6 +135,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     b.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a TrackerConfig setting for the run (repeat for several; offline "
                    "only), as training/tune_tracker.py takes them, e.g. lost_timeout_s=4")
+    b.add_argument("--tracking-frame", default="", metavar="FRAME",
+                   help="the tracker node's tracking_frame: track in FRAME (odom, map) through "
+                   "the bag's /tf, as on a moving robot; sets up_axis=z unless --set gives it "
+                   "(default: the detections' frame)")
     b.add_argument("--start-s", type=float,
                    help="start S seconds into the bag (offline only; the tracker starts afresh)")
     b.add_argument("--limit-s", type=float,
@@ -411,7 +415,13 @@ def _offline_tracker(args: argparse.Namespace) -> TrackerConfig:
                          "as the live tracker made them")
     if not 0.0 <= args.score_threshold <= 1.0:
         raise ConfigError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
-    return tracker_config(args.set)
+    if args.recorded and args.tracking_frame:
+        raise ValueError("--tracking-frame is for the offline evaluation; a recording's tracks "
+                         "are scored as the live tracker made them")
+    given = [item for item in args.set if item.partition("=")[0].strip() == "up_axis"]
+    # odom and map have z up (REP 103), as the tracker node's tracking_frame wants.
+    return tracker_config(args.set if given or not args.tracking_frame
+                          else [*args.set, "up_axis=z"])
 
 
 def _evaluate_bag(
@@ -451,7 +461,11 @@ def _evaluate_bag(
             calibration=args.calibration,
             tracker=tracker,
             topics=topics_from_args(args, OFFLINE_TOPIC_ARGUMENTS),
+            tracking_frame=args.tracking_frame,
         )
+        if args.tracking_frame:
+            meta["tracking_frame"] = args.tracking_frame
+            meta["up_axis"] = tracker.up_axis
         result, run = evaluate_offline(bag, config, limit_s=args.limit_s, start_s=args.start_s,
                                        progress=not args.quiet)
     files = write_bag_report(result, out, {**meta, "mode": result.mode, **run})

@@ -21,6 +21,7 @@ from iphd.data.rosbag import (
     camera_info_to_intrinsics,
     header_stamp_ns,
     image_to_array,
+    read_transform_buffer,
 )
 from iphd.detection.verifier import BoxVerifier, load_box_verifier
 from iphd.detections import (
@@ -34,6 +35,7 @@ from iphd.fusion import DEPTH_ENCODINGS, FusionConfig, FusionPipeline, depth_to_
 from iphd.graph import OFFLINE_TOPIC_ARGUMENTS, with_camera_infos
 from iphd.sensors.frames import CameraIntrinsics, DepthFrame, ThermalFrame
 from iphd.sync import Pair, SyncConfig, Synchronizer
+from iphd.tf_buffer import FrameLookup
 from iphd.tracking.tracker import (
     TimeOrderError,
     Tracker,
@@ -139,6 +141,10 @@ class OfflineConfig:
         topics: the bag's topics to read instead of ``depth/image_raw``, ``depth/camera_info``
             and ``thermal/image_raw`` (``iphd.graph.OFFLINE_TOPIC_ARGUMENTS``); empty = those
             names.
+        tracking_frame: the tracker node's ``tracking_frame``: detections' positions go into
+            this frame (``odom`` on a moving robot) through the bag's ``/tf`` and
+            ``/tf_static`` before tracking; empty = the detections' own frame. The tracker's
+            ``up_axis`` must be that frame's (``z`` for odom and map).
     """
 
     detector_checkpoint: str = ""
@@ -159,6 +165,7 @@ class OfflineConfig:
     registered_scale: float = 0.25
     fix_zero_patches: bool = True
     topics: Mapping[str, str] = field(default_factory=dict)
+    tracking_frame: str = ""
 
     def __post_init__(self) -> None:
         """Reject values the pipeline cannot run with (the stage configs check the rest)."""
@@ -171,6 +178,13 @@ class OfflineConfig:
             raise ValueError(
                 f"topics renames {', '.join(unknown)}, which the offline pipeline does not read "
                 f"(it reads {', '.join(OFFLINE_TOPIC_ARGUMENTS.values())})"
+            )
+        optical = TrackerConfig.up_axis
+        if not self.tracking_frame and self.tracker.up_axis != optical:
+            raise ValueError(
+                f"tracker up_axis is '{self.tracker.up_axis}', but without a tracking_frame the "
+                f"tracks are in the camera's optical frame, whose up axis is {optical}: set "
+                f"up_axis {optical}, or give the tracking_frame"
             )
         DetectionConfig(
             self.detector_checkpoint, self.device, self.score_threshold, self.threads,
@@ -217,6 +231,8 @@ class PipelineStats:
         pairs_failed: pairs dropped by fusion or inference errors.
         sync_resets: synchronizer resets (backward stamp jumps).
         tracker_resets: tracker resets on a stamp not after the previous one.
+        no_transform: pairs whose detections could not go into ``tracking_frame`` (no
+            transform at their stamp): as the tracker node, tracking skips them.
         rejected_detections: detections not handed to the tracker (``detection_problem``).
         cold_rejected: published-score detections taken out as colder than a person
             (``min_thermal_contrast_k``).
@@ -229,6 +245,7 @@ class PipelineStats:
     pairs_failed: int = 0
     sync_resets: int = 0
     tracker_resets: int = 0
+    no_transform: int = 0
     rejected_detections: int = 0
     cold_rejected: int = 0
     verifier_rejected: int = 0
@@ -315,6 +332,9 @@ class OfflinePipeline:
                 out_scale=config.registered_scale, fix_zero_patches=config.fix_zero_patches
             ),
         )
+        #: Where detections go into ``config.tracking_frame``: the bag's transforms, read by
+        #: ``run_bag`` (set it before ``push`` to feed messages by hand).
+        self.transforms: FrameLookup | None = None
         self.sync_config = SyncConfig.from_calibration(
             calibration,
             max_skew_ns=int(config.max_skew_ms * 1e6),
@@ -346,6 +366,8 @@ class OfflinePipeline:
             DatasetError: the bag has no depth image, depth camera info or thermal image topic.
         """
         topics = self.input_topics(reader)
+        if self.config.tracking_frame and self.transforms is None:
+            self.transforms = read_transform_buffer(reader)
         corrupt_before = dict(reader.corrupt)
         for topic, _type, _log_ns, msg in reader.messages(
             list(topics), start_ns=start_ns, stop_ns=stop_ns
@@ -485,6 +507,17 @@ class OfflinePipeline:
             latency["embedding"] = (time.perf_counter() - t3) * 1e3
         t4 = time.perf_counter()
         try:
+            inputs = self._into_tracking_frame(inputs, depth.frame_id, pair.depth_stamp_ns)
+        except LookupError as exc:
+            # The tracker node drops the detections it cannot place; nothing is tracked.
+            self.stats.no_transform += 1
+            self._warn("transform", f"detections at {pair.depth_stamp_ns} ns not tracked: no "
+                       f"transform from '{depth.frame_id}' into tracking_frame "
+                       f"'{self.config.tracking_frame}' ({exc})")
+            self.stats.pairs += 1
+            return PairResult(pair.depth_stamp_ns, [d for d, _ in detections], [], latency,
+                              (width, height), tuple(p for _, p in detections))
+        try:
             tracks = self.tracker.update(pair.depth_stamp_ns, inputs)
         except TimeOrderError:
             self.tracker.reset()
@@ -509,6 +542,23 @@ class OfflinePipeline:
                 continue
             inputs.append(TrackInput(box, score, det.position_m))  # type: ignore[arg-type]
         return inputs
+
+    def _into_tracking_frame(
+        self, inputs: list[TrackInput], frame_id: str, stamp_ns: int
+    ) -> list[TrackInput]:
+        """``inputs`` with their positions in ``config.tracking_frame`` (as the tracker node).
+
+        Raises:
+            LookupError: no transform from ``frame_id`` at ``stamp_ns``.
+        """
+        target = self.config.tracking_frame
+        if not target or frame_id == target:
+            return inputs
+        if self.transforms is None:
+            raise LookupError("no transforms were read (run_bag reads the bag's /tf)")
+        transform = self.transforms(target, frame_id, stamp_ns)
+        return [TrackInput(d.box_xyxy, d.score, transform.apply(d.position_m), d.embedding)
+                for d in inputs]
 
     @staticmethod
     def _embed(
