@@ -19,6 +19,7 @@ often wins only because one bag flips, so read the per-bag columns before changi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import itertools
 import pickle
@@ -74,7 +75,8 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
                min_thermal_contrast_k: float = 0.0, verifier: str = "",
                min_verifier_probability: float = -1.0, calibration: str = "",
                int8_calibration: str = "",
-               topics: dict[str, str] | None = None) -> RecordedBag:
+               topics: dict[str, str] | None = None,
+               tracking_frame: str = "") -> RecordedBag:
     """Run the offline pipeline over ``bag`` and keep the tracker's inputs.
 
     ``detector_checkpoint`` (empty = the shipped model), ``score_threshold``,
@@ -83,7 +85,10 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
     ``iphd-eval bag``; ``calibration`` (a rig.yaml; empty = the bag's, else the package's)
     registers the thermal images; ``int8_calibration`` (the detector node's; empty = the
     shipped pairs) quantizes the int8 detector; ``topics`` names the bag's depth and thermal
-    topics when another driver recorded them (``OfflineConfig.topics``).
+    topics when another driver recorded them (``OfflineConfig.topics``); ``tracking_frame``
+    (``odom`` on a moving robot: ``OfflineConfig.tracking_frame``, up axis z) puts the inputs'
+    positions there through the bag's ``/tf``, and a pair with no transform is left out, as the
+    tracker node drops it.
     """
     from iphd.data.rosbag import BagReader
     from iphd.eval.bag_eval import read_truth
@@ -95,7 +100,8 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
                            min_thermal_contrast_k=min_thermal_contrast_k, verifier=verifier,
                            min_verifier_probability=min_verifier_probability,
                            calibration=calibration, int8_calibration=int8_calibration,
-                           topics=topics or {})
+                           topics=topics or {}, tracking_frame=tracking_frame,
+                           tracker=tracking_config(tracking_frame))
     frames: list[tuple[int, list[TrackInput], int]] = []
     with BagReader(bag) as reader:
         truth = read_truth(reader)
@@ -110,8 +116,17 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
 
         tracker.update = keep  # type: ignore[method-assign]
         for pair in pipeline.run_bag(reader):
-            frames.append((pair.stamp_ns, given[-1], pair.image_size[1]))
+            if len(given) > len(frames):  # tracked (a pair with no transform is not)
+                frames.append((pair.stamp_ns, given[-1], pair.image_size[1]))
     return RecordedBag(str(bag), frames, truth)
+
+
+def tracking_config(tracking_frame: str = "") -> TrackerConfig:
+    """The tracker's defaults for tracks in ``tracking_frame``.
+
+    Up axis z for odom and map (REP 103), the optical frame's -y without a tracking frame.
+    """
+    return TrackerConfig(up_axis="z") if tracking_frame else TrackerConfig()
 
 
 def model_files(reid_checkpoint: str = "", detector_checkpoint: str = "",
@@ -253,18 +268,23 @@ def _better_worse(idf1: Sequence[float | None], base: Sequence[float | None]) ->
     return f"{better} / {worse}"
 
 
-def table(bags: Sequence[RecordedBag], combos: Sequence[dict[str, Any]]) -> str:
+def table(bags: Sequence[RecordedBag], combos: Sequence[dict[str, Any]],
+          defaults: TrackerConfig | None = None) -> str:
     """Replay every combination on every bag; Markdown, best mean IDF1 first.
+
+    ``defaults`` is what each combination changes (``tracking_config``: the tracker's own
+    defaults, or up axis z for bags recorded in a tracking frame).
 
     Beside each mean, how many bags the setting makes better and worse than the defaults
     (``FLIP_MARGIN``): one bag's IDF1 turns on a handful of identity decisions, so a mean
     gain that a few bags carry while others lose is noise, not a better setting.
     """
-    base = [replay(bag, TrackerConfig())["idf1"] for bag in bags] if {} not in combos else None
+    defaults = defaults or TrackerConfig()
+    base = [replay(bag, defaults)["idf1"] for bag in bags] if {} not in combos else None
     rows = []
     for combo in combos:
         try:
-            config = TrackerConfig(**combo)
+            config = dataclasses.replace(defaults, **combo)
         except IphdError as exc:
             raise ConfigError(f"--set {combo}: {exc}") from exc
         scores = [replay(bag, config) for bag in bags]
@@ -372,6 +392,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="keep each bag's recorded tracker inputs here (re-runs skip the "
                         "detector and embedder)")
     add_pipeline_arguments(parser)
+    parser.add_argument("--tracking-frame", default="", metavar="FRAME",
+                        help="the tracker node's tracking_frame: track in FRAME (odom, map) "
+                        "through the bags' /tf, up axis z (default: the detections' frame)")
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     return parser
 
@@ -381,13 +404,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         combos = grid(parse_settings(args.set))
+        defaults = tracking_config(args.tracking_frame)
         for combo in combos:  # refuse bad values before the long part
-            TrackerConfig(**combo)
+            dataclasses.replace(defaults, **combo)
+        settings = pipeline_settings(args)
+        if args.tracking_frame:  # only when given: earlier cache keys stay valid
+            settings["tracking_frame"] = args.tracking_frame
         bags = []
         for bag in args.bag:
             print(f"recording the tracker's inputs over {bag}", file=sys.stderr, flush=True)
-            bags.append(cached_record(bag, args.cache, **pipeline_settings(args)))
-        text = table(bags, combos)
+            bags.append(cached_record(bag, args.cache, **settings))
+        text = table(bags, combos, defaults)
     except IphdError as exc:
         print(f"tune_tracker: {exc}", file=sys.stderr)
         return 2

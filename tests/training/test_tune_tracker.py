@@ -197,3 +197,29 @@ def test_bags_are_taken_after_one_bag_option_or_repeated():
     repeated = parser.parse_args(["--bag", "a", "--bag", "b"]).bag
     assert several == repeated == [Path("a"), Path("b")]
     assert parser.parse_args(["--bag", "a", "b", "--bag", "c"]).bag == [Path(p) for p in "abc"]
+
+
+def test_a_turning_robots_bags_are_tuned_in_its_tracking_frame(pan_bag, tmp_path):
+    import numpy as np
+
+    odom = tune_tracker.record_bag(pan_bag, reid_checkpoint="none", threads=1,
+                                   tracking_frame="odom")
+    optical = tune_tracker.record_bag(pan_bag, reid_checkpoint="none", threads=1)
+    assert [f[0] for f in odom.frames] == [f[0] for f in optical.frames]
+    # The same detections, their positions turned into odom (the rig turns about the depth
+    # camera, odom's origin: distances stay, directions change).
+    pairs = [(np.array(a.position_m), np.array(b.position_m))
+             for (_s, ins_a, _h), (_t, ins_b, _k) in zip(odom.frames, optical.frames, strict=True)
+             for a, b in zip(ins_a, ins_b, strict=True) if np.all(np.isfinite(a.position_m))]
+    assert len(pairs) > 20
+    np.testing.assert_allclose([np.linalg.norm(a) for a, _ in pairs],
+                               [np.linalg.norm(b) for _, b in pairs], rtol=1e-6)
+    assert max(float(np.linalg.norm(a - b)) for a, b in pairs) > 1.0
+    # The table replays them with odom's up axis (z) under every combination.
+    out = tmp_path / "table.md"
+    assert tune_tracker.main(["--bag", str(pan_bag), "--tracking-frame", "odom", "--threads",
+                              "1", "--reid-checkpoint", "none", "--set", "lost_timeout_s=4,8",
+                              "--out", str(out)]) == 0
+    assert "| lost_timeout_s=8.0 |" in out.read_text()
+    assert tune_tracker.tracking_config("odom").up_axis == "z"
+    assert tune_tracker.tracking_config("").up_axis == "-y"
