@@ -156,6 +156,19 @@ class TransformBuffer:
         names = set(self._edges) | {e.parent for e in self._edges.values()}
         return sorted(names)
 
+    def ancestors(self, frame: str) -> list[str]:
+        """The frames above ``frame``: its parent first, its tree's root last; none for a root.
+
+        Raises:
+            LookupError: the transforms loop.
+        """
+        return self._chain(str(frame).lstrip("/"))[1:]
+
+    def moves(self, child: str) -> bool:
+        """Whether ``child``'s pose in its parent is stamped (moving), not static."""
+        edge = self._edges.get(str(child).lstrip("/"))
+        return edge is not None and edge.static is None
+
     def add(
         self,
         parent: str,

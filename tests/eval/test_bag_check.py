@@ -157,3 +157,11 @@ def test_compressed_transports_are_read_and_what_they_lose_is_named(compressed_b
     assert any(p.startswith("depth/image_raw/compressedDepth: 1 of its messages in the part "
                             "read were skipped, the first because FrameError:")
                for p in black.problems), black.problems
+
+
+def test_a_robot_that_moved_is_told_which_frame_to_track_in(pan_bag):
+    check = check_bag(pan_bag)
+    assert not check.problems
+    assert any(n.startswith("/tf moves depth_optical_frame in odom (through camera_link)") and
+               "--tracking-frame odom" in n and "up_axis: z" in n for n in check.notes), \
+        check.notes

@@ -32,6 +32,7 @@ from iphd.data.rosbag import (
     camera_info_to_intrinsics,
     header_stamp_ns,
     image_to_array,
+    read_transform_buffer,
 )
 from iphd.errors import IphdError
 from iphd.eval.pipeline import THERMAL_ENCODINGS, bag_topic_label, find_topic
@@ -163,7 +164,33 @@ def check_bag(
                 )
         _describe(result, samples, rig)
         _pairs(result, samples, rig, max_skew_ms)
+        _tracking_frame(result, reader, samples)
     return result
+
+
+def _tracking_frame(
+    result: BagCheck, reader: BagReader, samples: dict[str, list[tuple[int, Any]]]
+) -> None:
+    """Note the frame to track in when the bag's TF moves the depth camera (a robot's odom)."""
+    depth = samples.get(DEPTH_IMAGE, [])
+    if not depth or not any(name.rstrip("/").rpartition("/")[2] == "tf"
+                            for name in reader.topics):
+        return
+    frame = str(depth[0][1].header.frame_id).lstrip("/")
+    tf = read_transform_buffer(reader)
+    try:
+        above = tf.ancestors(frame)
+    except LookupError as exc:
+        result.problems.append(f"/tf: {exc}; the robot's TF tree is broken")
+        return
+    moving = [child for child in [frame, *above[:-1]] if tf.moves(child)]
+    if above and moving:
+        root = above[-1]
+        result.notes.append(
+            f"/tf moves {frame} in {root} (through {', '.join(moving)}): the robot moved while "
+            f"recording, so track in {root} as the node does: iphd-eval bag and tune_tracker.py "
+            f"--tracking-frame {root}; the tracker node's tracking_frame: {root} with up_axis: z"
+        )
 
 
 def _compressed_note(result: BagCheck, check: TopicCheck, role: str, name: str) -> None:
