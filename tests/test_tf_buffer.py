@@ -43,6 +43,10 @@ def test_a_point_goes_through_the_tree_as_the_frames_compose():
     np.testing.assert_allclose(across.apply((0, 0, 1)), (-0.05, 0, 1), atol=1e-12)
     assert tf("odom", "/odom", 0).apply((1, 2, 3)) == (1.0, 2.0, 3.0)  # tf2 drops the slash
     assert tf.frames == ["camera_link", "depth_optical_frame", "odom", "thermal_optical_frame"]
+    assert tf.ancestors("thermal_optical_frame") == ["depth_optical_frame", "camera_link", "odom"]
+    assert tf.ancestors("odom") == [] and tf.ancestors("unknown") == []
+    assert tf.moves("camera_link") and not tf.moves("depth_optical_frame")
+    assert not tf.moves("odom")
 
 
 def test_moving_transforms_are_interpolated_between_their_samples():
