@@ -273,6 +273,9 @@ def test_a_bag_of_other_drivers_topics_is_exported_and_imported_with_the_names_g
     assert not out.exists()  # refused before anything was written: the same --out works
     assert main(["export-mot", "--bag", str(bag), "--out", str(out), "--no-prefill",
                  "--threads", "1", "--quiet", *names]) == 0
+    # The next commands printed carry the names (import-mot reads only depth).
+    assert f"--out BAG_WITH_TRUTH --depth-topic {topics['depth/image_raw']}\n" in \
+        capsys.readouterr().out
     stamps = read_stamps(out / "stamps.csv")
     assert len(stamps) >= 8
     _write_gt(out / "gt" / "gt.txt", [(1, 1, 10, 10, 40, 100)])
@@ -280,6 +283,8 @@ def test_a_bag_of_other_drivers_topics_is_exported_and_imported_with_the_names_g
     assert main(argv) == 2
     assert "no depth/image_raw and depth/camera_info" in capsys.readouterr().err
     assert main([*argv, *names[:2]]) == 0
+    assert f"--out out/eval/gt --depth-topic {topics['depth/image_raw']}" in \
+        capsys.readouterr().out
     truth = read_ground_truth(tmp_path / "gt")
     assert sorted(truth) == sorted(stamps.values())
     # The truth is in the driver's depth frame, as the depth images are.

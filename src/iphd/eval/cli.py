@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -242,6 +242,16 @@ def _run_export_mot(args: argparse.Namespace) -> str:
         "and ids, draw new people as tracks, not shapes, export as 'MOT 1.1' and unpack its gt/ "
         "into the folder), then\n"
         f"  iphd-eval import-mot --bag {args.bag} --mot {done.out_dir} --out BAG_WITH_TRUTH"
+        + _topic_options(args, DEPTH_TOPIC_ARGUMENTS)
+    )
+
+
+def _topic_options(args: argparse.Namespace, arguments: Mapping[str, str]) -> str:
+    """The topic options given on this command line that the next command needs too."""
+    given = topics_from_args(args, arguments)
+    return "".join(
+        f" --{option.replace('_', '-')} {given[topic]}"
+        for option, topic in arguments.items() if topic in given
     )
 
 
@@ -272,6 +282,7 @@ def _run_import_mot(args: argparse.Namespace) -> str:
         f"{rig}\n"
         f"{hidden}\n"
         f"score it: iphd-eval bag --bag {done.out_bag} --out out/eval/{done.out_bag.name}"
+        + _topic_options(args, DEPTH_TOPIC_ARGUMENTS)
     )
 
 
