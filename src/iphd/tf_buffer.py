@@ -142,12 +142,17 @@ class TransformBuffer:
     Args:
         max_interval_s: longest time between two samples of a moving transform that is
             interpolated across; a longer gap means its publisher stopped.
+        cache_s: how long a moving transform's samples are kept behind its newest one (tf2
+            keeps 10 s); None = all (a bag read offline).
     """
 
-    def __init__(self, max_interval_s: float = 1.0) -> None:
+    def __init__(self, max_interval_s: float = 1.0, cache_s: float | None = None) -> None:
         if not (math.isfinite(max_interval_s) and max_interval_s > 0):
             raise ValueError(f"max_interval_s must be > 0, got {max_interval_s}")
+        if cache_s is not None and not (math.isfinite(cache_s) and cache_s > 0):
+            raise ValueError(f"cache_s must be > 0 seconds or None, got {cache_s}")
         self._max_interval_ns = int(max_interval_s * 1e9)
+        self._cache_ns = None if cache_s is None else int(cache_s * 1e9)
         self._edges: dict[str, _Edge] = {}
 
     @property
@@ -210,6 +215,10 @@ class TransformBuffer:
         edge.stamps.insert(i, int(stamp_ns))
         edge.quaternions.insert(i, q)
         edge.translations.insert(i, translation)
+        if self._cache_ns is not None:
+            old = bisect.bisect_left(edge.stamps, edge.stamps[-1] - self._cache_ns)
+            if old:
+                del edge.stamps[:old], edge.quaternions[:old], edge.translations[:old]
 
     def lookup(self, target: str, source: str, stamp_ns: int) -> RigidTransform:
         """The transform of points from ``source`` into ``target`` at ``stamp_ns``.

@@ -478,6 +478,56 @@ def test_with_tf_people_are_tracked_and_published_in_the_tracking_frame(
     assert abs(track.velocity.x) < 0.25 and track.velocity.z == 0.0
 
 
+def test_without_tf2_ros_the_node_listens_to_tf_itself(
+    graph, executor, spin_until, spin_for, monkeypatch, tf2_msgs
+):
+    """The same walk with real TF messages (a robot's odom -> base_link on /tf and base_link ->
+    optical on /tf_static, together TO_ODOM) through iphd's own listener, as where tf2_msgs is
+    installed without tf2_ros."""
+    from geometry_msgs.msg import Quaternion, Transform, TransformStamped, Vector3
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+
+    from iphd.calibration import BASE_TO_OPTICAL_XYZW
+    from iphd.ros.conversions import header
+    from iphd.ros.frames import TopicLookup
+
+    monkeypatch.setattr(tracker_node, "tf_lookup", TopicLookup)
+    node, feeder = graph(tracking_frame="odom", up_axis="z")
+
+    def tf(stamp, parent, child, xyz, xyzw):
+        x, y, z = map(float, xyz)
+        qx, qy, qz, qw = map(float, xyzw)
+        return TransformStamped(header=header(stamp, parent), child_frame_id=child,
+                                transform=Transform(translation=Vector3(x=x, y=y, z=z),
+                                                    rotation=Quaternion(x=qx, y=qy, z=qz, w=qw)))
+
+    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    static = feeder.create_publisher(tf2_msgs.TFMessage, "/tf_static", latched)
+    odom = feeder.create_publisher(tf2_msgs.TFMessage, "/tf", 100)
+    assert spin_until(executor, lambda: odom.get_subscription_count() > 0
+                      and static.get_subscription_count() > 0)
+    static.publish(tf2_msgs.TFMessage(transforms=[
+        tf(0, "base_link", FRAME, (0, 0, 0), BASE_TO_OPTICAL_XYZW)]))
+    for k in range(-1, 14):  # the robot stands 2 m along odom's x, its camera 1 m up
+        odom.publish(tf2_msgs.TFMessage(transforms=[
+            tf(T0 + k * PERIOD, "odom", "base_link", (2.0, 0.0, 1.0), (0, 0, 0, 1))]))
+    spin_for(executor, 0.3)  # delivered before the first detections
+    _walk(executor, spin_until, feeder, 12)
+    last = feeder.tracks[-1]
+    assert last.header.frame_id == "odom" and node.stats().get("errors_no_transform", 0) == 0
+    track = last.tracks[0]
+    x, _, z = _person(11)[1]
+    assert (track.position.x, track.position.y) == pytest.approx((2.0 + z, -x), abs=0.2)
+    assert track.position.z == pytest.approx(1.0, abs=1e-6)
+    assert track.velocity.y == pytest.approx(-SPEED_MPS, abs=0.25)
+    # No odometry for a stamp within the wait (0.1 s): dropped and counted, as with tf2.
+    late = T0 + 20 * PERIOD
+    box, xyz = _person(20)
+    feeder.depth.publish(_depth(late, [box]))
+    feeder.detections.publish(_detections(late, [(box, xyz, 0.9)]))
+    assert spin_until(executor, lambda: node.stats().get("errors_no_transform", 0) == 1)
+
+
 def test_detections_without_a_transform_are_dropped_and_reported(
     graph, executor, spin_until, monkeypatch
 ):

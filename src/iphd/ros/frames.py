@@ -2,22 +2,27 @@
 
 The tracker node tracks in ``tracking_frame`` (``odom`` or ``map`` on a moving robot, so that
 the robot's own motion is not taken for the people's) when tf2 can say where the camera was
-at each detection's stamp. ``tf2_ros`` comes with ROS from apt; where it is missing (the PyPI
+at each detection's stamp. ``tf2_ros`` comes with ROS from apt; where only ``tf2_msgs`` is
+installed the node listens to ``/tf`` itself (:class:`TopicLookup`); where neither is (the PyPI
 wheels) :func:`tf_lookup` returns None and the node tracks in the detections' frame.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import numpy as np
 
+from iphd.ros.conversions import stamp_to_ns
+
 # The transforms themselves are library code (``iphd.tf_buffer``, used offline too).
-from iphd.tf_buffer import FrameLookup, RigidTransform, quaternion_matrix
+from iphd.tf_buffer import FrameLookup, RigidTransform, TransformBuffer, quaternion_matrix
 
 __all__ = [
-    "FrameLookup", "RigidTransform", "Tf2Lookup", "quaternion_matrix", "tf_lookup",
-    "transform_from_msg",
+    "FrameLookup", "RigidTransform", "Tf2Lookup", "TopicLookup", "quaternion_matrix",
+    "tf_lookup", "transform_from_msg",
 ]
 
 
@@ -67,10 +72,72 @@ class Tf2Lookup:
             raise LookupError(str(exc)) from exc
 
 
+class TopicLookup:
+    """:class:`FrameLookup` without ``tf2_ros``: ``/tf`` and ``/tf_static`` into iphd's buffer.
+
+    Where ``tf2_msgs`` is installed but ``tf2_ros`` is not, the node subscribes the two topics
+    itself (with tf2's listener QoS: reliable, 100 deep, ``/tf_static`` transient-local) and
+    looks transforms up in a :class:`iphd.tf_buffer.TransformBuffer` keeping tf2's 10 s; a
+    lookup waits up to ``timeout_s`` for a transform to arrive, as tf2's does.
+    """
+
+    def __init__(self, node: Any, timeout_s: float) -> None:
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from tf2_msgs.msg import TFMessage
+
+        self._buffer = TransformBuffer(cache_s=10.0)
+        self._lock = threading.Lock()
+        self._timeout_s = float(timeout_s)
+        self._node = node
+        self.rejected = 0
+        dynamic = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        static = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        node.create_subscription(TFMessage, "/tf", lambda m: self._on(m, False), dynamic)
+        node.create_subscription(TFMessage, "/tf_static", lambda m: self._on(m, True), static)
+
+    def _on(self, msg: Any, static: bool) -> None:
+        for tf in msg.transforms:
+            t, r = tf.transform.translation, tf.transform.rotation
+            stamp = None if static else stamp_to_ns(tf.header.stamp)
+            try:
+                with self._lock:
+                    self._buffer.add(tf.header.frame_id, tf.child_frame_id, (t.x, t.y, t.z),
+                                     (r.x, r.y, r.z, r.w), stamp)
+            except ValueError as exc:
+                self.rejected += 1
+                if self.rejected == 1:
+                    self._node.get_logger().warning(f"ignoring a transform: {exc}")
+
+    def __call__(self, target: str, source: str, stamp_ns: int) -> RigidTransform:
+        """Points from ``source`` into ``target`` at ``stamp_ns``.
+
+        Raises:
+            LookupError: no transform within the timeout (the buffer's reason).
+        """
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            with self._lock:
+                try:
+                    return self._buffer.lookup(target, source, stamp_ns)
+                except LookupError as exc:
+                    error = exc
+            if time.monotonic() >= deadline:
+                raise error
+            time.sleep(0.005)
+
+
 def tf_lookup(node: Any, timeout_s: float) -> FrameLookup | None:
-    """A tf2 lookup listening on ``node``; None where ``tf2_ros`` is not installed."""
+    """A tf2 lookup listening on ``node``; None where neither tf2 package is installed.
+
+    Where only ``tf2_msgs`` is, iphd's own listener (:class:`TopicLookup`).
+    """
     try:
         import tf2_ros  # noqa: F401
     except ImportError:
-        return None
+        try:
+            import tf2_msgs.msg  # noqa: F401
+        except ImportError:
+            return None
+        return TopicLookup(node, timeout_s)
     return Tf2Lookup(node, timeout_s)
