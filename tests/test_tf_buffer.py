@@ -104,3 +104,14 @@ def test_rigid_transforms_compose_and_invert():
     np.testing.assert_allclose(a.then(b).apply(p), b.apply(a.apply(p)))
     np.testing.assert_allclose(a.inverse().apply(a.apply(p)), p, atol=1e-12)
     assert all(math.isnan(v) for v in a.apply((math.nan, 0, 0)))
+
+
+def test_a_live_buffer_keeps_only_its_cache_of_a_moving_transform():
+    tf = TransformBuffer(cache_s=2.0)
+    for k in range(10):
+        tf.add("odom", "base_link", (float(k), 0, 0), (0, 0, 0, 1), stamp_ns=k * S)
+    np.testing.assert_allclose(tf("odom", "base_link", 8.5 * S).translation, (8.5, 0, 0))
+    with pytest.raises(LookupError, match=r"before the first .* \(7000000000\.\."):
+        tf("odom", "base_link", 6 * S)
+    with pytest.raises(ValueError, match="cache_s"):
+        TransformBuffer(cache_s=0)
