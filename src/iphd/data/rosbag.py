@@ -906,11 +906,12 @@ def read_static_transforms(reader: BagReader) -> list[StaticTransform]:
     return transforms
 
 
-def read_transform_buffer(reader: BagReader) -> TransformBuffer:
+def read_transform_buffer(reader: BagReader, stop_ns: int | None = None) -> TransformBuffer:
     """A ``TransformBuffer`` of every transform on the bag's ``/tf`` and ``/tf_static``.
 
-    Namespaced recordings (``/robot1/tf``) count too. Transforms that are not rigid (a zero
-    quaternion, a non-finite translation) are skipped with one warning, as tf2 refuses them.
+    Namespaced recordings (``/robot1/tf``) count too; ``stop_ns`` (a log time) ends the
+    reading there. Transforms that are not rigid (a zero quaternion, a non-finite
+    translation) are skipped with one warning, as tf2 refuses them.
     """
     buffer = TransformBuffer()
     topics = {
@@ -918,7 +919,7 @@ def read_transform_buffer(reader: BagReader) -> TransformBuffer:
         if topic.msgtype == TF_MESSAGE and name.rstrip("/").rpartition("/")[2] in TF_TOPICS
     }
     bad = 0
-    for topic, _type, _log_ns, msg in reader.messages(list(topics)):
+    for topic, _type, _log_ns, msg in reader.messages(list(topics), stop_ns=stop_ns):
         for tf in msg.transforms:
             tr, q = tf.transform.translation, tf.transform.rotation
             try:

@@ -164,12 +164,13 @@ def check_bag(
                 )
         _describe(result, samples, rig)
         _pairs(result, samples, rig, max_skew_ms)
-        _tracking_frame(result, reader, samples)
+        _tracking_frame(result, reader, samples, stop_ns)
     return result
 
 
 def _tracking_frame(
-    result: BagCheck, reader: BagReader, samples: dict[str, list[tuple[int, Any]]]
+    result: BagCheck, reader: BagReader, samples: dict[str, list[tuple[int, Any]]],
+    stop_ns: int,
 ) -> None:
     """Note the frame to track in when the bag's TF moves the depth camera (a robot's odom)."""
     depth = samples.get(DEPTH_IMAGE, [])
@@ -177,7 +178,7 @@ def _tracking_frame(
                             for name in reader.topics):
         return
     frame = str(depth[0][1].header.frame_id).lstrip("/")
-    tf = read_transform_buffer(reader)
+    tf = read_transform_buffer(reader, stop_ns)  # the part read, as for the other inputs
     try:
         above = tf.ancestors(frame)
     except LookupError as exc:
