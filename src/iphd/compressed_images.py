@@ -25,7 +25,6 @@ from __future__ import annotations
 import struct
 
 import cv2
-import numba
 import numpy as np
 
 from iphd.errors import FrameError
@@ -37,7 +36,6 @@ COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 DEPTH_HEADER_BYTES = 12
 _DEPTH_HEADER = struct.Struct("<iff")
 _RVL_SIZE = struct.Struct("<II")
-_NIBBLE_SHIFTS = np.arange(28, -1, -4, dtype=np.uint32)
 #: Largest RVL image decoded (a corrupt size must not allocate gigabytes): 64 Mpx.
 MAX_RVL_PIXELS = 1 << 26
 
@@ -108,9 +106,10 @@ def encode_compressed(
         if codec == "png":
             body = _imencode(".png", pixels)
         else:
-            flat = np.ascontiguousarray(pixels, dtype=np.uint16).reshape(-1)
+            from iphd import rvl
+
             rows, cols = pixels.shape
-            body = _RVL_SIZE.pack(cols, rows) + _rvl_encode(flat).tobytes()
+            body = _RVL_SIZE.pack(cols, rows) + rvl.encode(pixels)
         return f"{encoding}; compressedDepth {codec}", header + body
     if transport != "compressed" or codec not in ("png", "jpeg"):
         raise FrameError(
@@ -175,109 +174,15 @@ def _rvl_image(body: bytes, text: str) -> np.ndarray:
             f"RVL image ({text!r}) says it is {cols}x{rows} pixels; the message is corrupt"
         )
     stream = body[_RVL_SIZE.size:]
-    words = np.frombuffer(stream[: len(stream) // 4 * 4], dtype="<u4")
-    # Each 32-bit word holds 8 nibbles, the first in its top 4 bits.
-    nibbles = ((words[:, None] >> _NIBBLE_SHIFTS) & 0xF).astype(np.uint8).reshape(-1)
-    out = np.zeros(pixels, dtype=np.uint16)
-    if _rvl_decode(nibbles, out) != pixels:
+    from iphd import rvl  # numba: loaded only for RVL images
+
+    out = rvl.decode(stream, pixels)
+    if out is None:
         raise FrameError(
             f"RVL image ({text!r}) ends before its {cols}x{rows} pixels, or codes more; the "
             "message is truncated or corrupt"
         )
     return out.reshape(int(rows), int(cols))
-
-
-@numba.njit(cache=True)
-def _read_value(nibbles: np.ndarray, pos: int) -> tuple[int, int]:  # pragma: no cover - numba
-    """One variable-length value from ``pos`` and the position after it (-1 if cut off).
-
-    3 bits a nibble, least significant first, the nibble's high bit set when more follow.
-    """
-    value = 0
-    shift = 0
-    while pos < nibbles.shape[0] and shift <= 30:
-        nibble = int(nibbles[pos])
-        pos += 1
-        value |= (nibble & 0x7) << shift
-        shift += 3
-        if not nibble & 0x8:
-            return value, pos
-    return -1, pos
-
-
-@numba.njit(cache=True)
-def _rvl_decode(nibbles: np.ndarray, out: np.ndarray) -> int:  # pragma: no cover - numba
-    """Decode RVL ``nibbles`` into the zeroed ``out``; the pixels written, or -1.
-
-    The stream is runs of (zeros, non-zeros, the non-zeros' zigzag deltas); -1 when it ends
-    early or codes more pixels than ``out`` holds.
-    """
-    size = out.shape[0]
-    pos = 0
-    written = 0
-    previous = 0
-    while written < size:
-        zeros, pos = _read_value(nibbles, pos)
-        if zeros < 0 or written + zeros > size:
-            return -1
-        written += zeros
-        nonzeros, pos = _read_value(nibbles, pos)
-        if nonzeros < 0 or written + nonzeros > size:
-            return -1
-        for _ in range(nonzeros):
-            coded, pos = _read_value(nibbles, pos)
-            if coded < 0:
-                return -1
-            previous = (previous + ((coded >> 1) ^ -(coded & 1))) & 0xFFFF
-            out[written] = previous
-            written += 1
-    return written
-
-
-@numba.njit(cache=True)
-def _rvl_nibbles(pixels: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
-    """The RVL nibbles of uint16 ``pixels`` (the inverse of ``_rvl_decode``)."""
-    size = pixels.shape[0]
-    nibbles = np.zeros(6 * size + 32, dtype=np.uint8)
-    count = 0
-    pos = 0
-    previous = 0
-    while pos < size:
-        start = pos
-        while pos < size and pixels[pos] == 0:
-            pos += 1
-        end = pos
-        while end < size and pixels[end] != 0:
-            end += 1
-        for k in range(end - pos + 2):
-            if k == 0:
-                value = pos - start
-            elif k == 1:
-                value = end - pos
-            else:
-                delta = int(pixels[pos]) - previous
-                previous = int(pixels[pos])
-                pos += 1
-                value = (delta << 1) ^ (delta >> 63)
-            while True:
-                nibble = value & 0x7
-                value >>= 3
-                if value:
-                    nibble |= 0x8
-                nibbles[count] = nibble
-                count += 1
-                if not value:
-                    break
-    return nibbles[:count]
-
-
-def _rvl_encode(pixels: np.ndarray) -> np.ndarray:
-    """RVL-code flat uint16 ``pixels`` as little-endian 32-bit words."""
-    nibbles = _rvl_nibbles(pixels)
-    padded = np.zeros(-(-len(nibbles) // 8) * 8, dtype=np.uint32)
-    padded[: len(nibbles)] = nibbles
-    words = (padded.reshape(-1, 8) << _NIBBLE_SHIFTS).sum(axis=1, dtype=np.uint64)
-    return words.astype("<u4")
 
 
 # -- compressed -----------------------------------------------------------------------------------
