@@ -54,22 +54,10 @@ OTHER_DRIVERS = {
 def other_drivers_bag(sim_bag, tmp_path_factory):
     """(bag, topics): the first 2 s of ``sim_bag``, its depth and thermal topics renamed as
     ``OTHER_DRIVERS`` (given as ``topics``: sensor topic -> the name in the bag)."""
-    from rosbags.rosbag2 import Writer
-
-    from iphd.data.rosbag import BagReader, typestore
+    from transport_bags import write_transport_bag
 
     path = tmp_path_factory.mktemp("other_drivers") / "bag"
-    store = typestore()
-    writer = Writer(path, version=Writer.VERSION_LATEST)
-    writer.open()
-    connections = {}
-    with BagReader(sim_bag) as reader:
-        for raw in reader.raw_messages(stop_ns=reader.start_ns + 2_000_000_000):
-            topic = OTHER_DRIVERS.get(raw.topic, raw.topic)
-            if topic not in connections:
-                connections[topic] = writer.add_connection(topic, raw.msgtype, typestore=store)
-            writer.write(connections[topic], raw.log_ns, raw.data)
-    writer.close()
+    write_transport_bag(sim_bag, path, {}, rename=OTHER_DRIVERS, stop_ns=2_000_000_000)
     return path, dict(OTHER_DRIVERS)
 
 

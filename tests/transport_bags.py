@@ -1,4 +1,4 @@
-"""Bags as a robot records image_transport topics: images as CompressedImage on a transport."""
+"""Bags as a robot records them: other drivers' topic names, images on compressed transports."""
 
 from iphd.compressed_images import COMPRESSED_IMAGE
 from iphd.data.rosbag import BagReader, compress_image, typestore

@@ -24,7 +24,7 @@ def decode(stream: bytes, pixels: int) -> np.ndarray | None:
 
 
 def encode(pixels: np.ndarray) -> bytes:
-    """The RVL stream of flat uint16 ``pixels`` (the inverse of ``decode``)."""
+    """The RVL stream of uint16 ``pixels``, in row order (the inverse of ``decode``)."""
     nibbles = _rvl_nibbles(np.ascontiguousarray(pixels, dtype=np.uint16).reshape(-1))
     padded = np.zeros(-(-len(nibbles) // 8) * 8, dtype=np.uint32)
     padded[: len(nibbles)] = nibbles
