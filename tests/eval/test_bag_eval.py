@@ -678,12 +678,14 @@ def test_a_turning_robots_bag_is_tracked_in_odom_through_its_tf(pan_bag, sim_bag
                 for r in rs]
 
     assert boxes(optical) == boxes(results)
-    # A bag without the odometry: nothing is tracked, and that is said once.
+    # A bag whose transforms never name the frame is refused before anything runs.
     with BagReader(sim_bag) as reader:
-        static = pipeline_for_bag(config, reader)
-        results = _run(static, reader, reader.start_ns + 2_000_000_000)
-    assert static.stats.no_transform == len(results) > 0
-    assert all(not r.tracks for r in results)
+        with pytest.raises(DatasetError, match=r"no transform into tracking frame 'odom'.*"
+                                               r"camera_link, depth_optical_frame"):
+            _run(pipeline_for_bag(config, reader), reader)
+    assert main(["bag", "--bag", str(sim_bag), "--out", str(tmp_path / "static"), "--quiet",
+                 "--reid-checkpoint", "none", "--tracking-frame", "odom"]) == 2
+    assert "leave out --tracking-frame" in capsys.readouterr().err
     # up_axis follows the frame: the optical frame's is -y.
     with pytest.raises(ValueError, match="give the tracking_frame"):
         OfflineConfig(tracker=TrackerConfig(up_axis="z"))
@@ -697,3 +699,33 @@ def test_a_turning_robots_bag_is_tracked_in_odom_through_its_tf(pan_bag, sim_bag
     assert main(["bag", "--bag", str(pan_bag), "--out", str(out), "--quiet", "--recorded",
                  "--tracking-frame", "odom"]) == 2
     assert "--tracking-frame is for the offline evaluation" in capsys.readouterr().err
+
+
+def test_pairs_with_no_transform_into_the_tracking_frame_are_counted_and_said(
+        sim_bag, tmp_path, capsys, monkeypatch):
+    from iphd import tf_buffer
+    from iphd.eval import pipeline as pipeline_module
+
+    def odometry_only(reader, stop_ns=None):
+        # odom is named, but nothing joins it to the cameras (no base_link -> camera_link).
+        buffer = tf_buffer.TransformBuffer()
+        buffer.add("odom", "base_link", (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0), None)
+        return buffer
+
+    monkeypatch.setattr(pipeline_module, "read_transform_buffer", odometry_only)
+    config = dataclasses.replace(CONFIG, tracking_frame="odom",
+                                 tracker=TrackerConfig(up_axis="z"))
+    with BagReader(sim_bag) as reader:
+        pipeline = pipeline_for_bag(config, reader)
+        results = _run(pipeline, reader, reader.start_ns + 2_000_000_000)
+    assert pipeline.stats.no_transform == len(results) > 0
+    assert all(not r.tracks for r in results) and any(r.detections for r in results)
+    out = tmp_path / "report"
+    assert main(["bag", "--bag", str(sim_bag), "--out", str(out), "--quiet", "--threads", "1",
+                 "--reid-checkpoint", "none", "--tracking-frame", "odom",
+                 "--limit-s", "2"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    pairs = metrics["pairs"]
+    assert metrics["counters"]["no_transform"] == pairs > 0
+    assert (f"{pairs} of {pairs} pairs not tracked: no transform from the depth frame into "
+            "tracking frame 'odom'") in capsys.readouterr().out

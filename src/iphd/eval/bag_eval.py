@@ -16,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 import iphd
 from iphd.data.rosbag import (
@@ -234,7 +235,10 @@ def evaluate_offline(
         outputs = []
         masks: dict[int, np.ndarray] = {}
         latency: dict[str, list[float]] = {s: [] for s in STAGES}
-        with tqdm(unit="pair", desc="evaluating", disable=not progress, file=sys.stderr) as bar:
+        with (
+            tqdm(unit="pair", desc="evaluating", disable=not progress, file=sys.stderr) as bar,
+            logging_redirect_tqdm(),  # a warning gets a line of its own, not the bar's
+        ):
             for pair in pipeline.run_bag(reader, stop_ns, start_ns):
                 rows = np.asarray(
                     [(*d.box_xyxy, d.score) for d in pair.detections], dtype=np.float64
@@ -268,6 +272,7 @@ def evaluate_offline(
             "pairs_failed": stats.pairs_failed,
             "sync_resets": stats.sync_resets,
             "tracker_resets": stats.tracker_resets,
+            "no_transform": stats.no_transform,
             "rejected_detections": stats.rejected_detections,
             "cold_rejected": stats.cold_rejected,
             "verifier_rejected": stats.verifier_rejected,

@@ -491,11 +491,18 @@ def _evaluate_bag(
     metrics = json.loads(files.metrics_json.read_text(encoding="utf-8"))
     true_ids = metrics.get("idf1_true_ids")
     true_ids_text = "n/a" if true_ids is None else f"{true_ids:.4f}"
+    missed = int(result.counters.get("no_transform", 0))
+    untracked = (
+        f"{missed} of {result.pairs} pairs not tracked: no transform from the depth frame into "
+        f"tracking frame '{args.tracking_frame}' at their stamps (as the tracker node drops "
+        f"them); the bag's /tf does not reach it there\n" if missed else ""
+    )
     line = (
         f"{result.mode}: {aps}; MOTA {fmt('mota')}, IDF1 {fmt('idf1')} ({true_ids_text} with "
         f"true identities), HOTA {fmt('hota')}, ID switches "
         f"{int(mot['num_switches'] or 0)} on {len(result.frames)} frames ({result.pairs} pairs, "
         f"{sum(result.skipped.values())} messages skipped)\n"
+        f"{untracked}"
         f"wrote {files.report_md}, {files.metrics_json.name}, {files.pr_png.name}, "
         f"{files.timeline_png.name} and {files.latency_png.name}"
     )

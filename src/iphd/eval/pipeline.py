@@ -35,7 +35,7 @@ from iphd.fusion import DEPTH_ENCODINGS, FusionConfig, FusionPipeline, depth_to_
 from iphd.graph import OFFLINE_TOPIC_ARGUMENTS, with_camera_infos
 from iphd.sensors.frames import CameraIntrinsics, DepthFrame, ThermalFrame
 from iphd.sync import Pair, SyncConfig, Synchronizer
-from iphd.tf_buffer import FrameLookup
+from iphd.tf_buffer import FrameLookup, TransformBuffer
 from iphd.tracking.tracker import (
     TimeOrderError,
     Tracker,
@@ -368,6 +368,7 @@ class OfflinePipeline:
         topics = self.input_topics(reader)
         if self.config.tracking_frame and self.transforms is None:
             self.transforms = read_transform_buffer(reader)
+            _check_tracking_frame(self.transforms, self.config.tracking_frame, reader.path)
         corrupt_before = dict(reader.corrupt)
         for topic, _type, _log_ns, msg in reader.messages(
             list(topics), start_ns=start_ns, stop_ns=stop_ns
@@ -592,6 +593,23 @@ class OfflinePipeline:
         # First of a kind as a warning, the rest at debug level: a broken stream stays readable.
         (LOG.debug if kind in self._warned else LOG.warning)("%s", message)
         self._warned.add(kind)
+
+
+def _check_tracking_frame(transforms: FrameLookup, frame: str, bag: Path | str) -> None:
+    """Refuse a ``tracking_frame`` that the bag's transforms never name: nothing would be tracked.
+
+    Raises:
+        DatasetError: ``frame`` is in none of the bag's ``/tf`` and ``/tf_static`` transforms.
+    """
+    if not isinstance(transforms, TransformBuffer) or frame.lstrip("/") in transforms.frames:
+        return
+    known = ", ".join(transforms.frames) or "none: the bag has no /tf or /tf_static"
+    raise DatasetError(
+        f"{bag}: no transform into tracking frame '{frame}', so no detection could be tracked "
+        f"(the frames of its /tf and /tf_static: {known}); record /tf with the robot's "
+        f"odometry (odom -> base_link) beside the drivers' /tf_static, or leave out "
+        f"--tracking-frame to track in the camera's frame"
+    )
 
 
 def pipeline_for_bag(config: OfflineConfig, reader: BagReader) -> OfflinePipeline:
