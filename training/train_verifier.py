@@ -331,6 +331,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.epochs < 1 or args.hidden < 1:
         print("train_verifier: --epochs and --hidden must be at least 1", file=sys.stderr)
         return 2
+    if args.threshold is None and len(args.bag) < 2:
+        # Said before recording (30-90 s a bag), not after.
+        print("train_verifier: choosing a threshold needs at least two bags (two folds); "
+              "give more --bag, or --threshold to fit on this one", file=sys.stderr)
+        return 2
     fit_kwargs = {"epochs": args.epochs, "hidden": args.hidden, "seed": args.seed}
     settings = pipeline_settings(args)
     try:

@@ -119,6 +119,9 @@ def test_main_writes_a_verifier_the_node_loads_and_scores_other_bags(tmp_path, m
     assert train_verifier.main(["--bag", str(tmp_path / "a"), "--out", str(out),
                                 "--threshold", "1.5"]) == 2
     assert made == {} and "--threshold" in capsys.readouterr().err
+    # One bag cannot be split into two folds: refused before it is recorded.
+    assert train_verifier.main(["--bag", str(tmp_path / "a"), "--out", str(out)]) == 2
+    assert made == {} and "at least two bags" in capsys.readouterr().err
 
 
 def test_a_verifier_that_does_not_help_is_written_with_a_warning(tmp_path, monkeypatch, capsys):
