@@ -175,7 +175,8 @@ def test_missing_checkpoint_keeps_the_node_up_and_diagnostics_name_the_file(
 
 
 @pytest.mark.parametrize("parameter, value", [("min_thermal_contrast_k", -1.0),
-                                              ("precision", "half")])
+                                              ("precision", "half"),
+                                              ("score_threshold", 1.5)])
 def test_a_bad_parameter_is_refused_in_diagnostics_and_nothing_is_published(
     graph, executor, spin_until, spin_for, parameter, value
 ):
@@ -189,6 +190,9 @@ def test_a_bad_parameter_is_refused_in_diagnostics_and_nothing_is_published(
             for s in d.status
         ),
     )
+    # The value is the problem, not the model: the message does not send the user to it.
+    messages = [s.message for d in feeder.diagnostics for s in d.status if parameter in s.message]
+    assert all("fix the parameter" in m and "checkpoint" not in m for m in messages), messages
     feeder.send_pair(T0)
     spin_for(executor, 0.3)
     assert feeder.detections == []

@@ -191,20 +191,25 @@ class DetectorNode(Node):
                 verifier=str(verifier),
                 min_verifier_probability=float(min_probability),
             )
-            self.detector = load_detector(self.config)
-            self.get_logger().info(
-                f"loaded detector {self.config.checkpoint_path} on {self.detector.device} "
-                f"({self.detector.precision}, {self._backend()})"
-            )
         except IphdError as exc:
-            # Keep running so diagnostics say why nothing is published.
-            where = self.config.checkpoint_path if self.config else str(checkpoint)
-            self._fail(
-                "model",
-                f"detector not loaded from {where}: {exc}. Set the 'checkpoint' parameter to a "
-                "trained detector (training/train_detector.py) or fix 'device'; nothing is "
-                "published until then",
-            )
+            # A bad value, not a missing model: say which parameter to fix.
+            self._fail("model", f"detector not started: {exc}; fix the parameter in the "
+                                "parameters file or launch argument; nothing is published")
+        if self.config is not None:
+            try:
+                self.detector = load_detector(self.config)
+                self.get_logger().info(
+                    f"loaded detector {self.config.checkpoint_path} on {self.detector.device} "
+                    f"({self.detector.precision}, {self._backend()})"
+                )
+            except IphdError as exc:
+                # Keep running so diagnostics say why nothing is published.
+                self._fail(
+                    "model",
+                    f"detector not loaded from {self.config.checkpoint_path}: {exc}. Set the "
+                    "'checkpoint' parameter to a trained detector (training/train_detector.py) "
+                    "or fix 'device'; nothing is published until then",
+                )
         if self.detector is not None and self.config is not None:
             try:
                 self.verifier = load_box_verifier(self.config.verifier)
