@@ -282,7 +282,7 @@ class TrackerNode(Node):
         self._reid_model = self._load(reid_checkpoint, "depth", *load, "reid_checkpoint")
         self._query_model = self._load(query_checkpoint, "rgb", *load, "query_checkpoint")
         pair_problem = query_pair_problem(reid_checkpoint, query_checkpoint)
-        if pair_problem is not None and self.query_extractor is not None:
+        if pair_problem is not None and self.reid is not None and self.query_extractor is not None:
             self.get_logger().warning(pair_problem)
 
         self._queue: deque[Matched[_Depth, DetectionFrame]] = deque()
