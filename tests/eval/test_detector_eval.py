@@ -240,3 +240,11 @@ def test_cli_small_frames_without_any_size_point_to_the_flag(tmp_path, checkpoin
     assert main(["detector", "--checkpoint", str(checkpoint), "--dataset",
                  str(tmp_path / "data"), "--out", str(tmp_path / "eval"), "--quiet"]) == 2
     assert "--any-size" in capsys.readouterr().err
+
+
+def test_cli_empty_split_exits_2_saying_there_is_nothing_to_score(tmp_path, checkpoint, capsys):
+    _write_split(tmp_path / "data", [])
+    assert _cli(checkpoint, tmp_path / "data", tmp_path / "eval") == 2
+    err = capsys.readouterr().err
+    assert "holds no frames" in err and "--split" in err
+    assert not (tmp_path / "eval").exists()

@@ -364,6 +364,12 @@ def _run_detector(args: argparse.Namespace) -> str:
     """Evaluate, write the report, and return the summary to print."""
     size: dict[str, Any] = {"depth_size": None, "thermal_size": None} if args.any_size else {}
     dataset = IphdDataset(args.dataset, args.split, labels=args.labels, **size)
+    if len(dataset) == 0:
+        raise DatasetError(
+            f"the {args.split} split of {args.dataset} holds no frames, so there is nothing to "
+            "score; choose a split with frames (--split), or generate enough sequences for every "
+            "split (iphd-sim iphd splits by sequence, 70/15/15)"
+        )
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     detector, config = _load_detector(
