@@ -220,3 +220,30 @@ def test_a_failing_callback_drops_its_message_and_the_node_goes_on(
         executor.remove_node(node)
         node.destroy_node()
         executor.shutdown()
+
+
+def test_library_logs_reach_the_ros_logger_once_even_with_a_root_handler(ros_context):
+    import logging
+
+    import rclpy
+
+    from iphd.ros.common import forward_library_logs
+
+    node = rclpy.create_node("forwarding", context=ros_context)
+    sent: list[str] = []
+    node.get_logger().warning = sent.append  # type: ignore[method-assign]
+    printed: list[logging.LogRecord] = []
+    root_handler = logging.Handler()
+    root_handler.emit = printed.append  # type: ignore[method-assign]
+    logging.getLogger().addHandler(root_handler)  # as flirpy's logging.basicConfig adds one
+    library = logging.getLogger("iphd.sensors.forwarding_test")
+    try:
+        undo = forward_library_logs(node, "iphd.sensors.forwarding_test")
+        library.warning("Lepton open failed: no PureThermal")
+        assert sent == ["Lepton open failed: no PureThermal"] and printed == []
+        undo()
+        library.warning("after")
+        assert sent == ["Lepton open failed: no PureThermal"] and len(printed) == 1
+    finally:
+        logging.getLogger().removeHandler(root_handler)
+        node.destroy_node()

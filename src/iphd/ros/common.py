@@ -442,12 +442,23 @@ class _RosLogHandler(logging.Handler):
 
 
 def forward_library_logs(node: Node, logger_name: str) -> Callable[[], None]:
-    """Route ``logging`` records of ``logger_name`` to ``node``'s ROS logger; return an undo."""
+    """Route ``logging`` records of ``logger_name`` to ``node``'s ROS logger; return an undo.
+
+    The records stop there: a root handler (flirpy's camera calls ``logging.basicConfig``)
+    would print each of them a second time, in another format.
+    """
     handler = _RosLogHandler(node)
     library_logger = logging.getLogger(logger_name)
+    propagate = library_logger.propagate
     library_logger.addHandler(handler)
     library_logger.setLevel(logging.DEBUG)
-    return lambda: library_logger.removeHandler(handler)
+    library_logger.propagate = False
+
+    def undo() -> None:
+        library_logger.removeHandler(handler)
+        library_logger.propagate = propagate
+
+    return undo
 
 
 class LoopStoppedError(Exception):
