@@ -36,7 +36,13 @@ from typing import Any
 import numpy as np
 
 from iphd.data.truth import PersonTruth
-from iphd.detection.verifier import FEATURE_NAMES, BoxVerifier, box_features
+from iphd.detection.detector import SHIPPED_CHECKPOINT
+from iphd.detection.verifier import (
+    FEATURE_NAMES,
+    BoxVerifier,
+    box_features,
+    detector_fingerprint,
+)
 from iphd.errors import ConfigError, DatasetError, IphdError
 from iphd.eval.iphd_ap import iou_matrix, match_frame
 from iphd.sim.labels import LabelConfig, label_people
@@ -358,8 +364,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             threshold = args.threshold
         features, labels = dataset(bags)
         source = f"{len(bags)} bags, {len(labels)} boxes ({int(labels.sum())} people)"
+        detector = settings.get("detector_checkpoint") or str(SHIPPED_CHECKPOINT)
         verifier = dataclasses.replace(fit(features, labels, source=source, **fit_kwargs),
-                                       threshold=threshold)
+                                       threshold=threshold,
+                                       detector_sha256=detector_fingerprint(detector))
         verifier.save(args.out)
         text += f"Wrote {args.out}: threshold {threshold}, trained on {source}.\n"
         if extra:

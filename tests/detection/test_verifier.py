@@ -8,6 +8,8 @@ from iphd.detection.verifier import (
     SHIPPED_VERIFIER,
     BoxVerifier,
     box_features,
+    detector_fingerprint,
+    detector_mismatch,
     load_box_verifier,
     load_verifier,
     verify,
@@ -123,6 +125,40 @@ def test_the_shipped_verifier_loads_and_none_turns_it_off():
     shipped = load_box_verifier("")
     assert shipped is not None and 0.0 < shipped.threshold < 1.0
     assert load_box_verifier("none") is None and load_box_verifier("None") is None
+
+
+def test_a_verifier_names_the_detector_it_was_fitted_on_and_another_one_is_said(tmp_path):
+    import dataclasses
+
+    from iphd.detection.detector import SHIPPED_CHECKPOINT
+
+    mine, other = tmp_path / "mine.pt", tmp_path / "other.pt"
+    mine.write_bytes(b"fine-tuned weights")
+    other.write_bytes(b"other weights")
+    verifier = dataclasses.replace(_verifier_on("inside_higher", weight=-10.0, bias=5.0),
+                                   detector_sha256=detector_fingerprint(mine))
+    verifier.save(tmp_path / "v.npz")
+    loaded = load_verifier(tmp_path / "v.npz")
+    assert loaded.detector_sha256 == detector_fingerprint(mine) != detector_fingerprint(other)
+    assert detector_mismatch(str(tmp_path / "v.npz"), loaded, mine) is None
+    problem = detector_mismatch(str(tmp_path / "v.npz"), loaded, other)
+    assert problem is not None and "another detector's boxes" in problem
+    assert f"--detector-checkpoint {other}" in problem
+    # The shipped file records no detector: it suits the shipped detector only.
+    shipped = load_box_verifier("")
+    assert shipped is not None and shipped.detector_sha256 == ""
+    assert detector_mismatch("", shipped, SHIPPED_CHECKPOINT) is None
+    assert detector_mismatch(str(SHIPPED_VERIFIER), shipped, SHIPPED_CHECKPOINT) is None
+    problem = detector_mismatch("", shipped, mine)
+    assert problem is not None and "the shipped detector's boxes" in problem
+    # A file of its own without the record (written before it) and no verifier: nothing to say.
+    data = dict(np.load(tmp_path / "v.npz"))
+    del data["detector_sha256"]
+    np.savez(tmp_path / "older.npz", **data)
+    older = load_verifier(tmp_path / "older.npz")
+    assert older.detector_sha256 == ""
+    assert detector_mismatch(str(tmp_path / "older.npz"), older, other) is None
+    assert detector_mismatch("none", None, other) is None
 
 
 def test_verify_leaves_out_the_boxes_under_the_threshold():

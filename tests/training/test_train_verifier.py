@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from iphd.data.truth import PersonTruth
-from iphd.detection.verifier import box_features, load_verifier
+from iphd.detection.detector import SHIPPED_CHECKPOINT
+from iphd.detection.verifier import box_features, detector_fingerprint, load_verifier
 from iphd.detections import PersonDetection
 from iphd.errors import ConfigError, DatasetError
 from iphd.sensors.frames import CameraIntrinsics
@@ -106,6 +107,8 @@ def test_main_writes_a_verifier_the_node_loads_and_scores_other_bags(tmp_path, m
     assert code == 0
     verifier = load_verifier(out)
     assert verifier.threshold in train_verifier.THRESHOLDS
+    # It records the detector whose boxes it learned: the shipped one here.
+    assert verifier.detector_sha256 == detector_fingerprint(SHIPPED_CHECKPOINT)
     assert verifier.source.startswith("2 bags")
     assert all(kw["score_threshold"] == 0.5 for kw in made.values())
     text = capsys.readouterr().out

@@ -17,6 +17,7 @@ own, labelled the same way) and writes the ``.npz`` file this module loads.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -219,6 +220,8 @@ class BoxVerifier:
         threshold: the probability under which a box is left out, as trained (the node's
             ``min_verifier_probability`` overrides it when set).
         source: what it was trained on, for diagnostics and reports.
+        detector_sha256: SHA-256 of the detector checkpoint whose boxes it was fitted on
+            (``detector_fingerprint``); empty in files written before it was recorded.
     """
 
     mean: np.ndarray
@@ -226,6 +229,7 @@ class BoxVerifier:
     weights: tuple[tuple[np.ndarray, np.ndarray], ...]
     threshold: float = 0.5
     source: str = ""
+    detector_sha256: str = ""
 
     def __post_init__(self) -> None:
         """Check the shapes chain (a corrupt file must not fail on the first frame)."""
@@ -268,6 +272,7 @@ class BoxVerifier:
             "std": self.std,
             "threshold": np.asarray(self.threshold),
             "source": np.asarray(self.source),
+            "detector_sha256": np.asarray(self.detector_sha256),
             "layers": np.asarray(len(self.weights)),
         }
         for i, (w, b) in enumerate(self.weights):
@@ -304,6 +309,7 @@ def load_verifier(path: str | Path) -> BoxVerifier:
             std = np.asarray(data["std"], dtype=np.float64)
             threshold = float(data["threshold"])
             source = str(data["source"])
+            detector = str(data["detector_sha256"]) if "detector_sha256" in data.files else ""
     except (OSError, KeyError, ValueError) as exc:
         raise CheckpointError(
             f"box verifier {path} is not a verifier file ({exc}); re-train it with "
@@ -315,7 +321,7 @@ def load_verifier(path: str | Path) -> BoxVerifier:
             f"({len(names)} features), this iphd computes version {FEATURE_VERSION} "
             f"({len(FEATURE_NAMES)}); re-train it with training/train_verifier.py"
         )
-    return BoxVerifier(mean, np.maximum(std, 1e-6), weights, threshold, source)
+    return BoxVerifier(mean, np.maximum(std, 1e-6), weights, threshold, source, detector)
 
 
 def load_box_verifier(name: str) -> BoxVerifier | None:
@@ -327,6 +333,57 @@ def load_box_verifier(name: str) -> BoxVerifier | None:
     if name.strip().lower() == "none":
         return None
     return load_verifier(name or SHIPPED_VERIFIER)
+
+
+def detector_fingerprint(checkpoint: str | Path) -> str:
+    """SHA-256 (hex) of a detector checkpoint file: which detector a verifier was fitted on.
+
+    Raises:
+        CheckpointError: the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    try:
+        with Path(checkpoint).open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise CheckpointError(f"detector checkpoint {checkpoint} cannot be read ({exc})") from exc
+    return digest.hexdigest()
+
+
+def detector_mismatch(
+    name: str, verifier: BoxVerifier | None, checkpoint: str | Path
+) -> str | None:
+    """Why ``verifier`` may not suit the detector ``checkpoint``, or None when it may.
+
+    ``name`` is the node's ``verifier`` parameter (empty = the shipped file). A verifier
+    learns the mistakes of the detector whose boxes it was fitted on: beside another detector
+    (one fine-tuned on your data, say) it can leave out real people. A file that records its
+    detector is compared with ``checkpoint``; the shipped file, which does not, suits the
+    shipped detector only.
+    """
+    from iphd.detection.detector import SHIPPED_CHECKPOINT
+
+    if verifier is None:
+        return None
+    if verifier.detector_sha256:
+        try:
+            fits = detector_fingerprint(checkpoint) == verifier.detector_sha256
+        except CheckpointError:
+            return None  # the detector's own loading says what is wrong with the file
+        fitted_on = "another detector's boxes"
+    else:
+        shipped = not name or Path(name).resolve() == SHIPPED_VERIFIER.resolve()
+        fits = not shipped or Path(checkpoint).resolve() == SHIPPED_CHECKPOINT.resolve()
+        fitted_on = "the shipped detector's boxes"
+    if fits:
+        return None
+    return (
+        f"box verifier {name or 'shipped'} was fitted on {fitted_on}, not on those of "
+        f"{checkpoint}: it learned that detector's mistakes and may leave out this one's "
+        f"people. Retrain it for this detector (training/train_verifier.py "
+        f"--detector-checkpoint {checkpoint}), or compare with verifier none on your bags"
+    )
 
 
 def effective_threshold(verifier: BoxVerifier, min_probability: float) -> float:

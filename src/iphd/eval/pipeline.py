@@ -23,7 +23,7 @@ from iphd.data.rosbag import (
     image_to_array,
     read_transform_buffer,
 )
-from iphd.detection.verifier import BoxVerifier, load_box_verifier
+from iphd.detection.verifier import BoxVerifier, detector_mismatch, load_box_verifier
 from iphd.detections import (
     DetectionConfig,
     PersonDetection,
@@ -312,6 +312,10 @@ class OfflinePipeline:
         )
         self.detector = load_detector(self.detection_config) if detector is None else detector
         self.verifier: BoxVerifier | None = load_box_verifier(config.verifier)
+        mismatch = detector_mismatch(config.verifier, self.verifier,
+                                     self.detection_config.checkpoint_path)
+        if mismatch is not None:
+            LOG.warning("%s", mismatch)
         #: Called per pair with (published, left out by the verifier, depth mm, intrinsics)
         #: before tracking, the thermal contrast measured (``training/train_verifier.py``).
         self.on_checked: Callable[

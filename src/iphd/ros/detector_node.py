@@ -14,7 +14,7 @@ from iphd_msgs.msg import PersonDetectionArray
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
-from iphd.detection.verifier import BoxVerifier, load_box_verifier
+from iphd.detection.verifier import BoxVerifier, detector_mismatch, load_box_verifier
 from iphd.detection.verifier import describe as describe_verifier
 from iphd.detections import (
     CPU_DEFAULT_BACKEND,
@@ -213,6 +213,10 @@ class DetectorNode(Node):
         if self.detector is not None and self.config is not None:
             try:
                 self.verifier = load_box_verifier(self.config.verifier)
+                mismatch = detector_mismatch(self.config.verifier, self.verifier,
+                                             self.config.checkpoint_path)
+                if mismatch is not None:
+                    self.get_logger().warning(mismatch)
             except IphdError as exc:
                 self.detector = None
                 self._fail(
