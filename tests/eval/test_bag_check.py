@@ -61,6 +61,20 @@ def test_other_drivers_topics_are_named_and_each_info_is_the_one_beside_its_imag
     assert f"depth info     {topics['depth/camera_info']}: " in out
     # The copy stores no calibration: the tools fall back to the nominal one, and say so.
     assert "note: the bag stores no rig calibration" in out
+    assert "aligned to another camera" not in out
+
+
+def test_depth_aligned_to_the_colour_camera_is_noted(sim_bag, tmp_path):
+    from transport_bags import write_transport_bag
+
+    aligned = "/camera/camera/aligned_depth_to_color/image_raw"
+    bag = write_transport_bag(sim_bag, tmp_path / "bag", {}, stop_ns=2_000_000_000, rename={
+        "depth/image_raw": aligned,
+        "depth/camera_info": "/camera/camera/aligned_depth_to_color/camera_info"})
+    check = check_bag(bag, topics={"depth/image_raw": aligned})
+    assert not check.problems
+    notes = [n for n in check.notes if "aligned to another camera" in n]
+    assert len(notes) == 1 and "depth/image_rect_raw" in notes[0]
 
 
 def test_each_problem_is_named_with_what_to_do(tmp_path):

@@ -149,6 +149,15 @@ def check_bag(
                 continue
             if compressed:
                 _compressed_note(result, check, role, name)
+            if name == DEPTH_IMAGE and "aligned_depth_to_" in check.topic:
+                result.notes.append(
+                    f"{check.topic} is depth aligned to another camera (realsense2_camera's "
+                    "align_depth): its pixels and camera_info are that camera's, not the depth "
+                    "camera's the calibration describes, so thermal lands off the people by "
+                    "the cameras' offset; record the depth stream's own topic "
+                    "(depth/image_rect_raw), or calibrate the rig on this topic "
+                    "(iphd-calibrate --depth-topic)"
+                )
             corrupt = reader.corrupt.get(check.topic, 0)
             samples[name] = _read(reader, check, stop_ns)
             if reader.corrupt.get(check.topic, 0) > corrupt:
