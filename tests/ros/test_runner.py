@@ -386,3 +386,14 @@ def test_a_node_that_fails_in_its_process_stops_the_run_with_its_error(tmp_path,
     assert "node 'bag_player' failed to start" in err and "not_a_bag" in err
     # The fusion process that had started is stopped too.
     assert not multiprocessing.active_children()
+
+
+def test_a_live_run_without_frames_from_its_own_driver_points_at_the_camera(capsys):
+    from iphd.ros.runner import RunResult
+
+    result = RunResult(8.0, nodes={"d435": None, "lepton": None, "fusion": None},
+                       stats={"depth_frames": 62, "thermal_frames": 0, "published": 0})
+    assert exit_status(result) == 1
+    err = capsys.readouterr().err
+    assert "no thermal image reached fusion (the lepton driver published no frame" in err
+    assert "--thermal-topic" not in err

@@ -706,10 +706,17 @@ def exit_status(result: RunResult) -> int:
                 what for what, key in (("depth", "depth_frames"), ("thermal", "thermal_frames"))
                 if not stats.get(key)
             )
+            # Our own drivers ran: the camera, not a topic name, is what to check.
+            drivers = [name for what, key, name in (("depth", "depth_frames", "d435"),
+                                                    ("thermal", "thermal_frames", "lepton"))
+                       if not stats.get(key) and name in result.nodes]
             why = (
-                f": no {missing} image reached fusion (check the topic names: a driver's own go "
-                "in --depth-topic / --thermal-topic"
-                + (f"; iphd-eval check --bag {result.bag} lists the bag's" if result.bag else "")
+                f": no {missing} image reached fusion ("
+                + (f"the {' and '.join(drivers)} driver published no frame: is the camera "
+                   "connected? its log and /diagnostics say why" if drivers else
+                   "check the topic names: a driver's own go in --depth-topic / --thermal-topic"
+                   + (f"; iphd-eval check --bag {result.bag} lists the bag's"
+                      if result.bag else ""))
                 + ")"
             )
         print(f"iphd-run: no registered thermal image was published{why}", file=sys.stderr)
