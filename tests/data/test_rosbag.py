@@ -303,6 +303,31 @@ def test_compressed_images_are_read_as_the_images_they_stand_for(compressed_bag,
         assert reader.errors["d/compressedDepth"].startswith("FrameError: compressed image")
 
 
+def test_a_window_of_a_long_bag_reads_only_the_transforms_it_needs(tmp_path):
+    from iphd.calibration import StaticTransform
+    from iphd.data.rosbag import TF_MARGIN_NS, read_transform_buffer
+
+    calibration = load_calibration()
+    s = 1_000_000_000
+    with RigBagWriter(tmp_path / "bag", calibration, DEPTH_INTR) as writer:
+        for k in range(12):  # the robot drives 1 m a second along x
+            writer.write_tf(T0 + k * s, [StaticTransform("odom", "camera_link", (float(k), 0, 0),
+                                                         (0.0, 0.0, 0.0, 1.0))])
+    with BagReader(tmp_path / "bag") as reader:
+        start, stop = T0 + 6 * s, T0 + 7 * s
+        tf = read_transform_buffer(reader, stop_ns=stop, start_ns=start)
+    # Inside the window and within the margin beyond it: interpolated as from the whole /tf;
+    # /tf_static (written at the bag's start) is there.
+    for t in (start, start + s // 2, stop):
+        to_odom = tf("odom", calibration.frames.depth, t)
+        assert to_odom.apply((0.0, 0.0, 0.0))[0] == pytest.approx((t - T0) / s)
+    # Beyond the margin nothing was read.
+    with pytest.raises(LookupError):
+        tf("odom", "camera_link", start - TF_MARGIN_NS - s)
+    with pytest.raises(LookupError):
+        tf("odom", "camera_link", stop + TF_MARGIN_NS + s)
+
+
 def test_a_robots_odometry_on_tf_is_read_into_a_transform_buffer(tmp_path, caplog):
     from iphd.calibration import StaticTransform
     from iphd.data.rosbag import read_transform_buffer

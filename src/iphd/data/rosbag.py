@@ -109,6 +109,9 @@ TF_STATIC = "/tf_static"
 TF = "/tf"
 #: The last name of the topics tf2 listens to (``/tf``, ``/tf_static``, namespaced or not).
 TF_TOPICS = ("tf", "tf_static")
+#: Moving transforms read beyond a window's ends (``read_transform_buffer``): more than the
+#: 1 s tf interpolates across, plus the gap between a transform's stamp and its log time.
+TF_MARGIN_NS = 2_000_000_000
 GROUND_TRUTH = "ground_truth/people"
 COLOR_FRAME = "color_optical_frame"
 
@@ -906,11 +909,17 @@ def read_static_transforms(reader: BagReader) -> list[StaticTransform]:
     return transforms
 
 
-def read_transform_buffer(reader: BagReader, stop_ns: int | None = None) -> TransformBuffer:
+def read_transform_buffer(
+    reader: BagReader, stop_ns: int | None = None, start_ns: int | None = None
+) -> TransformBuffer:
     """A ``TransformBuffer`` of every transform on the bag's ``/tf`` and ``/tf_static``.
 
-    Namespaced recordings (``/robot1/tf``) count too; ``stop_ns`` (a log time) ends the
-    reading there. Transforms that are not rigid (a zero quaternion, a non-finite
+    Namespaced recordings (``/robot1/tf``) count too. ``start_ns`` and ``stop_ns`` (log
+    times) bound the moving transforms read to ``[start_ns - TF_MARGIN_NS, stop_ns +
+    TF_MARGIN_NS)``, so a window of a long robot bag does not read its whole ``/tf``; the
+    margin keeps the samples that interpolation at the window's edges needs. ``/tf_static``
+    is read from the bag's start (its messages are latched: recorded once, at the start) up
+    to ``stop_ns``. Transforms that are not rigid (a zero quaternion, a non-finite
     translation) are skipped with one warning, as tf2 refuses them.
     """
     buffer = TransformBuffer()
@@ -918,18 +927,28 @@ def read_transform_buffer(reader: BagReader, stop_ns: int | None = None) -> Tran
         name: name.endswith("tf_static") for name, topic in reader.topics.items()
         if topic.msgtype == TF_MESSAGE and name.rstrip("/").rpartition("/")[2] in TF_TOPICS
     }
+    static = [name for name, is_static in topics.items() if is_static]
+    moving = [name for name, is_static in topics.items() if not is_static]
+    reads = [
+        (static, None, stop_ns),
+        (moving, None if start_ns is None else start_ns - TF_MARGIN_NS,
+         None if stop_ns is None else stop_ns + TF_MARGIN_NS),
+    ]
     bad = 0
-    for topic, _type, _log_ns, msg in reader.messages(list(topics), stop_ns=stop_ns):
-        for tf in msg.transforms:
-            tr, q = tf.transform.translation, tf.transform.rotation
-            try:
-                buffer.add(str(tf.header.frame_id), str(tf.child_frame_id),
-                           (tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w),
-                           None if topics[topic] else header_stamp_ns(tf))
-            except ValueError as exc:
-                bad += 1
-                if bad == 1:
-                    LOG.warning("%s: skipped a transform on %s: %s", reader.path, topic, exc)
+    for names, first_ns, last_ns in reads:
+        if not names:
+            continue
+        for topic, _type, _log_ns, msg in reader.messages(names, first_ns, last_ns):
+            for tf in msg.transforms:
+                tr, q = tf.transform.translation, tf.transform.rotation
+                try:
+                    buffer.add(str(tf.header.frame_id), str(tf.child_frame_id),
+                               (tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w),
+                               None if topics[topic] else header_stamp_ns(tf))
+                except ValueError as exc:
+                    bad += 1
+                    if bad == 1:
+                        LOG.warning("%s: skipped a transform on %s: %s", reader.path, topic, exc)
     return buffer
 
 

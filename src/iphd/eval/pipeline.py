@@ -371,7 +371,7 @@ class OfflinePipeline:
         """
         topics = self.input_topics(reader)
         if self.config.tracking_frame and self.transforms is None:
-            self.transforms = read_transform_buffer(reader)
+            self.transforms = read_transform_buffer(reader, stop_ns, start_ns)
             _check_tracking_frame(self.transforms, self.config.tracking_frame, reader.path)
         corrupt_before = dict(reader.corrupt)
         for topic, _type, _log_ns, msg in reader.messages(
