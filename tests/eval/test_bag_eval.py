@@ -706,7 +706,7 @@ def test_pairs_with_no_transform_into_the_tracking_frame_are_counted_and_said(
     from iphd import tf_buffer
     from iphd.eval import pipeline as pipeline_module
 
-    def odometry_only(reader, stop_ns=None):
+    def odometry_only(reader, stop_ns=None, start_ns=None):
         # odom is named, but nothing joins it to the cameras (no base_link -> camera_link).
         buffer = tf_buffer.TransformBuffer()
         buffer.add("odom", "base_link", (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0), None)
