@@ -97,6 +97,35 @@ def test_round_trip_gives_back_exact_images_stamps_and_camera_infos(tmp_path, st
     assert camera_info_to_intrinsics(got["thermal/camera_info"][0][1]) == cal.thermal
 
 
+@pytest.mark.parametrize("compression", ["zstd", "none"])
+def test_a_storage_file_reads_as_its_bag_with_or_without_its_metadata(tmp_path, compression):
+    import shutil
+
+    path = tmp_path / "bag"
+    _cal, depth, _thermal, _stamps = _write(path, compression=compression)
+    (db3,) = path.glob("*.db3")
+    # Named by its file, in its folder: read as the folder (its compression, the calibration).
+    with BagReader(db3) as reader:
+        images = [m for t, _, _, m in reader.messages([DEPTH_IMAGE])]
+        assert reader.corrupt == {} and reader.calibration is not None
+    np.testing.assert_array_equal(image_to_array(images[0]), depth[0])
+    # Alone, as a recording cut off before its metadata.yaml was written: messages compressed
+    # one by one are recognised and still read.
+    alone = tmp_path / "cut_off"
+    alone.mkdir()
+    shutil.copy(db3, alone / db3.name)
+    with BagReader(alone / db3.name) as reader:
+        images = [m for t, _, _, m in reader.messages([DEPTH_IMAGE])]
+        assert reader.corrupt == {} and len(images) == 3
+    np.testing.assert_array_equal(image_to_array(images[2]), depth[2])
+    with BagReader(alone) as reader:  # its folder: the one file in it
+        assert reader.topics[DEPTH_IMAGE].count == 3
+    shutil.copy(db3, alone / "second.db3")
+    with pytest.raises(DatasetError, match="pass one of them, or rebuild metadata.yaml with "
+                                           "`ros2 bag reindex"):
+        BagReader(alone)
+
+
 def test_camera_info_comes_before_its_image_in_the_bag(tmp_path):
     _write(tmp_path / "bag")
     with BagReader(tmp_path / "bag") as reader:
@@ -267,6 +296,9 @@ def test_missing_or_unreadable_bag_raises_dataset_error(tmp_path):
     (tmp_path / "bad" / "metadata.yaml").write_text("rosbag2_bagfile_information: {version: 1}\n")
     with pytest.raises(DatasetError, match="not a readable ROS 2 bag"):
         BagReader(tmp_path / "bad")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no metadata.yaml and no .db3/.mcap files"):
+        BagReader(tmp_path / "empty")
     _write(tmp_path / "bag", n=1)
     with BagReader(tmp_path / "bag") as reader, pytest.raises(DatasetError, match="no topic"):
         list(reader.raw_messages(["colour/image"]))

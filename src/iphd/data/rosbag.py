@@ -602,6 +602,55 @@ class BagTopic:
     latched: bool
 
 
+#: The first bytes of a zstd frame: a message compressed on its own (``compression_mode:
+#: message``), never the start of a CDR message.
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _zstd_decompress(data: bytes) -> bytes:
+    """One message compressed with zstd; left as it is when it does not decompress."""
+    try:
+        from compression import zstd  # Python 3.14
+    except ImportError:
+        from backports import zstd  # rosbags installs it before 3.14
+    try:
+        return bytes(zstd.decompress(data))
+    except Exception:  # noqa: BLE001 - then it is reported as the corrupt message it is
+        return data
+
+
+def _bag_source(path: Path) -> Path:
+    """What to open for ``path``: the bag folder, or one storage file.
+
+    A storage file whose folder's metadata.yaml describes it alone opens as that folder, which
+    keeps what metadata.yaml holds (compression, stored calibration). A folder without
+    metadata.yaml (a recording cut off before it was written) opens as its one storage file.
+
+    Raises:
+        DatasetError: a folder without metadata.yaml and not exactly one storage file.
+    """
+    metadata = path.parent / "metadata.yaml"
+    if path.is_dir():
+        if (path / "metadata.yaml").exists():
+            return path
+        files = sorted(p for p in path.iterdir() if p.suffix in (".db3", ".mcap"))
+        if len(files) == 1:
+            return files[0]
+        raise DatasetError(
+            f"{path} has no metadata.yaml and {len(files) or 'no'} .db3/.mcap files: "
+            + ("pass one of them, or rebuild metadata.yaml with `ros2 bag reindex "
+               f"{path}`" if files else "it is not a ROS 2 bag folder")
+        )
+    if not metadata.is_file():
+        return path
+    try:
+        info = yaml.safe_load(metadata.read_text(encoding="utf-8"))["rosbag2_bagfile_information"]
+        names = [Path(str(name)).name for name in info["relative_file_paths"]]
+    except Exception:  # noqa: BLE001 - an unreadable metadata.yaml: read the file on its own
+        return path
+    return path.parent if names == [path.name] else path
+
+
 class RawMessage(NamedTuple):
     """One serialized message of a bag."""
 
@@ -632,8 +681,12 @@ class BagReader:
         self.corrupt: dict[str, int] = {}
         self.errors: dict[str, str] = {}
         self._store = typestore()
+        source = _bag_source(self.path)
+        # A storage file read without its metadata.yaml (a recording cut off before it was
+        # written) does not say whether its messages are zstd-compressed one by one.
+        self._sniff_zstd = source.is_file()
         try:
-            reader = Reader(self.path)
+            reader = Reader(source)
             reader.open()
         except Exception as exc:  # rosbags, sqlite (apsw) and yaml errors alike mean "unreadable"
             raise DatasetError(f"{self.path} is not a readable ROS 2 bag: {exc}") from exc
@@ -734,7 +787,10 @@ class BagReader:
             if not connections:
                 return
         for conn, log_ns, data in self._reader.messages(connections, start_ns, stop_ns):
-            yield RawMessage(conn.topic, conn.msgtype, int(log_ns), bytes(data))
+            raw = bytes(data)
+            if self._sniff_zstd and raw[:4] == ZSTD_MAGIC:  # CDR starts 00 0x 00 00
+                raw = _zstd_decompress(raw)
+            yield RawMessage(conn.topic, conn.msgtype, int(log_ns), raw)
 
     def messages(
         self,
