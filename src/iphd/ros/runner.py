@@ -707,13 +707,14 @@ def exit_status(result: RunResult) -> int:
                 if not stats.get(key)
             )
             # Our own drivers ran: the camera, not a topic name, is what to check.
-            drivers = [name for what, key, name in (("depth", "depth_frames", "d435"),
-                                                    ("thermal", "thermal_frames", "lepton"))
+            drivers = [name for key, name in (("depth_frames", "d435"),
+                                              ("thermal_frames", "lepton"))
                        if not stats.get(key) and name in result.nodes]
             why = (
                 f": no {missing} image reached fusion ("
-                + (f"the {' and '.join(drivers)} driver published no frame: is the camera "
-                   "connected? its log and /diagnostics say why" if drivers else
+                + (f"the {' and '.join(drivers)} driver{'s' if len(drivers) > 1 else ''} "
+                   "published no frame: is the camera connected? its log and /diagnostics say "
+                   "why" if drivers else
                    "check the topic names: a driver's own go in --depth-topic / --thermal-topic"
                    + (f"; iphd-eval check --bag {result.bag} lists the bag's"
                       if result.bag else ""))
