@@ -111,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _bar(args: argparse.Namespace, total: int, unit: str) -> tqdm:
-    return tqdm(total=total, unit=unit, disable=args.quiet, dynamic_ncols=True)
+    # Shown after 0.5 s: an argument refused at once leaves its error alone on the terminal.
+    return tqdm(total=total, unit=unit, disable=args.quiet, dynamic_ncols=True, delay=0.5)
 
 
 def run(argv: Sequence[str] | None = None) -> int:
