@@ -126,6 +126,19 @@ def test_a_storage_file_reads_as_its_bag_with_or_without_its_metadata(tmp_path, 
         BagReader(alone)
 
 
+@pytest.mark.parametrize(("storage", "hint"), [("sqlite3", "'.recover' | sqlite3 fixed.db3"),
+                                               ("mcap", "mcap recover")])
+def test_a_recording_cut_off_mid_write_is_refused_with_how_to_rescue_it(tmp_path, storage, hint):
+    path = tmp_path / "bag"
+    _write(path, n=20, storage=storage)
+    (storage_file,) = [p for p in path.iterdir() if p.suffix in (".db3", ".mcap")]
+    data = storage_file.read_bytes()
+    storage_file.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match="not a readable ROS 2 bag") as error:
+        BagReader(path)
+    assert hint in str(error.value) and str(storage_file) in str(error.value)
+
+
 def test_camera_info_comes_before_its_image_in_the_bag(tmp_path):
     _write(tmp_path / "bag")
     with BagReader(tmp_path / "bag") as reader:

@@ -651,6 +651,21 @@ def _bag_source(path: Path) -> Path:
     return path.parent if names == [path.name] else path
 
 
+def _cut_off_hint(source: Path, exc: Exception) -> str:
+    """How to rescue a storage file that a recording left unfinished, or ``""``."""
+    text = str(exc).lower()
+    files = [source] if source.is_file() else sorted(source.glob("*.mcap")) + sorted(
+        source.glob("*.db3"))
+    name = str(files[0]) if files else "FILE"
+    if "magic" in text and name.endswith(".mcap"):
+        return (f"; the recording was cut off before it was closed: `mcap recover {name} -o "
+                "fixed.mcap` (the mcap CLI) rewrites what it holds, then read that file")
+    if "malformed" in text or "not a database" in text:
+        return (f"; the file is damaged (a recording cut off mid-write?): `sqlite3 {name} "
+                "'.recover' | sqlite3 fixed.db3` saves what it can, then read that file")
+    return ""
+
+
 class RawMessage(NamedTuple):
     """One serialized message of a bag."""
 
@@ -689,7 +704,10 @@ class BagReader:
             reader = Reader(source)
             reader.open()
         except Exception as exc:  # rosbags, sqlite (apsw) and yaml errors alike mean "unreadable"
-            raise DatasetError(f"{self.path} is not a readable ROS 2 bag: {exc}") from exc
+            raise DatasetError(
+                f"{self.path} is not a readable ROS 2 bag: {str(exc).rstrip('.')}"
+                f"{_cut_off_hint(source, exc)}"
+            ) from exc
         self._reader = reader
         self._open = True
 
