@@ -15,7 +15,7 @@ import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -263,3 +263,23 @@ class TransformBuffer:
         for child in chain[:-1]:
             out = out.then(self._edges[child].at(child, stamp_ns, self._max_interval_ns))
         return out
+
+
+def add_tf_message(buffer: TransformBuffer, msg: Any, static: bool) -> list[str]:
+    """Add a ``tf2_msgs/TFMessage`` (a rosbags or an rclpy one) to ``buffer``.
+
+    ``static``: the message came on ``/tf_static`` (for all time), else on ``/tf`` (at each
+    transform's header stamp). Returns why each transform that is not rigid (a zero
+    quaternion, a non-finite translation) was skipped, as tf2 refuses them.
+    """
+    problems = []
+    for tf in msg.transforms:
+        t, r = tf.transform.translation, tf.transform.rotation
+        stamp = tf.header.stamp
+        try:
+            buffer.add(str(tf.header.frame_id), str(tf.child_frame_id), (t.x, t.y, t.z),
+                       (r.x, r.y, r.z, r.w),
+                       None if static else int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec))
+        except ValueError as exc:
+            problems.append(str(exc))
+    return problems

@@ -93,7 +93,7 @@ from iphd.sensors.frames import (
     camera_info_fields,
     intrinsics_from_camera_info,
 )
-from iphd.tf_buffer import TransformBuffer
+from iphd.tf_buffer import TransformBuffer, add_tf_message
 
 from .truth import PersonTruth
 
@@ -1008,21 +1008,15 @@ def read_transform_buffer(
         (moving, None if start_ns is None else start_ns - TF_MARGIN_NS,
          None if stop_ns is None else stop_ns + TF_MARGIN_NS),
     ]
-    bad = 0
+    warned = False
     for names, first_ns, last_ns in reads:
         if not names:
             continue
         for topic, _type, _log_ns, msg in reader.messages(names, first_ns, last_ns):
-            for tf in msg.transforms:
-                tr, q = tf.transform.translation, tf.transform.rotation
-                try:
-                    buffer.add(str(tf.header.frame_id), str(tf.child_frame_id),
-                               (tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w),
-                               None if topics[topic] else header_stamp_ns(tf))
-                except ValueError as exc:
-                    bad += 1
-                    if bad == 1:
-                        LOG.warning("%s: skipped a transform on %s: %s", reader.path, topic, exc)
+            problems = add_tf_message(buffer, msg, topics[topic])
+            if problems and not warned:
+                warned = True
+                LOG.warning("%s: skipped a transform on %s: %s", reader.path, topic, problems[0])
     return buffer
 
 

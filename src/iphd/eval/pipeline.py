@@ -371,8 +371,9 @@ class OfflinePipeline:
         """
         topics = self.input_topics(reader)
         if self.config.tracking_frame and self.transforms is None:
-            self.transforms = read_transform_buffer(reader, stop_ns, start_ns)
-            _check_tracking_frame(self.transforms, self.config.tracking_frame, reader.path)
+            transforms = read_transform_buffer(reader, stop_ns, start_ns)
+            _check_tracking_frame(transforms, self.config.tracking_frame, reader.path)
+            self.transforms = transforms
         corrupt_before = dict(reader.corrupt)
         for topic, _type, _log_ns, msg in reader.messages(
             list(topics), start_ns=start_ns, stop_ns=stop_ns
@@ -599,13 +600,13 @@ class OfflinePipeline:
         self._warned.add(kind)
 
 
-def _check_tracking_frame(transforms: FrameLookup, frame: str, bag: Path | str) -> None:
+def _check_tracking_frame(transforms: TransformBuffer, frame: str, bag: Path | str) -> None:
     """Refuse a ``tracking_frame`` that the bag's transforms never name: nothing would be tracked.
 
     Raises:
         DatasetError: ``frame`` is in none of the bag's ``/tf`` and ``/tf_static`` transforms.
     """
-    if not isinstance(transforms, TransformBuffer) or frame.lstrip("/") in transforms.frames:
+    if frame.lstrip("/") in transforms.frames:
         return
     known = ", ".join(transforms.frames) or "none: the bag has no /tf or /tf_static"
     raise DatasetError(

@@ -15,10 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from iphd.ros.conversions import stamp_to_ns
-
 # The transforms themselves are library code (``iphd.tf_buffer``, used offline too).
-from iphd.tf_buffer import FrameLookup, RigidTransform, TransformBuffer, quaternion_matrix
+from iphd.tf_buffer import (
+    FrameLookup,
+    RigidTransform,
+    TransformBuffer,
+    add_tf_message,
+    quaternion_matrix,
+)
 
 __all__ = [
     "FrameLookup", "RigidTransform", "Tf2Lookup", "TopicLookup", "quaternion_matrix",
@@ -97,17 +101,11 @@ class TopicLookup:
         node.create_subscription(TFMessage, "/tf_static", lambda m: self._on(m, True), static)
 
     def _on(self, msg: Any, static: bool) -> None:
-        for tf in msg.transforms:
-            t, r = tf.transform.translation, tf.transform.rotation
-            stamp = None if static else stamp_to_ns(tf.header.stamp)
-            try:
-                with self._lock:
-                    self._buffer.add(tf.header.frame_id, tf.child_frame_id, (t.x, t.y, t.z),
-                                     (r.x, r.y, r.z, r.w), stamp)
-            except ValueError as exc:
-                self.rejected += 1
-                if self.rejected == 1:
-                    self._node.get_logger().warning(f"ignoring a transform: {exc}")
+        with self._lock:
+            problems = add_tf_message(self._buffer, msg, static)
+        if problems and not self.rejected:
+            self._node.get_logger().warning(f"ignoring a transform: {problems[0]}")
+        self.rejected += len(problems)
 
     def __call__(self, target: str, source: str, stamp_ns: int) -> RigidTransform:
         """Points from ``source`` into ``target`` at ``stamp_ns``.

@@ -365,8 +365,6 @@ class RigSimulator:
         k = int(np.searchsorted(self._ffc_starts, t_s, side="right")) - 1
         return k >= 0 and t_s - self._ffc_starts[k] < self.sensors.ffc_duration_s
 
-    # ----------------------------------------------------------------------------- rendering
-
     # ----------------------------------------------------------------------------- rig pose
 
     @property
@@ -429,6 +427,8 @@ class RigSimulator:
             odom_frame, child, tuple(float(v) for v in translation),  # type: ignore[arg-type]
             tuple(float(v) for v in xyzw),  # type: ignore[arg-type]
         )
+
+    # ----------------------------------------------------------------------------- rendering
 
     def _static(self, key: str, grid: RayGrid, w2c: np.ndarray,
                 pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
