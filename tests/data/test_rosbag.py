@@ -126,17 +126,137 @@ def test_a_storage_file_reads_as_its_bag_with_or_without_its_metadata(tmp_path, 
         BagReader(alone)
 
 
-@pytest.mark.parametrize(("storage", "hint"), [("sqlite3", "'.recover' | sqlite3 fixed.db3"),
-                                               ("mcap", "mcap recover")])
-def test_a_recording_cut_off_mid_write_is_refused_with_how_to_rescue_it(tmp_path, storage, hint):
+def test_a_sqlite_file_cut_off_mid_write_is_refused_with_how_to_rescue_it(tmp_path):
     path = tmp_path / "bag"
-    _write(path, n=20, storage=storage)
-    (storage_file,) = [p for p in path.iterdir() if p.suffix in (".db3", ".mcap")]
+    _write(path, n=20, storage="sqlite3")
+    (storage_file,) = path.glob("*.db3")
     data = storage_file.read_bytes()
     storage_file.write_bytes(data[: len(data) // 2])
     with pytest.raises(DatasetError, match="not a readable ROS 2 bag") as error:
         BagReader(path)
-    assert hint in str(error.value) and str(storage_file) in str(error.value)
+    assert "'.recover' | sqlite3 fixed.db3" in str(error.value)
+    assert str(storage_file) in str(error.value)
+
+
+def _mcap_records(data: bytes) -> list[tuple[int, int, int]]:
+    """(opcode, start, end) of an MCAP file's top-level records, after its 8-byte magic."""
+    import struct
+
+    records, pos = [], 8
+    while pos + 9 <= len(data):
+        op, length = struct.unpack_from("<BQ", data, pos)
+        records.append((op, pos, pos + 9 + length))
+        pos += 9 + length
+        if op == 0x02:  # the footer; the end magic follows
+            break
+    return records
+
+
+def _cut_off_mcap(tmp_path, n, compression="zstd"):
+    """A closed MCAP bag of ``n`` frames, its file's place alone, its bytes and chunk records.
+
+    rosbags closes a chunk past 1 MiB: about 23 of these frames.
+    """
+    path = tmp_path / "bag"
+    written = _write(path, n=n, storage="mcap", compression=compression)
+    (mcap,) = path.glob("*.mcap")
+    data = mcap.read_bytes()
+    alone = tmp_path / "cut" / mcap.name
+    alone.parent.mkdir()
+    chunks = [(start, end) for op, start, end in _mcap_records(data) if op == 0x06]
+    return written, alone, data, chunks
+
+
+def _depth_stamps(path) -> list[int]:
+    with BagReader(path) as reader:
+        assert reader.corrupt == {}
+        return [header_stamp_ns(m) for *_, m in reader.messages([DEPTH_IMAGE])]
+
+
+@pytest.mark.parametrize("compression", ["zstd", "none"])
+def test_an_mcap_file_cut_off_mid_write_is_read_up_to_its_last_whole_chunk(
+    tmp_path, compression, caplog
+):
+    (_cal, depth, _thermal, stamps), alone, data, chunks = _cut_off_mcap(tmp_path, 110, compression)
+    assert len(chunks) >= 4, "the test needs a file of several chunks"
+    # The closed file: rosbags' own reading, nothing reported cut off.
+    alone.write_bytes(data)
+    with BagReader(alone) as reader:
+        assert reader.cut_off == []
+    full = _depth_stamps(alone)
+    assert full == stamps
+    # Cut inside the third chunk: the first two are read, in log-time order, the rest lost.
+    cut = (chunks[2][0] + chunks[2][1]) // 2
+    alone.write_bytes(data[:cut])
+    with caplog.at_level(logging.WARNING), BagReader(alone) as reader:
+        ((name, kept),) = reader.cut_off
+        assert name == str(alone) and kept.read_bytes == chunks[2][0]
+        assert kept.lost_bytes == cut - chunks[2][0]
+        assert kept.reason == "an unfinished record at its end"
+        assert reader.message_count == kept.messages > 0
+        got = [(t, log) for t, _, log, _ in reader.messages()]
+        assert [log for _, log in got] == sorted(log for _, log in got)
+        assert reader.start_ns == T0 and reader.end_ns == got[-1][1]
+        assert sum(c.count for c in reader.topics.values()) == len(got)
+        images = [m for *_, m in reader.messages([DEPTH_IMAGE])]
+    assert "cut off before its recording closed it" in caplog.text and str(alone) in caplog.text
+    assert 0 < len(images) < len(stamps)
+    assert [header_stamp_ns(m) for m in images] == stamps[: len(images)]
+    np.testing.assert_array_equal(image_to_array(images[-1]), depth[len(images) - 1])
+    # Cut exactly after a whole chunk, or with a zero-filled tail: the same chunks are read.
+    alone.write_bytes(data[: chunks[2][0]])
+    assert _depth_stamps(alone) == stamps[: len(images)]
+    alone.write_bytes(data[: chunks[2][0]] + bytes(5000))
+    with BagReader(alone) as reader:
+        assert reader.cut_off[0][1].reason == "zero bytes where the next record should start"
+    assert _depth_stamps(alone) == stamps[: len(images)]
+    # Its folder, as the recorder left it without metadata.yaml, reads the same.
+    assert _depth_stamps(alone.parent) == stamps[: len(images)]
+
+
+def test_an_unchunked_mcap_file_cut_off_mid_write_is_read_up_to_its_last_whole_message(tmp_path):
+    # rosbag2's `fastwrite` preset writes messages without chunks. Made here from an
+    # uncompressed file: each chunk's records written out at the top level.
+    import struct
+
+    (_cal, _depth, _thermal, stamps), alone, data, chunks = _cut_off_mcap(tmp_path, 60, "none")
+    header_end = _mcap_records(data)[0][2]
+    flat = bytearray(data[:header_end])
+    for start, _end in chunks:
+        name_length = struct.unpack_from("<I", data, start + 9 + 28)[0]
+        size_at = start + 9 + 32 + name_length
+        (size,) = struct.unpack_from("<Q", data, size_at)
+        flat += data[size_at + 8 : size_at + 8 + size]
+    records = _mcap_records(bytes(flat))
+    messages = [(start, end) for op, start, end in records if op == 0x05]
+    cut = messages[len(messages) // 2]
+    alone.write_bytes(bytes(flat[: cut[0] + 20]))  # inside a message record
+    with BagReader(alone) as reader:
+        ((_, kept),) = reader.cut_off
+        assert kept.read_bytes == cut[0] and kept.messages == len(messages) // 2
+    read = _depth_stamps(alone)
+    assert 0 < len(read) < len(stamps) and read == stamps[: len(read)]
+
+
+def test_an_mcap_chunk_damaged_on_disk_ends_what_is_read(tmp_path):
+    (_cal, _depth, _thermal, stamps), alone, data, chunks = _cut_off_mcap(tmp_path, 110)
+    start, end = chunks[2]
+    damaged = bytearray(data[: chunks[-1][1]])
+    damaged[end - 20 : end - 10] = bytes(10)  # inside the third chunk's compressed data
+    alone.write_bytes(bytes(damaged))
+    with BagReader(alone) as reader:
+        ((_, kept),) = reader.cut_off
+        assert kept.read_bytes == start
+        assert kept.reason.startswith(f"a damaged chunk at byte {start}")
+    read = _depth_stamps(alone)
+    assert 0 < len(read) < len(stamps) and read == stamps[: len(read)]
+
+
+def test_an_mcap_file_cut_off_before_its_first_whole_chunk_is_refused(tmp_path):
+    _written, alone, data, chunks = _cut_off_mcap(tmp_path, 30)
+    alone.write_bytes(data[: chunks[0][1] - 1])
+    with pytest.raises(DatasetError, match="cut off before its recording wrote a whole chunk"):
+        BagReader(alone)
 
 
 def test_camera_info_comes_before_its_image_in_the_bag(tmp_path):

@@ -70,7 +70,6 @@ from rosbags.interfaces import (
 from rosbags.rosbag2 import (
     CompressionFormat,
     CompressionMode,
-    Reader,
     StoragePlugin,
     Writer,
     WriterError,
@@ -95,6 +94,7 @@ from iphd.sensors.frames import (
 )
 from iphd.tf_buffer import TransformBuffer, add_tf_message
 
+from .mcap_cut_off import CutOff, RecoveringReader
 from .truth import PersonTruth
 
 LOG = logging.getLogger(__name__)
@@ -652,14 +652,13 @@ def _bag_source(path: Path) -> Path:
 
 
 def _cut_off_hint(source: Path, exc: Exception) -> str:
-    """How to rescue a storage file that a recording left unfinished, or ``""``."""
+    """How to rescue a sqlite3 file that a recording left damaged, or ``""``.
+
+    (An MCAP file left unfinished is read up to its last whole chunk: ``CutOffMcapReader``.)
+    """
     text = str(exc).lower()
-    files = [source] if source.is_file() else sorted(source.glob("*.mcap")) + sorted(
-        source.glob("*.db3"))
+    files = [source] if source.is_file() else sorted(source.glob("*.db3"))
     name = str(files[0]) if files else "FILE"
-    if "magic" in text and name.endswith(".mcap"):
-        return (f"; the recording was cut off before it was closed: `mcap recover {name} -o "
-                "fixed.mcap` (the mcap CLI) rewrites what it holds, then read that file")
     if "malformed" in text or "not a database" in text:
         return (f"; the file is damaged (a recording cut off mid-write?): `sqlite3 {name} "
                 "'.recover' | sqlite3 fixed.db3` saves what it can, then read that file")
@@ -701,7 +700,7 @@ class BagReader:
         # written) does not say whether its messages are zstd-compressed one by one.
         self._sniff_zstd = source.is_file()
         try:
-            reader = Reader(source)
+            reader = RecoveringReader(source)
             reader.open()
         except Exception as exc:  # rosbags, sqlite (apsw) and yaml errors alike mean "unreadable"
             raise DatasetError(
@@ -710,6 +709,17 @@ class BagReader:
             ) from exc
         self._reader = reader
         self._open = True
+        #: (storage file, what it kept and lost) for each MCAP file a recording left unfinished.
+        self.cut_off: list[tuple[str, CutOff]] = reader.cut_offs()
+        for name, cut in self.cut_off:
+            if not cut.messages:
+                self.close()
+                raise DatasetError(
+                    f"{name} was cut off before its recording wrote a whole chunk of messages "
+                    f"({cut.read_bytes} bytes readable, ending at {cut.reason}): there is no "
+                    "message to read"
+                )
+            LOG.warning("%s was %s", name, cut.describe())
 
     # -- metadata ------------------------------------------------------------------------------
 
