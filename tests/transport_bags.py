@@ -4,16 +4,19 @@ from iphd.compressed_images import COMPRESSED_IMAGE
 from iphd.data.rosbag import BagReader, compress_image, typestore
 
 
-def write_transport_bag(src, dst, transports, *, rename=None, stop_ns=None, edit=None):
+def write_transport_bag(src, dst, transports, *, rename=None, stop_ns=None, edit=None,
+                        storage="sqlite3"):
     """Copy bag ``src`` to ``dst``, each image topic of ``transports`` (topic -> transport)
     written as a CompressedImage on ``<name>/<transport>``; ``rename`` gives topics other
-    names (``name``), ``stop_ns`` ends the copy at that log time, and ``edit(topic, index,
-    msg)`` may change the ``index``-th compressed message of a topic before it is written."""
-    from rosbags.rosbag2 import Writer
+    names (``name``), ``stop_ns`` ends the copy at that log time, ``edit(topic, index,
+    msg)`` may change the ``index``-th compressed message of a topic before it is written,
+    and ``storage`` is ``sqlite3`` or ``mcap``."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
 
     rename = rename or {}
     store = typestore()
-    writer = Writer(dst, version=Writer.VERSION_LATEST)
+    plugin = StoragePlugin[storage.upper()]
+    writer = Writer(dst, version=Writer.VERSION_LATEST, storage_plugin=plugin)
     writer.open()
     connections, counts = {}, {}
     with BagReader(src) as reader:

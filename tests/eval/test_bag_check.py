@@ -77,6 +77,20 @@ def test_depth_aligned_to_the_colour_camera_is_noted(sim_bag, tmp_path):
     assert len(notes) == 1 and "depth/image_rect_raw" in notes[0]
 
 
+def test_a_recording_cut_off_mid_write_is_noted_and_still_checked(sim_bag, tmp_path):
+    from transport_bags import write_transport_bag
+
+    bag = write_transport_bag(sim_bag, tmp_path / "bag", {}, storage="mcap")
+    (mcap,) = bag.glob("*.mcap")
+    (bag / "metadata.yaml").unlink()
+    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size * 2 // 3])
+    check = check_bag(bag)
+    assert not check.problems
+    (note,) = [n for n in check.notes if "cut off" in n]
+    assert note.startswith(f"{mcap} was cut off before its recording closed it") and "lost" in note
+    assert check.paired == 1.0
+
+
 def test_each_problem_is_named_with_what_to_do(tmp_path):
     good = check_bag(_bag(tmp_path / "good"))
     assert not good.problems and good.paired == 1.0

@@ -17,7 +17,7 @@ from iphd.data.rosbag import (
 )
 from iphd.data.truth import PersonTruth
 from iphd.errors import DatasetError
-from iphd.eval.bag_eval import evaluate_offline, evaluate_recorded
+from iphd.eval.bag_eval import evaluate_offline, evaluate_recorded, write_bag_report
 from iphd.eval.cli import main
 from iphd.eval.pipeline import OfflineConfig, OfflinePipeline, find_topic, pipeline_for_bag
 from iphd.tracking.tracker import TrackerConfig
@@ -215,6 +215,23 @@ def test_corrupt_and_undecodable_messages_are_skipped_and_counted(sim_bag, tmp_p
         results = _run(pipeline, reader)
     assert pipeline.stats.skipped == {DEPTH_IMAGE: 2}
     assert pipeline.stats.pairs == len(results) >= 6
+
+
+def test_a_recording_cut_off_mid_write_is_scored_on_what_it_kept_and_the_report_says_so(
+    sim_bag, tmp_path
+):
+    from transport_bags import write_transport_bag
+
+    bag = write_transport_bag(sim_bag, tmp_path / "bag", {}, storage="mcap")
+    (mcap,) = bag.glob("*.mcap")
+    (bag / "metadata.yaml").unlink()  # the recorder writes it on closing
+    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
+    whole, _ = evaluate_offline(sim_bag, CONFIG)
+    part, run = evaluate_offline(bag, CONFIG)
+    assert 0 < part.pairs < whole.pairs
+    assert run["bag_cut_off"].startswith(f"{mcap} was cut off before its recording closed it")
+    files = write_bag_report(part, tmp_path / "report", run)
+    assert "cut off before its recording closed it" in files.report_md.read_text()
 
 
 def test_backward_stamps_reset_the_tracker(sim_bag):

@@ -24,11 +24,11 @@ FRAME_NS = 33_333_333
 INTR_W, INTR_H = 64, 48
 
 
-def _write_bag(path, frames: int = 31):
+def _write_bag(path, frames: int = 31, storage: str = "sqlite3"):
     """``frames`` depth frames at 30 Hz (1 s for 31), thermal with every 4th, truth with each."""
     intr = CameraIntrinsics(INTR_W, INTR_H, 40.0, 40.0, 31.5, 23.5)
     stamps = {"depth": [], "thermal": []}
-    with RigBagWriter(path, load_calibration(), intr) as writer:
+    with RigBagWriter(path, load_calibration(), intr, storage=storage) as writer:
         for i in range(frames):
             stamp = T0 + i * FRAME_NS
             writer.write_depth(stamp, np.full((INTR_H, INTR_W), 1000 + i, np.uint16))
@@ -176,6 +176,31 @@ def test_corrupt_messages_are_counted_and_the_rest_played(
     last = statuses[-1]
     assert last.level == DiagnosticStatus.WARN and "corrupt" in last.message
     assert {kv.key: kv.value for kv in last.values}["corrupt_depth/image_raw"] == "1"
+
+
+def test_a_recording_cut_off_mid_write_plays_what_it_kept_and_says_so(
+    tmp_path, ros_context, executor, spin_until
+):
+    stamps = _write_bag(tmp_path / "bag", frames=200, storage="mcap")  # 3 chunks of 1 MiB
+    (mcap,) = (tmp_path / "bag").glob("*.mcap")
+    (tmp_path / "bag" / "metadata.yaml").unlink()
+    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
+    statuses = []
+    listener = Node("diag_listener", context=ros_context)
+    listener.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        lambda m: statuses.extend(s for s in m.status if s.name.startswith("bag_player")),
+        10,
+    )
+    executor.add_node(listener)
+    player, rec = _play(ros_context, executor, spin_until, tmp_path / "bag", rate=8.0,
+                        diagnostics_period=0.1)
+    played = rec.stamps("depth/image_raw")
+    assert 0 < len(played) < len(stamps["depth"]) and played == stamps["depth"][: len(played)]
+    assert "lost" in player.stats()[f"cut_off_{mcap}"]
+    assert spin_until(executor, lambda: any(s.message.startswith("end of bag") for s in statuses))
+    assert statuses[-1].level == DiagnosticStatus.WARN and "cut off" in statuses[-1].message
 
 
 def test_missing_bag_is_a_clear_error(tmp_path, ros_context):

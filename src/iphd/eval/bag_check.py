@@ -128,6 +128,8 @@ def check_bag(
     result = BagCheck(str(bag))
     with BagReader(bag) as reader:
         result.duration_s = reader.duration_ns / 1e9
+        for name, cut in reader.cut_off:
+            result.notes.append(f"{name} was {cut.describe()}")
         rig = _calibration(reader, calibration, result)
         stop_ns = reader.start_ns + int(seconds * 1e9)
         samples: dict[str, list[tuple[int, Any]]] = {}

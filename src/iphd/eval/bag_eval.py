@@ -295,6 +295,9 @@ def evaluate_offline(
         "calibration": calibration,
         "tracker_config": vars(config.tracker).copy(),
     }
+    if reader.cut_off:
+        run["bag_cut_off"] = "; ".join(f"{name} was {cut.describe()}"
+                                       for name, cut in reader.cut_off)
     return result, run
 
 

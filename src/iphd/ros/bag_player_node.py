@@ -20,7 +20,7 @@ from iphd.data.playback import BagPlayback, PlaybackConfig
 from iphd.data.rosbag import BagReader, RawMessage
 from iphd.errors import ConfigError, IphdError
 from iphd.ros import qos
-from iphd.ros.common import declare, diagnostic_array, spin_node
+from iphd.ros.common import declare, diagnostic_array, forward_library_logs, spin_node
 from iphd.ros.conversions import array_to_image, ns_to_stamp, stamp_to_ns
 from iphd.transports import base_topic, transport_topics
 
@@ -130,11 +130,17 @@ class BagPlayerNode(Node):
             topics=tuple(topics),
         )
         self.bag_path = str(bag)
-        self._reader = BagReader(self.bag_path)
+        # What the bag reader says (a cut-off recording, a corrupt message) is this node's.
+        self._undo_logs = forward_library_logs(self, "iphd.data")
+        try:
+            self._reader = BagReader(self.bag_path)
+        except IphdError:
+            self._undo_logs()
+            raise
         try:
             self._playback = BagPlayback(self._reader, config)
         except IphdError:
-            self._reader.close()
+            self.close()
             raise
         self.published: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
@@ -334,6 +340,8 @@ class BagPlayerNode(Node):
         values.update({f"skipped_{t}": n for t, n in self.skipped.items()})
         values.update({f"corrupt_{t}": n for t, n in self.corrupt.items()})
         values.update({f"undecodable_{t}": n for t, n in self.undecodable.items()})
+        for name, cut in self._reader.cut_off:
+            values[f"cut_off_{name}"] = cut.describe()
         return values
 
     def _publish_diagnostics(self) -> None:
@@ -347,11 +355,15 @@ class BagPlayerNode(Node):
         elif self.skipped:
             level = "WARN"
             message = f"{message}; topics of types not installed are skipped"
+        if self._reader.cut_off:
+            level = "WARN"
+            message = f"{message}; the recording was cut off, its end is lost"
         self._diag_pub.publish(diagnostic_array(self, "bag_player", level, message, self.stats()))
 
     def close(self) -> None:
-        """Close the bag."""
+        """Close the bag (idempotent)."""
         self._reader.close()
+        self._undo_logs()
 
 
 def decoded_topics(msgtypes: dict[str, str]) -> dict[str, str]:
