@@ -27,8 +27,10 @@ from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
 LOG = logging.getLogger(__name__)
 
 #: MCAP record opcodes (https://mcap.dev/spec) this module looks at.
-OP_CHUNK = 0x06
+OP_SCHEMA = 0x03
+OP_CHANNEL = 0x04
 OP_MESSAGE = 0x05
+OP_CHUNK = 0x06
 OP_DATA_END = 0x0F
 #: Opcode 0 is not a record: a file system that lost power may leave the tail zero-filled.
 OP_INVALID = 0x00
@@ -63,16 +65,23 @@ class CutOff(NamedTuple):
         )
 
 
-def _chunk_messages(data: bytes) -> tuple[dict[int, int], int, int]:
-    """Messages per channel, first and last log time of a decompressed chunk's records."""
+def _chunk_messages(data: bytes) -> tuple[dict[int, int], int, int, bool]:
+    """What a decompressed chunk holds.
+
+    Returns:
+        Messages per channel, the first and last log time, and whether it defines schemas or
+        channels.
+    """
     counts: dict[int, int] = defaultdict(int)
     first, last = 2**63 - 1, 0
+    defines = False
     pos = 0
     while pos + RECORD_HEAD.size <= len(data):
         op, length = RECORD_HEAD.unpack_from(data, pos)
         pos += RECORD_HEAD.size
         if pos + length > len(data):
             raise ReaderError("a record runs past the end of its chunk")
+        defines = defines or op in (OP_SCHEMA, OP_CHANNEL)
         if op == OP_MESSAGE:
             if length < MESSAGE_HEAD.size:
                 raise ReaderError(f"a message record of {length} bytes is too short")
@@ -82,7 +91,7 @@ def _chunk_messages(data: bytes) -> tuple[dict[int, int], int, int]:
         pos += length
     if pos != len(data):
         raise ReaderError("the chunk ends inside a record")
-    return dict(counts), first, last
+    return dict(counts), first, last, defines
 
 
 class CutOffMcapReader(McapReader):
@@ -114,6 +123,8 @@ class CutOffMcapReader(McapReader):
         size = bio.seek(0, 2)
         pos = self.data_start
         chunks: list[ChunkInfo] = []
+        # Where schemas and channels are defined: top-level records and the chunks holding them.
+        definitions: list[tuple[int, int]] = []
         reason = "an unfinished record at its end"
         while True:
             if pos + RECORD_HEAD.size > size:
@@ -133,16 +144,26 @@ class CutOffMcapReader(McapReader):
                 break
             if op == OP_CHUNK:
                 try:
-                    chunks.append(self._chunk_info(pos, bio.read(length)))
+                    chunk, defines = self._chunk_info(pos, bio.read(length))
                 except Exception as exc:  # noqa: BLE001 - any decoder's failure: damaged
                     reason = f"a damaged chunk at byte {pos} ({exc})"
                     break
+                chunks.append(chunk)
+                if defines:
+                    definitions.append((pos, end))
+            elif op in (OP_SCHEMA, OP_CHANNEL):
+                definitions.append((pos, end))
             pos = end
-        self.data_end = pos
-        self.meta_scan()  # schemas, channels and connections, as rosbags reads them
         self.chunks = [c for c in chunks if c.channel_count]
-        assert self.statistics
-        if self.chunks:  # meta_scan's counts would include messages outside chunks, unread
+        # Schemas, channels and connections as rosbags reads them: its scan of the data, over
+        # the records that define them only when the messages are in chunks (decompressing
+        # each chunk once more would double the time to open).
+        data_start = self.data_start
+        for start, stop in definitions if self.chunks else [(data_start, pos)]:
+            self.data_start, self.data_end = start, stop
+            self.meta_scan()
+        self.data_start, self.data_end = data_start, pos
+        if self.chunks:
             totals: dict[int, int] = defaultdict(int)
             for chunk in self.chunks:
                 for channel, count in chunk.channel_count.items():
@@ -158,6 +179,7 @@ class CutOffMcapReader(McapReader):
                 max(c.message_end_time for c in self.chunks),
                 dict(totals),
             )
+        assert self.statistics
         stats = self.statistics
         self.connections = [
             c._replace(msgcount=stats.channel_message_counts.get(c.id, 0)) for c in self.connections
@@ -172,8 +194,12 @@ class CutOffMcapReader(McapReader):
         self.cut_off = CutOff(pos, size - pos, count, reason)
 
     @staticmethod
-    def _chunk_info(offset: int, record: bytes) -> ChunkInfo:
-        """The index entry of one chunk record (its content ``record``), checked."""
+    def _chunk_info(offset: int, record: bytes) -> tuple[ChunkInfo, bool]:
+        """The index entry of one chunk record (its content ``record``), checked.
+
+        Returns:
+            The entry, and whether the chunk defines schemas or channels.
+        """
         _start, _end, uncompressed_size, crc = CHUNK_HEAD.unpack_from(record, 0)
         pos = CHUNK_HEAD.size
         (name_length,) = struct.unpack_from("<I", record, pos)
@@ -184,8 +210,8 @@ class CutOffMcapReader(McapReader):
         if pos + compressed_size > len(record):
             raise ReaderError("its compressed data runs past the record")
         data = decompress(record[pos : pos + compressed_size], compression, uncompressed_size, crc)
-        counts, first, last = _chunk_messages(data)
-        return ChunkInfo(
+        counts, first, last, defines = _chunk_messages(data)
+        info = ChunkInfo(
             message_start_time=first if counts else 0,
             message_end_time=last if counts else 0,
             chunk_start_offset=offset,
@@ -197,6 +223,7 @@ class CutOffMcapReader(McapReader):
             uncompressed_size=uncompressed_size,
             channel_count=counts,
         )
+        return info, defines
 
 
 class _DirectoryReader(DirectoryReader):
