@@ -1,4 +1,5 @@
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,10 +121,48 @@ def test_a_storage_file_reads_as_its_bag_with_or_without_its_metadata(tmp_path, 
     np.testing.assert_array_equal(image_to_array(images[2]), depth[2])
     with BagReader(alone) as reader:  # its folder: the one file in it
         assert reader.topics[DEPTH_IMAGE].count == 3
-    shutil.copy(db3, alone / "second.db3")
-    with pytest.raises(DatasetError, match="pass one of them, or rebuild metadata.yaml with "
-                                           "`ros2 bag reindex"):
+    (alone / "x.mcap").write_bytes(b"")
+    with pytest.raises(DatasetError, match="both .db3 and .mcap files: pass one of them"):
         BagReader(alone)
+
+
+@pytest.mark.parametrize(("storage", "compression"), [("sqlite3", "zstd"), ("mcap", "none")])
+def test_a_split_recording_without_its_metadata_reads_as_one_bag(tmp_path, storage,
+                                                                  compression, caplog):
+    # ros2 bag record --max-bag-duration, killed: bag_0 .. bag_10 and no metadata.yaml. Here
+    # eleven short bags of consecutive times; the folder's files in rosbag2's names.
+    alone = tmp_path / "split"
+    alone.mkdir()
+    stamps = []
+    for part in range(11):
+        path = tmp_path / f"part{part}"
+        with RigBagWriter(path, load_calibration(), DEPTH_INTR, storage=storage,
+                          compression=compression) as writer:
+            for i in range(2):
+                stamp = T0 + (2 * part + i) * 33_333_333
+                writer.write_depth(stamp, np.full((48, 64), part, np.uint16))
+                stamps.append(stamp)
+        (file,) = [p for p in path.iterdir() if p.suffix in (".db3", ".mcap")]
+        file.rename(alone / f"split_{part}{file.suffix}")
+    with caplog.at_level(logging.WARNING), BagReader(alone) as reader:
+        assert [Path(f).name for f in reader.unindexed_files][-2:] == [
+            f"split_9.{'db3' if storage == 'sqlite3' else 'mcap'}",
+            f"split_10.{'db3' if storage == 'sqlite3' else 'mcap'}",
+        ]
+        assert reader.topics[DEPTH_IMAGE].count == 22 and reader.topics[TF_STATIC].count == 11
+        assert reader.start_ns == T0 and reader.end_ns == stamps[-1]
+        images = [m for *_, m in reader.messages([DEPTH_IMAGE])]
+        assert reader.corrupt == {}
+    assert "has no metadata.yaml" in caplog.text and "11 storage files" in caplog.text
+    assert [header_stamp_ns(m) for m in images] == stamps
+    assert [int(image_to_array(m)[0, 0]) for m in images] == [p for p in range(11) for _ in "ab"]
+    if storage == "mcap":  # the last file cut off before its one chunk was whole: the others
+        last = alone / "split_10.mcap"
+        last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+        with BagReader(alone) as reader:
+            ((name, kept),) = reader.cut_off
+            assert name == str(last) and kept.messages == 0
+            assert [header_stamp_ns(m) for *_, m in reader.messages([DEPTH_IMAGE])] == stamps[:20]
 
 
 def test_a_sqlite_file_cut_off_mid_write_is_refused_with_how_to_rescue_it(tmp_path):

@@ -14,7 +14,7 @@ from iphd.sensors.frames import CameraIntrinsics
 T0 = 1_700_000_000_000_000_000
 
 
-def _bag(path, *, thermal_ck=29500, thermal_shift_ns=3_000_000):
+def _bag(path, *, thermal_ck=29500, thermal_shift_ns=3_000_000, t0=T0):
     """1 s like the rig records: 128x96 depth at 30 Hz, thermal at a quarter of that."""
     calibration = load_calibration()
     fx = 0.5 * 128 / np.tan(np.deg2rad(87.0 / 2))
@@ -22,7 +22,7 @@ def _bag(path, *, thermal_ck=29500, thermal_shift_ns=3_000_000):
     depth[:10] = 0
     with RigBagWriter(path, calibration, CameraIntrinsics(128, 96, fx, fx, 63.5, 47.5)) as writer:
         for i in range(30):
-            stamp = T0 + i * 33_333_333
+            stamp = t0 + i * 33_333_333
             writer.write_depth(stamp, depth)
             if i % 4 == 0:
                 # Logged when it arrives, whatever clock stamped it.
@@ -89,6 +89,20 @@ def test_a_recording_cut_off_mid_write_is_noted_and_still_checked(sim_bag, tmp_p
     (note,) = [n for n in check.notes if "cut off" in n]
     assert note.startswith(f"{mcap} was cut off before its recording closed it") and "lost" in note
     assert check.paired == 1.0
+
+
+def test_a_split_recording_without_its_metadata_is_noted_and_checked_as_one_bag(tmp_path):
+    split = tmp_path / "split"
+    split.mkdir()
+    for part in range(2):
+        (db3,) = _bag(tmp_path / f"part{part}", t0=T0 + part * 1_000_000_000).glob("*.db3")
+        db3.rename(split / f"split_{part}.db3")
+    check = check_bag(split)
+    assert not check.problems
+    assert any("has no metadata.yaml: its 2 storage files are read as one bag" in n
+               for n in check.notes)
+    roles = {c.role: c for c in check.topics}
+    assert roles["depth image"].count == 60 and check.duration_s > 1.9
 
 
 def test_each_problem_is_named_with_what_to_do(tmp_path):

@@ -94,7 +94,7 @@ from iphd.sensors.frames import (
 )
 from iphd.tf_buffer import TransformBuffer, add_tf_message
 
-from .mcap_cut_off import CutOff, RecoveringReader
+from .cut_off import CutOff, RecoveringReader, storage_files
 from .truth import PersonTruth
 
 LOG = logging.getLogger(__name__)
@@ -624,23 +624,25 @@ def _bag_source(path: Path) -> Path:
 
     A storage file whose folder's metadata.yaml describes it alone opens as that folder, which
     keeps what metadata.yaml holds (compression, stored calibration). A folder without
-    metadata.yaml (a recording cut off before it was written) opens as its one storage file.
+    metadata.yaml (a recording cut off before it was written) opens as its one storage file,
+    or with several as the folder (``cut_off``: its files as one bag).
 
     Raises:
-        DatasetError: a folder without metadata.yaml and not exactly one storage file.
+        DatasetError: a folder without metadata.yaml and without storage files, or with both
+            kinds.
     """
     metadata = path.parent / "metadata.yaml"
     if path.is_dir():
         if (path / "metadata.yaml").exists():
             return path
-        files = sorted(p for p in path.iterdir() if p.suffix in (".db3", ".mcap"))
-        if len(files) == 1:
-            return files[0]
-        raise DatasetError(
-            f"{path} has no metadata.yaml and {len(files) or 'no'} .db3/.mcap files: "
-            + ("pass one of them, or rebuild metadata.yaml with `ros2 bag reindex "
-               f"{path}`" if files else "it is not a ROS 2 bag folder")
-        )
+        files = storage_files(path)
+        if not files or len({f.suffix for f in files}) > 1:
+            raise DatasetError(
+                f"{path} has no metadata.yaml and "
+                + ("both .db3 and .mcap files: pass one of them" if files else
+                   "no .db3/.mcap files: it is not a ROS 2 bag folder")
+            )
+        return files[0] if len(files) == 1 else path
     if not metadata.is_file():
         return path
     try:
@@ -696,9 +698,9 @@ class BagReader:
         self.errors: dict[str, str] = {}
         self._store = typestore()
         source = _bag_source(self.path)
-        # A storage file read without its metadata.yaml (a recording cut off before it was
-        # written) does not say whether its messages are zstd-compressed one by one.
-        self._sniff_zstd = source.is_file()
+        # Storage files read without their metadata.yaml (a recording cut off before it was
+        # written) do not say whether their messages are zstd-compressed one by one.
+        self._sniff_zstd = source.is_file() or not (source / "metadata.yaml").exists()
         try:
             reader = RecoveringReader(source)
             reader.open()
@@ -711,14 +713,24 @@ class BagReader:
         self._open = True
         #: (storage file, what it kept and lost) for each MCAP file a recording left unfinished.
         self.cut_off: list[tuple[str, CutOff]] = reader.cut_offs()
+        #: The storage files of a folder read without its metadata.yaml, in the order read.
+        self.unindexed_files: list[str] = reader.unindexed_files
+        if self.cut_off and not reader.message_count:
+            name, cut = self.cut_off[0]
+            self.close()
+            raise DatasetError(
+                f"{name} was cut off before its recording wrote a whole chunk of messages "
+                f"({cut.read_bytes} bytes readable, ending at {cut.reason}): there is no "
+                "message to read"
+            )
+        if len(self.unindexed_files) > 1:
+            LOG.warning(
+                "%s has no metadata.yaml (a recording that was not closed?): its %d storage "
+                "files are read as one bag, in the order of their first message: %s",
+                self.path, len(self.unindexed_files),
+                ", ".join(Path(f).name for f in self.unindexed_files),
+            )
         for name, cut in self.cut_off:
-            if not cut.messages:
-                self.close()
-                raise DatasetError(
-                    f"{name} was cut off before its recording wrote a whole chunk of messages "
-                    f"({cut.read_bytes} bytes readable, ending at {cut.reason}): there is no "
-                    "message to read"
-                )
             LOG.warning("%s was %s", name, cut.describe())
 
     # -- metadata ------------------------------------------------------------------------------

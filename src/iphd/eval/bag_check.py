@@ -128,6 +128,12 @@ def check_bag(
     result = BagCheck(str(bag))
     with BagReader(bag) as reader:
         result.duration_s = reader.duration_ns / 1e9
+        if len(reader.unindexed_files) > 1:
+            result.notes.append(
+                f"{bag} has no metadata.yaml: its {len(reader.unindexed_files)} storage files "
+                "are read as one bag, in the order of their first message (`ros2 bag reindex` "
+                "writes the metadata.yaml a recorder that was not closed did not)"
+            )
         for name, cut in reader.cut_off:
             result.notes.append(f"{name} was {cut.describe()}")
         rig = _calibration(reader, calibration, result)

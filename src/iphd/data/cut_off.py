@@ -1,25 +1,34 @@
-"""Reading an MCAP file whose recording was cut off before it was closed.
+"""Reading a recording that its recorder never closed.
 
-A recorder that loses power or is killed leaves its ``.mcap`` file without the summary, the
-footer and the end magic, and often without ``metadata.yaml``. What it did write is intact: the
-header, then whole records (schemas, channels, chunks of messages, their message indexes), and
-last the unfinished record it was writing. rosbags refuses such a file ("File end magic is
-invalid"); ``CutOffMcapReader`` reads it instead by walking the records from the header, keeping
-every complete chunk whose contents decompress and check out, and building the chunk index the
-summary would have held, so messages still come in log-time order.
+A recorder that loses power or is killed leaves no ``metadata.yaml`` (``ros2 bag record``
+writes it on closing), and its last ``.mcap`` file without the summary, the footer and the end
+magic. What it did write is intact: the header, then whole records (schemas, channels, chunks of
+messages, their message indexes), and last the unfinished record it was writing.
 
-The reader plugs into rosbags' ``Reader`` (``RecoveringReader``), and is used only where the
-file has no valid end: a closed file is read by rosbags' own code.
+- ``CutOffMcapReader``: rosbags refuses such a file ("File end magic is invalid"); this reads
+  it by walking the records from the header, keeping every complete chunk whose contents
+  decompress and check out, and building the chunk index the summary would have held, so
+  messages still come in log-time order. A closed file is read by rosbags' own code.
+- A folder without ``metadata.yaml`` that holds several storage files (a split recording,
+  ``--max-bag-size`` or ``--max-bag-duration``) reads as one bag, its files in the order of
+  their first message, as ``ros2 bag reindex`` would have described them.
+
+Both plug into rosbags' ``Reader`` (``RecoveringReader``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import struct
 from collections import defaultdict
-from typing import NamedTuple
+from contextlib import ExitStack, suppress
+from pathlib import Path
+from typing import Any, NamedTuple
 
+from rosbags.interfaces import Connection
 from rosbags.rosbag2 import Reader, ReaderError
+from rosbags.rosbag2.metadata import ReaderMetadata
 from rosbags.rosbag2.reader import DirectoryReader
 from rosbags.rosbag2.storage_mcap import ChunkInfo, McapReader, Statistics, decompress
 from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
@@ -60,9 +69,13 @@ class CutOff(NamedTuple):
         """One line for logs and reports: what was read and what is lost."""
         return (
             f"cut off before its recording closed it (no MCAP footer): {self.messages} "
-            f"messages read from its first {self.read_bytes / 1e6:.1f} MB, up to "
-            f"{self.reason}; the {self.lost_bytes / 1e6:.1f} MB after that are lost"
+            f"messages read from its first {_size(self.read_bytes)}, up to {self.reason}; the "
+            f"{_size(self.lost_bytes)} after that are lost"
         )
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 100_000 else f"{n_bytes / 1e3:.1f} kB"
 
 
 def _chunk_messages(data: bytes) -> tuple[dict[int, int], int, int, bool]:
@@ -226,14 +239,105 @@ class CutOffMcapReader(McapReader):
         return info, defines
 
 
+def storage_files(folder: Path) -> list[Path]:
+    """A bag folder's ``.db3`` and ``.mcap`` files, in rosbag2's split order (``_2``, ``_10``)."""
+
+    def key(path: Path) -> tuple[int, str]:
+        index = re.search(r"_(\d+)$", path.stem)
+        return (int(index.group(1)) if index else -1, path.name)
+
+    return sorted((p for p in folder.iterdir() if p.suffix in (".db3", ".mcap")), key=key)
+
+
 class _DirectoryReader(DirectoryReader):
+    """rosbags' bag folder reader; without metadata.yaml, its storage files as one bag."""
+
     STORAGE_PLUGINS = {"mcap": CutOffMcapReader, "sqlite3": Sqlite3Reader}
+
+    def __init__(self, path: Any) -> None:
+        self.unindexed = not (path / "metadata.yaml").exists()
+        if not self.unindexed:
+            super().__init__(path)
+            return
+        self.path = path
+        self.connections: list[Connection] = []
+        self.metadata = ReaderMetadata(0, 2**63 - 1, 0, 0, None, None, None, None)
+        self.files = []
+        self.storages = []
+        self.stack = None
+
+    def open(self) -> None:
+        if not self.unindexed:
+            super().open()
+            return
+        self.stack = ExitStack()
+        try:
+            self._open_unindexed()
+        except BaseException:
+            with suppress(Exception):
+                self.close()
+            raise
+
+    def _open_unindexed(self) -> None:
+        assert self.stack is not None
+        files = storage_files(Path(str(self.path)))
+        kinds = {p.suffix for p in files}
+        if len(kinds) != 1:
+            raise ReaderError(
+                f"{self.path} has no metadata.yaml and "
+                + ("both .db3 and .mcap files: pass one of them" if kinds
+                   else "no .db3 or .mcap file: it is not a ROS 2 bag folder")
+            )
+        plugin: type[Any] = CutOffMcapReader if kinds == {".mcap"} else Sqlite3Reader
+        storages: list[Any] = []
+        for path in files:
+            storage = plugin(path)
+            storage.open()
+            self.stack.callback(storage.close)
+            storages.append(storage)
+        self.storages = sorted(storages, key=lambda s: s.metadata.start_time)
+        # One connection per topic, type and QoS, as metadata.yaml would list it; the files'
+        # own connections are matched to these by ``messages``.
+        for storage in self.storages:
+            for conn in storage.connections:
+                same = next((i for i, c in enumerate(self.connections)
+                             if (c.topic, c.msgtype, c.ext) == (conn.topic, conn.msgtype,
+                                                                 conn.ext)), None)
+                if same is None:
+                    self.connections.append(
+                        conn._replace(id=len(self.connections) + 1, owner=self))
+                else:
+                    known = self.connections[same]
+                    self.connections[same] = known._replace(
+                        msgcount=known.msgcount + conn.msgcount)
+        used = [s.metadata for s in self.storages if s.metadata.message_count]
+        count = sum(m.message_count for m in used)
+        start = min((m.start_time for m in used), default=2**63 - 1)
+        end = max((m.end_time for m in used), default=0)
+        self.metadata = ReaderMetadata(
+            duration=end - start if count else 0,
+            start_time=start,
+            end_time=end,
+            message_count=count,
+            compression_format=None,
+            compression_mode=None,
+            ros_distro=None,
+            custom=None,
+        )
 
 
 class RecoveringReader(Reader):
-    """rosbags' ``Reader`` whose MCAP files may have been cut off (``CutOffMcapReader``)."""
+    """rosbags' ``Reader`` for recordings that may not have been closed (module docstring)."""
 
     STORAGE_PLUGINS = {".mcap": CutOffMcapReader, ".db3": Sqlite3Reader, "dir": _DirectoryReader}
+
+    @property
+    def unindexed_files(self) -> list[str]:
+        """The storage files of a folder read without metadata.yaml (else empty)."""
+        storage = self.storage
+        if isinstance(storage, _DirectoryReader) and storage.unindexed:
+            return [str(getattr(s, "path", "")) for s in storage.storages]
+        return []
 
     def cut_offs(self) -> list[tuple[str, CutOff]]:
         """(file, what it kept and lost) for each storage file that was cut off."""
@@ -243,4 +347,3 @@ class RecoveringReader(Reader):
             for s in storages
             if isinstance(s, CutOffMcapReader) and s.cut_off is not None
         ]
-
