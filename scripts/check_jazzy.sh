@@ -46,7 +46,7 @@ if [ ! -f "$VENV/.iphd-jazzy" ]; then
     # interface build need; the robot's own pins come from requirements-robot.txt.
     printf '%s\n' numpy==1.26.4 scipy==1.11.4 PyYAML==6.0.1 torch==2.13.0 \
       > "$VENV/constraints-noble.txt"
-    grep -E '^(pytest|pytest-timeout|colcon-common-extensions|tqdm)==' requirements.txt \
+    grep -E '^(pytest|pytest-timeout|colcon-common-extensions|tqdm|mcap)==' requirements.txt \
       > "$VENV/requirements-tools.txt"
     if [ "$DISTRO" = kilted ]; then
       grep '^ros-' requirements.txt > "$VENV/requirements-ros.txt"

@@ -291,6 +291,78 @@ def test_an_mcap_chunk_damaged_on_disk_ends_what_is_read(tmp_path):
     assert 0 < len(read) < len(stamps) and read == stamps[: len(read)]
 
 
+def _reference_mcap(path, raws, types, **options):
+    """``raws`` written by the reference MCAP writer (the ``mcap`` package, as rosbag2's mcap
+    plugin writes: CRCs, schemas and channels in the chunks, message indexes)."""
+    from mcap.writer import Writer as McapWriter
+
+    store = typestore()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as stream:
+        writer = McapWriter(stream, **options)
+        writer.start(profile="ros2", library="mcap reference writer")
+        schemas, channels = {}, {}
+        for topic, msgtype in types.items():
+            if msgtype not in schemas:
+                text, _ = store.generate_msgdef(msgtype, ros_version=2)
+                schemas[msgtype] = writer.register_schema(msgtype, "ros2msg", text.encode())
+            channels[topic] = writer.register_channel(topic, "cdr", schemas[msgtype], {})
+        for seq, raw in enumerate(raws):
+            writer.add_message(channels[raw.topic], raw.log_ns, raw.data, raw.log_ns, seq)
+        writer.finish()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("options", ["zstd", "lz4", "none", "unchunked"])
+def test_a_cut_off_mcap_of_the_reference_writer_reads_as_the_prefix_of_what_was_recorded(
+    tmp_path, options
+):
+    from mcap.writer import CompressionType
+
+    _write(tmp_path / "bag", n=20)
+    with BagReader(tmp_path / "bag") as reader:
+        raws = list(reader.raw_messages())
+        types = {topic: info.msgtype for topic, info in reader.topics.items()}
+    kwargs = ({"use_chunking": False} if options == "unchunked" else
+              {"compression": CompressionType[options.upper()], "chunk_size": 16 * 1024})
+    data = _reference_mcap(tmp_path / "ref" / "ref.mcap", raws, types, **kwargs)
+    cut = tmp_path / "cut" / "ref.mcap"
+    cut.parent.mkdir()
+    counts = []
+    for fraction in (1.0, 0.8, 0.5, 0.2):
+        cut.write_bytes(data[: int(len(data) * fraction)])
+        with BagReader(cut) as reader:
+            got = [(r.topic, r.log_ns, r.data) for r in reader.raw_messages()]
+            assert (reader.cut_off == []) == (fraction == 1.0)
+            assert reader.message_count == len(got)
+        assert got == [(r.topic, r.log_ns, r.data) for r in raws[: len(got)]]
+        counts.append(len(got))
+    assert counts[0] == len(raws) and counts == sorted(counts, reverse=True) and counts[-1] > 0
+
+
+def test_a_chunk_that_fails_its_crc_ends_what_is_read(tmp_path):
+    from mcap.writer import CompressionType
+
+    _write(tmp_path / "bag", n=20)
+    with BagReader(tmp_path / "bag") as reader:
+        raws = list(reader.raw_messages())
+        types = {topic: info.msgtype for topic, info in reader.topics.items()}
+    data = bytearray(_reference_mcap(tmp_path / "ref" / "ref.mcap", raws, types,
+                                     compression=CompressionType.NONE, chunk_size=16 * 1024))
+    chunks = [(start, end) for op, start, end in _mcap_records(bytes(data)) if op == 0x06]
+    start, end = chunks[2]
+    data[end - 100] ^= 0xFF  # one bit flip in the third chunk's (uncompressed) messages
+    cut = tmp_path / "cut" / "ref.mcap"
+    cut.parent.mkdir()
+    cut.write_bytes(bytes(data[: chunks[-1][1]]))  # and cut off after the last chunk
+    with BagReader(cut) as reader:
+        ((_, kept),) = reader.cut_off
+        assert kept.read_bytes == start and "checksum" in kept.reason
+        got = [(r.topic, r.log_ns, r.data) for r in reader.raw_messages()]
+    assert 0 < len(got) < len(raws) and got == [(r.topic, r.log_ns, r.data)
+                                                for r in raws[: len(got)]]
+
+
 def test_an_mcap_file_cut_off_before_its_first_whole_chunk_is_refused(tmp_path):
     _written, alone, data, chunks = _cut_off_mcap(tmp_path, 30)
     alone.write_bytes(data[: chunks[0][1] - 1])
