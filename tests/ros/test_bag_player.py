@@ -137,6 +137,20 @@ def test_topics_filter_and_loop(tmp_path, ros_context, executor, spin_until):
     assert set(player.published) == {"depth/image_raw"}
 
 
+def _player_statuses(ros_context, executor) -> list:
+    """The bag player's diagnostic statuses, as they arrive."""
+    statuses: list = []
+    listener = Node("diag_listener", context=ros_context)
+    listener.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        lambda m: statuses.extend(s for s in m.status if s.name.startswith("bag_player")),
+        10,
+    )
+    executor.add_node(listener)
+    return statuses
+
+
 def test_corrupt_messages_are_counted_and_the_rest_played(
     tmp_path, ros_context, executor, spin_until
 ):
@@ -158,15 +172,7 @@ def test_corrupt_messages_are_counted_and_the_rest_played(
         writer.write(conn, T0, store.serialize_cdr(good, IMAGE))
         writer.write(conn, T0 + 10_000_000, b"\x00\x01\x00\x00not an image")
         writer.write(conn, T0 + 20_000_000, store.serialize_cdr(good, IMAGE))
-    statuses = []
-    listener = Node("diag_listener", context=ros_context)
-    listener.create_subscription(
-        DiagnosticArray,
-        "/diagnostics",
-        lambda m: statuses.extend(s for s in m.status if s.name.startswith("bag_player")),
-        10,
-    )
-    executor.add_node(listener)
+    statuses = _player_statuses(ros_context, executor)
     player = _player(ros_context, executor, tmp_path / "bag", diagnostics_period=0.2)
     assert spin_until(executor, lambda: player.finished, timeout_s=5.0)
     assert player.corrupt == {"depth/image_raw": 1}
@@ -185,15 +191,7 @@ def test_a_recording_cut_off_mid_write_plays_what_it_kept_and_says_so(
     (mcap,) = (tmp_path / "bag").glob("*.mcap")
     (tmp_path / "bag" / "metadata.yaml").unlink()
     mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
-    statuses = []
-    listener = Node("diag_listener", context=ros_context)
-    listener.create_subscription(
-        DiagnosticArray,
-        "/diagnostics",
-        lambda m: statuses.extend(s for s in m.status if s.name.startswith("bag_player")),
-        10,
-    )
-    executor.add_node(listener)
+    statuses = _player_statuses(ros_context, executor)
     player, rec = _play(ros_context, executor, spin_until, tmp_path / "bag", rate=8.0,
                         diagnostics_period=0.1)
     played = rec.stamps("depth/image_raw")
