@@ -156,6 +156,19 @@ def test_a_split_recording_without_its_metadata_reads_as_one_bag(tmp_path, stora
     assert "has no metadata.yaml" in caplog.text and "11 storage files" in caplog.text
     assert [header_stamp_ns(m) for m in images] == stamps
     assert [int(image_to_array(m)[0, 0]) for m in images] == [p for p in range(11) for _ in "ab"]
+    if storage == "sqlite3":  # the last file damaged mid-write: left out, the others read
+        last = alone / "split_10.db3"
+        last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+        caplog.clear()
+        with caplog.at_level(logging.WARNING), BagReader(alone) as reader:
+            ((name, why),) = reader.unreadable_files
+            assert name == str(last) and why
+            assert [header_stamp_ns(m) for *_, m in reader.messages([DEPTH_IMAGE])] == stamps[:20]
+        assert f"{last} does not open" in caplog.text and "sqlite3 fixed.db3" in caplog.text
+        for part in range(10):
+            (alone / f"split_{part}.db3").unlink()
+        with pytest.raises(DatasetError, match="sqlite3 fixed.db3"):  # nothing else to read
+            BagReader(alone)
     if storage == "mcap":  # the last file cut off before its one chunk was whole: the others
         last = alone / "split_10.mcap"
         last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])

@@ -256,6 +256,9 @@ class _DirectoryReader(DirectoryReader):
 
     def __init__(self, path: Any) -> None:
         self.unindexed = not (path / "metadata.yaml").exists()
+        #: (storage file, why) for each file of a folder without metadata.yaml that could not
+        #: be opened: left out, the others read.
+        self.unreadable: list[tuple[str, str]] = []
         if not self.unindexed:
             super().__init__(path)
             return
@@ -290,11 +293,22 @@ class _DirectoryReader(DirectoryReader):
             )
         plugin: type[Any] = CutOffMcapReader if kinds == {".mcap"} else Sqlite3Reader
         storages: list[Any] = []
+        first_error: Exception | None = None
         for path in files:
             storage = plugin(path)
-            storage.open()
+            try:
+                storage.open()
+            except Exception as exc:  # noqa: BLE001 - rosbags, apsw: the file is unreadable
+                # A recorder that lost power may leave its last file damaged; the others hold
+                # what it recorded before.
+                first_error = first_error or exc
+                self.unreadable.append((str(path), f"{exc}".rstrip(".")))
+                continue
             self.stack.callback(storage.close)
             storages.append(storage)
+        if not storages:
+            assert first_error is not None
+            raise first_error
         self.storages = sorted(storages, key=lambda s: s.metadata.start_time)
         # One connection per topic, type and QoS, as metadata.yaml would list it; the files'
         # own connections are matched to these by ``messages``.
@@ -338,6 +352,11 @@ class RecoveringReader(Reader):
         if isinstance(storage, _DirectoryReader) and storage.unindexed:
             return [str(getattr(s, "path", "")) for s in storage.storages]
         return []
+
+    @property
+    def unreadable_files(self) -> list[tuple[str, str]]:
+        """(file, why) for each file of a folder without metadata.yaml left out: it won't open."""
+        return list(getattr(self.storage, "unreadable", []))
 
     def cut_offs(self) -> list[tuple[str, CutOff]]:
         """(file, what it kept and lost) for each storage file that was cut off."""

@@ -653,6 +653,13 @@ def _bag_source(path: Path) -> Path:
     return path.parent if names == [path.name] else path
 
 
+def unreadable_file_text(name: str, why: str) -> str:
+    """What to say about a storage file left out of its folder because it does not open."""
+    hint = _cut_off_hint(Path(name), Exception(why))
+    return (f"{name} does not open ({why}) and is left out; the recording's other files are "
+            f"read{hint}")
+
+
 def _cut_off_hint(source: Path, exc: Exception) -> str:
     """How to rescue a sqlite3 file that a recording left damaged, or ``""``.
 
@@ -732,6 +739,11 @@ class BagReader:
             )
         for name, cut in self.cut_off:
             LOG.warning("%s was %s", name, cut.describe())
+        #: (storage file, why) for each file of a folder without metadata.yaml that could not
+        #: be opened: left out, the others read.
+        self.unreadable_files: list[tuple[str, str]] = reader.unreadable_files
+        for name, why in self.unreadable_files:
+            LOG.warning("%s", unreadable_file_text(name, why))
 
     # -- metadata ------------------------------------------------------------------------------
 

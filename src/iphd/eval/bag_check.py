@@ -33,6 +33,7 @@ from iphd.data.rosbag import (
     header_stamp_ns,
     image_to_array,
     read_transform_buffer,
+    unreadable_file_text,
 )
 from iphd.errors import IphdError
 from iphd.eval.pipeline import THERMAL_ENCODINGS, bag_topic_label, find_topic
@@ -136,6 +137,8 @@ def check_bag(
             )
         for name, cut in reader.cut_off:
             result.notes.append(f"{name} was {cut.describe()}")
+        for name, why in reader.unreadable_files:
+            result.problems.append(unreadable_file_text(name, why))
         rig = _calibration(reader, calibration, result)
         stop_ns = reader.start_ns + int(seconds * 1e9)
         samples: dict[str, list[tuple[int, Any]]] = {}

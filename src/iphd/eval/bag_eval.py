@@ -25,6 +25,7 @@ from iphd.data.rosbag import (
     BagReader,
     header_stamp_ns,
     tracks_to_truth,
+    unreadable_file_text,
 )
 from iphd.data.truth import PersonTruth
 from iphd.detection.verifier import describe as describe_verifier
@@ -298,6 +299,9 @@ def evaluate_offline(
     if reader.cut_off:
         run["bag_cut_off"] = "; ".join(f"{name} was {cut.describe()}"
                                        for name, cut in reader.cut_off)
+    if reader.unreadable_files:
+        run["bag_files_left_out"] = "; ".join(
+            unreadable_file_text(name, why) for name, why in reader.unreadable_files)
     return result, run
 
 
