@@ -24,13 +24,13 @@ FRAME_NS = 33_333_333
 INTR_W, INTR_H = 64, 48
 
 
-def _write_bag(path, frames: int = 31, storage: str = "sqlite3"):
+def _write_bag(path, frames: int = 31, storage: str = "sqlite3", t0: int = T0):
     """``frames`` depth frames at 30 Hz (1 s for 31), thermal with every 4th, truth with each."""
     intr = CameraIntrinsics(INTR_W, INTR_H, 40.0, 40.0, 31.5, 23.5)
     stamps = {"depth": [], "thermal": []}
     with RigBagWriter(path, load_calibration(), intr, storage=storage) as writer:
         for i in range(frames):
-            stamp = T0 + i * FRAME_NS
+            stamp = t0 + i * FRAME_NS
             writer.write_depth(stamp, np.full((INTR_H, INTR_W), 1000 + i, np.uint16))
             writer.write_ground_truth(
                 stamp, [PersonTruth(4, (1.0, 2.0, 10.0, 40.0), 0.5, (0.0, 0.1, 2.0))]
@@ -199,6 +199,27 @@ def test_a_recording_cut_off_mid_write_plays_what_it_kept_and_says_so(
     assert "lost" in player.stats()[f"cut_off_{mcap}"]
     assert spin_until(executor, lambda: any(s.message.startswith("end of bag") for s in statuses))
     assert statuses[-1].level == DiagnosticStatus.WARN and "cut off" in statuses[-1].message
+
+
+def test_a_split_recording_plays_as_one_bag_leaving_out_a_damaged_file(
+    tmp_path, ros_context, executor, spin_until
+):
+    split = tmp_path / "split"
+    split.mkdir()
+    depth = []
+    for part in range(2):
+        t0 = T0 + part * 8 * FRAME_NS
+        depth += _write_bag(tmp_path / f"part{part}", frames=8, t0=t0)["depth"]
+        (tmp_path / f"part{part}" / f"part{part}.db3").rename(split / f"split_{part}.db3")
+    data = (split / "split_1.db3").read_bytes()
+    (split / "split_2.db3").write_bytes(data[: len(data) // 2])
+    statuses = _player_statuses(ros_context, executor)
+    player, rec = _play(ros_context, executor, spin_until, split, rate=2.0,
+                        diagnostics_period=0.1)
+    assert rec.stamps("depth/image_raw") == depth
+    assert f"left_out_{split / 'split_2.db3'}" in player.stats()
+    assert spin_until(executor, lambda: any(s.message.startswith("end of bag") for s in statuses))
+    assert statuses[-1].level == DiagnosticStatus.WARN and "left out" in statuses[-1].message
 
 
 def test_missing_bag_is_a_clear_error(tmp_path, ros_context):

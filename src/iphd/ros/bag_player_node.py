@@ -342,6 +342,8 @@ class BagPlayerNode(Node):
         values.update({f"undecodable_{t}": n for t, n in self.undecodable.items()})
         for name, cut in self._reader.cut_off:
             values[f"cut_off_{name}"] = cut.describe()
+        for name, why in self._reader.unreadable_files:
+            values[f"left_out_{name}"] = why
         return values
 
     def _publish_diagnostics(self) -> None:
@@ -358,6 +360,9 @@ class BagPlayerNode(Node):
         if self._reader.cut_off:
             level = "WARN"
             message = f"{message}; the recording was cut off, its end is lost"
+        if self._reader.unreadable_files:
+            level = "WARN"
+            message = f"{message}; files of the recording that do not open are left out"
         self._diag_pub.publish(diagnostic_array(self, "bag_player", level, message, self.stats()))
 
     def close(self) -> None:
