@@ -13,7 +13,10 @@ messages, their message indexes), and last the unfinished record it was writing.
   ``--max-bag-size`` or ``--max-bag-duration``) reads as one bag, its files in the order of
   their first message, as ``ros2 bag reindex`` would have described them.
 
-Both plug into rosbags' ``Reader`` (``RecoveringReader``).
+Both plug into rosbags' ``Reader`` (``RecoveringReader``). They build on internals of rosbags
+0.11.9's ``McapReader`` (``meta_scan``, ``data_start``/``data_end``, its chunk index) and
+``DirectoryReader``, which change between releases: the requirements pin that version, and the
+tests in ``tests/data/test_rosbag.py`` fail on a version where this no longer holds.
 """
 
 from __future__ import annotations
