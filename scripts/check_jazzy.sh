@@ -38,7 +38,10 @@ die() { printf '\033[1;31m[%s] error:\033[0m %s\n' "$SUFFIX" "$*" >&2; exit 1; }
 
 # shellcheck source=scripts/ros_includes.sh
 . "$ROOT/scripts/ros_includes.sh"   # as_root, link_ros_includes
-if [ ! -f "$VENV/.iphd-jazzy" ]; then
+# Installed once, and again whenever a requirements file or setup.py changed since (as make's
+# set-up stamp).
+if [ ! -f "$VENV/.iphd-jazzy" ] \
+    || [ -n "$(find requirements*.txt setup.py -newer "$VENV/.iphd-jazzy")" ]; then
   [ -x "$VENV/bin/python" ] || { log "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
   if [ "$ROBOT" = 1 ]; then
     log "installing requirements-robot.txt with ROS 2 $DISTRO's wheels, as on Ubuntu 24.04"
