@@ -376,6 +376,31 @@ def test_a_chunk_that_fails_its_crc_ends_what_is_read(tmp_path):
                                                 for r in raws[: len(got)]]
 
 
+def test_a_damaged_chunk_of_a_closed_mcap_file_is_skipped_and_counted(tmp_path, caplog):
+    from mcap.writer import CompressionType
+
+    _write(tmp_path / "bag", n=20)
+    with BagReader(tmp_path / "bag") as reader:
+        raws = list(reader.raw_messages())
+        types = {topic: info.msgtype for topic, info in reader.topics.items()}
+    path = tmp_path / "ref" / "ref.mcap"
+    data = bytearray(_reference_mcap(path, raws, types, compression=CompressionType.ZSTD,
+                                     chunk_size=16 * 1024))
+    chunks = [(start, end) for op, start, end in _mcap_records(bytes(data)) if op == 0x06]
+    start, end = chunks[len(chunks) // 2]
+    data[end - 100] ^= 0xFF  # inside a chunk's compressed data; the file itself is closed
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING), BagReader(path) as reader:
+        assert reader.cut_off == []
+        got = [(r.topic, r.log_ns, r.data) for r in reader.raw_messages()]
+        lost = sum(reader.corrupt.values())
+        assert lost > 0 and len(got) + lost == len(raws)
+        assert all(f"a damaged chunk at byte {start}" in e for e in reader.errors.values())
+    assert "skipped a damaged chunk" in caplog.text
+    expected = [(r.topic, r.log_ns, r.data) for r in raws]
+    assert got == [m for m in expected if m in got] and got[-1] == expected[-1]
+
+
 def test_an_mcap_file_cut_off_before_its_first_whole_chunk_is_refused(tmp_path):
     _written, alone, data, chunks = _cut_off_mcap(tmp_path, 30)
     alone.write_bytes(data[: chunks[0][1] - 1])

@@ -201,6 +201,36 @@ def test_a_recording_cut_off_mid_write_plays_what_it_kept_and_says_so(
     assert statuses[-1].level == DiagnosticStatus.WARN and "cut off" in statuses[-1].message
 
 
+def test_a_damaged_chunk_is_skipped_and_counted_and_the_rest_played(
+    tmp_path, ros_context, executor, spin_until
+):
+    import struct
+
+    stamps = _write_bag(tmp_path / "bag", frames=200, storage="mcap")  # 3 chunks of 1 MiB
+    (mcap,) = (tmp_path / "bag").glob("*.mcap")
+    data = bytearray(mcap.read_bytes())
+    pos, chunks = 8, []
+    while True:  # the top-level records up to the footer
+        op, length = struct.unpack_from("<BQ", data, pos)
+        if op == 0x06:
+            chunks.append((pos, pos + 9 + length))
+        if op == 0x02:
+            break
+        pos += 9 + length
+    start = chunks[1][0] + 9 + 8 + 8 + 8 + 4 + 4 + len("zstd") + 8  # its compressed data
+    data[start : start + 4] = bytes(4)  # the second chunk's zstd frame, no longer one
+    mcap.write_bytes(bytes(data))
+    statuses = _player_statuses(ros_context, executor)
+    player, rec = _play(ros_context, executor, spin_until, tmp_path / "bag", rate=8.0,
+                        diagnostics_period=0.1)
+    played = rec.stamps("depth/image_raw")
+    lost = player.all_corrupt()["depth/image_raw"]
+    assert lost > 0 and len(played) + lost == len(stamps["depth"])
+    assert played[-1] == stamps["depth"][-1] and player.corrupt == {}
+    assert spin_until(executor, lambda: any(s.message.startswith("end of bag") for s in statuses))
+    assert statuses[-1].level == DiagnosticStatus.WARN and "corrupt" in statuses[-1].message
+
+
 def test_a_split_recording_plays_as_one_bag_leaving_out_a_damaged_file(
     tmp_path, ros_context, executor, spin_until
 ):

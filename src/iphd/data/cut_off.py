@@ -21,10 +21,12 @@ tests in ``tests/data/test_rosbag.py`` fail on a version where this no longer ho
 
 from __future__ import annotations
 
+import heapq
 import logging
 import re
 import struct
 from collections import defaultdict
+from collections.abc import Callable, Collection, Generator, Iterator
 from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -33,7 +35,14 @@ from rosbags.interfaces import Connection
 from rosbags.rosbag2 import Reader, ReaderError
 from rosbags.rosbag2.metadata import ReaderMetadata
 from rosbags.rosbag2.reader import DirectoryReader
-from rosbags.rosbag2.storage_mcap import ChunkInfo, McapReader, Statistics, decompress
+from rosbags.rosbag2.storage_mcap import (
+    ChunkInfo,
+    McapReader,
+    Msg,
+    Statistics,
+    decompress,
+    msgsrc,
+)
 from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
 
 LOG = logging.getLogger(__name__)
@@ -110,15 +119,74 @@ def _chunk_messages(data: bytes) -> tuple[dict[int, int], int, int, bool]:
     return dict(counts), first, last, defines
 
 
-class CutOffMcapReader(McapReader):
-    """rosbags' MCAP reader, which also reads a file that a recording left unfinished.
+class DamagedChunk(NamedTuple):
+    """A chunk that did not decompress or failed its CRC while its messages were read."""
 
-    ``cut_off`` is None for a file that was closed, else says what was kept and lost.
+    file: str
+    offset: int
+    """Byte offset of the chunk record in the file."""
+    lost: dict[str, int]
+    """Messages of the topics read that the chunk held, per topic (some may lie outside the
+    time range read)."""
+    reason: str
+
+
+class CutOffMcapReader(McapReader):
+    """rosbags' MCAP reader, which also reads an unfinished file, and past a damaged chunk.
+
+    ``cut_off`` is None for a file that was closed, else says what was kept and lost. A chunk
+    that fails while messages are read (its CRC, its compression) is skipped: its messages are
+    lost, the other chunks' are read, and ``on_damaged`` (when set) is told.
     """
 
     def __init__(self, path: object) -> None:
         super().__init__(path)  # type: ignore[arg-type]
         self.cut_off: CutOff | None = None
+        self.on_damaged: Callable[[DamagedChunk], None] | None = None
+
+    def messages(
+        self,
+        connections: Collection[Connection],
+        start: int | None = None,
+        stop: int | None = None,
+    ) -> Generator[tuple[Connection, int, bytes], None, None]:
+        """As rosbags' (the indexed path), each chunk read on its own (``DamagedChunk``)."""
+        if not self.chunks:
+            yield from super().messages(connections, start, stop)
+            return
+        assert self.bio
+        channel_map = {conn.id: conn for conn in connections}
+        sources = [
+            self._guarded(chunk, msgsrc(
+                chunk,
+                channel_map,
+                chunk.message_start_time if start is None else start,
+                chunk.message_end_time + 1 if stop is None else stop,
+                self.bio,
+            ), channel_map)
+            for chunk in self.chunks
+            if (start is None or start < chunk.message_end_time + 1)
+            and (stop is None or chunk.message_start_time < stop)
+            and any(chunk.channel_count.get(cid, 0) for cid in channel_map)
+        ]
+        for timestamp, offset, connection, data in heapq.merge(*sources):
+            if offset and connection is not None and data is not None:
+                yield connection, timestamp, data
+
+    def _guarded(
+        self, chunk: ChunkInfo, source: Iterator[Msg], channel_map: dict[int, Connection]
+    ) -> Generator[Msg, None, None]:
+        try:
+            yield from source
+        except Exception as exc:  # noqa: BLE001 - rosbags, zstd, lz4: the chunk is unreadable
+            lost: dict[str, int] = defaultdict(int)
+            for cid, count in chunk.channel_count.items():
+                if cid in channel_map:
+                    lost[channel_map[cid].topic] += count
+            damage = DamagedChunk(str(self.path), chunk.chunk_start_offset, dict(lost),
+                                  str(exc).rstrip("."))
+            if self.on_damaged is not None:
+                self.on_damaged(damage)
 
     def _open(self) -> None:
         try:
@@ -360,6 +428,12 @@ class RecoveringReader(Reader):
     def unreadable_files(self) -> list[tuple[str, str]]:
         """(file, why) for each file of a folder without metadata.yaml left out: it won't open."""
         return list(getattr(self.storage, "unreadable", []))
+
+    def on_damaged(self, callback: Callable[[DamagedChunk], None]) -> None:
+        """Call ``callback`` for each damaged chunk met while reading (``CutOffMcapReader``)."""
+        for storage in getattr(self.storage, "storages", [self.storage]):
+            if isinstance(storage, CutOffMcapReader):
+                storage.on_damaged = callback
 
     def cut_offs(self) -> list[tuple[str, CutOff]]:
         """(file, what it kept and lost) for each storage file that was cut off."""

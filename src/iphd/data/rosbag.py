@@ -94,7 +94,7 @@ from iphd.sensors.frames import (
 )
 from iphd.tf_buffer import TransformBuffer, add_tf_message
 
-from .cut_off import CutOff, RecoveringReader, storage_files
+from .cut_off import CutOff, DamagedChunk, RecoveringReader, storage_files
 from .truth import PersonTruth
 
 LOG = logging.getLogger(__name__)
@@ -744,6 +744,20 @@ class BagReader:
         self.unreadable_files: list[tuple[str, str]] = reader.unreadable_files
         for name, why in self.unreadable_files:
             LOG.warning("%s", unreadable_file_text(name, why))
+        reader.on_damaged(self._damaged_chunk)
+
+    def _damaged_chunk(self, damage: DamagedChunk) -> None:
+        """A chunk of an MCAP file failed while read: its messages count as corrupt."""
+        for topic, count in damage.lost.items():
+            self.corrupt[topic] = self.corrupt.get(topic, 0) + count
+            self.errors.setdefault(
+                topic, f"a damaged chunk at byte {damage.offset} of {damage.file} "
+                f"({damage.reason})")
+        LOG.warning(
+            "%s: skipped a damaged chunk at byte %d (%s) and its %s; the rest is read",
+            damage.file, damage.offset, damage.reason,
+            ", ".join(f"{n} messages on {t}" for t, n in sorted(damage.lost.items())),
+        )
 
     # -- metadata ------------------------------------------------------------------------------
 

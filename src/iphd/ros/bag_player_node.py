@@ -315,7 +315,7 @@ class BagPlayerNode(Node):
         total = sum(self.published.values())
         text = f"published {total} messages in {time.monotonic() - self._wall_start:.1f} s"
         skipped = {t: n for t, n in self.skipped.items() if n}
-        corrupt = {t: n for t, n in self.corrupt.items() if n}
+        corrupt = {t: n for t, n in self.all_corrupt().items() if n}
         if skipped:
             text += f", skipped (type not installed) {skipped}"
         if corrupt:
@@ -323,6 +323,17 @@ class BagPlayerNode(Node):
         if self.undecodable:
             text += f", compressed images that did not decode {self.undecodable}"
         return text
+
+    def all_corrupt(self) -> dict[str, int]:
+        """Messages lost per topic.
+
+        Those that did not deserialize (``corrupt``) and those of damaged storage chunks (the
+        bag reader's count).
+        """
+        merged = dict(self.corrupt)
+        for topic, count in self._reader.corrupt.items():
+            merged[topic] = merged.get(topic, 0) + count
+        return merged
 
     def stats(self) -> dict[str, Any]:
         """Counters for diagnostics and the runner's summary."""
@@ -338,7 +349,7 @@ class BagPlayerNode(Node):
         }
         values.update({f"published_{t}": n for t, n in self.published.items()})
         values.update({f"skipped_{t}": n for t, n in self.skipped.items()})
-        values.update({f"corrupt_{t}": n for t, n in self.corrupt.items()})
+        values.update({f"corrupt_{t}": n for t, n in self.all_corrupt().items()})
         values.update({f"undecodable_{t}": n for t, n in self.undecodable.items()})
         for name, cut in self._reader.cut_off:
             values[f"cut_off_{name}"] = cut.describe()
@@ -352,7 +363,7 @@ class BagPlayerNode(Node):
             message = "end of bag"
         elif not self._playback.started:
             message = "waiting to start"
-        if any(self.corrupt.values()) or self.undecodable:
+        if any(self.all_corrupt().values()) or self.undecodable:
             level, message = "WARN", f"{message}; corrupt messages skipped"
         elif self.skipped:
             level = "WARN"
