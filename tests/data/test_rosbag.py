@@ -190,6 +190,33 @@ def test_a_sqlite_file_cut_off_mid_write_is_refused_with_how_to_rescue_it(tmp_pa
     assert str(storage_file) in str(error.value)
 
 
+def test_a_damaged_page_of_a_db3_is_read_past_and_named(tmp_path, caplog):
+    path = tmp_path / "bag"
+    _write(path, n=40, compression="none")
+    with BagReader(path) as reader:
+        expected = [(r.topic, r.log_ns, r.data) for r in reader.raw_messages()]
+    (db3,) = path.glob("*.db3")
+    data = bytearray(db3.read_bytes())
+    page = int.from_bytes(data[16:18], "big")  # the page size, from the file header
+    # An overflow page of a message's data that another follows (b-tree pages start with their
+    # type, 2 to 13; overflow pages with the next one's number, 0 for the last, which sqlite
+    # does not follow: damage there is only wrong data).
+    middle = next(at for at in range(len(data) // 2 // page * page, len(data), page)
+                  if data[at] == 0 and any(data[at + 1 : at + 4]))
+    data[middle : middle + page] = b"\xff" * page  # one page of the messages table
+    db3.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING), BagReader(path) as reader:
+        got = [(r.topic, r.log_ns, r.data) for r in reader.raw_messages()]
+        (gap,) = reader.gaps
+    assert 0 < len(expected) - len(got) < 10 and got[-1] == expected[-1]
+    assert got == [m for m in expected if m in got]  # in order, nothing read twice
+    assert gap.resumed_ns is not None and gap.after_ns < gap.resumed_ns
+    lost = [m for m in expected if m not in got]
+    assert all(gap.after_ns <= log_ns < gap.resumed_ns for _, log_ns, _ in lost)
+    assert "malformed" in gap.reason and f"sqlite3 {db3} '.recover'" in gap.hint
+    assert "the storage failed after log time" in caplog.text
+
+
 def _mcap_records(data: bytes) -> list[tuple[int, int, int]]:
     """(opcode, start, end) of an MCAP file's top-level records, after its 8-byte magic."""
     import struct

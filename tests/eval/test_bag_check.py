@@ -14,13 +14,14 @@ from iphd.sensors.frames import CameraIntrinsics
 T0 = 1_700_000_000_000_000_000
 
 
-def _bag(path, *, thermal_ck=29500, thermal_shift_ns=3_000_000, t0=T0):
+def _bag(path, *, thermal_ck=29500, thermal_shift_ns=3_000_000, t0=T0, compression="zstd"):
     """1 s like the rig records: 128x96 depth at 30 Hz, thermal at a quarter of that."""
     calibration = load_calibration()
     fx = 0.5 * 128 / np.tan(np.deg2rad(87.0 / 2))
     depth = np.full((96, 128), 3000, np.uint16)
     depth[:10] = 0
-    with RigBagWriter(path, calibration, CameraIntrinsics(128, 96, fx, fx, 63.5, 47.5)) as writer:
+    intrinsics = CameraIntrinsics(128, 96, fx, fx, 63.5, 47.5)
+    with RigBagWriter(path, calibration, intrinsics, compression=compression) as writer:
         for i in range(30):
             stamp = t0 + i * 33_333_333
             writer.write_depth(stamp, depth)
@@ -110,6 +111,22 @@ def test_a_split_recording_without_its_metadata_is_noted_and_checked_as_one_bag(
     (problem,) = check.problems
     assert problem.startswith(f"{split / 'split_2.db3'} does not open") and ".recover" in problem
     assert {c.role: c for c in check.topics}["depth image"].count == 60
+
+
+def test_a_damaged_page_of_a_db3_is_a_problem_with_its_rescue(tmp_path):
+    (db3,) = _bag(tmp_path / "bag", compression="none").glob("*.db3")
+    data = bytearray(db3.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    # An overflow page of a message's data that another follows (b-tree pages start with their
+    # type, 2 to 13; overflow pages with the next one's number, 0 for the last, which sqlite
+    # does not follow: damage there is only wrong data).
+    middle = next(at for at in range(len(data) // 2 // page * page, len(data), page)
+                  if data[at] == 0 and any(data[at + 1 : at + 4]))
+    data[middle : middle + page] = b"\xff" * page
+    db3.write_bytes(bytes(data))
+    check = check_bag(tmp_path / "bag")
+    (problem,) = check.problems
+    assert "the storage failed after log time" in problem and ".recover" in problem
 
 
 def test_each_problem_is_named_with_what_to_do(tmp_path):

@@ -674,6 +674,29 @@ def _cut_off_hint(source: Path, exc: Exception) -> str:
     return ""
 
 
+#: How close to the damage reading starts again after a part of the storage that fails, ns.
+RESUME_PRECISION_NS = 1_000
+
+
+class StorageGap(NamedTuple):
+    """A part of a bag's storage that failed while it was read (a damaged ``.db3`` page)."""
+
+    after_ns: int
+    """Log time of the last message read before it."""
+    resumed_ns: int | None
+    """Log time from which reading went on; None when nothing after it could be read."""
+    reason: str
+    hint: str = ""
+    """How to rescue the file, when known (``; ...``)."""
+
+    def describe(self) -> str:
+        """One line for logs and reports."""
+        where = (f"read on from log time {self.resumed_ns} ns, the messages between lost"
+                 if self.resumed_ns is not None else "nothing after it could be read")
+        return (f"the storage failed after log time {self.after_ns} ns ({self.reason}); "
+                f"{where}{self.hint}")
+
+
 class RawMessage(NamedTuple):
     """One serialized message of a bag."""
 
@@ -704,7 +727,7 @@ class BagReader:
         self.corrupt: dict[str, int] = {}
         self.errors: dict[str, str] = {}
         self._store = typestore()
-        source = _bag_source(self.path)
+        source = self._source = _bag_source(self.path)
         # Storage files read without their metadata.yaml (a recording cut off before it was
         # written) do not say whether their messages are zstd-compressed one by one.
         self._sniff_zstd = source.is_file() or not (source / "metadata.yaml").exists()
@@ -745,6 +768,8 @@ class BagReader:
         for name, why in self.unreadable_files:
             LOG.warning("%s", unreadable_file_text(name, why))
         reader.on_damaged(self._damaged_chunk)
+        #: Parts of the storage that failed while read (``StorageGap``), in the order met.
+        self.gaps: list[StorageGap] = []
 
     def _damaged_chunk(self, damage: DamagedChunk) -> None:
         """A chunk of an MCAP file failed while read: its messages count as corrupt."""
@@ -852,11 +877,78 @@ class BagReader:
             connections = [c for c in connections if c.topic in wanted]
             if not connections:
                 return
-        for conn, log_ns, data in self._reader.messages(connections, start_ns, stop_ns):
+        for conn, log_ns, data in self._storage_messages(connections, start_ns, stop_ns):
             raw = bytes(data)
             if self._sniff_zstd and raw[:4] == ZSTD_MAGIC:  # CDR starts 00 0x 00 00
                 raw = _zstd_decompress(raw)
             yield RawMessage(conn.topic, conn.msgtype, int(log_ns), raw)
+
+    def _storage_messages(
+        self, connections: list[Connection], start_ns: int | None, stop_ns: int | None
+    ) -> Iterator[tuple[Connection, int, Any]]:
+        """The storage's messages, read on past a part of it that fails mid-read.
+
+        A damaged page of a ``.db3`` makes sqlite fail on the rows it holds; reading starts
+        again at the first log time after them that reads (``_resume_after``), and the gap is
+        logged and kept in ``gaps``.
+        """
+        resume = start_ns
+        last: int | None = None
+        while True:
+            try:
+                for item in self._reader.messages(connections, resume, stop_ns):
+                    last = item[1]
+                    yield item
+                return
+            except Exception as exc:  # noqa: BLE001 - apsw's CorruptError, rosbags' ReaderError
+                after = last if last is not None else (
+                    resume - 1 if resume is not None else self.start_ns - 1)
+                resumed = self._resume_after(connections, after, stop_ns)
+                gap = StorageGap(after, resumed, f"{type(exc).__name__}: {exc}".rstrip("."),
+                                 _cut_off_hint(self._source, exc))
+                self.gaps.append(gap)
+                LOG.warning("%s: %s", self.path, gap.describe())
+                if resumed is None:
+                    return
+                resume = resumed
+
+    def _resume_after(
+        self, connections: list[Connection], after_ns: int, stop_ns: int | None
+    ) -> int | None:
+        """The first log time after ``after_ns`` from which reading does not fail.
+
+        Found to ``RESUME_PRECISION_NS``; None when reading fails up to the end.
+        """
+
+        def reads(start: int) -> bool:
+            messages = self._reader.messages(connections, start, stop_ns)
+            try:
+                next(iter(messages), None)
+                return True
+            except Exception:  # noqa: BLE001 - the storage fails there too
+                return False
+            finally:
+                with suppress(Exception):
+                    messages.close()
+
+        end = self.end_ns if stop_ns is None else min(self.end_ns, stop_ns - 1)
+        failed, step = after_ns, RESUME_PRECISION_NS
+        while True:  # doubling steps, then halving between a failing and a reading start
+            probe = min(after_ns + step, end)
+            if probe <= after_ns:
+                return None
+            if reads(probe):
+                break
+            if probe >= end:
+                return None
+            failed, step = probe, 2 * step
+        while probe - failed > RESUME_PRECISION_NS:
+            middle = (failed + probe) // 2
+            if reads(middle):
+                probe = middle
+            else:
+                failed = middle
+        return probe
 
     def messages(
         self,

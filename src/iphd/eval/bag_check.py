@@ -185,6 +185,8 @@ def check_bag(
         _describe(result, samples, rig)
         _pairs(result, samples, rig, max_skew_ms)
         _tracking_frame(result, reader, samples, stop_ns)
+        for gap in reader.gaps:
+            result.problems.append(f"{bag}: {gap.describe()}")
     return result
 
 

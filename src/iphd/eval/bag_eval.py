@@ -299,6 +299,8 @@ def evaluate_offline(
     if reader.cut_off:
         run["bag_cut_off"] = "; ".join(f"{name} was {cut.describe()}"
                                        for name, cut in reader.cut_off)
+    if reader.gaps:
+        run["bag_storage_gaps"] = "; ".join(gap.describe() for gap in reader.gaps)
     if reader.unreadable_files:
         run["bag_files_left_out"] = "; ".join(
             unreadable_file_text(name, why) for name, why in reader.unreadable_files)

@@ -355,6 +355,8 @@ class BagPlayerNode(Node):
             values[f"cut_off_{name}"] = cut.describe()
         for name, why in self._reader.unreadable_files:
             values[f"left_out_{name}"] = why
+        for i, gap in enumerate(self._reader.gaps):
+            values[f"storage_gap_{i}"] = gap.describe()
         return values
 
     def _publish_diagnostics(self) -> None:
@@ -374,6 +376,9 @@ class BagPlayerNode(Node):
         if self._reader.unreadable_files:
             level = "WARN"
             message = f"{message}; files of the recording that do not open are left out"
+        if self._reader.gaps:
+            level = "WARN"
+            message = f"{message}; parts of the storage that fail were skipped"
         self._diag_pub.publish(diagnostic_array(self, "bag_player", level, message, self.stats()))
 
     def close(self) -> None:
