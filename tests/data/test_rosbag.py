@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from damaged_bags import damage_db3_page, mcap_chunks, mcap_records
 from rosbags.rosbag2 import Writer
 
 from iphd.calibration import (
@@ -196,15 +197,7 @@ def test_a_damaged_page_of_a_db3_is_read_past_and_named(tmp_path, caplog):
     with BagReader(path) as reader:
         expected = [(r.topic, r.log_ns, r.data) for r in reader.raw_messages()]
     (db3,) = path.glob("*.db3")
-    data = bytearray(db3.read_bytes())
-    page = int.from_bytes(data[16:18], "big")  # the page size, from the file header
-    # An overflow page of a message's data that another follows (b-tree pages start with their
-    # type, 2 to 13; overflow pages with the next one's number, 0 for the last, which sqlite
-    # does not follow: damage there is only wrong data).
-    middle = next(at for at in range(len(data) // 2 // page * page, len(data), page)
-                  if data[at] == 0 and any(data[at + 1 : at + 4]))
-    data[middle : middle + page] = b"\xff" * page  # one page of the messages table
-    db3.write_bytes(bytes(data))
+    damage_db3_page(db3)
     with caplog.at_level(logging.WARNING), BagReader(path) as reader:
         got = [(r.topic, r.log_ns, r.data) for r in reader.raw_messages()]
         (gap,) = reader.gaps
@@ -215,20 +208,6 @@ def test_a_damaged_page_of_a_db3_is_read_past_and_named(tmp_path, caplog):
     assert all(gap.after_ns <= log_ns < gap.resumed_ns for _, log_ns, _ in lost)
     assert "malformed" in gap.reason and f"sqlite3 {db3} '.recover'" in gap.hint
     assert "the storage failed after log time" in caplog.text
-
-
-def _mcap_records(data: bytes) -> list[tuple[int, int, int]]:
-    """(opcode, start, end) of an MCAP file's top-level records, after its 8-byte magic."""
-    import struct
-
-    records, pos = [], 8
-    while pos + 9 <= len(data):
-        op, length = struct.unpack_from("<BQ", data, pos)
-        records.append((op, pos, pos + 9 + length))
-        pos += 9 + length
-        if op == 0x02:  # the footer; the end magic follows
-            break
-    return records
 
 
 def _cut_off_mcap(tmp_path, n, compression="zstd"):
@@ -242,7 +221,7 @@ def _cut_off_mcap(tmp_path, n, compression="zstd"):
     data = mcap.read_bytes()
     alone = tmp_path / "cut" / mcap.name
     alone.parent.mkdir()
-    chunks = [(start, end) for op, start, end in _mcap_records(data) if op == 0x06]
+    chunks = mcap_chunks(data)
     return written, alone, data, chunks
 
 
@@ -299,14 +278,14 @@ def test_an_unchunked_mcap_file_cut_off_mid_write_is_read_up_to_its_last_whole_m
     import struct
 
     (_cal, _depth, _thermal, stamps), alone, data, chunks = _cut_off_mcap(tmp_path, 60, "none")
-    header_end = _mcap_records(data)[0][2]
+    header_end = mcap_records(data)[0][2]
     flat = bytearray(data[:header_end])
     for start, _end in chunks:
         name_length = struct.unpack_from("<I", data, start + 9 + 28)[0]
         size_at = start + 9 + 32 + name_length
         (size,) = struct.unpack_from("<Q", data, size_at)
         flat += data[size_at + 8 : size_at + 8 + size]
-    records = _mcap_records(bytes(flat))
+    records = mcap_records(bytes(flat))
     messages = [(start, end) for op, start, end in records if op == 0x05]
     cut = messages[len(messages) // 2]
     alone.write_bytes(bytes(flat[: cut[0] + 20]))  # inside a message record
@@ -389,7 +368,7 @@ def test_a_chunk_that_fails_its_crc_ends_what_is_read(tmp_path):
         types = {topic: info.msgtype for topic, info in reader.topics.items()}
     data = bytearray(_reference_mcap(tmp_path / "ref" / "ref.mcap", raws, types,
                                      compression=CompressionType.NONE, chunk_size=16 * 1024))
-    chunks = [(start, end) for op, start, end in _mcap_records(bytes(data)) if op == 0x06]
+    chunks = mcap_chunks(bytes(data))
     start, end = chunks[2]
     data[end - 100] ^= 0xFF  # one bit flip in the third chunk's (uncompressed) messages
     cut = tmp_path / "cut" / "ref.mcap"
@@ -413,7 +392,7 @@ def test_a_damaged_chunk_of_a_closed_mcap_file_is_skipped_and_counted(tmp_path, 
     path = tmp_path / "ref" / "ref.mcap"
     data = bytearray(_reference_mcap(path, raws, types, compression=CompressionType.ZSTD,
                                      chunk_size=16 * 1024))
-    chunks = [(start, end) for op, start, end in _mcap_records(bytes(data)) if op == 0x06]
+    chunks = mcap_chunks(bytes(data))
     start, end = chunks[len(chunks) // 2]
     data[end - 100] ^= 0xFF  # inside a chunk's compressed data; the file itself is closed
     path.write_bytes(bytes(data))

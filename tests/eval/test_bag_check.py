@@ -114,16 +114,10 @@ def test_a_split_recording_without_its_metadata_is_noted_and_checked_as_one_bag(
 
 
 def test_a_damaged_page_of_a_db3_is_a_problem_with_its_rescue(tmp_path):
+    from damaged_bags import damage_db3_page
+
     (db3,) = _bag(tmp_path / "bag", compression="none").glob("*.db3")
-    data = bytearray(db3.read_bytes())
-    page = int.from_bytes(data[16:18], "big")
-    # An overflow page of a message's data that another follows (b-tree pages start with their
-    # type, 2 to 13; overflow pages with the next one's number, 0 for the last, which sqlite
-    # does not follow: damage there is only wrong data).
-    middle = next(at for at in range(len(data) // 2 // page * page, len(data), page)
-                  if data[at] == 0 and any(data[at + 1 : at + 4]))
-    data[middle : middle + page] = b"\xff" * page
-    db3.write_bytes(bytes(data))
+    damage_db3_page(db3)
     check = check_bag(tmp_path / "bag")
     (problem,) = check.problems
     assert "the storage failed after log time" in problem and ".recover" in problem

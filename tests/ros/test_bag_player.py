@@ -2,6 +2,7 @@ import time
 
 import numpy as np
 import pytest
+from damaged_bags import damage_db3_page, mcap_chunks
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from iphd_msgs.msg import PersonTrackArray
 from rclpy.node import Node
@@ -204,19 +205,10 @@ def test_a_recording_cut_off_mid_write_plays_what_it_kept_and_says_so(
 def test_a_damaged_chunk_is_skipped_and_counted_and_the_rest_played(
     tmp_path, ros_context, executor, spin_until
 ):
-    import struct
-
     stamps = _write_bag(tmp_path / "bag", frames=200, storage="mcap")  # 3 chunks of 1 MiB
     (mcap,) = (tmp_path / "bag").glob("*.mcap")
     data = bytearray(mcap.read_bytes())
-    pos, chunks = 8, []
-    while True:  # the top-level records up to the footer
-        op, length = struct.unpack_from("<BQ", data, pos)
-        if op == 0x06:
-            chunks.append((pos, pos + 9 + length))
-        if op == 0x02:
-            break
-        pos += 9 + length
+    chunks = mcap_chunks(bytes(data))
     start = chunks[1][0] + 9 + 8 + 8 + 8 + 4 + 4 + len("zstd") + 8  # its compressed data
     data[start : start + 4] = bytes(4)  # the second chunk's zstd frame, no longer one
     mcap.write_bytes(bytes(data))
@@ -238,15 +230,7 @@ def test_a_damaged_page_of_a_db3_is_played_past_and_said(
     with BagReader(tmp_path / "bag") as reader:
         recorded = reader.message_count
     (db3,) = (tmp_path / "bag").glob("*.db3")
-    data = bytearray(db3.read_bytes())
-    page = int.from_bytes(data[16:18], "big")
-    # An overflow page of a message's data that another follows (b-tree pages start with their
-    # type, 2 to 13; overflow pages with the next one's number, 0 for the last, which sqlite
-    # does not follow: damage there is only wrong data).
-    middle = next(at for at in range(len(data) // 2 // page * page, len(data), page)
-                  if data[at] == 0 and any(data[at + 1 : at + 4]))
-    data[middle : middle + page] = b"\xff" * page
-    db3.write_bytes(bytes(data))
+    damage_db3_page(db3)
     statuses = _player_statuses(ros_context, executor)
     player, rec = _play(ros_context, executor, spin_until, tmp_path / "bag", rate=2.0,
                         diagnostics_period=0.1)
