@@ -296,12 +296,23 @@ def test_an_unchunked_mcap_file_cut_off_mid_write_is_read_up_to_its_last_whole_m
     assert 0 < len(read) < len(stamps) and read == stamps[: len(read)]
 
 
-def test_an_mcap_chunk_damaged_on_disk_ends_what_is_read(tmp_path):
+def test_a_damaged_chunk_of_a_cut_off_mcap_file_is_skipped_or_ends_what_is_read(tmp_path):
     (_cal, _depth, _thermal, stamps), alone, data, chunks = _cut_off_mcap(tmp_path, 110)
     start, end = chunks[2]
     damaged = bytearray(data[: chunks[-1][1]])
     damaged[end - 20 : end - 10] = bytes(10)  # inside the third chunk's compressed data
+    # Its message indexes follow it: indexed without decompressing, skipped when read, as in a
+    # closed file; the chunks after it are read.
     alone.write_bytes(bytes(damaged))
+    with BagReader(alone) as reader:
+        ((_, kept),) = reader.cut_off
+        assert kept.read_bytes == chunks[-1][1]
+        images = [header_stamp_ns(m) for *_, m in reader.messages([DEPTH_IMAGE])]
+        lost = reader.corrupt[DEPTH_IMAGE]
+    assert lost > 0 and images == [t for t in stamps if t in images]
+    assert len(images) + lost == len(stamps) and images[-1] == stamps[-1]
+    # Cut right after it, before its indexes: decompressed to be counted, it ends what is read.
+    alone.write_bytes(bytes(damaged[:end]))
     with BagReader(alone) as reader:
         ((_, kept),) = reader.cut_off
         assert kept.read_bytes == start
@@ -359,7 +370,7 @@ def test_a_cut_off_mcap_of_the_reference_writer_reads_as_the_prefix_of_what_was_
     assert counts[0] == len(raws) and counts == sorted(counts, reverse=True) and counts[-1] > 0
 
 
-def test_a_chunk_that_fails_its_crc_ends_what_is_read(tmp_path):
+def test_a_chunk_that_fails_its_crc_is_found_with_or_without_its_index(tmp_path):
     from mcap.writer import CompressionType
 
     _write(tmp_path / "bag", n=20)
@@ -373,13 +384,20 @@ def test_a_chunk_that_fails_its_crc_ends_what_is_read(tmp_path):
     data[end - 100] ^= 0xFF  # one bit flip in the third chunk's (uncompressed) messages
     cut = tmp_path / "cut" / "ref.mcap"
     cut.parent.mkdir()
-    cut.write_bytes(bytes(data[: chunks[-1][1]]))  # and cut off after the last chunk
+    expected = [(r.topic, r.log_ns, r.data) for r in raws]
+    cut.write_bytes(bytes(data[: chunks[-1][1]]))  # cut off after the last chunk
+    with BagReader(cut) as reader:
+        got = [(r.topic, r.log_ns, r.data) for r in reader.raw_messages()]
+        assert all("Chunk checksum mismatch" in e for e in reader.errors.values())
+        lost = sum(reader.corrupt.values())
+    assert lost > 0 and got == [m for m in expected if m in got]
+    assert got[-1] == expected[len(got) + lost - 1]  # all but the damaged chunk's, to the cut
+    cut.write_bytes(bytes(data[:end]))  # cut off right after it: its index never written
     with BagReader(cut) as reader:
         ((_, kept),) = reader.cut_off
         assert kept.read_bytes == start and "checksum" in kept.reason
         got = [(r.topic, r.log_ns, r.data) for r in reader.raw_messages()]
-    assert 0 < len(got) < len(raws) and got == [(r.topic, r.log_ns, r.data)
-                                                for r in raws[: len(got)]]
+    assert 0 < len(got) and got == expected[: len(got)]
 
 
 def test_a_damaged_chunk_of_a_closed_mcap_file_is_skipped_and_counted(tmp_path, caplog):

@@ -52,6 +52,7 @@ OP_SCHEMA = 0x03
 OP_CHANNEL = 0x04
 OP_MESSAGE = 0x05
 OP_CHUNK = 0x06
+OP_MESSAGE_INDEX = 0x07
 OP_DATA_END = 0x0F
 #: Opcode 0 is not a record: a file system that lost power may leave the tail zero-filled.
 OP_INVALID = 0x00
@@ -61,6 +62,10 @@ RECORD_HEAD = struct.Struct("<BQ")
 CHUNK_HEAD = struct.Struct("<QQQI")
 #: A message record's fixed head: channel id, sequence, log time, publish time.
 MESSAGE_HEAD = struct.Struct("<HIQQ")
+#: Bytes read of an indexed chunk to know its head: the fixed part, its compression's name.
+CHUNK_HEAD_READ = 4096
+#: A message index record's fixed head: channel id, length of its (log time, offset) pairs.
+MESSAGE_INDEX_HEAD = struct.Struct("<HI")
 #: rosbags' errors for a file that ends without the footer and end magic.
 NO_END = ("File end magic is invalid.", "Invalid MCAP footer.")
 
@@ -201,14 +206,21 @@ class CutOffMcapReader(McapReader):
         self._recover()
 
     def _recover(self) -> None:
-        """Index the complete, intact chunks of a file without summary or footer."""
+        """Index the complete, intact chunks of a file without summary or footer.
+
+        A chunk followed by its message index records is indexed from them, without
+        decompressing it (a chunk damaged inside is found, skipped and counted when read, as
+        in a closed file); one without (the last before the cut, or a writer that writes none)
+        is decompressed to count its messages, and ends what is read if it does not decode.
+        """
         assert self.bio
         bio = self.bio
         size = bio.seek(0, 2)
         pos = self.data_start
-        chunks: list[ChunkInfo] = []
-        # Where schemas and channels are defined: top-level records and the chunks holding them.
-        definitions: list[tuple[int, int]] = []
+        # File order: ("definition", start, end) for top-level schema and channel records,
+        # ("chunk", start, end) for chunks; and what each chunk's message indexes say.
+        records: list[tuple[str, int, int]] = []
+        indexes: dict[int, _Index] = {}
         reason = "an unfinished record at its end"
         while True:
             if pos + RECORD_HEAD.size > size:
@@ -227,25 +239,55 @@ class CutOffMcapReader(McapReader):
                 reason = "its data-end record (its summary is unreadable)"
                 break
             if op == OP_CHUNK:
-                try:
-                    chunk, defines = self._chunk_info(pos, bio.read(length))
-                except Exception as exc:  # noqa: BLE001 - any decoder's failure: damaged
-                    reason = f"a damaged chunk at byte {pos} ({exc})"
-                    break
-                chunks.append(chunk)
-                if defines:
-                    definitions.append((pos, end))
+                records.append(("chunk", pos, end))
+            elif op == OP_MESSAGE_INDEX and records and records[-1][0] == "chunk":
+                index = indexes.setdefault(records[-1][1], _Index())
+                if not index.add(bio.read(length)):
+                    indexes.pop(records[-1][1])  # not an index after all: count by decoding
             elif op in (OP_SCHEMA, OP_CHANNEL):
-                definitions.append((pos, end))
+                records.append(("definition", pos, end))
             pos = end
+        chunks: list[ChunkInfo] = []
+        scan: list[tuple[int, int, bool]] = []  # (start, end, is a chunk) to scan for definitions
+        for i, (kind, start, stop) in enumerate(records):
+            if kind == "definition":
+                scan.append((start, stop, False))
+                continue
+            chunk_index = indexes.get(start)
+            length = stop - start - RECORD_HEAD.size
+            bio.seek(start + RECORD_HEAD.size)
+            record = bio.read(length if chunk_index is None else min(length, CHUNK_HEAD_READ))
+            try:
+                chunk, defines = self._chunk_info(start, record, length, chunk_index)
+            except Exception as exc:  # noqa: BLE001 - any decoder's failure: damaged
+                reason = f"a damaged chunk at byte {start} ({exc})"
+                pos = start
+                records = records[:i]
+                break
+            chunks.append(chunk)
+            if defines is not False:  # True, or None: not decompressed, it may define some
+                scan.append((start, stop, defines is None))
         self.chunks = [c for c in chunks if c.channel_count]
         # Schemas, channels and connections as rosbags reads them: its scan of the data, over
-        # the records that define them only when the messages are in chunks (decompressing
-        # each chunk once more would double the time to open).
+        # the records that define them when the messages are in chunks, and of an indexed chunk
+        # only when it holds messages of a channel not yet defined (decompressing every chunk
+        # to find the few that define would multiply the time to open).
         data_start = self.data_start
-        for start, stop in definitions if self.chunks else [(data_start, pos)]:
+        if not self.chunks:
+            scan = [(data_start, pos, False)]
+        for start, stop, indexed in scan:
+            if stop > pos:  # after a damaged chunk that ended what is read
+                continue
+            if indexed:
+                chunk = next(c for c in chunks if c.chunk_start_offset == start)
+                if set(chunk.channel_count) <= set(self.channels):
+                    continue
             self.data_start, self.data_end = start, stop
-            self.meta_scan()
+            try:
+                self.meta_scan()
+            except Exception:  # noqa: BLE001 - a damaged indexed chunk: found when read
+                if not indexed:
+                    raise
         self.data_start, self.data_end = data_start, pos
         if self.chunks:
             totals: dict[int, int] = defaultdict(int)
@@ -278,11 +320,17 @@ class CutOffMcapReader(McapReader):
         self.cut_off = CutOff(pos, size - pos, count, reason)
 
     @staticmethod
-    def _chunk_info(offset: int, record: bytes) -> tuple[ChunkInfo, bool]:
-        """The index entry of one chunk record (its content ``record``), checked.
+    def _chunk_info(
+        offset: int, record: bytes, length: int, index: _Index | None
+    ) -> tuple[ChunkInfo, bool | None]:
+        """The index entry of one chunk record (``length`` bytes of content, from ``record``).
+
+        From ``index`` (its message index records) when given, ``record`` holding at least the
+        chunk's head; else from its messages, decompressed and checked, ``record`` whole.
 
         Returns:
-            The entry, and whether the chunk defines schemas or channels.
+            The entry, and whether the chunk defines schemas or channels (None: not known,
+            it was not decompressed).
         """
         _start, _end, uncompressed_size, crc = CHUNK_HEAD.unpack_from(record, 0)
         pos = CHUNK_HEAD.size
@@ -291,15 +339,20 @@ class CutOffMcapReader(McapReader):
         pos += 4 + name_length
         (compressed_size,) = struct.unpack_from("<Q", record, pos)
         pos += 8
-        if pos + compressed_size > len(record):
+        if pos + compressed_size > length:
             raise ReaderError("its compressed data runs past the record")
-        data = decompress(record[pos : pos + compressed_size], compression, uncompressed_size, crc)
-        counts, first, last, defines = _chunk_messages(data)
+        defines: bool | None = None
+        if index is not None:
+            counts, first, last = dict(index.counts), index.first, index.last
+        else:
+            data = decompress(
+                record[pos : pos + compressed_size], compression, uncompressed_size, crc)
+            counts, first, last, defines = _chunk_messages(data)
         info = ChunkInfo(
             message_start_time=first if counts else 0,
             message_end_time=last if counts else 0,
             chunk_start_offset=offset,
-            chunk_length=RECORD_HEAD.size + len(record),
+            chunk_length=RECORD_HEAD.size + length,
             message_index_offsets={},
             message_index_length=0,
             compression=compression,
@@ -308,6 +361,29 @@ class CutOffMcapReader(McapReader):
             channel_count=counts,
         )
         return info, defines
+
+
+class _Index:
+    """What the message index records after a chunk say: messages per channel, log times."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = defaultdict(int)
+        self.first = 2**63 - 1
+        self.last = 0
+
+    def add(self, content: bytes) -> bool:
+        """Take one message index record's content; False when it is not one."""
+        if len(content) < MESSAGE_INDEX_HEAD.size:
+            return False
+        channel, length = MESSAGE_INDEX_HEAD.unpack_from(content, 0)
+        if length % 16 or MESSAGE_INDEX_HEAD.size + length != len(content):
+            return False
+        times = struct.unpack_from(f"<{2 * (length // 16)}Q", content, MESSAGE_INDEX_HEAD.size)
+        if times:
+            self.counts[channel] += len(times) // 2
+            self.first = min(self.first, min(times[0::2]))
+            self.last = max(self.last, max(times[0::2]))
+        return True
 
 
 def storage_files(folder: Path) -> list[Path]:
