@@ -6,12 +6,15 @@ magic. What it did write is intact: the header, then whole records (schemas, cha
 messages, their message indexes), and last the unfinished record it was writing.
 
 - ``CutOffMcapReader``: rosbags refuses such a file ("File end magic is invalid"); this reads
-  it by walking the records from the header, keeping every complete chunk whose contents
-  decompress and check out, and building the chunk index the summary would have held, so
-  messages still come in log-time order. A closed file is read by rosbags' own code.
+  it by walking the records from the header and building the chunk index the summary would
+  have held (from the message index records after each chunk; a chunk without them is
+  decompressed and counted), so messages still come in log-time order. A closed file is read
+  by rosbags' own code. In both, a chunk that fails its CRC or does not decompress when read
+  is skipped and reported (``DamagedChunk``), and the other chunks are read.
 - A folder without ``metadata.yaml`` that holds several storage files (a split recording,
   ``--max-bag-size`` or ``--max-bag-duration``) reads as one bag, its files in the order of
-  their first message, as ``ros2 bag reindex`` would have described them.
+  their first message, as ``ros2 bag reindex`` would have described them; a file of them that
+  does not open is left out and named.
 
 Both plug into rosbags' ``Reader`` (``RecoveringReader``). They build on internals of rosbags
 0.11.9's ``McapReader`` (``meta_scan``, ``data_start``/``data_end``, its chunk index) and
@@ -76,7 +79,7 @@ class CutOff(NamedTuple):
     read_bytes: int
     """Bytes from the file's start through its last complete record that could be read."""
     lost_bytes: int
-    """Bytes after that: the unfinished record, or a damaged chunk and all that follows it."""
+    """Bytes after that: the unfinished record, or an unindexed damaged chunk and all after."""
     messages: int
     """Messages in the readable part."""
     reason: str
