@@ -370,6 +370,32 @@ def test_a_cut_off_mcap_of_the_reference_writer_reads_as_the_prefix_of_what_was_
     assert counts[0] == len(raws) and counts == sorted(counts, reverse=True) and counts[-1] > 0
 
 
+def test_a_cut_among_the_last_chunks_message_indexes_loses_none_of_its_messages(tmp_path):
+    from mcap.writer import CompressionType
+
+    _write(tmp_path / "bag", n=20)
+    with BagReader(tmp_path / "bag") as reader:
+        raws = list(reader.raw_messages())
+        types = {topic: info.msgtype for topic, info in reader.topics.items()}
+    data = _reference_mcap(tmp_path / "ref" / "ref.mcap", raws, types,
+                           compression=CompressionType.ZSTD, chunk_size=16 * 1024)
+    records = mcap_records(data)
+    third = [i for i, (op, _, _) in enumerate(records) if op == 0x06][2]
+    indexes = [end for op, _, end in records[third + 1 :] if op == 0x07]
+    assert len(indexes) > 1 and records[third + 1][0] == 0x07  # one per channel, after it
+    cut = tmp_path / "cut" / "ref.mcap"
+    cut.parent.mkdir()
+    cut.write_bytes(data[: indexes[0]])  # the first channel's index only
+    with BagReader(cut) as reader:
+        got = [(r.topic, r.log_ns, r.data) for r in reader.raw_messages()]
+        assert reader.message_count == len(got) and reader.corrupt == {}
+    expected = [(r.topic, r.log_ns, r.data) for r in raws]
+    assert got == expected[: len(got)]
+    with BagReader(cut) as reader:  # as many as the first three chunks hold, all topics
+        topics = {t: info.count for t, info in reader.topics.items()}
+    assert len(topics) == len({r.topic for r in raws[: len(got)]})
+
+
 def test_a_chunk_that_fails_its_crc_is_found_with_or_without_its_index(tmp_path):
     from mcap.writer import CompressionType
 

@@ -250,9 +250,13 @@ class CutOffMcapReader(McapReader):
             elif op in (OP_SCHEMA, OP_CHANNEL):
                 records.append(("definition", pos, end))
             pos = end
+        # The cut may fall among the last chunk's message indexes: count that one by decoding.
+        chunk_starts = [start for kind, start, _ in records if kind == "chunk"]
+        if chunk_starts:
+            indexes.pop(chunk_starts[-1], None)
         chunks: list[ChunkInfo] = []
         scan: list[tuple[int, int, bool]] = []  # (start, end, is a chunk) to scan for definitions
-        for i, (kind, start, stop) in enumerate(records):
+        for kind, start, stop in records:
             if kind == "definition":
                 scan.append((start, stop, False))
                 continue
@@ -265,7 +269,6 @@ class CutOffMcapReader(McapReader):
             except Exception as exc:  # noqa: BLE001 - any decoder's failure: damaged
                 reason = f"a damaged chunk at byte {start} ({exc})"
                 pos = start
-                records = records[:i]
                 break
             chunks.append(chunk)
             if defines is not False:  # True, or None: not decompressed, it may define some
