@@ -655,17 +655,17 @@ def _bag_source(path: Path) -> Path:
 
 def unreadable_file_text(name: str, why: str) -> str:
     """What to say about a storage file left out of its folder because it does not open."""
-    hint = _cut_off_hint(Path(name), Exception(why))
+    hint = _cut_off_hint(Path(name), why)
     return (f"{name} does not open ({why}) and is left out; the recording's other files are "
             f"read{hint}")
 
 
-def _cut_off_hint(source: Path, exc: Exception) -> str:
+def _cut_off_hint(source: Path, error: object) -> str:
     """How to rescue a sqlite3 file that a recording left damaged, or ``""``.
 
     (An MCAP file left unfinished is read up to its last whole chunk: ``CutOffMcapReader``.)
     """
-    text = str(exc).lower()
+    text = str(error).lower()
     files = [source] if source.is_file() else sorted(source.glob("*.db3"))
     name = str(files[0]) if files else "FILE"
     if "malformed" in text or "not a database" in text:
@@ -730,7 +730,7 @@ class BagReader:
         source = self._source = _bag_source(self.path)
         # Storage files read without their metadata.yaml (a recording cut off before it was
         # written) do not say whether their messages are zstd-compressed one by one.
-        self._sniff_zstd = source.is_file() or not (source / "metadata.yaml").exists()
+        self._sniff_zstd = not (source / "metadata.yaml").exists()
         try:
             reader = RecoveringReader(source)
             reader.open()
