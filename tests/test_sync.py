@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from iphd.calibration import load_calibration
-from iphd.sync import Pair, SyncConfig, Synchronizer
+from iphd.sync import Pair, SyncConfig, Synchronizer, unpaired_reason
 
 MS = 1_000_000
 
@@ -91,6 +93,48 @@ def test_thermal_without_depth_within_skew_is_dropped_with_reason() -> None:
     assert pairs == []
     assert sync.stats.thermal_dropped["no_depth_within_skew"] == 1
     check_accounting(sync)
+
+
+@pytest.mark.parametrize("clock_apart_ns", [3_000_000_000, -3_000_000_000])
+def test_thermal_on_another_clock_is_told_by_how_far_its_stamps_are_from_depths(
+    clock_apart_ns: int,
+) -> None:
+    # A Lepton driver on another host (or not on ROS time): its frames arrive with the depth
+    # frames but are stamped 3 s before (after) them, so none finds a partner. The stats say
+    # how far apart, from the depth frames that arrived with each, whatever was buffered.
+    events, thermal_true, _ = realistic_stream(10.0, clock_apart_ns, seed=5)
+    sync: Synchronizer[int, int] = Synchronizer(SyncConfig(max_wait_ns=500 * MS))
+    assert run(sync, events) == []
+    stats = sync.stats
+    assert stats.thermal_dropped["no_depth_within_skew"] == stats.unpaired_run > 70
+    assert stats.unpaired_skew_ns is not None
+    # The thermal frame arrives 20-70 ms after its capture, the depth frames 3-12 ms after.
+    assert clock_apart_ns - 20 * MS < stats.unpaired_skew_ns < clock_apart_ns + 70 * MS
+    reason = unpaired_reason(stats.unpaired_skew_ns)
+    side = "before" if clock_apart_ns > 0 else "after"
+    assert re.match(r"the last of them is stamped "
+                    rf"(2\.9|3\.0)\d\d s {side} the depth frame that came with it, so the "
+                    "drivers stamp on two clocks", reason)
+    assert "ROS time" in reason
+    check_accounting(sync)
+
+
+def test_a_pair_ends_a_run_of_unpaired_thermal_frames() -> None:
+    sync: Synchronizer[int, int] = Synchronizer()
+    run(sync, [("d", 0), ("d", 100 * MS), ("t", 50 * MS), ("d", 200 * MS)], flush=False)
+    assert sync.stats.unpaired_run == 1
+    assert sync.stats.unpaired_skew_ns == 50 * MS  # depth 100 ms came before it
+    run(sync, [("t", 195 * MS), ("d", 233 * MS)], flush=False)
+    assert sync.stats.pairs == 1 and sync.stats.unpaired_run == 0
+    assert sync.stats.unpaired_skew_ns == 50 * MS  # the last unpaired frame's, kept
+
+
+def test_the_reason_for_a_small_skew_gives_the_clock_offset_to_add() -> None:
+    reason = unpaired_reason(150 * MS)
+    assert "stamped 150 ms before the depth frame" in reason
+    assert "add +0.150 s to clock.thermal_offset_s" in reason and "two clocks" not in reason
+    assert unpaired_reason(-60 * MS).count("add -0.060 s") == 1
+    assert unpaired_reason(None) == "no depth frame had come before them"
 
 
 def test_skew_exactly_at_the_limit_is_accepted() -> None:

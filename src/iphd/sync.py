@@ -24,6 +24,9 @@ THERMAL_DROP_REASONS = (
 #: Reasons a depth frame can be rejected or evicted (unpaired depth frames that simply were not
 #: the nearest to any thermal frame are counted in ``SyncStats.depth_unused`` instead).
 DEPTH_DROP_REASONS = ("duplicate", "late", "buffer_overflow", "clock_jump", "reset")
+#: Thermal stamps this far from the nearest depth stamp are on another clock, not late by a
+#: latency to calibrate (the rig calibration refuses offsets over 5 s; a Lepton's is ~0.1 s).
+TWO_CLOCKS_NS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,11 @@ class SyncStats:
             (normal: depth runs at 30 Hz, thermal below 9 Hz).
         resets: buffer resets (backward clock jumps and explicit ``reset()`` calls).
         last_skew_ns: skew of the last pair, None before the first pair.
+        unpaired_run: thermal frames dropped as ``no_depth_within_skew`` since the last pair
+            (or the start): a long run means no pair is being made at all.
+        unpaired_skew_ns: for the last of them, the newest depth stamp pushed before it minus
+            its target (as ``Pair.skew_ns``): how far apart the two clocks stamp frames that
+            arrive together. None before such a drop, or when no depth frame had come.
     """
 
     depth_in: int = 0
@@ -130,11 +138,37 @@ class SyncStats:
     depth_unused: int = 0
     resets: int = 0
     last_skew_ns: int | None = None
+    unpaired_run: int = 0
+    unpaired_skew_ns: int | None = None
 
     @property
     def thermal_drop_fraction(self) -> float:
         """Fraction of pushed thermal frames dropped so far (0 before any thermal frame)."""
         return sum(self.thermal_dropped.values()) / self.thermal_in if self.thermal_in else 0.0
+
+
+def unpaired_reason(skew_ns: int | None) -> str:
+    """Why thermal frames found no depth partner, and what to change (for logs, diagnostics).
+
+    Args:
+        skew_ns: ``SyncStats.unpaired_skew_ns`` (newest depth stamp minus thermal target).
+    """
+    if skew_ns is None:
+        return "no depth frame had come before them"
+    apart = abs(skew_ns)
+    text = (f"the last of them is stamped {_duration(apart)} "
+            f"{'before' if skew_ns > 0 else 'after'} the depth frame that came with it")
+    if apart >= TWO_CLOCKS_NS:
+        return (f"{text}, so the drivers stamp on two clocks: both must stamp in ROS time on "
+                "one clock (with use_sim_time, both on /clock)")
+    return (f"{text}: if the two drivers' stamps are that far apart all the time, add "
+            f"{skew_ns / 1e9:+.3f} s to clock.thermal_offset_s in the rig calibration "
+            "(iphd-calibrate measures it); if not, depth frames are missing around it: check "
+            "the depth stream's rate and drops")
+
+
+def _duration(ns: int) -> str:
+    return f"{ns / 1e9:.3f} s" if ns >= 1_000_000_000 else f"{ns / 1e6:.0f} ms"
 
 
 class Synchronizer(Generic[D, T]):
@@ -173,6 +207,8 @@ class Synchronizer(Generic[D, T]):
         self._th_targets: list[int] = []
         self._th_stamps: list[int] = []
         self._th_items: list[T] = []
+        # Per pending thermal frame: the newest depth stamp pushed before it minus its target.
+        self._th_arrival_skews: list[int | None] = []
         self._clear_state()
 
     def _clear_state(self) -> None:
@@ -181,7 +217,9 @@ class Synchronizer(Generic[D, T]):
         self._th_targets.clear()
         self._th_stamps.clear()
         self._th_items.clear()
+        self._th_arrival_skews.clear()
         self._newest_depth: int | None = None
+        self._latest_depth: int | None = None  # of every depth frame pushed, kept or not
         self._newest_target: int | None = None
         self._last_used_depth: int | None = None
         self._last_decided_target: int | None = None
@@ -213,6 +251,7 @@ class Synchronizer(Generic[D, T]):
         stats.depth_in += 1
         if self._newest_depth is not None and stamp_ns < self._newest_depth - cfg.clock_jump_ns:
             self._reset("clock_jump")
+        self._latest_depth = stamp_ns
         stamps = self._depth_stamps
         last_used = self._last_used_depth
         if last_used is not None and stamp_ns <= last_used:
@@ -256,6 +295,8 @@ class Synchronizer(Generic[D, T]):
         targets.insert(i, target)
         self._th_stamps.insert(i, stamp_ns)
         self._th_items.insert(i, item)
+        latest = self._latest_depth
+        self._th_arrival_skews.insert(i, None if latest is None else latest - target)
         if self._newest_target is None or target > self._newest_target:
             self._newest_target = target
         if len(targets) > cfg.thermal_buffer:
@@ -263,6 +304,7 @@ class Synchronizer(Generic[D, T]):
             del targets[0]
             del self._th_stamps[0]
             del self._th_items[0]
+            del self._th_arrival_skews[0]
             stats.thermal_dropped["buffer_overflow"] += 1
         return self._decide(final=False)
 
@@ -288,21 +330,28 @@ class Synchronizer(Generic[D, T]):
                 j = i - 1
             thermal_stamp = self._th_stamps[0]
             thermal_item = self._th_items[0]
+            arrival_skew = self._th_arrival_skews[0]
             del targets[0]
             del self._th_stamps[0]
             del self._th_items[0]
+            del self._th_arrival_skews[0]
             self._last_decided_target = target
             if j >= 0 and abs(stamps[j] - target) <= cfg.max_skew_ns:
                 skew = stamps[j] - target
                 out.append(Pair(stamps[j], thermal_stamp, self._depth_items[j], thermal_item, skew))
                 stats.pairs += 1
                 stats.last_skew_ns = skew
+                stats.unpaired_run = 0
                 self._last_used_depth = stamps[j]
                 stats.depth_unused += j
                 del stamps[: j + 1]
                 del self._depth_items[: j + 1]
             else:
                 stats.thermal_dropped["no_depth_within_skew"] += 1
+                stats.unpaired_run += 1
+                if arrival_skew is None and stamps:  # it came before any depth frame
+                    arrival_skew = stamps[j] - target
+                stats.unpaired_skew_ns = arrival_skew
             k = bisect_left(stamps, target - cfg.max_skew_ns)
             if k:
                 stats.depth_unused += k
