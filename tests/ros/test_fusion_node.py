@@ -228,6 +228,53 @@ def test_diagnostics_report_rates_pairs_and_stopped_thermal(graph, executor, spi
     assert status.level == DiagnosticStatus.ERROR and "thermal" in status.message
 
 
+def test_thermal_stamped_on_another_clock_is_an_error_that_says_how_far_apart(
+    graph, executor, spin_for, spin_until, spin_until_logged
+):
+    # A Lepton driver stamping with another host's clock: its frames come with the depth
+    # frames but 3 s before them, so no pair is made. Diagnostics go to ERROR with how far
+    # apart and what to do (the log says it too); a driver on the right clock recovers.
+    fusion, feeder = graph()
+    feeder.send_info()
+    spin_for(executor, 0.1)
+    behind = 3_000_000_000
+    _stream(feeder, executor, spin_for, n_depth=36, thermal_at=range(1, 36, 3),
+            jitter_ns=behind)
+    err = spin_until_logged(executor, "drivers stamp on two clocks")
+    assert "no thermal frame finds a depth frame within 20 ms" in err
+    assert feeder.registered == []
+    stats = fusion.stats()
+    assert stats["unpaired_run"] >= 9 and stats["pairs"] == 0
+    assert 2990 < stats["unpaired_skew_ms"] < 3010
+
+    def fusion_status():
+        for d in reversed(feeder.diagnostics):
+            for s in d.status:
+                if "fusion" in s.name:
+                    return s
+        return None
+
+    assert spin_until(executor, lambda: fusion_status() is not None
+                      and fusion_status().level == DiagnosticStatus.ERROR)
+    status = fusion_status()
+    assert "stamped 3.0" in status.message and "before the depth frame" in status.message
+    assert "ROS time on one clock" in status.message
+    # The driver fixed: pairs are made again and the error clears.
+    start = T0 + 40 * DEPTH_PERIOD
+    for i in range(12):
+        feeder.send_depth(start + i * DEPTH_PERIOD)
+        if i % 3 == 1:
+            feeder.send_thermal(start + i * DEPTH_PERIOD - 3_000_000)
+        spin_for(executor, 0.01)
+    assert spin_until(executor, lambda: len(feeder.registered) >= 3)
+    stats = fusion.stats()
+    assert stats["unpaired_run"] == 0
+    # What is left is a warning about the frames lost while the clocks were apart.
+    level, message = fusion._status(stats)
+    assert level == "WARN" and message.startswith(
+        "more than 1 % of thermal frames found no depth partner (12 none within the skew; ")
+
+
 def test_replay_qos_keeps_every_frame_sent_while_the_node_was_busy(
     graph, executor, spin_for, spin_until
 ):

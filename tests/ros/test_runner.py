@@ -55,11 +55,13 @@ def test_runner_refuses_an_unknown_source_with_the_choices(capsys):
         run_graph("camera", 1.0)
 
 
-def _write_rig_bag(path, seconds: float = 1.5, truth: bool = False, topics=None) -> int:
+def _write_rig_bag(path, seconds: float = 1.5, truth: bool = False, topics=None,
+                   thermal_stamp_ns: int = 3_000_000) -> int:
     """A small bag like the rig records: 128x96 depth at 30 Hz, 160x120 thermal near 7.5 Hz.
 
     With ``truth`` the person in front of the wall is in ``ground_truth/people`` too; ``topics``
-    renames topics as another driver would name them.
+    renames topics as another driver would name them. A thermal frame is logged 3 ms after
+    its depth frame and stamped ``thermal_stamp_ns`` after it (another clock's stamp).
     """
     import numpy as np
 
@@ -84,7 +86,8 @@ def _write_rig_bag(path, seconds: float = 1.5, truth: bool = False, topics=None)
                 person = PersonTruth(7, (50.0, 30.0, 70.0, 90.0), 1.0, (0.0, 0.0, 2.0))
                 writer.write_ground_truth(stamp, [person])
             if i % 4 == 0:
-                writer.write_thermal(stamp + 3_000_000, thermal_ck)
+                writer.write_thermal(stamp + thermal_stamp_ns, thermal_ck,
+                                     log_ns=stamp + 3_000_000)
     return frames
 
 
@@ -140,6 +143,23 @@ def test_the_graph_runs_on_other_drivers_topics_named_by_the_topic_arguments(tmp
     err = capsys.readouterr().err
     assert "no depth and thermal image reached fusion" in err and "--depth-topic" in err
     assert f"iphd-eval check --bag {tmp_path / 'bag'}" in err
+
+
+def test_a_run_whose_thermal_frames_are_stamped_on_another_clock_says_so(tmp_path, capsys):
+    # The thermal driver stamped on a clock 2.5 s behind the depth driver's: both streams
+    # arrive, no pair is made, and the run's end says how far apart and what to do.
+    _write_rig_bag(tmp_path / "bag", seconds=3.0, thermal_stamp_ns=-2_500_000_000)
+    result = run_graph("bag", 30.0, bag=str(tmp_path / "bag"), detector=False)
+    stats = result.stats
+    assert stats["depth_frames"] == 90 and stats["thermal_frames"] == 23
+    assert stats["published"] == 0 and stats["thermal_dropped_no_depth_within_skew"] >= 20
+    assert 2450 < stats["unpaired_skew_ms"] < 2550
+    capsys.readouterr()
+    assert exit_status(result) == 1
+    err = capsys.readouterr().err
+    assert ("no registered thermal image was published: no thermal frame found a depth frame "
+            "within the fusion's skew; the last of them is stamped 2.") in err
+    assert "s before the depth frame that came with it, so the drivers stamp on two clocks" in err
 
 
 def test_a_bag_of_compressed_images_runs_through_the_graph_decoded_by_the_player(tmp_path):

@@ -33,7 +33,7 @@ from iphd.ros.conversions import (
     stamp_to_ns,
 )
 from iphd.sensors.frames import CameraIntrinsics, DepthFrame, ThermalFrame
-from iphd.sync import Pair, SyncConfig, Synchronizer
+from iphd.sync import Pair, SyncConfig, Synchronizer, unpaired_reason
 
 DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
 # A thermal frame waits this long (stamp time, on the newest stamp of either stream) for a depth
@@ -43,6 +43,9 @@ DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
 # none. Waiting longer costs nothing but when depth has stopped, and then there is no pair.
 MAX_WAIT_MS = 500.0
 THERMAL_ENCODINGS = ("16UC1", "mono16")
+# This many thermal frames in a row without a depth partner (about 1 s of the Lepton's 8.7 Hz)
+# mean no pair is being made: nothing is published, so it is an error, with the reason.
+UNPAIRED_ERROR_RUN = 9
 
 
 class FusionNode(Node):
@@ -248,6 +251,8 @@ class FusionNode(Node):
             self.get_logger().warning(
                 "stamps jumped backwards (bag loop or driver restart): sync buffers reset"
             )
+        if self._no_pairs():
+            self.get_logger().error(self._unpaired_reason(), throttle_duration_sec=5.0)
         for pair in pairs:
             self._pair_rate.tick()
             start = time.perf_counter()
@@ -269,6 +274,25 @@ class FusionNode(Node):
             self._published += 1
 
     # -- reporting -----------------------------------------------------------------------------
+
+    def _no_pairs(self) -> bool:
+        """Whether thermal frames keep coming with depth frames and none finds a partner.
+
+        (Thermal frames that came before any depth frame are the depth stream's absence,
+        which its own status reports.)
+        """
+        stats = self.sync.stats if self.sync is not None else None
+        return (stats is not None and stats.unpaired_run >= UNPAIRED_ERROR_RUN
+                and stats.unpaired_skew_ns is not None)
+
+    def _unpaired_reason(self) -> str:
+        """No pair is being made: why, and what to change."""
+        assert self.sync is not None
+        return (
+            f"no thermal frame finds a depth frame within "
+            f"{self.sync.config.max_skew_ns / 1e6:g} ms; "
+            f"{unpaired_reason(self.sync.stats.unpaired_skew_ns)}"
+        )
 
     def _fail(self, kind: str, message: str) -> None:
         self._errors[kind] = self._errors.get(kind, 0) + 1
@@ -309,8 +333,11 @@ class FusionNode(Node):
                 pending_thermal=self.sync.pending_thermal,
                 pending_thermal_cap=self.sync.config.thermal_buffer,
                 last_skew_ms=(s.last_skew_ns or 0) / 1e6,
+                unpaired_run=s.unpaired_run,
                 **{f"thermal_dropped_{k}": v for k, v in s.thermal_dropped.items() if v},
             )
+            if s.unpaired_skew_ns is not None:
+                values["unpaired_skew_ms"] = s.unpaired_skew_ns / 1e6
         if self._process_ms:
             arr = np.asarray(self._process_ms)
             values.update(
@@ -334,8 +361,15 @@ class FusionNode(Node):
             )
         if self._depth_info is None:
             return "ERROR", f"no {topic_label(self, 'depth/camera_info')} received"
+        unpaired = values.get("thermal_dropped_no_depth_within_skew", 0)
+        if self._no_pairs():
+            return "ERROR", self._unpaired_reason()
         if values.get("thermal_drop_fraction", 0.0) > 0.01:
-            return "WARN", "more than 1 % of thermal frames found no depth partner"
+            return "WARN", "more than 1 % of thermal frames found no depth partner" + (
+                f" ({unpaired} none within the skew; "
+                f"{unpaired_reason(self.sync.stats.unpaired_skew_ns)})"
+                if unpaired and self.sync is not None else ""
+            )
         if self._errors:
             return "WARN", f"input errors: {self._last_error}"
         return "OK", "pairing and registering"

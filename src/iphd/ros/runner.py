@@ -45,6 +45,7 @@ from iphd.ros import qos
 from iphd.ros.common import CallbackGuard, make_executor, package_file
 from iphd.ros.conversions import image_to_array, stamp_to_ns
 from iphd.ros.processes import LOG_LEVELS, NodeProcess, make_nodes, relative_topic
+from iphd.sync import unpaired_reason
 from iphd.viz import fusion_panel
 
 #: Sensor topics the runner's monitor subscribes (for the snapshot picture).
@@ -720,6 +721,10 @@ def exit_status(result: RunResult) -> int:
                       if result.bag else ""))
                 + ")"
             )
+        elif stats.get("thermal_dropped_no_depth_within_skew"):
+            skew_ms = stats.get("unpaired_skew_ms")
+            why = (": no thermal frame found a depth frame within the fusion's skew; "
+                   + unpaired_reason(None if skew_ms is None else int(skew_ms * 1e6)))
         print(f"iphd-run: no registered thermal image was published{why}", file=sys.stderr)
         return 1
     if "detector" in result.nodes and result.detector_stats.get("published", 0) == 0:
