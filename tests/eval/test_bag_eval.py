@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from iphd.data.rosbag import (
     GROUND_TRUTH,
     IMAGE,
     PERSON_TRACKS,
+    THERMAL_IMAGE,
     BagReader,
     typestore,
 )
@@ -175,18 +177,22 @@ def test_cli_writes_report_with_metrics(sim_bag, tmp_path, capsys):
 
 
 def _copy_bag(src, dst, stop_ns, edit):
-    """Copy ``src`` up to ``stop_ns`` with rosbags; ``edit(index, raw) -> bytes`` per message."""
+    """Copy ``src`` up to ``stop_ns`` with rosbags; ``edit(index, raw) -> bytes`` per message
+    (None leaves it out)."""
     store = typestore()
     writer = Writer(dst, version=Writer.VERSION_LATEST)
     writer.open()
     connections = {}
     with BagReader(src) as reader:
         for index, raw in enumerate(reader.raw_messages(stop_ns=stop_ns)):
+            data = edit(index, raw)
+            if data is None:
+                continue
             if raw.topic not in connections:
                 connections[raw.topic] = writer.add_connection(
                     raw.topic, raw.msgtype, typestore=store
                 )
-            writer.write(connections[raw.topic], raw.log_ns, edit(index, raw))
+            writer.write(connections[raw.topic], raw.log_ns, data)
     writer.close()
 
 
@@ -232,6 +238,77 @@ def test_a_recording_cut_off_mid_write_is_scored_on_what_it_kept_and_the_report_
     assert run["bag_cut_off"].startswith(f"{mcap} was cut off before its recording closed it")
     files = write_bag_report(part, tmp_path / "report", run)
     assert "cut off before its recording closed it" in files.report_md.read_text()
+
+
+def _thermal_stamped_apart(src, dst, shift_ns):
+    """``src`` with its thermal images stamped ``shift_ns`` later (another clock), logged as
+    they were."""
+    store = typestore()
+
+    def edit(_index, raw):
+        if raw.topic != THERMAL_IMAGE:
+            return raw.data
+        msg = store.deserialize_cdr(raw.data, IMAGE)
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec + shift_ns
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+        return store.serialize_cdr(msg, IMAGE)
+
+    _copy_bag(src, dst, None, edit)
+    return dst
+
+
+@pytest.mark.parametrize("shift_s", [1.5, -1.5])
+def test_thermal_stamped_on_another_clock_stops_the_tools_saying_how_far_apart(
+    sim_bag, tmp_path, capsys, shift_s
+):
+    # Nothing pairs: the fusion keeps a second of depth frames, and the frames that came with
+    # each thermal frame are 1.5 s from its stamp. Before, the report said "AP n/a" and the
+    # command exited 0; and check paired each thermal frame with any depth frame of the bag.
+    bag = _thermal_stamped_apart(sim_bag, tmp_path / "apart", int(shift_s * 1e9))
+    assert main(["bag", "--bag", str(bag), "--out", str(tmp_path / "out"), "--quiet",
+                 "--reid-checkpoint", "none"]) == 2
+    err = capsys.readouterr().err
+    side = "after" if shift_s > 0 else "before"
+    assert re.search(rf"{bag}: none of its \d+ thermal frames found a depth frame within 20 ms, "
+                     rf"so nothing was paired; the last of them is stamped 1\.\d+ s {side} the "
+                     "depth frame that came with it, so the drivers stamp on two clocks", err)
+    assert f"iphd-eval check --bag {bag}" in err
+    assert main(["check", "--bag", str(bag)]) == 2
+    out = capsys.readouterr().out
+    assert "problem: only 0% of the thermal frames read find a depth frame within 20 ms" in out
+    assert "two clocks" in out
+
+
+def test_a_few_thermal_frames_without_a_partner_are_a_warning(sim_bag, tmp_path, caplog):
+    # The depth frames near every other thermal frame lost (a dropping driver): those thermal
+    # frames find no depth frame within 20 ms, the others pair. A warning says so, and how far.
+    store = typestore()
+
+    def stamp(raw):
+        header = store.deserialize_cdr(raw.data, raw.msgtype).header.stamp
+        return header.sec * 1_000_000_000 + header.nanosec
+
+    with BagReader(sim_bag) as reader:
+        stop_ns = reader.start_ns + 2_500_000_000
+        thermal = [stamp(raw) for raw in reader.raw_messages([THERMAL_IMAGE], stop_ns=stop_ns)]
+    alone = np.array(thermal[1::2])
+
+    def edit(_index, raw):
+        if raw.topic == DEPTH_IMAGE and np.abs(alone - stamp(raw)).min() < 45_000_000:
+            return None
+        return raw.data
+
+    bag = tmp_path / "dropping"
+    _copy_bag(sim_bag, bag, stop_ns, edit)
+    with BagReader(bag) as reader, caplog.at_level("WARNING", logger="iphd.eval.pipeline"):
+        pipeline = pipeline_for_bag(CONFIG, reader)
+        results = _run(pipeline, reader)
+    sync = pipeline.sync.stats
+    assert sync.thermal_dropped["no_depth_within_skew"] == len(alone)
+    assert len(results) == sync.pairs == len(thermal) - len(alone)
+    assert (f"{len(alone)} of {len(thermal)} thermal frames found no depth frame within 20 ms; "
+            "the last of them is stamped") in caplog.text
+    assert "depth frames are missing around it" in caplog.text
 
 
 def test_backward_stamps_reset_the_tracker(sim_bag):

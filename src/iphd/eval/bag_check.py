@@ -36,9 +36,10 @@ from iphd.data.rosbag import (
     unreadable_file_text,
 )
 from iphd.errors import IphdError
-from iphd.eval.pipeline import THERMAL_ENCODINGS, bag_topic_label, find_topic
+from iphd.eval.pipeline import THERMAL_ENCODINGS, OfflineConfig, bag_topic_label, find_topic
 from iphd.fusion import DEPTH_ENCODINGS, centi_kelvin_problem, depth_to_mm
 from iphd.graph import TOPIC_ARGUMENTS
+from iphd.sync import SyncConfig, Synchronizer, unpaired_reason
 from iphd.transports import base_topic, transport_of
 
 #: The pipeline's inputs in the order they are reported: (role, topic, type, required).
@@ -88,10 +89,11 @@ class BagCheck:
         calibration: where the rig calibration comes from (the file, stored in the bag, or the
             package's nominal one).
         topics: one entry per role of ``ROLES``.
-        paired: share of the sampled thermal frames with a depth frame within the fusion's
-            ``max_skew_ms``; None when a stream is missing.
-        median_skew_ms: median of |depth - thermal| stamps of those thermal frames' nearest
-            depth frames (thermal stamps moved by the calibration's clock offset).
+        paired: share of the sampled thermal frames the fusion's rule pairs with a depth frame
+            within its ``max_skew_ms``, their stamps fed in the bag's order (``_pairs``); None
+            when a stream is missing.
+        median_skew_ms: median of |depth - thermal| stamps of those pairs (thermal stamps
+            moved by the calibration's clock offset); None when there is none.
         problems: what stops the pipeline or makes its output wrong, each with what to do.
         notes: what does not stop it but should be known (no ground truth, ...).
     """
@@ -112,6 +114,7 @@ def check_bag(
     calibration: str = "",
     seconds: float = 10.0,
     max_skew_ms: float = 20.0,
+    max_wait_ms: float = OfflineConfig.max_wait_ms,
 ) -> BagCheck:
     """Check the first ``seconds`` of ``bag`` as the offline pipeline would read it.
 
@@ -121,6 +124,7 @@ def check_bag(
         calibration: rig.yaml to check against; empty = the bag's own, else the package's.
         seconds: how much of the bag to read.
         max_skew_ms: the fusion node's ``max_skew_ms``.
+        max_wait_ms: the fusion node's ``max_wait_ms``.
 
     Raises:
         DatasetError: the bag does not open.
@@ -183,7 +187,7 @@ def check_bag(
                     "was not looked at: read more with --seconds"
                 )
         _describe(result, samples, rig)
-        _pairs(result, samples, rig, max_skew_ms)
+        _pairs(result, samples, rig, max_skew_ms, max_wait_ms)
         _tracking_frame(result, reader, samples, stop_ns)
         for gap in reader.gaps:
             result.problems.append(f"{bag}: {gap.describe()}")
@@ -437,29 +441,37 @@ def _thermal_median(read: list[tuple[int, Any]]) -> float | None:
 
 def _pairs(
     result: BagCheck, samples: dict[str, list[tuple[int, Any]]], rig: RigCalibration,
-    max_skew_ms: float,
+    max_skew_ms: float, max_wait_ms: float,
 ) -> None:
-    """How many thermal frames find a depth frame within ``max_skew_ms`` (fusion's rule)."""
+    """How many thermal frames the fusion's rule pairs, fed their stamps in the bag's order.
+
+    The fusion keeps a second of depth frames: a thermal frame stamped further from the depth
+    frames that come with it finds no partner, even when some depth frame of the bag is near.
+    """
     depth = samples.get(DEPTH_IMAGE, [])
     thermal = samples.get(THERMAL_IMAGE, [])
     if not depth or not thermal:
         return
-    depth_ns = np.array(sorted(header_stamp_ns(m) for _l, m in depth), dtype=np.int64)
-    offset = rig.thermal_clock_offset_ns
-    skews = []
-    for _log, msg in thermal[:SAMPLE_PAIRS]:
-        t = header_stamp_ns(msg) + offset
-        k = int(np.searchsorted(depth_ns, t))
-        near = [abs(int(depth_ns[j]) - t) for j in (k - 1, k) if 0 <= j < len(depth_ns)]
-        skews.append(min(near) / 1e6)
-    result.paired = float(np.mean([s <= max_skew_ms for s in skews]))
-    result.median_skew_ms = float(np.median(skews))
+    sync: Synchronizer[None, None] = Synchronizer(SyncConfig.from_calibration(
+        rig, max_skew_ns=int(max_skew_ms * 1e6), max_wait_ns=int(max_wait_ms * 1e6)))
+    thermal = thermal[:SAMPLE_PAIRS]
+    # Depth frames logged until the last of those could still have waited for one.
+    until = thermal[-1][0] + int(max_wait_ms * 1e6)
+    arrivals = sorted([(log, 0, header_stamp_ns(m)) for log, m in depth if log <= until]
+                      + [(log, 1, header_stamp_ns(m)) for log, m in thermal])
+    pairs = []
+    for _log, is_thermal, stamp in arrivals:
+        push = sync.push_thermal if is_thermal else sync.push_depth
+        pairs += push(stamp, None)
+    pairs += sync.flush()
+    result.paired = len(pairs) / sync.stats.thermal_in
+    if pairs:
+        result.median_skew_ms = float(np.median([abs(p.skew_ns) / 1e6 for p in pairs]))
     if result.paired < MIN_PAIRED:
         result.problems.append(
-            f"only {result.paired:.0%} of the thermal frames have a depth frame within "
-            f"{max_skew_ms:g} ms (median {result.median_skew_ms:.0f} ms apart): both drivers "
-            "must stamp in ROS time on one clock; a constant latency goes in the calibration's "
-            "clock.thermal_offset_s"
+            f"only {result.paired:.0%} of the thermal frames read find a depth frame within "
+            f"{max_skew_ms:g} ms as the fusion pairs them; "
+            f"{unpaired_reason(sync.stats.unpaired_skew_ns)}"
         )
 
 
@@ -477,9 +489,11 @@ def format_check(check: BagCheck) -> str:
         details = f"; {c.details}" if c.details else ""
         lines.append(f"  {c.role:<{width}}  {c.topic}: {c.count} messages{rate}{details}")
     if check.paired is not None:
+        apart = (f" (median {check.median_skew_ms:.1f} ms apart)"
+                 if check.median_skew_ms is not None else "")
         lines.append(
             f"  {'pairs':<{width}}  {check.paired:.0%} of the thermal frames read have a depth "
-            f"frame within the fusion's skew (median {check.median_skew_ms:.1f} ms apart)"
+            f"frame within the fusion's skew{apart}"
         )
     for note in check.notes:
         lines.append(f"note: {note}")

@@ -34,7 +34,7 @@ from iphd.errors import DatasetError, IphdError
 from iphd.fusion import DEPTH_ENCODINGS, FusionConfig, FusionPipeline, depth_to_mm
 from iphd.graph import OFFLINE_TOPIC_ARGUMENTS, with_camera_infos
 from iphd.sensors.frames import CameraIntrinsics, DepthFrame, ThermalFrame
-from iphd.sync import Pair, SyncConfig, Synchronizer
+from iphd.sync import Pair, SyncConfig, Synchronizer, unpaired_reason
 from iphd.tf_buffer import FrameLookup, TransformBuffer
 from iphd.tracking.tracker import (
     TimeOrderError,
@@ -51,6 +51,10 @@ if TYPE_CHECKING:
     from iphd.reid.extractor import FeatureExtractor
 
 LOG = logging.getLogger(__name__)
+#: A bag's thermal frames that find no depth frame within the skew: this many, and none that
+#: did, is a bag whose streams were stamped on two clocks (an error); this share, a warning.
+UNPAIRED_NO_PAIR_MIN = 3
+UNPAIRED_WARN_FRACTION = 0.1
 
 THERMAL_ENCODINGS = ("16UC1", "mono16")
 #: Latency stages of one pair, in the order they run.
@@ -375,6 +379,8 @@ class OfflinePipeline:
             _check_tracking_frame(transforms, self.config.tracking_frame, reader.path)
             self.transforms = transforms
         corrupt_before = dict(reader.corrupt)
+        sync = self.sync.stats
+        before = (sync.pairs, sync.thermal_in, sync.thermal_dropped["no_depth_within_skew"])
         for topic, _type, _log_ns, msg in reader.messages(
             list(topics), start_ns=start_ns, stop_ns=stop_ns
         ):
@@ -384,6 +390,34 @@ class OfflinePipeline:
             if extra:
                 self._count(self.stats.skipped, topics.get(topic, topic), extra)
         yield from self.finish()
+        self._check_pairing(reader, before)
+
+    def _check_pairing(self, reader: BagReader, before: tuple[int, int, int]) -> None:
+        """Say when the bag's thermal frames found no depth partner, and why.
+
+        Raises:
+            DatasetError: none of them did, and their stamps say why (two clocks).
+        """
+        sync = self.sync.stats
+        pairs, thermal, unpaired = (
+            now - then for now, then in zip(
+                (sync.pairs, sync.thermal_in, sync.thermal_dropped["no_depth_within_skew"]),
+                before, strict=True,
+            )
+        )
+        if not unpaired or sync.unpaired_skew_ns is None:
+            return
+        within = f"{self.sync.config.max_skew_ns / 1e6:g} ms"
+        reason = unpaired_reason(sync.unpaired_skew_ns)
+        if not pairs and unpaired >= UNPAIRED_NO_PAIR_MIN:
+            raise DatasetError(
+                f"{reader.path}: none of its {thermal} thermal frames found a depth frame within "
+                f"{within}, so nothing was paired; {reason} (`iphd-eval check --bag "
+                f"{reader.path}` compares the stamps)"
+            )
+        if unpaired > UNPAIRED_WARN_FRACTION * thermal:
+            LOG.warning("%s: %d of %d thermal frames found no depth frame within %s; %s",
+                        reader.path, unpaired, thermal, within, reason)
 
     def input_topics(self, reader: BagReader) -> dict[str, str]:
         """The bag's topics ``run_bag`` reads: {the bag's topic: the pipeline's name for it}.
