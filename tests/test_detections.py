@@ -49,6 +49,22 @@ def test_pairs_only_frames_with_the_same_stamp_in_either_arrival_order():
     assert s.depth_unpaired >= 2
 
 
+def test_registered_frames_that_never_find_their_depth_frame_are_a_run_with_the_distance():
+    # A relay that re-stamps the depth images (here 1 ms later) before the detector gets them:
+    # no registered frame finds its depth frame, and the stats say how near they came.
+    pairer = StampPairer[str, str]()
+    for i in range(60):  # 2 s of depth, registered thermal with every fourth frame
+        pairer.push_depth(i * 33 * MS + MS, f"d{i}")
+        if i % 4 == 0:
+            pairer.push_registered(i * 33 * MS, f"r{i}")
+    s = pairer.stats
+    assert s.pairs == 0 and s.no_depth_run == s.registered_dropped["no_depth"] >= 7
+    assert s.no_depth_nearest_ns == MS
+    pairer.push_depth(60 * 33 * MS + MS, "d60")
+    (pair,) = pairer.push_registered(60 * 33 * MS + MS, "r60")  # the right stamp pairs
+    assert pair.depth == "d60" and s.no_depth_run == 0
+
+
 def test_late_and_duplicate_frames_do_not_pair_twice():
     pairer = StampPairer[str, str]()
     pairer.push_depth(10, "a")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -275,6 +275,10 @@ class PairerStats:
             (``REGISTERED_DROP_REASONS``).
         resets: backward stamp jumps (a looping bag, a restarted driver) that cleared the
             buffers.
+        no_depth_run: registered frames given up (``no_depth``) since the last pair: a long
+            run means the depth frames are not the ones fusion registered into.
+        no_depth_nearest_ns: for the last of them, the distance to the nearest of the recent
+            depth stamps (None when there was none).
     """
 
     pairs: int = 0
@@ -285,6 +289,8 @@ class PairerStats:
         default_factory=lambda: dict.fromkeys(REGISTERED_DROP_REASONS, 0)
     )
     resets: int = 0
+    no_depth_run: int = 0
+    no_depth_nearest_ns: int | None = None
 
 
 class StampPairer(Generic[D, R]):
@@ -331,6 +337,9 @@ class StampPairer(Generic[D, R]):
         self.clock_jump_ns = clock_jump_ns
         self.stats = PairerStats()
         self._depth: OrderedDict[int, D] = OrderedDict()
+        # Stamps of the depth frames pushed lately, paired or not: how near a registered frame
+        # given up came to one (a frame is given up after max_wait_ns, its buffer may be gone).
+        self._recent_depth: deque[int] = deque(maxlen=2 * depth_buffer)
         self._registered: OrderedDict[int, R] = OrderedDict()
         self._newest_depth: int | None = None
         self._newest_registered: int | None = None
@@ -351,6 +360,7 @@ class StampPairer(Generic[D, R]):
         self.stats.depth_frames += 1
         self._check_jump(stamp_ns, self._newest_depth)
         self._newest_depth = max(stamp_ns, self._newest_depth or stamp_ns)
+        self._recent_depth.append(stamp_ns)
         if stamp_ns in self._registered:
             return [self._pair(stamp_ns, frame, self._registered.pop(stamp_ns))]
         if (self._last_pair is not None and stamp_ns <= self._last_pair) or (
@@ -365,7 +375,7 @@ class StampPairer(Generic[D, R]):
         # Registered frames whose depth frame is long overdue will not find it any more.
         for stamp in [s for s in self._registered if s + self.max_wait_ns < stamp_ns]:
             del self._registered[stamp]
-            self.stats.registered_dropped["no_depth"] += 1
+            self._no_depth(stamp)
         return []
 
     def push_registered(self, stamp_ns: int, frame: R) -> list[StampPair[D, R]]:
@@ -394,6 +404,7 @@ class StampPairer(Generic[D, R]):
         self.stats.resets += 1
         self._depth.clear()
         self._registered.clear()
+        self._recent_depth.clear()
         self._newest_depth = self._newest_registered = self._last_pair = None
 
     def _check_jump(self, stamp_ns: int, newest_ns: int | None) -> None:
@@ -407,9 +418,19 @@ class StampPairer(Generic[D, R]):
             self.stats.depth_unpaired += 1
         for stamp in [s for s in self._registered if s < stamp_ns]:
             del self._registered[stamp]
-            self.stats.registered_dropped["no_depth"] += 1
+            self._no_depth(stamp)
         self.stats.pairs += 1
+        self.stats.no_depth_run = 0
         return StampPair(stamp_ns, depth, registered)
+
+    def _no_depth(self, stamp_ns: int) -> None:
+        """Count a registered frame given up, and how near a depth stamp came to it."""
+        stats = self.stats
+        stats.registered_dropped["no_depth"] += 1
+        stats.no_depth_run += 1
+        stats.no_depth_nearest_ns = min(
+            (abs(s - stamp_ns) for s in self._recent_depth), default=None
+        )
 
 
 def _box_slices(

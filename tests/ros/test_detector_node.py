@@ -141,6 +141,36 @@ def test_registered_thermal_of_another_stamp_gives_nothing(graph, executor, spin
     assert node.stats()["pairs"] == 0
 
 
+def test_registered_thermal_that_never_finds_its_depth_frame_is_an_error_that_says_why(
+    graph, executor, spin_for, spin_until, spin_until_logged
+):
+    # The detector gets its depth images through a relay that re-stamps them (1 ms later):
+    # every registered frame waits for a depth frame that never comes. After about 1 s of
+    # them the diagnostics go to ERROR (and the log says it) with what to check.
+    node, feeder = graph()
+    for i in range(80):
+        stamp = T0 + i * PERIOD
+        feeder.depth.publish(array_to_image(_depth_mm(), "16UC1", stamp + 1_000_000, FRAME))
+        if i % 4 == 0:
+            feeder.registered.publish(array_to_image(_thermal_ck(), "16UC1", stamp, FRAME))
+        spin_for(executor, 0.005)
+    err = spin_until_logged(executor, "frames found the depth/image_raw frame with its stamp")
+    assert "the nearest depth stamp was 1.000 ms off" in err
+    assert feeder.detections == [] and node.stats()["registered_no_depth_run"] >= 9
+
+    def detector_status():
+        for d in reversed(feeder.diagnostics):
+            for s in d.status:
+                if "detector" in s.name:
+                    return s
+        return None
+
+    assert spin_until(executor, lambda: detector_status() is not None
+                      and detector_status().level == DiagnosticStatus.ERROR)
+    message = detector_status().message
+    assert message.startswith("none of the last ") and "remappings" in message
+
+
 def test_wrong_encoding_is_dropped_and_the_node_keeps_working(graph, executor, spin_until):
     node, feeder = graph()
     rgb = array_to_image(np.zeros((120, 212, 3), np.uint8), "rgb8", T0, FRAME)

@@ -52,6 +52,9 @@ from iphd.sensors.frames import CameraIntrinsics
 REGISTERED_ENCODINGS = ("16UC1", "mono16")
 #: Reasons a pair can be dropped between pairing and publishing.
 PAIR_DROP_REASONS = ("queue_full", "stale", "inference_error")
+# This many registered frames in a row given up without their depth frame (about 1 s of the
+# thermal rate) mean the depth frames here are not the ones fusion registered into.
+NO_DEPTH_ERROR_RUN = 9
 # A pair that waited this long for inference is dropped (``stale``): its detections would be
 # too old to track.
 STALE_PAIR_S = 1.0
@@ -334,6 +337,8 @@ class DetectorNode(Node):
             self.get_logger().warning(
                 "stamps jumped backwards (bag loop or driver restart): pairing buffers reset"
             )
+        if self.pairer.stats.no_depth_run >= NO_DEPTH_ERROR_RUN:
+            self.get_logger().error(self._no_depth_reason(), throttle_duration_sec=5.0)
         assert self.config is not None
         max_queue = self.config.max_queue
         now = time.monotonic()
@@ -501,6 +506,7 @@ class DetectorNode(Node):
             "pending_registered": self.pairer.pending_registered,
             "pending_registered_cap": self.pairer.registered_buffer,
             "depth_unpaired": s.depth_unpaired,
+            "registered_no_depth_run": s.no_depth_run,
             "depth_held_for_camera_info": len(self._early_depth),
             "depth_dropped_before_camera_info": self._early_depth.dropped,
             **{f"registered_dropped_{k}": v for k, v in s.registered_dropped.items() if v},
@@ -516,6 +522,19 @@ class DetectorNode(Node):
         values.update({f"errors_{k}": v for k, v in errors.items()})
         return values
 
+    def _no_depth_reason(self) -> str:
+        """Registered frames keep coming without their depth frame: why, and what to do."""
+        s = self.pairer.stats
+        nearest = ("" if s.no_depth_nearest_ns is None else
+                   f"; the nearest depth stamp was {s.no_depth_nearest_ns / 1e6:.3f} ms off")
+        return (
+            f"none of the last {s.no_depth_run} {topic_label(self, 'thermal/registered')} "
+            f"frames found the {topic_label(self, 'depth/image_raw')} frame with its stamp "
+            f"(fusion stamps each with the depth frame it registered into{nearest}): give the "
+            "detector the depth topic fusion gets, with its stamps unchanged (check both "
+            "nodes' remappings, and any relay or republisher between them)"
+        )
+
     def _status(self, values: dict[str, Any]) -> tuple[str, str]:
         if self.detector is None:
             return "ERROR", self._last_error
@@ -530,6 +549,8 @@ class DetectorNode(Node):
             )
         if self._depth_info is None:
             return "ERROR", f"no {topic_label(self, 'depth/camera_info')} received"
+        if values.get("registered_no_depth_run", 0) >= NO_DEPTH_ERROR_RUN:
+            return "ERROR", self._no_depth_reason()
         if self._errors:
             # Queue drops are not listed here: a model slower than the thermal rate skips
             # pairs by design (see pairs_dropped_queue_full).
