@@ -293,6 +293,36 @@ def test_without_any_depth_stream_detections_are_tracked_at_once(graph, executor
     assert node.stats()["frames_without_depth"] == 4
 
 
+def test_depth_that_never_carries_the_detections_stamps_is_a_warning_that_says_why(
+    graph, executor, spin_until, spin_for
+):
+    # The tracker's depth comes through a relay that re-stamps it (1 ms later): detections
+    # are tracked once given up on, without appearance, and the diagnostics say why.
+    node, feeder = graph()
+    for k in range(40):
+        stamp = T0 + k * PERIOD
+        box, xyz = _person(k)
+        feeder.depth.publish(_depth(stamp + 1_000_000, [box]))
+        feeder.detections.publish(_detections(stamp, [(box, xyz, 0.9)]))
+        spin_for(executor, 0.01)
+    assert spin_until(executor, lambda: node.stats()["frames_without_depth_run"] >= 9)
+    assert spin_until(executor, lambda: feeder.latest_status()[0] is not None
+                      and feeder.latest_status()[0].level == DiagnosticStatus.WARN)
+    message = feeder.latest_status()[0].message
+    assert message.startswith("the last ") and (
+        "detection arrays found no depth/image_raw frame with their stamp: tracking by "
+        "position only, without appearance") in message and "remappings" in message
+    assert feeder.tracks  # tracked all the same
+
+
+def test_no_depth_stream_at_all_is_a_warning_too(graph, executor, spin_until):
+    node, feeder = graph()
+    _walk(executor, spin_until, feeder, 10, depth=False)
+    assert spin_until(executor, lambda: feeder.latest_status()[0] is not None
+                      and "no depth/image_raw for over 1 s" in feeder.latest_status()[0].message)
+    assert feeder.latest_status()[0].level == DiagnosticStatus.WARN
+
+
 def test_a_backward_stamp_resets_the_tracks_and_tracking_continues(graph, executor, spin_until):
     node, feeder = graph()
     _walk(executor, spin_until, feeder, 4)

@@ -68,6 +68,9 @@ OPTICAL_UP_AXIS = "-y"
 # Detections come at the detector's pace, slower than the sensors' on a CPU: a longer silence
 # than the sensor streams' STREAM_TIMEOUT_S before depth or detections count as stopped.
 SILENCE_S = 1.0
+# This many detection arrays in a row tracked without their depth frame (about 1 s of the
+# thermal rate) is said on /diagnostics: the tracker is running without appearance.
+WITHOUT_DEPTH_WARN_RUN = 9
 #: What each TrackerConfig field means, for the parameter descriptions (units as in the names).
 TRACKER_PARAMETERS = {
     "up_axis": "axis pointing up in the tracking frame: -y for the camera optical frame (the "
@@ -241,6 +244,7 @@ class TrackerNode(Node):
         self._clock_jumps = 0
         self._queue_dropped = 0
         self._without_depth = 0
+        self._without_depth_run = 0
         self._queries = 0
         self._frame_warned = False
         self._depth_info: tuple[int, int, float, float] | None = None  # width, height, fx, fy
@@ -539,6 +543,8 @@ class TrackerNode(Node):
         embeddings: list[np.ndarray | None] = [None] * len(frame.inputs)
         if self.reid is None:
             return embeddings
+        with self._lock:
+            self._without_depth_run = 0 if depth is not None else self._without_depth_run + 1
         if depth is None:
             with self._lock:
                 self._without_depth += 1
@@ -734,6 +740,7 @@ class TrackerNode(Node):
                 "queue_length": queue_length,
                 "queue_length_cap": self._max_queue,
                 "frames_without_depth": self._without_depth,
+                "frames_without_depth_run": self._without_depth_run,
             }
         with self._pair_lock:
             values["frames_waiting_for_depth"] = self.pairing.waiting
@@ -763,6 +770,18 @@ class TrackerNode(Node):
             return "WARN", (
                 "appearance disabled (no depth re-ID embedder; see 'reid_checkpoint'): "
                 "tracking by position only"
+            )
+        run = values.get("frames_without_depth_run", 0)
+        if run >= WITHOUT_DEPTH_WARN_RUN:
+            depth = topic_label(self, "depth/image_raw")
+            if self._depth_silent():
+                return "WARN", (f"no {depth} for over {SILENCE_S:g} s: tracking by position "
+                                "only, without appearance")
+            return "WARN", (
+                f"the last {run} detection arrays found no {depth} frame with their stamp: "
+                "tracking by position only, without appearance; give the tracker the depth "
+                "topic the detector gets, with its stamps unchanged (check both nodes' "
+                "remappings, and any relay or republisher between them)"
             )
         if self._errors:
             return "WARN", f"input errors: {self._last_error}"
