@@ -38,6 +38,7 @@ def test_rviz_config_is_an_rviz2_file_with_the_expected_displays():
     shown = _display_topics(config)
     assert ("rviz_default_plugins/Image", "depth/image_raw") in shown
     assert ("rviz_default_plugins/Image", "debug/image") in shown
+    assert ("rviz_default_plugins/Image", "debug/tracks_image") in shown
     assert ("rviz_default_plugins/MarkerArray", "markers") in shown
     assert "rviz_default_plugins/TF" in {d["Class"] for d in _displays(config)}
     assert all(d["Class"].startswith("rviz_default_plugins/") for d in _displays(config))

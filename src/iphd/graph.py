@@ -50,7 +50,7 @@ CAMERA_INFO_OF_IMAGE: Mapping[str, str] = {
 _TOPIC_NAME = re.compile(r"^(/|~/)?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
 FUSION_TOPICS = ("thermal/registered", "/tf_static")
 DETECTOR_TOPICS = ("detections", "debug/image")
-TRACKER_TOPICS = ("tracks", "markers", "query/result")
+TRACKER_TOPICS = ("tracks", "markers", "query/result", "debug/tracks_image")
 # Topics each kind of node subscribes (relative names).
 FUSION_INPUTS = SENSOR_TOPICS
 DETECTOR_INPUTS = ("depth/image_raw", "depth/camera_info", "thermal/registered")

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from iphd.tracking.tracker import TrackState
 
 
 def colorize_depth(depth_mm: np.ndarray, max_m: float = 8.0) -> np.ndarray:
@@ -49,3 +55,52 @@ def fusion_panel(
         )
         tiles.append(tile)
     return np.hstack(tiles)
+
+
+def track_colour(track_id: int) -> tuple[int, int, int]:
+    """A bright BGR colour of its own for each track id (hues a golden angle apart)."""
+    hue = int((track_id * 0.618033988749895 % 1.0) * 180)
+    pixel = np.array([[[hue, 220, 255]]], dtype=np.uint8)
+    b, g, r = cv2.cvtColor(pixel, cv2.COLOR_HSV2BGR)[0, 0]
+    return int(b), int(g), int(r)
+
+
+def render_tracks_image(
+    depth_mm: np.ndarray | None,
+    tracks: Sequence[TrackState],
+    size: tuple[int, int],
+    max_depth_m: float = 8.0,
+) -> np.ndarray:
+    """Picture of a frame's tracks: each box in its id's colour, labelled, over grey depth.
+
+    Args:
+        depth_mm: (H, W) uint16 depth in millimetres of the tracks' stamp (0 = invalid), or
+            None (a black picture: the tracker had no depth frame at that stamp).
+        tracks: the tracker's tracks; their ``box_xyxy`` is in depth pixels (None while lost:
+            not drawn). Confirmed tracks are drawn bold with ``id N``, tentative
+            ones thin with ``id N?``.
+        size: (width, height) of the picture, the detections' image size.
+        max_depth_m: depth shown white; nearer is darker.
+
+    Returns:
+        (height, width, 3) uint8 BGR image.
+    """
+    width, height = size
+    if depth_mm is not None and depth_mm.shape == (height, width):
+        grey = np.clip(depth_mm.astype(np.float32) / (max_depth_m * 1000.0), 0.0, 1.0)
+        image = cv2.cvtColor((grey * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    else:
+        image = np.zeros((height, width, 3), np.uint8)
+    scale = max(0.35, min(width, height) / 600.0)
+    for track in tracks:
+        if track.box_xyxy is None:
+            continue
+        confirmed = track.state == "confirmed"
+        colour = track_colour(track.track_id)
+        x1, y1, x2, y2 = (int(round(float(v))) for v in track.box_xyxy)
+        cv2.rectangle(image, (x1, y1), (max(x2 - 1, x1), max(y2 - 1, y1)), colour,
+                      2 if confirmed else 1)
+        cv2.putText(image, f"id {track.track_id}" + ("" if confirmed else "?"),
+                    (x1 + 2, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, scale, colour,
+                    2 if confirmed else 1, cv2.LINE_AA)
+    return image

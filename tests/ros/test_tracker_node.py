@@ -186,6 +186,30 @@ def test_a_walking_person_gets_one_confirmed_track_with_a_stable_id_and_velocity
     assert node.tracker.tracks[0].embedding is not None
 
 
+def test_the_tracks_image_draws_the_confirmed_track_in_its_ids_colour_over_its_depth(
+    graph, executor, spin_until
+):
+    from iphd.viz import track_colour
+
+    node, feeder = graph()
+    images = []
+    _walk(executor, spin_until, feeder, 4)
+    assert node._image_pub.get_subscription_count() == 0  # nothing drawn without a subscriber
+    feeder.create_subscription(Image, "debug/tracks_image", images.append, 10)
+    assert spin_until(executor, lambda: node._image_pub.get_subscription_count() == 1)
+    _walk(executor, spin_until, feeder, 2, start=4)
+    assert spin_until(executor, lambda: len(images) == 2)
+    msg = images[-1]
+    assert stamp_to_ns(msg.header.stamp) == T0 + 5 * PERIOD and msg.header.frame_id == FRAME
+    assert (msg.encoding, msg.width, msg.height) == ("bgr8", WIDTH, HEIGHT)
+    picture = np.frombuffer(bytes(msg.data), np.uint8).reshape(HEIGHT, WIDTH, 3)
+    (track,) = feeder.tracks[-1].tracks
+    x1, y1 = int(round(track.x1)), int(round(track.y1))
+    assert tuple(picture[(y1 + int(round(track.y2))) // 2, x1]) == track_colour(track.id)
+    # Away from the box: the depth frame in grey (6 m of the picture's 8 m).
+    assert tuple(picture[2, 2]) == (191, 191, 191)
+
+
 def test_markers_clear_then_draw_an_upright_cylinder_an_id_and_a_velocity_arrow(
     graph, executor, spin_until
 ):

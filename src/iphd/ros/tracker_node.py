@@ -30,7 +30,12 @@ from iphd.ros.common import (
     spin_node,
     topic_label,
 )
-from iphd.ros.conversions import camera_info_to_intrinsics, image_to_array, stamp_to_ns
+from iphd.ros.conversions import (
+    array_to_image,
+    camera_info_to_intrinsics,
+    image_to_array,
+    stamp_to_ns,
+)
 from iphd.ros.frames import FrameLookup, tf_lookup
 from iphd.ros.fusion_node import DEPTH_ENCODINGS
 from iphd.ros.tracking_msgs import (
@@ -61,6 +66,7 @@ from iphd.tracking.tracker import (
     TrackInput,
     TrackState,
 )
+from iphd.viz import render_tracks_image
 
 QUERY_ENCODINGS = ("rgb8", "bgr8")
 # Up in the detections' frame, the depth camera's optical frame (x right, y down).
@@ -151,7 +157,8 @@ class TrackerNode(Node):
     stream is silent, the detections are tracked without appearance. Embedding and tracking run
     in a worker thread so the executor keeps pairing. An RGB person crop on ``query/image`` is
     embedded with the RGB re-ID model and matched against the tracks; the answer goes to
-    ``query/result``.
+    ``query/result``. While someone subscribes, ``debug/tracks_image`` (bgr8, the detections'
+    stamp and frame) draws each track's box in its id's colour over the depth frame.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -296,6 +303,7 @@ class TrackerNode(Node):
 
         self._tracks_pub = self.create_publisher(PersonTrackArray, "tracks", qos.RESULT_PUB)
         self._markers_pub = self.create_publisher(MarkerArray, "markers", qos.RESULT_PUB)
+        self._image_pub = self.create_publisher(Image, "debug/tracks_image", qos.RESULT_PUB)
         self._query_pub = self.create_publisher(TrackQueryResult, "query/result", qos.RESULT_PUB)
         # vision_msgs for other tools (people layers, Foxglove), when installed.
         self._vision = load_vision_msgs() if publish_vision else None
@@ -626,7 +634,7 @@ class TrackerNode(Node):
                     self._clock_jumps += 1
                 tracks = self.tracker.update(frame.stamp_ns, inputs)
         tracked = time.monotonic()
-        shown = self._publish(tracks, frame)
+        shown = self._publish(tracks, frame, item.depth)
         with self._lock:
             self._tracks_published += shown
             self._stage_ms["tracking"].append((tracked - start) * 1e3)
@@ -637,7 +645,9 @@ class TrackerNode(Node):
             self._published += 1
             self._tracks_rate.tick()
 
-    def _publish(self, tracks: list[TrackState], frame: DetectionFrame) -> int:
+    def _publish(
+        self, tracks: list[TrackState], frame: DetectionFrame, depth: _Depth | None
+    ) -> int:
         """Publish the tracks and their markers; return how many tracks were published."""
         frame_id = self._frame_id = self._output_frame(frame.frame_id)
         shown = [t for t in tracks if self._publish_tentative or t.state != TENTATIVE]
@@ -652,7 +662,22 @@ class TrackerNode(Node):
             vision_pub.publish(
                 tracks_to_vision(vision, shown, frame.stamp_ns, frame_id, self.config.up_axis)
             )
+        if self._image_pub.get_subscription_count():
+            self._publish_image(shown, frame, depth)
         return len(shown)
+
+    def _publish_image(
+        self, tracks: list[TrackState], frame: DetectionFrame, depth: _Depth | None
+    ) -> None:
+        """``debug/tracks_image``: the tracks over the depth frame, in the detections' pixels."""
+        depth_mm = None if depth is None else depth.depth_mm
+        size = (frame.width, frame.height)
+        if min(size) <= 0 and depth_mm is not None:  # a detector that gives no image size
+            size = (depth_mm.shape[1], depth_mm.shape[0])
+        if min(size) <= 0:
+            return
+        picture = render_tracks_image(depth_mm, tracks, size)
+        self._image_pub.publish(array_to_image(picture, "bgr8", frame.stamp_ns, frame.frame_id))
 
     def _output_frame(self, detections_frame: str) -> str:
         wanted = self._tracking_frame
