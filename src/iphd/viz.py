@@ -100,7 +100,16 @@ def render_tracks_image(
         x1, y1, x2, y2 = (int(round(float(v))) for v in track.box_xyxy)
         cv2.rectangle(image, (x1, y1), (max(x2 - 1, x1), max(y2 - 1, y1)), colour,
                       2 if confirmed else 1)
-        cv2.putText(image, f"id {track.track_id}" + ("" if confirmed else "?"),
-                    (x1 + 2, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, scale, colour,
-                    2 if confirmed else 1, cv2.LINE_AA)
+        put_label(image, f"id {track.track_id}" + ("" if confirmed else "?"),
+                  (x1 + 2, max(y1 - 4, 10)), colour, scale, 2 if confirmed else 1)
     return image
+
+
+def put_label(
+    image: np.ndarray, text: str, origin: tuple[int, int], colour: tuple[int, int, int],
+    scale: float, thickness: int = 1,
+) -> None:
+    """Write ``text`` in ``colour`` with a black outline, readable on light and dark pixels."""
+    for ink, width in (((0, 0, 0), thickness + 2), (colour, thickness)):
+        cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, ink, width,
+                    cv2.LINE_AA)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,11 +47,13 @@ from iphd.eval.mot import (
 )
 from iphd.eval.pipeline import (
     STAGES,
+    FusedImages,
     OfflineConfig,
     calibration_source,
     find_topic,
     pipeline_for_bag,
 )
+from iphd.eval.video import TrackVideo, review_frame
 from iphd.sim.labels import LabelConfig, label_people
 from iphd.tracking.tracker import CONFIRMED, LOST, TENTATIVE
 
@@ -215,11 +218,14 @@ def evaluate_offline(
     labels: LabelConfig = DEFAULT_LABELS,
     progress: bool = False,
     start_s: float | None = None,
+    video: Path | str | None = None,
 ) -> tuple[BagEvalResult, dict[str, Any]]:
     """Run the offline pipeline over ``bag`` and score it against the bag's ground truth.
 
     ``start_s`` and ``limit_s`` restrict the run to ``[start_s, start_s + limit_s)`` seconds
-    after the bag's first message (the tracker starts afresh there).
+    after the bag's first message (the tracker starts afresh there). With ``video``, an MP4
+    of the tracks and the labelled people over each pair's depth is written there
+    (``iphd.eval.video``).
 
     Returns:
         The result and what was run (models, calibration) for the report.
@@ -236,9 +242,14 @@ def evaluate_offline(
         outputs = []
         masks: dict[int, np.ndarray] = {}
         latency: dict[str, list[float]] = {s: [] for s in STAGES}
+        fused = FusedImages()
+        movie = TrackVideo(video) if video is not None else None
+        if movie is not None:
+            pipeline.on_fused = fused.keep
         with (
             tqdm(unit="pair", desc="evaluating", disable=not progress, file=sys.stderr) as bar,
             logging_redirect_tqdm(),  # a warning gets a line of its own, not the bar's
+            closing(movie) if movie is not None else nullcontext(),
         ):
             for pair in pipeline.run_bag(reader, stop_ns, start_ns):
                 rows = np.asarray(
@@ -252,6 +263,13 @@ def evaluate_offline(
                 masks[pair.stamp_ns] = np.asarray(pair.published, dtype=bool)
                 for stage, ms in pair.latency_ms.items():
                     latency[stage].append(ms)
+                if movie is not None:
+                    images = fused.take(pair.stamp_ns)
+                    width, height = pair.image_size
+                    people = label_people(truth.get(pair.stamp_ns, []), height, labels)
+                    movie.add(review_frame(None if images is None else images[0], pair.tracks,
+                                           people, (width, height),
+                                           (pair.stamp_ns - reader.start_ns) / 1e9))
                 bar.update(1)
     ap, mot, hota, frames, without_truth, breakdown = _score(
         outputs, truth, labels, published_min_score=config.score_threshold,
@@ -296,6 +314,8 @@ def evaluate_offline(
         "calibration": calibration,
         "tracker_config": vars(config.tracker).copy(),
     }
+    if movie is not None:
+        run["video"] = f"{movie.path} ({movie.frames} frames)"
     if reader.cut_off:
         run["bag_cut_off"] = "; ".join(f"{name} was {cut.describe()}"
                                        for name, cut in reader.cut_off)

@@ -7,6 +7,7 @@
     iphd-eval bag --bag graph_recording --out out/eval/live --recorded   # score a live recording
     iphd-eval bag --bag bags/seed* --out out/eval/bags          # several: a report each + summary
     iphd-eval bag --bag my_bag_gt --set lost_timeout_s=4 --score-threshold 0.4  # other settings
+    iphd-eval bag --bag my_bag_gt --out out/eval/mine --video   # + tracks.mp4: ids over depth
     iphd-eval check --bag my_bag                                # will it run? what to change
     iphd-eval export-mot --bag my_bag --out my_bag_mot          # frames to annotate (MOT format)
     iphd-eval import-mot --bag my_bag --mot my_bag_mot --out my_bag_gt  # annotations -> truth
@@ -147,6 +148,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     b.add_argument("--recorded", action="store_true",
                    help="score the detections/tracks a live graph recorded in the bag instead "
                    "of running the models")
+    b.add_argument("--video", action="store_true",
+                   help="also write tracks.mp4 beside the report: the confirmed tracks in "
+                   "their ids' colours and the labelled people in white over each pair's "
+                   "depth (offline only)")
     b.set_defaults(handler=_run_bag)
 
     e = sub.add_parser("export-mot", parents=[common],
@@ -432,6 +437,9 @@ def _offline_tracker(args: argparse.Namespace) -> TrackerConfig:
                          "as the live tracker made them")
     if not 0.0 <= args.score_threshold <= 1.0:
         raise ConfigError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
+    if args.recorded and args.video:
+        raise ValueError("--video draws the offline run's tracks over its depth frames; a "
+                         "recording's tracks are scored without them")
     if args.recorded and args.tracking_frame:
         raise ValueError("--tracking-frame is for the offline evaluation; a recording's tracks "
                          "are scored as the live tracker made them")
@@ -452,6 +460,7 @@ def _evaluate_bag(
     import json
 
     from iphd.eval.bag_eval import evaluate_offline, evaluate_recorded, write_bag_report
+    from iphd.eval.video import VIDEO_NAME
 
     meta: dict[str, Any] = {"bag": str(bag), "start_s": args.start_s, "limit_s": args.limit_s}
     if args.recorded:
@@ -484,7 +493,8 @@ def _evaluate_bag(
             meta["tracking_frame"] = args.tracking_frame
             meta["up_axis"] = tracker.up_axis
         result, run = evaluate_offline(bag, config, limit_s=args.limit_s, start_s=args.start_s,
-                                       progress=not args.quiet)
+                                       progress=not args.quiet,
+                                       video=out / VIDEO_NAME if args.video else None)
     files = write_bag_report(result, out, {**meta, "mode": result.mode, **run})
     ap = result.ap.get("ap", {})
     aps = ", ".join(f"AP@{t:.2f} {ap[t]:.4f}" for t in ap) or "AP n/a"
@@ -511,6 +521,7 @@ def _evaluate_bag(
         f"{untracked}"
         f"wrote {files.report_md}, {files.metrics_json.name}, {files.pr_png.name}, "
         f"{files.timeline_png.name} and {files.latency_png.name}"
+        + (f", and {VIDEO_NAME}" if "video" in run else "")
     )
     return metrics, line
 

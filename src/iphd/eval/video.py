@@ -1,0 +1,103 @@
+"""A video of a bag's tracks over its depth frames, to see where identities hold and switch.
+
+``iphd-eval bag --video`` writes one per bag: each pair's confirmed tracks in their ids'
+colours (``iphd.viz.render_tracks_image``), the labelled people of the ground truth in white
+with their own ids, and the time into the bag, at about the thermal camera's rate. The
+report's IDF1 says how often identities are wrong; the video shows where.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from iphd.data.truth import PersonTruth
+from iphd.errors import DatasetError
+from iphd.tracking.tracker import TENTATIVE, TrackState
+from iphd.viz import put_label, render_tracks_image
+
+VIDEO_NAME = "tracks.mp4"
+#: Frames a second: the Lepton's 8.7 Hz, so a bag plays at about its own speed.
+VIDEO_FPS = 8.7
+TRUTH_COLOUR = (255, 255, 255)
+
+
+def review_frame(
+    depth_mm: np.ndarray | None,
+    tracks: Sequence[TrackState],
+    people: Sequence[PersonTruth],
+    size: tuple[int, int],
+    time_s: float,
+) -> np.ndarray:
+    """One picture of the video: tracks (as the tracker node publishes them), people, time.
+
+    Args:
+        depth_mm: the pair's depth in millimetres, or None (black).
+        tracks: the tracker's tracks after the pair; tentative ones are left out, as the node
+            leaves them out of ``tracks`` by default.
+        people: the labelled people of the pair (``iphd.sim.labels.label_people``).
+        size: (width, height) of the depth image.
+        time_s: seconds into the bag.
+
+    Returns:
+        (height, width, 3) uint8 BGR image.
+    """
+    shown = [t for t in tracks if t.state != TENTATIVE]
+    image = render_tracks_image(depth_mm, shown, size)
+    scale = max(0.35, min(size) / 600.0)
+    for person in people:
+        x1, y1, x2, y2 = (int(round(float(v))) for v in person.box_xyxy)
+        corner = (max(x2 - 1, x1), max(y2 - 1, y1))
+        cv2.rectangle(image, (x1, y1), corner, (0, 0, 0), 3)  # seen on white walls too
+        cv2.rectangle(image, (x1, y1), corner, TRUTH_COLOUR, 1)
+        put_label(image, f"person {person.pid}", (x1 + 3, max(y2 - 5, 10)), TRUTH_COLOUR, scale)
+    put_label(image, f"{time_s:.2f} s", (4, 6 + int(28 * scale)), (0, 255, 255), scale)
+    return image
+
+
+class TrackVideo:
+    """Writes ``review_frame`` pictures to an MP4 file (OpenCV's ``mp4v``).
+
+    The file is opened with the first frame (its size is the first depth image's); frames of
+    another size are scaled to it.
+
+    Raises (``add``, ``close``):
+        DatasetError: the file cannot be written.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.frames = 0
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None
+
+    def add(self, picture: np.ndarray) -> None:
+        """Append one BGR picture."""
+        height, width = picture.shape[:2]
+        if self._writer is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatasetError(f"could not write the video {self.path}: {exc}") from exc
+            writer = cv2.VideoWriter(
+                str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), VIDEO_FPS, (width, height)
+            )
+            if not writer.isOpened():
+                raise DatasetError(
+                    f"could not write the video {self.path}: OpenCV's MP4 writer did not open "
+                    "it (is the folder writable? leave out --video to skip it)"
+                )
+            self._writer, self._size = writer, (width, height)
+        if (width, height) != self._size:
+            picture = cv2.resize(picture, self._size, interpolation=cv2.INTER_NEAREST)
+        self._writer.write(np.ascontiguousarray(picture))
+        self.frames += 1
+
+    def close(self) -> None:
+        """Finish the file (idempotent); a video without frames is not written."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None

@@ -1,0 +1,64 @@
+"""``iphd-eval bag --video``: the tracks and the labelled people over each pair's depth."""
+
+import cv2
+import numpy as np
+import pytest
+
+from iphd.data.truth import PersonTruth
+from iphd.errors import DatasetError
+from iphd.eval.cli import main
+from iphd.eval.video import TRUTH_COLOUR, VIDEO_NAME, TrackVideo, review_frame
+from iphd.tracking.tracker import TrackState
+from iphd.viz import track_colour
+
+
+def _track(track_id, state, box):
+    return TrackState(track_id, state, 0.9, np.zeros(3), np.zeros(3), np.asarray(box, float),
+                      1.0, 0.0, None)
+
+
+def test_a_frame_shows_published_tracks_and_the_labelled_people():
+    depth = np.full((120, 160), 2000, np.uint16)
+    tracks = [_track(2, "confirmed", (10, 20, 60, 110)),
+              _track(9, "tentative", (100, 20, 150, 110))]
+    people = [PersonTruth(5, (20.0, 30.0, 50.0, 100.0), 1.0, (0.0, 0.0, 2.0))]
+    image = review_frame(depth, tracks, people, (160, 120), 3.5)
+    assert image.shape == (120, 160, 3)
+    assert tuple(image[60, 10]) == track_colour(2)  # the confirmed track's edge
+    assert tuple(image[60, 20]) == TRUTH_COLOUR  # the person's, inside it
+    assert tuple(image[60, 19]) == tuple(image[60, 21]) == (0, 0, 0)  # outlined
+    # Tentative tracks are left out, as the tracker node leaves them out of `tracks`.
+    assert not np.all(image == track_colour(9), axis=-1).any()
+
+
+def test_the_video_has_a_frame_per_picture_and_a_bad_path_is_a_clear_error(tmp_path):
+    video = TrackVideo(tmp_path / "out" / "v.mp4")
+    for i in range(5):
+        video.add(np.full((48, 64, 3), 40 * i, np.uint8))
+    video.add(np.zeros((24, 32, 3), np.uint8))  # another size: scaled to the first
+    video.close()
+    video.close()
+    capture = cv2.VideoCapture(str(tmp_path / "out" / "v.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == video.frames == 6
+    ok, frame = capture.read()
+    assert ok and frame.shape == (48, 64, 3)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DatasetError, match="could not write the video"):
+        TrackVideo(tmp_path / "file" / "v.mp4").add(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_the_cli_writes_the_video_beside_the_report(sim_bag, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["bag", "--bag", str(sim_bag), "--out", str(out), "--quiet", "--video",
+                 "--reid-checkpoint", "none"]) == 0
+    printed = capsys.readouterr().out
+    assert f"and {VIDEO_NAME}" in printed
+    capture = cv2.VideoCapture(str(out / VIDEO_NAME))
+    pairs = int(printed.split(" pairs,")[0].rsplit("(", 1)[1])
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == pairs > 20
+    assert capture.get(cv2.CAP_PROP_FRAME_WIDTH) == 848
+    assert "tracks.mp4 (" in (out / "report.md").read_text()
+    # A recording's tracks have no depth frames drawn here.
+    assert main(["bag", "--bag", str(sim_bag), "--out", str(tmp_path / "r"), "--recorded",
+                 "--video"]) == 2
+    assert "--video draws the offline run's tracks" in capsys.readouterr().err
