@@ -174,6 +174,15 @@ def test_cli_writes_report_with_metrics(sim_bag, tmp_path, capsys):
     assert position["with_position"] + position["no_position"] == breakdown["matched"]
     assert 0.0 <= position["median_m"] <= position["p90_m"]
     assert "## Where the errors come from" in report
+    # Each labelled person's ids over time, in seconds from the bag's start.
+    identities = metrics["identities"]
+    assert identities["from"] == "the bag's start" and len(identities["people"]) == 2
+    for segments in identities["people"].values():
+        assert all(0.0 <= a <= b <= 4.0 for a, b, _ in segments)
+    matched = sum(n for covered in identities["tracks"].values() for n in covered.values())
+    # Every match once: as many as motmetrics made (which keeps last frame's where it can).
+    assert matched == pytest.approx(mot["num_objects"] - mot["num_misses"], rel=0.05)
+    assert "## Identities" in report and "| person | ids over time | ids |" in report
 
 
 def _copy_bag(src, dst, stop_ns, edit):

@@ -13,6 +13,7 @@ from iphd.eval.mot import (
     evaluate_hota,
     evaluate_mot,
     hota_metric,
+    identity_flow,
     mot_frame,
     with_true_identities,
 )
@@ -152,3 +153,22 @@ def test_hota_without_people_or_tracks_is_undefined_and_without_trackeval_none(m
     monkeypatch.setitem(__import__("sys").modules, "trackeval.metrics", None)
     assert hota_metric() is None
     assert evaluate_hota([_frame(0, [(1, A)], [(5, A)])]) is None
+
+
+def test_identity_flow_follows_each_person_through_the_ids_that_covered_them():
+    s = 100_000_000  # 10 frames a second, from t0
+    t0 = 5_000_000_000
+    frames = [_frame(t0 + i * s, [(1, A), (2, B)], [(7, A), (8, B)]) for i in range(5)]
+    # Person 1 unmatched for 0.3 s (a box off them): still one stretch of id 7.
+    frames += [_frame(t0 + i * s, [(1, A), (2, B)], [(7, FAR), (8, B)]) for i in range(5, 8)]
+    frames += [_frame(t0 + i * s, [(1, A), (2, B)], [(7, A), (8, B)]) for i in range(8, 10)]
+    # Then person 2 leaves for 1 s and comes back under id 7, while person 1 gets id 9.
+    frames += [_frame(t0 + i * s, [(1, A)], [(9, A)]) for i in range(10, 20)]
+    frames += [_frame(t0 + i * s, [(1, A), (2, B)], [(9, A), (7, B)]) for i in range(20, 23)]
+    flow = identity_flow(frames, start_ns=t0 - 2_000_000_000)
+    assert flow.people[1] == [(2.0, 2.9, 7), (3.0, 4.2, 9)]
+    assert flow.people[2] == [(2.0, 2.9, 8), (4.0, 4.2, 7)]
+    assert flow.tracks == {7: {1: 7, 2: 3}, 8: {2: 10}, 9: {1: 13}}
+    # One to one: a box on two overlapping people goes to one of them.
+    both = identity_flow([_frame(0, [(1, A), (2, A)], [(3, A)])], 0)
+    assert sum(len(v) for v in both.people.values()) == 1

@@ -104,16 +104,64 @@ def with_true_identities(frame: MotFrame, min_iou: float = MIN_IOU) -> MotFrame:
     ``min_iou`` or more (Hungarian on IoU, as the metrics match); the others keep their track
     id, moved below every person id (``-1 - id``) so it cannot collide with one.
     """
+    ids = -1 - frame.hyp_ids.astype(np.int64)
+    for r, c in _matches(frame, min_iou):
+        ids[c] = frame.gt_ids[r]
+    return MotFrame(frame.stamp_ns, frame.gt_ids, frame.gt_boxes, ids, frame.hyp_boxes)
+
+
+def _matches(frame: MotFrame, min_iou: float) -> list[tuple[int, int]]:
+    """(person row, hypothesis column) pairs, one to one (Hungarian on IoU), IoU >= min_iou."""
     from scipy.optimize import linear_sum_assignment
 
-    ids = -1 - frame.hyp_ids.astype(np.int64)
-    if frame.gt_ids.size and frame.hyp_ids.size:
-        iou = iou_matrix(frame.gt_boxes, frame.hyp_boxes)
-        rows, cols = linear_sum_assignment(-iou)
-        for r, c in zip(rows, cols, strict=True):
-            if iou[r, c] >= min_iou:
-                ids[c] = frame.gt_ids[r]
-    return MotFrame(frame.stamp_ns, frame.gt_ids, frame.gt_boxes, ids, frame.hyp_boxes)
+    if not (frame.gt_ids.size and frame.hyp_ids.size):
+        return []
+    iou = iou_matrix(frame.gt_boxes, frame.hyp_boxes)
+    rows, cols = linear_sum_assignment(-iou)
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= min_iou]
+
+
+#: Unmatched frames up to this long inside one id's cover of a person do not split it, s.
+FLOW_GAP_S = 0.5
+
+
+@dataclass(frozen=True)
+class IdentityFlow:
+    """Which confirmed tracks covered each labelled person, and when.
+
+    Attributes:
+        people: person id -> ``(start_s, end_s, track_id)`` segments in time order, seconds
+            from the ``start_ns`` given: the frames where that track matched the person (as
+            ``with_true_identities`` matches), joined across gaps up to ``FLOW_GAP_S``.
+        tracks: track id -> {person id: frames matched}. An id with more than one person
+            moved from one to another, or took a returning person's identity.
+    """
+
+    people: dict[int, list[tuple[float, float, int]]]
+    tracks: dict[int, dict[int, int]]
+
+
+def identity_flow(
+    frames: Sequence[MotFrame], start_ns: int, min_iou: float = MIN_IOU
+) -> IdentityFlow:
+    """Follow each labelled person's identity through ``frames`` (in time order)."""
+    people: dict[int, list[list[float]]] = {}
+    tracks: dict[int, dict[int, int]] = {}
+    for frame in frames:
+        t = (frame.stamp_ns - start_ns) / 1e9
+        for r, c in _matches(frame, min_iou):
+            pid, tid = int(frame.gt_ids[r]), int(frame.hyp_ids[c])
+            covered = tracks.setdefault(tid, {})
+            covered[pid] = covered.get(pid, 0) + 1
+            segments = people.setdefault(pid, [])
+            if segments and segments[-1][2] == tid and t - segments[-1][1] <= FLOW_GAP_S:
+                segments[-1][1] = t
+            else:
+                segments.append([t, t, tid])
+    return IdentityFlow(
+        {pid: [(a, b, int(tid)) for a, b, tid in segs] for pid, segs in sorted(people.items())},
+        {tid: dict(sorted(covered.items())) for tid, covered in sorted(tracks.items())},
+    )
 
 
 def _nan_to_none(value: float) -> float | None:
