@@ -656,7 +656,8 @@ def identities_markdown(identities: Mapping[str, Any] | None) -> list[str]:
         "## Identities", "",
         "Which confirmed tracks covered each labelled person (matched one to one per frame at "
         f"IoU >= 0.5), in seconds from {identities['from']}; gaps up to 0.5 s do not split a "
-        "stretch. A person kept by one id has one entry; `--video` shows each moment.", "",
+        "stretch. A person kept by one id has one entry; an offline run with `iphd-eval bag "
+        "--video` draws each moment over the depth.", "",
         "| person | ids over time | ids |", "|---|---|---|",
     ]
     for pid, segments in identities["people"].items():
