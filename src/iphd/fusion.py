@@ -23,6 +23,26 @@ DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
 CENTI_KELVIN_MEDIAN = (20_000, 40_000)
 
 
+#: Beyond this median of its valid pixels a depth image is not millimetres: a D435 measures
+#: about 0.3-10 m, and 0.1 mm depth units (or 32FC1 in millimetres) read 10x (1000x) too far.
+DEPTH_MEDIAN_MAX_M = 15.0
+
+
+def depth_units_problem(median_m: float) -> str | None:
+    """What is wrong with depth whose valid pixels have this median, in metres as read.
+
+    None when it is within a D435's reach. The text follows the name of the frame or topic
+    and a colon.
+    """
+    if median_m <= DEPTH_MEDIAN_MAX_M:
+        return None
+    return (
+        f"median {median_m:.1f} m is beyond a D435's range (about 0.3-10 m), so the values are "
+        "probably not millimetres (0.1 mm depth units read 10 times too far; 32FC1 must be "
+        "metres): set the depth driver's units to 1 mm (realsense2_camera's Z16 default)"
+    )
+
+
 def centi_kelvin_problem(median: float) -> str | None:
     """What is wrong with thermal whose non-zero pixels have this median; None if nothing.
 

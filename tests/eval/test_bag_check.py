@@ -14,11 +14,12 @@ from iphd.sensors.frames import CameraIntrinsics
 T0 = 1_700_000_000_000_000_000
 
 
-def _bag(path, *, thermal_ck=29500, thermal_shift_ns=3_000_000, t0=T0, compression="zstd"):
+def _bag(path, *, thermal_ck=29500, thermal_shift_ns=3_000_000, t0=T0, compression="zstd",
+         depth_value=3000):
     """1 s like the rig records: 128x96 depth at 30 Hz, thermal at a quarter of that."""
     calibration = load_calibration()
     fx = 0.5 * 128 / np.tan(np.deg2rad(87.0 / 2))
-    depth = np.full((96, 128), 3000, np.uint16)
+    depth = np.full((96, 128), depth_value, np.uint16)
     depth[:10] = 0
     intrinsics = CameraIntrinsics(128, 96, fx, fx, 63.5, 47.5)
     with RigBagWriter(path, calibration, intrinsics, compression=compression) as writer:
@@ -129,6 +130,10 @@ def test_each_problem_is_named_with_what_to_do(tmp_path):
     # A Lepton driver at 0.1 K resolution.
     deci = check_bag(_bag(tmp_path / "deci", thermal_ck=2950))
     assert any("median 2950 does not read as centi-kelvin" in p for p in deci.problems)
+    # A depth driver at 0.1 mm units: a room 3 m away reads 30 m.
+    units = check_bag(_bag(tmp_path / "units", depth_value=30000))
+    assert any("median 30.0 m is beyond a D435's range" in p and "1 mm" in p
+               for p in units.problems)
     # Thermal stamped on another clock: no depth frame near any of them.
     clocks = check_bag(_bag(tmp_path / "clocks", thermal_shift_ns=1_000_000_000_000))
     assert clocks.paired == 0.0

@@ -275,6 +275,26 @@ def test_thermal_stamped_on_another_clock_is_an_error_that_says_how_far_apart(
         "more than 1 % of thermal frames found no depth partner (12 none within the skew; ")
 
 
+def test_depth_that_does_not_read_as_millimetres_is_a_warning_and_still_registered(
+    graph, executor, spin_for, spin_until
+):
+    # A D435 set to 0.1 mm depth units: the room reads ten times too far.
+    fusion, feeder = graph()
+    feeder.send_info()
+    spin_for(executor, 0.1)
+    for i in range(9):
+        stamp = T0 + i * DEPTH_PERIOD
+        depth = feeder.rig.render_depth(i * DEPTH_PERIOD / 1e9).astype(np.uint32) * 10
+        feeder.send_depth(stamp, np.minimum(depth, 65535).astype(np.uint16))
+        if i in (1, 4, 7):
+            feeder.send_thermal(stamp - 3_000_000)
+        spin_for(executor, 0.01)
+    assert spin_until(executor, lambda: len(feeder.registered) >= 2)
+    assert fusion.stats()["errors_depth_units"] == 1  # checked about once a second
+    level, message = fusion._status(fusion.stats())
+    assert level == "WARN" and "beyond a D435's range" in message and "1 mm" in message
+
+
 def test_replay_qos_keeps_every_frame_sent_while_the_node_was_busy(
     graph, executor, spin_for, spin_until
 ):

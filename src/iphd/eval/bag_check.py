@@ -37,7 +37,7 @@ from iphd.data.rosbag import (
 )
 from iphd.errors import IphdError
 from iphd.eval.pipeline import THERMAL_ENCODINGS, OfflineConfig, bag_topic_label, find_topic
-from iphd.fusion import DEPTH_ENCODINGS, centi_kelvin_problem, depth_to_mm
+from iphd.fusion import DEPTH_ENCODINGS, centi_kelvin_problem, depth_to_mm, depth_units_problem
 from iphd.graph import TOPIC_ARGUMENTS
 from iphd.sync import SyncConfig, Synchronizer, unpaired_reason
 from iphd.transports import base_topic, transport_of
@@ -309,6 +309,9 @@ def _describe(
                           "metres in 32FC1", _depth_values)
         if values is not None:
             check.details += f", median {values[0]:.2f} m, {values[1]:.0%} valid"
+            units = depth_units_problem(values[0])
+            if units:
+                result.problems.append(f"{check.topic}: {units}")
         frame_id = depth[0][1].header.frame_id
         if frame_id != rig.frames.depth:
             result.notes.append(

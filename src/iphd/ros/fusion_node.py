@@ -12,7 +12,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from iphd.calibration import RigCalibration, load_calibration
 from iphd.errors import IphdError
-from iphd.fusion import FusionConfig, FusionPipeline, depth_to_mm
+from iphd.fusion import FusionConfig, FusionPipeline, depth_to_mm, depth_units_problem
 from iphd.ros import qos
 from iphd.ros.common import (
     STREAM_TIMEOUT_S,
@@ -43,6 +43,8 @@ DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
 # none. Waiting longer costs nothing but when depth has stopped, and then there is no pair.
 MAX_WAIT_MS = 500.0
 THERMAL_ENCODINGS = ("16UC1", "mono16")
+# Depth frames are checked for their units once in this many (about a second at 30 Hz).
+DEPTH_UNITS_EVERY = 30
 # This many thermal frames in a row without a depth partner (about 1 s of the Lepton's 8.7 Hz)
 # mean no pair is being made: nothing is published, so it is an error, with the reason.
 UNPAIRED_ERROR_RUN = 9
@@ -207,7 +209,19 @@ class FusionNode(Node):
             self._drop("bad_depth", f"depth frame dropped: {exc}")
             return
         self._check_frame(frame.frame_id)
+        self._check_units(frame)
         self._handle(self.sync.push_depth(frame.stamp_ns, frame))
+
+    def _check_units(self, frame: DepthFrame) -> None:
+        """Warn (throttled, counted) when depth does not read as millimetres; once a second."""
+        if self._depth_rate.count % DEPTH_UNITS_EVERY != 1:
+            return
+        sample = frame.depth_mm[::8, ::8]
+        valid = sample[sample > 0]
+        problem = depth_units_problem(float(np.median(valid)) / 1000.0) if valid.size else None
+        if problem:
+            # Still registered: a far scene is unusual, not impossible.
+            self._drop("depth_units", f"{topic_label(self, 'depth/image_raw')}: {problem}")
 
     def _check_frame(self, frame_id: str) -> None:
         """Say once when the rig's TF hangs the thermal camera off another frame than depth's."""
