@@ -320,6 +320,27 @@ def test_a_few_thermal_frames_without_a_partner_are_a_warning(sim_bag, tmp_path,
     assert "depth frames are missing around it" in caplog.text
 
 
+def test_depth_that_does_not_read_as_millimetres_is_a_warning(sim_bag, tmp_path, caplog):
+    store = typestore()
+
+    def edit(_index, raw):  # a D435 at 0.1 mm depth units
+        if raw.topic != DEPTH_IMAGE:
+            return raw.data
+        msg = store.deserialize_cdr(raw.data, IMAGE)
+        depth = np.frombuffer(msg.data, np.uint16).astype(np.uint32) * 10
+        msg.data = np.minimum(depth, 65535).astype(np.uint16).view(np.uint8)
+        return store.serialize_cdr(msg, IMAGE)
+
+    with BagReader(sim_bag) as reader:
+        stop_ns = reader.start_ns + 2_500_000_000
+    bag = tmp_path / "units"
+    _copy_bag(sim_bag, bag, stop_ns, edit)
+    with BagReader(bag) as reader, caplog.at_level("WARNING", logger="iphd.eval.pipeline"):
+        pipeline = pipeline_for_bag(CONFIG, reader)
+        _run(pipeline, reader)
+    assert caplog.text.count("beyond a D435's range") == 1  # once a run
+
+
 def test_backward_stamps_reset_the_tracker(sim_bag):
     with BagReader(sim_bag) as reader:
         stop_ns = reader.start_ns + 2_500_000_000

@@ -31,7 +31,13 @@ from iphd.detections import (
     load_detector,
 )
 from iphd.errors import DatasetError, IphdError
-from iphd.fusion import DEPTH_ENCODINGS, FusionConfig, FusionPipeline, depth_to_mm
+from iphd.fusion import (
+    DEPTH_ENCODINGS,
+    FusionConfig,
+    FusionPipeline,
+    depth_to_mm,
+    depth_units_problem,
+)
 from iphd.graph import OFFLINE_TOPIC_ARGUMENTS, with_camera_infos
 from iphd.sensors.frames import CameraIntrinsics, DepthFrame, ThermalFrame
 from iphd.sync import Pair, SyncConfig, Synchronizer, unpaired_reason
@@ -478,6 +484,12 @@ class OfflinePipeline:
             intrinsics=self._depth_info,
         )
         self.fusion.check_depth(frame)
+        if "depth_units" not in self._warned:  # the first frame tells (the node checks on)
+            self._warned.add("depth_units")
+            valid = frame.depth_mm[frame.depth_mm > 0]
+            problem = depth_units_problem(float(np.median(valid)) / 1000.0)
+            if problem:
+                LOG.warning("depth/image_raw: %s", problem)
         return self.sync.push_depth(frame.stamp_ns, frame)
 
     def _push_thermal(self, msg: Any) -> list[Pair[DepthFrame, ThermalFrame]]:
