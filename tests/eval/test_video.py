@@ -62,3 +62,41 @@ def test_the_cli_writes_the_video_beside_the_report(sim_bag, tmp_path, capsys):
     assert main(["bag", "--bag", str(sim_bag), "--out", str(tmp_path / "r"), "--recorded",
                  "--video"]) == 2
     assert "--video draws the offline run's tracks" in capsys.readouterr().err
+
+
+def _without_truth(src, dst):
+    """``src`` as a robot records it: no ground_truth/people."""
+    from rosbags.rosbag2 import Writer
+
+    from iphd.data.rosbag import GROUND_TRUTH, BagReader, typestore
+
+    store, connections = typestore(), {}
+    writer = Writer(dst, version=Writer.VERSION_LATEST)
+    writer.open()
+    with BagReader(src) as reader:
+        for raw in reader.raw_messages():
+            if raw.topic == GROUND_TRUTH:
+                continue
+            if raw.topic not in connections:
+                connections[raw.topic] = writer.add_connection(raw.topic, raw.msgtype,
+                                                               typestore=store)
+            writer.write(connections[raw.topic], raw.log_ns, raw.data)
+    writer.close()
+    return dst
+
+
+def test_any_bag_can_be_watched_with_or_without_ground_truth(sim_bag, tmp_path, capsys):
+    bag = _without_truth(sim_bag, tmp_path / "robot")
+    counts = {}
+    for name, source in (("with", sim_bag), ("without", bag)):
+        out = tmp_path / f"{name}.mp4"
+        assert main(["video", "--bag", str(source), "--out", str(out), "--quiet",
+                     "--reid-checkpoint", "none"]) == 0
+        printed = capsys.readouterr().out
+        counts[name] = int(cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FRAME_COUNT))
+        assert printed.strip() == f"wrote {out}: {counts[name]} frames"
+    assert counts["with"] == counts["without"] > 20  # a frame per pair either way
+    assert main(["video", "--bag", str(bag), "--out", str(tmp_path / "v.avi")]) == 2
+    assert "must be an .mp4 file" in capsys.readouterr().err
+    assert main(["video", "--bag", str(tmp_path / "none"), "--out", str(tmp_path / "v.mp4")]) == 2
+    assert "does not exist" in capsys.readouterr().err

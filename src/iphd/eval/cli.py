@@ -9,6 +9,7 @@
     iphd-eval bag --bag my_bag_gt --set lost_timeout_s=4 --score-threshold 0.4  # other settings
     iphd-eval bag --bag my_bag_gt --out out/eval/mine --video   # + tracks.mp4: ids over depth
     iphd-eval check --bag my_bag                                # will it run? what to change
+    iphd-eval video --bag my_bag --out my_bag.mp4               # watch it: ids over depth
     iphd-eval export-mot --bag my_bag --out my_bag_mot          # frames to annotate (MOT format)
     iphd-eval import-mot --bag my_bag --mot my_bag_mot --out my_bag_gt  # annotations -> truth
 
@@ -182,6 +183,31 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_topic_arguments(e, OFFLINE_TOPIC_ARGUMENTS, "the bag's")
     e.set_defaults(handler=_run_export_mot)
 
+    v = sub.add_parser("video", parents=[common],
+                       help="watch the pipeline on any bag (no ground truth needed): an MP4 of "
+                       "the tracks' ids over each pair's depth")
+    v.add_argument("--bag", type=Path, required=True, help="bag folder (or .db3/.mcap)")
+    v.add_argument("--out", type=Path, required=True,
+                   help="the .mp4 file to write (replaced if it exists)")
+    v.add_argument("--start-s", type=float, help="start S seconds into the bag")
+    v.add_argument("--limit-s", type=float,
+                   help="draw only S seconds of the bag (from --start-s, else its start)")
+    v.add_argument("--calibration", default="", help=CALIBRATION_HELP)
+    v.add_argument("--detector-checkpoint", default="",
+                   help="detector checkpoint (.pt); default: the shipped model")
+    v.add_argument("--verifier", default="",
+                   help="the detector node's box verifier (.npz): empty = the shipped one, "
+                   "'none' = off")
+    v.add_argument("--reid-checkpoint", default="",
+                   help="the tracker's depth re-ID embedder (.pt): empty = the shipped one, "
+                   "'none' = tracking by position")
+    v.add_argument("--int8-calibration", default="", help=INT8_CALIBRATION_HELP)
+    v.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    v.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a tracker setting, as iphd-eval bag --set (repeatable)")
+    add_topic_arguments(v, OFFLINE_TOPIC_ARGUMENTS, "the bag's")
+    v.set_defaults(handler=_run_video)
+
     k = sub.add_parser("check",
                        help="will a bag run through the pipeline? each input's topic, encoding, "
                        "size, units, rate and pairing, and what to change (no model runs)")
@@ -249,6 +275,29 @@ def _run_export_mot(args: argparse.Namespace) -> str:
         f"  iphd-eval import-mot --bag {args.bag} --mot {done.out_dir} --out BAG_WITH_TRUTH"
         + _topic_options(args, DEPTH_TOPIC_ARGUMENTS)
     )
+
+
+def _run_video(args: argparse.Namespace) -> str:
+    """Draw a bag's tracks into a video; return what to print."""
+    from iphd.eval.pipeline import OfflineConfig
+    from iphd.eval.tracker_settings import tracker_config
+    from iphd.eval.video import write_bag_video
+
+    if args.out.suffix.lower() != ".mp4":
+        raise ValueError(f"--out {args.out} must be an .mp4 file")
+    if not args.bag.exists():
+        raise DatasetError(f"bag {args.bag} does not exist")
+    config = OfflineConfig(threads=args.threads, calibration=args.calibration,
+                           detector_checkpoint=args.detector_checkpoint, verifier=args.verifier,
+                           reid_checkpoint=args.reid_checkpoint,
+                           int8_calibration=args.int8_calibration,
+                           tracker=tracker_config(args.set),
+                           topics=topics_from_args(args, OFFLINE_TOPIC_ARGUMENTS))
+    movie = write_bag_video(args.bag, args.out, config, start_s=args.start_s,
+                            limit_s=args.limit_s, progress=not args.quiet)
+    if not movie.frames:
+        raise DatasetError(f"{args.bag}: no depth/thermal pair was made, so nothing was drawn")
+    return f"wrote {movie.path}: {movie.frames} frames"
 
 
 def _topic_options(args: argparse.Namespace, arguments: Mapping[str, str]) -> str:
