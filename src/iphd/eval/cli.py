@@ -170,16 +170,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     e.add_argument("--start-s", type=float, help="start S seconds into the bag")
     e.add_argument("--limit-s", type=float,
                    help="export only S seconds of the bag (from --start-s, else its start)")
-    e.add_argument("--calibration", default="",
-                   help=CALIBRATION_HELP)
-    e.add_argument("--detector-checkpoint", default="",
-                   help="detector checkpoint (.pt) whose tracks prefill gt.txt; default: the "
-                   "shipped model")
-    e.add_argument("--verifier", default="",
-                   help="the detector node's box verifier (.npz): empty = the shipped one, "
-                   "'none' = off")
-    e.add_argument("--int8-calibration", default="", help=INT8_CALIBRATION_HELP)
-    e.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    _add_pipeline_arguments(e, "detector checkpoint (.pt) whose tracks prefill gt.txt; "
+                            "default: the shipped model")
     add_topic_arguments(e, OFFLINE_TOPIC_ARGUMENTS, "the bag's")
     e.set_defaults(handler=_run_export_mot)
 
@@ -192,17 +184,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     v.add_argument("--start-s", type=float, help="start S seconds into the bag")
     v.add_argument("--limit-s", type=float,
                    help="draw only S seconds of the bag (from --start-s, else its start)")
-    v.add_argument("--calibration", default="", help=CALIBRATION_HELP)
-    v.add_argument("--detector-checkpoint", default="",
-                   help="detector checkpoint (.pt); default: the shipped model")
-    v.add_argument("--verifier", default="",
-                   help="the detector node's box verifier (.npz): empty = the shipped one, "
-                   "'none' = off")
+    _add_pipeline_arguments(v, "detector checkpoint (.pt); default: the shipped model")
     v.add_argument("--reid-checkpoint", default="",
                    help="the tracker's depth re-ID embedder (.pt): empty = the shipped one, "
                    "'none' = tracking by position")
-    v.add_argument("--int8-calibration", default="", help=INT8_CALIBRATION_HELP)
-    v.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     v.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a tracker setting, as iphd-eval bag --set (repeatable)")
     add_topic_arguments(v, OFFLINE_TOPIC_ARGUMENTS, "the bag's")
@@ -275,6 +260,17 @@ def _run_export_mot(args: argparse.Namespace) -> str:
         f"  iphd-eval import-mot --bag {args.bag} --mot {done.out_dir} --out BAG_WITH_TRUTH"
         + _topic_options(args, DEPTH_TOPIC_ARGUMENTS)
     )
+
+
+def _add_pipeline_arguments(parser: argparse.ArgumentParser, detector_help: str) -> None:
+    """The offline pipeline's calibration, detector, verifier and CPU options of a command."""
+    parser.add_argument("--calibration", default="", help=CALIBRATION_HELP)
+    parser.add_argument("--detector-checkpoint", default="", help=detector_help)
+    parser.add_argument("--verifier", default="",
+                        help="the detector node's box verifier (.npz): empty = the shipped one, "
+                        "'none' = off")
+    parser.add_argument("--int8-calibration", default="", help=INT8_CALIBRATION_HELP)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
 
 
 def _run_video(args: argparse.Namespace) -> str:
