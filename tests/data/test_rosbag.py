@@ -179,6 +179,55 @@ def test_a_split_recording_without_its_metadata_reads_as_one_bag(tmp_path, stora
             assert [header_stamp_ns(m) for *_, m in reader.messages([DEPTH_IMAGE])] == stamps[:20]
 
 
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_splits_compressed_whole_are_read_with_the_last_one_that_was_not(tmp_path, storage):
+    # ros2 bag record --compression-mode file --max-bag-duration, killed: each split was
+    # compressed whole when the recorder closed it (bag_0.db3.zstd, ...), the one it was
+    # writing was not (bag_3.db3), and there is no metadata.yaml.
+    try:
+        from compression import zstd
+    except ImportError:
+        from backports import zstd
+
+    alone = tmp_path / "split"
+    alone.mkdir()
+    stamps = []
+    for part in range(4):
+        path = tmp_path / f"part{part}"
+        with RigBagWriter(path, load_calibration(), DEPTH_INTR, storage=storage) as writer:
+            for i in range(2):
+                stamp = T0 + (2 * part + i) * 33_333_333
+                writer.write_depth(stamp, np.full((48, 64), part, np.uint16))
+                stamps.append(stamp)
+        (file,) = [p for p in path.iterdir() if p.suffix in (".db3", ".mcap")]
+        if part < 3:
+            (alone / f"bag_{part}{file.suffix}.zstd").write_bytes(zstd.compress(file.read_bytes()))
+        else:
+            file.rename(alone / f"bag_{part}{file.suffix}")
+    with BagReader(alone) as reader:
+        suffix = ".db3" if storage == "sqlite3" else ".mcap"
+        assert [Path(f).name for f in reader.unindexed_files] == [
+            f"bag_0{suffix}.zstd", f"bag_1{suffix}.zstd", f"bag_2{suffix}.zstd", f"bag_3{suffix}"]
+        images = [m for *_, m in reader.messages([DEPTH_IMAGE])]
+    assert [header_stamp_ns(m) for m in images] == stamps
+    assert [int(image_to_array(m)[0, 0]) for m in images] == [0, 0, 1, 1, 2, 2, 3, 3]
+    # A compressed split that does not unpack (cut short) is left out and named.
+    broken = alone / f"bag_1{suffix}.zstd"
+    broken.write_bytes(broken.read_bytes()[:100])
+    with BagReader(alone) as reader:
+        ((name, why),) = reader.unreadable_files
+        assert name == str(broken) and why
+        assert len([m for *_, m in reader.messages([DEPTH_IMAGE])]) == 6
+    # One of them on its own is a folder to pass; a folder of one compressed file reads.
+    with pytest.raises(DatasetError, match="compressed whole .* pass its folder"):
+        BagReader(alone / f"bag_0{suffix}.zstd")
+    one = tmp_path / "one"
+    one.mkdir()
+    (alone / f"bag_0{suffix}.zstd").rename(one / f"bag_0{suffix}.zstd")
+    with BagReader(one) as reader:
+        assert reader.topics[DEPTH_IMAGE].count == 2
+
+
 def test_a_sqlite_file_cut_off_mid_write_is_refused_with_how_to_rescue_it(tmp_path):
     path = tmp_path / "bag"
     _write(path, n=20, storage="sqlite3")

@@ -27,12 +27,20 @@ from __future__ import annotations
 import heapq
 import logging
 import re
+import shutil
 import struct
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Collection, Generator, Iterator
 from contextlib import ExitStack, suppress
 from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any, NamedTuple
+
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:  # rosbags installs the backport before 3.14
+    from backports import zstd
 
 from rosbags.interfaces import Connection
 from rosbags.rosbag2 import Reader, ReaderError
@@ -392,14 +400,32 @@ class _Index:
         return True
 
 
+#: What ``ros2 bag record --compression-mode file`` makes of a storage file once it is closed.
+FILE_COMPRESSED = ".zstd"
+
+
+def storage_kind(path: Path) -> str:
+    """``.db3`` or ``.mcap`` for a storage file, compressed whole (``.db3.zstd``) or not.
+
+    Empty for anything else.
+    """
+    suffixes = path.suffixes[-2:] if path.suffix == FILE_COMPRESSED else path.suffixes[-1:]
+    kind = suffixes[0] if suffixes else ""
+    return kind if kind in (".db3", ".mcap") else ""
+
+
 def storage_files(folder: Path) -> list[Path]:
-    """A bag folder's ``.db3`` and ``.mcap`` files, in rosbag2's split order (``_2``, ``_10``)."""
+    """A bag folder's ``.db3`` and ``.mcap`` files, in rosbag2's split order (``_2``, ``_10``).
+
+    Files compressed whole (``.db3.zstd``, ``--compression-mode file``) are among them.
+    """
 
     def key(path: Path) -> tuple[int, str]:
-        index = re.search(r"_(\d+)$", path.stem)
+        stem = path.name.removesuffix(FILE_COMPRESSED).removesuffix(storage_kind(path))
+        index = re.search(r"_(\d+)$", stem)
         return (int(index.group(1)) if index else -1, path.name)
 
-    return sorted((p for p in folder.iterdir() if p.suffix in (".db3", ".mcap")), key=key)
+    return sorted((p for p in folder.iterdir() if storage_kind(p)), key=key)
 
 
 class _DirectoryReader(DirectoryReader):
@@ -412,6 +438,9 @@ class _DirectoryReader(DirectoryReader):
         #: (storage file, why) for each file of a folder without metadata.yaml that could not
         #: be opened: left out, the others read.
         self.unreadable: list[tuple[str, str]] = []
+        #: The folder's file each storage read comes from, by the storage's path (a
+        #: ``.zstd`` compressed one is read from a copy unpacked to a temporary folder).
+        self.sources: dict[str, str] = {}
         if not self.unindexed:
             super().__init__(path)
             return
@@ -437,7 +466,7 @@ class _DirectoryReader(DirectoryReader):
     def _open_unindexed(self) -> None:
         assert self.stack is not None
         files = storage_files(Path(str(self.path)))
-        kinds = {p.suffix for p in files}
+        kinds = {storage_kind(p) for p in files}
         if len(kinds) != 1:
             raise ReaderError(
                 f"{self.path} has no metadata.yaml and "
@@ -447,9 +476,20 @@ class _DirectoryReader(DirectoryReader):
         plugin: type[Any] = CutOffMcapReader if kinds == {".mcap"} else Sqlite3Reader
         storages: list[Any] = []
         first_error: Exception | None = None
+        unpacked: str | None = None  # the temporary folder compressed files are unpacked to
         for path in files:
-            storage = plugin(path)
+            source = path
             try:
+                if path.suffix == FILE_COMPRESSED:
+                    # A split closed by the recorder and compressed whole; the one it was
+                    # writing when it stopped is not (rosbag2 compresses a file on closing it).
+                    if unpacked is None:
+                        unpacked = self.stack.enter_context(TemporaryDirectory())
+                    source = Path(unpacked, path.name.removesuffix(FILE_COMPRESSED))
+                    with path.open("rb") as raw, zstd.open(raw, "rb") as infile, \
+                            source.open("wb") as outfile:
+                        shutil.copyfileobj(infile, outfile)
+                storage = plugin(source)
                 storage.open()
             except Exception as exc:  # noqa: BLE001 - rosbags, apsw: the file is unreadable
                 # A recorder that lost power may leave its last file damaged; the others hold
@@ -459,6 +499,7 @@ class _DirectoryReader(DirectoryReader):
                 continue
             self.stack.callback(storage.close)
             storages.append(storage)
+            self.sources[str(source)] = str(path)
         if not storages:
             assert first_error is not None
             raise first_error
@@ -503,7 +544,8 @@ class RecoveringReader(Reader):
         """The storage files of a folder read without metadata.yaml (else empty)."""
         storage = self.storage
         if isinstance(storage, _DirectoryReader) and storage.unindexed:
-            return [str(getattr(s, "path", "")) for s in storage.storages]
+            paths = [str(getattr(s, "path", "")) for s in storage.storages]
+            return [storage.sources.get(p, p) for p in paths]
         return []
 
     @property

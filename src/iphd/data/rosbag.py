@@ -94,7 +94,14 @@ from iphd.sensors.frames import (
 )
 from iphd.tf_buffer import TransformBuffer, add_tf_message
 
-from .cut_off import CutOff, DamagedChunk, RecoveringReader, storage_files
+from .cut_off import (
+    FILE_COMPRESSED,
+    CutOff,
+    DamagedChunk,
+    RecoveringReader,
+    storage_files,
+    storage_kind,
+)
 from .truth import PersonTruth
 
 LOG = logging.getLogger(__name__)
@@ -636,21 +643,35 @@ def _bag_source(path: Path) -> Path:
         if (path / "metadata.yaml").exists():
             return path
         files = storage_files(path)
-        if not files or len({f.suffix for f in files}) > 1:
+        if not files or len({storage_kind(f) for f in files}) > 1:
             raise DatasetError(
                 f"{path} has no metadata.yaml and "
                 + ("both .db3 and .mcap files: pass one of them" if files else
                    "no .db3/.mcap files: it is not a ROS 2 bag folder")
             )
-        return files[0] if len(files) == 1 else path
+        # A file compressed whole is unpacked by the folder's reader.
+        return files[0] if len(files) == 1 and files[0].suffix != FILE_COMPRESSED else path
+    compressed = path.suffix == FILE_COMPRESSED
     if not metadata.is_file():
+        if compressed:
+            raise DatasetError(
+                f"{path} is a storage file compressed whole (--compression-mode file): pass its "
+                f"folder, {path.parent}, whose reader unpacks it"
+            )
         return path
     try:
         info = yaml.safe_load(metadata.read_text(encoding="utf-8"))["rosbag2_bagfile_information"]
         names = [Path(str(name)).name for name in info["relative_file_paths"]]
     except Exception:  # noqa: BLE001 - an unreadable metadata.yaml: read the file on its own
         return path
-    return path.parent if names == [path.name] else path
+    if names == [path.name]:
+        return path.parent
+    if compressed:
+        raise DatasetError(
+            f"{path} is one of several storage files compressed whole: pass its folder, "
+            f"{path.parent}"
+        )
+    return path
 
 
 def unreadable_file_text(name: str, why: str) -> str:
