@@ -553,9 +553,8 @@ class TrackerNode(Node):
             return embeddings
         with self._lock:
             self._without_depth_run = 0 if depth is not None else self._without_depth_run + 1
+            self._without_depth += depth is None
         if depth is None:
-            with self._lock:
-                self._without_depth += 1
             return embeddings
         if not frame.inputs:
             return embeddings
