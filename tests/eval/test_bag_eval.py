@@ -341,6 +341,27 @@ def test_depth_that_does_not_read_as_millimetres_is_a_warning(sim_bag, tmp_path,
     assert caplog.text.count("beyond a D435's range") == 1  # once a run
 
 
+def test_a_bag_where_no_pair_is_made_stops_with_why(sim_bag, tmp_path, capsys):
+    store = typestore()
+
+    def edit(_index, raw):  # every depth image in an encoding the pipeline does not take
+        if raw.topic != DEPTH_IMAGE:
+            return raw.data
+        msg = store.deserialize_cdr(raw.data, IMAGE)
+        msg.encoding = "8UC2"
+        return store.serialize_cdr(msg, IMAGE)
+
+    with BagReader(sim_bag) as reader:
+        stop_ns = reader.start_ns + 2_500_000_000
+    bag = tmp_path / "unpaired"
+    _copy_bag(sim_bag, bag, stop_ns, edit)
+    assert main(["bag", "--bag", str(bag), "--out", str(tmp_path / "out"), "--quiet",
+                 "--reid-checkpoint", "none"]) == 2
+    err = capsys.readouterr().err
+    assert f"{bag}: no depth/thermal pair was made, so there is nothing to score (" in err
+    assert f"{DEPTH_IMAGE} messages skipped" in err and "iphd-eval check --bag" in err
+
+
 def test_backward_stamps_reset_the_tracker(sim_bag):
     with BagReader(sim_bag) as reader:
         stop_ns = reader.start_ns + 2_500_000_000
@@ -585,7 +606,7 @@ def test_the_report_lists_the_score_threshold_and_tracker_settings_run(sim_bag, 
                                                                        capsys):
     out = tmp_path / "o"
     assert main(["bag", "--bag", str(sim_bag), "--out", str(out), "--threads", "1", "--quiet",
-                 "--reid-checkpoint", "none", "--limit-s", "1", "--score-threshold", "0.6",
+                 "--reid-checkpoint", "none", "--limit-s", "2", "--score-threshold", "0.6",
                  "--set", "min_score_new=0.9"]) == 0, capsys.readouterr().err
     meta = json.loads((out / "metrics.json").read_text())["meta"]
     assert meta["score_threshold"] == 0.6 and meta["tracker_set"] == "min_score_new=0.9"
@@ -817,7 +838,7 @@ def test_a_turning_robots_bag_is_tracked_in_odom_through_its_tf(pan_bag, sim_bag
     out = tmp_path / "report"
     assert main(["bag", "--bag", str(pan_bag), "--out", str(out), "--threads", "1", "--quiet",
                  "--reid-checkpoint", "none", "--tracking-frame", "odom",
-                 "--limit-s", "1"]) == 0
+                 "--limit-s", "2"]) == 0
     meta = json.loads((out / "metrics.json").read_text())["meta"]
     assert (meta["tracking_frame"], meta["up_axis"]) == ("odom", "z")
     assert main(["bag", "--bag", str(pan_bag), "--out", str(out), "--quiet", "--recorded",

@@ -281,6 +281,13 @@ def evaluate_offline(
         published_masks=masks,
     )
     stats = pipeline.stats
+    if not stats.pairs:
+        skipped = "; ".join(f"{n} {topic} messages skipped" for topic, n in stats.skipped.items())
+        raise DatasetError(
+            f"{bag}: no depth/thermal pair was made, so there is nothing to score"
+            + (f" ({skipped}, the log says why)" if skipped else "")
+            + f"; `iphd-eval check --bag {bag}` checks what the pipeline reads"
+        )
     result = BagEvalResult(
         mode="offline",
         ap=ap,
