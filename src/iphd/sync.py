@@ -24,8 +24,8 @@ THERMAL_DROP_REASONS = (
 #: Reasons a depth frame can be rejected or evicted (unpaired depth frames that simply were not
 #: the nearest to any thermal frame are counted in ``SyncStats.depth_unused`` instead).
 DEPTH_DROP_REASONS = ("duplicate", "late", "buffer_overflow", "clock_jump", "reset")
-#: Thermal stamps this far from the nearest depth stamp are on another clock, not late by a
-#: latency to calibrate (the rig calibration refuses offsets over 5 s; a Lepton's is ~0.1 s).
+#: Thermal stamps this far from those of the depth frames that arrive with them are on another
+#: clock, not late by a latency to calibrate (a Lepton's is about 0.1 s).
 TWO_CLOCKS_NS = 1_000_000_000
 
 
