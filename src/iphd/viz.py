@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -57,12 +58,19 @@ def fusion_panel(
     return np.hstack(tiles)
 
 
+def track_rgb(track_id: int) -> tuple[float, float, float]:
+    """A colour of its own for each track id, RGB in 0..1 (golden-ratio hues).
+
+    Neighbouring ids differ. RViz's markers and the pictures share it, so an id looks the same
+    in both.
+    """
+    return colorsys.hsv_to_rgb((track_id * 0.618033988749895) % 1.0, 0.75, 0.95)
+
+
 def track_colour(track_id: int) -> tuple[int, int, int]:
-    """A bright BGR colour of its own for each track id (hues a golden angle apart)."""
-    hue = int((track_id * 0.618033988749895 % 1.0) * 180)
-    pixel = np.array([[[hue, 220, 255]]], dtype=np.uint8)
-    b, g, r = cv2.cvtColor(pixel, cv2.COLOR_HSV2BGR)[0, 0]
-    return int(b), int(g), int(r)
+    """``track_rgb`` as an OpenCV BGR colour (0..255)."""
+    r, g, b = track_rgb(track_id)
+    return round(b * 255), round(g * 255), round(r * 255)
 
 
 def render_tracks_image(

@@ -229,6 +229,11 @@ def test_markers_clear_then_draw_an_upright_cylinder_an_id_and_a_velocity_arrow(
     assert axis == pytest.approx((0.0, -1.0, 0.0), abs=1e-6)  # optical frame: up is -y
     assert by_ns["ids"].type == Marker.TEXT_VIEW_FACING and by_ns["ids"].text == f"id {body.id}"
     assert by_ns["ids"].pose.position.y < body.pose.position.y  # above the head
+    # The id's colour is the one debug/tracks_image draws it in.
+    from iphd.viz import track_colour
+
+    colour = (body.color.b, body.color.g, body.color.r)
+    assert tuple(round(c * 255) for c in colour) == track_colour(body.id)
     arrow = by_ns["velocity"]
     assert arrow.type == Marker.ARROW and len(arrow.points) == 2
     assert arrow.points[1].x - arrow.points[0].x == pytest.approx(SPEED_MPS, abs=0.3)

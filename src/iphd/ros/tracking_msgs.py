@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import colorsys
 import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from iphd.tracking.tracker import (
     TrackState,
     detection_problem,
 )
+from iphd.viz import track_rgb
 
 STATES = {
     TENTATIVE: PersonTrack.STATE_TENTATIVE,
@@ -136,7 +136,7 @@ def quaternion_z_to(direction: np.ndarray) -> Quaternion:
 
 def track_color(track_id: int, lost: bool = False) -> ColorRGBA:
     """A colour per id (golden-ratio hues, so neighbouring ids differ); lost = translucent."""
-    r, g, b = colorsys.hsv_to_rgb((track_id * 0.618033988749895) % 1.0, 0.75, 0.95)
+    r, g, b = track_rgb(track_id)  # as in the tracker's debug/tracks_image
     return ColorRGBA(r=r, g=g, b=b, a=0.3 if lost else 0.8)
 
 
