@@ -32,6 +32,7 @@ from iphd.data.rosbag import (
     read_ground_truth,
     read_static_transforms,
     typestore,
+    unmerged_wal_text,
 )
 from iphd.data.truth import PersonTruth
 from iphd.errors import CalibrationError, ConfigError, DatasetError, FrameError
@@ -226,6 +227,41 @@ def test_splits_compressed_whole_are_read_with_the_last_one_that_was_not(tmp_pat
     (alone / f"bag_0{suffix}.zstd").rename(one / f"bag_0{suffix}.zstd")
     with BagReader(one) as reader:
         assert reader.topics[DEPTH_IMAGE].count == 2
+
+
+def test_messages_left_in_sqlite_write_ahead_log_are_named_with_how_to_merge_them(tmp_path):
+    # The resilient preset records in WAL mode: a recorder killed before sqlite moved its last
+    # pages into the .db3 leaves them in bag_0.db3-wal, which a read-only reader skips.
+    import shutil
+    import sqlite3
+
+    path = tmp_path / "bag"
+    _write(path, n=6, storage="sqlite3")
+    (db3,) = path.glob("*.db3")
+    recorder = sqlite3.connect(db3)
+    recorder.execute("PRAGMA journal_mode=WAL")
+    recorder.execute("PRAGMA wal_autocheckpoint=0")
+    recorder.execute("INSERT INTO messages (topic_id, timestamp, data) SELECT topic_id, "
+                     "timestamp + 1000000000, data FROM messages")
+    recorder.commit()
+    killed = tmp_path / "killed"
+    shutil.copytree(path, killed)  # while the recorder still has it open: the WAL stays
+    recorder.close()
+    copy = killed / db3.name
+    with BagReader(killed) as reader:
+        ((name, size),) = reader.unmerged_wal
+        assert name == str(copy) and size > 0
+        assert sum(1 for _ in reader.raw_messages()) == reader.message_count
+        before = reader.message_count
+    assert "PRAGMA wal_checkpoint" in unmerged_wal_text(name, size)
+    from iphd.eval.bag_check import check_bag
+
+    assert f"{copy}-wal holds {size} bytes" in " ".join(check_bag(killed).notes)
+    merge = sqlite3.connect(copy)  # what the message says to do
+    merge.execute("PRAGMA wal_checkpoint")
+    merge.close()
+    with BagReader(killed) as reader:
+        assert sum(1 for _ in reader.raw_messages()) > before
 
 
 def test_a_sqlite_file_cut_off_mid_write_is_refused_with_how_to_rescue_it(tmp_path):

@@ -674,6 +674,28 @@ def _bag_source(path: Path) -> Path:
     return path
 
 
+def _unmerged_wal(source: Path) -> list[tuple[str, int]]:
+    """(``.db3`` file, bytes) for each storage file of ``source`` with a non-empty ``-wal``."""
+    files = [source] if source.is_file() else sorted(source.glob("*.db3"))
+    found = []
+    for path in files:
+        wal = Path(f"{path}-wal")
+        size = wal.stat().st_size if wal.is_file() else 0
+        if size:
+            found.append((str(path), size))
+    return found
+
+
+def unmerged_wal_text(name: str, size: int) -> str:
+    """What to say about a ``.db3`` whose write-ahead log still holds messages."""
+    return (
+        f"{name}-wal holds {size} bytes that sqlite had not yet moved into {name} when the "
+        "recording stopped (the resilient storage preset's write-ahead log): they are not "
+        f"read. On a copy of both files, `sqlite3 {name} 'PRAGMA wal_checkpoint;'` moves them "
+        "in"
+    )
+
+
 def unreadable_file_text(name: str, why: str) -> str:
     """What to say about a storage file left out of its folder because it does not open."""
     hint = _cut_off_hint(Path(name), why)
@@ -788,6 +810,12 @@ class BagReader:
         self.unreadable_files: list[tuple[str, str]] = reader.unreadable_files
         for name, why in self.unreadable_files:
             LOG.warning("%s", unreadable_file_text(name, why))
+        #: (``.db3`` file, bytes) for each file whose sqlite write-ahead log (``FILE-wal``, the
+        #: ``resilient`` storage preset) still holds messages: the recorder stopped before
+        #: sqlite moved them into the file, and they are not read.
+        self.unmerged_wal: list[tuple[str, int]] = _unmerged_wal(source)
+        for name, size in self.unmerged_wal:
+            LOG.warning("%s", unmerged_wal_text(name, size))
         reader.on_damaged(self._damaged_chunk)
         #: Parts of the storage that failed while read (``StorageGap``), in the order met.
         self.gaps: list[StorageGap] = []
