@@ -538,6 +538,9 @@ def test_several_bags_get_a_report_each_and_a_summary_with_the_mean(tmp_path, ca
     assert true_ids == [pytest.approx(1.0), pytest.approx(38 / 39)]
     assert summary["mean"]["ID switches"] == pytest.approx(0.5)
     assert summary["mean"]["HOTA"] is not None and summary["mean"]["second boxes"] == 0.0
+    # Person 2 of the second bag changes id once: 1.5 ids per person there, none shared.
+    assert [b["values"]["ids per person"] for b in summary["bags"]] == [1.0, 1.5]
+    assert [b["values"]["ids on several people"] for b in summary["bags"]] == [0.0, 0.0]
     md = (out / "summary.md").read_text()
     assert "2 of 2 bags scored" in md and "| **mean** |" in md and "(live-2/report.md)" in md
     assert "wrote" in capsys.readouterr().out

@@ -604,8 +604,13 @@ def _identities(result: BagEvalResult) -> dict[str, Any] | None:
         return None
     start = result.start_ns if result.start_ns is not None else result.frames[0].stamp_ns
     flow = identity_flow(result.frames, start)
+    ids = [len({tid for _, _, tid in segments}) for segments in flow.people.values()]
     return {
         "from": "the bag's start" if result.start_ns is not None else "the first frame scored",
+        # Fragmentation and merging at a glance: ids per labelled person (1 = each kept one),
+        # and ids that covered more than one person.
+        "ids_per_person": float(np.mean(ids)) if ids else None,
+        "shared_ids": sum(len(covered) > 1 for covered in flow.tracks.values()),
         "people": {str(pid): [[round(a, 2), round(b, 2), tid] for a, b, tid in segments]
                    for pid, segments in flow.people.items()},
         "tracks": {str(tid): {str(pid): n for pid, n in covered.items()}
@@ -932,6 +937,8 @@ SUMMARY_COLUMNS: tuple[tuple[str, tuple[str, ...], int], ...] = (
     ("second boxes", ("breakdown", "second_box"), 0),
     ("background boxes", ("breakdown", "background"), 0),
     ("share of positions > 1 m off", ("breakdown", "position", "over_1_m"), 3),
+    ("ids per person", ("identities", "ids_per_person"), 2),
+    ("ids on several people", ("identities", "shared_ids"), 0),
 )
 
 
