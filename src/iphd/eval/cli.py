@@ -17,7 +17,8 @@
 metrics.json to --out; ``bag`` writes report.md, metrics.json, pr.png, timeline.png and
 latency.png (AP, CLEAR-MOT/IDF1 and per-stage latency against the bag's ground_truth/people);
 with several bags, one such folder per bag under --out and summary.md / summary.json with a
-row per bag and the mean. ``export-mot`` writes a bag's pairs as a MOT sequence to annotate,
+row per bag and the mean; with --video also tracks.mp4. ``video`` writes that video for any
+bag, ground truth or not. ``export-mot`` writes a bag's pairs as a MOT sequence to annotate,
 ``import-mot`` a copy of the bag with those annotations as its ground_truth/people.
 On bad input (missing checkpoint, incomplete dataset or bag, malformed label) it exits with
 status 2.
