@@ -28,6 +28,16 @@ CENTI_KELVIN_MEDIAN = (20_000, 40_000)
 DEPTH_MEDIAN_MAX_M = 15.0
 
 
+def depth_image_units_problem(depth_mm: np.ndarray, step: int = 1) -> str | None:
+    """``depth_units_problem`` of a depth image (every ``step``-th pixel each way).
+
+    None without a valid pixel.
+    """
+    sample = depth_mm[::step, ::step]
+    valid = sample[sample > 0]
+    return depth_units_problem(float(np.median(valid)) / 1000.0) if valid.size else None
+
+
 def depth_units_problem(median_m: float) -> str | None:
     """What is wrong with depth whose valid pixels have this median, in metres as read.
 

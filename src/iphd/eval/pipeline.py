@@ -35,8 +35,8 @@ from iphd.fusion import (
     DEPTH_ENCODINGS,
     FusionConfig,
     FusionPipeline,
+    depth_image_units_problem,
     depth_to_mm,
-    depth_units_problem,
 )
 from iphd.graph import OFFLINE_TOPIC_ARGUMENTS, with_camera_infos
 from iphd.sensors.frames import CameraIntrinsics, DepthFrame, ThermalFrame
@@ -486,8 +486,7 @@ class OfflinePipeline:
         self.fusion.check_depth(frame)
         if "depth_units" not in self._warned:  # the first frame tells (the node checks on)
             self._warned.add("depth_units")
-            valid = frame.depth_mm[frame.depth_mm > 0]
-            problem = depth_units_problem(float(np.median(valid)) / 1000.0)
+            problem = depth_image_units_problem(frame.depth_mm)
             if problem:
                 LOG.warning("depth/image_raw: %s", problem)
         return self.sync.push_depth(frame.stamp_ns, frame)

@@ -12,7 +12,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from iphd.calibration import RigCalibration, load_calibration
 from iphd.errors import IphdError
-from iphd.fusion import FusionConfig, FusionPipeline, depth_to_mm, depth_units_problem
+from iphd.fusion import FusionConfig, FusionPipeline, depth_image_units_problem, depth_to_mm
 from iphd.ros import qos
 from iphd.ros.common import (
     STREAM_TIMEOUT_S,
@@ -216,9 +216,7 @@ class FusionNode(Node):
         """Warn (throttled, counted) when depth does not read as millimetres; once a second."""
         if self._depth_rate.count % DEPTH_UNITS_EVERY != 1:
             return
-        sample = frame.depth_mm[::8, ::8]
-        valid = sample[sample > 0]
-        problem = depth_units_problem(float(np.median(valid)) / 1000.0) if valid.size else None
+        problem = depth_image_units_problem(frame.depth_mm, step=8)
         if problem:
             # Still registered: a far scene is unusual, not impossible.
             self._drop("depth_units", f"{topic_label(self, 'depth/image_raw')}: {problem}")
