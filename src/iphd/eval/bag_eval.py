@@ -55,7 +55,7 @@ from iphd.eval.pipeline import (
     find_topic,
     pipeline_for_bag,
 )
-from iphd.eval.video import TrackVideo, review_frame
+from iphd.eval.video import TrackVideo, pair_frame
 from iphd.sim.labels import LabelConfig, label_people
 from iphd.tracking.tracker import CONFIRMED, LOST, TENTATIVE
 
@@ -271,11 +271,8 @@ def evaluate_offline(
                     latency[stage].append(ms)
                 if movie is not None:
                     images = fused.take(pair.stamp_ns)
-                    width, height = pair.image_size
-                    people = label_people(truth.get(pair.stamp_ns, []), height, labels)
-                    movie.add(review_frame(None if images is None else images[0], pair.tracks,
-                                           people, (width, height),
-                                           (pair.stamp_ns - reader.start_ns) / 1e9))
+                    movie.add(pair_frame(pair, None if images is None else images[0], truth,
+                                         bag_start_ns, labels))
                 bar.update(1)
     ap, mot, hota, frames, without_truth, breakdown = _score(
         outputs, truth, labels, published_min_score=config.score_threshold,

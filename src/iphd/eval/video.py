@@ -10,7 +10,7 @@ identities are wrong; the video shows where.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,11 +21,13 @@ import numpy as np
 from iphd.data.rosbag import GROUND_TRUTH
 from iphd.data.truth import PersonTruth
 from iphd.errors import DatasetError
+from iphd.eval.mot import DEFAULT_LABELS
+from iphd.sim.labels import LabelConfig, label_people
 from iphd.tracking.tracker import TENTATIVE, TrackState
 from iphd.viz import put_label, render_tracks_image
 
 if TYPE_CHECKING:
-    from iphd.eval.pipeline import OfflineConfig
+    from iphd.eval.pipeline import OfflineConfig, PairResult
 
 VIDEO_NAME = "tracks.mp4"
 #: Frames a second: the Lepton's 8.7 Hz, so a bag plays at about its own speed.
@@ -64,6 +66,24 @@ def review_frame(
         put_label(image, f"person {person.pid}", (x1 + 3, max(y2 - 5, 10)), TRUTH_COLOUR, scale)
     put_label(image, f"{time_s:.2f} s", (4, 6 + int(28 * scale)), (0, 255, 255), scale)
     return image
+
+
+def pair_frame(
+    pair: PairResult,
+    depth_mm: np.ndarray | None,
+    truth: Mapping[int, list[PersonTruth]],
+    start_ns: int,
+    labels: LabelConfig = DEFAULT_LABELS,
+) -> np.ndarray:
+    """``review_frame`` of an offline pipeline's pair.
+
+    Its tracks, its depth (from ``FusedImages``), the people of ``truth`` at its stamp that
+    the label rule keeps, and the seconds from ``start_ns``.
+    """
+    width, height = pair.image_size
+    people = label_people(truth.get(pair.stamp_ns, []), height, labels)
+    return review_frame(depth_mm, pair.tracks, people, (width, height),
+                        (pair.stamp_ns - start_ns) / 1e9)
 
 
 class TrackVideo:
@@ -136,7 +156,6 @@ def write_bag_video(
     from iphd.data.rosbag import BagReader
     from iphd.eval.bag_eval import read_truth, window_ns
     from iphd.eval.pipeline import FusedImages, OfflineConfig, find_topic, pipeline_for_bag
-    from iphd.sim.labels import label_people
 
     movie = TrackVideo(out)
     fused = FusedImages()
@@ -148,10 +167,7 @@ def write_bag_video(
         with tqdm(unit="pair", desc="drawing", disable=not progress, file=sys.stderr) as bar:
             for pair in pipeline.run_bag(reader, stop_ns, start_ns):
                 images = fused.take(pair.stamp_ns)
-                width, height = pair.image_size
-                people = label_people(truth.get(pair.stamp_ns, []), height)
-                movie.add(review_frame(None if images is None else images[0], pair.tracks,
-                                       people, (width, height),
-                                       (pair.stamp_ns - reader.start_ns) / 1e9))
+                movie.add(pair_frame(pair, None if images is None else images[0], truth,
+                                     reader.start_ns))
                 bar.update(1)
     return movie
