@@ -31,6 +31,9 @@ LEVELS = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN, "ERROR": Dia
 # within STREAM_TIMEOUT_S + WATCH_PERIOD_S (under 1 s) of the last message, whatever the period.
 STREAM_TIMEOUT_S = 0.6
 WATCH_PERIOD_S = 0.1
+# This many thermal-rate frames in a row without their partner (about 1 s of the Lepton's
+# 8.7 Hz) mean the pairing is not working, not a frame lost: fusion, detector and tracker say so.
+UNPAIRED_RUN = 9
 # At most one warning per kind of dropped input in this period (the diagnostics count them all).
 DROP_WARNING_PERIOD_S = 5.0
 

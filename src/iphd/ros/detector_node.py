@@ -30,6 +30,7 @@ from iphd.fusion import depth_to_mm
 from iphd.ros import qos
 from iphd.ros.common import (
     STREAM_TIMEOUT_S,
+    UNPAIRED_RUN,
     DiagnosticsReporter,
     DropWarnings,
     HeldForInfo,
@@ -52,9 +53,6 @@ from iphd.sensors.frames import CameraIntrinsics
 REGISTERED_ENCODINGS = ("16UC1", "mono16")
 #: Reasons a pair can be dropped between pairing and publishing.
 PAIR_DROP_REASONS = ("queue_full", "stale", "inference_error")
-# This many registered frames in a row given up without their depth frame (about 1 s of the
-# thermal rate) mean the depth frames here are not the ones fusion registered into.
-NO_DEPTH_ERROR_RUN = 9
 # A pair that waited this long for inference is dropped (``stale``): its detections would be
 # too old to track.
 STALE_PAIR_S = 1.0
@@ -337,7 +335,7 @@ class DetectorNode(Node):
             self.get_logger().warning(
                 "stamps jumped backwards (bag loop or driver restart): pairing buffers reset"
             )
-        if self.pairer.stats.no_depth_run >= NO_DEPTH_ERROR_RUN:
+        if self.pairer.stats.no_depth_run >= UNPAIRED_RUN:
             self.get_logger().error(self._no_depth_reason(), throttle_duration_sec=5.0)
         assert self.config is not None
         max_queue = self.config.max_queue
@@ -549,7 +547,7 @@ class DetectorNode(Node):
             )
         if self._depth_info is None:
             return "ERROR", f"no {topic_label(self, 'depth/camera_info')} received"
-        if values.get("registered_no_depth_run", 0) >= NO_DEPTH_ERROR_RUN:
+        if values.get("registered_no_depth_run", 0) >= UNPAIRED_RUN:
             return "ERROR", self._no_depth_reason()
         if self._errors:
             # Queue drops are not listed here: a model slower than the thermal rate skips

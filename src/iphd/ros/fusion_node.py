@@ -16,6 +16,7 @@ from iphd.fusion import FusionConfig, FusionPipeline, depth_image_units_problem,
 from iphd.ros import qos
 from iphd.ros.common import (
     STREAM_TIMEOUT_S,
+    UNPAIRED_RUN,
     DiagnosticsReporter,
     DropWarnings,
     HeldForInfo,
@@ -45,9 +46,6 @@ MAX_WAIT_MS = 500.0
 THERMAL_ENCODINGS = ("16UC1", "mono16")
 # Depth frames are checked for their units once in this many (about a second at 30 Hz).
 DEPTH_UNITS_EVERY = 30
-# This many thermal frames in a row without a depth partner (about 1 s of the Lepton's 8.7 Hz)
-# mean no pair is being made: nothing is published, so it is an error, with the reason.
-UNPAIRED_ERROR_RUN = 9
 
 
 class FusionNode(Node):
@@ -294,7 +292,7 @@ class FusionNode(Node):
         which its own status reports.)
         """
         stats = self.sync.stats if self.sync is not None else None
-        return (stats is not None and stats.unpaired_run >= UNPAIRED_ERROR_RUN
+        return (stats is not None and stats.unpaired_run >= UNPAIRED_RUN
                 and stats.unpaired_skew_ns is not None)
 
     def _unpaired_reason(self) -> str:

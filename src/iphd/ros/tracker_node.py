@@ -21,6 +21,7 @@ from iphd.fusion import depth_to_mm
 from iphd.reid.extractor import FeatureExtractor
 from iphd.ros import qos
 from iphd.ros.common import (
+    UNPAIRED_RUN,
     DiagnosticsReporter,
     DropWarnings,
     RateMeter,
@@ -74,9 +75,6 @@ OPTICAL_UP_AXIS = "-y"
 # Detections come at the detector's pace, slower than the sensors' on a CPU: a longer silence
 # than the sensor streams' STREAM_TIMEOUT_S before depth or detections count as stopped.
 SILENCE_S = 1.0
-# This many detection arrays in a row tracked without their depth frame (about 1 s of the
-# thermal rate) is said on /diagnostics: the tracker is running without appearance.
-WITHOUT_DEPTH_WARN_RUN = 9
 #: What each TrackerConfig field means, for the parameter descriptions (units as in the names).
 TRACKER_PARAMETERS = {
     "up_axis": "axis pointing up in the tracking frame: -y for the camera optical frame (the "
@@ -796,7 +794,7 @@ class TrackerNode(Node):
                 "tracking by position only"
             )
         run = values.get("frames_without_depth_run", 0)
-        if run >= WITHOUT_DEPTH_WARN_RUN:
+        if run >= UNPAIRED_RUN:
             depth = topic_label(self, "depth/image_raw")
             if self._depth_silent():
                 return "WARN", (f"no {depth} for over {SILENCE_S:g} s: tracking by position "
