@@ -33,3 +33,36 @@ def damage_db3_page(db3) -> None:
                   if data[at] == 0 and any(data[at + 1 : at + 4]))
     data[middle : middle + page] = b"\xff" * page
     db3.write_bytes(bytes(data))
+
+
+def kill_in_wal_mode(folder, killed, from_ns: int):
+    """Copy bag ``folder`` to ``killed`` as a ``resilient``-preset recorder killed mid-way.
+
+    The messages logged at or after ``from_ns`` end up in ``killed``'s ``.db3-wal`` only: the
+    recorder committed them to sqlite's write-ahead log and was killed before a checkpoint
+    moved them into the file. A killed recorder writes no metadata.yaml on closing.
+
+    Returns:
+        The ``.db3`` file in ``killed`` and the number of messages it and its log hold.
+    """
+    import shutil
+    import sqlite3
+    from pathlib import Path
+
+    (db3,) = Path(folder).glob("*.db3")
+    recorder = sqlite3.connect(db3)
+    (total,) = recorder.execute("SELECT count(*) FROM messages").fetchone()
+    tail = recorder.execute(
+        "SELECT id, topic_id, timestamp, data FROM messages WHERE timestamp >= ?", (from_ns,)
+    ).fetchall()
+    recorder.execute("DELETE FROM messages WHERE timestamp >= ?", (from_ns,))
+    recorder.commit()
+    recorder.execute("PRAGMA journal_mode=WAL")
+    recorder.execute("PRAGMA wal_autocheckpoint=0")
+    recorder.executemany(
+        "INSERT INTO messages (id, topic_id, timestamp, data) VALUES (?, ?, ?, ?)", tail)
+    recorder.commit()
+    shutil.copytree(folder, killed)  # while the recorder still has it open: the log stays
+    recorder.close()
+    (Path(killed) / "metadata.yaml").unlink(missing_ok=True)
+    return Path(killed) / db3.name, total

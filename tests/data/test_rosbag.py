@@ -3,7 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from damaged_bags import damage_db3_page, mcap_chunks, mcap_records
+from damaged_bags import damage_db3_page, kill_in_wal_mode, mcap_chunks, mcap_records
 from rosbags.rosbag2 import Writer
 
 from iphd.calibration import (
@@ -32,7 +32,7 @@ from iphd.data.rosbag import (
     read_ground_truth,
     read_static_transforms,
     typestore,
-    unmerged_wal_text,
+    wal_text,
 )
 from iphd.data.truth import PersonTruth
 from iphd.errors import CalibrationError, ConfigError, DatasetError, FrameError
@@ -229,39 +229,81 @@ def test_splits_compressed_whole_are_read_with_the_last_one_that_was_not(tmp_pat
         assert reader.topics[DEPTH_IMAGE].count == 2
 
 
-def test_messages_left_in_sqlite_write_ahead_log_are_named_with_how_to_merge_them(tmp_path):
-    # The resilient preset records in WAL mode: a recorder killed before sqlite moved its last
-    # pages into the .db3 leaves them in bag_0.db3-wal, which a read-only reader skips.
-    import shutil
-    import sqlite3
+def _storages(reader):
+    storage = reader._reader.storage
+    return getattr(storage, "storages", [storage])
 
-    path = tmp_path / "bag"
-    _write(path, n=6, storage="sqlite3")
-    (db3,) = path.glob("*.db3")
-    recorder = sqlite3.connect(db3)
-    recorder.execute("PRAGMA journal_mode=WAL")
-    recorder.execute("PRAGMA wal_autocheckpoint=0")
-    recorder.execute("INSERT INTO messages (topic_id, timestamp, data) SELECT topic_id, "
-                     "timestamp + 1000000000, data FROM messages")
-    recorder.commit()
-    killed = tmp_path / "killed"
-    shutil.copytree(path, killed)  # while the recorder still has it open: the WAL stays
-    recorder.close()
-    copy = killed / db3.name
-    with BagReader(killed) as reader:
-        ((name, size),) = reader.unmerged_wal
-        assert name == str(copy) and size > 0
-        assert sum(1 for _ in reader.raw_messages()) == reader.message_count
-        before = reader.message_count
-    assert "PRAGMA wal_checkpoint" in unmerged_wal_text(name, size)
+
+def _killed_in_wal_mode(tmp_path, metadata=False):
+    """A recording of 6 frames killed with its last three frames' messages in its -wal.
+
+    A metadata.yaml written at an earlier split (rosbag2 rewrites it at each) is kept with
+    ``metadata``.
+    """
+    _, _, _, stamps = _write(tmp_path / "bag", n=6, storage="sqlite3")
+    copy, total = kill_in_wal_mode(tmp_path / "bag", tmp_path / "killed", stamps[3])
+    if metadata:  # what it said of the file's first three frames
+        _write(tmp_path / "early" / "bag", n=3, storage="sqlite3")
+        (tmp_path / "early" / "bag" / "metadata.yaml").rename(copy.parent / "metadata.yaml")
+    return copy, total
+
+
+@pytest.mark.parametrize("metadata", [False, True])
+def test_messages_left_in_sqlite_write_ahead_log_are_read_from_a_merged_copy(tmp_path, metadata):
+    copy, total = _killed_in_wal_mode(tmp_path, metadata)
+    wal = copy.with_name(f"{copy.name}-wal")
+    files = {p.name: p.read_bytes() for p in copy.parent.iterdir()}
+    with BagReader(copy.parent) as reader:
+        (log,) = reader.wal_logs
+        assert (log.file, log.wal_bytes, log.error) == (str(copy), wal.stat().st_size, None)
+        assert reader.message_count == total and 0 < log.messages < total
+        assert sum(1 for _ in reader.raw_messages()) == total
+        depth = [header_stamp_ns(m) for *_, m in reader.messages([DEPTH_IMAGE])]
+        assert depth == [T0 + i * 33_333_333 for i in range(6)]
+        assert reader.topics[DEPTH_IMAGE].count == 6
+        read_from = _storages(reader)[0].path
+        assert read_from != copy and Path(read_from).exists()
+    assert not Path(read_from).exists()  # the merged copy goes with the reader
+    # The recording is left exactly as it was, its log included.
+    assert {p.name: p.read_bytes() for p in copy.parent.iterdir()} == files
+    text = wal_text(log)
+    assert f"{copy}-wal held" in text and f"its {log.messages} messages were read" in text
+    # The storage file passed on its own reads the same.
+    with BagReader(copy) as reader:
+        assert reader.message_count == total and reader.wal_logs == [log]
     from iphd.eval.bag_check import check_bag
 
-    assert f"{copy}-wal holds {size} bytes" in " ".join(check_bag(killed).notes)
+    assert text in " ".join(check_bag(copy.parent).notes)
+
+
+def test_a_write_ahead_log_that_cannot_be_merged_is_named_and_the_file_read_alone(
+    tmp_path, monkeypatch
+):
+    import sqlite3
+
+    from iphd.data import cut_off
+
+    copy, total = _killed_in_wal_mode(tmp_path)
+
+    def full_disk(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cut_off.shutil, "copyfile", full_disk)
+    with BagReader(copy.parent) as reader:
+        (log,) = reader.wal_logs
+        assert log.error == "[Errno 28] No space left on device" and log.messages == 0
+        before = reader.message_count
+        assert before < total and sum(1 for _ in reader.raw_messages()) == before
+        assert _storages(reader)[0].path == copy
+    text = wal_text(log)
+    assert "No space left on device" in text and "they are not read" in text
+    assert "PRAGMA wal_checkpoint" in text
+    monkeypatch.undo()
     merge = sqlite3.connect(copy)  # what the message says to do
     merge.execute("PRAGMA wal_checkpoint")
     merge.close()
-    with BagReader(killed) as reader:
-        assert sum(1 for _ in reader.raw_messages()) > before
+    with BagReader(copy.parent) as reader:
+        assert sum(1 for _ in reader.raw_messages()) == total
 
 
 def test_a_sqlite_file_cut_off_mid_write_is_refused_with_how_to_rescue_it(tmp_path):

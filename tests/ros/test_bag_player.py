@@ -2,7 +2,7 @@ import time
 
 import numpy as np
 import pytest
-from damaged_bags import damage_db3_page, mcap_chunks
+from damaged_bags import damage_db3_page, kill_in_wal_mode, mcap_chunks
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from iphd_msgs.msg import PersonTrackArray
 from rclpy.node import Node
@@ -240,6 +240,21 @@ def test_a_damaged_page_of_a_db3_is_played_past_and_said(
     assert "the storage failed after log time" in player.stats()["storage_gap_0"]
     assert spin_until(executor, lambda: any(s.message.startswith("end of bag") for s in statuses))
     assert statuses[-1].level == DiagnosticStatus.WARN and "storage" in statuses[-1].message
+
+
+def test_a_recording_killed_with_messages_in_its_write_ahead_log_plays_them_too(
+    tmp_path, ros_context, executor, spin_until
+):
+    stamps = _write_bag(tmp_path / "bag", compression="none")
+    db3, total = kill_in_wal_mode(tmp_path / "bag", tmp_path / "killed", stamps["depth"][16])
+    statuses = _player_statuses(ros_context, executor)
+    player, rec = _play(ros_context, executor, spin_until, tmp_path / "killed", rate=2.0,
+                        diagnostics_period=0.1)
+    assert rec.stamps("depth/image_raw") == stamps["depth"]
+    assert rec.stamps("thermal/image_raw") == stamps["thermal"]
+    assert "messages were read from a merged copy" in player.stats()[f"write_ahead_log_{db3}"]
+    assert spin_until(executor, lambda: any(s.message.startswith("end of bag") for s in statuses))
+    assert "write-ahead" not in statuses[-1].message  # nothing was left unread
 
 
 def test_a_split_recording_plays_as_one_bag_leaving_out_a_damaged_file(

@@ -15,9 +15,12 @@ messages, their message indexes), and last the unfinished record it was writing.
   ``--max-bag-size`` or ``--max-bag-duration``) reads as one bag, its files in the order of
   their first message, as ``ros2 bag reindex`` would have described them; a file of them that
   does not open is left out and named.
+- ``WalSqlite3Reader``: a ``.db3`` whose write-ahead log (``FILE-wal``, the ``resilient``
+  preset) still holds messages is read from a copy merged with its log.
 
-Both plug into rosbags' ``Reader`` (``RecoveringReader``). They build on internals of rosbags
-0.11.9's ``McapReader`` (``meta_scan``, ``data_start``/``data_end``, its chunk index) and
+All plug into rosbags' ``Reader`` (``RecoveringReader``). They build on internals of rosbags
+0.11.9's ``McapReader`` (``meta_scan``, ``data_start``/``data_end``, its chunk index),
+``Sqlite3Reader`` (``path``, opened immutable) and
 ``DirectoryReader``, which change between releases: the requirements pin that version, and the
 tests in ``tests/data/test_rosbag.py`` fail on a version where this no longer holds.
 """
@@ -28,6 +31,7 @@ import heapq
 import logging
 import re
 import shutil
+import sqlite3
 import struct
 import sys
 from collections import defaultdict
@@ -428,10 +432,104 @@ def storage_files(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if storage_kind(p)), key=key)
 
 
+class WalLog(NamedTuple):
+    """A ``.db3`` file's write-ahead log that still held messages when the recorder stopped."""
+
+    file: str
+    """The ``.db3`` file; its log is ``FILE-wal``."""
+    wal_bytes: int
+    messages: int
+    """Messages read from the log (0 when it was not merged)."""
+    error: str | None
+    """Why it could not be merged (and its messages are not read), else None."""
+
+
+def _message_count(uri: str) -> int:
+    connection = sqlite3.connect(uri, uri=True)
+    try:
+        return int(connection.execute("SELECT count(*) FROM messages").fetchone()[0])
+    finally:
+        connection.close()
+
+
+class WalSqlite3Reader(Sqlite3Reader):
+    """rosbags' sqlite3 reader, which also reads what a write-ahead log still holds.
+
+    The ``resilient`` storage preset records in WAL mode: sqlite appends each transaction to
+    ``FILE-wal`` and moves it into the file later, at a checkpoint or when the last writer
+    closes. A recorder that is killed or loses power leaves the log, and rosbags opens the file
+    immutable, which does not read it. Here the file and its log are copied to a temporary
+    folder, sqlite merges them there (a torn last transaction fails its checksum and is
+    dropped, as on any sqlite open), and the copy is read. The recording is left as it is.
+    ``wal`` says what was found and read; a merge that fails reads the file alone.
+    """
+
+    def __init__(self, path: Any) -> None:
+        super().__init__(path)
+        #: The file named, not the merged copy read in its place.
+        self.source = Path(str(path))
+        self.wal: WalLog | None = None
+        self._copy: TemporaryDirectory[str] | None = None
+
+    def open(self) -> None:
+        """Open the file, or a merged copy of it and its non-empty write-ahead log."""
+        wal = Path(f"{self.source}-wal")
+        size = wal.stat().st_size if wal.is_file() else 0
+        if not size:
+            super().open()
+            return
+        try:
+            before = _message_count(f"file:{self.source}?immutable=1")
+            self._copy = TemporaryDirectory(prefix="iphd-wal-")
+            copy = Path(self._copy.name, self.source.name)
+            shutil.copyfile(self.source, copy)
+            shutil.copyfile(wal, f"{copy}-wal")
+            merge = sqlite3.connect(copy)
+            try:
+                merge.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                merge.close()
+        except (OSError, sqlite3.Error) as exc:
+            self._remove_copy()
+            self.wal = WalLog(str(self.source), size, 0, str(exc).rstrip("."))
+            super().open()
+            return
+        self.path = copy
+        try:
+            super().open()
+        except BaseException:
+            self._remove_copy()
+            raise
+        self.wal = WalLog(str(self.source), size, self.metadata.message_count - before, None)
+
+    def close(self) -> None:
+        """Close the file and remove the merged copy, if any."""
+        try:
+            super().close()
+        finally:
+            self._remove_copy()
+
+    def _remove_copy(self) -> None:
+        copy, self._copy = self._copy, None
+        self.path = self.source
+        if copy is not None:
+            copy.cleanup()
+
+
+def _spanned(metadata: ReaderMetadata, storages: list[Any]) -> ReaderMetadata:
+    """``metadata`` with the message count and log times of ``storages`` together."""
+    used = [s.metadata for s in storages if s.metadata.message_count]
+    count = sum(m.message_count for m in used)
+    start = min((m.start_time for m in used), default=2**63 - 1)
+    end = max((m.end_time for m in used), default=0)
+    return metadata._replace(duration=end - start if count else 0, start_time=start,
+                             end_time=end, message_count=count)
+
+
 class _DirectoryReader(DirectoryReader):
     """rosbags' bag folder reader; without metadata.yaml, its storage files as one bag."""
 
-    STORAGE_PLUGINS = {"mcap": CutOffMcapReader, "sqlite3": Sqlite3Reader}
+    STORAGE_PLUGINS = {"mcap": CutOffMcapReader, "sqlite3": WalSqlite3Reader}
 
     def __init__(self, path: Any) -> None:
         self.unindexed = not (path / "metadata.yaml").exists()
@@ -454,6 +552,9 @@ class _DirectoryReader(DirectoryReader):
     def open(self) -> None:
         if not self.unindexed:
             super().open()
+            if any(isinstance(s, WalSqlite3Reader) and s.wal and s.wal.messages
+                   for s in self.storages):
+                self._count_with_wal()
             return
         self.stack = ExitStack()
         try:
@@ -462,6 +563,19 @@ class _DirectoryReader(DirectoryReader):
             with suppress(Exception):
                 self.close()
             raise
+
+    def _count_with_wal(self) -> None:
+        """Counts and times from the files, when a write-ahead log added messages to them.
+
+        metadata.yaml (rosbag2 rewrites it at each split) was written before those messages.
+        """
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for storage in self.storages:
+            for conn in storage.connections:
+                counts[conn.topic, conn.msgtype] += conn.msgcount
+        self.connections = [c._replace(msgcount=counts.get((c.topic, c.msgtype), c.msgcount))
+                            for c in self.connections]
+        self.metadata = _spanned(self.metadata, self.storages)
 
     def _open_unindexed(self) -> None:
         assert self.stack is not None
@@ -473,7 +587,7 @@ class _DirectoryReader(DirectoryReader):
                 + ("both .db3 and .mcap files: pass one of them" if kinds
                    else "no .db3 or .mcap file: it is not a ROS 2 bag folder")
             )
-        plugin: type[Any] = CutOffMcapReader if kinds == {".mcap"} else Sqlite3Reader
+        plugin: type[Any] = CutOffMcapReader if kinds == {".mcap"} else WalSqlite3Reader
         storages: list[Any] = []
         first_error: Exception | None = None
         unpacked: str | None = None  # the temporary folder compressed files are unpacked to
@@ -518,33 +632,21 @@ class _DirectoryReader(DirectoryReader):
                     known = self.connections[same]
                     self.connections[same] = known._replace(
                         msgcount=known.msgcount + conn.msgcount)
-        used = [s.metadata for s in self.storages if s.metadata.message_count]
-        count = sum(m.message_count for m in used)
-        start = min((m.start_time for m in used), default=2**63 - 1)
-        end = max((m.end_time for m in used), default=0)
-        self.metadata = ReaderMetadata(
-            duration=end - start if count else 0,
-            start_time=start,
-            end_time=end,
-            message_count=count,
-            compression_format=None,
-            compression_mode=None,
-            ros_distro=None,
-            custom=None,
-        )
+        self.metadata = _spanned(self.metadata, self.storages)
 
 
 class RecoveringReader(Reader):
     """rosbags' ``Reader`` for recordings that may not have been closed (module docstring)."""
 
-    STORAGE_PLUGINS = {".mcap": CutOffMcapReader, ".db3": Sqlite3Reader, "dir": _DirectoryReader}
+    STORAGE_PLUGINS = {
+        ".mcap": CutOffMcapReader, ".db3": WalSqlite3Reader, "dir": _DirectoryReader}
 
     @property
     def unindexed_files(self) -> list[str]:
         """The storage files of a folder read without metadata.yaml (else empty)."""
         storage = self.storage
         if isinstance(storage, _DirectoryReader) and storage.unindexed:
-            paths = [str(getattr(s, "path", "")) for s in storage.storages]
+            paths = [str(getattr(s, "source", getattr(s, "path", ""))) for s in storage.storages]
             return [storage.sources.get(p, p) for p in paths]
         return []
 
@@ -558,6 +660,11 @@ class RecoveringReader(Reader):
         for storage in getattr(self.storage, "storages", [self.storage]):
             if isinstance(storage, CutOffMcapReader):
                 storage.on_damaged = callback
+
+    def wal_logs(self) -> list[WalLog]:
+        """What each ``.db3`` file's write-ahead log held and whether it was read."""
+        storages = getattr(self.storage, "storages", [self.storage])
+        return [s.wal for s in storages if isinstance(s, WalSqlite3Reader) and s.wal]
 
     def cut_offs(self) -> list[tuple[str, CutOff]]:
         """(file, what it kept and lost) for each storage file that was cut off."""

@@ -99,6 +99,7 @@ from .cut_off import (
     CutOff,
     DamagedChunk,
     RecoveringReader,
+    WalLog,
     storage_files,
     storage_kind,
 )
@@ -674,26 +675,21 @@ def _bag_source(path: Path) -> Path:
     return path
 
 
-def _unmerged_wal(source: Path) -> list[tuple[str, int]]:
-    """(``.db3`` file, bytes) for each storage file of ``source`` with a non-empty ``-wal``."""
-    files = [source] if source.is_file() else sorted(source.glob("*.db3"))
-    found = []
-    for path in files:
-        wal = Path(f"{path}-wal")
-        size = wal.stat().st_size if wal.is_file() else 0
-        if size:
-            found.append((str(path), size))
-    return found
+def wal_text(log: WalLog) -> str:
+    """What to say about a ``.db3`` whose write-ahead log still held messages (``WalLog``)."""
+    name = log.file
+    held = (f"{name}-wal held {_bytes(log.wal_bytes)} that sqlite had not yet moved into "
+            f"{name} when the recording stopped (the resilient storage preset's write-ahead "
+            "log)")
+    if log.error is None:
+        return (f"{held}: its {log.messages} messages were read from a merged copy in a "
+                "temporary folder; the recording's files are left as they are")
+    return (f"{held}: merging them into a copy failed ({log.error}), so they are not read. On "
+            f"a copy of both files, `sqlite3 {name} 'PRAGMA wal_checkpoint;'` moves them in")
 
 
-def unmerged_wal_text(name: str, size: int) -> str:
-    """What to say about a ``.db3`` whose write-ahead log still holds messages."""
-    return (
-        f"{name}-wal holds {size} bytes that sqlite had not yet moved into {name} when the "
-        "recording stopped (the resilient storage preset's write-ahead log): they are not "
-        f"read. On a copy of both files, `sqlite3 {name} 'PRAGMA wal_checkpoint;'` moves them "
-        "in"
-    )
+def _bytes(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 100_000 else f"{n_bytes} bytes"
 
 
 def unreadable_file_text(name: str, why: str) -> str:
@@ -810,12 +806,12 @@ class BagReader:
         self.unreadable_files: list[tuple[str, str]] = reader.unreadable_files
         for name, why in self.unreadable_files:
             LOG.warning("%s", unreadable_file_text(name, why))
-        #: (``.db3`` file, bytes) for each file whose sqlite write-ahead log (``FILE-wal``, the
-        #: ``resilient`` storage preset) still holds messages: the recorder stopped before
-        #: sqlite moved them into the file, and they are not read.
-        self.unmerged_wal: list[tuple[str, int]] = _unmerged_wal(source)
-        for name, size in self.unmerged_wal:
-            LOG.warning("%s", unmerged_wal_text(name, size))
+        #: Each ``.db3`` file whose sqlite write-ahead log (``FILE-wal``, the ``resilient``
+        #: storage preset) still held messages: the recorder stopped before sqlite moved them
+        #: into the file. They are read from a merged copy (``WalLog.error`` when that failed).
+        self.wal_logs: list[WalLog] = reader.wal_logs()
+        for log in self.wal_logs:
+            LOG.warning("%s", wal_text(log))
         reader.on_damaged(self._damaged_chunk)
         #: Parts of the storage that failed while read (``StorageGap``), in the order met.
         self.gaps: list[StorageGap] = []

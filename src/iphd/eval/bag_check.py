@@ -33,8 +33,8 @@ from iphd.data.rosbag import (
     header_stamp_ns,
     image_to_array,
     read_transform_buffer,
-    unmerged_wal_text,
     unreadable_file_text,
+    wal_text,
 )
 from iphd.errors import IphdError
 from iphd.eval.pipeline import THERMAL_ENCODINGS, OfflineConfig, bag_topic_label, find_topic
@@ -144,8 +144,8 @@ def check_bag(
             result.notes.append(f"{name} was {cut.describe()}")
         for name, why in reader.unreadable_files:
             result.problems.append(unreadable_file_text(name, why))
-        for name, size in reader.unmerged_wal:
-            result.notes.append(unmerged_wal_text(name, size))
+        for log in reader.wal_logs:
+            result.notes.append(wal_text(log))
         rig = _calibration(reader, calibration, result)
         stop_ns = reader.start_ns + int(seconds * 1e9)
         samples: dict[str, list[tuple[int, Any]]] = {}

@@ -26,8 +26,8 @@ from iphd.data.rosbag import (
     BagReader,
     header_stamp_ns,
     tracks_to_truth,
-    unmerged_wal_text,
     unreadable_file_text,
+    wal_text,
 )
 from iphd.data.truth import PersonTruth
 from iphd.detection.verifier import describe as describe_verifier
@@ -332,9 +332,8 @@ def evaluate_offline(
                                        for name, cut in reader.cut_off)
     if reader.gaps:
         run["bag_storage_gaps"] = "; ".join(gap.describe() for gap in reader.gaps)
-    if reader.unmerged_wal:
-        run["bag_unmerged_wal"] = "; ".join(
-            unmerged_wal_text(name, size) for name, size in reader.unmerged_wal)
+    if reader.wal_logs:
+        run["bag_write_ahead_log"] = "; ".join(wal_text(log) for log in reader.wal_logs)
     if reader.unreadable_files:
         run["bag_files_left_out"] = "; ".join(
             unreadable_file_text(name, why) for name, why in reader.unreadable_files)

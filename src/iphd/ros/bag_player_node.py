@@ -17,7 +17,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from iphd.compressed_images import COMPRESSED_IMAGE, decode_compressed
 from iphd.data.playback import BagPlayback, PlaybackConfig
-from iphd.data.rosbag import BagReader, RawMessage
+from iphd.data.rosbag import BagReader, RawMessage, wal_text
 from iphd.errors import ConfigError, IphdError
 from iphd.ros import qos
 from iphd.ros.common import declare, diagnostic_array, forward_library_logs, spin_node
@@ -357,6 +357,8 @@ class BagPlayerNode(Node):
             values[f"left_out_{name}"] = why
         for i, gap in enumerate(self._reader.gaps):
             values[f"storage_gap_{i}"] = gap.describe()
+        for log in self._reader.wal_logs:
+            values[f"write_ahead_log_{log.file}"] = wal_text(log)
         return values
 
     def _publish_diagnostics(self) -> None:
@@ -379,6 +381,9 @@ class BagPlayerNode(Node):
         if self._reader.gaps:
             level = "WARN"
             message = f"{message}; parts of the storage that fail were skipped"
+        if any(log.error for log in self._reader.wal_logs):
+            level = "WARN"
+            message = f"{message}; messages left in a write-ahead log are not read"
         self._diag_pub.publish(diagnostic_array(self, "bag_player", level, message, self.stats()))
 
     def close(self) -> None:
