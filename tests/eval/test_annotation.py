@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from iphd.calibration import load_calibration
-from iphd.data.rosbag import GROUND_TRUTH, TF_STATIC, BagReader, read_ground_truth
+from iphd.data.rosbag import GROUND_TRUTH, TF_STATIC, THERMAL_IMAGE, BagReader, read_ground_truth
 from iphd.errors import DatasetError
 from iphd.eval.annotation import (
     export_mot,
@@ -133,6 +133,13 @@ def test_export_of_a_window_of_the_bag(sim_bag, tmp_path):
     assert all(first + 1.4e9 <= s < first + 2.5e9 for s in stamps)
     with pytest.raises(ValueError, match="past the end"):
         export_mot(sim_bag, tmp_path / "late", CONFIG, start_s=60.0)
+    # A window between two thermal frames makes no pair, and the error says why.
+    with BagReader(sim_bag) as reader:
+        thermal = [m.log_ns - first for m in reader.raw_messages([THERMAL_IMAGE])][5:7]
+    with pytest.raises(DatasetError, match="nothing to annotate: the part read .* holds no "
+                       "thermal image .*the next is logged"):
+        export_mot(sim_bag, tmp_path / "gap", CONFIG, start_s=(thermal[0] + 1e7) / 1e9,
+                   limit_s=(thermal[1] - thermal[0] - 2e7) / 1e9)
 
 
 def test_mot_rows_follow_the_cvat_columns(tmp_path):

@@ -100,3 +100,20 @@ def test_any_bag_can_be_watched_with_or_without_ground_truth(sim_bag, tmp_path, 
     assert "must be an .mp4 file" in capsys.readouterr().err
     assert main(["video", "--bag", str(tmp_path / "none"), "--out", str(tmp_path / "v.mp4")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_part_without_thermal_frames_says_where_the_next_one_is(sim_bag, tmp_path, capsys):
+    from iphd.data.rosbag import THERMAL_IMAGE, BagReader
+
+    with BagReader(sim_bag) as reader:
+        start = reader.start_ns
+        logged = [m.log_ns - start for m in reader.raw_messages([THERMAL_IMAGE])][3:5]
+    # Between two thermal frames: depth frames only.
+    begin, length = (logged[0] + 10_000_000) / 1e9, (logged[1] - logged[0] - 20_000_000) / 1e9
+    assert main(["video", "--bag", str(sim_bag), "--out", str(tmp_path / "v.mp4"), "--quiet",
+                 "--reid-checkpoint", "none", "--start-s", f"{begin}",
+                 "--limit-s", f"{length}"]) == 2
+    err = capsys.readouterr().err
+    assert "no depth/thermal pair was made, so nothing was drawn: the part read (" in err
+    assert f"holds no thermal image on {THERMAL_IMAGE} (the next is logged " \
+           f"{logged[1] / 1e9:.2f} s after the bag's start" in err

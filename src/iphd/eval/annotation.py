@@ -180,11 +180,12 @@ def export_mot(
                         x1, y1, x2, y2 = (float(v) for v in t.box_xyxy)
                         rows.append(f"{frame},{t.track_id},{x1:.1f},{y1:.1f},{x2 - x1:.1f},"
                                     f"{y2 - y1:.1f},1,1,1.0")
-    if not stamps:
-        raise DatasetError(
-            f"{bag}: no depth/thermal pair could be made, so there is nothing to annotate; "
-            "check that the bag has thermal/image_raw and depth/image_raw"
-        )
+        if not stamps:
+            why = (f"fusion failed on all {pipeline.stats.pairs} pairs (the log says why)"
+                   if pipeline.stats.pairs else
+                   pipeline.no_pair_reason(reader, start_ns, stop_ns))
+            raise DatasetError(f"{bag}: no depth/thermal pair was made, so there is nothing to "
+                               f"annotate: {why}")
     with open(out / STAMPS_FILE, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["frame", "depth_stamp_ns"])

@@ -274,17 +274,17 @@ def evaluate_offline(
                     movie.add(pair_frame(pair, None if images is None else images[0], truth,
                                          bag_start_ns, labels))
                 bar.update(1)
+        no_pair = "" if pipeline.stats.pairs else pipeline.no_pair_reason(reader, start_ns,
+                                                                           stop_ns)
     ap, mot, hota, frames, without_truth, breakdown = _score(
         outputs, truth, labels, published_min_score=config.score_threshold,
         published_masks=masks,
     )
     stats = pipeline.stats
     if not stats.pairs:
-        skipped = "; ".join(f"{n} {topic} messages skipped" for topic, n in stats.skipped.items())
         raise DatasetError(
-            f"{bag}: no depth/thermal pair was made, so there is nothing to score"
-            + (f" ({skipped}, the log says why)" if skipped else "")
-            + f"; `iphd-eval check --bag {bag}` checks what the pipeline reads"
+            f"{bag}: no depth/thermal pair was made, so there is nothing to score: {no_pair}; "
+            f"`iphd-eval check --bag {bag}` checks what the pipeline reads"
         )
     result = BagEvalResult(
         mode="offline",

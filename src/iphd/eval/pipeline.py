@@ -425,6 +425,47 @@ class OfflinePipeline:
             LOG.warning("%s: %d of %d thermal frames found no depth frame within %s; %s",
                         reader.path, unpaired, thermal, within, reason)
 
+    def no_pair_reason(
+        self, reader: BagReader, start_ns: int | None = None, stop_ns: int | None = None
+    ) -> str:
+        """Why ``run_bag`` over ``[start_ns, stop_ns)`` made no pair, for an error message.
+
+        Names an input of which no message was read (and where the bag's first one is), the
+        messages skipped, or that the frames read found no partner within the fusion's skew.
+        """
+        first = reader.start_ns
+        part = "the bag"
+        if start_ns is not None or stop_ns is not None:
+            begin = ((start_ns or first) - first) / 1e9
+            end = ((stop_ns or reader.end_ns + 1) - first) / 1e9
+            part = f"the part read ({begin:.2f}-{end:.2f} s after the bag's start)"
+        read = self.stats.messages
+        topics = {name: topic for topic, name in self.input_topics(reader).items()}
+        reasons = []
+        for name, what in ((DEPTH_IMAGE, "depth"), (THERMAL_IMAGE, "thermal")):
+            if read.get(name) or self.stats.skipped.get(name):
+                continue
+            log_ns = next((m.log_ns for m in reader.raw_messages([topics[name]], start_ns)),
+                          None)
+            where = (f"the bag has none{' from there on' if start_ns else ''}"
+                     if log_ns is None else
+                     f"the {'next' if start_ns else 'first'} is logged "
+                     f"{(log_ns - first) / 1e9:.2f} s after the bag's start: read a part that "
+                     "holds some with --start-s and --limit-s")
+            reasons.append(f"{part} holds no {what} image on {topics[name]} ({where})")
+        skipped = self.stats.skipped
+        if not reasons and not any(skipped.get(name, 0) >= read.get(name, 0) > 0
+                                   for name in (DEPTH_IMAGE, THERMAL_IMAGE)):
+            reasons.append(
+                f"{read.get(THERMAL_IMAGE, 0)} thermal and {read.get(DEPTH_IMAGE, 0)} depth images "
+                f"were read in {part}, and no thermal frame found a depth frame within "
+                f"{self.sync.config.max_skew_ns / 1e6:g} ms")
+        if skipped:
+            reasons.append(", ".join(f"{n} {topic} messages skipped"
+                                     for topic, n in skipped.items())
+                           + " (the log says why)")
+        return "; ".join(reasons)
+
     def input_topics(self, reader: BagReader) -> dict[str, str]:
         """The bag's topics ``run_bag`` reads: {the bag's topic: the pipeline's name for it}.
 

@@ -170,4 +170,7 @@ def write_bag_video(
                 movie.add(pair_frame(pair, None if images is None else images[0], truth,
                                      reader.start_ns))
                 bar.update(1)
+        if not movie.frames:
+            raise DatasetError(f"{bag}: no depth/thermal pair was made, so nothing was drawn: "
+                               f"{pipeline.no_pair_reason(reader, start_ns, stop_ns)}")
     return movie
