@@ -63,6 +63,15 @@ def test_negative_people_count_is_refused(tmp_path, capsys):
     assert _left(tmp_path) == []
 
 
+def test_a_bag_too_short_for_a_thermal_frame_says_so(tmp_path, capsys):
+    assert run(["bag", "--out", str(tmp_path / "bag"), "--duration", "0.3", "--people", "0",
+                "--profile", "aligned_424x240", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "'depth/image_raw': 9" in captured.out and "thermal/image_raw" not in captured.out
+    assert "has no thermal frame, so no pair" in captured.err
+    assert "give --duration 2 or more" in captured.err
+
+
 def test_unwritable_folder_is_a_clear_error(tmp_path, capsys, monkeypatch):
     real_access = os.access
     monkeypatch.setattr(os, "access",

@@ -172,6 +172,11 @@ def run(argv: Sequence[str] | None = None) -> int:
                     overwrite=args.overwrite, calibration=calibration, progress=bar.update,
                 )
             print(f"wrote {args.out}: {info}")
+            if not info.get("thermal/image_raw"):
+                print(f"iphd-sim bag: note: {args.out} has no thermal frame, so no pair: the "
+                      f"Lepton's start-up flat-field correction drops the first "
+                      f"{sensors.ffc_duration_s:g} s of them; give --duration 2 or more",
+                      file=sys.stderr)
         elif args.command == "rsrec":
             sensors = SensorConfig(depth_profile=args.profile)
             with _bar(args, 0, "frame") as bar:
