@@ -65,7 +65,8 @@ def test_bag_replay_subscribes_reliably_and_live_sensors_with_sensor_qos(monkeyp
 
 
 def test_bag_source_and_bag_path_go_together():
-    with pytest.raises(ConfigError, match="bag:="):
+    with pytest.raises(ConfigError, match='bag:=.*iphd-run --bag PATH; make demo SOURCE=bag '
+                       'ARGS="--bag PATH"'):
         build_graph("bag")
     with pytest.raises(ConfigError, match="only played with source:=bag"):
         build_graph("live", bag="/data/run1")

@@ -234,7 +234,10 @@ def build_graph(
             "playback_file is a D435 recording and only makes sense with source:=live"
         )
     if source == "bag" and not bag:
-        raise ConfigError("source:=bag needs the bag to play: pass bag:=/path/to/bag")
+        raise ConfigError(
+            "source:=bag needs the bag to play: pass bag:=/path/to/bag (iphd-run --bag PATH; "
+            'make demo SOURCE=bag ARGS="--bag PATH")'
+        )
     if bag and source != "bag":
         raise ConfigError(f"a bag ({bag}) is only played with source:=bag, not source:={source}")
     if detector_checkpoint and not detector:
