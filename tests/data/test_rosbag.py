@@ -1,5 +1,7 @@
 import logging
+import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -285,19 +287,34 @@ def test_a_write_ahead_log_that_cannot_be_merged_is_named_and_the_file_read_alon
 
     copy, total = _killed_in_wal_mode(tmp_path)
 
-    def full_disk(*_args, **_kwargs):
-        raise OSError(28, "No space left on device")
+    class Usage(NamedTuple):
+        free: int
 
-    monkeypatch.setattr(cut_off.shutil, "copyfile", full_disk)
+    monkeypatch.setattr(cut_off.shutil, "disk_usage", lambda _folder: Usage(10**9))
+    size = copy.stat().st_size + Path(f"{copy}-wal").stat().st_size
+    monkeypatch.setattr(cut_off, "WAL_COPY_MARGIN", 10**9 - size + 1)  # one byte short
     with BagReader(copy.parent) as reader:
         (log,) = reader.wal_logs
-        assert log.error == "[Errno 28] No space left on device" and log.messages == 0
+        assert log.error.startswith(f"a merged copy needs {size / 1e9:.2f} GB and the temporary "
+                                    "folder ") and log.messages == 0
         before = reader.message_count
         assert before < total and sum(1 for _ in reader.raw_messages()) == before
         assert _storages(reader)[0].path == copy
     text = wal_text(log)
-    assert "No space left on device" in text and "they are not read" in text
-    assert "PRAGMA wal_checkpoint" in text
+    assert "1.00 GB free: set TMPDIR to a folder with room" in text
+    assert "they are not read" in text and "PRAGMA wal_checkpoint" in text
+
+    def full_disk(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.undo()
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setattr(cut_off.shutil, "copyfile", full_disk)  # filled while copying
+    with BagReader(copy.parent) as reader:
+        assert reader.wal_logs[0].error == "[Errno 28] No space left on device"
+        assert reader.message_count == before
+    assert not list((tmp_path / "tmp").iterdir())  # nothing left behind
     monkeypatch.undo()
     merge = sqlite3.connect(copy)  # what the message says to do
     merge.execute("PRAGMA wal_checkpoint")

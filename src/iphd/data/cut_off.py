@@ -34,6 +34,7 @@ import shutil
 import sqlite3
 import struct
 import sys
+import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Collection, Generator, Iterator
 from contextlib import ExitStack, suppress
@@ -452,6 +453,25 @@ def _message_count(uri: str) -> int:
         connection.close()
 
 
+#: Room left free beside a merged copy of a ``.db3`` and its log, bytes.
+WAL_COPY_MARGIN = 256 * 2**20
+
+
+def _check_room(n_bytes: int) -> None:
+    """Refuse a copy of ``n_bytes`` that would (nearly) fill the temporary folder.
+
+    Raises:
+        OSError: not enough free space there.
+    """
+    folder = tempfile.gettempdir()
+    free = shutil.disk_usage(folder).free
+    if free < n_bytes + WAL_COPY_MARGIN:
+        raise OSError(
+            f"a merged copy needs {n_bytes / 1e9:.2f} GB and the temporary folder {folder} has "
+            f"{free / 1e9:.2f} GB free: set TMPDIR to a folder with room"
+        )
+
+
 class WalSqlite3Reader(Sqlite3Reader):
     """rosbags' sqlite3 reader, which also reads what a write-ahead log still holds.
 
@@ -480,6 +500,7 @@ class WalSqlite3Reader(Sqlite3Reader):
             return
         try:
             before = _message_count(f"file:{self.source}?immutable=1")
+            _check_room(self.source.stat().st_size + size)
             self._copy = TemporaryDirectory(prefix="iphd-wal-")
             copy = Path(self._copy.name, self.source.name)
             shutil.copyfile(self.source, copy)
