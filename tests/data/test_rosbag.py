@@ -283,19 +283,19 @@ def test_a_write_ahead_log_that_cannot_be_merged_is_named_and_the_file_read_alon
 ):
     import sqlite3
 
-    from iphd.data import cut_off
+    from iphd.data import sqlite_rescue
 
     copy, total = _killed_in_wal_mode(tmp_path)
 
     class Usage(NamedTuple):
         free: int
 
-    monkeypatch.setattr(cut_off.shutil, "disk_usage", lambda _folder: Usage(10**9))
+    monkeypatch.setattr(sqlite_rescue.shutil, "disk_usage", lambda _folder: Usage(10**9))
     size = copy.stat().st_size + Path(f"{copy}-wal").stat().st_size
-    monkeypatch.setattr(cut_off, "WAL_COPY_MARGIN", 10**9 - size + 1)  # one byte short
+    monkeypatch.setattr(sqlite_rescue, "COPY_MARGIN", 10**9 - size + 1)  # one byte short
     with BagReader(copy.parent) as reader:
         (log,) = reader.wal_logs
-        assert log.error.startswith(f"a merged copy needs {size / 1e9:.2f} GB and the temporary "
+        assert log.error.startswith(f"a copy needs {size / 1e9:.2f} GB and the temporary "
                                     "folder ") and log.messages == 0
         before = reader.message_count
         assert before < total and sum(1 for _ in reader.raw_messages()) == before
@@ -310,7 +310,7 @@ def test_a_write_ahead_log_that_cannot_be_merged_is_named_and_the_file_read_alon
     monkeypatch.undo()
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    monkeypatch.setattr(cut_off.shutil, "copyfile", full_disk)  # filled while copying
+    monkeypatch.setattr(sqlite_rescue.shutil, "copyfile", full_disk)  # filled while copying
     with BagReader(copy.parent) as reader:
         assert reader.wal_logs[0].error == "[Errno 28] No space left on device"
         assert reader.message_count == before
@@ -323,16 +323,56 @@ def test_a_write_ahead_log_that_cannot_be_merged_is_named_and_the_file_read_alon
         assert sum(1 for _ in reader.raw_messages()) == total
 
 
-def test_a_sqlite_file_cut_off_mid_write_is_refused_with_how_to_rescue_it(tmp_path):
+@pytest.mark.parametrize("metadata", [False, True])
+def test_a_sqlite_file_cut_off_mid_write_is_rebuilt_from_the_rows_that_read(
+    tmp_path, metadata, caplog
+):
+    # A power loss with the default preset: the file ends short of the size its header gives,
+    # and sqlite refuses it ("database disk image is malformed").
     path = tmp_path / "bag"
-    _write(path, n=20, storage="sqlite3")
+    _write(path, n=20, storage="sqlite3", compression="none")
+    with BagReader(path) as reader:
+        recorded = [(t, log) for t, _, log, _ in reader.messages()]
+        depth = [header_stamp_ns(m) for *_, m in reader.messages([DEPTH_IMAGE])]
     (storage_file,) = path.glob("*.db3")
     data = storage_file.read_bytes()
     storage_file.write_bytes(data[: len(data) // 2])
+    if not metadata:  # a recorder that lost power wrote none
+        (path / "metadata.yaml").unlink()
+    with caplog.at_level(logging.WARNING), BagReader(path) as reader:
+        (rebuilt,) = reader.rebuilt
+        read = [(t, log) for t, _, log, _ in reader.messages()]
+        stamps = [header_stamp_ns(m) for *_, m in reader.messages([DEPTH_IMAGE])]
+        assert reader.message_count == len(read) == rebuilt.messages
+        assert reader.topics[DEPTH_IMAGE].count == len(stamps)
+        copy = _storages(reader)[0].path
+        assert copy != storage_file and Path(copy).exists()
+    assert not Path(copy).exists()
+    # What was read is what the recorder wrote first, in log-time order; the rest is lost.
+    assert 0 < len(read) < len(recorded) and set(read) < set(recorded)
+    assert [log for _, log in read] == sorted(log for _, log in read)
+    assert 0 < len(stamps) < len(depth) and stamps == depth[: len(stamps)]
+    assert (rebuilt.file, rebuilt.reason) == (str(storage_file), "database disk image is malformed")
+    assert rebuilt.missing_bytes == len(data) - len(data) // 2 and rebuilt.lost == 0
+    assert f"{storage_file} is damaged (database disk image is malformed, " in caplog.text
+    assert f"after message id {rebuilt.last_id} are lost" in caplog.text
+    assert storage_file.read_bytes() == data[: len(data) // 2]  # left as it is
+    from iphd.eval.bag_check import check_bag
+
+    assert rebuilt.describe() in check_bag(path).notes
+
+
+def test_a_sqlite_file_that_does_not_rebuild_is_refused_with_how_to_rescue_it(tmp_path):
+    path = tmp_path / "bag"
+    _write(path, n=20, storage="sqlite3")
+    (storage_file,) = path.glob("*.db3")
+    data = bytearray(storage_file.read_bytes())
+    data[:4096] = bytes(4096)  # its header and schema
+    storage_file.write_bytes(bytes(data))
     with pytest.raises(DatasetError, match="not a readable ROS 2 bag") as error:
         BagReader(path)
     assert "'.recover' | sqlite3 fixed.db3" in str(error.value)
-    assert str(storage_file) in str(error.value)
+    assert not list(Path(tempfile.gettempdir()).glob("iphd-db3-*/bag*.db3"))
 
 
 def test_a_damaged_page_of_a_db3_is_read_past_and_named(tmp_path, caplog):

@@ -257,6 +257,24 @@ def test_a_recording_killed_with_messages_in_its_write_ahead_log_plays_them_too(
     assert "write-ahead" not in statuses[-1].message  # nothing was left unread
 
 
+def test_a_db3_cut_short_by_a_power_loss_plays_the_rows_that_read_and_says_so(
+    tmp_path, ros_context, executor, spin_until
+):
+    stamps = _write_bag(tmp_path / "bag", compression="none")
+    (db3,) = (tmp_path / "bag").glob("*.db3")
+    db3.write_bytes(db3.read_bytes()[: db3.stat().st_size * 2 // 3])
+    (tmp_path / "bag" / "metadata.yaml").unlink()
+    statuses = _player_statuses(ros_context, executor)
+    player, rec = _play(ros_context, executor, spin_until, tmp_path / "bag", rate=2.0,
+                        diagnostics_period=0.1)
+    played = rec.stamps("depth/image_raw")
+    assert 0 < len(played) < len(stamps["depth"]) and played == stamps["depth"][: len(played)]
+    assert "rebuilt in a temporary folder" in player.stats()[f"rebuilt_{db3}"]
+    assert spin_until(executor, lambda: any(s.message.startswith("end of bag") for s in statuses))
+    assert statuses[-1].level == DiagnosticStatus.WARN
+    assert "a damaged file was read from the rows that still read" in statuses[-1].message
+
+
 def test_a_split_recording_plays_as_one_bag_leaving_out_a_damaged_file(
     tmp_path, ros_context, executor, spin_until
 ):

@@ -15,8 +15,9 @@ messages, their message indexes), and last the unfinished record it was writing.
   ``--max-bag-size`` or ``--max-bag-duration``) reads as one bag, its files in the order of
   their first message, as ``ros2 bag reindex`` would have described them; a file of them that
   does not open is left out and named.
-- ``WalSqlite3Reader``: a ``.db3`` whose write-ahead log (``FILE-wal``, the ``resilient``
-  preset) still holds messages is read from a copy merged with its log.
+- ``RescuingSqlite3Reader`` (``sqlite_rescue``): a ``.db3`` whose write-ahead log
+  (``FILE-wal``, the ``resilient`` preset) still holds messages is read from a copy merged
+  with its log, and one sqlite finds damaged from a copy rebuilt of the rows that read.
 
 All plug into rosbags' ``Reader`` (``RecoveringReader``). They build on internals of rosbags
 0.11.9's ``McapReader`` (``meta_scan``, ``data_start``/``data_end``, its chunk index),
@@ -31,10 +32,8 @@ import heapq
 import logging
 import re
 import shutil
-import sqlite3
 import struct
 import sys
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Collection, Generator, Iterator
 from contextlib import ExitStack, suppress
@@ -59,7 +58,8 @@ from rosbags.rosbag2.storage_mcap import (
     decompress,
     msgsrc,
 )
-from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
+
+from .sqlite_rescue import Rebuilt, RescuingSqlite3Reader, WalLog
 
 LOG = logging.getLogger(__name__)
 
@@ -433,110 +433,6 @@ def storage_files(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if storage_kind(p)), key=key)
 
 
-class WalLog(NamedTuple):
-    """A ``.db3`` file's write-ahead log that still held messages when the recorder stopped."""
-
-    file: str
-    """The ``.db3`` file; its log is ``FILE-wal``."""
-    wal_bytes: int
-    messages: int
-    """Messages read from the log (0 when it was not merged)."""
-    error: str | None
-    """Why it could not be merged (and its messages are not read), else None."""
-
-
-def _message_count(uri: str) -> int:
-    connection = sqlite3.connect(uri, uri=True)
-    try:
-        return int(connection.execute("SELECT count(*) FROM messages").fetchone()[0])
-    finally:
-        connection.close()
-
-
-#: Room left free beside a merged copy of a ``.db3`` and its log, bytes.
-WAL_COPY_MARGIN = 256 * 2**20
-
-
-def _check_room(n_bytes: int) -> None:
-    """Refuse a copy of ``n_bytes`` that would (nearly) fill the temporary folder.
-
-    Raises:
-        OSError: not enough free space there.
-    """
-    folder = tempfile.gettempdir()
-    free = shutil.disk_usage(folder).free
-    if free < n_bytes + WAL_COPY_MARGIN:
-        raise OSError(
-            f"a merged copy needs {n_bytes / 1e9:.2f} GB and the temporary folder {folder} has "
-            f"{free / 1e9:.2f} GB free: set TMPDIR to a folder with room"
-        )
-
-
-class WalSqlite3Reader(Sqlite3Reader):
-    """rosbags' sqlite3 reader, which also reads what a write-ahead log still holds.
-
-    The ``resilient`` storage preset records in WAL mode: sqlite appends each transaction to
-    ``FILE-wal`` and moves it into the file later, at a checkpoint or when the last writer
-    closes. A recorder that is killed or loses power leaves the log, and rosbags opens the file
-    immutable, which does not read it. Here the file and its log are copied to a temporary
-    folder, sqlite merges them there (a torn last transaction fails its checksum and is
-    dropped, as on any sqlite open), and the copy is read. The recording is left as it is.
-    ``wal`` says what was found and read; a merge that fails reads the file alone.
-    """
-
-    def __init__(self, path: Any) -> None:
-        super().__init__(path)
-        #: The file named, not the merged copy read in its place.
-        self.source = Path(str(path))
-        self.wal: WalLog | None = None
-        self._copy: TemporaryDirectory[str] | None = None
-
-    def open(self) -> None:
-        """Open the file, or a merged copy of it and its non-empty write-ahead log."""
-        wal = Path(f"{self.source}-wal")
-        size = wal.stat().st_size if wal.is_file() else 0
-        if not size:
-            super().open()
-            return
-        try:
-            before = _message_count(f"file:{self.source}?immutable=1")
-            _check_room(self.source.stat().st_size + size)
-            self._copy = TemporaryDirectory(prefix="iphd-wal-")
-            copy = Path(self._copy.name, self.source.name)
-            shutil.copyfile(self.source, copy)
-            shutil.copyfile(wal, f"{copy}-wal")
-            merge = sqlite3.connect(copy)
-            try:
-                merge.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                merge.close()
-        except (OSError, sqlite3.Error) as exc:
-            self._remove_copy()
-            self.wal = WalLog(str(self.source), size, 0, str(exc).rstrip("."))
-            super().open()
-            return
-        self.path = copy
-        try:
-            super().open()
-        except BaseException:
-            self._remove_copy()
-            raise
-        self.wal = WalLog(str(self.source), size, self.metadata.message_count - before, None)
-
-    def close(self) -> None:
-        """Close the file and remove the merged copy, if any."""
-        try:
-            super().close()
-        finally:
-            self._remove_copy()
-
-    def _remove_copy(self) -> None:
-        copy, self._copy = self._copy, None
-        self.path = self.source
-        if copy is not None:
-            copy.cleanup()
-
-
 def _spanned(metadata: ReaderMetadata, storages: list[Any]) -> ReaderMetadata:
     """``metadata`` with the message count and log times of ``storages`` together."""
     used = [s.metadata for s in storages if s.metadata.message_count]
@@ -550,7 +446,7 @@ def _spanned(metadata: ReaderMetadata, storages: list[Any]) -> ReaderMetadata:
 class _DirectoryReader(DirectoryReader):
     """rosbags' bag folder reader; without metadata.yaml, its storage files as one bag."""
 
-    STORAGE_PLUGINS = {"mcap": CutOffMcapReader, "sqlite3": WalSqlite3Reader}
+    STORAGE_PLUGINS = {"mcap": CutOffMcapReader, "sqlite3": RescuingSqlite3Reader}
 
     def __init__(self, path: Any) -> None:
         self.unindexed = not (path / "metadata.yaml").exists()
@@ -573,9 +469,9 @@ class _DirectoryReader(DirectoryReader):
     def open(self) -> None:
         if not self.unindexed:
             super().open()
-            if any(isinstance(s, WalSqlite3Reader) and s.wal and s.wal.messages
-                   for s in self.storages):
-                self._count_with_wal()
+            if any(isinstance(s, RescuingSqlite3Reader)
+                   and (s.rebuilt or (s.wal and s.wal.messages)) for s in self.storages):
+                self._count_from_files()
             return
         self.stack = ExitStack()
         try:
@@ -585,10 +481,11 @@ class _DirectoryReader(DirectoryReader):
                 self.close()
             raise
 
-    def _count_with_wal(self) -> None:
+    def _count_from_files(self) -> None:
         """Counts and times from the files, when a write-ahead log added messages to them.
 
-        metadata.yaml (rosbag2 rewrites it at each split) was written before those messages.
+        metadata.yaml (rosbag2 rewrites it at each split) was written before those messages,
+        or counted those a damaged file lost.
         """
         counts: dict[tuple[str, str], int] = defaultdict(int)
         for storage in self.storages:
@@ -608,7 +505,7 @@ class _DirectoryReader(DirectoryReader):
                 + ("both .db3 and .mcap files: pass one of them" if kinds
                    else "no .db3 or .mcap file: it is not a ROS 2 bag folder")
             )
-        plugin: type[Any] = CutOffMcapReader if kinds == {".mcap"} else WalSqlite3Reader
+        plugin: type[Any] = CutOffMcapReader if kinds == {".mcap"} else RescuingSqlite3Reader
         storages: list[Any] = []
         first_error: Exception | None = None
         unpacked: str | None = None  # the temporary folder compressed files are unpacked to
@@ -660,7 +557,7 @@ class RecoveringReader(Reader):
     """rosbags' ``Reader`` for recordings that may not have been closed (module docstring)."""
 
     STORAGE_PLUGINS = {
-        ".mcap": CutOffMcapReader, ".db3": WalSqlite3Reader, "dir": _DirectoryReader}
+        ".mcap": CutOffMcapReader, ".db3": RescuingSqlite3Reader, "dir": _DirectoryReader}
 
     @property
     def unindexed_files(self) -> list[str]:
@@ -685,7 +582,13 @@ class RecoveringReader(Reader):
     def wal_logs(self) -> list[WalLog]:
         """What each ``.db3`` file's write-ahead log held and whether it was read."""
         storages = getattr(self.storage, "storages", [self.storage])
-        return [s.wal for s in storages if isinstance(s, WalSqlite3Reader) and s.wal]
+        return [s.wal for s in storages if isinstance(s, RescuingSqlite3Reader) and s.wal]
+
+    def rebuilt(self) -> list[Rebuilt]:
+        """What each damaged ``.db3`` file rebuilt from the rows that read gave."""
+        storages = getattr(self.storage, "storages", [self.storage])
+        return [s.rebuilt for s in storages
+                if isinstance(s, RescuingSqlite3Reader) and s.rebuilt]
 
     def cut_offs(self) -> list[tuple[str, CutOff]]:
         """(file, what it kept and lost) for each storage file that was cut off."""

@@ -99,10 +99,10 @@ from .cut_off import (
     CutOff,
     DamagedChunk,
     RecoveringReader,
-    WalLog,
     storage_files,
     storage_kind,
 )
+from .sqlite_rescue import Rebuilt, WalLog, wal_text
 from .truth import PersonTruth
 
 LOG = logging.getLogger(__name__)
@@ -675,23 +675,6 @@ def _bag_source(path: Path) -> Path:
     return path
 
 
-def wal_text(log: WalLog) -> str:
-    """What to say about a ``.db3`` whose write-ahead log still held messages (``WalLog``)."""
-    name = log.file
-    held = (f"{name}-wal held {_bytes(log.wal_bytes)} that sqlite had not yet moved into "
-            f"{name} when the recording stopped (the resilient storage preset's write-ahead "
-            "log)")
-    if log.error is None:
-        return (f"{held}: its {log.messages} messages were read from a merged copy in a "
-                "temporary folder; the recording's files are left as they are")
-    return (f"{held}: merging them into a copy failed ({log.error}), so they are not read. On "
-            f"a copy of both files, `sqlite3 {name} 'PRAGMA wal_checkpoint;'` moves them in")
-
-
-def _bytes(n_bytes: int) -> str:
-    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 100_000 else f"{n_bytes} bytes"
-
-
 def unreadable_file_text(name: str, why: str) -> str:
     """What to say about a storage file left out of its folder because it does not open."""
     hint = _cut_off_hint(Path(name), why)
@@ -700,7 +683,7 @@ def unreadable_file_text(name: str, why: str) -> str:
 
 
 def _cut_off_hint(source: Path, error: object) -> str:
-    """How to rescue a sqlite3 file that a recording left damaged, or ``""``.
+    """How to rescue a damaged sqlite3 file (failing mid-read, or refused even rebuilt), or "".
 
     (An MCAP file left unfinished is read up to its last whole chunk: ``CutOffMcapReader``.)
     """
@@ -812,6 +795,10 @@ class BagReader:
         self.wal_logs: list[WalLog] = reader.wal_logs()
         for log in self.wal_logs:
             LOG.warning("%s", wal_text(log))
+        #: Each ``.db3`` file sqlite found damaged, read from a copy rebuilt of its rows that read.
+        self.rebuilt: list[Rebuilt] = reader.rebuilt()
+        for rebuilt in self.rebuilt:
+            LOG.warning("%s", rebuilt.describe())
         reader.on_damaged(self._damaged_chunk)
         #: Parts of the storage that failed while read (``StorageGap``), in the order met.
         self.gaps: list[StorageGap] = []

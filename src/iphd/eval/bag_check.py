@@ -146,6 +146,8 @@ def check_bag(
             result.problems.append(unreadable_file_text(name, why))
         for log in reader.wal_logs:
             result.notes.append(wal_text(log))
+        for rebuilt in reader.rebuilt:
+            result.notes.append(rebuilt.describe())
         rig = _calibration(reader, calibration, result)
         stop_ns = reader.start_ns + int(seconds * 1e9)
         samples: dict[str, list[tuple[int, Any]]] = {}

@@ -334,6 +334,8 @@ def evaluate_offline(
         run["bag_storage_gaps"] = "; ".join(gap.describe() for gap in reader.gaps)
     if reader.wal_logs:
         run["bag_write_ahead_log"] = "; ".join(wal_text(log) for log in reader.wal_logs)
+    if reader.rebuilt:
+        run["bag_rebuilt"] = "; ".join(rebuilt.describe() for rebuilt in reader.rebuilt)
     if reader.unreadable_files:
         run["bag_files_left_out"] = "; ".join(
             unreadable_file_text(name, why) for name, why in reader.unreadable_files)

@@ -359,6 +359,8 @@ class BagPlayerNode(Node):
             values[f"storage_gap_{i}"] = gap.describe()
         for log in self._reader.wal_logs:
             values[f"write_ahead_log_{log.file}"] = wal_text(log)
+        for rebuilt in self._reader.rebuilt:
+            values[f"rebuilt_{rebuilt.file}"] = rebuilt.describe()
         return values
 
     def _publish_diagnostics(self) -> None:
@@ -381,6 +383,9 @@ class BagPlayerNode(Node):
         if self._reader.gaps:
             level = "WARN"
             message = f"{message}; parts of the storage that fail were skipped"
+        if self._reader.rebuilt:
+            level = "WARN"
+            message = f"{message}; a damaged file was read from the rows that still read"
         if any(log.error for log in self._reader.wal_logs):
             level = "WARN"
             message = f"{message}; messages left in a write-ahead log are not read"
