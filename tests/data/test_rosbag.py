@@ -362,6 +362,24 @@ def test_a_sqlite_file_cut_off_mid_write_is_rebuilt_from_the_rows_that_read(
     assert rebuilt.describe() in check_bag(path).notes
 
 
+def test_a_rebuilt_sqlite_file_passes_by_the_rows_of_a_damaged_page(tmp_path):
+    path = tmp_path / "bag"
+    _write(path, n=20, storage="sqlite3", compression="none")
+    with BagReader(path) as reader:
+        depth = [header_stamp_ns(m) for *_, m in reader.messages([DEPTH_IMAGE])]
+    (storage_file,) = path.glob("*.db3")
+    damage_db3_page(storage_file)  # a message's data in the middle no longer reads
+    data = storage_file.read_bytes()
+    storage_file.write_bytes(data[: len(data) * 9 // 10])  # and the file cut short
+    with BagReader(path) as reader:
+        (rebuilt,) = reader.rebuilt
+        stamps = [header_stamp_ns(m) for *_, m in reader.messages([DEPTH_IMAGE])]
+        assert reader.message_count == rebuilt.messages and reader.gaps == []
+    assert rebuilt.lost == 1 and rebuilt.messages + 1 == rebuilt.last_id
+    assert len(stamps) < len(depth) and stamps == [t for t in depth if t in stamps]
+    assert f"{rebuilt.lost} messages among them could not be read" in rebuilt.describe()
+
+
 def test_a_sqlite_file_that_does_not_rebuild_is_refused_with_how_to_rescue_it(tmp_path):
     path = tmp_path / "bag"
     _write(path, n=20, storage="sqlite3")
