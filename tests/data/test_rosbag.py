@@ -389,6 +389,8 @@ def test_a_sqlite_file_that_does_not_rebuild_is_refused_with_how_to_rescue_it(tm
     storage_file.write_bytes(bytes(data))
     with pytest.raises(DatasetError, match="not a readable ROS 2 bag") as error:
         BagReader(path)
+    assert "rebuilding it from the rows that still read failed too (it does not start with " \
+           "an sqlite header)" in str(error.value)
     assert "'.recover' | sqlite3 fixed.db3" in str(error.value)
     assert not list(Path(tempfile.gettempdir()).glob("iphd-db3-*/bag*.db3"))
 

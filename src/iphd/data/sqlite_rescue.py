@@ -321,10 +321,13 @@ class RescuingSqlite3Reader(Sqlite3Reader):
                 self.rebuilt = self.rebuilt._replace(file=str(self.source))
                 self.path = copy
                 super().open()
-            except Exception:  # noqa: BLE001 - not rebuilt: the first error says what is wrong
+            except Exception as why:  # noqa: BLE001 - not rebuilt: say both
                 self._remove_copies()
                 self.rebuilt = None
-                raise exc from None
+                raise ReaderError(
+                    f"{str(exc).rstrip('.')}; rebuilding it from the rows that still read "
+                    f"failed too ({str(why).rstrip('.')})"
+                ) from exc
 
     def _merge_wal(self) -> None:
         wal = Path(f"{self.source}-wal")
