@@ -574,6 +574,40 @@ def test_a_cut_off_mcap_of_the_reference_writer_reads_as_the_prefix_of_what_was_
     assert counts[0] == len(raws) and counts == sorted(counts, reverse=True) and counts[-1] > 0
 
 
+def test_a_damaged_chunk_without_message_indexes_is_skipped_and_the_rest_read(tmp_path):
+    # A writer set to write no message indexes (rosbag2's mcap `noMessageIndex`): in a file
+    # without summary each chunk is decompressed to be counted, and a damaged one is passed by.
+    from mcap.writer import CompressionType, IndexType
+
+    _write(tmp_path / "bag", n=20)
+    with BagReader(tmp_path / "bag") as reader:
+        raws = list(reader.raw_messages())
+        types = {topic: info.msgtype for topic, info in reader.topics.items()}
+    data = bytearray(_reference_mcap(
+        tmp_path / "ref" / "ref.mcap", raws, types, compression=CompressionType.ZSTD,
+        chunk_size=16 * 1024, index_types=IndexType.CHUNK))
+    records = mcap_records(bytes(data))
+    assert 0x07 not in {op for op, _, _ in records}
+    chunks = mcap_chunks(bytes(data))
+    assert len(chunks) >= 6, "the test needs a file of several chunks"
+    start, end = chunks[3]
+    data[end - 20 : end - 10] = bytes(10)  # inside the fourth chunk's compressed data
+    cut = tmp_path / "cut" / "ref.mcap"
+    cut.parent.mkdir()
+    cut.write_bytes(bytes(data[: chunks[-1][1]]))  # cut after the last whole chunk
+    with BagReader(cut) as reader:
+        ((_, kept),) = reader.cut_off
+        got = [(r.topic, r.log_ns, r.data) for r in reader.raw_messages()]
+        assert reader.message_count == len(got) == kept.messages
+    assert kept.read_bytes == chunks[-1][1] and kept.skipped == ((start, end, kept.skipped[0][2]),)
+    assert "damaged chunk without message indexes at byte" in kept.describe()
+    expected = [(r.topic, r.log_ns, r.data) for r in raws]
+    lost = [m for m in expected if m not in got]  # one run of messages: the chunk's
+    first = expected.index(lost[0])
+    assert lost == expected[first : first + len(lost)] and got[-1] == expected[-1]
+    assert got == [m for m in expected if m in got]
+
+
 def test_a_cut_among_the_last_chunks_message_indexes_loses_none_of_its_messages(tmp_path):
     from mcap.writer import CompressionType
 

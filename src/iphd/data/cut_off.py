@@ -97,13 +97,24 @@ class CutOff(NamedTuple):
     """Messages in the readable part."""
     reason: str
     """Why the readable part ends there."""
+    skipped: tuple[tuple[int, int, str], ...] = ()
+    """(start, end, why) of each damaged chunk without message indexes passed by in it: how
+    many messages it held is not known."""
+    undefined: int = 0
+    """Messages of the readable part on channels that only a skipped chunk defined."""
 
     def describe(self) -> str:
         """One line for logs and reports: what was read and what is lost."""
+        skipped = "".join(
+            f"; a damaged chunk without message indexes at byte {start} ({why}) was passed "
+            f"by, its {_size(end - start)} of messages lost" for start, end, why in self.skipped)
+        if self.undefined:
+            skipped += (f", and {self.undefined} messages on channels only it defined cannot "
+                        "be read")
         return (
             f"cut off before its recording closed it (no MCAP footer): {self.messages} "
             f"messages read from its first {_size(self.read_bytes)}, up to {self.reason}; the "
-            f"{_size(self.lost_bytes)} after that are lost"
+            f"{_size(self.lost_bytes)} after that are lost{skipped}"
         )
 
 
@@ -227,7 +238,9 @@ class CutOffMcapReader(McapReader):
         A chunk followed by its message index records is indexed from them, without
         decompressing it (a chunk damaged inside is found, skipped and counted when read, as
         in a closed file); one without (the last before the cut, or a writer that writes none)
-        is decompressed to count its messages, and ends what is read if it does not decode.
+        is decompressed to count its messages. If it does not decode, it ends what is read when
+        it is the last chunk, and is passed by otherwise (``CutOff.skipped``): the records after
+        it, which its length led to, are whole.
         """
         assert self.bio
         bio = self.bio
@@ -269,6 +282,7 @@ class CutOffMcapReader(McapReader):
             indexes.pop(chunk_starts[-1], None)
         chunks: list[ChunkInfo] = []
         scan: list[tuple[int, int, bool]] = []  # (start, end, is a chunk) to scan for definitions
+        skipped: list[tuple[int, int, str]] = []
         for kind, start, stop in records:
             if kind == "definition":
                 scan.append((start, stop, False))
@@ -280,6 +294,10 @@ class CutOffMcapReader(McapReader):
             try:
                 chunk, defines = self._chunk_info(start, record, length, chunk_index)
             except Exception as exc:  # noqa: BLE001 - any decoder's failure: damaged
+                if chunk_index is None and start != chunk_starts[-1]:
+                    # Its record's length led to whole records after it: pass it by.
+                    skipped.append((start, stop, str(exc).rstrip(".")))
+                    continue
                 reason = f"a damaged chunk at byte {start} ({exc})"
                 pos = start
                 break
@@ -308,11 +326,15 @@ class CutOffMcapReader(McapReader):
                 if not indexed:
                     raise
         self.data_start, self.data_end = data_start, pos
+        undefined = 0
         if self.chunks:
             totals: dict[int, int] = defaultdict(int)
             for chunk in self.chunks:
                 for channel, count in chunk.channel_count.items():
-                    totals[channel] += count
+                    if channel in self.channels:
+                        totals[channel] += count
+                    else:  # defined in a chunk passed by
+                        undefined += count
             self.statistics = Statistics(
                 sum(totals.values()),
                 len(self.schemas),
@@ -336,7 +358,7 @@ class CutOffMcapReader(McapReader):
             end_time=stats.end_time + 1 if count else 0,
             message_count=count,
         )
-        self.cut_off = CutOff(pos, size - pos, count, reason)
+        self.cut_off = CutOff(pos, size - pos, count, reason, tuple(skipped), undefined)
 
     @staticmethod
     def _chunk_info(
