@@ -362,6 +362,23 @@ def test_a_sqlite_file_cut_off_mid_write_is_rebuilt_from_the_rows_that_read(
     assert rebuilt.describe() in check_bag(path).notes
 
 
+def test_a_sqlite_file_whose_tail_a_power_loss_zeroed_is_rebuilt(tmp_path):
+    # The file system kept the file's size but not its last pages' content.
+    path = tmp_path / "bag"
+    _write(path, n=20, storage="sqlite3", compression="none")
+    with BagReader(path) as reader:
+        depth = [header_stamp_ns(m) for *_, m in reader.messages([DEPTH_IMAGE])]
+    (storage_file,) = path.glob("*.db3")
+    data = storage_file.read_bytes()
+    kept = len(data) // 2 // 4096 * 4096
+    storage_file.write_bytes(data[:kept] + bytes(len(data) - kept))
+    with BagReader(path) as reader:
+        (rebuilt,) = reader.rebuilt
+        stamps = [header_stamp_ns(m) for *_, m in reader.messages([DEPTH_IMAGE])]
+    assert rebuilt.missing_bytes == 0 and rebuilt.lost == 0
+    assert 0 < len(stamps) < len(depth) and stamps == depth[: len(stamps)]
+
+
 def test_a_rebuilt_sqlite_file_passes_by_the_rows_of_a_damaged_page(tmp_path):
     path = tmp_path / "bag"
     _write(path, n=20, storage="sqlite3", compression="none")
