@@ -45,6 +45,7 @@ log times need not be written in order, the reader returns messages in log-time 
 from __future__ import annotations
 
 import functools
+import heapq
 import logging
 import math
 import os
@@ -1020,6 +1021,21 @@ class BagReader:
                 continue
             yield raw.topic, msgtype, raw.log_ns, msg
 
+    def notes(self) -> list[str]:
+        """What of the bag did not read, or read from a copy, so far: one line each.
+
+        Files left out or passed by, a cut-off end, write-ahead logs, rebuilt files, parts of
+        the storage that failed and messages skipped as corrupt (those met while reading).
+        """
+        notes = [unreadable_file_text(name, why) for name, why in self.unreadable_files]
+        notes += [f"{name} was {cut.describe()}" for name, cut in self.cut_off]
+        notes += [wal_text(log) for log in self.wal_logs]
+        notes += [rebuilt.describe() for rebuilt in self.rebuilt]
+        notes += [gap.describe() for gap in self.gaps]
+        notes += [f"{count} {topic} messages skipped ({self.errors.get(topic, 'corrupt')})"
+                  for topic, count in sorted(self.corrupt.items())]
+        return notes
+
     def close(self) -> None:
         """Close the bag (idempotent)."""
         if self._open:
@@ -1214,12 +1230,8 @@ def copy_bag_with_truth(
 ) -> bool:
     """Copy bag ``src`` to a new bag ``dst`` with ``truth`` as its ``ground_truth/people``.
 
-    Every other message is copied byte for byte with its topic's type, definition and offered
-    QoS (so ``/tf_static`` stays latched), and the bag's custom data (the stored calibration)
-    is kept, or, with ``calibration``, the calibration is stored in its place (the tools that
-    read the bag then register thermal with it); a ground-truth topic already in ``src`` is
-    replaced. ``dst`` is written as sqlite3 with zstd message compression. Truth messages are
-    logged at their stamps; people may lack a 3D position (all NaN: annotated in 2D).
+    As ``copy_bag``, and a ground-truth topic already in ``src`` is replaced. Truth messages
+    are logged at their stamps; people may lack a 3D position (all NaN: annotated in 2D).
 
     Args:
         src: the bag to copy.
@@ -1235,12 +1247,6 @@ def copy_bag_with_truth(
         DatasetError: ``src`` is unreadable, ``dst`` exists or cannot be written, or a person
             is malformed (``ground_truth_msg``).
     """
-    dst = Path(dst)
-    if dst.exists():
-        raise DatasetError(
-            f"{dst} already exists; write the bag with ground truth to a new path (bags are "
-            "never overwritten)"
-        )
     store = typestore()
     first_seen: dict[int, int] = {}
     pending = [
@@ -1251,6 +1257,54 @@ def copy_bag_with_truth(
         ))
         for stamp, people in sorted(truth.items())
     ]
+    copied = copy_bag(src, dst, calibration, extra=(GROUND_TRUTH, PERSON_TRACKS, pending))
+    return GROUND_TRUTH in copied.replaced
+
+
+class CopiedBag(NamedTuple):
+    """What ``copy_bag`` wrote, and what of the source did not read."""
+
+    messages: int
+    topics: int
+    replaced: tuple[str, ...]
+    """Topics of the source left out for the extra messages given."""
+    notes: tuple[str, ...]
+    """What the source's reader said it could not read, or read from a rebuilt copy."""
+
+
+def copy_bag(
+    src: Path | str,
+    dst: Path | str,
+    calibration: RigCalibration | None = None,
+    extra: tuple[str, str, Sequence[tuple[int, bytes | memoryview]]] | None = None,
+) -> CopiedBag:
+    """Copy what reads of bag ``src`` to a new, closed bag ``dst``.
+
+    ``src`` is read as every tool here reads it (``BagReader``: a recording that was not
+    closed, a split folder without metadata.yaml, a write-ahead log, damaged storage), so
+    ``dst`` is a bag that ``ros2 bag play`` and any rosbag2 reader opens. Every message that
+    reads is copied byte for byte (decompressed where the source was compressed without saying
+    so), in log-time order, with its topic's type, definition and offered QoS (so
+    ``/tf_static`` stays latched), and the bag's custom data (the stored calibration) is kept,
+    or, with ``calibration``, the calibration is stored in its place. ``dst`` is written as
+    sqlite3 with zstd message compression.
+
+    Args:
+        src: the bag to copy.
+        dst: the new bag; it must not exist.
+        calibration: a rig calibration to store in ``dst``; None keeps ``src``'s custom data.
+        extra: (topic, type, [(log time ns, serialized message)]) to write in place of that
+            topic of ``src``, in log-time order.
+
+    Raises:
+        DatasetError: ``src`` is unreadable, ``dst`` exists or cannot be written.
+    """
+    dst = Path(dst)
+    if dst.exists():
+        raise DatasetError(
+            f"{dst} already exists; write the copy to a new path (bags are never overwritten)"
+        )
+    store = typestore()
     with BagReader(src) as reader:
         source = reader._reader
         custom = getattr(getattr(source.storage, "metadata", None), "custom", None) or {}
@@ -1266,33 +1320,31 @@ def copy_bag_with_truth(
             writer.open()
         except (WriterError, OSError) as exc:
             raise DatasetError(f"cannot create bag {dst}: {exc}") from exc
-        replaced = False
+        pending = sorted(extra[2], key=lambda item: item[0]) if extra is not None else []
+        replaced = {c.topic for c in source.connections if extra and c.topic == extra[0]}
+        messages = 0
         try:
-            out: dict[int, Connection] = {}
-            by_key: dict[tuple[str, str], Connection] = {}
+            out: dict[tuple[str, str], Connection] = {}
             for conn in source.connections:
-                if conn.topic == GROUND_TRUTH:
-                    replaced = True
-                    continue
                 key = (conn.topic, conn.msgtype)
-                if key not in by_key:
-                    by_key[key] = _copy_connection(writer, conn, store)
-                out[conn.id] = by_key[key]
-            truth_conn = writer.add_connection(
-                GROUND_TRUTH, PERSON_TRACKS, typestore=store, offered_qos_profiles=[SENSOR_QOS]
-            )
-            k = 0
-            for conn, log_ns, raw in source.messages([c for c in source.connections
-                                                      if c.id in out]):
-                while k < len(pending) and pending[k][0] <= log_ns:
-                    writer.write(truth_conn, pending[k][0], pending[k][1])
-                    k += 1
-                writer.write(out[conn.id], log_ns, raw)
-            for stamp, serialized in pending[k:]:
-                writer.write(truth_conn, stamp, serialized)
+                if conn.topic not in replaced and key not in out:
+                    out[key] = _copy_connection(writer, conn, store)
+            merged: Iterable[tuple[Connection, int, bytes | memoryview]] = (
+                (out[raw.topic, raw.msgtype], raw.log_ns, raw.data)
+                for raw in (reader.raw_messages([t for t, _ in out]) if out else ()))
+            if extra is not None:
+                extra_conn = writer.add_connection(extra[0], extra[1], typestore=store,
+                                                   offered_qos_profiles=[SENSOR_QOS])
+                merged = heapq.merge(merged, ((extra_conn, t, data) for t, data in pending),
+                                     key=lambda item: item[1])
+            for conn, log_ns, data in merged:
+                writer.write(conn, log_ns, data)
+                messages += 1
         finally:
             writer.close()
-    return replaced
+        notes = reader.notes()
+    return CopiedBag(messages, len(out) + (extra is not None), tuple(sorted(replaced)),
+                     tuple(notes))
 
 
 def _copy_connection(writer: Writer, conn: Connection, store: Typestore) -> Connection:

@@ -218,7 +218,33 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "thermal with it (a bag from ros2 bag record stores none)")
     add_topic_arguments(i, DEPTH_TOPIC_ARGUMENTS, "the bag's")
     i.set_defaults(handler=_run_import_mot)
+
+    c = sub.add_parser("copy",
+                       help="write what reads of a bag (a recording not closed, split without "
+                       "metadata.yaml, or damaged) as a new, closed bag that ros2 bag play and "
+                       "every rosbag2 reader open")
+    c.add_argument("--bag", type=Path, required=True, help="bag folder (or .db3/.mcap)")
+    c.add_argument("--out", type=Path, required=True, help="the new bag (must not exist)")
+    c.add_argument("--calibration", default="",
+                   help="a rig.yaml to store in the new bag (default: keep the bag's, if any)")
+    c.set_defaults(handler=_run_copy)
     return parser
+
+
+def _run_copy(args: argparse.Namespace) -> str:
+    """Copy what reads of a bag to a new, closed bag; return what to print."""
+    from iphd.calibration import load_calibration
+    from iphd.data.rosbag import copy_bag
+
+    rig = load_calibration(args.calibration) if args.calibration else None
+    copied = copy_bag(args.bag, args.out, rig)
+    lines = [f"wrote {args.out}: {copied.messages} messages on {copied.topics} topics"]
+    if copied.notes:
+        lines.append(f"not copied, or read from a rebuilt copy, of {args.bag}:")
+        lines += [f"  {note}" for note in copied.notes]
+    else:
+        lines.append(f"{args.bag} read whole")
+    return "\n".join(lines)
 
 
 def _run_check(args: argparse.Namespace) -> str:
