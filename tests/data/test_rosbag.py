@@ -362,13 +362,19 @@ def test_a_sqlite_file_cut_off_mid_write_is_rebuilt_from_the_rows_that_read(
     assert rebuilt.describe() in check_bag(path).notes
 
 
-def test_a_sqlite_file_whose_tail_a_power_loss_zeroed_is_rebuilt(tmp_path):
-    # The file system kept the file's size but not its last pages' content.
+def _sqlite_bag(tmp_path):
+    """A 20-frame bag in one uncompressed .db3: (folder, the file, its depth stamps)."""
     path = tmp_path / "bag"
     _write(path, n=20, storage="sqlite3", compression="none")
     with BagReader(path) as reader:
         depth = [header_stamp_ns(m) for *_, m in reader.messages([DEPTH_IMAGE])]
     (storage_file,) = path.glob("*.db3")
+    return path, storage_file, depth
+
+
+def test_a_sqlite_file_whose_tail_a_power_loss_zeroed_is_rebuilt(tmp_path):
+    # The file system kept the file's size but not its last pages' content.
+    path, storage_file, depth = _sqlite_bag(tmp_path)
     data = storage_file.read_bytes()
     kept = len(data) // 2 // 4096 * 4096
     storage_file.write_bytes(data[:kept] + bytes(len(data) - kept))
@@ -380,11 +386,7 @@ def test_a_sqlite_file_whose_tail_a_power_loss_zeroed_is_rebuilt(tmp_path):
 
 
 def test_a_rebuilt_sqlite_file_passes_by_the_rows_of_a_damaged_page(tmp_path):
-    path = tmp_path / "bag"
-    _write(path, n=20, storage="sqlite3", compression="none")
-    with BagReader(path) as reader:
-        depth = [header_stamp_ns(m) for *_, m in reader.messages([DEPTH_IMAGE])]
-    (storage_file,) = path.glob("*.db3")
+    path, storage_file, depth = _sqlite_bag(tmp_path)
     damage_db3_page(storage_file)  # a message's data in the middle no longer reads
     data = storage_file.read_bytes()
     storage_file.write_bytes(data[: len(data) * 9 // 10])  # and the file cut short

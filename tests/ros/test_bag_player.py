@@ -192,14 +192,25 @@ def test_a_recording_cut_off_mid_write_plays_what_it_kept_and_says_so(
     (mcap,) = (tmp_path / "bag").glob("*.mcap")
     (tmp_path / "bag" / "metadata.yaml").unlink()
     mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
+    player, last = _play_a_beginning(ros_context, executor, spin_until, tmp_path / "bag",
+                                     stamps["depth"], rate=8.0)
+    assert "lost" in player.stats()[f"cut_off_{mcap}"]
+    assert last.level == DiagnosticStatus.WARN and "cut off" in last.message
+
+
+def _play_a_beginning(ros_context, executor, spin_until, bag, depth, rate):
+    """Play ``bag`` to its end; check that the depth frames played begin ``depth``.
+
+    Returns:
+        The player and its last diagnostic status.
+    """
     statuses = _player_statuses(ros_context, executor)
-    player, rec = _play(ros_context, executor, spin_until, tmp_path / "bag", rate=8.0,
+    player, rec = _play(ros_context, executor, spin_until, bag, rate=rate,
                         diagnostics_period=0.1)
     played = rec.stamps("depth/image_raw")
-    assert 0 < len(played) < len(stamps["depth"]) and played == stamps["depth"][: len(played)]
-    assert "lost" in player.stats()[f"cut_off_{mcap}"]
+    assert 0 < len(played) < len(depth) and played == depth[: len(played)]
     assert spin_until(executor, lambda: any(s.message.startswith("end of bag") for s in statuses))
-    assert statuses[-1].level == DiagnosticStatus.WARN and "cut off" in statuses[-1].message
+    return player, statuses[-1]
 
 
 def test_a_damaged_chunk_is_skipped_and_counted_and_the_rest_played(
@@ -264,15 +275,11 @@ def test_a_db3_cut_short_by_a_power_loss_plays_the_rows_that_read_and_says_so(
     (db3,) = (tmp_path / "bag").glob("*.db3")
     db3.write_bytes(db3.read_bytes()[: db3.stat().st_size * 2 // 3])
     (tmp_path / "bag" / "metadata.yaml").unlink()
-    statuses = _player_statuses(ros_context, executor)
-    player, rec = _play(ros_context, executor, spin_until, tmp_path / "bag", rate=2.0,
-                        diagnostics_period=0.1)
-    played = rec.stamps("depth/image_raw")
-    assert 0 < len(played) < len(stamps["depth"]) and played == stamps["depth"][: len(played)]
+    player, last = _play_a_beginning(ros_context, executor, spin_until, tmp_path / "bag",
+                                     stamps["depth"], rate=2.0)
     assert "rebuilt in a temporary folder" in player.stats()[f"rebuilt_{db3}"]
-    assert spin_until(executor, lambda: any(s.message.startswith("end of bag") for s in statuses))
-    assert statuses[-1].level == DiagnosticStatus.WARN
-    assert "a damaged file was read from the rows that still read" in statuses[-1].message
+    assert last.level == DiagnosticStatus.WARN
+    assert "a damaged file was read from the rows that still read" in last.message
 
 
 def test_a_split_recording_plays_as_one_bag_leaving_out_a_damaged_file(
