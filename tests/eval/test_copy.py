@@ -63,3 +63,42 @@ def test_a_damaged_file_is_copied_as_far_as_it_reads_and_the_cli_says_what_was_l
     assert notes == []  # the copy itself reads whole
     assert main(["copy", "--bag", str(src), "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_a_topic_of_an_undefined_type_of_the_robots_own_is_left_out_and_named(tmp_path):
+    # rosbag2 before Iron stored no message definitions; rosbags knows the standard types only.
+    import sqlite3
+
+    import yaml
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    store.register(get_types_from_msg("int32 x\n", "my_msgs/msg/Foo"))
+    src = tmp_path / "src"
+    writer = Writer(src, version=8)
+    writer.open()
+    foo = writer.add_connection("/foo", "my_msgs/msg/Foo", typestore=store)
+    clock = writer.add_connection("/clock", "rosgraph_msgs/msg/Clock", typestore=store)
+    for i in range(3):
+        writer.write(foo, T0 + i, store.serialize_cdr(store.types["my_msgs/msg/Foo"](x=i),
+                                                     "my_msgs/msg/Foo"))
+        writer.write(clock, T0 + i, store.serialize_cdr(
+            store.types["rosgraph_msgs/msg/Clock"](
+                clock=store.types["builtin_interfaces/msg/Time"](sec=i, nanosec=0)),
+            "rosgraph_msgs/msg/Clock"))
+    writer.close()
+    (db3,) = src.glob("*.db3")
+    connection = sqlite3.connect(db3)
+    connection.execute("DELETE FROM message_definitions")
+    connection.commit()
+    connection.close()
+    meta = yaml.safe_load((src / "metadata.yaml").read_text())
+    for topic in meta["rosbag2_bagfile_information"]["topics_with_message_count"]:
+        topic["topic_metadata"]["type_description_hash"] = ""
+    (src / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    copied = copy_bag(src, tmp_path / "out")
+    assert copied.notes == ("/foo (my_msgs/msg/Foo) left out: the bag holds no definition of its "
+                            "type (rosbag2 before Iron stored none) and it is not a standard one",)
+    with BagReader(tmp_path / "out") as reader:
+        assert set(reader.topics) == {"/clock"} and reader.message_count == copied.messages == 3

@@ -75,7 +75,7 @@ from rosbags.rosbag2 import (
     Writer,
     WriterError,
 )
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 from iphd.calibration import (
@@ -1227,7 +1227,7 @@ def copy_bag_with_truth(
     truth: dict[int, list[PersonTruth]],
     frame_id: str,
     calibration: RigCalibration | None = None,
-) -> bool:
+) -> CopiedBag:
     """Copy bag ``src`` to a new bag ``dst`` with ``truth`` as its ``ground_truth/people``.
 
     As ``copy_bag``, and a ground-truth topic already in ``src`` is replaced. Truth messages
@@ -1241,7 +1241,7 @@ def copy_bag_with_truth(
         calibration: a rig calibration to store in ``dst``; None keeps ``src``'s custom data.
 
     Returns:
-        Whether ``src`` had a ground-truth topic that was replaced.
+        What was copied; ``replaced`` names ``src``'s ground-truth topic if it had one.
 
     Raises:
         DatasetError: ``src`` is unreadable, ``dst`` exists or cannot be written, or a person
@@ -1257,8 +1257,7 @@ def copy_bag_with_truth(
         ))
         for stamp, people in sorted(truth.items())
     ]
-    copied = copy_bag(src, dst, calibration, extra=(GROUND_TRUTH, PERSON_TRACKS, pending))
-    return GROUND_TRUTH in copied.replaced
+    return copy_bag(src, dst, calibration, extra=(GROUND_TRUTH, PERSON_TRACKS, pending))
 
 
 class CopiedBag(NamedTuple):
@@ -1269,7 +1268,8 @@ class CopiedBag(NamedTuple):
     replaced: tuple[str, ...]
     """Topics of the source left out for the extra messages given."""
     notes: tuple[str, ...]
-    """What the source's reader said it could not read, or read from a rebuilt copy."""
+    """Topics left out, and what the source's reader said it could not read, or read from a
+    rebuilt copy."""
 
 
 def copy_bag(
@@ -1287,7 +1287,9 @@ def copy_bag(
     so), in log-time order, with its topic's type, definition and offered QoS (so
     ``/tf_static`` stays latched), and the bag's custom data (the stored calibration) is kept,
     or, with ``calibration``, the calibration is stored in its place. ``dst`` is written as
-    sqlite3 with zstd message compression.
+    sqlite3 with zstd message compression. A topic of a type that the bag holds no definition
+    of and rosbags does not know (a robot's own, recorded before Iron) is left out and named in
+    ``notes``.
 
     Args:
         src: the bag to copy.
@@ -1321,14 +1323,20 @@ def copy_bag(
         except (WriterError, OSError) as exc:
             raise DatasetError(f"cannot create bag {dst}: {exc}") from exc
         pending = sorted(extra[2], key=lambda item: item[0]) if extra is not None else []
+        undefined: list[tuple[str, str]] = []
         replaced = {c.topic for c in source.connections if extra and c.topic == extra[0]}
         messages = 0
         try:
             out: dict[tuple[str, str], Connection] = {}
             for conn in source.connections:
                 key = (conn.topic, conn.msgtype)
-                if conn.topic not in replaced and key not in out:
-                    out[key] = _copy_connection(writer, conn, store)
+                if conn.topic in replaced or key in out or key in undefined:
+                    continue
+                copy = _copy_connection(writer, conn, store)
+                if copy is None:
+                    undefined.append(key)
+                else:
+                    out[key] = copy
             merged: Iterable[tuple[Connection, int, bytes | memoryview]] = (
                 (out[raw.topic, raw.msgtype], raw.log_ns, raw.data)
                 for raw in (reader.raw_messages([t for t, _ in out]) if out else ()))
@@ -1342,13 +1350,18 @@ def copy_bag(
                 messages += 1
         finally:
             writer.close()
-        notes = reader.notes()
+        notes = [f"{topic} ({msgtype}) left out: the bag holds no definition of its type "
+                 "(rosbag2 before Iron stored none) and it is not a standard one"
+                 for topic, msgtype in undefined] + reader.notes()
     return CopiedBag(messages, len(out) + (extra is not None), tuple(sorted(replaced)),
                      tuple(notes))
 
 
-def _copy_connection(writer: Writer, conn: Connection, store: Typestore) -> Connection:
-    """A writer connection like ``conn``: its definition when it has one, else the typestore's."""
+def _copy_connection(writer: Writer, conn: Connection, store: Typestore) -> Connection | None:
+    """A writer connection like ``conn``: its definition when it has one, else the typestore's.
+
+    None for a type the bag holds no definition of and the typestore does not know.
+    """
     ext = conn.ext if isinstance(conn.ext, ConnectionExtRosbag2) else None
     fmt = ext.serialization_format if ext is not None else "cdr"
     qos = list(ext.offered_qos_profiles) if ext is not None else []
@@ -1358,7 +1371,12 @@ def _copy_connection(writer: Writer, conn: Connection, store: Typestore) -> Conn
             conn.topic, conn.msgtype, msgdef=definition, rihs01=conn.digest,
             serialization_format=fmt, offered_qos_profiles=qos,
         )
-    return writer.add_connection(
-        conn.topic, conn.msgtype, typestore=store, serialization_format=fmt,
-        offered_qos_profiles=qos,
-    )
+    try:
+        return writer.add_connection(
+            conn.topic, conn.msgtype, typestore=store, serialization_format=fmt,
+            offered_qos_profiles=qos,
+        )
+    except TypesysError:
+        # A type of the robot's own, recorded without its definition (rosbag2 before Iron
+        # stored none): a bag written here needs one.
+        return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import csv
+import logging
 import math
 import sys
 from collections.abc import Iterable, Mapping
@@ -22,6 +23,8 @@ from iphd.sim.labels import LabelConfig
 from iphd.viz import colorize_depth, colorize_thermal
 
 #: The class names of ``gt/labels.txt``; a MOT row's class id is a 1-based line of it.
+LOG = logging.getLogger(__name__)
+
 PERSON_LABEL = "person"
 #: Frame number -> depth-frame stamp of an export (the key that ties annotations to the bag).
 STAMPS_FILE = "stamps.csv"
@@ -412,12 +415,14 @@ def import_mot(
     truth = truth_by_stamp(annotations, stamps, str(gt))
     frame_id, stored = _check_bag_stamps(bag, stamps.values(), mot / STAMPS_FILE, topics)
     rig = load_calibration(calibration) if calibration else None
-    replaced = copy_bag_with_truth(bag, out_bag, truth, frame_id, rig)
+    copied = copy_bag_with_truth(bag, out_bag, truth, frame_id, rig)
+    for note in copied.notes:
+        LOG.warning("%s", note)
     source = calibration if calibration else ("kept from the bag" if stored else "none")
     boxes = sum(len(v) for v in truth.values())
     people = len({p.pid for v in truth.values() for p in v})
     return ImportSummary(Path(out_bag), len(truth), boxes, people, dict(annotations.skipped),
-                         replaced, source, annotations.low_visibility)
+                         bool(copied.replaced), source, annotations.low_visibility)
 
 
 def _check_bag_stamps(
