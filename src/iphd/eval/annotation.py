@@ -22,9 +22,9 @@ from iphd.eval.pipeline import FusedImages, OfflineConfig, pipeline_for_bag
 from iphd.sim.labels import LabelConfig
 from iphd.viz import colorize_depth, colorize_thermal
 
-#: The class names of ``gt/labels.txt``; a MOT row's class id is a 1-based line of it.
 LOG = logging.getLogger(__name__)
 
+#: The class names of ``gt/labels.txt``; a MOT row's class id is a 1-based line of it.
 PERSON_LABEL = "person"
 #: Frame number -> depth-frame stamp of an export (the key that ties annotations to the bag).
 STAMPS_FILE = "stamps.csv"
