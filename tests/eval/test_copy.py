@@ -102,3 +102,24 @@ def test_a_topic_of_an_undefined_type_of_the_robots_own_is_left_out_and_named(tm
                             "type (rosbag2 before Iron stored none) and it is not a standard one",)
     with BagReader(tmp_path / "out") as reader:
         assert set(reader.topics) == {"/clock"} and reader.message_count == copied.messages == 3
+
+
+def test_the_colour_stream_is_left_out_on_request_and_an_unknown_topic_refused(tmp_path, capsys):
+    from iphd.data.rosbag import COLOR_IMAGE, COLOR_INFO
+
+    src = tmp_path / "src"
+    with RigBagWriter(src, load_calibration(), INTR, color_intrinsics=INTR) as writer:
+        for i in range(4):
+            writer.write_depth(T0 + i * 33_333_333, np.full((48, 64), 1000, np.uint16))
+            writer.write_color(T0 + i * 33_333_333, np.zeros((48, 64, 3), np.uint8))
+    out = tmp_path / "out"
+    assert main(["copy", "--bag", str(src), "--out", str(out), "--exclude", COLOR_IMAGE,
+                 "--exclude", COLOR_INFO]) == 0
+    assert f"({COLOR_IMAGE}, {COLOR_INFO} left out)" in capsys.readouterr().out
+    with BagReader(out) as reader, BagReader(src) as original:
+        assert set(reader.topics) == set(original.topics) - {COLOR_IMAGE, COLOR_INFO}
+        assert reader.topics[DEPTH_IMAGE].count == 4
+    assert main(["copy", "--bag", str(src), "--out", str(tmp_path / "x"), "--exclude",
+                 "/camera/color/image_raw"]) == 2
+    assert "has no topic /camera/color/image_raw to leave out" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

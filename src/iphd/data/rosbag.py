@@ -1277,6 +1277,7 @@ def copy_bag(
     dst: Path | str,
     calibration: RigCalibration | None = None,
     extra: tuple[str, str, Sequence[tuple[int, bytes | memoryview]]] | None = None,
+    exclude: Iterable[str] = (),
 ) -> CopiedBag:
     """Copy what reads of bag ``src`` to a new, closed bag ``dst``.
 
@@ -1297,9 +1298,11 @@ def copy_bag(
         calibration: a rig calibration to store in ``dst``; None keeps ``src``'s custom data.
         extra: (topic, type, [(log time ns, serialized message)]) to write in place of that
             topic of ``src``, in log-time order.
+        exclude: topics of ``src`` to leave out (a colour stream before the bag is shared).
 
     Raises:
-        DatasetError: ``src`` is unreadable, ``dst`` exists or cannot be written.
+        DatasetError: ``src`` is unreadable, ``dst`` exists or cannot be written, or a topic
+            to exclude is not in it.
     """
     dst = Path(dst)
     if dst.exists():
@@ -1309,6 +1312,13 @@ def copy_bag(
     store = typestore()
     with BagReader(src) as reader:
         source = reader._reader
+        excluded = set(exclude)
+        unknown = excluded - {c.topic for c in source.connections}
+        if unknown:
+            raise DatasetError(
+                f"{src} has no topic {', '.join(sorted(unknown))} to leave out; it has "
+                f"{', '.join(sorted(reader.topics))}"
+            )
         custom = getattr(getattr(source.storage, "metadata", None), "custom", None) or {}
         writer = Writer(dst, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.SQLITE3)
         writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)
@@ -1330,7 +1340,8 @@ def copy_bag(
             out: dict[tuple[str, str], Connection] = {}
             for conn in source.connections:
                 key = (conn.topic, conn.msgtype)
-                if conn.topic in replaced or key in out or key in undefined:
+                if conn.topic in replaced or conn.topic in excluded or key in out \
+                        or key in undefined:
                     continue
                 copy = _copy_connection(writer, conn, store)
                 if copy is None:

@@ -227,6 +227,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", type=Path, required=True, help="the new bag (must not exist)")
     c.add_argument("--calibration", default="",
                    help="a rig.yaml to store in the new bag (default: keep the bag's, if any)")
+    c.add_argument("--exclude", action="append", default=[], metavar="TOPIC",
+                   help="a topic to leave out, e.g. the colour stream before the bag is shared "
+                   "(repeat for several)")
     c.set_defaults(handler=_run_copy)
     return parser
 
@@ -237,8 +240,9 @@ def _run_copy(args: argparse.Namespace) -> str:
     from iphd.data.rosbag import copy_bag
 
     rig = load_calibration(args.calibration) if args.calibration else None
-    copied = copy_bag(args.bag, args.out, rig)
-    lines = [f"wrote {args.out}: {copied.messages} messages on {copied.topics} topics"]
+    copied = copy_bag(args.bag, args.out, rig, exclude=args.exclude)
+    left = f" ({', '.join(args.exclude)} left out)" if args.exclude else ""
+    lines = [f"wrote {args.out}: {copied.messages} messages on {copied.topics} topics{left}"]
     if copied.notes:
         lines.append(f"not copied, or read from a rebuilt copy, of {args.bag}:")
         lines += [f"  {note}" for note in copied.notes]
