@@ -1283,7 +1283,7 @@ def copy_bag(
 
     ``src`` is read as every tool here reads it (``BagReader``: a recording that was not
     closed, a split folder without metadata.yaml, a write-ahead log, damaged storage), so
-    ``dst`` is a bag that ``ros2 bag play`` and any rosbag2 reader opens. Every message that
+    ``dst`` is a closed bag for the tools that refuse ``src``. Every message that
     reads is copied byte for byte (decompressed where the source was compressed without saying
     so), in log-time order, with its topic's type, definition and offered QoS (so
     ``/tf_static`` stays latched), and the bag's custom data (the stored calibration) is kept,

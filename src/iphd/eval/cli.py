@@ -221,8 +221,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("copy",
                        help="write what reads of a bag (a recording not closed, split without "
-                       "metadata.yaml, or damaged) as a new, closed bag that ros2 bag play and "
-                       "every rosbag2 reader open")
+                       "metadata.yaml, or damaged) as a new, closed bag (sqlite3 with its "
+                       "metadata.yaml) for the tools that refuse the original")
     c.add_argument("--bag", type=Path, required=True, help="bag folder (or .db3/.mcap)")
     c.add_argument("--out", type=Path, required=True, help="the new bag (must not exist)")
     c.add_argument("--calibration", default="",
