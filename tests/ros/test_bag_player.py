@@ -110,8 +110,8 @@ def test_player_publishes_every_message_with_its_recorded_stamp_and_clock(
     assert all(T0 <= c <= end for c in clock)
     assert clock == sorted(clock) and clock[-1] == end and clock.count(T0) < len(clock) // 2
     span = rec.arrival["depth/image_raw"][-1] - rec.arrival["depth/image_raw"][0]
-    # The recording is 1.0 s long; a late first delivery (0.76 s seen once, on a busy run)
-    # shortens the span, a player without pacing would send it all at once.
+    # The recording is 1.0 s long (its depth images arrived over 0.76 s once, on a busy run);
+    # a player without pacing would send them all at once.
     assert 0.7 < span < 1.6
     assert player.published["depth/image_raw"] == 31 and player.corrupt == {}
     if message_class("tf2_msgs/msg/TFMessage") is None:
