@@ -182,6 +182,12 @@ def test_a_split_recording_without_its_metadata_reads_as_one_bag(tmp_path, stora
             assert [header_stamp_ns(m) for *_, m in reader.messages([DEPTH_IMAGE])] == stamps[:20]
 
 
+class _Usage(NamedTuple):
+    """What ``shutil.disk_usage`` gives, as far as ``check_room`` reads it."""
+
+    free: int
+
+
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
 def test_splits_compressed_whole_are_read_with_the_last_one_that_was_not(tmp_path, storage):
     # ros2 bag record --compression-mode file --max-bag-duration, killed: each split was
@@ -214,6 +220,18 @@ def test_splits_compressed_whole_are_read_with_the_last_one_that_was_not(tmp_pat
         images = [m for *_, m in reader.messages([DEPTH_IMAGE])]
     assert [header_stamp_ns(m) for m in images] == stamps
     assert [int(image_to_array(m)[0, 0]) for m in images] == [0, 0, 1, 1, 2, 2, 3, 3]
+    # Without the room to unpack them (a tmpfs /tmp), they are left out with what to do.
+    from iphd.data import sqlite_rescue
+
+    unpacked = (alone / f"bag_0{suffix}.zstd").stat().st_size
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sqlite_rescue, "COPY_MARGIN", 0)
+        patch.setattr(sqlite_rescue.shutil, "disk_usage", lambda _folder: _Usage(unpacked))
+        with BagReader(alone) as reader:
+            assert [Path(f).name for f in reader.unindexed_files] == [f"bag_3{suffix}"]
+            assert len(reader.unreadable_files) == 3
+            assert all("set TMPDIR to a folder with room" in why
+                       for _, why in reader.unreadable_files)
     # A compressed split that does not unpack (cut short) is left out and named.
     broken = alone / f"bag_1{suffix}.zstd"
     broken.write_bytes(broken.read_bytes()[:100])
@@ -287,10 +305,7 @@ def test_a_write_ahead_log_that_cannot_be_merged_is_named_and_the_file_read_alon
 
     copy, total = _killed_in_wal_mode(tmp_path)
 
-    class Usage(NamedTuple):
-        free: int
-
-    monkeypatch.setattr(sqlite_rescue.shutil, "disk_usage", lambda _folder: Usage(10**9))
+    monkeypatch.setattr(sqlite_rescue.shutil, "disk_usage", lambda _folder: _Usage(10**9))
     size = copy.stat().st_size + Path(f"{copy}-wal").stat().st_size
     monkeypatch.setattr(sqlite_rescue, "COPY_MARGIN", 10**9 - size + 1)  # one byte short
     with BagReader(copy.parent) as reader:

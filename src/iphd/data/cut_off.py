@@ -59,7 +59,7 @@ from rosbags.rosbag2.storage_mcap import (
     msgsrc,
 )
 
-from .sqlite_rescue import Rebuilt, RescuingSqlite3Reader, WalLog
+from .sqlite_rescue import Rebuilt, RescuingSqlite3Reader, WalLog, check_room
 
 LOG = logging.getLogger(__name__)
 
@@ -455,6 +455,20 @@ def storage_files(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if storage_kind(p)), key=key)
 
 
+def _unpacked_size(path: Path) -> int:
+    """Bytes a file compressed whole takes unpacked: its zstd frame's size, if the frame says it.
+
+    Else its own size, the least it can take.
+    """
+    with path.open("rb") as f:
+        head = f.read(18)  # the longest zstd frame header
+    try:
+        size = zstd.get_frame_info(head).decompressed_size
+    except Exception:  # noqa: BLE001 - not a zstd frame: found when it is unpacked
+        size = None
+    return int(size) if size is not None else path.stat().st_size
+
+
 def _spanned(metadata: ReaderMetadata, storages: list[Any]) -> ReaderMetadata:
     """``metadata`` with the message count and log times of ``storages`` together."""
     used = [s.metadata for s in storages if s.metadata.message_count]
@@ -537,6 +551,7 @@ class _DirectoryReader(DirectoryReader):
                 if path.suffix == FILE_COMPRESSED:
                     # A split closed by the recorder and compressed whole; the one it was
                     # writing when it stopped is not (rosbag2 compresses a file on closing it).
+                    check_room(_unpacked_size(path))
                     if unpacked is None:
                         unpacked = self.stack.enter_context(TemporaryDirectory())
                     source = Path(unpacked, path.name.removesuffix(FILE_COMPRESSED))
