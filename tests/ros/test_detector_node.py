@@ -6,6 +6,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from iphd_msgs.msg import PersonDetectionArray
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from ros_status import latest_status
 from sensor_msgs.msg import CameraInfo, Image
 
 from iphd.ros import qos
@@ -159,11 +160,7 @@ def test_registered_thermal_that_never_finds_its_depth_frame_is_an_error_that_sa
     assert feeder.detections == [] and node.stats()["registered_no_depth_run"] >= 9
 
     def detector_status():
-        for d in reversed(feeder.diagnostics):
-            for s in d.status:
-                if "detector" in s.name:
-                    return s
-        return None
+        return latest_status(feeder.diagnostics, "detector")[0]
 
     assert spin_until(executor, lambda: detector_status() is not None
                       and detector_status().level == DiagnosticStatus.ERROR)
@@ -246,11 +243,7 @@ def test_diagnostics_report_model_latency_and_silent_thermal(graph, executor, sp
     feeder.diagnostics.clear()
 
     def latest():
-        for d in reversed(feeder.diagnostics):
-            for s in d.status:
-                if "detector" in s.name:
-                    return s, {kv.key: kv.value for kv in s.values}
-        return None, {}
+        return latest_status(feeder.diagnostics, "detector")
 
     assert spin_until(executor, lambda: latest()[0] is not None)
     status, kv = latest()

@@ -3,6 +3,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from ros_status import latest_status
 from sensor_msgs.msg import CameraInfo, Image
 from simrig import TimedRig
 
@@ -213,11 +214,7 @@ def test_diagnostics_report_rates_pairs_and_stopped_thermal(graph, executor, spi
     feeder.diagnostics.clear()
 
     def values():
-        for d in reversed(feeder.diagnostics):
-            for s in d.status:
-                if "fusion" in s.name:
-                    return s, {kv.key: kv.value for kv in s.values}
-        return None, {}
+        return latest_status(feeder.diagnostics, "fusion")
 
     assert spin_until(executor, lambda: values()[0] is not None)
     _, kv = values()
@@ -248,11 +245,7 @@ def test_thermal_stamped_on_another_clock_is_an_error_that_says_how_far_apart(
     assert 2990 < stats["unpaired_skew_ms"] < 3010
 
     def fusion_status():
-        for d in reversed(feeder.diagnostics):
-            for s in d.status:
-                if "fusion" in s.name:
-                    return s
-        return None
+        return latest_status(feeder.diagnostics, "fusion")[0]
 
     assert spin_until(executor, lambda: fusion_status() is not None
                       and fusion_status().level == DiagnosticStatus.ERROR)

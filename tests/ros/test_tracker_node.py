@@ -16,6 +16,7 @@ from iphd_msgs.srv import QueryTracks
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import ReliabilityPolicy
+from ros_status import latest_status
 from sensor_msgs.msg import CameraInfo, Image
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -114,11 +115,7 @@ class Feeder(Node):
         self.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 50)
 
     def latest_status(self):
-        for d in reversed(self.diagnostics):
-            for s in d.status:
-                if "tracker" in s.name:
-                    return s, {kv.key: kv.value for kv in s.values}
-        return None, {}
+        return latest_status(self.diagnostics, "tracker")
 
 
 @pytest.fixture
