@@ -123,3 +123,23 @@ def test_the_colour_stream_is_left_out_on_request_and_an_unknown_topic_refused(t
                  "/camera/color/image_raw"]) == 2
     assert "has no topic /camera/color/image_raw to leave out" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_copy_that_fails_half_way_leaves_no_part_of_a_bag(tmp_path, monkeypatch):
+    from rosbags.rosbag2 import Writer
+
+    src = _bag(tmp_path / "src")
+    write = Writer.write
+    calls = []
+
+    def full_disk(self, *args):
+        calls.append(1)
+        if len(calls) > 10:
+            raise OSError(28, "No space left on device")
+        write(self, *args)
+
+    monkeypatch.setattr(Writer, "write", full_disk)
+    with pytest.raises(DatasetError, match=r"writing .*out failed \(\[Errno 28\] No space left "
+                       r"on device\); nothing was left"):
+        copy_bag(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

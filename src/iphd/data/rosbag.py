@@ -49,6 +49,7 @@ import heapq
 import logging
 import math
 import os
+import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -1350,7 +1351,8 @@ def copy_bag(
                     out[key] = copy
             merged: Iterable[tuple[Connection, int, bytes | memoryview]] = (
                 (out[raw.topic, raw.msgtype], raw.log_ns, raw.data)
-                for raw in (reader.raw_messages([t for t, _ in out]) if out else ()))
+                for raw in (reader.raw_messages([t for t, _ in out]) if out else ())
+                if (raw.topic, raw.msgtype) in out)  # not a type left out on the same topic
             if extra is not None:
                 extra_conn = writer.add_connection(extra[0], extra[1], typestore=store,
                                                    offered_qos_profiles=[SENSOR_QOS])
@@ -1359,8 +1361,14 @@ def copy_bag(
             for conn, log_ns, data in merged:
                 writer.write(conn, log_ns, data)
                 messages += 1
-        finally:
-            writer.close()
+        except BaseException as exc:
+            with suppress(Exception):
+                writer.close()
+            shutil.rmtree(dst, ignore_errors=True)  # a part of a bag is no bag
+            if isinstance(exc, OSError):
+                raise DatasetError(f"writing {dst} failed ({exc}); nothing was left") from exc
+            raise
+        writer.close()
         notes = [f"{topic} ({msgtype}) left out: the bag holds no definition of its type "
                  "(rosbag2 before Iron stored none) and it is not a standard one"
                  for topic, msgtype in undefined] + reader.notes()
