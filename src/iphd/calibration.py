@@ -378,16 +378,30 @@ def load_calibration(path: Path | str = DEFAULT_CALIBRATION) -> RigCalibration:
             f"calibration file {path} does not exist; pass the rig.yaml written by the "
             f"calibration tool, or use the nominal one at {DEFAULT_CALIBRATION}"
         )
+    return calibration_from_yaml(path.read_text(), path)
+
+
+def calibration_to_yaml(calibration: RigCalibration) -> str:
+    """``calibration`` as YAML in the file format, as bags and ``rig_calibration`` hold it."""
+    return yaml.safe_dump(calibration.to_dict(), sort_keys=False)
+
+
+def calibration_from_yaml(text: str, source: Path | str = "<calibration>") -> RigCalibration:
+    """Parse and validate YAML text in the file format; ``source`` names it in errors.
+
+    Raises:
+        CalibrationError: the text is not YAML, or has a missing or bad key.
+    """
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise CalibrationError(f"{path}: not valid YAML ({exc})") from exc
-    return calibration_from_dict(data, path)
+        raise CalibrationError(f"{source}: not valid YAML ({exc})") from exc
+    return calibration_from_dict(data, source)
 
 
 def save_calibration(calibration: RigCalibration, path: Path | str) -> None:
     """Write ``calibration`` as YAML in the format ``load_calibration`` reads."""
     Path(path).write_text(
         "# iphd rig calibration (see calibration/README.md for the conventions)\n"
-        + yaml.safe_dump(calibration.to_dict(), sort_keys=False)
+        + calibration_to_yaml(calibration)
     )

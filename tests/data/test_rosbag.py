@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from damaged_bags import damage_db3_page, kill_in_wal_mode, mcap_chunks, mcap_records
 from rosbags.rosbag2 import Writer
+from transport_bags import write_calibration_recording
 
 from iphd.calibration import (
     StaticTransform,
+    calibration_to_yaml,
     load_calibration,
     points_transform,
     rig_static_transforms,
@@ -774,6 +776,50 @@ def test_tf_static_holds_the_rig_transforms_and_is_offered_latched(tmp_path):
     )
     assert stored is not None and stored.thermal == cal.thermal
     assert (tmp_path / "bag" / "metadata.yaml").read_text().count(CALIBRATION_KEY) == 1
+
+
+def test_a_recording_of_the_graph_carries_the_calibration_the_fusion_node_published(tmp_path):
+    from iphd.calib.simulate import perturbed_calibration
+    from iphd.data.rosbag import copy_bag
+
+    rig = perturbed_calibration(load_calibration(), clock_offset_s=0.04)
+    later = perturbed_calibration(load_calibration(), clock_offset_s=0.5)
+    # Namespaced, and published again by a restarted node: the first one counts.
+    bag = write_calibration_recording(tmp_path / "rec", {
+        "/robot1/rig_calibration": [calibration_to_yaml(rig), calibration_to_yaml(later)],
+    })
+    with BagReader(bag) as reader:
+        carried = reader.calibration
+        assert reader.calibration_origin == "recorded on /robot1/rig_calibration"
+    assert carried is not None and carried.thermal == rig.thermal
+    assert carried.thermal_clock_offset_s == pytest.approx(0.04)
+    np.testing.assert_allclose(carried.translation_m, rig.translation_m)
+    # One stored in the metadata wins (here by a copy with --calibration).
+    copy_bag(bag, tmp_path / "copy", calibration=load_calibration())
+    with BagReader(tmp_path / "copy") as reader:
+        assert reader.calibration_origin == "stored in the bag"
+        assert reader.calibration.thermal == load_calibration().thermal
+    # A bag without either carries none.
+    bag = write_calibration_recording(tmp_path / "none", {"/other": ["x"]})
+    with BagReader(bag) as reader:
+        assert reader.calibration is None and reader.calibration_origin == ""
+
+
+def test_an_unusable_or_ambiguous_recorded_calibration_is_refused_with_what_to_pass(tmp_path):
+    text = calibration_to_yaml(load_calibration())
+    bag = write_calibration_recording(tmp_path / "two", {
+        "/robot1/rig_calibration": [text], "/robot2/rig_calibration": [text],
+    })
+    with BagReader(bag) as reader, pytest.raises(
+        DatasetError, match=r"2 topics \(/robot1/rig_calibration, /robot2/rig_calibration\).*"
+        r"--calibration"
+    ):
+        _ = reader.calibration
+    bag = write_calibration_recording(tmp_path / "bad", {"rig_calibration": ["version: 1\n"]})
+    with BagReader(bag) as reader, pytest.raises(
+        DatasetError, match=r"rig_calibration: the recorded calibration is unusable.*--calibration"
+    ):
+        _ = reader.calibration
 
 
 def test_existing_path_is_refused(tmp_path):

@@ -62,8 +62,23 @@ def test_other_drivers_topics_are_named_and_each_info_is_the_one_beside_its_imag
     out = capsys.readouterr().out
     assert f"depth info     {topics['depth/camera_info']}: " in out
     # The copy stores no calibration: the tools fall back to the nominal one, and say so.
-    assert "note: the bag stores no rig calibration" in out
+    assert "note: the bag carries no rig calibration" in out
     assert "aligned to another camera" not in out
+
+
+def test_the_calibration_a_recorded_graph_published_is_the_one_used_and_named(tmp_path, capsys):
+    from transport_bags import write_transport_bag
+
+    from iphd.calib.simulate import perturbed_calibration
+    from iphd.calibration import calibration_to_yaml
+
+    rig = perturbed_calibration(load_calibration())
+    bag = write_transport_bag(_bag(tmp_path / "rig"), tmp_path / "recorded", {},
+                              calibration_text=calibration_to_yaml(rig))
+    assert main(["check", "--bag", str(bag)]) == 0
+    out = capsys.readouterr().out
+    assert "calibration: recorded on /rig_calibration" in out
+    assert "no rig calibration" not in out
 
 
 def test_depth_aligned_to_the_colour_camera_is_noted(sim_bag, tmp_path):

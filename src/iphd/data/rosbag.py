@@ -82,7 +82,8 @@ from rosbags.typesys.store import Typestore
 from iphd.calibration import (
     RigCalibration,
     StaticTransform,
-    calibration_from_dict,
+    calibration_from_yaml,
+    calibration_to_yaml,
     rig_static_transforms,
 )
 from iphd.compressed_images import COMPRESSED_IMAGE, decode_compressed, encode_compressed
@@ -131,6 +132,10 @@ TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 PERSON_TRACKS = "iphd_msgs/msg/PersonTrackArray"
 
 CALIBRATION_KEY = "iphd.calibration"
+#: The last name of the topic the fusion node publishes its rig calibration on (YAML in a
+#: ``std_msgs/String``, latched), so ``ros2 bag record`` of a running graph keeps it.
+CALIBRATION_TOPIC = "rig_calibration"
+STRING = "std_msgs/msg/String"
 COMPRESSIONS = ("zstd", "none")
 STORAGES = ("sqlite3", "mcap")
 
@@ -346,7 +351,7 @@ class RigBagWriter:
             mode = CompressionMode.STORAGE if storage == "mcap" else CompressionMode.MESSAGE
             self._writer.set_compression(mode, CompressionFormat.ZSTD)
         self._writer.set_custom_data(
-            CALIBRATION_KEY, yaml.safe_dump(calibration.to_dict(), sort_keys=False)
+            CALIBRATION_KEY, calibration_to_yaml(calibration)
         )
         try:
             self._writer.open()
@@ -804,6 +809,7 @@ class BagReader:
         reader.on_damaged(self._damaged_chunk)
         #: Parts of the storage that failed while read (``StorageGap``), in the order met.
         self.gaps: list[StorageGap] = []
+        self._calibration: tuple[RigCalibration | None, str] | None = None
 
     def _damaged_chunk(self, damage: DamagedChunk) -> None:
         """A chunk of an MCAP file failed while read: its messages count as corrupt."""
@@ -864,20 +870,63 @@ class BagReader:
 
     @property
     def calibration(self) -> RigCalibration | None:
-        """The rig calibration a ``RigBagWriter`` stored in the bag; None for other bags.
+        """The rig calibration the bag carries; None when it carries none.
+
+        First the one stored in the bag's metadata (``RigBagWriter``, ``import-mot`` and
+        ``copy`` with ``--calibration``), else the first message of a recorded
+        ``rig_calibration`` topic (the fusion node's, namespaced or not;
+        ``calibration_origin`` says which).
 
         Raises:
-            DatasetError: the stored calibration is malformed.
+            DatasetError: the calibration found is malformed, or several ``rig_calibration``
+                topics leave it open which rig the bag's images are from.
         """
+        return self._carried_calibration()[0]
+
+    @property
+    def calibration_origin(self) -> str:
+        """Where ``calibration`` is from: ``stored in the bag``, ``recorded on TOPIC`` or ``""``."""
+        return self._carried_calibration()[1]
+
+    def _carried_calibration(self) -> tuple[RigCalibration | None, str]:
         self._check_open()
+        if self._calibration is None:
+            self._calibration = self._stored_calibration() or self._recorded_calibration()
+        return self._calibration
+
+    def _stored_calibration(self) -> tuple[RigCalibration, str] | None:
         custom = getattr(self._reader.storage, "metadata", None)
         text = (getattr(custom, "custom", None) or {}).get(CALIBRATION_KEY)
         if not text:
             return None
         try:
-            return calibration_from_dict(yaml.safe_load(text), f"{self.path}:{CALIBRATION_KEY}")
-        except (yaml.YAMLError, CalibrationError) as exc:
+            calibration = calibration_from_yaml(text, f"{self.path}:{CALIBRATION_KEY}")
+        except CalibrationError as exc:
             raise DatasetError(f"{self.path}: the stored calibration is unusable: {exc}") from exc
+        return calibration, "stored in the bag"
+
+    def _recorded_calibration(self) -> tuple[RigCalibration | None, str]:
+        topics = sorted(
+            name for name, info in self.topics.items()
+            if info.msgtype == STRING and name.rsplit("/", 1)[-1] == CALIBRATION_TOPIC
+        )
+        if len(topics) > 1:
+            raise DatasetError(
+                f"{self.path} holds rig calibrations on {len(topics)} topics "
+                f"({', '.join(topics)}), so which one registers its images is open: pass that "
+                "rig's file with --calibration"
+            )
+        for topic in topics:
+            for _, _, _, msg in self.messages([topic]):
+                where = f"{self.path}:{topic}"
+                try:
+                    return calibration_from_yaml(str(msg.data), where), f"recorded on {topic}"
+                except CalibrationError as exc:
+                    raise DatasetError(
+                        f"{where}: the recorded calibration is unusable: {exc}; pass the rig's "
+                        "file with --calibration"
+                    ) from exc
+        return None, ""
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -1327,7 +1376,7 @@ def copy_bag(
             writer.set_custom_data(str(key), str(value))
         if calibration is not None:
             writer.set_custom_data(
-                CALIBRATION_KEY, yaml.safe_dump(calibration.to_dict(), sort_keys=False)
+                CALIBRATION_KEY, calibration_to_yaml(calibration)
             )
         try:
             writer.open()

@@ -87,8 +87,8 @@ class BagCheck:
     Attributes:
         bag: the bag's path.
         duration_s: the bag's length.
-        calibration: where the rig calibration comes from (the file, stored in the bag, or the
-            package's nominal one).
+        calibration: where the rig calibration comes from (the file, stored in the bag,
+            recorded on its ``rig_calibration`` topic, or the package's nominal one).
         topics: one entry per role of ``ROLES``.
         paired: share of the sampled thermal frames the fusion's rule pairs with a depth frame
             within its ``max_skew_ms``, their stamps fed in the bag's order (``_pairs``); None
@@ -246,15 +246,16 @@ def _calibration(reader: BagReader, path: str, result: BagCheck) -> RigCalibrati
     if path:
         result.calibration = path
         return load_calibration(path)
-    stored = reader.calibration
-    if stored is not None:
-        result.calibration = "stored in the bag"
-        return stored
-    result.calibration = f"none stored: the package's nominal {DEFAULT_CALIBRATION}"
+    carried = reader.calibration
+    if carried is not None:
+        result.calibration = reader.calibration_origin
+        return carried
+    result.calibration = f"none in the bag: the package's nominal {DEFAULT_CALIBRATION}"
     result.notes.append(
-        "the bag stores no rig calibration, so the tools register thermal with the nominal "
-        "one: pass yours with --calibration (iphd-calibrate makes it), or store it in the bag "
-        "with iphd-eval import-mot --calibration"
+        "the bag carries no rig calibration, so the tools register thermal with the nominal "
+        "one: pass yours with --calibration (iphd-calibrate makes it), store it in the bag "
+        "with iphd-eval copy or import-mot --calibration, or record rig_calibration (the "
+        "fusion node's) with the drivers' topics"
     )
     return load_calibration(DEFAULT_CALIBRATION)
 

@@ -143,7 +143,7 @@ class OfflineConfig:
             tracker (AP still scores them, as the model's output).
         min_verifier_probability: the detector node's ``min_verifier_probability``.
         tracker: tracker parameters.
-        calibration: rig.yaml; empty = the calibration stored in the bag, else the package's.
+        calibration: rig.yaml; empty = the calibration the bag carries, else the package's.
         max_skew_ms: fusion ``max_skew_ms``.
         max_wait_ms: fusion ``max_wait_ms``.
         registered_scale: fusion ``registered_scale``.
@@ -704,17 +704,19 @@ def _check_tracking_frame(transforms: TransformBuffer, frame: str, bag: Path | s
 
 
 def pipeline_for_bag(config: OfflineConfig, reader: BagReader) -> OfflinePipeline:
-    """An ``OfflinePipeline`` with the calibration the bag was made with when it stores one.
+    """An ``OfflinePipeline`` with the calibration the bag was made with when it carries one.
 
-    An explicit ``config.calibration`` wins; a bag without a stored calibration gets the
-    package's.
+    An explicit ``config.calibration`` wins; a bag that carries no calibration (stored, or
+    recorded on ``rig_calibration``: ``BagReader.calibration``) gets the package's.
     """
     calibration = None
     if not config.calibration:
         calibration = reader.calibration
         if calibration is None:
             LOG.warning(
-                "%s stores no rig calibration: using %s", reader.path, DEFAULT_CALIBRATION
+                "%s carries no rig calibration (neither stored nor on a recorded "
+                "rig_calibration topic): using %s; pass yours with --calibration",
+                reader.path, DEFAULT_CALIBRATION,
             )
     return OfflinePipeline(config, calibration)
 
@@ -723,4 +725,4 @@ def calibration_source(config: OfflineConfig, reader: BagReader) -> str:
     """Which calibration ``pipeline_for_bag`` uses, for the report."""
     if config.calibration:
         return str(Path(config.calibration))
-    return "stored in the bag" if reader.calibration is not None else str(DEFAULT_CALIBRATION)
+    return reader.calibration_origin or str(DEFAULT_CALIBRATION)
