@@ -401,6 +401,39 @@ def test_the_rig_static_tf_is_latched_on_tf_static_with_rep103_and_the_extrinsic
     assert fusion.calibration is not None
 
 
+def test_the_rig_calibration_is_latched_on_rig_calibration_for_recorders(
+    graph, executor, spin_until, spin_for, ros_context, tmp_path
+):
+    from std_msgs.msg import String
+
+    from iphd.calib.simulate import perturbed_calibration
+    from iphd.calibration import calibration_from_yaml, load_calibration, save_calibration
+
+    # A calibration that is not the package's, with a clock offset (not in TF or camera_info).
+    rig = perturbed_calibration(load_calibration(), clock_offset_s=0.04)
+    save_calibration(rig, tmp_path / "rig.yaml")
+    graph(calibration_file=str(tmp_path / "rig.yaml"))
+    # A recorder started after the node published still gets it (transient local).
+    late = Node("late_recorder", context=ros_context)
+    got: list[String] = []
+    late.create_subscription(String, "rig_calibration", got.append, qos.LATCHED)
+    executor.add_node(late)
+    assert spin_until(executor, lambda: bool(got))
+    spin_for(executor, 0.2)
+    assert len(got) == 1
+    carried = calibration_from_yaml(got[0].data)
+    assert carried.thermal == rig.thermal and carried.frames == rig.frames
+    np.testing.assert_allclose(carried.rotation, rig.rotation, atol=1e-12)
+    np.testing.assert_allclose(carried.translation_m, rig.translation_m, atol=1e-12)
+    assert carried.thermal_clock_offset_s == pytest.approx(0.04)
+
+
+def test_publish_calibration_false_publishes_no_rig_calibration(graph, spin_for, executor):
+    fusion, feeder = graph(publish_calibration=False)
+    spin_for(executor, 0.1)
+    assert fusion.count_publishers("rig_calibration") == 0
+
+
 def test_a_rig_beside_realsense2_camera_hangs_thermal_off_the_drivers_depth_frame(
     graph, executor, spin_for, spin_until, ros_context, tf2_msgs, tmp_path
 ):

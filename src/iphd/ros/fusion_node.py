@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import String
 
-from iphd.calibration import RigCalibration, load_calibration
+from iphd.calibration import RigCalibration, calibration_to_yaml, load_calibration
 from iphd.errors import IphdError
 from iphd.fusion import FusionConfig, FusionPipeline, depth_image_units_problem, depth_to_mm
 from iphd.ros import qos
@@ -76,6 +77,11 @@ class FusionNode(Node):
         height = declare(self, "registered_height", 0, "registered height, px; 0 = use the scale")
         fix = declare(self, "fix_zero_patches", True, "fill registration holes (paper A)")
         publish_tf = declare(self, "publish_tf", True, "publish the rig's static TF")
+        publish_calibration = declare(
+            self, "publish_calibration", True,
+            "publish the rig calibration (YAML, latched) on rig_calibration, so a recording "
+            "keeps it",
+        )
         period = declare(self, "diagnostics_period", 1.0, "diagnostics period, s")
         input_qos = qos.declare_input_qos(self)
 
@@ -146,6 +152,9 @@ class FusionNode(Node):
         )
         if publish_tf and self.calibration is not None:
             self._publish_static_tf(self.calibration)
+        if publish_calibration and self.calibration is not None:
+            self._calibration_pub = self.create_publisher(String, "rig_calibration", qos.LATCHED)
+            self._calibration_pub.publish(String(data=calibration_to_yaml(self.calibration)))
 
     # -- inputs --------------------------------------------------------------------------------
 

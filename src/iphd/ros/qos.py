@@ -33,12 +33,15 @@ INPUT_RELIABILITY = {
     "best_effort": ReliabilityPolicy.BEST_EFFORT,
     "reliable": ReliabilityPolicy.RELIABLE,
 }
-STATIC_TF = QoSProfile(
+# Published once and kept for late subscribers and recorders ("latched"), as /tf_static and
+# robot_description are.
+LATCHED = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,
     depth=1,
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
+STATIC_TF = LATCHED
 
 
 def declare_input_qos(node: Node) -> QoSProfile:
