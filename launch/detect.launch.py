@@ -25,6 +25,7 @@ from iphd.graph import (
     PACKAGE,
     TOPIC_ARGUMENTS,
     build_graph,
+    graph_calibration_file,
     hold_player,
     rviz_fixed_frame,
     wants_sim_time,
@@ -77,9 +78,13 @@ def _nodes(context, *_args, **_kwargs):
         from iphd.sim.demo import ensure_demo_bag
 
         ensure_demo_bag()
+    # A bag is registered with the calibration it carries, unless one is given.
+    calibration_file = graph_calibration_file(
+        value["source"], value["bag"], value["calibration_file"]
+    )
     specs = build_graph(
         value["source"],
-        calibration_file=value["calibration_file"],
+        calibration_file=calibration_file,
         playback_file=value["playback_file"],
         bag=value["bag"],
         detector=value["detector"].strip().lower() in TRUE,
@@ -110,7 +115,7 @@ def _nodes(context, *_args, **_kwargs):
     if value["rviz"].strip().lower() in TRUE:
         # Fixed frame: the depth frame of the calibration in use, which the config's default
         # (the nominal rig's) is not for every rig.
-        fixed_frame = rviz_fixed_frame(value["calibration_file"])
+        fixed_frame = rviz_fixed_frame(calibration_file)
         nodes.append(
             Node(
                 package="rviz2",

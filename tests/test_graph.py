@@ -10,6 +10,7 @@ from iphd.graph import (
     SENSOR_TOPICS,
     TOPIC_ARGUMENTS,
     build_graph,
+    graph_calibration_file,
     hold_player,
     load_params_file,
     parameters_for,
@@ -350,6 +351,43 @@ def test_rviz_looks_from_the_depth_frame_of_the_calibration_in_use(monkeypatch, 
     nodes = _launch_nodes(monkeypatch, tmp_path, source="external", rviz="true",
                           calibration_file=str(tmp_path / "missing.yaml"))
     assert nodes[-1].kwargs["arguments"] == ["-d", str(tmp_path / "launch" / "iphd.rviz")]
+
+
+def test_a_replayed_bag_is_registered_with_the_calibration_it_carries(monkeypatch, tmp_path):
+    import yaml
+    from transport_bags import write_calibration_recording
+
+    from iphd.calib.simulate import perturbed_calibration
+    from iphd.calibration import calibration_to_yaml, load_calibration
+
+    monkeypatch.setenv("IPHD_CACHE_DIR", str(tmp_path / "cache"))
+    data = perturbed_calibration(load_calibration()).to_dict()
+    data["frames"] = {"base": "", "depth": "camera_depth_optical_frame", "thermal": "lepton"}
+    text = yaml.safe_dump(data)
+    bag = str(write_calibration_recording(tmp_path / "run1", {"/rig_calibration": [text]}))
+    path = graph_calibration_file("bag", bag)
+    assert Path(path).parent == tmp_path / "cache" / "calibrations"
+    assert Path(path).name.startswith("run1-")
+    assert load_calibration(path).thermal == perturbed_calibration(load_calibration()).thermal
+    assert graph_calibration_file("bag", bag) == path  # written once
+    # The launch file hands it to the nodes, and RViz looks from its depth frame.
+    nodes = _launch_nodes(monkeypatch, tmp_path, source="bag", bag=bag, rviz="true")
+    fusion = next(n for n in nodes if n.kwargs.get("executable") == "fusion_node")
+    assert fusion.kwargs["parameters"][1]["calibration_file"] == path
+    assert nodes[-1].kwargs["arguments"][2:] == ["-f", "camera_depth_optical_frame"]
+    # A calibration given wins; other sources, a bag carrying none, or a bag that does not
+    # open (the player then says why) leave the package's.
+    assert graph_calibration_file("bag", bag, "/my/rig.yaml") == "/my/rig.yaml"
+    assert graph_calibration_file("sim") == graph_calibration_file("live") == ""
+    other = write_calibration_recording(tmp_path / "other", {"/chatter": ["hi"]})
+    assert graph_calibration_file("bag", str(other)) == ""
+    assert graph_calibration_file("bag", str(tmp_path / "missing")) == ""
+    nominal = calibration_to_yaml(load_calibration())
+    two = write_calibration_recording(
+        tmp_path / "two", {"/a/rig_calibration": [nominal], "/b/rig_calibration": [nominal]}
+    )
+    with pytest.raises(ConfigError, match="2 topics.*calibration_file:="):
+        graph_calibration_file("bag", str(two))
 
 
 def test_package_xml_declares_every_package_the_launch_file_runs(monkeypatch, tmp_path):

@@ -48,7 +48,7 @@ CAMERA_INFO_OF_IMAGE: Mapping[str, str] = {
 # A ROS 2 topic name: absolute, relative or private (~/), tokens of letters, digits and
 # underscores that do not start with a digit (no substitutions).
 _TOPIC_NAME = re.compile(r"^(/|~/)?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
-FUSION_TOPICS = ("thermal/registered", "/tf_static")
+FUSION_TOPICS = ("thermal/registered", "/tf_static", "rig_calibration")
 DETECTOR_TOPICS = ("detections", "debug/image")
 TRACKER_TOPICS = ("tracks", "markers", "query/result", "debug/tracks_image")
 # Topics each kind of node subscribes (relative names).
@@ -357,6 +357,52 @@ def hold_player(specs: Sequence[NodeSpec], subscribed: Iterable[str]) -> list[No
         if s.name == "bag_player" and wait else s
         for s in specs
     ]
+
+
+def graph_calibration_file(source: str, bag: str = "", calibration_file: str = "") -> str:
+    """The rig.yaml for a graph's nodes: the one given, else a replayed bag's, else "".
+
+    ``calibration_file`` wins; replaying a bag (``source`` ``bag``) without it, the nodes get
+    the calibration that bag carries; otherwise "" (the package's). So a bag's thermal is
+    registered with the calibration of the rig that recorded it, as the offline tools do
+    (``BagReader.calibration``: stored in its metadata, or recorded on its ``rig_calibration``
+    topic). It is written once to the cache folder (``calibrations/BAGNAME-HASH.yaml``), where
+    the fusion node's log names it. A bag that does not open gives "", so the player's error
+    says why.
+
+    Raises:
+        ConfigError: the calibration the bag carries is unusable, or it carries several.
+    """
+    if calibration_file or source != "bag" or not bag:
+        return calibration_file
+    import hashlib
+
+    from iphd.cache import cache_dir
+    from iphd.calibration import calibration_to_yaml
+    from iphd.data.rosbag import BagReader
+    from iphd.errors import DatasetError
+
+    try:
+        reader = BagReader(bag)
+    except DatasetError:
+        return ""
+    with reader:
+        try:
+            calibration = reader.calibration
+        except DatasetError as exc:
+            raise ConfigError(f"{exc} (calibration_file:=, iphd-run --calibration)") from exc
+        origin = reader.calibration_origin
+    if calibration is None:
+        return ""
+    text = f"# iphd rig calibration {origin} {bag}\n{calibration_to_yaml(calibration)}"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    path = cache_dir() / "calibrations" / f"{Path(bag).name}-{digest}.yaml"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{digest}.part")
+        partial.write_text(text)
+        partial.replace(path)
+    return str(path)
 
 
 def rviz_fixed_frame(calibration_file: str = "") -> str | None:

@@ -35,6 +35,7 @@ from iphd.graph import (
     NodeSpec,
     add_topic_arguments,
     build_graph,
+    graph_calibration_file,
     hold_player,
     load_params_file,
     topics_from_args,
@@ -225,7 +226,7 @@ def run_graph(
         ensure_demo_bag(progress=progress)
     specs = build_graph(
         source,
-        calibration_file=calibration_file,
+        calibration_file=graph_calibration_file(source, bag, calibration_file),
         playback_file=playback_file,
         bag=bag,
         detector=detector,
