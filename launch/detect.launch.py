@@ -42,7 +42,9 @@ ARGUMENTS = {
         "bag, the simulator in real time, a rosbag2, or drivers started elsewhere (no source "
         "node; see depth_topic ...)",
     ),
-    "calibration_file": ("", "rig.yaml; empty = the package's calibration/rig.yaml"),
+    "calibration_file": (
+        "", "rig.yaml; empty = a replayed bag's own (source:=bag), else the package's"
+    ),
     "playback_file": ("", "librealsense recording played by the D435 driver (source live)"),
     "bag": ("", "rosbag2 folder (or .db3/.mcap file) played by bag_player (source bag)"),
     "log_level": ("info", "debug, info, warn or error"),
