@@ -20,6 +20,11 @@ from iphd.graph import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+# What a bag player leaves out of a replay through the whole graph: the nodes' own outputs.
+OUTPUTS = [
+    "/diagnostics", "debug/image", "debug/tracks_image", "detections", "markers", "query/result",
+    "rig_calibration", "thermal/registered", "tracks", "vision_tracks",
+]
 
 
 def test_sim_graph_loops_the_simulator_demo_bag_into_fusion(monkeypatch, tmp_path):
@@ -47,7 +52,7 @@ def test_live_graph_runs_both_drivers_and_passes_the_playback_file():
 def test_bag_graph_plays_the_bag_into_fusion_on_sim_time():
     specs = {spec.name: spec for spec in build_graph("bag", bag="/data/run1")}
     assert list(specs) == ["bag_player", "fusion", "detector", "tracker"]
-    assert specs["bag_player"].parameters == {"bag": "/data/run1"}
+    assert specs["bag_player"].parameters == {"bag": "/data/run1", "exclude_topics": OUTPUTS}
     assert specs["bag_player"].executable == "bag_player_node"
     assert wants_sim_time("bag") and not wants_sim_time("live")
 
@@ -234,6 +239,7 @@ def test_launch_file_plays_a_bag_on_sim_time_by_default(monkeypatch, tmp_path):
     # The player holds the bag until fusion, detector and tracker subscribe (as iphd-run's).
     assert {
         "bag": "/data/run1",
+        "exclude_topics": OUTPUTS,
         "wait_for_subscribers": [
             "depth/image_raw:3", "depth/camera_info:3", "thermal/image_raw:1",
             "thermal/camera_info:1",
@@ -262,6 +268,7 @@ def test_launch_file_plays_the_existing_simulator_demo_bag(monkeypatch, tmp_path
     assert {
         "bag": str(demo),
         "loop": True,
+        "exclude_topics": ["/diagnostics", "rig_calibration", "thermal/registered"],
         "wait_for_subscribers": [
             "depth/image_raw:1", "depth/camera_info:1", "thermal/image_raw:1",
             "thermal/camera_info:1",
@@ -417,7 +424,8 @@ def test_the_bag_player_can_be_told_to_wait_for_subscribers():
     subscribed = ["depth/image_raw", "thermal/image_raw", "depth/image_raw", "detections"]
     held = {s.name: s for s in hold_player(specs, subscribed)}
     assert held["bag_player"].parameters == {
-        "bag": "/data/run", "wait_for_subscribers": ["depth/image_raw:2", "thermal/image_raw:1"]
+        "bag": "/data/run", "exclude_topics": OUTPUTS,
+        "wait_for_subscribers": ["depth/image_raw:2", "thermal/image_raw:1"],
     }
     assert held["fusion"] == next(s for s in specs if s.name == "fusion")
     assert hold_player(specs, ["detections"]) == list(specs)  # no sensor topic: nothing to wait

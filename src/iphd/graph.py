@@ -325,6 +325,10 @@ def build_graph(
                 tracker_params, publishes=TRACKER_TOPICS, subscribes=tracker_inputs,
             )
         )
+    if nodes[0].name == "bag_player":
+        nodes[0] = dataclasses.replace(
+            nodes[0], parameters={**nodes[0].parameters, "exclude_topics": replayed_outputs(nodes)}
+        )
     return tuple(
         dataclasses.replace(
             spec,
@@ -335,6 +339,22 @@ def build_graph(
         )
         for spec in nodes
     )
+
+
+def replayed_outputs(specs: Sequence[NodeSpec]) -> list[str]:
+    """The topics a bag player must not play because the graph's own nodes publish them.
+
+    A ``ros2 bag record -a`` of a running graph holds its ``thermal/registered``,
+    ``detections``, ``tracks``, ``rig_calibration`` and ``/diagnostics``: played again beside
+    the nodes that make them anew, the detector would pair the recorded registered images too,
+    the tracker would take each frame's detections twice and a recording of the replay would
+    mix the two runs. ``/tf_static`` is still played (it also holds the robot's other static
+    transforms; the rig's are the same).
+    """
+    outputs = {topic for spec in specs[1:] for topic in spec.publishes} - {"/tf_static"}
+    if any(spec.name == "tracker" for spec in specs):
+        outputs.add("vision_tracks")  # published where vision_msgs is installed
+    return sorted(outputs | {"/diagnostics"})
 
 
 def hold_player(specs: Sequence[NodeSpec], subscribed: Iterable[str]) -> list[NodeSpec]:

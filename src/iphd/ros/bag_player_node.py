@@ -18,7 +18,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from iphd.compressed_images import COMPRESSED_IMAGE, decode_compressed
 from iphd.data.playback import BagPlayback, PlaybackConfig
 from iphd.data.rosbag import BagReader, RawMessage, wal_text
-from iphd.errors import ConfigError, IphdError
+from iphd.errors import ConfigError, DatasetError, IphdError
 from iphd.ros import qos
 from iphd.ros.common import declare, diagnostic_array, forward_library_logs, spin_node
 from iphd.ros.conversions import array_to_image, ns_to_stamp, stamp_to_ns
@@ -114,6 +114,19 @@ class BagPlayerNode(Node):
             ),
         )
         topics = self.get_parameter("topics").value or []
+        self.declare_parameter(
+            "exclude_topics",
+            [],
+            ParameterDescriptor(
+                description="topics of the bag not to play, named as the player's own: those "
+                "the replaying graph's nodes publish themselves (a recording of a running graph "
+                "holds its outputs); empty = none. A recorded /clock is never played with "
+                "publish_clock",
+                dynamic_typing=True,
+                read_only=True,
+            ),
+        )
+        exclude = self.get_parameter("exclude_topics").value or []
         if not bag:
             raise ConfigError(
                 "bag_player needs the 'bag' parameter: the rosbag2 folder to play "
@@ -121,14 +134,10 @@ class BagPlayerNode(Node):
             )
         if not all(isinstance(t, str) for t in topics):
             raise ConfigError(f"'topics' must be a list of topic names, got {topics!r}")
+        if not all(isinstance(t, str) for t in exclude):
+            raise ConfigError(f"'exclude_topics' must be a list of topic names, got {exclude!r}")
         if float(clock_period) <= 0:
             raise ConfigError(f"clock_period_s must be > 0, got {clock_period}")
-        config = PlaybackConfig(
-            rate=float(rate),
-            loop=bool(loop),
-            start_offset_s=float(offset),
-            topics=tuple(topics),
-        )
         self.bag_path = str(bag)
         # What the bag reader says (a cut-off recording, a corrupt message) is this node's.
         self._undo_logs = forward_library_logs(self, "iphd.data")
@@ -138,10 +147,30 @@ class BagPlayerNode(Node):
             self._undo_logs()
             raise
         try:
+            own = [*exclude, "/clock"] if publish_clock else list(exclude)
+            #: Topics of the bag left out because the player or the graph publishes them.
+            self.excluded = self._excluded(own)
+            played = [t for t in (topics or sorted(self._reader.topics)) if t not in self.excluded]
+            if not played:
+                raise DatasetError(
+                    f"{self.bag_path} has nothing to play: its topics "
+                    f"{', '.join(sorted(self._reader.topics))} are all left out (exclude_topics)"
+                )
+            config = PlaybackConfig(
+                rate=float(rate),
+                loop=bool(loop),
+                start_offset_s=float(offset),
+                topics=tuple(played),
+            )
             self._playback = BagPlayback(self._reader, config)
         except IphdError:
             self.close()
             raise
+        if self.excluded:
+            self.get_logger().info(
+                f"not playing the bag's {', '.join(self.excluded)}: published here by this "
+                "graph's own nodes (exclude_topics)"
+            )
         self.published: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
         self.corrupt: dict[str, int] = {}
@@ -195,6 +224,18 @@ class BagPlayerNode(Node):
 
     def _now_ns(self) -> int:
         return self._steady.now().nanoseconds
+
+    def _excluded(self, names: list[str]) -> list[str]:
+        """The bag's topics that resolve, as this node's, to one of ``names``."""
+
+        def resolved(name: str) -> str | None:
+            try:
+                return str(self.resolve_topic_name(name))
+            except Exception:  # rclpy's name errors differ by version: a bad name matches none
+                return None
+
+        own = {resolved(name) for name in names} - {None}
+        return sorted(t for t in self._reader.topics if resolved(t) in own)
 
     @property
     def finished(self) -> bool:
@@ -348,6 +389,8 @@ class BagPlayerNode(Node):
             "published": sum(self.published.values()),
         }
         values.update({f"published_{t}": n for t, n in self.published.items()})
+        if self.excluded:
+            values["not_played"] = ", ".join(self.excluded)
         values.update({f"skipped_{t}": n for t, n in self.skipped.items()})
         values.update({f"corrupt_{t}": n for t, n in self.all_corrupt().items()})
         values.update({f"undecodable_{t}": n for t, n in self.undecodable.items()})
