@@ -497,6 +497,19 @@ def test_recorded_tracks_copied_from_truth_score_perfect(tmp_path):
     assert breakdown["position"]["over_1_m"] == 0.0
 
 
+def test_check_names_a_recorded_graphs_output_and_what_scores_it(tmp_path):
+    from iphd.eval.bag_check import check_bag
+
+    _write_recording(tmp_path / "live", _perfect_tracks)
+    notes = [n for n in check_bag(tmp_path / "live").notes if "running graph" in n]
+    assert notes == [
+        "/robot/detections and /robot/tracks: a running graph's output was recorded. iphd-eval "
+        "bag --recorded scores it as the robot made it; iphd-eval bag without --recorded and a "
+        "replay (iphd-run --bag, source:=bag) make it anew from the sensor topics, and the "
+        "replay leaves the recorded copies out"
+    ]
+
+
 def test_recorded_switch_and_miss_give_the_constructed_metrics(tmp_path):
     bag = tmp_path / "live"
     _write_recording(bag, _switching_tracks, ns="")

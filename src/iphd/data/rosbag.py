@@ -130,6 +130,7 @@ IMAGE = "sensor_msgs/msg/Image"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 PERSON_TRACKS = "iphd_msgs/msg/PersonTrackArray"
+PERSON_DETECTIONS = "iphd_msgs/msg/PersonDetectionArray"
 
 CALIBRATION_KEY = "iphd.calibration"
 #: The last name of the topic the fusion node publishes its rig calibration on (YAML in a

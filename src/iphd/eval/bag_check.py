@@ -25,6 +25,7 @@ from iphd.data.rosbag import (
     DEPTH_INFO,
     GROUND_TRUTH,
     IMAGE,
+    PERSON_DETECTIONS,
     PERSON_TRACKS,
     THERMAL_IMAGE,
     THERMAL_INFO,
@@ -194,6 +195,7 @@ def check_bag(
         _describe(result, samples, rig)
         _pairs(result, samples, rig, max_skew_ms, max_wait_ms)
         _tracking_frame(result, reader, samples, stop_ns)
+        _graph_outputs(result, reader)
         for gap in reader.gaps:
             result.problems.append(f"{bag}: {gap.describe()}")
     return result
@@ -222,6 +224,22 @@ def _tracking_frame(
             f"/tf moves {frame} in {root} (through {', '.join(moving)}): the robot moved while "
             f"recording, so track in {root} as the node does: iphd-eval bag and tune_tracker.py "
             f"--tracking-frame {root}; the tracker node's tracking_frame: {root} with up_axis: z"
+        )
+
+
+def _graph_outputs(result: BagCheck, reader: BagReader) -> None:
+    """Note a recording of a running graph (its detections and tracks) and what scores them."""
+    topics = reader.topics
+    found = [
+        topic for name, msgtype in (("detections", PERSON_DETECTIONS), ("tracks", PERSON_TRACKS))
+        if (topic := find_topic(topics, name)) and topics[topic].msgtype == msgtype
+    ]
+    if found:
+        result.notes.append(
+            f"{' and '.join(found)}: a running graph's output was recorded. iphd-eval bag "
+            "--recorded scores it as the robot made it; iphd-eval bag without --recorded and a "
+            "replay (iphd-run --bag, source:=bag) make it anew from the sensor topics, and the "
+            "replay leaves the recorded copies out"
         )
 
 
