@@ -412,7 +412,7 @@ def test_the_rig_calibration_is_latched_on_rig_calibration_for_recorders(
     # A calibration that is not the package's, with a clock offset (not in TF or camera_info).
     rig = perturbed_calibration(load_calibration(), clock_offset_s=0.04)
     save_calibration(rig, tmp_path / "rig.yaml")
-    graph(calibration_file=str(tmp_path / "rig.yaml"))
+    fusion, _ = graph(calibration_file=str(tmp_path / "rig.yaml"))
     # A recorder started after the node published still gets it (transient local).
     late = Node("late_recorder", context=ros_context)
     got: list[String] = []
@@ -426,6 +426,7 @@ def test_the_rig_calibration_is_latched_on_rig_calibration_for_recorders(
     np.testing.assert_allclose(carried.rotation, rig.rotation, atol=1e-12)
     np.testing.assert_allclose(carried.translation_m, rig.translation_m, atol=1e-12)
     assert carried.thermal_clock_offset_s == pytest.approx(0.04)
+    assert fusion.stats()["calibration"] == str(tmp_path / "rig.yaml")  # on /diagnostics too
 
 
 def test_publish_calibration_false_publishes_no_rig_calibration(graph, spin_for, executor):

@@ -99,6 +99,7 @@ class FusionNode(Node):
         self._publish_tf = bool(publish_tf)
         self._frame_warned = False
         self.calibration: RigCalibration | None = None
+        self._calibration_path = ""
         self.pipeline: FusionPipeline | None = None
         self.sync: Synchronizer[DepthFrame, ThermalFrame] | None = None
         try:
@@ -119,6 +120,7 @@ class FusionNode(Node):
                     max_wait_ns=int(max_wait_ms * 1e6),
                 )
             )
+            self._calibration_path = path
             self.get_logger().info(f"loaded rig calibration {path}")
         except (IphdError, FileNotFoundError, ValueError, TypeError) as exc:
             # Keep running so diagnostics say why nothing is published.
@@ -340,6 +342,7 @@ class FusionNode(Node):
             "published": self._published,
             "depth_held_for_camera_info": len(self._early_depth),
             "depth_dropped_before_camera_info": self._early_depth.dropped,
+            "calibration": self._calibration_path or "not loaded",
         }
         if self.sync is not None:
             s = self.sync.stats

@@ -583,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"  fusion processing {s['process_ms_mean']:.2f} ms mean, "
                 f"{s['process_ms_max']:.2f} ms max"
             )
+        print(f"  rig calibration {s.get('calibration', '?')}")
         errors = {k: v for k, v in s.items() if k.startswith("errors_")}
         if errors:
             print(f"  input errors: {errors}")
