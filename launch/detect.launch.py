@@ -43,7 +43,7 @@ ARGUMENTS = {
         "node; see depth_topic ...)",
     ),
     "calibration_file": (
-        "", "rig.yaml; empty = a replayed bag's own (source:=bag), else the package's"
+        "", "rig.yaml; empty = a replayed bag's own (source:=bag or sim), else the package's"
     ),
     "playback_file": ("", "librealsense recording played by the D435 driver (source live)"),
     "bag": ("", "rosbag2 folder (or .db3/.mcap file) played by bag_player (source bag)"),

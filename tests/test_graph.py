@@ -385,7 +385,7 @@ def test_a_replayed_bag_is_registered_with_the_calibration_it_carries(monkeypatc
     # A calibration given wins; other sources, a bag carrying none, or a bag that does not
     # open (the player then says why) leave the package's.
     assert graph_calibration_file("bag", bag, "/my/rig.yaml") == "/my/rig.yaml"
-    assert graph_calibration_file("sim") == graph_calibration_file("live") == ""
+    assert graph_calibration_file("live") == graph_calibration_file("sim_live") == ""
     other = write_calibration_recording(tmp_path / "other", {"/chatter": ["hi"]})
     assert graph_calibration_file("bag", str(other)) == ""
     assert graph_calibration_file("bag", str(tmp_path / "missing")) == ""
@@ -395,6 +395,27 @@ def test_a_replayed_bag_is_registered_with_the_calibration_it_carries(monkeypatc
     )
     with pytest.raises(ConfigError, match="2 topics.*calibration_file:="):
         graph_calibration_file("bag", str(two))
+
+
+def test_the_simulator_demo_is_registered_with_the_calibration_it_was_rendered_with(
+    monkeypatch, tmp_path
+):
+    import numpy as np
+
+    from iphd.calib.simulate import perturbed_calibration
+    from iphd.calibration import load_calibration
+    from iphd.data.rosbag import RigBagWriter
+    from iphd.sensors.frames import CameraIntrinsics
+    from iphd.sim.demo import demo_bag_path
+
+    # A demo bag made before the user replaced calibration/rig.yaml with their own rig's.
+    monkeypatch.setenv("IPHD_CACHE_DIR", str(tmp_path / "cache"))
+    rendered = perturbed_calibration(load_calibration())
+    with RigBagWriter(demo_bag_path(), rendered, CameraIntrinsics(8, 6, 5.0, 5.0, 3.5, 2.5)) as w:
+        w.write_depth(1_000_000_000, np.ones((6, 8), np.uint16))
+    path = graph_calibration_file("sim")
+    assert load_calibration(path).thermal == rendered.thermal
+    assert graph_calibration_file("sim", calibration_file="/my/rig.yaml") == "/my/rig.yaml"
 
 
 def test_package_xml_declares_every_package_the_launch_file_runs(monkeypatch, tmp_path):

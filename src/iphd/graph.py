@@ -382,8 +382,10 @@ def hold_player(specs: Sequence[NodeSpec], subscribed: Iterable[str]) -> list[No
 def graph_calibration_file(source: str, bag: str = "", calibration_file: str = "") -> str:
     """The rig.yaml for a graph's nodes: the one given, else a replayed bag's, else "".
 
-    ``calibration_file`` wins; replaying a bag (``source`` ``bag``) without it, the nodes get
-    the calibration that bag carries; otherwise "" (the package's). So a bag's thermal is
+    ``calibration_file`` wins; replaying a bag (``source`` ``bag``, or ``sim``: the
+    simulator's demo bag, rendered with the ``rig.yaml`` of the day it was made) without it,
+    the nodes get the calibration that bag carries; otherwise "" (the package's). So a bag's
+    thermal is
     registered with the calibration of the rig that recorded it, as the offline tools do
     (``BagReader.calibration``: stored in its metadata, or recorded on its ``rig_calibration``
     topic). It is written once to the cache folder (``calibrations/BAGNAME-HASH.yaml``), where
@@ -393,7 +395,11 @@ def graph_calibration_file(source: str, bag: str = "", calibration_file: str = "
     Raises:
         ConfigError: the calibration the bag carries is unusable, or it carries several.
     """
-    if calibration_file or source != "bag" or not bag:
+    if source == "sim" and not bag:
+        from iphd.sim.demo import demo_bag_path
+
+        bag = str(demo_bag_path())
+    if calibration_file or source not in ("bag", "sim") or not bag:
         return calibration_file
     import hashlib
 

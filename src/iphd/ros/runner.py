@@ -457,7 +457,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--namespace", default="", help="namespace of every node and topic")
     p.add_argument("--calibration", default="",
-                   help="rig.yaml (default: the bag's own with --bag, else the package's)")
+                   help="rig.yaml (default: the bag's own with --bag or the simulator's demo, "
+                   "else the package's)")
     p.add_argument("--playback-file", default="", help="librealsense recording (source live)")
     p.add_argument(
         "--use-sim-time",
