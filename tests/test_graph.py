@@ -395,6 +395,11 @@ def test_a_replayed_bag_is_registered_with_the_calibration_it_carries(monkeypatc
     )
     with pytest.raises(ConfigError, match="2 topics.*calibration_file:="):
         graph_calibration_file("bag", str(two))
+    # A cache folder that cannot be written is named, with the ways around it.
+    monkeypatch.setenv("IPHD_CACHE_DIR", str(tmp_path / "file"))
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ConfigError, match="cannot write.*IPHD_CACHE_DIR.*calibration_file:="):
+        graph_calibration_file("bag", bag)
 
 
 def test_the_simulator_demo_is_registered_with_the_calibration_it_was_rendered_with(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -424,10 +426,19 @@ def graph_calibration_file(source: str, bag: str = "", calibration_file: str = "
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     path = cache_dir() / "calibrations" / f"{Path(bag).name}-{digest}.yaml"
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{digest}.part")
-        partial.write_text(text)
-        partial.replace(path)
+        partial = path.with_name(f".{path.stem}.{os.getpid()}.part")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(text)
+            partial.replace(path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise ConfigError(
+                f"cannot write the calibration {bag} carries to {path} ({exc}): set "
+                "IPHD_CACHE_DIR to a writable folder, or pass the rig's file "
+                "(calibration_file:=, iphd-run --calibration)"
+            ) from exc
     return str(path)
 
 
