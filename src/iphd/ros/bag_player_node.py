@@ -168,8 +168,8 @@ class BagPlayerNode(Node):
             raise
         if self.excluded:
             self.get_logger().info(
-                f"not playing the bag's {', '.join(self.excluded)}: published here by this "
-                "graph's own nodes (exclude_topics)"
+                f"not playing the bag's {', '.join(self.excluded)}: published anew here, by "
+                "this player (/clock) or the graph's nodes (exclude_topics)"
             )
         self.published: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
