@@ -216,3 +216,22 @@ def test_camera_frames_must_be_named_and_distinct(nominal, frames, match) -> Non
     nominal["frames"] = frames
     with pytest.raises(CalibrationError, match=match):
         calibration_from_dict(nominal)
+
+
+def test_calibration_differences_name_what_differs_and_ignore_a_yaml_round_trip():
+    from iphd.calib.simulate import perturbed_calibration
+    from iphd.calibration import (
+        calibration_differences,
+        calibration_from_yaml,
+        calibration_to_yaml,
+    )
+
+    nominal = load_calibration()
+    rig = perturbed_calibration(nominal, clock_offset_s=0.04)
+    assert calibration_differences(rig, calibration_from_yaml(calibration_to_yaml(rig))) == []
+    assert calibration_differences(nominal, rig) == [
+        "thermal intrinsics", "extrinsic", "clock offset"
+    ]
+    moved = perturbed_calibration(nominal, fx_scale=1.0, fy_scale=1.0,
+                                  principal_shift_px=(0.0, 0.0), clock_offset_s=0.0)
+    assert calibration_differences(nominal, moved) == ["extrinsic"]

@@ -381,6 +381,29 @@ def load_calibration(path: Path | str = DEFAULT_CALIBRATION) -> RigCalibration:
     return calibration_from_yaml(path.read_text(), path)
 
 
+def calibration_differences(a: RigCalibration, b: RigCalibration) -> list[str]:
+    """What differs between two calibrations, one phrase each (empty: the same rig).
+
+    Metadata (``meta``) is left out; numbers are compared to 1e-9, as a YAML round trip of
+    the rotation leaves them.
+    """
+    diff = []
+    if a.frames != b.frames:
+        diff.append("frame names")
+    if a.thermal.width != b.thermal.width or a.thermal.height != b.thermal.height or not (
+        np.allclose([a.thermal.fx, a.thermal.fy, a.thermal.cx, a.thermal.cy],
+                    [b.thermal.fx, b.thermal.fy, b.thermal.cx, b.thermal.cy], atol=1e-9)
+        and np.allclose(a.thermal.distortion, b.thermal.distortion, atol=1e-9)
+    ):
+        diff.append("thermal intrinsics")
+    if not (np.allclose(a.rotation, b.rotation, atol=1e-9)
+            and np.allclose(a.translation_m, b.translation_m, atol=1e-9)):
+        diff.append("extrinsic")
+    if not math.isclose(a.thermal_clock_offset_s, b.thermal_clock_offset_s, abs_tol=1e-9):
+        diff.append("clock offset")
+    return diff
+
+
 def calibration_to_yaml(calibration: RigCalibration) -> str:
     """``calibration`` as YAML in the file format, as bags and ``rig_calibration`` hold it."""
     return yaml.safe_dump(calibration.to_dict(), sort_keys=False)

@@ -70,7 +70,7 @@ def test_the_calibration_a_recorded_graph_published_is_the_one_used_and_named(tm
     from transport_bags import write_transport_bag
 
     from iphd.calib.simulate import perturbed_calibration
-    from iphd.calibration import calibration_to_yaml
+    from iphd.calibration import calibration_to_yaml, save_calibration
 
     rig = perturbed_calibration(load_calibration())
     bag = write_transport_bag(_bag(tmp_path / "rig"), tmp_path / "recorded", {},
@@ -79,6 +79,15 @@ def test_the_calibration_a_recorded_graph_published_is_the_one_used_and_named(tm
     out = capsys.readouterr().out
     assert "calibration: recorded on /rig_calibration" in out
     assert "no rig calibration" not in out
+    # A calibration given wins; when it is not the one the bag carries, check says so.
+    assert main(["check", "--bag", str(bag), "--calibration", str(DEFAULT_CALIBRATION)]) == 0
+    out = capsys.readouterr().out
+    assert (f"note: the bag carries another rig calibration (recorded on /rig_calibration; "
+            f"thermal intrinsics, extrinsic, clock offset differ): {DEFAULT_CALIBRATION} is "
+            "used, as asked; leave out --calibration to use the bag's") in out
+    save_calibration(rig, tmp_path / "rig.yaml")
+    assert main(["check", "--bag", str(bag), "--calibration", str(tmp_path / "rig.yaml")]) == 0
+    assert "another rig calibration" not in capsys.readouterr().out
 
 
 def test_depth_aligned_to_the_colour_camera_is_noted(sim_bag, tmp_path):

@@ -17,7 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from iphd.calibration import DEFAULT_CALIBRATION, RigCalibration, load_calibration
+from iphd.calibration import (
+    DEFAULT_CALIBRATION,
+    RigCalibration,
+    calibration_differences,
+    load_calibration,
+)
 from iphd.compressed_images import COMPRESSED_IMAGE
 from iphd.data.rosbag import (
     CAMERA_INFO,
@@ -263,7 +268,15 @@ def _option(topic: str) -> str:
 def _calibration(reader: BagReader, path: str, result: BagCheck) -> RigCalibration:
     if path:
         result.calibration = path
-        return load_calibration(path)
+        given = load_calibration(path)
+        carried = reader.calibration
+        if carried is not None and (diff := calibration_differences(given, carried)):
+            result.notes.append(
+                f"the bag carries another rig calibration ({reader.calibration_origin}; "
+                f"{', '.join(diff)} differ): {path} is used, as asked; leave out --calibration "
+                "to use the bag's"
+            )
+        return given
     carried = reader.calibration
     if carried is not None:
         result.calibration = reader.calibration_origin
