@@ -350,8 +350,9 @@ def replayed_outputs(specs: Sequence[NodeSpec]) -> list[str]:
     ``detections``, ``tracks``, ``rig_calibration`` and ``/diagnostics``: played again beside
     the nodes that make them anew, the detector would pair the recorded registered images too,
     the tracker would take each frame's detections twice and a recording of the replay would
-    mix the two runs. ``/tf_static`` is still played (it also holds the robot's other static
-    transforms; the rig's are the same).
+    mix the two runs. ``/tf_static`` is still played: it also holds the robot's other static
+    transforms (its rig transforms are the fusion node's own again, unless a
+    ``calibration_file`` other than the bag's is given).
     """
     outputs = {topic for spec in specs[1:] for topic in spec.publishes} - {"/tf_static"}
     if any(spec.name == "tracker" for spec in specs):
@@ -387,12 +388,11 @@ def graph_calibration_file(source: str, bag: str = "", calibration_file: str = "
     ``calibration_file`` wins; replaying a bag (``source`` ``bag``, or ``sim``: the
     simulator's demo bag, rendered with the ``rig.yaml`` of the day it was made) without it,
     the nodes get the calibration that bag carries; otherwise "" (the package's). So a bag's
-    thermal is
-    registered with the calibration of the rig that recorded it, as the offline tools do
-    (``BagReader.calibration``: stored in its metadata, or recorded on its ``rig_calibration``
-    topic). It is written once to the cache folder (``calibrations/BAGNAME-HASH.yaml``), where
-    the fusion node's log names it. A bag that does not open gives "", so the player's error
-    says why.
+    thermal is registered with the calibration of the rig that recorded it, as the offline
+    tools do (``BagReader.calibration``: stored in its metadata, or recorded on its
+    ``rig_calibration`` topic). It is written once to the cache folder
+    (``calibrations/BAGNAME-HASH.yaml``), where the fusion node's log names it. A bag that
+    does not open gives "", so the player's error says why.
 
     Raises:
         ConfigError: the calibration the bag carries is unusable, or it carries several.
