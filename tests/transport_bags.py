@@ -1,5 +1,7 @@
 """Bags as a robot records them: other drivers' topic names, images on compressed transports."""
 
+import numpy as np
+
 from iphd.compressed_images import COMPRESSED_IMAGE
 from iphd.data.rosbag import STRING, BagReader, compress_image, typestore
 
@@ -58,3 +60,63 @@ def write_calibration_recording(path, texts, t0_ns=1_700_000_000_000_000_000):
                 data = store.serialize_cdr(store.types[STRING](data=text), STRING)
                 writer.write(conn, t0_ns + i * 1_000_000_000, data)
     return path
+
+
+def write_graph_recording(src, dst, *, registered="thermal/registered", outputs=False,
+                          calibration_text=None, clock=False):
+    """``src`` with what ``ros2 bag record -a`` of a running graph adds.
+
+    With each depth frame, the fusion node's registered image (a copy of the depth image, on
+    ``registered``) and, with ``outputs``, the detector's ``detections`` and the tracker's
+    ``tracks`` (one person, track id 99). At the start, ``calibration_text`` on
+    ``rig_calibration`` and, with ``clock``, a ``/clock`` at 0 (a clock not the player's).
+    """
+    from rosbags.rosbag2 import Writer
+
+    from iphd.data.rosbag import IMAGE, PERSON_DETECTIONS, PERSON_TRACKS, header_stamp_ns
+
+    store = typestore()
+    t = store.types
+    point = t["geometry_msgs/msg/Point"](0.0, 0.0, 2.0)
+
+    def header(stamp):
+        time = t["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9)
+        return t["std_msgs/msg/Header"](stamp=time, frame_id="depth_optical_frame")
+
+    with BagReader(src) as reader, Writer(dst, version=Writer.VERSION_LATEST) as writer:
+        conns = {}
+
+        def write(topic, msgtype, log_ns, msg):
+            if topic not in conns:
+                conns[topic] = writer.add_connection(topic, msgtype, typestore=store)
+            data = msg if isinstance(msg, bytes | memoryview) else store.serialize_cdr(msg,
+                                                                                       msgtype)
+            writer.write(conns[topic], log_ns, data)
+
+        if calibration_text is not None:
+            write("rig_calibration", STRING, reader.start_ns, t[STRING](data=calibration_text))
+        if clock:
+            stamp = t["builtin_interfaces/msg/Time"](sec=0, nanosec=0)
+            write("/clock", "rosgraph_msgs/msg/Clock", reader.start_ns,
+                  t["rosgraph_msgs/msg/Clock"](clock=stamp))
+        for raw in reader.raw_messages():
+            write(raw.topic, raw.msgtype, raw.log_ns, raw.data)
+            if raw.topic != "depth/image_raw":
+                continue
+            write(registered, IMAGE, raw.log_ns + 1, raw.data)
+            if not outputs:
+                continue
+            stamp = header_stamp_ns(store.deserialize_cdr(raw.data, IMAGE))
+            detection = t["iphd_msgs/msg/PersonDetection"](
+                score=0.9, x1=50.0, y1=30.0, x2=70.0, y2=90.0, position=point,
+                temperature_k=305.0)
+            write("detections", PERSON_DETECTIONS, raw.log_ns + 2, t[PERSON_DETECTIONS](
+                header=header(stamp), image_width=128, image_height=96, detections=[detection]))
+            track = t["iphd_msgs/msg/PersonTrack"](
+                id=99, state=1, score=0.9, position=point,
+                velocity=t["geometry_msgs/msg/Vector3"](0.0, 0.0, 0.0), x1=50.0, y1=30.0,
+                x2=70.0, y2=90.0, age_s=0.0, time_since_update_s=0.0,
+                embedding=np.zeros(0, np.float32))
+            write("tracks", PERSON_TRACKS, raw.log_ns + 3,
+                  t[PERSON_TRACKS](header=header(stamp), tracks=[track]))
+    return dst

@@ -11,6 +11,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosbags.rosbag2 import Writer
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image
+from transport_bags import write_graph_recording
 
 from iphd.calibration import load_calibration
 from iphd.data.rosbag import IMAGE, BagReader, RigBagWriter, typestore
@@ -141,32 +142,11 @@ def test_topics_filter_and_loop(tmp_path, ros_context, executor, spin_until):
     assert set(player.published) == {"depth/image_raw"}
 
 
-def _graph_recording(src, dst, registered="thermal/registered"):
-    """``src`` with what a ros2 bag record -a of a running graph adds: the fusion node's
-    registered images (copies of the depth images, on ``registered``), its calibration and
-    a /clock at 0 (a clock that is not this player's)."""
-    store = typestore()
-    string, clock = "std_msgs/msg/String", "rosgraph_msgs/msg/Clock"
-    with BagReader(src) as reader, Writer(dst, version=Writer.VERSION_LATEST) as writer:
-        conns = {}
-        for raw in reader.raw_messages():
-            extra = [(registered, raw.data)] if raw.topic == "depth/image_raw" else []
-            for topic, data in [(raw.topic, raw.data), *extra]:
-                if topic not in conns:
-                    conns[topic] = writer.add_connection(topic, raw.msgtype, typestore=store)
-                writer.write(conns[topic], raw.log_ns, data)
-        conn = writer.add_connection("rig_calibration", string, typestore=store)
-        writer.write(conn, T0, store.serialize_cdr(store.types[string](data="x"), string))
-        conn = writer.add_connection("/clock", clock, typestore=store)
-        msg = store.types[clock](clock=store.types["builtin_interfaces/msg/Time"](sec=0, nanosec=0))
-        writer.write(conn, T0, store.serialize_cdr(msg, clock))
-
-
 def test_a_graphs_own_outputs_in_a_recording_are_not_played_again(
     tmp_path, ros_context, executor, spin_until
 ):
     stamps = _write_bag(tmp_path / "bag", frames=4)
-    _graph_recording(tmp_path / "bag", tmp_path / "rec")
+    write_graph_recording(tmp_path / "bag", tmp_path / "rec", calibration_text="x", clock=True)
     recorder = _Recorder(context=ros_context)
     registered: list = []
     recorder.create_subscription(Image, "thermal/registered", registered.append, 100)
@@ -184,7 +164,8 @@ def test_a_graphs_own_outputs_in_a_recording_are_not_played_again(
 
 def test_recorded_outputs_are_matched_by_the_name_they_resolve_to(tmp_path, ros_context):
     _write_bag(tmp_path / "bag", frames=2)
-    _graph_recording(tmp_path / "bag", tmp_path / "rec", registered="/robot1/thermal/registered")
+    write_graph_recording(tmp_path / "bag", tmp_path / "rec",
+                          registered="/robot1/thermal/registered", clock=True)
     player = BagPlayerNode(
         context=ros_context, namespace="robot1",
         parameter_overrides=[Parameter("bag", value=str(tmp_path / "rec")),

@@ -1,8 +1,8 @@
 import json
 
 import cv2
-import numpy as np
 import pytest
+from transport_bags import write_graph_recording
 
 from iphd.errors import ConfigError
 from iphd.ros.runner import exit_status, main, run_graph, status_line
@@ -267,57 +267,11 @@ def test_status_line_shows_people_in_view_tracks_and_latencies(tmp_path, tiny_de
     assert "confirmed tracks" in line and "detector" in line and " ms" in line.split("tracker")[-1]
 
 
-def _with_recorded_outputs(src, dst):
-    """``src`` as ``ros2 bag record -a`` of a running graph leaves it: with each depth frame,
-    the graph's ``thermal/registered``, ``detections`` and ``tracks`` (one person)."""
-    from rosbags.rosbag2 import Writer
-
-    from iphd.data.rosbag import IMAGE, PERSON_DETECTIONS, PERSON_TRACKS, BagReader, typestore
-
-    store = typestore()
-    t = store.types
-
-    def header(stamp):
-        time = t["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9)
-        return t["std_msgs/msg/Header"](stamp=time, frame_id="depth_optical_frame")
-
-    point = t["geometry_msgs/msg/Point"](0.0, 0.0, 2.0)
-    with BagReader(src) as reader, Writer(dst, version=Writer.VERSION_LATEST) as writer:
-        conns = {}
-
-        def write(topic, msgtype, log_ns, data):
-            if topic not in conns:
-                conns[topic] = writer.add_connection(topic, msgtype, typestore=store)
-            writer.write(conns[topic], log_ns, data)
-
-        for raw in reader.raw_messages():
-            write(raw.topic, raw.msgtype, raw.log_ns, raw.data)
-            if raw.topic != "depth/image_raw":
-                continue
-            stamp = store.deserialize_cdr(raw.data, IMAGE).header.stamp
-            stamp = stamp.sec * 10**9 + stamp.nanosec
-            write("thermal/registered", IMAGE, raw.log_ns + 1, raw.data)
-            detection = t["iphd_msgs/msg/PersonDetection"](
-                score=0.9, x1=50.0, y1=30.0, x2=70.0, y2=90.0, position=point,
-                temperature_k=305.0)
-            msg = t[PERSON_DETECTIONS](header=header(stamp), image_width=128, image_height=96,
-                                       detections=[detection])
-            write("detections", PERSON_DETECTIONS, raw.log_ns + 2,
-                  store.serialize_cdr(msg, PERSON_DETECTIONS))
-            track = t["iphd_msgs/msg/PersonTrack"](
-                id=99, state=1, score=0.9, position=point,
-                velocity=t["geometry_msgs/msg/Vector3"](0.0, 0.0, 0.0), x1=50.0, y1=30.0,
-                x2=70.0, y2=90.0, age_s=0.0, time_since_update_s=0.0,
-                embedding=np.zeros(0, np.float32))
-            msg = t[PERSON_TRACKS](header=header(stamp), tracks=[track])
-            write("tracks", PERSON_TRACKS, raw.log_ns + 3, store.serialize_cdr(msg, PERSON_TRACKS))
-
-
 def test_a_recording_of_the_running_graph_replays_without_its_recorded_outputs(
     tmp_path, tiny_detector
 ):
     _write_rig_bag(tmp_path / "bag", seconds=2.0, truth=True)
-    _with_recorded_outputs(tmp_path / "bag", tmp_path / "recording")
+    write_graph_recording(tmp_path / "bag", tmp_path / "recording", outputs=True)
     result = run_graph(
         "bag", 30.0, bag=str(tmp_path / "recording"), detector_checkpoint=str(tiny_detector),
         reid_checkpoint="none", params_file=_params_file(tmp_path, 0.0), log_level="error",
