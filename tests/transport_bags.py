@@ -63,32 +63,46 @@ def write_calibration_recording(path, texts, t0_ns=1_700_000_000_000_000_000):
 
 
 def write_graph_recording(src, dst, *, registered="thermal/registered", outputs=False,
-                          calibration_text=None, clock=False):
+                          calibration_text=None, clock=False, static_tf=()):
     """``src`` with what ``ros2 bag record -a`` of a running graph adds.
 
     With each depth frame, the fusion node's registered image (a copy of the depth image, on
     ``registered``) and, with ``outputs``, the detector's ``detections`` and the tracker's
     ``tracks`` (one person, track id 99). At the start, ``calibration_text`` on
-    ``rig_calibration`` and, with ``clock``, a ``/clock`` at 0 (a clock not the player's).
+    ``rig_calibration``, with ``clock`` a ``/clock`` at 0 (a clock not the player's), and
+    after ``src``'s own, one more ``/tf_static`` message of ``static_tf`` (StaticTransforms,
+    another publisher's). Topics ``src`` offered latched stay latched.
     """
     from rosbags.rosbag2 import Writer
 
-    from iphd.data.rosbag import IMAGE, PERSON_DETECTIONS, PERSON_TRACKS, header_stamp_ns
+    from iphd.data.rosbag import (
+        IMAGE,
+        LATCHED_QOS,
+        PERSON_DETECTIONS,
+        PERSON_TRACKS,
+        TF_MESSAGE,
+        TF_STATIC,
+        header_stamp_ns,
+    )
 
     store = typestore()
     t = store.types
     point = t["geometry_msgs/msg/Point"](0.0, 0.0, 2.0)
 
-    def header(stamp):
+    def header(stamp, frame="depth_optical_frame"):
         time = t["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9)
-        return t["std_msgs/msg/Header"](stamp=time, frame_id="depth_optical_frame")
+        return t["std_msgs/msg/Header"](stamp=time, frame_id=frame)
 
     with BagReader(src) as reader, Writer(dst, version=Writer.VERSION_LATEST) as writer:
         conns = {}
+        topics = reader.topics
 
         def write(topic, msgtype, log_ns, msg):
             if topic not in conns:
-                conns[topic] = writer.add_connection(topic, msgtype, typestore=store)
+                latched = topic in topics and topics[topic].latched
+                conns[topic] = writer.add_connection(
+                    topic, msgtype, typestore=store,
+                    offered_qos_profiles=[LATCHED_QOS] if latched else [])
             data = msg if isinstance(msg, bytes | memoryview) else store.serialize_cdr(msg,
                                                                                        msgtype)
             writer.write(conns[topic], log_ns, data)
@@ -99,8 +113,19 @@ def write_graph_recording(src, dst, *, registered="thermal/registered", outputs=
             stamp = t["builtin_interfaces/msg/Time"](sec=0, nanosec=0)
             write("/clock", "rosgraph_msgs/msg/Clock", reader.start_ns,
                   t["rosgraph_msgs/msg/Clock"](clock=stamp))
+        if static_tf:
+            tf = t[TF_MESSAGE](transforms=[
+                t["geometry_msgs/msg/TransformStamped"](
+                    header=header(reader.start_ns, tf_.parent),
+                    child_frame_id=tf_.child,
+                    transform=t["geometry_msgs/msg/Transform"](
+                        translation=t["geometry_msgs/msg/Vector3"](*tf_.translation_m),
+                        rotation=t["geometry_msgs/msg/Quaternion"](*tf_.rotation_xyzw)))
+                for tf_ in static_tf])
         for raw in reader.raw_messages():
             write(raw.topic, raw.msgtype, raw.log_ns, raw.data)
+            if raw.topic == TF_STATIC and static_tf:
+                write(TF_STATIC, TF_MESSAGE, raw.log_ns + 1, tf)
             if raw.topic != "depth/image_raw":
                 continue
             write(registered, IMAGE, raw.log_ns + 1, raw.data)

@@ -428,6 +428,60 @@ def test_a_bags_tf_static_is_played_latched_where_tf2_msgs_is_installed(
     assert first.transform == expected.transform
 
 
+def _late_tf_static(ros_context, executor, spin_until, tf2_msgs) -> dict:
+    """What a listener that comes after the end of the bag gets on /tf_static: child -> tf."""
+    from iphd.ros import qos
+
+    late = Node("late_listener", context=ros_context)
+    got = []
+    late.create_subscription(tf2_msgs.TFMessage, "/tf_static", got.append, qos.STATIC_TF)
+    executor.add_node(late)
+    assert spin_until(executor, lambda: bool(got))
+    spin_until(executor, lambda: False, 0.3)  # anything else latched arrives too
+    return {t.child_frame_id: t for m in got for t in m.transforms}
+
+
+def test_a_late_listener_gets_every_static_transform_of_the_bag(
+    tmp_path, ros_context, executor, spin_until, tf2_msgs
+):
+    from iphd.calibration import StaticTransform
+
+    _write_bag(tmp_path / "bag", frames=4)
+    # A robot's static transforms, latched by another publisher after the rig's.
+    mount = StaticTransform("base_link", "camera_link", (0.1, 0.0, 1.2), (0.0, 0.0, 0.0, 1.0))
+    write_graph_recording(tmp_path / "bag", tmp_path / "rec", static_tf=[mount])
+    recorded = BagReader(tmp_path / "rec").topics["/tf_static"]
+    assert (recorded.count, recorded.latched) == (2, True)
+    player, _ = _play(ros_context, executor, spin_until, tmp_path / "rec")
+    assert player.published["/tf_static"] == 2
+    # As tf2's static broadcaster: the last message holds all, not the last publisher's only.
+    got = _late_tf_static(ros_context, executor, spin_until, tf2_msgs)
+    assert set(got) == {"camera_link", "depth_optical_frame", "thermal_optical_frame"}
+    assert got["camera_link"].transform.translation.z == pytest.approx(1.2)
+
+
+def test_the_rig_transforms_the_graph_publishes_are_not_played(
+    tmp_path, ros_context, executor, spin_until, tf2_msgs
+):
+    from iphd.calibration import StaticTransform
+
+    _write_bag(tmp_path / "bag", frames=4)
+    mount = StaticTransform("base_link", "camera_link", (0.1, 0.0, 1.2), (0.0, 0.0, 0.0, 1.0))
+    write_graph_recording(tmp_path / "bag", tmp_path / "rec", static_tf=[mount])
+    player, _ = _play(ros_context, executor, spin_until, tmp_path / "rec",
+                      exclude_transforms=["thermal_optical_frame", "/depth_optical_frame"])
+    got = _late_tf_static(ros_context, executor, spin_until, tf2_msgs)
+    assert set(got) == {"camera_link"}  # the robot's transform still plays
+    assert player.transforms_not_played == {"depth_optical_frame": 1, "thermal_optical_frame": 1}
+    assert player.stats()["transforms_not_played"] == (
+        "depth_optical_frame (1), thermal_optical_frame (1)"
+    )
+    # The bag's first /tf_static held only excluded frames: nothing of it went out.
+    assert player.published["/tf_static"] == 1
+    with pytest.raises(ConfigError, match="exclude_transforms"):
+        _player(ros_context, None, tmp_path / "rec", exclude_transforms=["/"])
+
+
 def test_compressed_images_are_also_published_decoded_on_their_raw_topic(
     tmp_path, ros_context, executor, spin_until
 ):

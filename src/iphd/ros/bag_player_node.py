@@ -17,7 +17,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from iphd.compressed_images import COMPRESSED_IMAGE, decode_compressed
 from iphd.data.playback import BagPlayback, PlaybackConfig
-from iphd.data.rosbag import BagReader, RawMessage, wal_text
+from iphd.data.rosbag import TF_MESSAGE, TF_TOPICS, BagReader, RawMessage, wal_text
 from iphd.errors import ConfigError, DatasetError, IphdError
 from iphd.ros import qos
 from iphd.ros.common import declare, diagnostic_array, forward_library_logs, spin_node
@@ -54,6 +54,10 @@ class BagPlayerNode(Node):
     ``use_sim_time`` see the bag's own times (the recorded stamps). Messages are read from the
     bag one ahead of the playback position, from a steady-clock timer, so the executor stays
     responsive. Topics whose message type is not installed here are skipped with one warning.
+    A bag's static transforms are played as tf2's static broadcaster publishes them: each
+    ``/tf_static`` message holds every static transform played so far (the newest per child
+    frame), so a listener that comes late (RViz, a node started later) gets all of them, not
+    only the last recorder's message of a bag with several static publishers.
     Images recorded only through image_transport's compressed transports are also published
     decoded on their raw topic (``decompress``; ``decoded_topics``), so a robot's bag of
     ``.../image_rect_raw/compressedDepth`` feeds the graph as ``.../image_rect_raw``.
@@ -127,6 +131,18 @@ class BagPlayerNode(Node):
             ),
         )
         exclude = self.get_parameter("exclude_topics").value or []
+        self.declare_parameter(
+            "exclude_transforms",
+            [],
+            ParameterDescriptor(
+                description="child frames whose transforms on the bag's /tf and /tf_static are "
+                "not played: those the replaying graph's nodes publish themselves (fusion's rig "
+                "transforms, which a recording of a running graph holds); empty = none",
+                dynamic_typing=True,
+                read_only=True,
+            ),
+        )
+        exclude_frames = self.get_parameter("exclude_transforms").value or []
         if not bag:
             raise ConfigError(
                 "bag_player needs the 'bag' parameter: the rosbag2 folder to play "
@@ -136,6 +152,12 @@ class BagPlayerNode(Node):
             raise ConfigError(f"'topics' must be a list of topic names, got {topics!r}")
         if not all(isinstance(t, str) for t in exclude):
             raise ConfigError(f"'exclude_topics' must be a list of topic names, got {exclude!r}")
+        if not all(isinstance(f, str) and f.strip("/") for f in exclude_frames):
+            raise ConfigError(
+                f"'exclude_transforms' must be a list of frame names, got {exclude_frames!r}"
+            )
+        #: Child frames whose recorded transforms are left out (tf2 drops a leading "/").
+        self.excluded_frames = frozenset(f.strip("/") for f in exclude_frames)
         if float(clock_period) <= 0:
             raise ConfigError(f"clock_period_s must be > 0, got {clock_period}")
         self.bag_path = str(bag)
@@ -171,10 +193,24 @@ class BagPlayerNode(Node):
                 f"not playing the bag's {', '.join(self.excluded)}: published anew here, by "
                 "this player (/clock) or the graph's nodes (exclude_topics)"
             )
+        if self.excluded_frames:
+            self.get_logger().info(
+                f"not playing the bag's transforms to {', '.join(sorted(self.excluded_frames))}: "
+                "published anew by the graph's nodes (exclude_transforms)"
+            )
         self.published: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
         self.corrupt: dict[str, int] = {}
         self.undecodable: dict[str, int] = {}
+        #: Recorded transforms left out per child frame (``exclude_transforms``).
+        self.transforms_not_played: dict[str, int] = {}
+        # TF topic of the bag -> whether it is static; a static one's played transforms.
+        self._tf_topics = {
+            topic: topic.rsplit("/", 1)[-1] == "tf_static"
+            for topic, info in self._reader.topics.items()
+            if info.msgtype == TF_MESSAGE and topic.rsplit("/", 1)[-1] in TF_TOPICS
+        }
+        self._static_tf: dict[str, dict[str, Any]] = {}
         self._topic_pubs: dict[str, tuple[Publisher, type]] = {}
         bag_topics = self._reader.topics
         for topic in self._playback.topics:
@@ -323,11 +359,36 @@ class BagPlayerNode(Node):
                 throttle_duration_sec=5.0,
             )
             return
+        if raw.topic in self._tf_topics:
+            msg = self._transforms_to_play(raw.topic, msg)
+            if msg is None:
+                return
         publisher.publish(msg)
         self.published[raw.topic] += 1
         raw_topic = self._decoded.get(raw.topic)
         if raw_topic is not None:
             self._publish_decoded(raw.topic, raw_topic, msg)
+
+    def _transforms_to_play(self, topic: str, msg: Any) -> Any | None:
+        """A TF message as played: without the excluded frames, a static one with all before.
+
+        None when nothing is left to publish.
+        """
+        kept = []
+        for transform in msg.transforms:
+            child = str(transform.child_frame_id).strip("/")
+            if child in self.excluded_frames:
+                self.transforms_not_played[child] = self.transforms_not_played.get(child, 0) + 1
+            else:
+                kept.append(transform)
+        if self._tf_topics[topic]:
+            played = self._static_tf.setdefault(topic, {})
+            played.update((str(t.child_frame_id).strip("/"), t) for t in kept)
+            kept = list(played.values())
+        if not kept:
+            return None
+        msg.transforms = kept
+        return msg
 
     def _publish_decoded(self, topic: str, raw_topic: str, msg: CompressedImage) -> None:
         try:
@@ -391,6 +452,10 @@ class BagPlayerNode(Node):
         values.update({f"published_{t}": n for t, n in self.published.items()})
         if self.excluded:
             values["not_played"] = ", ".join(self.excluded)
+        if self.transforms_not_played:
+            values["transforms_not_played"] = ", ".join(
+                f"{frame} ({n})" for frame, n in sorted(self.transforms_not_played.items())
+            )
         values.update({f"skipped_{t}": n for t, n in self.skipped.items()})
         values.update({f"corrupt_{t}": n for t, n in self.all_corrupt().items()})
         values.update({f"undecodable_{t}": n for t, n in self.undecodable.items()})
