@@ -25,8 +25,10 @@ from iphd.graph import (
     PACKAGE,
     TOPIC_ARGUMENTS,
     build_graph,
+    exclude_rig_transforms,
     graph_calibration_file,
     hold_player,
+    load_params_file,
     rviz_fixed_frame,
     wants_sim_time,
 )
@@ -99,6 +101,9 @@ def _nodes(context, *_args, **_kwargs):
     # A bag player holds its first message until fusion, detector and tracker subscribe (they
     # load models first), as iphd-run's does: a one-shot bag loses none of its start.
     specs = hold_player(specs, [topic for spec in specs for topic in spec.inputs])
+    # Nor does it play the recorded rig transforms that fusion publishes anew (from the
+    # calibration in use, which may not be the recording's).
+    specs = exclude_rig_transforms(specs, load_params_file(params_file), value["namespace"])
     # RViz shows the depth image: under the same name as the nodes use.
     sensor_remappings = sorted({pair for spec in specs for pair in spec.remappings})
     nodes = [

@@ -10,6 +10,7 @@ from iphd.graph import (
     SENSOR_TOPICS,
     TOPIC_ARGUMENTS,
     build_graph,
+    exclude_rig_transforms,
     graph_calibration_file,
     hold_player,
     load_params_file,
@@ -25,6 +26,8 @@ OUTPUTS = [
     "/diagnostics", "debug/image", "debug/tracks_image", "detections", "markers", "query/result",
     "rig_calibration", "thermal/registered", "tracks", "vision_tracks",
 ]
+# The rig transforms the fusion node publishes with the package's calibration.
+RIG_FRAMES = ["depth_optical_frame", "thermal_optical_frame"]
 
 
 def test_sim_graph_loops_the_simulator_demo_bag_into_fusion(monkeypatch, tmp_path):
@@ -167,6 +170,11 @@ def _stub_launch_modules(monkeypatch, share: Path) -> None:
     ament = types.ModuleType("ament_index_python")
     packages = types.ModuleType("ament_index_python.packages")
     packages.get_package_share_directory = lambda name: str(share)
+    # The installed share holds the package's parameters file.
+    (share / "launch").mkdir(parents=True, exist_ok=True)
+    (share / "launch" / "iphd_params.yaml").write_text(
+        (ROOT / "launch" / "iphd_params.yaml").read_text()
+    )
     for name, module in {
         "launch": launch,
         "launch.actions": actions,
@@ -240,6 +248,7 @@ def test_launch_file_plays_a_bag_on_sim_time_by_default(monkeypatch, tmp_path):
     assert {
         "bag": "/data/run1",
         "exclude_topics": OUTPUTS,
+        "exclude_transforms": RIG_FRAMES,
         "wait_for_subscribers": [
             "depth/image_raw:3", "depth/camera_info:3", "thermal/image_raw:1",
             "thermal/camera_info:1",
@@ -269,6 +278,7 @@ def test_launch_file_plays_the_existing_simulator_demo_bag(monkeypatch, tmp_path
         "bag": str(demo),
         "loop": True,
         "exclude_topics": ["/diagnostics", "rig_calibration", "thermal/registered"],
+        "exclude_transforms": RIG_FRAMES,
         "wait_for_subscribers": [
             "depth/image_raw:1", "depth/camera_info:1", "thermal/image_raw:1",
             "thermal/camera_info:1",
@@ -455,6 +465,34 @@ def test_the_bag_player_can_be_told_to_wait_for_subscribers():
     }
     assert held["fusion"] == next(s for s in specs if s.name == "fusion")
     assert hold_player(specs, ["detections"]) == list(specs)  # no sensor topic: nothing to wait
+
+
+def test_the_bag_player_leaves_out_the_rig_transforms_fusion_publishes(tmp_path):
+    specs = build_graph("bag", bag="/data/run")
+    params = load_params_file(ROOT / "launch" / "iphd_params.yaml")
+    played = {s.name: s for s in exclude_rig_transforms(specs, params)}
+    assert played["bag_player"].parameters == {
+        "bag": "/data/run", "exclude_topics": OUTPUTS, "exclude_transforms": RIG_FRAMES,
+    }
+    assert played["fusion"] == next(s for s in specs if s.name == "fusion")
+    # The frames of the calibration fusion uses: the graph's, else the parameters file's.
+    rig = (ROOT / "calibration" / "rig.yaml").read_text()
+    own = tmp_path / "own.yaml"
+    own.write_text(rig.replace("base: camera_link", "base: ''").replace(
+        "thermal: thermal_optical_frame", "thermal: lepton_optical_frame"))
+    mine = {s.name: s for s in build_graph("bag", bag="/data/run", calibration_file=str(own))}
+    frames = exclude_rig_transforms(list(mine.values()), params)[0].parameters
+    assert frames["exclude_transforms"] == ["lepton_optical_frame"]
+    in_file = with_overrides(params, {"fusion": {"calibration_file": str(own)}}, "robot1")
+    assert exclude_rig_transforms(specs, in_file, "robot1")[0].parameters[
+        "exclude_transforms"] == ["lepton_optical_frame"]
+    # A fusion node that publishes no TF, or a calibration that does not load: all is played.
+    quiet = with_overrides(params, {"fusion": {"publish_tf": False}})
+    assert exclude_rig_transforms(specs, quiet) == list(specs)
+    broken = with_overrides(params, {"fusion": {"calibration_file": str(tmp_path / "no.yaml")}})
+    assert exclude_rig_transforms(specs, broken) == list(specs)
+    assert exclude_rig_transforms(build_graph("sim_live"), params) == list(
+        build_graph("sim_live"))
 
 
 REALSENSE = {

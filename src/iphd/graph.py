@@ -360,6 +360,53 @@ def replayed_outputs(specs: Sequence[NodeSpec]) -> list[str]:
     return sorted(outputs | {"/diagnostics"})
 
 
+def rig_transform_frames(calibration_file: str = "") -> list[str]:
+    """The child frames of the rig transforms the fusion node publishes on ``/tf_static``.
+
+    Those of ``calibration_file`` (empty = the package's): the thermal optical frame, and the
+    depth optical frame when the calibration names a ``frames.base``. Empty when the file does
+    not load (the fusion node reports why).
+    """
+    from iphd.calibration import DEFAULT_CALIBRATION, load_calibration, rig_static_transforms
+
+    try:
+        calibration = load_calibration(calibration_file or DEFAULT_CALIBRATION)
+    except (IphdError, OSError):
+        return []
+    return sorted(t.child for t in rig_static_transforms(calibration))
+
+
+def exclude_rig_transforms(
+    specs: Sequence[NodeSpec], params: Mapping[str, Mapping[str, Any]], namespace: str = ""
+) -> list[NodeSpec]:
+    """``specs`` with the bag player told not to play the rig transforms fusion publishes.
+
+    A recording of a running graph, or of a robot that published its rig from the same
+    calibration, holds those transforms on ``/tf_static``. Replayed with another
+    ``calibration_file``, the recorded depth -> thermal transform and fusion's new one would
+    both be static transforms of one frame, and tf2 keeps whichever arrives last: RViz could
+    draw the thermal frame where the old calibration put it. The player leaves the recorded
+    ones out (``exclude_transforms``) when fusion publishes its own: ``publish_tf`` as
+    ``params`` (a parsed parameters file) and the graph's own parameters set it, with the
+    calibration file they name. The robot's other static transforms still play.
+    """
+    fusion = next((s for s in specs if s.name == "fusion"), None)
+    if fusion is None or not any(s.name == "bag_player" for s in specs):
+        return list(specs)
+    values = {**parameters_for(params, "fusion", namespace), **fusion.parameters}
+    frames = (
+        rig_transform_frames(str(values.get("calibration_file") or ""))
+        if values.get("publish_tf", True) else []
+    )
+    if not frames:
+        return list(specs)
+    return [
+        dataclasses.replace(s, parameters={**s.parameters, "exclude_transforms": frames})
+        if s.name == "bag_player" else s
+        for s in specs
+    ]
+
+
 def hold_player(specs: Sequence[NodeSpec], subscribed: Iterable[str]) -> list[NodeSpec]:
     """``specs`` with the bag player told to wait for the subscribers of its sensor topics.
 

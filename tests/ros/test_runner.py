@@ -268,7 +268,7 @@ def test_status_line_shows_people_in_view_tracks_and_latencies(tmp_path, tiny_de
 
 
 def test_a_recording_of_the_running_graph_replays_without_its_recorded_outputs(
-    tmp_path, tiny_detector
+    tmp_path, tiny_detector, tf2_msgs
 ):
     _write_rig_bag(tmp_path / "bag", seconds=2.0, truth=True)
     write_graph_recording(tmp_path / "bag", tmp_path / "recording", outputs=True)
@@ -278,6 +278,10 @@ def test_a_recording_of_the_running_graph_replays_without_its_recorded_outputs(
         verifier="none", record=True,
     )
     assert result.player_stats["not_played"] == "detections, thermal/registered, tracks"
+    # Nor the recorded rig transforms, which fusion publishes again from its calibration.
+    assert result.player_stats["transforms_not_played"] == (
+        "depth_optical_frame (1), thermal_optical_frame (1)"
+    )
     detector, tracker = result.detector_stats, result.tracker_stats
     # One registered image per pair reached the detector, one detections array per frame the
     # tracker: none of the recorded copies.

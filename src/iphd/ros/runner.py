@@ -35,6 +35,7 @@ from iphd.graph import (
     NodeSpec,
     add_topic_arguments,
     build_graph,
+    exclude_rig_transforms,
     graph_calibration_file,
     hold_player,
     load_params_file,
@@ -244,6 +245,7 @@ def run_graph(
         overrides or {},
         namespace,
     )
+    specs = tuple(exclude_rig_transforms(specs, params, namespace))
     context = Context()
     rclpy.init(context=context)
     try:
