@@ -3,7 +3,7 @@
 import numpy as np
 
 from iphd.compressed_images import COMPRESSED_IMAGE
-from iphd.data.rosbag import STRING, BagReader, compress_image, typestore
+from iphd.data.rosbag import CALIBRATION_TOPIC, STRING, BagReader, compress_image, typestore
 
 
 def write_transport_bag(src, dst, transports, *, rename=None, stop_ns=None, edit=None,
@@ -14,7 +14,8 @@ def write_transport_bag(src, dst, transports, *, rename=None, stop_ns=None, edit
     msg)`` may change the ``index``-th compressed message of a topic before it is written,
     ``storage`` is ``sqlite3`` or ``mcap``, and ``calibration_text`` is published on
     ``rig_calibration`` first, as the fusion node of a recorded graph does. The copy stores
-    no calibration in its metadata."""
+    no calibration in its metadata, and leaves out ``src``'s ``rig_calibration``, which a
+    driver's recording does not have."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     rename = rename or {}
@@ -30,6 +31,8 @@ def write_transport_bag(src, dst, transports, *, rename=None, stop_ns=None, edit
             text = store.types[STRING](data=calibration_text)
             writer.write(conn, reader.start_ns, store.serialize_cdr(text, STRING))
         for raw in reader.raw_messages(stop_ns=stop):
+            if raw.topic == CALIBRATION_TOPIC:
+                continue
             topic, msgtype, data = rename.get(raw.topic, raw.topic), raw.msgtype, raw.data
             if raw.topic in transports:
                 msg = compress_image(store.deserialize_cdr(data, msgtype), transports[raw.topic],

@@ -43,7 +43,7 @@ def test_messages_are_released_at_their_recorded_offsets(bag):
 def test_rate_scales_the_pace_and_offset_skips_but_keeps_latched_topics(bag):
     play = BagPlayback(bag, PlaybackConfig(rate=2.0, start_offset_s=0.15))
     early = play.start(0)
-    assert _stamps(early) == [("/tf_static", 0)]
+    assert _stamps(early) == [("/tf_static", 0), ("rig_calibration", 0)]
     assert play.due(24 * MS) == []
     assert _stamps(play.due(25 * MS)) == [("depth/camera_info", 200), ("depth/image_raw", 200)]
     assert play.bag_time_ns(50 * MS) == T0 + 250 * MS

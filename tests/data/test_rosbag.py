@@ -19,6 +19,7 @@ from iphd.calibration import (
 from iphd.compressed_images import COMPRESSED_IMAGE
 from iphd.data.rosbag import (
     CALIBRATION_KEY,
+    CALIBRATION_TOPIC,
     COLOR_FRAME,
     COLOR_IMAGE,
     COLOR_INFO,
@@ -109,7 +110,7 @@ def test_a_storage_file_reads_as_its_bag_with_or_without_its_metadata(tmp_path, 
     import shutil
 
     path = tmp_path / "bag"
-    _cal, depth, _thermal, _stamps = _write(path, compression=compression)
+    cal, depth, _thermal, _stamps = _write(path, compression=compression)
     (db3,) = path.glob("*.db3")
     # Named by its file, in its folder: read as the folder (its compression, the calibration).
     with BagReader(db3) as reader:
@@ -124,6 +125,9 @@ def test_a_storage_file_reads_as_its_bag_with_or_without_its_metadata(tmp_path, 
     with BagReader(alone / db3.name) as reader:
         images = [m for t, _, _, m in reader.messages([DEPTH_IMAGE])]
         assert reader.corrupt == {} and len(images) == 3
+        # The calibration too, from the rig_calibration message written beside /tf_static.
+        assert reader.calibration_origin == "recorded on rig_calibration"
+        assert calibration_to_yaml(reader.calibration) == calibration_to_yaml(cal)
     np.testing.assert_array_equal(image_to_array(images[2]), depth[2])
     with BagReader(alone) as reader:  # its folder: the one file in it
         assert reader.topics[DEPTH_IMAGE].count == 3
@@ -861,7 +865,7 @@ def test_colour_is_written_with_its_camera_info_and_transform(tmp_path):
             writer.write_color(T0, np.full((5, 4, 3), 9, np.uint8))
         writer.write_color(T0, np.full((4, 5, 3), 9, np.uint8))
     with BagReader(tmp_path / "bag") as reader:
-        assert set(reader.topics) == {COLOR_IMAGE, COLOR_INFO, TF_STATIC}
+        assert set(reader.topics) == {COLOR_IMAGE, COLOR_INFO, TF_STATIC, CALIBRATION_TOPIC}
         ((*_, info), (*_, msg)) = list(reader.messages([COLOR_IMAGE, COLOR_INFO]))
         transforms = read_static_transforms(reader)
     assert msg.encoding == "rgb8" and image_to_array(msg).shape == (4, 5, 3)
@@ -910,7 +914,7 @@ def test_messages_come_in_log_time_order_whatever_the_write_order(tmp_path):
     with BagReader(tmp_path / "bag") as reader:
         logs = [m.log_ns for m in reader.raw_messages()]
         assert reader.start_ns == T0 + 100
-    assert logs == sorted(logs) and len(logs) == 7
+    assert logs == sorted(logs) and len(logs) == 8  # 6 + /tf_static + rig_calibration
 
 
 def test_corrupt_message_is_skipped_counted_and_logged(tmp_path, caplog):

@@ -56,7 +56,7 @@ def test_a_damaged_file_is_copied_as_far_as_it_reads_and_the_cli_says_what_was_l
     assert main(["copy", "--bag", str(src), "--out", str(out)]) == 0
     printed = capsys.readouterr().out.splitlines()
     raws, depth, notes, _ = _read(out)
-    assert printed[0] == f"wrote {out}: {len(raws)} messages on 5 topics"
+    assert printed[0] == f"wrote {out}: {len(raws)} messages on 6 topics"
     assert printed[1] == f"not copied, or read from a rebuilt copy, of {src}:"
     assert printed[2].startswith(f"  {db3} is damaged (database disk image is malformed")
     assert 0 < len(depth) < 60 and depth == list(range(1000, 1000 + len(depth)))

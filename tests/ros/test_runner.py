@@ -277,7 +277,9 @@ def test_a_recording_of_the_running_graph_replays_without_its_recorded_outputs(
         reid_checkpoint="none", params_file=_params_file(tmp_path, 0.0), log_level="error",
         verifier="none", record=True,
     )
-    assert result.player_stats["not_played"] == "detections, thermal/registered, tracks"
+    assert result.player_stats["not_played"] == (
+        "detections, rig_calibration, thermal/registered, tracks"
+    )
     # Nor the recorded rig transforms, which fusion publishes again from its calibration.
     assert result.player_stats["transforms_not_played"] == (
         "depth_optical_frame (1), thermal_optical_frame (1)"

@@ -7,12 +7,14 @@ import pytest
 
 from iphd.calibration import rig_static_transforms
 from iphd.data.rosbag import (
+    CALIBRATION_TOPIC,
     CAMERA_INFO,
     DEPTH_IMAGE,
     DEPTH_INFO,
     GROUND_TRUTH,
     IMAGE,
     PERSON_TRACKS,
+    STRING,
     TF_MESSAGE,
     TF_STATIC,
     THERMAL_IMAGE,
@@ -64,8 +66,10 @@ def test_bag_holds_the_rig_topics_with_their_types(bag):
     assert {name: t.msgtype for name, t in topics.items()} == {
         DEPTH_IMAGE: IMAGE, DEPTH_INFO: CAMERA_INFO, THERMAL_IMAGE: IMAGE,
         THERMAL_INFO: CAMERA_INFO, TF_STATIC: TF_MESSAGE, GROUND_TRUTH: PERSON_TRACKS,
+        CALIBRATION_TOPIC: STRING,
     }
     assert topics[TF_STATIC].latched and not topics[DEPTH_IMAGE].latched
+    assert topics[CALIBRATION_TOPIC].latched
     assert {name: t.count for name, t in topics.items()} == counts
     assert counts[DEPTH_IMAGE] == counts[DEPTH_INFO] == counts[GROUND_TRUTH] == 90
     assert counts[THERMAL_IMAGE] == counts[THERMAL_INFO]

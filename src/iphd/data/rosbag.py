@@ -13,6 +13,7 @@ topic                       type                                 content
 ``color/image_raw``         sensor_msgs/msg/Image ``rgb8``       only when colour was written
 ``color/camera_info``       sensor_msgs/msg/CameraInfo           same stamp as its image
 ``/tf_static``              tf2_msgs/msg/TFMessage               once, at the start
+``rig_calibration``         std_msgs/msg/String                  once, at the start: rig.yaml
 ``ground_truth/people``     iphd_msgs/msg/PersonTrackArray       one array per depth frame
 ==========================  ===================================  ===============================
 
@@ -24,7 +25,9 @@ once, just before the first message and stamped and logged with that message's l
 transient-local QoS offered in the metadata so that a player republishes it latched. The other
 topics offer reliable, keep-last-5, volatile QoS like the drivers. The calibration itself is
 kept in the bag's ``custom_data`` under ``iphd.calibration`` (YAML), so a bag carries what it
-was made with.
+was made with, and, right after ``/tf_static`` and latched like it, on ``rig_calibration`` as
+the fusion node publishes it, so the storage file alone (without its metadata.yaml) carries it
+too.
 
 Ground truth uses ``PersonTrackArray`` so replay can be scored with the tracker's own message:
 ``header.stamp`` = the stamp of the depth frame the truth belongs to, ``header.frame_id`` = the
@@ -561,13 +564,15 @@ class RigBagWriter:
         if not self._tf_written:
             self._tf_written = True
             self._write_tf_static(log_ns)
+            self._write_calibration(log_ns)
         self._write_raw(topic, msgtype, self._store.serialize_cdr(msg, msgtype), log_ns)
 
     def _write_raw(self, topic: str, msgtype: str, data: bytes | memoryview, log_ns: int) -> None:
+        latched = topic in (TF_STATIC, CALIBRATION_TOPIC)
         topic = self._topics.get(topic, topic)
         conn = self._connections.get(topic)
         if conn is None:
-            qos = LATCHED_QOS if topic == TF_STATIC else SENSOR_QOS
+            qos = LATCHED_QOS if latched else SENSOR_QOS
             conn = self._writer.add_connection(
                 topic, msgtype, typestore=self._store, offered_qos_profiles=[qos]
             )
@@ -600,6 +605,15 @@ class RigBagWriter:
     def _write_tf_static(self, stamp_ns: int) -> None:
         msg = self._tf_message(stamp_ns, self.static_transforms())
         self._write_raw(TF_STATIC, TF_MESSAGE, self._store.serialize_cdr(msg, TF_MESSAGE), stamp_ns)
+
+    def _write_calibration(self, log_ns: int) -> None:
+        """The calibration on ``rig_calibration`` too, as the fusion node publishes it.
+
+        So a copy of the storage file read without its metadata.yaml (a recording that was not
+        closed, a rebuilt ``.db3``) still carries it.
+        """
+        msg = self._types[STRING](data=calibration_to_yaml(self.calibration))
+        self._write_raw(CALIBRATION_TOPIC, STRING, self._store.serialize_cdr(msg, STRING), log_ns)
 
 
 @dataclass(frozen=True)
