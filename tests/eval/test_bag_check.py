@@ -90,6 +90,38 @@ def test_the_calibration_a_recorded_graph_published_is_the_one_used_and_named(tm
     assert "another rig calibration" not in capsys.readouterr().out
 
 
+def test_recorded_transforms_that_give_a_rig_frame_a_second_parent_are_noted(tmp_path):
+    from transport_bags import write_graph_recording
+
+    from iphd.calibration import StaticTransform
+
+    bag = _bag(tmp_path / "rig")
+    # The rig's own transforms (as the simulator, or a recorded fusion node, wrote them) and a
+    # robot's other frames are fine.
+    mount = StaticTransform("base_link", "camera_link", (0.1, 0.0, 1.2), (0.0, 0.0, 0.0, 1.0))
+    write_graph_recording(bag, tmp_path / "robot", static_tf=[mount])
+    assert not [n for n in check_bag(tmp_path / "robot").notes if "/tf_static" in n]
+    # A depth driver that places the depth frame itself, and a description with the Lepton.
+    driver = StaticTransform("camera_depth_frame", "depth_optical_frame", (0.0, 0.0, 0.0),
+                             (-0.5, 0.5, -0.5, 0.5))
+    lepton = StaticTransform("/base_link", "thermal_optical_frame", (0.1, 0.0, 1.3),
+                             (-0.5, 0.5, -0.5, 0.5))
+    write_graph_recording(bag, tmp_path / "driver", static_tf=[mount, driver, lepton])
+    notes = [n for n in check_bag(tmp_path / "driver").notes if "/tf_static" in n]
+    assert notes == [
+        "the bag's /tf_static places depth_optical_frame under camera_depth_frame, and with "
+        "this calibration the fusion node publishes it under camera_link: on the robot it "
+        "would have two parents, which breaks its TF tree; set frames.base: '' in rig.yaml, so "
+        "fusion publishes depth -> thermal only and the driver's placement of the depth frame "
+        "stands",
+        "the bag's /tf_static places thermal_optical_frame under base_link, and with this "
+        "calibration the fusion node publishes it under depth_optical_frame: on the robot it "
+        "would have two parents, which breaks its TF tree; take the thermal camera out of the "
+        "robot description, or keep it there (with the calibration's extrinsic) and set the "
+        "fusion node's publish_tf: false",
+    ]
+
+
 def test_depth_aligned_to_the_colour_camera_is_noted(sim_bag, tmp_path):
     from transport_bags import write_transport_bag
 

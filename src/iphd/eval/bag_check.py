@@ -22,6 +22,7 @@ from iphd.calibration import (
     RigCalibration,
     calibration_differences,
     load_calibration,
+    rig_static_transforms,
 )
 from iphd.compressed_images import COMPRESSED_IMAGE
 from iphd.data.rosbag import (
@@ -38,6 +39,7 @@ from iphd.data.rosbag import (
     camera_info_to_intrinsics,
     header_stamp_ns,
     image_to_array,
+    read_static_transforms,
     read_transform_buffer,
     unreadable_file_text,
     wal_text,
@@ -200,6 +202,7 @@ def check_bag(
         _describe(result, samples, rig)
         _pairs(result, samples, rig, max_skew_ms, max_wait_ms)
         _tracking_frame(result, reader, samples, stop_ns)
+        _rig_parents(result, reader, rig)
         _graph_outputs(result, reader)
         for gap in reader.gaps:
             result.problems.append(f"{bag}: {gap.describe()}")
@@ -229,6 +232,41 @@ def _tracking_frame(
             f"/tf moves {frame} in {root} (through {', '.join(moving)}): the robot moved while "
             f"recording, so track in {root} as the node does: iphd-eval bag and tune_tracker.py "
             f"--tracking-frame {root}; the tracker node's tracking_frame: {root} with up_axis: z"
+        )
+
+
+def _rig_parents(result: BagCheck, reader: BagReader, rig: RigCalibration) -> None:
+    """Note recorded static transforms that give a rig frame another parent than fusion's.
+
+    The fusion node publishes the depth optical frame under ``frames.base`` (when set) and the
+    thermal optical frame under the depth one. A robot whose depth driver or robot description
+    already places either frame elsewhere would get a frame with two parents, which tf2 does
+    not resolve: lookups and RViz flip between the two trees.
+    """
+    ours = {t.child: t.parent for t in rig_static_transforms(rig)}
+    recorded: dict[str, set[str]] = {}
+    for tf in read_static_transforms(reader):
+        child = tf.child.strip("/")
+        if child in ours:
+            recorded.setdefault(child, set()).add(tf.parent.strip("/"))
+    for child, parents in sorted(recorded.items()):
+        others = sorted(parents - {ours[child]})
+        if not others:
+            continue
+        if child == rig.frames.depth:
+            fix = (
+                "set frames.base: '' in rig.yaml, so fusion publishes depth -> thermal only "
+                "and the driver's placement of the depth frame stands"
+            )
+        else:
+            fix = (
+                "take the thermal camera out of the robot description, or keep it there (with "
+                "the calibration's extrinsic) and set the fusion node's publish_tf: false"
+            )
+        result.notes.append(
+            f"the bag's /tf_static places {child} under {', '.join(others)}, and with this "
+            f"calibration the fusion node publishes it under {ours[child]}: on the robot it "
+            f"would have two parents, which breaks its TF tree; {fix}"
         )
 
 
