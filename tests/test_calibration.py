@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +236,28 @@ def test_calibration_differences_name_what_differs_and_ignore_a_yaml_round_trip(
     moved = perturbed_calibration(nominal, fx_scale=1.0, fy_scale=1.0,
                                   principal_shift_px=(0.0, 0.0), clock_offset_s=0.0)
     assert calibration_differences(nominal, moved) == ["extrinsic"]
+
+
+def test_transform_conflicts_name_a_second_parent_and_a_second_placement():
+    from iphd.calibration import StaticTransform, rig_static_transforms, transform_conflicts
+
+    ours = rig_static_transforms(load_calibration())
+    base, thermal = ours
+    # The rig's own transforms again (a recording, our own latched message) and other frames.
+    mount = StaticTransform("base_link", "camera_link", (0.1, 0.0, 1.2), (0.0, 0.0, 0.0, 1.0))
+    assert transform_conflicts(ours, [*ours, mount]) == []
+    # Within a millimetre and a tenth of a degree: the same placement.
+    near = StaticTransform(thermal.parent, thermal.child,
+                           (0.0005, -0.035, 0.0), (0.0, 0.0, 0.0005, 1.0))
+    assert transform_conflicts(ours, [near]) == []
+    driver = StaticTransform("camera_depth_frame", "/" + base.child, (0, 0, 0), base.rotation_xyzw)
+    turned = StaticTransform(thermal.parent, thermal.child, (0.0, -0.035, 0.0),
+                             (0.0, 0.0, math.sin(math.radians(1.0)), math.cos(math.radians(1.0))))
+    found = transform_conflicts(ours, [driver, turned, driver])
+    assert [c.describe() for c in found] == [
+        "depth_optical_frame under camera_depth_frame, and under camera_link here",
+        "thermal_optical_frame under depth_optical_frame, 0.0 cm and 2.0° from here",
+    ]
+    assert found[0].second_parent and not found[1].second_parent
+    broken = StaticTransform(thermal.parent, thermal.child, (math.nan, 0.0, 0.0), (0, 0, 0, 1))
+    assert len(transform_conflicts(ours, [broken])) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -194,6 +195,77 @@ def points_transform(
             "record /tf_static with the camera's transforms"
         )
     return reached[target]
+
+
+@dataclass(frozen=True)
+class TransformConflict:
+    """Another publisher's static transform of one of the rig's frames that disagrees with ours.
+
+    Attributes:
+        child: the rig's frame.
+        parent: the parent the other transform gives it.
+        ours: the parent the rig's transform gives it.
+        offset_m: under the same parent, how far the other places the frame's origin from ours.
+        angle_deg: under the same parent, the angle between the two orientations.
+    """
+
+    child: str
+    parent: str
+    ours: str
+    offset_m: float = 0.0
+    angle_deg: float = 0.0
+
+    @property
+    def second_parent(self) -> bool:
+        """The frame would have two parents (else: the same parent, placed elsewhere)."""
+        return self.parent != self.ours
+
+    def describe(self) -> str:
+        """``"X under P, and under Q here"`` or ``"X under P, 2.0 cm and 1.5° from here"``."""
+        if self.second_parent:
+            return f"{self.child} under {self.parent}, and under {self.ours} here"
+        return (
+            f"{self.child} under {self.parent}, {self.offset_m * 100:.1f} cm and "
+            f"{self.angle_deg:.1f}° from here"
+        )
+
+
+def transform_conflicts(
+    ours: Iterable[StaticTransform],
+    theirs: Iterable[StaticTransform],
+    tolerance_m: float = 1e-3,
+    tolerance_deg: float = 0.1,
+) -> list[TransformConflict]:
+    """What in ``theirs`` (other publishers' static transforms) contradicts ``ours``.
+
+    tf2 gives a frame one parent and one pose: a transform of one of our child frames under
+    another parent gives it two parents, and one under the same parent that places it more than
+    ``tolerance_m`` or ``tolerance_deg`` away is a second calibration of it. Each distinct
+    conflict once, in the order met; leading "/" of frame names are ignored, as tf2 does.
+    """
+    mine = {tf.child.strip("/"): tf for tf in ours}
+    found: dict[tuple[str, str, float, float], TransformConflict] = {}
+    for tf in theirs:
+        child, parent = tf.child.strip("/"), tf.parent.strip("/")
+        own = mine.get(child)
+        if own is None:
+            continue
+        conflict = TransformConflict(child, parent, own.parent.strip("/"))
+        if not conflict.second_parent:
+            offset = float(np.linalg.norm(
+                np.subtract(tf.translation_m, own.translation_m, dtype=np.float64)
+            ))
+            a = np.asarray(tf.rotation_xyzw, dtype=np.float64)
+            b = np.asarray(own.rotation_xyzw, dtype=np.float64)
+            norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+            cos_half = abs(float(a @ b)) / norms if norms > 1e-12 else 0.0
+            angle = math.degrees(2.0 * math.acos(min(1.0, cos_half)))
+            if offset <= tolerance_m and angle <= tolerance_deg:  # NaN: a conflict
+                continue
+            conflict = dataclasses.replace(conflict, offset_m=offset, angle_deg=angle)
+        key = (child, parent, round(conflict.offset_m, 4), round(conflict.angle_deg, 2))
+        found.setdefault(key, conflict)
+    return list(found.values())
 
 
 def quaternion_to_rotation(xyzw: np.ndarray) -> np.ndarray:

@@ -120,6 +120,16 @@ def test_recorded_transforms_that_give_a_rig_frame_a_second_parent_are_noted(tmp
         "robot description, or keep it there (with the calibration's extrinsic) and set the "
         "fusion node's publish_tf: false",
     ]
+    # A recording of another calibration's rig transform: under the same parent, elsewhere.
+    other = StaticTransform("depth_optical_frame", "thermal_optical_frame", (0.02, -0.035, 0.0),
+                            (0.0, 0.0, 0.0, 1.0))
+    write_graph_recording(bag, tmp_path / "other", static_tf=[other])
+    notes = [n for n in check_bag(tmp_path / "other").notes if "/tf_static" in n]
+    assert notes == [
+        "the bag's /tf_static places thermal_optical_frame 2.0 cm and 0.0° from where this "
+        "calibration does (recorded with another one?): a replay with source:=bag leaves the "
+        "recorded rig transforms out, ros2 bag play publishes them beside the fusion node's"
+    ]
 
 
 def test_depth_aligned_to_the_colour_camera_is_noted(sim_bag, tmp_path):

@@ -23,6 +23,7 @@ from iphd.calibration import (
     calibration_differences,
     load_calibration,
     rig_static_transforms,
+    transform_conflicts,
 )
 from iphd.compressed_images import COMPRESSED_IMAGE
 from iphd.data.rosbag import (
@@ -202,7 +203,7 @@ def check_bag(
         _describe(result, samples, rig)
         _pairs(result, samples, rig, max_skew_ms, max_wait_ms)
         _tracking_frame(result, reader, samples, stop_ns)
-        _rig_parents(result, reader, rig)
+        _rig_transforms(result, reader, rig)
         _graph_outputs(result, reader)
         for gap in reader.gaps:
             result.problems.append(f"{bag}: {gap.describe()}")
@@ -235,23 +236,23 @@ def _tracking_frame(
         )
 
 
-def _rig_parents(result: BagCheck, reader: BagReader, rig: RigCalibration) -> None:
-    """Note recorded static transforms that give a rig frame another parent than fusion's.
+def _rig_transforms(result: BagCheck, reader: BagReader, rig: RigCalibration) -> None:
+    """Note recorded static transforms of the rig's frames that disagree with the fusion node's.
 
     The fusion node publishes the depth optical frame under ``frames.base`` (when set) and the
     thermal optical frame under the depth one. A robot whose depth driver or robot description
     already places either frame elsewhere would get a frame with two parents, which tf2 does
-    not resolve: lookups and RViz flip between the two trees.
+    not resolve. One under the same parent but placed elsewhere is another calibration's.
     """
-    ours = {t.child: t.parent for t in rig_static_transforms(rig)}
-    recorded: dict[str, set[str]] = {}
-    for tf in read_static_transforms(reader):
-        child = tf.child.strip("/")
-        if child in ours:
-            recorded.setdefault(child, set()).add(tf.parent.strip("/"))
-    for child, parents in sorted(recorded.items()):
-        others = sorted(parents - {ours[child]})
-        if not others:
+    for conflict in transform_conflicts(rig_static_transforms(rig), read_static_transforms(reader)):
+        child = conflict.child
+        if not conflict.second_parent:
+            result.notes.append(
+                f"the bag's /tf_static places {child} {conflict.offset_m * 100:.1f} cm and "
+                f"{conflict.angle_deg:.1f}° from where this calibration does (recorded with "
+                "another one?): a replay with source:=bag leaves the recorded rig transforms "
+                "out, ros2 bag play publishes them beside the fusion node's"
+            )
             continue
         if child == rig.frames.depth:
             fix = (
@@ -264,8 +265,8 @@ def _rig_parents(result: BagCheck, reader: BagReader, rig: RigCalibration) -> No
                 "the calibration's extrinsic) and set the fusion node's publish_tf: false"
             )
         result.notes.append(
-            f"the bag's /tf_static places {child} under {', '.join(others)}, and with this "
-            f"calibration the fusion node publishes it under {ours[child]}: on the robot it "
+            f"the bag's /tf_static places {child} under {conflict.parent}, and with this "
+            f"calibration the fusion node publishes it under {conflict.ours}: on the robot it "
             f"would have two parents, which breaks its TF tree; {fix}"
         )
 
