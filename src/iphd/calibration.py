@@ -112,6 +112,19 @@ class StaticTransform:
     rotation_xyzw: tuple[float, float, float, float]
 
 
+def message_transforms(msg: Any) -> list[StaticTransform]:
+    """The transforms of a ``tf2_msgs/TFMessage`` (an rclpy or a rosbags one)."""
+    transforms = []
+    for tf in msg.transforms:
+        t, q = tf.transform.translation, tf.transform.rotation
+        transforms.append(StaticTransform(
+            str(tf.header.frame_id), str(tf.child_frame_id),
+            (float(t.x), float(t.y), float(t.z)),
+            (float(q.x), float(q.y), float(q.z), float(q.w)),
+        ))
+    return transforms
+
+
 def rig_static_transforms(calibration: RigCalibration) -> tuple[StaticTransform, ...]:
     """Return the rig's static transforms: base -> depth optical, depth -> thermal optical.
 

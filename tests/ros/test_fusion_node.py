@@ -471,6 +471,47 @@ def test_a_rig_beside_realsense2_camera_hangs_thermal_off_the_drivers_depth_fram
     ))
 
 
+def test_other_static_transforms_of_the_rig_frames_are_said_once_each(
+    graph, executor, spin_for, spin_until, ros_context, tf2_msgs
+):
+    from iphd.calibration import StaticTransform
+    from iphd.ros.conversions import transforms_to_msgs
+
+    fusion, feeder = graph()
+    spin_for(executor, 0.3)  # its own latched transforms come back to it: no conflict
+    assert "errors_tf_conflict" not in fusion.stats()
+    # A depth driver that places the depth frame itself, and a played recording of another
+    # calibration's thermal transform; both latched, sent twice.
+    driver = StaticTransform("camera_depth_frame", "depth_optical_frame", (0.0, 0.0, 0.0),
+                             (-0.5, 0.5, -0.5, 0.5))
+    recorded = StaticTransform("depth_optical_frame", "thermal_optical_frame",
+                               (0.02, -0.035, 0.0), (0.0, 0.0, 0.0, 1.0))
+    other = Node("other_tf", context=ros_context)
+    pub = other.create_publisher(tf2_msgs.TFMessage, "/tf_static", qos.STATIC_TF)
+    executor.add_node(other)
+    for _ in range(2):
+        pub.publish(tf2_msgs.TFMessage(transforms=transforms_to_msgs([driver, recorded], T0)))
+    assert spin_until(executor, lambda: fusion.stats().get("errors_tf_conflict") == 2)
+    spin_for(executor, 0.3)
+    assert fusion.stats()["errors_tf_conflict"] == 2
+    assert fusion.stats()["tf_conflicts"] == (
+        "depth_optical_frame under camera_depth_frame, and under camera_link here; "
+        "thermal_optical_frame under depth_optical_frame, 2.0 cm and 0.0° from here"
+    )
+    # Its status, once the streams run: the last conflict, with what to do.
+    feeder.send_info()
+    spin_for(executor, 0.1)
+    _stream(feeder, executor, spin_for)
+    assert spin_until(executor, lambda: any(
+        "another node publishes on /tf_static thermal_optical_frame under depth_optical_frame, "
+        "2.0 cm and 0.0° from here" in s.message and "source:=bag" in s.message
+        for d in feeder.diagnostics for s in d.status
+    ))
+    assert "depth_optical_frame under camera_depth_frame, and under camera_link here" in (
+        fusion.tf_conflicts[0]
+    )
+
+
 def test_diagnostics_name_the_remapped_topics_that_do_not_come(ros_context, spin_for, executor):
     fusion = FusionNode(
         context=ros_context,

@@ -87,6 +87,7 @@ from iphd.calibration import (
     StaticTransform,
     calibration_from_yaml,
     calibration_to_yaml,
+    message_transforms,
     rig_static_transforms,
 )
 from iphd.compressed_images import COMPRESSED_IMAGE, decode_compressed, encode_compressed
@@ -1226,13 +1227,7 @@ def read_static_transforms(reader: BagReader) -> list[StaticTransform]:
     topics = [name for name, topic in reader.topics.items()
               if name.endswith(TF_STATIC) and topic.msgtype == TF_MESSAGE]
     for _topic, _type, _log_ns, msg in reader.messages(topics):
-        for tf in msg.transforms:
-            tr, q = tf.transform.translation, tf.transform.rotation
-            transforms.append(StaticTransform(
-                str(tf.header.frame_id), str(tf.child_frame_id),
-                (float(tr.x), float(tr.y), float(tr.z)),
-                (float(q.x), float(q.y), float(q.z), float(q.w)),
-            ))
+        transforms += message_transforms(msg)
     return transforms
 
 

@@ -86,8 +86,10 @@ class TopicLookup:
     """
 
     def __init__(self, node: Any, timeout_s: float) -> None:
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
         from tf2_msgs.msg import TFMessage
+
+        from iphd.ros import qos
 
         self._buffer = TransformBuffer(cache_s=10.0)
         self._lock = threading.Lock()
@@ -95,10 +97,10 @@ class TopicLookup:
         self._node = node
         self.rejected = 0
         dynamic = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        static = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
-                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
         node.create_subscription(TFMessage, "/tf", lambda m: self._on(m, False), dynamic)
-        node.create_subscription(TFMessage, "/tf_static", lambda m: self._on(m, True), static)
+        node.create_subscription(
+            TFMessage, "/tf_static", lambda m: self._on(m, True), qos.STATIC_TF_LISTENER
+        )
 
     def _on(self, msg: Any, static: bool) -> None:
         with self._lock:

@@ -11,7 +11,15 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
-from iphd.calibration import RigCalibration, calibration_to_yaml, load_calibration
+from iphd.calibration import (
+    RigCalibration,
+    TransformConflict,
+    calibration_to_yaml,
+    load_calibration,
+    message_transforms,
+    rig_static_transforms,
+    transform_conflicts,
+)
 from iphd.errors import IphdError
 from iphd.fusion import FusionConfig, FusionPipeline, depth_image_units_problem, depth_to_mm
 from iphd.ros import qos
@@ -98,6 +106,9 @@ class FusionNode(Node):
         self._warn_drop = DropWarnings(self)
         self._publish_tf = bool(publish_tf)
         self._frame_warned = False
+        self._tf_conflicts: list[TransformConflict] = []
+        #: What was said of each other publisher's conflicting rig transform, in the order met.
+        self.tf_conflicts: list[str] = []
         self.calibration: RigCalibration | None = None
         self._calibration_path = ""
         self.pipeline: FusionPipeline | None = None
@@ -368,6 +379,8 @@ class FusionNode(Node):
                 process_ms_max=float(arr.max()),
             )
         values.update({f"errors_{k}": v for k, v in self._errors.items()})
+        if self._tf_conflicts:
+            values["tf_conflicts"] = "; ".join(c.describe() for c in self._tf_conflicts)
         return values
 
     def _status(self, values: dict[str, Any]) -> tuple[str, str]:
@@ -410,6 +423,43 @@ class FusionNode(Node):
             TFMessage(transforms=rig_transforms(calibration, self.get_clock().now().nanoseconds))
         )
         self._tf_pub = pub
+        # Other publishers' transforms of the rig's frames: a driver or a robot description
+        # that places them too, or a played recording of another calibration.
+        self._rig_tf = rig_static_transforms(calibration)
+        self.create_subscription(
+            TFMessage, "/tf_static", self._on_tf_static, qos.STATIC_TF_LISTENER
+        )
+
+    def _on_tf_static(self, msg: Any) -> None:
+        """Say once per conflict when another static transform contradicts the rig's."""
+        assert self.calibration is not None
+        for conflict in transform_conflicts(self._rig_tf, message_transforms(msg)):
+            if conflict in self._tf_conflicts:
+                continue
+            self._tf_conflicts.append(conflict)
+            if not conflict.second_parent:
+                fix = (
+                    "two calibrations of the rig in one TF tree: a recording made with another "
+                    "one, played with ros2 bag play? Replay it with source:=bag, which leaves "
+                    "its rig transforms out, or give it the recording's calibration_file"
+                )
+            elif conflict.child == self.calibration.frames.depth:
+                fix = (
+                    "a frame with two parents breaks the TF tree: the depth driver places this "
+                    "frame itself, so set frames.base: '' in rig.yaml"
+                )
+            else:
+                fix = (
+                    "a frame with two parents breaks the TF tree: take the thermal camera out "
+                    "of the robot description, or set this node's publish_tf: false"
+                )
+            self._errors["tf_conflict"] = len(self._tf_conflicts)
+            self._last_error = (
+                f"another node publishes on /tf_static {conflict.describe()} "
+                f"({self._calibration_path}): {fix}"
+            )
+            self.tf_conflicts.append(self._last_error)
+            self.get_logger().warning(self._last_error)
 
 
 def main(args: list[str] | None = None) -> None:
