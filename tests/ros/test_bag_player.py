@@ -401,6 +401,17 @@ def test_bad_wait_for_subscribers_entries_are_refused(tmp_path, ros_context):
             )
 
 
+def test_list_parameters_given_as_a_single_string_are_refused(tmp_path, ros_context):
+    _write_bag(tmp_path / "bag", frames=2)
+    for name in ("topics", "exclude_topics", "exclude_transforms", "wait_for_subscribers"):
+        # A single string would otherwise be taken letter by letter.
+        with pytest.raises(ConfigError, match=f"'{name}' must be a list of strings, got "
+                           "'thermal_optical_frame'.*parameters file"):
+            _player(ros_context, None, tmp_path / "bag", **{name: "thermal_optical_frame"})
+    with pytest.raises(ConfigError, match="'topics' must be a list of strings"):
+        _player(ros_context, None, tmp_path / "bag", topics=[1, 2])
+
+
 def test_a_bags_tf_static_is_played_latched_where_tf2_msgs_is_installed(
     tmp_path, ros_context, executor, spin_until, tf2_msgs
 ):

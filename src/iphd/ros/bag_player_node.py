@@ -107,7 +107,7 @@ class BagPlayerNode(Node):
             ),
         )
         self._wait_for = parse_subscriber_counts(
-            self.get_parameter("wait_for_subscribers").value or []
+            name_list(self.get_parameter("wait_for_subscribers").value, "wait_for_subscribers")
         )
         # Dynamically typed: an empty list from a parameters file arrives as a byte array.
         self.declare_parameter(
@@ -117,7 +117,7 @@ class BagPlayerNode(Node):
                 description="topics to play; empty = all", dynamic_typing=True, read_only=True
             ),
         )
-        topics = self.get_parameter("topics").value or []
+        topics = name_list(self.get_parameter("topics").value, "topics")
         self.declare_parameter(
             "exclude_topics",
             [],
@@ -130,7 +130,7 @@ class BagPlayerNode(Node):
                 read_only=True,
             ),
         )
-        exclude = self.get_parameter("exclude_topics").value or []
+        exclude = name_list(self.get_parameter("exclude_topics").value, "exclude_topics")
         self.declare_parameter(
             "exclude_transforms",
             [],
@@ -142,17 +142,15 @@ class BagPlayerNode(Node):
                 read_only=True,
             ),
         )
-        exclude_frames = self.get_parameter("exclude_transforms").value or []
+        exclude_frames = name_list(
+            self.get_parameter("exclude_transforms").value, "exclude_transforms"
+        )
         if not bag:
             raise ConfigError(
                 "bag_player needs the 'bag' parameter: the rosbag2 folder to play "
                 "(ros2 run iphd_bringup bag_player_node --ros-args -p bag:=/path/to/bag)"
             )
-        if not all(isinstance(t, str) for t in topics):
-            raise ConfigError(f"'topics' must be a list of topic names, got {topics!r}")
-        if not all(isinstance(t, str) for t in exclude):
-            raise ConfigError(f"'exclude_topics' must be a list of topic names, got {exclude!r}")
-        if not all(isinstance(f, str) and f.strip("/") for f in exclude_frames):
+        if not all(f.strip("/") for f in exclude_frames):
             raise ConfigError(
                 f"'exclude_transforms' must be a list of frame names, got {exclude_frames!r}"
             )
@@ -525,6 +523,22 @@ def decoded_topics(msgtypes: dict[str, str]) -> dict[str, str]:
         chosen = next(t for t in preferred if msgtypes.get(t) == COMPRESSED_IMAGE)
         decoded[chosen] = raw_topic
     return decoded
+
+
+def name_list(value: Any, parameter: str) -> list[str]:
+    """A list-of-strings parameter's value (an empty one may arrive as an empty byte array).
+
+    Raises:
+        ConfigError: a single string or anything else than a list of strings.
+    """
+    if value is None or (isinstance(value, bytes | bytearray | list | tuple) and not value):
+        return []
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(
+            f"'{parameter}' must be a list of strings, got {value!r} (in a parameters file: "
+            f"{parameter}: [\"a\", \"b\"]; on the command line: -p {parameter}:=\"['a']\")"
+        )
+    return list(value)
 
 
 def parse_subscriber_counts(entries: list[Any]) -> dict[str, int]:
