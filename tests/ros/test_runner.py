@@ -294,6 +294,18 @@ def test_a_recording_of_the_running_graph_replays_without_its_recorded_outputs(
     assert tracks and all(99 not in [row[0] for row in rows] for _, rows in tracks)
 
 
+def test_the_summary_names_what_a_replay_of_a_recording_left_out(tmp_path, capsys):
+    _write_rig_bag(tmp_path / "bag", seconds=1.0)
+    write_graph_recording(tmp_path / "bag", tmp_path / "recording", outputs=True)
+    argv = ["--bag", str(tmp_path / "recording"), "--duration", "30", "--out",
+            str(tmp_path / "out"), "--no-detector", "--log-level", "error"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    # Without the detector and tracker, their recorded outputs play; fusion's do not.
+    assert "  not played, as the graph makes them anew: topics rig_calibration, " \
+        "thermal/registered\n" in out
+
+
 def test_run_fails_when_the_detector_publishes_nothing(tmp_path, capsys):
     _write_rig_bag(tmp_path / "bag", seconds=1.0)
     argv = [

@@ -575,6 +575,13 @@ def main(argv: list[str] | None = None) -> int:
         problems = {k: v for k, v in player.items() if k.startswith(("skipped_", "corrupt_")) and v}
         if problems:
             print(f"  bag messages not published: {problems}")
+        left_out = [
+            f"{what} {player[key]}" for key, what in (
+                ("not_played", "topics"), ("transforms_not_played", "transforms to")
+            ) if player.get(key)
+        ]
+        if left_out:
+            print(f"  not played, as the graph makes them anew: {'; '.join(left_out)}")
     if s:
         print(f"  depth frames {s['depth_frames']}, thermal frames {s['thermal_frames']}")
         print(
@@ -587,6 +594,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{s['process_ms_max']:.2f} ms max"
             )
         print(f"  rig calibration {s.get('calibration', '?')}")
+        if s.get("tf_conflicts"):
+            print(f"  other static transforms of the rig's frames: {s['tf_conflicts']}")
         errors = {k: v for k, v in s.items() if k.startswith("errors_")}
         if errors:
             print(f"  input errors: {errors}")
