@@ -132,6 +132,22 @@ def test_recorded_transforms_that_give_a_rig_frame_a_second_parent_are_noted(tmp
     ]
 
 
+def test_thermal_images_in_another_frame_than_the_calibrations_are_noted(tmp_path):
+    bag = _bag(tmp_path / "rig")
+    rig = tmp_path / "lepton.yaml"
+    rig.write_text(DEFAULT_CALIBRATION.read_text().replace(
+        "thermal: thermal_optical_frame", "thermal: lepton_optical_frame"))
+    check = check_bag(bag, calibration=str(rig))
+    assert not check.problems
+    assert [n for n in check.notes if n.startswith("thermal images")] == [
+        "thermal images are in frame thermal_optical_frame but the calibration's frames.thermal "
+        "is lepton_optical_frame: the fusion node's TF would place a frame the thermal images "
+        "are not in (registration is not affected); set frames.thermal: thermal_optical_frame "
+        "in rig.yaml"
+    ]
+    assert not [n for n in check_bag(bag).notes if n.startswith("thermal images")]
+
+
 def test_depth_aligned_to_the_colour_camera_is_noted(sim_bag, tmp_path):
     from transport_bags import write_transport_bag
 

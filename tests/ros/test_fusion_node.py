@@ -445,7 +445,9 @@ def test_a_rig_beside_realsense2_camera_hangs_thermal_off_the_drivers_depth_fram
     data = yaml.safe_load(DEFAULT_CALIBRATION.read_text())
     # realsense2_camera places camera_depth_optical_frame under camera_link itself: the rig's
     # TF must not give that frame a second parent.
-    data["frames"] = {"base": "", "depth": "camera_depth_optical_frame", "thermal": "lepton"}
+    data["frames"] = {
+        "base": "", "depth": "camera_depth_optical_frame", "thermal": "thermal_optical_frame"
+    }
     path = tmp_path / "rig.yaml"
     path.write_text(yaml.safe_dump(data))
     fusion, feeder = graph(calibration_file=str(path))
@@ -455,7 +457,7 @@ def test_a_rig_beside_realsense2_camera_hangs_thermal_off_the_drivers_depth_fram
     executor.add_node(late)
     assert spin_until(executor, lambda: bool(got))
     assert [(t.header.frame_id, t.child_frame_id) for t in got[0].transforms] == [
-        ("camera_depth_optical_frame", "lepton")
+        ("camera_depth_optical_frame", "thermal_optical_frame")
     ]
     # The feeder's depth images are in depth_optical_frame, not the calibration's frame: said
     # once, on /diagnostics too, and the frames are still registered.
@@ -467,6 +469,27 @@ def test_a_rig_beside_realsense2_camera_hangs_thermal_off_the_drivers_depth_fram
     assert stats["errors_depth_frame_id"] == 1
     assert spin_until(executor, lambda: any(
         "frames.depth: depth_optical_frame in rig.yaml" in s.message
+        for d in feeder.diagnostics for s in d.status
+    ))
+
+
+def test_thermal_images_in_another_frame_than_the_calibrations_are_said_once(
+    graph, executor, spin_for, spin_until, tmp_path
+):
+    from iphd.calibration import DEFAULT_CALIBRATION
+
+    path = tmp_path / "rig.yaml"
+    path.write_text(DEFAULT_CALIBRATION.read_text().replace(
+        "thermal: thermal_optical_frame", "thermal: lepton"))
+    fusion, feeder = graph(calibration_file=str(path))
+    feeder.send_info()
+    spin_for(executor, 0.1)
+    _stream(feeder, executor, spin_for)  # thermal in thermal_optical_frame, three frames
+    assert spin_until(executor, lambda: len(feeder.registered) >= 2)  # still registered
+    assert fusion.stats()["errors_thermal_frame_id"] == 1
+    assert "errors_depth_frame_id" not in fusion.stats()
+    assert spin_until(executor, lambda: any(
+        "frames.thermal: thermal_optical_frame in rig.yaml" in s.message
         for d in feeder.diagnostics for s in d.status
     ))
 

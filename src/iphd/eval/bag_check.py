@@ -435,6 +435,14 @@ def _describe(
                 f"{check.topic}: every pixel of the thermal images read is 0, and fusion "
                 f"drops such frames; {why}"
             )
+        frame_id = str(thermal[0][1].header.frame_id)
+        if frame_id != rig.frames.thermal:
+            result.notes.append(
+                f"thermal images are in frame {frame_id} but the calibration's frames.thermal "
+                f"is {rig.frames.thermal}: the fusion node's TF would place a frame the thermal "
+                f"images are not in (registration is not affected); set frames.thermal: "
+                f"{frame_id} in rig.yaml"
+            )
     tinfo = samples.get(THERMAL_INFO, [])
     if tinfo:
         check = checks["thermal info"]

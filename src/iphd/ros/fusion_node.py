@@ -106,6 +106,7 @@ class FusionNode(Node):
         self._warn_drop = DropWarnings(self)
         self._publish_tf = bool(publish_tf)
         self._frame_warned = False
+        self._thermal_frame_warned = False
         self._tf_conflicts: list[TransformConflict] = []
         #: What was said of each other publisher's conflicting rig transform, in the order met.
         self.tf_conflicts: list[str] = []
@@ -257,10 +258,27 @@ class FusionNode(Node):
         )
         self.get_logger().warning(self._last_error)
 
+    def _check_thermal_frame(self, frame_id: str) -> None:
+        """Say once when the rig's TF names the thermal camera otherwise than its images do."""
+        assert self.calibration is not None
+        expected = self.calibration.frames.thermal
+        if self._thermal_frame_warned or not self._publish_tf or frame_id == expected:
+            return
+        self._thermal_frame_warned = True
+        self._errors["thermal_frame_id"] = 1
+        self._last_error = (
+            f"thermal images arrive in frame '{frame_id}' but the rig calibration's "
+            f"frames.thermal is '{expected}', so the static TF places a frame the thermal images "
+            f"are not in (registration uses the calibration and is not affected): set "
+            f"frames.thermal: {frame_id} in rig.yaml"
+        )
+        self.get_logger().warning(self._last_error)
+
     def _on_thermal(self, msg: Image) -> None:
         self._thermal_rate.tick()
         if self.sync is None or self.pipeline is None or self.calibration is None:
             return
+        self._check_thermal_frame(msg.header.frame_id)
         try:
             frame = ThermalFrame(
                 thermal_ck=image_to_array(msg, THERMAL_ENCODINGS),
