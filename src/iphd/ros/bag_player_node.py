@@ -95,55 +95,23 @@ class BagPlayerNode(Node):
             "<image>/compressedDepth) that has no raw <image> in the bag decoded on <image>, "
             "as image_transport's republish would",
         )
-        self.declare_parameter(
+        self._wait_for = parse_subscriber_counts(self._declare_names(
             "wait_for_subscribers",
-            [],
-            ParameterDescriptor(
-                description="'topic:count' entries: start only once each topic has that many "
-                "subscribers (or wait_for_subscribers_s passed); empty = start after "
-                "start_delay_s",
-                dynamic_typing=True,
-                read_only=True,
-            ),
-        )
-        self._wait_for = parse_subscriber_counts(
-            name_list(self.get_parameter("wait_for_subscribers").value, "wait_for_subscribers")
-        )
-        # Dynamically typed: an empty list from a parameters file arrives as a byte array.
-        self.declare_parameter(
-            "topics",
-            [],
-            ParameterDescriptor(
-                description="topics to play; empty = all", dynamic_typing=True, read_only=True
-            ),
-        )
-        topics = name_list(self.get_parameter("topics").value, "topics")
-        self.declare_parameter(
+            "'topic:count' entries: start only once each topic has that many subscribers (or "
+            "wait_for_subscribers_s passed); empty = start after start_delay_s",
+        ))
+        topics = self._declare_names("topics", "topics to play; empty = all")
+        exclude = self._declare_names(
             "exclude_topics",
-            [],
-            ParameterDescriptor(
-                description="topics of the bag not to play, named as the player's own: those "
-                "the replaying graph's nodes publish themselves (a recording of a running graph "
-                "holds its outputs); empty = none. A recorded /clock is never played with "
-                "publish_clock",
-                dynamic_typing=True,
-                read_only=True,
-            ),
+            "topics of the bag not to play, named as the player's own: those the replaying "
+            "graph's nodes publish themselves (a recording of a running graph holds its "
+            "outputs); empty = none. A recorded /clock is never played with publish_clock",
         )
-        exclude = name_list(self.get_parameter("exclude_topics").value, "exclude_topics")
-        self.declare_parameter(
+        exclude_frames = self._declare_names(
             "exclude_transforms",
-            [],
-            ParameterDescriptor(
-                description="child frames whose transforms on the bag's /tf and /tf_static are "
-                "not played: those the replaying graph's nodes publish themselves (fusion's rig "
-                "transforms, which a recording of a running graph holds); empty = none",
-                dynamic_typing=True,
-                read_only=True,
-            ),
-        )
-        exclude_frames = name_list(
-            self.get_parameter("exclude_transforms").value, "exclude_transforms"
+            "child frames whose transforms on the bag's /tf and /tf_static are not played: "
+            "those the replaying graph's nodes publish themselves (fusion's rig transforms, "
+            "which a recording of a running graph holds); empty = none",
         )
         if not bag:
             raise ConfigError(
@@ -253,6 +221,16 @@ class BagPlayerNode(Node):
             f"{self._reader.duration_ns / 1e9:.2f} s at rate {config.rate:g}"
             + (" (looping)" if config.loop else "")
         )
+
+    def _declare_names(self, name: str, description: str) -> list[str]:
+        """Declare a read-only list-of-strings parameter (default empty) and return it."""
+        # Dynamically typed: an empty list from a parameters file arrives as a byte array.
+        self.declare_parameter(
+            name,
+            [],
+            ParameterDescriptor(description=description, dynamic_typing=True, read_only=True),
+        )
+        return name_list(self.get_parameter(name).value, name)
 
     # -- playback ------------------------------------------------------------------------------
 

@@ -105,8 +105,6 @@ class FusionNode(Node):
         self._resets_seen = 0
         self._warn_drop = DropWarnings(self)
         self._publish_tf = bool(publish_tf)
-        self._frame_warned = False
-        self._thermal_frame_warned = False
         self._tf_conflicts: list[TransformConflict] = []
         #: What was said of each other publisher's conflicting rig transform, in the order met.
         self.tf_conflicts: list[str] = []
@@ -229,7 +227,7 @@ class FusionNode(Node):
             # Dropped before pairing, so a bad frame never takes a thermal frame's partner.
             self._drop("bad_depth", f"depth frame dropped: {exc}")
             return
-        self._check_frame(frame.frame_id)
+        self._check_frame("depth", frame.frame_id)
         self._check_units(frame)
         self._handle(self.sync.push_depth(frame.stamp_ns, frame))
 
@@ -242,35 +240,33 @@ class FusionNode(Node):
             # Still registered: a far scene is unusual, not impossible.
             self._drop("depth_units", f"{topic_label(self, 'depth/image_raw')}: {problem}")
 
-    def _check_frame(self, frame_id: str) -> None:
-        """Say once when the rig's TF hangs the thermal camera off another frame than depth's."""
-        assert self.calibration is not None
-        expected = self.calibration.frames.depth
-        if self._frame_warned or not self._publish_tf or frame_id == expected:
-            return
-        self._frame_warned = True
-        self._errors["depth_frame_id"] = 1
-        self._last_error = (
-            f"depth images arrive in frame '{frame_id}' but the rig calibration's frames.depth "
-            f"is '{expected}', so the thermal camera's static TF is not joined to them: set "
-            f"frames.depth: {frame_id} in rig.yaml (and frames.base: '' when the depth driver "
-            "publishes its own TF, as realsense2_camera does)"
-        )
-        self.get_logger().warning(self._last_error)
+    def _check_frame(self, camera: str, frame_id: str) -> None:
+        """Say once when ``camera``'s images come in another frame than the calibration names.
 
-    def _check_thermal_frame(self, frame_id: str) -> None:
-        """Say once when the rig's TF names the thermal camera otherwise than its images do."""
+        The rig's static TF uses the calibration's frame names: depth images in another frame
+        are not joined to the thermal camera, thermal images in another frame are not placed
+        at all. Registration uses the calibration either way.
+        """
         assert self.calibration is not None
-        expected = self.calibration.frames.thermal
-        if self._thermal_frame_warned or not self._publish_tf or frame_id == expected:
+        kind = f"{camera}_frame_id"
+        expected = getattr(self.calibration.frames, camera)
+        if kind in self._errors or not self._publish_tf or frame_id == expected:
             return
-        self._thermal_frame_warned = True
-        self._errors["thermal_frame_id"] = 1
+        self._errors[kind] = 1
         self._last_error = (
-            f"thermal images arrive in frame '{frame_id}' but the rig calibration's "
-            f"frames.thermal is '{expected}', so the static TF places a frame the thermal images "
-            f"are not in (registration uses the calibration and is not affected): set "
-            f"frames.thermal: {frame_id} in rig.yaml"
+            f"{camera} images arrive in frame '{frame_id}' but the rig calibration's "
+            f"frames.{camera} is '{expected}', so "
+            + (
+                "the thermal camera's static TF is not joined to them"
+                if camera == "depth" else
+                "the static TF places a frame the thermal images are not in (registration uses "
+                "the calibration and is not affected)"
+            )
+            + f": set frames.{camera}: {frame_id} in rig.yaml"
+            + (
+                " (and frames.base: '' when the depth driver publishes its own TF, as "
+                "realsense2_camera does)" if camera == "depth" else ""
+            )
         )
         self.get_logger().warning(self._last_error)
 
@@ -278,7 +274,7 @@ class FusionNode(Node):
         self._thermal_rate.tick()
         if self.sync is None or self.pipeline is None or self.calibration is None:
             return
-        self._check_thermal_frame(msg.header.frame_id)
+        self._check_frame("thermal", msg.header.frame_id)
         try:
             frame = ThermalFrame(
                 thermal_ck=image_to_array(msg, THERMAL_ENCODINGS),
