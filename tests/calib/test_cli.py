@@ -60,6 +60,30 @@ def test_cli_reads_a_bag_of_other_drivers_topics_named_on_the_command_line(
     assert recovery_errors(mine, truth, capture.recording.depth_intrinsics).translation_mm < 5.0
 
 
+def test_the_rig_yaml_takes_the_frames_the_drivers_recorded(
+    tmp_path, bag, capture, nominal, capsys
+):
+    import dataclasses
+
+    from iphd.calibration import RigFrames
+
+    # As realsense2_camera and a Lepton driver stamp and place them.
+    drivers = dataclasses.replace(nominal, frames=RigFrames(
+        base="camera_depth_frame", depth="camera_depth_optical_frame", thermal="lepton"))
+    recorded = _write_bag(tmp_path / "drivers", capture.recording, drivers)
+    out = tmp_path / "rig.yaml"
+    assert main(["--bag", str(recorded), "--out", str(out), "--quiet"]) == 0
+    assert load_calibration(out).frames == RigFrames("", "camera_depth_optical_frame", "lepton")
+    printed = capsys.readouterr().out
+    assert "frames: base '', depth camera_depth_optical_frame, thermal lepton" in printed
+    assert "frames.base: '', as the recording's /tf_static places camera_depth_optical_frame " \
+        "under camera_depth_frame" in printed
+    # A bag in the initial calibration's own frames keeps them.
+    assert main(["--bag", str(bag), "--out", str(out), "--quiet"]) == 0
+    assert load_calibration(out).frames == nominal.frames
+    assert "frames.base" not in capsys.readouterr().out
+
+
 def test_cli_flat_thermal_bag_exits_2_and_writes_nothing(tmp_path, capture, nominal, capsys):
     rec = capture.recording
     flat = [np.full_like(f, 29500) for f in rec.thermal_ck[:40]]

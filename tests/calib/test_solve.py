@@ -128,3 +128,25 @@ def test_coverage_text_says_enough(solved):
     text, enough = coverage_text(solved.coverage, len(solved.views),
                                  CalibConfig(min_views=50))
     assert not enough and "NOT enough" in text
+
+
+def test_recorded_frames_follow_the_images_and_the_drivers_tf(capture, nominal):
+    import dataclasses
+
+    from iphd.calib.solve import recorded_frames
+    from iphd.calibration import RigFrames
+
+    rec = capture.recording  # simulated: no frame names, the initial ones stay
+    assert recorded_frames(nominal.frames, rec) == (nominal.frames, [])
+    robot = dataclasses.replace(rec, depth_frame="/camera_depth_optical_frame",
+                                thermal_frame="lepton", depth_parents=("camera_depth_frame",))
+    frames, changes = recorded_frames(nominal.frames, robot)
+    assert frames == RigFrames("", "camera_depth_optical_frame", "lepton")
+    assert [c.split(":")[0] for c in changes] == ["frames.depth", "frames.thermal", "frames.base"]
+    # The depth frame placed under the initial base (our own fusion node's TF): base stays.
+    ours = dataclasses.replace(rec, depth_frame="depth_optical_frame",
+                               depth_parents=("camera_link",))
+    assert recorded_frames(nominal.frames, ours) == (nominal.frames, [])
+    # An initial calibration with no base adds none.
+    bare = dataclasses.replace(nominal.frames, base="")
+    assert recorded_frames(bare, robot)[0].base == ""

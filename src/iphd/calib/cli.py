@@ -128,6 +128,7 @@ def read_bag(
         camera_info_to_intrinsics,
         header_stamp_ns,
         image_to_array,
+        read_static_transforms,
     )
 
     with BagReader(path) as reader:
@@ -138,6 +139,7 @@ def read_bag(
         intr: CameraIntrinsics | None = None
         depth: dict[int, np.ndarray] = {}
         thermal: dict[int, np.ndarray] = {}
+        frames = {depth_topic: "", thermal_topic: ""}
         total = sum(reader.topics[t].count for t in (depth_topic, info_topic, thermal_topic))
         with tqdm(total=total, unit="msg", desc="reading bag", disable=quiet,
                   file=sys.stderr) as bar:
@@ -149,12 +151,20 @@ def read_bag(
                     depth[header_stamp_ns(msg)] = image_to_array(msg, ("16UC1", "mono16"))
                 else:
                     thermal[header_stamp_ns(msg)] = image_to_array(msg, ("16UC1", "mono16"))
+                if topic in frames and not frames[topic]:
+                    frames[topic] = str(msg.header.frame_id)
+        # Where the depth driver placed its frame, if the recording kept its /tf_static.
+        depth_frame = frames[depth_topic].strip("/")
+        parents = tuple(tf.parent for tf in read_static_transforms(reader)
+                        if tf.child.strip("/") == depth_frame)
     if intr is None:
         raise CalibrationInputError(f"{path}: no message on {info_topic}; record it as well")
     d_ns = sorted(depth)
     t_ns = sorted(thermal)
     return Recording(intr, np.array(d_ns), [depth[s] for s in d_ns], np.array(t_ns),
-                     [thermal[s] for s in t_ns])
+                     [thermal[s] for s in t_ns], depth_frame=frames[depth_topic],
+                     thermal_frame=frames[thermal_topic],
+                     depth_parents=parents)
 
 
 def _sim_truth(args: argparse.Namespace, initial: RigCalibration) -> RigCalibration:

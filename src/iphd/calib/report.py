@@ -112,6 +112,11 @@ def summary(result: CalibrationResult, cfg: CalibConfig) -> str:
         f"{result.extrinsic_rms_px:.3f} px",
         f"clock offset: {cal.thermal_clock_offset_s * 1000:+.1f} ms ({result.offset_method})",
     ]
+    frames = cal.frames
+    lines.append(
+        f"frames: base {frames.base or chr(39) * 2}, depth {frames.depth}, thermal "
+        f"{frames.thermal}" + "".join(f"\n  {change}" for change in result.frame_changes)
+    )
     text, _ = coverage_text(result.coverage, int(result.intrinsics.kept.sum()), cfg)
     return "\n".join([*lines, text])
 

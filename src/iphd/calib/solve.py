@@ -39,7 +39,7 @@ from iphd.calib.detect import (
     detect_thermal,
     thermal_contrast_k,
 )
-from iphd.calibration import RigCalibration
+from iphd.calibration import RigCalibration, RigFrames
 from iphd.errors import CalibrationError
 from iphd.sensors.frames import CameraIntrinsics
 from iphd.sim.target import TargetSpec
@@ -123,6 +123,10 @@ class Recording:
         depth_mm: J depth images, (H, W) uint16 millimetres.
         thermal_stamps_ns: (K,) int64 thermal header stamps, increasing (FFC frames dropped).
         thermal_ck: K thermal images, (120, 160) uint16 centi-kelvin.
+        depth_frame: the depth images' ``frame_id`` ("" = not known, a simulated capture).
+        thermal_frame: the thermal images' ``frame_id`` ("" = not known).
+        depth_parents: the parents the recording's ``/tf_static`` gives the depth frame (the
+            depth driver's placement; empty when it gives none or was not recorded).
     """
 
     depth_intrinsics: CameraIntrinsics
@@ -130,6 +134,9 @@ class Recording:
     depth_mm: Sequence[np.ndarray]
     thermal_stamps_ns: np.ndarray
     thermal_ck: Sequence[np.ndarray]
+    depth_frame: str = ""
+    thermal_frame: str = ""
+    depth_parents: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Check that stamps and frames match and that both streams have frames."""
@@ -648,6 +655,8 @@ class CalibrationResult:
         coverage: (rows, cols) hole centres per thermal cell (kept views).
         coverage_enough: coverage and view count verdict.
         search: the view search counts.
+        frame_changes: how the frame names differ from the initial calibration's, and why
+            (``recorded_frames``).
     """
 
     calibration: RigCalibration
@@ -659,6 +668,36 @@ class CalibrationResult:
     coverage: np.ndarray
     coverage_enough: bool
     search: ViewSearch
+    frame_changes: list[str] = field(default_factory=list)
+
+
+def recorded_frames(frames: RigFrames, rec: Recording) -> tuple[RigFrames, list[str]]:
+    """``frames`` named as the recording's drivers name them, and a line per change.
+
+    The rig's static TF and the fusion node's checks use the calibration's frame names: the
+    depth and thermal frames become those the images were stamped in, and ``base`` becomes
+    empty when the recording's ``/tf_static`` already places the depth frame under another
+    parent (realsense2_camera does), so the fusion node adds no second parent.
+    """
+    depth = rec.depth_frame.strip("/") or frames.depth
+    thermal = rec.thermal_frame.strip("/") or frames.thermal
+    base = frames.base
+    changes = [
+        f"frames.{name}: {new}, the frame the {name} images were recorded in (the initial "
+        f"calibration said {old})"
+        for name, new, old in (("depth", depth, frames.depth), ("thermal", thermal, frames.thermal))
+        if new != old
+    ]
+    others = sorted({p.strip("/") for p in rec.depth_parents} - {base})
+    if base and others:
+        changes.append(
+            f"frames.base: '', as the recording's /tf_static places {depth} under "
+            f"{', '.join(others)} "
+            f"(its driver's TF; the initial calibration said {base}): the fusion node then "
+            "publishes depth -> thermal only"
+        )
+        base = ""
+    return RigFrames(base=base, depth=depth, thermal=thermal), changes
 
 
 def calibrate(
@@ -736,6 +775,7 @@ def calibrate(
         "clock_offset_method": method,
         "coverage_enough": bool(enough),
     }
-    calibration = RigCalibration(intr.intrinsics, rot, t, float(offset), initial.frames, meta)
+    frames, changes = recorded_frames(initial.frames, rec)
+    calibration = RigCalibration(intr.intrinsics, rot, t, float(offset), frames, meta)
     return CalibrationResult(calibration, views, intr, ext_rms, coarse, method, counts, enough,
-                             search)
+                             search, changes)
