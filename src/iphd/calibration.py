@@ -253,8 +253,9 @@ def transform_conflicts(
 
     tf2 gives a frame one parent and one pose: a transform of one of our child frames under
     another parent gives it two parents, and one under the same parent that places it more than
-    ``tolerance_m`` or ``tolerance_deg`` away is a second calibration of it. Each distinct
-    conflict once, in the order met; leading "/" of frame names are ignored, as tf2 does.
+    ``tolerance_m`` or ``tolerance_deg`` away is a second calibration of it (one that is not
+    finite is left out: tf2 refuses it). Each distinct conflict once, in the order met; leading
+    "/" of frame names are ignored, as tf2 does.
     """
     mine = {tf.child.strip("/"): tf for tf in ours}
     found: dict[tuple[str, str, float, float], TransformConflict] = {}
@@ -273,7 +274,9 @@ def transform_conflicts(
             norms = float(np.linalg.norm(a) * np.linalg.norm(b))
             cos_half = abs(float(a @ b)) / norms if norms > 1e-12 else 0.0
             angle = math.degrees(2.0 * math.acos(min(1.0, cos_half)))
-            if offset <= tolerance_m and angle <= tolerance_deg:  # NaN: a conflict
+            if not (math.isfinite(offset) and math.isfinite(angle)):
+                continue  # not a transform tf2 takes (it refuses non-finite ones)
+            if offset <= tolerance_m and angle <= tolerance_deg:
                 continue
             conflict = dataclasses.replace(conflict, offset_m=offset, angle_deg=angle)
         key = (child, parent, round(conflict.offset_m, 4), round(conflict.angle_deg, 2))
