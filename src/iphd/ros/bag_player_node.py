@@ -159,11 +159,6 @@ class BagPlayerNode(Node):
                 f"not playing the bag's {', '.join(self.excluded)}: published anew here, by "
                 "this player (/clock) or the graph's nodes (exclude_topics)"
             )
-        if self.excluded_frames:
-            self.get_logger().info(
-                f"not playing the bag's transforms to {', '.join(sorted(self.excluded_frames))}: "
-                "published anew by the graph's nodes (exclude_transforms)"
-            )
         self.published: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
         self.corrupt: dict[str, int] = {}
@@ -191,6 +186,11 @@ class BagPlayerNode(Node):
             profile = qos.STATIC_TF if info.latched else qos.SENSOR_PUB
             self._topic_pubs[topic] = (self.create_publisher(cls, topic, profile), cls)
             self.published[topic] = 0
+        if self.excluded_frames and any(t in self._topic_pubs for t in self._tf_topics):
+            self.get_logger().info(
+                f"not playing the bag's transforms to {', '.join(sorted(self.excluded_frames))}: "
+                "published anew by the graph's nodes (exclude_transforms)"
+            )
         # Compressed image topic -> the raw topic its images are published decoded on.
         self._decoded: dict[str, str] = {}
         if decompress:
