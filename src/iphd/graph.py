@@ -442,7 +442,8 @@ def graph_calibration_file(source: str, bag: str = "", calibration_file: str = "
     does not open gives "", so the player's error says why.
 
     Raises:
-        ConfigError: the calibration the bag carries is unusable, or it carries several.
+        ConfigError: the calibration the bag carries is unusable, or it carries several that
+            differ.
     """
     if source == "sim" and not bag:
         from iphd.sim.demo import demo_bag_path

@@ -810,13 +810,25 @@ def test_a_recording_of_the_graph_carries_the_calibration_the_fusion_node_publis
 
 
 def test_an_unusable_or_ambiguous_recorded_calibration_is_refused_with_what_to_pass(tmp_path):
+    from iphd.calib.simulate import perturbed_calibration
+
     text = calibration_to_yaml(load_calibration())
+    # The same rig on two topics (a bag player's copy beside a namespaced fusion node's): used.
+    bag = write_calibration_recording(tmp_path / "same", {
+        "/robot1/rig_calibration": [text], "/rig_calibration": [text],
+    })
+    with BagReader(bag) as reader:
+        assert reader.calibration.thermal == load_calibration().thermal
+        assert reader.calibration_origin == (
+            "recorded on /rig_calibration and /robot1/rig_calibration"
+        )
+    other = calibration_to_yaml(perturbed_calibration(load_calibration(), clock_offset_s=0.04))
     bag = write_calibration_recording(tmp_path / "two", {
-        "/robot1/rig_calibration": [text], "/robot2/rig_calibration": [text],
+        "/robot1/rig_calibration": [text], "/robot2/rig_calibration": [other],
     })
     with BagReader(bag) as reader, pytest.raises(
-        DatasetError, match=r"2 topics \(/robot1/rig_calibration, /robot2/rig_calibration\).*"
-        r"--calibration"
+        DatasetError, match=r"different rig calibrations on 2 topics \(/robot1/rig_calibration, "
+        r"/robot2/rig_calibration; .*clock offset.* differ\).*--calibration"
     ):
         _ = reader.calibration
     bag = write_calibration_recording(tmp_path / "bad", {"rig_calibration": ["version: 1\n"]})

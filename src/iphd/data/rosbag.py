@@ -85,6 +85,7 @@ from rosbags.typesys.store import Typestore
 from iphd.calibration import (
     RigCalibration,
     StaticTransform,
+    calibration_differences,
     calibration_from_yaml,
     calibration_to_yaml,
     message_transforms,
@@ -895,7 +896,8 @@ class BagReader:
 
         Raises:
             DatasetError: the calibration found is malformed, or several ``rig_calibration``
-                topics leave it open which rig the bag's images are from.
+                topics hold different ones, which leaves it open which rig the bag's images
+                are from (the same one on several topics is used).
         """
         return self._carried_calibration()[0]
 
@@ -926,23 +928,29 @@ class BagReader:
             name for name, info in self.topics.items()
             if info.msgtype == STRING and name.rsplit("/", 1)[-1] == CALIBRATION_TOPIC
         )
-        if len(topics) > 1:
-            raise DatasetError(
-                f"{self.path} holds rig calibrations on {len(topics)} topics "
-                f"({', '.join(topics)}), so which one registers its images is open: pass that "
-                "rig's file with --calibration"
-            )
+        found: list[tuple[str, RigCalibration]] = []
         for topic in topics:
             for _, _, _, msg in self.messages([topic]):
                 where = f"{self.path}:{topic}"
                 try:
-                    return calibration_from_yaml(str(msg.data), where), f"recorded on {topic}"
+                    found.append((topic, calibration_from_yaml(str(msg.data), where)))
                 except CalibrationError as exc:
                     raise DatasetError(
                         f"{where}: the recorded calibration is unusable: {exc}; pass the rig's "
                         "file with --calibration"
                     ) from exc
-        return None, ""
+                break  # the first message of each topic
+        if not found:
+            return None, ""
+        first = found[0][1]
+        differ = sorted({d for _, c in found[1:] for d in calibration_differences(first, c)})
+        if differ:
+            raise DatasetError(
+                f"{self.path} holds different rig calibrations on {len(found)} topics "
+                f"({', '.join(t for t, _ in found)}; {', '.join(differ)} differ), so which one "
+                "registers its images is open: pass that rig's file with --calibration"
+            )
+        return first, f"recorded on {' and '.join(t for t, _ in found)}"
 
     # -- messages ------------------------------------------------------------------------------
 
