@@ -400,10 +400,17 @@ def test_a_replayed_bag_is_registered_with_the_calibration_it_carries(monkeypatc
     assert graph_calibration_file("bag", str(other)) == ""
     assert graph_calibration_file("bag", str(tmp_path / "missing")) == ""
     nominal = calibration_to_yaml(load_calibration())
-    two = write_calibration_recording(
-        tmp_path / "two", {"/a/rig_calibration": [nominal], "/b/rig_calibration": [nominal]}
+    same = write_calibration_recording(
+        tmp_path / "same", {"/a/rig_calibration": [nominal], "/b/rig_calibration": [nominal]}
     )
-    with pytest.raises(ConfigError, match="2 topics.*calibration_file:="):
+    assert load_calibration(graph_calibration_file("bag", str(same))).frames == (
+        load_calibration().frames
+    )
+    two = write_calibration_recording(
+        tmp_path / "two", {"/a/rig_calibration": [nominal], "/b/rig_calibration": [text]}
+    )
+    with pytest.raises(ConfigError, match="different rig calibrations on 2 topics.*"
+                       "calibration_file:="):
         graph_calibration_file("bag", str(two))
     # A cache folder that cannot be written is named, with the ways around it.
     monkeypatch.setenv("IPHD_CACHE_DIR", str(tmp_path / "file"))
