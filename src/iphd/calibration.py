@@ -233,6 +233,18 @@ class TransformConflict:
         """The frame would have two parents (else: the same parent, placed elsewhere)."""
         return self.parent != self.ours
 
+    def second_parent_fix(self, frames: RigFrames) -> str:
+        """What to change so the rig frame keeps one parent (``frames``: the rig's names)."""
+        if self.child == frames.depth:
+            return (
+                "set frames.base: '' in rig.yaml, so fusion publishes depth -> thermal only "
+                "and the driver's placement of the depth frame stands"
+            )
+        return (
+            "take the thermal camera out of the robot description, or keep it there (with "
+            "the calibration's extrinsic) and set the fusion node's publish_tf: false"
+        )
+
     def describe(self) -> str:
         """``"X under P, and under Q here"`` or ``"X under P, 2.0 cm and 1.5° from here"``."""
         if self.second_parent:

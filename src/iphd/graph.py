@@ -11,13 +11,16 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from iphd.errors import ConfigError, IphdError
 from iphd.resources import PACKAGE  # noqa: F401 - the launch file takes it from here
 from iphd.transports import base_topic, transport_of
+
+if TYPE_CHECKING:
+    from iphd.calibration import RigCalibration
 
 SOURCES = ("live", "sim", "sim_live", "bag", "external")
 # Topics each kind of node publishes (relative names; /diagnostics left out), for RViz and docs.
@@ -367,13 +370,22 @@ def rig_transform_frames(calibration_file: str = "") -> list[str]:
     depth optical frame when the calibration names a ``frames.base``. Empty when the file does
     not load (the fusion node reports why).
     """
-    from iphd.calibration import DEFAULT_CALIBRATION, load_calibration, rig_static_transforms
+    from iphd.calibration import rig_static_transforms
 
-    try:
-        calibration = load_calibration(calibration_file or DEFAULT_CALIBRATION)
-    except (IphdError, OSError):
+    calibration = _graph_calibration(calibration_file)
+    if calibration is None:
         return []
     return sorted(t.child for t in rig_static_transforms(calibration))
+
+
+def _graph_calibration(calibration_file: str = "") -> RigCalibration | None:
+    """``calibration_file`` (empty = the package's) loaded; None when it does not load."""
+    from iphd.calibration import DEFAULT_CALIBRATION, load_calibration
+
+    try:
+        return load_calibration(calibration_file or DEFAULT_CALIBRATION)
+    except (IphdError, OSError):
+        return None
 
 
 def exclude_rig_transforms(
@@ -497,12 +509,8 @@ def rviz_fixed_frame(calibration_file: str = "") -> str | None:
     (``camera_depth_optical_frame`` beside realsense2_camera) would show nothing in it. None
     when the calibration does not load (the fusion node reports why).
     """
-    from iphd.calibration import DEFAULT_CALIBRATION, load_calibration
-
-    try:
-        return load_calibration(calibration_file or DEFAULT_CALIBRATION).frames.depth
-    except (IphdError, OSError):
-        return None
+    calibration = _graph_calibration(calibration_file)
+    return None if calibration is None else calibration.frames.depth
 
 
 def wants_sim_time(source: str) -> bool:

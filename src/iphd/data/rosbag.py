@@ -1226,6 +1226,15 @@ def tracks_to_truth(msg: Any) -> list[PersonTruth]:
     ]
 
 
+def tf_topics(topics: Mapping[str, BagTopic]) -> dict[str, bool]:
+    """A bag's TF topics (``/tf``, ``/tf_static``, namespaced or not) -> whether static."""
+    return {
+        name: name.rstrip("/").rpartition("/")[2] == "tf_static"
+        for name, topic in topics.items()
+        if topic.msgtype == TF_MESSAGE and name.rstrip("/").rpartition("/")[2] in TF_TOPICS
+    }
+
+
 def read_static_transforms(reader: BagReader) -> list[StaticTransform]:
     """Every transform on a bag's ``/tf_static`` (all its messages: each publisher latches one).
 
@@ -1253,10 +1262,7 @@ def read_transform_buffer(
     translation) are skipped with one warning, as tf2 refuses them.
     """
     buffer = TransformBuffer()
-    topics = {
-        name: name.endswith("tf_static") for name, topic in reader.topics.items()
-        if topic.msgtype == TF_MESSAGE and name.rstrip("/").rpartition("/")[2] in TF_TOPICS
-    }
+    topics = tf_topics(reader.topics)
     static = [name for name, is_static in topics.items() if is_static]
     moving = [name for name, is_static in topics.items() if not is_static]
     reads = [

@@ -254,20 +254,11 @@ def _rig_transforms(result: BagCheck, reader: BagReader, rig: RigCalibration) ->
                 "out, ros2 bag play publishes them beside the fusion node's"
             )
             continue
-        if child == rig.frames.depth:
-            fix = (
-                "set frames.base: '' in rig.yaml, so fusion publishes depth -> thermal only "
-                "and the driver's placement of the depth frame stands"
-            )
-        else:
-            fix = (
-                "take the thermal camera out of the robot description, or keep it there (with "
-                "the calibration's extrinsic) and set the fusion node's publish_tf: false"
-            )
         result.notes.append(
             f"the bag's /tf_static places {child} under {conflict.parent}, and with this "
             f"calibration the fusion node publishes it under {conflict.ours}: on the robot it "
-            f"would have two parents, which breaks its TF tree; {fix}"
+            f"would have two parents, which breaks its TF tree; "
+            f"{conflict.second_parent_fix(rig.frames)}"
         )
 
 

@@ -17,7 +17,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from iphd.compressed_images import COMPRESSED_IMAGE, decode_compressed
 from iphd.data.playback import BagPlayback, PlaybackConfig
-from iphd.data.rosbag import TF_MESSAGE, TF_TOPICS, BagReader, RawMessage, wal_text
+from iphd.data.rosbag import BagReader, RawMessage, tf_topics, wal_text
 from iphd.errors import ConfigError, DatasetError, IphdError
 from iphd.ros import qos
 from iphd.ros.common import declare, diagnostic_array, forward_library_logs, spin_node
@@ -166,11 +166,7 @@ class BagPlayerNode(Node):
         #: Recorded transforms left out per child frame (``exclude_transforms``).
         self.transforms_not_played: dict[str, int] = {}
         # TF topic of the bag -> whether it is static; a static one's played transforms.
-        self._tf_topics = {
-            topic: topic.rsplit("/", 1)[-1] == "tf_static"
-            for topic, info in self._reader.topics.items()
-            if info.msgtype == TF_MESSAGE and topic.rsplit("/", 1)[-1] in TF_TOPICS
-        }
+        self._tf_topics = tf_topics(self._reader.topics)
         self._static_tf: dict[str, dict[str, Any]] = {}
         self._topic_pubs: dict[str, tuple[Publisher, type]] = {}
         bag_topics = self._reader.topics

@@ -457,15 +457,10 @@ class FusionNode(Node):
                     "one, played with ros2 bag play? Replay it with source:=bag, which leaves "
                     "its rig transforms out, or give it the recording's calibration_file"
                 )
-            elif conflict.child == self.calibration.frames.depth:
-                fix = (
-                    "a frame with two parents breaks the TF tree: the depth driver places this "
-                    "frame itself, so set frames.base: '' in rig.yaml"
-                )
             else:
                 fix = (
-                    "a frame with two parents breaks the TF tree: take the thermal camera out "
-                    "of the robot description, or set this node's publish_tf: false"
+                    "a frame with two parents breaks the TF tree: "
+                    + conflict.second_parent_fix(self.calibration.frames)
                 )
             self._errors["tf_conflict"] = len(self._tf_conflicts)
             self._last_error = (
