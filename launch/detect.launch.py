@@ -29,6 +29,7 @@ from iphd.graph import (
     graph_calibration_file,
     hold_player,
     load_params_file,
+    params_calibration_file,
     rviz_fixed_frame,
     wants_sim_time,
 )
@@ -45,7 +46,8 @@ ARGUMENTS = {
         "node; see depth_topic ...)",
     ),
     "calibration_file": (
-        "", "rig.yaml; empty = a replayed bag's own (source:=bag or sim), else the package's"
+        "", "rig.yaml; empty = the params file's, else a replayed bag's own (source:=bag or "
+        "sim), else the package's"
     ),
     "playback_file": ("", "librealsense recording played by the D435 driver (source live)"),
     "bag": ("", "rosbag2 folder (or .db3/.mcap file) played by bag_player (source bag)"),
@@ -82,10 +84,11 @@ def _nodes(context, *_args, **_kwargs):
         from iphd.sim.demo import ensure_demo_bag
 
         ensure_demo_bag()
-    # A bag is registered with the calibration it carries, unless one is given.
-    calibration_file = graph_calibration_file(
-        value["source"], value["bag"], value["calibration_file"]
-    )
+    params = load_params_file(params_file)
+    # A bag is registered with the calibration it carries, unless one is given: as an
+    # argument, or to fusion in the parameters file.
+    given = value["calibration_file"] or params_calibration_file(params, value["namespace"])
+    calibration_file = graph_calibration_file(value["source"], value["bag"], given)
     specs = build_graph(
         value["source"],
         calibration_file=calibration_file,
@@ -103,7 +106,7 @@ def _nodes(context, *_args, **_kwargs):
     specs = hold_player(specs, [topic for spec in specs for topic in spec.inputs])
     # Nor does it play the recorded rig transforms that fusion publishes anew (from the
     # calibration in use, which may not be the recording's).
-    specs = exclude_rig_transforms(specs, load_params_file(params_file), value["namespace"])
+    specs = exclude_rig_transforms(specs, params, value["namespace"])
     # RViz shows the depth image: under the same name as the nodes use.
     sensor_remappings = sorted({pair for spec in specs for pair in spec.remappings})
     nodes = [

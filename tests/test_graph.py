@@ -15,6 +15,7 @@ from iphd.graph import (
     hold_player,
     load_params_file,
     parameters_for,
+    params_calibration_file,
     wants_sim_time,
     with_camera_infos,
     with_overrides,
@@ -395,6 +396,31 @@ def test_a_replayed_bag_is_registered_with_the_calibration_it_carries(monkeypatc
     # A calibration given wins; other sources, a bag carrying none, or a bag that does not
     # open (the player then says why) leave the package's.
     assert graph_calibration_file("bag", bag, "/my/rig.yaml") == "/my/rig.yaml"
+    # So does one the parameters file gives fusion: for the nodes, RViz and the player.
+    mine = tmp_path / "mine.yaml"
+    data["frames"] = {"base": "", "depth": "my_depth_frame", "thermal": "my_thermal_frame"}
+    mine.write_text(yaml.safe_dump(data))
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        (ROOT / "launch" / "iphd_params.yaml").read_text().replace(
+            'calibration_file: ""', f'calibration_file: "{mine}"', 1
+        )
+    )
+    assert params_calibration_file(load_params_file(params)) == str(mine)
+    assert params_calibration_file(load_params_file(ROOT / "launch" / "iphd_params.yaml")) == ""
+    nodes = _launch_nodes(
+        monkeypatch, tmp_path, source="bag", bag=bag, rviz="true", params_file=str(params)
+    )
+    fusion = next(n for n in nodes if n.kwargs.get("executable") == "fusion_node")
+    assert fusion.kwargs["parameters"][1]["calibration_file"] == str(mine)
+    assert nodes[-1].kwargs["arguments"][2:] == ["-f", "my_depth_frame"]
+    assert nodes[0].kwargs["parameters"][1]["exclude_transforms"] == ["my_thermal_frame"]
+    nodes = _launch_nodes(  # the argument still wins over the file
+        monkeypatch, tmp_path, source="bag", bag=bag, params_file=str(params),
+        calibration_file=path,
+    )
+    fusion = next(n for n in nodes if n.kwargs.get("executable") == "fusion_node")
+    assert fusion.kwargs["parameters"][1]["calibration_file"] == path
     assert graph_calibration_file("live") == graph_calibration_file("sim_live") == ""
     other = write_calibration_recording(tmp_path / "other", {"/chatter": ["hi"]})
     assert graph_calibration_file("bag", str(other)) == ""

@@ -502,6 +502,19 @@ def graph_calibration_file(source: str, bag: str = "", calibration_file: str = "
     return str(path)
 
 
+def params_calibration_file(
+    params: Mapping[str, Mapping[str, Any]], namespace: str = ""
+) -> str:
+    """The ``calibration_file`` a parsed parameters file gives fusion in ``namespace`` ("" if none).
+
+    The graph's calibration argument (``calibration_file:=``, ``iphd-run --calibration``) wins
+    over it, and it wins over a replayed bag's own: a rig file the user put in their parameters
+    file is meant, even with ``source:=bag``. ``rviz_fixed_frame`` and the bag player's
+    ``exclude_transforms`` follow the same choice.
+    """
+    return str(parameters_for(params, "fusion", namespace).get("calibration_file") or "")
+
+
 def rviz_fixed_frame(calibration_file: str = "") -> str | None:
     """RViz's fixed frame for a rig: the calibration's ``frames.depth``, where the nodes' output is.
 

@@ -113,6 +113,26 @@ def test_bag_graph_plays_the_bag_registers_thermal_and_ends_with_the_bag(tmp_pat
     assert cv2.imread(str(result.snapshot)) is not None
 
 
+def test_a_calibration_in_the_params_file_wins_over_the_replayed_bags_own(tmp_path):
+    import yaml
+
+    from iphd.calibration import DEFAULT_CALIBRATION
+
+    _write_rig_bag(tmp_path / "bag", seconds=1.0)  # it carries the package's calibration
+    data = yaml.safe_load(DEFAULT_CALIBRATION.read_text())
+    data["frames"]["thermal"] = "my_thermal_frame"
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump(data))
+    params = tmp_path / "params.yaml"
+    params.write_text(f"/**:\n  ros__parameters:\n    calibration_file: {mine}\n")
+    result = run_graph(
+        "bag", 30.0, bag=str(tmp_path / "bag"), detector=False, params_file=params,
+        log_level="error",
+    )
+    assert result.stats["calibration"] == str(mine)
+    assert result.nodes["bag_player"].excluded_frames == {"depth_optical_frame", "my_thermal_frame"}
+
+
 #: realsense2_camera's and a Lepton driver's names for the graph's sensor topics.
 REALSENSE_AND_LEPTON = {
     "depth/image_raw": "/camera/camera/depth/image_rect_raw",

@@ -39,6 +39,7 @@ from iphd.graph import (
     graph_calibration_file,
     hold_player,
     load_params_file,
+    params_calibration_file,
     topics_from_args,
     wants_sim_time,
     with_overrides,
@@ -225,9 +226,16 @@ def run_graph(
         from iphd.sim.demo import ensure_demo_bag
 
         ensure_demo_bag(progress=progress)
+    params = with_overrides(
+        load_params_file(params_file or package_file("launch/iphd_params.yaml")),
+        overrides or {},
+        namespace,
+    )
+    # The calibration given, else the parameters file's, else a replayed bag's own.
+    given = calibration_file or params_calibration_file(params, namespace)
     specs = build_graph(
         source,
-        calibration_file=graph_calibration_file(source, bag, calibration_file),
+        calibration_file=graph_calibration_file(source, bag, given),
         playback_file=playback_file,
         bag=bag,
         detector=detector,
@@ -240,11 +248,6 @@ def run_graph(
     remapped = sorted({pair for spec in specs for pair in spec.remappings})
     if use_sim_time is None:
         use_sim_time = wants_sim_time(source)
-    params = with_overrides(
-        load_params_file(params_file or package_file("launch/iphd_params.yaml")),
-        overrides or {},
-        namespace,
-    )
     specs = tuple(exclude_rig_transforms(specs, params, namespace))
     context = Context()
     rclpy.init(context=context)
@@ -459,8 +462,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--namespace", default="", help="namespace of every node and topic")
     p.add_argument("--calibration", default="",
-                   help="rig.yaml (default: the bag's own with --bag or the simulator's demo, "
-                   "else the package's)")
+                   help="rig.yaml (default: the --params-file's, else the bag's own with --bag "
+                   "or the simulator's demo, else the package's)")
     p.add_argument("--playback-file", default="", help="librealsense recording (source live)")
     p.add_argument(
         "--use-sim-time",
