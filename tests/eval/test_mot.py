@@ -79,6 +79,20 @@ def test_true_identities_remove_the_switch_and_keep_the_miss_and_false_positive(
     assert empty.hyp_ids.tolist() == [-8]
 
 
+def test_true_identities_match_as_the_metrics_do_not_by_the_largest_iou_sum():
+    # Person 1 overlaps track 7 by 0.45 and track 8 by 0.6; person 2 overlaps track 8 by 1/3.
+    # 0.45 + 1/3 beats 0.6 as a sum, but only 1 <-> 8 passes IoU 0.5: the metrics match it.
+    one, two = (10.0, 0.0, 20.0, 10.0), (7.0, 0.0, 13.0, 10.0)
+    seven, eight = (15.5, 0.0, 20.0, 10.0), (10.0, 0.0, 16.0, 10.0)
+    frames = [_frame(0, [(1, one), (2, two)], [(7, seven), (8, eight)]),
+              _frame(1, [(1, one)], [(8, one)])]
+    renamed = [with_true_identities(f) for f in frames]
+    assert renamed[0].hyp_ids.tolist() == [-8, 1]
+    real, true = evaluate_mot(frames), evaluate_mot(renamed)
+    assert real["idf1"] == pytest.approx(4 / 6) and true["idf1"] == pytest.approx(4 / 6)
+    assert identity_flow(frames, start_ns=0).people[1] == [(0.0, 1e-9, 8)]
+
+
 def test_iou_half_matches_and_below_does_not():
     wide = (0.0, 0.0, 4.0, 1.0)
     half = (0.0, 0.0, 2.0, 1.0)  # IoU exactly 0.5

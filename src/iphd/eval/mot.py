@@ -101,7 +101,7 @@ def with_true_identities(frame: MotFrame, min_iou: float = MIN_IOU) -> MotFrame:
     Scoring frames renamed this way gives what the same boxes would score with no identity
     error at all: the gap to the real score is what association costs, the rest is detection
     (misses, false positives, late confirmation). Hypotheses are matched one to one at
-    ``min_iou`` or more (Hungarian on IoU, as the metrics match); the others keep their track
+    ``min_iou`` or more (one to one, as the metrics match); the others keep their track
     id, moved below every person id (``-1 - id``) so it cannot collide with one.
     """
     ids = -1 - frame.hyp_ids.astype(np.int64)
@@ -111,14 +111,22 @@ def with_true_identities(frame: MotFrame, min_iou: float = MIN_IOU) -> MotFrame:
 
 
 def _matches(frame: MotFrame, min_iou: float) -> list[tuple[int, int]]:
-    """(person row, hypothesis column) pairs, one to one (Hungarian on IoU), IoU >= min_iou."""
+    """(person row, hypothesis column) pairs, one to one, IoU >= min_iou.
+
+    As motmetrics matches: pairs under ``min_iou`` are ruled out before the assignment, which
+    then makes as many pairs as it can at the least total distance (1 - IoU). Assigning on IoU
+    first and cutting afterwards could trade one valid pair for two that fail the cut.
+    """
     from scipy.optimize import linear_sum_assignment
 
     if not (frame.gt_ids.size and frame.hyp_ids.size):
         return []
     iou = iou_matrix(frame.gt_boxes, frame.hyp_boxes)
-    rows, cols = linear_sum_assignment(-iou)
-    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= min_iou]
+    valid = iou >= min_iou
+    # A ruled-out pair costs more than any set of valid ones: the count of pairs comes first.
+    cost = np.where(valid, 1.0 - iou, float(iou.size + 1))
+    rows, cols = linear_sum_assignment(cost)
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if valid[r, c]]
 
 
 #: Unmatched frames up to this long inside one id's cover of a person do not split it, s.
