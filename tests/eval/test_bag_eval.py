@@ -19,7 +19,13 @@ from iphd.data.rosbag import (
 )
 from iphd.data.truth import PersonTruth
 from iphd.errors import DatasetError
-from iphd.eval.bag_eval import evaluate_offline, evaluate_recorded, write_bag_report
+from iphd.eval.bag_eval import (
+    RecordedFrames,
+    evaluate_offline,
+    evaluate_recorded,
+    score_recorded,
+    write_bag_report,
+)
 from iphd.eval.cli import main
 from iphd.eval.pipeline import OfflineConfig, OfflinePipeline, find_topic, pipeline_for_bag
 from iphd.tracking.tracker import TrackerConfig
@@ -891,3 +897,16 @@ def test_pairs_with_no_transform_into_the_tracking_frame_are_counted_and_said(
     assert metrics["counters"]["no_transform"] == pairs > 0
     assert (f"{pairs} of {pairs} pairs not tracked: no transform from the depth frame into "
             "tracking frame 'odom'") in capsys.readouterr().out
+
+
+def test_a_tracks_message_whose_detections_the_recording_lost_is_counted_not_scored():
+    box = (50.0, 30.0, 70.0, 90.0)
+    person = PersonTruth(7, box, 1.0, (0.0, 0.0, 2.0))
+    recorded = RecordedFrames(image_height=96)
+    recorded.add_detections(1, np.array([[*box, 0.9]]), 96)
+    recorded.tracks = [(1, [(3, "confirmed", box)]), (2, [(3, "confirmed", box)])]
+    result = score_recorded(recorded, {1: [person], 2: [person]})
+    # Both frames count for tracking; only the frame with its detections for AP.
+    assert result.mot["num_objects"] == 2
+    assert result.ap["n_gt"] == 1 and result.ap["ap"][0.5] == pytest.approx(1.0)
+    assert result.counters["tracks_without_detections"] == 1

@@ -462,7 +462,10 @@ def score_recorded(
     """Score recorded detections and tracks against ``truth`` (depth stamp -> people).
 
     AP uses the detections (only those the detector published, i.e. above its score
-    threshold); MOT the confirmed tracks of each ``tracks`` message.
+    threshold); MOT the confirmed tracks of each ``tracks`` message. The detector publishes an
+    array for every pair, even an empty one, so a ``tracks`` message without its
+    ``detections`` one means the recording lost that message: the frame is left out of AP
+    (its people are not the detector's misses) and counted (``tracks_without_detections``).
 
     Raises:
         DatasetError: the image height is unknown (the ground-truth label rule needs it).
@@ -501,6 +504,9 @@ def score_recorded(
         counters={
             "detections_messages": len(detections or {}),
             "tracks_messages": len(recorded.tracks),
+            "tracks_without_detections": sum(
+                stamp not in detections for stamp, _ in recorded.tracks
+            ) if detections is not None else 0,
         },
     )
 
