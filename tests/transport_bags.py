@@ -66,7 +66,7 @@ def write_calibration_recording(path, texts, t0_ns=1_700_000_000_000_000_000):
 
 
 def write_graph_recording(src, dst, *, registered="thermal/registered", outputs=False,
-                          calibration_text=None, clock=False, static_tf=()):
+                          calibration_text=None, clock=False, static_tf=(), qos=True):
     """``src`` with what ``ros2 bag record -a`` of a running graph adds.
 
     With each depth frame, the fusion node's registered image (a copy of the depth image, on
@@ -74,7 +74,8 @@ def write_graph_recording(src, dst, *, registered="thermal/registered", outputs=
     ``tracks`` (one person, track id 99). At the start, ``calibration_text`` on
     ``rig_calibration``, with ``clock`` a ``/clock`` at 0 (a clock not the player's), and
     after ``src``'s own, one more ``/tf_static`` message of ``static_tf`` (StaticTransforms,
-    another publisher's). Topics ``src`` offered latched stay latched.
+    another publisher's). Topics ``src`` offered latched stay latched, unless ``qos`` is False
+    (no offered QoS is stored, as by tools that keep none).
     """
     from rosbags.rosbag2 import Writer
 
@@ -102,7 +103,7 @@ def write_graph_recording(src, dst, *, registered="thermal/registered", outputs=
 
         def write(topic, msgtype, log_ns, msg):
             if topic not in conns:
-                latched = topic in topics and topics[topic].latched
+                latched = qos and topic in topics and topics[topic].latched
                 conns[topic] = writer.add_connection(
                     topic, msgtype, typestore=store,
                     offered_qos_profiles=[LATCHED_QOS] if latched else [])

@@ -471,6 +471,21 @@ def test_a_late_listener_gets_every_static_transform_of_the_bag(
     assert got["camera_link"].transform.translation.z == pytest.approx(1.2)
 
 
+def test_tf_static_is_played_latched_even_when_the_bag_stored_no_qos(
+    tmp_path, ros_context, executor, spin_until, tf2_msgs
+):
+    from iphd.calibration import StaticTransform
+
+    _write_bag(tmp_path / "bag", frames=4)
+    mount = StaticTransform("base_link", "camera_link", (0.1, 0.0, 1.2), (0.0, 0.0, 0.0, 1.0))
+    write_graph_recording(tmp_path / "bag", tmp_path / "rec", static_tf=[mount], qos=False)
+    assert not BagReader(tmp_path / "rec").topics["/tf_static"].latched
+    _play(ros_context, executor, spin_until, tmp_path / "rec")
+    # tf2's listeners ask for transient-local: a volatile /tf_static would reach none of them.
+    got = _late_tf_static(ros_context, executor, spin_until, tf2_msgs)
+    assert set(got) == {"camera_link", "depth_optical_frame", "thermal_optical_frame"}
+
+
 def test_the_rig_transforms_the_graph_publishes_are_not_played(
     tmp_path, ros_context, executor, spin_until, tf2_msgs
 ):

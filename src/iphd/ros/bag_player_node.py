@@ -179,7 +179,10 @@ class BagPlayerNode(Node):
                     f"skipping topic '{topic}': its type {info.msgtype} is not installed here"
                 )
                 continue
-            profile = qos.STATIC_TF if info.latched else qos.SENSOR_PUB
+            # A static TF topic is latched as tf2's static broadcaster latches it, even where
+            # the bag stored no QoS: tf2's listeners and RViz ask for transient-local.
+            latched = info.latched or self._tf_topics.get(topic, False)
+            profile = qos.STATIC_TF if latched else qos.SENSOR_PUB
             self._topic_pubs[topic] = (self.create_publisher(cls, topic, profile), cls)
             self.published[topic] = 0
         if self.excluded_frames and any(t in self._topic_pubs for t in self._tf_topics):
