@@ -115,3 +115,16 @@ def test_a_live_buffer_keeps_only_its_cache_of_a_moving_transform():
         tf("odom", "base_link", 6 * S)
     with pytest.raises(ValueError, match="cache_s"):
         TransformBuffer(cache_s=0)
+
+
+def test_clearing_the_moving_transforms_keeps_the_static_ones():
+    tf = _robot()
+    tf.clear_moving()  # a bag looped: odometry starts over from the past
+    with pytest.raises(LookupError):
+        tf("odom", "depth_optical_frame", 10 * S)
+    np.testing.assert_allclose(
+        tf("depth_optical_frame", "thermal_optical_frame", 0).translation, (0.05, 0, 0)
+    )
+    tf("camera_link", "thermal_optical_frame", 0)  # the static chain is whole
+    tf.add("odom", "camera_link", (2, 0, 0), _yaw(0), stamp_ns=1 * S)  # older: taken again
+    np.testing.assert_allclose(tf("odom", "camera_link", 1 * S).translation, (2, 0, 0))

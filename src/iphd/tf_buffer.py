@@ -220,6 +220,10 @@ class TransformBuffer:
             if old:
                 del edge.stamps[:old], edge.quaternions[:old], edge.translations[:old]
 
+    def clear_moving(self) -> None:
+        """Forget every moving transform's samples; static transforms stay (as tf2's clear)."""
+        self._edges = {child: e for child, e in self._edges.items() if e.static is not None}
+
     def lookup(self, target: str, source: str, stamp_ns: int) -> RigidTransform:
         """The transform of points from ``source`` into ``target`` at ``stamp_ns``.
 

@@ -67,3 +67,40 @@ def test_tf_lookup_is_tf2_where_installed_and_none_without_it(ros_context):
                 lookup("odom", "depth_optical_frame", 1)
     finally:
         node.destroy_node()
+
+
+def test_topic_lookup_drops_the_time_before_a_jump_back_and_keeps_the_static_rig(
+    ros_context, tf2_msgs
+):
+    from geometry_msgs.msg import TransformStamped
+
+    from iphd.ros.conversions import header
+    from iphd.ros.frames import TopicLookup
+
+    s = 1_000_000_000
+
+    def message(stamp, parent, child, x):
+        tf = TransformStamped(header=header(stamp, parent), child_frame_id=child,
+                              transform=_msg((x, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0)))
+        return tf2_msgs.TFMessage(transforms=[tf])
+
+    node = Node("frames_test", context=ros_context)
+    try:
+        lookup = TopicLookup(node, 0.0)
+        lookup._on(message(0, "base_link", "camera", 0.5), True)
+        for k in (30, 31):  # the end of a bag's first pass
+            lookup._on(message(k * s, "odom", "base_link", float(k)), False)
+        assert lookup("odom", "camera", 30 * s).translation[0] == pytest.approx(30.5)
+        # The detections jumped back before the new pass's odometry came: the old goes.
+        lookup.reset(1 * s)
+        with pytest.raises(LookupError, match="not connected"):
+            lookup("odom", "camera", 30 * s)
+        assert lookup("base_link", "camera", 0).translation[0] == pytest.approx(0.5)
+        # The new pass, then a jump back seen on /tf itself, then the tracker's reset.
+        for k in (1, 2, 30, 31, 1, 2):
+            lookup._on(message(k * s, "odom", "base_link", float(k)), False)
+        assert lookup.jumps == 1
+        lookup.reset(1 * s)  # what came after the jump stays
+        assert lookup("odom", "camera", 3 * s // 2).translation[0] == pytest.approx(2.0)
+    finally:
+        node.destroy_node()

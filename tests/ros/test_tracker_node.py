@@ -515,6 +515,9 @@ class FakeTf:
             raise LookupError("extrapolation into the future")
         return TO_ODOM
 
+    def reset(self, stamp_ns):
+        self.asked.append(("reset", stamp_ns))
+
 
 def test_with_tf_people_are_tracked_and_published_in_the_tracking_frame(
     graph, executor, spin_until, monkeypatch
@@ -584,6 +587,51 @@ def test_without_tf2_ros_the_node_listens_to_tf_itself(
     feeder.depth.publish(_depth(late, [box]))
     feeder.detections.publish(_detections(late, [(box, xyz, 0.9)]))
     assert spin_until(executor, lambda: node.stats().get("errors_no_transform", 0) == 1)
+
+
+def test_a_bag_that_loops_is_tracked_in_odom_again_from_its_first_frame(
+    graph, executor, spin_until, spin_for, monkeypatch, tf2_msgs
+):
+    """The replayed robot's odometry starts over from the past when the bag loops: the node's
+    own listener drops the last pass's transforms instead of refusing the new ones as old."""
+    from geometry_msgs.msg import Quaternion, Transform, TransformStamped, Vector3
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+
+    from iphd.calibration import BASE_TO_OPTICAL_XYZW
+    from iphd.ros.conversions import header
+    from iphd.ros.frames import TopicLookup
+
+    monkeypatch.setattr(tracker_node, "tf_lookup", TopicLookup)
+    node, feeder = graph(tracking_frame="odom", up_axis="z")
+
+    def tf(stamp, parent, child, xyzw, x=0.0, z=0.0):
+        qx, qy, qz, qw = map(float, xyzw)
+        return TransformStamped(header=header(stamp, parent), child_frame_id=child,
+                                transform=Transform(translation=Vector3(x=x, y=0.0, z=z),
+                                                    rotation=Quaternion(x=qx, y=qy, z=qz, w=qw)))
+
+    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    static = feeder.create_publisher(tf2_msgs.TFMessage, "/tf_static", latched)
+    odom = feeder.create_publisher(tf2_msgs.TFMessage, "/tf", 100)
+    assert spin_until(executor, lambda: odom.get_subscription_count() > 0
+                      and static.get_subscription_count() > 0)
+    static.publish(tf2_msgs.TFMessage(transforms=[
+        tf(0, "base_link", FRAME, BASE_TO_OPTICAL_XYZW)]))
+    later = T0 + 30 * 10**9  # the end of the bag's first pass, 30 s in
+
+    def drive(t0):
+        for k in range(-1, 8):
+            odom.publish(tf2_msgs.TFMessage(transforms=[
+                tf(t0 + k * PERIOD, "odom", "base_link", (0, 0, 0, 1), x=2.0, z=1.0)]))
+        spin_for(executor, 0.3)
+        _walk(executor, spin_until, feeder, 6, t0=t0)
+
+    drive(later)
+    drive(T0)  # the loop: stamps 30 s back
+    stats = node.stats()
+    assert stats.get("errors_no_transform", 0) == 0 and stats["clock_jumps"] == 1
+    assert stamp_to_ns(feeder.tracks[-1].header.stamp) == T0 + 5 * PERIOD
+    assert feeder.tracks[-1].header.frame_id == "odom" and feeder.tracks[-1].tracks
 
 
 def test_detections_without_a_transform_are_dropped_and_reported(

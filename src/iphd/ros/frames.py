@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,9 +25,23 @@ from iphd.tf_buffer import (
 )
 
 __all__ = [
-    "FrameLookup", "RigidTransform", "Tf2Lookup", "TopicLookup", "quaternion_matrix",
-    "tf_lookup", "transform_from_msg",
+    "FrameLookup", "ListeningLookup", "RigidTransform", "Tf2Lookup", "TopicLookup",
+    "quaternion_matrix", "tf_lookup", "transform_from_msg",
 ]
+
+#: /tf stamps this much older than the newest seen mean time went back (tf2's jump threshold).
+JUMP_BACK_NS = 1_000_000_000
+
+
+class ListeningLookup(FrameLookup, Protocol):
+    """A :class:`FrameLookup` fed by the TF topics, which a clock jump back must empty."""
+
+    def reset(self, stamp_ns: int) -> None:
+        """Forget the moving transforms of the time before a jump back to ``stamp_ns``.
+
+        A bag looped or a robot restarted; the static transforms stay.
+        """
+        ...
 
 
 def transform_from_msg(transform: Any) -> RigidTransform:
@@ -75,6 +89,16 @@ class Tf2Lookup:
         except (TransformException, ValueError) as exc:
             raise LookupError(str(exc)) from exc
 
+    def reset(self, stamp_ns: int) -> None:
+        """Empty tf2's buffer of moving transforms (static ones stay, as tf2 keeps them).
+
+        tf2 refuses transforms older than its cache (10 s) behind the newest it holds, and a
+        buffer made without a node clears itself on no clock jump: after a bag loops, the
+        new pass's odometry would be refused for as long as the last pass was. What the
+        new pass sent before ``stamp_ns``'s detections came is lost with it: a few frames.
+        """
+        self._buffer.clear()
+
 
 class TopicLookup:
     """:class:`FrameLookup` without ``tf2_ros``: ``/tf`` and ``/tf_static`` into iphd's buffer.
@@ -96,6 +120,9 @@ class TopicLookup:
         self._timeout_s = float(timeout_s)
         self._node = node
         self.rejected = 0
+        #: Times the moving transforms were dropped because /tf stamps jumped back.
+        self.jumps = 0
+        self._newest_ns: int | None = None
         dynamic = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         node.create_subscription(TFMessage, "/tf", lambda m: self._on(m, False), dynamic)
         node.create_subscription(
@@ -103,11 +130,41 @@ class TopicLookup:
         )
 
     def _on(self, msg: Any, static: bool) -> None:
+        stamps = [
+            int(t.header.stamp.sec) * 1_000_000_000 + int(t.header.stamp.nanosec)
+            for t in msg.transforms
+        ]
+        jumped = None
         with self._lock:
+            if stamps and not static:
+                # A bag that loops (or a robot restarted) sends odometry from the past: it
+                # would fall behind the kept samples' cache and be dropped, as tf2 drops it.
+                if self._newest_ns is not None and max(stamps) < self._newest_ns - JUMP_BACK_NS:
+                    jumped = self._newest_ns
+                    self._buffer.clear_moving()
+                    self._newest_ns = None
+                    self.jumps += 1
+                self._newest_ns = max(self._newest_ns or 0, *stamps)
             problems = add_tf_message(self._buffer, msg, static)
+        if jumped is not None:
+            self._node.get_logger().warning(
+                f"/tf stamps jumped back from {jumped} ns to {max(stamps)} ns (bag loop or "
+                "restart): moving transforms dropped, as tf2 clears its buffer"
+            )
         if problems and not self.rejected:
             self._node.get_logger().warning(f"ignoring a transform: {problems[0]}")
         self.rejected += len(problems)
+
+    def reset(self, stamp_ns: int) -> None:
+        """Forget the moving transforms if they are of the time before a jump to ``stamp_ns``.
+
+        The static ones (``/tf_static``, latched) stay. The listener has usually seen the jump
+        on ``/tf`` already and kept only the new pass's transforms, which stay.
+        """
+        with self._lock:
+            if self._newest_ns is not None and self._newest_ns > stamp_ns + JUMP_BACK_NS:
+                self._buffer.clear_moving()
+                self._newest_ns = None
 
     def __call__(self, target: str, source: str, stamp_ns: int) -> RigidTransform:
         """Points from ``source`` into ``target`` at ``stamp_ns``.
@@ -127,7 +184,7 @@ class TopicLookup:
             time.sleep(0.005)
 
 
-def tf_lookup(node: Any, timeout_s: float) -> FrameLookup | None:
+def tf_lookup(node: Any, timeout_s: float) -> ListeningLookup | None:
     """A tf2 lookup listening on ``node``; None where neither tf2 package is installed.
 
     Where only ``tf2_msgs`` is, iphd's own listener (:class:`TopicLookup`).

@@ -37,7 +37,7 @@ from iphd.ros.conversions import (
     image_to_array,
     stamp_to_ns,
 )
-from iphd.ros.frames import FrameLookup, tf_lookup
+from iphd.ros.frames import ListeningLookup, tf_lookup
 from iphd.ros.fusion_node import DEPTH_ENCODINGS
 from iphd.ros.tracking_msgs import (
     DetectionFrame,
@@ -256,7 +256,7 @@ class TrackerNode(Node):
         self._warn_drop = DropWarnings(self)
         self._frame_id = self._tracking_frame
         # Detections into tracking_frame, None = tracks stay in the detections' frame.
-        self._to_tracking: FrameLookup | None = None
+        self._to_tracking: ListeningLookup | None = None
         if self._tracking_frame:
             self._to_tracking = tf_lookup(self, tf_timeout_s)
         self._pair_lock = threading.Lock()
@@ -596,6 +596,12 @@ class TrackerNode(Node):
             return
         frame = item.detections
         positions = [d.position_m for d in frame.inputs]
+        with self._tracker_lock:
+            last_ns = self.tracker.stamp_ns
+            if last_ns is not None and frame.stamp_ns <= last_ns:
+                # Before the lookup: after a bag loop the TF buffer holds the last pass's
+                # future, and tf2 would refuse the new pass's transforms as too old.
+                self._time_jumped(frame.stamp_ns, last_ns)
         if self._to_tracking is not None and frame.frame_id != self._tracking_frame:
             try:
                 transform = self._to_tracking(self._tracking_frame, frame.frame_id, frame.stamp_ns)
@@ -619,16 +625,7 @@ class TrackerNode(Node):
             try:
                 tracks = self.tracker.update(frame.stamp_ns, inputs)
             except TimeOrderError:
-                self.get_logger().warning(
-                    f"detections stamp {frame.stamp_ns} ns is not after the last one "
-                    f"({self.tracker.stamp_ns} ns): clock jumped back (bag loop or restart); "
-                    "tracks and pairing reset"
-                )
-                self.tracker.reset()
-                with self._pair_lock:
-                    self.pairing.reset()
-                with self._lock:
-                    self._clock_jumps += 1
+                self._time_jumped(frame.stamp_ns, self.tracker.stamp_ns)
                 tracks = self.tracker.update(frame.stamp_ns, inputs)
         tracked = time.monotonic()
         shown = self._publish(tracks, frame, item.depth)
@@ -675,6 +672,24 @@ class TrackerNode(Node):
             return
         picture = render_tracks_image(depth_mm, tracks, size)
         self._image_pub.publish(array_to_image(picture, "bgr8", frame.stamp_ns, frame.frame_id))
+
+    def _time_jumped(self, stamp_ns: int, last_ns: int | None) -> None:
+        """Start over after detections stamps went back: tracks, pairing and the TF buffer.
+
+        The caller holds ``_tracker_lock``.
+        """
+        self.get_logger().warning(
+            f"detections stamp {stamp_ns} ns is not after the last one ({last_ns} ns): clock "
+            "jumped back (bag loop or restart); tracks, pairing and transforms reset"
+        )
+        assert self.tracker is not None
+        self.tracker.reset()
+        with self._pair_lock:
+            self.pairing.reset()
+        if self._to_tracking is not None:
+            self._to_tracking.reset(stamp_ns)
+        with self._lock:
+            self._clock_jumps += 1
 
     def _output_frame(self, detections_frame: str) -> str:
         wanted = self._tracking_frame
