@@ -22,6 +22,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from iphd.graph import (
+    LOG_LEVELS,
     PACKAGE,
     TOPIC_ARGUMENTS,
     build_graph,
@@ -72,6 +73,8 @@ ARGUMENTS = {
     },
 }
 TRUE = ("true", "1", "yes")
+#: Arguments launch checks before any node starts (a bad log level fails in every node).
+CHOICES = {"log_level": {"choices": list(LOG_LEVELS)}}
 
 
 def _nodes(context, *_args, **_kwargs):
@@ -145,7 +148,9 @@ def _nodes(context, *_args, **_kwargs):
 def generate_launch_description():
     return LaunchDescription(
         [
-            DeclareLaunchArgument(name, default_value=default, description=text)
+            DeclareLaunchArgument(
+                name, default_value=default, description=text, **CHOICES.get(name, {})
+            )
             for name, (default, text) in ARGUMENTS.items()
         ]
         + [OpaqueFunction(function=_nodes)]

@@ -7,6 +7,7 @@ import pytest
 
 from iphd.errors import ConfigError
 from iphd.graph import (
+    LOG_LEVELS,
     SENSOR_TOPICS,
     TOPIC_ARGUMENTS,
     build_graph,
@@ -198,6 +199,10 @@ def test_launch_file_starts_the_same_graph_as_the_runner(monkeypatch, tmp_path):
     description = module.generate_launch_description()
     entities = description.args[0]
     declared = {e.args[0] for e in entities if e.args and isinstance(e.args[0], str)}
+    # launch refuses a log level the nodes would fail on, with the same choices as iphd-run.
+    (log_level,) = (e for e in entities if e.args and e.args[0] == "log_level")
+    assert log_level.kwargs["choices"] == ["debug", "info", "warn", "error"]
+    assert list(LOG_LEVELS) == log_level.kwargs["choices"]
     assert {
         "use_sim_time",
         "namespace",

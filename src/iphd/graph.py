@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from iphd.calibration import RigCalibration
 
 SOURCES = ("live", "sim", "sim_live", "bag", "external")
+#: Log levels of the nodes (launch's ``log_level``, ``iphd-run --log-level``).
+LOG_LEVELS = ("debug", "info", "warn", "error")
 # Topics each kind of node publishes (relative names; /diagnostics left out), for RViz and docs.
 SENSOR_TOPICS = (
     "depth/image_raw", "depth/camera_info", "thermal/image_raw", "thermal/camera_info"

@@ -410,6 +410,8 @@ def test_list_parameters_given_as_a_single_string_are_refused(tmp_path, ros_cont
             _player(ros_context, None, tmp_path / "bag", **{name: "thermal_optical_frame"})
     with pytest.raises(ConfigError, match="'topics' must be a list of strings"):
         _player(ros_context, None, tmp_path / "bag", topics=[1, 2])
+    with pytest.raises(ConfigError, match="diagnostics_period must be .* above 0"):
+        _player(ros_context, None, tmp_path / "bag", diagnostics_period=0.0)
 
 
 def test_a_bags_tf_static_is_played_latched_where_tf2_msgs_is_installed(

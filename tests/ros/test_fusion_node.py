@@ -327,6 +327,13 @@ def test_bad_input_qos_parameters_are_refused_with_the_choices(ros_context):
             FusionNode(context=ros_context, parameter_overrides=[Parameter(name, value=value)])
 
 
+def test_a_diagnostics_period_that_is_not_above_zero_is_refused(ros_context):
+    for value in (0.0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="diagnostics_period must be .* above 0"):
+            FusionNode(context=ros_context,
+                       parameter_overrides=[Parameter("diagnostics_period", value=value)])
+
+
 def test_thermal_frames_wait_for_depth_that_queued_up_behind_them(
     graph, executor, spin_for, spin_until
 ):

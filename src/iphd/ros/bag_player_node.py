@@ -20,7 +20,13 @@ from iphd.data.playback import BagPlayback, PlaybackConfig
 from iphd.data.rosbag import BagReader, RawMessage, tf_topics, wal_text
 from iphd.errors import ConfigError, DatasetError, IphdError
 from iphd.ros import qos
-from iphd.ros.common import declare, diagnostic_array, forward_library_logs, spin_node
+from iphd.ros.common import (
+    declare,
+    diagnostic_array,
+    diagnostics_period,
+    forward_library_logs,
+    spin_node,
+)
 from iphd.ros.conversions import array_to_image, ns_to_stamp, stamp_to_ns
 from iphd.transports import base_topic, transport_topics
 
@@ -88,7 +94,9 @@ class BagPlayerNode(Node):
             self, "wait_for_subscribers_s", 30.0,
             "longest wait (after start_delay_s) for the wait_for_subscribers counts, s",
         )
-        period = declare(self, "diagnostics_period", 1.0, "diagnostics period, s")
+        period = diagnostics_period(
+            declare(self, "diagnostics_period", 1.0, "diagnostics period, s")
+        )
         decompress = declare(
             self, "decompress", True,
             "publish each compressed image topic (image_transport's <image>/compressed and "
@@ -214,7 +222,7 @@ class BagPlayerNode(Node):
         self._tick_timer = self.create_timer(TICK_S, self._tick, clock=self._steady)
         if self._clock_pub is not None:
             self.create_timer(float(clock_period), self._publish_clock, clock=self._steady)
-        self.create_timer(float(period), self._publish_diagnostics, clock=self._steady)
+        self.create_timer(period, self._publish_diagnostics, clock=self._steady)
         self.get_logger().info(
             f"playing {self.bag_path}: {self._reader.message_count} messages, "
             f"{self._reader.duration_ns / 1e9:.2f} s at rate {config.rate:g}"

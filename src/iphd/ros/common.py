@@ -169,6 +169,22 @@ def diagnostic_array(
     return DiagnosticArray(header=_stamp_header(node), status=[status])
 
 
+def diagnostics_period(value: Any) -> float:
+    """The ``diagnostics_period`` parameter, checked: a finite number of seconds above 0.
+
+    Raises:
+        ConfigError: 0 would publish as fast as the executor spins, a negative period or NaN
+            fails in rcl's timer with a bare traceback.
+    """
+    period = float(value)
+    if not (period > 0 and period != float("inf")):
+        raise ConfigError(
+            f"diagnostics_period must be a number of seconds above 0, got {value!r} (1.0 is "
+            "the default)"
+        )
+    return period
+
+
 class DiagnosticsReporter:
     """Publishes a node's one-status ``/diagnostics`` every ``period_s`` and on level changes.
 
@@ -186,6 +202,7 @@ class DiagnosticsReporter:
         stats: Callable[[], dict[str, Any]],
         status: Callable[[dict[str, Any]], tuple[str, str]],
     ) -> None:
+        period_s = diagnostics_period(period_s)
         self._node = node
         self._name = name
         self._stats = stats
@@ -193,7 +210,7 @@ class DiagnosticsReporter:
         self.level: str | None = None
         self._pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._clock = Clock(clock_type=ClockType.STEADY_TIME)
-        node.create_timer(float(period_s), self.publish, clock=self._clock)
+        node.create_timer(period_s, self.publish, clock=self._clock)
         node.create_timer(WATCH_PERIOD_S, self._watch, clock=self._clock)
 
     def publish(self) -> None:

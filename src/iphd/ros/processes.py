@@ -25,16 +25,12 @@ from rclpy.logging import LoggingSeverity
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from iphd import graph
 from iphd.errors import IphdError
 from iphd.graph import NodeSpec, parameters_for
 from iphd.ros.common import CallbackGuard, make_executor
 
-LOG_LEVELS = {
-    "debug": LoggingSeverity.DEBUG,
-    "info": LoggingSeverity.INFO,
-    "warn": LoggingSeverity.WARN,
-    "error": LoggingSeverity.ERROR,
-}
+LOG_LEVELS = {name: LoggingSeverity[name.upper()] for name in graph.LOG_LEVELS}
 #: Seconds between the stats a node process reports to the runner.
 REPORT_PERIOD_S = 0.5
 #: Seconds a node process may take to build its node (imports, model loading) before the
