@@ -34,6 +34,23 @@ def model_payload(fmt: str, version: int, configs: dict[str, Any], model: nn.Mod
     }
 
 
+def missing_checkpoint(what: str, path: Path | str) -> CheckpointError:
+    """The error for a checkpoint path that is not a file: a folder names the files in it.
+
+    A training run's folder (``--out``) holds ``model.pt``, ``best.pt``, ``last.pt`` (and
+    ``model_depth.pt`` / ``model_rgb.pt`` for a re-ID pair): the tools take one of them.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p.name for p in path.iterdir() if p.suffix in (".pt", ".onnx"))
+        inside = (f"pass one of its files: {', '.join(files)}" if files
+                  else "it holds no .pt or .onnx file")
+        return CheckpointError(
+            f"{what} checkpoint {path} is a folder (a training run's?), not a file: {inside}"
+        )
+    return CheckpointError(f"{what} checkpoint {path} does not exist")
+
+
 def read_payload(
     path: Path | str, fmt: str, version: int, what: str, hint: str,
     map_location: str | torch.device = "cpu",
@@ -54,7 +71,7 @@ def read_payload(
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{what} checkpoint {path} does not exist")
+        raise missing_checkpoint(what, path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt file

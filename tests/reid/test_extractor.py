@@ -160,6 +160,14 @@ def test_checkpoint_round_trip(tmp_path):
 def test_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_embedder(tmp_path / "missing.pt")
+    # A training run's folder instead of one of its files: the files are named.
+    run = tmp_path / "my_pair"
+    run.mkdir()
+    (run / "model_depth.pt").write_bytes(b"")
+    (run / "model_rgb.pt").write_bytes(b"")
+    (run / "log.csv").write_text("")
+    with pytest.raises(CheckpointError, match="is a folder .* model_depth.pt, model_rgb.pt$"):
+        load_embedder(run)
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="corrupt"):

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from iphd.data.iphd import IPHD_SPLITS, LABEL_FOLDERS, IphdDataset
 from iphd.detections import BACKENDS, CPU_DEFAULT_BACKEND, DetectionConfig
-from iphd.errors import CheckpointError, ConfigError, DatasetError, IphdError
+from iphd.errors import ConfigError, DatasetError, IphdError
 from iphd.eval.detector_eval import DetectorLike, evaluate_detector, write_report
 from iphd.graph import (
     DEPTH_TOPIC_ARGUMENTS,
@@ -379,7 +379,9 @@ def _load_detector(
     ones: exported, and quantized for ``onnxruntime-int8``, once and cached).
     """
     if not path.is_file():
-        raise CheckpointError(f"detector checkpoint {path} does not exist")
+        from iphd.checkpoints import missing_checkpoint
+
+        raise missing_checkpoint("detector", path)
     if path.suffix.lower() != ".onnx" and backend != "torch":
         from iphd.detections import DetectionConfig, load_detector
 
