@@ -11,8 +11,9 @@ Examples::
     python training/train_detector.py --resume out/train/detector/cpu_sim/last.pt
     # fine-tune the shipped model on your own IPHD-format recordings:
     # (the config starts from src/iphd/models/detector.pt through runtime.init_checkpoint):
+    # (data.any_size: frames of bag_to_iphd.py keep the recording's size, not IPHD's):
     python training/train_detector.py --config training/configs/detector/cpu_sim_finetune.yaml \
-        --set data.root=/data/my_rig
+        --set data.root=/data/my_rig --set data.any_size=true
 """
 
 from __future__ import annotations
@@ -184,7 +185,12 @@ def build_run_config(raw: dict[str, Any], name: str) -> RunConfig:
 
 def _open_split(data: dict[str, Any], split: str, labels: str) -> IphdDataset:
     sizes: dict[str, Any] = {"depth_size": None, "thermal_size": None} if data["any_size"] else {}
-    return IphdDataset(Path(data["root"]), split, labels=labels, **sizes)
+    dataset = IphdDataset(Path(data["root"]), split, labels=labels, **sizes)
+    if sizes or not len(dataset):
+        return dataset
+    # Frames of another size fail in a loader worker, behind its traceback: check one here.
+    dataset[0]
+    return dataset
 
 
 #: DetectorConfig fields that shape the weights (the rest is post-processing).

@@ -71,6 +71,18 @@ def test_bad_configs_exit_2_naming_the_problem(dataset, tmp_path, capsys, extra,
     assert message in capsys.readouterr().err
 
 
+def test_frames_of_another_size_are_refused_before_training_with_the_setting(
+    dataset, tmp_path, capsys
+):
+    # The tiny dataset's frames are not IPHD's 1280x720, as bag_to_iphd.py's are not.
+    assert _run(
+        dataset, tmp_path / "run", "--set", "data.any_size=false", "--set", "runtime.workers=1"
+    ) == 2
+    err = capsys.readouterr().err
+    assert "expected 1280x720" in err and "--set data.any_size=true" in err
+    assert "Traceback" not in err and "worker" not in err
+
+
 def test_resume_from_a_shipped_model_is_refused(dataset, tmp_path, capsys):
     out = tmp_path / "run"
     assert _run(dataset, out, "--set", "optim.epochs=1") == 0

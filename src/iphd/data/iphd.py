@@ -573,6 +573,9 @@ def _read_uint16(path: Path, what: str, size: tuple[int, int] | None) -> np.ndar
     if size is not None and (image.shape[1], image.shape[0]) != tuple(size):
         raise DatasetError(
             f"{what} image {path} is {image.shape[1]}x{image.shape[0]} px, expected "
-            f"{size[0]}x{size[1]}; pass {what}_size=None to accept other sizes"
+            f"{size[0]}x{size[1]} (IPHD's); frames of another camera or of bag_to_iphd.py "
+            f"(which keeps the recording's size) need other sizes accepted: {what}_size=None "
+            "(IphdDataset), --any-size (iphd-eval detector), --set data.any_size=true "
+            "(training/train_detector.py)"
         )
     return image

@@ -456,12 +456,7 @@ def _run_detector(args: argparse.Namespace) -> str:
     detector, config = _load_detector(
         args.checkpoint, args.device, args.threads, args.backend, args.int8_calibration
     )
-    try:
-        result = evaluate_detector(detector, dataset, progress=not args.quiet, limit=args.limit)
-    except DatasetError as exc:
-        if args.any_size or "_size=None" not in str(exc):
-            raise
-        raise DatasetError(f"{exc} (on the command line: --any-size)") from exc
+    result = evaluate_detector(detector, dataset, progress=not args.quiet, limit=args.limit)
     meta = {
         "checkpoint": str(args.checkpoint),
         "dataset": str(args.dataset),
