@@ -622,7 +622,9 @@ def finetune_hint(root: Path, identities: int, rgb: bool = False) -> str:
     if small:
         lines.append(f"(the configs hold out {held} of the training identities for validation, "
                      f"too many of {identities}: validate on the test split, written with "
-                     "--split test from other bags)")
+                     "--split test from other bags; it then picks the model, so compare the "
+                     "models with eval_reid.py on a test split of yet other bags, in another "
+                     "--out folder)")
     return "\n".join(lines)
 
 

@@ -357,7 +357,10 @@ def load_splits(run: RunConfig) -> Splits:
         if n_val and len(pids) <= n_val:
             raise DatasetError(
                 f"the training split has {len(pids)} identities; holding out "
-                f"data.val_identities={n_val} for validation leaves none to train on"
+                f"data.val_identities={n_val} for validation leaves none to train on: "
+                f"validate on a split of other people (bag_to_reid.py --split test, then "
+                f"--set data.val_split=test) or hold out fewer (--set data.val_identities="
+                f"{max(1, len(pids) // 4)})"
             )
         held = set(np.random.default_rng(int(run.runtime["seed"])).permutation(pids)[:n_val])
         val = tuple(r for r in records if r.pid in held)

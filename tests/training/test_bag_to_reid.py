@@ -73,6 +73,8 @@ def test_labelled_people_become_crops_cut_as_the_tracker_cuts_them(sim_bag, tmp_
     assert "wrote" in out and "cpu_sim_depth_finetune.yaml" in out
     # Two people cannot spare the config's 12 validation identities: validate on the test split.
     assert "--set data.val_split=test" in out
+    # ... which then picks the model: the comparison needs a test split of other bags.
+    assert "compare the models with eval_reid.py on a test split of yet other bags" in out
     records = read_records(root, "train")
     truth = read_ground_truth(sim_bag)
     frames = _camera_frames(sim_bag)
