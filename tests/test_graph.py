@@ -17,6 +17,7 @@ from iphd.graph import (
     load_params_file,
     parameters_for,
     params_calibration_file,
+    unknown_parameters,
     wants_sim_time,
     with_camera_infos,
     with_overrides,
@@ -637,3 +638,26 @@ def test_launch_file_passes_the_topic_arguments_to_every_node_and_rviz(monkeypat
     assert [n.kwargs["remappings"] for n in nodes[:3]] == [list(s.remappings) for s in specs]
     assert dict(nodes[3].kwargs["remappings"]) == REMAPPED
     assert all({"use_sim_time": False} in n.kwargs["parameters"] for n in nodes)
+
+
+def test_a_parameter_the_node_does_not_have_is_named_with_the_nearest_it_has():
+    params = {
+        "/**": {"calibration_file": "", "anything": 1},  # wildcards serve several nodes
+        "/**/detector": {"detector_checkpoint": "/m/d.pt", "score_threshold": 0.5},
+        "detector": {"scor_threshold": 0.4},  # a bare name: only outside a namespace
+        "/robot2/detector": {"nothing_like_it": 1},
+        "/**/tracker": {"reid_checkpoint": "none"},
+    }
+    declared = ["checkpoint", "score_threshold", "verifier", "use_sim_time"]
+    assert unknown_parameters(params, "detector", "", declared) == [
+        "the parameters file sets 'detector_checkpoint' for detector (under '/**/detector'), "
+        "which detector does not have: it is ignored; did you mean 'checkpoint'?",
+        "the parameters file sets 'scor_threshold' for detector (under 'detector'), which "
+        "detector does not have: it is ignored; did you mean 'score_threshold'?",
+    ]
+    assert unknown_parameters(params, "detector", "robot2", declared)[1:] == [
+        "the parameters file sets 'nothing_like_it' for detector (under '/robot2/detector'), "
+        "which detector does not have: it is ignored"
+    ]
+    assert unknown_parameters(load_params_file(ROOT / "launch" / "iphd_params.yaml"),
+                              "detector", "", ["threads"])  # a check that can fail

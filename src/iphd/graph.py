@@ -595,6 +595,42 @@ def parameters_for(
     return merged
 
 
+def unknown_parameters(
+    params: Mapping[str, Mapping[str, Any]],
+    node: str,
+    namespace: str,
+    declared: Iterable[str],
+) -> list[str]:
+    """What a parameters file gives ``node`` by its name that the node does not have.
+
+    rcl hands a node every parameter its entries name and the node ignores those it does not
+    declare, without a word: a misspelt key, or a launch argument's name
+    (``detector_checkpoint``) where the node's is ``checkpoint``, leaves the default in use.
+    Only entries that name the node (``/**/detector``, ``detector``, ``/robot1/detector``)
+    are checked; a wildcard entry (``/**``) serves several nodes. One message per key, with
+    the nearest name the node has.
+    """
+    import difflib
+
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    name = f"{ns}/{node}"
+    have = sorted(set(declared))
+    messages = []
+    for key, values in params.items():
+        if key.rstrip("/").rpartition("/")[2] != node or not _key_pattern(key).fullmatch(name):
+            continue
+        for param in values:
+            if param in have:
+                continue
+            near = difflib.get_close_matches(param, have, n=1)
+            messages.append(
+                f"the parameters file sets '{param}' for {node} (under '{key}'), which {node} "
+                "does not have: it is ignored"
+                + (f"; did you mean '{near[0]}'?" if near else "")
+            )
+    return messages
+
+
 def with_overrides(
     params: Mapping[str, Mapping[str, Any]],
     overrides: Mapping[str, Mapping[str, Any]],

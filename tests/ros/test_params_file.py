@@ -13,7 +13,7 @@ from rclpy.parameter import Parameter
 from iphd.errors import ConfigError
 from iphd.graph import SOURCES, build_graph, load_params_file, parameters_for
 from iphd.ros import detector_node, tracker_node
-from iphd.ros.common import declare
+from iphd.ros.common import declare, warn_unknown_parameters
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "launch" / "iphd_params.yaml"
@@ -120,6 +120,9 @@ def test_every_parameter_of_the_shipped_file_is_declared_by_its_node(ros_context
             parameter_overrides=[Parameter(k, value=v) for k, v in cheap.get(name, {}).items()],
         )
         try:
+            # Started with the shipped file, as ros2 launch starts it: nothing unknown in it.
+            argv = [name, "--ros-args", "--params-file", str(SHIPPED)]
+            assert warn_unknown_parameters(node, argv) == []
             declared[name] = set(node.get_parameters_by_prefix(""))
             writable[name] = {
                 d.name for d in node.describe_parameters(sorted(declared[name]))
@@ -218,3 +221,33 @@ def test_an_unexpected_error_while_applying_a_change_refuses_it_and_the_node_goe
     assert node.get_parameter("gain").value == 1.0
     assert set_remote_parameters(executor, client, "changing", gain=2.0).successful
     assert applied == [{"gain": 2.0}] and node.get_parameter("gain").value == 2.0
+
+
+def test_a_key_the_node_does_not_have_is_warned_of_as_ros2_launch_starts_it(
+    ros_context, tmp_path
+):
+    from iphd.ros.fusion_node import FusionNode
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("/**/fusion:\n  ros__parameters:\n    calibraton_file: my_rig.yaml\n")
+    node = FusionNode(context=ros_context)
+    try:
+        argv = ["fusion_node", "--ros-args", "--params-file", str(path), "-r", "a:=b"]
+        assert warn_unknown_parameters(node, argv) == [
+            "the parameters file sets 'calibraton_file' for fusion (under '/**/fusion'), which "
+            "fusion does not have: it is ignored; did you mean 'calibration_file'?"
+        ]
+        # A file that does not read is rcl's to report.
+        assert warn_unknown_parameters(node, ["--params-file", str(tmp_path / "none")]) == []
+    finally:
+        node.destroy_node()
+
+
+def test_the_runner_warns_of_a_key_the_node_does_not_have(ros_context, capfd):
+    from iphd.ros.processes import make_nodes
+
+    (spec,) = [s for s in build_graph("sim_live", detector=False) if s.name == "fusion"]
+    params = {"/**/fusion": {"input_reliabilty": "reliable"}}
+    (node,) = make_nodes((spec,), params, context=ros_context).values()
+    node.destroy_node()
+    assert "sets 'input_reliabilty' for fusion" in capfd.readouterr().err

@@ -9,7 +9,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 import rclpy
@@ -397,6 +397,29 @@ class CallbackGuard:
                 self._last_log = now
 
 
+def warn_unknown_parameters(node: Node, argv: Sequence[str]) -> list[str]:
+    """Warn of what the ``--params-file`` files in ``argv`` give ``node`` that it does not have.
+
+    As ``ros2 launch`` and ``ros2 run`` start a node: rcl reads the files and the node ignores
+    the parameters it does not declare, silently. A file that does not read is left to rcl,
+    which has already said why. Returns the warnings.
+    """
+    from iphd.graph import load_params_file, unknown_parameters
+
+    files = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--params-file"]
+    declared = node.get_parameters_by_prefix("")
+    messages: list[str] = []
+    for path in files:
+        try:
+            params = load_params_file(path)
+        except ConfigError:
+            continue
+        messages += unknown_parameters(params, node.get_name(), node.get_namespace(), declared)
+    for message in messages:
+        node.get_logger().warning(message)
+    return messages
+
+
 def spin_node(
     factory: Callable[[], Node],
     args: list[str] | None = None,
@@ -423,6 +446,7 @@ def spin_node(
     except BaseException:
         rclpy.try_shutdown()
         raise
+    warn_unknown_parameters(node, sys.argv if args is None else args)
     executor.add_node(node)
     guard = CallbackGuard(node.get_logger().error)
     try:

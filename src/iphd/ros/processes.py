@@ -27,7 +27,7 @@ from rclpy.parameter import Parameter
 
 from iphd import graph
 from iphd.errors import IphdError
-from iphd.graph import NodeSpec, parameters_for
+from iphd.graph import NodeSpec, parameters_for, unknown_parameters
 from iphd.ros.common import CallbackGuard, make_executor
 
 LOG_LEVELS = {name: LoggingSeverity[name.upper()] for name in graph.LOG_LEVELS}
@@ -86,12 +86,15 @@ def make_nodes(
         overrides = [Parameter(k, value=v) for k, v in values.items()]
         cli = ["--ros-args"] + [a for f, t in spec.remappings for a in ("-r", f"{f}:={t}")]
         cls = getattr(importlib.import_module(spec.module), spec.node_class)
-        nodes[spec.name] = cls(
+        node = nodes[spec.name] = cls(
             namespace=namespace,
             parameter_overrides=overrides,
             cli_args=cli if spec.remappings else None,
             context=context,
         )
+        declared = node.get_parameters_by_prefix("")
+        for message in unknown_parameters(params, spec.name, namespace, declared):
+            node.get_logger().warning(message)
     return nodes
 
 
