@@ -60,6 +60,7 @@ from tune_tracker import (  # noqa: E402
     model_files,
     pipeline_settings,
     replay,
+    tracking_config,
 )
 
 #: Version of the recorded file; part of the cache key.
@@ -104,10 +105,12 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
                threads: int = 2, detector_checkpoint: str = "", score_threshold: float = 0.5,
                min_thermal_contrast_k: float = 0.0, calibration: str = "",
                int8_calibration: str = "",
-               topics: dict[str, str] | None = None) -> VerifierBag:
+               topics: dict[str, str] | None = None,
+               tracking_frame: str = "") -> VerifierBag:
     """Run the offline pipeline (no verifier) over ``bag``; keep inputs, features and truth.
 
-    The settings are ``tune_tracker.record_bag``'s.
+    The settings are ``tune_tracker.record_bag``'s: with ``tracking_frame`` the inputs'
+    positions are in that frame, and a pair with no transform is left out.
     """
     from iphd.data.rosbag import BagReader
     from iphd.eval.bag_eval import read_truth
@@ -118,7 +121,8 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
                            score_threshold=score_threshold,
                            min_thermal_contrast_k=min_thermal_contrast_k, verifier="none",
                            calibration=calibration, int8_calibration=int8_calibration,
-                           topics=topics or {})
+                           topics=topics or {}, tracking_frame=tracking_frame,
+                           tracker=tracking_config(tracking_frame))
     frames: list[tuple[int, list[TrackInput], int, np.ndarray]] = []
     with BagReader(bag) as reader:
         truth = read_truth(reader)
@@ -141,6 +145,8 @@ def record_bag(bag: Path, *, backend: str = "auto", reid_checkpoint: str = "",
         pipeline.on_checked = checked
         pipeline.tracker.update = keep  # type: ignore[method-assign]
         for pair in pipeline.run_bag(reader):
+            if len(given) == len(frames):  # not tracked: no transform into tracking_frame
+                continue
             inputs = given[-1]
             rows = np.zeros((len(inputs), len(FEATURE_NAMES)))
             for i, d in enumerate(inputs):
@@ -263,6 +269,7 @@ def idf1_by_threshold(bags: Sequence[VerifierBag], verifier: BoxVerifier,
 
 
 def choose_threshold(bags: Sequence[VerifierBag], thresholds: Sequence[float] = THRESHOLDS,
+                     tracker: TrackerConfig | None = None,
                      **fit_kwargs: Any) -> tuple[float, dict[float, list[float]]]:
     """Two-fold choice (alternate bags): the threshold with the best mean IDF1 on unseen bags.
 
@@ -275,7 +282,7 @@ def choose_threshold(bags: Sequence[VerifierBag], thresholds: Sequence[float] = 
     scores: dict[float, list[float]] = {}
     for train, test in (folds, folds[::-1]):
         verifier = fit(*dataset(train), **fit_kwargs)
-        for t, values in idf1_by_threshold(test, verifier, thresholds).items():
+        for t, values in idf1_by_threshold(test, verifier, thresholds, tracker).items():
             scores.setdefault(t, []).extend(values)
     best = max(thresholds, key=lambda t: (np.nanmean(scores[t]), -t))
     return best, scores
@@ -324,6 +331,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     add_pipeline_arguments(parser, verifier=False)
+    parser.add_argument("--tracking-frame", default="", metavar="FRAME",
+                        help="the tracker node's tracking_frame: replay the tracker in FRAME "
+                        "(odom, map) through the bags' /tf, up axis z, as on a moving robot "
+                        "(default: the detections' frame)")
     return parser
 
 
@@ -344,6 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     fit_kwargs = {"epochs": args.epochs, "hidden": args.hidden, "seed": args.seed}
     settings = pipeline_settings(args)
+    if args.tracking_frame:  # only when given: earlier cache keys stay valid
+        settings["tracking_frame"] = args.tracking_frame
+    tracker = tracking_config(args.tracking_frame)
     try:
         bags, extra = [], []
         for group, paths in ((bags, args.bag), (extra, args.eval_bag)):
@@ -352,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 group.append(cached_record(bag, args.cache, **settings))
         text = ""
         if args.threshold is None:
-            threshold, scores = choose_threshold(bags, **fit_kwargs)
+            threshold, scores = choose_threshold(bags, tracker=tracker, **fit_kwargs)
             names = [Path(b.name).name for b in bags[0::2] + bags[1::2]]
             text += (f"## Threshold, two folds over the training bags (chosen: {threshold})\n\n"
                      + table(scores, names) + "\n")
@@ -371,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         verifier.save(args.out)
         text += f"Wrote {args.out}: threshold {threshold}, trained on {source}.\n"
         if extra:
-            scores = idf1_by_threshold(extra, verifier, [threshold])
+            scores = idf1_by_threshold(extra, verifier, [threshold], tracker)
             text += ("\n## Bags it did not train on\n\n"
                      + table(scores, [Path(b.name).name for b in extra]))
     except IphdError as exc:

@@ -143,3 +143,35 @@ def test_a_verifier_that_does_not_help_is_written_with_a_warning(tmp_path, monke
     assert "WARNING: the verifier does not help" in captured.err
     assert "WARNING" in captured.out  # in the report too
     assert load_verifier(out).threshold in train_verifier.THRESHOLDS
+
+
+def test_a_turning_robots_bags_are_recorded_and_replayed_in_its_tracking_frame(
+    pan_bag, tmp_path, monkeypatch
+):
+    odom = train_verifier.record_bag(pan_bag, reid_checkpoint="none", threads=1,
+                                     tracking_frame="odom")
+    optical = train_verifier.record_bag(pan_bag, reid_checkpoint="none", threads=1)
+    assert [f[0] for f in odom.frames] == [f[0] for f in optical.frames]
+    moved = [np.linalg.norm(np.subtract(a.position_m, b.position_m))
+             for (_, ins_a, _, _), (_, ins_b, _, _) in zip(odom.frames, optical.frames,
+                                                           strict=True)
+             for a, b in zip(ins_a, ins_b, strict=True) if np.all(np.isfinite(a.position_m))]
+    assert moved and max(moved) > 1.0  # positions in odom, not in the turning camera
+    # The threshold is chosen with the tracker replayed as the node tracks in odom.
+    made, trackers = {}, []
+
+    def fake_record(path, **kwargs):
+        made[path.name] = kwargs
+        return _bag(path.name, seed=len(made))
+
+    def fake_replay(bag, tracker):
+        trackers.append(tracker.up_axis)
+        return {"idf1": 0.5}
+
+    monkeypatch.setattr(train_verifier, "record_bag", fake_record)
+    monkeypatch.setattr(train_verifier, "replay", fake_replay)
+    assert train_verifier.main(["--bag", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+                                str(tmp_path / "v.npz"), "--epochs", "2",
+                                "--tracking-frame", "odom"]) == 0
+    assert all(kw["tracking_frame"] == "odom" for kw in made.values())
+    assert trackers and set(trackers) == {"z"}
