@@ -143,6 +143,28 @@ def test_cli_exports_a_checkpoint(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_a_verifier_fitted_on_a_checkpoint_suits_its_onnx_export(tmp_path):
+    from iphd.detection.verifier import (
+        detector_fingerprint,
+        detector_fingerprints,
+        detector_mismatch,
+        load_box_verifier,
+    )
+
+    checkpoint = save_checkpoint(tmp_path / "m.pt", _tiny_model(), NORM)
+    assert main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.onnx")]) == 0
+    mine = detector_fingerprint(checkpoint)
+    assert detector_fingerprints(tmp_path / "m.onnx") == {
+        detector_fingerprint(tmp_path / "m.onnx"), mine
+    }
+    verifier = dataclasses.replace(load_box_verifier(""), detector_sha256=mine)
+    assert detector_mismatch("v.npz", verifier, tmp_path / "m.onnx") is None
+    # An export of another checkpoint (or one made without the record) is still said.
+    export_onnx(_tiny_model(), tmp_path / "bare.onnx", NORM)
+    problem = detector_mismatch("v.npz", verifier, tmp_path / "bare.onnx")
+    assert problem is not None and "verifier:=none" in problem
+
+
 @pytest.mark.parametrize("fusion", [f for f in FUSION_MODES if f != "early"])
 def test_every_fusion_mode_exports(fusion, tmp_path):
     model = _tiny_model(dataclasses.replace(TINY, fusion=fusion))

@@ -34,6 +34,8 @@ from iphd.onnxrt import cached_export, on_cuda, open_session, trace_export
 
 ONNX_FORMAT = "iphd-detector-onnx"
 ONNX_FORMAT_VERSION = 1
+#: Metadata key of the SHA-256 of the checkpoint an export was made from.
+SOURCE_KEY = "source_checkpoint_sha256"
 #: Opset 17 runs on every onnxruntime since 1.13 and on TensorRT 8.6+, the runtimes of robots
 #: that lag behind the development machines; the network needs nothing newer.
 DEFAULT_OPSET = 17
@@ -57,6 +59,7 @@ def export_onnx(
     normalize: NormalizeConfig,
     input_size: tuple[int, int] | None = None,
     opset: int = DEFAULT_OPSET,
+    source_sha256: str = "",
 ) -> Path:
     """Write ``model``'s forward pass to ``path`` as ONNX, with its configs as metadata.
 
@@ -70,6 +73,9 @@ def export_onnx(
         input_size: (H, W) fixed in the graph; default ``model.config.input_size``. The stored
             ``DetectorConfig`` records this size, and ``normalize.out_size`` must match it.
         opset: ONNX opset version.
+        source_sha256: SHA-256 of the checkpoint file ``model`` came from, kept in the
+            metadata (``SOURCE_KEY``): a box verifier fitted on that checkpoint's boxes
+            suits its exports too.
 
     Raises:
         ConfigError: if ``normalize.out_size`` (W, H) is not ``input_size``.
@@ -99,6 +105,8 @@ def export_onnx(
             "detector_config": json.dumps(dataclasses.asdict(config)),
             "normalize_config": json.dumps(dataclasses.asdict(normalize)),
         }
+        if source_sha256:
+            metadata[SOURCE_KEY] = source_sha256
         onnx.helper.set_model_props(proto, metadata)
         proto.doc_string = f"iphd person detector ({config.fusion} fusion), input {h}x{w}"
         onnx.checker.check_model(proto)
@@ -125,8 +133,10 @@ def cached_onnx(checkpoint: Path | str, folder: Path | None = None) -> Path:
     checkpoint = Path(checkpoint)
 
     def export(path: Path) -> None:
+        from iphd.detection.verifier import detector_fingerprint
+
         model, normalize, _ = load_checkpoint(checkpoint)
-        export_onnx(model, path, normalize)
+        export_onnx(model, path, normalize, source_sha256=detector_fingerprint(checkpoint))
 
     return cached_export(checkpoint, "detector", export, folder)
 
@@ -281,8 +291,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = "onnx_export"
     out = args.out if args.out is not None else args.checkpoint.with_suffix(".onnx")
     try:
+        from iphd.detection.verifier import detector_fingerprint
+
         model, normalize, _ = load_checkpoint(args.checkpoint)
-        export_onnx(model, out, normalize, opset=args.opset)
+        export_onnx(model, out, normalize, opset=args.opset,
+                    source_sha256=detector_fingerprint(args.checkpoint))
         detector = OnnxDetector(out, device="cpu")
         diff = max_abs_difference(model, detector)
     except (IphdError, ValueError) as exc:

@@ -426,8 +426,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         config = QuantizeConfig(per_channel=not args.per_tensor, calibration=args.calibration)
         out = args.out or args.checkpoint.with_name(f"{args.checkpoint.stem}-int8.onnx")
+        from iphd.detection.verifier import detector_fingerprint
+
         model, normalize, _ = load_checkpoint(args.checkpoint)
-        fp32 = export_onnx(model, out.with_name(f".{out.stem}.fp32.onnx"), normalize)
+        fp32 = export_onnx(model, out.with_name(f".{out.stem}.fp32.onnx"), normalize,
+                           source_sha256=detector_fingerprint(args.checkpoint))
         try:
             quantize_onnx(fp32, out, read_calibration(config.calibration_path), config)
         finally:

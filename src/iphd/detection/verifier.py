@@ -351,6 +351,29 @@ def detector_fingerprint(checkpoint: str | Path) -> str:
     return digest.hexdigest()
 
 
+def detector_fingerprints(checkpoint: str | Path) -> set[str]:
+    """The SHA-256s that name the detector in ``checkpoint``.
+
+    The file's own and, for an ONNX export, that of the checkpoint it was exported from (its
+    metadata), so a verifier fitted on a checkpoint suits its exports.
+
+    Raises:
+        CheckpointError: the file cannot be read.
+    """
+    found = {detector_fingerprint(checkpoint)}
+    if Path(checkpoint).suffix.lower() == ".onnx":
+        import onnx
+
+        from iphd.detection.onnx_export import SOURCE_KEY
+
+        try:
+            proto = onnx.load(str(checkpoint), load_external_data=False)
+        except Exception:  # noqa: BLE001 - not a model: the detector's loading says why
+            return found
+        found |= {p.value for p in proto.metadata_props if p.key == SOURCE_KEY}
+    return found
+
+
 def detector_mismatch(
     name: str, verifier: BoxVerifier | None, checkpoint: str | Path
 ) -> str | None:
@@ -368,7 +391,7 @@ def detector_mismatch(
         return None
     if verifier.detector_sha256:
         try:
-            fits = detector_fingerprint(checkpoint) == verifier.detector_sha256
+            fits = verifier.detector_sha256 in detector_fingerprints(checkpoint)
         except CheckpointError:
             return None  # the detector's own loading says what is wrong with the file
         fitted_on = "another detector's boxes"
@@ -382,7 +405,8 @@ def detector_mismatch(
         f"box verifier {name or 'shipped'} was fitted on {fitted_on}, not on those of "
         f"{checkpoint}: it learned that detector's mistakes and may leave out this one's "
         f"people. Retrain it for this detector (training/train_verifier.py "
-        f"--detector-checkpoint {checkpoint}), or compare with verifier none on your bags"
+        f"--detector-checkpoint {checkpoint}), or compare with the verifier off on your bags "
+        "(verifier:=none, iphd-eval bag --verifier none)"
     )
 
 
