@@ -346,6 +346,12 @@ def train(run: RunConfig, info: DistInfo, resume: dict[str, Any] | None, quiet: 
     iters_per_epoch = len(sampler)
     started = time.monotonic()
     last_path = out / "last.pt"
+    if max_iters is not None and iteration >= int(max_iters) and start_epoch < epochs:
+        # A resumed run keeps its config's cap: say so instead of ending without a step.
+        raise ConfigError(
+            f"the run already made optim.max_iters={max_iters} iterations; to train on, "
+            "add --set optim.max_iters=null (or a higher cap)"
+        )
     for epoch in range(start_epoch, epochs):
         sampler.set_epoch(epoch)
         train_data.set_epoch(epoch)

@@ -56,6 +56,18 @@ def test_resume_continues_after_the_saved_epoch(dataset, tmp_path):
     assert second["iteration"] == 2 * first["iteration"]
 
 
+def test_resuming_a_run_that_reached_its_iteration_cap_says_how_to_go_on(
+    dataset, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    assert _run(dataset, out, "--set", "optim.epochs=1", "--set", "optim.max_iters=1") == 0
+    resume = ["--resume", str(out / "last.pt"), "--quiet", "--set", "optim.epochs=2"]
+    assert train_detector.main(resume) == 2
+    assert "--set optim.max_iters=null" in capsys.readouterr().err
+    assert train_detector.main([*resume, "--set", "optim.max_iters=null"]) == 0
+    assert torch.load(out / "last.pt", weights_only=True)["extra"]["epoch"] == 1
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
