@@ -539,39 +539,49 @@ def test_with_tf_people_are_tracked_and_published_in_the_tracking_frame(
     assert abs(track.velocity.x) < 0.25 and track.velocity.z == 0.0
 
 
+def _tf_message(tf2_msgs, stamp, parent, child, xyz, xyzw):
+    """A TFMessage of one transform."""
+    from geometry_msgs.msg import Quaternion, Transform, TransformStamped, Vector3
+
+    from iphd.ros.conversions import header
+
+    x, y, z = map(float, xyz)
+    qx, qy, qz, qw = map(float, xyzw)
+    return tf2_msgs.TFMessage(transforms=[TransformStamped(
+        header=header(stamp, parent), child_frame_id=child,
+        transform=Transform(translation=Vector3(x=x, y=y, z=z),
+                            rotation=Quaternion(x=qx, y=qy, z=qz, w=qw)))])
+
+
+def _listening_tracker(graph, executor, spin_until, monkeypatch, tf2_msgs):
+    """A tracker in odom through iphd's own listener (tf2_msgs without tf2_ros), its feeder,
+    and the feeder's /tf publisher; base_link -> optical is already on /tf_static."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+
+    from iphd.calibration import BASE_TO_OPTICAL_XYZW
+    from iphd.ros.frames import TopicLookup
+
+    monkeypatch.setattr(tracker_node, "tf_lookup", TopicLookup)
+    node, feeder = graph(tracking_frame="odom", up_axis="z")
+    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    static = feeder.create_publisher(tf2_msgs.TFMessage, "/tf_static", latched)
+    odom = feeder.create_publisher(tf2_msgs.TFMessage, "/tf", 100)
+    assert spin_until(executor, lambda: odom.get_subscription_count() > 0
+                      and static.get_subscription_count() > 0)
+    static.publish(_tf_message(tf2_msgs, 0, "base_link", FRAME, (0, 0, 0), BASE_TO_OPTICAL_XYZW))
+    return node, feeder, odom
+
+
 def test_without_tf2_ros_the_node_listens_to_tf_itself(
     graph, executor, spin_until, spin_for, monkeypatch, tf2_msgs
 ):
     """The same walk with real TF messages (a robot's odom -> base_link on /tf and base_link ->
     optical on /tf_static, together TO_ODOM) through iphd's own listener, as where tf2_msgs is
     installed without tf2_ros."""
-    from geometry_msgs.msg import Quaternion, Transform, TransformStamped, Vector3
-    from rclpy.qos import DurabilityPolicy, QoSProfile
-
-    from iphd.calibration import BASE_TO_OPTICAL_XYZW
-    from iphd.ros.conversions import header
-    from iphd.ros.frames import TopicLookup
-
-    monkeypatch.setattr(tracker_node, "tf_lookup", TopicLookup)
-    node, feeder = graph(tracking_frame="odom", up_axis="z")
-
-    def tf(stamp, parent, child, xyz, xyzw):
-        x, y, z = map(float, xyz)
-        qx, qy, qz, qw = map(float, xyzw)
-        return TransformStamped(header=header(stamp, parent), child_frame_id=child,
-                                transform=Transform(translation=Vector3(x=x, y=y, z=z),
-                                                    rotation=Quaternion(x=qx, y=qy, z=qz, w=qw)))
-
-    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    static = feeder.create_publisher(tf2_msgs.TFMessage, "/tf_static", latched)
-    odom = feeder.create_publisher(tf2_msgs.TFMessage, "/tf", 100)
-    assert spin_until(executor, lambda: odom.get_subscription_count() > 0
-                      and static.get_subscription_count() > 0)
-    static.publish(tf2_msgs.TFMessage(transforms=[
-        tf(0, "base_link", FRAME, (0, 0, 0), BASE_TO_OPTICAL_XYZW)]))
+    node, feeder, odom = _listening_tracker(graph, executor, spin_until, monkeypatch, tf2_msgs)
     for k in range(-1, 14):  # the robot stands 2 m along odom's x, its camera 1 m up
-        odom.publish(tf2_msgs.TFMessage(transforms=[
-            tf(T0 + k * PERIOD, "odom", "base_link", (2.0, 0.0, 1.0), (0, 0, 0, 1))]))
+        odom.publish(_tf_message(tf2_msgs, T0 + k * PERIOD, "odom", "base_link",
+                                 (2.0, 0.0, 1.0), (0, 0, 0, 1)))
     spin_for(executor, 0.3)  # delivered before the first detections
     _walk(executor, spin_until, feeder, 12)
     last = feeder.tracks[-1]
@@ -594,35 +604,13 @@ def test_a_bag_that_loops_is_tracked_in_odom_again_from_its_first_frame(
 ):
     """The replayed robot's odometry starts over from the past when the bag loops: the node's
     own listener drops the last pass's transforms instead of refusing the new ones as old."""
-    from geometry_msgs.msg import Quaternion, Transform, TransformStamped, Vector3
-    from rclpy.qos import DurabilityPolicy, QoSProfile
-
-    from iphd.calibration import BASE_TO_OPTICAL_XYZW
-    from iphd.ros.conversions import header
-    from iphd.ros.frames import TopicLookup
-
-    monkeypatch.setattr(tracker_node, "tf_lookup", TopicLookup)
-    node, feeder = graph(tracking_frame="odom", up_axis="z")
-
-    def tf(stamp, parent, child, xyzw, x=0.0, z=0.0):
-        qx, qy, qz, qw = map(float, xyzw)
-        return TransformStamped(header=header(stamp, parent), child_frame_id=child,
-                                transform=Transform(translation=Vector3(x=x, y=0.0, z=z),
-                                                    rotation=Quaternion(x=qx, y=qy, z=qz, w=qw)))
-
-    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    static = feeder.create_publisher(tf2_msgs.TFMessage, "/tf_static", latched)
-    odom = feeder.create_publisher(tf2_msgs.TFMessage, "/tf", 100)
-    assert spin_until(executor, lambda: odom.get_subscription_count() > 0
-                      and static.get_subscription_count() > 0)
-    static.publish(tf2_msgs.TFMessage(transforms=[
-        tf(0, "base_link", FRAME, BASE_TO_OPTICAL_XYZW)]))
+    node, feeder, odom = _listening_tracker(graph, executor, spin_until, monkeypatch, tf2_msgs)
     later = T0 + 30 * 10**9  # the end of the bag's first pass, 30 s in
 
     def drive(t0):
         for k in range(-1, 8):
-            odom.publish(tf2_msgs.TFMessage(transforms=[
-                tf(t0 + k * PERIOD, "odom", "base_link", (0, 0, 0, 1), x=2.0, z=1.0)]))
+            odom.publish(_tf_message(tf2_msgs, t0 + k * PERIOD, "odom", "base_link",
+                                     (2.0, 0.0, 1.0), (0, 0, 0, 1)))
         spin_for(executor, 0.3)
         _walk(executor, spin_until, feeder, 6, t0=t0)
 
