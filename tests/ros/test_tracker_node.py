@@ -426,6 +426,23 @@ def test_the_query_service_answers_as_the_topic_does(graph, executor, spin_until
     assert not response.success and "mono8" in response.message
     assert list(response.result.track_ids) == []
     assert _ask(executor, spin_until, feeder, image).success
+    # The caller was told: counted, but not an input error that leaves the node at WARN.
+    stats = node.stats()
+    assert stats["queries_refused"] == 1 and "errors_bad_query" not in stats
+    assert node._status(stats)[0] == "OK"
+
+
+def test_without_a_depth_embedder_a_query_says_tracks_have_no_appearance(
+    graph, executor, spin_until
+):
+    node, feeder = graph(reid_checkpoint="none")  # the shipped RGB network still loads
+    assert node.reid is None and node.query_extractor is not None
+    _walk(executor, spin_until, feeder, 4, depth=False)
+    crop = np.zeros((64, 32, 3), np.uint8)
+    response = _ask(
+        executor, spin_until, feeder, array_to_image(crop, "rgb8", T0, "color_optical_frame")
+    )
+    assert not response.success and "reid_checkpoint" in response.message
 
 
 def test_without_an_rgb_embedder_the_query_service_says_which_parameter_to_set(

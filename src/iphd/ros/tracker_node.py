@@ -251,6 +251,7 @@ class TrackerNode(Node):
         self._without_depth = 0
         self._without_depth_run = 0
         self._queries = 0
+        self._queries_refused = 0
         self._frame_warned = False
         self._depth_info: tuple[int, int, float, float] | None = None  # width, height, fx, fy
         self._warn_drop = DropWarnings(self)
@@ -470,7 +471,9 @@ class TrackerNode(Node):
             response.success, response.message = False, str(exc)
             return response
         except (IphdError, ValueError, RuntimeError) as exc:
-            self._count("bad_query")
+            # The caller has the reason: not an input error of the node's own (no lasting WARN).
+            with self._lock:
+                self._queries_refused += 1
             response.success, response.message = False, f"query image refused: {exc}"
             return response
         response.success = True
@@ -489,6 +492,13 @@ class TrackerNode(Node):
                 if extractor is None else f"the tracker did not start ({self._last_error})"
             )
             raise _QueryUnavailableError(why)
+        if self.reid is None:
+            # Tracks then carry no depth embeddings: an empty answer would look like no match.
+            raise _QueryUnavailableError(
+                "tracks have no appearance to match: no depth re-ID embedder is loaded "
+                "(reid_checkpoint none); set 'reid_checkpoint' to a depth embedder (empty = "
+                "the shipped one)"
+            )
         rgb = image_to_array(image, QUERY_ENCODINGS)
         if image.encoding == "bgr8":
             rgb = np.ascontiguousarray(rgb[..., ::-1])
@@ -772,6 +782,7 @@ class TrackerNode(Node):
                 "tracks_published": self._tracks_published,
                 "tracks_confirmed_max": self._confirmed_max,
                 "queries": self._queries,
+                "queries_refused": self._queries_refused,
                 "clock_jumps": self._clock_jumps,
                 "frames_dropped_queue_full": self._queue_dropped,
                 "queue_length": queue_length,
