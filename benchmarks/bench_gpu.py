@@ -6,11 +6,14 @@ answers are from the CPU's on the same inputs (boxes matched by IoU, scores, emb
 similarity).
 
     python benchmarks/bench_gpu.py                       # synthetic inputs
+    python benchmarks/bench_gpu.py --bag my_bag          # 8 registered pairs of your bag
     python benchmarks/bench_gpu.py --pairs pairs.npz     # registered pairs and depth crops
 
-``--pairs`` reads an ``.npz`` with ``depth_mm`` (N, H, W) uint16, ``thermal_ck`` (N, h, w)
-uint16 (registered into the depth frame, as the fusion node publishes it) and optionally
-``depth_crops`` (M, 256, 128) uint16 metric crops. Without a CUDA device it says so and exits 2.
+``--bag`` registers the bag's pairs as the fusion node does (its own rig calibration; the
+depth crops stay synthetic). ``--pairs`` reads an ``.npz`` with ``depth_mm`` (N, H, W)
+uint16, ``thermal_ck`` (N, h, w) uint16 (registered into the depth frame, as the fusion node
+publishes it) and optionally ``depth_crops`` (M, 256, 128) uint16 metric crops. Without a CUDA
+device it says so and exits 2.
 """
 
 from __future__ import annotations
@@ -87,8 +90,12 @@ def bench_embedder(crops: list[np.ndarray], args: argparse.Namespace) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--pairs", type=Path, help=".npz of registered pairs (see above)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    inputs = parser.add_mutually_exclusive_group()
+    inputs.add_argument("--pairs", type=Path, help=".npz of registered pairs (see above)")
+    inputs.add_argument("--bag", type=Path, help="a bag: 8 of its pairs, registered")
     parser.add_argument("--detector", type=Path, default=SHIPPED_CHECKPOINT)
     parser.add_argument("--embedder", type=Path, default=SHIPPED_DEPTH_EMBEDDER)
     parser.add_argument("--iterations", type=int, default=100, help="timed calls")
@@ -103,7 +110,18 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_gpu: no CUDA device here (torch.cuda.is_available() is False); run it on "
               "the robot's GPU", file=sys.stderr)
         return 2
-    if args.pairs:
+    if args.bag:
+        from iphd.detection.quantize import calibration_pairs_from_bags
+        from iphd.errors import IphdError
+
+        try:
+            cut = calibration_pairs_from_bags([args.bag], pairs_per_bag=8)
+        except IphdError as exc:
+            print(f"bench_gpu: {exc}", file=sys.stderr)
+            return 2
+        pairs = list(zip(cut.depth_mm, cut.thermal_ck, strict=True))
+        crops = synthetic_crops("depth", 16)
+    elif args.pairs:
         data = np.load(args.pairs)
         pairs = list(zip(data["depth_mm"], data["thermal_ck"], strict=True))
         crops = list(data["depth_crops"]) if "depth_crops" in data else synthetic_crops(
