@@ -80,11 +80,12 @@ def graph(executor, ros_context, spin_until):
     return make
 
 
-def _stream(feeder, executor, spin_for, n_depth=9, thermal_at=(1, 4, 7), jitter_ns=3_000_000):
+def _stream(feeder, executor, spin_for, n_depth=9, thermal_at=(1, 4, 7), jitter_ns=3_000_000,
+            t0=T0):
     for i in range(n_depth):
-        feeder.send_depth(T0 + i * DEPTH_PERIOD)
+        feeder.send_depth(t0 + i * DEPTH_PERIOD)
         if i in thermal_at:
-            feeder.send_thermal(T0 + i * DEPTH_PERIOD - jitter_ns)
+            feeder.send_thermal(t0 + i * DEPTH_PERIOD - jitter_ns)
         spin_for(executor, 0.01)
 
 
@@ -205,7 +206,9 @@ def test_missing_calibration_keeps_the_node_up_and_diagnostics_say_why(
     assert spin_until(executor, error_seen)
 
 
-def test_diagnostics_report_rates_pairs_and_stopped_thermal(graph, executor, spin_for, spin_until):
+def test_diagnostics_report_rates_pairs_and_stopped_thermal(
+    graph, executor, spin_for, spin_until, spin_until_logged
+):
     fusion, feeder = graph()
     feeder.send_info()
     spin_for(executor, 0.1)
@@ -219,10 +222,14 @@ def test_diagnostics_report_rates_pairs_and_stopped_thermal(graph, executor, spi
     assert spin_until(executor, lambda: values()[0] is not None)
     _, kv = values()
     assert int(kv["pairs"]) >= 2 and "process_ms_mean" in kv
-    # No thermal for over a second: ERROR.
+    # No thermal for over a second: ERROR, in the log too (it had been working).
     spin_for(executor, 1.2)
     status, _ = values()
     assert status.level == DiagnosticStatus.ERROR and "thermal" in status.message
+    spin_until_logged(executor, "status ERROR: no thermal/image_raw")
+    # The stream returns: the log says so.
+    _stream(feeder, executor, spin_for, t0=T0 + 10**9)
+    spin_until_logged(executor, "status OK again")
 
 
 def test_thermal_stamped_on_another_clock_is_an_error_that_says_how_far_apart(

@@ -22,7 +22,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from iphd.reid.extractor import CropNormalizeConfig, save_embedder
 from iphd.reid.model import Embedder, EmbedderConfig
-from iphd.ros import qos, tracker_node
+from iphd.ros import common, qos, tracker_node
 from iphd.ros.conversions import (
     array_to_image,
     header,
@@ -697,6 +697,22 @@ def test_diagnostics_report_rates_latency_and_an_error_when_detections_stop(
         and "no detections" in feeder.latest_status()[0].message,
         timeout_s=3.0,
     )
+
+
+def test_no_detection_at_all_since_the_start_is_an_error_after_a_grace(
+    graph, executor, spin_until, spin_until_logged, monkeypatch
+):
+    monkeypatch.setattr(tracker_node, "STARTUP_GRACE_S", 0.5)
+    monkeypatch.setattr(common, "STARTUP_LOG_GRACE_S", 0.5)
+    node, feeder = graph()
+    assert spin_until(
+        executor,
+        lambda: feeder.latest_status()[0] is not None
+        and feeder.latest_status()[0].level == DiagnosticStatus.ERROR
+        and "detections since the start" in feeder.latest_status()[0].message,
+        timeout_s=3.0,
+    )
+    spin_until_logged(executor, "status ERROR: no detections since the start")
 
 
 def test_runner_starts_the_tracker_after_the_detector(tmp_path, capsys):

@@ -185,6 +185,10 @@ def diagnostics_period(value: Any) -> float:
     return period
 
 
+#: An ERROR a node reports from its start is logged once it lasts this long (seconds).
+STARTUP_LOG_GRACE_S = 10.0
+
+
 class DiagnosticsReporter:
     """Publishes a node's one-status ``/diagnostics`` every ``period_s`` and on level changes.
 
@@ -208,15 +212,31 @@ class DiagnosticsReporter:
         self._stats = stats
         self._status = status
         self.level: str | None = None
+        self._started = time.monotonic()
+        self._logged_error = False
         self._pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._clock = Clock(clock_type=ClockType.STEADY_TIME)
         node.create_timer(period_s, self.publish, clock=self._clock)
         node.create_timer(WATCH_PERIOD_S, self._watch, clock=self._clock)
 
     def publish(self) -> None:
-        """Publish the current status now."""
+        """Publish the current status now; entering and leaving ERROR also goes to the log.
+
+        Where no one echoes ``/diagnostics`` (a robot's console, a launch log), what stops a
+        node (a stream gone silent, a model that did not load) is then in its log as well.
+        """
         values = self._stats()
         level, message = self._status(values)
+        if level == "ERROR" and not self._logged_error:
+            # Streams start after the node: an ERROR of the first seconds is only logged if it
+            # lasts, or once the node had been working.
+            up_s = time.monotonic() - self._started
+            if self.level in ("OK", "WARN") or up_s > STARTUP_LOG_GRACE_S:
+                self._node.get_logger().error(f"status ERROR: {message}")
+                self._logged_error = True
+        elif level != "ERROR" and self._logged_error:
+            self._node.get_logger().info(f"status {level} again: {message}")
+            self._logged_error = False
         self.level = level
         self._pub.publish(diagnostic_array(self._node, self._name, level, message, values))
 

@@ -75,6 +75,8 @@ OPTICAL_UP_AXIS = "-y"
 # Detections come at the detector's pace, slower than the sensors' on a CPU: a longer silence
 # than the sensor streams' STREAM_TIMEOUT_S before depth or detections count as stopped.
 SILENCE_S = 1.0
+#: With no detections at all since start, ERROR after this long (the detector loads its model).
+STARTUP_GRACE_S = 10.0
 #: What each TrackerConfig field means, for the parameter descriptions (units as in the names).
 TRACKER_PARAMETERS = {
     "up_axis": "axis pointing up in the tracking frame: -y for the camera optical frame (the "
@@ -252,6 +254,7 @@ class TrackerNode(Node):
         self._without_depth_run = 0
         self._queries = 0
         self._queries_refused = 0
+        self._started_ns = time.monotonic_ns()
         self._frame_warned = False
         self._depth_info: tuple[int, int, float, float] | None = None  # width, height, fx, fy
         self._warn_drop = DropWarnings(self)
@@ -814,6 +817,12 @@ class TrackerNode(Node):
             return "ERROR", self._last_error
         if self._detections_rate.count and silent > SILENCE_S:
             return "ERROR", f"no detections for {silent:.1f} s (is the detector running?)"
+        waited = (time.monotonic_ns() - self._started_ns) / 1e9
+        if not self._detections_rate.count and waited > STARTUP_GRACE_S:
+            return "ERROR", (
+                f"no {topic_label(self, 'detections')} since the start, {waited:.0f} s ago (is "
+                "the detector running, on the same topic?)"
+            )
         if self.reid is None:
             return "WARN", (
                 "appearance disabled (no depth re-ID embedder; see 'reid_checkpoint'): "
