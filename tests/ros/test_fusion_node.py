@@ -371,6 +371,25 @@ def test_camera_info_inputs_warn_on_an_incompatible_publisher(graph, executor, s
     feeder.create_publisher(CameraInfo, "thermal/camera_info", qos.SENSOR_SUB)
     err = spin_until_logged(executor, "incompatible QoS on 'thermal/camera_info'")
     assert "input_reliability" in err
+    assert fusion.stats()["incompatible_qos"] == "thermal/camera_info"
+
+
+def test_an_incompatible_publisher_of_a_remapped_topic_is_named_as_it_resolves(
+    ros_context, executor, spin_until_logged
+):
+    fusion = FusionNode(
+        context=ros_context, cli_args=["--ros-args", "-r", "thermal/image_raw:=/lepton/image_raw"],
+        parameter_overrides=[Parameter("input_reliability", value="reliable")],
+    )
+    driver = Node("lepton_driver", context=ros_context)
+    executor.add_node(fusion)
+    executor.add_node(driver)
+    driver.create_publisher(Image, "/lepton/image_raw", qos.SENSOR_SUB)
+    spin_until_logged(executor, "incompatible QoS on '/lepton/image_raw (thermal/image_raw)'")
+    assert fusion.stats()["incompatible_qos"] == "/lepton/image_raw (thermal/image_raw)"
+    for node in (fusion, driver):
+        executor.remove_node(node)
+        node.destroy_node()
 
 
 def _apply(tf, point):

@@ -477,3 +477,16 @@ def test_a_live_run_without_frames_from_its_own_driver_points_at_the_camera(caps
     err = capsys.readouterr().err
     assert "no thermal image reached fusion (the lepton driver published no frame" in err
     assert "--thermal-topic" not in err
+
+
+def test_a_run_whose_drivers_offer_too_little_qos_says_so_not_the_topic_names(capsys):
+    from iphd.ros.runner import RunResult
+
+    result = RunResult(duration_s=5.0, stats={
+        "published": 0, "depth_frames": 0, "thermal_frames": 0,
+        "incompatible_qos": "/camera/camera/depth/image_rect_raw (depth/image_raw)",
+    })
+    assert exit_status(result) == 1
+    err = capsys.readouterr().err
+    assert "/camera/camera/depth/image_rect_raw (depth/image_raw) offer a QoS" in err
+    assert "input_reliability: best_effort" in err and "topic names" not in err

@@ -140,27 +140,29 @@ class FusionNode(Node):
         self.diagnostics = DiagnosticsReporter(
             self, "fusion", float(period), self.stats, self._status
         )
+        #: Inputs whose publisher offers a QoS this node's subscription cannot take.
+        self.incompatible_qos: set[str] = set()
         self.create_subscription(
             Image,
             "depth/image_raw",
             self._on_depth,
             input_qos,
-            event_callbacks=qos.warn_on_incompatible_qos(self, "depth/image_raw"),
+            event_callbacks=self._qos_events("depth/image_raw"),
         )
         self.create_subscription(
             CameraInfo, "depth/camera_info", self._on_depth_info, input_qos,
-            event_callbacks=qos.warn_on_incompatible_qos(self, "depth/camera_info"),
+            event_callbacks=self._qos_events("depth/camera_info"),
         )
         self.create_subscription(
             Image,
             "thermal/image_raw",
             self._on_thermal,
             input_qos,
-            event_callbacks=qos.warn_on_incompatible_qos(self, "thermal/image_raw"),
+            event_callbacks=self._qos_events("thermal/image_raw"),
         )
         self.create_subscription(
             CameraInfo, "thermal/camera_info", self._on_thermal_info, input_qos,
-            event_callbacks=qos.warn_on_incompatible_qos(self, "thermal/camera_info"),
+            event_callbacks=self._qos_events("thermal/camera_info"),
         )
         if publish_tf and self.calibration is not None:
             self._publish_static_tf(self.calibration)
@@ -356,6 +358,9 @@ class FusionNode(Node):
         """Registered images published so far."""
         return self._published
 
+    def _qos_events(self, topic: str):  # noqa: ANN202 - rclpy event type
+        return qos.warn_on_incompatible_qos(self, topic, self.incompatible_qos)
+
     def stats(self) -> dict[str, Any]:
         """Counters and rates for diagnostics and the runner's summary."""
         values: dict[str, Any] = {
@@ -369,6 +374,8 @@ class FusionNode(Node):
             "depth_dropped_before_camera_info": self._early_depth.dropped,
             "calibration": self._calibration_path or "not loaded",
         }
+        if self.incompatible_qos:
+            values["incompatible_qos"] = ", ".join(sorted(self.incompatible_qos))
         if self.sync is not None:
             s = self.sync.stats
             values.update(

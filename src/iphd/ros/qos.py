@@ -87,13 +87,24 @@ def declare_input_qos(node: Node) -> QoSProfile:
     )
 
 
-def warn_on_incompatible_qos(node: Node, topic: str):  # noqa: ANN201 - rclpy event type
-    """Return subscription event callbacks that log an incompatible-QoS event on ``topic``."""
+def warn_on_incompatible_qos(  # noqa: ANN201 - rclpy event type
+    node: Node, topic: str, seen: set[str] | None = None
+):
+    """Return subscription event callbacks that log an incompatible-QoS event on ``topic``.
+
+    The topic is named as it resolves (a remapped driver topic, ``topic`` beside it); with
+    ``seen``, its label is added there too, for the node's stats.
+    """
     from rclpy.event_handler import SubscriptionEventCallbacks
 
+    from iphd.ros.common import topic_label
+
     def _log(event: object) -> None:
+        label = topic_label(node, topic)
+        if seen is not None:
+            seen.add(label)
         node.get_logger().warning(
-            f"incompatible QoS on '{topic}' "
+            f"incompatible QoS on '{label}' "
             f"(last policy: {getattr(event, 'last_policy_kind', '?')}); "
             "the publisher must offer at least this subscription's reliability "
             "(the node's input_reliability parameter) and volatile durability"

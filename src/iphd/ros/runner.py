@@ -729,9 +729,13 @@ def exit_status(result: RunResult) -> int:
             drivers = [name for key, name in (("depth_frames", "d435"),
                                               ("thermal_frames", "lepton"))
                        if not stats.get(key) and name in result.nodes]
+            incompatible = stats.get("incompatible_qos")
             why = (
                 f": no {missing} image reached fusion ("
-                + (f"the {' and '.join(drivers)} driver{'s' if len(drivers) > 1 else ''} "
+                + (f"the publishers of {incompatible} offer a QoS fusion's subscriptions "
+                   "cannot take: a best-effort driver needs input_reliability: best_effort "
+                   "(the default) in the --params-file" if incompatible else
+                   f"the {' and '.join(drivers)} driver{'s' if len(drivers) > 1 else ''} "
                    "published no frame: is the camera connected? its log and /diagnostics say "
                    "why" if drivers else
                    "check the topic names: a driver's own go in --depth-topic / --thermal-topic"
