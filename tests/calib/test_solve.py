@@ -13,6 +13,7 @@ from iphd.calib.solve import (
     NoThermalContrastError,
     OneModalityError,
     TooFewViewsError,
+    board_spec,
     calibrate,
     check_views,
     coverage_text,
@@ -78,6 +79,24 @@ def _slice(rec, stop_s):
 def test_too_few_views(capture, nominal):
     with pytest.raises(TooFewViewsError, match="only 3 still views"):
         calibrate(_slice(capture.recording, 6.3), nominal)
+
+
+def test_a_board_of_another_size_is_named_not_more_poses(capture, nominal):
+    # The recording's board has 4 x 5 holes; the solve is told 5 x 5.
+    wrong = CalibConfig(spec=board_spec(5, 5, 70.0, 50.0))
+    with pytest.raises(TooFewViewsError, match=r"grid of 5 x 5 holes \(70 mm apart\) was found "
+                       r"in neither camera .*--columns --rows"):
+        calibrate(_slice(capture.recording, 12.0), nominal, wrong)
+
+
+def test_board_measures_are_checked_in_the_units_and_names_given():
+    names = ("--columns", "--rows", "--spacing-mm", "--hole-diameter-mm")
+    with pytest.raises(CalibrationError, match="--hole-diameter-mm 50 must be above 0 and below "
+                       "--spacing-mm 50"):
+        board_spec(4, 5, 50.0, 50.0, names)
+    with pytest.raises(CalibrationError, match="columns 2 and rows 5: .* at least 3 x 3"):
+        board_spec(2, 5, 70.0, 50.0)
+    assert board_spec(4, 5, 70.0, 50.0).hole_radius_m == pytest.approx(0.025)
 
 
 def test_flat_thermal_says_no_contrast(capture, nominal):

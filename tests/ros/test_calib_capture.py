@@ -126,3 +126,16 @@ def test_capture_without_out_bag_records_nothing(capture, tmp_path, ros_context,
     assert "recorded_depth/image_raw" not in node.stats()
     node.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_with_nothing_coming_the_log_says_which_stream_is_missing(
+    ros_context, executor, spin_until_logged
+):
+    node = CalibCaptureNode(context=ros_context,
+                            parameter_overrides=[Parameter("report_period_s", value=0.2)])
+    executor.add_node(node)
+    err = spin_until_logged(executor, "no thermal/image_raw for over 1 s")
+    assert "check the driver and the topic names" in err
+    executor.remove_node(node)
+    node.close()
+    node.destroy_node()

@@ -19,7 +19,13 @@ import numpy as np
 from tqdm import tqdm
 
 from iphd.calib.report import summary, write_overlay
-from iphd.calib.solve import CalibConfig, CalibrationInputError, Recording, calibrate
+from iphd.calib.solve import (
+    CalibConfig,
+    CalibrationInputError,
+    Recording,
+    board_spec,
+    calibrate,
+)
 from iphd.calibration import (
     DEFAULT_CALIBRATION,
     RigCalibration,
@@ -192,8 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise CalibrationInputError(
                     f"the folder of {target} does not exist; create it or choose another path"
                 )
-        spec = TargetSpec(columns=args.columns, rows=args.rows, spacing_m=args.spacing_mm / 1000,
-                          hole_radius_m=args.hole_diameter_mm / 2000)
+        spec = board_spec(args.columns, args.rows, args.spacing_mm, args.hole_diameter_mm,
+                          ("--columns", "--rows", "--spacing-mm", "--hole-diameter-mm"))
         cfg = CalibConfig(spec=spec, min_views=args.min_views)
         initial = load_calibration(args.initial)
         truth = None

@@ -9,6 +9,7 @@ import numpy as np
 
 from iphd.calib.solve import CalibConfig, CalibrationResult, Recording, coverage_text
 from iphd.calibration import RigCalibration
+from iphd.noise import fix_zero_patches
 from iphd.registration import Registrar
 from iphd.sensors.frames import CameraIntrinsics
 
@@ -23,14 +24,22 @@ def _to_u8(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Edges of the depth and the registered thermal image this close (pixels) agree (yellow).
+AGREE_PX = 2
+
+
 def edge_overlay(depth_mm: np.ndarray, thermal_ck: np.ndarray,
                  depth_intrinsics: CameraIntrinsics, calibration: RigCalibration) -> np.ndarray:
     """(H, W, 3) uint8 BGR: registered thermal in grey, its edges green, depth edges red.
 
-    With a good calibration the green and red edges coincide (yellow) around the board's holes
-    and outline; a shifted calibration shows them side by side.
+    Edges of the two images within ``AGREE_PX`` of each other are yellow: with a good
+    calibration most of the thermal edges around the board's holes and outline are; a shifted
+    one shows green and red side by side. The registered image's zero patches (the holes
+    themselves, seen through to the room) are filled as the fusion node fills them, so the
+    holes' thermal edges are drawn.
     """
     registered = Registrar(depth_intrinsics, calibration).register(depth_mm, thermal_ck)
+    registered = fix_zero_patches(registered)
     # Inverse depth: near surfaces bright, holes and the far room dark, invalid black.
     filled = cv2.medianBlur(depth_mm, 5)
     valid = filled > 0
@@ -40,10 +49,13 @@ def edge_overlay(depth_mm: np.ndarray, thermal_ck: np.ndarray,
     thermal_u8 = _to_u8(registered, registered > 0)
     thermal_edges = cv2.Canny(cv2.GaussianBlur(thermal_u8, (5, 5), 0), 40, 120) > 0
     thermal_edges &= cv2.erode((registered > 0).astype(np.uint8), np.ones((5, 5))) > 0
+    near = np.ones((2 * AGREE_PX + 1, 2 * AGREE_PX + 1), np.uint8)
+    near_depth = cv2.dilate(depth_edges.astype(np.uint8), near) > 0
+    near_thermal = cv2.dilate(thermal_edges.astype(np.uint8), near) > 0
     out = cv2.cvtColor((thermal_u8 // 2).astype(np.uint8), cv2.COLOR_GRAY2BGR)
     out[depth_edges] = (0, 0, 255)
     out[thermal_edges] = (0, 255, 0)
-    out[depth_edges & thermal_edges] = (0, 255, 255)
+    out[(depth_edges & near_thermal) | (thermal_edges & near_depth)] = (0, 255, 255)
     return out
 
 

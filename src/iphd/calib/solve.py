@@ -57,6 +57,29 @@ class OneModalityError(CalibrationInputError):
     """The grid was found in one camera but (almost) never in the other."""
 
 
+def board_spec(
+    columns: int, rows: int, spacing_mm: float, hole_diameter_mm: float,
+    names: tuple[str, str, str, str] = ("columns", "rows", "spacing_mm", "hole_diameter_mm"),
+) -> TargetSpec:
+    """The board, from its measures in millimetres; ``names`` are the options that gave them.
+
+    Raises:
+        CalibrationInputError: fewer than 3 x 3 holes, or holes that do not fit their spacing,
+            named as the user wrote them.
+    """
+    if columns < 3 or rows < 3:
+        raise CalibrationInputError(
+            f"{names[0]} {columns} and {names[1]} {rows}: the board needs at least 3 x 3 holes"
+        )
+    if not 0 < hole_diameter_mm < spacing_mm:
+        raise CalibrationInputError(
+            f"{names[3]} {hole_diameter_mm:g} must be above 0 and below {names[2]} "
+            f"{spacing_mm:g} (holes that touch cannot be told apart); measure your board's"
+        )
+    return TargetSpec(columns=int(columns), rows=int(rows), spacing_m=spacing_mm / 1000,
+                      hole_radius_m=hole_diameter_mm / 2000)
+
+
 class TooFewViewsError(CalibrationInputError):
     """Fewer still views of the board than the solve needs."""
 
@@ -416,6 +439,20 @@ def check_views(search: ViewSearch, cfg: CalibConfig) -> None:
             f"the grid was found in thermal only ({search.thermal_only} hold segments, {n} "
             "with both): the D435 does not see the holes; leave at least 0.5 m of free space "
             "behind the board, hold it 0.8-1.6 m from the camera, and avoid glossy plates"
+        )
+    if n < cfg.min_views and (
+            not search.segments
+            or (search.neither and search.neither >= (search.segments - search.moved) / 2)):
+        spec = cfg.spec
+        held = (f"in {search.neither} of {search.segments} moments the board was held still"
+                if search.segments else "the recording has no moment the board was held still")
+        raise TooFewViewsError(
+            f"only {n} still views: the grid of {spec.columns} x {spec.rows} holes "
+            f"({spec.spacing_m * 1000:g} mm apart) was found in neither camera ({held}); check "
+            "that the board options match your board (iphd-calibrate --columns --rows "
+            "--spacing-mm --hole-diameter-mm; the capture node's columns, rows, spacing_mm) "
+            "and that the board is in both cameras' view, then record again holding it still "
+            "for ~1 s at each of ~20 poses"
         )
     if n < cfg.min_views:
         raise TooFewViewsError(

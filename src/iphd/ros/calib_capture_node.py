@@ -11,13 +11,20 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
 from iphd.calib.capture import CaptureSession
-from iphd.calib.solve import CalibConfig
+from iphd.calib.solve import CalibConfig, board_spec
 from iphd.calibration import RigCalibration, load_calibration
 from iphd.data.rosbag import RigBagWriter
 from iphd.errors import FrameError, IphdError
 from iphd.fusion import depth_to_mm
 from iphd.ros import qos
-from iphd.ros.common import RateMeter, declare, diagnostic_array, package_file, spin_node
+from iphd.ros.common import (
+    RateMeter,
+    declare,
+    diagnostic_array,
+    package_file,
+    spin_node,
+    topic_label,
+)
 from iphd.ros.conversions import camera_info_to_intrinsics, image_to_array, stamp_to_ns
 from iphd.sensors.frames import CameraIntrinsics
 from iphd.sim.target import TargetSpec
@@ -51,10 +58,7 @@ class CalibCaptureNode(Node):
         min_views = declare(self, "min_views", 8, "views iphd-calibrate needs")
         period = declare(self, "report_period_s", 2.0, "progress report period, s")
 
-        spec = TargetSpec(
-            columns=int(columns), rows=int(rows), spacing_m=float(spacing_mm) / 1000.0,
-            hole_radius_m=float(hole_mm) / 2000.0,
-        )
+        spec = board_spec(int(columns), int(rows), float(spacing_mm), float(hole_mm))
         self.config = CalibConfig(spec=spec, min_views=int(min_views))
         path = calibration_file or str(package_file("calibration/rig.yaml"))
         self.calibration: RigCalibration = load_calibration(path)
@@ -212,22 +216,28 @@ class CalibCaptureNode(Node):
 
     def _report(self) -> None:
         line = self.progress_line()
-        self.get_logger().info(line)
-        self._publish_diagnostics(line)
-
-    def _publish_diagnostics(self, line: str) -> None:
-        level, message = "OK", line
-        if self._thermal_rate.age_s() > STREAM_TIMEOUT_S:
-            level, message = "ERROR", "no thermal/image_raw for over 1 s"
-        elif self._depth_rate.age_s() > STREAM_TIMEOUT_S:
-            level, message = "ERROR", "no depth/image_raw for over 1 s"
-        elif self._depth_info is None:
-            level, message = "ERROR", "no depth/camera_info received"
-        elif self._errors:
-            level, message = "WARN", f"{line}; input errors: {self._last_error}"
+        level, message = self._status(line)
+        if level == "ERROR":  # nothing to count views on: say why, not which poses are missing
+            self.get_logger().error(
+                f"{message} (check the driver and the topic names); {line}",
+                throttle_duration_sec=10.0,
+            )
+        else:
+            self.get_logger().info(line)
         self._diag_pub.publish(
             diagnostic_array(self, "calibration capture", level, message, self.stats())
         )
+
+    def _status(self, line: str) -> tuple[str, str]:
+        if self._thermal_rate.age_s() > STREAM_TIMEOUT_S:
+            return "ERROR", f"no {topic_label(self, 'thermal/image_raw')} for over 1 s"
+        if self._depth_rate.age_s() > STREAM_TIMEOUT_S:
+            return "ERROR", f"no {topic_label(self, 'depth/image_raw')} for over 1 s"
+        if self._depth_info is None:
+            return "ERROR", f"no {topic_label(self, 'depth/camera_info')} received"
+        if self._errors:
+            return "WARN", f"{line}; input errors: {self._last_error}"
+        return "OK", line
 
     def _fail(self, kind: str, message: str) -> None:
         self._errors[kind] = self._errors.get(kind, 0) + 1
