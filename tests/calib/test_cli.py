@@ -137,3 +137,24 @@ def test_bag_topics_recorded_only_through_image_transport_are_found(tmp_path):
         == "ns/depth/image_raw/compressedDepth"
     with pytest.raises(CalibrationInputError, match="depth/camera_info"):
         _find_topic(["depth/camera_info/compressed"], "depth/camera_info", tmp_path)
+
+
+def test_a_simulated_capture_is_saved_as_a_bag_the_tool_then_solves(
+    tmp_path, capture, truth, monkeypatch, capsys
+):
+    import iphd.calib.simulate as simulate
+
+    monkeypatch.setattr(simulate, "simulate_capture", lambda *a, **k: capture)  # rendered once
+    saved = tmp_path / "calib_bag"
+    assert main(["--sim", "--save-bag", str(saved), "--out", str(tmp_path / "sim.yaml"),
+                 "--quiet"]) == 0
+    assert main(["--bag", str(saved), "--out", str(tmp_path / "rig.yaml"), "--quiet"]) == 0
+    err = recovery_errors(load_calibration(tmp_path / "rig.yaml"), truth,
+                          capture.recording.depth_intrinsics)
+    assert err.translation_mm < 5.0 and err.clock_offset_ms < 5.0
+    capsys.readouterr()
+    assert main(["--sim", "--save-bag", str(saved), "--out", str(tmp_path / "x.yaml")]) == 2
+    assert "exists already" in capsys.readouterr().err
+    assert main(["--bag", str(saved), "--save-bag", str(tmp_path / "b"), "--out",
+                 str(tmp_path / "x.yaml")]) == 2
+    assert "goes with --sim" in capsys.readouterr().err

@@ -79,9 +79,29 @@ def get_args_parser() -> argparse.ArgumentParser:
                      "t = (20, 40, -10) mm, ~2 deg rotation, fx +5 %%)")
     sim.add_argument("--true-clock-offset", type=float,
                      help="true thermal clock offset in s (default 0.04, or the true file's)")
+    sim.add_argument("--save-bag", type=Path, metavar="BAG",
+                     help="also write the rendered capture as a rosbag2, as calib_capture "
+                     "records one (for --bag, the capture node's replay, or your own tools)")
     add_topic_arguments(parser, OFFLINE_TOPIC_ARGUMENTS, "the bag's")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
+
+
+def _save_bag(path: Path, rec: Recording, calibration: RigCalibration) -> None:
+    """Write a rendered capture as the capture node records one (the initial calibration in it).
+
+    Raises:
+        CalibrationInputError: ``path`` exists already.
+    """
+    from iphd.data.rosbag import RigBagWriter
+
+    if path.exists():
+        raise CalibrationInputError(f"{path} exists already; choose another --save-bag folder")
+    with RigBagWriter(path, calibration, rec.depth_intrinsics) as bag:
+        for stamp, frame in zip(rec.depth_stamps_ns, rec.depth_mm, strict=True):
+            bag.write_depth(int(stamp), frame)
+        for stamp, frame in zip(rec.thermal_stamps_ns, rec.thermal_ck, strict=True):
+            bag.write_thermal(int(stamp), frame)
 
 
 def _find_topic(
@@ -193,6 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     say = (lambda _line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
     try:
+        if args.save_bag is not None and (not args.sim or args.save_bag.exists()):
+            raise CalibrationInputError(
+                f"--save-bag {args.save_bag} exists already; choose another folder"
+                if args.sim else "--save-bag writes a rendered capture: it goes with --sim"
+            )
         for target in (args.out, args.overlay):
             if target is not None and not target.parent.resolve().is_dir():
                 raise CalibrationInputError(
@@ -219,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rec = capture.recording
             source = (f"simulated capture (seed {args.seed}, {args.poses} poses, "
                       f"{args.profile})")
+            if args.save_bag is not None:
+                _save_bag(args.save_bag, rec, initial)
+                say(f"wrote the capture to {args.save_bag}")
         else:
             rec = read_bag(args.bag, args.quiet, topics_from_args(args, OFFLINE_TOPIC_ARGUMENTS))
             source = f"bag {args.bag}"
