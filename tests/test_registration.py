@@ -115,6 +115,14 @@ def test_block_minimum_ignores_invalid_depth_pixels() -> None:
     assert sampled[0, 0] == 0
     assert sampled[50, 50] == 1500
     assert sampled[10, 10] == 4000
+    # A depth below min_depth_m (5 cm of noise) is as invalid inside a block as a 0: it
+    # neither wins the block's minimum nor blanks the block; a block of only such depths is 0.
+    depth[20, 21] = 50
+    depth[40:42, 40:42] = 50
+    out = registrar.register(depth, np.full((120, 160), 29500, np.uint16))
+    sampled = registrar.sample_depth(depth)
+    assert sampled[10, 10] == 4000 and out[10, 10] == 29500
+    assert sampled[20, 20] == 0 and out[20, 20] == 0
 
 
 def test_outside_the_thermal_view_is_zero() -> None:

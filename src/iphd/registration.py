@@ -368,10 +368,14 @@ class Registrar:
         return (in_front[0] & in_front[1] & meets) | (in_front[0] ^ in_front[1])
 
     def _sample_crop(self, depth_mm: np.ndarray) -> np.ndarray:
-        """Return the block-minimum valid depth over the candidate crop of the output grid."""
-        one = np.uint16(1)
-        # 0 - 1 wraps to 65535 in uint16, so invalid pixels lose every minimum and a block of
-        # only invalid pixels comes back as 65535 + 1 = 0.
+        """Return the block-minimum valid depth over the candidate crop of the output grid.
+
+        A block with no valid pixel comes back below ``min_depth_m`` (0 or a depth under it).
+        """
+        one = self._min_depth_mm
+        # A depth under min_depth (0 included) minus min_depth wraps to 65536 - (min - depth)
+        # in uint16, above every valid depth minus min_depth: invalid pixels lose every
+        # minimum, and a block of only invalid pixels comes back, plus min_depth, under it.
         depth = depth_mm[:, self._depth_cols]
         first, *rest = self._row_blocks
         reduced = np.subtract(depth[first], one)
@@ -396,7 +400,7 @@ class Registrar:
         """
         out = np.zeros((self.out_size[1], self.out_size[0]), dtype=np.uint16)
         out[self._crop] = self._sample_crop(depth_mm)
-        out[~self.candidate_mask] = 0
+        out[~self.candidate_mask | (out < self._min_depth_mm)] = 0
         return out
 
     def register(self, depth_mm: np.ndarray, thermal_ck: np.ndarray) -> np.ndarray:
