@@ -328,6 +328,24 @@ def test_thermal_contrast_reads_the_object_at_its_depth_not_what_is_behind_it():
     assert contrast == pytest.approx(11.0, abs=0.15) and coverage > 0.99
 
 
+def test_thermal_contrast_reads_each_registered_pixels_own_block_at_any_size_ratio():
+    # 1280 -> 213 (IPHD's size): registered column 100 gathers depth columns 601-606, and
+    # 100 * 1280 / 213 = 600.9 lies in the block before. A cold object (295 K, 2 m) whose box
+    # ends at column 601, in front of a radiator (320 K, 4 m) that fills column 100's block.
+    from iphd.registration import _block_indices
+
+    depth = np.full((720, 1280), 5000, np.uint16)
+    depth[:, 400:800] = 4000
+    depth[200:600, 560:601] = 2000
+    # Registered as the Registrar does: each pixel sees the nearest surface of its block.
+    rows, cols = _block_indices(720, 120), _block_indices(1280, 213)
+    block = np.min(np.stack([depth[np.ix_(r, c)] for r in rows for c in cols]), axis=0)
+    thermal = np.where(block == 4000, 32000, 29500).astype(np.uint16)
+    thermal = thermal + np.random.default_rng(0).integers(0, 40, thermal.shape).astype(np.uint16)
+    contrast, _ = thermal_contrast_k(depth, thermal, (560.0, 200.0, 601.0, 600.0), 2.0, 295.0)
+    assert abs(contrast) < 1.0  # the object's own pixels only: not the radiator's 25 K
+
+
 def test_thermal_contrast_is_nan_without_depth_or_thermal_and_reports_coverage():
     depth = _wall_and_person()
     thermal = _room_thermal(30_400)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from iphd.errors import CheckpointError, ConfigError, FrameError
-from iphd.registration import undistort_normalized
+from iphd.registration import block_starts, undistort_normalized
 from iphd.sensors.frames import CameraIntrinsics
 
 if TYPE_CHECKING:
@@ -751,8 +751,10 @@ def thermal_contrast_k(
     coverage = float(covered.mean())
     if not (np.isfinite(depth_m) and np.isfinite(scene_k)):
         return float("nan"), coverage
-    r = (np.arange(rows.start, rows.stop) * depth_h / height).astype(np.intp)
-    c = (np.arange(cols.start, cols.stop) * depth_w / width).astype(np.intp)
+    # The depth of each registered pixel's own block (as registration gathers it): where the
+    # sizes are not whole multiples (1280 -> 213), k * W / w can fall in the block before.
+    r = block_starts(depth_h, height)[rows]
+    c = block_starts(depth_w, width)[cols]
     depth = depth_mm[np.ix_(r, c)].astype(np.float64) / 1000.0
     own = covered & (depth > 0.0) & (np.abs(depth - depth_m) < THERMAL_BAND_M)
     if int(own.sum()) < THERMAL_MIN_PIXELS:

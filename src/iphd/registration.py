@@ -185,6 +185,11 @@ def _block_indices(n_in: int, n_out: int) -> list[np.ndarray]:
     ]
 
 
+def block_starts(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out,) the first input pixel of each output pixel's block (``_block_indices``)."""
+    return _block_indices(n_in, n_out)[0]
+
+
 def _as_slice(index: np.ndarray) -> slice | np.ndarray:
     """Return ``index`` as a slice when it is an arithmetic progression (a view, not a copy)."""
     if index.size == 1:
