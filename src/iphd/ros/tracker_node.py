@@ -693,7 +693,8 @@ class TrackerNode(Node):
         """
         self.get_logger().warning(
             f"detections stamp {stamp_ns} ns is not after the last one ({last_ns} ns): clock "
-            "jumped back (bag loop or restart); tracks, pairing and transforms reset"
+            "jumped back (bag loop or restart); tracks and pairing reset"
+            + (", and the transforms before it forgotten" if self._to_tracking else "")
         )
         assert self.tracker is not None
         self.tracker.reset()
