@@ -204,6 +204,16 @@ def test_import_reports_boxes_the_label_rule_leaves_out(sim_bag, exported, tmp_p
     assert [p.visibility for p in read_ground_truth(tmp_path / "gt_bag")[stamps[1]]] == [0.0]
 
 
+def test_fractional_frame_numbers_and_ids_are_refused_not_cut(tmp_path):
+    gt = tmp_path / "gt.txt"
+    gt.write_text("1.6,1,0,0,5,5,1,1,1.0\n")
+    with pytest.raises(DatasetError, match="gt.txt:1: frame 1.6 and id 1 must be whole"):
+        read_mot(gt)
+    gt.write_text("1,1,abc,0,5,5,1,1,1.0\n")
+    with pytest.raises(DatasetError, match=r"not a number .*\(columns frame,id,x,y"):
+        read_mot(gt)
+
+
 def test_a_person_twice_in_a_frame_or_no_person_class_is_refused(tmp_path):
     gt = _write_gt(tmp_path / "gt.txt", [(1, 1, 0, 0, 5, 5), (1, 1, 9, 0, 5, 5)])
     with pytest.raises(DatasetError, match="person 1 appears twice in frame 1"):
@@ -234,6 +244,21 @@ def test_import_refuses_another_bag_an_existing_output_and_a_missing_stamps_file
         import_mot(sim_bag, other, tmp_path / "new")
     (other / "stamps.csv").write_text("frame,depth_stamp_ns\n1,123\n")
     with pytest.raises(DatasetError, match="exported from another bag"):
+        import_mot(sim_bag, other, tmp_path / "new")
+    # One stamp of the export edited: named, not imported with frames that score nothing.
+    edited = tmp_path / "edited"
+    shutil.copytree(out, edited)
+    rows = (edited / "stamps.csv").read_text().splitlines()
+    frame, stamp = rows[2].split(",")
+    rows[2] = f"{frame},{int(stamp) + 7}"
+    (edited / "stamps.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DatasetError, match=f"1 of the .* first that of frame {frame} "):
+        import_mot(sim_bag, edited, tmp_path / "new")
+    # An export of another bag on the same time grid (simulator bags share one): its name.
+    shutil.copytree(out, other := tmp_path / "renamed")
+    info = (other / "seqinfo.ini").read_text()
+    (other / "seqinfo.ini").write_text(info.replace(f"name={sim_bag.name}", "name=other_bag"))
+    with pytest.raises(DatasetError, match="export of 'other_bag', not of"):
         import_mot(sim_bag, other, tmp_path / "new")
     assert not (tmp_path / "new").exists()
 

@@ -7,7 +7,7 @@ import csv
 import logging
 import math
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -199,7 +199,7 @@ def export_mot(
     info = configparser.ConfigParser()
     info.optionxform = str  # type: ignore[assignment,method-assign]  # keep MOT's key case
     info["Sequence"] = {
-        "name": Path(bag).stem if Path(bag).suffix in (".db3", ".mcap") else Path(bag).name,
+        "name": _sequence_name(bag),
         "imDir": IMAGE_DIR,
         # An integer: MOTChallenge's and datumaro's readers parse it with int().
         "frameRate": str(max(1, round(rate))),
@@ -287,13 +287,22 @@ def read_mot(path: Path | str, labels: list[str] | None = None) -> MotAnnotation
                 f"{path}:{line}: a MOT row needs at least frame,id,x,y,w,h; got '{text}'"
             )
         try:
-            frame, track_id = int(float(cells[0])), int(float(cells[1]))
+            frame_f, id_f = float(cells[0]), float(cells[1])
             x, y, w, h = (float(c) for c in cells[2:6])
             active = int(float(cells[6])) if len(cells) > 6 and cells[6] else 1
             cls = int(float(cells[7])) if len(cells) > 7 and cells[7] else 1
             visibility = float(cells[8]) if len(cells) > 8 and cells[8] else 1.0
         except ValueError:
-            raise DatasetError(f"{path}:{line}: not a number in '{text}'") from None
+            raise DatasetError(
+                f"{path}:{line}: not a number in '{text}' (columns frame,id,x,y,w,h,active,"
+                "class,visibility); fix the row and import again"
+            ) from None
+        if not (frame_f.is_integer() and id_f.is_integer()):
+            raise DatasetError(
+                f"{path}:{line}: frame {cells[0]} and id {cells[1]} must be whole numbers; fix "
+                "the row and import again"
+            )
+        frame, track_id = int(frame_f), int(id_f)
         if frame < 1:
             raise DatasetError(f"{path}:{line}: frame numbers start at 1, got {frame}")
         if track_id == SHAPE_ID:
@@ -413,7 +422,8 @@ def import_mot(
     annotations = read_mot(gt, labels)
     stamps = read_stamps(mot / STAMPS_FILE)
     truth = truth_by_stamp(annotations, stamps, str(gt))
-    frame_id, stored = _check_bag_stamps(bag, stamps.values(), mot / STAMPS_FILE, topics)
+    _check_sequence_name(bag, mot / "seqinfo.ini")
+    frame_id, stored = _check_bag_stamps(bag, stamps, mot / STAMPS_FILE, topics)
     rig = load_calibration(calibration) if calibration else None
     copied = copy_bag_with_truth(bag, out_bag, truth, frame_id, rig)
     for note in copied.notes:
@@ -425,17 +435,44 @@ def import_mot(
                          bool(copied.replaced), source, annotations.low_visibility)
 
 
+def _sequence_name(bag: Path | str) -> str:
+    """The name ``export_mot`` gives a bag's sequence (``seqinfo.ini``)."""
+    return Path(bag).stem if Path(bag).suffix in (".db3", ".mcap") else Path(bag).name
+
+
+def _check_sequence_name(bag: Path | str, seqinfo: Path) -> None:
+    """Refuse an export whose ``seqinfo.ini`` names another bag (none or no name: no check).
+
+    Simulator bags share one time grid, so the stamps alone do not tell two of them apart.
+
+    Raises:
+        DatasetError: the names differ.
+    """
+    info = configparser.ConfigParser()
+    try:
+        info.read(seqinfo, encoding="utf-8")
+    except configparser.Error:
+        return
+    name = info.get("Sequence", "name", fallback="")
+    if name and name != _sequence_name(bag):
+        raise DatasetError(
+            f"{seqinfo} is the export of '{name}', not of '{_sequence_name(bag)}' ({bag}): "
+            "import into the bag you exported; if it is that recording renamed, set name= in "
+            "seqinfo.ini to the new name"
+        )
+
+
 def _check_bag_stamps(
-    bag: Path | str, stamps: Iterable[int], source: Path,
+    bag: Path | str, stamps: Mapping[int, int], source: Path,
     topics: Mapping[str, str] | None = None,
 ) -> tuple[str, bool]:
     """The bag's depth frame id and whether it stores a calibration.
 
-    Checks first that the export's stamps are depth stamps of this bag.
+    Checks first that every stamp of the export (frame -> stamp) is a depth stamp of this bag.
 
     Raises:
-        DatasetError: the bag has no depth topics, or none of the stamps is one of its depth
-            frames (the export was made from another bag).
+        DatasetError: the bag has no depth topics, or a stamp is none of its depth frames (the
+            export was made from another bag, or its stamps.csv was edited).
     """
     from iphd.data.rosbag import DEPTH_IMAGE, DEPTH_INFO, BagReader, header_stamp_ns
     from iphd.eval.pipeline import bag_topic_label, camera_topics
@@ -455,11 +492,20 @@ def _check_bag_stamps(
         for _topic, _type, _log, msg in reader.messages([found[1]]):
             depth_stamps.add(header_stamp_ns(msg))
             frame_id = frame_id or str(msg.header.frame_id)
-    wanted = set(stamps)
-    if not wanted & depth_stamps:
+    missing = [(frame, stamp) for frame, stamp in sorted(stamps.items())
+               if stamp not in depth_stamps]
+    if len(missing) == len(stamps):
         raise DatasetError(
-            f"none of the {len(wanted)} stamps in {source} is a depth frame of {bag}: the frames "
+            f"none of the {len(stamps)} stamps in {source} is a depth frame of {bag}: the frames "
             "were exported from another bag; import into the bag you exported"
+        )
+    if missing:
+        frame, stamp = missing[0]
+        raise DatasetError(
+            f"{len(missing)} of the {len(stamps)} stamps in {source} are no depth frame of "
+            f"{bag}, the first that of frame {frame} ({stamp} ns): the file was edited, or the "
+            "export is of another bag; use stamps.csv as export-mot wrote it, with the bag it "
+            "was exported from"
         )
     return frame_id, stored
 
