@@ -474,8 +474,9 @@ def load_calibration(path: Path | str = DEFAULT_CALIBRATION) -> RigCalibration:
                 "the workspace (colcon build), or pass the rig.yaml written by the calibration "
                 "tool"
             )
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise CalibrationError(
-            f"calibration file {path} does not exist; pass the rig.yaml written by the "
+            f"calibration file {path} {what}; pass the rig.yaml written by the "
             f"calibration tool, or use the nominal one at {DEFAULT_CALIBRATION}"
         )
     return calibration_from_yaml(path.read_text(), path)

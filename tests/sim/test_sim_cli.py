@@ -29,15 +29,24 @@ def test_iphd_command_prints_what_it_wrote(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["iphd", "--frames", "-3"], "--frames must be >= 0, got -3"),
+        (["iphd", "--frames", "-3"], "--frames must be >= 1, got -3"),
+        (["iphd", "--frames", "0"], "--frames must be >= 1, got 0"),
+        (["iphd", "--frames", "1", "--weak-offset", "nan"], "--weak-offset must be at least 0"),
+        (["iphd", "--frames", "1", "--weak-scale", "inf"], "--weak-scale must be at least 0"),
+        (["iphd", "--frames", "1", "--weak-spurious", "1e9"], "--weak-spurious must be at least"),
+        (["reid-walks", "--rate", "1000"], "--rate must be above 0 and at most 30"),
+        (["bag", "--duration", "inf"], "--duration must be above 0 and at most 3600"),
+        (["bag", "--duration", "1", "--pan-period", "0"], "--pan-period must be above 0"),
+        (["rsrec", "--duration", "1", "--workers", "-3"], "--workers must be >= 1"),
+        (["sheet", "--workers", "0"], "--workers must be >= 1"),
         (["iphd", "--frames", "4", "--workers", "0"], "--workers must be >= 1, got 0"),
         (["iphd", "--frames", "4", "--frames-per-sequence", "0"], "--frames-per-sequence"),
         (["iphd", "--frames", "4", "--stride", "-1"], "--stride"),
-        (["iphd", "--frames", "4", "--weak-miss", "1.5"], "miss_rate"),
+        (["iphd", "--frames", "4", "--weak-miss", "1.5"], "--weak-miss must be at least 0"),
         (["reid", "--identities", "1"], "--identities must be >= 2"),
         (["reid", "--crops", "-1"], "--crops"),
         (["reid", "--workers", "0"], "--workers"),
-        (["bag", "--duration", "-1"], "--duration must be > 0"),
+        (["bag", "--duration", "-1"], "--duration must be above 0"),
         (["bag", "--duration", "1", "--workers", "0"], "--workers"),
         (["bag", "--duration", "1", "--people", "16"], "at most 15 people"),
         (["rsrec", "--duration", "0"], "--duration"),
@@ -88,6 +97,17 @@ def test_output_below_a_file_is_a_clear_error(tmp_path, capsys):
     assert run(["iphd", "--out", str(out), "--frames", "2", "--quiet"]) == 2
     assert "cannot create the parent folder" in capsys.readouterr().err
     assert _left(tmp_path) == ["file"]
+
+
+@pytest.mark.parametrize("command, name", [("rsrec", "rec.db3"), ("sheet", "sheet.png")])
+def test_a_file_output_in_the_way_is_refused_before_rendering(tmp_path, capsys, command, name):
+    (tmp_path / "file").write_text("x")
+    assert run([command, "--out", str(tmp_path / "file" / name), "--quiet"]) == 2
+    assert "cannot create the parent folder" in capsys.readouterr().err
+    (tmp_path / name).mkdir()  # a folder where the file goes, even with --overwrite
+    assert run([command, "--out", str(tmp_path / name), "--overwrite", "--quiet"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["file", name])
 
 
 @pytest.mark.parametrize("command", ["iphd", "reid", "bag"])

@@ -35,6 +35,29 @@ def check_count(name: str, value: int, minimum: int = 0) -> int:
     return count
 
 
+def check_file_output(path: Path | str, overwrite: bool, option: str = "--out") -> Path:
+    """Check before any work that the single file ``path`` can be written; returns it.
+
+    Raises:
+        DatasetError: ``path`` is a folder, exists without ``overwrite``, or its parent folder
+            cannot be created (a file in the way, no permission).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"{option} {path} is a folder; give the path of the file to write")
+    if path.exists() and not overwrite:
+        raise DatasetError(f"{path} exists; pass --overwrite to replace it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(
+            f"cannot create the parent folder of {option} {path} ({exc}); choose another path"
+        ) from exc
+    if not os.access(path.parent, os.W_OK):
+        raise DatasetError(f"cannot write into {path.parent}; choose another {option} path")
+    return path
+
+
 class StagedOutput:
     """A staging folder that is renamed to its final name only on :meth:`commit`.
 

@@ -13,6 +13,7 @@ Same ``--seed`` (and arguments), byte-identical output, whatever ``--workers``.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -22,8 +23,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from iphd.calibration import DEFAULT_CALIBRATION, load_calibration
+from iphd.data.output import check_count
 from iphd.data.reid import DEPTH_CROPS
-from iphd.errors import IphdError
+from iphd.errors import ConfigError, IphdError
 from iphd.sim.labels import WeakLabelConfig
 from iphd.sim.rig import PROFILES, SensorConfig
 
@@ -115,12 +117,58 @@ def _bar(args: argparse.Namespace, total: int, unit: str) -> tqdm:
     return tqdm(total=total, unit=unit, disable=args.quiet, dynamic_ncols=True, delay=0.5)
 
 
+#: Most spurious weak boxes per frame accepted (a Poisson mean).
+MAX_SPURIOUS = 20.0
+#: Depth frames per second of the simulated D435: the most crops a second a walk can give.
+DEPTH_FPS = 30.0
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse option values the generators would take silently or fail on, by their names.
+
+    Raises:
+        ConfigError: a value that is not finite or out of its range.
+    """
+    check_count("--workers", args.workers, 1)
+    if args.command == "iphd":
+        check_count("--frames", args.frames, 1)  # 0 would write six empty splits
+    ranges = {  # option: (low, high, low allowed)
+        "weak_offset": (0.0, 10.0, True), "weak_sequence_offset": (0.0, 10.0, True),
+        "weak_scale": (0.0, 5.0, True), "weak_miss": (0.0, 1.0, True),
+        "weak_spurious": (0.0, MAX_SPURIOUS, True), "rate": (0.0, DEPTH_FPS, False),
+        "gap": (0.0, 3600.0, True), "pan_deg": (0.0, 180.0, True),
+        "pan_period": (0.0, 3600.0, False),
+    }
+    for name, (low, high, closed) in ranges.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        ok = math.isfinite(value) and (value >= low if closed else value > low) and value <= high
+        if not ok:
+            option = "--" + name.replace("_", "-")
+            raise ConfigError(
+                f"{option} must be {'at least' if closed else 'above'} {low:g} and at most "
+                f"{high:g}, got {value}"
+            )
+
+
+def _note_empty_splits(args: argparse.Namespace, counts: dict[str, int]) -> None:
+    """Say which split of a walks dataset got no crop, and what gives it some."""
+    empty = [split for split, n in counts.items() if not n]
+    if empty:
+        print(f"iphd-sim {args.command}: note: the {' and '.join(empty)} split"
+              f"{'s have' if len(empty) > 1 else ' has'} no crop: give more --sequences, "
+              "a longer --duration or a higher --rate (or another --test-fraction)",
+              file=sys.stderr)
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = _parser().parse_args(argv)
     from iphd.sim import generate  # heavy imports after argument parsing
 
     try:
+        _check_options(args)
         calibration = load_calibration(args.calibration)
         start = time.perf_counter()
         if args.command == "iphd":
@@ -161,6 +209,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                     overwrite=args.overwrite, calibration=calibration, progress=bar.update,
                 )
             print(f"wrote {args.out}: {counts} crops (depth + RGB)")
+            _note_empty_splits(args, counts)
         elif args.command == "bag":
             sensors = SensorConfig(depth_profile=args.profile, pan_deg=args.pan_deg,
                                    pan_period_s=args.pan_period)

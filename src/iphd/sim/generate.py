@@ -26,8 +26,7 @@ import yaml
 from iphd.calibration import RigCalibration
 from iphd.data import iphd as iphd_io
 from iphd.data import reid as reid_io
-from iphd.data.output import StagedOutput, check_count
-from iphd.errors import DatasetError
+from iphd.data.output import StagedOutput, check_count, check_file_output
 from iphd.registration import Registrar
 from iphd.sim.body import Identity, make_identity
 from iphd.sim.labels import (
@@ -724,6 +723,23 @@ def render_stream_slice(job: StreamJob) -> list[tuple[int, str, Any]]:
     return out
 
 
+#: Longest scene a bag or a recording is simulated for, s (an hour of 848x480 is ~60 GB).
+MAX_DURATION_S = 3600.0
+
+
+def check_duration(duration_s: float) -> float:
+    """``--duration`` checked: a finite number of seconds above 0, at most ``MAX_DURATION_S``.
+
+    Raises:
+        ValueError: with the option's name and the limits.
+    """
+    if not (0 < duration_s <= MAX_DURATION_S):
+        raise ValueError(
+            f"--duration must be above 0 and at most {MAX_DURATION_S:g} seconds, got {duration_s}"
+        )
+    return float(duration_s)
+
+
 def generate_bag(
     out: Path, *, seed: int, duration_s: float, calibration: RigCalibration,
     sensors: SensorConfig | None = None, scene: SceneConfig | None = None,
@@ -747,8 +763,7 @@ def generate_bag(
 
     check_count("--workers", workers, 1)
     check_count("--seed", seed)
-    if not duration_s > 0:
-        raise ValueError(f"--duration must be > 0 seconds, got {duration_s}")
+    check_duration(duration_s)
     if people is not None:
         check_count("--people", people)
     sensors = sensors or SensorConfig(depth_profile="aligned_848x480")
@@ -814,10 +829,8 @@ def generate_rs_recording(
     out = Path(out)
     if out.suffix != ".db3":
         raise ValueError(f"a librealsense recording must end in .db3, got {out}")
-    if not duration_s > 0:
-        raise ValueError(f"--duration must be > 0 seconds, got {duration_s}")
-    if out.exists() and not overwrite:
-        raise DatasetError(f"{out} exists; pass --overwrite to replace it")
+    check_duration(duration_s)
+    check_file_output(out, overwrite)
     check_count("--seed", seed)
     if people is not None:
         check_count("--people", people)

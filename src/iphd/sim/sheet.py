@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from iphd.calibration import RigCalibration
-from iphd.data.output import check_count
+from iphd.data.output import check_count, check_file_output
 from iphd.errors import DatasetError
 from iphd.registration import Registrar
 from iphd.sim.body import make_identity
@@ -107,14 +107,15 @@ def write_contact_sheet(
     check_count("--seed", seed)
     if out.suffix.lower() != ".png":
         raise ValueError(f"the contact sheet is a PNG; --out must end in .png, got {out}")
-    if out.exists() and not overwrite:
-        raise DatasetError(f"{out} exists; pass --overwrite to replace it")
+    check_file_output(out, overwrite)
     image = contact_sheet(calibration, seed, rows)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
     ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     if not ok:
         raise DatasetError(f"cannot encode the contact sheet for {out}")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, out)
+    try:
+        tmp.write_bytes(buf.tobytes())
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
