@@ -804,9 +804,13 @@ def _write_png(path: Path, image: np.ndarray) -> Path:
 
 def _axes(
     image: np.ndarray, box: tuple[int, int, int, int], x_range: tuple[float, float],
-    y_range: tuple[float, float], title: str, x_label: str,
+    y_range: tuple[float, float], title: str, x_label: str, y_label: str = "",
+    whole_y: bool = False,
 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """Draw a framed panel; return the data -> pixel mapping."""
+    """Draw a framed panel; return the data -> pixel mapping.
+
+    ``y_label`` goes above the y axis; with ``whole_y`` (counts) the y ticks are whole numbers.
+    """
     left, top, right, bottom = box
     (x0, x1), (y0, y1) = x_range, y_range
     sx = (right - left) / max(x1 - x0, 1e-9)
@@ -814,12 +818,17 @@ def _axes(
     cv2.rectangle(image, (left, top), (right, bottom), _BLACK, 1)
     cv2.putText(image, title, (left, top - 8), _FONT, 0.45, _BLACK, 1, cv2.LINE_AA)
     cv2.putText(image, x_label, ((left + right) // 2 - 30, bottom + 32), _FONT, 0.4, _BLACK, 1)
+    if y_label:
+        cv2.putText(image, y_label, (4, top + 10), _FONT, 0.35, _BLACK, 1)
     for frac in (0.0, 0.5, 1.0):
         xv, yv = x0 + frac * (x1 - x0), y0 + frac * (y1 - y0)
         cv2.putText(image, f"{xv:.3g}", (int(left + frac * (right - left)) - 10, bottom + 15),
                     _FONT, 0.35, _BLACK, 1)
-        cv2.putText(image, f"{yv:.3g}", (left - 40, int(bottom - frac * (bottom - top)) + 4),
-                    _FONT, 0.35, _BLACK, 1)
+        if whole_y:
+            yv = float(round(yv))
+        y_px = int(round(bottom - (yv - y0) * sy))
+        text = f"{int(yv)}" if whole_y else f"{yv:.3g}"
+        cv2.putText(image, text, (left - 40, y_px + 4), _FONT, 0.35, _BLACK, 1)
 
     def to_pixel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         px = left + (np.asarray(x, dtype=np.float64) - x0) * sx
@@ -842,7 +851,7 @@ def plot_timeline(
     y_max = float(max(gt.max(initial=0), hyp.max(initial=0), 1) + 1)
     to_pixel = _axes(image, (60, 40, width - 20, height - 50), (0.0, float(t.max(initial=1.0))),
                      (0.0, y_max), "people per frame: ground truth (green), confirmed tracks "
-                     "(blue)", "time (s)")
+                     "(blue)", "s from the first scored pair", "people", whole_y=True)
     for values, colour, shift in ((gt, (0, 160, 0), 0), (hyp, (200, 80, 0), 2)):
         if values.size:
             points = to_pixel(t, values) + np.array([0, shift], dtype=np.int32)
@@ -865,9 +874,9 @@ def plot_latency(latency_ms: Mapping[str, np.ndarray], path: Path, bins: int = 3
         to_pixel = _axes(
             image, (60, top, width - 20, top + panel_h - 70), (lo, hi),
             (0.0, float(counts.max()) or 1.0),
-            f"{stage}: p50 {p50:.1f} ms, p95 {p95:.1f} ms, max {values.max():.1f} ms "
-            f"(n={values.size})",
-            "ms",
+            f"{stage}: p50 {p50:.1f} ms (green), p95 {p95:.1f} ms (red), max "
+            f"{values.max():.1f} ms (n={values.size})",
+            "ms", "pairs", whole_y=True,
         )
         for count, a, b in zip(counts, edges[:-1], edges[1:], strict=True):
             (x1, y1), (x2, y2) = to_pixel(np.array([a, b]), np.array([count, 0.0]))
