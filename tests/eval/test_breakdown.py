@@ -86,6 +86,10 @@ def test_truth_without_a_position_is_not_compared():
            people=[boxed_only], labelled=[boxed_only])
     pos = b.summary()["position"]
     assert b.matched == 1 and pos["with_position"] == 0 and pos["median_m"] is None
+    # ... and the report says why the table is empty.
+    assert pos["truth_without_position"] == 1
+    assert any("ground truth has no 3D position" in line
+               for line in breakdown_markdown(b.summary()))
 
 
 def test_without_positions_or_people_the_undefined_values_are_none():

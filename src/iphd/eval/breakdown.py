@@ -69,6 +69,8 @@ class DetectionBreakdown:
     found: list[int] = field(default_factory=lambda: [0, 0, 0])
     position_errors_m: list[float] = field(default_factory=list)
     no_position: int = 0
+    #: Matched detections whose ground truth has no 3D position (2D annotations).
+    truth_without_position: int = 0
 
     def add_frame(
         self,
@@ -130,7 +132,8 @@ class DetectionBreakdown:
             return
         truth = np.asarray(person.position_m, dtype=np.float64)
         if not np.all(np.isfinite(truth)):
-            return  # ground truth without a position (2D labels): nothing to compare
+            self.truth_without_position += 1  # 2D labels: nothing to compare with
+            return
         axes = list(GROUND_AXES)
         self.position_errors_m.append(float(np.linalg.norm(p[axes] - truth[axes])))
 
@@ -149,6 +152,7 @@ class DetectionBreakdown:
         positions: dict[str, Any] = {
             "with_position": int(errors.size),
             "no_position": self.no_position,
+            "truth_without_position": self.truth_without_position,
             "median_m": float(np.median(errors)) if errors.size else None,
             "p90_m": float(np.percentile(errors, 90)) if errors.size else None,
         }
@@ -210,4 +214,10 @@ def breakdown_markdown(summary: dict[str, Any]) -> list[str]:
         f"{metres(pos['p90_m'])} | {pct(pos['over_0.5_m'])} | {pct(pos['over_1_m'])} |",
         "",
     ]
+    if pos.get("truth_without_position"):
+        lines += [
+            f"{pos['truth_without_position']} matched detections are not in this table: their "
+            "ground truth has no 3D position (2D annotations, as iphd-eval import-mot writes "
+            "them), so there is nothing to compare a position with.", "",
+        ]
     return lines
