@@ -102,5 +102,11 @@ def test_topic_lookup_drops_the_time_before_a_jump_back_and_keeps_the_static_rig
         assert lookup.jumps == 1
         lookup.reset(1 * s)  # what came after the jump stays
         assert lookup("odom", "camera", 3 * s // 2).translation[0] == pytest.approx(2.0)
+        # A publisher whose stamps lag another's by seconds is no jump: each frame goes on.
+        for k in (3, 4):
+            lookup._on(message(k * s, "odom", "base_link", float(k)), False)
+            lookup._on(message((k - 2) * s, "map", "odom", 0.0), False)
+        assert lookup.jumps == 1
+        assert lookup("odom", "camera", 7 * s // 2).translation[0] == pytest.approx(4.0)
     finally:
         node.destroy_node()

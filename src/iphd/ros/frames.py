@@ -122,7 +122,8 @@ class TopicLookup:
         self.rejected = 0
         #: Times the moving transforms were dropped because /tf stamps jumped back.
         self.jumps = 0
-        self._newest_ns: int | None = None
+        #: Child frame -> newest stamp of its moving transform seen, ns.
+        self._newest: dict[str, int] = {}
         dynamic = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         node.create_subscription(TFMessage, "/tf", lambda m: self._on(m, False), dynamic)
         node.create_subscription(
@@ -130,25 +131,33 @@ class TopicLookup:
         )
 
     def _on(self, msg: Any, static: bool) -> None:
-        stamps = [
-            int(t.header.stamp.sec) * 1_000_000_000 + int(t.header.stamp.nanosec)
+        stamped = [
+            (str(t.child_frame_id).lstrip("/"),
+             int(t.header.stamp.sec) * 1_000_000_000 + int(t.header.stamp.nanosec))
             for t in msg.transforms
         ]
         jumped = None
         with self._lock:
-            if stamps and not static:
+            if not static:
                 # A bag that loops (or a robot restarted) sends odometry from the past: it
                 # would fall behind the kept samples' cache and be dropped, as tf2 drops it.
-                if self._newest_ns is not None and max(stamps) < self._newest_ns - JUMP_BACK_NS:
-                    jumped = self._newest_ns
+                # Compared per child frame, so a publisher whose stamps lag another's is no
+                # jump.
+                for child, stamp in stamped:
+                    newest = self._newest.get(child)
+                    if newest is not None and stamp < newest - JUMP_BACK_NS:
+                        jumped = (child, newest, stamp)
+                if jumped is not None:
                     self._buffer.clear_moving()
-                    self._newest_ns = None
+                    self._newest.clear()
                     self.jumps += 1
-                self._newest_ns = max(self._newest_ns or 0, *stamps)
+                for child, stamp in stamped:
+                    self._newest[child] = max(self._newest.get(child, stamp), stamp)
             problems = add_tf_message(self._buffer, msg, static)
         if jumped is not None:
+            child, newest, stamp = jumped
             self._node.get_logger().warning(
-                f"/tf stamps jumped back from {jumped} ns to {max(stamps)} ns (bag loop or "
+                f"/tf stamps of {child} jumped back from {newest} ns to {stamp} ns (bag loop or "
                 "restart): moving transforms dropped, as tf2 clears its buffer"
             )
         if problems and not self.rejected:
@@ -162,9 +171,9 @@ class TopicLookup:
         on ``/tf`` already and kept only the new pass's transforms, which stay.
         """
         with self._lock:
-            if self._newest_ns is not None and self._newest_ns > stamp_ns + JUMP_BACK_NS:
+            if max(self._newest.values(), default=stamp_ns) > stamp_ns + JUMP_BACK_NS:
                 self._buffer.clear_moving()
-                self._newest_ns = None
+                self._newest.clear()
 
     def __call__(self, target: str, source: str, stamp_ns: int) -> RigidTransform:
         """Points from ``source`` into ``target`` at ``stamp_ns``.
