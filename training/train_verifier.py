@@ -331,10 +331,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     add_pipeline_arguments(parser, verifier=False)
-    parser.add_argument("--tracking-frame", default="", metavar="FRAME",
-                        help="the tracker node's tracking_frame: replay the tracker in FRAME "
-                        "(odom, map) through the bags' /tf, up axis z, as on a moving robot "
-                        "(default: the detections' frame)")
     return parser
 
 
@@ -355,8 +351,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     fit_kwargs = {"epochs": args.epochs, "hidden": args.hidden, "seed": args.seed}
     settings = pipeline_settings(args)
-    if args.tracking_frame:  # only when given: earlier cache keys stay valid
-        settings["tracking_frame"] = args.tracking_frame
     tracker = tracking_config(args.tracking_frame)
     try:
         bags, extra = [], []

@@ -351,6 +351,10 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, verifier: bool = Tru
     parser.add_argument("--int8-calibration", default="", help=INT8_CALIBRATION_HELP)
     parser.add_argument("--threads", type=int, default=2)
     add_topic_arguments(parser, OFFLINE_TOPIC_ARGUMENTS, "the bag's")
+    parser.add_argument("--tracking-frame", default="", metavar="FRAME",
+                        help="the tracker node's tracking_frame: track in FRAME (odom, map) "
+                        "through the bags' /tf, up axis z, as on a moving robot (default: the "
+                        "detections' frame)")
 
 
 def pipeline_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -368,6 +372,8 @@ def pipeline_settings(args: argparse.Namespace) -> dict[str, Any]:
     topics = topics_from_args(args, OFFLINE_TOPIC_ARGUMENTS)
     if topics:  # the same
         settings["topics"] = topics
+    if args.tracking_frame:  # the same
+        settings["tracking_frame"] = args.tracking_frame
     return settings
 
 
@@ -392,9 +398,6 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="keep each bag's recorded tracker inputs here (re-runs skip the "
                         "detector and embedder)")
     add_pipeline_arguments(parser)
-    parser.add_argument("--tracking-frame", default="", metavar="FRAME",
-                        help="the tracker node's tracking_frame: track in FRAME (odom, map) "
-                        "through the bags' /tf, up axis z (default: the detections' frame)")
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     return parser
 
@@ -408,8 +411,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         for combo in combos:  # refuse bad values before the long part
             dataclasses.replace(defaults, **combo)
         settings = pipeline_settings(args)
-        if args.tracking_frame:  # only when given: earlier cache keys stay valid
-            settings["tracking_frame"] = args.tracking_frame
         bags = []
         for bag in args.bag:
             print(f"recording the tracker's inputs over {bag}", file=sys.stderr, flush=True)
