@@ -47,15 +47,29 @@ def check_file_output(path: Path | str, overwrite: bool, option: str = "--out") 
         raise DatasetError(f"{option} {path} is a folder; give the path of the file to write")
     if path.exists() and not overwrite:
         raise DatasetError(f"{path} exists; pass --overwrite to replace it")
+    _writable_parent(path)
+    return path
+
+
+def _writable_parent(path: Path) -> None:
+    """Create ``path``'s parent folder if missing and check it can be written into.
+
+    Raises:
+        DatasetError: it cannot be created (a file in the way, no permission) or written.
+    """
+    parent = path.parent
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DatasetError(
-            f"cannot create the parent folder of {option} {path} ({exc}); choose another path"
+            f"cannot create the parent folder {parent} of output {path}: "
+            f"{exc.strerror or exc}; choose a folder you can write to"
         ) from exc
-    if not os.access(path.parent, os.W_OK):
-        raise DatasetError(f"cannot write into {path.parent}; choose another {option} path")
-    return path
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DatasetError(
+            f"folder {parent} is not writable, so output {path} cannot be created "
+            "there; fix its permissions or choose another folder"
+        )
 
 
 class StagedOutput:
@@ -105,19 +119,7 @@ class StagedOutput:
                 f"output folder {self.final} already exists and is not empty; "
                 "pass --overwrite to replace it or choose another folder"
             )
-        parent = self.final.parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DatasetError(
-                f"cannot create the parent folder {parent} of output {self.final}: "
-                f"{exc.strerror or exc}; choose a folder you can write to"
-            ) from exc
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise DatasetError(
-                f"folder {parent} is not writable, so output {self.final} cannot be created "
-                "there; fix its permissions or choose another folder"
-            )
+        _writable_parent(self.final)
 
     def __enter__(self) -> StagedOutput:
         """Create the (empty) staging folder, replacing a stale one left by this process id."""
