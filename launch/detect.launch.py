@@ -30,7 +30,6 @@ from iphd.graph import (
     graph_calibration_file,
     hold_player,
     load_params_file,
-    params_calibration_file,
     rviz_fixed_frame,
     wants_sim_time,
 )
@@ -90,8 +89,9 @@ def _nodes(context, *_args, **_kwargs):
     params = load_params_file(params_file)
     # A bag is registered with the calibration it carries, unless one is given: as an
     # argument, or to fusion in the parameters file.
-    given = value["calibration_file"] or params_calibration_file(params, value["namespace"])
-    calibration_file = graph_calibration_file(value["source"], value["bag"], given)
+    calibration_file = graph_calibration_file(
+        value["source"], value["bag"], value["calibration_file"], params, value["namespace"]
+    )
     specs = build_graph(
         value["source"],
         calibration_file=calibration_file,

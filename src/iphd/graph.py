@@ -443,15 +443,19 @@ def hold_player(specs: Sequence[NodeSpec], subscribed: Iterable[str]) -> list[No
     ]
 
 
-def graph_calibration_file(source: str, bag: str = "", calibration_file: str = "") -> str:
+def graph_calibration_file(
+    source: str, bag: str = "", calibration_file: str = "",
+    params: Mapping[str, Mapping[str, Any]] | None = None, namespace: str = "",
+) -> str:
     """The rig.yaml for a graph's nodes: the one given, else a replayed bag's, else "".
 
-    ``calibration_file`` wins; replaying a bag (``source`` ``bag``, or ``sim``: the
-    simulator's demo bag, rendered with the ``rig.yaml`` of the day it was made) without it,
-    the nodes get the calibration that bag carries; otherwise "" (the package's). So a bag's
-    thermal is registered with the calibration of the rig that recorded it, as the offline
-    tools do (``BagReader.calibration``: stored in its metadata, or recorded on its
-    ``rig_calibration`` topic). It is written once to the cache folder
+    ``calibration_file`` wins, then the one ``params`` (a parsed parameters file) gives fusion
+    in ``namespace`` (``params_calibration_file``); replaying a bag (``source`` ``bag``, or
+    ``sim``: the simulator's demo bag, rendered with the ``rig.yaml`` of the day it was made)
+    without either, the nodes get the calibration that bag carries; otherwise "" (the
+    package's). So a bag's thermal is registered with the calibration of the rig that
+    recorded it, as the offline tools do (``BagReader.calibration``: stored in its metadata,
+    or recorded on its ``rig_calibration`` topic). It is written once to the cache folder
     (``calibrations/BAGNAME-HASH.yaml``), where the fusion node's log names it. A bag that
     does not open gives "", so the player's error says why.
 
@@ -459,6 +463,7 @@ def graph_calibration_file(source: str, bag: str = "", calibration_file: str = "
         ConfigError: the calibration the bag carries is unusable, or it carries several that
             differ.
     """
+    calibration_file = calibration_file or params_calibration_file(params or {}, namespace)
     if source == "sim" and not bag:
         from iphd.sim.demo import demo_bag_path
 

@@ -90,13 +90,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 def _save_bag(path: Path, rec: Recording, calibration: RigCalibration) -> None:
     """Write a rendered capture as the capture node records one (the initial calibration in it).
 
-    Raises:
-        CalibrationInputError: ``path`` exists already.
+    ``main`` has refused an existing ``path`` before rendering.
     """
     from iphd.data.rosbag import RigBagWriter
 
-    if path.exists():
-        raise CalibrationInputError(f"{path} exists already; choose another --save-bag folder")
     with RigBagWriter(path, calibration, rec.depth_intrinsics) as bag:
         for stamp, frame in zip(rec.depth_stamps_ns, rec.depth_mm, strict=True):
             bag.write_depth(int(stamp), frame)

@@ -29,7 +29,8 @@ __all__ = [
     "quaternion_matrix", "tf_lookup", "transform_from_msg",
 ]
 
-#: /tf stamps this much older than the newest seen mean time went back (tf2's jump threshold).
+#: A child frame's /tf stamp this much older than its newest means time went back (tf2's
+#: jump threshold).
 JUMP_BACK_NS = 1_000_000_000
 
 

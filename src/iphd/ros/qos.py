@@ -12,7 +12,7 @@ from rclpy.qos import (
 )
 
 from iphd.errors import ConfigError
-from iphd.ros.common import declare
+from iphd.ros.common import declare, topic_label
 
 # Drivers keep a short reliable queue: a reliable publisher serves both reliable and
 # best-effort subscribers, so any consumer can connect.
@@ -96,8 +96,6 @@ def warn_on_incompatible_qos(  # noqa: ANN201 - rclpy event type
     ``seen``, its label is added there too, for the node's stats.
     """
     from rclpy.event_handler import SubscriptionEventCallbacks
-
-    from iphd.ros.common import topic_label
 
     def _log(event: object) -> None:
         label = topic_label(node, topic)

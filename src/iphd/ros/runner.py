@@ -39,7 +39,6 @@ from iphd.graph import (
     graph_calibration_file,
     hold_player,
     load_params_file,
-    params_calibration_file,
     topics_from_args,
     wants_sim_time,
     with_overrides,
@@ -231,11 +230,9 @@ def run_graph(
         overrides or {},
         namespace,
     )
-    # The calibration given, else the parameters file's, else a replayed bag's own.
-    given = calibration_file or params_calibration_file(params, namespace)
     specs = build_graph(
         source,
-        calibration_file=graph_calibration_file(source, bag, given),
+        calibration_file=graph_calibration_file(source, bag, calibration_file, params, namespace),
         playback_file=playback_file,
         bag=bag,
         detector=detector,
@@ -730,19 +727,20 @@ def exit_status(result: RunResult) -> int:
                                               ("thermal_frames", "lepton"))
                        if not stats.get(key) and name in result.nodes]
             incompatible = stats.get("incompatible_qos")
-            why = (
-                f": no {missing} image reached fusion ("
-                + (f"the publishers of {incompatible} offer a QoS fusion's subscriptions "
-                   "cannot take: a best-effort driver needs input_reliability: best_effort "
-                   "(the default) in the --params-file" if incompatible else
-                   f"the {' and '.join(drivers)} driver{'s' if len(drivers) > 1 else ''} "
-                   "published no frame: is the camera connected? its log and /diagnostics say "
-                   "why" if drivers else
-                   "check the topic names: a driver's own go in --depth-topic / --thermal-topic"
-                   + (f"; iphd-eval check --bag {result.bag} lists the bag's"
-                      if result.bag else ""))
-                + ")"
-            )
+            if incompatible:
+                hint = (f"the publishers of {incompatible} offer a QoS fusion's subscriptions "
+                        "cannot take: a best-effort driver needs input_reliability: "
+                        "best_effort (the default) in the --params-file")
+            elif drivers:
+                hint = (f"the {' and '.join(drivers)} driver{'s' if len(drivers) > 1 else ''} "
+                        "published no frame: is the camera connected? its log and "
+                        "/diagnostics say why")
+            else:
+                hint = ("check the topic names: a driver's own go in --depth-topic / "
+                        "--thermal-topic"
+                        + (f"; iphd-eval check --bag {result.bag} lists the bag's"
+                           if result.bag else ""))
+            why = f": no {missing} image reached fusion ({hint})"
         elif stats.get("thermal_dropped_no_depth_within_skew"):
             skew_ms = stats.get("unpaired_skew_ms")
             why = (": no thermal frame found a depth frame within the fusion's skew; "
