@@ -70,3 +70,14 @@ def test_bad_settings_are_refused(bag):
         BagPlayback(bag, PlaybackConfig(start_offset_s=1.0))
     with pytest.raises(DatasetError, match="no topic"):
         BagPlayback(bag, PlaybackConfig(topics=("thermal/image_raw",)))
+
+
+def test_offset_still_releases_tf_static_a_bag_stored_no_qos_for(bag, tmp_path):
+    from tests.transport_bags import write_graph_recording
+
+    write_graph_recording(bag.path, tmp_path / "rec", qos=False)
+    with BagReader(tmp_path / "rec") as reader:
+        assert not reader.topics["/tf_static"].latched
+        early = BagPlayback(reader, PlaybackConfig(start_offset_s=0.15)).start(0)
+    # As the bag player node publishes it: tf2's static broadcaster always latches /tf_static.
+    assert ("/tf_static", 0) in _stamps(early)

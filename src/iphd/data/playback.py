@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from iphd.errors import ConfigError, DatasetError
 
-from .rosbag import BagReader, RawMessage
+from .rosbag import BagReader, RawMessage, tf_topics
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,12 @@ class BagPlayback:
                 f"{reader.path} has no topic {', '.join(missing)}; it has "
                 f"{', '.join(sorted(bag_topics))}"
             )
-        self._latched = tuple(t for t in self.topics if bag_topics[t].latched)
+        # A static TF topic counts as latched even where the bag stored no QoS, as the bag
+        # player node publishes it: tf2's static broadcaster always latches it.
+        static_tf = tf_topics(bag_topics)
+        self._latched = tuple(
+            t for t in self.topics if bag_topics[t].latched or static_tf.get(t, False)
+        )
         self.start_ns = reader.start_ns + offset_ns
         self.end_ns = reader.end_ns
         self.loops = 0
