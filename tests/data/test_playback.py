@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from transport_bags import write_graph_recording
 
 from iphd.calibration import load_calibration
 from iphd.data.playback import BagPlayback, PlaybackConfig
@@ -73,8 +74,6 @@ def test_bad_settings_are_refused(bag):
 
 
 def test_offset_still_releases_tf_static_a_bag_stored_no_qos_for(bag, tmp_path):
-    from tests.transport_bags import write_graph_recording
-
     write_graph_recording(bag.path, tmp_path / "rec", qos=False)
     with BagReader(tmp_path / "rec") as reader:
         assert not reader.topics["/tf_static"].latched

@@ -490,3 +490,25 @@ def test_a_run_whose_drivers_offer_too_little_qos_says_so_not_the_topic_names(ca
     err = capsys.readouterr().err
     assert "/camera/camera/depth/image_rect_raw (depth/image_raw) offer a QoS" in err
     assert "input_reliability: best_effort" in err and "topic names" not in err
+
+
+def test_the_fusion_picture_reads_32fc1_depth_in_metres(tmp_path, ros_context):
+    import numpy as np
+
+    from iphd.ros.conversions import array_to_image
+    from iphd.ros.runner import _Monitor
+
+    thermal = np.full((12, 16), 30_000, np.uint16)
+    pictures = {}
+    for encoding, depth in (("16UC1", np.full((24, 32), 2000, np.uint16)),
+                            ("32FC1", np.full((24, 32), 2.0, np.float32))):
+        monitor = _Monitor(snapshot=tmp_path / "x.png", context=ros_context)
+        monitor.depth[5] = array_to_image(depth, encoding, 5, "depth")
+        monitor.thermal = array_to_image(thermal, "16UC1", 5, "thermal")
+        monitor.registered = array_to_image(np.full((24, 32), 30_000, np.uint16), "16UC1", 5,
+                                            "depth")
+        path = monitor.snapshot(tmp_path / f"{encoding}.png")
+        monitor.destroy_node()
+        pictures[encoding] = cv2.imread(str(path))
+    # The same scene at 2 m: the same picture (a cast read 2.0 m as 2 mm, a black depth tile).
+    assert np.array_equal(pictures["16UC1"], pictures["32FC1"])

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 import rclpy
 from iphd_msgs.msg import PersonDetectionArray, PersonTrackArray
 from rclpy.context import Context
@@ -29,6 +28,7 @@ from iphd.eval.bag_eval import (
     track_tuples_from_msg,
 )
 from iphd.eval.live import LiveRecorder
+from iphd.fusion import depth_to_mm
 from iphd.graph import (
     SENSOR_TOPICS,
     TOPIC_ARGUMENTS,
@@ -168,10 +168,12 @@ class _Monitor(Node):
         depth = self.depth.get(stamp_to_ns(self.registered.header.stamp))
         if depth is None:
             return None
+        try:  # depth_to_mm: 32FC1 metres too (a cast would make them 0-10 "millimetres")
+            depth_mm = depth_to_mm(image_to_array(depth), depth.encoding)
+        except IphdError:  # fusion refused this frame as well, and said why
+            return None
         panel = fusion_panel(
-            image_to_array(depth).astype(np.uint16),
-            image_to_array(self.thermal),
-            image_to_array(self.registered),
+            depth_mm, image_to_array(self.thermal), image_to_array(self.registered)
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(path), panel)
