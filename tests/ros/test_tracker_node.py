@@ -220,6 +220,8 @@ def test_markers_clear_then_draw_an_upright_cylinder_an_id_and_a_velocity_arrow(
     by_ns = {m.ns: m for m in markers[1:]}
     assert set(by_ns) == {"tracks", "ids", "velocity"}
     assert all(m.header.frame_id == FRAME for m in markers)
+    # They expire: RViz must not show people for good once the tracker stops publishing.
+    assert all(m.lifetime.sec + m.lifetime.nanosec * 1e-9 == 2.0 for m in markers[1:])
     body = by_ns["tracks"]
     assert body.type == Marker.CYLINDER and body.id == feeder.tracks[-1].tracks[0].id
     assert (body.scale.x, body.scale.z) == pytest.approx((0.5, 1.7))

@@ -37,6 +37,11 @@ PERSON_DIAMETER_M = 0.5
 PERSON_HEIGHT_M = 1.7
 #: Velocity arrows are drawn above this speed, m/s; an arrow is one second of motion long.
 MIN_ARROW_SPEED_MPS = 0.1
+#: Markers disappear this long after they were drawn unless the next array replaces them, so
+#: RViz does not keep showing people once the tracker stops publishing (its node or its input
+#: stopped, or the bag ended). Longer than the Lepton's ~1 s flat-field pause, so they do not
+#: blink out then.
+MARKER_LIFETIME_S = 2.0
 _AXES = {"x": 0, "y": 1, "z": 2}
 
 
@@ -149,11 +154,13 @@ def tracks_to_markers(
     along the up axis, centred on the track position (the person's centre: the detector's
     point is the middle of the box at the person's depth). The ``id N`` text (``ids``) floats
     above the head; an arrow (``velocity``) shows one second of motion when faster than
-    ``MIN_ARROW_SPEED_MPS``. Marker ids are track ids.
+    ``MIN_ARROW_SPEED_MPS``. Marker ids are track ids; each marker lives
+    ``MARKER_LIFETIME_S``.
     """
     head = header(stamp_ns, frame_id)
     up = up_vector(up_axis)
     orientation = quaternion_z_to(up)
+    lifetime = Duration(sec=int(MARKER_LIFETIME_S), nanosec=int(MARKER_LIFETIME_S % 1 * 1e9))
     markers = [Marker(header=head, action=Marker.DELETEALL)]
     for track in tracks:
         lost = track.state == LOST
@@ -164,7 +171,7 @@ def tracks_to_markers(
         centre = Point(x=float(position[0]), y=float(position[1]), z=float(position[2]))
         body = Marker(
             header=head, ns="tracks", id=int(track.track_id), type=Marker.CYLINDER,
-            action=Marker.ADD, color=color, lifetime=Duration(),
+            action=Marker.ADD, color=color, lifetime=lifetime,
         )
         body.pose.position = centre
         body.pose.orientation = orientation
@@ -172,7 +179,7 @@ def tracks_to_markers(
         markers.append(body)
         label = Marker(
             header=head, ns="ids", id=int(track.track_id), type=Marker.TEXT_VIEW_FACING,
-            action=Marker.ADD, text=f"id {track.track_id}",
+            action=Marker.ADD, text=f"id {track.track_id}", lifetime=lifetime,
             color=ColorRGBA(r=1.0, g=1.0, b=1.0, a=0.5 if lost else 1.0),
         )
         top = position + up * (PERSON_HEIGHT_M / 2 + 0.2)
@@ -185,7 +192,7 @@ def tracks_to_markers(
             end = position + velocity
             arrow = Marker(
                 header=head, ns="velocity", id=int(track.track_id), type=Marker.ARROW,
-                action=Marker.ADD, color=color,
+                action=Marker.ADD, color=color, lifetime=lifetime,
             )
             arrow.points = [centre, Point(x=float(end[0]), y=float(end[1]), z=float(end[2]))]
             arrow.pose.orientation.w = 1.0
