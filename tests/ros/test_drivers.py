@@ -286,3 +286,40 @@ def test_driver_without_a_device_keeps_running_and_reports_the_error(
         assert spin_until(executor, error_reported, 5.0)
     finally:
         _close(executor, d435)
+
+
+class UnpluggedLeptonCapture(PacedLeptonCapture):
+    """First an all-zero frame (a VoSPI sync loss the frame loop reports), then ``n`` good
+    frames, then nothing: the PureThermal was unplugged."""
+
+    def read(self):
+        with self.lock:
+            first = self.index == 0
+        if not first:
+            return super().read()
+        self.index = 1
+        zero = np.zeros((120, 160), np.uint16)
+        return True, np.vstack([zero, encode_telemetry(frame_counter=1, ffc_state=3)])
+
+
+def test_driver_diagnostics_name_the_latest_loss_not_an_error_it_recovered_from(
+    executor, ros_context, spin_until, rig
+):
+    recorder = Recorder(ros_context)
+    executor.add_node(recorder)
+    lepton = LeptonNode(capture=UnpluggedLeptonCapture(rig, period_s=0.01, n=15),
+                        context=ros_context)
+    executor.add_node(lepton)
+    lepton.loop._retry_s = 0.1  # the all-zero frame's retry
+
+    def stale_error():
+        return [s.message for d in recorder.msgs["/diagnostics"] for s in d.status
+                if s.level == DiagnosticStatus.ERROR]
+
+    try:
+        assert spin_until(executor, lambda: lepton.camera.stats.reconnects >= 1, 10.0)
+        assert lepton.published >= 10  # the stream ran between the two problems
+        assert spin_until(executor, stale_error, 5.0)
+    finally:
+        _close(executor, lepton)
+    assert "Lepton lost" in stale_error()[0], stale_error()

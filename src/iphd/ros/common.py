@@ -552,6 +552,7 @@ class FrameLoop:
         self._retry_s = retry_s
         self._stop = threading.Event()
         self.last_error = ""
+        self.last_error_s = 0.0
         self.finished = False
         self._thread = threading.Thread(
             target=self._run, name=f"{node.get_name()}_frames", daemon=True
@@ -582,13 +583,14 @@ class FrameLoop:
                 for frame in self._source():
                     if self._stop.is_set():
                         return
+                    self.last_error = ""  # a frame came: the error is over
                     self._on_frame(frame)
                 self.finished = True
                 return
             except LoopStoppedError:
                 return
             except IphdError as exc:
-                self.last_error = str(exc)
+                self.last_error, self.last_error_s = str(exc), time.monotonic()
                 self._node.get_logger().error(f"{exc} (retrying in {self._retry_s:.0f} s)")
                 self._stop.wait(self._retry_s)
 

@@ -135,6 +135,10 @@ class D435Node(DriverNode):
                 array_to_image(color.rgb, "rgb8", color.stamp_ns, color.frame_id)
             )
 
+    def camera_problem(self) -> tuple[float, str]:
+        """The camera's latest open failure or loss since its last frame."""
+        return self.camera.stats.last_problem_s, self.camera.stats.last_problem
+
     def status_values(self) -> dict[str, Any]:
         """Frames, timeouts, reconnects, device and depth units."""
         stats = self.camera.stats

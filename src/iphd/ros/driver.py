@@ -56,6 +56,13 @@ class DriverNode(Node):
         """Driver counters for ``/diagnostics``."""
         raise NotImplementedError
 
+    def camera_problem(self) -> tuple[float, str]:
+        """The camera's latest open failure or loss since its last frame: (when, text).
+
+        ``when`` is on ``time.monotonic``; (0.0, "") when there is none.
+        """
+        return 0.0, ""
+
     def publish_image(
         self, image: np.ndarray, intrinsics: CameraIntrinsics | None, stamp_ns: int, frame_id: str
     ) -> None:
@@ -76,7 +83,10 @@ class DriverNode(Node):
             level, message = "OK", "end of recording"
         elif self._rate.age_s() > STALE_S:
             level = "ERROR"
-            message = self.loop.last_error or f"no {self._stream} frame for over {STALE_S:g} s"
+            # The newer of the frame loop's error and the camera's own, so that an error the
+            # camera recovered from does not stand for a later loss.
+            _, problem = max((self.loop.last_error_s, self.loop.last_error), self.camera_problem())
+            message = problem or f"no {self._stream} frame for over {STALE_S:g} s"
         else:
             level, message = "OK", "streaming"
         self._diag_pub.publish(

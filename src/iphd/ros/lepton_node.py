@@ -60,6 +60,10 @@ class LeptonNode(DriverNode):
         intrinsics = self.calibration.thermal if self.calibration else None
         self.publish_image(frame.thermal_ck, intrinsics, frame.stamp_ns, frame.frame_id)
 
+    def camera_problem(self) -> tuple[float, str]:
+        """The camera's latest open failure or loss since its last frame."""
+        return self.camera.stats.last_problem_s, self.camera.stats.last_problem
+
     def status_values(self) -> dict[str, Any]:
         """Frames and drops by reason."""
         stats = self.camera.stats

@@ -128,12 +128,17 @@ class D435Stats:
         color_frames: colour frames received (``config.color``).
         timeouts: waits that ended without a frame.
         reconnects: device losses after which the driver closed the camera to reopen it.
+        last_problem: the latest open failure or device loss, as logged; empty again once a
+            frame comes.
+        last_problem_s: when it happened (``time.monotonic``), 0.0 before any.
     """
 
     frames: int = 0
     color_frames: int = 0
     timeouts: int = 0
     reconnects: int = 0
+    last_problem: str = ""
+    last_problem_s: float = 0.0
 
 
 def intrinsics_from_rs(intrinsics: Any) -> CameraIntrinsics:
@@ -714,6 +719,7 @@ class D435Camera:
                 self._lost(backoff, exc)
                 continue
             backoff.reset()
+            self.stats.last_problem = ""
             yield frame
 
     def _lost(self, backoff: Backoff, exc: Exception) -> None:
@@ -724,4 +730,5 @@ class D435Camera:
     def _wait_before_retry(self, backoff: Backoff, message: str) -> None:
         delay = backoff.next_delay()
         logger.warning("%s; next attempt in %.1f s", message, delay)
+        self.stats.last_problem, self.stats.last_problem_s = message, time.monotonic()
         self._sleep(delay)

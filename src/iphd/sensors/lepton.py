@@ -151,6 +151,9 @@ class LeptonStats:
         dropped_repeated: frames dropped as repeats of the previous frame.
         read_failures: grabs that returned no frame.
         reconnects: device losses after which the driver closed the camera to reopen it.
+        last_problem: the latest open failure or device loss, as logged; empty again once a
+            frame comes.
+        last_problem_s: when it happened (``time.monotonic``), 0.0 before any.
     """
 
     frames: int = 0
@@ -158,6 +161,8 @@ class LeptonStats:
     dropped_repeated: int = 0
     read_failures: int = 0
     reconnects: int = 0
+    last_problem: str = ""
+    last_problem_s: float = 0.0
 
 
 def decode_telemetry(rows: np.ndarray) -> dict[str, int]:
@@ -575,9 +580,11 @@ class LeptonCamera:
                 continue
             if frame is not None:
                 backoff.reset()
+                self.stats.last_problem = ""
                 yield frame
 
     def _wait_before_retry(self, backoff: Backoff, message: str) -> None:
         delay = backoff.next_delay()
         logger.warning("%s; next attempt in %.1f s", message, delay)
+        self.stats.last_problem, self.stats.last_problem_s = message, time.monotonic()
         self._sleep(delay)
