@@ -129,6 +129,20 @@ def test_a_pair_ends_a_run_of_unpaired_thermal_frames() -> None:
     assert sync.stats.unpaired_skew_ns == 50 * MS  # the last unpaired frame's, kept
 
 
+def test_thermal_frames_before_the_first_depth_frame_suggest_no_clock_offset() -> None:
+    # The PureThermal opens faster than librealsense: thermal frames come 1.5 s before the
+    # first depth frame, then both run on one clock. The lost start is no offset to add.
+    sync: Synchronizer[int, int] = Synchronizer()
+    thermal = [("t", t * MS) for t in range(0, 2900, 115)]  # 13 of them before 1.5 s
+    depth = [("d", (1500 + 33 * i) * MS) for i in range(45)]  # stamps agree within 16 ms
+    run(sync, sorted(thermal + depth, key=lambda event: event[1]))
+    assert sync.stats.thermal_dropped["no_depth_within_skew"] == 13
+    assert sync.stats.unpaired_skew_ns is None
+    assert unpaired_reason(sync.stats.unpaired_skew_ns) == "no depth frame had come before them"
+    assert sync.stats.pairs > 10
+    check_accounting(sync)
+
+
 def test_the_reason_for_a_small_skew_gives_the_clock_offset_to_add() -> None:
     reason = unpaired_reason(150 * MS)
     assert "stamped 150 ms before the depth frame" in reason

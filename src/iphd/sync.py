@@ -349,8 +349,8 @@ class Synchronizer(Generic[D, T]):
             else:
                 stats.thermal_dropped["no_depth_within_skew"] += 1
                 stats.unpaired_run += 1
-                if arrival_skew is None and stamps:  # it came before any depth frame
-                    arrival_skew = stamps[j] - target
+                # None when it came before any depth frame (a start-up, not two clocks apart:
+                # librealsense opens more slowly than a PureThermal).
                 stats.unpaired_skew_ns = arrival_skew
             k = bisect_left(stamps, target - cfg.max_skew_ns)
             if k:

@@ -1,3 +1,5 @@
+from collections import deque
+
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -272,7 +274,15 @@ def test_thermal_stamped_on_another_clock_is_an_error_that_says_how_far_apart(
     # What is left is a warning about the frames lost while the clocks were apart.
     level, message = fusion._status(stats)
     assert level == "WARN" and message.startswith(
-        "more than 1 % of thermal frames found no depth partner (12 none within the skew; ")
+        "more than 1 % of thermal frames in the last 30 s found no depth partner "
+        "(12 none within the skew; ")
+    # Once they are more than 30 s behind, pairing as it should is OK again.
+    fusion._drop_window = deque((t - 31.0, n, d) for t, n, d in fusion._drop_window)
+    feeder.send_depth(start + 12 * DEPTH_PERIOD)
+    feeder.send_thermal(start + 12 * DEPTH_PERIOD - 3_000_000)
+    feeder.send_depth(start + 13 * DEPTH_PERIOD)
+    assert spin_until(executor, lambda: fusion.stats()["pairs"] > stats["pairs"])
+    assert fusion._status(fusion.stats()) == ("OK", "pairing and registering")
 
 
 def test_depth_that_does_not_read_as_millimetres_is_a_warning_and_still_registered(

@@ -55,6 +55,10 @@ MAX_WAIT_MS = 500.0
 THERMAL_ENCODINGS = ("16UC1", "mono16")
 # Depth frames are checked for their units once in this many (about a second at 30 Hz).
 DEPTH_UNITS_EVERY = 30
+# The share of thermal frames without a partner that makes a warning is taken over this many
+# seconds, so that frames lost once (a staggered start, a camera reconnecting) do not keep the
+# node at WARN for minutes after pairing works again.
+DROP_WINDOW_S = 30.0
 
 
 class FusionNode(Node):
@@ -97,6 +101,7 @@ class FusionNode(Node):
         self._errors: dict[str, int] = {}
         self._last_error = ""
         self._process_ms: deque[float] = deque(maxlen=1000)
+        self._drop_window: deque[tuple[float, int, int]] = deque()
         self._depth_rate = RateMeter()
         self._thermal_rate = RateMeter()
         self._pair_rate = RateMeter()
@@ -420,8 +425,11 @@ class FusionNode(Node):
         unpaired = values.get("thermal_dropped_no_depth_within_skew", 0)
         if self._no_pairs():
             return "ERROR", self._unpaired_reason()
-        if values.get("thermal_drop_fraction", 0.0) > 0.01:
-            return "WARN", "more than 1 % of thermal frames found no depth partner" + (
+        if self._recent_drop_fraction() > 0.01:
+            return "WARN", (
+                f"more than 1 % of thermal frames in the last {DROP_WINDOW_S:g} s found no "
+                "depth partner"
+            ) + (
                 f" ({unpaired} none within the skew; "
                 f"{unpaired_reason(self.sync.stats.unpaired_skew_ns)})"
                 if unpaired and self.sync is not None else ""
@@ -429,6 +437,23 @@ class FusionNode(Node):
         if self._errors:
             return "WARN", f"input errors: {self._last_error}"
         return "OK", "pairing and registering"
+
+    def _recent_drop_fraction(self) -> float:
+        """Share of the thermal frames of the last ``DROP_WINDOW_S`` left without a pair."""
+        if self.sync is None:
+            return 0.0
+        stats = self.sync.stats
+        now = time.monotonic()
+        window = self._drop_window
+        if window and stats.thermal_in < window[-1][1]:  # a new synchronizer: counts restart
+            window.clear()
+        if not window:  # the first look counts every frame so far
+            window.append((now, 0, 0))
+        window.append((now, stats.thermal_in, sum(stats.thermal_dropped.values())))
+        while now - window[0][0] > DROP_WINDOW_S:
+            window.popleft()
+        arrived = window[-1][1] - window[0][1]
+        return (window[-1][2] - window[0][2]) / arrived if arrived > 0 else 0.0
 
     def _publish_static_tf(self, calibration: RigCalibration) -> None:
         try:
