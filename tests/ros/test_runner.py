@@ -512,3 +512,47 @@ def test_the_fusion_picture_reads_32fc1_depth_in_metres(tmp_path, ros_context):
         pictures[encoding] = cv2.imread(str(path))
     # The same scene at 2 m: the same picture (a cast read 2.0 m as 2 mm, a black depth tile).
     assert np.array_equal(pictures["16UC1"], pictures["32FC1"])
+
+
+def test_a_node_process_that_dies_mid_run_stops_the_run_and_fails_it(tmp_path, capsys):
+    import os
+    import signal
+
+    _write_rig_bag(tmp_path / "bag", seconds=12.0)
+
+    def kill_fusion(nodes, elapsed_s):
+        if elapsed_s > 0 and nodes["fusion"].alive:
+            os.kill(nodes["fusion"].pid, signal.SIGKILL)
+
+    result = run_graph(
+        "bag", 60.0, bag=str(tmp_path / "bag"), detector=False, processes=True,
+        log_level="error", sample=kill_fusion, sample_period_s=1.0,
+    )
+    assert result.ended == {"fusion": -signal.SIGKILL}
+    assert result.duration_s < 8.0  # stopped, not run to the end of the 12 s bag
+    capsys.readouterr()
+    assert exit_status(result) == 1
+    err = capsys.readouterr().err
+    assert "the process of node 'fusion' (killed by SIGKILL) ended during the run" in err
+
+
+def test_sigterm_ends_a_run_as_ctrl_c_does_with_its_summary(tmp_path):
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    _write_rig_bag(tmp_path / "bag", seconds=30.0)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "iphd.ros.runner", "--bag", str(tmp_path / "bag"),
+         "--no-detector", "--out", str(tmp_path / "out"), "--log-level", "error"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert run.stdout is not None
+    for line in run.stdout:  # until the progress shows registered images: the graph runs
+        if re.search(r"\| registered +[1-9]", line):
+            break
+    run.send_signal(signal.SIGTERM)  # as systemd or docker stop it
+    out = run.stdout.read()
+    assert run.wait(30) == 0, out
+    assert "\nsummary\n" in out and "registered images published" in out

@@ -101,9 +101,10 @@ def make_nodes(
 def _node_main(conn: Connection) -> None:
     """Body of a node process: build the node the runner sends, spin it, report until "stop"."""
     spec, params, namespace, use_sim_time, log_level = conn.recv()
-    # Ctrl-C goes to the whole process group: the runner stops its children itself, after it
-    # has collected what they did.
+    # Ctrl-C goes to the whole process group, and so does a service manager's SIGTERM: the
+    # runner stops its children itself, after it has collected what they did.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     context = Context()
     rclpy.init(context=context)
     try:
@@ -250,6 +251,11 @@ class NodeProcess:
     def alive(self) -> bool:
         """Whether the child process is still running."""
         return self._process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """The child's exit status once it ended (negative: killed by that signal), else None."""
+        return self._process.poll()
 
     def stats(self) -> dict[str, Any]:
         """The node's ``stats()`` as of its last report (empty for nodes without stats)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -75,6 +76,11 @@ class RunResult:
     processes: bool = False
     #: Class of the executor that spun the nodes (the same in every process of a run).
     executor: str = ""
+    #: Node processes that ended while the graph ran, by name: their exit status (negative:
+    #: killed by that signal). The run stops when one does.
+    ended: dict[str, int] = field(default_factory=dict)
+    #: The run was stopped by Ctrl-C or SIGTERM before its duration.
+    interrupted: bool = False
 
 
 class _Monitor(Node):
@@ -302,6 +308,8 @@ def run_graph(
                 monitor.release_images()
                 for child in children:
                     child.poll()
+                if _ended(children, result, monitor):
+                    break
                 if player is not None and getattr(player, "finished", False):
                     stop_at = min(stop_at, time.monotonic() + DRAIN_S)
                     player = None
@@ -312,7 +320,7 @@ def run_graph(
                     next_sample += sample_period_s
                     sample(nodes, time.monotonic() - start)
         except KeyboardInterrupt:
-            pass  # Ctrl-C ends the run; the summary still comes
+            result.interrupted = True  # Ctrl-C ends the run; the summary still comes
         result.duration_s = time.monotonic() - start
         # The children's last reports: what they did up to the stop.
         for child in children:
@@ -346,6 +354,35 @@ def run_graph(
         executor.shutdown()
         rclpy.try_shutdown(context=context)
     return result
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def exit_description(status: int) -> str:
+    """A child's exit status in words: ``exit status 1``, ``killed by SIGKILL``."""
+    if status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return f"exit status {status}"
+
+
+def _ended(children: list[NodeProcess], result: RunResult, monitor: Node) -> bool:
+    """Note the node processes that ended since the last look; True if any did."""
+    ended = False
+    for child in children:
+        status = child.returncode
+        if status is not None and child.name not in result.ended:
+            result.ended[child.name] = status
+            monitor.get_logger().error(
+                f"the process of node '{child.name}' ended during the run "
+                f"({exit_description(status)}): the run stops; its log above says why"
+            )
+            ended = True
+    return ended
 
 
 def start_processes(
@@ -539,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     layout = "one process per node" if args.processes else "all nodes in one process"
     print(f"iphd-run: source={source}, duration {length}, {layout}", flush=True)
     evaluate = args.eval and source in ("sim", "bag") and args.detector and args.tracker
+    # A service manager stops with SIGTERM: end the run as Ctrl-C does, with its summary.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = run_graph(
             source,
@@ -564,6 +603,13 @@ def main(argv: list[str] | None = None) -> int:
     except (IphdError, FileNotFoundError) as exc:
         print(f"iphd-run: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # While the nodes started, or a second Ctrl-C while the run was ending.
+        print("iphd-run: stopped by Ctrl-C or SIGTERM before the run's summary",
+              file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     s = result.stats
     print("\nsummary")
     print(f"  ran {result.duration_s:.1f} s, source {source}")
@@ -627,6 +673,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if result.snapshot:
         print(f"  wrote {result.snapshot}")
+    for name, code in result.ended.items():
+        print(f"  node '{name}': its process ended during the run ({exit_description(code)})")
     status = exit_status(result)
     if evaluate and status == 0:
         status = _evaluate(result, source, Path(args.out) / "eval")
@@ -713,9 +761,21 @@ def _short_clock(result: RunResult) -> str:
 def exit_status(result: RunResult) -> int:
     """Return the run's exit status and say why on stderr when it is not 0.
 
-    1 when no registered thermal image was published, or when the detector ran but published
-    no detections array; 0 otherwise.
+    1 when a node's process ended during the run, when no registered thermal image was
+    published, or when the detector ran but published no detections array; 130 when Ctrl-C or
+    SIGTERM stopped the run before any registered image; 0 otherwise.
     """
+    if result.ended:
+        names = ", ".join(f"'{name}' ({exit_description(code)})"
+                          for name, code in result.ended.items())
+        print(f"iphd-run: the process of node {names} ended during the run, which stopped "
+              "it: the node's log above says why (run with --no-processes to see a Python "
+              "error in this terminal)", file=sys.stderr)
+        return 1
+    if result.interrupted and result.stats.get("published", 0) == 0:
+        print(f"iphd-run: stopped after {result.duration_s:.1f} s, before fusion published "
+              "a registered image", file=sys.stderr)
+        return 130
     if result.stats.get("published", 0) == 0:
         stats = result.stats
         why = ""
