@@ -369,6 +369,21 @@ def test_a_backward_stamp_resets_the_tracks_and_tracking_continues(graph, execut
     assert after[-1].tracks[0].state == PersonTrack.STATE_CONFIRMED
 
 
+def test_a_repeated_or_slightly_older_detections_message_is_dropped_not_a_reset(
+    graph, executor, spin_until
+):
+    node, feeder = graph()
+    _walk(executor, spin_until, feeder, 5, depth=False)  # no depth: nothing pairs them
+    track_id = feeder.tracks[-1].tracks[0].id
+    box, xyz = _person(4)
+    for stamp in (T0 + 4 * PERIOD, T0 + 4 * PERIOD - 20_000_000):  # again, then 20 ms older
+        feeder.detections.publish(_detections(stamp, [(box, xyz, 0.9)]))
+    assert spin_until(executor, lambda: node.stats().get("errors_stale_detections") == 2)
+    _walk(executor, spin_until, feeder, 3, start=5, depth=False)
+    assert node.stats()["clock_jumps"] == 0
+    assert feeder.tracks[-1].tracks[0].id == track_id  # the person kept their track
+
+
 def test_an_rgb_query_returns_the_track(graph, executor, spin_until):
     node, feeder = graph()
     _walk(executor, spin_until, feeder, 5)

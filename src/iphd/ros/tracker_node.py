@@ -37,7 +37,7 @@ from iphd.ros.conversions import (
     image_to_array,
     stamp_to_ns,
 )
-from iphd.ros.frames import ListeningLookup, tf_lookup
+from iphd.ros.frames import JUMP_BACK_NS, ListeningLookup, tf_lookup
 from iphd.ros.fusion_node import DEPTH_ENCODINGS
 from iphd.ros.tracking_msgs import (
     DetectionFrame,
@@ -612,6 +612,9 @@ class TrackerNode(Node):
         with self._tracker_lock:
             last_ns = self.tracker.stamp_ns
             if last_ns is not None and frame.stamp_ns <= last_ns:
+                if frame.stamp_ns > last_ns - JUMP_BACK_NS:
+                    self._stale(frame.stamp_ns, last_ns)
+                    return
                 # Before the lookup: after a bag loop the TF buffer holds the last pass's
                 # future, and tf2 would refuse the new pass's transforms as too old.
                 self._time_jumped(frame.stamp_ns, last_ns)
@@ -638,7 +641,11 @@ class TrackerNode(Node):
             try:
                 tracks = self.tracker.update(frame.stamp_ns, inputs)
             except TimeOrderError:
-                self._time_jumped(frame.stamp_ns, self.tracker.stamp_ns)
+                last_ns = self.tracker.stamp_ns
+                if last_ns is not None and frame.stamp_ns > last_ns - JUMP_BACK_NS:
+                    self._stale(frame.stamp_ns, last_ns)
+                    return
+                self._time_jumped(frame.stamp_ns, last_ns)
                 tracks = self.tracker.update(frame.stamp_ns, inputs)
         tracked = time.monotonic()
         shown = self._publish(tracks, frame, item.depth)
@@ -685,6 +692,15 @@ class TrackerNode(Node):
             return
         picture = render_tracks_image(depth_mm, tracks, size)
         self._image_pub.publish(array_to_image(picture, "bgr8", frame.stamp_ns, frame.frame_id))
+
+    def _stale(self, stamp_ns: int, last_ns: int) -> None:
+        """Drop detections stamped at or less than ``JUMP_BACK_NS`` before the last tracked."""
+        self._drop(
+            "stale_detections",
+            f"detections at stamp {stamp_ns} ns dropped: not after the last tracked "
+            f"({last_ns} ns), a repeated or out-of-order message; the tracks are kept (stamps "
+            f"more than {JUMP_BACK_NS / 1e9:g} s back would be a clock jump and reset them)",
+        )
 
     def _time_jumped(self, stamp_ns: int, last_ns: int | None) -> None:
         """Start over after detections stamps went back: tracks, pairing and the TF buffer.
