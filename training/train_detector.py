@@ -50,10 +50,12 @@ from iphd.checkpoints import read_payload, require_training_state
 from iphd.data.iphd import IphdDataset
 from iphd.detection.backbone import ResNetBackbone, load_torchvision_state_dict
 from iphd.detection.data import (
+    ASPECT,
     AugmentConfig,
     DetectionDataset,
     MultiScaleBatchSampler,
     collate,
+    input_size_for,
 )
 from iphd.detection.detector import (
     CHECKPOINT_FORMAT,
@@ -157,6 +159,15 @@ def build_run_config(raw: dict[str, Any], name: str) -> RunConfig:
     model = build_dataclass(DetectorConfig, raw.get("model"), "model")
     loss = build_dataclass(LossConfig, raw.get("loss"), "loss")
     net_h, net_w = model.input_size
+    batches = input_size_for(net_h)  # the size training and validation batches of it have
+    if batches != (net_h, net_w):
+        raise ConfigError(
+            f"model.input_size {[net_h, net_w]} is not the shape training and validation "
+            f"batches have: a short side of {net_h} makes them {list(batches)} (the long side "
+            f"is the short one x {ASPECT:g}, a multiple of 32), so the checkpoint would be "
+            f"validated at another size than it detects at; set model.input_size to "
+            f"{list(batches)}"
+        )
     normalize_values = dict(raw.get("normalize") or {})
     if "out_size" in normalize_values:
         raise ConfigError(

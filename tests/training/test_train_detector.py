@@ -76,6 +76,8 @@ def test_resuming_a_run_that_reached_its_iteration_cap_says_how_to_go_on(
         (["--set", "data.labels=noisy"], "data.labels"),
         (["--set", "oops"], "section.key=value"),
         (["--set", "data.train_splits=[nothere]"], "unknown IPHD split"),
+        # Validated at 64x128 (the batches' aspect) while it detects at 64x64: refused.
+        (["--set", "model.input_size=[64,64]"], "set model.input_size to [64, 128]"),
     ],
 )
 def test_bad_configs_exit_2_naming_the_problem(dataset, tmp_path, capsys, extra, message):
