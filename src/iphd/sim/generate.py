@@ -289,7 +289,7 @@ def generate_iphd(
     labels: LabelConfig | None = None, weak: WeakLabelConfig | None = None,
     population: int = 500, progress: Callable[[int], None] | None = None,
 ) -> IphdSummary:
-    """Write an IPHD-format dataset (DESIGN.md section 4) of ``frames`` pairs to ``out``.
+    """Write an IPHD-format dataset of ``frames`` pairs to ``out``.
 
     Splits are by sequence (70/15/15). ``labels/`` holds the weak labels (as the real IPHD),
     ``labels_clean/`` the exact ones, ``meta.jsonl`` the full ground truth.
