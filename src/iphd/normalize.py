@@ -31,6 +31,11 @@ class NormalizeConfig:
         depth_mean: constant subtracted from the 0-255 depth channel (``DEFAULT_DEPTH_MEAN``).
         out_size: (width, height) of the network input; paper A tests at 448x256 (h x w =
             256 x 448).
+        fill_zero_patches: fill the registered thermal image's zero patches
+            (``iphd.noise.fix_zero_patches``, paper A's noise fixing) as the first step of the
+            model's input, in training and at inference alike. Off for the shipped detector,
+            which was trained on thermal with its zero patches, as the IPHD format stores it;
+            the fusion node leaves them in by default for that reason.
 
     Invalid pixels (value 0) carry no signal: a thermal pixel without data takes the ambient
     temperature (0 after ambient subtraction) and an invalid depth pixel takes ``depth_mean``
@@ -45,6 +50,7 @@ class NormalizeConfig:
     depth_max_m: float = 10.0
     depth_mean: float = DEFAULT_DEPTH_MEAN
     out_size: tuple[int, int] = (448, 256)
+    fill_zero_patches: bool = False
 
     def __post_init__(self) -> None:
         """Reject clip ranges and sizes that cannot work."""

@@ -38,6 +38,31 @@ def test_fusion_inputs_stack_the_right_channels():
         np.testing.assert_array_equal(fusion_input(depth, thermal, two_stream, NORM), early)
 
 
+def test_a_model_trained_on_filled_thermal_fills_the_zero_patches_itself(tmp_path):
+    from dataclasses import replace
+
+    from iphd.noise import fix_zero_patches
+
+    depth, thermal = _frames()
+    thermal[:, :20] = 0  # outside the Lepton's view
+    thermal[30:40, 50:60] = 0  # an occlusion shadow
+    filling = replace(NORM, fill_zero_patches=True)
+    filled = fusion_input(depth, thermal, "early", filling)
+    np.testing.assert_array_equal(
+        filled, fusion_input(depth, fix_zero_patches(thermal), "early", NORM)
+    )
+    # Without it (the shipped detector) a hole reads as the room: 0 after ambient subtraction.
+    kept = fusion_input(depth, thermal, "early", NORM)
+    assert not np.array_equal(filled, kept) and kept[0, 0, 0] == 0.0
+    # The setting travels with the checkpoint; one saved before it existed keeps its holes.
+    path = save_checkpoint(tmp_path / "m.pt", FusionDetector(SMALL), filling)
+    assert load_checkpoint(path)[1].fill_zero_patches
+    payload = torch.load(path, weights_only=False)
+    del payload["normalize_config"]["fill_zero_patches"]
+    torch.save(payload, tmp_path / "old.pt")
+    assert not load_checkpoint(tmp_path / "old.pt")[1].fill_zero_patches
+
+
 def test_fusion_input_rejects_an_unknown_mode():
     depth, thermal = _frames()
     with pytest.raises(ConfigError, match="'mid'.*early, depth, thermal, intermediate, late"):

@@ -24,6 +24,7 @@ from iphd.checkpoints import (
 )
 from iphd.detection.model import FUSION_MODES, DetectorConfig, FusionDetector
 from iphd.errors import CheckpointError, ConfigError
+from iphd.noise import fix_zero_patches
 from iphd.normalize import NormalizeConfig, normalize_depth, normalize_thermal
 
 CHECKPOINT_FORMAT = "iphd-detector"
@@ -54,7 +55,9 @@ def fusion_input(
 
     ``early`` is paper A's (T, T, D); ``depth`` is (D, D, D) and ``thermal`` (T, T, T), the
     single-modality baselines of its ablations. ``intermediate`` and ``late`` also take
-    (T, T, D): the model splits it into its thermal and depth streams itself.
+    (T, T, D): the model splits it into its thermal and depth streams itself. With
+    ``config.fill_zero_patches`` the thermal image's zero patches are filled first (a thermal
+    image without zeros is unchanged).
 
     Raises:
         ConfigError: if ``fusion`` is not one of ``FUSION_MODES``.
@@ -70,6 +73,8 @@ def fusion_input(
         out[1] = out[0]
         out[2] = out[0]
         return out
+    if config.fill_zero_patches:
+        thermal_ck = fix_zero_patches(thermal_ck)
     normalize_thermal(thermal_ck, config, out=out[0])
     out[1] = out[0]
     if fusion == "thermal":

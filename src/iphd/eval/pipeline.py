@@ -173,7 +173,7 @@ class OfflineConfig:
     max_skew_ms: float = 20.0
     max_wait_ms: float = 500.0
     registered_scale: float = 0.25
-    fix_zero_patches: bool = True
+    fix_zero_patches: bool = False
     topics: Mapping[str, str] = field(default_factory=dict)
     tracking_frame: str = ""
 

@@ -87,7 +87,12 @@ class FusionNode(Node):
         )
         width = declare(self, "registered_width", 0, "registered width, px; 0 = use the scale")
         height = declare(self, "registered_height", 0, "registered height, px; 0 = use the scale")
-        fix = declare(self, "fix_zero_patches", True, "fill registration holes (paper A)")
+        fix = declare(
+            self, "fix_zero_patches", False,
+            "fill registration holes (paper A's noise fixing) in thermal/registered; off by "
+            "default: the shipped detector was trained on thermal with its holes (a checkpoint "
+            "trained on filled thermal fills them itself: normalize.fill_zero_patches)",
+        )
         publish_tf = declare(self, "publish_tf", True, "publish the rig's static TF")
         publish_calibration = declare(
             self, "publish_calibration", True,
