@@ -16,6 +16,7 @@ from iphd.ros.fusion_node import FusionNode
 
 T0 = 1_700_000_000_000_000_000
 DEPTH_PERIOD = 33_333_333
+THERMAL_PERIOD = 115_000_000
 
 
 class Feeder(Node):
@@ -246,6 +247,31 @@ def test_diagnostics_report_rates_pairs_and_stopped_thermal(
     # The stream returns: the log says so.
     _stream(feeder, executor, spin_for, t0=T0 + 10**9)
     spin_until_logged(executor, "status OK again")
+
+
+def test_a_depth_outage_is_reported_as_depth_stopping_not_as_two_clocks(
+    graph, executor, spin_for, spin_until, capfd
+):
+    fusion, feeder = graph()
+    feeder.send_info()
+    spin_for(executor, 0.1)
+    _stream(feeder, executor, spin_for)
+    assert spin_until(executor, lambda: len(feeder.registered) >= 2)
+    # Depth stops for 1.6 s; the Lepton goes on (its frames find no partner).
+    t = T0 + 9 * DEPTH_PERIOD
+    for k in range(14):
+        feeder.send_thermal(t + k * THERMAL_PERIOD)
+        spin_for(executor, 0.115)
+    assert fusion.stats()["unpaired_run"] >= 9
+    assert fusion._status(fusion.stats())[1].startswith("no depth/image_raw for over 0.6 s")
+    # Depth comes back, in step with thermal again.
+    _stream(feeder, executor, spin_for, n_depth=30, thermal_at=range(1, 30, 3),
+            t0=t + 14 * THERMAL_PERIOD)
+    assert spin_until(executor, lambda: fusion.stats()["unpaired_run"] == 0)
+    level, message = fusion._status(fusion.stats())
+    assert level == "WARN" and message.endswith("depth/image_raw stopped in that time"), message
+    err = capfd.readouterr().err
+    assert "two clocks" not in err, [line for line in err.splitlines() if "two clocks" in line]
 
 
 def test_thermal_stamped_on_another_clock_is_an_error_that_says_how_far_apart(

@@ -107,6 +107,11 @@ class FusionNode(Node):
         self._last_error = ""
         self._process_ms: deque[float] = deque(maxlen=1000)
         self._drop_window: deque[tuple[float, int, int]] = deque()
+        self._depth_stopped_s = -float("inf")  # time.monotonic() depth was last seen stopped
+        # Thermal frames that came while depth was streaming, since the last pair (those of a
+        # depth outage or from before the first depth frame cannot pair, and say nothing
+        # about the clocks).
+        self._with_depth_since_pair = 0
         self._depth_rate = RateMeter()
         self._thermal_rate = RateMeter()
         self._pair_rate = RateMeter()
@@ -284,6 +289,8 @@ class FusionNode(Node):
 
     def _on_thermal(self, msg: Image) -> None:
         self._thermal_rate.tick()
+        if self._depth_rate.age_s() <= STREAM_TIMEOUT_S:
+            self._with_depth_since_pair += 1
         if self.sync is None or self.pipeline is None or self.calibration is None:
             return
         self._check_frame("thermal", msg.header.frame_id)
@@ -311,6 +318,8 @@ class FusionNode(Node):
             )
         if self._no_pairs():
             self.get_logger().error(self._unpaired_reason(), throttle_duration_sec=5.0)
+        if pairs:
+            self._with_depth_since_pair = 0
         for pair in pairs:
             self._pair_rate.tick()
             start = time.perf_counter()
@@ -336,12 +345,13 @@ class FusionNode(Node):
     def _no_pairs(self) -> bool:
         """Whether thermal frames keep coming with depth frames and none finds a partner.
 
-        (Thermal frames that came before any depth frame are the depth stream's absence,
-        which its own status reports.)
+        (Thermal frames that came before any depth frame, or while depth had stopped, are the
+        depth stream's absence, which its own status reports.)
         """
         stats = self.sync.stats if self.sync is not None else None
         return (stats is not None and stats.unpaired_run >= UNPAIRED_RUN
-                and stats.unpaired_skew_ns is not None)
+                and stats.unpaired_skew_ns is not None
+                and self._with_depth_since_pair >= UNPAIRED_RUN)
 
     def _unpaired_reason(self) -> str:
         """No pair is being made: why, and what to change."""
@@ -422,6 +432,7 @@ class FusionNode(Node):
                 f"no {topic_label(self, 'thermal/image_raw')} for over {STREAM_TIMEOUT_S:g} s"
             )
         if self._depth_rate.age_s() > STREAM_TIMEOUT_S:
+            self._depth_stopped_s = time.monotonic()
             return "ERROR", (
                 f"no {topic_label(self, 'depth/image_raw')} for over {STREAM_TIMEOUT_S:g} s"
             )
@@ -431,13 +442,17 @@ class FusionNode(Node):
         if self._no_pairs():
             return "ERROR", self._unpaired_reason()
         if self._recent_drop_fraction() > 0.01:
+            if time.monotonic() - self._depth_stopped_s <= DROP_WINDOW_S:
+                # The thermal frames of a depth outage: no clock to blame.
+                why = f"; {topic_label(self, 'depth/image_raw')} stopped in that time"
+            elif unpaired and self.sync is not None:
+                why = (f" ({unpaired} none within the skew; "
+                       f"{unpaired_reason(self.sync.stats.unpaired_skew_ns)})")
+            else:
+                why = ""
             return "WARN", (
                 f"more than 1 % of thermal frames in the last {DROP_WINDOW_S:g} s found no "
-                "depth partner"
-            ) + (
-                f" ({unpaired} none within the skew; "
-                f"{unpaired_reason(self.sync.stats.unpaired_skew_ns)})"
-                if unpaired and self.sync is not None else ""
+                f"depth partner{why}"
             )
         if self._errors:
             return "WARN", f"input errors: {self._last_error}"
