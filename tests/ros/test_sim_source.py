@@ -1,10 +1,12 @@
 import numpy as np
+import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from iphd_msgs.msg import PersonTrack, PersonTrackArray
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 
+from iphd.errors import ConfigError
 from iphd.ros import qos
 from iphd.ros.conversions import image_to_array, stamp_to_ns
 from iphd.ros.sim_source_node import SimSourceNode
@@ -99,3 +101,10 @@ def test_sim_source_reports_what_it_published_and_warns_when_it_falls_behind(
     assert level == "WARN" and "depth_rate_hz" in message and "20 of 120" in message
     assert sim._status({**counts, "frames_skipped": 5})[0] == "OK"
     assert status().level in (DiagnosticStatus.OK, DiagnosticStatus.WARN)
+
+
+def test_a_bad_simulator_parameter_is_a_config_error_naming_it(ros_context):
+    # spin_node turns a ConfigError into its message and exit status 2, not a traceback.
+    with pytest.raises(ConfigError, match="sim_source parameters: depth_rate_hz must be positive"):
+        SimSourceNode(context=ros_context,
+                      parameter_overrides=[Parameter("depth_rate_hz", value=0.0)])

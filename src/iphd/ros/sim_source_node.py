@@ -18,6 +18,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
 from iphd.calibration import load_calibration
+from iphd.errors import ConfigError
 from iphd.ros import qos
 from iphd.ros.common import DiagnosticsReporter, declare, package_file, spin_node
 from iphd.ros.conversions import array_to_image, intrinsics_to_camera_info, truth_to_msg
@@ -51,11 +52,14 @@ class SimSourceNode(Node):
         self.calibration = load_calibration(
             calibration_file or package_file("calibration/rig.yaml")
         )
-        sensors = SensorConfig(
-            depth_profile=profile, depth_rate_hz=depth_rate, thermal_rate_hz=thermal_rate
-        )
-        self.sim = stream_simulator(seed, duration, None if people < 0 else people,
-                                    self.calibration, sensors, SceneConfig())
+        try:  # the simulator's own checks raise ValueError: a parameter error here
+            sensors = SensorConfig(
+                depth_profile=profile, depth_rate_hz=depth_rate, thermal_rate_hz=thermal_rate
+            )
+            self.sim = stream_simulator(seed, duration, None if people < 0 else people,
+                                        self.calibration, sensors, SceneConfig())
+        except ValueError as exc:
+            raise ConfigError(f"sim_source parameters: {exc}") from exc
         self._t0_ns = self.get_clock().now().nanoseconds
         self._next_depth = 0
         self._next_thermal = 0
