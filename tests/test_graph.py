@@ -661,3 +661,11 @@ def test_a_parameter_the_node_does_not_have_is_named_with_the_nearest_it_has():
     ]
     assert unknown_parameters(load_params_file(ROOT / "launch" / "iphd_params.yaml"),
                               "detector", "", ["threads"])  # a check that can fail
+
+
+def test_the_bag_player_is_told_which_image_is_the_depth_topic():
+    specs = {s.name: s for s in build_graph(
+        "bag", bag="/data/run", topics={"depth/image_raw": "/oak/stereo/image_raw"})}
+    assert specs["bag_player"].parameters["depth_images"] == ["/oak/stereo/image_raw"]
+    plain = {s.name: s for s in build_graph("bag", bag="/data/run")}
+    assert "depth_images" not in plain["bag_player"].parameters

@@ -289,6 +289,11 @@ def build_graph(
             player: dict[str, Any] = {"bag": str(demo_bag_path()), "loop": True}
         else:
             player = {"bag": bag}
+            # Of a depth image recorded on both compressed transports, the player decodes
+            # compressedDepth, as the offline tools do for --depth-topic.
+            depth_image = dict(remap).get("depth/image_raw")
+            if depth_image:
+                player["depth_images"] = [depth_image]
         nodes.append(
             NodeSpec(
                 "bag_player", "bag_player_node", "iphd.ros.bag_player_node", "BagPlayerNode",

@@ -562,3 +562,10 @@ def test_decoded_topics_leave_raw_images_alone_and_pick_a_transport_per_image():
         "/cam/depth/image_rect_raw/compressedDepth": "/cam/depth/image_rect_raw",
         "/lepton/image_raw/compressed": "/lepton/image_raw",
     }
+    # A depth camera whose topic does not say so (depthai's), named as the graph's depth
+    # topic: compressedDepth, not the JPEG that compressed defaults to.
+    oak = {"/oak/stereo/image_raw/compressed": compressed,
+           "/oak/stereo/image_raw/compressedDepth": compressed}
+    assert decoded_topics(oak) == {"/oak/stereo/image_raw/compressed": "/oak/stereo/image_raw"}
+    assert decoded_topics(oak, ["oak/stereo/image_raw"]) == {
+        "/oak/stereo/image_raw/compressedDepth": "/oak/stereo/image_raw"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -102,6 +103,12 @@ class BagPlayerNode(Node):
             "publish each compressed image topic (image_transport's <image>/compressed and "
             "<image>/compressedDepth) that has no raw <image> in the bag decoded on <image>, "
             "as image_transport's republish would",
+        )
+        depth_images = self._declare_names(
+            "depth_images",
+            "the bag's depth image topics (the graph's depth_topic): of their two compressed "
+            "transports compressedDepth is decoded, whatever their name; other images are "
+            "taken for depth when 'depth' is in their name",
         )
         self._wait_for = parse_subscriber_counts(self._declare_names(
             "wait_for_subscribers",
@@ -202,7 +209,8 @@ class BagPlayerNode(Node):
         self._decoded: dict[str, str] = {}
         if decompress:
             self._decoded = decoded_topics(
-                {t: bag_topics[t].msgtype for t in self._playback.topics if t in self._topic_pubs}
+                {t: bag_topics[t].msgtype for t in self._playback.topics if t in self._topic_pubs},
+                depth_images,
             )
         for topic, raw_topic in self._decoded.items():
             self._topic_pubs[raw_topic] = (
@@ -488,15 +496,18 @@ class BagPlayerNode(Node):
         self._undo_logs()
 
 
-def decoded_topics(msgtypes: dict[str, str]) -> dict[str, str]:
+def decoded_topics(
+    msgtypes: dict[str, str], depth_images: Sequence[str] = ()
+) -> dict[str, str]:
     """Compressed image topics -> the raw topic to publish them decoded on.
 
     ``msgtypes`` maps a bag's topics to their types. A ``sensor_msgs/msg/CompressedImage`` on
     ``<image>/compressed`` or ``<image>/compressedDepth`` is decoded onto ``<image>`` unless
-    the bag has ``<image>`` itself; of two transports of one image, a depth image (``depth``
-    in its name) takes ``compressedDepth``, any other ``compressed``
-    (``iphd.transports.transport_topics``).
+    the bag has ``<image>`` itself; of two transports of one image, a depth image (one of
+    ``depth_images``, as the offline tools take ``--depth-topic``, or ``depth`` in its name)
+    takes ``compressedDepth``, any other ``compressed`` (``iphd.transports.transport_topics``).
     """
+    depth_names = {name.strip("/") for name in depth_images}
     decoded: dict[str, str] = {}
     for topic, msgtype in sorted(msgtypes.items()):
         raw_topic = base_topic(topic)
@@ -504,7 +515,8 @@ def decoded_topics(msgtypes: dict[str, str]) -> dict[str, str]:
             continue
         if raw_topic in decoded.values():
             continue
-        preferred = transport_topics(raw_topic, depth="depth" in raw_topic.lower())
+        depth = raw_topic.strip("/") in depth_names or "depth" in raw_topic.lower()
+        preferred = transport_topics(raw_topic, depth=depth)
         chosen = next(t for t in preferred if msgtypes.get(t) == COMPRESSED_IMAGE)
         decoded[chosen] = raw_topic
     return decoded
