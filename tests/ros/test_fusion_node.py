@@ -186,6 +186,12 @@ def test_bad_frames_are_dropped_with_a_reason_and_nothing_wrong_is_published(
     # The node keeps working on good input.
     _stream(feeder, executor, spin_for, n_depth=12, thermal_at=(6, 9))
     assert spin_until(executor, lambda: len(feeder.registered) >= 1)
+    level, message = fusion._status(fusion.stats())
+    assert level == "WARN" and message.startswith("input errors: ")
+    # 30 s after the last bad frame the status is OK again; the counts stay.
+    fusion._warn_drop.last_drop_s -= 31.0
+    assert fusion._status(fusion.stats()) == ("OK", "pairing and registering")
+    assert fusion.stats()["errors_bad_depth"] == 3
 
 
 def test_float_depth_in_metres_with_nans_is_accepted(graph, executor, spin_for, spin_until):

@@ -275,6 +275,9 @@ def test_malformed_detections_and_depth_are_dropped_and_tracking_goes_on(
     assert spin_until(executor, lambda: node.stats().get("errors_bad_depth", 0) == 1)
     _walk(executor, spin_until, feeder, 3, start=5)
     assert len(feeder.tracks) == 7 and len({m.tracks[0].id for m in feeder.tracks[2:]}) == 1
+    assert node._status(node.stats())[0] == "WARN"
+    node._warn_drop.last_drop_s -= 31.0  # 30 s without a bad message: OK again
+    assert node._status(node.stats()) == ("OK", "tracking")
 
 
 def test_metric_crops_wait_for_the_depth_camera_info_of_the_right_size(

@@ -9,7 +9,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import rclpy
@@ -36,6 +36,8 @@ WATCH_PERIOD_S = 0.1
 UNPAIRED_RUN = 9
 # At most one warning per kind of dropped input in this period (the diagnostics count them all).
 DROP_WARNING_PERIOD_S = 5.0
+# Dropped input keeps a node's status at WARN this long after the last drop (the counts stay).
+INPUT_ERROR_WINDOW_S = 30.0
 
 
 def topic_label(node: Node, name: str) -> str:
@@ -287,10 +289,25 @@ class DropWarnings:
         self._period_s = period_s
         self._last: dict[str, float] = {}
         self._since: dict[str, int] = {}
+        self.last_drop_s = -float("inf")
+
+    def current(self, errors: Mapping[str, int], window_s: float = INPUT_ERROR_WINDOW_S) -> bool:
+        """Whether ``errors`` (a node's input errors by kind) still make its status WARN.
+
+        Kinds counted here are messages dropped one by one: they do until ``window_s`` after
+        the last drop, so one bad message does not leave a node at WARN for good. Any other
+        kind is a standing problem (a camera_info that does not match the calibration, images
+        in another frame than the calibration's) and does for good.
+        """
+        kinds = list(errors)  # one step under the GIL: other threads may add kinds
+        if any(kind not in self._since for kind in kinds):
+            return True
+        return bool(kinds) and time.monotonic() - self.last_drop_s <= window_s
 
     def __call__(self, kind: str, message: str) -> None:
         """Count one dropped input of ``kind``; log ``message`` unless one was logged lately."""
         now = time.monotonic()
+        self.last_drop_s = now
         self._since[kind] = self._since.get(kind, 0) + 1
         last = self._last.get(kind)
         if last is not None and now - last < self._period_s:

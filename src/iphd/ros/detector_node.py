@@ -549,7 +549,7 @@ class DetectorNode(Node):
             return "ERROR", f"no {topic_label(self, 'depth/camera_info')} received"
         if values.get("registered_no_depth_run", 0) >= UNPAIRED_RUN:
             return "ERROR", self._no_depth_reason()
-        if self._errors:
+        if self._warn_drop.current(self._errors):
             # Queue drops are not listed here: a model slower than the thermal rate skips
             # pairs by design (see pairs_dropped_queue_full).
             return "WARN", f"input errors: {self._last_error}"

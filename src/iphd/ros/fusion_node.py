@@ -454,7 +454,7 @@ class FusionNode(Node):
                 f"more than 1 % of thermal frames in the last {DROP_WINDOW_S:g} s found no "
                 f"depth partner{why}"
             )
-        if self._errors:
+        if self._warn_drop.current(self._errors):
             return "WARN", f"input errors: {self._last_error}"
         return "OK", "pairing and registering"
 

@@ -857,7 +857,7 @@ class TrackerNode(Node):
                 "topic the detector gets, with its stamps unchanged (check both nodes' "
                 "remappings, and any relay or republisher between them)"
             )
-        if self._errors:
+        if self._warn_drop.current(self._errors):
             return "WARN", f"input errors: {self._last_error}"
         return "OK", "tracking"
 
