@@ -229,6 +229,30 @@ def test_missing_calibration_keeps_the_node_up_and_diagnostics_say_why(
     assert spin_until(executor, error_seen)
 
 
+def test_a_flat_field_pause_of_the_lepton_is_a_short_error_that_is_not_logged(
+    graph, executor, spin_for, spin_until, capfd
+):
+    fusion, feeder = graph()
+    feeder.send_info()
+    spin_for(executor, 0.1)
+    _stream(feeder, executor, spin_for, n_depth=30, thermal_at=range(1, 30, 3))
+    assert spin_until(executor, lambda: fusion.diagnostics.level == "OK")
+    # The Lepton pauses 1.1 s (an FFC); depth goes on.
+    t = T0 + 30 * DEPTH_PERIOD
+    for i in range(33):
+        feeder.send_depth(t + i * DEPTH_PERIOD)
+        spin_for(executor, 0.033)
+        if i == 25:
+            level, message = fusion._status(fusion.stats())
+            assert level == "ERROR" and message.endswith(
+                "(a Lepton's flat-field correction pauses it for about 1 s)")
+    _stream(feeder, executor, spin_for, n_depth=12, thermal_at=range(1, 12, 3),
+            t0=t + 33 * DEPTH_PERIOD)
+    assert spin_until(executor, lambda: fusion.diagnostics.level == "OK")
+    # On /diagnostics (ERROR, then OK), but not in the log every few minutes.
+    assert "status ERROR" not in capfd.readouterr().err
+
+
 def test_diagnostics_report_rates_pairs_and_stopped_thermal(
     graph, executor, spin_for, spin_until, spin_until_logged
 ):

@@ -189,6 +189,9 @@ def diagnostics_period(value: Any) -> float:
 
 #: An ERROR a node reports from its start is logged once it lasts this long (seconds).
 STARTUP_LOG_GRACE_S = 10.0
+#: An ERROR is logged once it lasted this long (seconds): shorter ones are on /diagnostics only,
+#: such as the thermal pause of each Lepton flat-field correction (about 1 s, every few minutes).
+ERROR_LOG_AFTER_S = 1.5
 
 
 class DiagnosticsReporter:
@@ -216,6 +219,8 @@ class DiagnosticsReporter:
         self.level: str | None = None
         self._started = time.monotonic()
         self._logged_error = False
+        self._error_since = 0.0
+        self._error_after_working = False
         self._pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._clock = Clock(clock_type=ClockType.STEADY_TIME)
         node.create_timer(period_s, self.publish, clock=self._clock)
@@ -229,11 +234,15 @@ class DiagnosticsReporter:
         """
         values = self._stats()
         level, message = self._status(values)
+        now = time.monotonic()
+        if level == "ERROR" and self.level != "ERROR":
+            self._error_since = now
+            self._error_after_working = self.level in ("OK", "WARN")
         if level == "ERROR" and not self._logged_error:
             # Streams start after the node: an ERROR of the first seconds is only logged if it
-            # lasts, or once the node had been working.
-            up_s = time.monotonic() - self._started
-            if self.level in ("OK", "WARN") or up_s > STARTUP_LOG_GRACE_S:
+            # lasts, or once the node had been working; a blip (ERROR_LOG_AFTER_S) never is.
+            working = self._error_after_working or now - self._started > STARTUP_LOG_GRACE_S
+            if working and now - self._error_since >= ERROR_LOG_AFTER_S:
                 self._node.get_logger().error(f"status ERROR: {message}")
                 self._logged_error = True
         elif level != "ERROR" and self._logged_error:

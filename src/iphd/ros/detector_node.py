@@ -47,7 +47,7 @@ from iphd.ros.conversions import (
     image_to_array,
     stamp_to_ns,
 )
-from iphd.ros.fusion_node import DEPTH_ENCODINGS
+from iphd.ros.fusion_node import DEPTH_ENCODINGS, FFC_PAUSE_S
 from iphd.sensors.frames import CameraIntrinsics
 
 REGISTERED_ENCODINGS = ("16UC1", "mono16")
@@ -539,7 +539,9 @@ class DetectorNode(Node):
         if self._registered_rate.age_s() > STREAM_TIMEOUT_S:
             return "ERROR", (
                 f"no {topic_label(self, 'thermal/registered')} for over {STREAM_TIMEOUT_S:g} s "
-                "(is fusion running? is the thermal camera's image coming?)"
+                + ("(a Lepton's flat-field correction pauses thermal for about 1 s)"
+                   if self._registered_rate.age_s() < FFC_PAUSE_S else
+                   "(is fusion running? is the thermal camera's image coming?)")
             )
         if self._depth_rate.age_s() > STREAM_TIMEOUT_S:
             return "ERROR", (

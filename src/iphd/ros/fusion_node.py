@@ -59,6 +59,9 @@ DEPTH_UNITS_EVERY = 30
 # seconds, so that frames lost once (a staggered start, a camera reconnecting) do not keep the
 # node at WARN for minutes after pairing works again.
 DROP_WINDOW_S = 30.0
+# A Lepton sends no frame for about 1 s at each flat-field correction (every few minutes and
+# after a temperature change): a thermal gap shorter than this may be one.
+FFC_PAUSE_S = 1.5
 
 
 class FusionNode(Node):
@@ -430,6 +433,8 @@ class FusionNode(Node):
         if self._thermal_rate.age_s() > STREAM_TIMEOUT_S:
             return "ERROR", (
                 f"no {topic_label(self, 'thermal/image_raw')} for over {STREAM_TIMEOUT_S:g} s"
+                + (" (a Lepton's flat-field correction pauses it for about 1 s)"
+                   if self._thermal_rate.age_s() < FFC_PAUSE_S else "")
             )
         if self._depth_rate.age_s() > STREAM_TIMEOUT_S:
             self._depth_stopped_s = time.monotonic()
