@@ -306,6 +306,33 @@ def test_compressed_transports_are_read_and_what_they_lose_is_named(compressed_b
                for p in black.problems), black.problems
 
 
+def test_a_depth_topic_whose_every_message_fails_to_decode_is_said_to_be_so(tmp_path):
+    from transport_bags import write_transport_bag
+
+    def torn(topic, index, msg):
+        if topic == "depth/image_raw":
+            msg.data = msg.data[:30]
+        return msg
+
+    path = write_transport_bag(_bag(tmp_path / "good"), tmp_path / "torn", {
+        "depth/image_raw": "compressedDepth", "thermal/image_raw": "compressed"}, edit=torn)
+    check = check_bag(path)
+    assert any(p.startswith("depth/image_raw/compressedDepth: 30 of its messages in the part "
+                            "read were skipped") for p in check.problems), check.problems
+    # Not "it has no message: read more", nor a clock problem.
+    assert not any("has no message" in n for n in check.notes), check.notes
+    # What iphd-eval bag says when no pair is made: the skipped messages, no clock problem.
+    from iphd.eval.pipeline import OfflineConfig, pipeline_for_bag
+
+    with BagReader(path) as reader:
+        pipeline = pipeline_for_bag(OfflineConfig(reid_checkpoint="none", verifier="none"),
+                                    reader)
+        for _ in pipeline.run_bag(reader):
+            pass
+        reason = pipeline.no_pair_reason(reader)
+    assert "depth/image_raw messages skipped" in reason and "within 20 ms" not in reason, reason
+
+
 def test_a_robot_that_moved_is_told_which_frame_to_track_in(pan_bag):
     check = check_bag(pan_bag)
     assert not check.problems

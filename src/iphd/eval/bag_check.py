@@ -195,7 +195,7 @@ def check_bag(
                     f"{check.topic}: {skipped} of its messages in the part read were skipped, "
                     f"the first because {reader.errors[check.topic]}"
                 )
-            if not samples[name]:
+            if not samples[name] and reader.corrupt.get(check.topic, 0) == corrupt:
                 result.notes.append(
                     f"{check.topic} ({role}) has no message in the first {seconds:g} s, so it "
                     "was not looked at: read more with --seconds"

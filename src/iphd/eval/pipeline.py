@@ -454,7 +454,9 @@ class OfflinePipeline:
                      "holds some with --start-s and --limit-s")
             reasons.append(f"{part} holds no {what} image on {topics[name]} ({where})")
         skipped = self.stats.skipped
-        if not reasons and not any(skipped.get(name, 0) >= read.get(name, 0) > 0
+        # A stream whose every message was skipped (one that does not decode: the reader may
+        # drop them before they count as read) explains the missing pairs by itself.
+        if not reasons and not any(skipped.get(name, 0) >= max(read.get(name, 0), 1)
                                    for name in (DEPTH_IMAGE, THERMAL_IMAGE)):
             reasons.append(
                 f"{read.get(THERMAL_IMAGE, 0)} thermal and {read.get(DEPTH_IMAGE, 0)} depth images "
