@@ -92,14 +92,20 @@ def _stream(feeder, executor, spin_for, n_depth=9, thermal_at=(1, 4, 7), jitter_
         spin_for(executor, 0.01)
 
 
-def test_registered_thermal_has_the_paired_depth_stamp_frame_and_size(
-    graph, executor, spin_for, spin_until
-):
-    fusion, feeder = graph()
+def _paired(graph, executor, spin_for, spin_until, **params):
+    """A fusion node (``params``) that has paired and registered its first frames."""
+    fusion, feeder = graph(**params)
     feeder.send_info()
     spin_for(executor, 0.1)
     _stream(feeder, executor, spin_for)
     assert spin_until(executor, lambda: len(feeder.registered) >= 2)
+    return fusion, feeder
+
+
+def test_registered_thermal_has_the_paired_depth_stamp_frame_and_size(
+    graph, executor, spin_for, spin_until
+):
+    fusion, feeder = _paired(graph, executor, spin_for, spin_until)
     stamps = [stamp_to_ns(m.header.stamp) for m in feeder.registered]
     assert stamps[:2] == [T0 + 1 * DEPTH_PERIOD, T0 + 4 * DEPTH_PERIOD]
     msg = feeder.registered[0]
@@ -118,11 +124,7 @@ def test_registered_thermal_has_the_paired_depth_stamp_frame_and_size(
 def test_fix_zero_patches_fills_the_registration_holes_when_asked(
     graph, executor, spin_for, spin_until
 ):
-    fusion, feeder = graph(fix_zero_patches=True)
-    feeder.send_info()
-    spin_for(executor, 0.1)
-    _stream(feeder, executor, spin_for)
-    assert spin_until(executor, lambda: len(feeder.registered) >= 2)
+    _, feeder = _paired(graph, executor, spin_for, spin_until, fix_zero_patches=True)
     thermal = np.frombuffer(bytes(feeder.registered[0].data), np.uint16)
     assert np.count_nonzero(thermal) > 0.5 * thermal.size
 
@@ -256,11 +258,7 @@ def test_a_flat_field_pause_of_the_lepton_is_a_short_error_that_is_not_logged(
 def test_diagnostics_report_rates_pairs_and_stopped_thermal(
     graph, executor, spin_for, spin_until, spin_until_logged
 ):
-    fusion, feeder = graph()
-    feeder.send_info()
-    spin_for(executor, 0.1)
-    _stream(feeder, executor, spin_for)
-    assert spin_until(executor, lambda: len(feeder.registered) >= 2)
+    fusion, feeder = _paired(graph, executor, spin_for, spin_until)
     feeder.diagnostics.clear()
 
     def values():
@@ -282,11 +280,7 @@ def test_diagnostics_report_rates_pairs_and_stopped_thermal(
 def test_a_depth_outage_is_reported_as_depth_stopping_not_as_two_clocks(
     graph, executor, spin_for, spin_until, capfd
 ):
-    fusion, feeder = graph()
-    feeder.send_info()
-    spin_for(executor, 0.1)
-    _stream(feeder, executor, spin_for)
-    assert spin_until(executor, lambda: len(feeder.registered) >= 2)
+    fusion, feeder = _paired(graph, executor, spin_for, spin_until)
     # Depth stops for 1.6 s; the Lepton goes on (its frames find no partner).
     t = T0 + 9 * DEPTH_PERIOD
     for k in range(14):
