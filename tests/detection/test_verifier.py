@@ -9,6 +9,7 @@ from iphd.detection.verifier import (
     BoxVerifier,
     box_features,
     detector_fingerprint,
+    detector_fingerprints,
     detector_mismatch,
     load_box_verifier,
     load_verifier,
@@ -144,12 +145,18 @@ def test_a_verifier_names_the_detector_it_was_fitted_on_and_another_one_is_said(
     problem = detector_mismatch(str(tmp_path / "v.npz"), loaded, other)
     assert problem is not None and "another detector's boxes" in problem
     assert f"--detector-checkpoint {other}" in problem
-    # The shipped file records no detector: it suits the shipped detector only.
+    # The shipped file records the shipped detector.
     shipped = load_box_verifier("")
-    assert shipped is not None and shipped.detector_sha256 == ""
+    assert shipped is not None
+    assert shipped.detector_sha256 in detector_fingerprints(SHIPPED_CHECKPOINT)
     assert detector_mismatch("", shipped, SHIPPED_CHECKPOINT) is None
     assert detector_mismatch(str(SHIPPED_VERIFIER), shipped, SHIPPED_CHECKPOINT) is None
     problem = detector_mismatch("", shipped, mine)
+    assert problem is not None and "another detector's boxes" in problem
+    # A shipped file without the record (as before 2026-12-07) suits the shipped detector only.
+    unrecorded = dataclasses.replace(shipped, detector_sha256="")
+    assert detector_mismatch("", unrecorded, SHIPPED_CHECKPOINT) is None
+    problem = detector_mismatch("", unrecorded, mine)
     assert problem is not None and "the shipped detector's boxes" in problem
     # A file of its own without the record (written before it) and no verifier: nothing to say.
     data = dict(np.load(tmp_path / "v.npz"))
