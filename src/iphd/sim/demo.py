@@ -15,7 +15,7 @@ from pathlib import Path
 from iphd.cache import cache_dir
 from iphd.errors import DatasetError
 
-DEMO_VERSION = 3
+DEMO_VERSION = 4
 DEMO_SEED = 0
 DEMO_DURATION_S = 20.0
 DEMO_PROFILE = "aligned_640x360"
