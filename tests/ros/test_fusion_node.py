@@ -298,6 +298,21 @@ def test_a_depth_outage_is_reported_as_depth_stopping_not_as_two_clocks(
     assert "two clocks" not in err, [line for line in err.splitlines() if "two clocks" in line]
 
 
+def test_stamps_jumping_back_again_and_again_are_warned_of_once_a_second(
+    graph, executor, spin_for, spin_until, capfd
+):
+    # Two drivers (a bag played beside the live one) on the same topics, 100 s apart.
+    fusion, feeder = _paired(graph, executor, spin_for, spin_until)
+    for i in range(20):
+        t = T0 + 20 * DEPTH_PERIOD + i * DEPTH_PERIOD + (100 * 10**9 if i % 2 else 0)
+        feeder.send_depth(t)
+        spin_for(executor, 0.01)
+    assert spin_until(executor, lambda: fusion.stats()["sync_resets"] >= 8)
+    err = capfd.readouterr().err
+    assert 1 <= err.count("sync buffers reset") <= 2, err
+    assert "two publishers on these topics" in err
+
+
 def test_thermal_stamped_on_another_clock_is_an_error_that_says_how_far_apart(
     graph, executor, spin_for, spin_until, spin_until_logged
 ):

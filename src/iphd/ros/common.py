@@ -38,6 +38,14 @@ UNPAIRED_RUN = 9
 DROP_WARNING_PERIOD_S = 5.0
 # Dropped input keeps a node's status at WARN this long after the last drop (the counts stay).
 INPUT_ERROR_WINDOW_S = 30.0
+# At most one "stamps jumped backwards" warning per node in this period: a bag loop is logged
+# each time, two publishers on one topic with clocks apart do not flood the log.
+RESET_WARNING_PERIOD_S = 1.0
+#: What makes stamps jump backwards, for the warning.
+RESET_CAUSES = (
+    "bag loop or driver restart; again and again: two publishers on these topics, with clocks "
+    "apart"
+)
 
 
 def topic_label(node: Node, name: str) -> str:

@@ -29,6 +29,8 @@ from iphd.errors import ConfigError, IphdError
 from iphd.fusion import depth_to_mm
 from iphd.ros import qos
 from iphd.ros.common import (
+    RESET_CAUSES,
+    RESET_WARNING_PERIOD_S,
     STREAM_TIMEOUT_S,
     UNPAIRED_RUN,
     DiagnosticsReporter,
@@ -167,6 +169,7 @@ class DetectorNode(Node):
         self._cold_rejected = 0
         self._verifier_rejected = 0
         self._resets_seen = 0
+        self._warn_reset = DropWarnings(self, period_s=RESET_WARNING_PERIOD_S)
         self._warn_drop = DropWarnings(self)
         self._early_depth = HeldForInfo()
         self._stage_ms: dict[str, deque[float]] = {
@@ -332,8 +335,8 @@ class DetectorNode(Node):
     def _handle(self, pairs: list[StampPair[_Depth, _Registered]]) -> None:
         if self.pairer.stats.resets != self._resets_seen:
             self._resets_seen = self.pairer.stats.resets
-            self.get_logger().warning(
-                "stamps jumped backwards (bag loop or driver restart): pairing buffers reset"
+            self._warn_reset(
+                "reset", f"stamps jumped backwards ({RESET_CAUSES}): pairing buffers reset"
             )
         if self.pairer.stats.no_depth_run >= UNPAIRED_RUN:
             self.get_logger().error(self._no_depth_reason(), throttle_duration_sec=5.0)

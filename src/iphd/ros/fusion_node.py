@@ -24,6 +24,8 @@ from iphd.errors import IphdError
 from iphd.fusion import FusionConfig, FusionPipeline, depth_image_units_problem, depth_to_mm
 from iphd.ros import qos
 from iphd.ros.common import (
+    RESET_CAUSES,
+    RESET_WARNING_PERIOD_S,
     STREAM_TIMEOUT_S,
     UNPAIRED_RUN,
     DiagnosticsReporter,
@@ -121,6 +123,7 @@ class FusionNode(Node):
         self._published = 0
         self._early_depth = HeldForInfo()
         self._resets_seen = 0
+        self._warn_reset = DropWarnings(self, period_s=RESET_WARNING_PERIOD_S)
         self._warn_drop = DropWarnings(self)
         self._publish_tf = bool(publish_tf)
         self._tf_conflicts: list[TransformConflict] = []
@@ -316,8 +319,8 @@ class FusionNode(Node):
         assert self.sync is not None and self.pipeline is not None
         if self.sync.stats.resets != self._resets_seen:
             self._resets_seen = self.sync.stats.resets
-            self.get_logger().warning(
-                "stamps jumped backwards (bag loop or driver restart): sync buffers reset"
+            self._warn_reset(
+                "reset", f"stamps jumped backwards ({RESET_CAUSES}): sync buffers reset"
             )
         if self._no_pairs():
             self.get_logger().error(self._unpaired_reason(), throttle_duration_sec=5.0)
