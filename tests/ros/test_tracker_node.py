@@ -823,7 +823,7 @@ def test_tracks_as_vision_msgs_leave_out_lost_tracks_and_stand_along_the_up_axis
     def state(track_id, status, position, score=0.9):
         return TrackState(
             track_id, status, score, np.asarray(position, dtype=np.float64), np.zeros(3),
-            None, 1.0, 0.0, None,
+            None, 1.0, 0.0, None, np.diag([0.04, 0.09, 0.01]),
         )
 
     tracks = [
@@ -848,6 +848,10 @@ def test_tracks_as_vision_msgs_leave_out_lost_tracks_and_stand_along_the_up_axis
     assert result.hypothesis.class_id == "person"
     assert result.hypothesis.score == pytest.approx(0.8)
     assert result.pose.pose.position.z == pytest.approx(3.0)
+    # The track's position covariance, not zeros (certainty); the orientation is unknown.
+    covariance = np.asarray(result.pose.covariance).reshape(6, 6)
+    assert np.allclose(covariance[:3, :3], np.diag([0.04, 0.09, 0.01]))
+    assert np.all(np.diag(covariance)[3:] >= 1e6)
     # In odom (up z) the box stands upright as it is.
     upright = tracks_to_vision(vision_msgs, tracks[:1], T0, "odom", "z").detections[0]
     q = upright.bbox.center.orientation

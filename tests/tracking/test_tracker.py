@@ -65,6 +65,21 @@ def test_track_confirms_after_exactly_confirm_hits():
     assert quick.update(FRAME_NS, [det(0.0, 3.0)])[0].state == CONFIRMED
 
 
+def test_a_track_carries_its_position_covariance_in_the_tracking_frame():
+    from iphd.tracking.tracker import UP_VARIANCE_M2
+
+    tracker, _, _ = confirmed_tracker(frames=5)
+    (track,) = tracker.update(6 * FRAME_NS, [det(0.0, 3.0)])
+    cov = track.position_cov_m2
+    assert cov.shape == (3, 3) and np.allclose(cov, cov.T)
+    # Optical frame: the ground is x and z, up is -y (its variance the fixed height one).
+    assert cov[1, 1] == UP_VARIANCE_M2 and cov[0, 1] == cov[1, 2] == 0.0
+    assert 0.0 < cov[0, 0] < 0.1 and 0.0 < cov[2, 2] < 0.1
+    # Lost: the position is extrapolated, no covariance is claimed.
+    (lost,) = tracker.update(7 * FRAME_NS, [])
+    assert lost.state == LOST and lost.position_cov_m2 is None
+
+
 def test_tentative_track_survives_max_tentative_misses_and_is_deleted_after_one_more():
     tracker = Tracker()  # max_tentative_misses = 1
     tracker.update(1 * FRAME_NS, [det(0.0, 3.0)])

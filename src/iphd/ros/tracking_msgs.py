@@ -228,6 +228,27 @@ def load_vision_msgs() -> ModuleType | None:
         return None
 
 
+#: Variance of the orientation in a track's pose, rad²: not estimated (a person's box has no
+#: heading here), so large, as ROS consumers read an unknown part of a covariance.
+UNKNOWN_ORIENTATION_VARIANCE = 1e6
+
+
+def pose_covariance(position_cov_m2: np.ndarray | None) -> list[float]:
+    """A ``PoseWithCovariance`` covariance (6 x 6, row-major: x y z, then rotations).
+
+    The position block is ``position_cov_m2`` (the tracker's, in the tracking frame); without
+    one the position variances are unknown too (``UNKNOWN_ORIENTATION_VARIANCE``), never 0,
+    which a consumer would read as certainty.
+    """
+    covariance = np.zeros((6, 6))
+    if position_cov_m2 is None:
+        covariance[:3, :3] = np.eye(3) * UNKNOWN_ORIENTATION_VARIANCE
+    else:
+        covariance[:3, :3] = position_cov_m2
+    covariance[3:, 3:] = np.eye(3) * UNKNOWN_ORIENTATION_VARIANCE
+    return [float(v) for v in covariance.ravel()]
+
+
 def tracks_to_vision(
     vision: ModuleType, tracks: Sequence[TrackState], stamp_ns: int, frame_id: str,
     up_axis: str = "-y",
@@ -238,8 +259,9 @@ def tracks_to_vision(
     predicted, are left out): ``id`` the track id as a string, one hypothesis ``person`` with
     the track's score and pose, and a box of ``PERSON_DIAMETER_M`` x ``PERSON_DIAMETER_M`` x
     ``PERSON_HEIGHT_M`` centred on the track position, its z axis along the up axis (the
-    markers' cylinder). Velocity and life-cycle state are in ``tracks`` only; vision_msgs has
-    no field for them.
+    markers' cylinder); the hypothesis's pose covariance holds the track's position
+    covariance (``pose_covariance``). Velocity and life-cycle state are in ``tracks`` only;
+    vision_msgs has no field for them.
     """
     head = header(stamp_ns, frame_id)
     orientation = quaternion_z_to(up_vector(up_axis))
@@ -256,6 +278,7 @@ def tracks_to_vision(
         result.hypothesis.class_id = VISION_CLASS_ID
         result.hypothesis.score = float(track.score)
         result.pose.pose = Pose(position=centre, orientation=orientation)
+        result.pose.covariance = pose_covariance(track.position_cov_m2)
         detection.results = [result]
         out.detections.append(detection)
     return out

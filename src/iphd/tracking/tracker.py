@@ -16,6 +16,9 @@ TENTATIVE, CONFIRMED, LOST = "tentative", "confirmed", "lost"
 TRACK_STATES = (TENTATIVE, CONFIRMED, LOST)
 #: Accepted ``TrackerConfig.up_axis`` values: the tracking-frame axis that points up.
 UP_AXES = ("-y", "y", "z", "-z", "x", "-x")
+#: Variance given to a track's height in ``TrackState.position_cov_m2``, m²: the height is the
+#: mean of its boxes' centres, which move with how much of the person is seen (0.3 m std).
+UP_VARIANCE_M2 = 0.09
 
 # Cost of a pair that failed a gate; far above any feasible cost (feasible costs are <= ~5).
 _INFEASIBLE = 1e6
@@ -288,6 +291,10 @@ class TrackState:
         age_s: time since the track's first detection, seconds.
         time_since_update_s: time since the track's last detection, seconds.
         embedding: (D,) float32 L2-normalised appearance gallery (EMA), or None.
+        position_cov_m2: (3, 3) covariance of ``position_m`` in the tracking frame, m²: the
+            Kalman filter's on the ground plane and ``UP_VARIANCE_M2`` along the up axis (the
+            height is the mean of the boxes' centres, not filtered); None while lost, when the
+            position is only extrapolated.
     """
 
     track_id: int
@@ -299,6 +306,7 @@ class TrackState:
     age_s: float
     time_since_update_s: float
     embedding: np.ndarray | None
+    position_cov_m2: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -1016,8 +1024,13 @@ class Tracker:
             position[self._up] = track.up_m
             velocity[self._ground] = self._ground_velocity(track, stamp_ns)
             score = track.score
+            covariance = None
             if lost:
                 score *= math.exp(-self.config.lost_score_decay_per_s * since_s)
+            else:
+                covariance = np.zeros((3, 3))
+                covariance[np.ix_(self._ground, self._ground)] = track.kf.covariance[:2, :2]
+                covariance[self._up, self._up] = UP_VARIANCE_M2
             out.append(
                 TrackState(
                     track_id=track_id,
@@ -1029,6 +1042,7 @@ class Tracker:
                     age_s=(stamp_ns - track.first_ns) * _NS_PER_S,
                     time_since_update_s=since_s,
                     embedding=None if track.gallery is None else track.gallery.astype(np.float32),
+                    position_cov_m2=covariance,
                 )
             )
         return out
