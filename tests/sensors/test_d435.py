@@ -461,6 +461,22 @@ def test_clock_mapper_learns_hardware_clock_offset_at_first_frame():
     assert mapper.resyncs == 0
 
 
+def test_clock_mapper_follows_a_drifting_device_clock():
+    # A D435 crystal 50 ppm slow, 20 minutes at 30 Hz, 1-5 ms of USB latency: a fixed offset
+    # would be 60 ms off by the end, three times the pairing's 20 ms.
+    rng = np.random.default_rng(0)
+    mapper = ClockMapper()
+    host0 = 1_700_000_000_000_000_000
+    worst = 0
+    for k in range(36_000):
+        capture_ns = host0 + k * 33_333_333
+        device_ms = (capture_ns - host0) * (1 - 50e-6) / 1e6
+        latency_ns = int(rng.uniform(1e6, 5e6))
+        mapped = mapper.map(device_ms, "hardware_clock", host_ns=capture_ns + latency_ns)
+        worst = max(worst, abs(mapped - capture_ns))
+    assert worst < 5_000_000 and mapper.resyncs == 0  # within the lowest latency, about 1 ms
+
+
 def test_clock_mapper_resyncs_when_the_device_clock_jumps():
     mapper = ClockMapper(max_skew_ns=500_000_000)
     mapper.map(1000.0, "hardware_clock", host_ns=10**18)

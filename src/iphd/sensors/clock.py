@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 HARDWARE_CLOCK = "hardware_clock"
 SYSTEM_TIME = "system_time"
 GLOBAL_TIME = "global_time"
@@ -28,28 +30,40 @@ class ClockMapper:
     * ``system_time`` and ``global_time``: the stamp already is milliseconds on the host's system
       clock (``global_time`` is librealsense's own device-to-host mapping), and a robot's ROS
       clock is its system clock, so the stamp converts to ns directly.
-    * ``hardware_clock``: milliseconds on the device's own free-running clock. The offset
-      ``host_ns - device_ns`` is learned at the first frame and added to every later stamp; it
-      therefore includes the first frame's transport latency (a constant bias of a few ms, which
-      the rig calibration's clock offset absorbs). When a mapped stamp drifts more than
-      ``max_skew_ns`` from the host receive time (device clock wrap or reset, a reconnect), the
-      offset is learned again and ``resyncs`` counts it.
+    * ``hardware_clock``: milliseconds on the device's own free-running clock. The offset added
+      to a stamp is the smallest ``host_ns - device_ns`` of the frames of the last ``window_ns``
+      of device time: the device-to-host offset plus the lowest transport latency of those
+      frames (a bias of about a millisecond, which the rig calibration's clock offset
+      absorbs). Taken over a sliding window it follows the drift of the device's crystal
+      (50 ppm is 3 ms a minute) instead of letting it grow past the pairing's 20 ms. When a
+      mapped stamp is more than ``max_skew_ns`` from the host receive time (device clock wrap
+      or reset, a reconnect), the window starts again and ``resyncs`` counts it.
 
     Args:
         rebase: re-base recorded stamps to the host time of the first frame (playback).
         max_skew_ns: largest tolerated ``|mapped - host|`` in the ``hardware_clock`` domain.
+        window_ns: device time over which the ``hardware_clock`` offset is taken.
 
     Raises:
-        ValueError: when ``max_skew_ns`` is not positive.
+        ValueError: when ``max_skew_ns`` or ``window_ns`` is not positive.
     """
 
-    def __init__(self, *, rebase: bool = False, max_skew_ns: int = 1_000_000_000) -> None:
+    def __init__(
+        self, *, rebase: bool = False, max_skew_ns: int = 1_000_000_000,
+        window_ns: int = 10_000_000_000,
+    ) -> None:
         if max_skew_ns <= 0:
             raise ValueError(f"max_skew_ns must be > 0, got {max_skew_ns}")
+        if window_ns <= 0:
+            raise ValueError(f"window_ns must be > 0, got {window_ns}")
         self.rebase = rebase
         self.max_skew_ns = max_skew_ns
+        self.window_ns = window_ns
         self.resyncs = 0
         self._offset_ns: int | None = None
+        # (device_ns, host_ns - device_ns) of the window's frames, offsets rising: the first
+        # is the window's smallest.
+        self._offsets: deque[tuple[int, int]] = deque()
 
     @property
     def offset_ns(self) -> int | None:
@@ -59,6 +73,7 @@ class ClockMapper:
     def reset(self) -> None:
         """Forget the learned offset (call after reopening a device or restarting a replay)."""
         self._offset_ns = None
+        self._offsets.clear()
 
     def map(self, stamp_ms: float, domain: str, host_ns: int) -> int:
         """Return the ROS time in ns of a frame.
@@ -83,14 +98,20 @@ class ClockMapper:
             return device_ns + self._offset_ns
         if domain != HARDWARE_CLOCK:
             return device_ns
-        if self._offset_ns is None:
-            self._offset_ns = host_ns - device_ns
-        mapped = device_ns + self._offset_ns
-        if abs(mapped - host_ns) > self.max_skew_ns:
-            self._offset_ns = host_ns - device_ns
+        offset = host_ns - device_ns
+        offsets = self._offsets
+        if self._offset_ns is not None and abs(device_ns + self._offset_ns - host_ns) > (
+            self.max_skew_ns
+        ):
+            offsets.clear()
             self.resyncs += 1
-            mapped = host_ns
-        return mapped
+        while offsets and offsets[-1][1] >= offset:
+            offsets.pop()
+        offsets.append((device_ns, offset))
+        while offsets[0][0] < device_ns - self.window_ns:
+            offsets.popleft()
+        self._offset_ns = offsets[0][1]
+        return device_ns + self._offset_ns
 
 
 class Backoff:
