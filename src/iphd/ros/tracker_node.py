@@ -611,13 +611,12 @@ class TrackerNode(Node):
         positions = [d.position_m for d in frame.inputs]
         with self._tracker_lock:
             last_ns = self.tracker.stamp_ns
-            if last_ns is not None and frame.stamp_ns <= last_ns:
-                if frame.stamp_ns > last_ns - JUMP_BACK_NS:
-                    self._stale(frame.stamp_ns, last_ns)
-                    return
-                # Before the lookup: after a bag loop the TF buffer holds the last pass's
-                # future, and tf2 would refuse the new pass's transforms as too old.
-                self._time_jumped(frame.stamp_ns, last_ns)
+            # Before the lookup: after a bag loop the TF buffer holds the last pass's future,
+            # and tf2 would refuse the new pass's transforms as too old.
+            if last_ns is not None and frame.stamp_ns <= last_ns and self._went_back(
+                frame.stamp_ns, last_ns
+            ):
+                return
         if self._to_tracking is not None and frame.frame_id != self._tracking_frame:
             try:
                 transform = self._to_tracking(self._tracking_frame, frame.frame_id, frame.stamp_ns)
@@ -641,11 +640,8 @@ class TrackerNode(Node):
             try:
                 tracks = self.tracker.update(frame.stamp_ns, inputs)
             except TimeOrderError:
-                last_ns = self.tracker.stamp_ns
-                if last_ns is not None and frame.stamp_ns > last_ns - JUMP_BACK_NS:
-                    self._stale(frame.stamp_ns, last_ns)
+                if self._went_back(frame.stamp_ns, self.tracker.stamp_ns):
                     return
-                self._time_jumped(frame.stamp_ns, last_ns)
                 tracks = self.tracker.update(frame.stamp_ns, inputs)
         tracked = time.monotonic()
         shown = self._publish(tracks, frame, item.depth)
@@ -693,14 +689,23 @@ class TrackerNode(Node):
         picture = render_tracks_image(depth_mm, tracks, size)
         self._image_pub.publish(array_to_image(picture, "bgr8", frame.stamp_ns, frame.frame_id))
 
-    def _stale(self, stamp_ns: int, last_ns: int) -> None:
-        """Drop detections stamped at or less than ``JUMP_BACK_NS`` before the last tracked."""
+    def _went_back(self, stamp_ns: int, last_ns: int | None) -> bool:
+        """Detections stamped at or before the last tracked: True if they are to be dropped.
+
+        Up to ``JUMP_BACK_NS`` back they are a repeated or out-of-order message, dropped and
+        counted with the tracks kept; further back the clock jumped and everything starts over
+        (``_time_jumped``), and they are tracked. The caller holds ``_tracker_lock``.
+        """
+        if last_ns is None or stamp_ns <= last_ns - JUMP_BACK_NS:
+            self._time_jumped(stamp_ns, last_ns)
+            return False
         self._drop(
             "stale_detections",
             f"detections at stamp {stamp_ns} ns dropped: not after the last tracked "
             f"({last_ns} ns), a repeated or out-of-order message; the tracks are kept (stamps "
             f"more than {JUMP_BACK_NS / 1e9:g} s back would be a clock jump and reset them)",
         )
+        return True
 
     def _time_jumped(self, stamp_ns: int, last_ns: int | None) -> None:
         """Start over after detections stamps went back: tracks, pairing and the TF buffer.
