@@ -6,7 +6,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 from damaged_bags import damage_db3_page, kill_in_wal_mode, mcap_chunks, mcap_records
-from rosbags.rosbag2 import Writer
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, Writer
 from transport_bags import write_calibration_recording
 
 from iphd.calibration import (
@@ -952,6 +952,45 @@ def test_corrupt_message_is_skipped_counted_and_logged(tmp_path, caplog):
             logs = [log_ns for _, _, log_ns, _ in reader.messages()]
             assert reader.corrupt == {DEPTH_IMAGE: 1}
     assert logs == [1, 3]
+    assert "corrupt" in caplog.text and "log time 2" in caplog.text
+
+
+def test_a_compressed_message_that_does_not_decompress_is_one_corrupt_message(tmp_path, caplog):
+    # ros2 bag record --compression-mode message: each message is its own zstd frame. A damaged
+    # frame is that message lost, counted as corrupt; a message of another topic logged at the
+    # same time is intact and read, and the storage has no gap.
+    import sqlite3
+
+    store = typestore()
+    header = store.types["std_msgs/msg/Header"](
+        stamp=store.types["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id="d")
+    good = store.types[IMAGE](header=header, height=1, width=2, encoding="16UC1",
+                              is_bigendian=0, step=4, data=np.arange(4, dtype=np.uint8))
+    writer = Writer(tmp_path / "bag", version=9)
+    writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)
+    with writer:
+        depth = writer.add_connection(DEPTH_IMAGE, IMAGE, typestore=store)
+        other = writer.add_connection("/other", IMAGE, typestore=store)
+        for log_ns in (1, 2, 3):
+            writer.write(depth, log_ns, store.serialize_cdr(good, IMAGE))
+            writer.write(other, log_ns, store.serialize_cdr(good, IMAGE))
+    (db,) = (tmp_path / "bag").glob("*.db3")
+    with sqlite3.connect(db) as sql:
+        (frame,) = sql.execute("SELECT data FROM messages WHERE timestamp = 2 AND topic_id = "
+                               "(SELECT id FROM topics WHERE name = ?)", (DEPTH_IMAGE,)).fetchone()
+        torn = frame[:4] + bytes(len(frame) - 4)  # the zstd magic, then zeros
+        sql.execute("UPDATE messages SET data = ? WHERE timestamp = 2 AND topic_id = "
+                    "(SELECT id FROM topics WHERE name = ?)", (torn, DEPTH_IMAGE))
+    with caplog.at_level(logging.WARNING, logger="iphd.data.rosbag"):
+        with BagReader(tmp_path / "bag") as reader:
+            read = [(topic, log_ns) for topic, _, log_ns, _ in reader.messages()]
+            raw = [(m.topic, m.log_ns) for m in reader.raw_messages()]
+            assert reader.corrupt == {DEPTH_IMAGE: 2}  # once per pass
+            assert reader.gaps == []
+            assert "decompress" in reader.errors[DEPTH_IMAGE]
+    assert sorted(read) == sorted([(DEPTH_IMAGE, 1), (DEPTH_IMAGE, 3),
+                                   ("/other", 1), ("/other", 2), ("/other", 3)])
+    assert raw == [m for m in raw if m != (DEPTH_IMAGE, 2)] and len(raw) == 5
     assert "corrupt" in caplog.text and "log time 2" in caplog.text
 
 

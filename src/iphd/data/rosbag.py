@@ -640,15 +640,16 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def _zstd_decompress(data: bytes) -> bytes:
-    """One message compressed with zstd; left as it is when it does not decompress."""
+    """One message compressed with zstd.
+
+    Raises:
+        Exception: the zstd library's error when the frame does not decompress.
+    """
     try:
         from compression import zstd  # Python 3.14
     except ImportError:
         from backports import zstd  # rosbags installs it before 3.14
-    try:
-        return bytes(zstd.decompress(data))
-    except Exception:  # noqa: BLE001 - then it is reported as the corrupt message it is
-        return data
+    return bytes(zstd.decompress(data))
 
 
 def _bag_source(path: Path) -> Path:
@@ -787,6 +788,16 @@ class BagReader:
             ) from exc
         self._reader = reader
         self._open = True
+        # A bag recorded with --compression-mode message: rosbags would decompress each
+        # message inside its storage iterator, where one damaged frame ends the iteration and
+        # reads as a storage gap (losing intact messages logged at the same time). Each
+        # message is decompressed here instead, so a damaged one is one corrupt message.
+        self._decompress_each = False
+        storage = getattr(reader, "storage", None)  # the rosbag2 folder's reader
+        metadata = getattr(storage, "metadata", None)
+        if getattr(metadata, "compression_mode", None) == "message":
+            storage.metadata = metadata._replace(compression_mode=None)  # type: ignore[union-attr]
+            self._decompress_each = True
         #: (storage file, what it kept and lost) for each MCAP file a recording left unfinished.
         self.cut_off: list[tuple[str, CutOff]] = reader.cut_offs()
         #: The storage files of a folder read without its metadata.yaml, in the order read.
@@ -986,9 +997,24 @@ class BagReader:
                 return
         for conn, log_ns, data in self._storage_messages(connections, start_ns, stop_ns):
             raw = bytes(data)
-            if self._sniff_zstd and raw[:4] == ZSTD_MAGIC:  # CDR starts 00 0x 00 00
-                raw = _zstd_decompress(raw)
+            # CDR starts 00 0x 00 00, never with the zstd magic.
+            if self._decompress_each or (self._sniff_zstd and raw[:4] == ZSTD_MAGIC):
+                try:
+                    raw = _zstd_decompress(raw)
+                except Exception as exc:  # noqa: BLE001 - a bag's bytes are untrusted
+                    self._skip_corrupt(conn.topic, conn.msgtype, int(log_ns),
+                                       f"does not decompress: {type(exc).__name__}: {exc}")
+                    continue
             yield RawMessage(conn.topic, conn.msgtype, int(log_ns), raw)
+
+    def _skip_corrupt(self, topic: str, msgtype: str, log_ns: int, reason: str) -> None:
+        """Count a message that does not read in ``corrupt``; log the first of each topic."""
+        count = self.corrupt.get(topic, 0) + 1
+        self.corrupt[topic] = count
+        self.errors.setdefault(topic, reason)
+        log = LOG.warning if count == 1 else LOG.debug
+        log("%s: skipped a corrupt %s message on %s at log time %d ns (%s)",
+            self.path, msgtype, topic, log_ns, reason)
 
     def _storage_messages(
         self, connections: list[Connection], start_ns: int | None, stop_ns: int | None
@@ -1079,19 +1105,8 @@ class BagReader:
                 if decompress and msgtype == COMPRESSED_IMAGE:
                     msg, msgtype = decompress_image(msg, self._store), IMAGE
             except Exception as exc:  # a bag's bytes are untrusted: any failure means corrupt
-                count = self.corrupt.get(raw.topic, 0) + 1
-                self.corrupt[raw.topic] = count
-                self.errors.setdefault(raw.topic, f"{type(exc).__name__}: {exc}")
-                log = LOG.warning if count == 1 else LOG.debug
-                log(
-                    "%s: skipped a corrupt %s message on %s at log time %d ns (%s: %s)",
-                    self.path,
-                    raw.msgtype,
-                    raw.topic,
-                    raw.log_ns,
-                    type(exc).__name__,
-                    exc,
-                )
+                self._skip_corrupt(raw.topic, raw.msgtype, raw.log_ns,
+                                   f"{type(exc).__name__}: {exc}")
                 continue
             yield raw.topic, msgtype, raw.log_ns, msg
 
