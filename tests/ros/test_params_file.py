@@ -65,7 +65,7 @@ def test_shipped_file_reaches_each_node_in_any_namespace_as_the_runner_reads_it(
     for (name, namespace), values in rcl.items():
         assert values == parameters_for(params, name, namespace), (name, namespace)
         assert values == rcl[name, ""], (name, namespace)
-    # The shipped detector runs one inference thread (the node's own default is 2).
+    # The shipped detector runs one inference thread.
     assert rcl["detector", "robot1"]["threads"] == 1
 
 
@@ -112,7 +112,7 @@ def test_every_parameter_of_the_shipped_file_is_declared_by_its_node(ros_context
     params = load_params_file(SHIPPED)
     specs = _graph_nodes()
     assert set(params) == {"/**"} | {f"/**/{name}" for name in specs}
-    declared, writable = {}, {}
+    declared, writable, defaults = {}, {}, {}
     for name, spec in specs.items():
         cls = getattr(importlib.import_module(spec.module), spec.node_class)
         node = cls(
@@ -124,6 +124,8 @@ def test_every_parameter_of_the_shipped_file_is_declared_by_its_node(ros_context
             argv = [name, "--ros-args", "--params-file", str(SHIPPED)]
             assert warn_unknown_parameters(node, argv) == []
             declared[name] = set(node.get_parameters_by_prefix(""))
+            defaults[name] = {k: p.value for k, p in node.get_parameters_by_prefix("").items()
+                              if k not in cheap.get(name, {})}
             writable[name] = {
                 d.name for d in node.describe_parameters(sorted(declared[name]))
                 if not d.read_only
@@ -138,6 +140,13 @@ def test_every_parameter_of_the_shipped_file_is_declared_by_its_node(ros_context
         assert not undeclared, f"{name} does not declare {sorted(undeclared)}"
     for key in params["/**"]:
         assert any(key in names for names in declared.values()), key
+    # A node's own defaults are the file's: a params_file of your own replaces the shipped one
+    # (as in nav2), and what it leaves out must not fall back to something else.
+    for name in specs:
+        shipped = {**params["/**"], **params[f"/**/{name}"]}
+        differ = {k: (v, shipped[k]) for k, v in defaults[name].items()
+                  if k in shipped and v != shipped[k]}
+        assert not differ, f"{name}: (code default, file value) {differ}"
     # Only the parameters a node applies at run time can be set while it runs; the others
     # are read-only, so `ros2 param set` refuses them instead of being silently ignored.
     assert writable == {

@@ -146,7 +146,7 @@ class DetectorNode(Node):
             dynamic=True,
         )
         threads = declare(
-            self, "threads", 2, "CPU threads for inference (torch or onnxruntime); 0 = default"
+            self, "threads", 1, "CPU threads for inference (torch or onnxruntime); 0 = default"
         )
         max_queue = declare(
             self, "max_queue", 2, "pairs waiting for inference; the oldest is dropped beyond"

@@ -42,7 +42,7 @@ class SimSourceNode(Node):
                               f"D435 depth profile: {', '.join(PROFILES)}"))
         depth_rate = float(declare(self, "depth_rate_hz", 30.0, "depth frame rate, Hz"))
         thermal_rate = float(declare(self, "thermal_rate_hz", 8.7, "thermal frame rate, Hz"))
-        people = int(declare(self, "people", -1, "people in the scene; -1 = drawn at random"))
+        people = int(declare(self, "people", 2, "people in the scene; -1 = drawn at random"))
         seed = int(declare(self, "seed", 0, "scene seed"))
         duration = float(declare(self, "scene_duration_s", 60.0, "scene length before looping"))
         self.publish_truth = bool(

@@ -179,7 +179,7 @@ class TrackerNode(Node):
             "onnxruntime on the CPU (exported once, cached)",
         ))
         threads = int(declare(
-            self, "threads", 0,
+            self, "threads", 1,
             "CPU threads of the re-ID embedders (torch: process-wide; onnxruntime: per "
             "session); 0 = the library's default",
         ))
