@@ -183,6 +183,43 @@ def test_recorded_outputs_are_matched_by_the_name_they_resolve_to(tmp_path, ros_
                 exclude_topics=["depth/image_raw"])
 
 
+def test_a_bag_recorded_outside_the_namespace_plays_into_the_graph_that_waits_in_it(
+    tmp_path, ros_context, executor, spin_until
+):
+    # ros2 bag record stores absolute names: /depth/image_raw from a robot without namespace.
+    store = typestore()
+    header = store.types["std_msgs/msg/Header"]
+    time_msg = store.types["builtin_interfaces/msg/Time"]
+    with Writer(tmp_path / "bag", version=9) as writer:
+        conn = writer.add_connection("/depth/image_raw", IMAGE, typestore=store)
+        other = writer.add_connection("/other", IMAGE, typestore=store)
+        for i in range(3):
+            image = store.types[IMAGE](
+                header=header(stamp=time_msg(sec=1, nanosec=i), frame_id="d"), height=1,
+                width=1, encoding="16UC1", is_bigendian=0, step=2,
+                data=np.zeros(2, dtype=np.uint8))
+            writer.write(conn, T0 + i * FRAME_NS, store.serialize_cdr(image, IMAGE))
+            writer.write(other, T0 + i * FRAME_NS, store.serialize_cdr(image, IMAGE))
+    inside: list = []
+    listener = Node("listener", namespace="robot1", context=ros_context)
+    listener.create_subscription(Image, "depth/image_raw", inside.append, 10)
+    executor.add_node(listener)
+    player = BagPlayerNode(
+        context=ros_context, namespace="robot1",
+        parameter_overrides=[Parameter("bag", value=str(tmp_path / "bag")),
+                             Parameter("wait_for_subscribers", value=["depth/image_raw:1"]),
+                             Parameter("publish_clock", value=False)],
+    )
+    executor.add_node(player)
+    assert spin_until(executor, lambda: player.finished, timeout_s=8.0)
+    spin_until(executor, lambda: len(inside) == 3, 1.0)
+    assert len(inside) == 3 and player.published["/depth/image_raw"] == 3
+    # A topic the graph does not wait for keeps its recorded name.
+    names = dict(player.get_publisher_names_and_types_by_node("bag_player", "/robot1"))
+    assert "/robot1/depth/image_raw" in names and "/other" in names
+    assert "/depth/image_raw" not in names
+
+
 def _player_statuses(ros_context, executor) -> list:
     """The bag player's diagnostic statuses, as they arrive."""
     statuses: list = []

@@ -198,7 +198,9 @@ class BagPlayerNode(Node):
             # the bag stored no QoS: tf2's listeners and RViz ask for transient-local.
             latched = info.latched or self._tf_topics.get(topic, False)
             profile = qos.STATIC_TF if latched else qos.SENSOR_PUB
-            self._topic_pubs[topic] = (self.create_publisher(cls, topic, profile), cls)
+            self._topic_pubs[topic] = (
+                self.create_publisher(cls, self._graph_topic(topic), profile), cls
+            )
             self.published[topic] = 0
         if self.excluded_frames and any(t in self._topic_pubs for t in self._tf_topics):
             self.get_logger().info(
@@ -214,7 +216,7 @@ class BagPlayerNode(Node):
             )
         for topic, raw_topic in self._decoded.items():
             self._topic_pubs[raw_topic] = (
-                self.create_publisher(Image, raw_topic, qos.SENSOR_PUB), Image
+                self.create_publisher(Image, self._graph_topic(raw_topic), qos.SENSOR_PUB), Image
             )
             self.published[raw_topic] = 0
             self.get_logger().info(f"publishing {topic} decoded, as an Image on {raw_topic}")
@@ -252,17 +254,39 @@ class BagPlayerNode(Node):
     def _now_ns(self) -> int:
         return self._steady.now().nanoseconds
 
+    def _resolved(self, name: str) -> str | None:
+        """``name`` as this node resolves it; None for a name rclpy refuses."""
+        try:
+            return str(self.resolve_topic_name(name))
+        except Exception:  # rclpy's name errors differ by version: a bad name matches none
+            return None
+
+    def _graph_topic(self, topic: str) -> str:
+        """The name a recorded topic is published on.
+
+        As recorded, except where the player runs in a namespace, the graph waits for the
+        topic inside it (``wait_for_subscribers``: what the launch file and ``iphd-run`` set
+        from the nodes' inputs) and the bag holds it outside, by its absolute name (``ros2 bag
+        record`` stores names absolute: a robot recorded without the namespace the replay
+        runs in). It is then published inside the namespace, and the log says so.
+        """
+        namespace = self.get_namespace().rstrip("/")
+        if not namespace or not topic.startswith("/") or topic.startswith(namespace + "/"):
+            return topic
+        waited = {self._resolved(name) for name in self._wait_for}
+        inside = namespace + topic
+        if inside not in waited or topic in waited:
+            return topic
+        self.get_logger().info(
+            f"publishing the bag's {topic} as {inside}: the graph in namespace {namespace} "
+            "reads it there"
+        )
+        return inside
+
     def _excluded(self, names: list[str]) -> list[str]:
         """The bag's topics that resolve, as this node's, to one of ``names``."""
-
-        def resolved(name: str) -> str | None:
-            try:
-                return str(self.resolve_topic_name(name))
-            except Exception:  # rclpy's name errors differ by version: a bad name matches none
-                return None
-
-        own = {resolved(name) for name in names} - {None}
-        return sorted(t for t in self._reader.topics if resolved(t) in own)
+        own = {self._resolved(name) for name in names} - {None}
+        return sorted(t for t in self._reader.topics if self._resolved(t) in own)
 
     @property
     def finished(self) -> bool:
