@@ -551,8 +551,10 @@ def wants_sim_time(source: str) -> bool:
 def load_params_file(path: Path | str) -> dict[str, dict[str, Any]]:
     """Read a ROS 2 parameters YAML file into ``{node key: {param: value}}``.
 
-    Keys are as written in the file (``/**``, ``/**/fusion``, ``/ns/fusion``); nested parameter
-    mappings are flattened with dots as ROS does.
+    Keys are as written in the file (``/**``, ``/**/fusion``, ``/ns/fusion``); namespaces
+    written as nested keys (``robot1: {fusion: {ros__parameters: ...}}``) are joined with
+    ``/`` as rcl joins them (``robot1/fusion``); nested parameter mappings are flattened with
+    dots as ROS does.
 
     Raises:
         ConfigError: when the file is missing or is not a ROS 2 parameters file.
@@ -567,10 +569,20 @@ def load_params_file(path: Path | str) -> dict[str, dict[str, Any]]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected '<node>: {{ros__parameters: {{...}}}}' entries")
     result: dict[str, dict[str, Any]] = {}
-    for key, entry in data.items():
-        if not isinstance(entry, dict) or "ros__parameters" not in entry:
-            raise ConfigError(f"{path}: entry '{key}' has no 'ros__parameters' mapping")
-        result[str(key)] = _flatten(entry["ros__parameters"] or {}, "")
+
+    def read(entries: Mapping[Any, Any], prefix: str) -> None:
+        for key, entry in entries.items():
+            name = f"{prefix}{key}"
+            if isinstance(entry, dict) and "ros__parameters" in entry:
+                result[name] = _flatten(entry["ros__parameters"] or {}, "")
+            elif isinstance(entry, dict) and entry and all(
+                isinstance(value, dict) for value in entry.values()
+            ):  # a namespace of nodes
+                read(entry, f"{name.rstrip('/')}/")
+            else:
+                raise ConfigError(f"{path}: entry '{name}' has no 'ros__parameters' mapping")
+
+    read(data, "")
     return result
 
 

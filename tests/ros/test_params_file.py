@@ -92,6 +92,28 @@ def test_runner_matches_node_names_and_wildcards_as_rcl_does(tmp_path):
     assert rcl["detector", "robot1"] == {"a": 6, "w": 1}
 
 
+def test_namespaces_written_as_nested_keys_are_read_as_rcl_reads_them(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(
+        "/**:\n  ros__parameters:\n    a: 0\n"
+        "robot1:\n  fusion:\n    ros__parameters:\n      a: 1\n      n:\n        m: 2\n"
+        "  detector:\n    ros__parameters:\n      a: 3\n"
+        "fleet:\n  robot1:\n    fusion:\n      ros__parameters:\n        a: 4\n"
+    )
+    params = load_params_file(path)
+    assert list(params) == ["/**", "robot1/fusion", "robot1/detector", "fleet/robot1/fusion"]
+    namespaces = ("", "robot1", "fleet/robot1")
+    rcl = _rcl_parameters(path, ("fusion", "detector"), namespaces)
+    for (name, namespace), values in rcl.items():
+        assert values == parameters_for(params, name, namespace), (name, namespace)
+    assert rcl["fusion", "robot1"] == {"a": 1, "n.m": 2}
+    assert rcl["fusion", "fleet/robot1"] == {"a": 4}
+    # A key with neither parameters nor nodes under it is refused, naming the path.
+    path.write_text("robot1:\n  fusion:\n    params:\n      a: 1\n")
+    with pytest.raises(ConfigError, match="'robot1/fusion/params' has no 'ros__parameters'"):
+        load_params_file(path)
+
+
 def test_every_parameter_of_the_shipped_file_is_declared_by_its_node(ros_context, tmp_path):
     from iphd.calibration import load_calibration
     from iphd.data.rosbag import RigBagWriter
