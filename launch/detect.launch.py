@@ -26,17 +26,20 @@ from iphd.graph import (
     PACKAGE,
     TOPIC_ARGUMENTS,
     build_graph,
+    default_sim_time,
     exclude_rig_transforms,
     graph_calibration_file,
     hold_player,
     load_params_file,
     rviz_fixed_frame,
-    wants_sim_time,
 )
 from launch import LaunchDescription
 
 ARGUMENTS = {
-    "use_sim_time": ("", "follow /clock: true or false; empty = true for sources bag and sim"),
+    "use_sim_time": (
+        "", "follow /clock: true or false; empty = the params_file's use_sim_time under /**, "
+        "else true for sources bag and sim"
+    ),
     "namespace": ("", "namespace of every node and topic"),
     "params_file": ("", "ROS 2 parameters YAML; empty = the package's launch/iphd_params.yaml"),
     "source": (
@@ -80,13 +83,13 @@ def _nodes(context, *_args, **_kwargs):
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     share = Path(get_package_share_directory(PACKAGE))
     params_file = value["params_file"] or str(share / "launch" / "iphd_params.yaml")
-    sim_time = value["use_sim_time"].strip().lower()
-    use_sim_time = sim_time in TRUE if sim_time else wants_sim_time(value["source"])
     if value["source"] == "sim":  # the simulator's demo bag, generated on first use
         from iphd.sim.demo import ensure_demo_bag
 
         ensure_demo_bag()
     params = load_params_file(params_file)
+    sim_time = value["use_sim_time"].strip().lower()
+    use_sim_time = sim_time in TRUE if sim_time else default_sim_time(value["source"], params)
     # A bag is registered with the calibration it carries, unless one is given: as an
     # argument, or to fusion in the parameters file.
     calibration_file = graph_calibration_file(

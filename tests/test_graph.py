@@ -270,6 +270,15 @@ def test_launch_file_plays_a_bag_on_sim_time_by_default(monkeypatch, tmp_path):
     assert all({"use_sim_time": False} in n.kwargs["parameters"] for n in nodes)
     nodes = _launch_nodes(monkeypatch, tmp_path, source="sim_live")
     assert all({"use_sim_time": False} in n.kwargs["parameters"] for n in nodes)
+    # A robot in a simulator says so in its own parameters file, for every node: that counts
+    # when the argument is not given (it is given after the file, so it would win).
+    own = tmp_path / "gazebo.yaml"
+    own.write_text("/**:\n  ros__parameters:\n    use_sim_time: true\n")
+    nodes = _launch_nodes(monkeypatch, tmp_path, source="external", params_file=str(own))
+    assert nodes and all({"use_sim_time": True} in n.kwargs["parameters"] for n in nodes)
+    nodes = _launch_nodes(monkeypatch, tmp_path, source="external", params_file=str(own),
+                          use_sim_time="false")
+    assert all({"use_sim_time": False} in n.kwargs["parameters"] for n in nodes)
 
 
 def test_launch_file_plays_the_existing_simulator_demo_bag(monkeypatch, tmp_path):

@@ -548,6 +548,17 @@ def wants_sim_time(source: str) -> bool:
     return source in ("bag", "sim")
 
 
+def default_sim_time(source: str, params: Mapping[str, Mapping[str, Any]]) -> bool:
+    """``use_sim_time`` when none is given.
+
+    The parameters file's for every node (under ``/**``), else the source's
+    (``wants_sim_time``). A robot in a simulator (Gazebo) sets ``use_sim_time: true`` under
+    ``/**`` in its own parameters file and runs ``source:=external``; that value counts.
+    """
+    value = params.get("/**", {}).get("use_sim_time")
+    return value if isinstance(value, bool) else wants_sim_time(source)
+
+
 def load_params_file(path: Path | str) -> dict[str, dict[str, Any]]:
     """Read a ROS 2 parameters YAML file into ``{node key: {param: value}}``.
 
