@@ -36,12 +36,12 @@ from iphd.graph import (
     NodeSpec,
     add_topic_arguments,
     build_graph,
+    default_sim_time,
     exclude_rig_transforms,
     graph_calibration_file,
     hold_player,
     load_params_file,
     topics_from_args,
-    wants_sim_time,
     with_overrides,
 )
 from iphd.ros import qos
@@ -215,8 +215,9 @@ def run_graph(
 
     ``rclpy`` is initialised and shut down here, in a context of its own. ``overrides`` maps a
     node name to parameters that win over the parameters file. ``use_sim_time`` None means
-    the source's default (``iphd.graph.wants_sim_time``: on for a bag). A bag run ends
-    ``DRAIN_S`` after the player published the bag's last message, if that comes first.
+    the parameters file's, else the source's (``iphd.graph.default_sim_time``: on for a
+    bag). A bag run ends ``DRAIN_S`` after the player published the bag's last message, if
+    that comes first.
     ``record`` keeps the published ``detections`` and ``tracks`` in ``RunResult.recording``
     (delays measured on the node clock, only under sim time for a bag: a bag's stamps are
     its recorded times). ``sample(nodes, elapsed_s)`` is called from the spinning thread every
@@ -252,7 +253,7 @@ def run_graph(
     )
     remapped = sorted({pair for spec in specs for pair in spec.remappings})
     if use_sim_time is None:
-        use_sim_time = wants_sim_time(source)
+        use_sim_time = default_sim_time(source, params)
     specs = tuple(exclude_rig_transforms(specs, params, namespace))
     context = Context()
     rclpy.init(context=context)
@@ -302,8 +303,12 @@ def run_graph(
         player = nodes.get("bag_player")
         stop_at = start + duration_s
         guard = CallbackGuard(monitor.get_logger().error)
+        _StopRequest.requested = False
         try:
+            _StopRequest.spinning = True
             while time.monotonic() < stop_at:
+                if _StopRequest.requested:
+                    raise KeyboardInterrupt
                 guard.spin_once(executor, 0.05)
                 monitor.release_images()
                 for child in children:
@@ -321,6 +326,8 @@ def run_graph(
                     sample(nodes, time.monotonic() - start)
         except KeyboardInterrupt:
             result.interrupted = True  # Ctrl-C ends the run; the summary still comes
+        finally:
+            _StopRequest.spinning = False
         result.duration_s = time.monotonic() - start
         # The children's last reports: what they did up to the stop.
         for child in children:
@@ -356,7 +363,23 @@ def run_graph(
     return result
 
 
+class _StopRequest:
+    """A stop asked for by a signal while the run's loop spins.
+
+    Raised from the signal handler, ``KeyboardInterrupt`` may surface inside a Python callback
+    that rclpy's C++ called (an event handler's exit), where it cannot pass through the C++
+    frames and the process aborts ("terminate called after throwing ...") without a summary.
+    While the loop spins, the handler only sets ``requested``; the loop raises it itself.
+    """
+
+    spinning = False
+    requested = False
+
+
 def _interrupt(signum: int, frame: Any) -> None:
+    if _StopRequest.spinning:
+        _StopRequest.requested = True
+        return
     raise KeyboardInterrupt
 
 
@@ -577,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"iphd-run: source={source}, duration {length}, {layout}", flush=True)
     evaluate = args.eval and source in ("sim", "bag") and args.detector and args.tracker
     # A service manager stops with SIGTERM: end the run as Ctrl-C does, with its summary.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         result = run_graph(
             source,
@@ -609,7 +632,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     s = result.stats
     print("\nsummary")
     print(f"  ran {result.duration_s:.1f} s, source {source}")
