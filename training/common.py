@@ -81,6 +81,63 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def typed_values(values: Mapping[str, Any], defaults: Mapping[str, Any],
+                 section: str) -> dict[str, Any]:
+    """``values``, each checked against its default's type.
+
+    The types: true/false, whole number, number, text. A number YAML reads as text (``1e-3``,
+    which YAML 1.1 takes for a string) is read as the number. YAML reads ``use_rem=flase`` as
+    the text "flase", which is truthy: without this check a typo in a switch silently does the
+    opposite of what was written.
+
+    Raises:
+        ConfigError: naming the key, the value and what to write.
+    """
+    out = dict(values)
+    for key, value in values.items():
+        default = defaults.get(key)
+        if default is None or value is None:
+            continue
+        if isinstance(default, float) and isinstance(value, str):
+            try:
+                out[key] = value = float(value)
+            except ValueError:
+                pass
+        if isinstance(default, bool):
+            ok, want = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, want = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+        elif isinstance(default, float):
+            ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        elif isinstance(default, str):
+            ok, want = isinstance(value, str), "text"
+        else:
+            continue
+        if not ok:
+            raise ConfigError(
+                f"config section '{section}': {key} must be {want} (default {default!r}), "
+                f"got {value!r}"
+            )
+    return out
+
+
+def section_values(config: Mapping[str, Any], name: str,
+                   defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain config section: its defaults, updated with the given values.
+
+    Raises:
+        ConfigError: an unknown key (the message lists the valid ones) or a value of the wrong
+            type (``typed_values``).
+    """
+    values = dict(config.get(name) or {})
+    unknown = sorted(set(values) - set(defaults))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {unknown} in config section '{name}'; valid keys: {sorted(defaults)}"
+        )
+    return {**defaults, **typed_values(values, defaults, name)}
+
+
 def build_dataclass(cls: Any, values: Mapping[str, Any] | None, section: str) -> Any:
     """Instantiate a frozen config dataclass from a config section, lists turned into tuples.
 
@@ -94,6 +151,7 @@ def build_dataclass(cls: Any, values: Mapping[str, Any] | None, section: str) ->
         raise ConfigError(
             f"unknown key(s) {unknown} in config section '{section}'; valid keys: {sorted(names)}"
         )
+    values = typed_values(values, {f.name: f.default for f in dataclasses.fields(cls)}, section)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     try:
         return cls(**values)

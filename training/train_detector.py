@@ -43,6 +43,7 @@ from common import (
     is_finite,
     plot_curves,
     run_trainer,
+    section_values,
     step_lr,
     trainer_args_parser,
 )
@@ -139,14 +140,6 @@ class RunConfig:
     raw: dict[str, Any]  # the merged YAML, stored in every checkpoint
 
 
-def _section(config: dict[str, Any], name: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    values = dict(config.get(name) or {})
-    unknown = sorted(set(values) - set(defaults))
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {unknown} in config section '{name}'; valid keys: {sorted(defaults)}"
-        )
-    return {**defaults, **values}
 
 
 def build_run_config(raw: dict[str, Any], name: str) -> RunConfig:
@@ -176,9 +169,9 @@ def build_run_config(raw: dict[str, Any], name: str) -> RunConfig:
     normalize_values["out_size"] = [net_w, net_h]
     normalize = build_dataclass(NormalizeConfig, normalize_values, "normalize")
     augment = build_dataclass(AugmentConfig, raw.get("augment"), "augment")
-    data = _section(raw, "data", DATA_DEFAULTS)
-    optim = _section(raw, "optim", OPTIM_DEFAULTS)
-    runtime = _section(raw, "runtime", RUNTIME_DEFAULTS)
+    data = section_values(raw, "data", DATA_DEFAULTS)
+    optim = section_values(raw, "optim", OPTIM_DEFAULTS)
+    runtime = section_values(raw, "runtime", RUNTIME_DEFAULTS)
     if not data["root"]:
         raise ConfigError(
             "no dataset: set data.root (or --data) to the folder holding iphd_train_depth/ ..."

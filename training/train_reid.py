@@ -45,6 +45,7 @@ from common import (
     is_finite,
     plot_curves,
     run_trainer,
+    section_values,
     step_lr,
     trainer_args_parser,
 )
@@ -171,14 +172,6 @@ class RunConfig:
     raw: dict[str, Any]  # the merged YAML, stored in every checkpoint
 
 
-def _section(config: dict[str, Any], name: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    values = dict(config.get(name) or {})
-    unknown = sorted(set(values) - set(defaults))
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {unknown} in config section '{name}'; valid keys: {sorted(defaults)}"
-        )
-    return {**defaults, **values}
 
 
 def _choice(section: str, key: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -197,11 +190,11 @@ def build_run_config(raw: dict[str, Any], name: str) -> RunConfig:
         CheckpointError: the teacher checkpoint is missing or unreadable.
     """
     check_sections(raw, SECTIONS)
-    data = _section(raw, "data", DATA_DEFAULTS)
-    step = _section(raw, "step", STEP_DEFAULTS)
-    augment = _section(raw, "augment", AUGMENT_DEFAULTS)
-    optim = _section(raw, "optim", OPTIM_DEFAULTS)
-    runtime = _section(raw, "runtime", RUNTIME_DEFAULTS)
+    data = section_values(raw, "data", DATA_DEFAULTS)
+    step = section_values(raw, "step", STEP_DEFAULTS)
+    augment = section_values(raw, "augment", AUGMENT_DEFAULTS)
+    optim = section_values(raw, "optim", OPTIM_DEFAULTS)
+    runtime = section_values(raw, "runtime", RUNTIME_DEFAULTS)
     _choice("step", "kind", step["kind"], STEP_KINDS)
     _choice("step", "loss", step["loss"], ("triplet", "softmax"))
     _choice("data", "source", data["source"], SOURCES)

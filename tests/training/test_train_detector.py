@@ -75,6 +75,10 @@ def test_resuming_a_run_that_reached_its_iteration_cap_says_how_to_go_on(
         (["--set", "optim.lr=-1"], "optim.lr"),
         (["--set", "data.labels=noisy"], "data.labels"),
         (["--set", "oops"], "section.key=value"),
+        # A typo in a switch is text, which Python takes for true: refused, not the opposite.
+        (["--set", "model.use_rem=flase"], "'model': use_rem must be true or false"),
+        (["--set", "data.any_size=yes_please"], "any_size must be true or false"),
+        (["--set", "optim.epochs=1.5"], "epochs must be a whole number"),
         (["--set", "data.train_splits=[nothere]"], "unknown IPHD split"),
         # Validated at 64x128 (the batches' aspect) while it detects at 64x64: refused.
         (["--set", "model.input_size=[64,64]"], "set model.input_size to [64, 128]"),

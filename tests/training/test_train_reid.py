@@ -288,6 +288,7 @@ def test_resume_from_a_final_model_is_refused(dataset, depth_run, capsys):
         (["--set", "step.kindd=single"], "unknown key(s) ['kindd']"),
         (["--set", "stepp.kind=single"], "unknown config section(s) ['stepp']"),
         (["--set", "step.kind=three_stream"], "step.kind"),
+        (["--set", "optim.patience=two"], "patience must be a whole number"),
         (["--set", "step.modality=thermal"], "step.modality"),
         (["--set", "model.modality=rgb"], "model.modality"),
         (["--set", "step.kind=distill"], "step.teacher"),
