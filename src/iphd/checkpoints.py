@@ -34,6 +34,14 @@ def model_payload(fmt: str, version: int, configs: dict[str, Any], model: nn.Mod
     }
 
 
+#: The formats of iphd's checkpoints, and what to do with one given in the wrong place.
+KNOWN_FORMATS = {
+    "iphd-detector": "a detector checkpoint (pass it as the detector's checkpoint)",
+    "iphd-reid-embedder": "a re-ID embedder checkpoint (pass it as reid_checkpoint or "
+                          "query_checkpoint)",
+}
+
+
 def missing_checkpoint(what: str, path: Path | str) -> CheckpointError:
     """The error for a checkpoint path that is not a file: a folder names the files in it.
 
@@ -80,8 +88,11 @@ def read_payload(
             "the file is corrupt or truncated"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != fmt:
+        found = payload.get("format") if isinstance(payload, dict) else None
+        other = KNOWN_FORMATS.get(found) if isinstance(found, str) else None
         raise CheckpointError(
-            f"{path} is not an iphd {what} checkpoint (no format '{fmt}'); {hint}"
+            f"{path} is not an iphd {what} checkpoint (no format '{fmt}')"
+            + (f": it is {other}" if other else "") + f"; {hint}"
         )
     if payload.get("version") != version:
         raise CheckpointError(

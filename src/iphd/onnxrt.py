@@ -118,7 +118,7 @@ def cached_export(
 ) -> Path:
     """The ONNX export of ``checkpoint``, made by ``export(path)`` on first use and kept.
 
-    The file is named after the checkpoint and the SHA-256 of its bytes followed by ``key``, so
+    The file is named after the checkpoint and the SHA-256 of its bytes, ``key`` and ``kind``, so
     a retrained checkpoint (or other export settings) gets a new export and an unchanged one is
     exported once. Several processes may ask at once: each writes its own temporary file and
     renames it into place.
@@ -137,8 +137,12 @@ def cached_export(
         CheckpointError: the checkpoint cannot be read (and whatever ``export`` raises).
     """
     try:
-        # An empty key hashes the checkpoint alone: the names of existing exports stay valid.
-        digest = hashlib.sha256(checkpoint.read_bytes() + key.encode()).hexdigest()[:16]
+        # The kind is hashed too: one file given once as a re-ID embedder and once as a
+        # detector (both trainers write model.pt) gets two exports, and the detector's export
+        # then says what the file is instead of finding the embedder's export.
+        digest = hashlib.sha256(
+            checkpoint.read_bytes() + key.encode() + kind.encode()
+        ).hexdigest()[:16]
     except OSError as exc:
         raise CheckpointError(f"{kind} checkpoint {checkpoint} cannot be read ({exc})") from exc
     stem = f"{checkpoint.stem}-{variant}" if variant else checkpoint.stem

@@ -125,3 +125,14 @@ def test_load_extractor_picks_onnxruntime_on_the_cpu_and_falls_back_to_torch(
     assert "exporter crashed" in caplog.text and "running it on torch" in caplog.text
     with pytest.raises(RuntimeError, match="exporter crashed"):
         load_extractor(path, "depth", "cpu", "onnxruntime")
+
+
+def test_an_embedder_given_as_the_detector_is_named_for_what_it_is(tmp_path, cache):
+    # Both trainers write model.pt: the embedder's cached export is not taken for the detector.
+    from iphd.detections import DetectionConfig, load_detector
+
+    path = save_embedder(tmp_path / "model.pt", _model(), CropNormalizeConfig())
+    FeatureExtractor(path, device="cpu", backend="onnxruntime")
+    with pytest.raises(CheckpointError) as caught:
+        load_detector(DetectionConfig(checkpoint=str(path), device="cpu", backend="onnxruntime"))
+    assert "re-ID" in str(caught.value) and "export it again" not in str(caught.value)
