@@ -360,7 +360,43 @@ def load_splits(run: RunConfig) -> Splits:
         records = tuple(r for r in records if r.pid not in held)
     if not records:
         raise DatasetError(f"no training crops in {data['root']} split {data['train_split']!r}")
+    if val:
+        check_validation(run, tuple(val))
     return Splits(source, tuple(records), val_source, tuple(val))
+
+
+def check_validation(run: RunConfig, val: Sequence[ReidRecord]) -> None:
+    """Refuse, before training starts, validation records the first validation cannot score.
+
+    A single-modality step scores queries against crops of the same person from another
+    session; a cross-modal one needs people with crops of both modalities.
+
+    Raises:
+        DatasetError: naming what is missing and the settings to change.
+    """
+    fix = ("validate on a split with such people (bag_to_reid.py --split test over bags of "
+           "the same people, then --set data.val_split=test) or hold out training identities "
+           "instead (--set data.val_split=null --set data.val_identities=4)")
+    where = (f"split {run.data['val_split']!r}" if run.data["val_split"] is not None
+             else f"the {run.data['val_identities']} identities held out")
+    if run.step["kind"] == "single":
+        sessions: dict[int, set[str]] = {}
+        for r in val:
+            if r.modality == run.step["modality"]:
+                sessions.setdefault(r.pid, set()).add(r.session)
+        if not any(len(s) > 1 for s in sessions.values()):
+            raise DatasetError(
+                f"the validation crops ({where}) have no person seen in two sessions in "
+                f"{run.step['modality']}, so validation cannot score the model; {fix}"
+            )
+    else:
+        depth = {r.pid for r in val if r.modality == "depth"}
+        rgb = {r.pid for r in val if r.modality == "rgb"}
+        if not depth & rgb:
+            raise DatasetError(
+                f"the validation crops ({where}) have no person with both depth and RGB "
+                f"crops, so cross-modal validation cannot score the model; {fix}"
+            )
 
 
 def augment_crop(crop: np.ndarray, flip: bool, dy: int, dx: int) -> np.ndarray:

@@ -467,3 +467,19 @@ def test_compare_trains_every_run_and_states_the_findings(dataset, tmp_path, cap
 def test_compare_stops_with_exit_2_when_a_run_fails(dataset, tmp_path, capsys):
     assert _compare(dataset, tmp_path / "c", "--set", "optim.lr=-1") == 2
     assert "training depth failed" in capsys.readouterr().err
+
+
+def test_validation_crops_that_cannot_be_scored_are_refused_before_training(tmp_path, capsys):
+    # bag_to_reid.py over one bag: each person in one session only.
+    root = make_tiny_reid(tmp_path / "data")
+    width, height = CROP_SIZE
+    crop = np.full((height, width), 2000, np.uint16)
+    records = [write_crop(root, "test", crop, pid=pid, camid=0, modality="depth",
+                          session="s00000", stamp_ns=t, pair_id=pid * 10 + t, name=f"p{pid}_{t}")
+               for pid in range(2) for t in range(2)]
+    finalize_split(root, "test", records)
+    out = tmp_path / "run"
+    assert _run(root, out, "--set", "data.val_split=test") == 2
+    err = capsys.readouterr().err
+    assert "no person seen in two sessions" in err and "data.val_split" in err
+    assert not (out / "last.pt").exists()  # refused before any training
