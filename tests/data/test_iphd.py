@@ -145,6 +145,24 @@ def test_full_size_frames_pass_the_default_size_check(tmp_path):
         IphdDataset(small, "train")[0]
 
 
+def test_a_thermal_frame_not_registered_into_its_depth_frame_is_refused(tmp_path):
+    # Sizes are free (bag_to_iphd.py keeps the recording's), but the pair must be one view.
+    depth = np.full((240, 424), 1500, np.uint16)
+    name = frame_name(0, 0)
+    for thermal_shape, ok in (((60, 106), True), ((60, 107), True), ((50, 200), False)):
+        root = tmp_path / f"{thermal_shape[1]}x{thermal_shape[0]}"
+        thermal = np.full(thermal_shape, 30815, np.uint16)
+        write_frame(root, "train", name, depth, thermal, np.zeros((0, 4)), np.zeros((0, 4)))
+        finalize_split(root, "train", [name], [frame_meta(name, 0, 0, 0, [])])
+        dataset = IphdDataset(root, "train", depth_size=None, thermal_size=None)
+        if ok:
+            assert dataset[0].thermal_ck.shape == thermal_shape
+        else:
+            with pytest.raises(DatasetError, match=r"thermal 200x50 px is not the depth frame "
+                                                   r"424x240 at one scale"):
+                dataset[0]
+
+
 def test_empty_label_files_give_no_boxes(tmp_path):
     depth, thermal = _frame(0)
     name = frame_name(1, 1)

@@ -517,6 +517,7 @@ class IphdDataset:
             self.thermal_dir / "images" / f"{name}.png", "thermal", self.thermal_size
         )
         height, width = depth_mm.shape
+        check_pair_shapes(depth_mm.shape, thermal_ck.shape, name)
         boxes = read_yolo_labels(self.label_dir / f"{name}.txt")
         xyxy = cxcywh_to_xyxy(boxes, width, height).astype(np.float32)
         return IphdSample(name=name, depth_mm=depth_mm, thermal_ck=thermal_ck, boxes_xyxy=xyxy)
@@ -561,6 +562,30 @@ def _read_list(path: Path) -> list[str]:
         seen.add(file.stem)
         names.append(file.stem)
     return names
+
+
+def check_pair_shapes(depth_shape: tuple[int, ...], thermal_shape: tuple[int, ...],
+                      name: str) -> None:
+    """Refuse a thermal frame that is not the depth frame's view at some scale.
+
+    Registered thermal covers the depth frame (IPHD: 213x120 for 1280x720, bag_to_iphd.py:
+    106x60 for 424x240), so its width is the depth width times the height ratio, to a pixel
+    or two of rounding (1 % more for large frames).
+    A frame of another shape was not registered into that depth frame: the model would learn
+    people where they are not.
+
+    Raises:
+        DatasetError: naming the frame and the two sizes.
+    """
+    (dh, dw), (th, tw) = depth_shape[:2], thermal_shape[:2]
+    expected = dw * th / dh if dh else tw
+    if abs(tw - expected) > 1.5 + 0.01 * expected:
+        raise DatasetError(
+            f"frame {name}: thermal {tw}x{th} px is not the depth frame {dw}x{dh} at one "
+            f"scale (expected about {expected:.0f}x{th}); its thermal was not registered "
+            "into this depth frame: write it with the fusion's registration "
+            "(training/bag_to_iphd.py, iphd-sim iphd)"
+        )
 
 
 def _read_uint16(path: Path, what: str, size: tuple[int, int] | None) -> np.ndarray:
