@@ -160,8 +160,11 @@ def read_truth(reader: BagReader, stop_ns: int | None = None) -> dict[int, list[
         raise DatasetError(
             f"{reader.path} has no ground truth: expected a {GROUND_TRUTH} topic "
             "(iphd_msgs/PersonTrackArray per depth frame) but the bag has "
-            f"{', '.join(sorted(reader.topics)) or 'no topics'}; record a simulated bag with "
-            "ground truth with `iphd-sim bag --out BAG` (or replay one and record the graph)"
+            f"{', '.join(sorted(reader.topics)) or 'no topics'}. For a recording of your "
+            "own, label it: `iphd-eval export-mot` writes its frames for a labelling tool "
+            "(CVAT, MOT format) and `iphd-eval import-mot` writes the labels back as a bag "
+            "with ground truth (README: 'Ground truth for your own bags'); `iphd-sim bag "
+            "--out BAG` records a simulated bag that has it"
         )
     truth: dict[int, list[PersonTruth]] = {}
     # Truth rides along with the depth frames, so it may be logged up to a frame after them.
