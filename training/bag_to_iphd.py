@@ -42,7 +42,7 @@ from iphd.data.iphd import (
 )
 from iphd.data.rosbag import BagReader
 from iphd.errors import DatasetError, IphdError
-from iphd.eval.bag_eval import read_truth
+from iphd.eval.bag_eval import check_ground_truth, read_truth
 from iphd.eval.pipeline import FusedImages, OfflineConfig, pipeline_for_bag
 from iphd.graph import OFFLINE_TOPIC_ARGUMENTS, add_topic_arguments, topics_from_args
 from iphd.sim.labels import label_people
@@ -137,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            calibration=args.calibration,
                            topics=topics_from_args(args, OFFLINE_TOPIC_ARGUMENTS))
     try:
+        check_ground_truth(args.bag)  # every bag, before a split is half written
         for k, bag in enumerate(args.bag):
             done = convert_bag(bag, args.out, args.split, args.first_seq + k, names, metas,
                                every=args.every, config=config, progress=not args.quiet)

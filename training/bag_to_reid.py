@@ -83,7 +83,7 @@ from iphd.data.rosbag import (
     read_static_transforms,
 )
 from iphd.errors import CalibrationError, DatasetError, FrameError, IphdError
-from iphd.eval.bag_eval import read_truth
+from iphd.eval.bag_eval import check_ground_truth, read_truth
 from iphd.eval.pipeline import bag_topic_label, camera_topics
 from iphd.fusion import DEPTH_ENCODINGS, depth_to_mm
 from iphd.graph import DEPTH_TOPIC_ARGUMENTS, add_topic_arguments, topics_from_args
@@ -531,6 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     records: list[ReidRecord] = []
     try:
         _check_root(root, args.split)
+        check_ground_truth(args.bag)  # every bag, before a split is half written
         other = _other_split(root, args.split)
         identities = Identities(max((r.pid for r in other), default=-1) + 1, args.shared_ids)
         sessions: dict[str, int] = {}

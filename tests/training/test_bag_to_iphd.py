@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from iphd.data.iphd import IphdDataset
-from iphd.data.rosbag import copy_bag_with_truth, read_ground_truth
+from iphd.data.rosbag import GROUND_TRUTH, copy_bag, copy_bag_with_truth, read_ground_truth
 from iphd.sim.labels import clean_boxes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,6 +67,19 @@ def test_a_written_split_and_bags_without_truth_are_refused(sim_bag, tmp_path, c
     assert bag_to_iphd.main(["--bag", str(tmp_path / "nope"), "--out", str(root), "--split",
                              "valid"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_bag_without_ground_truth_is_refused_before_any_is_converted(
+    sim_bag, tmp_path, capsys
+):
+    no_topic = tmp_path / "no_topic"
+    copy_bag(sim_bag, no_topic, exclude=[GROUND_TRUTH])
+    root = tmp_path / "iphd"
+    assert bag_to_iphd.main(["--bag", str(sim_bag), str(no_topic), "--out", str(root),
+                             "--split", "train", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{no_topic} has no ground truth" in err and "import-mot" in err
+    assert "incomplete" not in err and not (root / "iphd_train_depth").exists()
 
 
 @pytest.mark.parametrize("every", ["0", "-1"])

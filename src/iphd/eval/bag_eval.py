@@ -149,6 +149,22 @@ def window_ns(
     return start, None if limit_s is None else base + int(limit_s * 1e9)
 
 
+def check_ground_truth(bags: Sequence[Path | str]) -> None:
+    """Open each bag and check it has ground truth, before any is converted.
+
+    A converter that meets a bag without it after hours of others would leave a split half
+    written; the bag's metadata answers at once.
+
+    Raises:
+        DatasetError: the first bag that does not open or has no ground-truth topic (with how
+            to give it one).
+    """
+    for bag in bags:
+        with BagReader(bag) as reader:
+            if find_topic(reader.topics, GROUND_TRUTH) is None:
+                read_truth(reader)  # raises, with how to make ground truth
+
+
 def read_truth(reader: BagReader, stop_ns: int | None = None) -> dict[int, list[PersonTruth]]:
     """The bag's ground truth: depth stamp -> people.
 
