@@ -669,3 +669,21 @@ def test_diagnostics_name_the_remapped_topics_that_do_not_come(ros_context, spin
     assert message.startswith("no /lepton/image_raw (thermal/image_raw) for over")
     fusion._thermal_rate.tick()  # thermal comes: depth, not remapped, is named as it is
     assert fusion._status(fusion.stats())[1].startswith("no depth/image_raw for over")
+
+
+@pytest.mark.parametrize(
+    ("params", "says"),
+    [
+        ({"max_skew_ms": -5.0}, "max_skew_ms must be >= 0"),
+        ({"max_wait_ms": float("nan")}, "max_wait_ms must be >= 0"),
+        ({"registered_scale": -0.25}, "registered_scale must be in (0, 1]"),
+        ({"registered_width": 212}, "registered_width and registered_height are set together"),
+    ],
+)
+def test_a_value_fusion_cannot_run_with_stops_it_naming_the_parameter(ros_context, params,
+                                                                     says):
+    # Before, it was filed under 'calibration' on /diagnostics and nothing was ever registered.
+    with pytest.raises(ConfigError) as caught:
+        FusionNode(context=ros_context,
+                   parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    assert says in str(caught.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from typing import Any
@@ -20,7 +21,7 @@ from iphd.calibration import (
     rig_static_transforms,
     transform_conflicts,
 )
-from iphd.errors import IphdError
+from iphd.errors import ConfigError, IphdError
 from iphd.fusion import FusionConfig, FusionPipeline, depth_image_units_problem, depth_to_mm
 from iphd.ros import qos
 from iphd.ros.common import (
@@ -66,6 +67,29 @@ DROP_WINDOW_S = 30.0
 FFC_PAUSE_S = 1.5
 
 
+def check_fusion_parameters(max_skew_ms: float, max_wait_ms: float, scale: float, width: int,
+                            height: int) -> None:
+    """Refuse values fusion cannot run with, naming the parameter (the node then stops).
+
+    Raises:
+        ConfigError: a negative or non-finite time or scale, or one registered size without
+            the other.
+    """
+    for name, value in (("max_skew_ms", max_skew_ms), ("max_wait_ms", max_wait_ms)):
+        if not (math.isfinite(value) and value >= 0.0):
+            raise ConfigError(f"parameter {name} must be >= 0 ms, got {value}")
+    if (width or height) and not (width > 0 and height > 0):
+        raise ConfigError(
+            f"parameters registered_width and registered_height are set together (both > 0, "
+            f"or both 0 to use registered_scale), got {width} x {height}"
+        )
+    if not (width and height) and not (math.isfinite(scale) and 0.0 < scale <= 1.0):
+        raise ConfigError(
+            f"parameter registered_scale must be in (0, 1] (registered size / depth size), "
+            f"got {scale}"
+        )
+
+
 class FusionNode(Node):
     """Subscribes depth + thermal (+ camera infos), publishes ``thermal/registered``.
 
@@ -106,6 +130,7 @@ class FusionNode(Node):
         )
         period = declare(self, "diagnostics_period", 1.0, "diagnostics period, s")
         input_qos = qos.declare_input_qos(self)
+        check_fusion_parameters(max_skew_ms, max_wait_ms, scale, width, height)
 
         self._depth_info: CameraIntrinsics | None = None
         self._errors: dict[str, int] = {}
