@@ -182,7 +182,7 @@ def test_every_parameter_of_the_shipped_file_is_declared_by_its_node(ros_context
         (1.0, 1, "a number with a decimal point (a whole number needs one too"),
         (3, 3.0, "a whole number"),
         (True, "yes", "true or false"),
-        ("auto", 1, "a string"),
+        ("auto", 1, "a string (quote one that looks like a number: '2', not 2)"),
     ],
 )
 def test_a_value_of_the_wrong_type_is_refused_with_what_to_write(

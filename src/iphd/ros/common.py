@@ -86,7 +86,9 @@ def _type_problem(name: str, default: Any, exc: Exception) -> str:
     kinds = {bool: "true or false", int: "a whole number", float: "a number with a decimal "
              "point", str: "a string"}
     kind = kinds.get(type(default), f"a {type(default).__name__}")
-    hint = " (a whole number needs one too: 2.0, not 2)" if isinstance(default, float) else ""
+    hint = (" (a whole number needs one too: 2.0, not 2)" if isinstance(default, float)
+            else " (quote one that looks like a number: '2', not 2)" if isinstance(default, str)
+            else "")
     return (
         f"parameter '{name}' must be {kind}{hint}, like its default {default!r}; fix it in the "
         f"parameters file or the -p / launch argument that sets it ({exc})"
