@@ -75,6 +75,15 @@ ARGUMENTS = {
     },
 }
 TRUE = ("true", "1", "yes")
+FALSE = ("false", "0", "no")
+
+
+def _flag(value: dict, name: str) -> bool:
+    """A true/false launch argument; anything else (``detector:=ture``) stops the launch."""
+    word = value[name].strip().lower()
+    if word not in TRUE + FALSE:
+        raise ValueError(f"launch argument {name}:={value[name]!r} must be true or false")
+    return word in TRUE
 #: Arguments launch checks before any node starts (a bad log level fails in every node).
 CHOICES = {"log_level": {"choices": list(LOG_LEVELS)}}
 
@@ -89,7 +98,8 @@ def _nodes(context, *_args, **_kwargs):
         ensure_demo_bag()
     params = load_params_file(params_file)
     sim_time = value["use_sim_time"].strip().lower()
-    use_sim_time = sim_time in TRUE if sim_time else default_sim_time(value["source"], params)
+    use_sim_time = (_flag(value, "use_sim_time") if sim_time
+                    else default_sim_time(value["source"], params))
     # A bag is registered with the calibration it carries, unless one is given: as an
     # argument, or to fusion in the parameters file.
     calibration_file = graph_calibration_file(
@@ -100,10 +110,10 @@ def _nodes(context, *_args, **_kwargs):
         calibration_file=calibration_file,
         playback_file=value["playback_file"],
         bag=value["bag"],
-        detector=value["detector"].strip().lower() in TRUE,
+        detector=_flag(value, "detector"),
         detector_checkpoint=value["detector_checkpoint"],
         verifier=value["verifier"],
-        tracker=value["tracker"].strip().lower() in TRUE,
+        tracker=_flag(value, "tracker"),
         reid_checkpoint=value["reid_checkpoint"],
         topics={topic: value[argument] for argument, topic in TOPIC_ARGUMENTS.items()},
     )
@@ -128,7 +138,7 @@ def _nodes(context, *_args, **_kwargs):
         )
         for spec in specs
     ]
-    if value["rviz"].strip().lower() in TRUE:
+    if _flag(value, "rviz"):
         # Fixed frame: the depth frame of the calibration in use, which the config's default
         # (the nominal rig's) is not for every rig.
         fixed_frame = rviz_fixed_frame(calibration_file)

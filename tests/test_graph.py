@@ -270,6 +270,9 @@ def test_launch_file_plays_a_bag_on_sim_time_by_default(monkeypatch, tmp_path):
     assert all({"use_sim_time": False} in n.kwargs["parameters"] for n in nodes)
     nodes = _launch_nodes(monkeypatch, tmp_path, source="sim_live")
     assert all({"use_sim_time": False} in n.kwargs["parameters"] for n in nodes)
+    # A mistyped switch stops the launch instead of meaning false (fusion alone).
+    with pytest.raises(ValueError, match="detector:='ture' must be true or false"):
+        _launch_nodes(monkeypatch, tmp_path, source="sim_live", detector="ture")
     # A robot in a simulator says so in its own parameters file, for every node: that counts
     # when the argument is not given (it is given after the file, so it would win).
     own = tmp_path / "gazebo.yaml"
