@@ -331,7 +331,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, verifier: bool = Tru
     parser.add_argument("--reid-checkpoint", default="",
                         help="depth embedder; empty = shipped, none = position only")
     parser.add_argument("--detector-checkpoint", default="",
-                        help="detector checkpoint (.pt); empty = the shipped model")
+                        help="detector checkpoint (.pt or .onnx); empty = the shipped model")
     parser.add_argument("--score-threshold", type=float, default=0.5,
                         help="lowest detection score handed to the tracker (the detector "
                         "node's score_threshold)")

@@ -394,7 +394,7 @@ def read_records(root: Path, split: str) -> list[ReidRecord]:
     if not path.is_file():
         raise DatasetError(
             f"{path} does not exist; {Path(root)} is not a re-ID dataset with a {split} split "
-            "(records.csv is written by finalize_split())"
+            "(training/bag_to_reid.py --split NAME or iphd-sim reid writes records.csv)"
         )
     records: list[ReidRecord] = []
     with open(path, encoding="utf-8", newline="") as f:

@@ -107,7 +107,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, default=DEFAULT_BAG_OUT,
                    help="report folder (default %(default)s)")
     b.add_argument("--detector-checkpoint", default="",
-                   help="detector checkpoint (.pt); default: the shipped model")
+                   help="detector checkpoint (.pt or .onnx); default: the shipped model")
     b.add_argument("--reid-checkpoint", default="",
                    help="depth re-ID embedder (.pt); default: the shipped one if any; "
                    "'none' = no appearance")

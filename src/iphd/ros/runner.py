@@ -538,7 +538,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         "only, which also leaves the tracker out)",
     )
     p.add_argument(
-        "--detector-checkpoint", default="", help="detector .pt (default: the shipped model)"
+        "--detector-checkpoint", default="",
+        help="detector .pt or .onnx (default: the shipped model)",
     )
     p.add_argument(
         "--verifier", default="",
