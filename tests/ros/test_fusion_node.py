@@ -674,9 +674,9 @@ def test_diagnostics_name_the_remapped_topics_that_do_not_come(ros_context, spin
 @pytest.mark.parametrize(
     ("params", "says"),
     [
-        ({"max_skew_ms": -5.0}, "max_skew_ms must be >= 0"),
-        ({"max_wait_ms": float("nan")}, "max_wait_ms must be >= 0"),
-        ({"registered_scale": -0.25}, "registered_scale must be in (0, 1]"),
+        ({"max_skew_ms": -5.0}, "max_skew_ms (-5.0)"),
+        ({"max_wait_ms": float("nan")}, "max_wait_ms (nan)"),
+        ({"registered_scale": -0.25}, "registered_scale (-0.25)"),
         ({"registered_width": 212}, "registered_width and registered_height are set together"),
     ],
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from typing import Any
@@ -67,27 +66,35 @@ DROP_WINDOW_S = 30.0
 FFC_PAUSE_S = 1.5
 
 
-def check_fusion_parameters(max_skew_ms: float, max_wait_ms: float, scale: float, width: int,
-                            height: int) -> None:
-    """Refuse values fusion cannot run with, naming the parameter (the node then stops).
+def fusion_settings(max_skew_ms: float, max_wait_ms: float, scale: float, width: int,
+                    height: int) -> tuple[dict[str, Any], dict[str, int]]:
+    """The node's parameters as ``FusionConfig`` and ``SyncConfig`` keywords, checked by them.
+
+    The limits are the library's; a value they refuse stops the node, naming the parameter.
 
     Raises:
-        ConfigError: a negative or non-finite time or scale, or one registered size without
-            the other.
+        ConfigError: one registered size without the other, or a value the configs refuse.
     """
-    for name, value in (("max_skew_ms", max_skew_ms), ("max_wait_ms", max_wait_ms)):
-        if not (math.isfinite(value) and value >= 0.0):
-            raise ConfigError(f"parameter {name} must be >= 0 ms, got {value}")
     if (width or height) and not (width > 0 and height > 0):
         raise ConfigError(
             f"parameters registered_width and registered_height are set together (both > 0, "
             f"or both 0 to use registered_scale), got {width} x {height}"
         )
-    if not (width and height) and not (math.isfinite(scale) and 0.0 < scale <= 1.0):
+    size: dict[str, Any] = (
+        {"out_size": (int(width), int(height))} if width and height else {"out_scale": scale}
+    )
+    try:
+        FusionConfig(**size)
+    except ValueError as exc:
+        raise ConfigError(f"parameter registered_scale ({scale}): {exc}") from exc
+    try:
+        sync = {"max_skew_ns": int(max_skew_ms * 1e6), "max_wait_ns": int(max_wait_ms * 1e6)}
+        SyncConfig(**sync)
+    except (ValueError, OverflowError) as exc:
         raise ConfigError(
-            f"parameter registered_scale must be in (0, 1] (registered size / depth size), "
-            f"got {scale}"
-        )
+            f"parameters max_skew_ms ({max_skew_ms}) and max_wait_ms ({max_wait_ms}): {exc}"
+        ) from exc
+    return size, sync
 
 
 class FusionNode(Node):
@@ -130,7 +137,7 @@ class FusionNode(Node):
         )
         period = declare(self, "diagnostics_period", 1.0, "diagnostics period, s")
         input_qos = qos.declare_input_qos(self)
-        check_fusion_parameters(max_skew_ms, max_wait_ms, scale, width, height)
+        size, sync_ns = fusion_settings(max_skew_ms, max_wait_ms, scale, width, height)
 
         self._depth_info: CameraIntrinsics | None = None
         self._errors: dict[str, int] = {}
@@ -161,21 +168,10 @@ class FusionNode(Node):
         try:
             path = calibration_file or str(package_file("calibration/rig.yaml"))
             self.calibration = load_calibration(path)
-            size = (
-                {"out_size": (int(width), int(height))}
-                if width and height
-                else {"out_scale": float(scale)}
-            )
             self.pipeline = FusionPipeline(
                 self.calibration, FusionConfig(fix_zero_patches=bool(fix), **size)
             )
-            self.sync = Synchronizer(
-                SyncConfig.from_calibration(
-                    self.calibration,
-                    max_skew_ns=int(max_skew_ms * 1e6),
-                    max_wait_ns=int(max_wait_ms * 1e6),
-                )
-            )
+            self.sync = Synchronizer(SyncConfig.from_calibration(self.calibration, **sync_ns))
             self._calibration_path = path
             self.get_logger().info(f"loaded rig calibration {path}")
         except (IphdError, FileNotFoundError, ValueError, TypeError) as exc:
