@@ -84,6 +84,8 @@ def _flag(value: dict, name: str) -> bool:
     if word not in TRUE + FALSE:
         raise ValueError(f"launch argument {name}:={value[name]!r} must be true or false")
     return word in TRUE
+
+
 #: Arguments launch checks before any node starts (a bad log level fails in every node).
 CHOICES = {"log_level": {"choices": list(LOG_LEVELS)}}
 

@@ -569,10 +569,9 @@ def check_pair_shapes(depth_shape: tuple[int, ...], thermal_shape: tuple[int, ..
     """Refuse a thermal frame that is not the depth frame's view at some scale.
 
     Registered thermal covers the depth frame (IPHD: 213x120 for 1280x720, bag_to_iphd.py:
-    106x60 for 424x240), so its width is the depth width times the height ratio, to a pixel
-    or two of rounding (1 % more for large frames).
-    A frame of another shape was not registered into that depth frame: the model would learn
-    people where they are not.
+    106x60 for 424x240), so its width is the depth width times the height ratio, to 1.5 px
+    of rounding plus 1 %. A frame of another shape was not registered into that depth frame:
+    the model would learn people where they are not.
 
     Raises:
         DatasetError: naming the frame and the two sizes.

@@ -152,8 +152,8 @@ def window_ns(
 def check_ground_truth(bags: Sequence[Path | str]) -> None:
     """Open each bag and check it has ground truth, before any is converted.
 
-    A converter that meets a bag without it after hours of others would leave a split half
-    written; the bag's metadata answers at once.
+    A converter that meets a bag without it after minutes of converting others would leave a
+    split half written; the bag's topics answer at once.
 
     Raises:
         DatasetError: the first bag that does not open or has no ground-truth topic (with how
