@@ -140,8 +140,6 @@ class RunConfig:
     raw: dict[str, Any]  # the merged YAML, stored in every checkpoint
 
 
-
-
 def build_run_config(raw: dict[str, Any], name: str) -> RunConfig:
     """Check a merged config and fill in defaults.
 

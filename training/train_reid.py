@@ -172,8 +172,6 @@ class RunConfig:
     raw: dict[str, Any]  # the merged YAML, stored in every checkpoint
 
 
-
-
 def _choice(section: str, key: str, value: Any, allowed: Sequence[Any]) -> None:
     if value not in allowed:
         raise ConfigError(
