@@ -31,6 +31,7 @@ from iphd.graph import (
     graph_calibration_file,
     hold_player,
     load_params_file,
+    log_level_argument,
     rviz_fixed_frame,
 )
 from launch import LaunchDescription
@@ -135,7 +136,11 @@ def _nodes(context, *_args, **_kwargs):
             namespace=value["namespace"],
             parameters=[params_file, dict(spec.parameters), {"use_sim_time": use_sim_time}],
             remappings=list(spec.remappings),
-            arguments=["--ros-args", "--log-level", value["log_level"]],
+            # The node's own logger: rcl's and the middleware's stay at their default.
+            arguments=[
+                "--ros-args", "--log-level",
+                log_level_argument(value["namespace"], spec.name, value["log_level"]),
+            ],
             output="screen",
         )
         for spec in specs

@@ -228,6 +228,10 @@ def test_launch_file_starts_the_same_graph_as_the_runner(monkeypatch, tmp_path):
         s.executable for s in build_graph("sim_live")
     ]
     assert all(n.kwargs["namespace"] == "robot1" for n in nodes)
+    # log_level sets each node's own logger (robot1.<name>), not rcl's and the rmw's default.
+    assert [n.kwargs["arguments"] for n in nodes] == [
+        ["--ros-args", "--log-level", f"robot1.{n.kwargs['name']}:=info"] for n in nodes
+    ]
     assert all({"use_sim_time": True} in n.kwargs["parameters"] for n in nodes)
     assert nodes[0].kwargs["parameters"][0] == str(tmp_path / "launch" / "iphd_params.yaml")
 

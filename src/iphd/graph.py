@@ -538,6 +538,20 @@ def rviz_fixed_frame(calibration_file: str = "") -> str | None:
     return None if calibration is None else calibration.frames.depth
 
 
+def log_level_argument(namespace: str, node_name: str, level: str) -> str:
+    """``--log-level`` value that sets one node's logger, not the process's default.
+
+    A bare ``--log-level debug`` also sets the default that rcl's and the middleware's own
+    loggers follow, which buries the node's debug lines under theirs. A node's logger is named
+    after its namespace and name with dots (``/robot1`` + ``detector`` -> ``robot1.detector``),
+    and the node's child loggers follow it.
+    """
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"log level {level!r}: use one of {', '.join(LOG_LEVELS)}")
+    parts = [p for p in namespace.split("/") if p] + [node_name]
+    return f"{'.'.join(parts)}:={level}"
+
+
 def wants_sim_time(source: str) -> bool:
     """Whether the nodes of ``source``'s graph should follow ``/clock`` by default.
 

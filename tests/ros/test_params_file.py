@@ -282,3 +282,34 @@ def test_the_runner_warns_of_a_key_the_node_does_not_have(ros_context, capfd):
     (node,) = make_nodes((spec,), params, context=ros_context).values()
     node.destroy_node()
     assert "sets 'input_reliabilty' for fusion" in capfd.readouterr().err
+
+
+_LOGGER_LEVELS = """
+import sys
+import rclpy
+from rclpy.node import Node
+
+rclpy.init(args=sys.argv)
+logger = Node("name_in_code").get_logger()
+print(logger.get_effective_level(), logger.get_child("x").get_effective_level(),
+      rclpy.logging.get_logger("rcl").get_effective_level())
+"""
+
+
+def test_the_launch_log_level_reaches_the_node_logger_and_not_rcl_s():
+    """``log_level:=debug`` under ros2 launch: the node's lines, without rcl's and the rmw's."""
+    import subprocess
+    import sys
+
+    from iphd.graph import log_level_argument
+
+    # launch_ros starts each node as its own process with these arguments.
+    args = ["--ros-args", "-r", "__node:=detector", "-r", "__ns:=/robot1/left",
+            "--log-level", log_level_argument("/robot1/left", "detector", "debug")]
+    out = subprocess.run([sys.executable, "-c", _LOGGER_LEVELS, *args], capture_output=True,
+                         text=True, timeout=60, check=True).stdout.split()
+    debug, info = (int(rclpy.logging.LoggingSeverity[n]) for n in ("DEBUG", "INFO"))
+    assert [int(v) for v in out] == [debug, debug, info]
+    assert log_level_argument("", "tracker", "warn") == "tracker:=warn"
+    with pytest.raises(ConfigError, match="'verbose': use one of debug, info, warn, error"):
+        log_level_argument("", "tracker", "verbose")
