@@ -657,6 +657,40 @@ def test_other_static_transforms_of_the_rig_frames_are_said_once_each(
     )
 
 
+def test_a_moving_transform_of_a_rig_frame_on_tf_is_said_too(
+    graph, executor, spin_for, spin_until, ros_context, tf2_msgs
+):
+    from iphd.calibration import StaticTransform
+    from iphd.ros.conversions import transforms_to_msgs
+
+    fusion, feeder = graph()
+    other = Node("robot_state", context=ros_context)
+    pub = other.create_publisher(tf2_msgs.TFMessage, "/tf", qos.TF_LISTENER)
+    executor.add_node(other)
+    # The robot's other frames, and the rig's own transform as fusion places it: no conflict.
+    wheel = StaticTransform("base_link", "wheel", (0.1, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))
+    same = StaticTransform("camera_link", "depth_optical_frame", (0.0, 0.0, 0.0),
+                           (-0.5, 0.5, -0.5, 0.5))
+    assert spin_until(executor, lambda: pub.get_subscription_count() >= 1)
+    pub.publish(tf2_msgs.TFMessage(transforms=transforms_to_msgs([wheel, same], T0)))
+    spin_for(executor, 0.3)
+    assert "errors_tf_conflict" not in fusion.stats()
+    # A robot description that moves the camera (a joint that is not fixed).
+    tilted = StaticTransform("camera_link", "depth_optical_frame", (0.0, 0.0, 0.0),
+                             (-0.5, 0.5, -0.45, 0.55))
+    for _ in range(3):
+        pub.publish(tf2_msgs.TFMessage(transforms=transforms_to_msgs([wheel, tilted], T0)))
+    assert spin_until(executor, lambda: fusion.stats().get("errors_tf_conflict") == 1)
+    assert fusion.tf_conflicts == [
+        "another node publishes on /tf depth_optical_frame under camera_link, 0.0 cm and "
+        f"{fusion._tf_conflicts[0].angle_deg:.1f}° from here ({fusion._calibration_path}): a "
+        "moving transform of a rig frame fights the rig's static one: make the robot "
+        "description's joint to the camera fixed, or keep its placement and set the fusion "
+        "node's publish_tf: false"
+    ]
+    assert fusion._tf_conflicts[0].angle_deg > 5.0
+
+
 def test_diagnostics_name_the_remapped_topics_that_do_not_come(ros_context, spin_for, executor):
     fusion = FusionNode(
         context=ros_context,

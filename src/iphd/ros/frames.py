@@ -111,7 +111,6 @@ class TopicLookup:
     """
 
     def __init__(self, node: Any, timeout_s: float) -> None:
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
         from tf2_msgs.msg import TFMessage
 
         from iphd.ros import qos
@@ -125,8 +124,7 @@ class TopicLookup:
         self.jumps = 0
         #: Child frame -> newest stamp of its moving transform seen, ns.
         self._newest: dict[str, int] = {}
-        dynamic = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        node.create_subscription(TFMessage, "/tf", lambda m: self._on(m, False), dynamic)
+        node.create_subscription(TFMessage, "/tf", lambda m: self._on(m, False), qos.TF_LISTENER)
         node.create_subscription(
             TFMessage, "/tf_static", lambda m: self._on(m, True), qos.STATIC_TF_LISTENER
         )

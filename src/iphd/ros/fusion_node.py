@@ -522,17 +522,32 @@ class FusionNode(Node):
         # that places them too, or a played recording of another calibration.
         self._rig_tf = rig_static_transforms(calibration)
         self.create_subscription(
-            TFMessage, "/tf_static", self._on_tf_static, qos.STATIC_TF_LISTENER
+            TFMessage, "/tf_static", lambda m: self._on_tf(m, "/tf_static"),
+            qos.STATIC_TF_LISTENER,
+        )
+        # And on /tf (tf2's listener QoS): a moving transform of a rig frame contradicts it too.
+        self._rig_children = {tf.child.strip("/") for tf in self._rig_tf}
+        self.create_subscription(
+            TFMessage, "/tf", lambda m: self._on_tf(m, "/tf"), qos.TF_LISTENER
         )
 
-    def _on_tf_static(self, msg: Any) -> None:
-        """Say once per conflict when another static transform contradicts the rig's."""
+    def _on_tf(self, msg: Any, topic: str) -> None:
+        """Say once per conflict when another node's transform contradicts the rig's."""
         assert self.calibration is not None
+        if not any(str(t.child_frame_id).strip("/") in self._rig_children
+                   for t in msg.transforms):
+            return  # the robot's other frames (most of /tf): nothing to compare
         for conflict in transform_conflicts(self._rig_tf, message_transforms(msg)):
             if conflict in self._tf_conflicts:
                 continue
             self._tf_conflicts.append(conflict)
-            if not conflict.second_parent:
+            if not conflict.second_parent and topic == "/tf":
+                fix = (
+                    "a moving transform of a rig frame fights the rig's static one: make the "
+                    "robot description's joint to the camera fixed, or keep its placement and "
+                    "set the fusion node's publish_tf: false"
+                )
+            elif not conflict.second_parent:
                 fix = (
                     "two calibrations of the rig in one TF tree: a recording made with another "
                     "one, played with ros2 bag play? Replay it with source:=bag, which leaves "
@@ -545,7 +560,7 @@ class FusionNode(Node):
                 )
             self._errors["tf_conflict"] = len(self._tf_conflicts)
             self._last_error = (
-                f"another node publishes on /tf_static {conflict.describe()} "
+                f"another node publishes on {topic} {conflict.describe()} "
                 f"({self._calibration_path}): {fix}"
             )
             self.tf_conflicts.append(self._last_error)

@@ -42,6 +42,13 @@ LATCHED = QoSProfile(
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
 STATIC_TF = LATCHED
+# tf2's listener of /tf: the 100 newest transforms, reliable, volatile.
+TF_LISTENER = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=100,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
 # tf2's listener of /tf_static: every latched message of every publisher, reliable.
 STATIC_TF_LISTENER = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,
