@@ -108,3 +108,45 @@ def test_a_bad_simulator_parameter_is_a_config_error_naming_it(ros_context):
     with pytest.raises(ConfigError, match="sim_source parameters: depth_rate_hz must be positive"):
         SimSourceNode(context=ros_context,
                       parameter_overrides=[Parameter("depth_rate_hz", value=0.0)])
+
+
+def test_on_sim_time_the_scene_waits_for_clock_and_says_so(executor, ros_context, spin_until):
+    from rosgraph_msgs.msg import Clock
+
+    listener, sim = _start(executor, ros_context, people=1, diagnostics_period=0.2,
+                           use_sim_time=True)
+
+    def status():
+        found = [s for m in listener.diagnostics for s in m.status if s.name.endswith("sim_source")]
+        return found[-1] if found else None
+
+    # No /clock: nothing goes out, and the diagnostics (on the steady clock) say why.
+    assert spin_until(executor, lambda: status() is not None, 5.0)
+    assert status().level == DiagnosticStatus.ERROR
+    assert "no /clock has come" in status().message and "use_sim_time false" in status().message
+    assert not listener.msgs["depth/image_raw"]
+    # A simulator's clock starts well after 0: the scene starts there, with nothing skipped.
+    clock = Node("clock", context=ros_context)
+    pub = clock.create_publisher(Clock, "/clock", 10)
+    executor.add_node(clock)
+    start_ns = 1_000 * 1_000_000_000
+    ticks = iter(range(10_000))
+
+    def advance() -> bool:
+        t = start_ns + next(ticks) * 10_000_000  # 10 ms a tick
+        pub.publish(Clock(clock=rclpy_time(t)))
+        return len(listener.msgs["depth/image_raw"]) >= 5
+
+    assert spin_until(executor, advance, 10.0)
+    stamps = [stamp_to_ns(m.header.stamp) for m in listener.msgs["depth/image_raw"]]
+    assert min(stamps) >= start_ns and max(stamps) < start_ns + 10**9
+    # (counted from 0 it would be the 30 000 frames of the first 1 000 s; a few are skipped
+    # because this clock steps faster than the timer ticks)
+    assert sim.frames_skipped < 30
+    assert spin_until(executor, lambda: status().level != DiagnosticStatus.ERROR, 5.0)
+
+
+def rclpy_time(ns: int):
+    from builtin_interfaces.msg import Time
+
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)

@@ -8,6 +8,8 @@ thermal stamp is shifted by minus the rig's clock offset, as a thermal camera on
 would stamp it. A frame whose time has passed before it could be rendered is skipped and
 counted (``frames_skipped``), never published late; ``/diagnostics`` warns when more than
 ``MAX_SKIPPED_FRACTION`` of the frames were skipped (the computer cannot render at the rates).
+With ``use_sim_time`` the scene starts at the first ``/clock`` message; until one comes nothing
+is published and ``/diagnostics`` (on the steady clock) says so.
 """
 
 from __future__ import annotations
@@ -60,7 +62,9 @@ class SimSourceNode(Node):
                                         self.calibration, sensors, SceneConfig())
         except ValueError as exc:
             raise ConfigError(f"sim_source parameters: {exc}") from exc
+        # The scene's start on the node clock; with use_sim_time, 0 until /clock comes.
         self._t0_ns = self.get_clock().now().nanoseconds
+        self._no_clock_said = False
         self._next_depth = 0
         self._next_thermal = 0
         frames = self.calibration.frames
@@ -98,6 +102,16 @@ class SimSourceNode(Node):
         }
 
     def _status(self, values: dict[str, Any]) -> tuple[str, str]:
+        if self._t0_ns == 0:
+            message = (
+                "use_sim_time is true and no /clock has come: the simulated rig publishes on "
+                "the /clock's time and nothing until it comes; start the simulator that "
+                "publishes /clock, or set use_sim_time false (the default of source sim_live)"
+            )
+            if not self._no_clock_said:  # once in the log; on /diagnostics while it lasts
+                self._no_clock_said = True
+                self.get_logger().warning(message)
+            return "ERROR", message
         due = values["depth_published"] + values["thermal_published"] + values["frames_skipped"]
         if due and values["frames_skipped"] > MAX_SKIPPED_FRACTION * due:
             return "WARN", (
@@ -108,6 +122,10 @@ class SimSourceNode(Node):
 
     def _tick(self) -> None:
         now_ns = self.get_clock().now().nanoseconds
+        if self._t0_ns == 0:  # use_sim_time: the scene starts at the first /clock
+            if now_ns == 0:
+                return
+            self._t0_ns = now_ns
         elapsed = (now_ns - self._t0_ns) / 1e9
         sim = self.sim
         # Depth frames due by now; all but the newest are already late and are skipped.
