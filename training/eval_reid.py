@@ -38,6 +38,24 @@ from train_reid import DATA_DEFAULTS, SOURCES, evaluate_cross, evaluate_single, 
 
 ASSIGNMENTS = {"depth->rgb": "depth → RGB", "rgb->depth": "RGB → depth"}
 MODALITY_NAMES = {"depth": "depth", "rgb": "RGB"}
+#: What ``--split`` must say for a layout without a default split.
+SPLIT_CHOICES = {
+    "biwi": "Still or Walking (BIWI RGBD-ID's two test sets)",
+    "openreid": "a subset of the dataset's splits.json (query, gallery, ...) or all",
+}
+
+
+def split_of(source: str, split: str | None) -> str:
+    """The split to score: ``--split``, else the simulator's ``test``.
+
+    Raises:
+        ConfigError: no ``--split`` for a layout with no test split of that name.
+    """
+    if split:
+        return split
+    if source == "sim":
+        return "test"
+    raise ConfigError(f"--source {source} needs --split: {SPLIT_CHOICES[source]}")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -48,9 +66,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "checkpoint or a single-modality model (repeatable)")
     parser.add_argument("--data", type=Path, required=True, help="re-ID dataset folder")
     parser.add_argument("--source", default="sim", choices=SOURCES, help="dataset layout")
-    parser.add_argument("--split", default="test",
-                        help="split to score (sim: test; biwi: Still or Walking; openreid: "
-                        "a splits.json subset, or 'all')")
+    parser.add_argument("--split", default=None,
+                        help="split to score (sim: default test; biwi: Still or Walking; "
+                        "openreid: a splits.json subset, e.g. query or gallery, or 'all')")
     parser.add_argument("--trials", type=int, default=10, help="single-shot gallery draws")
     parser.add_argument("--full-gallery", action="store_true",
                         help="multi-shot: score against the whole gallery instead")
@@ -77,12 +95,24 @@ def load_run(
         return _load_pair(Path(depth_path), Path(rgb_path), f"{path} (DEPTH,RGB)")
     path = Path(path)
     if (path / "pair.json").is_file():
+        where = path / "pair.json"
         try:
-            pair = json.loads((path / "pair.json").read_text(encoding="utf-8"))
-            depth_path, rgb_path = path / pair["depth"], path / pair["rgb"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{path / 'pair.json'} is unreadable ({exc})") from exc
-        return _load_pair(depth_path, rgb_path, str(path / "pair.json"))
+            pair = json.loads(where.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{where} is unreadable ({exc})") from exc
+        names = [pair.get(key) if isinstance(pair, dict) else None for key in ("depth", "rgb")]
+        if not all(isinstance(name, str) and name for name in names):
+            raise CheckpointError(
+                f"{where} does not name both checkpoints: a step-II folder's pair.json holds "
+                '{"depth": FILE, "rgb": FILE}, relative to the folder, as train_reid.py '
+                "writes it"
+            )
+        return _load_pair(path / names[0], path / names[1], str(where))
+    if path.is_dir() and not (path / "model.pt").is_file():
+        raise CheckpointError(
+            f"{path} is a folder with neither pair.json (a step-II run) nor model.pt (a "
+            "training run): give the run's folder or a checkpoint file"
+        )
     model, normalize, _ = load_embedder(path / "model.pt" if path.is_dir() else path)
     if model.config.modality in ("depth", "rgb"):
         return model, None, (normalize, normalize)
@@ -166,8 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs[name] = Path(path)
         info = setup_distributed(args.device)
         data = {**DATA_DEFAULTS, "source": args.source, "root": str(args.data)}
-        table = comparison_table(runs, data, args.split, info, args.trials, args.seed,
-                                 not args.full_gallery)
+        table = comparison_table(runs, data, split_of(args.source, args.split), info,
+                                 args.trials, args.seed, not args.full_gallery)
     except (ConfigError, DatasetError, CheckpointError, FrameError) as exc:
         print(f"eval_reid: error: {exc}", file=sys.stderr)
         return 2

@@ -483,3 +483,25 @@ def test_validation_crops_that_cannot_be_scored_are_refused_before_training(tmp_
     err = capsys.readouterr().err
     assert "no person seen in two sessions" in err and "data.val_split" in err
     assert not (out / "last.pt").exists()  # refused before any training
+
+
+def test_eval_names_what_is_wrong_with_a_run_or_a_missing_split(tmp_path, capsys):
+    import eval_reid
+
+    shipped = Path(__file__).resolve().parents[2] / "src" / "iphd" / "models" / "reid_depth.pt"
+    (tmp_path / "step2").mkdir()
+    (tmp_path / "step2" / "pair.json").write_text('{"depth": "model_depth.pt"}')
+    (tmp_path / "empty").mkdir()
+    for run, expected in (
+        (tmp_path / "step2", 'pair.json does not name both checkpoints: a step-II folder\'s '
+                             'pair.json holds {"depth": FILE, "rgb": FILE}'),
+        (tmp_path / "empty", "is a folder with neither pair.json (a step-II run) nor model.pt"),
+    ):
+        assert eval_reid.main(["--data", str(tmp_path), "--run", f"x={run}"]) == 2
+        assert expected in capsys.readouterr().err
+    # BIWI and open-reid have no split called test: the layout's own names are asked for.
+    for source, expected in (("biwi", "--source biwi needs --split: Still or Walking"),
+                             ("openreid", "--source openreid needs --split: a subset of")):
+        assert eval_reid.main(["--data", str(tmp_path), "--source", source,
+                               "--run", f"x={shipped}"]) == 2
+        assert expected in capsys.readouterr().err
