@@ -113,6 +113,20 @@ def test_bag_graph_plays_the_bag_registers_thermal_and_ends_with_the_bag(tmp_pat
     assert cv2.imread(str(result.snapshot)) is not None
 
 
+def test_a_bag_runs_its_duration_from_its_first_message_however_long_the_graph_took_to_start(
+    tmp_path,
+):
+    # The player holds the bag 3 s (as it does while slow nodes load their models): a 2 s run
+    # still gets 2 s of the bag, not the end of the wait.
+    _write_rig_bag(tmp_path / "bag", seconds=4.0)
+    result = run_graph("bag", 2.0, bag=str(tmp_path / "bag"), detector=False,
+                       overrides={"bag_player": {"start_delay_s": 3.0}})
+    assert result.duration_s > 4.5, result.duration_s
+    played_s = result.player_stats["position_s"]
+    assert 1.5 < played_s < 3.0 and not result.player_stats["finished"], result.player_stats
+    assert result.stats["published"] > 8
+
+
 def test_a_calibration_in_the_params_file_wins_over_the_replayed_bags_own(tmp_path):
     import yaml
 

@@ -294,6 +294,11 @@ class BagPlayerNode(Node):
         return self._playback.finished
 
     @property
+    def started(self) -> bool:
+        """True once playing began (after ``start_delay_s`` and ``wait_for_subscribers``)."""
+        return self._playback.started
+
+    @property
     def loops(self) -> int:
         """How many times the bag started again (``loop``)."""
         return self._playback.loops
@@ -461,6 +466,7 @@ class BagPlayerNode(Node):
             "position_s": position_s,
             "duration_s": duration_s,
             "loops": self.loops,
+            "started": self.started,
             "finished": self.finished,
             "published": sum(self.published.values()),
         }

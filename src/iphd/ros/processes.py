@@ -163,11 +163,12 @@ class NodeProcess:
 
     It stands in for the node object of a one-process run where the runner and benchmarks
     read it: ``stats()`` (the latest the child reported, every ``REPORT_PERIOD_S``),
-    ``get_parameter(name).value`` (as declared at start), ``finished`` (a bag player that
-    reached the end of its bag), ``subscribes`` (its subscriptions' topics, relative to the
-    namespace, once started), ``executor`` (the class of the executor spinning it, see
-    ``iphd.ros.common.make_executor``), plus ``pid`` and, as of the child's last report, ``rss_mb``,
-    ``peak_rss_mb`` (resident memory now and at its peak) and ``cpu_s`` (CPU time used).
+    ``get_parameter(name).value`` (as declared at start), ``started`` and ``finished`` (a bag
+    player that began to play, that reached the end of its bag), ``subscribes`` (its
+    subscriptions' topics, relative to the namespace, once started), ``executor`` (the class
+    of the executor spinning it, see ``iphd.ros.common.make_executor``), plus ``pid`` and, as
+    of the child's last report, ``rss_mb``, ``peak_rss_mb`` (resident memory now and at its
+    peak) and ``cpu_s`` (CPU time used).
 
     Args:
         spec: the node to run.
@@ -265,6 +266,11 @@ class NodeProcess:
     def finished(self) -> bool:
         """A bag player's "played to the end" (False for other nodes)."""
         return bool(self._stats.get("finished", False))
+
+    @property
+    def started(self) -> bool:
+        """A bag player's "began to play" as of its last report (True for other nodes)."""
+        return bool(self._stats.get("started", True))
 
     def get_parameter(self, name: str) -> SimpleNamespace:
         """The parameter's value at start, as ``.value`` (like ``Node.get_parameter``).

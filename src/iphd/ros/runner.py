@@ -216,8 +216,9 @@ def run_graph(
     ``rclpy`` is initialised and shut down here, in a context of its own. ``overrides`` maps a
     node name to parameters that win over the parameters file. ``use_sim_time`` None means
     the parameters file's, else the source's (``iphd.graph.default_sim_time``: on for a
-    bag). A bag run ends ``DRAIN_S`` after the player published the bag's last message, if
-    that comes first.
+    bag). A bag run's ``duration_s`` counts from the player's first message (it holds the bag
+    until the graph's nodes subscribe), and the run ends ``DRAIN_S`` after the player published
+    the bag's last message, if that comes first.
     ``record`` keeps the published ``detections`` and ``tracks`` in ``RunResult.recording``
     (delays measured on the node clock, only under sim time for a bag: a bag's stamps are
     its recorded times). ``sample(nodes, elapsed_s)`` is called from the spinning thread every
@@ -315,6 +316,10 @@ def run_graph(
                     child.poll()
                 if _ended(children, result, monitor):
                     break
+                if player is not None and not getattr(player, "started", True):
+                    # The duration counts from the bag's first message: the player holds it
+                    # while fusion, detector and tracker load their models and subscribe.
+                    stop_at = max(stop_at, time.monotonic() + duration_s)
                 if player is not None and getattr(player, "finished", False):
                     stop_at = min(stop_at, time.monotonic() + DRAIN_S)
                     player = None
@@ -514,7 +519,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--duration",
         type=float,
         default=0.0,
-        help="seconds to run; 0 = until Ctrl-C (a bag run also ends with the bag)",
+        help="seconds to run (a bag's from its first message played); 0 = until Ctrl-C (a "
+        "bag run also ends with the bag)",
     )
     p.add_argument(
         "--params-file", default="", help="ROS 2 parameters YAML (default: the package's)"
