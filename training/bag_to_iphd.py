@@ -1,7 +1,8 @@
 r"""Turn bags with ground truth into an IPHD-format split, to fine-tune the detector on them.
 
-Each bag is run through the fusion stage as the graph runs it (synchronisation, registration,
-zero-patch fixing: ``iphd.eval.pipeline``); every pair whose depth stamp has a
+Each bag is run through the fusion stage as the graph runs it (synchronisation and
+registration with the shipped settings, the registration holes left in as the detector node
+gets them: ``iphd.eval.pipeline``); every pair whose depth stamp has a
 ``ground_truth/people`` message becomes one IPHD frame: the depth image as recorded (mm), the
 registered thermal image the detector node is given (centi-kelvin, the fusion's
 ``registered_scale`` of the depth size), and the labelled people's boxes (the IPHD label
