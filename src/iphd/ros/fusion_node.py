@@ -158,8 +158,10 @@ class FusionNode(Node):
         self._warn_reset = DropWarnings(self, period_s=RESET_WARNING_PERIOD_S)
         self._warn_drop = DropWarnings(self)
         self._publish_tf = bool(publish_tf)
-        self._tf_conflicts: list[TransformConflict] = []
-        #: What was said of each other publisher's conflicting rig transform, in the order met.
+        # The latest conflict per (rig frame, other parent, topic), in the order met: a moving
+        # transform on /tf differs at every message and must not grow a list or the log.
+        self._tf_conflicts: dict[tuple[str, str, str], TransformConflict] = {}
+        #: What was said of each such conflict (the latest placement), in the order met.
         self.tf_conflicts: list[str] = []
         self.calibration: RigCalibration | None = None
         self._calibration_path = ""
@@ -448,7 +450,9 @@ class FusionNode(Node):
             )
         values.update({f"errors_{k}": v for k, v in self._errors.items()})
         if self._tf_conflicts:
-            values["tf_conflicts"] = "; ".join(c.describe() for c in self._tf_conflicts)
+            values["tf_conflicts"] = "; ".join(
+                c.describe() for c in self._tf_conflicts.values()
+            )
         return values
 
     def _status(self, values: dict[str, Any]) -> tuple[str, str]:
@@ -538,9 +542,11 @@ class FusionNode(Node):
                    for t in msg.transforms):
             return  # the robot's other frames (most of /tf): nothing to compare
         for conflict in transform_conflicts(self._rig_tf, message_transforms(msg)):
-            if conflict in self._tf_conflicts:
+            key = (conflict.child, conflict.parent, topic)
+            seen = self._tf_conflicts.get(key)
+            if seen == conflict:
                 continue
-            self._tf_conflicts.append(conflict)
+            self._tf_conflicts[key] = conflict
             if not conflict.second_parent and topic == "/tf":
                 fix = (
                     "a moving transform of a rig frame fights the rig's static one: make the "
@@ -563,8 +569,11 @@ class FusionNode(Node):
                 f"another node publishes on {topic} {conflict.describe()} "
                 f"({self._calibration_path}): {fix}"
             )
-            self.tf_conflicts.append(self._last_error)
-            self.get_logger().warning(self._last_error)
+            if seen is None:  # said once; a new placement of it only updates the diagnostics
+                self.tf_conflicts.append(self._last_error)
+                self.get_logger().warning(self._last_error)
+            else:
+                self.tf_conflicts[list(self._tf_conflicts).index(key)] = self._last_error
 
 
 def main(args: list[str] | None = None) -> None:
