@@ -220,7 +220,8 @@ class FusionNode(Node):
         try:
             self._depth_info = camera_info_to_intrinsics(msg)
         except IphdError as exc:
-            self._fail(
+            # One message dropped, as a bad image is: the next good info clears it.
+            self._drop(
                 "depth_camera_info",
                 f"{topic_label(self, 'depth/camera_info')} rejected: {exc}",
             )
@@ -249,7 +250,8 @@ class FusionNode(Node):
             # absence is an error.
             self._early_depth.hold(msg)
             if self._early_depth.dropped:
-                self._fail(
+                # Dropped frames, counted as such: the status clears once the info came.
+                self._drop(
                     "no_depth_camera_info",
                     f"no {topic_label(self, 'depth/camera_info')} received: depth frames are "
                     "dropped until the driver "
