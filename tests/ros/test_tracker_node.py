@@ -681,6 +681,23 @@ def test_detections_without_a_transform_are_dropped_and_reported(
     _walk(executor, spin_until, feeder, 3, start=6)
     assert missing not in {stamp_to_ns(m.header.stamp) for m in feeder.tracks}
     assert len({m.tracks[0].id for m in feeder.tracks[2:]}) == 1
+    # No transform at all (odometry not up, a wrong frame name): nothing is tracked, an ERROR.
+    tf.missing = {T0 + k * PERIOD for k in range(9, 30)}
+    for k in range(9, 21):
+        box, xyz = _person(k)
+        feeder.depth.publish(_depth(T0 + k * PERIOD, [box]))
+        feeder.detections.publish(_detections(T0 + k * PERIOD, [(box, xyz, 0.9)]))
+        assert spin_until(executor, lambda n=k: node.stats()["errors_no_transform"] == n - 7)
+    assert spin_until(
+        executor,
+        lambda: feeder.latest_status()[0] is not None
+        and feeder.latest_status()[0].level == DiagnosticStatus.ERROR
+        and "detection arrays were dropped: no transform into tracking_frame 'odom'"
+        in feeder.latest_status()[0].message,
+    )
+    tf.missing = set()
+    _walk(executor, spin_until, feeder, 3, start=30)
+    assert node.stats()["frames_without_transform_run"] == 0
 
 
 def test_every_input_takes_the_input_qos_and_warns_on_an_incompatible_publisher(

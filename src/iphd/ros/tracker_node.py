@@ -252,6 +252,8 @@ class TrackerNode(Node):
         self._queue_dropped = 0
         self._without_depth = 0
         self._without_depth_run = 0
+        # Detection arrays dropped in a row for want of a transform into tracking_frame.
+        self._without_transform_run = 0
         self._queries = 0
         self._queries_refused = 0
         self._started_ns = time.monotonic_ns()
@@ -621,6 +623,7 @@ class TrackerNode(Node):
             try:
                 transform = self._to_tracking(self._tracking_frame, frame.frame_id, frame.stamp_ns)
             except LookupError as exc:
+                self._without_transform_run += 1
                 self._drop(
                     "no_transform",
                     f"detections at {frame.stamp_ns} ns dropped: no transform from "
@@ -629,6 +632,7 @@ class TrackerNode(Node):
                     "published?",
                 )
                 return
+            self._without_transform_run = 0
             positions = [transform.apply(p) for p in positions]
         embeddings = self._embed(frame, item.depth)
         inputs = [
@@ -814,6 +818,7 @@ class TrackerNode(Node):
                 "queue_length_cap": self._max_queue,
                 "frames_without_depth": self._without_depth,
                 "frames_without_depth_run": self._without_depth_run,
+                "frames_without_transform_run": self._without_transform_run,
             }
         with self._pair_lock:
             values["frames_waiting_for_depth"] = self.pairing.waiting
@@ -844,6 +849,14 @@ class TrackerNode(Node):
             return "ERROR", (
                 f"no {topic_label(self, 'detections')} since the start, {waited:.0f} s ago (is "
                 "the detector running, on the same topic?)"
+            )
+        run = values.get("frames_without_transform_run", 0)
+        if run >= UNPAIRED_RUN:  # nothing is tracked or published
+            return "ERROR", (
+                f"the last {run} detection arrays were dropped: no transform into "
+                f"tracking_frame '{self._tracking_frame}' at their stamps; publish the robot's "
+                "TF (e.g. odom -> base_link -> camera), or set tracking_frame '' to track in "
+                "the camera's frame"
             )
         if self.reid is None:
             return "WARN", (
