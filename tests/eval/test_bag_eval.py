@@ -910,3 +910,24 @@ def test_a_tracks_message_whose_detections_the_recording_lost_is_counted_not_sco
     assert result.mot["num_objects"] == 2
     assert result.ap["n_gt"] == 1 and result.ap["ap"][0.5] == pytest.approx(1.0)
     assert result.counters["tracks_without_detections"] == 1
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_any_model_runs(tmp_path, capsys):
+    a_file = tmp_path / "report.txt"
+    a_file.write_text("")
+    (tmp_path / "movie.mp4").mkdir()
+    # Not a bag at all: the output is checked first, so its error is the one said.
+    for argv, expected in (
+        (["bag", "--bag", str(tmp_path / "no_bag"), "--out", str(a_file)],
+         f"--out {a_file} is a file; give a folder for the output"),
+        (["bag", "--bag", str(tmp_path / "no_bag"), "--out", str(a_file / "sub")],
+         f"cannot create the --out folder {a_file / 'sub'}"),
+        (["detector", "--checkpoint", "x.pt", "--dataset", str(tmp_path), "--out", str(a_file)],
+         f"--out {a_file} is a file; give a folder for the output"),
+        (["export-mot", "--bag", str(tmp_path / "no_bag"), "--out", str(a_file)],
+         f"--out {a_file} is a file; give a new folder for the export"),
+        (["video", "--bag", str(tmp_path / "no_bag"), "--out", str(tmp_path / "movie.mp4")],
+         f"--out {tmp_path / 'movie.mp4'} is a folder; give the path of the file to write"),
+    ):
+        assert main(argv) == 2
+        assert expected in capsys.readouterr().err

@@ -51,6 +51,32 @@ def check_file_output(path: Path | str, overwrite: bool, option: str = "--out") 
     return path
 
 
+def check_folder_output(path: Path | str, option: str = "--out") -> Path:
+    """Check before any work that reports can be written into the folder ``path``; returns it.
+
+    The folder may exist (reports in it are replaced) or not (it is created when written).
+
+    Raises:
+        DatasetError: ``path`` is a file, or the folder cannot be created (a file in the way,
+            no permission).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DatasetError(f"{option} {path} is a file; give a folder for the output")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(
+            f"cannot create the {option} folder {path}: {exc.strerror or exc}; choose a folder "
+            "you can write to"
+        ) from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise DatasetError(
+            f"the {option} folder {path} is not writable; fix its permissions or choose another"
+        )
+    return path
+
+
 def _writable_parent(path: Path) -> None:
     """Create ``path``'s parent folder if missing and check it can be written into.
 

@@ -109,6 +109,8 @@ def _frame_rate(stamps_ns: list[int]) -> float:
 
 def _check_empty(out_dir: Path) -> None:
     """Refuse to write over an earlier export: its gt.txt may hold hours of annotation."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DatasetError(f"--out {out_dir} is a file; give a new folder for the export")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise DatasetError(
             f"{out_dir} exists and is not empty; export into a new folder (an earlier export's "

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from iphd.data.iphd import IPHD_SPLITS, LABEL_FOLDERS, IphdDataset
+from iphd.data.output import check_file_output, check_folder_output
 from iphd.detections import BACKENDS, CPU_DEFAULT_BACKEND, DetectionConfig
 from iphd.errors import ConfigError, DatasetError, IphdError
 from iphd.eval.detector_eval import DetectorLike, evaluate_detector, write_report
@@ -641,6 +642,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     name = f"iphd-eval {args.command}"
     try:
+        # Before any model runs: a report that cannot be written is known now.
+        if args.command in ("detector", "bag"):
+            check_folder_output(args.out)
+        elif args.command == "video":
+            check_file_output(args.out, overwrite=True)
         summary = args.handler(args)
     except (IphdError, ValueError) as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
