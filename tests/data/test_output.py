@@ -164,5 +164,8 @@ def test_png_round_trip_is_exact_and_exclusive(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(DatasetError, match="not a readable PNG"):
         read_png(tmp_path / "bad.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"not a readable PNG \(0 bytes\)"):
+        read_png(tmp_path / "empty.png")
     with pytest.raises(DatasetError, match="does not exist"):
         read_png(tmp_path / "nope.png")

@@ -292,7 +292,8 @@ def read_png(path: Path) -> np.ndarray:
         raise DatasetError(f"image {path} does not exist") from exc
     except OSError as exc:
         raise DatasetError(f"cannot read image {path}: {exc.strerror or exc}") from exc
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    # OpenCV asserts on an empty buffer instead of returning None.
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if image is None:
         raise DatasetError(
             f"image {path} is not a readable PNG ({len(data)} bytes); the file is truncated or "
