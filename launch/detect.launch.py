@@ -26,6 +26,7 @@ from iphd.graph import (
     PACKAGE,
     TOPIC_ARGUMENTS,
     build_graph,
+    check_namespace,
     default_sim_time,
     exclude_rig_transforms,
     graph_calibration_file,
@@ -99,6 +100,7 @@ def _nodes(context, *_args, **_kwargs):
         from iphd.sim.demo import ensure_demo_bag
 
         ensure_demo_bag()
+    check_namespace(value["namespace"])
     params = load_params_file(params_file)
     sim_time = value["use_sim_time"].strip().lower()
     use_sim_time = (_flag(value, "use_sim_time") if sim_time

@@ -685,3 +685,17 @@ def test_the_bag_player_is_told_which_image_is_the_depth_topic():
     assert specs["bag_player"].parameters["depth_images"] == ["/oak/stereo/image_raw"]
     plain = {s.name: s for s in build_graph("bag", bag="/data/run")}
     assert "depth_images" not in plain["bag_player"].parameters
+
+
+def test_a_namespace_rcl_would_refuse_is_refused_with_what_to_write(monkeypatch, tmp_path):
+    from iphd.graph import check_namespace
+
+    for good in ("", "robot1", "/robot1", "/ward_2/robot1"):
+        assert check_namespace(good) == good
+    for bad in ("my robot", "1robot", "robot1/", "a//b", "~/x", "robot-1"):
+        with pytest.raises(ConfigError, match="is not a ROS 2 namespace: use letters, digits"):
+            check_namespace(bad)
+    with pytest.raises(ConfigError, match="namespace 'my robot' is not a ROS 2 namespace"):
+        _launch_nodes(monkeypatch, tmp_path, source="sim_live", namespace="my robot")
+    with pytest.raises(ConfigError, match=f"parameters file {tmp_path} is a folder"):
+        load_params_file(tmp_path)

@@ -538,6 +538,26 @@ def rviz_fixed_frame(calibration_file: str = "") -> str | None:
     return None if calibration is None else calibration.frames.depth
 
 
+# A ROS 2 namespace: empty, or tokens of letters, digits and underscores that do not start with
+# a digit, separated by "/" (a leading "/" is optional, as ros2 launch and rcl add it).
+_NAMESPACE = re.compile(r"^/?([A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*)?$")
+
+
+def check_namespace(namespace: str, option: str = "namespace") -> str:
+    """Return ``namespace`` after checking rcl would take it.
+
+    Raises:
+        ConfigError: it holds other characters than letters, digits, ``_`` and ``/``, a token
+            that starts with a digit, or an empty token (``//``, a trailing ``/``).
+    """
+    if not _NAMESPACE.match(namespace):
+        raise ConfigError(
+            f"{option} {namespace!r} is not a ROS 2 namespace: use letters, digits and _, in "
+            "names that do not start with a digit, separated by / (e.g. robot1 or /ward/robot1)"
+        )
+    return namespace
+
+
 def log_level_argument(namespace: str, node_name: str, level: str) -> str:
     """``--log-level`` value that sets one node's logger, not the process's default.
 
@@ -585,6 +605,8 @@ def load_params_file(path: Path | str) -> dict[str, dict[str, Any]]:
         ConfigError: when the file is missing or is not a ROS 2 parameters file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"parameters file {path} is a folder; give the YAML file in it")
     if not path.is_file():
         raise ConfigError(f"parameters file {path} does not exist")
     try:

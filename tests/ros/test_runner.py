@@ -231,6 +231,13 @@ def test_runner_bag_source_needs_a_bag_and_a_bag_needs_the_bag_source(tmp_path, 
     assert "does not exist" in err and "metadata.yaml" in err
 
 
+def test_runner_refuses_a_namespace_rcl_would_refuse_before_any_node_starts(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--namespace", "my robot", "--duration", "1"])
+    assert exit_.value.code == 2
+    assert "--namespace 'my robot' is not a ROS 2 namespace" in capsys.readouterr().err
+
+
 def test_runner_refuses_a_negative_duration(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--duration", "-1"])

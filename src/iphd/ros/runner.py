@@ -36,6 +36,7 @@ from iphd.graph import (
     NodeSpec,
     add_topic_arguments,
     build_graph,
+    check_namespace,
     default_sim_time,
     exclude_rig_transforms,
     graph_calibration_file,
@@ -591,6 +592,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration < 0:
         parser.error(f"--duration must be >= 0 seconds (0 = until Ctrl-C), got {args.duration:g}")
     source = args.source or ("bag" if args.bag else "sim")
+    try:
+        check_namespace(args.namespace, "--namespace")
+    except ConfigError as exc:
+        parser.error(str(exc))
     if source == "bag" and args.bag and not Path(args.bag).exists():
         # Before any node starts (loading the models first only delays this error), with the
         # reader's own message; a bag that exists but does not read fails in the player's
