@@ -256,6 +256,24 @@ def test_each_problem_is_named_with_what_to_do(tmp_path):
     late = check_bag(good.bag, seconds=0.002)  # thermal comes 3 ms after depth
     assert any("thermal/image_raw (thermal image) has no message in the first 0.002 s" in n
                for n in late.notes)
+    # A topic recorded without a message (a driver that never published): reading more finds
+    # none, so it is a problem, not a note to read more.
+    silent = tmp_path / "silent"
+    writer = Writer(silent, version=Writer.VERSION_LATEST)
+    writer.open()
+    connections = {}
+    with BagReader(good.bag) as reader:
+        for raw in reader.raw_messages():
+            if raw.topic not in connections:
+                connections[raw.topic] = writer.add_connection(raw.topic, raw.msgtype,
+                                                               typestore=store)
+            if raw.topic != "thermal/image_raw":
+                writer.write(connections[raw.topic], raw.log_ns, raw.data)
+    writer.close()
+    for seconds in (1.0, 1000.0):
+        empty = check_bag(silent, seconds=seconds)
+        assert ("thermal/image_raw (thermal image) has no message in the whole bag, so no tool "
+                "can run on it" in " ".join(empty.problems)), empty.problems
     text = format_check(deci)
     assert text.splitlines()[0].startswith(f"{deci.bag}: 1.0 s")
     assert "problem: " in text and "no problem found" not in text

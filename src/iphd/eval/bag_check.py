@@ -196,10 +196,19 @@ def check_bag(
                     f"the first because {reader.errors[check.topic]}"
                 )
             if not samples[name] and reader.corrupt.get(check.topic, 0) == corrupt:
-                result.notes.append(
-                    f"{check.topic} ({role}) has no message in the first {seconds:g} s, so it "
-                    "was not looked at: read more with --seconds"
-                )
+                if stop_ns < reader.end_ns and check.count != 0:
+                    result.notes.append(
+                        f"{check.topic} ({role}) has no message in the first {seconds:g} s, "
+                        "so it was not looked at: read more with --seconds"
+                    )
+                elif required:  # the whole bag was read: reading more finds nothing
+                    result.problems.append(
+                        f"{check.topic} ({role}) has no message in the whole bag, so no tool "
+                        f"can run on it: record the {role} (or give its topic with "
+                        f"--{_option(name)})"
+                    )
+                else:
+                    result.notes.append(f"{check.topic} ({role}) has no message in the bag")
         _describe(result, samples, rig)
         _pairs(result, samples, rig, max_skew_ms, max_wait_ms)
         _tracking_frame(result, reader, samples, stop_ns)
