@@ -143,3 +143,12 @@ def test_a_copy_that_fails_half_way_leaves_no_part_of_a_bag(tmp_path, monkeypatc
                        r"on device\); nothing was left"):
         copy_bag(src, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_bag_of_which_nothing_reads_is_not_copied_to_an_empty_bag(tmp_path, capsys):
+    src = _bag(tmp_path / "src", n=0)  # the topics, and not one message (a driver that hung)
+    out = tmp_path / "out"
+    assert main(["copy", "--bag", str(src), "--out", str(out)]) == 2
+    assert (f"no message of {src} could be read, so there is nothing to copy; iphd-eval check "
+            f"--bag {src}") in capsys.readouterr().err
+    assert not out.exists()

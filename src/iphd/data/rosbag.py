@@ -1390,8 +1390,8 @@ def copy_bag(
         exclude: topics of ``src`` to leave out (a colour stream before the bag is shared).
 
     Raises:
-        DatasetError: ``src`` is unreadable, ``dst`` exists or cannot be written, or a topic
-            to exclude is not in it.
+        DatasetError: ``src`` is unreadable or no message of it reads, ``dst`` exists or
+            cannot be written, or a topic to exclude is not in it.
     """
     dst = Path(dst)
     if dst.exists():
@@ -1449,6 +1449,11 @@ def copy_bag(
             for conn, log_ns, data in merged:
                 writer.write(conn, log_ns, data)
                 messages += 1
+            if not messages:
+                raise DatasetError(
+                    f"no message of {src} could be read, so there is nothing to copy; "
+                    f"iphd-eval check --bag {src} says what is wrong with it"
+                )
         except BaseException as exc:
             with suppress(Exception):
                 writer.close()
