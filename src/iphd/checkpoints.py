@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from iphd.errors import CheckpointError, ConfigError
+from iphd.errors import CheckpointError, ConfigError, load_failure
 
 
 def write_payload(path: Path | str, payload: dict[str, Any]) -> Path:
@@ -84,7 +84,7 @@ def read_payload(
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt file
         raise CheckpointError(
-            f"{path} is not a readable torch checkpoint ({type(exc).__name__}: {exc}); "
+            f"{path} is not a readable torch checkpoint ({load_failure(exc)}); "
             "the file is corrupt or truncated"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != fmt:

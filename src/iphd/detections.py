@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import cv2
 import numpy as np
 
-from iphd.errors import CheckpointError, ConfigError, FrameError
+from iphd.errors import CheckpointError, ConfigError, DatasetError, FrameError
 from iphd.registration import block_starts, undistort_normalized
 from iphd.sensors.frames import CameraIntrinsics
 
@@ -224,7 +224,11 @@ def load_detector(config: DetectionConfig) -> Detector:
         except CheckpointError:
             raise
         except Exception as exc:  # a missing calibration file, a failed quantization
-            if config.backend != "auto":
+            # A calibration file asked for by name that does not load is an error, not a
+            # reason to run another model than the one asked for.
+            if config.backend != "auto" or (
+                config.int8_calibration and isinstance(exc, DatasetError)
+            ):
                 raise
             LOG.warning("no int8 model of %s (%s): running it in float32", path, exc)
             backend = "onnxruntime"

@@ -47,3 +47,19 @@ class DatasetError(IphdError):
 
 class CheckpointError(IphdError):
     """A model checkpoint is missing, corrupt, or does not match the code that loads it."""
+
+
+def load_failure(exc: BaseException) -> str:
+    """Why a file did not load, for a message: ``"Type: first line"``, without unsafe advice.
+
+    torch's ``weights_only`` refusal and numpy's ``allow_pickle`` refusal suggest loading the
+    file again with pickling allowed, which runs whatever code the file holds; iphd's files
+    never need that, so such a refusal reads as what it means here instead.
+    """
+    text = str(exc)
+    if "weights_only" in text or "allow_pickle" in text:
+        return "it holds pickled Python objects, which iphd files never do"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    if len(first) > 200:
+        first = first[:197] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -119,6 +119,20 @@ def test_bad_calibration_files_are_named_with_the_fix(tmp_path):
     np.savez(other, depth_cm=np.zeros((1, 4, 4), np.uint16))
     with pytest.raises(DatasetError, match="other.npz is not a detector calibration file"):
         read_calibration(other)
+    # A file of pickled objects: refused as what it is, without numpy's advice to unpickle it.
+    pickled = tmp_path / "pickled.npz"
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    pickled.with_suffix(".npz.npy").rename(pickled)
+    with pytest.raises(DatasetError, match="it holds pickled Python objects") as refused:
+        read_calibration(pickled)
+    assert "allow_pickle" not in str(refused.value)
+    # Asked for by name, it stops the detector's loading even with backend auto, where a
+    # failed int8 build otherwise falls back to float32.
+    from iphd.detections import DetectionConfig, load_detector
+
+    with pytest.raises(DatasetError, match="pickled.npz is not a detector calibration file"):
+        load_detector(DetectionConfig(device="cpu", backend="auto",
+                                      int8_calibration=str(pickled)))
     with pytest.raises(DatasetError, match="no calibration pairs"):
         write_calibration(tmp_path / "empty.npz", CalibrationPairs(
             np.zeros((0, 4, 4), np.uint16), np.zeros((0, 2, 2), np.uint16), ()))

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from iphd.errors import ConfigError
+from iphd.errors import ConfigError, load_failure
 
 #: Blocks per stage for each supported depth, as in torchvision's resnet18/34/50.
 STAGE_BLOCKS: dict[int, tuple[int, int, int, int]] = {
@@ -167,7 +167,9 @@ def load_torchvision_state_dict(
         try:
             state = torch.load(Path(source), map_location="cpu", weights_only=True)
         except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
-            raise ConfigError(f"cannot load backbone weights from {source}: {exc}") from exc
+            raise ConfigError(
+                f"cannot load backbone weights from {source}: {load_failure(exc)}"
+            ) from exc
         if not isinstance(state, Mapping):
             raise ConfigError(f"{source} does not hold a state dict (got {type(state).__name__})")
     else:

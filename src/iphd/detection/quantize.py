@@ -49,7 +49,7 @@ from iphd.detection.onnx_export import (
     _config_from_json,
     cached_onnx,
 )
-from iphd.errors import CheckpointError, ConfigError, DatasetError, IphdError
+from iphd.errors import CheckpointError, ConfigError, DatasetError, IphdError, load_failure
 from iphd.graph import OFFLINE_TOPIC_ARGUMENTS, add_topic_arguments, topics_from_args
 from iphd.normalize import NormalizeConfig
 from iphd.onnxrt import cached_export
@@ -171,7 +171,7 @@ def read_calibration(path: Path | str) -> CalibrationPairs:
         raise DatasetError(f"detector calibration file {path} does not exist; {hint}") from exc
     except (OSError, KeyError, ValueError) as exc:
         raise DatasetError(
-            f"{path} is not a detector calibration file ({type(exc).__name__}: {exc}); {hint}"
+            f"{path} is not a detector calibration file ({load_failure(exc)}); {hint}"
         ) from exc
     if meta.get("format") != CALIBRATION_FORMAT or meta.get("version") != CALIBRATION_VERSION:
         raise DatasetError(

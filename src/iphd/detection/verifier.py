@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from iphd.detections import _band_m, _box_slices
-from iphd.errors import CheckpointError
+from iphd.errors import CheckpointError, load_failure
 from iphd.sensors.frames import CameraIntrinsics
 
 #: The verifier file shipped with the package (trained on simulator bags).
@@ -312,7 +312,7 @@ def load_verifier(path: str | Path) -> BoxVerifier:
             detector = str(data["detector_sha256"]) if "detector_sha256" in data.files else ""
     except (OSError, KeyError, ValueError) as exc:
         raise CheckpointError(
-            f"box verifier {path} is not a verifier file ({exc}); re-train it with "
+            f"box verifier {path} is not a verifier file ({load_failure(exc)}); re-train it with "
             "training/train_verifier.py"
         ) from exc
     if version != FEATURE_VERSION or names != FEATURE_NAMES:
