@@ -238,6 +238,20 @@ def test_runner_refuses_a_namespace_rcl_would_refuse_before_any_node_starts(caps
     assert "--namespace 'my robot' is not a ROS 2 namespace" in capsys.readouterr().err
 
 
+def test_runner_refuses_a_model_or_calibration_that_is_not_there_before_any_node_starts(
+    tmp_path, capsys
+):
+    for argv, expected in (
+        (["--detector-checkpoint", str(tmp_path / "d.pt")], "detector checkpoint"),
+        (["--reid-checkpoint", str(tmp_path)], "is a folder (a training run's?), not a file"),
+        (["--verifier", str(tmp_path / "v.npz")], "or pass --verifier none"),
+        (["--calibration", str(tmp_path / "rig.yaml")], "rig.yaml does not exist"),
+    ):
+        assert main([*argv, "--duration", "1", "--out", str(tmp_path / "out")]) == 2
+        assert expected in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing ran
+
+
 def test_runner_refuses_a_negative_duration(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--duration", "-1"])

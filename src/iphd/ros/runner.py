@@ -22,7 +22,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
 from iphd.data.rosbag import GROUND_TRUTH, BagReader
-from iphd.errors import ConfigError, DatasetError, IphdError
+from iphd.errors import CheckpointError, ConfigError, DatasetError, IphdError
 from iphd.eval.bag_eval import (
     detection_positions_from_msg,
     detection_rows_from_msg,
@@ -585,6 +585,32 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_files(args: argparse.Namespace) -> None:
+    """Refuse a checkpoint, verifier or calibration named on the command line that is not there.
+
+    In the graph a node that cannot load its model keeps running and says so on
+    ``/diagnostics``; a run started from the command line had better stop at once.
+
+    Raises:
+        IphdError: a named file is missing (or a folder), or the calibration does not load.
+    """
+    from iphd.checkpoints import missing_checkpoint
+
+    for what, value in (("detector", args.detector_checkpoint),
+                        ("re-ID embedder", args.reid_checkpoint)):
+        if value and value.lower() != "none" and not Path(value).is_file():
+            raise missing_checkpoint(what, value)
+    if args.verifier and args.verifier.lower() != "none" and not Path(args.verifier).is_file():
+        raise CheckpointError(
+            f"box verifier {args.verifier} does not exist; train one with "
+            "training/train_verifier.py, or pass --verifier none"
+        )
+    if args.calibration:
+        from iphd.calibration import load_calibration
+
+        load_calibration(args.calibration)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the graph, print progress and a summary; return the exit status."""
     parser = get_args_parser()
@@ -596,6 +622,11 @@ def main(argv: list[str] | None = None) -> int:
         check_namespace(args.namespace, "--namespace")
     except ConfigError as exc:
         parser.error(str(exc))
+    try:  # files named on the command line: before any node starts and loads its models
+        _check_files(args)
+    except IphdError as exc:
+        print(f"iphd-run: error: {exc}", file=sys.stderr)
+        return 2
     if source == "bag" and args.bag and not Path(args.bag).exists():
         # Before any node starts (loading the models first only delays this error), with the
         # reader's own message; a bag that exists but does not read fails in the player's
