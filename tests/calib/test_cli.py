@@ -119,6 +119,22 @@ def test_cli_missing_output_folder_exits_2(tmp_path, capsys):
     out = tmp_path / "no" / "rig.yaml"
     assert main(["--sim", "--out", str(out), "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # Every output and option is checked before the capture is read or rendered.
+    (tmp_path / "folder").mkdir()
+    out = str(tmp_path / "rig.yaml")
+    for argv, expected in (
+        (["--sim", "--out", str(tmp_path / "folder")], "--out {} is a folder; give the path"),
+        (["--sim", "--out", out, "--overlay", str(tmp_path / "folder")],
+         "--overlay {} is a folder"),
+        (["--sim", "--out", out, "--overlay", str(tmp_path / "o.jpg")], "must be a .png file"),
+        (["--bag", str(tmp_path), "--out", out, "--poses", "5", "--seed", "2"],
+         "--poses, --seed only apply to --sim; leave them out with --bag"),
+        (["--sim", "--out", out, "--spacing-mm", "-5"], "--spacing-mm -5 must be above 0"),
+        (["--sim", "--out", out, "--min-views", "0"], "--min-views must be >= 3"),
+    ):
+        assert main([*argv, "--quiet"]) == 2
+        assert expected.format(tmp_path / "folder") in capsys.readouterr().err
+    assert not (tmp_path / "rig.yaml").exists()
 
 
 def test_bag_topics_recorded_only_through_image_transport_are_found(tmp_path):

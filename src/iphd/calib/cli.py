@@ -215,13 +215,37 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"--save-bag {args.save_bag} exists already; choose another folder"
                 if args.sim else "--save-bag writes a rendered capture: it goes with --sim"
             )
-        for target in (args.out, args.overlay):
-            if target is not None and not target.parent.resolve().is_dir():
+        for option, target in (("--out", args.out), ("--overlay", args.overlay)):
+            if target is None:
+                continue
+            if not target.parent.resolve().is_dir():
                 raise CalibrationInputError(
                     f"the folder of {target} does not exist; create it or choose another path"
                 )
+            if target.is_dir():
+                raise CalibrationInputError(
+                    f"{option} {target} is a folder; give the path of the file to write"
+                )
+        if args.overlay is not None and args.overlay.suffix.lower() != ".png":
+            raise CalibrationInputError(f"--overlay {args.overlay} must be a .png file")
+        if not args.sim:
+            given = [option for option, value in (
+                ("--poses", args.poses != 20), ("--seed", args.seed != 0),
+                ("--profile", args.profile != "aligned_1280x720"),
+                ("--true-calibration", args.true_calibration is not None),
+                ("--true-clock-offset", args.true_clock_offset is not None),
+            ) if value]
+            if given:
+                raise CalibrationInputError(
+                    f"{', '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} to --sim; "
+                    "leave them out with --bag"
+                )
         spec = board_spec(args.columns, args.rows, args.spacing_mm, args.hole_diameter_mm,
                           ("--columns", "--rows", "--spacing-mm", "--hole-diameter-mm"))
+        if args.min_views < 3:
+            raise CalibrationInputError(
+                f"--min-views must be >= 3 (OpenCV needs 3 views), got {args.min_views}"
+            )
         cfg = CalibConfig(spec=spec, min_views=args.min_views)
         initial = load_calibration(args.initial)
         truth = None

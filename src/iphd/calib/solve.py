@@ -24,6 +24,7 @@ The steps of ``calibrate`` (each a function here, tested on its own):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -70,6 +71,11 @@ def board_spec(
     if columns < 3 or rows < 3:
         raise CalibrationInputError(
             f"{names[0]} {columns} and {names[1]} {rows}: the board needs at least 3 x 3 holes"
+        )
+    if not (math.isfinite(spacing_mm) and spacing_mm > 0):
+        raise CalibrationInputError(
+            f"{names[2]} {spacing_mm:g} must be above 0: the distance between two rows of "
+            "holes, in mm; measure your board's"
         )
     if not 0 < hole_diameter_mm < spacing_mm:
         raise CalibrationInputError(
