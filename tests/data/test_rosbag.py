@@ -999,6 +999,9 @@ def test_missing_or_unreadable_bag_raises_dataset_error(tmp_path):
         BagReader(tmp_path / "nope")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "metadata.yaml").write_text("rosbag2_bagfile_information: {version: 1}\n")
+    with pytest.raises(DatasetError, match="metadata.yaml is a bag's metadata, not the bag: "
+                       f"pass its folder, {tmp_path / 'bad'}"):
+        BagReader(tmp_path / "bad" / "metadata.yaml")
     with pytest.raises(DatasetError, match="not a readable ROS 2 bag"):
         BagReader(tmp_path / "bad")
     (tmp_path / "empty").mkdir()

@@ -771,6 +771,11 @@ class BagReader:
                 f"bag {self.path} does not exist; pass the bag folder (the one holding "
                 "metadata.yaml) or its .db3/.mcap file"
             )
+        if self.path.is_file() and self.path.name == "metadata.yaml":
+            raise DatasetError(
+                f"{self.path} is a bag's metadata, not the bag: pass its folder, "
+                f"{self.path.parent}"
+            )
         self.corrupt: dict[str, int] = {}
         self.errors: dict[str, str] = {}
         self._store = typestore()
