@@ -102,6 +102,10 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     bad.write_text("thermal: [unclosed\n")
     with pytest.raises(CalibrationError, match="not valid YAML"):
         load_calibration(bad)
+    binary = tmp_path / "bag.db3"
+    binary.write_bytes(b"SQLite format 3\x00\xba\xff")
+    with pytest.raises(CalibrationError, match="bag.db3 is not text"):
+        load_calibration(binary)
     scalar = tmp_path / "scalar.yaml"
     scalar.write_text("42\n")
     with pytest.raises(CalibrationError, match="mapping at top level"):

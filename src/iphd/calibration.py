@@ -479,7 +479,18 @@ def load_calibration(path: Path | str = DEFAULT_CALIBRATION) -> RigCalibration:
             f"calibration file {path} {what}; pass the rig.yaml written by the "
             f"calibration tool, or use the nominal one at {DEFAULT_CALIBRATION}"
         )
-    return calibration_from_yaml(path.read_text(), path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CalibrationError(
+            f"calibration file {path} is not text (a bag's .db3, an image?); pass the rig.yaml "
+            "written by the calibration tool"
+        ) from exc
+    except OSError as exc:
+        raise CalibrationError(
+            f"cannot read calibration file {path}: {exc.strerror or exc}"
+        ) from exc
+    return calibration_from_yaml(text, path)
 
 
 def calibration_differences(a: RigCalibration, b: RigCalibration) -> list[str]:
