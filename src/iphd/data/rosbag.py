@@ -718,6 +718,10 @@ def _cut_off_hint(source: Path, error: object) -> str:
     if "malformed" in text or "not a database" in text:
         return (f"; the file is damaged (a recording cut off mid-write?): `sqlite3 {name} "
                 "'.recover' | sqlite3 fixed.db3` saves what it can, then read that file")
+    if "metadata" in text and source.is_dir() and (source / "metadata.yaml").is_file():
+        return (f"; its metadata.yaml is damaged: move {source / 'metadata.yaml'} aside, and "
+                "the storage files are read without it (iphd-eval copy then writes a bag with "
+                "a new one)")
     return ""
 
 
