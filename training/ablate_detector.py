@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from common import git_commit, load_config
+from common import check_output_dir, git_commit, load_config
 from iphd.data.iphd import IPHD_SPLITS, LABEL_FOLDERS, IphdDataset
 from iphd.detection.data import DetectionDataset
 from iphd.detection.detector import load_checkpoint
@@ -94,8 +94,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         base = build_run_config(load_config(args.config, args.overrides), "ablation")
+        check_output_dir(args.out, "--out")
     except ConfigError as exc:
         print(f"ablate_detector: error: {exc}", file=sys.stderr)
+        return 2
+    # The scored split, opened before the first variant trains, not after each has.
+    sizes = {"depth_size": None, "thermal_size": None} if base.data["any_size"] else {}
+    try:
+        scored = len(IphdDataset(Path(base.data["root"]), args.eval_split,
+                                 labels=args.eval_labels, **sizes))
+    except DatasetError as exc:
+        scored, problem = 0, str(exc)
+    else:
+        problem = f"split {args.eval_split} of {base.data['root']} has no frames"
+    if not scored:
+        print(f"ablate_detector: error: --eval-split {args.eval_split} with --eval-labels "
+              f"{args.eval_labels} cannot be scored: {problem}", file=sys.stderr)
         return 2
     rows: list[dict[str, object]] = []
     for name in names:

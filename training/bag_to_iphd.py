@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from common import bag_dataset_parser
+from common import bag_dataset_parser, check_output_dir
 from iphd.data.iphd import (
     IPHD_SPLITS,
     finalize_split,
@@ -121,6 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     if args.every < 1 or args.first_seq < 0:
         print("bag_to_iphd: --every must be >= 1 and --first-seq >= 0", file=sys.stderr)
+        return 2
+    if args.threads < 1:
+        print(f"bag_to_iphd: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+        return 2
+    try:
+        check_output_dir(args.out, "--out")
+    except IphdError as exc:
+        print(f"bag_to_iphd: error: {exc}", file=sys.stderr)
         return 2
     images = split_dir(args.out, args.split, "depth") / "images"
     if images.is_dir() and any(images.iterdir()):

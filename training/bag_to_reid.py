@@ -56,7 +56,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from common import bag_dataset_parser
+from common import bag_dataset_parser, check_output_dir
 from iphd.calibration import StaticTransform, points_transform
 from iphd.data.reid import (
     MAX_PID,
@@ -530,6 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root: Path = args.out
     records: list[ReidRecord] = []
     try:
+        check_output_dir(root, "--out")
         _check_root(root, args.split)
         check_ground_truth(args.bag)  # every bag, before a split is half written
         other = _other_split(root, args.split)

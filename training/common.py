@@ -10,6 +10,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -81,14 +82,77 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: What to write for a list setting, where "a list of whole numbers" would say too little.
+LIST_WANTS = {
+    "optim.milestones": "a list of epoch numbers",
+    "data.short_sides": "a list of short sides in pixels",
+    "data.train_splits": "a list of split names, e.g. [train, valid]",
+    "model.input_size": "[height, width]",
+}
+
+
+def _scalar_check(default: Any, value: Any) -> tuple[Any, bool, str] | None:
+    """(value, whether it has the default's type, what to write); None: a type not checked.
+
+    A number YAML reads as text (``1e-3``) is read as the number where one is expected.
+    """
+    if isinstance(default, float) and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(default, bool):
+        return value, isinstance(value, bool), "true or false"
+    if isinstance(default, int):
+        return value, isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    if isinstance(default, float):
+        return (value, isinstance(value, (int, float)) and not isinstance(value, bool),
+                "a number")
+    if isinstance(default, str):
+        return value, isinstance(value, str), "text"
+    return None
+
+
+def _list_check(default: list[Any] | tuple[Any, ...], value: Any) -> tuple[Any, bool, str]:
+    """``_scalar_check`` for a list setting: items typed as the default's.
+
+    A tuple default (a config dataclass's) has a fixed length; a list default does not.
+    """
+    kinds = {type(item) for item in default}
+    item_default = default[0] if len(kinds) == 1 else None
+    fixed = isinstance(default, tuple)
+    plural = {"a whole number": "whole numbers", "a number": "numbers", "text": "text values",
+              "true or false": "true or false values"}
+    want = "a list"
+    if fixed:
+        want = f"a list of {len(default)}"
+    if item_default is not None:
+        item_want = _scalar_check(item_default, item_default)
+        if item_want is not None:
+            want += f" {plural[item_want[2]]}" if fixed else f" of {plural[item_want[2]]}"
+    if not isinstance(value, (list, tuple)) or (fixed and len(value) != len(default)):
+        return value, False, want
+    items = list(value)
+    if item_default is not None:
+        for i, item in enumerate(items):
+            checked = _scalar_check(item_default, item)
+            if checked is None:
+                break
+            items[i], ok, _ = checked
+            if not ok:
+                return value, False, want
+    return items, True, want
+
+
 def typed_values(values: Mapping[str, Any], defaults: Mapping[str, Any],
                  section: str) -> dict[str, Any]:
     """``values``, each checked against its default's type.
 
-    The types: true/false, whole number, number, text. A number YAML reads as text (``1e-3``,
+    The types: true/false, whole number, number, text, and lists of them (a tuple default has
+    a fixed length: ``input_size`` is two numbers). A number YAML reads as text (``1e-3``,
     which YAML 1.1 takes for a string) is read as the number. YAML reads ``use_rem=flase`` as
     the text "flase", which is truthy: without this check a typo in a switch silently does the
-    opposite of what was written.
+    opposite of what was written; and ``milestones=abc`` would fail deep in training.
 
     Raises:
         ConfigError: naming the key, the value and what to write.
@@ -98,27 +162,118 @@ def typed_values(values: Mapping[str, Any], defaults: Mapping[str, Any],
         default = defaults.get(key)
         if default is None or value is None:
             continue
-        if isinstance(default, float) and isinstance(value, str):
-            try:
-                out[key] = value = float(value)
-            except ValueError:
-                pass
-        if isinstance(default, bool):
-            ok, want = isinstance(value, bool), "true or false"
-        elif isinstance(default, int):
-            ok, want = isinstance(value, int) and not isinstance(value, bool), "a whole number"
-        elif isinstance(default, float):
-            ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-        elif isinstance(default, str):
-            ok, want = isinstance(value, str), "text"
+        if isinstance(default, (list, tuple)):
+            checked: tuple[Any, bool, str] | None = _list_check(default, value)
+            shown = list(default)
         else:
+            checked = _scalar_check(default, value)
+            shown = default
+        if checked is None:
             continue
+        out[key], ok, want = checked
         if not ok:
+            want = LIST_WANTS.get(f"{section}.{key}", want)
             raise ConfigError(
-                f"config section '{section}': {key} must be {want} (default {default!r}), "
+                f"config section '{section}': {key} must be {want} (default {shown!r}), "
                 f"got {value!r}"
             )
     return out
+
+
+def check_at_least(values: Mapping[str, Any], section: str, minimums: Mapping[str, int],
+                   nullable: Sequence[str] = ()) -> None:
+    """Refuse a count below its minimum (``runtime.workers=-1``, ``runtime.log_every=0``).
+
+    Keys in ``nullable`` may also be null (``runtime.threads``: torch's default).
+
+    Raises:
+        ConfigError: naming the key, its minimum and the value.
+    """
+    for key, low in minimums.items():
+        value = values.get(key)
+        if value is None and key in nullable:
+            continue
+        null = ", or null" if key in nullable else ""
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(
+                f"{section}.{key} must be a whole number >= {low}{null}, got {value!r}"
+            )
+        if value < low:
+            raise ConfigError(f"{section}.{key} must be >= {low}{null}, got {value!r}")
+
+
+def check_counts(optim: Mapping[str, Any], runtime: Mapping[str, Any]) -> None:
+    """The counts both trainers' optim and runtime sections share, checked before training.
+
+    Raises:
+        ConfigError: e.g. "runtime.workers must be >= 0, got -1".
+    """
+    check_at_least(optim, "optim", {"warmup_iters": 0, "max_iters": 1}, nullable=("max_iters",))
+    check_at_least(runtime, "runtime", {"workers": 0, "threads": 1, "log_every": 1,
+                                        "val_every": 1}, nullable=("threads",))
+
+
+def check_output_file(path: Path, option: str, example: str = "") -> None:
+    """Refuse, before any work, an output file that could not be written at the end.
+
+    ``example`` is a file name to suggest when ``path`` is a folder.
+
+    Raises:
+        ConfigError: ``path`` is a folder, or its folder is a file or cannot be made or written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        inside = f", e.g. {path / example}" if example else " inside it"
+        raise ConfigError(f"{option} {path} is a folder: give the file to write{inside}")
+    _check_writable_folder(path.parent, f"{option} {path}")
+
+
+def check_output_dir(path: Path, option: str) -> None:
+    """Refuse, before any work, an output folder that could not be made or written.
+
+    Raises:
+        ConfigError: ``path`` is a file, or it (or a folder above it) cannot be made or written.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"{option} {path} is a file, not a folder: give a folder (it is made if missing)"
+        )
+    _check_writable_folder(path, f"{option} {path}")
+
+
+def _check_writable_folder(folder: Path, what: str) -> None:
+    """Make ``folder`` (and any missing parent) and a file in it, then remove what was made.
+
+    Trying is the only sure test: permissions say nothing to root, nor about /proc.
+    """
+    made: list[Path] = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        made.append(probe)
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(f"{what}: {probe} is a file, not a folder; give another path")
+    created: list[Path] = []
+    try:
+        for step in reversed(made):
+            try:
+                step.mkdir()
+            except OSError as exc:
+                raise ConfigError(f"{what}: cannot make the folder {step} "
+                                  f"({exc.strerror or exc}); give another path") from exc
+            created.append(step)
+        try:
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot write in {folder} ({exc.strerror or exc}); "
+                              "give another path") from exc
+    finally:
+        for step in reversed(created):
+            try:
+                step.rmdir()
+            except OSError:
+                pass
 
 
 def section_values(config: Mapping[str, Any], name: str,

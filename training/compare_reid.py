@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common import git_commit, setup_distributed
+from common import check_output_dir, git_commit, setup_distributed
 from eval_reid import ASSIGNMENTS, load_run, table_header, table_rows
 from iphd.errors import CheckpointError, ConfigError, DatasetError, FrameError
 from train_reid import DATA_DEFAULTS, evaluate_cross, open_source
@@ -74,9 +74,9 @@ def train_run(name: str, args: argparse.Namespace) -> float:
     """
     _, config, overrides = RUNS[name]
     out = args.out / name
-    if args.skip_trained and (out / "summary.json").is_file():
-        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-        return float(summary.get("minutes", 0.0))
+    reused = trained_minutes(name, args)
+    if reused is not None:
+        return reused
     cmd = [sys.executable, str(HERE / "train_reid.py"), "--config", str(CONFIGS / config),
            "--data", str(args.data), "--out", str(out)]
     common = args.overrides
@@ -91,6 +91,25 @@ def train_run(name: str, args: argparse.Namespace) -> float:
     if subprocess.run(cmd, check=False).returncode != 0:
         raise ConfigError(f"training {name} failed (see its output above)")
     return (time.monotonic() - started) / 60
+
+
+def trained_minutes(name: str, args: argparse.Namespace) -> float | None:
+    """With ``--skip-trained``, the minutes of run ``name`` when its summary.json exists; None.
+
+    Raises:
+        ConfigError: the summary.json cannot be read (naming it and what to do).
+    """
+    path = args.out / name / "summary.json"
+    if not (args.skip_trained and path.is_file()):
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        return float(summary.get("minutes", 0.0))
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise ConfigError(
+            f"{path} is unreadable ({exc}); delete it to train {name} again, or leave out "
+            "--skip-trained"
+        ) from exc
 
 
 def findings(results: dict[str, dict[str, float]]) -> list[str]:
@@ -114,11 +133,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     minutes: dict[str, float] = {}
     try:
+        # Everything that can be checked is, before the first of the runs trains.
+        if args.trials < 1:
+            raise ConfigError(f"--trials must be >= 1 (single-shot gallery draws), got "
+                              f"{args.trials}")
+        check_output_dir(args.out, "--out")
+        data = {**DATA_DEFAULTS, "source": "sim", "root": str(args.data)}
+        source = open_source(data, args.split)
+        for name in RUNS:
+            trained_minutes(name, args)
         for name in RUNS:
             minutes[name] = train_run(name, args)
         info = setup_distributed("auto")
-        data = {**DATA_DEFAULTS, "source": "sim", "root": str(args.data)}
-        source = open_source(data, args.split)
         lines = [table_header()]
         maps: dict[str, dict[str, float]] = {}
         for name, (row, _, _) in RUNS.items():

@@ -28,7 +28,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from common import DistInfo, setup_distributed
+from common import DistInfo, check_output_file, setup_distributed
 from iphd.errors import CheckpointError, ConfigError, DatasetError, FrameError
 from iphd.eval.reid_metrics import ReidEvalResult, markdown_header, markdown_row
 from iphd.reid.data import CropSource
@@ -193,7 +193,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             name, sep, path = item.partition("=")
             if not sep or not name or not path:
                 raise ConfigError(f"--run {item!r} is not NAME=PATH")
+            parts = path.split(",")
+            if len(parts) > 2 or not all(parts):
+                raise ConfigError(
+                    f"--run {item!r}: PATH is one checkpoint or run folder, or two checkpoints "
+                    "DEPTH,RGB scored as a pair"
+                )
             runs[name] = Path(path)
+        if args.trials < 1:
+            raise ConfigError(f"--trials must be >= 1 (single-shot gallery draws), got "
+                              f"{args.trials}")
+        if args.out is not None:
+            check_output_file(args.out, "--out", "reid_table.md")
         info = setup_distributed(args.device)
         data = {**DATA_DEFAULTS, "source": args.source, "root": str(args.data)}
         table = comparison_table(runs, data, split_of(args.source, args.split), info,

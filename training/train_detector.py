@@ -38,6 +38,7 @@ from common import (
     TrainingError,
     barrier,
     build_dataclass,
+    check_counts,
     check_sections,
     checkpoint_extra,
     is_finite,
@@ -180,6 +181,7 @@ def build_run_config(raw: dict[str, Any], name: str) -> RunConfig:
         raise ConfigError("optim.epochs and optim.batch_size must be >= 1")
     if float(optim["lr"]) <= 0:
         raise ConfigError(f"optim.lr must be > 0, got {optim['lr']}")
+    check_counts(optim, runtime)
     if runtime["out"] is None:
         runtime["out"] = str(Path("out/train/detector") / name)
     return RunConfig(model, loss, normalize, augment, data, optim, runtime, raw)

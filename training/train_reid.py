@@ -40,6 +40,7 @@ from common import (
     TrainingError,
     barrier,
     build_dataclass,
+    check_counts,
     check_sections,
     checkpoint_extra,
     is_finite,
@@ -203,6 +204,7 @@ def build_run_config(raw: dict[str, Any], name: str) -> RunConfig:
         raise ConfigError("optim.epochs and optim.batch_size must be >= 1")
     if float(optim["lr"]) <= 0:
         raise ConfigError(f"optim.lr must be > 0, got {optim['lr']}")
+    check_counts(optim, runtime)
     if int(step["p"]) < 2 or int(step["k"]) < 2:
         raise ConfigError("step.p and step.k must be >= 2 (a triplet needs a positive and a "
                           "negative)")

@@ -55,6 +55,7 @@ from tune_tracker import (  # noqa: E402
     add_pipeline_arguments,
     cached_call,
     calibration_digest,
+    check_bags,
     emit,
     model_digests,
     model_files,
@@ -62,6 +63,8 @@ from tune_tracker import (  # noqa: E402
     replay,
     tracking_config,
 )
+
+from common import check_output_dir, check_output_file  # noqa: E402
 
 #: Version of the recorded file; part of the cache key.
 RECORD_VERSION = 1
@@ -350,9 +353,16 @@ def main(argv: Sequence[str] | None = None) -> int:
               "give more --bag, or --threshold to fit on this one", file=sys.stderr)
         return 2
     fit_kwargs = {"epochs": args.epochs, "hidden": args.hidden, "seed": args.seed}
-    settings = pipeline_settings(args)
     tracker = tracking_config(args.tracking_frame)
     try:
+        # Everything that can be checked is, before recording (30-90 s a bag) and fitting.
+        settings = pipeline_settings(args)
+        check_output_file(args.out, "--out", "box_verifier.npz")
+        if args.cache is not None:
+            check_output_dir(args.cache, "--cache")
+        if args.report is not None:
+            check_output_file(args.report, "--report", "report.md")
+        check_bags([*args.bag, *args.eval_bag])
         bags, extra = [], []
         for group, paths in ((bags, args.bag), (extra, args.eval_bag)):
             for bag in paths:

@@ -31,7 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from common import check_output_dir, check_output_file
 from iphd.data.truth import PersonTruth
+from iphd.detections import BACKENDS
 from iphd.errors import ConfigError, DatasetError, IphdError
 from iphd.eval.cli import INT8_CALIBRATION_HELP
 from iphd.eval.mot import (
@@ -358,7 +360,17 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, verifier: bool = Tru
 
 
 def pipeline_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """``add_pipeline_arguments``'s values as ``record_bag`` keywords."""
+    """``add_pipeline_arguments``'s values as ``record_bag`` keywords.
+
+    Raises:
+        ConfigError: a value no recording could run with (said before the first bag, not
+            after the earlier ones were recorded).
+    """
+    if args.backend not in BACKENDS:
+        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got "
+                          f"{args.backend!r}")
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     settings = {"backend": args.backend, "reid_checkpoint": args.reid_checkpoint,
                 "threads": args.threads, "detector_checkpoint": args.detector_checkpoint,
                 "score_threshold": args.score_threshold,
@@ -375,6 +387,20 @@ def pipeline_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.tracking_frame:  # the same
         settings["tracking_frame"] = args.tracking_frame
     return settings
+
+
+def check_bags(bags: Sequence[Path]) -> None:
+    """Refuse, before any is recorded, a bag that is missing or has no ground truth.
+
+    Raises:
+        DatasetError: naming the bags that do not exist, or the first without ground truth.
+    """
+    from iphd.eval.bag_eval import check_ground_truth
+
+    missing = [str(b) for b in bags if not Path(b).exists()]
+    if missing:
+        raise DatasetError(f"bag {', '.join(missing)} does not exist")
+    check_ground_truth(bags)
 
 
 def emit(text: str, path: Path | None) -> None:
@@ -411,6 +437,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for combo in combos:  # refuse bad values before the long part
             dataclasses.replace(defaults, **combo)
         settings = pipeline_settings(args)
+        if args.cache is not None:
+            check_output_dir(args.cache, "--cache")
+        if args.out is not None:
+            check_output_file(args.out, "--out", "table.md")
+        check_bags(args.bag)
         bags = []
         for bag in args.bag:
             print(f"recording the tracker's inputs over {bag}", file=sys.stderr, flush=True)

@@ -82,6 +82,17 @@ def test_a_bag_without_ground_truth_is_refused_before_any_is_converted(
     assert "incomplete" not in err and not (root / "iphd_train_depth").exists()
 
 
+def test_an_out_that_is_a_file_and_zero_threads_are_refused(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert bag_to_iphd.main(["--bag", str(tmp_path), "--out", str(tmp_path / "afile"),
+                             "--split", "train"]) == 2
+    assert (f"bag_to_iphd: error: --out {tmp_path / 'afile'} is a file, not a folder: give a "
+            "folder") in capsys.readouterr().err
+    assert bag_to_iphd.main(["--bag", str(tmp_path), "--out", str(tmp_path / "o"), "--split",
+                             "train", "--threads", "0"]) == 2
+    assert "bag_to_iphd: --threads must be >= 1, got 0" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("every", ["0", "-1"])
 def test_bad_every_is_refused(tmp_path, every, capsys):
     assert bag_to_iphd.main(["--bag", str(tmp_path), "--out", str(tmp_path / "o"), "--split",

@@ -171,6 +171,13 @@ def test_bad_input_is_refused_with_what_to_do(sim_bag, tmp_path, capsys):
     assert "write to another --out" in capsys.readouterr().err
 
 
+def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert _cut([tmp_path], tmp_path / "afile", "train") == 2
+    assert (f"bag_to_reid: error: --out {tmp_path / 'afile'} is a file, not a folder: give a "
+            "folder") in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("option", [["--rate", "0"], ["--gap", "-1"], ["--rate", "nan"]])
 def test_bad_rates_and_gaps_are_refused(tmp_path, option, capsys):
     assert _cut([tmp_path], tmp_path / "o", "train", *option) == 2

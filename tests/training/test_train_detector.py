@@ -82,11 +82,26 @@ def test_resuming_a_run_that_reached_its_iteration_cap_says_how_to_go_on(
         (["--set", "data.train_splits=[nothere]"], "unknown IPHD split"),
         # Validated at 64x128 (the batches' aspect) while it detects at 64x64: refused.
         (["--set", "model.input_size=[64,64]"], "set model.input_size to [64, 128]"),
+        # Said before training, not as a TypeError from the schedule or torch's DataLoader.
+        (["--set", "optim.milestones=abc"],
+         "'optim': milestones must be a list of epoch numbers (default [7, 9]), got 'abc'"),
+        (["--set", "optim.milestones=[1, x]"], "milestones must be a list of epoch numbers"),
+        (["--set", "runtime.workers=-1"], "runtime.workers must be >= 0, got -1"),
+        (["--set", "runtime.threads=0"], "runtime.threads must be >= 1, or null, got 0"),
+        (["--set", "runtime.log_every=0"], "runtime.log_every must be >= 1, got 0"),
+        (["--set", "optim.max_iters=many"],
+         "optim.max_iters must be a whole number >= 1, or null, got 'many'"),
+        (["--set", "model.input_size=64"],
+         "'model': input_size must be [height, width] (default [256, 448]), got 64"),
+        (["--set", "model.input_size=[64]"], "input_size must be [height, width]"),
+        (["--set", "data.short_sides=64"], "short_sides must be a list of short sides in pixels"),
     ],
 )
 def test_bad_configs_exit_2_naming_the_problem(dataset, tmp_path, capsys, extra, message):
     assert _run(dataset, tmp_path / "run", *extra) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("train_detector: error:") and message in err
+    assert not (tmp_path / "run" / "log.csv").exists()  # refused before training
 
 
 def test_frames_of_another_size_are_refused_before_training_with_the_setting(
@@ -195,3 +210,27 @@ def test_ablation_runner_rejects_unknown_variants(capsys):
 
     assert ablate_detector.main(["--variants", "early,colour"]) == 2
     assert "colour" in capsys.readouterr().err
+
+
+def test_ablation_runner_checks_the_scored_split_and_out_before_training(
+    tmp_path, monkeypatch, capsys
+):
+    import ablate_detector
+
+    data = make_tiny_iphd(tmp_path / "data", frames={"train": 2, "valid": 1})  # no test split
+    trained = []
+    monkeypatch.setattr(ablate_detector.subprocess, "run",
+                        lambda cmd, **kw: trained.append(cmd) or subprocess.CompletedProcess(
+                            cmd, 1))
+    base = ["--config", str(SMOKE), "--variants", "depth", "--set", f"data.root={data}",
+            "--set", "data.any_size=true", "--quiet"]
+    assert ablate_detector.main([*base, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ablate_detector: error: --eval-split test with --eval-labels clean "
+                          "cannot be scored: IPHD folder")
+    assert "iphd_test_depth" in err
+    (tmp_path / "afile").write_text("x")
+    assert ablate_detector.main([*base, "--eval-split", "valid", "--out",
+                                 str(tmp_path / "afile")]) == 2
+    assert f"--out {tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
+    assert trained == []

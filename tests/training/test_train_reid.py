@@ -300,6 +300,14 @@ def test_resume_from_a_final_model_is_refused(dataset, depth_run, capsys):
         (["--set", "augment.edge_cut=0.5"], "with normalize.depth_crop letterbox set it to 0"),
         (["--set", "normalize.depth_crop=metric"],
          "the data's depth crops are letterbox but the model is set up for metric crops"),
+        # Said before training, not as a TypeError from the schedule or torch's DataLoader.
+        (["--set", "optim.milestones=abc"],
+         "'optim': milestones must be a list of epoch numbers (default [40]), got 'abc'"),
+        (["--set", "runtime.workers=-1"], "runtime.workers must be >= 0, got -1"),
+        (["--set", "runtime.val_every=0"], "runtime.val_every must be >= 1, got 0"),
+        (["--set", "model.input_size=64"],
+         "'model': input_size must be [height, width] (default [256, 128]), got 64"),
+        (["--set", "normalize.rgb_mean=[0.5, 0.5]"], "rgb_mean must be a list of 3 numbers"),
     ],
 )
 def test_bad_configs_exit_2_naming_the_problem(dataset, tmp_path, capsys, extra, message):
@@ -505,3 +513,52 @@ def test_eval_names_what_is_wrong_with_a_run_or_a_missing_split(tmp_path, capsys
         assert eval_reid.main(["--data", str(tmp_path), "--source", source,
                                "--run", f"x={shipped}"]) == 2
         assert expected in capsys.readouterr().err
+
+
+def test_eval_refuses_bad_trials_runs_and_out_before_scoring(tmp_path, capsys):
+    import eval_reid
+
+    shipped = Path(__file__).resolve().parents[2] / "src" / "iphd" / "models" / "reid_depth.pt"
+    base = ["--data", str(tmp_path), "--device", "cpu"]
+    for extra, expected in (
+        (["--run", f"x={shipped}", "--trials", "0"],
+         "--trials must be >= 1 (single-shot gallery draws), got 0"),
+        (["--run", f"x={shipped},{shipped},{shipped}"],
+         "PATH is one checkpoint or run folder, or two checkpoints DEPTH,RGB scored as a pair"),
+        (["--run", f"x={shipped},"], "two checkpoints DEPTH,RGB"),
+        (["--run", f"x={shipped}", "--out", str(tmp_path)],
+         f"--out {tmp_path} is a folder: give the file to write"),
+    ):
+        assert eval_reid.main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("eval_reid: error:") and expected in err
+
+
+def test_compare_checks_its_arguments_and_reused_runs_before_training(
+    dataset, tmp_path, monkeypatch, capsys
+):
+    import compare_reid
+
+    trained = []
+    monkeypatch.setattr(compare_reid.subprocess, "run",
+                        lambda cmd, **kw: trained.append(cmd) or subprocess.CompletedProcess(
+                            cmd, 1))
+    out = tmp_path / "c"
+    (out / "rgb_to_depth").mkdir(parents=True)
+    (out / "rgb_to_depth" / "summary.json").write_text("{not json")
+    (tmp_path / "afile").write_text("x")
+    for extra, expected in (
+        (["--skip-trained"], f"{out / 'rgb_to_depth' / 'summary.json'} is unreadable ("),
+        (["--skip-trained"], "delete it to train rgb_to_depth again, or leave out --skip-trained"),
+        (["--split", "nosuch"], "unknown re-ID split 'nosuch'"),
+        (["--trials", "0"], "--trials must be >= 1"),
+        (["--out", str(tmp_path / "afile")], "is a file, not a folder"),
+    ):
+        assert _compare(dataset, out, *extra) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("compare_reid: error:") and expected in err
+    assert trained == []
+    # A summary.json whose minutes are no number is named the same way.
+    (out / "rgb_to_depth" / "summary.json").write_text('{"minutes": "soon"}')
+    assert _compare(dataset, out, "--skip-trained") == 2
+    assert "summary.json is unreadable" in capsys.readouterr().err and trained == []

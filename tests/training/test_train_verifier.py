@@ -53,6 +53,16 @@ def _bag(name, frames=40, seed=0, harmless=False):
     return train_verifier.VerifierBag(name, recorded, truth)
 
 
+def _bag_folders(tmp_path, monkeypatch, *names):
+    """Folders standing for bags (``record_bag`` is faked): they exist, their truth is not
+    checked."""
+    monkeypatch.setattr("iphd.eval.bag_eval.check_ground_truth", lambda bags: None)
+    paths = [tmp_path / name for name in names]
+    for path in paths:
+        path.mkdir(exist_ok=True)
+    return [str(path) for path in paths]
+
+
 def test_labels_mark_matches_extra_boxes_and_people_the_label_rule_leaves_out():
     stamp, inputs, height, _ = _bag("a").frames[0]
     people = _bag("a").truth[stamp]
@@ -99,6 +109,7 @@ def test_main_writes_a_verifier_the_node_loads_and_scores_other_bags(tmp_path, m
         return _bag(path.name, seed=len(made))
 
     monkeypatch.setattr(train_verifier, "record_bag", fake_record)
+    _bag_folders(tmp_path, monkeypatch, "a", "b", "c")
     out = tmp_path / "v.npz"
     code = train_verifier.main([
         "--bag", str(tmp_path / "a"), str(tmp_path / "b"), "--eval-bag", str(tmp_path / "c"),
@@ -136,6 +147,7 @@ def test_a_verifier_that_does_not_help_is_written_with_a_warning(tmp_path, monke
 
     monkeypatch.setattr(train_verifier, "record_bag",
                         lambda path, **kw: _bag(path.name, seed=len(path.name), harmless=True))
+    _bag_folders(tmp_path, monkeypatch, "a", "bb")
     out = tmp_path / "v.npz"
     assert train_verifier.main(["--bag", str(tmp_path / "a"), str(tmp_path / "bb"),
                                 "--out", str(out), "--epochs", "30"]) == 0
@@ -170,8 +182,77 @@ def test_a_turning_robots_bags_are_recorded_and_replayed_in_its_tracking_frame(
 
     monkeypatch.setattr(train_verifier, "record_bag", fake_record)
     monkeypatch.setattr(train_verifier, "replay", fake_replay)
+    _bag_folders(tmp_path, monkeypatch, "a", "b")
     assert train_verifier.main(["--bag", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
                                 str(tmp_path / "v.npz"), "--epochs", "2",
                                 "--tracking-frame", "odom"]) == 0
     assert all(kw["tracking_frame"] == "odom" for kw in made.values())
     assert trackers and set(trackers) == {"z"}
+
+
+def _refused_before_recording(tmp_path, monkeypatch, capsys, argv):
+    """Run main with ``argv``; return stderr after checking nothing was recorded."""
+    recorded = []
+    monkeypatch.setattr(train_verifier, "record_bag",
+                        lambda path, **kw: recorded.append(path) or _bag(path.name))
+    assert train_verifier.main(argv) == 2
+    err = capsys.readouterr().err
+    assert recorded == [] and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    # An existing folder, or a folder that cannot be made: said before, not after fitting.
+    (["--out", "{tmp}"], "--out {tmp} is a folder: give the file to write, e.g. "
+                         "{tmp}/box_verifier.npz"),
+    (["--out", "{tmp}/afile/v.npz"], "--out {tmp}/afile/v.npz: {tmp}/afile is a file, not a "
+                                     "folder"),
+    (["--out", "{tmp}/v.npz", "--cache", "{tmp}/afile"],
+     "--cache {tmp}/afile is a file, not a folder"),
+    (["--out", "{tmp}/v.npz", "--report", "{tmp}"], "--report {tmp} is a folder"),
+    (["--out", "{tmp}/v.npz", "--threads", "0"], "--threads must be >= 1, got 0"),
+    (["--out", "{tmp}/v.npz", "--backend", "onnx"],
+     "--backend must be one of auto, torch, onnxruntime, onnxruntime-int8, got 'onnx'"),
+])
+def test_bad_outputs_and_settings_are_refused_before_any_bag_is_recorded(
+    tmp_path, monkeypatch, capsys, extra, message
+):
+    (tmp_path / "afile").write_text("x")
+    bags = _bag_folders(tmp_path, monkeypatch, "a", "b")
+    argv = ["--bag", *bags, *(a.format(tmp=tmp_path) for a in extra)]
+    err = _refused_before_recording(tmp_path, monkeypatch, capsys, argv)
+    assert err.startswith("train_verifier: ") and message.format(tmp=tmp_path) in err
+    assert not (tmp_path / "v.npz").exists()
+
+
+def test_an_unwritable_output_folder_is_refused_and_nothing_is_left_made(
+    tmp_path, monkeypatch, capsys
+):
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc, where no folder can be made")
+    bags = _bag_folders(tmp_path, monkeypatch, "a", "b")
+    err = _refused_before_recording(tmp_path, monkeypatch, capsys,
+                                    ["--bag", *bags, "--out", "/proc/x/v.npz"])
+    assert "--out /proc/x/v.npz: cannot make the folder /proc/x" in err
+    # The check makes the missing folders of a good path to try them, and removes them again.
+    err = _refused_before_recording(
+        tmp_path, monkeypatch, capsys,
+        ["--bag", *bags, "--out", str(tmp_path / "new" / "deep" / "v.npz"), "--eval-bag",
+         str(tmp_path / "missing")],
+    )
+    assert "missing does not exist" in err and not (tmp_path / "new").exists()
+
+
+def test_every_bag_path_is_checked_before_the_first_is_recorded(tmp_path, monkeypatch, capsys):
+    bags = _bag_folders(tmp_path, monkeypatch, "a", "b")
+    out = ["--out", str(tmp_path / "v.npz")]
+    err = _refused_before_recording(tmp_path, monkeypatch, capsys,
+                                    ["--bag", *bags, str(tmp_path / "gone"), *out])
+    assert f"train_verifier: bag {tmp_path / 'gone'} does not exist" in err
+    err = _refused_before_recording(tmp_path, monkeypatch, capsys,
+                                    ["--bag", *bags, "--eval-bag", str(tmp_path / "gone"), *out])
+    assert f"bag {tmp_path / 'gone'} does not exist" in err
+    # A folder that is no bag: the real check opens every bag before recording any.
+    monkeypatch.undo()
+    err = _refused_before_recording(tmp_path, monkeypatch, capsys, ["--bag", *bags, *out])
+    assert f"{tmp_path / 'a'} has no metadata.yaml" in err and "not a ROS 2 bag folder" in err

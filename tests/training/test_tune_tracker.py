@@ -223,3 +223,28 @@ def test_a_turning_robots_bags_are_tuned_in_its_tracking_frame(pan_bag, tmp_path
     assert "| lost_timeout_s=8.0 |" in out.read_text()
     assert tune_tracker.tracking_config("odom").up_axis == "z"
     assert tune_tracker.tracking_config("").up_axis == "-y"
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--cache", "{tmp}/afile"], "--cache {tmp}/afile is a file, not a folder"),
+    (["--out", "{tmp}"], "--out {tmp} is a folder: give the file to write, e.g. {tmp}/table.md"),
+    (["--threads", "0"], "--threads must be >= 1, got 0"),
+    (["--backend", "onnx"],
+     "--backend must be one of auto, torch, onnxruntime, onnxruntime-int8, got 'onnx'"),
+    # A later bag that is not there: said before the earlier ones are recorded.
+    (["--bag", "{tmp}/gone"], "bag {tmp}/gone does not exist"),
+])
+def test_bad_outputs_settings_and_bags_are_refused_before_any_bag_is_recorded(
+    tmp_path, monkeypatch, capsys, extra, message
+):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "a").mkdir()
+    monkeypatch.setattr("iphd.eval.bag_eval.check_ground_truth", lambda bags: None)
+    recorded = []
+    monkeypatch.setattr(tune_tracker, "record_bag",
+                        lambda path, **kw: recorded.append(path) or _two_walkers(frames=3))
+    argv = ["--bag", str(tmp_path / "a"), *(a.format(tmp=tmp_path) for a in extra)]
+    assert tune_tracker.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tune_tracker: ") and message.format(tmp=tmp_path) in err
+    assert recorded == [] and "Traceback" not in err
