@@ -363,15 +363,18 @@ def test_the_summary_names_what_a_replay_of_a_recording_left_out(tmp_path, capsy
 
 def test_run_fails_when_the_detector_publishes_nothing(tmp_path, capsys):
     _write_rig_bag(tmp_path / "bag", seconds=1.0)
+    # A value the detector cannot use: it keeps running, publishing nothing, and says why.
+    params = tmp_path / "params.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    score_threshold: 1.7\n")
     argv = [
         "--bag", str(tmp_path / "bag"), "--duration", "30", "--out", str(tmp_path / "out"),
-        "--detector-checkpoint", str(tmp_path / "missing.pt"), "--no-tracker",
-        "--log-level", "error",
+        "--params-file", str(params), "--no-tracker", "--log-level", "error",
     ]
     assert main(argv) == 1
     captured = capsys.readouterr()
     assert "registered images published" in captured.out
-    assert "detector published no detections" in captured.err
+    assert ("the detector published nothing: detector not started: score_threshold must be in "
+            "[0, 1], got 1.7") in captured.err
     # The same bag without the detector is a success: fusion registered thermal.
     assert main(argv[:6] + ["--no-detector", "--log-level", "error"]) == 0
 

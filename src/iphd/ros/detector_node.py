@@ -521,6 +521,8 @@ class DetectorNode(Node):
                 values[f"{stage}_ms_mean"] = float(arr.mean())
                 values[f"{stage}_ms_max"] = float(arr.max())
         values.update({f"errors_{k}": v for k, v in errors.items()})
+        if self.detector is None and self._last_error:
+            values["not_started"] = self._last_error  # why: for the runner's last line
         return values
 
     def _no_depth_reason(self) -> str:
