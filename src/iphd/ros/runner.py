@@ -877,9 +877,9 @@ def exit_status(result: RunResult) -> int:
         print(f"iphd-run: no registered thermal image was published{why}", file=sys.stderr)
         return 1
     if "detector" in result.nodes and result.detector_stats.get("published", 0) == 0:
-        why = result.detector_stats.get("not_started")
+        refused = result.detector_stats.get("not_started")
         print(
-            f"iphd-run: the detector published nothing: {why}" if why else
+            f"iphd-run: the detector published nothing: {refused}" if refused else
             "iphd-run: the detector published no detections (see its diagnostics or log: "
             "checkpoint, device)",
             file=sys.stderr,
