@@ -261,6 +261,19 @@ def test_import_refuses_another_bag_an_existing_output_and_a_missing_stamps_file
     with pytest.raises(DatasetError, match="export of 'other_bag', not of"):
         import_mot(sim_bag, other, tmp_path / "new")
     assert not (tmp_path / "new").exists()
+    with pytest.raises(DatasetError, match="--mot .*missing is not a folder: give the folder"):
+        import_mot(sim_bag, tmp_path / "missing", tmp_path / "new")
+
+
+def test_an_annotation_without_a_box_is_imported_as_an_empty_room_and_said(
+    sim_bag, exported, tmp_path, caplog
+):
+    annotated = _copy(exported, tmp_path)
+    (annotated / "gt" / "gt.txt").write_text("")
+    with caplog.at_level("WARNING"):
+        done = import_mot(sim_bag, annotated, tmp_path / "empty_room")
+    assert done.boxes == 0 and done.frames > 0
+    assert "gt.txt holds no box: every frame becomes ground truth with nobody in it" in caplog.text
 
 
 def test_export_refuses_a_folder_that_may_hold_annotation_work(sim_bag, exported):

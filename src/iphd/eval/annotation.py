@@ -416,6 +416,11 @@ def import_mot(
     from iphd.data.rosbag import copy_bag_with_truth
 
     mot = Path(mot_dir)
+    if not mot.is_dir():
+        raise DatasetError(
+            f"--mot {mot} is not a folder: give the folder iphd-eval export-mot wrote (with "
+            "your annotation's gt/gt.txt unpacked into it)"
+        )
     gt = mot / "gt" / "gt.txt"
     if not gt.is_file() and (mot / "gt.txt").is_file():
         gt = mot / "gt.txt"
@@ -424,6 +429,12 @@ def import_mot(
     annotations = read_mot(gt, labels)
     stamps = read_stamps(mot / STAMPS_FILE)
     truth = truth_by_stamp(annotations, stamps, str(gt))
+    if not any(truth.values()) and not annotations.skipped:
+        LOG.warning(
+            "%s holds no box: every frame becomes ground truth with nobody in it, right for a "
+            "recording of an empty room (to count false detections); if people were annotated, "
+            "export the task again (CVAT: 'MOT 1.1') and unpack its gt/ here", gt
+        )
     _check_sequence_name(bag, mot / "seqinfo.ini")
     frame_id, stored = _check_bag_stamps(bag, stamps, mot / STAMPS_FILE, topics)
     rig = load_calibration(calibration) if calibration else None
