@@ -303,6 +303,9 @@ def test_missing_split_folder_says_what_exists(tmp_path):
         IphdDataset(tmp_path, "valid")
     with pytest.raises(DatasetError, match="unknown IPHD split 'val'"):
         IphdDataset(tmp_path, "val")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(DatasetError, match="a_file is a file; give the folder holding"):
+        IphdDataset(tmp_path / "a_file", "valid")
 
 
 def test_writer_refuses_bad_inputs(tmp_path):

@@ -187,6 +187,9 @@ def test_missing_columns_or_file_are_reported(tmp_path):
     (tmp_path / "train/records.csv").write_text("path,pid,camid\n")
     with pytest.raises(DatasetError, match="lacks columns modality, session, pair_id, stamp_ns"):
         read_records(tmp_path, "train")
+    (tmp_path / "train/records.csv").write_text("")
+    with pytest.raises(DatasetError, match="records.csv is empty; write the split again"):
+        read_records(tmp_path, "train")
 
 
 def test_dataset_reports_missing_and_wrong_crops(tmp_path):

@@ -447,6 +447,11 @@ class IphdDataset:
                 f"unknown label set {labels!r}; expected one of {', '.join(LABEL_FOLDERS)}"
             )
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise DatasetError(
+                f"IPHD dataset {self.root} is a file; give the folder holding "
+                f"iphd_{split}_depth/ and iphd_{split}_thermal/"
+            )
         self.split = split
         self.labels = labels
         self.depth_size = depth_size

@@ -399,6 +399,11 @@ def read_records(root: Path, split: str) -> list[ReidRecord]:
     records: list[ReidRecord] = []
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
+        if reader.fieldnames is None:
+            raise DatasetError(
+                f"{path} is empty; write the split again (training/bag_to_reid.py or iphd-sim "
+                "reid)"
+            )
         missing = [c for c in RECORD_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise DatasetError(
