@@ -377,6 +377,9 @@ def test_run_fails_when_the_detector_publishes_nothing(tmp_path, capsys):
             "[0, 1], got 1.7") in captured.err
     # The same bag without the detector is a success: fusion registered thermal.
     assert main(argv[:6] + ["--no-detector", "--log-level", "error"]) == 0
+    assert "evaluation skipped: it scores the tracks, which --no-detector leaves out" in (
+        capsys.readouterr().out
+    )
 
 
 def _cell(text: str) -> float | None:

@@ -745,6 +745,9 @@ def main(argv: list[str] | None = None) -> int:
     status = exit_status(result)
     if evaluate and status == 0:
         status = _evaluate(result, source, Path(args.out) / "eval")
+    elif args.eval and source in ("sim", "bag") and not (args.detector and args.tracker):
+        left = "--no-detector" if not args.detector else "--no-tracker"
+        print(f"  evaluation skipped: it scores the tracks, which {left} leaves out")
     return status
 
 
