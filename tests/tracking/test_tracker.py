@@ -356,6 +356,42 @@ def test_a_depth_outlier_with_an_unchanged_box_keeps_the_track_without_moving_it
     assert [(t.track_id, t.state) for t in tracks] == [(track_id, LOST), (track_id + 1, TENTATIVE)]
 
 
+def _walk_then_stop_unseen(config, depth_after):
+    """A person walks toward the camera at 1 m/s and stops at 2 m while their depth reads
+    nothing for 1 s; then ``depth_after`` gives their (good or outlying) depth for 3 s.
+    Returns the track's distance along z on the last frame and the ids published."""
+    tracker, ids, t, z = Tracker(config), set(), 0, 4.0
+    for _ in range(20):  # 2 s walking
+        t += FRAME_NS
+        z -= 0.1
+        tracks = tracker.update(t, [det(0.0, z, box=person_box(0.0, z))])
+    for _ in range(10):  # stopped at 2 m, 1 s without valid depth
+        t += FRAME_NS
+        tracks = tracker.update(t, [det(0.0, z, box=person_box(0.0, z), position=NAN3)])
+    for _ in range(30):
+        t += FRAME_NS
+        tracks = tracker.update(t, [det(0.0, depth_after, box=person_box(0.0, z))])
+        ids |= {tr.track_id for tr in tracks if tr.state == CONFIRMED}
+    (track,) = [tr for tr in tracks if tr.state == CONFIRMED]
+    return float(track.position_m[2]), ids
+
+
+def test_a_track_followed_without_a_usable_position_stops_coasting_after_max_coast_s():
+    # The prediction ran on at 1 m/s for the second without depth: without the limit it is
+    # out of the gate when depth comes back, every detection is then a depth outlier, and the
+    # track is predicted on through the camera for good.
+    z, ids = _walk_then_stop_unseen(TrackerConfig(max_coast_s=0.0), depth_after=2.0)
+    assert z < -0.5 and len(ids) == 1
+    z, ids = _walk_then_stop_unseen(TrackerConfig(), depth_after=2.0)
+    assert z == pytest.approx(2.0, abs=0.05) and len(ids) == 1
+    # An outlier that lasts (the box stays on the person, the depth keeps reading 3.5 m): the
+    # filter restarts there rather than run on; the identity is kept either way.
+    z, ids = _walk_then_stop_unseen(TrackerConfig(), depth_after=3.5)
+    assert z == pytest.approx(3.5, abs=0.05) and len(ids) == 1
+    with pytest.raises(ConfigError, match="max_coast_s"):
+        TrackerConfig(max_coast_s=-1.0)
+
+
 def _swap_scene(config):
     """Two people 0.4 m apart who trade places between two frames; returns their id per frame.
 

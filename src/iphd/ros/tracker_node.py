@@ -103,6 +103,8 @@ TRACKER_PARAMETERS = {
     "max_lost_gate_growth_m": "cap of the growth of a lost track's distance gate",
     "outlier_min_iou": "least IoU with which a detection outside the distance gate (a depth "
     "outlier) still follows a recent confirmed track; 0 disables",
+    "max_coast_s": "longest a track followed without a usable position (no depth, depth "
+    "outliers) predicts on; then its filter restarts at the detection; 0 disables",
     "duplicate_iou": "IoU with a stronger detection above which a box is a repeat (starts no "
     "track); 1 disables",
     "duplicate_distance_m": "ground distance within which overlapping detections are repeats",

@@ -100,6 +100,13 @@ class TrackerConfig:
             distance gate still follows a confirmed track updated on the previous frame, as a depth
             outlier (box and score are updated, the Kalman state is not); only after every
             in-gate pair. 0 disables.
+        max_coast_s: longest a track followed by detections without a usable position (no
+            valid depth, or depth outliers) keeps predicting at its velocity; after it, the
+            filter restarts at the detection's position (an outlier: the box stayed on the
+            person, so the depth is theirs) or, without valid depth, where it is with no
+            velocity. Without it a person who stopped while their depth was unreadable would
+            be predicted on, out of the gate, and every later detection of them would be an
+            outlier that never corrects the filter. 0 disables.
         duplicate_iou: a detection whose box overlaps a higher-scoring detection's by this IoU
             or more, within ``duplicate_distance_m`` on the ground, is a repeat of it: it starts
             no track and revives no lost or tentative track (it may still update a confirmed
@@ -157,6 +164,7 @@ class TrackerConfig:
     nan_position_min_iou: float = 0.3
     max_lost_gate_growth_m: float = 3.0
     outlier_min_iou: float = 0.7
+    max_coast_s: float = 0.5
     duplicate_iou: float = 0.3
     duplicate_distance_m: float = 0.5
     iou_weight: float = 0.3
@@ -198,6 +206,7 @@ class TrackerConfig:
         _check_finite("nan_position_min_iou", self.nan_position_min_iou, 0.0, 1.0)
         _check_finite("max_lost_gate_growth_m", self.max_lost_gate_growth_m, 0.0)
         _check_finite("outlier_min_iou", self.outlier_min_iou, 0.0, 1.0)
+        _check_finite("max_coast_s", self.max_coast_s, 0.0)
         _check_finite("duplicate_iou", self.duplicate_iou, 0.0, 1.0)
         _check_finite("duplicate_distance_m", self.duplicate_distance_m, 0.0)
         _check_finite("iou_weight", self.iou_weight, 0.0, 1.0)
@@ -344,6 +353,7 @@ class _Track:
         "gallery",
         "first_ns",
         "last_update_ns",
+        "filter_ns",
         "last_seen_ground_m",
         "last_velocity_mps",
         "hits",
@@ -368,6 +378,8 @@ class _Track:
         self.gallery = gallery
         self.first_ns = stamp_ns
         self.last_update_ns = stamp_ns
+        #: Stamp of the filter's last measurement (or restart).
+        self.filter_ns = stamp_ns
         self.last_seen_ground_m = kf.position
         self.last_velocity_mps = kf.velocity
         self.hits = 1
@@ -513,16 +525,19 @@ class Tracker:
                 if use:
                     # The filter's constant-velocity prediction has run on while lost: restart
                     # it at the detection.
-                    track.kf = self._new_filter(ground[j])
-                    track.up_m = float(up[j])
+                    self._restart(track, ground[j], float(up[j]))
                     use = False
+            elif not use and self._coasted_too_long(track, stamp_ns):
+                if valid[j]:  # a depth outlier for max_coast_s: the position is the person's
+                    self._restart(track, ground[j], float(up[j]))
+                else:  # no depth for max_coast_s: stop where the prediction got to
+                    self._restart(track, track.kf.position, track.up_m)
             self._hit(track, dets[j], ground[j] if use else None, up[j], embeddings[j])
             matched_tracks.add(track.track_id)
             self._assignment[j] = track.track_id
 
         for track, j in self._reidentify(dets, ground, valid, embeddings, stamp_ns, duplicates):
-            track.kf = self._new_filter(ground[j])
-            track.up_m = float(up[j])
+            self._restart(track, ground[j], float(up[j]))
             track.state = CONFIRMED
             self._reidentified += 1
             self._hit(track, dets[j], None, up[j], embeddings[j])
@@ -682,6 +697,18 @@ class Tracker:
         lost_s = (stamp_ns - track.last_update_ns) * _NS_PER_S
         decay = math.exp(-lost_s / tau) if tau > 0.0 else 0.0
         return self._lost_velocity(track) * decay
+
+    def _restart(self, track: _Track, ground_m: np.ndarray, up_m: float) -> None:
+        """Restart ``track``'s filter at ``ground_m`` with no velocity."""
+        track.kf = self._new_filter(ground_m)
+        track.up_m = up_m
+        assert self._stamp_ns is not None
+        track.filter_ns = self._stamp_ns
+
+    def _coasted_too_long(self, track: _Track, stamp_ns: int) -> bool:
+        """Whether the track's filter has gone ``max_coast_s`` without a measurement."""
+        limit = self.config.max_coast_s
+        return limit > 0.0 and (stamp_ns - track.filter_ns) * _NS_PER_S > limit
 
     def _new_filter(self, ground_m: np.ndarray) -> ConstantVelocityKalman:
         return ConstantVelocityKalman(
@@ -924,6 +951,7 @@ class Tracker:
     def _take_over(self, old: _Track, new: _Track) -> None:
         """``old`` (lost) continues with ``new``'s state; ``new`` is deleted."""
         old.kf = new.kf
+        old.filter_ns = new.filter_ns
         old.up_m = new.up_m
         old.score = new.score
         old.box_xyxy = new.box_xyxy
@@ -964,6 +992,7 @@ class Tracker:
         assert stamp_ns is not None
         if ground_m is not None:
             track.kf.update(ground_m)
+            track.filter_ns = stamp_ns
             track.up_m = cfg.up_ema_alpha * track.up_m + (1.0 - cfg.up_ema_alpha) * float(up_m)
         track.last_seen_ground_m = track.kf.position
         track.last_velocity_mps = track.kf.velocity
