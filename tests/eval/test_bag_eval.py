@@ -921,7 +921,7 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_model_runs(tmp_p
         (["bag", "--bag", str(tmp_path / "no_bag"), "--out", str(a_file)],
          f"--out {a_file} is a file; give a folder for the output"),
         (["bag", "--bag", str(tmp_path / "no_bag"), "--out", str(a_file / "sub")],
-         f"cannot create the --out folder {a_file / 'sub'}"),
+         f"cannot write into the --out folder {a_file / 'sub'}"),
         (["detector", "--checkpoint", "x.pt", "--dataset", str(tmp_path), "--out", str(a_file)],
          f"--out {a_file} is a file; give a folder for the output"),
         (["export-mot", "--bag", str(tmp_path / "no_bag"), "--out", str(a_file)],

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import struct
+import tempfile
 import zlib
 from pathlib import Path
 from types import TracebackType
@@ -63,17 +65,21 @@ def check_folder_output(path: Path | str, option: str = "--out") -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise DatasetError(f"{option} {path} is a file; give a folder for the output")
+    # Trying is the only sure test (permissions say nothing to root, nor of /proc); what the
+    # try made is removed, so a refused run leaves nothing behind.
+    made = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
     except OSError as exc:
         raise DatasetError(
-            f"cannot create the {option} folder {path}: {exc.strerror or exc}; choose a folder "
-            "you can write to"
+            f"cannot write into the {option} folder {path}: {exc.strerror or exc}; choose a "
+            "folder you can write to"
         ) from exc
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise DatasetError(
-            f"the {option} folder {path} is not writable; fix its permissions or choose another"
-        )
+    finally:
+        for folder in made:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     return path
 
 
