@@ -301,6 +301,23 @@ def test_default_graph_detects_and_tracks_and_the_summary_says_so(
     assert 0 < received <= arrays and received - 1 <= tracked <= received
 
 
+def test_a_re_id_model_that_does_not_load_fails_the_run_that_tracked_without_it(
+    tmp_path, tiny_detector, capsys
+):
+    # A detector checkpoint given as the embedder: the tracker goes on by position only (as a
+    # node does, saying so on /diagnostics), and the run's last line and status say why.
+    _write_rig_bag(tmp_path / "bag", seconds=1.0)
+    argv = [
+        "--bag", str(tmp_path / "bag"), "--duration", "30", "--out", str(tmp_path / "out"),
+        "--detector-checkpoint", str(tiny_detector), "--reid-checkpoint", str(tiny_detector),
+        "--params-file", str(_params_file(tmp_path, 0.0)), "--log-level", "error", "--no-eval",
+    ]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "iphd-run: the tracker ran by position only: depth re-ID embedder not loaded" in err
+    assert "Fix 'reid_checkpoint'" in err
+
+
 def test_status_line_shows_people_in_view_tracks_and_latencies(tmp_path, tiny_detector):
     _write_rig_bag(tmp_path / "bag", seconds=2.0)
     result = run_graph(

@@ -832,7 +832,8 @@ def exit_status(result: RunResult) -> int:
     """Return the run's exit status and say why on stderr when it is not 0.
 
     1 when a node's process ended during the run, when no registered thermal image was
-    published, or when the detector ran but published no detections array; 130 when Ctrl-C or
+    published, when the detector ran but published no detections array, or when the tracker's
+    depth re-ID embedder did not load (it tracked by position only); 130 when Ctrl-C or
     SIGTERM stopped the run before any registered image; 0 otherwise.
     """
     if result.ended:
@@ -887,6 +888,11 @@ def exit_status(result: RunResult) -> int:
             "checkpoint, device)",
             file=sys.stderr,
         )
+        return 1
+    if "tracker" in result.nodes and result.tracker_stats.get("not_loaded_depth"):
+        # A model asked for that did not load: the run went on without appearance.
+        print(f"iphd-run: the tracker ran by position only: "
+              f"{result.tracker_stats['not_loaded_depth']}", file=sys.stderr)
         return 1
     return 0
 

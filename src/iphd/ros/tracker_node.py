@@ -296,6 +296,7 @@ class TrackerNode(Node):
             self.config = defaults
             self._fail("config", f"tracker not started: {exc}; fix the parameter")
         load = (device, backend, threads)
+        self._not_loaded: dict[str, str] = {}
         self._reid_model = self._load(reid_checkpoint, "depth", *load, "reid_checkpoint")
         self._query_model = self._load(query_checkpoint, "rgb", *load, "query_checkpoint")
         pair_problem = query_pair_problem(reid_checkpoint, query_checkpoint)
@@ -384,7 +385,9 @@ class TrackerNode(Node):
         try:
             extractor = load_extractor(path, modality, device, backend, threads)
         except IphdError as exc:
-            self._fail("model", f"{modality} re-ID embedder not loaded: {exc}. Fix '{parameter}'")
+            message = f"{modality} re-ID embedder not loaded: {exc}. Fix '{parameter}'"
+            self._fail("model", message)
+            self._not_loaded[modality] = message  # for the runner's last line
             extractor = None
         if extractor is None:
             return "none"
@@ -802,6 +805,7 @@ class TrackerNode(Node):
             values: dict[str, Any] = {
                 "reid_model": self._reid_model,
                 "query_model": self._query_model,
+                **{f"not_loaded_{m}": why for m, why in self._not_loaded.items()},
                 "vision_msgs": self._vision_state,
                 "device": str(self.reid.device) if self.reid is not None else "none",
                 "backend": self.reid.backend if self.reid is not None else "none",
