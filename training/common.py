@@ -10,7 +10,6 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from iphd.data.output import writable_folder_problem
 from iphd.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -243,37 +243,10 @@ def check_output_dir(path: Path, option: str) -> None:
 
 
 def _check_writable_folder(folder: Path, what: str) -> None:
-    """Make ``folder`` (and any missing parent) and a file in it, then remove what was made.
-
-    Trying is the only sure test: permissions say nothing to root, nor about /proc.
-    """
-    made: list[Path] = []
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        made.append(probe)
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        raise ConfigError(f"{what}: {probe} is a file, not a folder; give another path")
-    created: list[Path] = []
-    try:
-        for step in reversed(made):
-            try:
-                step.mkdir()
-            except OSError as exc:
-                raise ConfigError(f"{what}: cannot make the folder {step} "
-                                  f"({exc.strerror or exc}); give another path") from exc
-            created.append(step)
-        try:
-            tempfile.TemporaryFile(dir=folder).close()
-        except OSError as exc:
-            raise ConfigError(f"{what}: cannot write in {folder} ({exc.strerror or exc}); "
-                              "give another path") from exc
-    finally:
-        for step in reversed(created):
-            try:
-                step.rmdir()
-            except OSError:
-                pass
+    """Refuse ``folder`` when files cannot be written into it (``writable_folder_problem``)."""
+    problem = writable_folder_problem(folder)
+    if problem:
+        raise ConfigError(f"{what}: {problem}; give another path")
 
 
 def section_values(config: Mapping[str, Any], name: str,

@@ -65,22 +65,47 @@ def check_folder_output(path: Path | str, option: str = "--out") -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise DatasetError(f"{option} {path} is a file; give a folder for the output")
-    # Trying is the only sure test (permissions say nothing to root, nor of /proc); what the
-    # try made is removed, so a refused run leaves nothing behind.
-    made = [p for p in (path, *path.parents) if not p.exists()]
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=path).close()
-    except OSError as exc:
+    problem = writable_folder_problem(path)
+    if problem:
         raise DatasetError(
-            f"cannot write into the {option} folder {path}: {exc.strerror or exc}; choose a "
-            "folder you can write to"
-        ) from exc
-    finally:
-        for folder in made:  # deepest first
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+            f"cannot write into the {option} folder {path}: {problem}; choose a folder you can "
+            "write to"
+        )
     return path
+
+
+def writable_folder_problem(folder: Path | str) -> str | None:
+    """Why files cannot be written into ``folder`` (made if missing), or None when they can.
+
+    Trying is the only sure test (permissions say nothing to root, nor of /proc): the missing
+    folders and a temporary file are made, then what the try made is removed, so a run refused
+    afterwards for another reason leaves nothing behind.
+    """
+    folder = Path(folder)
+    missing: list[Path] = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    created: list[Path] = []
+    try:
+        for step in reversed(missing):
+            try:
+                step.mkdir()
+            except OSError as exc:
+                return f"cannot make the folder {step} ({exc.strerror or exc})"
+            created.append(step)
+        try:
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as exc:
+            return f"cannot write in {folder} ({exc.strerror or exc})"
+        return None
+    finally:
+        for step in reversed(created):
+            with contextlib.suppress(OSError):
+                step.rmdir()
 
 
 def _writable_parent(path: Path) -> None:
