@@ -223,6 +223,8 @@ def test_a_bad_parameter_is_refused_in_diagnostics_and_nothing_is_published(
     feeder.send_pair(T0)
     spin_for(executor, 0.3)
     assert feeder.detections == []
+    # What iphd-run stops on and prints as its last line.
+    assert parameter in node.stats()["not_started"]
 
 
 def test_debug_image_is_published_only_while_subscribed(graph, executor, spin_until):

@@ -306,7 +306,7 @@ def test_a_re_id_model_that_does_not_load_fails_the_run_that_tracked_without_it(
 ):
     # A detector checkpoint given as the embedder: the tracker goes on by position only (as a
     # node does, saying so on /diagnostics), and the run's last line and status say why.
-    _write_rig_bag(tmp_path / "bag", seconds=1.0)
+    _write_rig_bag(tmp_path / "bag", seconds=4.0)
     argv = [
         "--bag", str(tmp_path / "bag"), "--duration", "30", "--out", str(tmp_path / "out"),
         "--detector-checkpoint", str(tiny_detector), "--reid-checkpoint", str(tiny_detector),
@@ -314,8 +314,50 @@ def test_a_re_id_model_that_does_not_load_fails_the_run_that_tracked_without_it(
     ]
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert "iphd-run: the tracker ran by position only: depth re-ID embedder not loaded" in err
+    assert "s: the tracker would run by position only: depth re-ID embedder not loaded" in err
     assert "Fix 'reid_checkpoint'" in err
+
+
+class _Reporting:
+    def __init__(self, **stats):
+        self._stats = stats
+
+    def stats(self):
+        return self._stats
+
+
+def test_model_failure_names_the_node_that_cannot_do_its_work():
+    from iphd.ros.runner import model_failure
+
+    working = {"detector": _Reporting(pairs=3), "tracker": _Reporting(published=2)}
+    assert model_failure(working) == ""
+    # A process that has not reported yet reads as nothing wrong.
+    assert model_failure({"detector": _Reporting(), "tracker": _Reporting()}) == ""
+    assert model_failure({"tracker": _Reporting(not_started="tracker not started: x")}) == (
+        "the tracker cannot publish: tracker not started: x"
+    )
+    assert model_failure({**working, "tracker": _Reporting(not_loaded_depth="y")}) == (
+        "the tracker would run by position only: y"
+    )
+    # An RGB query embedder that did not load leaves tracking as it is.
+    assert model_failure({**working, "tracker": _Reporting(not_loaded_rgb="z")}) == ""
+
+
+def test_run_stops_at_once_on_a_detector_checkpoint_that_does_not_load(tmp_path, capsys):
+    # A file that is there (so the up-front check passes) but is no checkpoint: the node says
+    # why on /diagnostics; the run, in one process here, stops with that as its last line.
+    _write_rig_bag(tmp_path / "bag", seconds=4.0)
+    garbage = tmp_path / "detector.pt"
+    garbage.write_bytes(b"not a checkpoint\n" * 10)
+    argv = [
+        "--bag", str(tmp_path / "bag"), "--duration", "30", "--out", str(tmp_path / "out"),
+        "--detector-checkpoint", str(garbage), "--reid-checkpoint", "none", "--no-processes",
+        "--log-level", "error",
+    ]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert ", to the end" not in captured.out
+    assert f"s: the detector cannot publish: detector not loaded from {garbage}" in captured.err
 
 
 def test_status_line_shows_people_in_view_tracks_and_latencies(tmp_path, tiny_detector):
@@ -378,9 +420,10 @@ def test_the_summary_names_what_a_replay_of_a_recording_left_out(tmp_path, capsy
         "thermal/registered\n" in out
 
 
-def test_run_fails_when_the_detector_publishes_nothing(tmp_path, capsys):
-    _write_rig_bag(tmp_path / "bag", seconds=1.0)
-    # A value the detector cannot use: it keeps running, publishing nothing, and says why.
+def test_run_stops_at_once_when_the_detector_cannot_start(tmp_path, capsys):
+    _write_rig_bag(tmp_path / "bag", seconds=4.0)
+    # A value the detector cannot use: the node keeps running, publishing nothing, and says
+    # why; the run does not play the rest of the bag for nothing.
     params = tmp_path / "params.yaml"
     params.write_text("/**:\n  ros__parameters:\n    score_threshold: 1.7\n")
     argv = [
@@ -389,8 +432,9 @@ def test_run_fails_when_the_detector_publishes_nothing(tmp_path, capsys):
     ]
     assert main(argv) == 1
     captured = capsys.readouterr()
-    assert "registered images published" in captured.out
-    assert ("the detector published nothing: detector not started: score_threshold must be in "
+    assert ", to the end" not in captured.out
+    assert "iphd-run: stopped after " in captured.err
+    assert ("s: the detector cannot publish: detector not started: score_threshold must be in "
             "[0, 1], got 1.7") in captured.err
     # The same bag without the detector is a success: fusion registered thermal.
     assert main(argv[:6] + ["--no-detector", "--log-level", "error"]) == 0

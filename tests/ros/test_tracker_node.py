@@ -831,6 +831,8 @@ def test_parameter_changes_are_refused_while_the_tracker_is_not_started(
     result = set_remote_parameters(executor, feeder, "tracker", confirm_hits=3)
     assert not result.successful
     assert "did not start" in result.reason and "confirm_hits" in result.reason
+    # What iphd-run stops on and prints as its last line.
+    assert "confirm_hits" in node.stats()["not_started"]
 
 
 def test_tracks_as_vision_msgs_leave_out_lost_tracks_and_stand_along_the_up_axis(vision_msgs):

@@ -229,6 +229,8 @@ class DetectorNode(Node):
                     "from training/train_verifier.py, or to none to publish without it; "
                     "nothing is published until then",
                 )
+        # Why the node will publish nothing, kept apart from later input errors.
+        self._start_error = self._last_error if self.detector is None else ""
 
         self._queue: deque[_Job] = deque()
         self._wake = threading.Condition()
@@ -521,8 +523,8 @@ class DetectorNode(Node):
                 values[f"{stage}_ms_mean"] = float(arr.mean())
                 values[f"{stage}_ms_max"] = float(arr.max())
         values.update({f"errors_{k}": v for k, v in errors.items()})
-        if self.detector is None and self._last_error:
-            values["not_started"] = self._last_error  # why: for the runner's last line
+        if self._start_error:
+            values["not_started"] = self._start_error  # why: for the runner's last line
         return values
 
     def _no_depth_reason(self) -> str:

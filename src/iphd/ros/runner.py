@@ -58,6 +58,8 @@ MONITOR_INPUTS = ("depth/image_raw", "thermal/image_raw")
 SNAPSHOT_AFTER = 10
 # After the bag player's last message, the run goes on this long so fusion handles the tail.
 DRAIN_S = 1.0
+#: How often the run looks at the detector's and tracker's stats for a model that did not load.
+MODEL_CHECK_PERIOD_S = 0.5
 
 
 @dataclass
@@ -82,6 +84,8 @@ class RunResult:
     ended: dict[str, int] = field(default_factory=dict)
     #: The run was stopped by Ctrl-C or SIGTERM before its duration.
     interrupted: bool = False
+    #: Why the run stopped early because a node's model did not load ('' when it did not).
+    model_failure: str = ""
 
 
 class _Monitor(Node):
@@ -302,6 +306,7 @@ def run_graph(
         start = time.monotonic()
         next_report = start + 2.0
         next_sample = start + sample_period_s
+        next_model_check = start
         player = nodes.get("bag_player")
         stop_at = start + duration_s
         guard = CallbackGuard(monitor.get_logger().error)
@@ -317,6 +322,11 @@ def run_graph(
                     child.poll()
                 if _ended(children, result, monitor):
                     break
+                if time.monotonic() >= next_model_check:
+                    next_model_check += MODEL_CHECK_PERIOD_S
+                    result.model_failure = model_failure(nodes)
+                    if result.model_failure:
+                        break
                 if player is not None and not getattr(player, "started", True):
                     # The duration counts from the bag's first message: the player holds it
                     # while fusion, detector and tracker load their models and subscribe.
@@ -380,6 +390,30 @@ class _StopRequest:
 
     spinning = False
     requested = False
+
+
+def model_failure(nodes: Mapping[str, Any]) -> str:
+    """Why the detector or the tracker cannot do its work in this run ('' when both can).
+
+    A node whose model or parameters did not load keeps running and says so on
+    ``/diagnostics`` (under ``ros2 launch`` it waits to be fixed); a run from the command line
+    stops at once instead of playing its whole duration for nothing. A node in a process of
+    its own is read from its last report.
+    """
+    detector = nodes.get("detector")
+    if detector is not None:
+        why = detector.stats().get("not_started")
+        if why:
+            return f"the detector cannot publish: {why}"
+    tracker = nodes.get("tracker")
+    if tracker is not None:
+        stats = tracker.stats()
+        if stats.get("not_started"):
+            return f"the tracker cannot publish: {stats['not_started']}"
+        if stats.get("not_loaded_depth"):
+            # A model asked for that did not load: the tracker would go on without appearance.
+            return f"the tracker would run by position only: {stats['not_loaded_depth']}"
+    return ""
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -831,11 +865,16 @@ def _short_clock(result: RunResult) -> str:
 def exit_status(result: RunResult) -> int:
     """Return the run's exit status and say why on stderr when it is not 0.
 
-    1 when a node's process ended during the run, when no registered thermal image was
-    published, when the detector ran but published no detections array, or when the tracker's
-    depth re-ID embedder did not load (it tracked by position only); 130 when Ctrl-C or
-    SIGTERM stopped the run before any registered image; 0 otherwise.
+    1 when a node's process ended during the run, when the detector or the tracker did not
+    start or the tracker's depth re-ID embedder did not load (the run stops as soon as it
+    sees that: ``model_failure``), when no registered thermal image was published, or when the
+    detector ran but published no detections array; 130 when Ctrl-C or SIGTERM stopped the
+    run before any registered image; 0 otherwise.
     """
+    if result.model_failure:
+        print(f"iphd-run: stopped after {result.duration_s:.1f} s: {result.model_failure}",
+              file=sys.stderr)
+        return 1
     if result.ended:
         names = ", ".join(f"'{name}' ({exit_description(code)})"
                           for name, code in result.ended.items())

@@ -295,6 +295,8 @@ class TrackerNode(Node):
         except IphdError as exc:
             self.config = defaults
             self._fail("config", f"tracker not started: {exc}; fix the parameter")
+        # Why the node will publish nothing, kept apart from later input errors.
+        self._start_error = self._last_error if self.tracker is None else ""
         load = (device, backend, threads)
         self._not_loaded: dict[str, str] = {}
         self._reid_model = self._load(reid_checkpoint, "depth", *load, "reid_checkpoint")
@@ -806,6 +808,7 @@ class TrackerNode(Node):
                 "reid_model": self._reid_model,
                 "query_model": self._query_model,
                 **{f"not_loaded_{m}": why for m, why in self._not_loaded.items()},
+                **({"not_started": self._start_error} if self._start_error else {}),
                 "vision_msgs": self._vision_state,
                 "device": str(self.reid.device) if self.reid is not None else "none",
                 "backend": self.reid.backend if self.reid is not None else "none",
