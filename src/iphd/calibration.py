@@ -535,8 +535,17 @@ def calibration_from_yaml(text: str, source: Path | str = "<calibration>") -> Ri
 
 
 def save_calibration(calibration: RigCalibration, path: Path | str) -> None:
-    """Write ``calibration`` as YAML in the format ``load_calibration`` reads."""
-    Path(path).write_text(
+    """Write ``calibration`` as YAML in the format ``load_calibration`` reads.
+
+    Whole or not at all (``iphd.data.output.replace_file``): a rig.yaml in use is never
+    left half-written.
+
+    Raises:
+        OSError: the file cannot be written; an existing one is then untouched.
+    """
+    from iphd.data.output import replace_file
+
+    replace_file(path, (
         "# iphd rig calibration (see calibration/README.md for the conventions)\n"
         + calibration_to_yaml(calibration)
-    )
+    ).encode())

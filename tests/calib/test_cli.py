@@ -174,3 +174,33 @@ def test_a_simulated_capture_is_saved_as_a_bag_the_tool_then_solves(
     assert main(["--bag", str(saved), "--save-bag", str(tmp_path / "b"), "--out",
                  str(tmp_path / "x.yaml")]) == 2
     assert "goes with --sim" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("failing", ["check.png", "rig.yaml"])
+def test_a_write_that_fails_leaves_the_rig_yaml_in_use_as_it_was(
+    tmp_path, bag, monkeypatch, capsys, failing
+):
+    import errno
+
+    import iphd.data.output as output
+
+    out, png = tmp_path / "rig.yaml", tmp_path / "check.png"
+    out.write_text("# the rig.yaml in use\n")
+    real = output.os.replace
+
+    def full_disk(src, dst):
+        if str(dst).endswith(failing):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(output.os, "replace", full_disk)
+    assert main(["--bag", str(bag), "--out", str(out), "--overlay", str(png), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {tmp_path / failing}: No space left on device" in err
+    assert f"nothing written to {out}" in err
+    assert out.read_text() == "# the rig.yaml in use\n"
+    # The picture goes first: when it fails, neither is written; no half file is left.
+    assert png.exists() == (failing == "rig.yaml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["rig.yaml"] + (["check.png"] if failing == "rig.yaml" else [])
+    )

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from iphd.calib.report import summary, write_overlay
+from iphd.calib.report import overlay_png, summary
 from iphd.calib.solve import (
     CalibConfig,
     CalibrationInputError,
@@ -32,6 +32,7 @@ from iphd.calibration import (
     load_calibration,
     save_calibration,
 )
+from iphd.data.output import replace_file
 from iphd.errors import IphdError
 from iphd.graph import (
     OFFLINE_TOPIC_ARGUMENTS,
@@ -273,14 +274,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             source = f"bag {args.bag}"
         say(f"{len(rec.depth_mm)} depth and {len(rec.thermal_ck)} thermal frames")
         result = calibrate(rec, initial, cfg, source=source, progress=say)
+        # Drawn before anything is written: a picture that fails leaves no rig.yaml behind.
+        overlay = None if args.overlay is None else overlay_png(result, rec)
     except (IphdError, ValueError) as exc:
         print(f"iphd-calibrate: error: {exc}", file=sys.stderr)
         print(f"iphd-calibrate: nothing written to {args.out}", file=sys.stderr)
         return 2
-    save_calibration(result.calibration, args.out)
+    target = args.out
+    try:
+        if args.overlay is not None and overlay is not None:  # (both or neither)
+            target = args.overlay
+            replace_file(args.overlay, overlay)
+        target = args.out
+        save_calibration(result.calibration, args.out)
+    except OSError as exc:
+        print(f"iphd-calibrate: error: cannot write {target}: {exc.strerror or exc}; choose "
+              "another path or free disk space, and run again", file=sys.stderr)
+        print(f"iphd-calibrate: nothing written to {args.out}"
+              + (f" (the check picture {args.overlay} was)" if target == args.out
+                 and args.overlay is not None else ""), file=sys.stderr)
+        return 2
     print(summary(result, cfg))
-    if args.overlay is not None:
-        write_overlay(args.overlay, result, rec)
     if truth is not None:
         from iphd.calib.simulate import recovery_errors
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 
@@ -84,8 +82,8 @@ def coverage_image(result: CalibrationResult, thermal_ck: np.ndarray, scale: int
     return out
 
 
-def write_overlay(path: Path | str, result: CalibrationResult, rec: Recording) -> None:
-    """Write the check picture: edge overlay (left) and thermal coverage (right) side by side.
+def overlay_png(result: CalibrationResult, rec: Recording) -> bytes:
+    """The check picture as PNG bytes: edge overlay (left), thermal coverage (right).
 
     The overlay uses the view with the nearest board (largest in the image).
     """
@@ -99,8 +97,10 @@ def write_overlay(path: Path | str, result: CalibrationResult, rec: Recording) -
     canvas = np.concatenate([left, right], axis=1)
     cv2.putText(canvas, "registered thermal (grey), its edges green, depth edges red, both yellow",
                 (8, h - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
-    if not cv2.imwrite(str(path), canvas):
-        raise OSError(f"could not write {path}")
+    ok, png = cv2.imencode(".png", canvas)
+    if not ok:
+        raise ValueError("OpenCV could not encode the check picture as PNG")
+    return png.tobytes()
 
 
 def summary(result: CalibrationResult, cfg: CalibConfig) -> str:

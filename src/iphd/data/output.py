@@ -53,6 +53,25 @@ def check_file_output(path: Path | str, overwrite: bool, option: str = "--out") 
     return path
 
 
+def replace_file(path: Path | str, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all: a failed write leaves an old file as it was.
+
+    The bytes go to a hidden file beside ``path`` that then replaces it, so a reader never
+    sees half a file and a full disk does not truncate the file in use.
+
+    Raises:
+        OSError: the file or its temporary neighbour cannot be written (no permission, disk
+            full); ``path`` is then untouched.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def check_folder_output(path: Path | str, option: str = "--out") -> Path:
     """Check before any work that reports can be written into the folder ``path``; returns it.
 

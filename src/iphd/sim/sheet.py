@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from iphd.calibration import RigCalibration
-from iphd.data.output import check_count, check_file_output
+from iphd.data.output import check_count, check_file_output, replace_file
 from iphd.errors import DatasetError
 from iphd.registration import Registrar
 from iphd.sim.body import make_identity
@@ -109,13 +108,8 @@ def write_contact_sheet(
         raise ValueError(f"the contact sheet is a PNG; --out must end in .png, got {out}")
     check_file_output(out, overwrite)
     image = contact_sheet(calibration, seed, rows)
-    tmp = out.with_name(f".{out.name}.partial")
     ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     if not ok:
         raise DatasetError(f"cannot encode the contact sheet for {out}")
-    try:
-        tmp.write_bytes(buf.tobytes())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    replace_file(out, buf.tobytes())
     return out
