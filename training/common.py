@@ -250,8 +250,10 @@ def _check_writable_folder(folder: Path, what: str) -> None:
 
 
 def section_values(config: Mapping[str, Any], name: str,
-                   defaults: Mapping[str, Any]) -> dict[str, Any]:
+                   defaults: Mapping[str, Any], untyped: Sequence[str] = ()) -> dict[str, Any]:
     """A plain config section: its defaults, updated with the given values.
+
+    Keys in ``untyped`` take more than their default's type (the caller checks them).
 
     Raises:
         ConfigError: an unknown key (the message lists the valid ones) or a value of the wrong
@@ -263,7 +265,8 @@ def section_values(config: Mapping[str, Any], name: str,
         raise ConfigError(
             f"unknown key(s) {unknown} in config section '{name}'; valid keys: {sorted(defaults)}"
         )
-    return {**defaults, **typed_values(values, defaults, name)}
+    typed = {key: value for key, value in defaults.items() if key not in untyped}
+    return {**defaults, **typed_values(values, typed, name)}
 
 
 def build_dataclass(cls: Any, values: Mapping[str, Any] | None, section: str) -> Any:

@@ -56,6 +56,7 @@ from iphd.detection.backbone import load_torchvision_state_dict
 from iphd.errors import CheckpointError, ConfigError, DatasetError
 from iphd.eval.reid_metrics import ReidEvalResult, cross_modal_eval, evaluate_both_directions
 from iphd.reid.data import (
+    BIWI_SUBSETS,
     BiwiRgbdIdSource,
     CropSource,
     OpenReidSource,
@@ -180,6 +181,29 @@ def _choice(section: str, key: str, value: Any, allowed: Sequence[Any]) -> None:
         )
 
 
+def _check_split(key: str, value: Any, source: str) -> None:
+    """Refuse a split the source cannot open: one name, or for BIWI a list of its subsets.
+
+    Raises:
+        ConfigError: naming the key, the value and what to write for this source.
+    """
+    if value is None and (key == "val_split" or source == "openreid"):
+        return  # no validation split (held-out identities) / every crop of the layout
+    if isinstance(value, str) and value:
+        return
+    if source == "biwi" and isinstance(value, list) and value and all(
+        isinstance(item, str) and item for item in value
+    ):
+        return
+    want = {
+        "sim": "one split name, e.g. train",
+        "biwi": f"a subset or a list of subsets of {', '.join(BIWI_SUBSETS)}",
+        "openreid": "one subset of splits.json (trainval, train, val, query, gallery) or null "
+                    "for every crop",
+    }[source]
+    raise ConfigError(f"data.{key} with data.source {source} must be {want}, got {value!r}")
+
+
 def build_run_config(raw: dict[str, Any], name: str) -> RunConfig:
     """Check a merged config, fill in defaults and, for step II, read the teacher's configs.
 
@@ -189,7 +213,7 @@ def build_run_config(raw: dict[str, Any], name: str) -> RunConfig:
         CheckpointError: the teacher checkpoint is missing or unreadable.
     """
     check_sections(raw, SECTIONS)
-    data = section_values(raw, "data", DATA_DEFAULTS)
+    data = section_values(raw, "data", DATA_DEFAULTS, untyped=("train_split", "val_split"))
     step = section_values(raw, "step", STEP_DEFAULTS)
     augment = section_values(raw, "augment", AUGMENT_DEFAULTS)
     optim = section_values(raw, "optim", OPTIM_DEFAULTS)
@@ -197,6 +221,8 @@ def build_run_config(raw: dict[str, Any], name: str) -> RunConfig:
     _choice("step", "kind", step["kind"], STEP_KINDS)
     _choice("step", "loss", step["loss"], ("triplet", "softmax"))
     _choice("data", "source", data["source"], SOURCES)
+    for key in ("train_split", "val_split"):
+        _check_split(key, data[key], data["source"])
     _choice("optim", "optimizer", optim["optimizer"], (None, "sgd", "adam"))
     if not data["root"]:
         raise ConfigError("no dataset: set data.root (or --data) to the re-ID dataset folder")

@@ -276,6 +276,24 @@ def test_the_walks_configs_build_and_fit_one_another(tmp_path):
     assert step2.normalize == step1.normalize
 
 
+def test_biwi_trains_on_a_list_of_its_subsets(tmp_path):
+    # The paper's BIWI protocol trains on Training and validates on Still or Walking; a list
+    # of subsets is what the source takes, and the config's type check lets it through.
+    # (BiwiRgbdIdSource reading several subsets: tests/reid/test_reid_data.py.)
+    from common import load_config
+    from iphd.errors import ConfigError
+
+    config = load_config(TRAINING / "configs" / "reid" / "smoke.yaml")
+    config["data"].update(source="biwi", root=str(tmp_path / "biwi"),
+                          train_split=["Training", "Still"], val_split="Walking")
+    run = train_reid.build_run_config(config, "biwi")
+    assert run.data["train_split"] == ["Training", "Still"]
+    with pytest.raises(ConfigError, match=r"a subset or a list of subsets of Training, Still, "
+                                          r"Walking, got \[\]"):
+        train_reid.build_run_config({**config, "data": {**config["data"], "train_split": []}},
+                                    "biwi")
+
+
 def test_resume_from_a_final_model_is_refused(dataset, depth_run, capsys):
     assert train_reid.main(["--resume", str(depth_run / "model.pt")]) == 2
     assert "no training state" in capsys.readouterr().err
@@ -296,6 +314,12 @@ def test_resume_from_a_final_model_is_refused(dataset, depth_run, capsys):
         (["--set", "data.val_identities=6"],
          "leaves none to train on: validate on a split of other people"),
         (["--set", "data.train_split=valid"], "unknown re-ID split"),
+        # A list of splits is BIWI's (its subsets); the simulator's dataset opens one split.
+        (["--set", "data.train_split=[train, test]"],
+         "data.train_split with data.source sim must be one split name, e.g. train, got "
+         "['train', 'test']"),
+        (["--set", "data.train_split=null"], "data.train_split with data.source sim"),
+        (["--set", "data.val_split=[test]"], "data.val_split with data.source sim"),
         (["--set", "augment.edge_cut=1.5"], "augment.edge_cut must be a probability"),
         (["--set", "augment.edge_cut=0.5"], "with normalize.depth_crop letterbox set it to 0"),
         (["--set", "normalize.depth_crop=metric"],
