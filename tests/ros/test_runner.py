@@ -241,10 +241,14 @@ def test_runner_refuses_a_namespace_rcl_would_refuse_before_any_node_starts(caps
 def test_runner_refuses_a_model_or_calibration_that_is_not_there_before_any_node_starts(
     tmp_path, capsys
 ):
+    (tmp_path / "bad.npz").write_bytes(b"not a verifier")
     for argv, expected in (
         (["--detector-checkpoint", str(tmp_path / "d.pt")], "detector checkpoint"),
         (["--reid-checkpoint", str(tmp_path)], "is a folder (a training run's?), not a file"),
-        (["--verifier", str(tmp_path / "v.npz")], "or pass --verifier none"),
+        (["--verifier", str(tmp_path / "v.npz")], "does not exist; train one with "
+         "training/train_verifier.py or set verifier to 'none' (here: --verifier none)"),
+        # There but not a verifier: read here as the detector node would read it.
+        (["--verifier", str(tmp_path / "bad.npz")], "is not a verifier file"),
         (["--calibration", str(tmp_path / "rig.yaml")], "rig.yaml does not exist"),
     ):
         assert main([*argv, "--duration", "1", "--out", str(tmp_path / "out")]) == 2

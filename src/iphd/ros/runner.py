@@ -634,11 +634,14 @@ def _check_files(args: argparse.Namespace) -> None:
                         ("re-ID embedder", args.reid_checkpoint)):
         if value and value.lower() != "none" and not Path(value).is_file():
             raise missing_checkpoint(what, value)
-    if args.verifier and args.verifier.lower() != "none" and not Path(args.verifier).is_file():
-        raise CheckpointError(
-            f"box verifier {args.verifier} does not exist; train one with "
-            "training/train_verifier.py, or pass --verifier none"
-        )
+    if args.verifier:
+        from iphd.detection.verifier import load_box_verifier
+
+        # A small file: read whole here, with the detector node's own checks and messages.
+        try:
+            load_box_verifier(args.verifier)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc} (here: --verifier none)") from exc
     if args.calibration:
         from iphd.calibration import load_calibration
 
