@@ -345,8 +345,9 @@ def bag_dataset_parser(
 ) -> argparse.ArgumentParser:
     """The ``--bag``, ``--out`` and ``--split`` of the scripts that turn bags into datasets."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--bag", nargs="+", required=True, type=Path,
-                        help="bags with ground_truth/people (iphd-eval import-mot, iphd-sim bag)")
+    parser.add_argument("--bag", nargs="+", action="extend", required=True, type=Path,
+                        help="bags with ground_truth/people (iphd-eval import-mot, iphd-sim bag); "
+                        "several after one --bag, or --bag repeated")
     parser.add_argument("--out", type=Path, required=True, help=f"{dataset} dataset root")
     parser.add_argument("--split", choices=list(splits), required=True)
     return parser

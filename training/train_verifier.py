@@ -321,10 +321,11 @@ def table(scores: dict[float, list[float]], names: Sequence[str]) -> str:
 def get_args_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bag", nargs="+", required=True, type=Path,
-                        help="bags with ground_truth/people to train on (two or more)")
+    parser.add_argument("--bag", nargs="+", action="extend", required=True, type=Path,
+                        help="bags with ground_truth/people to train on (two or more; several "
+                        "after one --bag, or --bag repeated)")
     parser.add_argument("--out", type=Path, required=True, help="the verifier file (.npz)")
-    parser.add_argument("--eval-bag", nargs="*", default=[], type=Path,
+    parser.add_argument("--eval-bag", nargs="*", action="extend", default=[], type=Path,
                         help="bags it does not train on, scored with and without it")
     parser.add_argument("--cache", type=Path, help="keep each bag's recording here")
     parser.add_argument("--report", type=Path, help="also write the tables to this Markdown file")

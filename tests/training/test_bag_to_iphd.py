@@ -93,6 +93,27 @@ def test_an_out_that_is_a_file_and_zero_threads_are_refused(tmp_path, capsys):
     assert "bag_to_iphd: --threads must be >= 1, got 0" in capsys.readouterr().err
 
 
+def test_bags_given_with_repeated_options_all_count():
+    # "--bag a --bag b" used to keep only b: a split is written in one go, so the first
+    # bags' frames were lost for good.
+    import bag_to_reid
+    import train_verifier
+
+    from iphd.eval.cli import get_args_parser as eval_parser
+
+    out = ["--out", "o", "--split", "train"]
+    for parser in (bag_to_iphd.get_args_parser(), bag_to_reid.get_args_parser()):
+        args = parser.parse_args(["--bag", "a", "b", "--bag", "c", *out])
+        assert args.bag == [Path("a"), Path("b"), Path("c")]
+    args = train_verifier.get_args_parser().parse_args(
+        ["--bag", "a", "--bag", "b", "--out", "v.npz", "--eval-bag", "c", "--eval-bag", "d"]
+    )
+    assert (args.bag, args.eval_bag) == ([Path("a"), Path("b")], [Path("c"), Path("d")])
+    assert train_verifier.get_args_parser().parse_args(["--bag", "a", "--out", "v"]).eval_bag == []
+    assert eval_parser().parse_args(["bag", "--bag", "a", "--bag", "b"]).bag == [Path("a"),
+                                                                                Path("b")]
+
+
 @pytest.mark.parametrize("every", ["0", "-1"])
 def test_bad_every_is_refused(tmp_path, every, capsys):
     assert bag_to_iphd.main(["--bag", str(tmp_path), "--out", str(tmp_path / "o"), "--split",

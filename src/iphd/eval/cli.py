@@ -102,9 +102,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bag", parents=[common],
                        help="end to end over a bag with ground truth: AP, MOTA/IDF1, latency")
-    b.add_argument("--bag", type=Path, required=True, nargs="+",
+    b.add_argument("--bag", type=Path, required=True, nargs="+", action="extend",
                    help="bag folder (or .db3/.mcap) with ground_truth/people (iphd-sim bag); "
-                   "several: a report each in --out/<bag name>/ and a summary of them all")
+                   "several (after one --bag, or --bag repeated): a report each in "
+                   "--out/<bag name>/ and a summary of them all")
     b.add_argument("--out", type=Path, default=DEFAULT_BAG_OUT,
                    help="report folder (default %(default)s)")
     b.add_argument("--detector-checkpoint", default="",
