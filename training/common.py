@@ -375,12 +375,18 @@ def run_trainer(
 
     The run's config is the YAML (``--config``) or the one stored in ``--resume``'s checkpoint,
     with ``--set`` and the shortcuts applied; its name (the default output folder) is the config
-    file's stem or the resumed run's folder. Known errors print ``<script>: error: ...`` and
-    return 2.
+    file's stem; a resumed run writes to its ``last.pt``'s folder unless ``--out`` says
+    otherwise. The output folder is checked before any work. Known errors print
+    ``<script>: error: ...`` and return 2.
     """
     from iphd.errors import CheckpointError, DatasetError, FrameError
 
     overrides = overrides_from_args(args)
+    if args.resume is not None and not any(o.startswith("runtime.out=") for o in overrides):
+        # A resumed run goes on in the folder of its last.pt (moved, or copied back from
+        # another machine), not in the folder it was first written to or one under the
+        # working folder.
+        overrides.append(f"runtime.out={args.resume.parent}")
     try:
         resume = None
         if args.resume is not None:
@@ -393,14 +399,35 @@ def run_trainer(
             raw = load_config(args.config, overrides)
             name = args.config.stem
         run = build_run_config(raw, name)
+        if int(os.environ.get("RANK", "0")) == 0:
+            # One process probes (makes and removes) the folder: two would race each other.
+            check_output_dir(Path(run.runtime["out"]), "--out (runtime.out)")
         info = setup_distributed(run.runtime["device"])
         train(run, info, resume, args.quiet)
     except (ConfigError, DatasetError, CheckpointError, FrameError, TrainingError) as exc:
-        print(f"{script}: error: {exc}", file=sys.stderr)
+        print(f"{script}: error: {error_text(exc)}", file=sys.stderr)
         return 2
     finally:
         cleanup_distributed()
     return 0
+
+
+def error_text(exc: BaseException) -> str:
+    """An error's message, without the worker's traceback that a DataLoader worker adds.
+
+    An error raised in a ``DataLoader`` worker (a malformed label line, an unreadable image,
+    found mid-epoch) comes back as the same type whose message is "Caught ... in DataLoader
+    worker process N. Original Traceback ..." ending with the original message.
+    """
+    text = str(exc)
+    if not (text.startswith("Caught ") and "Original Traceback" in text):
+        return text
+    last = text.rstrip().splitlines()[-1]
+    for prefix in (f"{type(exc).__module__}.{type(exc).__qualname__}: ",
+                   f"{type(exc).__qualname__}: "):
+        if last.startswith(prefix):
+            return last[len(prefix):]
+    return last
 
 
 def checkpoint_extra(raw: Mapping[str, Any], **values: Any) -> dict[str, Any]:

@@ -67,7 +67,7 @@ from iphd.detection.detector import (
 )
 from iphd.detection.loss import DetectionLoss, LossConfig
 from iphd.detection.model import DetectorConfig, FusionDetector
-from iphd.errors import ConfigError
+from iphd.errors import ConfigError, DatasetError
 from iphd.eval.iphd_ap import evaluate
 from iphd.normalize import NormalizeConfig
 
@@ -187,10 +187,22 @@ def build_run_config(raw: dict[str, Any], name: str) -> RunConfig:
     return RunConfig(model, loss, normalize, augment, data, optim, runtime, raw)
 
 
-def _open_split(data: dict[str, Any], split: str, labels: str) -> IphdDataset:
+def _open_split(data: dict[str, Any], split: str, labels: str, role: str = "train") -> IphdDataset:
+    """Open one split; refuse, before any training, one without frames.
+
+    Raises:
+        DatasetError: the split is missing, malformed or empty (named, with what to do).
+    """
     sizes: dict[str, Any] = {"depth_size": None, "thermal_size": None} if data["any_size"] else {}
     dataset = IphdDataset(Path(data["root"]), split, labels=labels, **sizes)
-    if sizes or not len(dataset):
+    if not len(dataset):
+        other = ("validate on another split (data.val_split; null for none)" if role == "val"
+                 else "train on others (data.train_splits)")
+        raise DatasetError(
+            f"the {split} split of {data['root']} has no frames: write it again (bag_to_iphd.py, "
+            f"iphd-sim iphd) or {other}"
+        )
+    if sizes:
         return dataset
     # Frames of another size fail in a loader worker, behind its traceback: check one here.
     dataset[0]
@@ -288,7 +300,8 @@ def train(run: RunConfig, info: DistInfo, resume: dict[str, Any] | None, quiet: 
     )
     val_data = None
     if data["val_split"] and info.is_main:
-        val_frames = _open_split(data, data["val_split"], data["val_labels"] or data["labels"])
+        val_frames = _open_split(data, data["val_split"], data["val_labels"] or data["labels"],
+                                 role="val")
         val_data = DetectionDataset(
             val_frames, run.model.fusion, run.normalize, min_box_px=0.0,
             limit=data["val_limit"],

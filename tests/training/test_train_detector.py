@@ -49,11 +49,41 @@ def test_resume_continues_after_the_saved_epoch(dataset, tmp_path):
     assert _run(dataset, out, "--set", "optim.epochs=1") == 0
     first = torch.load(out / "last.pt", weights_only=True)["extra"]
     assert first["epoch"] == 0
-    assert train_detector.main(["--resume", str(out / "last.pt"), "--quiet",
+    # Copied back from another machine: the run goes on where its last.pt now is.
+    moved = out.rename(tmp_path / "moved")
+    assert train_detector.main(["--resume", str(moved / "last.pt"), "--quiet",
                                 "--set", "optim.epochs=2"]) == 0
-    second = torch.load(out / "last.pt", weights_only=True)["extra"]
+    assert not out.exists()
+    second = torch.load(moved / "last.pt", weights_only=True)["extra"]
     assert second["epoch"] == 1
     assert second["iteration"] == 2 * first["iteration"]
+
+
+def test_a_bad_label_line_found_by_a_loader_worker_is_one_line_naming_the_file(
+    tmp_path, capsys
+):
+    data = make_tiny_iphd(tmp_path / "iphd", {"train": 4, "valid": 2})
+    label = sorted((data / "iphd_train_depth" / "labels").glob("*.txt"))[0]
+    label.write_text(label.read_text() + "0 0.5 0.5\n")
+    assert _run(data, tmp_path / "run", "--set", "runtime.workers=1") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"train_detector: error: {label} line ")
+    assert "Traceback" not in err and "DataLoader worker" not in err
+
+
+def test_an_empty_split_is_refused_by_name_before_training(tmp_path, capsys):
+    data = make_tiny_iphd(tmp_path / "iphd", {"train": 4, "valid": 0})
+    assert _run(data, tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert f"train_detector: error: the valid split of {data} has no frames" in err
+    assert "data.val_split; null for none" in err and not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_an_out_that_cannot_be_a_folder_is_refused_before_training(dataset, tmp_path, capsys):
+    (tmp_path / "model.pt").write_bytes(b"x")
+    assert _run(dataset, tmp_path / "model.pt") == 2
+    err = capsys.readouterr().err
+    assert f"train_detector: error: --out (runtime.out) {tmp_path / 'model.pt'} is a file" in err
 
 
 def test_resuming_a_run_that_reached_its_iteration_cap_says_how_to_go_on(
