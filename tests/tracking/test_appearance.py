@@ -199,9 +199,13 @@ def test_an_own_depth_embedder_beside_the_shipped_rgb_one_is_a_problem_for_queri
     problem = query_pair_problem("out/train/reid/my_depth/model.pt", "")
     assert problem is not None
     assert "my_depth/model.pt" in problem and "query_checkpoint" in problem
-    assert "step.teacher" in problem
+    assert "step.teacher" in problem and "eval_reid.py" in problem
+    # The shipped RGB network named by its path is the same pair.
+    assert query_pair_problem("mine.pt", str(appearance.SHIPPED_RGB_EMBEDDER)) is not None
     # The shipped pair, a pair of your own, or queries or appearance switched off are fine.
     for depth, rgb in (("", ""), ("mine.pt", "my_rgb.pt"), ("mine.pt", "none"),
                        ("none", ""), ("", "my_rgb.pt"),
-                       (str(appearance.SHIPPED_DEPTH_EMBEDDER), "")):
+                       (str(appearance.SHIPPED_DEPTH_EMBEDDER), ""),
+                       (str(appearance.SHIPPED_DEPTH_EMBEDDER),
+                        str(appearance.SHIPPED_RGB_EMBEDDER))):
         assert query_pair_problem(depth, rgb) is None
