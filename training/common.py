@@ -228,6 +228,19 @@ def check_output_file(path: Path, option: str, example: str = "") -> None:
     _check_writable_folder(path.parent, f"{option} {path}")
 
 
+def repo_file(value: str) -> Path:
+    """A file named in a config: as given, or the repository's own file of that path.
+
+    A relative path not found from the working folder is looked up in the repository (the
+    shipped models the fine-tuning configs start from, ``src/iphd/models/...``), so the configs
+    work from any folder.
+    """
+    path = Path(value)
+    if path.is_absolute() or path.exists() or not (REPO_ROOT / path).is_file():
+        return path
+    return REPO_ROOT / path
+
+
 def check_output_dir(path: Path, option: str) -> None:
     """Refuse, before any work, an output folder that could not be made or written.
 

@@ -43,6 +43,7 @@ from common import (
     checkpoint_extra,
     is_finite,
     plot_curves,
+    repo_file,
     run_trainer,
     section_values,
     step_lr,
@@ -321,7 +322,7 @@ def train(run: RunConfig, info: DistInfo, resume: dict[str, Any] | None, quiet: 
         for backbone in _backbones(model):
             load_torchvision_state_dict(backbone, runtime["backbone_weights"])
     if runtime["init_checkpoint"] and resume is None:
-        init_from_checkpoint(model, run, Path(runtime["init_checkpoint"]))
+        init_from_checkpoint(model, run, repo_file(runtime["init_checkpoint"]))
     model.to(info.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(

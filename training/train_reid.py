@@ -45,6 +45,7 @@ from common import (
     checkpoint_extra,
     is_finite,
     plot_curves,
+    repo_file,
     run_trainer,
     section_values,
     step_lr,
@@ -858,7 +859,7 @@ def train(run: RunConfig, info: DistInfo, resume: dict[str, Any] | None, quiet: 
     setup = _build(run, splits, info)
     model = setup.model
     if runtime["init_checkpoint"] and resume is None:
-        init_from_checkpoint(model, run, Path(runtime["init_checkpoint"]))
+        init_from_checkpoint(model, run, repo_file(runtime["init_checkpoint"]))
     elif runtime["backbone_weights"] and resume is None and setup.teacher is None:
         load_torchvision_state_dict(model.backbone, runtime["backbone_weights"])
     model.to(info.device)

@@ -264,3 +264,16 @@ def test_ablation_runner_checks_the_scored_split_and_out_before_training(
                                  str(tmp_path / "afile")]) == 2
     assert f"--out {tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
     assert trained == []
+
+
+def test_a_fine_tuning_config_finds_the_shipped_model_from_another_folder(tmp_path, monkeypatch):
+    # cpu_sim_finetune.yaml names src/iphd/models/detector.pt, a path in the repository.
+    from common import repo_file
+
+    monkeypatch.chdir(tmp_path)
+    assert repo_file("src/iphd/models/detector.pt") == REPO / "src/iphd/models/detector.pt"
+    # Files of the working folder, absolute paths and missing files stay as they are.
+    (tmp_path / "mine.pt").write_bytes(b"x")
+    assert repo_file("mine.pt") == Path("mine.pt")
+    assert repo_file("nowhere.pt") == Path("nowhere.pt")
+    assert repo_file(str(tmp_path / "mine.pt")) == tmp_path / "mine.pt"
