@@ -301,6 +301,9 @@ def test_missing_split_folder_says_what_exists(tmp_path):
         DatasetError, match="iphd_valid_depth/images does not exist.*iphd_train_depth"
     ):
         IphdDataset(tmp_path, "valid")
+    # One split's folder given as the root: the message says to give its parent.
+    with pytest.raises(DatasetError, match=f"is one split's folder: give its parent {tmp_path}$"):
+        IphdDataset(tmp_path / "iphd_train_depth", "train")
     with pytest.raises(DatasetError, match="unknown IPHD split 'val'"):
         IphdDataset(tmp_path, "val")
     (tmp_path / "a_file").write_text("")

@@ -461,10 +461,15 @@ class IphdDataset:
         for folder in (self.depth_dir, self.thermal_dir):
             if not (folder / "images").is_dir():
                 found = sorted(p.name for p in self.root.glob("iphd_*"))
+                inside = ""
+                if self.root.name.startswith("iphd_") and (self.root / "images").is_dir():
+                    # One split's folder given for the dataset's root.
+                    inside = (f"; {self.root} is one split's folder: give its parent "
+                              f"{self.root.parent}")
                 raise DatasetError(
                     f"IPHD folder {folder / 'images'} does not exist; expected "
                     f"iphd_{split}_depth/ and iphd_{split}_thermal/ under {self.root} "
-                    f"(found: {', '.join(found) or 'nothing'})"
+                    f"(found: {', '.join(found) or 'nothing'}){inside}"
                 )
         self.label_dir = self.depth_dir / LABEL_FOLDERS[labels]
         if not self.label_dir.is_dir():
