@@ -133,6 +133,17 @@ def test_what_cannot_be_decoded_is_named_with_what_to_do():
         encode_compressed(depth, "16UC1", "compressed", "jpeg")
 
 
+def test_a_header_claiming_a_huge_image_is_a_frame_error_not_an_opencv_one():
+    # JPEG has no header checksum: two flipped bytes make a 60000x60000 claim, which OpenCV's
+    # decoder refuses by raising cv2.error (not by returning None).
+    _, jpg = cv2.imencode(".jpg", np.zeros((48, 64, 3), np.uint8))
+    data = bytearray(jpg.tobytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5: sof + 9] = struct.pack(">HH", 60000, 60000)
+    with pytest.raises(FrameError, match="refused by the decoder .*the message is corrupt"):
+        decode_compressed("bgr8; jpeg compressed bgr8", bytes(data))
+
+
 def test_transport_topics_are_named_as_image_transport_names_them():
     assert transport_of("/camera/camera/depth/image_rect_raw/compressedDepth") == "compressedDepth"
     assert transport_of("/lepton/image_raw/compressed") == "compressed"

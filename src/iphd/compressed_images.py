@@ -232,7 +232,13 @@ def _decode_file(text: str, buffer: bytes) -> tuple[np.ndarray, str]:
 
 
 def _imdecode(buffer: bytes, text: str) -> np.ndarray:
-    pixels = cv2.imdecode(np.frombuffer(buffer, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        pixels = cv2.imdecode(np.frombuffer(buffer, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # e.g. a header that claims more pixels than OpenCV will decode
+        raise FrameError(
+            f"compressed image ({text!r}, {len(buffer)} bytes) is refused by the decoder "
+            f"({str(exc).strip().splitlines()[-1]}); the message is corrupt"
+        ) from exc
     if pixels is None or pixels.size == 0:
         raise FrameError(
             f"compressed image ({text!r}, {len(buffer)} bytes) does not decode as an image "

@@ -314,9 +314,9 @@ class BagPlayerNode(Node):
                 return
             self._publish_clock()
             for raw in self._playback.start(now):
-                self._publish(raw)
+                self._publish_guarded(raw)
         for raw in self._playback.due(now):
-            self._publish(raw)
+            self._publish_guarded(raw)
         if self._playback.loops != self._loops_seen:
             self._loops_seen = self._playback.loops
             self.get_logger().warning(
@@ -362,6 +362,21 @@ class BagPlayerNode(Node):
         if entry is not None:
             return int(entry[0].get_subscription_count())
         return int(self.count_subscribers(topic))
+
+    def _publish_guarded(self, raw: RawMessage) -> None:
+        """``_publish``, so that a message that fails in a way not foreseen costs only itself.
+
+        The other messages due in the same tick are still published, and the replay goes on.
+        """
+        try:
+            self._publish(raw)
+        except Exception as exc:  # noqa: BLE001 - the bag's bytes are untrusted
+            self.corrupt[raw.topic] = self.corrupt.get(raw.topic, 0) + 1
+            self.get_logger().error(
+                f"skipped a {raw.msgtype} message on '{raw.topic}' at log time {raw.log_ns} ns "
+                f"that failed to play ({type(exc).__name__}: {exc})",
+                throttle_duration_sec=5.0,
+            )
 
     def _publish(self, raw: RawMessage) -> None:
         entry = self._topic_pubs.get(raw.topic)
