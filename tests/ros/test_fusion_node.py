@@ -170,6 +170,38 @@ def test_a_lasting_absence_of_camera_info_is_an_error_and_the_node_recovers(
     assert not fusion._warn_drop.current(fusion._errors)
 
 
+def test_a_rejected_camera_info_is_named_as_rejected_not_as_missing(
+    graph, executor, spin_for, spin_until
+):
+    fusion, feeder = graph()
+    info = intrinsics_to_camera_info(feeder.rig.depth_intrinsics, T0, "depth_optical_frame")
+    info.k = [0.0] * 9  # a driver without its calibration
+    feeder.depth_info.publish(info)
+    spin_for(executor, 0.1)
+    _stream(feeder, executor, spin_for, n_depth=9, thermal_at=(4,))
+    level, message = fusion._status(fusion.stats())
+    assert level == "ERROR" and message.startswith("depth/camera_info received but rejected: ")
+    assert "check the topic name" not in message
+    # A usable one clears it, and the held frames are registered.
+    feeder.send_info()
+    assert spin_until(executor, lambda: len(feeder.registered) == 1)
+    # (the rejected ones stay counted, a WARN for the input-error window)
+    assert fusion._status(fusion.stats())[0] == "WARN"
+
+
+def test_a_frame_stamped_0_is_dropped_and_resets_nothing(graph, executor, spin_for, spin_until):
+    fusion, feeder = graph()
+    feeder.send_info()
+    _stream(feeder, executor, spin_for, n_depth=9, thermal_at=(4,))
+    assert spin_until(executor, lambda: len(feeder.registered) == 1)
+    # A publisher that never set the stamp: dropped as malformed, not a clock jump to 1970.
+    feeder.send_depth(0, feeder.rig.render_depth(0.0))
+    spin_for(executor, 0.2)
+    stats = fusion.stats()
+    assert stats["errors_bad_depth"] == 1 and stats["sync_resets"] == 0
+    assert "header.stamp is 0" in fusion._last_error
+
+
 def test_bad_frames_are_dropped_with_a_reason_and_nothing_wrong_is_published(
     graph, executor, spin_for, spin_until
 ):

@@ -823,6 +823,42 @@ def test_bad_or_read_only_parameter_changes_are_refused_and_change_nothing(
     assert len(feeder.tracks[-1].tracks) == 1
 
 
+def test_detections_stamped_0_are_dropped_and_the_tracks_kept(
+    graph, executor, spin_until, spin_for
+):
+    node, feeder = graph()
+    _walk(executor, spin_until, feeder, 5)
+    track_id = feeder.tracks[-1].tracks[0].id
+    # A publisher that never set the stamp: dropped as malformed, not a clock jump back.
+    box, xyz = _person(5)
+    feeder.detections.publish(_detections(0, [(box, xyz, 0.9)]))
+    spin_for(executor, 0.3)
+    assert node.stats()["clock_jumps"] == 0 and node.stats()["errors_bad_detections"] == 1
+    _walk(executor, spin_until, feeder, 2, start=6)
+    assert [t.id for t in feeder.tracks[-1].tracks] == [track_id]
+    assert all(stamp_to_ns(m.header.stamp) != 0 for m in feeder.tracks)
+
+
+def test_a_box_far_larger_than_the_image_costs_only_itself(graph, executor, spin_until):
+    # Cropping (-1e7, -1e7, 1e7, 1e7) for an embedding once asked for petabytes, and the
+    # whole frame, the person's detection with it, was lost.
+    node, feeder = graph()
+    _walk(executor, spin_until, feeder, 5)
+    track_id = feeder.tracks[-1].tracks[0].id
+    stamp = T0 + 5 * PERIOD
+    box, xyz = _person(5)
+    feeder.depth.publish(_depth(stamp, [box]))
+    feeder.detections.publish(
+        _detections(stamp, [(box, xyz, 0.9), ((-1e7, -1e7, 1e7, 1e7), xyz, 0.9)])
+    )
+    assert spin_until(
+        executor, lambda: stamp_to_ns(feeder.tracks[-1].header.stamp) == stamp
+    )
+    assert [t.id for t in feeder.tracks[-1].tracks] == [track_id]
+    stats = node.stats()
+    assert stats["errors_bad_detection"] == 1 and "errors_internal" not in stats
+
+
 def test_parameter_changes_are_refused_while_the_tracker_is_not_started(
     graph, executor, spin_until, set_remote_parameters
 ):

@@ -962,6 +962,11 @@ def test_track_input_rejects_malformed_values():
         ((1.0, 2.0, float("nan"), 20.0), 0.9, "not finite"),
         ((10.0, 2.0, 10.0, 20.0), 0.9, "empty"),
         ((200.0, 2.0, 210.0, 20.0), 0.9, "outside the 100x50 image"),
+        # A box reaching past the image edge by up to the image's own size is a person cut by
+        # the edge; beyond that it is no detector's box.
+        ((-100.0, -50.0, 200.0, 100.0), 0.9, ""),
+        ((-1e7, 2.0, 10.0, 20.0), 0.9, "more than the image's own size beyond the 100x50"),
+        ((1.0, 2.0, 10.0, 101.0), 0.9, "more than the image's own size beyond"),
         ((1.0, 2.0, 10.0, 20.0), 1.5, "score 1.5 is not in [0, 1]"),
     ],
 )

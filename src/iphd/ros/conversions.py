@@ -14,6 +14,7 @@ from std_msgs.msg import Header
 from iphd.calibration import RigCalibration, StaticTransform, rig_static_transforms
 from iphd.data.truth import PersonTruth
 from iphd.detections import PersonDetection
+from iphd.errors import FrameError
 from iphd.image_codec import RawImage, decode_image, encode_image
 from iphd.sensors.frames import (
     CameraIntrinsics,
@@ -25,6 +26,25 @@ from iphd.sensors.frames import (
 def stamp_to_ns(stamp: Time) -> int:
     """Return a ROS time as integer nanoseconds."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def header_stamp_ns(header: Header) -> int:
+    """A sensor or result message's stamp in nanoseconds; a stamp of 0 is refused.
+
+    A stamp of 0 means the publisher never set it (a hand-made message, a driver without its
+    clock). Taken as a time it would look like a clock jump back to 1970 and reset every
+    buffer and track that the node holds.
+
+    Raises:
+        FrameError: the stamp is 0.
+    """
+    stamp_ns = stamp_to_ns(header.stamp)
+    if stamp_ns == 0:
+        raise FrameError(
+            "its header.stamp is 0: the publisher did not set it (stamp each message with the "
+            "capture time of its frame)"
+        )
+    return stamp_ns
 
 
 def ns_to_stamp(stamp_ns: int) -> Time:

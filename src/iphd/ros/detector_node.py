@@ -46,8 +46,8 @@ from iphd.ros.conversions import (
     array_to_image,
     camera_info_to_intrinsics,
     detections_to_msg,
+    header_stamp_ns,
     image_to_array,
-    stamp_to_ns,
 )
 from iphd.ros.fusion_node import DEPTH_ENCODINGS, FFC_PAUSE_S
 from iphd.sensors.frames import CameraIntrinsics
@@ -160,6 +160,7 @@ class DetectorNode(Node):
         self._last_error = ""
         self._dropped = dict.fromkeys(PAIR_DROP_REASONS, 0)
         self._depth_info: CameraIntrinsics | None = None
+        self._depth_info_rejected = ""  # why the last depth camera_info was not usable
         self._depth_rate = RateMeter()
         self._registered_rate = RateMeter()
         self._published_rate = RateMeter()
@@ -283,10 +284,20 @@ class DetectorNode(Node):
         try:
             self._depth_info = camera_info_to_intrinsics(msg)
         except IphdError as exc:
-            self._drop("bad_depth_camera_info", f"depth/camera_info rejected: {exc}")
+            self._depth_info_rejected = str(exc)
+            self._drop("bad_depth_camera_info",
+                       f"{topic_label(self, 'depth/camera_info')} rejected: {exc}")
             return
+        self._depth_info_rejected = ""
         for early in self._early_depth.release():
             self._take_depth(early, self._depth_info)
+
+    def _no_depth_info(self) -> str:
+        """Why there is no depth camera_info to place people with: none came, or none usable."""
+        label = topic_label(self, "depth/camera_info")
+        if self._depth_info_rejected:
+            return f"{label} received but rejected: {self._depth_info_rejected}"
+        return f"no {label} received (check the topic name and QoS)"
 
     def _on_depth(self, msg: Image) -> None:
         self._depth_rate.tick()
@@ -299,9 +310,7 @@ class DetectorNode(Node):
             self._early_depth.hold(msg)
             if self._early_depth.dropped:
                 self._drop(
-                    "no_depth_camera_info",
-                    f"depth frames dropped: no {topic_label(self, 'depth/camera_info')} "
-                    "received (check the topic name and QoS)",
+                    "no_depth_camera_info", f"depth frames dropped: {self._no_depth_info()}"
                 )
             return
         self._take_depth(msg, info)
@@ -309,6 +318,7 @@ class DetectorNode(Node):
     def _take_depth(self, msg: Image, info: CameraIntrinsics) -> None:
         try:
             depth_mm = depth_to_mm(image_to_array(msg, DEPTH_ENCODINGS), msg.encoding)
+            stamp_ns = header_stamp_ns(msg.header)
         except IphdError as exc:
             self._drop("bad_depth", f"depth frame dropped: {exc}")
             return
@@ -320,7 +330,7 @@ class DetectorNode(Node):
             )
             return
         frame = _Depth(depth_mm, msg.header.frame_id, info, time.monotonic())
-        self._handle(self.pairer.push_depth(stamp_to_ns(msg.header.stamp), frame))
+        self._handle(self.pairer.push_depth(stamp_ns, frame))
 
     def _on_registered(self, msg: Image) -> None:
         self._registered_rate.tick()
@@ -328,11 +338,12 @@ class DetectorNode(Node):
             return
         try:
             thermal_ck = image_to_array(msg, REGISTERED_ENCODINGS)
+            stamp_ns = header_stamp_ns(msg.header)
         except IphdError as exc:
             self._drop("bad_registered", f"thermal/registered frame dropped: {exc}")
             return
         frame = _Registered(thermal_ck, time.monotonic())
-        self._handle(self.pairer.push_registered(stamp_to_ns(msg.header.stamp), frame))
+        self._handle(self.pairer.push_registered(stamp_ns, frame))
 
     def _handle(self, pairs: list[StampPair[_Depth, _Registered]]) -> None:
         if self.pairer.stats.resets != self._resets_seen:
@@ -555,7 +566,7 @@ class DetectorNode(Node):
                 f"no {topic_label(self, 'depth/image_raw')} for over {STREAM_TIMEOUT_S:g} s"
             )
         if self._depth_info is None:
-            return "ERROR", f"no {topic_label(self, 'depth/camera_info')} received"
+            return "ERROR", self._no_depth_info()
         if values.get("registered_no_depth_run", 0) >= UNPAIRED_RUN:
             return "ERROR", self._no_depth_reason()
         if self._warn_drop.current(self._errors):

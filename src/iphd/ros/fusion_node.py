@@ -40,9 +40,9 @@ from iphd.ros.common import (
 from iphd.ros.conversions import (
     array_to_image,
     camera_info_to_intrinsics,
+    header_stamp_ns,
     image_to_array,
     rig_transforms,
-    stamp_to_ns,
 )
 from iphd.sensors.frames import CameraIntrinsics, DepthFrame, ThermalFrame
 from iphd.sync import Pair, SyncConfig, Synchronizer, unpaired_reason
@@ -140,6 +140,7 @@ class FusionNode(Node):
         size, sync_ns = fusion_settings(max_skew_ms, max_wait_ms, scale, width, height)
 
         self._depth_info: CameraIntrinsics | None = None
+        self._depth_info_rejected = ""  # why the last depth camera_info was not usable
         self._errors: dict[str, int] = {}
         self._last_error = ""
         self._process_ms: deque[float] = deque(maxlen=1000)
@@ -221,13 +222,22 @@ class FusionNode(Node):
             self._depth_info = camera_info_to_intrinsics(msg)
         except IphdError as exc:
             # One message dropped, as a bad image is: the next good info clears it.
+            self._depth_info_rejected = str(exc)
             self._drop(
                 "depth_camera_info",
                 f"{topic_label(self, 'depth/camera_info')} rejected: {exc}",
             )
             return
+        self._depth_info_rejected = ""
         for early in self._early_depth.release():
             self._take_depth(early)
+
+    def _no_depth_info(self) -> str:
+        """Why there is no depth camera_info to register with: none came, or none was usable."""
+        label = topic_label(self, "depth/camera_info")
+        if self._depth_info_rejected:
+            return f"{label} received but rejected: {self._depth_info_rejected}"
+        return f"no {label} received (check the topic name and QoS)"
 
     def _on_thermal_info(self, msg: CameraInfo) -> None:
         if self.calibration is None:
@@ -253,9 +263,8 @@ class FusionNode(Node):
                 # Dropped frames, counted as such: the status clears once the info came.
                 self._drop(
                     "no_depth_camera_info",
-                    f"no {topic_label(self, 'depth/camera_info')} received: depth frames are "
-                    "dropped until the driver "
-                    "publishes it (check the topic name and QoS)",
+                    f"{self._no_depth_info()}: depth frames are dropped until a usable one "
+                    "comes",
                 )
             return
         self._take_depth(msg)
@@ -266,7 +275,7 @@ class FusionNode(Node):
         try:
             frame = DepthFrame(
                 depth_mm=depth_to_mm(image_to_array(msg, DEPTH_ENCODINGS), msg.encoding),
-                stamp_ns=stamp_to_ns(msg.header.stamp),
+                stamp_ns=header_stamp_ns(msg.header),
                 frame_id=msg.header.frame_id,
                 intrinsics=self._depth_info,
             )
@@ -328,7 +337,7 @@ class FusionNode(Node):
         try:
             frame = ThermalFrame(
                 thermal_ck=image_to_array(msg, THERMAL_ENCODINGS),
-                stamp_ns=stamp_to_ns(msg.header.stamp),
+                stamp_ns=header_stamp_ns(msg.header),
                 frame_id=msg.header.frame_id,
                 intrinsics=self.calibration.thermal,
             )
@@ -472,7 +481,7 @@ class FusionNode(Node):
                 f"no {topic_label(self, 'depth/image_raw')} for over {STREAM_TIMEOUT_S:g} s"
             )
         if self._depth_info is None:
-            return "ERROR", f"no {topic_label(self, 'depth/camera_info')} received"
+            return "ERROR", self._no_depth_info()
         unpaired = values.get("thermal_dropped_no_depth_within_skew", 0)
         if self._no_pairs():
             return "ERROR", self._unpaired_reason()

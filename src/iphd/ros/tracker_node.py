@@ -34,6 +34,7 @@ from iphd.ros.common import (
 from iphd.ros.conversions import (
     array_to_image,
     camera_info_to_intrinsics,
+    header_stamp_ns,
     image_to_array,
     stamp_to_ns,
 )
@@ -261,6 +262,7 @@ class TrackerNode(Node):
         self._started_ns = time.monotonic_ns()
         self._frame_warned = False
         self._depth_info: tuple[int, int, float, float] | None = None  # width, height, fx, fy
+        self._depth_info_rejected = ""  # why the last depth camera_info was not usable
         self._warn_drop = DropWarnings(self)
         self._frame_id = self._tracking_frame
         # Detections into tracking_frame, None = tracks stay in the detections' frame.
@@ -442,21 +444,24 @@ class TrackerNode(Node):
         self._depth_rate.tick()
         try:
             depth_mm = depth_to_mm(image_to_array(msg, DEPTH_ENCODINGS), msg.encoding)
+            stamp_ns = header_stamp_ns(msg.header)
         except IphdError as exc:
             self._drop("bad_depth", f"depth frame dropped: {exc}")
             return
         with self._pair_lock:
-            ready = self.pairing.push_depth(stamp_to_ns(msg.header.stamp), _Depth(depth_mm))
+            ready = self.pairing.push_depth(stamp_ns, _Depth(depth_mm))
         self._enqueue(ready)
 
     def _on_depth_info(self, msg: CameraInfo) -> None:
         try:
             info = camera_info_to_intrinsics(msg)
         except IphdError as exc:
+            self._depth_info_rejected = str(exc)
             self._drop(
                 "bad_depth_info", f"{topic_label(self, 'depth/camera_info')} ignored: {exc}"
             )
             return
+        self._depth_info_rejected = ""
         with self._lock:
             self._depth_info = (info.width, info.height, info.fx, info.fy)
 
@@ -592,7 +597,9 @@ class TrackerNode(Node):
         if info is not None and (info[0], info[1]) == (frame.width, frame.height):
             focal = (info[2], info[3])
         if focal is None and self.reid.normalize.depth_crop == "metric":
-            have = "none received yet" if info is None else f"it is for {info[0]}x{info[1]}"
+            have = (f"it is for {info[0]}x{info[1]}" if info is not None else
+                    f"received but rejected: {self._depth_info_rejected}"
+                    if self._depth_info_rejected else "none received yet")
             self._drop(
                 "no_depth_info",
                 f"no appearance at stamp {frame.stamp_ns} ns: the re-ID embedder takes metric "

@@ -16,7 +16,7 @@ from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
 from iphd.errors import FrameError
-from iphd.ros.conversions import header, stamp_to_ns
+from iphd.ros.conversions import header, header_stamp_ns
 from iphd.tracking.tracker import (
     CONFIRMED,
     LOST,
@@ -74,8 +74,10 @@ def detections_from_msg(msg: PersonDetectionArray) -> DetectionFrame:
     position is kept (the tracker then relies on the box).
 
     Raises:
-        FrameError: the message declares no image size, so its boxes cannot be placed.
+        FrameError: the message declares no image size, so its boxes cannot be placed, or its
+            stamp is 0 (never set).
     """
+    stamp_ns = header_stamp_ns(msg.header)
     width, height = int(msg.image_width), int(msg.image_height)
     if width <= 0 or height <= 0:
         raise FrameError(
@@ -92,9 +94,7 @@ def detections_from_msg(msg: PersonDetectionArray) -> DetectionFrame:
             continue
         position = (float(det.position.x), float(det.position.y), float(det.position.z))
         inputs.append(TrackInput(box, float(det.score), position))
-    return DetectionFrame(
-        stamp_to_ns(msg.header.stamp), msg.header.frame_id, width, height, inputs, rejected
-    )
+    return DetectionFrame(stamp_ns, msg.header.frame_id, width, height, inputs, rejected)
 
 
 def tracks_to_msg(

@@ -128,7 +128,8 @@ def depth_crops(
         (crops, indices): the (height, width) uint16 crops of the boxes with valid depth inside
         them (box grown by 10 % and letterboxed, or a ``depth_window_m`` window at the person's
         distance), and the indices in ``boxes_xyxy`` they come from. Boxes without valid depth,
-        malformed boxes and boxes outside the image are skipped.
+        malformed boxes, boxes outside the image and boxes reaching more than the image's own
+        size beyond it are skipped.
 
     Raises:
         FrameError: ``depth_mm`` is not an (H, W) uint16 image.
@@ -154,6 +155,8 @@ def depth_crops(
         x1, y1, x2, y2 = (float(v) for v in box)
         if not (np.isfinite([x1, y1, x2, y2]).all() and x2 > x1 and y2 > y1):
             continue
+        if x1 < -width or y1 < -height or x2 > 2 * width or y2 > 2 * height:
+            continue  # far larger than the image (``detection_problem``): no crop of it
         # Only the box itself counts: the crop's margin may hold background depth.
         c0, c1 = max(int(np.floor(x1)), 0), min(int(np.ceil(x2)), width)
         r0, r1 = max(int(np.floor(y1)), 0), min(int(np.ceil(y2)), height)

@@ -237,9 +237,11 @@ def detection_problem(
 ) -> str:
     """Why a detection cannot be tracked in a ``width`` x ``height`` image; "" when it can.
 
-    A box that is not finite, empty (x2 <= x1 or y2 <= y1) or entirely outside the image, or a
-    score outside [0, 1], is unusable. A NaN position is not a problem (the tracker then relies
-    on the box). The tracker node and the offline evaluation pipeline share this rule.
+    A box that is not finite, empty (x2 <= x1 or y2 <= y1), entirely outside the image or
+    reaching more than the image's own width or height beyond it (no detector draws such a box;
+    cropping it would take memory in proportion), or a score outside [0, 1], is unusable. A
+    NaN position is not a problem (the tracker then relies on the box). The tracker node and
+    the offline evaluation pipeline share this rule.
     """
     box = tuple(float(v) for v in box_xyxy)
     if not all(map(math.isfinite, box)):
@@ -248,6 +250,9 @@ def detection_problem(
         return f"box {box} is empty (needs x2 > x1 and y2 > y1)"
     if box[2] <= 0 or box[3] <= 0 or box[0] >= width or box[1] >= height:
         return f"box {box} lies outside the {width}x{height} image"
+    if box[0] < -width or box[1] < -height or box[2] > 2 * width or box[3] > 2 * height:
+        return (f"box {box} reaches more than the image's own size beyond the {width}x{height} "
+                "image")
     if not 0.0 <= float(score) <= 1.0:
         return f"score {score} is not in [0, 1]"
     return ""
