@@ -14,6 +14,7 @@ from iphd.data.reid import CROP_SIZE, crop_person, metric_crop
 from iphd.detections import StampPair, StampPairer
 from iphd.errors import CheckpointError, ConfigError, FrameError
 from iphd.reid.extractor import EMBEDDER_BACKENDS, CropNormalizeConfig, FeatureExtractor
+from iphd.tracking.tracker import box_far_outside
 
 LOG = logging.getLogger(__name__)
 
@@ -155,8 +156,8 @@ def depth_crops(
         x1, y1, x2, y2 = (float(v) for v in box)
         if not (np.isfinite([x1, y1, x2, y2]).all() and x2 > x1 and y2 > y1):
             continue
-        if x1 < -width or y1 < -height or x2 > 2 * width or y2 > 2 * height:
-            continue  # far larger than the image (``detection_problem``): no crop of it
+        if box_far_outside((x1, y1, x2, y2), width, height):
+            continue  # no crop of it, however much memory it would take
         # Only the box itself counts: the crop's margin may hold background depth.
         c0, c1 = max(int(np.floor(x1)), 0), min(int(np.ceil(x2)), width)
         r0, r1 = max(int(np.floor(y1)), 0), min(int(np.ceil(y2)), height)

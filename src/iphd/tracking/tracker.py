@@ -232,14 +232,22 @@ class TrackerConfig:
         return first, second
 
 
+def box_far_outside(box_xyxy: Sequence[float], width: int, height: int) -> bool:
+    """Whether a box reaches more than the image's own width or height beyond a side of it.
+
+    No detector draws such a box, and cropping it would take memory in proportion.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box_xyxy)
+    return x1 < -width or y1 < -height or x2 > 2 * width or y2 > 2 * height
+
+
 def detection_problem(
     box_xyxy: Sequence[float], score: float, width: int, height: int
 ) -> str:
     """Why a detection cannot be tracked in a ``width`` x ``height`` image; "" when it can.
 
     A box that is not finite, empty (x2 <= x1 or y2 <= y1), entirely outside the image or
-    reaching more than the image's own width or height beyond it (no detector draws such a box;
-    cropping it would take memory in proportion), or a score outside [0, 1], is unusable. A
+    reaching far beyond it (``box_far_outside``), or a score outside [0, 1], is unusable. A
     NaN position is not a problem (the tracker then relies on the box). The tracker node and
     the offline evaluation pipeline share this rule.
     """
@@ -250,7 +258,7 @@ def detection_problem(
         return f"box {box} is empty (needs x2 > x1 and y2 > y1)"
     if box[2] <= 0 or box[3] <= 0 or box[0] >= width or box[1] >= height:
         return f"box {box} lies outside the {width}x{height} image"
-    if box[0] < -width or box[1] < -height or box[2] > 2 * width or box[3] > 2 * height:
+    if box_far_outside(box, width, height):
         return (f"box {box} reaches more than the image's own size beyond the {width}x{height} "
                 "image")
     if not 0.0 <= float(score) <= 1.0:
