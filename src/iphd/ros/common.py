@@ -266,6 +266,18 @@ class DiagnosticsReporter:
             self.publish()
 
 
+def no_camera_info(node: Node, topic: str, rejected: str) -> str:
+    """Why ``node`` has no camera info on ``topic``: none came, or the last was ``rejected``.
+
+    A driver without its calibration (an all-zero K) sends infos that are all refused; saying
+    "none received" would send the user to the topic name and QoS instead.
+    """
+    label = topic_label(node, topic)
+    if rejected:
+        return f"{label} received but rejected: {rejected}"
+    return f"no {label} received (check the topic name and QoS)"
+
+
 class HeldForInfo:
     """Images that came before the first camera info, held until it comes.
 

@@ -38,6 +38,7 @@ from iphd.ros.common import (
     HeldForInfo,
     RateMeter,
     declare,
+    no_camera_info,
     on_parameters_set,
     spin_node,
     topic_label,
@@ -293,11 +294,7 @@ class DetectorNode(Node):
             self._take_depth(early, self._depth_info)
 
     def _no_depth_info(self) -> str:
-        """Why there is no depth camera_info to place people with: none came, or none usable."""
-        label = topic_label(self, "depth/camera_info")
-        if self._depth_info_rejected:
-            return f"{label} received but rejected: {self._depth_info_rejected}"
-        return f"no {label} received (check the topic name and QoS)"
+        return no_camera_info(self, "depth/camera_info", self._depth_info_rejected)
 
     def _on_depth(self, msg: Image) -> None:
         self._depth_rate.tick()

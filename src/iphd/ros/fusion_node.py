@@ -33,6 +33,7 @@ from iphd.ros.common import (
     HeldForInfo,
     RateMeter,
     declare,
+    no_camera_info,
     package_file,
     spin_node,
     topic_label,
@@ -233,11 +234,7 @@ class FusionNode(Node):
             self._take_depth(early)
 
     def _no_depth_info(self) -> str:
-        """Why there is no depth camera_info to register with: none came, or none was usable."""
-        label = topic_label(self, "depth/camera_info")
-        if self._depth_info_rejected:
-            return f"{label} received but rejected: {self._depth_info_rejected}"
-        return f"no {label} received (check the topic name and QoS)"
+        return no_camera_info(self, "depth/camera_info", self._depth_info_rejected)
 
     def _on_thermal_info(self, msg: CameraInfo) -> None:
         if self.calibration is None:
