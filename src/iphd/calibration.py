@@ -543,7 +543,7 @@ def save_calibration(calibration: RigCalibration, path: Path | str) -> None:
     Raises:
         OSError: the file cannot be written; an existing one is then untouched.
     """
-    from iphd.data.output import replace_file
+    from iphd.data.output import replace_file  # here: that module loads OpenCV
 
     replace_file(path, (
         "# iphd rig calibration (see calibration/README.md for the conventions)\n"

@@ -275,24 +275,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"{len(rec.depth_mm)} depth and {len(rec.thermal_ck)} thermal frames")
         result = calibrate(rec, initial, cfg, source=source, progress=say)
         # Drawn before anything is written: a picture that fails leaves no rig.yaml behind.
-        overlay = None if args.overlay is None else overlay_png(result, rec)
+        picture = None if args.overlay is None else (args.overlay, overlay_png(result, rec))
     except (IphdError, ValueError) as exc:
         print(f"iphd-calibrate: error: {exc}", file=sys.stderr)
         print(f"iphd-calibrate: nothing written to {args.out}", file=sys.stderr)
         return 2
-    target = args.out
+    written: list[Path] = []
     try:
-        if args.overlay is not None and overlay is not None:  # (both or neither)
-            target = args.overlay
-            replace_file(args.overlay, overlay)
-        target = args.out
+        if picture is not None:
+            replace_file(*picture)
+            written.append(picture[0])
         save_calibration(result.calibration, args.out)
     except OSError as exc:
-        print(f"iphd-calibrate: error: cannot write {target}: {exc.strerror or exc}; choose "
+        failed = args.out if written else (picture[0] if picture else args.out)
+        print(f"iphd-calibrate: error: cannot write {failed}: {exc.strerror or exc}; choose "
               "another path or free disk space, and run again", file=sys.stderr)
         print(f"iphd-calibrate: nothing written to {args.out}"
-              + (f" (the check picture {args.overlay} was)" if target == args.out
-                 and args.overlay is not None else ""), file=sys.stderr)
+              + (f" (the check picture {written[0]} was)" if written else ""), file=sys.stderr)
         return 2
     print(summary(result, cfg))
     if truth is not None:
