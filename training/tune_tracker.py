@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from common import check_output_dir, check_output_file
+from iphd.data.output import check_count
 from iphd.data.truth import PersonTruth
 from iphd.detections import BACKENDS
 from iphd.errors import ConfigError, DatasetError, IphdError
@@ -369,8 +370,7 @@ def pipeline_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.backend not in BACKENDS:
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got "
                           f"{args.backend!r}")
-    if args.threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    check_count("--threads", args.threads, 1)
     settings = {"backend": args.backend, "reid_checkpoint": args.reid_checkpoint,
                 "threads": args.threads, "detector_checkpoint": args.detector_checkpoint,
                 "score_threshold": args.score_threshold,
