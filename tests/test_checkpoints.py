@@ -25,6 +25,13 @@ def test_a_file_that_does_not_read_is_named_without_advice_to_unpickle_it(tmp_pa
     truncated.write_bytes(b"PK\x03\x04 not the rest")
     with pytest.raises(CheckpointError, match="truncated.pt is not a readable torch checkpoint"):
         read_payload(truncated, "x", 1, "detector", "re-train it")
+    # Bytes that are no checkpoint at all: torch falls back to unpickling them and says so;
+    # that is not a file of pickled objects.
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="its bytes are not a file of this kind") as refused:
+        read_payload(garbage, "x", 1, "detector", "re-train it")
+    assert "pickled" not in str(refused.value) and "weights_only" not in str(refused.value)
     # One line, however long the library's message.
     assert load_failure(ValueError("first\n" + "x" * 500)) == "ValueError: first"
     assert load_failure(pickle.UnpicklingError("bad")) == "UnpicklingError: bad"

@@ -57,8 +57,11 @@ def load_failure(exc: BaseException) -> str:
     never need that, so such a refusal reads as what it means here instead.
     """
     text = str(exc)
-    if "weights_only" in text or "allow_pickle" in text:
+    if "Unsupported global" in text or "Object arrays cannot be loaded" in text:
         return "it holds pickled Python objects, which iphd files never do"
+    if "weights_only" in text or "allow_pickle" in text:
+        # The loader fell back to unpickling bytes that are not its format at all.
+        return "its bytes are not a file of this kind: another file, or a damaged one"
     first = text.strip().splitlines()[0] if text.strip() else ""
     if len(first) > 200:
         first = first[:197] + "..."
