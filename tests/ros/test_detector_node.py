@@ -390,3 +390,8 @@ def test_an_internal_error_costs_one_pair_and_the_inference_thread_goes_on(
     feeder.send_pair(T0 + PERIOD)
     assert spin_until(executor, lambda: len(feeder.detections) == 1)
     assert stamp_to_ns(feeder.detections[0].header.stamp) == T0 + PERIOD
+    # A WARN for the input-error window after it, not for good.
+    level, message = node._status(node.stats())
+    assert level == "WARN" and "internal error" in message
+    node._warn_drop.last_drop_s -= 31.0
+    assert node._status(node.stats()) == ("OK", "detecting")

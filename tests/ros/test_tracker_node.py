@@ -981,3 +981,8 @@ def test_an_internal_error_costs_one_frame_and_the_worker_goes_on(
     assert len(calls) == 6 and len(feeder.tracks) == 5
     (track,) = feeder.tracks[-1].tracks
     assert track.state == PersonTrack.STATE_CONFIRMED
+    # A WARN for the input-error window after it, not for good.
+    level, message = node._status(node.stats())
+    assert level == "WARN" and "internal error" in message
+    node._warn_drop.last_drop_s -= 31.0
+    assert node._status(node.stats()) == ("OK", "tracking")

@@ -335,6 +335,15 @@ class DropWarnings:
             return True
         return bool(kinds) and time.monotonic() - self.last_drop_s <= window_s
 
+    def passed(self, kind: str) -> None:
+        """Count one dropped input of ``kind`` that the caller logged itself.
+
+        An internal error costs one frame and is logged at ERROR where it is caught; counted
+        here it keeps the node at WARN for the window after it, not for good.
+        """
+        self.last_drop_s = time.monotonic()
+        self._since.setdefault(kind, 0)
+
     def __call__(self, kind: str, message: str) -> None:
         """Count one dropped input of ``kind``; log ``message`` unless one was logged lately."""
         now = time.monotonic()

@@ -383,6 +383,8 @@ class DetectorNode(Node):
                     f"pair at stamp {job.pair.stamp_ns} ns dropped by an internal error "
                     f"({type(exc).__name__}: {exc}); please report it with the log",
                 )
+                # WARN for the input-error window after it, as a dropped input
+                self._warn_drop.passed("internal")
 
     def _process(self, job: _Job) -> None:
         assert self.config is not None

@@ -559,6 +559,8 @@ class TrackerNode(Node):
                     f"detections at stamp {item.stamp_ns} ns dropped by an internal error "
                     f"({type(exc).__name__}: {exc}); please report it with the log",
                 )
+                # WARN for the input-error window after it, as a dropped input
+                self._warn_drop.passed("internal")
 
     def _depth_silent(self) -> bool:
         """No depth frame for SILENCE_S (counted from start-up until the first one)."""
