@@ -839,6 +839,53 @@ def test_detections_stamped_0_are_dropped_and_the_tracks_kept(
     assert all(stamp_to_ns(m.header.stamp) != 0 for m in feeder.tracks)
 
 
+def test_one_detections_message_stamped_far_ahead_is_dropped_and_the_tracks_kept(
+    graph, executor, spin_until, spin_for
+):
+    # Taken as tracking time, an hour's leap expired every track, and the next message, back
+    # on the stream's time, was a clock jump that reset them: the person came back renamed.
+    node, feeder = graph()
+    _walk(executor, spin_until, feeder, 5)
+    track_id = feeder.tracks[-1].tracks[0].id
+    box, xyz = _person(5)
+    ahead = T0 + 5 * PERIOD + 3600 * 10**9
+    feeder.depth.publish(_depth(ahead, [box]))
+    feeder.detections.publish(_detections(ahead, [(box, xyz, 0.9)]))
+    spin_for(executor, 0.3)
+    _walk(executor, spin_until, feeder, 3, start=5)
+    assert [t.id for t in feeder.tracks[-1].tracks] == [track_id]
+    stats = node.stats()
+    assert stats["clock_jumps"] == 0 and stats["errors_stamp_leap"] == 1
+    assert all(stamp_to_ns(m.header.stamp) != ahead for m in feeder.tracks)
+    level, message = node._status(stats)
+    assert level == "WARN" and "3600.1 s after the last tracked" in message, message
+
+
+def test_a_real_gap_in_the_detections_is_tracked_once_the_next_message_confirms_it(
+    graph, executor, spin_until
+):
+    node, feeder = graph()
+    _walk(executor, spin_until, feeder, 5)
+    # The detector came back 20 s later: the first message after the gap waits for the next
+    # one, which continues from it, and both are tracked in order.
+    gap = 20 * 10**9
+    box, xyz = _person(5)
+    feeder.depth.publish(_depth(T0 + gap, [box]))
+    feeder.detections.publish(_detections(T0 + gap, [(box, xyz, 0.9)]))
+    _walk(executor, spin_until, feeder, 2, start=6, t0=T0 + gap - 5 * PERIOD)
+    stamps = [stamp_to_ns(m.header.stamp) for m in feeder.tracks[-3:]]
+    assert stamps == [T0 + gap, T0 + gap + PERIOD, T0 + gap + 2 * PERIOD]
+    # A last message after another gap, with nothing after it: tracked once the stream
+    # stays silent.
+    feeder.depth.publish(_depth(T0 + 2 * gap, [box]))
+    feeder.detections.publish(_detections(T0 + 2 * gap, [(box, xyz, 0.9)]))
+    assert spin_until(
+        executor, lambda: stamp_to_ns(feeder.tracks[-1].header.stamp) == T0 + 2 * gap
+    )
+    stats = node.stats()
+    assert stats["clock_jumps"] == 0 and "errors_stamp_leap" not in stats
+
+
 def test_a_box_far_larger_than_the_image_costs_only_itself(graph, executor, spin_until):
     # Cropping (-1e7, -1e7, 1e7, 1e7) for an embedding once asked for petabytes, and the
     # whole frame, the person's detection with it, was lost.

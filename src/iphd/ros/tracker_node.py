@@ -76,6 +76,9 @@ OPTICAL_UP_AXIS = "-y"
 # Detections come at the detector's pace, slower than the sensors' on a CPU: a longer silence
 # than the sensor streams' STREAM_TIMEOUT_S before depth or detections count as stopped.
 SILENCE_S = 1.0
+#: Detections stamped this far past the last tracked wait for the next message before they
+#: are tracked (``TrackerNode._admit``): a stray stamp must not expire every track.
+LEAP_AHEAD_NS = JUMP_BACK_NS
 #: With no detections at all since start, ERROR after this long (the detector loads its model).
 STARTUP_GRACE_S = 10.0
 #: What each TrackerConfig field means, for the parameter descriptions (units as in the names).
@@ -252,6 +255,11 @@ class TrackerNode(Node):
         self._tracks_published = 0
         self._confirmed_max = 0
         self._clock_jumps = 0
+        # Detections stamped a leap past the last tracked, held until the next shows whether
+        # the stream goes on from them (a real gap) or was a stray stamp; and since when.
+        # The worker thread's alone.
+        self._held: Matched[_Depth, DetectionFrame] | None = None
+        self._held_since = 0.0
         self._queue_dropped = 0
         self._without_depth = 0
         self._without_depth_run = 0
@@ -548,19 +556,62 @@ class TrackerNode(Node):
                 item = self._queue.popleft() if self._queue else None
             if item is None:
                 self._flush_if_depth_silent()
-                continue
-            try:
-                self._process(item)
-            except (IphdError, ValueError, RuntimeError) as exc:
-                self._drop("tracking", f"detections at stamp {item.stamp_ns} ns dropped: {exc}")
-            except Exception as exc:  # noqa: BLE001 - a bug must cost one frame, not the thread
-                self._fail(
-                    "internal",
-                    f"detections at stamp {item.stamp_ns} ns dropped by an internal error "
-                    f"({type(exc).__name__}: {exc}); please report it with the log",
-                )
-                # WARN for the input-error window after it, as a dropped input
-                self._warn_drop.passed("internal")
+                if self._held is not None and time.monotonic() - self._held_since > SILENCE_S:
+                    item, self._held = self._held, None  # nothing came after it: a gap
+                else:
+                    continue
+                items = [item]
+            else:
+                items = self._admit(item)
+            for item in items:
+                self._guarded(item)
+
+    def _guarded(self, item: Matched[_Depth, DetectionFrame]) -> None:
+        """Track one frame; an error costs that frame alone."""
+        try:
+            self._process(item)
+        except (IphdError, ValueError, RuntimeError) as exc:
+            self._drop("tracking", f"detections at stamp {item.stamp_ns} ns dropped: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a bug must cost one frame, not the thread
+            self._fail(
+                "internal",
+                f"detections at stamp {item.stamp_ns} ns dropped by an internal error "
+                f"({type(exc).__name__}: {exc}); please report it with the log",
+            )
+            # WARN for the input-error window after it, as a dropped input
+            self._warn_drop.passed("internal")
+
+    def _admit(
+        self, item: Matched[_Depth, DetectionFrame]
+    ) -> list[Matched[_Depth, DetectionFrame]]:
+        """The frames to track now, in order.
+
+        Detections stamped more than ``LEAP_AHEAD_NS`` past the last tracked are held for one
+        message. Tracked at once, a stray stamp an hour ahead would expire every track, and the
+        next message, back on the stream's time, would look like a clock jump and reset them.
+        If the next message goes on from the held one, the gap was real and both are tracked
+        (or after ``SILENCE_S`` with nothing else); if it comes back near the last tracked, the
+        held one is dropped as a stray stamp and the tracks are kept.
+        """
+        last_ns = self.tracker.stamp_ns if self.tracker is not None else None
+        held, self._held = self._held, None
+        if held is not None:
+            if item.stamp_ns > held.stamp_ns:
+                return [held, item]
+            if last_ns is not None and item.stamp_ns > last_ns + LEAP_AHEAD_NS:
+                return [item, held]  # a real gap, two messages out of order
+            self._drop(
+                "stamp_leap",
+                f"detections at stamp {held.stamp_ns} ns dropped: "
+                f"{(held.stamp_ns - (last_ns or 0)) / 1e9:.1f} s after the last tracked "
+                f"({last_ns} ns), while the next came at {item.stamp_ns} ns; a stray stamp "
+                "(check the publisher's clock), the tracks are kept",
+            )
+            return [item]
+        if last_ns is not None and item.stamp_ns > last_ns + LEAP_AHEAD_NS:
+            self._held, self._held_since = item, time.monotonic()
+            return []
+        return [item]
 
     def _depth_silent(self) -> bool:
         """No depth frame for SILENCE_S (counted from start-up until the first one)."""
