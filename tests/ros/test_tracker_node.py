@@ -452,6 +452,20 @@ def test_the_query_service_answers_as_the_topic_does(graph, executor, spin_until
     assert node._status(stats)[0] == "OK"
 
 
+def test_a_query_before_the_first_detections_names_the_depth_frame(
+    graph, executor, spin_until
+):
+    node, feeder = graph()
+    crop = np.zeros((64, 32, 3), np.uint8)
+    image = array_to_image(crop, "rgb8", T0, "color_optical_frame")
+    # Depth came, detections not yet: no tracks, in the frame they will be in (was '').
+    feeder.depth.publish(_depth(T0, []))
+    assert spin_until(executor, lambda: node._depth_rate.count == 1)
+    response = _ask(executor, spin_until, feeder, image)
+    assert response.success and list(response.result.track_ids) == []
+    assert response.result.header.frame_id == FRAME
+
+
 def test_without_a_depth_embedder_a_query_says_tracks_have_no_appearance(
     graph, executor, spin_until
 ):

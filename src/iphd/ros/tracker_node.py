@@ -450,6 +450,10 @@ class TrackerNode(Node):
 
     def _on_depth(self, msg: Image) -> None:
         self._depth_rate.tick()
+        if not self._frame_id:
+            # The detections' frame is the depth image's: a query answered before the first
+            # detections names it, not an empty frame.
+            self._frame_id = msg.header.frame_id
         try:
             depth_mm = depth_to_mm(image_to_array(msg, DEPTH_ENCODINGS), msg.encoding)
             stamp_ns = header_stamp_ns(msg.header)
