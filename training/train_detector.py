@@ -50,7 +50,7 @@ from common import (
     trainer_args_parser,
 )
 from iphd.checkpoints import read_payload, require_training_state
-from iphd.data.iphd import IphdDataset
+from iphd.data.iphd import IphdDataset, read_yolo_labels
 from iphd.detection.backbone import ResNetBackbone, load_torchvision_state_dict
 from iphd.detection.data import (
     ASPECT,
@@ -210,6 +210,25 @@ def _open_split(data: dict[str, Any], split: str, labels: str, role: str = "trai
     return dataset
 
 
+def _require_people(frames: IphdDataset, root: str, used: int) -> None:
+    """Refuse a validation split whose ``used`` first frames label nobody.
+
+    AP is undefined without a person to find: every epoch would score NaN, no epoch would be
+    best, and ``best.pt`` would never be written.
+
+    Raises:
+        DatasetError: no label file of those frames holds a box (named, with what to do).
+    """
+    for name in frames.names[:used]:
+        if len(read_yolo_labels(frames.label_dir / f"{name}.txt")):
+            return
+    raise DatasetError(
+        f"the {frames.split} split of {root} labels no person in the {used} frames validated "
+        f"({frames.label_dir}): AP is undefined there, so no epoch could be chosen as best; "
+        "validate on a split with people (data.val_split; null for none)"
+    )
+
+
 #: DetectorConfig fields that shape the weights (the rest is post-processing).
 WEIGHT_FIELDS = ("backbone_depth", "backbone_width", "use_rem", "fusion", "head_channels")
 
@@ -307,6 +326,7 @@ def train(run: RunConfig, info: DistInfo, resume: dict[str, Any] | None, quiet: 
             val_frames, run.model.fusion, run.normalize, min_box_px=0.0,
             limit=data["val_limit"],
         )
+        _require_people(val_frames, data["root"], len(val_data))
     sampler = MultiScaleBatchSampler(
         len(train_data), int(optim["batch_size"]), data["short_sides"], shuffle=True,
         drop_last=True, seed=seed, rank=info.rank, world_size=info.world_size,

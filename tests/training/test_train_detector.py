@@ -79,6 +79,21 @@ def test_an_empty_split_is_refused_by_name_before_training(tmp_path, capsys):
     assert "data.val_split; null for none" in err and not (tmp_path / "run" / "last.pt").exists()
 
 
+def test_a_validation_split_that_labels_nobody_is_refused_before_training(tmp_path, capsys):
+    # Its AP is NaN every epoch: no epoch was best, and best.pt was never written.
+    data = make_tiny_iphd(tmp_path / "iphd", {"train": 4, "valid": 2})
+    labels = data / "iphd_valid_depth" / "labels"
+    for label in labels.glob("*.txt"):
+        label.write_text("")
+    assert _run(data, tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert f"train_detector: error: the valid split of {data} labels no person in the 2 " in err
+    assert "data.val_split; null for none" in err and not (tmp_path / "run" / "last.pt").exists()
+    # One labelled person is enough.
+    (labels / sorted(p.name for p in labels.glob("*.txt"))[1]).write_text("0 0.5 0.5 0.2 0.6\n")
+    assert _run(data, tmp_path / "run", "--set", "optim.epochs=1") == 0
+
+
 def test_an_out_that_cannot_be_a_folder_is_refused_before_training(dataset, tmp_path, capsys):
     (tmp_path / "model.pt").write_bytes(b"x")
     assert _run(dataset, tmp_path / "model.pt") == 2
