@@ -34,6 +34,7 @@ from iphd.graph import (
     load_params_file,
     log_level_argument,
     rviz_fixed_frame,
+    tracker_inputs,
 )
 from launch import LaunchDescription
 
@@ -124,6 +125,9 @@ def _nodes(context, *_args, **_kwargs):
     )
     # A bag player holds its first message until fusion, detector and tracker subscribe (they
     # load models first), as iphd-run's does: a one-shot bag loses none of its start.
+    # A tracker without re-ID (reid_checkpoint none, given or in the parameters file)
+    # subscribes no depth, and the player must not wait for it to.
+    specs = tracker_inputs(specs, params, value["namespace"])
     specs = hold_player(specs, [topic for spec in specs for topic in spec.inputs])
     # Nor does it play the recorded rig transforms that fusion publishes anew (from the
     # calibration in use, which may not be the recording's).

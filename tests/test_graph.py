@@ -270,6 +270,15 @@ def test_launch_file_plays_a_bag_on_sim_time_by_default(monkeypatch, tmp_path):
     assert nodes[0].kwargs["parameters"][1]["wait_for_subscribers"][:2] == [
         "depth/image_raw:2", "depth/camera_info:2"  # no re-ID model: the tracker needs no depth
     ]
+    # The same from the parameters file alone (the player waited 30 s for the tracker's depth).
+    own = tmp_path / "no_reid.yaml"
+    own.write_text("/**/tracker:\n  ros__parameters:\n    reid_checkpoint: None\n")
+    for namespace in ("", "robot1"):
+        nodes = _launch_nodes(monkeypatch, tmp_path, source="bag", bag="/b",
+                              params_file=str(own), namespace=namespace)
+        assert nodes[0].kwargs["parameters"][1]["wait_for_subscribers"][:2] == [
+            "depth/image_raw:2", "depth/camera_info:2"
+        ]
     nodes = _launch_nodes(monkeypatch, tmp_path, source="bag", bag="/b", use_sim_time="false")
     assert all({"use_sim_time": False} in n.kwargs["parameters"] for n in nodes)
     nodes = _launch_nodes(monkeypatch, tmp_path, source="sim_live")

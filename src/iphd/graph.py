@@ -426,6 +426,26 @@ def exclude_rig_transforms(
     ]
 
 
+def tracker_inputs(
+    specs: Sequence[NodeSpec], params: Mapping[str, Mapping[str, Any]], namespace: str = ""
+) -> list[NodeSpec]:
+    """``specs`` with the tracker subscribing no depth when ``params`` turn its re-ID off.
+
+    ``build_graph`` leaves the depth topics out of the tracker's inputs for a
+    ``reid_checkpoint`` of ``none`` given to it; one set in the parameters file (``params``,
+    parsed) does the same. Otherwise a bag player told to wait for the tracker's depth
+    subscription (``hold_player``) would wait its whole ``wait_for_subscribers_s`` for it.
+    """
+    tracker = next((s for s in specs if s.name == "tracker"), None)
+    if tracker is None:
+        return list(specs)
+    values = {**parameters_for(params, "tracker", namespace), **tracker.parameters}
+    if str(values.get("reid_checkpoint", "")).strip().lower() != "none":
+        return list(specs)
+    inputs = tuple(t for t in tracker.subscribes if not t.startswith("depth/"))
+    return [dataclasses.replace(s, subscribes=inputs) if s is tracker else s for s in specs]
+
+
 def hold_player(specs: Sequence[NodeSpec], subscribed: Iterable[str]) -> list[NodeSpec]:
     """``specs`` with the bag player told to wait for the subscribers of its sensor topics.
 
