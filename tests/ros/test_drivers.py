@@ -233,7 +233,7 @@ def test_lepton_node_drops_ffc_frames_and_publishes_calibrated_camera_info(
         assert spin_until(executor, lambda: len(recorder.msgs["thermal/image_raw"]) >= 20, 5.0)
     finally:
         _close(executor, lepton)
-    assert lepton.camera.stats.dropped_ffc == 10  # 1 imminent + 9 in progress
+    assert lepton.camera.stats.dropped_ffc == 9  # in progress; the imminent one is kept
     images = recorder.msgs["thermal/image_raw"]
     assert (images[0].width, images[0].height, images[0].encoding) == (160, 120, "16UC1")
     kelvin = image_to_array(images[0]) / 100.0
@@ -286,6 +286,31 @@ def test_driver_without_a_device_keeps_running_and_reports_the_error(
         assert spin_until(executor, error_reported, 5.0)
     finally:
         _close(executor, d435)
+
+
+def test_lepton_diagnostics_name_a_flat_field_correction_as_a_warning(
+    executor, ros_context, spin_until, rig
+):
+    # Frames keep coming, all inside a flat-field correction (the shutter closed): the driver
+    # says so, a WARN, instead of "no thermal frame" as an ERROR.
+    recorder = Recorder(ros_context)
+    executor.add_node(recorder)
+    capture = PacedLeptonCapture(rig, period_s=0.02, ffc_frames=range(3, 10_000))
+    lepton = LeptonNode(capture=capture, context=ros_context)
+    executor.add_node(lepton)
+
+    def levels():
+        return [(s.level, s.message) for d in recorder.msgs["/diagnostics"] for s in d.status]
+
+    try:
+        assert spin_until(
+            executor, lambda: any(level == DiagnosticStatus.WARN for level, _ in levels()), 5.0
+        )
+    finally:
+        _close(executor, lepton)
+    warned = [m for level, m in levels() if level == DiagnosticStatus.WARN]
+    assert warned[0].startswith("flat-field correction in progress"), warned
+    assert not any(level == DiagnosticStatus.ERROR for level, _ in levels()), levels()
 
 
 class UnpluggedLeptonCapture(PacedLeptonCapture):

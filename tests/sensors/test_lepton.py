@@ -130,19 +130,41 @@ def test_read_returns_centi_kelvin_frame_with_seq_stamp_and_telemetry():
 
 
 def test_ffc_frames_are_dropped_and_counted():
+    # "Imminent" is the warning of the 2 s or so before the shutter closes: normal images,
+    # kept (dropping them too made a 3 s gap at every correction, where 1 s is expected).
     frozen = scene_ck(1)
     script = [y16(scene_ck(0), counter=10)]
-    script += [y16(scene_ck(2), counter=13, ffc_state=FFC_IMMINENT)]
-    script += [y16(frozen, counter=16 + 3 * k, ffc_state=FFC_IN_PROGRESS) for k in range(9)]
-    script += [y16(scene_ck(3), counter=43), y16(scene_ck(4), counter=46)]
+    script += [y16(scene_ck(2 + k), counter=13 + 3 * k, ffc_state=FFC_IMMINENT) for k in range(2)]
+    script += [y16(frozen, counter=19 + 3 * k, ffc_state=FFC_IN_PROGRESS) for k in range(9)]
+    script += [y16(scene_ck(3), counter=46), y16(scene_ck(4), counter=49)]
     camera = LeptonCamera(capture=FakeCapture(script))
     with camera:
         frames = read_all(camera, len(script))
     kept = [f for f in frames if f is not None]
-    assert [f.seq for f in kept] == [10, 43, 46]
-    assert camera.stats.dropped_ffc == 10
+    assert [f.seq for f in kept] == [10, 13, 16, 46, 49]
+    assert camera.stats.dropped_ffc == 9 and camera.stats.last_ffc_s > 0
     assert camera.stats.dropped_repeated == 0
-    assert camera.stats.frames == 3
+    assert camera.stats.frames == 5
+
+
+def test_stamps_come_from_the_lepton_clock_so_buffered_frames_keep_their_capture_time():
+    # Frames 115 ms apart on the Lepton's clock. Frames 3-5 waited in the capture's buffers
+    # while the frame thread paused: read 1 s late, one right after the other.
+    uptimes = [5_000 + 115 * k for k in range(8)]
+    reads = [0, 118, 232, 1_350, 1_352, 1_354, 1_380, 1_497]  # host ms after the start
+    script = [y16(scene_ck(k), counter=k + 1, time_counter_ms=u) for k, u in enumerate(uptimes)]
+    host = iter(1_700_000_000_000_000_000 + r * 1_000_000 for r in reads)
+    camera = LeptonCamera(capture=FakeCapture(script), clock_ns=lambda: next(host))
+    with camera:
+        stamps = [f.stamp_ns for f in read_all(camera, len(script))]
+    start = 1_700_000_000_000_000_000
+    # Each mapped with the least latency seen so far: frame 0's, 0 ms.
+    assert [(s - start) / 1e6 for s in stamps] == [0, 115, 230, 345, 460, 575, 690, 805]
+    # A counter that stops (or a stream that never fills it) gives the host time.
+    stuck = [y16(scene_ck(k), counter=k + 1, time_counter_ms=7_000) for k in range(2)]
+    host = iter([10**18, 10**18 + 2 * 10**8])
+    with LeptonCamera(capture=FakeCapture(stuck), clock_ns=lambda: next(host)) as camera:
+        assert [f.stamp_ns for f in read_all(camera, 2)] == [10**18 - 0, 10**18 + 2 * 10**8]
 
 
 def test_ffc_frames_are_kept_when_dropping_is_off():
@@ -258,7 +280,7 @@ def test_frames_reconnects_after_a_lost_device_and_skips_drops():
     script = [
         y16(scene_ck(0), 1),
         None,
-        y16(scene_ck(1), 4, ffc_state=FFC_IMMINENT),
+        y16(scene_ck(1), 4, ffc_state=FFC_IN_PROGRESS),
         y16(scene_ck(2), 7),
     ]
     sleeps: list[float] = []

@@ -56,6 +56,13 @@ class DriverNode(Node):
         """Driver counters for ``/diagnostics``."""
         raise NotImplementedError
 
+    def pause_reason(self) -> str:
+        """Why the camera sends no usable frame right now although it is working; "" if not.
+
+        A stream that stopped for such a reason is a WARN on ``/diagnostics``, not an ERROR.
+        """
+        return ""
+
     def camera_problem(self) -> tuple[float, str]:
         """The camera's latest open failure or loss since its last frame: (when, text).
 
@@ -81,6 +88,8 @@ class DriverNode(Node):
         values = {"rate_hz": self._rate.rate_hz(), **self.status_values()}
         if self.loop.finished:
             level, message = "OK", "end of recording"
+        elif self._rate.age_s() > STALE_S and (pause := self.pause_reason()):
+            level, message = "WARN", pause
         elif self._rate.age_s() > STALE_S:
             level = "ERROR"
             # The newer of the frame loop's error and the camera's own, so that an error the

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from iphd.calibration import RigCalibration, load_calibration
 from iphd.errors import IphdError
 from iphd.ros.common import declare, package_file, spin_node
-from iphd.ros.driver import DriverNode
+from iphd.ros.driver import STALE_S, DriverNode
 from iphd.sensors.frames import ThermalFrame
 from iphd.sensors.lepton import LeptonCamera, LeptonConfig
 
@@ -17,9 +18,11 @@ class LeptonNode(DriverNode):
     """Streams a Lepton 3.5 on a PureThermal board.
 
     Frames during flat-field correction and repeated frames are dropped and counted in the
-    diagnostics. Stamps are the host time right after the grab; the rig calibration's clock
-    offset (applied by the fusion node) corrects the USB latency. CameraInfo comes from the rig
-    calibration, not from the device.
+    diagnostics (a WARN naming the correction while it lasts, not an ERROR). Stamps are the
+    Lepton's own clock mapped to host time (``LeptonCamera``; the host time after the grab
+    without telemetry); the rig calibration's clock offset (applied by the fusion node)
+    corrects the remaining USB latency. CameraInfo comes from the rig calibration, not from the
+    device.
 
     Args:
         capture: optional ``cv2.VideoCapture``-like object used instead of a device (tests).
@@ -59,6 +62,15 @@ class LeptonNode(DriverNode):
         """Publish the thermal image and the calibrated camera info."""
         intrinsics = self.calibration.thermal if self.calibration else None
         self.publish_image(frame.thermal_ck, intrinsics, frame.stamp_ns, frame.frame_id)
+
+    def pause_reason(self) -> str:
+        """A flat-field correction: its frames are coming and being dropped (``drop_ffc``)."""
+        if time.monotonic() - self.camera.stats.last_ffc_s < STALE_S:
+            return (
+                "flat-field correction in progress: the Lepton's shutter is closed (about 1 s) "
+                "and its frames are dropped; thermal resumes after it"
+            )
+        return ""
 
     def camera_problem(self) -> tuple[float, str]:
         """The camera's latest open failure or loss since its last frame."""

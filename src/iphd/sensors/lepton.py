@@ -22,7 +22,7 @@ from iphd.errors import (
     RadiometryError,
     SensorError,
 )
-from iphd.sensors.clock import Backoff
+from iphd.sensors.clock import HARDWARE_CLOCK, Backoff, ClockMapper
 from iphd.sensors.frames import ThermalFrame
 
 logger = logging.getLogger(__name__)
@@ -87,8 +87,10 @@ class LeptonConfig:
             plain 160x120 stream (no FFC or frame-counter information then).
         min_valid_k: lowest plausible median scene temperature in kelvin.
         max_valid_k: highest plausible median scene temperature in kelvin.
-        drop_ffc: drop frames while telemetry says a flat-field correction is imminent or in
-            progress (the image is frozen or being re-normalised then).
+        drop_ffc: drop frames while telemetry says a flat-field correction is in progress
+            (the shutter is closed, about 1 s: the image is frozen, then re-normalised). Frames
+            while it is only imminent (the 2 s or so before it starts) are normal images and
+            kept.
         drop_repeated: drop frames whose telemetry frame counter equals the previous frame's
             (without telemetry: whose pixels are identical to the previous frame's).
         retry_initial_s: first reconnect delay in seconds after a device loss.
@@ -147,13 +149,15 @@ class LeptonStats:
 
     Attributes:
         frames: frames returned by ``read``.
-        dropped_ffc: frames dropped because a flat-field correction was imminent or running.
+        dropped_ffc: frames dropped because a flat-field correction was running.
         dropped_repeated: frames dropped as repeats of the previous frame.
         read_failures: grabs that returned no frame.
         reconnects: device losses after which the driver closed the camera to reopen it.
         last_problem: the latest open failure or device loss, as logged; empty again once a
             frame comes.
         last_problem_s: when it happened (``time.monotonic``), 0.0 before any.
+        last_ffc_s: when the last frame was dropped for a flat-field correction
+            (``time.monotonic``), 0.0 before any.
     """
 
     frames: int = 0
@@ -163,6 +167,7 @@ class LeptonStats:
     reconnects: int = 0
     last_problem: str = ""
     last_problem_s: float = 0.0
+    last_ffc_s: float = 0.0
 
 
 def decode_telemetry(rows: np.ndarray) -> dict[str, int]:
@@ -315,8 +320,7 @@ def check_radiometry(
         f"{median_raw:.0f} ({median_k:.2f} K if centi-kelvin), outside [{min_valid_k}, "
         f"{max_valid_k}] K; {'; '.join(causes)}. Configure the Lepton (GetThermal, or the Lepton "
         "SDK through the PureThermal) with AGC disabled, radiometry TLinear enabled and TLinear "
-        "resolution 0.01 K; a non-radiometric Lepton (2.x/3.0) cannot deliver kelvin. Widen "
-        "min_valid_k/max_valid_k only if the scene really is that hot or cold"
+        "resolution 0.01 K; a non-radiometric Lepton (2.x/3.0) cannot deliver kelvin"
     )
 
 
@@ -381,10 +385,18 @@ class LeptonCamera:
     """Lepton 3.5 on a PureThermal board, read through flirpy's ``Lepton.grab``.
 
     ``read`` grabs one frame and returns a ``ThermalFrame`` (``thermal_ck`` (120, 160) uint16
-    centi-kelvin, ``stamp_ns`` = host time right after the grab, ``seq`` = telemetry frame
-    counter, ``telemetry`` = ``decode_telemetry`` fields) or None when the frame was dropped
-    (flat-field correction, repeat; ``stats`` says which). The host stamp includes the USB and
-    PureThermal latency; the rig calibration's thermal clock offset corrects for it.
+    centi-kelvin, ``stamp_ns`` = capture time, ``seq`` = telemetry frame counter,
+    ``telemetry`` = ``decode_telemetry`` fields) or None when the frame was dropped (flat-field
+    correction, repeat; ``stats`` says which).
+
+    The stamp is the Lepton's own millisecond clock (telemetry ``time_counter_ms``) mapped to
+    host time as the D435's hardware clock is (``ClockMapper``: the smallest host-minus-device
+    offset over the last 10 s): the host time at which a frame arrives with the least USB and
+    PureThermal latency seen. Frames that waited in the capture's buffers (after the frame
+    thread paused, or under load) keep their capture time instead of the time they were read.
+    The remaining constant latency is what the rig calibration's thermal clock offset
+    corrects. Without telemetry, or while its counter does not advance, the stamp is the host
+    time right after the grab.
 
     Args:
         config: driver configuration.
@@ -413,6 +425,9 @@ class LeptonCamera:
         self._tap: _FrameTap | None = None
         self._last_counter: int | None = None
         self._last_image: np.ndarray | None = None
+        # Lepton uptime (ms) -> host time; a buffered frame may be up to about a second old.
+        self._clock_map = ClockMapper(max_skew_ns=2_000_000_000)
+        self._last_uptime_ms: int | None = None
 
     @property
     def is_open(self) -> bool:
@@ -459,6 +474,8 @@ class LeptonCamera:
         self._lepton = lepton
         self._last_counter = None
         self._last_image = None
+        self._clock_map.reset()
+        self._last_uptime_ms = None
 
     def _open_device(self, lepton: Any) -> Any:
         device = self.config.device
@@ -519,7 +536,7 @@ class LeptonCamera:
         if self._lepton is None:
             raise SensorError("the Lepton is not open; call open() or use 'with LeptonCamera(...)'")
         raw = self._grab()
-        stamp_ns = self._clock_ns()
+        host_ns = self._clock_ns()
         if raw is None:
             self.stats.read_failures += 1
             raise SensorError(
@@ -538,8 +555,9 @@ class LeptonCamera:
             repeated = self._last_image is not None and np.array_equal(image, self._last_image)
         self._last_counter = counter
         self._last_image = image
-        if cfg.drop_ffc and telemetry.get("ffc_state") in (FFC_IMMINENT, FFC_IN_PROGRESS):
+        if cfg.drop_ffc and telemetry.get("ffc_state") == FFC_IN_PROGRESS:
             self.stats.dropped_ffc += 1
+            self.stats.last_ffc_s = time.monotonic()
             return None
         if cfg.drop_repeated and repeated:
             self.stats.dropped_repeated += 1
@@ -548,11 +566,24 @@ class LeptonCamera:
         self.stats.frames += 1
         return ThermalFrame(
             thermal_ck=np.array(image, dtype=np.uint16, copy=True),
-            stamp_ns=stamp_ns,
+            stamp_ns=self._stamp(host_ns, telemetry.get("time_counter_ms")),
             frame_id=cfg.frame_id,
             seq=counter if counter is not None else self.stats.frames,
             telemetry=telemetry,
         )
+
+    def _stamp(self, host_ns: int, uptime_ms: int | None) -> int:
+        """A returned frame's stamp: its Lepton uptime mapped to host time, else ``host_ns``.
+
+        A counter that is absent, 0 or not past the last returned frame's (a stream without
+        telemetry, a board that does not fill it) gives the host time and starts the mapping
+        over.
+        """
+        last, self._last_uptime_ms = self._last_uptime_ms, uptime_ms
+        if not uptime_ms or (last is not None and uptime_ms <= last):
+            self._clock_map.reset()
+            return host_ns
+        return self._clock_map.map(uptime_ms, HARDWARE_CLOCK, host_ns)
 
     def frames(self) -> Iterator[ThermalFrame]:
         """Yield thermal frames forever, skipping dropped ones and recovering from device loss.
