@@ -443,8 +443,12 @@ def _people(frame):
     ]
 
 
-def _write_recording(path, tracks_for, *, ns="/robot/", with_truth=True, frames=10):
-    """A bag like a recorded live graph: truth, detections (+30 ms) and tracks (+50 ms)."""
+def _write_recording(path, tracks_for, *, ns="/robot/", with_truth=True, frames=10,
+                     truth_shift_ns=0):
+    """A bag like a recorded live graph: truth, detections (+30 ms) and tracks (+50 ms).
+
+    ``truth_shift_ns`` stamps the ground truth that much after the frames it describes.
+    """
     store = typestore()
     writer = Writer(path, version=Writer.VERSION_LATEST)
     writer.open()
@@ -460,8 +464,8 @@ def _write_recording(path, tracks_for, *, ns="/robot/", with_truth=True, frames=
         people = _people(frame)
         if with_truth:
             truth = _tracks_msg(
-                stamp, [(p.pid, 1, p.box_xyxy) for p in people], [p.visibility for p in people],
-                [p.position_m for p in people],
+                stamp + truth_shift_ns, [(p.pid, 1, p.box_xyxy) for p in people],
+                [p.visibility for p in people], [p.position_m for p in people],
             )
             write(GROUND_TRUTH, PERSON_TRACKS, truth, stamp)
         boxes = [p.box_xyxy for p in people[:2]]
@@ -586,6 +590,48 @@ def test_a_bag_that_cannot_be_scored_is_listed_and_the_others_kept(tmp_path, cap
 
 
 # -- bad input ------------------------------------------------------------------------------
+
+
+def test_a_run_in_which_no_frame_has_ground_truth_is_refused_not_reported_as_n_a(
+    tmp_path, capsys
+):
+    # Ground truth on other stamps than the frames: every metric was n/a, the report blamed
+    # "no detections", the command exited 0, and among several bags it counted as scored.
+    bag, good = tmp_path / "shifted", tmp_path / "good"
+    _write_recording(bag, _perfect_tracks, truth_shift_ns=1_000_000)
+    _write_recording(good, _perfect_tracks)
+    assert main(["bag", "--bag", str(bag), "--out", str(tmp_path / "o"), "--recorded"]) == 2
+    err = capsys.readouterr().err
+    assert "none of its 10 frames has ground truth at its stamp" in err
+    assert "stamped 0.0-0.9 s after the bag's start" in err
+    out = tmp_path / "several"
+    assert main(["bag", "--bag", str(bag), str(good), "--out", str(out), "--recorded",
+                 "--quiet"]) == 2
+    assert "1 of 2 bags could not be scored" in capsys.readouterr().err
+    assert "1 of 2 bags scored" in (out / "summary.md").read_text()
+
+
+def test_a_bag_report_folder_that_cannot_be_written_stops_before_any_bag_is_scored(
+    tmp_path, capsys
+):
+    first, second = tmp_path / "a" / "first", tmp_path / "b" / "second"
+    _write_recording(first, _perfect_tracks)
+    _write_recording(second, _perfect_tracks)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "second").write_text("in the way")
+    assert main(["bag", "--bag", str(first), str(second), "--out", str(out),
+                 "--recorded"]) == 2
+    err = capsys.readouterr().err
+    assert f"--out (a bag's report folder) {out / 'second'} is a file" in err
+    assert "Traceback" not in err and not (out / "first").exists()
+
+
+@pytest.mark.parametrize("option", ["--limit-s", "--start-s"])
+def test_an_infinite_window_is_refused_by_name(sim_bag, tmp_path, capsys, option):
+    assert main(["bag", "--bag", str(sim_bag), "--out", str(tmp_path / "o"), option,
+                 "inf"]) == 2
+    assert f"{option} must be" in capsys.readouterr().err
 
 
 def test_a_window_of_the_bag_is_scored_from_its_start(sim_bag, tmp_path, capsys):

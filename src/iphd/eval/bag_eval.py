@@ -135,10 +135,11 @@ def window_ns(
     Raises:
         ValueError: ``start_s`` < 0 or past the bag's end, or ``limit_s`` not > 0.
     """
-    if start_s is not None and not start_s >= 0:
-        raise ValueError(f"--start-s must be >= 0 seconds, got {start_s}")
-    if limit_s is not None and not limit_s > 0:
-        raise ValueError(f"--limit-s must be > 0 seconds, got {limit_s}")
+    if start_s is not None and not 0 <= start_s < math.inf:
+        raise ValueError(f"--start-s must be >= 0 seconds and finite, got {start_s}")
+    if limit_s is not None and not 0 < limit_s < math.inf:
+        raise ValueError(f"--limit-s must be > 0 seconds and finite (leave it out for the "
+                         f"whole bag), got {limit_s}")
     start = reader.start_ns + int(start_s * 1e9) if start_s else None
     if start is not None and start > reader.end_ns:
         raise ValueError(
@@ -188,6 +189,31 @@ def read_truth(reader: BagReader, stop_ns: int | None = None) -> dict[int, list[
     for _t, _type, _log, msg in reader.messages([topic], stop_ns=stop):
         truth[header_stamp_ns(msg)] = tracks_to_truth(msg)
     return truth
+
+
+def require_scored(
+    source: str, frames: Sequence[Any], pairs: int, truth: Mapping[int, Any], start_ns: int
+) -> None:
+    """Refuse a run in which no frame had ground truth at its stamp: it scores nothing.
+
+    Its metrics would all be n/a and a run of several bags would count it as scored.
+
+    Raises:
+        DatasetError: naming how many frames there were and where the ground truth is.
+    """
+    if frames or not pairs:
+        return
+    if not truth:
+        where = "its ground-truth topic holds no message in that part of the bag"
+    else:
+        first, last = (min(truth) - start_ns) / 1e9, (max(truth) - start_ns) / 1e9
+        where = (f"its ground truth is stamped {first:.1f}-{last:.1f} s after the bag's start; "
+                 "choose --start-s / --limit-s within that, and check that the ground truth "
+                 "carries the depth frames' stamps")
+    raise DatasetError(
+        f"{source}: none of its {pairs} frames has ground truth at its stamp, so nothing can "
+        f"be scored: {where}"
+    )
 
 
 def _label_boxes(labelled: Sequence[PersonTruth]) -> np.ndarray:
@@ -255,7 +281,8 @@ def evaluate_offline(
         The result and what was run (models, calibration) for the report.
 
     Raises:
-        DatasetError: a missing or unreadable bag, no ground truth, no depth or thermal topic.
+        DatasetError: a missing or unreadable bag, no ground truth, no depth or thermal topic,
+            or no pair with ground truth at its stamp (nothing to score).
         CheckpointError, ConfigError: see ``OfflinePipeline``.
     """
     with BagReader(bag) as reader:
@@ -305,6 +332,7 @@ def evaluate_offline(
             f"{bag}: no depth/thermal pair was made, so there is nothing to score: {no_pair}; "
             f"`iphd-eval check --bag {bag}` checks what the pipeline reads"
         )
+    require_scored(str(bag), frames, stats.pairs, truth, bag_start_ns)
     result = BagEvalResult(
         mode="offline",
         ap=ap,
@@ -477,6 +505,7 @@ def score_recorded(
     mode: str = "recorded",
     labels: LabelConfig = DEFAULT_LABELS,
     source: str = "the recording",
+    start_ns: int | None = None,
 ) -> BagEvalResult:
     """Score recorded detections and tracks against ``truth`` (depth stamp -> people).
 
@@ -486,8 +515,12 @@ def score_recorded(
     ``detections`` one means the recording lost that message: the frame is left out of AP
     (its people are not the detector's misses) and counted (``tracks_without_detections``).
 
+    ``start_ns`` (the bag's first log time) is what the error of a recording that scores no
+    frame counts its ground truth's times from; None = the first ground truth's stamp.
+
     Raises:
-        DatasetError: the image height is unknown (the ground-truth label rule needs it).
+        DatasetError: the image height is unknown (the ground-truth label rule needs it), or
+            no frame has ground truth at its stamp.
     """
     height = recorded.image_height
     if height is None:
@@ -507,6 +540,8 @@ def score_recorded(
         for stamp, tuples in recorded.tracks
     ]
     ap, mot, hota, frames, without_truth, breakdown = _score(outputs, truth, labels)
+    require_scored(source, frames, len(recorded.tracks), truth,
+                   min(truth, default=0) if start_ns is None else start_ns)
     return BagEvalResult(
         mode=mode,
         ap=ap,
@@ -547,7 +582,7 @@ def evaluate_recorded(
         truth = read_truth(reader, stop_ns)
         recorded, det_topic, tracks_topic = read_recorded(reader, stop_ns)
         start_ns = reader.start_ns
-    result = score_recorded(recorded, truth, labels=labels, source=str(bag))
+    result = score_recorded(recorded, truth, labels=labels, source=str(bag), start_ns=start_ns)
     result.start_ns = start_ns
     return result, {"detections_topic": det_topic, "tracks_topic": tracks_topic}
 
@@ -563,7 +598,8 @@ def evaluate_live(
     with BagReader(bag) as reader:
         truth = read_truth(reader)
         start_ns = reader.start_ns
-    result = score_recorded(recorded, truth, mode="live", labels=labels, source=str(bag))
+    result = score_recorded(recorded, truth, mode="live", labels=labels, source=str(bag),
+                            start_ns=start_ns)
     result.start_ns = start_ns
     return result
 
@@ -732,7 +768,7 @@ def _markdown(metrics: Mapping[str, Any]) -> str:
             f"| detections | {metrics['n_detections']} |",
         ]
     else:
-        lines += ["| AP | n/a (no detections in the bag) |"]
+        lines += ["| AP | n/a (no detections recorded at a frame with ground truth) |"]
     lines += ["", "![precision-recall curves](pr.png)", ""]
     lines += ["## Tracking (CLEAR-MOT, IDF1, HOTA)", ""]
     lines += ["| metric | value |", "|---|---|"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -571,7 +572,9 @@ def _evaluate_bag(
                                        video=out / VIDEO_NAME if args.video else None)
     files = write_bag_report(result, out, {**meta, "mode": result.mode, **run})
     ap = result.ap.get("ap", {})
-    aps = ", ".join(f"AP@{t:.2f} {ap[t]:.4f}" for t in ap) or "AP n/a"
+    aps = ", ".join(
+        f"AP@{t:.2f} {'n/a' if math.isnan(ap[t]) else f'{ap[t]:.4f}'}" for t in ap
+    ) or "AP n/a"
     mot = result.mot
 
     def fmt(key: str) -> str:
@@ -618,11 +621,14 @@ def _run_bag(args: argparse.Namespace) -> str:
     tracker = _offline_tracker(args)
     if len(bags) == 1:
         return _evaluate_bag(args, bags[0], args.out, tracker)[1]
+    outs = _report_dirs(bags, args.out)
+    for out in outs:  # before any bag is scored, as for --out itself
+        check_folder_output(out, "--out (a bag's report folder)")
     rows: list[BagSummaryRow] = []
-    for bag, out in zip(bags, _report_dirs(bags, args.out), strict=True):
+    for bag, out in zip(bags, outs, strict=True):
         try:
             metrics, line = _evaluate_bag(args, bag, out, tracker)
-        except (IphdError, ValueError) as exc:
+        except (IphdError, ValueError, OSError) as exc:  # OSError: its report not written
             rows.append(BagSummaryRow(str(bag), str(out), None, str(exc)))
             print(f"{bag}: not scored: {exc}", file=sys.stderr)
             continue
