@@ -692,6 +692,9 @@ def test_the_report_lists_the_score_threshold_and_tracker_settings_run(sim_bag, 
     (["--set", "lost_timeout_s=4,8"], "one value per setting"),
     (["--score-threshold", "1.5"], "--score-threshold must be in"),
     (["--recorded", "--set", "lost_timeout_s=4"], "--set is for the offline evaluation"),
+    (["--recorded", "--start-s", "1"], "--start-s is for the offline evaluation"),
+    (["--recorded", "--score-threshold", "0.3", "--verifier", "none"],
+     "--verifier, --score-threshold set the offline run's models and thresholds"),
 ])
 def test_bad_tracker_settings_stop_before_any_bag_is_read(tmp_path, capsys, extra, message):
     first, second = tmp_path / "a", tmp_path / "b"  # empty folders: reading them would fail

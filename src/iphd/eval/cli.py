@@ -503,7 +503,8 @@ def _offline_tracker(args: argparse.Namespace) -> TrackerConfig:
 
     Raises:
         ConfigError: a bad ``--set`` or ``--score-threshold``.
-        ValueError: ``--set`` with ``--recorded``.
+        ValueError: an option of the offline run (``--set``, models, thresholds, ``--start-s``)
+            with ``--recorded``.
     """
     from iphd.eval.tracker_settings import tracker_config
 
@@ -518,6 +519,24 @@ def _offline_tracker(args: argparse.Namespace) -> TrackerConfig:
     if args.recorded and args.tracking_frame:
         raise ValueError("--tracking-frame is for the offline evaluation; a recording's tracks "
                          "are scored as the live tracker made them")
+    if args.recorded and args.start_s is not None:
+        raise ValueError("--start-s is for the offline evaluation; a recording is scored "
+                         "from its start (--limit-s still applies)")
+    if args.recorded:
+        models = [option for option, value, default in (
+            ("--detector-checkpoint", args.detector_checkpoint, ""),
+            ("--reid-checkpoint", args.reid_checkpoint, ""),
+            ("--verifier", args.verifier, ""),
+            ("--score-threshold", args.score_threshold, DetectionConfig.score_threshold),
+            ("--min-thermal-contrast", args.min_thermal_contrast, 0.0),
+            ("--min-verifier-probability", args.min_verifier_probability, -1.0),
+        ) if value != default]
+        if models:
+            raise ValueError(
+                f"{', '.join(models)} set the offline run's models and thresholds; a recording "
+                "is scored as the live graph published it, with none of them (leave them out, "
+                "or drop --recorded to run the models)"
+            )
     given = [item for item in args.set if item.partition("=")[0].strip() == "up_axis"]
     # odom and map have z up (REP 103), as the tracker node's tracking_frame wants.
     return tracker_config(args.set if given or not args.tracking_frame
@@ -539,9 +558,6 @@ def _evaluate_bag(
 
     meta: dict[str, Any] = {"bag": str(bag), "start_s": args.start_s, "limit_s": args.limit_s}
     if args.recorded:
-        if args.start_s is not None:
-            raise ValueError("--start-s is for the offline evaluation; a recording is scored "
-                             "from its start (--limit-s still applies)")
         result, run = evaluate_recorded(bag, limit_s=args.limit_s)
     else:
         from iphd.eval.pipeline import OfflineConfig
