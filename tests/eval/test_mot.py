@@ -161,6 +161,12 @@ def test_hota_integrates_over_the_iou_threshold():
     assert evaluate_hota(frames)["hota"] == pytest.approx(10 / 19)
 
 
+def test_hota_without_any_match_has_no_localisation_accuracy():
+    # trackeval gives LocA 1.0 when nothing matched; the report printed it beside HOTA 0.
+    h = evaluate_hota([_frame(0, [(1, A)], [(5, FAR)]), _frame(1, [(1, A)], [])])
+    assert h["hota"] == 0.0 and h["deta"] == 0.0 and h["loca"] is None
+
+
 def test_hota_without_people_or_tracks_is_undefined_and_without_trackeval_none(monkeypatch):
     assert evaluate_hota([]) == dict.fromkeys(HOTA_KEYS)
     assert evaluate_hota([_frame(0, [], [])]) == dict.fromkeys(HOTA_KEYS)

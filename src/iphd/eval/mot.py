@@ -261,4 +261,7 @@ def evaluate_hota(frames: Sequence[MotFrame]) -> dict[str, float | None] | None:
     result = metric.eval_sequence(data)
     names = {"hota": "HOTA", "deta": "DetA", "assa": "AssA", "loca": "LocA", "detre": "DetRe",
              "detpr": "DetPr", "assre": "AssRe", "asspr": "AssPr"}
-    return {k: _nan_to_none(float(np.mean(result[names[k]]))) for k in HOTA_KEYS}
+    values = {k: _nan_to_none(float(np.mean(result[names[k]]))) for k in HOTA_KEYS}
+    if not np.any(result["HOTA_TP"]):
+        values["loca"] = None  # no match to localise; trackeval reports 1.0 then
+    return values
