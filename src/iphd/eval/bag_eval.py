@@ -894,19 +894,28 @@ def _axes(
 
 
 def plot_timeline(
-    frames: Sequence[MotFrame], path: Path, size: tuple[int, int] = (800, 360)
+    frames: Sequence[MotFrame], path: Path, size: tuple[int, int] = (800, 360),
+    start_ns: int | None = None,
 ) -> Path:
-    """Per scored frame: labelled ground-truth people (green) and confirmed tracks (blue)."""
+    """Per scored frame: labelled ground-truth people (green) and confirmed tracks (blue).
+
+    Times count from ``start_ns`` (the bag's start, as the report's identities do), else from
+    the first scored frame.
+    """
     width, height = size
     image = np.full((height, width, 3), 255, dtype=np.uint8)
-    t0 = frames[0].stamp_ns if frames else 0
+    t0 = start_ns if start_ns is not None else frames[0].stamp_ns if frames else 0
     t = np.asarray([(f.stamp_ns - t0) / 1e9 for f in frames], dtype=np.float64)
     gt = np.asarray([f.gt_ids.size for f in frames], dtype=np.float64)
     hyp = np.asarray([f.hyp_ids.size for f in frames], dtype=np.float64)
     y_max = float(max(gt.max(initial=0), hyp.max(initial=0), 1) + 1)
-    to_pixel = _axes(image, (60, 40, width - 20, height - 50), (0.0, float(t.max(initial=1.0))),
+    # From the window's first frame (a --start-s window starts late in the bag), else 0.
+    x_lo = float(t.min()) if start_ns is not None and t.size else 0.0
+    x_hi = max(float(t.max(initial=1.0)), x_lo + 1.0)
+    to_pixel = _axes(image, (60, 40, width - 20, height - 50), (x_lo, x_hi),
                      (0.0, y_max), "people per frame: ground truth (green), confirmed tracks "
-                     "(blue)", "s from the first scored pair", "people", whole_y=True)
+                     "(blue)", "s from the bag's start" if start_ns is not None else
+                     "s from the first scored pair", "people", whole_y=True)
     for values, colour, shift in ((gt, (0, 160, 0), 0), (hyp, (200, 80, 0), 2)):
         if values.size:
             points = to_pixel(t, values) + np.array([0, shift], dtype=np.int32)
@@ -983,7 +992,7 @@ def write_bag_report(
         "recall": {t: np.zeros(0) for t in DEFAULT_THRESHOLDS}, "n_gt": 0, "n_pred": 0,
     }
     plot_pr(pr, files.pr_png)
-    plot_timeline(result.frames, files.timeline_png)
+    plot_timeline(result.frames, files.timeline_png, start_ns=result.start_ns or None)
     plot_latency(result.latency_ms, files.latency_png)
     files.metrics_json.write_text(
         json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8"
