@@ -224,6 +224,23 @@ def test_backward_clock_jump_resets_then_pairing_resumes() -> None:
     check_accounting(sync)
 
 
+def test_a_frame_of_the_old_timeline_after_a_jump_is_dropped_not_a_second_reset() -> None:
+    # A bag loops, and the last thermal frame's callback runs after the new pass's first
+    # depth frame: it held the old timeline, and the new pass's first thermal frame then reset
+    # the buffers again, losing its own partner as well (50 of 52 pairs instead of 51).
+    sync: Synchronizer[int, int] = Synchronizer()
+    loop = [("d", k * 33 * MS) for k in range(60)]
+    loop += [("t", k * 111 * MS + MS) for k in range(18)]
+    loop.sort(key=lambda e: e[1])
+    last = max(i for i, (kind, _) in enumerate(loop) if kind == "t")
+    first = run(sync, loop[:last] + loop[last + 1:], flush=False)  # the last thermal waits
+    assert len(first) == 17
+    second = run(sync, [loop[0], loop[last], *loop[1:]], flush=False)
+    assert sync.stats.resets == 1 and sync.stats.thermal_dropped["clock_jump"] == 1
+    assert len(second) == 18  # every thermal frame of the new pass paired
+    check_accounting(sync)
+
+
 def test_thermal_clock_jump_back_resets() -> None:
     sync: Synchronizer[int, int] = Synchronizer()
     run(sync, [("d", 0), ("t", 5 * 10**9), ("t", 1 * MS)], flush=False)

@@ -192,8 +192,14 @@ class Synchronizer(Generic[D, T]):
           target) are ``late``.
         * Buffers are bounded: the oldest frame is evicted (``buffer_overflow``).
         * A stamp more than ``clock_jump_ns`` behind the newest stamp of its stream resets both
-          buffers (``clock_jump``); the frame then starts the new timeline. Forward jumps need no
-          special case: ``max_wait_ns`` decides old pending frames and the skew test drops them.
+          buffers (``clock_jump``); the frame then starts the new timeline. A frame of the other
+          stream that comes just after, stamped more than ``clock_jump_ns`` after that start
+          (one of the old timeline whose callback ran late: two streams' callbacks interleave
+          at a bag's loop), is dropped as ``clock_jump`` too, until the jumped stream is
+          ``max_wait_ns`` into its new timeline; otherwise it would hold the old timeline and
+          reset the buffers a second time, losing the new timeline's first pair. Forward jumps
+          need no special case: ``max_wait_ns`` decides old pending frames and the skew test
+          drops them.
 
     All methods return the pairs that became final, oldest first. The class keeps no wall-clock
     state, so the same pushes always give the same pairs.
@@ -223,6 +229,8 @@ class Synchronizer(Generic[D, T]):
         self._newest_target: int | None = None
         self._last_used_depth: int | None = None
         self._last_decided_target: int | None = None
+        # After a backward jump: the stream that jumped and the stamp (target) it jumped to.
+        self._jumped: tuple[str, int] | None = None
 
     @property
     def pending_depth(self) -> int:
@@ -251,6 +259,10 @@ class Synchronizer(Generic[D, T]):
         stats.depth_in += 1
         if self._newest_depth is not None and stamp_ns < self._newest_depth - cfg.clock_jump_ns:
             self._reset("clock_jump")
+            self._jumped = ("depth", stamp_ns)
+        elif self._straggler("thermal", stamp_ns, self._newest_target):
+            stats.depth_dropped["clock_jump"] += 1
+            return []
         self._latest_depth = stamp_ns
         stamps = self._depth_stamps
         last_used = self._last_used_depth
@@ -283,6 +295,10 @@ class Synchronizer(Generic[D, T]):
         target = stamp_ns + cfg.thermal_offset_ns
         if self._newest_target is not None and target < self._newest_target - cfg.clock_jump_ns:
             self._reset("clock_jump")
+            self._jumped = ("thermal", target)
+        elif self._straggler("depth", target, self._newest_depth):
+            stats.thermal_dropped["clock_jump"] += 1
+            return []
         decided = self._last_decided_target
         if decided is not None and target <= decided:
             stats.thermal_dropped["duplicate" if target == decided else "late"] += 1
@@ -307,6 +323,16 @@ class Synchronizer(Generic[D, T]):
             del self._th_arrival_skews[0]
             stats.thermal_dropped["buffer_overflow"] += 1
         return self._decide(final=False)
+
+    def _straggler(self, jumped: str, stamp_ns: int, newest_jumped: int | None) -> bool:
+        """A frame of the timeline before ``jumped``'s backward jump (see ``push_depth``)."""
+        if self._jumped is None or self._jumped[0] != jumped:
+            return False
+        start = self._jumped[1]
+        if newest_jumped is not None and newest_jumped > start + self.config.max_wait_ns:
+            self._jumped = None  # the new timeline is under way: no more stragglers
+            return False
+        return stamp_ns > start + self.config.clock_jump_ns
 
     def flush(self) -> list[Pair[D, T]]:
         """Decide every pending thermal frame with the depth frames present (end of stream)."""
