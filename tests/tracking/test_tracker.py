@@ -711,6 +711,14 @@ def test_a_person_back_after_their_track_was_deleted_gets_their_id_again():
     assert [t.track_id for t in more] == [ids[1]]
 
 
+def test_with_confirm_hits_1_a_person_back_still_gets_their_id_again():
+    # Tracks confirmed at birth were created after adoption and memory had run: never asked.
+    config = TrackerConfig(confirm_hits=1)
+    tracker, ids, tracks = _away_and_back([(-1.0, E_A), (1.0, E_B)], E_B, config=config)
+    assert [t.track_id for t in tracks] == [ids[1]] and tracker.stats.recalled == 1
+    assert tracker.last_assignment == {0: ids[1]}
+
+
 def test_a_tentative_track_keeps_its_new_id_until_it_is_confirmed():
     tracker = Tracker()
     ns = 0

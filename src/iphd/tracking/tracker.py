@@ -98,8 +98,9 @@ class TrackerConfig:
             lost).
         outlier_min_iou: least IoU with which a detection whose position lies outside the
             distance gate still follows a confirmed track updated on the previous frame, as a depth
-            outlier (box and score are updated, the Kalman state is not); only after every
-            in-gate pair. 0 disables.
+            outlier (box, score and gallery are updated, the Kalman state is not). Such a pair
+            costs ``2 - IoU`` in the distance term, more than any in-gate pair, blended with
+            appearance like the others in the same assignment. 0 disables.
         max_coast_s: longest a track followed by detections without a usable position (no
             valid depth, or depth outliers) keeps predicting at its velocity; after it, the
             filter restarts at the detection's position (an outlier: the box stayed on the
@@ -563,6 +564,7 @@ class Tracker:
         self._adopt(stamp_ns)
         self._recall(stamp_ns)
 
+        born_confirmed: list[_Track] = []
         for j, det in enumerate(dets):
             if j in self._assignment or not valid[j] or det.score < self.config.min_score_new:
                 continue
@@ -583,6 +585,13 @@ class Tracker:
             if self.config.confirm_hits <= 1:
                 track.state = CONFIRMED
                 self._confirmed += 1
+                born_confirmed.append(track)
+        if born_confirmed:
+            # Confirmed at birth, so adoption and the memory see them now (they ran above for
+            # the tracks confirmed by this frame's hits).
+            self._new_confirmed = born_confirmed
+            self._adopt(stamp_ns)
+            self._recall(stamp_ns)
         return self._snapshot()
 
     def query(
@@ -783,8 +792,8 @@ class Tracker:
         feasible = (dist_ok & iou_ok) | nan_ok
         # A depth outlier: the box still overlaps the track's last box well but the position
         # jumped out of the gate (background or a partly seen body in the depth statistics).
-        # It may follow the track, after every in-gate detection (cost above 1), without
-        # moving the filter.
+        # It may follow the track without moving the filter; its distance term (above 1) is
+        # higher than any in-gate pair's, but blended with appearance in the same assignment.
         outlier = np.zeros_like(feasible)
         if cfg.outlier_min_iou > 0.0:
             followed = recent & ~tentative
