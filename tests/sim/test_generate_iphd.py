@@ -1,5 +1,6 @@
 """IPHD-format datasets from ``generate_iphd``: format, determinism, labels and statistics."""
 
+import gc
 import json
 import re
 import tracemalloc
@@ -325,6 +326,7 @@ def test_generation_streams_frames_instead_of_keeping_them(tmp_path, calibration
                       frames_per_sequence=frames, calibration=calibration)
 
     def peak(frames):
+        gc.collect()  # garbage of earlier tests is not counted in this one's peak
         tracemalloc.start()
         try:
             generate(frames)
@@ -334,6 +336,8 @@ def test_generation_streams_frames_instead_of_keeping_them(tmp_path, calibration
 
     generate(1)  # one-time costs (kernels, caches) out of the way
     small, large = peak(3), peak(15)
-    # 12 more pairs (each a 1.8 MB depth frame) cost less than one more frame of memory.
-    assert large - small < frame_bytes
+    # 12 more pairs (each a 1.8 MB depth frame, 22 MB kept) cost less than three more frames of
+    # memory: a frame or two of garbage waiting for the collector (3.4 MB once in a full run,
+    # 0.02 MB alone) is not keeping them.
+    assert large - small < 3 * frame_bytes
     assert small < 60 * frame_bytes
