@@ -96,6 +96,26 @@ def test_cli_flat_thermal_bag_exits_2_and_writes_nothing(tmp_path, capture, nomi
     assert "no thermal contrast" in capsys.readouterr().err
 
 
+def test_a_solve_the_loaders_would_refuse_is_not_written(tmp_path, bag, solved, monkeypatch,
+                                                         capsys):
+    # Both streams recorded in one frame: rig.yaml was written with status 0, and every node
+    # then refused to load it.
+    import dataclasses
+
+    import iphd.calib.cli as cli
+    from iphd.calibration import RigFrames
+
+    same = dataclasses.replace(solved.calibration,
+                               frames=RigFrames("camera_link", "camera", "camera"))
+    monkeypatch.setattr(cli, "calibrate",
+                        lambda *a, **k: dataclasses.replace(solved, calibration=same))
+    out = tmp_path / "rig.yaml"
+    assert main(["--bag", str(bag), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "'frames.depth' and 'frames.thermal' are both 'camera'" in err
+    assert f"nothing written to {out}" in err and not out.exists()
+
+
 def test_cli_missing_bag_exits_2(tmp_path, capsys):
     out = tmp_path / "rig.yaml"
     assert main(["--bag", str(tmp_path / "nope"), "--out", str(out), "--quiet"]) == 2

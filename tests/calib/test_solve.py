@@ -76,6 +76,44 @@ def _slice(rec, stop_s):
                      rec.thermal_stamps_ns[t], thermal)
 
 
+def test_a_lepton_mounted_upside_down_is_recovered(nominal):
+    # Refined from the initial calibration's extrinsic alone, a Lepton rolled 180 degrees from
+    # it diverged (metres of translation, 27 px RMS) and the tool wrote that with status 0.
+    from iphd.calib.simulate import perturbed_calibration
+
+    truth = perturbed_calibration(nominal, rotation_deg=(1.0, -1.5, 180.0),
+                                  translation_m=(0.02, -0.035, -0.01))
+    capture = simulate_capture(truth, poses=12, seed=0, depth_profile="aligned_640x360")
+    result = calibrate(capture.recording, nominal, source="test")
+    err = recovery_errors(result.calibration, truth, capture.recording.depth_intrinsics)
+    assert err.translation_mm < 5.0 and err.rotation_deg < 0.5 and err.clock_offset_ms < 5.0
+    assert result.extrinsic_rms_px < 0.5
+
+
+def test_a_clock_offset_beyond_the_search_is_named(capture, nominal):
+    # The thermal stamps 0.8 s early: the motion-energy peak sat on the +-0.5 s edge, and the
+    # still-view logic then asked the user to hold the board still.
+    rec = dataclasses.replace(capture.recording,
+                              thermal_stamps_ns=capture.recording.thermal_stamps_ns - 760_000_000)
+    with pytest.raises(CalibrationError, match=r"at the edge of the \+-0.5 s searched"):
+        calibrate(rec, nominal)
+
+
+def test_a_fine_clock_search_that_ends_at_its_edge_searches_again(capture, truth, nominal,
+                                                                  monkeypatch):
+    # A coarse offset 45 ms off (the window searched is +-30 ms): the fine search used to
+    # stop at the window's edge, 15 ms off, and write that.
+    import iphd.calib.solve as solve
+
+    true_s = truth.thermal_clock_offset_s
+    real = solve.motion_energy_offset
+    monkeypatch.setattr(solve, "motion_energy_offset",
+                        lambda *a, **k: (true_s + 0.045, real(*a, **k)[1]))
+    result = calibrate(capture.recording, nominal)
+    assert abs(result.calibration.thermal_clock_offset_s - true_s) < 0.003
+    assert "refined by aligning the board trajectory" in result.offset_method
+
+
 def test_too_few_views(capture, nominal):
     with pytest.raises(TooFewViewsError, match="only 3 still views"):
         calibrate(_slice(capture.recording, 6.3), nominal)

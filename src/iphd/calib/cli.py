@@ -29,6 +29,7 @@ from iphd.calib.solve import (
 from iphd.calibration import (
     DEFAULT_CALIBRATION,
     RigCalibration,
+    calibration_from_dict,
     load_calibration,
     save_calibration,
 )
@@ -274,6 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             source = f"bag {args.bag}"
         say(f"{len(rec.depth_mm)} depth and {len(rec.thermal_ck)} thermal frames")
         result = calibrate(rec, initial, cfg, source=source, progress=say)
+        # What the nodes will load is checked before it is written (two streams in one frame,
+        # an extrinsic out of range): the loader's refusal, with nothing written.
+        calibration_from_dict(result.calibration.to_dict(), args.out)
         # Drawn before anything is written: a picture that fails leaves no rig.yaml behind.
         picture = None if args.overlay is None else (args.overlay, overlay_png(result, rec))
     except (IphdError, ValueError) as exc:

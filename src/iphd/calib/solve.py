@@ -45,6 +45,13 @@ from iphd.errors import CalibrationError
 from iphd.sensors.frames import CameraIntrinsics
 from iphd.sim.target import TargetSpec
 
+#: Searches of the fine clock offset, each re-centred on the last one's edge when it ended there.
+MAX_TRAJECTORY_SEARCHES = 4
+#: An extrinsic that reprojects the views' hole centres worse than this (thermal pixels), and
+#: worse than this factor times the thermal intrinsics' RMS, is refused: a solve that diverged.
+MAX_EXTRINSIC_RMS_PX = 3.0
+EXTRINSIC_RMS_FACTOR = 10.0
+
 
 class CalibrationInputError(CalibrationError):
     """The recording cannot give a calibration; the message says what to record instead."""
@@ -563,24 +570,42 @@ def solve_extrinsic(
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Depth->thermal extrinsic from the views' 3D hole centres and thermal detections.
 
+    Two starts are refined (Levenberg-Marquardt) and the one that reprojects better is kept:
+    the initial calibration's extrinsic, and a solution without any guess (SQPnP on the hole
+    centres of all views, which are not coplanar). Started from the guess alone, a Lepton
+    mounted upside down (rolled 180 degrees from the initial calibration) diverged.
+
     Returns:
         (rotation (3, 3), translation (3,) metres, reprojection RMS in thermal pixels).
+
+    Raises:
+        CalibrationInputError: neither start gives a solution.
     """
     obj = np.concatenate([v.depth_points_m for v in views]).astype(np.float64)
     img = np.concatenate([v.thermal_px for v in views]).astype(np.float64)
     dist = np.asarray(intr.distortion, dtype=np.float64)
     rvec0, _ = cv2.Rodrigues(np.asarray(rotation0, dtype=np.float64))
-    ok, rvec, tvec = cv2.solvePnP(obj, img, intr.k, dist, rvec0.copy(),
-                                  np.asarray(translation0_m, dtype=np.float64).reshape(3, 1).copy(),
-                                  useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
-    if not ok:
-        raise CalibrationInputError("solvePnP failed on the depth/thermal hole centres")
+    starts = [
+        cv2.solvePnP(obj, img, intr.k, dist, rvec0.copy(),
+                     np.asarray(translation0_m, dtype=np.float64).reshape(3, 1).copy(),
+                     useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE),
+        cv2.solvePnP(obj, img, intr.k, dist, flags=cv2.SOLVEPNP_SQPNP),
+    ]
     criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
-    rvec, tvec = cv2.solvePnPRefineLM(obj, img, intr.k, dist, rvec, tvec, criteria)
-    rot, _ = cv2.Rodrigues(rvec)
-    t = tvec.ravel()
-    err = project_points(obj, rot, t, intr) - img
-    return rot, t, float(np.sqrt(np.mean(np.sum(err**2, axis=1))))
+    best: tuple[np.ndarray, np.ndarray, float] | None = None
+    for ok, rvec, tvec in starts:
+        if not ok or not (np.all(np.isfinite(rvec)) and np.all(np.isfinite(tvec))):
+            continue
+        rvec, tvec = cv2.solvePnPRefineLM(obj, img, intr.k, dist, rvec, tvec, criteria)
+        rot, _ = cv2.Rodrigues(rvec)
+        t = tvec.ravel()
+        err = project_points(obj, rot, t, intr) - img
+        rms = float(np.sqrt(np.mean(np.sum(err**2, axis=1))))
+        if np.isfinite(rms) and (best is None or rms < best[2]):
+            best = (rot, t, rms)
+    if best is None:
+        raise CalibrationInputError("solvePnP failed on the depth/thermal hole centres")
+    return best
 
 
 def refine_offset_trajectory(
@@ -784,6 +809,13 @@ def calibrate(
     coarse, corr = motion_energy_offset(rec.depth_times_s(), depth_energy,
                                         rec.thermal_times_s(), thermal_energy, cfg.max_lag_s)
     say(f"clock offset from motion energy: {coarse * 1000:+.1f} ms (correlation {corr:.2f})")
+    if abs(coarse) >= cfg.max_lag_s - 1e-9:
+        raise CalibrationInputError(
+            f"the clock offset that best matches the two cameras' motion, {coarse:+.3f} s, is "
+            f"at the edge of the +-{cfg.max_lag_s:g} s searched: their stamps are further apart "
+            "than that. Check that both drivers stamp in ROS time (the same clock), and record "
+            "again"
+        )
     search = find_views(rec, coarse, depth_energy, cfg, say)
     check_views(search, cfg)
     views = search.views
@@ -792,10 +824,34 @@ def calibrate(
     kept = [v for v, m in zip(views, intr.kept, strict=True) if m]
     rot, t, ext_rms = solve_extrinsic(kept, intr.intrinsics, initial.rotation,
                                       initial.translation_m)
+    if ext_rms > max(MAX_EXTRINSIC_RMS_PX, EXTRINSIC_RMS_FACTOR * intr.rms_px):
+        raise CalibrationInputError(
+            f"the depth -> thermal extrinsic does not fit the views: it reprojects the hole "
+            f"centres with an RMS of {ext_rms:.2f} thermal px (the Lepton's own calibration "
+            f"{intr.rms_px:.2f} px); check that --initial describes this rig's cameras "
+            "(image sizes, roughly where the Lepton sits), and that both drivers stamp in ROS "
+            "time, then record again"
+        )
     provisional = RigCalibration(intr.intrinsics, rot, t, coarse, initial.frames)
     say("refining the clock offset on the board's trajectory ...")
-    fine = refine_offset_trajectory(rec, coarse, provisional, depth_energy, cfg)
-    if fine is None:
+    fine, centre, at_edge = None, coarse, False
+    for _ in range(MAX_TRAJECTORY_SEARCHES):
+        fine = refine_offset_trajectory(rec, centre, provisional, depth_energy, cfg)
+        at_edge = fine is not None and abs(fine[0] - centre) >= cfg.trajectory_window_s - 1e-6
+        if not at_edge:
+            break
+        # The best offset is at the edge of the window searched: the coarse offset was
+        # further off than the window; search again around that edge.
+        assert fine is not None
+        say(f"  {fine[0] * 1000:+.1f} ms is at the edge of the search: searching around it")
+        centre = fine[0]
+    if at_edge or (fine is None and centre != coarse):
+        fine = None
+        offset = coarse
+        method = (f"motion-energy cross-correlation (peak {corr:.2f}); trajectory refinement "
+                  "did not settle inside its search (its best offset stayed at the edge): the "
+                  "offset is uncertain, record again with slow, smooth moves of the board")
+    elif fine is None:
         offset = coarse
         method = (f"motion-energy cross-correlation (peak {corr:.2f}); trajectory refinement "
                   "skipped: too few moving frames with the grid in both cameras")
