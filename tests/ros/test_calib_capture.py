@@ -36,26 +36,28 @@ def waiter(executor, spin_until):
     return lambda predicate, timeout_s=5.0: spin_until(executor, predicate, timeout_s)
 
 
-def play(feeder, node, rec, spin_until, bad_thermal_at=None):
+def play(feeder, node, rec, spin_until, bad_thermal_at=None,
+         frames=("depth_optical_frame", "thermal_optical_frame")):
     """Publish ``rec`` in stamp order, waiting until the node has taken each message."""
+    depth_frame, thermal_frame = frames
     events = [(int(t), 0, j) for j, t in enumerate(rec.depth_stamps_ns)]
     events += [(int(t), 1, k) for k, t in enumerate(rec.thermal_stamps_ns)]
     for n, (stamp_ns, kind, i) in enumerate(sorted(events)):
         if kind == 0:
             infos = node.depth_info_count
             feeder.depth_info.publish(
-                intrinsics_to_camera_info(rec.depth_intrinsics, stamp_ns, "depth_optical_frame")
+                intrinsics_to_camera_info(rec.depth_intrinsics, stamp_ns, depth_frame)
             )
             assert spin_until(lambda infos=infos: node.depth_info_count > infos)
             before = node.stats()["depth_frames"]
             feeder.depth.publish(
-                array_to_image(rec.depth_mm[i], "16UC1", stamp_ns, "depth_optical_frame")
+                array_to_image(rec.depth_mm[i], "16UC1", stamp_ns, depth_frame)
             )
             assert spin_until(lambda before=before: node.stats()["depth_frames"] > before)
         else:
             before = node.stats()["thermal_frames"]
             feeder.thermal.publish(
-                array_to_image(rec.thermal_ck[i], "16UC1", stamp_ns, "thermal_optical_frame")
+                array_to_image(rec.thermal_ck[i], "16UC1", stamp_ns, thermal_frame)
             )
             assert spin_until(lambda before=before: node.stats()["thermal_frames"] > before)
         if n == bad_thermal_at:
@@ -106,6 +108,33 @@ def test_capture_counts_views_records_the_bag_and_survives_bad_input(
     assert topics["depth/image_raw"].count == len(rec.depth_mm)
     assert topics["depth/camera_info"].count == len(rec.depth_mm)
     assert topics["thermal/image_raw"].count == len(rec.thermal_ck)
+
+
+def test_the_bag_keeps_the_frame_names_the_drivers_stamp(
+    capture, tmp_path, ros_context, executor, spin_until
+):
+    # Written in the initial calibration's frame names, the bag made iphd-calibrate write
+    # depth_optical_frame / thermal_optical_frame for a realsense2_camera rig.
+    from iphd.calib.cli import read_bag
+
+    rec = capture.recording
+    bag = tmp_path / "capture"
+    node = CalibCaptureNode(context=ros_context,
+                            parameter_overrides=[Parameter("out_bag", value=str(bag))])
+    feeder = Feeder(ros_context)
+    executor.add_node(node)
+    executor.add_node(feeder)
+    wait = waiter(executor, spin_until)
+    assert wait(lambda: feeder.count_subscribers("thermal/image_raw") >= 1)
+    play(feeder, node, rec, wait, frames=("camera_depth_optical_frame", "lepton_optical_frame"))
+    node.close()
+    recorded = read_bag(bag, quiet=True)
+    assert (recorded.depth_frame, recorded.thermal_frame) == (
+        "camera_depth_optical_frame", "lepton_optical_frame"
+    )
+    # Held until the thermal frame's name was known, nothing was lost.
+    assert len(recorded.depth_mm) == len(rec.depth_mm)
+    assert len(recorded.thermal_ck) == len(rec.thermal_ck)
 
 
 def test_capture_without_out_bag_records_nothing(capture, tmp_path, ros_context, executor,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from typing import Any
 
@@ -32,7 +33,10 @@ from iphd.sim.target import TargetSpec
 DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
 THERMAL_ENCODINGS = ("16UC1", "mono16")
 STREAM_TIMEOUT_S = 1.0
-PENDING_THERMAL = 50  # thermal frames held for the bag until the depth camera info opens it
+# Frames held for the bag until it opens: once the depth camera info and a thermal frame have
+# come (the bag is written in the frame_ids the drivers stamp, known from their messages).
+PENDING_THERMAL = 50
+PENDING_DEPTH = 60
 
 
 class CalibCaptureNode(Node):
@@ -67,6 +71,11 @@ class CalibCaptureNode(Node):
         self.enough = False
         self._writer: RigBagWriter | None = None
         self._pending_thermal: deque[tuple[int, np.ndarray]] = deque(maxlen=PENDING_THERMAL)
+        self._pending_depth: deque[tuple[int, np.ndarray]] = deque(maxlen=PENDING_DEPTH)
+        # The frame_ids the drivers stamp: the bag is written in them, so iphd-calibrate
+        # writes them into rig.yaml (frames.depth / frames.thermal).
+        self._frame_ids: dict[str, str] = {}
+        self._bag_failed = False
         self._depth_info: CameraIntrinsics | None = None
         self._errors: dict[str, int] = {}
         self._last_error = ""
@@ -107,15 +116,34 @@ class CalibCaptureNode(Node):
             self._fail("depth_camera_info", f"depth/camera_info rejected: {exc}")
             return
         self.state.depth_intrinsics = self._depth_info
-        if self.out_bag:
-            self._open_bag(self._depth_info)
+        self._frame_ids.setdefault("depth", msg.header.frame_id.strip("/"))
+        self._open_bag()
 
-    def _open_bag(self, depth_info: CameraIntrinsics) -> None:
+    def _open_bag(self) -> None:
+        """Open the bag once the depth camera info and a thermal frame have come."""
+        info = self._depth_info
+        if not self.out_bag or self._writer is not None or info is None or self._bag_failed:
+            return
+        if "thermal" not in self._frame_ids:
+            return
+        frames = self.calibration.frames
+        recorded = dataclasses.replace(
+            frames,
+            depth=self._frame_ids.get("depth") or frames.depth,
+            thermal=self._frame_ids["thermal"] or frames.thermal,
+        )
         try:
-            self._writer = RigBagWriter(self.out_bag, self.calibration, depth_info)
+            self._writer = RigBagWriter(
+                self.out_bag, dataclasses.replace(self.calibration, frames=recorded), info
+            )
         except IphdError as exc:
+            self._bag_failed = True  # not tried again for every frame
+            self._pending_depth.clear()
+            self._pending_thermal.clear()
             self._fail("bag", f"not recording: {exc}")
             return
+        while self._pending_depth:
+            self._write("depth", self._writer.write_depth, *self._pending_depth.popleft())
         while self._pending_thermal:
             self._record_thermal(*self._pending_thermal.popleft())
 
@@ -136,6 +164,10 @@ class CalibCaptureNode(Node):
         self.state.add_depth(stamp_ns, depth_mm)
         if self._writer is not None:
             self._write("depth", self._writer.write_depth, stamp_ns, depth_mm)
+        elif self.out_bag and self._depth_info is not None and not self._bag_failed:
+            if len(self._pending_depth) == self._pending_depth.maxlen:
+                self.depth_unrecorded += 1  # the oldest held one is pushed out
+            self._pending_depth.append((stamp_ns, depth_mm))
         elif self.out_bag:
             self.depth_unrecorded += 1
 
@@ -153,13 +185,15 @@ class CalibCaptureNode(Node):
             self._fail("bad_thermal", f"thermal frame dropped: {exc}")
             return
         stamp_ns = stamp_to_ns(msg.header.stamp)
+        self._frame_ids.setdefault("thermal", msg.header.frame_id.strip("/"))
         self._record_thermal(stamp_ns, thermal_ck)
+        self._open_bag()
         self._check_view(stamp_ns, thermal_ck)
 
     def _record_thermal(self, stamp_ns: int, thermal_ck: np.ndarray) -> None:
         if self._writer is not None:
             self._write("thermal", self._writer.write_thermal, stamp_ns, thermal_ck)
-        elif self.out_bag and self._depth_info is None:
+        elif self.out_bag and not self._bag_failed:
             self._pending_thermal.append((stamp_ns, thermal_ck))
 
     def _write(self, kind: str, write: Any, stamp_ns: int, image: np.ndarray) -> None:
