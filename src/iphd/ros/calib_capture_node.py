@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ from iphd.errors import FrameError, IphdError
 from iphd.fusion import depth_to_mm
 from iphd.ros import qos
 from iphd.ros.common import (
+    HeldForInfo,
     RateMeter,
     declare,
     diagnostic_array,
@@ -70,8 +70,9 @@ class CalibCaptureNode(Node):
         self.state = CaptureSession(self.config, self.calibration.thermal)
         self.enough = False
         self._writer: RigBagWriter | None = None
-        self._pending_thermal: deque[tuple[int, np.ndarray]] = deque(maxlen=PENDING_THERMAL)
-        self._pending_depth: deque[tuple[int, np.ndarray]] = deque(maxlen=PENDING_DEPTH)
+        # (stamp, image) held until the bag opens; ``dropped`` counts those pushed out.
+        self._pending_thermal = HeldForInfo(PENDING_THERMAL)
+        self._pending_depth = HeldForInfo(PENDING_DEPTH)
         # The frame_ids the drivers stamp: the bag is written in them, so iphd-calibrate
         # writes them into rig.yaml (frames.depth / frames.thermal).
         self._frame_ids: dict[str, str] = {}
@@ -138,14 +139,14 @@ class CalibCaptureNode(Node):
             )
         except IphdError as exc:
             self._bag_failed = True  # not tried again for every frame
-            self._pending_depth.clear()
-            self._pending_thermal.clear()
+            self._pending_depth.release()
+            self._pending_thermal.release()
             self._fail("bag", f"not recording: {exc}")
             return
-        while self._pending_depth:
-            self._write("depth", self._writer.write_depth, *self._pending_depth.popleft())
-        while self._pending_thermal:
-            self._record_thermal(*self._pending_thermal.popleft())
+        for stamp_ns, depth_mm in self._pending_depth.release():
+            self._write("depth", self._writer.write_depth, stamp_ns, depth_mm)
+        for stamp_ns, thermal_ck in self._pending_thermal.release():
+            self._record_thermal(stamp_ns, thermal_ck)
 
     def _on_depth(self, msg: Image) -> None:
         self._depth_rate.tick()
@@ -165,9 +166,7 @@ class CalibCaptureNode(Node):
         if self._writer is not None:
             self._write("depth", self._writer.write_depth, stamp_ns, depth_mm)
         elif self.out_bag and self._depth_info is not None and not self._bag_failed:
-            if len(self._pending_depth) == self._pending_depth.maxlen:
-                self.depth_unrecorded += 1  # the oldest held one is pushed out
-            self._pending_depth.append((stamp_ns, depth_mm))
+            self._pending_depth.hold((stamp_ns, depth_mm))
         elif self.out_bag:
             self.depth_unrecorded += 1
 
@@ -194,7 +193,7 @@ class CalibCaptureNode(Node):
         if self._writer is not None:
             self._write("thermal", self._writer.write_thermal, stamp_ns, thermal_ck)
         elif self.out_bag and not self._bag_failed:
-            self._pending_thermal.append((stamp_ns, thermal_ck))
+            self._pending_thermal.hold((stamp_ns, thermal_ck))
 
     def _write(self, kind: str, write: Any, stamp_ns: int, image: np.ndarray) -> None:
         try:
