@@ -16,6 +16,7 @@ from iphd.calib.solve import (
     board_spec,
     calibrate,
     check_views,
+    coverage_missing,
     coverage_text,
     motion_energy_offset,
 )
@@ -185,6 +186,30 @@ def test_coverage_text_says_enough(solved):
     text, enough = coverage_text(solved.coverage, len(solved.views),
                                  CalibConfig(min_views=50))
     assert not enough and "NOT enough" in text
+
+
+def test_coverage_is_not_enough_without_the_image_corners():
+    # Nine of twelve cells (over two thirds), but no hole seen in two corners: the lens
+    # distortion would be extrapolated there.
+    counts = np.array([[0, 5, 5, 3], [4, 9, 9, 4], [2, 6, 6, 0]])
+    cfg = CalibConfig(min_views=8)
+    assert coverage_missing(counts, 10, cfg) == ["poses over the corner cells (1,1) (3,4)"]
+    text, enough = coverage_text(counts, 10, cfg)
+    assert not enough
+    assert "need 67% and the four corners" in text and "corner cells (1,1) (3,4)" in text
+    assert coverage_missing(counts, 10, CalibConfig(min_views=8, corners=False)) == []
+    counts[0, 0] = counts[2, 3] = 1
+    assert coverage_text(counts, 10, cfg)[1]
+    # Too few cells: every empty one is named, corners among them.
+    sparse = np.array([[0, 0, 5, 3], [0, 9, 9, 0], [0, 6, 6, 0]])
+    assert coverage_missing(sparse, 3, cfg) == [
+        "5 more views", "poses over cells (1,1) (1,2) (2,1) (2,4) (3,1) (3,4)"
+    ]
+
+
+def test_the_simulated_capture_covers_the_four_corners(solved):
+    counts = solved.coverage
+    assert counts[0, 0] and counts[0, -1] and counts[-1, 0] and counts[-1, -1]
 
 
 def test_recorded_frames_follow_the_images_and_the_drivers_tf(capture, nominal):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from iphd.calib.detect import detect_depth, detect_thermal
-from iphd.calib.solve import CalibConfig, View, coverage_counts, coverage_text
+from iphd.calib.solve import CalibConfig, View, coverage_counts, coverage_missing
 from iphd.sensors.frames import CameraIntrinsics
 
 DEPTH_RING = 15  # recent depth frames kept (0.5 s at 30 Hz)
@@ -33,11 +33,6 @@ def nearest_frame(
         return None
     stamp, image = min(ring, key=lambda item: abs(item[0] - stamp_ns))
     return image if abs(stamp - stamp_ns) <= max_skew_ns else None
-
-
-def empty_cells(counts: np.ndarray) -> list[str]:
-    """Names "(row, col)" (1-based, row 1 at the top) of the coverage cells with no hole centre."""
-    return [f"({r + 1},{c + 1})" for r, c in zip(*np.nonzero(counts == 0), strict=True)]
 
 
 @dataclass
@@ -131,21 +126,17 @@ class CaptureSession:
     def coverage(self) -> tuple[np.ndarray, bool]:
         """(rows, cols) hole centres per thermal cell, and whether views and coverage suffice."""
         counts = coverage_counts(self.views, self.thermal, self.config.coverage_cells)
-        _, enough = coverage_text(counts, len(self.views), self.config)
-        return counts, enough
+        return counts, not coverage_missing(counts, len(self.views), self.config)
 
     def progress_line(self) -> str:
         """The one-line progress report."""
-        counts, enough = self.coverage()
+        counts = coverage_counts(self.views, self.thermal, self.config.coverage_cells)
         views, cfg = len(self.views), self.config
-        missing = []
-        if views < cfg.min_views:
-            missing.append(f"{cfg.min_views - views} more views")
-        if float((counts > 0).mean()) < cfg.min_coverage:
-            missing.append("poses over cells " + " ".join(empty_cells(counts)))
-        verdict = "enough" if enough else "need more: " + ", ".join(missing)
+        missing = coverage_missing(counts, views, cfg)
+        verdict = "need more: " + ", ".join(missing) if missing else "enough"
+        corners = " and the four corners" if cfg.corners else ""
         return (
             f"{views}/{cfg.min_views} views, {self.thermal_only} thermal-only and "
             f"{self.depth_only} depth-only frames, coverage {float((counts > 0).mean()):.0%}"
-            f" of the thermal image (need {cfg.min_coverage:.0%}): {verdict}"
+            f" of the thermal image (need {cfg.min_coverage:.0%}{corners}): {verdict}"
         )

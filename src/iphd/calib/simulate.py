@@ -69,6 +69,8 @@ def simulate_capture(
 ) -> SimulatedCapture:
     """Render the board held at ``poses`` random poses in front of the rig ``truth``.
 
+    The first four poses go toward the view's four corners, as the capture instructions ask.
+
     The thermal stamps carry ``truth.thermal_clock_offset_s``; frames frozen by a flat-field
     correction are dropped, as the Lepton driver does.
 
@@ -83,7 +85,7 @@ def simulate_capture(
     """
     spec = spec or TargetSpec()
     motion = random_motion(np.random.default_rng([seed, 0xCA1]), poses, spec,
-                           max_tilt_deg=max_tilt_deg)
+                           max_tilt_deg=max_tilt_deg, corners=True)
     sim = RigSimulator(
         truth, [], motion.duration_s + 0.5, seed,
         SensorConfig(depth_profile=depth_profile,

@@ -119,6 +119,9 @@ class CalibConfig:
         min_range_m: closest expected board distance (depth hole filter size).
         coverage_cells: (columns, rows) of thermal image cells for the coverage check.
         min_coverage: fraction of cells holding a detected hole centre to call coverage enough.
+        corners: coverage is enough only with a hole centre in each of the four corner cells
+            too: the lens distortion is extrapolated where no hole was seen, and it grows
+            fastest toward the corners.
         trajectory_window_s: the fine clock search spans +- this around the coarse offset.
         min_trajectory_frames: fewest moving frames for the fine clock offset.
     """
@@ -136,6 +139,7 @@ class CalibConfig:
     min_range_m: float = 0.5
     coverage_cells: tuple[int, int] = (4, 3)
     min_coverage: float = 2.0 / 3.0
+    corners: bool = True
     trajectory_window_s: float = 0.03
     min_trajectory_frames: int = 10
 
@@ -687,23 +691,44 @@ def coverage_counts(views: Sequence[View], intr: CameraIntrinsics,
     return counts
 
 
+def _cell_names(cells: Sequence[tuple[int, int]]) -> str:
+    """Cells named "(row,col)", 1-based, row 1 at the top of the thermal image."""
+    return " ".join(f"({r + 1},{c + 1})" for r, c in cells)
+
+
+def coverage_missing(counts: np.ndarray, views: int, cfg: CalibConfig) -> list[str]:
+    """What a capture still lacks (views, cells, corner cells); empty when it is enough."""
+    missing = []
+    if views < cfg.min_views:
+        missing.append(f"{cfg.min_views - views} more views")
+    empty = [(int(r), int(c)) for r, c in zip(*np.nonzero(counts == 0), strict=True)]
+    if float((counts > 0).mean()) < cfg.min_coverage:
+        missing.append("poses over cells " + _cell_names(empty))
+    elif cfg.corners:
+        rows, cols = counts.shape
+        corners = {(0, 0), (0, cols - 1), (rows - 1, 0), (rows - 1, cols - 1)}
+        if bare := [cell for cell in empty if cell in corners]:
+            missing.append("poses over the corner cells " + _cell_names(bare))
+    return missing
+
+
 def coverage_text(counts: np.ndarray, views: int, cfg: CalibConfig) -> tuple[str, bool]:
     """ASCII picture of the thermal coverage and whether it (and the view count) is enough."""
     fraction = float((counts > 0).mean())
-    enough = fraction >= cfg.min_coverage and views >= cfg.min_views
+    missing = coverage_missing(counts, views, cfg)
     lines = ["thermal image coverage (hole centres per cell):"]
     border = "+" + "------+" * counts.shape[1]
     lines.append(border)
     for row in counts:
         lines.append("|" + "|".join(f"{int(c):5d} " if c else "   .  " for c in row) + "|")
         lines.append(border)
-    verdict = "enough" if enough else "NOT enough"
+    corners = " and the four corners" if cfg.corners else ""
     lines.append(
-        f"{views} views, {fraction:.0%} of cells covered (need {cfg.min_coverage:.0%} and "
-        f"{cfg.min_views} views): {verdict}"
-        + ("" if enough else " - add poses near the empty cells")
+        f"{views} views, {fraction:.0%} of cells covered (need {cfg.min_coverage:.0%}{corners}"
+        f" and {cfg.min_views} views): "
+        + ("NOT enough - add " + ", ".join(missing) if missing else "enough")
     )
-    return "\n".join(lines), enough
+    return "\n".join(lines), not missing
 
 
 # ---------------------------------------------------------------------------------- driver

@@ -123,7 +123,8 @@ class TargetMotion:
 def random_motion(
     rng: np.random.Generator, poses: int, spec: TargetSpec, *, distance_m: tuple[float, float]
     = (0.8, 1.6), max_tilt_deg: float = 35.0, view_deg: tuple[float, float] = (18.0, 13.0),
-    hold_s: float = 1.2, move_s: float = 0.8,
+    hold_s: float = 1.2, move_s: float = 0.8, corners: bool = False,
+    corner_view_deg: tuple[float, float] = (24.0, 17.0),
 ) -> TargetMotion:
     """Poses a person would show the rig: spread over the view, at several distances and tilts.
 
@@ -136,18 +137,28 @@ def random_motion(
         view_deg: half-angles (horizontal, vertical) the grid centre stays within.
         hold_s: seconds each pose is held still.
         move_s: seconds each move takes.
+        corners: the first four poses go toward the four corners of the view (the grid within
+            ``corner_view_deg``, its centre at 80-100 % of the range both ways), as a
+            calibration capture should.
+        corner_view_deg: half-angles the grid stays within at those poses.
     """
     if poses < 1:
         raise ValueError(f"poses must be >= 1, got {poses}")
     rotations, positions = [], []
     gx, gy = spec.grid_extent_m
-    for _ in range(poses):
+    for i in range(poses):
         z = float(rng.uniform(*distance_m))
         # Keep the whole grid in view: shrink the angular range by the grid's half size.
-        ax = np.deg2rad(view_deg[0]) - np.arctan2(gx / 2, z)
-        ay = np.deg2rad(view_deg[1]) - np.arctan2(gy / 2, z)
-        x = z * np.tan(float(rng.uniform(-1, 1)) * max(ax, 0.0))
-        y = z * np.tan(float(rng.uniform(-1, 1)) * max(ay, 0.0))
+        corner = corners and i < 4
+        half_x, half_y = corner_view_deg if corner else view_deg
+        ax = np.deg2rad(half_x) - np.arctan2(gx / 2, z)
+        ay = np.deg2rad(half_y) - np.arctan2(gy / 2, z)
+        ux, uy = float(rng.uniform(-1, 1)), float(rng.uniform(-1, 1))
+        if corner:  # the same draws, moved out to corner i
+            ux = (1.0 if i % 2 else -1.0) * (0.8 + 0.2 * abs(ux))
+            uy = (1.0 if i >= 2 else -1.0) * (0.8 + 0.2 * abs(uy))
+        x = z * np.tan(ux * max(ax, 0.0))
+        y = z * np.tan(uy * max(ay, 0.0))
         tilt = np.deg2rad(max_tilt_deg) * np.sqrt(float(rng.uniform(0.05, 1.0)))
         axis_angle = float(rng.uniform(0, 2 * np.pi))
         axis = np.array([np.cos(axis_angle), np.sin(axis_angle), 0.0])
