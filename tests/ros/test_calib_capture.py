@@ -137,6 +137,65 @@ def test_the_bag_keeps_the_frame_names_the_drivers_stamp(
     assert len(recorded.thermal_ck) == len(rec.thermal_ck)
 
 
+def _tf_static(*edges):
+    """A TFMessage-shaped message (tf2_msgs does not install here) of (parent, child) edges."""
+    from geometry_msgs.msg import TransformStamped
+
+    transforms = []
+    for parent, child in edges:
+        tf = TransformStamped()
+        tf.header.frame_id, tf.child_frame_id = parent, child
+        tf.transform.translation.x = 0.015
+        tf.transform.rotation.w = 1.0
+        transforms.append(tf)
+    return SimpleNamespace(transforms=transforms)
+
+
+def test_the_drivers_tf_static_is_recorded_so_iphd_calibrate_leaves_their_frame_alone(
+    capture, tmp_path, ros_context, executor, spin_until
+):
+    # Without the driver's /tf_static in the bag, iphd-calibrate kept frames.base and the
+    # fusion node gave realsense2_camera's depth frame a second parent.
+    from iphd.calib.cli import read_bag
+    from iphd.calib.solve import recorded_frames
+    from iphd.data.rosbag import read_static_transforms
+
+    rec = capture.recording
+    bag = tmp_path / "capture"
+    node = CalibCaptureNode(context=ros_context,
+                            parameter_overrides=[Parameter("out_bag", value=str(bag))])
+    feeder = Feeder(ros_context)
+    executor.add_node(node)
+    executor.add_node(feeder)
+    wait = waiter(executor, spin_until)
+    assert wait(lambda: feeder.count_subscribers("thermal/image_raw") >= 1)
+    # Latched before the bag opens (held), then again after it with one new edge.
+    node._on_tf_static(_tf_static(("camera_link", "camera_depth_frame"),
+                                  ("camera_depth_frame", "camera_depth_optical_frame")))
+    node._on_tf_static(SimpleNamespace(transforms=[SimpleNamespace(header=None)]))
+    play(feeder, node, rec, wait, frames=("camera_depth_optical_frame", "lepton_optical_frame"))
+    node._on_tf_static(_tf_static(("camera_link", "camera_depth_frame"),
+                                  ("camera_link", "camera_color_frame")))
+    assert node.stats()["errors_tf_static"] == 1
+    node.close()
+
+    with BagReader(bag) as reader:
+        edges = [(tf.parent, tf.child) for tf in read_static_transforms(reader)]
+    # The rig's own two, then the driver's three, each once.
+    assert sorted(edges) == sorted([
+        ("camera_link", "camera_depth_optical_frame"),
+        ("camera_depth_optical_frame", "lepton_optical_frame"),
+        ("camera_link", "camera_depth_frame"),
+        ("camera_depth_frame", "camera_depth_optical_frame"),
+        ("camera_link", "camera_color_frame"),
+    ])
+    recorded = read_bag(bag, quiet=True)
+    assert "camera_depth_frame" in recorded.depth_parents
+    frames, changes = recorded_frames(load_calibration().frames, recorded)
+    assert frames.base == "" and frames.depth == "camera_depth_optical_frame"
+    assert any("frames.base: ''" in c and "camera_depth_frame" in c for c in changes)
+
+
 def test_capture_without_out_bag_records_nothing(capture, tmp_path, ros_context, executor,
                                                  spin_until):
     node = CalibCaptureNode(context=ros_context,

@@ -590,6 +590,18 @@ class RigBagWriter:
         msg = self._tf_message(stamp_ns, transforms)
         self._write(TF, TF_MESSAGE, msg, stamp_ns if log_ns is None else log_ns)
 
+    def write_static_transforms(
+        self, stamp_ns: int, transforms: Sequence[StaticTransform], log_ns: int | None = None
+    ) -> None:
+        """Write other publishers' static transforms (a driver's) as one more ``/tf_static``.
+
+        As ``ros2 bag record`` keeps each publisher's latched message; readers take the
+        transforms of every ``/tf_static`` message (:func:`read_static_transforms`).
+        """
+        stamp_ns = _check_stamp(stamp_ns, "/tf_static stamp")
+        msg = self._tf_message(stamp_ns, transforms)
+        self._write(TF_STATIC, TF_MESSAGE, msg, stamp_ns if log_ns is None else log_ns)
+
     def _tf_message(self, stamp_ns: int, transforms: Sequence[StaticTransform]) -> Any:
         t = self._types
         return t[TF_MESSAGE](transforms=[

@@ -12,7 +12,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from iphd.calib.capture import CaptureSession
 from iphd.calib.solve import CalibConfig, board_spec
-from iphd.calibration import RigCalibration, load_calibration
+from iphd.calibration import RigCalibration, StaticTransform, load_calibration, message_transforms
 from iphd.data.rosbag import RigBagWriter
 from iphd.errors import FrameError, IphdError
 from iphd.fusion import depth_to_mm
@@ -84,6 +84,11 @@ class CalibCaptureNode(Node):
         self._thermal_rate = RateMeter()
         self.depth_info_count = 0
         self.depth_unrecorded = 0
+        # The drivers' static transforms, recorded so that iphd-calibrate sees where they place
+        # the depth frame: (parent, child) -> the newest; those not yet in the bag.
+        self._static_tf: dict[tuple[str, str], StaticTransform] = {}
+        self._static_tf_unwritten: list[StaticTransform] = []
+        self._last_written_ns: int | None = None
 
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(
@@ -98,6 +103,7 @@ class CalibCaptureNode(Node):
             Image, "thermal/image_raw", self._on_thermal, qos.SENSOR_SUB,
             event_callbacks=qos.warn_on_incompatible_qos(self, "thermal/image_raw"),
         )
+        self._subscribe_static_tf()
         self.create_timer(float(period), self._report)
         where = f"recording into {self.out_bag}" if self.out_bag else "not recording (no out_bag)"
         self.get_logger().info(
@@ -119,6 +125,47 @@ class CalibCaptureNode(Node):
         self.state.depth_intrinsics = self._depth_info
         self._frame_ids.setdefault("depth", msg.header.frame_id.strip("/"))
         self._open_bag()
+
+    def _subscribe_static_tf(self) -> None:
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            self.get_logger().info(
+                "tf2_msgs is not installed: the drivers' /tf_static is not recorded; if your "
+                "depth driver places its frame itself (realsense2_camera), set frames.base: '' "
+                "in the rig.yaml iphd-calibrate writes"
+            )
+            return
+        self.create_subscription(
+            TFMessage, "/tf_static", self._on_tf_static, qos.STATIC_TF_LISTENER
+        )
+
+    def _on_tf_static(self, msg: Any) -> None:
+        """Record the static transforms other nodes latch (a driver's camera_link -> depth)."""
+        try:
+            transforms = message_transforms(msg)
+        except (AttributeError, TypeError, ValueError) as exc:
+            self._fail("tf_static", f"/tf_static message dropped: {exc}")
+            return
+        for tf in transforms:
+            key = (tf.parent.strip("/"), tf.child.strip("/"))
+            if not key[1] or self._static_tf.get(key) == tf:
+                continue
+            self._static_tf[key] = tf
+            self._static_tf_unwritten.append(tf)
+        self._write_static_tf()
+
+    def _write_static_tf(self) -> None:
+        """Write the static transforms not yet in the bag, at the newest recorded frame's time."""
+        if self._writer is None or self._last_written_ns is None:
+            return
+        if not self._static_tf_unwritten:
+            return
+        pending, self._static_tf_unwritten = self._static_tf_unwritten, []
+        try:
+            self._writer.write_static_transforms(self._last_written_ns, pending)
+        except IphdError as exc:
+            self._fail("bag_tf_static", f"/tf_static not recorded: {exc}")
 
     def _open_bag(self) -> None:
         """Open the bag once the depth camera info and a thermal frame have come."""
@@ -147,6 +194,7 @@ class CalibCaptureNode(Node):
             self._write("depth", self._writer.write_depth, stamp_ns, depth_mm)
         for stamp_ns, thermal_ck in self._pending_thermal.release():
             self._record_thermal(stamp_ns, thermal_ck)
+        self._write_static_tf()
 
     def _on_depth(self, msg: Image) -> None:
         self._depth_rate.tick()
@@ -200,6 +248,8 @@ class CalibCaptureNode(Node):
             write(stamp_ns, image)
         except IphdError as exc:
             self._fail(f"bag_{kind}", f"{kind} frame not recorded: {exc}")
+            return
+        self._last_written_ns = stamp_ns
 
     # -- views ---------------------------------------------------------------------------------
 
