@@ -127,13 +127,15 @@ def get_args_parser() -> argparse.ArgumentParser:
                    metavar="S",
                    help="the detector node's score_threshold: lowest detection score handed "
                    "to the tracker (default %(default)s; AP scores every detection)")
-    b.add_argument("--min-thermal-contrast", type=float, default=0.0, metavar="K",
+    b.add_argument("--min-thermal-contrast", type=float,
+                   default=DetectionConfig.min_thermal_contrast_k, metavar="K",
                    help="the detector node's min_thermal_contrast_k: detections whose own pixels "
                         "are less than K kelvin warmer than the scene are not tracked (0 = off)")
     b.add_argument("--verifier", default="",
                    help="the detector node's box verifier (.npz): empty = the shipped one, "
                    "'none' = off")
-    b.add_argument("--min-verifier-probability", type=float, default=-1.0, metavar="P",
+    b.add_argument("--min-verifier-probability", type=float,
+                   default=DetectionConfig.min_verifier_probability, metavar="P",
                    help="the detector node's min_verifier_probability (negative = the "
                    "verifier file's threshold)")
     b.add_argument("--calibration", default="",
@@ -528,8 +530,10 @@ def _offline_tracker(args: argparse.Namespace) -> TrackerConfig:
             ("--reid-checkpoint", args.reid_checkpoint, ""),
             ("--verifier", args.verifier, ""),
             ("--score-threshold", args.score_threshold, DetectionConfig.score_threshold),
-            ("--min-thermal-contrast", args.min_thermal_contrast, 0.0),
-            ("--min-verifier-probability", args.min_verifier_probability, -1.0),
+            ("--min-thermal-contrast", args.min_thermal_contrast,
+             DetectionConfig.min_thermal_contrast_k),
+            ("--min-verifier-probability", args.min_verifier_probability,
+             DetectionConfig.min_verifier_probability),
         ) if value != default]
         if models:
             raise ValueError(
