@@ -137,8 +137,8 @@ def test_the_bag_keeps_the_frame_names_the_drivers_stamp(
     assert len(recorded.thermal_ck) == len(rec.thermal_ck)
 
 
-def _tf_static(*edges):
-    """A TFMessage-shaped message (tf2_msgs does not install here) of (parent, child) edges."""
+def _tf_static(tf2_msgs, *edges):
+    """A TFMessage of (parent, child) edges, as a driver latches on /tf_static."""
     from geometry_msgs.msg import TransformStamped
 
     transforms = []
@@ -148,11 +148,11 @@ def _tf_static(*edges):
         tf.transform.translation.x = 0.015
         tf.transform.rotation.w = 1.0
         transforms.append(tf)
-    return SimpleNamespace(transforms=transforms)
+    return tf2_msgs.TFMessage(transforms=transforms)
 
 
 def test_the_drivers_tf_static_is_recorded_so_iphd_calibrate_leaves_their_frame_alone(
-    capture, tmp_path, ros_context, executor, spin_until
+    capture, tmp_path, ros_context, executor, spin_until, tf2_msgs
 ):
     # Without the driver's /tf_static in the bag, iphd-calibrate kept frames.base and the
     # fusion node gave realsense2_camera's depth frame a second parent.
@@ -162,26 +162,31 @@ def test_the_drivers_tf_static_is_recorded_so_iphd_calibrate_leaves_their_frame_
 
     rec = capture.recording
     bag = tmp_path / "capture"
+    feeder = Feeder(ros_context)
+    # realsense2_camera latches its frames before the capture starts ...
+    driver = feeder.create_publisher(tf2_msgs.TFMessage, "/tf_static", qos.STATIC_TF)
+    driver.publish(_tf_static(tf2_msgs, ("camera_link", "camera_depth_frame"),
+                              ("camera_depth_frame", "camera_depth_optical_frame")))
     node = CalibCaptureNode(context=ros_context,
                             parameter_overrides=[Parameter("out_bag", value=str(bag))])
-    feeder = Feeder(ros_context)
     executor.add_node(node)
     executor.add_node(feeder)
     wait = waiter(executor, spin_until)
     assert wait(lambda: feeder.count_subscribers("thermal/image_raw") >= 1)
-    # Latched before the bag opens (held), then again after it with one new edge.
-    node._on_tf_static(_tf_static(("camera_link", "camera_depth_frame"),
-                                  ("camera_depth_frame", "camera_depth_optical_frame")))
-    node._on_tf_static(SimpleNamespace(transforms=[SimpleNamespace(header=None)]))
+    assert wait(lambda: len(node._static_tf) == 2)  # held until the bag opens
     play(feeder, node, rec, wait, frames=("camera_depth_optical_frame", "lepton_optical_frame"))
-    node._on_tf_static(_tf_static(("camera_link", "camera_depth_frame"),
-                                  ("camera_link", "camera_color_frame")))
+    # ... and another node latches one more while it runs (a repeated edge is kept once).
+    other = feeder.create_publisher(tf2_msgs.TFMessage, "/tf_static", qos.STATIC_TF)
+    other.publish(_tf_static(tf2_msgs, ("camera_link", "camera_depth_frame"),
+                             ("camera_link", "camera_color_frame")))
+    assert wait(lambda: len(node._static_tf) == 3)
+    node._on_tf_static(SimpleNamespace(transforms=[SimpleNamespace(header=None)]))
     assert node.stats()["errors_tf_static"] == 1
     node.close()
 
     with BagReader(bag) as reader:
         edges = [(tf.parent, tf.child) for tf in read_static_transforms(reader)]
-    # The rig's own two, then the driver's three, each once.
+    # The rig's own two, then the drivers' three, each once.
     assert sorted(edges) == sorted([
         ("camera_link", "camera_depth_optical_frame"),
         ("camera_depth_optical_frame", "lepton_optical_frame"),
