@@ -107,6 +107,22 @@ def test_playback_returns_recorded_depth_intrinsics_and_sequence(recording):
     assert [f.seq for f in got] == list(range(40, 48))
     assert camera.stats.frames == len(frames)
     assert not camera.is_open
+    assert camera.stats.skipped == 0
+
+
+def test_gaps_in_the_frame_numbers_are_counted_as_skipped_frames(tmp_path):
+    # Frames the camera numbered but the host never got (USB, a reader that fell behind).
+    frames = _depth_frames(5)
+    stamps = [12_345.0 + PERIOD_MS * n for n in (0, 1, 4, 5, 9)]
+    path = write_depth_recording(
+        tmp_path / "gaps.db3", frames, stamps, INTRINSICS, frame_numbers=[10, 11, 14, 15, 19]
+    )
+    config = D435Config(playback_file=str(path), playback_realtime=False)
+    with D435Camera(config) as camera:
+        got = list(camera.frames())
+    assert [f.seq for f in got] == [10, 11, 14, 15, 19]
+    assert camera.stats.skipped == 5
+    assert camera.stats.frames == 5
 
 
 def test_playback_stamps_are_rebased_to_now_with_recorded_spacing(recording):

@@ -140,11 +140,12 @@ class D435Node(DriverNode):
         return self.camera.stats.last_problem_s, self.camera.stats.last_problem
 
     def status_values(self) -> dict[str, Any]:
-        """Frames, timeouts, reconnects, device and depth units."""
+        """Frames, timeouts, skipped frames, reconnects, device and depth units."""
         stats = self.camera.stats
         return {
             "frames": stats.frames,
             "timeouts": stats.timeouts,
+            "skipped_frames": stats.skipped,
             "reconnects": stats.reconnects,
             "device": f"{self.camera.device_name} {self.camera.device_serial}".strip(),
             "depth_units_m": self.camera.depth_units_m,

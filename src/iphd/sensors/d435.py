@@ -127,6 +127,8 @@ class D435Stats:
         frames: frames returned by ``read``.
         color_frames: colour frames received (``config.color``).
         timeouts: waits that ended without a frame.
+        skipped: depth frames numbered by the camera (or the recording) but never returned: gaps
+            in the frame numbers, frames dropped on the way (USB, a host that did not keep up).
         reconnects: device losses after which the driver closed the camera to reopen it.
         last_problem: the latest open failure or device loss, as logged; empty again once a
             frame comes.
@@ -136,6 +138,7 @@ class D435Stats:
     frames: int = 0
     color_frames: int = 0
     timeouts: int = 0
+    skipped: int = 0
     reconnects: int = 0
     last_problem: str = ""
     last_problem_s: float = 0.0
@@ -589,6 +592,8 @@ class D435Camera:
                 if not depth:
                     raise SensorError("librealsense delivered a frame set without a depth frame")
                 break
+            if self._last_depth_seq is not None and seq > self._last_depth_seq + 1:
+                self.stats.skipped += seq - self._last_depth_seq - 1
             self._last_depth_seq = seq
             depth_mm = z16_to_mm(np.asanyarray(depth.get_data()), self.depth_units_m)
             domain = depth.get_frame_timestamp_domain().name
