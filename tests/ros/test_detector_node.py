@@ -227,6 +227,23 @@ def test_a_bad_parameter_is_refused_in_diagnostics_and_nothing_is_published(
     assert parameter in node.stats()["not_started"]
 
 
+def test_a_detector_that_did_not_start_keeps_naming_why_after_a_bad_camera_info(
+    graph, executor, spin_until, spin_for
+):
+    # A rejected camera info (a driver's first, all-zero K) took over the ERROR message and kept
+    # it after a good one came: the user fixed the camera info, not the missing model.
+    node, feeder = graph(info=False, score_threshold=1.5)
+    feeder.info.publish(CameraInfo(width=INTR.width, height=INTR.height))
+    assert spin_until(executor, lambda: node.stats().get("errors_bad_depth_camera_info") == 1)
+    feeder.send_info()
+    assert spin_until(executor, lambda: node._depth_info is not None)
+    feeder.diagnostics.clear()
+    assert spin_until(executor, lambda: feeder.diagnostics)
+    status = feeder.diagnostics[-1].status[0]
+    assert status.level == DiagnosticStatus.ERROR
+    assert "score_threshold" in status.message and "camera_info" not in status.message
+
+
 def test_debug_image_is_published_only_while_subscribed(graph, executor, spin_until):
     node, feeder = graph()
     feeder.subscribe_debug()

@@ -930,6 +930,13 @@ def test_parameter_changes_are_refused_while_the_tracker_is_not_started(
     assert "did not start" in result.reason and "confirm_hits" in result.reason
     # What iphd-run stops on and prints as its last line.
     assert "confirm_hits" in node.stats()["not_started"]
+    # A later input error (a camera info with an all-zero K) does not take the reason's place.
+    node._on_depth_info(CameraInfo(width=64, height=48))
+    assert node.stats()["errors_bad_depth_info"] == 1
+    level, message = node._status(node.stats())
+    assert level == "ERROR" and "confirm_hits" in message and "camera_info" not in message
+    result = set_remote_parameters(executor, feeder, "tracker", confirm_hits=3)
+    assert "confirm_hits" in result.reason and "camera_info" not in result.reason
 
 
 def test_tracks_as_vision_msgs_leave_out_lost_tracks_and_stand_along_the_up_axis(vision_msgs):

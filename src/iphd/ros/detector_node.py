@@ -273,7 +273,7 @@ class DetectorNode(Node):
         """Apply run-time parameter changes from the next pair on (``on_parameters_set``)."""
         if self.config is None:
             raise ConfigError(
-                f"the detector did not start ({self._last_error}): fix the parameters file "
+                f"the detector did not start ({self._start_error}): fix the parameters file "
                 "and restart the node"
             )
         # One frozen config replaces the other: a pair in inference uses one or the other whole.
@@ -551,8 +551,8 @@ class DetectorNode(Node):
         )
 
     def _status(self, values: dict[str, Any]) -> tuple[str, str]:
-        if self.detector is None:
-            return "ERROR", self._last_error
+        if self.detector is None:  # why it publishes nothing, not a later input error
+            return "ERROR", self._start_error
         if self._registered_rate.age_s() > STREAM_TIMEOUT_S:
             return "ERROR", (
                 f"no {topic_label(self, 'thermal/registered')} for over {STREAM_TIMEOUT_S:g} s "

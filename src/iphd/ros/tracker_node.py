@@ -373,7 +373,7 @@ class TrackerNode(Node):
         """Apply run-time parameter changes at once, all or none (``on_parameters_set``)."""
         if self.tracker is None:
             raise ConfigError(
-                f"the tracker did not start ({self._last_error}): fix the parameters file and "
+                f"the tracker did not start ({self._start_error}): fix the parameters file and "
                 "restart the node"
             )
         tracker_changes = {k: v for k, v in changes.items() if k in DYNAMIC_TRACKER_PARAMETERS}
@@ -518,7 +518,7 @@ class TrackerNode(Node):
             why = (
                 "no RGB re-ID embedder loaded; set the 'query_checkpoint' parameter to an RGB "
                 "embedder checkpoint (training/train_reid.py)"
-                if extractor is None else f"the tracker did not start ({self._last_error})"
+                if extractor is None else f"the tracker did not start ({self._start_error})"
             )
             raise _QueryUnavailableError(why)
         if self.reid is None:
@@ -913,8 +913,8 @@ class TrackerNode(Node):
 
     def _status(self, values: dict[str, Any]) -> tuple[str, str]:
         silent = self._detections_rate.age_s()
-        if self.tracker is None:
-            return "ERROR", self._last_error
+        if self.tracker is None:  # why it publishes nothing, not a later input error
+            return "ERROR", self._start_error
         if self._detections_rate.count and silent > SILENCE_S:
             return "ERROR", f"no detections for {silent:.1f} s (is the detector running?)"
         waited = (time.monotonic_ns() - self._started_ns) / 1e9
