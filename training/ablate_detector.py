@@ -117,8 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = args.out / name
         started = time.monotonic()
         if not (args.skip_trained and (out / "model.pt").is_file()):
+            # Trained again: a run left there from before is replaced, not refused.
             cmd = [sys.executable, str(HERE / "train_detector.py"), "--config", str(args.config),
-                   "--out", str(out)]
+                   "--out", str(out), "--overwrite"]
             for item in [*args.overrides, *overrides]:
                 cmd += ["--set", item]
             if args.quiet:

@@ -255,6 +255,36 @@ def check_output_dir(path: Path, option: str) -> None:
     _check_writable_folder(path, f"{option} {path}")
 
 
+#: What the trainers write into their output folder.
+RUN_FILES = ("last.pt", "best.pt", "model.pt", "model_depth.pt", "model_rgb.pt", "pair.json",
+             "log.csv", "summary.json", "curve.png", "config.yaml")
+
+
+def claim_output_dir(path: Path, overwrite: bool) -> None:
+    """Refuse a new run an output folder that holds an earlier run's files, or delete them.
+
+    Left there, the earlier run's ``best.pt`` became the new run's ``model.pt`` when the new
+    one did not validate, and its ``log.csv`` was continued.
+
+    Raises:
+        ConfigError: ``path`` holds files of an earlier run and ``overwrite`` is false.
+    """
+    found = [name for name in RUN_FILES if (Path(path) / name).exists()]
+    if not found:
+        return
+    if overwrite:
+        for name in found:
+            (Path(path) / name).unlink()
+        return
+    resume = (f"continue it with --resume {Path(path) / 'last.pt'}, "
+              if "last.pt" in found else "")
+    raise ConfigError(
+        f"--out (runtime.out) {path} holds an earlier run ({', '.join(found)}), whose best.pt "
+        f"would be taken for this run's model: {resume}give another --out, or pass "
+        "--overwrite to delete those files and start afresh"
+    )
+
+
 def _check_writable_folder(folder: Path, what: str) -> None:
     """Refuse ``folder`` when files cannot be written into it (``writable_folder_problem``)."""
     problem = writable_folder_problem(folder)
@@ -349,6 +379,10 @@ def trainer_args_parser(description: str, config_dir: str, example: str) -> Any:
         "--resume", type=Path,
         help="continue from a last.pt (its stored config is used; --set still applies)",
     )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="start afresh in an output folder that holds an earlier run, deleting its files",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -389,7 +423,8 @@ def run_trainer(
     The run's config is the YAML (``--config``) or the one stored in ``--resume``'s checkpoint,
     with ``--set`` and the shortcuts applied; its name (the default output folder) is the config
     file's stem; a resumed run writes to its ``last.pt``'s folder unless ``--out`` says
-    otherwise. The output folder is checked before any work. Known errors print
+    otherwise. The output folder is checked before any work; a new run refuses one that holds
+    an earlier run (``claim_output_dir``). Known errors print
     ``<script>: error: ...`` and return 2.
     """
     from iphd.errors import CheckpointError, DatasetError, FrameError
@@ -415,6 +450,8 @@ def run_trainer(
         if int(os.environ.get("RANK", "0")) == 0:
             # One process probes (makes and removes) the folder: two would race each other.
             check_output_dir(Path(run.runtime["out"]), "--out (runtime.out)")
+            if resume is None:
+                claim_output_dir(Path(run.runtime["out"]), bool(args.overwrite))
         info = setup_distributed(run.runtime["device"])
         train(run, info, resume, args.quiet)
     except (ConfigError, DatasetError, CheckpointError, FrameError, TrainingError) as exc:

@@ -59,6 +59,29 @@ def test_resume_continues_after_the_saved_epoch(dataset, tmp_path):
     assert second["iteration"] == 2 * first["iteration"]
 
 
+def test_a_new_run_refuses_a_folder_holding_an_earlier_run_unless_told_to_overwrite(
+    dataset, tmp_path, capsys
+):
+    # A second run without validation wrote the first run's best.pt as its model.pt and
+    # continued the first run's log.csv.
+    out = tmp_path / "run"
+    assert _run(dataset, out, "--set", "optim.epochs=1") == 0
+    assert (out / "best.pt").is_file()
+    unvalidated = ("--set", "optim.epochs=1", "--set", "data.val_split=null")
+    assert _run(dataset, out, *unvalidated) == 2
+    err = capsys.readouterr().err
+    assert "holds an earlier run (last.pt, best.pt, model.pt" in err
+    assert f"--resume {out / 'last.pt'}" in err and "--overwrite" in err
+    assert _run(dataset, out, *unvalidated, "--overwrite") == 0
+    assert not (out / "best.pt").exists()
+    model = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    last = torch.load(out / "last.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(model[k], last[k]) for k in model)
+    # This run's rows only: its iterations once each.
+    iterations = [int(r.split(",")[1]) for r in (out / "log.csv").read_text().splitlines()[1:]]
+    assert iterations == sorted(set(iterations))
+
+
 def test_a_bad_label_line_found_by_a_loader_worker_is_one_line_naming_the_file(
     tmp_path, capsys
 ):
