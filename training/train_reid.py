@@ -404,6 +404,11 @@ def check_validation(run: RunConfig, val: Sequence[ReidRecord]) -> None:
     fix = ("validate on a split with such people (bag_to_reid.py --split test over bags of "
            "the same people, then --set data.val_split=test) or hold out training identities "
            "instead (--set data.val_split=null --set data.val_identities=4)")
+    if run.data["source"] == "biwi":
+        # A BIWI sequence is one person in one session: two subsets give each person two.
+        fix = ('train on two BIWI subsets, so that each person is seen in two sessions, and '
+               'hold out identities of them (--set "data.train_split=[Training, Still]" '
+               "--set data.val_split=null --set data.val_identities=4)")
     where = (f"split {run.data['val_split']!r}" if run.data["val_split"] is not None
              else f"the {run.data['val_identities']} identities held out")
     if run.step["kind"] == "single":

@@ -294,6 +294,23 @@ def test_biwi_trains_on_a_list_of_its_subsets(tmp_path):
                                     "biwi")
 
 
+def test_a_biwi_depth_step_that_cannot_validate_says_to_train_on_two_subsets():
+    # One BIWI sequence is one person in one session: the generic advice (hold out
+    # identities) failed the same way on one subset.
+    from common import load_config
+    from iphd.data.reid import ReidRecord
+    from iphd.errors import DatasetError
+
+    config = load_config(TRAINING / "configs" / "reid" / "cpu_sim_depth_finetune.yaml")
+    config["data"].update(source="biwi", root="unused", train_split="Training")
+    run = train_reid.build_run_config(config, "biwi")
+    val = [ReidRecord(f"depth/{pid:05d}/{k}.png", pid, 0, "depth", f"Training_{pid:03d}", -1,
+                      k) for pid in (3, 7) for k in range(2)]
+    with pytest.raises(DatasetError, match=r'two BIWI subsets.*"data.train_split=\[Training, '
+                                           r'Still\]"'):
+        train_reid.check_validation(run, val)
+
+
 def test_resume_from_a_final_model_is_refused(dataset, depth_run, capsys):
     assert train_reid.main(["--resume", str(depth_run / "model.pt")]) == 2
     assert "no training state" in capsys.readouterr().err
