@@ -120,6 +120,59 @@ def test_player_publishes_every_message_with_its_recorded_stamp_and_clock(
         assert player.skipped == {"/tf_static": 1}
 
 
+def test_a_player_run_on_its_own_delivers_the_bags_last_messages_before_it_exits(
+    tmp_path, ros_context, executor, spin_until
+):
+    # As `ros2 run` / `source:=bag` start it: the process ended right after its last publish
+    # and took the messages its subscribers had not acknowledged yet with it.
+    import os
+    import subprocess
+    import sys
+
+    stamps = _write_bag(tmp_path / "bag")
+    recorder = _Recorder(context=ros_context)
+    executor.add_node(recorder)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from iphd.ros.bag_player_node import main; main()",
+         "--ros-args", "-p", f"bag:={tmp_path / 'bag'}", "-p", "start_delay_s:=1.0",
+         "-p", "wait_for_subscribers:=['depth/image_raw:1']"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ),
+    )
+    try:
+        spin_until(executor, lambda: proc.poll() is not None, 30.0)
+        assert proc.wait(timeout=10.0) == 0, proc.stdout.read() if proc.stdout else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    spin_until(executor, lambda: recorder.stamps("depth/image_raw") == stamps["depth"], 2.0)
+    assert recorder.stamps("depth/image_raw") == stamps["depth"]
+    assert recorder.stamps("thermal/image_raw") == stamps["thermal"]
+
+
+def test_the_standalone_player_waits_for_acknowledgements_once_the_bag_ended(monkeypatch):
+    from iphd.ros import bag_player_node
+
+    calls = []
+    monkeypatch.setattr(bag_player_node, "spin_node",
+                        lambda factory, args, done: calls.append(done))
+    bag_player_node.main([])
+    done = calls[0]
+
+    class Player:
+        finished = False
+        drained = 0
+
+        def drain(self):
+            self.drained += 1
+            return True
+
+    player = Player()
+    assert not done(player) and player.drained == 0
+    player.finished = True
+    assert done(player) and player.drained == 1
+
+
 def test_rate_two_plays_twice_as_fast(tmp_path, ros_context, executor, spin_until):
     _write_bag(tmp_path / "bag")
     _, rec = _play(ros_context, executor, spin_until, tmp_path / "bag", rate=2.0)

@@ -10,6 +10,7 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from rclpy.serialization import deserialize_message
@@ -36,6 +37,8 @@ from iphd.transports import base_topic, transport_topics
 TICK_S = 0.005
 #: Pause between the last awaited subscription matching and the first message.
 SUBSCRIBER_SETTLE_S = 0.25
+# At the end of the bag, how long the player waits for its subscribers' acknowledgements.
+DRAIN_TIMEOUT_S = 3.0
 
 
 def message_class(msgtype: str) -> type | None:
@@ -535,6 +538,21 @@ class BagPlayerNode(Node):
             message = f"{message}; messages left in a write-ahead log are not read"
         self._diag_pub.publish(diagnostic_array(self, "bag_player", level, message, self.stats()))
 
+    def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
+        """Wait until every matched reliable subscriber acknowledged what was published.
+
+        A player that exits right after its last publish loses the messages other processes
+        have not acknowledged yet (the bag's last frames). Returns False when ``timeout_s``
+        (for all topics together) ran out first.
+        """
+        deadline = time.monotonic() + float(timeout_s)
+        pubs = [pub for pub, _ in self._topic_pubs.values()]
+        for pub in [*pubs, *([self._clock_pub] if self._clock_pub is not None else [])]:
+            left = deadline - time.monotonic()
+            if left <= 0.0 or not pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))):
+                return False
+        return True
+
     def close(self) -> None:
         """Close the bag (idempotent)."""
         self._reader.close()
@@ -602,5 +620,16 @@ def parse_subscriber_counts(entries: list[Any]) -> dict[str, int]:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Play a bag until its end (or Ctrl-C with ``loop``)."""
-    spin_node(BagPlayerNode, args, done=lambda node: bool(getattr(node, "finished", False)))
+    """Play a bag until its end (or Ctrl-C with ``loop``), then wait for its last deliveries."""
+
+    def done(node: Node) -> bool:
+        if not getattr(node, "finished", False):
+            return False
+        if not node.drain():  # type: ignore[attr-defined]
+            node.get_logger().warning(
+                f"end of bag: a subscriber did not acknowledge the last messages within "
+                f"{DRAIN_TIMEOUT_S:g} s; it may miss them"
+            )
+        return True
+
+    spin_node(BagPlayerNode, args, done=done)
