@@ -617,6 +617,37 @@ def test_a_cut_off_mcap_of_the_reference_writer_reads_as_the_prefix_of_what_was_
     assert counts[0] == len(raws) and counts == sorted(counts, reverse=True) and counts[-1] > 0
 
 
+def test_an_unchunked_mcap_written_out_of_log_time_order_reads_whole_and_in_order(tmp_path):
+    # rosbag2's recorder logs a message at its arrival but writes it when its callback runs:
+    # without chunks (`fastwrite`) the file's records are then slightly out of log-time order.
+    # rosbags refused the file at the first inversion, which read as a storage gap per
+    # inversion, each resumed by scanning again from the start (quadratic).
+    _write(tmp_path / "bag", n=40)
+    with BagReader(tmp_path / "bag") as reader:
+        raws = list(reader.raw_messages())
+        types = {topic: info.msgtype for topic, info in reader.topics.items()}
+    written = list(raws)
+    for i in range(0, len(written) - 1, 3):  # every third pair written the other way round
+        written[i], written[i + 1] = written[i + 1], written[i]
+    assert [r.log_ns for r in written] != sorted(r.log_ns for r in written)
+    data = _reference_mcap(tmp_path / "ref" / "ref.mcap", written, types, use_chunking=False)
+    in_order = sorted(raws, key=lambda r: r.log_ns)
+    with BagReader(tmp_path / "ref") as reader:
+        got = list(reader.raw_messages())
+        assert reader.gaps == [] and reader.cut_off == []
+    assert [r.log_ns for r in got] == [r.log_ns for r in in_order]
+    assert sorted((r.topic, r.log_ns, r.data) for r in got) == sorted(
+        (r.topic, r.log_ns, r.data) for r in raws)
+    # Cut off mid-write too: what was written before the cut, in log-time order.
+    cut = tmp_path / "cut" / "ref.mcap"
+    cut.parent.mkdir()
+    cut.write_bytes(data[: len(data) // 2])
+    with BagReader(cut) as reader:
+        part = [r.log_ns for r in reader.raw_messages()]
+        assert reader.gaps == [] and reader.cut_off != []
+    assert 0 < len(part) < len(raws) and part == sorted(part)
+
+
 def test_a_damaged_chunk_without_message_indexes_is_skipped_and_the_rest_read(tmp_path):
     # A writer set to write no message indexes (rosbag2's mcap `noMessageIndex`): in a file
     # without summary each chunk is decompressed to be counted, and a damaged one is passed by.

@@ -10,7 +10,8 @@ messages, their message indexes), and last the unfinished record it was writing.
   have held (from the message index records after each chunk; a chunk without them is
   decompressed and counted), so messages still come in log-time order. A closed file is read
   by rosbags' own code. In both, a chunk that fails its CRC or does not decompress when read
-  is skipped and reported (``DamagedChunk``), and the other chunks are read.
+  is skipped and reported (``DamagedChunk``), and the other chunks are read; a file without
+  chunks (``fastwrite``) is read in log-time order even where its records are not.
 - A folder without ``metadata.yaml`` that holds several storage files (a split recording,
   ``--max-bag-size`` or ``--max-bag-duration``) reads as one bag, its files in the order of
   their first message, as ``ros2 bag reindex`` would have described them; a file of them that
@@ -182,9 +183,23 @@ class CutOffMcapReader(McapReader):
         start: int | None = None,
         stop: int | None = None,
     ) -> Generator[tuple[Connection, int, bytes], None, None]:
-        """As rosbags' (the indexed path), each chunk read on its own (``DamagedChunk``)."""
+        """As rosbags' (the indexed path), each chunk read on its own (``DamagedChunk``).
+
+        A file without chunks (rosbag2's ``fastwrite`` preset) is read in log-time order too
+        (``_unchunked``): rosbags refuses one whose records are out of that order, as a
+        recorder writes them when two topics' callbacks run in another order than their
+        messages arrived.
+        """
         if not self.chunks:
-            yield from super().messages(connections, start, stop)
+            heads = self._unchunked(connections, start, stop)
+            if heads is None:  # chunks without an index: rosbags' scan
+                yield from super().messages(connections, start, stop)
+                return
+            assert self.bio
+            channel_map = {conn.id: conn for conn in connections}
+            for log_time, _order, offset, size, channel in heads:
+                self.bio.seek(offset)
+                yield channel_map[channel], log_time, self.bio.read(size)
             return
         assert self.bio
         channel_map = {conn.id: conn for conn in connections}
@@ -204,6 +219,41 @@ class CutOffMcapReader(McapReader):
         for timestamp, offset, connection, data in heapq.merge(*sources):
             if offset and connection is not None and data is not None:
                 yield connection, timestamp, data
+
+    def _unchunked(
+        self, connections: Collection[Connection], start: int | None, stop: int | None,
+    ) -> list[tuple[int, int, int, int, int]] | None:
+        """Where the wanted messages of a file without chunks are, sorted by log time.
+
+        Returns (log time, file order, data offset, data size, channel id) per message, from
+        one walk over the records' heads (the data is read when yielded); None when the file
+        holds chunk records after all (an unindexed chunked file).
+        """
+        assert self.bio
+        bio = self.bio
+        wanted = {conn.id for conn in connections}
+        lo = 0 if start is None else start
+        hi = 2**64 if stop is None else stop
+        heads: list[tuple[int, int, int, int, int]] = []
+        pos, end = self.data_start, self.data_end
+        while pos + RECORD_HEAD.size <= end:
+            bio.seek(pos)
+            op, length = RECORD_HEAD.unpack(bio.read(RECORD_HEAD.size))
+            body = pos + RECORD_HEAD.size
+            if op in (OP_INVALID, OP_DATA_END) or body + length > end:
+                break
+            if op == OP_CHUNK:
+                return None
+            if op == OP_MESSAGE:
+                if length < MESSAGE_HEAD.size:
+                    raise ReaderError(f"Invalid message record length {length}.")
+                channel, _seq, log_time, _pub = MESSAGE_HEAD.unpack(bio.read(MESSAGE_HEAD.size))
+                if channel in wanted and lo <= log_time < hi:
+                    heads.append((log_time, len(heads), body + MESSAGE_HEAD.size,
+                                  length - MESSAGE_HEAD.size, channel))
+            pos = body + length
+        heads.sort()
+        return heads
 
     def _guarded(
         self, chunk: ChunkInfo, source: Iterator[Msg], channel_map: dict[int, Connection]
