@@ -162,14 +162,16 @@ def comparison_table(runs: Mapping[str, Path], data: Mapping[str, object], split
         DatasetError: the split cannot be read, has no identity in both modalities (pairs and
             baselines) or none seen in two sessions (single-modality models).
     """
-    sources: dict[str, CropSource] = {}  # by depth crop geometry (BIWI cuts either)
+    # By depth crop geometry and window: BIWI cuts its crops as the model was trained on.
+    sources: dict[tuple[str, tuple[float, float]], CropSource] = {}
     lines = [table_header()]
     for name, path in runs.items():
         depth, rgb, normalize = load_run(path)
-        geometry = normalize[0].depth_crop
+        window = (float(normalize[0].depth_window_m[0]), float(normalize[0].depth_window_m[1]))
+        geometry = (normalize[0].depth_crop, window)
         if geometry not in sources:
             sources[geometry] = open_source(dict(data), None if split == "all" else split,
-                                            geometry)
+                                            *geometry)
         source = sources[geometry]
         if rgb is None:
             modality = depth.config.modality

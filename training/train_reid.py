@@ -52,7 +52,7 @@ from common import (
     trainer_args_parser,
 )
 from iphd.checkpoints import read_payload, require_training_state
-from iphd.data.reid import ReidRecord
+from iphd.data.reid import METRIC_WINDOW_M, ReidRecord
 from iphd.detection.backbone import load_torchvision_state_dict
 from iphd.errors import CheckpointError, ConfigError, DatasetError
 from iphd.eval.reid_metrics import ReidEvalResult, cross_modal_eval, evaluate_both_directions
@@ -311,11 +311,13 @@ def _model_config(raw: dict[str, Any]) -> EmbedderConfig:
     return build_dataclass(EmbedderConfig, values, "model")
 
 
-def open_source(data: dict[str, Any], split: Any, depth_crop: str = "letterbox") -> CropSource:
+def open_source(data: dict[str, Any], split: Any, depth_crop: str = "letterbox",
+                depth_window_m: tuple[float, float] = METRIC_WINDOW_M) -> CropSource:
     """Open one split of the configured re-ID source (see ``DATA_DEFAULTS``).
 
-    ``depth_crop`` is how BIWI's depth crops are cut from its frames; the simulator's dataset
-    records its own, and open-reid crops come cut.
+    ``depth_crop`` and ``depth_window_m`` are how BIWI's depth crops are cut from its frames;
+    the simulator's (and ``bag_to_reid.py``'s) dataset records its own, and open-reid crops
+    come cut.
 
     Raises:
         DatasetError: a missing or malformed dataset, or an unknown split.
@@ -325,7 +327,8 @@ def open_source(data: dict[str, Any], split: Any, depth_crop: str = "letterbox")
         return SimReidSource(root, str(split))
     if data["source"] == "biwi":
         subsets = [split] if isinstance(split, str) else list(split)
-        return BiwiRgbdIdSource(root, subsets, depth_crop=depth_crop)
+        return BiwiRgbdIdSource(root, subsets, depth_crop=depth_crop,
+                                depth_window_m=depth_window_m)
     cams = {int(k): str(v) for k, v in dict(data["cam_modality"]).items()}
     return OpenReidSource(root, cams, subset=split)
 
@@ -334,13 +337,24 @@ def check_depth_crop(source: CropSource, normalize: CropNormalizeConfig) -> None
     """Refuse a model whose depth crop geometry is not the data's.
 
     Raises:
-        DatasetError: ``source.depth_crop`` differs from ``normalize.depth_crop``.
+        DatasetError: ``source.depth_crop`` differs from ``normalize.depth_crop``, or both are
+            ``metric`` with another window (the tracker cuts with the checkpoint's).
     """
     if source.depth_crop != normalize.depth_crop:
         raise DatasetError(
             f"the data's depth crops are {source.depth_crop} but the model is set up for "
             f"{normalize.depth_crop} crops; set normalize.depth_crop: {source.depth_crop} (or "
             f"regenerate the data with iphd-sim reid --depth-crop {normalize.depth_crop})"
+        )
+    data_window = tuple(float(v) for v in source.depth_window_m)
+    model_window = tuple(float(v) for v in normalize.depth_window_m)
+    if normalize.depth_crop == "metric" and not np.allclose(data_window, model_window):
+        data_text = ", ".join(f"{v:g}" for v in data_window)
+        model_text = ", ".join(f"{v:g}" for v in model_window)
+        raise DatasetError(
+            f"the data's metric depth crops are {data_text} m windows but the model is set up "
+            f"for {model_text} m (normalize.depth_window_m, which the tracker cuts with); set "
+            f"normalize.depth_window_m: [{data_text}]"
         )
 
 
@@ -361,13 +375,14 @@ def load_splits(run: RunConfig) -> Splits:
         DatasetError: no training crops, or fewer identities than validation needs.
     """
     data = run.data
-    source = open_source(data, data["train_split"], run.normalize.depth_crop)
+    window = (float(run.normalize.depth_window_m[0]), float(run.normalize.depth_window_m[1]))
+    source = open_source(data, data["train_split"], run.normalize.depth_crop, window)
     check_depth_crop(source, run.normalize)
     records = source.records
     if data["train_pids"] is not None:
         records = select(records, pids=[int(p) for p in data["train_pids"]])
     if data["val_split"] is not None:
-        val_source = open_source(data, data["val_split"], run.normalize.depth_crop)
+        val_source = open_source(data, data["val_split"], run.normalize.depth_crop, window)
         check_depth_crop(val_source, run.normalize)
         val = val_source.records
     else:

@@ -80,6 +80,20 @@ def test_biwi_frames_become_paired_depth_and_rgb_crops(tmp_path):
     assert mean[0] > 150 and mean[2] < 50  # red person, in RGB order, not the blue wall
 
 
+def test_biwi_metric_crops_are_cut_with_the_window_asked_for(tmp_path):
+    # The trainer passes the model's normalize.depth_window_m: BIWI's crops were always cut
+    # with the default window whatever the model was set up for.
+    root = _biwi(tmp_path)
+    default = BiwiRgbdIdSource(root, ["Training"], geometry=TINY, depth_crop="metric")
+    narrow = BiwiRgbdIdSource(root, ["Training"], geometry=TINY, depth_crop="metric",
+                              depth_window_m=(0.6, 1.2))
+    assert default.depth_window_m == (1.2, 2.4) and narrow.depth_window_m == (0.6, 1.2)
+    record = select(default.records, modality="depth")[0]
+    wide_crop, narrow_crop = default.load_crop(record), narrow.load_crop(record)
+    # Half the window: less of it lies outside the small frame (zero-filled).
+    assert (narrow_crop > 0).mean() > (wide_crop > 0).mean()
+
+
 def test_biwi_mask_depth_zeroes_background_and_margin_pads_with_zero(tmp_path):
     root = _biwi(tmp_path)
     masked = BiwiRgbdIdSource(root, ["Training"], geometry=TINY, mask_depth=True)

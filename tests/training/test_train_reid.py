@@ -357,6 +357,30 @@ def test_bad_configs_exit_2_naming_the_problem(dataset, tmp_path, capsys, extra,
     assert err.startswith("train_reid: error:") and message in err
 
 
+def test_metric_crops_of_another_window_than_the_models_are_refused(dataset, tmp_path, capsys):
+    # The tracker cuts with the checkpoint's normalize.depth_window_m: a model trained on the
+    # data's 1.2 x 2.4 m crops under another window was run on crops of another size.
+    import shutil
+
+    import yaml
+
+    data = shutil.copytree(dataset, tmp_path / "data")
+    manifest = {"depth_crop": "metric", "depth_window_m": [1.2, 2.4]}
+    (data / "simulator.yaml").write_text(yaml.safe_dump(manifest))
+    metric = ("--set", "normalize.depth_crop=metric", "--set", "augment.edge_cut=0")
+    assert _run(data, tmp_path / "run", *metric, "--set",
+                "normalize.depth_window_m=[0.8, 1.6]") == 2
+    err = capsys.readouterr().err
+    assert "the data's metric depth crops are 1.2, 2.4 m windows but the model is set up " \
+           "for 0.8, 1.6 m" in err and "normalize.depth_window_m: [1.2, 2.4]" in err
+    # A window the manifest does not hold as two lengths is named.
+    manifest["depth_window_m"] = "wide"
+    (data / "simulator.yaml").write_text(yaml.safe_dump(manifest))
+    assert _run(data, tmp_path / "run2", *metric) == 2
+    assert "has depth_window_m 'wide'; expected [width, height] in metres" in \
+        capsys.readouterr().err
+
+
 def test_augmentation_keeps_invalid_depth_zero():
     depth = np.arange(1, 33, dtype=np.uint16).reshape(8, 4)
     depth[2, 1] = 0

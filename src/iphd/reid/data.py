@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,11 +39,13 @@ _MAX_IDX = 10_000  # open-reid indices have 4 digits, so pid * 10 000 + idx is u
 class CropSource(Protocol):
     """Anything that lists re-ID records and loads their crops.
 
-    ``depth_crop`` says how its depth crops were cut (``iphd.data.reid.DEPTH_CROPS``); an
-    embedder must be trained and run on crops cut the same way.
+    ``depth_crop`` says how its depth crops were cut (``iphd.data.reid.DEPTH_CROPS``), and
+    ``depth_window_m`` the (width, height) in metres of a ``metric`` crop; an embedder must be
+    trained and run on crops cut the same way.
     """
 
     depth_crop: str
+    depth_window_m: tuple[float, float]
 
     @property
     def records(self) -> tuple[ReidRecord, ...]:
@@ -81,14 +84,15 @@ def _read_depth(path: Path) -> np.ndarray:
     return image
 
 
-def _manifest_depth_crop(root: Path) -> str:
-    """The depth crop geometry recorded in a simulator dataset's ``simulator.yaml``.
+def _manifest_depth_crop(root: Path) -> tuple[str, tuple[float, float]]:
+    """The depth crop geometry and metric window recorded in a dataset's ``simulator.yaml``.
 
-    Datasets written before the geometry was recorded hold letterboxed crops.
+    Datasets written before the geometry was recorded hold letterboxed crops; those without a
+    recorded window were cut with ``METRIC_WINDOW_M``.
     """
     manifest = root / "simulator.yaml"
     if not manifest.is_file():
-        return "letterbox"
+        return "letterbox", METRIC_WINDOW_M
     try:
         settings = yaml.safe_load(manifest.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -98,7 +102,16 @@ def _manifest_depth_crop(root: Path) -> str:
         raise DatasetError(
             f"{manifest} has depth_crop {value!r}; expected one of {', '.join(DEPTH_CROPS)}"
         )
-    return str(value)
+    window = settings.get("depth_window_m", list(METRIC_WINDOW_M))
+    try:
+        width, height = (float(v) for v in window)
+    except (TypeError, ValueError):
+        width = height = math.nan
+    if not (width > 0 and height > 0):
+        raise DatasetError(
+            f"{manifest} has depth_window_m {window!r}; expected [width, height] in metres"
+        )
+    return str(value), (width, height)
 
 
 class SimReidSource:
@@ -117,7 +130,7 @@ class SimReidSource:
         """
         self._dataset = ReidDataset(root, split, modality)
         self._index = {r: i for i, r in enumerate(self._dataset.records)}
-        self.depth_crop = _manifest_depth_crop(Path(root))
+        self.depth_crop, self.depth_window_m = _manifest_depth_crop(Path(root))
 
     @property
     def records(self) -> tuple[ReidRecord, ...]:
@@ -241,6 +254,7 @@ class BiwiRgbdIdSource:
         mask_depth: bool = False,
         pids: Mapping[str, int] | None = None,
         depth_crop: str = "letterbox",
+        depth_window_m: tuple[float, float] = METRIC_WINDOW_M,
     ) -> None:
         """Index the frames of the chosen subsets and find the person box of each.
 
@@ -255,8 +269,9 @@ class BiwiRgbdIdSource:
             mask_depth: zero the depth pixels outside the user's mask (background removal).
             pids: sequence folder name → pid, for folders not named by a number.
             depth_crop: ``letterbox`` (the user-map box) or ``metric`` (a
-                ``METRIC_WINDOW_M`` window at the person's distance, with BIWI's depth focal
+                ``depth_window_m`` window at the person's distance, with BIWI's depth focal
                 length) depth crops; RGB crops are always the letterboxed box.
+            depth_window_m: (width, height) in metres of a ``metric`` depth crop.
 
         Raises:
             DatasetError: unknown subset or depth crop, a missing subset folder, a sequence
@@ -272,6 +287,7 @@ class BiwiRgbdIdSource:
                 f"depth_crop must be one of {', '.join(DEPTH_CROPS)}, got {depth_crop!r}"
             )
         self.depth_crop = depth_crop
+        self.depth_window_m = (float(depth_window_m[0]), float(depth_window_m[1]))
         unknown = [s for s in subsets if s not in BIWI_SUBSETS]
         if unknown or not subsets:
             raise DatasetError(
@@ -382,7 +398,7 @@ class BiwiRgbdIdSource:
         try:
             if record.modality == "depth" and self.depth_crop == "metric":
                 f = self.geometry.depth_f_px
-                return metric_crop(image, box, f, f, METRIC_WINDOW_M, CROP_SIZE)
+                return metric_crop(image, box, f, f, self.depth_window_m, CROP_SIZE)
             return crop_person(image, box, CROP_SIZE, pad=self.margin)
         except ValueError as exc:
             raise DatasetError(f"cannot crop {path}: {exc}") from exc
@@ -408,6 +424,7 @@ class OpenReidSource:
     """
 
     depth_crop = "letterbox"
+    depth_window_m = METRIC_WINDOW_M  # unused: letterboxed
 
     def __init__(
         self,
