@@ -714,6 +714,43 @@ def test_detections_without_a_transform_are_dropped_and_reported(
     assert node.stats()["frames_without_transform_run"] == 0
 
 
+def test_frames_with_nobody_to_place_are_tracked_while_the_transform_is_missing(
+    graph, executor, spin_until, monkeypatch
+):
+    # Empty arrays were dropped for want of a transform they do not need: the tracker stood
+    # still, so a person who had left kept a confirmed track, and nothing was published.
+    tf = FakeTf()
+    monkeypatch.setattr(tracker_node, "tf_lookup", lambda node, timeout_s: tf)
+    node, feeder = graph(tracking_frame="odom", up_axis="z", lost_timeout_s=0.5)
+    _walk(executor, spin_until, feeder, 5)
+    assert feeder.tracks[-1].tracks
+    tf.missing = {T0 + k * PERIOD for k in range(5, 20)}
+    for k in range(5, 20):
+        feeder.detections.publish(_detections(T0 + k * PERIOD, []))
+        assert spin_until(executor, lambda s=T0 + k * PERIOD: bool(feeder.tracks) and
+                          stamp_to_ns(feeder.tracks[-1].header.stamp) == s)
+    assert feeder.tracks[-1].header.frame_id == "odom"
+    assert list(feeder.tracks[-1].tracks) == []  # lost, then deleted after 0.5 s
+    assert "errors_no_transform" not in node.stats()
+
+
+def test_a_query_after_the_detections_stopped_for_longer_than_lost_timeout_s_is_refused(
+    graph, executor, spin_until, spin_for
+):
+    # Tracks age only when detections come: a query answered a track the tracker would have
+    # deleted minutes ago, as live.
+    node, feeder = graph(lost_timeout_s=0.5)
+    _walk(executor, spin_until, feeder, 5)
+    crop = np.zeros((64, 32, 3), np.uint8)
+    image = array_to_image(crop, "rgb8", T0, "color_optical_frame")
+    spin_for(executor, 0.7)
+    response = _ask(executor, spin_until, feeder, image)
+    assert not response.success
+    assert "no detections for" in response.message and "lost_timeout_s (0.5 s)" in response.message
+    _walk(executor, spin_until, feeder, 1, start=5)
+    assert _ask(executor, spin_until, feeder, image).success
+
+
 def test_every_input_takes_the_input_qos_and_warns_on_an_incompatible_publisher(
     graph, executor, spin_until_logged
 ):

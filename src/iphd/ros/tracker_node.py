@@ -521,6 +521,15 @@ class TrackerNode(Node):
                 if extractor is None else f"the tracker did not start ({self._start_error})"
             )
             raise _QueryUnavailableError(why)
+        silent = self._detections_rate.age_s()
+        if self._detections_rate.count and silent > self.config.lost_timeout_s:
+            # Tracks only age when detections come: these would have been deleted by now,
+            # and would be answered as live.
+            raise _QueryUnavailableError(
+                f"no detections for {silent:.1f} s, longer than lost_timeout_s "
+                f"({self.config.lost_timeout_s:g} s): the tracks are out of date (is the "
+                "detector running?)"
+            )
         if self.reid is None:
             # Tracks then carry no depth embeddings: an empty answer would look like no match.
             raise _QueryUnavailableError(
@@ -690,7 +699,11 @@ class TrackerNode(Node):
                 frame.stamp_ns, last_ns
             ):
                 return
-        if self._to_tracking is not None and frame.frame_id != self._tracking_frame:
+        # Nothing to place (nobody in view, or no valid depth): tracked without a transform,
+        # so lost tracks still age and expire while the robot's TF is late.
+        placed = any(bool(np.all(np.isfinite(p))) for p in positions)
+        if (self._to_tracking is not None and frame.frame_id != self._tracking_frame
+                and placed):
             try:
                 transform = self._to_tracking(self._tracking_frame, frame.frame_id, frame.stamp_ns)
             except LookupError as exc:
