@@ -180,6 +180,19 @@ def test_the_graph_runs_on_other_drivers_topics_named_by_the_topic_arguments(tmp
     assert f"iphd-eval check --bag {tmp_path / 'bag'}" in err
 
 
+def test_a_bag_recorded_outside_the_namespace_runs_in_it_in_one_process(tmp_path):
+    # `ros2 bag record` of drivers outside any namespace stores absolute names; the player
+    # moves the topics it waits for into the graph's namespace, and in one process
+    # (processes=False) it was given none to wait for, so nothing reached fusion.
+    absolute = {topic: f"/{topic}" for topic in REALSENSE_AND_LEPTON}
+    frames = _write_rig_bag(tmp_path / "bag", topics=absolute)
+    result = run_graph("bag", 30.0, bag=str(tmp_path / "bag"), detector=False,
+                       namespace="robot1")
+    assert result.player_stats["finished"]
+    stats = result.stats
+    assert stats["depth_frames"] == frames and stats["published"] > 8, stats
+
+
 def test_a_run_whose_thermal_frames_are_stamped_on_another_clock_says_so(tmp_path, capsys):
     # The thermal driver stamped on a clock 2.5 s behind the depth driver's: both streams
     # arrive, no pair is made, and the run's end says how far apart and what to do.

@@ -43,6 +43,7 @@ from iphd.graph import (
     hold_player,
     load_params_file,
     topics_from_args,
+    tracker_inputs,
     with_overrides,
 )
 from iphd.ros import qos
@@ -296,7 +297,12 @@ def run_graph(
                 tuple(relative_topic(s.topic_name, namespace) for s in monitor.subscriptions),
             )
         else:
-            nodes = make_nodes(specs, params, namespace, use_sim_time, context)
+            # As the launch file: the player waits for the graph's inputs, which is also
+            # what moves a bag's absolute topic names into the namespace.
+            held = tracker_inputs(specs, params, namespace)
+            held = hold_player(held, [t for spec in held for t in spec.inputs] + [
+                relative_topic(s.topic_name, namespace) for s in monitor.subscriptions])
+            nodes = make_nodes(tuple(held), params, namespace, use_sim_time, context)
             started.extend(nodes.values())
         for node in started:
             node.get_logger().set_level(LOG_LEVELS[log_level])
