@@ -346,11 +346,10 @@ def check_depth_crop(source: CropSource, normalize: CropNormalizeConfig) -> None
             f"{normalize.depth_crop} crops; set normalize.depth_crop: {source.depth_crop} (or "
             f"regenerate the data with iphd-sim reid --depth-crop {normalize.depth_crop})"
         )
-    data_window = tuple(float(v) for v in source.depth_window_m)
-    model_window = tuple(float(v) for v in normalize.depth_window_m)
-    if normalize.depth_crop == "metric" and not np.allclose(data_window, model_window):
-        data_text = ", ".join(f"{v:g}" for v in data_window)
-        model_text = ", ".join(f"{v:g}" for v in model_window)
+    if normalize.depth_crop == "metric" and not np.allclose(source.depth_window_m,
+                                                            normalize.depth_window_m):
+        data_text = ", ".join(f"{float(v):g}" for v in source.depth_window_m)
+        model_text = ", ".join(f"{float(v):g}" for v in normalize.depth_window_m)
         raise DatasetError(
             f"the data's metric depth crops are {data_text} m windows but the model is set up "
             f"for {model_text} m (normalize.depth_window_m, which the tracker cuts with); set "
@@ -375,7 +374,7 @@ def load_splits(run: RunConfig) -> Splits:
         DatasetError: no training crops, or fewer identities than validation needs.
     """
     data = run.data
-    window = (float(run.normalize.depth_window_m[0]), float(run.normalize.depth_window_m[1]))
+    window = run.normalize.depth_window_m
     source = open_source(data, data["train_split"], run.normalize.depth_crop, window)
     check_depth_crop(source, run.normalize)
     records = source.records

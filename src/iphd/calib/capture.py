@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from iphd.calib.detect import detect_depth, detect_thermal
-from iphd.calib.solve import CalibConfig, View, coverage_counts, coverage_missing
+from iphd.calib.solve import CalibConfig, View, coverage_counts, coverage_missing, coverage_need
 from iphd.sensors.frames import CameraIntrinsics
 
 DEPTH_RING = 15  # recent depth frames kept (0.5 s at 30 Hz)
@@ -134,9 +134,8 @@ class CaptureSession:
         views, cfg = len(self.views), self.config
         missing = coverage_missing(counts, views, cfg)
         verdict = "need more: " + ", ".join(missing) if missing else "enough"
-        corners = " and the four corners" if cfg.corners else ""
         return (
             f"{views}/{cfg.min_views} views, {self.thermal_only} thermal-only and "
             f"{self.depth_only} depth-only frames, coverage {float((counts > 0).mean()):.0%}"
-            f" of the thermal image (need {cfg.min_coverage:.0%}{corners}): {verdict}"
+            f" of the thermal image (need {coverage_need(cfg)}): {verdict}"
         )

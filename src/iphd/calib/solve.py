@@ -712,6 +712,11 @@ def coverage_missing(counts: np.ndarray, views: int, cfg: CalibConfig) -> list[s
     return missing
 
 
+def coverage_need(cfg: CalibConfig) -> str:
+    """What coverage is enough, for the reports: "67% and the four corners"."""
+    return f"{cfg.min_coverage:.0%}" + (" and the four corners" if cfg.corners else "")
+
+
 def coverage_text(counts: np.ndarray, views: int, cfg: CalibConfig) -> tuple[str, bool]:
     """ASCII picture of the thermal coverage and whether it (and the view count) is enough."""
     fraction = float((counts > 0).mean())
@@ -722,10 +727,9 @@ def coverage_text(counts: np.ndarray, views: int, cfg: CalibConfig) -> tuple[str
     for row in counts:
         lines.append("|" + "|".join(f"{int(c):5d} " if c else "   .  " for c in row) + "|")
         lines.append(border)
-    corners = " and the four corners" if cfg.corners else ""
     lines.append(
-        f"{views} views, {fraction:.0%} of cells covered (need {cfg.min_coverage:.0%}{corners}"
-        f" and {cfg.min_views} views): "
+        f"{views} views, {fraction:.0%} of cells covered (need {coverage_need(cfg)} and "
+        f"{cfg.min_views} views): "
         + ("NOT enough - add " + ", ".join(missing) if missing else "enough")
     )
     return "\n".join(lines), not missing

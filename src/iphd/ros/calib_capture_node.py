@@ -157,9 +157,7 @@ class CalibCaptureNode(Node):
 
     def _write_static_tf(self) -> None:
         """Write the static transforms not yet in the bag, at the newest recorded frame's time."""
-        if self._writer is None or self._last_written_ns is None:
-            return
-        if not self._static_tf_unwritten:
+        if self._writer is None or self._last_written_ns is None or not self._static_tf_unwritten:
             return
         pending, self._static_tf_unwritten = self._static_tf_unwritten, []
         try:

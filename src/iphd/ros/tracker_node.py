@@ -701,9 +701,8 @@ class TrackerNode(Node):
                 return
         # Nothing to place (nobody in view, or no valid depth): tracked without a transform,
         # so lost tracks still age and expire while the robot's TF is late.
-        placed = any(bool(np.all(np.isfinite(p))) for p in positions)
         if (self._to_tracking is not None and frame.frame_id != self._tracking_frame
-                and placed):
+                and any(bool(np.all(np.isfinite(p))) for p in positions)):
             try:
                 transform = self._to_tracking(self._tracking_frame, frame.frame_id, frame.stamp_ns)
             except LookupError as exc:

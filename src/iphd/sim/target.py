@@ -148,9 +148,9 @@ def random_motion(
     gx, gy = spec.grid_extent_m
     for i in range(poses):
         z = float(rng.uniform(*distance_m))
-        # Keep the whole grid in view: shrink the angular range by the grid's half size.
         corner = corners and i < 4
         half_x, half_y = corner_view_deg if corner else view_deg
+        # Keep the whole grid in view: shrink the angular range by the grid's half size.
         ax = np.deg2rad(half_x) - np.arctan2(gx / 2, z)
         ay = np.deg2rad(half_y) - np.arctan2(gy / 2, z)
         ux, uy = float(rng.uniform(-1, 1)), float(rng.uniform(-1, 1))
